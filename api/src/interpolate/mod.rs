@@ -1,0 +1,1 @@
+//! Ops files (go-patch) and `((var))` interpolation, as `bosh interpolate` does them.

@@ -1,0 +1,36 @@
+//! The bosh-rs object model and the formats BOSH users bring with them.
+//!
+//! Everything boshd knows lives in etcd as versioned objects: the kinds in
+//! [`objects`] each pair a user-written `spec` with a controller-written
+//! `status`, kept under separate keys so neither side can clobber the other
+//! (see `shared/DESIGN.md` §2). Manifests, cloud configs and ops files are
+//! parsed here too, so the CLI, the API server and the controllers all reject
+//! bad input with the same precise messages.
+//!
+//! # Layout
+//!
+//! - [`meta`]: object metadata and Kubernetes-style conditions.
+//! - [`objects`]: the kinds (Release, Stemcell, Config, Deployment, Instance,
+//!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
+//!   its status and its etcd key.
+//! - [`yaml`]: the single YAML entry point, with BOSH's YAML 1.1 habits.
+//! - [`manifest`]: deployment manifest v2, cloud config and runtime config,
+//!   with validation that reports every error with its path.
+//! - [`interpolate`]: ops files (go-patch) and `((var))` substitution, the
+//!   semantics of `bosh interpolate`.
+//! - [`store`] (feature `store`): the typed etcd client every write goes
+//!   through: create-if-absent, compare-and-swap, fenced writes, leases and
+//!   watches that survive reconnects and compaction.
+//! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
+
+pub mod interpolate;
+pub mod manifest;
+pub mod meta;
+pub mod objects;
+pub mod schema;
+#[cfg(feature = "store")]
+pub mod store;
+pub mod yaml;
+
+pub use meta::{Condition, ConditionStatus, ObjectMeta};
+pub use objects::{Kind, Object};

@@ -1,0 +1,179 @@
+//! Object metadata and status conditions, shaped like Kubernetes' so that
+//! tools and people who know `kubectl get -o yaml` can read them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Identity and bookkeeping shared by every object.
+///
+/// `generation`, `resource_version` and `status_revision` are never stored:
+/// the store fills them from etcd revisions on every read, so they cannot
+/// drift from the truth (a generation is the spec key's `mod_revision`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// Unique within the kind (and the deployment, for deployment-scoped
+    /// kinds). May contain `/` where BOSH identifies a thing by two parts,
+    /// e.g. a release `nginx/1.2.0` or a config `cloud/default`.
+    pub name: String,
+    /// The deployment a scoped object (Instance, Disk) belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Assigned once at creation; survives updates, differs across
+    /// delete-and-recreate of the same name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Identifying key/value pairs, used for selection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Non-identifying key/value pairs for tools.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Controllers that must finish clean-up before the object disappears.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Set when deletion was requested while finalizers were pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<DateTime<Utc>>,
+    /// When the object was first created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<DateTime<Utc>>,
+    /// The spec key's etcd `mod_revision`: bumps on every spec change.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: i64,
+    /// Same as `generation`; the precondition for a compare-and-swap of the
+    /// spec. Kept separately so clients copying Kubernetes habits find it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resource_version: i64,
+    /// The status key's etcd `mod_revision` (0 when no status was written);
+    /// the precondition for a compare-and-swap of the status.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub status_revision: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+impl ObjectMeta {
+    /// Metadata for a new object of the given name.
+    pub fn named(name: impl Into<String>) -> Self {
+        ObjectMeta { name: name.into(), ..Default::default() }
+    }
+
+    /// Metadata for a new deployment-scoped object.
+    pub fn scoped(deployment: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectMeta { name: name.into(), deployment: Some(deployment.into()), ..Default::default() }
+    }
+
+    /// The revision-derived fields, cleared before a value is written so that
+    /// etcd stays the only source of them.
+    pub(crate) fn strip_revisions(&mut self) {
+        self.generation = 0;
+        self.resource_version = 0;
+        self.status_revision = 0;
+    }
+
+    /// Whether deletion was requested.
+    pub fn is_deleting(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+}
+
+/// The three-valued status of a condition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not yet known.
+    #[default]
+    Unknown,
+}
+
+/// One observation about an object, as in Kubernetes `metav1.Condition`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// CamelCase name, e.g. `Ready`, `Invalid`, `Meltdown`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Whether it holds.
+    pub status: ConditionStatus,
+    /// CamelCase machine-readable cause, e.g. `AgentUnresponsive`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When `status` last changed (not when the condition was last written).
+    pub last_transition_time: DateTime<Utc>,
+    /// The spec generation this condition was computed from.
+    #[serde(default)]
+    pub observed_revision: i64,
+}
+
+/// Sets `cond` in `conditions`, replacing one of the same type. The
+/// transition time is kept when the status did not change, so a reconcile
+/// that re-asserts the same condition produces an identical status and
+/// therefore no etcd write.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut cond: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == cond.type_) {
+        Some(existing) => {
+            if existing.status == cond.status {
+                cond.last_transition_time = existing.last_transition_time;
+            }
+            *existing = cond;
+        }
+        None => conditions.push(cond),
+    }
+}
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(status: ConditionStatus, at: i64) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status,
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: DateTime::from_timestamp(at, 0).unwrap(),
+            observed_revision: at,
+        }
+    }
+
+    /// Re-asserting a condition keeps its transition time so the status is unchanged.
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        let mut cs = vec![cond(ConditionStatus::True, 10)];
+        set_condition(&mut cs, cond(ConditionStatus::True, 20));
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time.timestamp(), 10);
+        assert_eq!(cs[0].observed_revision, 20);
+        set_condition(&mut cs, cond(ConditionStatus::False, 30));
+        assert_eq!(cs[0].last_transition_time.timestamp(), 30);
+    }
+
+    /// Revision fields are never serialized when zero and are stripped before writes.
+    #[test]
+    fn revisions_are_not_persisted() {
+        let mut m = ObjectMeta::named("a");
+        m.generation = 5;
+        m.resource_version = 5;
+        m.status_revision = 7;
+        m.strip_revisions();
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, r#"{"name":"a"}"#);
+    }
+}

@@ -1,0 +1,64 @@
+//! Deployment: a manifest plus the options it was applied with.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Kind;
+use crate::meta::Condition;
+
+/// How an `apply` asked the change to be carried out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentOptions {
+    /// Recreate every VM even if nothing changed (`--recreate`).
+    #[serde(default)]
+    pub recreate: bool,
+    /// Skip pre-stop and drain (`--skip-drain`).
+    #[serde(default)]
+    pub skip_drain: bool,
+    /// Recreate unresponsive instances as part of the apply (`--fix`).
+    #[serde(default)]
+    pub fix: bool,
+}
+
+/// Spec of a Deployment; `metadata.name` is the manifest's `name`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentSpec {
+    /// The interpolated manifest. Loosely typed on purpose: a GitOps tool
+    /// may write anything here, and the deployment controller answers a bad
+    /// manifest with an `Invalid` condition naming each error's path.
+    pub manifest: serde_json::Value,
+    /// Names of the cloud configs this deployment uses (default: `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cloud_configs: Vec<String>,
+    /// How the last apply asked the change to be made.
+    #[serde(default)]
+    pub options: DeploymentOptions,
+    /// The task that carries out the current generation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+}
+
+/// Status of a Deployment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatus {
+    /// `Ready`, `Invalid`, `RollingOut`, `CanaryFailed`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default)]
+    pub observed_revision: i64,
+    /// Instances per instance group that run the current generation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ready_instances: BTreeMap<String, u32>,
+}
+
+impl Kind for DeploymentSpec {
+    const KIND: &'static str = "Deployment";
+    const PLURAL: &'static str = "deployments";
+    type Status = DeploymentStatus;
+}

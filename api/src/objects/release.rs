@@ -1,0 +1,90 @@
+//! Release: one uploaded release version (`name/version`) and its blobs.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ConditionsOnly, Kind};
+
+/// A content-addressed blob in boshd's blobstore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlobRef {
+    /// Hex sha256 of the content; also its blobstore id.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A job as listed in `release.MF`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseJob {
+    /// Job name.
+    pub name: String,
+    /// BOSH uses the fingerprint as the version.
+    pub version: String,
+    /// Fingerprint computed as the bosh CLI does.
+    pub fingerprint: String,
+    /// Digest of the job's `.tgz` as recorded in `release.MF`.
+    pub sha1: String,
+    /// Packages the job needs.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Where the job tarball is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
+}
+
+/// A source package as listed in `release.MF`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleasePackage {
+    /// Package name.
+    pub name: String,
+    /// BOSH uses the fingerprint as the version.
+    pub version: String,
+    /// Fingerprint computed as the bosh CLI does.
+    pub fingerprint: String,
+    /// Digest of the package's `.tgz` as recorded in `release.MF`.
+    pub sha1: String,
+    /// Names of packages it depends on.
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    /// Where the package tarball is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
+}
+
+/// Spec of a Release; `metadata.name` is `<name>/<version>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// Release name.
+    pub name: String,
+    /// Release version, e.g. `1.2.0` or `0+dev.3`.
+    pub version: String,
+    /// Git commit the release was built from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_hash: String,
+    /// Whether the release dir had uncommitted changes.
+    #[serde(default)]
+    pub uncommitted_changes: bool,
+    /// Jobs in the release.
+    #[serde(default)]
+    pub jobs: Vec<ReleaseJob>,
+    /// Packages in the release.
+    #[serde(default)]
+    pub packages: Vec<ReleasePackage>,
+    /// The uploaded tarball.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tarball: Option<BlobRef>,
+}
+
+/// Status of a Release.
+pub type ReleaseStatus = ConditionsOnly;
+
+impl Kind for ReleaseSpec {
+    const KIND: &'static str = "Release";
+    const PLURAL: &'static str = "releases";
+    type Status = ReleaseStatus;
+}

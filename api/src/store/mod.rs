@@ -1,0 +1,1 @@
+//! The typed etcd store.

@@ -1,0 +1,2 @@
+//! boshd: the reconcile runtime and controllers.
+pub mod runtime;
