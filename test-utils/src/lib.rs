@@ -1,1 +1,252 @@
-//! Test harness.
+//! Test harness: a private etcd and nats-server per test, on free loopback
+//! ports with temp data dirs, stopped when dropped (also when the test
+//! panics) and killed with the test process if it dies (`PR_SET_PDEATHSIG`).
+//!
+//! On failure the data dir is kept and its path printed, so the servers'
+//! logs can be read after the fact.
+//!
+//! # Layout
+//!
+//! - [`Etcd`]: one etcd member; can be stopped and started again on the
+//!   same ports and data, to test reconnects.
+//! - [`Nats`]: one nats-server, whose port it picks itself.
+//! - [`TestEnv`]: both, under one temp dir.
+//! - [`eventually`]: poll a condition with a deadline instead of sleeping.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Picks a free loopback port (the OS chooses; the listener is dropped).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// The directory temp dirs go in: `/dev/shm` where available, because etcd
+/// 3.4 cannot turn fsync off and tests should not wait on a disk.
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+/// Spawns `cmd` so that it dies with the test process.
+fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after
+/// `timeout` with `what` in the message.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One etcd member on loopback.
+pub struct Etcd {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    log: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd with its data under `dir` and waits until it is healthy.
+    pub async fn start_in(dir: &Path) -> Result<Etcd> {
+        let mut etcd = Etcd {
+            child: None,
+            data_dir: dir.join("etcd"),
+            log: dir.join("etcd.log"),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.start_again().await?;
+        Ok(etcd)
+    }
+
+    /// `host:port` for clients.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Stops the process (SIGKILL: the harshest case for clients).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts (again) on the same ports and data dir; waits until healthy.
+    pub async fn start_again(&mut self) -> Result<()> {
+        self.stop();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "test", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = spawn_tied(cmd).context("starting etcd (is etcd-server installed? run hack/install-deps.sh)")?;
+        self.child = Some(child);
+        let port = self.client_port;
+        eventually(Duration::from_secs(30), "etcd to report healthy", || etcd_healthy(port))
+            .await
+            .with_context(|| format!("etcd log: {}", self.log.display()))?;
+        Ok(())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether etcd's `/health` endpoint answers healthy.
+async fn etcd_healthy(port: u16) -> Option<()> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    String::from_utf8_lossy(&buf).contains("\"health\":\"true\"").then_some(())
+}
+
+/// One nats-server on loopback.
+pub struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    /// Starts nats-server with the extra `args` (e.g. `["-c", conf]`),
+    /// letting it pick its port and reading the port back from its ports file.
+    pub async fn start_in(dir: &Path, args: &[&str]) -> Result<Nats> {
+        let ports_dir = dir.join("nats-ports");
+        std::fs::create_dir_all(&ports_dir)?;
+        let log = std::fs::File::create(dir.join("nats.log"))?;
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(&ports_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child =
+            spawn_tied(cmd).context("starting nats-server (run hack/install-deps.sh)")?;
+        let pid = child.id();
+        let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
+        let port = eventually(Duration::from_secs(20), "nats-server's ports file", || {
+            let f = ports_file.clone();
+            async move { read_nats_port(&f) }
+        })
+        .await?;
+        eventually(Duration::from_secs(20), "nats-server to accept connections", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await?;
+        Ok(Nats { child, port })
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+fn read_nats_port(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v["nats"].as_array()?.first()?.as_str()?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private etcd (and optionally nats-server) for one test.
+pub struct TestEnv {
+    /// The etcd member.
+    pub etcd: Etcd,
+    /// The nats-server, when started with [`TestEnv::start`].
+    pub nats: Option<Nats>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestEnv {
+    /// etcd and nats-server.
+    pub async fn start() -> Result<TestEnv> {
+        let dir = tempfile::Builder::new().prefix("bosh-rs-test-").tempdir_in(scratch_root())?;
+        let etcd = Etcd::start_in(dir.path()).await?;
+        let nats = Nats::start_in(dir.path(), &[]).await?;
+        Ok(TestEnv { etcd, nats: Some(nats), dir: Some(dir) })
+    }
+
+    /// etcd only, for store and runtime tests.
+    pub async fn etcd_only() -> Result<TestEnv> {
+        let dir = tempfile::Builder::new().prefix("bosh-rs-test-").tempdir_in(scratch_root())?;
+        let etcd = Etcd::start_in(dir.path()).await?;
+        Ok(TestEnv { etcd, nats: None, dir: Some(dir) })
+    }
+
+    /// The etcd endpoints, as the store takes them.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        vec![self.etcd.endpoint()]
+    }
+
+    /// The temp dir holding data and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir is present until drop").path()
+    }
+
+    /// Stops everything and removes the temp dir.
+    pub fn terminate(self) {}
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.etcd.stop();
+        self.nats.take();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let path = dir.keep();
+            eprintln!("test failed: servers' data and logs kept in {}", path.display());
+        }
+    }
+}

@@ -1,1 +1,570 @@
-//! The typed etcd store.
+//! The typed etcd store: the only code in bosh-rs that writes to etcd.
+//!
+//! Every object is two keys: `<root>/<plural>/spec/<name>` holds the
+//! metadata and spec (written by users, GitOps tools and parent
+//! controllers), `<root>/<plural>/status/<name>` holds the status (written
+//! by controllers). Both sit under one per-kind prefix so that a single
+//! etcd watch delivers a transaction's spec and status changes in one
+//! response, and no cache ever shows half of a write. Each side is updated by compare-and-swap on its own
+//! `mod_revision`, so a status write can never clobber a spec change and
+//! vice versa, and a lost race is reported as [`Error::Conflict`] instead of
+//! overwriting anything.
+//!
+//! A store may carry a [`Fence`] (see [`Store::with_fence`]): every write it
+//! makes then also requires that the fence's leader key still exists with
+//! the same create revision. A controller that lost its lease while paused
+//! therefore cannot write anything when it resumes ([`Error::Fenced`]).
+//!
+//! # Layout
+//!
+//! - this file: [`Store`], its errors, reads and writes.
+//! - [`watch`]: watches that resume after reconnects and relist after
+//!   compaction.
+//! - [`lease`]: leases, leader keys and fences.
+
+use std::fmt;
+
+use chrono::Utc;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
+use crate::meta::ObjectMeta;
+
+pub mod lease;
+pub mod watch;
+
+pub use lease::{Fence, LeaseId};
+pub use watch::{WatchEvent, Watcher};
+
+/// Objects per page when listing; keeps each gRPC message well under
+/// tonic's 4 MiB default limit even for large specs.
+const LIST_PAGE: i64 = 500;
+
+/// Store errors. Each names the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound {
+        /// Kind name.
+        kind: &'static str,
+        /// Object key name.
+        name: String,
+    },
+    /// Create-if-absent found the object already there.
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists {
+        /// Kind name.
+        kind: &'static str,
+        /// Object key name.
+        name: String,
+    },
+    /// The object changed since it was read: re-read and retry.
+    #[error("{kind} {name:?} was modified concurrently (expected revision {expected})")]
+    Conflict {
+        /// Kind name.
+        kind: &'static str,
+        /// Object key name.
+        name: String,
+        /// The revision the write was conditioned on.
+        expected: i64,
+    },
+    /// The write carried a fencing token that is no longer current: this
+    /// process is no longer the leader of `fence`.
+    #[error("write refused: leadership {fence} is no longer held")]
+    Fenced {
+        /// The stale fence.
+        fence: Fence,
+    },
+    /// The name cannot be used as a key.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// A stored value did not decode: someone wrote bad JSON under our keys.
+    #[error("cannot decode {key}: {source}")]
+    Decode {
+        /// The etcd key.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// etcd could not be reached or refused the call.
+    #[error("etcd {op} failed: {source}")]
+    Etcd {
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: etcd_client::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying after a re-read may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
+        move |source| Error::Etcd { op, source }
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The stored form of a spec key: everything but the status.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecRecordRef<'a, S> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: &'a ObjectMeta,
+    spec: &'a S,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecRecord<S> {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: S,
+}
+
+/// A consistent listing of one kind at one etcd revision.
+#[derive(Debug, Clone)]
+pub struct List<S: Kind> {
+    /// The objects, sorted by key.
+    pub items: Vec<Object<S>>,
+    /// The revision the listing was read at; watch from `revision + 1`.
+    pub revision: i64,
+}
+
+/// Typed access to bosh-rs objects in etcd.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    root: String,
+    fence: Option<Fence>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).field("fence", &self.fence).finish()
+    }
+}
+
+impl Store {
+    /// Connects to etcd at `endpoints` (e.g. `["127.0.0.1:2379"]`), keeping
+    /// every key under `root` (normally `/bosh`; tests may share one etcd by
+    /// using different roots).
+    pub async fn connect(endpoints: &[String], root: &str) -> Result<Store> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(5))
+            .with_keep_alive(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client =
+            Client::connect(endpoints, Some(opts)).await.map_err(Error::etcd("connect"))?;
+        Ok(Store { client, root: root.trim_end_matches('/').to_string(), fence: None })
+    }
+
+    /// A copy of this store whose every write also requires `fence` to be
+    /// current. Controllers hand this to reconcilers so that no
+    /// side-effecting write escapes leader election.
+    pub fn with_fence(&self, fence: Fence) -> Store {
+        Store { fence: Some(fence), ..self.clone() }
+    }
+
+    /// The fence this store's writes carry, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// The key root, e.g. `/bosh`.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// `<root>/<plural>/`: both halves of every object of a kind, so that
+    /// one watch sees a transaction's spec and status changes together.
+    pub(crate) fn kind_root<S: Kind>(&self) -> String {
+        format!("{}/{}/", self.root, S::PLURAL)
+    }
+
+    /// `<root>/<plural>/spec/` (or `status/`).
+    pub(crate) fn kind_prefix<S: Kind>(&self, side: Side) -> String {
+        format!("{}{}/", self.kind_root::<S>(), side.as_str())
+    }
+
+    fn key<S: Kind>(&self, side: Side, name: &str) -> String {
+        format!("{}{name}", self.kind_prefix::<S>(side))
+    }
+
+    /// The current etcd revision.
+    pub async fn revision(&self) -> Result<i64> {
+        let resp = self
+            .client
+            .clone()
+            .get(format!("{}/", self.root), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(Error::etcd("get"))?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Reads one object (spec and status at one revision).
+    pub async fn get<S: Kind>(&self, deployment: Option<&str>, name: &str) -> Result<Object<S>> {
+        let name = key_name::<S>(deployment, name);
+        validate_name(&name)?;
+        let (spec_key, status_key) = (self.key::<S>(Side::Spec, &name), self.key::<S>(Side::Status, &name));
+        let txn = Txn::new().and_then([
+            etcd_client::TxnOp::get(spec_key.clone(), None),
+            etcd_client::TxnOp::get(status_key, None),
+        ]);
+        let resp = self.client.clone().txn(txn).await.map_err(Error::etcd("get"))?;
+        let mut gets = resp.op_responses().into_iter().map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let spec = gets.next().flatten();
+        let status = gets.next().flatten();
+        match spec {
+            Some(spec) => decode_object::<S>(&spec, status.as_ref()),
+            None => Err(Error::NotFound { kind: S::KIND, name }),
+        }
+    }
+
+    /// Reads one object, or `None` when it does not exist.
+    pub async fn try_get<S: Kind>(
+        &self,
+        deployment: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Object<S>>> {
+        match self.get::<S>(deployment, name).await {
+            Ok(o) => Ok(Some(o)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every object of a kind whose key name starts with `prefix`
+    /// (e.g. a deployment's instances: `"cf/"`), consistently at one
+    /// revision, paging so that large kinds never exceed a gRPC message.
+    pub async fn list<S: Kind>(&self, prefix: &str) -> Result<List<S>> {
+        let spec_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Spec));
+        let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
+        let (specs, revision) = self.range_all(&spec_prefix, None).await?;
+        let (statuses, _) = self.range_all(&status_prefix, Some(revision)).await?;
+        let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> = statuses
+            .into_iter()
+            .map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv))
+            .collect();
+        let mut items = Vec::with_capacity(specs.len());
+        for kv in &specs {
+            let status = statuses.remove(&kv.key()[spec_prefix.len()..]);
+            items.push(decode_object::<S>(kv, status.as_ref())?);
+        }
+        Ok(List { items, revision })
+    }
+
+    /// All key-values under `prefix`, at `revision` (or the current one),
+    /// returning the revision read at.
+    pub(crate) async fn range_all(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<(Vec<KeyValue>, i64)> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut out = Vec::new();
+        let mut start = prefix.as_bytes().to_vec();
+        let mut rev = revision.unwrap_or(0);
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            if rev > 0 {
+                opts = opts.with_revision(rev);
+            }
+            let mut resp =
+                self.client.clone().get(start.clone(), Some(opts)).await.map_err(Error::etcd("list"))?;
+            if rev == 0 {
+                rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            if let Some(last) = kvs.last() {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            out.extend(kvs);
+            if !more {
+                return Ok((out, rev));
+            }
+        }
+    }
+
+    /// Creates an object if no object of that name exists. Assigns a uid
+    /// and creation timestamp when missing. A non-default status is written
+    /// in the same transaction.
+    pub async fn create<S: Kind>(&self, obj: &Object<S>) -> Result<Object<S>> {
+        self.create_inner(obj, None).await
+    }
+
+    /// Like [`Store::create`], but both keys are bound to `lease` and vanish
+    /// when it expires (events age out this way).
+    pub async fn create_with_lease<S: Kind>(
+        &self,
+        obj: &Object<S>,
+        lease: LeaseId,
+    ) -> Result<Object<S>> {
+        self.create_inner(obj, Some(lease)).await
+    }
+
+    async fn create_inner<S: Kind>(
+        &self,
+        obj: &Object<S>,
+        lease: Option<LeaseId>,
+    ) -> Result<Object<S>> {
+        let mut obj = obj.clone();
+        let name = obj.key_name();
+        validate_name(&name)?;
+        if S::SCOPED && obj.metadata.deployment.is_none() {
+            return Err(InvalidName { name, reason: "a scoped kind needs metadata.deployment" }.into());
+        }
+        if obj.metadata.uid.is_empty() {
+            obj.metadata.uid = uuid::Uuid::new_v4().to_string();
+        }
+        obj.metadata.creation_timestamp.get_or_insert_with(Utc::now);
+        obj.metadata.deletion_timestamp = None;
+        let spec_key = self.key::<S>(Side::Spec, &name);
+        let put_opts = lease.map(|l| PutOptions::new().with_lease(l.0));
+        let mut ops = vec![etcd_client::TxnOp::put(spec_key.clone(), encode_spec(&obj), put_opts.clone())];
+        let with_status = obj.status != S::Status::default();
+        if with_status {
+            ops.push(etcd_client::TxnOp::put(
+                self.key::<S>(Side::Status, &name),
+                encode_status::<S>(&obj.status),
+                put_opts,
+            ));
+        }
+        let cmp = vec![Compare::create_revision(spec_key, CompareOp::Equal, 0)];
+        let rev = self.write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() }).await?;
+        set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
+        Ok(obj)
+    }
+
+    /// Replaces the metadata and spec if the spec is still at
+    /// `obj.metadata.resource_version`. Status is not touched. Removing the
+    /// last finalizer of an object being deleted deletes it.
+    pub async fn update_spec<S: Kind>(&self, obj: &Object<S>) -> Result<Object<S>> {
+        let mut obj = obj.clone();
+        let name = obj.key_name();
+        validate_name(&name)?;
+        let expected = obj.metadata.resource_version;
+        if obj.metadata.is_deleting() && obj.metadata.finalizers.is_empty() {
+            self.delete_keys::<S>(&name, expected).await?;
+            return Ok(obj);
+        }
+        let spec_key = self.key::<S>(Side::Spec, &name);
+        let cmp = vec![Compare::mod_revision(spec_key.clone(), CompareOp::Equal, expected)];
+        let ops = vec![etcd_client::TxnOp::put(spec_key, encode_spec(&obj), None)];
+        let rev = self
+            .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
+            .await?;
+        let status_rev = obj.metadata.status_revision;
+        set_revisions(&mut obj.metadata, rev, status_rev);
+        Ok(obj)
+    }
+
+    /// Replaces the status if it is still at `obj.metadata.status_revision`
+    /// (0: no status yet) and the object still exists.
+    pub async fn update_status<S: Kind>(&self, obj: &Object<S>) -> Result<Object<S>> {
+        let mut obj = obj.clone();
+        let name = obj.key_name();
+        validate_name(&name)?;
+        let expected = obj.metadata.status_revision;
+        let spec_key = self.key::<S>(Side::Spec, &name);
+        let status_key = self.key::<S>(Side::Status, &name);
+        let cmp = vec![
+            Compare::create_revision(spec_key, CompareOp::Greater, 0),
+            Compare::mod_revision(status_key.clone(), CompareOp::Equal, expected),
+        ];
+        let ops = vec![etcd_client::TxnOp::put(status_key, encode_status::<S>(&obj.status), None)];
+        let rev = self
+            .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
+            .await?;
+        let spec_rev = obj.metadata.resource_version;
+        set_revisions(&mut obj.metadata, spec_rev, rev);
+        Ok(obj)
+    }
+
+    /// Deletes an object whose spec is still at `resource_version` (`None`:
+    /// whatever it is). With finalizers pending it only sets
+    /// `deletionTimestamp`, and the controllers owning the finalizers finish
+    /// the job. Returns whether the object is gone.
+    pub async fn delete<S: Kind>(
+        &self,
+        deployment: Option<&str>,
+        name: &str,
+        resource_version: Option<i64>,
+    ) -> Result<bool> {
+        let mut obj = self.get::<S>(deployment, name).await?;
+        if let Some(rv) = resource_version
+            && rv != obj.metadata.resource_version
+        {
+            return Err(Error::Conflict { kind: S::KIND, name: obj.key_name(), expected: rv });
+        }
+        if obj.metadata.finalizers.is_empty() {
+            self.delete_keys::<S>(&obj.key_name(), obj.metadata.resource_version).await?;
+            return Ok(true);
+        }
+        if !obj.metadata.is_deleting() {
+            obj.metadata.deletion_timestamp = Some(Utc::now());
+            self.update_spec(&obj).await?;
+        }
+        Ok(false)
+    }
+
+    async fn delete_keys<S: Kind>(&self, name: &str, expected: i64) -> Result<()> {
+        let spec_key = self.key::<S>(Side::Spec, name);
+        let cmp = vec![Compare::mod_revision(spec_key.clone(), CompareOp::Equal, expected)];
+        let ops = vec![
+            etcd_client::TxnOp::delete(spec_key, None),
+            etcd_client::TxnOp::delete(self.key::<S>(Side::Status, name), None),
+        ];
+        self.write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.to_string(), expected })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a write transaction: `compares` (plus the fence, if any) guard
+    /// `ops`. On failure, tells a stale fence apart from a failed
+    /// precondition (`otherwise`). Returns the revision of the write.
+    pub(crate) async fn write(
+        &self,
+        mut compares: Vec<Compare>,
+        ops: Vec<etcd_client::TxnOp>,
+        otherwise: impl FnOnce() -> Error,
+    ) -> Result<i64> {
+        let mut or_else = Vec::new();
+        if let Some(f) = &self.fence {
+            compares.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.revision));
+            or_else.push(etcd_client::TxnOp::get(f.key.clone(), None));
+        }
+        let txn = Txn::new().when(compares).and_then(ops).or_else(or_else);
+        let resp = self.client.clone().txn(txn).await.map_err(Error::etcd("txn"))?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        if let Some(f) = &self.fence {
+            let current = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| kv.create_revision())),
+                _ => None,
+            });
+            if current.flatten() != Some(f.revision) {
+                return Err(Error::Fenced { fence: f.clone() });
+            }
+        }
+        Err(otherwise())
+    }
+
+    /// Compacts etcd's history up to `revision` (an admin operation; tests
+    /// use it to force watchers to relist).
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        self.client
+            .clone()
+            .compact(revision, Some(etcd_client::CompactionOptions::new().with_physical()))
+            .await
+            .map_err(Error::etcd("compact"))?;
+        Ok(())
+    }
+}
+
+/// Which half of an object a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Spec,
+    Status,
+}
+
+impl Side {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Side::Spec => "spec",
+            Side::Status => "status",
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn set_revisions(meta: &mut ObjectMeta, spec_rev: i64, status_rev: i64) {
+    meta.generation = spec_rev;
+    meta.resource_version = spec_rev;
+    meta.status_revision = status_rev;
+}
+
+fn encode_spec<S: Kind>(obj: &Object<S>) -> Vec<u8> {
+    let mut meta = obj.metadata.clone();
+    meta.strip_revisions();
+    let rec = SpecRecordRef {
+        api_version: crate::objects::API_VERSION,
+        kind: S::KIND,
+        metadata: &meta,
+        spec: &obj.spec,
+    };
+    serde_json::to_vec(&rec).expect("objects always serialize")
+}
+
+fn encode_status<S: Kind>(status: &S::Status) -> Vec<u8> {
+    serde_json::to_vec(status).expect("statuses always serialize")
+}
+
+/// Builds an object from its spec key-value and optional status key-value.
+pub(crate) fn decode_object<S: Kind>(
+    spec: &KeyValue,
+    status: Option<&KeyValue>,
+) -> Result<Object<S>> {
+    let key = || String::from_utf8_lossy(spec.key()).into_owned();
+    let rec: SpecRecord<S> =
+        serde_json::from_slice(spec.value()).map_err(|source| Error::Decode { key: key(), source })?;
+    let status_value = match status {
+        Some(kv) => serde_json::from_slice(kv.value()).map_err(|source| Error::Decode {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            source,
+        })?,
+        None => S::Status::default(),
+    };
+    let mut metadata = rec.metadata;
+    set_revisions(&mut metadata, spec.mod_revision(), status.map(|s| s.mod_revision()).unwrap_or(0));
+    Ok(Object { api_version: rec.api_version, kind: rec.kind, metadata, spec: rec.spec, status: status_value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The range end of a prefix covers exactly the keys under it.
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/bosh/a/"), b"/bosh/a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Watches of one kind that survive etcd restarts and compaction.
+//!
+//! A [`Watcher`] keeps the raw spec and status values of every object of
+//! its kind, so it can hand out whole objects when only one half changed.
+//! It resumes a broken watch from the revision after the last one it saw
+//! (progress notifications keep that revision fresh while nothing changes),
+//! and when that revision has been compacted away it relists and says so
+//! with [`WatchEvent::Relisted`]: consumers replace their cache rather than
+//! trusting a history that no longer exists.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use etcd_client::{EventType, KeyValue, WatchOptions};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::{Result, Side, Store, decode_object};
+use crate::objects::{Kind, Object};
+
+/// One change seen by a [`Watcher`].
+#[derive(Debug, Clone)]
+pub enum WatchEvent<S: Kind> {
+    /// A complete listing at `revision`: replace whatever was known.
+    Relisted {
+        /// Every object of the kind.
+        objects: Vec<Object<S>>,
+        /// The revision listed at.
+        revision: i64,
+    },
+    /// An object was created or its spec or status changed.
+    Applied(Object<S>),
+    /// An object is gone.
+    Deleted {
+        /// Its key name (`name`, or `deployment/name`).
+        name: String,
+        /// The revision of the deletion.
+        revision: i64,
+    },
+}
+
+/// A stream of [`WatchEvent`]s for one kind. Dropping it stops the watch.
+pub struct Watcher<S: Kind> {
+    rx: mpsc::Receiver<WatchEvent<S>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S: Kind> Drop for Watcher<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<S: Kind> Stream for Watcher<S> {
+    type Item = WatchEvent<S>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Store {
+    /// Watches every object of kind `S`. With `from_revision: None` the
+    /// stream starts with a [`WatchEvent::Relisted`]; with `Some(rev)` it
+    /// replays changes from `rev` on (relisting if `rev` was compacted).
+    pub fn watch<S: Kind>(&self, from_revision: Option<i64>) -> Watcher<S> {
+        let (tx, rx) = mpsc::channel(1024);
+        let state = WatchState::<S> {
+            store: self.clone(),
+            root: self.kind_root::<S>(),
+            spec_prefix: self.kind_prefix::<S>(Side::Spec),
+            status_prefix: self.kind_prefix::<S>(Side::Status),
+            specs: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            next_revision: from_revision,
+            tx,
+        };
+        Watcher { rx, task: tokio::spawn(state.run()) }
+    }
+}
+
+/// Why one watch session ended.
+enum SessionEnd {
+    /// The start revision was compacted: relist.
+    Compacted,
+    /// The connection broke or etcd restarted: resume.
+    Broken(String),
+    /// Nobody listens any more.
+    Closed,
+}
+
+struct WatchState<S: Kind> {
+    store: Store,
+    root: String,
+    spec_prefix: String,
+    status_prefix: String,
+    specs: BTreeMap<String, KeyValue>,
+    statuses: BTreeMap<String, KeyValue>,
+    /// Where to resume; `None` means relist first.
+    next_revision: Option<i64>,
+    tx: mpsc::Sender<WatchEvent<S>>,
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl<S: Kind> WatchState<S> {
+    async fn run(mut self) {
+        let mut backoff = reconnect_backoff();
+        loop {
+            if self.next_revision.is_none() {
+                match self.relist().await {
+                    Ok(true) => backoff = reconnect_backoff(),
+                    Ok(false) => return,
+                    Err(e) => {
+                        warn!(kind = S::KIND, error = %e, "relist failed; retrying");
+                        tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                        continue;
+                    }
+                }
+            }
+            match self.session().await {
+                SessionEnd::Closed => return,
+                SessionEnd::Compacted => {
+                    debug!(kind = S::KIND, "watch revision compacted; relisting");
+                    self.next_revision = None;
+                }
+                SessionEnd::Broken(why) => {
+                    warn!(kind = S::KIND, error = %why, next_revision = ?self.next_revision, "watch broken; resuming");
+                    tokio::time::sleep(backoff.next().unwrap_or_default()).await;
+                }
+            }
+        }
+    }
+
+    /// Reads everything and announces it. Returns false when the receiver is gone.
+    async fn relist(&mut self) -> Result<bool> {
+        let (kvs, revision) = self.store.range_all(&self.root, None).await?;
+        self.specs.clear();
+        self.statuses.clear();
+        for kv in kvs {
+            self.remember(kv);
+        }
+        let mut objects = Vec::with_capacity(self.specs.len());
+        for name in self.specs.keys() {
+            if let Some(o) = self.compose(name) {
+                objects.push(o);
+            }
+        }
+        self.next_revision = Some(revision + 1);
+        Ok(self.tx.send(WatchEvent::Relisted { objects, revision }).await.is_ok())
+    }
+
+    /// Stores a key-value in the spec or status map.
+    fn remember(&mut self, kv: KeyValue) -> Option<String> {
+        let key = kv.key();
+        if let Some(name) = key.strip_prefix(self.spec_prefix.as_bytes()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            self.specs.insert(name.clone(), kv);
+            Some(name)
+        } else if let Some(name) = key.strip_prefix(self.status_prefix.as_bytes()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            self.statuses.insert(name.clone(), kv);
+            Some(name)
+        } else {
+            None
+        }
+    }
+
+    fn forget(&mut self, key: &[u8]) -> Option<(String, Side)> {
+        if let Some(name) = key.strip_prefix(self.spec_prefix.as_bytes()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            self.specs.remove(&name);
+            Some((name, Side::Spec))
+        } else if let Some(name) = key.strip_prefix(self.status_prefix.as_bytes()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            self.statuses.remove(&name);
+            Some((name, Side::Status))
+        } else {
+            None
+        }
+    }
+
+    /// The whole object, if its spec is known and decodes.
+    fn compose(&self, name: &str) -> Option<Object<S>> {
+        let spec = self.specs.get(name)?;
+        match decode_object::<S>(spec, self.statuses.get(name)) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                // A bad value written by hand must not stop the watch for
+                // everything else; it is reported and skipped.
+                warn!(kind = S::KIND, name, error = %e, "skipping undecodable object");
+                None
+            }
+        }
+    }
+
+    /// One watch from `next_revision` until it breaks.
+    async fn session(&mut self) -> SessionEnd {
+        let start = self.next_revision.unwrap_or(1);
+        let opts = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
+        let mut stream = match self.store.client().watch(self.root.clone(), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => return SessionEnd::Broken(e.to_string()),
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return SessionEnd::Broken("watch stream ended".into()),
+                Err(e) => return SessionEnd::Broken(e.to_string()),
+            };
+            if resp.compact_revision() > 0 {
+                return SessionEnd::Compacted;
+            }
+            if resp.canceled() {
+                return SessionEnd::Broken(format!("watch cancelled: {}", resp.cancel_reason()));
+            }
+            if resp.events().is_empty() {
+                // Created or progress notification: everything up to the
+                // header revision has been delivered.
+                if let Some(h) = resp.header()
+                    && !resp.created()
+                {
+                    self.next_revision = Some(h.revision() + 1);
+                }
+                continue;
+            }
+            if !self.apply_events(resp.events()).await {
+                return SessionEnd::Closed;
+            }
+        }
+    }
+
+    /// Applies a response's events revision by revision, announcing each
+    /// changed object once per revision. Returns false when the receiver is gone.
+    async fn apply_events(&mut self, events: &[etcd_client::Event]) -> bool {
+        let mut i = 0;
+        while i < events.len() {
+            let rev = events[i].kv().map(|kv| kv.mod_revision()).unwrap_or_default();
+            // name -> whether its spec was deleted in this revision
+            let mut changed: BTreeMap<String, bool> = BTreeMap::new();
+            while i < events.len()
+                && events[i].kv().map(|kv| kv.mod_revision()).unwrap_or_default() == rev
+            {
+                let ev = &events[i];
+                i += 1;
+                let Some(kv) = ev.kv() else { continue };
+                match ev.event_type() {
+                    EventType::Put => {
+                        if let Some(name) = self.remember(kv.clone()) {
+                            changed.entry(name).or_insert(false);
+                        }
+                    }
+                    EventType::Delete => {
+                        if let Some((name, side)) = self.forget(kv.key()) {
+                            *changed.entry(name).or_insert(false) |= side == Side::Spec;
+                        }
+                    }
+                }
+            }
+            for (name, spec_deleted) in changed {
+                let ev = if spec_deleted {
+                    WatchEvent::Deleted { name, revision: rev }
+                } else {
+                    // None: a status for an object we do not have, or one
+                    // that does not decode (already reported).
+                    match self.compose(&name) {
+                        Some(o) => WatchEvent::Applied(o),
+                        None => continue,
+                    }
+                };
+                if self.tx.send(ev).await.is_err() {
+                    return false;
+                }
+            }
+            self.next_revision = Some(rev + 1);
+        }
+        true
+    }
+}

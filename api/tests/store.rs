@@ -1,0 +1,268 @@
+//! The typed store against a real etcd.
+
+use std::time::Duration;
+
+use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, TaskSpec};
+use bosh_api::store::{Error, Store, WatchEvent};
+use bosh_api::{Object, ObjectMeta};
+use bosh_test_utils::TestEnv;
+use futures::StreamExt;
+use serde_json::json;
+
+async fn env_and_store() -> (TestEnv, Store) {
+    let env = TestEnv::etcd_only().await.expect("start etcd");
+    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await.expect("connect");
+    (env, store)
+}
+
+fn config(name: &str, n: i64) -> Object<ConfigSpec> {
+    Object::new(
+        ObjectMeta::named(name),
+        ConfigSpec { type_: ConfigType::Cloud, content: json!({ "n": n }) },
+    )
+}
+
+async fn next<S: bosh_api::Kind>(w: &mut bosh_api::store::Watcher<S>) -> WatchEvent<S> {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("a watch event within 20s")
+        .expect("watch stream open")
+}
+
+/// Create-if-absent, CAS updates of spec and status, and preconditioned delete behave as documented.
+#[tokio::test]
+async fn crud_round_trip_with_revisions_and_preconditions() {
+    let (_env, store) = env_and_store().await;
+    let created = store.create(&config("cloud/default", 1)).await.unwrap();
+    assert!(!created.metadata.uid.is_empty());
+    assert!(created.metadata.generation > 0);
+    assert_eq!(created.metadata.status_revision, 0);
+
+    let again = store.create(&config("cloud/default", 2)).await.unwrap_err();
+    assert!(matches!(again, Error::AlreadyExists { .. }), "{again}");
+
+    let got: Object<ConfigSpec> = store.get(None, "cloud/default").await.unwrap();
+    assert_eq!(got, created);
+
+    // Spec CAS: the first writer wins, the stale one gets Conflict.
+    let mut a = got.clone();
+    a.spec.content = json!({"n": 10});
+    let a = store.update_spec(&a).await.unwrap();
+    assert!(a.metadata.generation > got.metadata.generation);
+    let mut stale = got.clone();
+    stale.spec.content = json!({"n": 11});
+    let err = store.update_spec(&stale).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+
+    // Status CAS is independent of the spec revision.
+    let mut s = a.clone();
+    s.status.observed_revision = a.metadata.generation;
+    let s = store.update_status(&s).await.unwrap();
+    assert!(s.metadata.status_revision > 0);
+    assert_eq!(s.metadata.generation, a.metadata.generation, "status write must not bump generation");
+    let err = store.update_status(&a).await.unwrap_err();
+    assert!(err.is_conflict(), "a status write based on status revision 0 must conflict: {err}");
+
+    let list = store.list::<ConfigSpec>("").await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].status.observed_revision, a.metadata.generation);
+
+    // Delete with a stale precondition is refused and loses nothing.
+    let err = store.delete::<ConfigSpec>(None, "cloud/default", Some(1)).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert!(store.try_get::<ConfigSpec>(None, "cloud/default").await.unwrap().is_some());
+    assert!(store.delete::<ConfigSpec>(None, "cloud/default", Some(s.metadata.resource_version)).await.unwrap());
+    assert!(store.try_get::<ConfigSpec>(None, "cloud/default").await.unwrap().is_none());
+    assert!(store.list::<ConfigSpec>("").await.unwrap().items.is_empty(), "status key must go too");
+}
+
+/// With finalizers pending, delete only marks the object; removing the last finalizer removes it.
+#[tokio::test]
+async fn delete_waits_for_finalizers() {
+    let (_env, store) = env_and_store().await;
+    let mut d = Object::new(ObjectMeta::named("cf"), DeploymentSpec::default());
+    d.metadata.finalizers = vec!["bosh.io/instances".into()];
+    store.create(&d).await.unwrap();
+    assert!(!store.delete::<DeploymentSpec>(None, "cf", None).await.unwrap());
+    let mut marked: Object<DeploymentSpec> = store.get(None, "cf").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    marked.metadata.finalizers.clear();
+    store.update_spec(&marked).await.unwrap();
+    assert!(store.try_get::<DeploymentSpec>(None, "cf").await.unwrap().is_none());
+}
+
+/// 50 concurrent read-modify-write loops lose no increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_cas_writers_lose_no_update() {
+    let (_env, store) = env_and_store().await;
+    store.create(&config("cloud/counter", 0)).await.unwrap();
+    const WRITERS: i64 = 50;
+    const EACH: i64 = 4;
+    let mut handles = Vec::new();
+    for _ in 0..WRITERS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut conflicts = 0u32;
+            for _ in 0..EACH {
+                loop {
+                    let mut o: Object<ConfigSpec> = store.get(None, "cloud/counter").await.unwrap();
+                    let n = o.spec.content["n"].as_i64().unwrap();
+                    o.spec.content = json!({ "n": n + 1 });
+                    match store.update_spec(&o).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_conflict() => conflicts += 1,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for h in handles {
+        conflicts += h.await.unwrap();
+    }
+    let o: Object<ConfigSpec> = store.get(None, "cloud/counter").await.unwrap();
+    assert_eq!(o.spec.content["n"], json!(WRITERS * EACH));
+    assert!(conflicts > 0, "50 concurrent writers should have raced at least once");
+}
+
+/// A watch sees creates, status-only changes and deletes as whole objects, one event per transaction.
+#[tokio::test]
+async fn watch_reports_whole_objects_once_per_transaction() {
+    let (_env, store) = env_and_store().await;
+    let mut w = store.watch::<ConfigSpec>(None);
+    match next(&mut w).await {
+        WatchEvent::Relisted { objects, .. } => assert!(objects.is_empty()),
+        e => panic!("expected the initial relist, got {e:?}"),
+    }
+    // A create that writes spec and status in one transaction is one event.
+    let mut c = config("cloud/a", 1);
+    c.status.observed_revision = 42;
+    store.create(&c).await.unwrap();
+    match next(&mut w).await {
+        WatchEvent::Applied(o) => {
+            assert_eq!(o.metadata.name, "cloud/a");
+            assert_eq!(o.status.observed_revision, 42, "status must arrive with the spec");
+        }
+        e => panic!("expected Applied, got {e:?}"),
+    }
+    let mut o: Object<ConfigSpec> = store.get(None, "cloud/a").await.unwrap();
+    o.status.observed_revision = 43;
+    store.update_status(&o).await.unwrap();
+    match next(&mut w).await {
+        WatchEvent::Applied(o) => {
+            assert_eq!(o.spec.content["n"], 1, "a status change carries the spec too");
+            assert_eq!(o.status.observed_revision, 43);
+        }
+        e => panic!("expected Applied, got {e:?}"),
+    }
+    store.delete::<ConfigSpec>(None, "cloud/a", None).await.unwrap();
+    match next(&mut w).await {
+        WatchEvent::Deleted { name, .. } => assert_eq!(name, "cloud/a"),
+        e => panic!("expected Deleted, got {e:?}"),
+    }
+}
+
+/// After etcd is killed and restarted, the watch resumes where it was without relisting.
+#[tokio::test]
+async fn watch_resumes_after_etcd_restart() {
+    let (mut env, store) = env_and_store().await;
+    let mut w = store.watch::<ConfigSpec>(None);
+    assert!(matches!(next(&mut w).await, WatchEvent::Relisted { .. }));
+    store.create(&config("cloud/before", 1)).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Applied(o) if o.metadata.name == "cloud/before"));
+
+    env.etcd.stop();
+    env.etcd.start_again().await.unwrap();
+
+    // The client reconnects by itself; retry the write until etcd serves it.
+    let store2 = store.clone();
+    bosh_test_utils::eventually(Duration::from_secs(20), "a write after restart", || {
+        let s = store2.clone();
+        async move { s.create(&config("cloud/after", 2)).await.ok() }
+    })
+    .await
+    .unwrap();
+    match next(&mut w).await {
+        WatchEvent::Applied(o) => assert_eq!(o.metadata.name, "cloud/after"),
+        e => panic!("expected the watch to resume with Applied(cloud/after), got {e:?}"),
+    }
+}
+
+/// Watching from a compacted revision relists, and the listing equals what etcd holds.
+#[tokio::test]
+async fn watch_from_compacted_revision_relists_to_current_state() {
+    let (_env, store) = env_and_store().await;
+    let start = store.revision().await.unwrap();
+    for i in 0..20 {
+        store.create(&config(&format!("cloud/c{i:02}"), i)).await.unwrap();
+    }
+    for i in 0..5 {
+        store.delete::<ConfigSpec>(None, &format!("cloud/c{i:02}"), None).await.unwrap();
+    }
+    let mut o: Object<ConfigSpec> = store.get(None, "cloud/c10").await.unwrap();
+    o.status.observed_revision = 7;
+    store.update_status(&o).await.unwrap();
+    let now = store.revision().await.unwrap();
+    store.compact(now).await.unwrap();
+
+    let mut w = store.watch::<ConfigSpec>(Some(start + 1));
+    let listed = match next(&mut w).await {
+        WatchEvent::Relisted { objects, revision } => {
+            assert!(revision >= now);
+            objects
+        }
+        e => panic!("expected a relist after compaction, got {e:?}"),
+    };
+    let truth = store.list::<ConfigSpec>("").await.unwrap().items;
+    assert_eq!(listed.len(), 15);
+    assert_eq!(listed, truth);
+}
+
+/// Listing pages through more objects than one etcd page holds.
+#[tokio::test]
+async fn list_pages_through_large_kinds() {
+    let (_env, store) = env_and_store().await;
+    for i in 0..1203u64 {
+        let t = Object::new(
+            ObjectMeta::named(format!("{i:08}")),
+            TaskSpec { id: i, description: "x".into(), ..Default::default() },
+        );
+        store.create(&t).await.unwrap();
+    }
+    let list = store.list::<TaskSpec>("").await.unwrap();
+    assert_eq!(list.items.len(), 1203);
+    let ids: Vec<u64> = list.items.iter().map(|t| t.spec.id).collect();
+    assert_eq!(ids, (0..1203).collect::<Vec<_>>(), "sorted by key, none lost or repeated");
+}
+
+/// A fenced store writes while its leader key stands and is refused once the lease is gone.
+#[tokio::test]
+async fn fenced_writes_are_refused_after_leadership_is_lost() {
+    let (_env, store) = env_and_store().await;
+    let lease = store.grant_lease(10).await.unwrap();
+    let fence = store.try_acquire("test-controller", "replica-a", lease).await.unwrap().unwrap();
+    let fenced = store.with_fence(fence.clone());
+    fenced.create(&config("cloud/fenced", 1)).await.unwrap();
+
+    // Someone else cannot acquire while the key stands.
+    let other = store.grant_lease(10).await.unwrap();
+    assert!(store.try_acquire("test-controller", "replica-b", other).await.unwrap().is_none());
+
+    store.revoke_lease(lease).await.unwrap();
+    let err = fenced.create(&config("cloud/fenced-2", 1)).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    let mut o: Object<ConfigSpec> = store.get(None, "cloud/fenced").await.unwrap();
+    o.status.observed_revision = 1;
+    let err = fenced.update_status(&o).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+
+    let new_fence = store.try_acquire("test-controller", "replica-b", other).await.unwrap().unwrap();
+    assert!(new_fence.revision > fence.revision, "fencing tokens only grow");
+    store.with_fence(new_fence).update_status(&o).await.unwrap();
+    // The stale fence stays refused even though a leader key exists again.
+    o = store.get(None, "cloud/fenced").await.unwrap();
+    let err = fenced.update_status(&o).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+}
