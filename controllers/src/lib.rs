@@ -1,2 +1,13 @@
-//! boshd: the reconcile runtime and controllers.
+//! boshd: the reconcile runtime and the controllers that drive the world
+//! toward what etcd says it should be.
+//!
+//! # Layout
+//!
+//! - [`runtime`]: leader election, reflector cache, work queue, workers.
+//! - [`validate`]: the first controllers: they check Deployment and Config
+//!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
+//! - [`daemon`]: wiring of boshd's controllers for the binary.
+
+pub mod daemon;
 pub mod runtime;
+pub mod validate;

@@ -1,0 +1,334 @@
+//! The controller loop: elect, reflect, queue, reconcile, repeat.
+//!
+//! Shaped like kube-runtime's `Controller`: a reconcile is
+//! `async fn(Arc<Object<S>>, Arc<Ctx<C>>) -> Result<Action, E>` plus an
+//! error policy. Reconciles read the object from the reflector cache at the
+//! moment they run (never from the event that woke them), run on a bounded
+//! number of workers, never run twice at once for one key, back off per key
+//! with jitter on error, and are re-run for every key on a periodic resync
+//! so that a missed event can only delay convergence, not prevent it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use bosh_api::store::{Fence, Store};
+use bosh_api::{Kind, Object};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::leader::{self, ElectionConfig};
+use super::queue::WorkQueue;
+use super::reflector::{Cache, Trigger, reflect};
+
+/// What to do with a key after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action(ActionKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionKind {
+    Requeue(Duration),
+    AwaitChange,
+    Backoff,
+}
+
+impl Action {
+    /// Look again after `d` (the normal success return).
+    pub fn requeue(d: Duration) -> Action {
+        Action(ActionKind::Requeue(d))
+    }
+
+    /// Only look again when the object changes (or at resync).
+    pub fn await_change() -> Action {
+        Action(ActionKind::AwaitChange)
+    }
+
+    /// Retry after this key's next exponential backoff delay (the default
+    /// error policy).
+    pub fn backoff() -> Action {
+        Action(ActionKind::Backoff)
+    }
+}
+
+/// What a reconcile sees besides its object.
+pub struct Ctx<C> {
+    /// The controller's name.
+    pub controller: &'static str,
+    /// A store whose every write carries this term's fence.
+    pub store: Store,
+    /// This term's fencing token, for side effects outside etcd (CPI calls).
+    pub fence: Fence,
+    /// Controller-specific state (clients, config).
+    pub data: Arc<C>,
+}
+
+/// Tuning of one controller.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Concurrent reconciles (of different keys).
+    pub workers: usize,
+    /// Every key is reconciled at least this often (`None`: never).
+    pub resync: Option<Duration>,
+    /// First error backoff delay.
+    pub backoff_min: Duration,
+    /// Largest error backoff delay.
+    pub backoff_max: Duration,
+    /// Randomize backoff delays (up to double) so retries spread out.
+    pub jitter: bool,
+    /// Which changes wake the controller.
+    pub trigger: Trigger,
+    /// Leader election.
+    pub election: ElectionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 4,
+            resync: Some(Duration::from_secs(300)),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(300),
+            jitter: true,
+            trigger: Trigger::Any,
+            election: ElectionConfig::default(),
+        }
+    }
+}
+
+/// Counters for tests, benchmarks and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Reconciles run.
+    pub reconciles: AtomicU64,
+    /// Reconciles that returned an error or panicked.
+    pub errors: AtomicU64,
+    /// Leadership terms started.
+    pub terms: AtomicU64,
+    /// Whether this replica leads now.
+    pub leading: AtomicBool,
+}
+
+impl Stats {
+    /// Reconciles run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.load(Ordering::Relaxed)
+    }
+
+    /// Whether this replica leads now.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+}
+
+type ReconcileFn<S, C, E> =
+    Arc<dyn Fn(Arc<Object<S>>, Arc<Ctx<C>>) -> BoxFuture<'static, Result<Action, E>> + Send + Sync>;
+type ErrorPolicyFn<S, C, E> = Arc<dyn Fn(Arc<Object<S>>, &E, Arc<Ctx<C>>) -> Action + Send + Sync>;
+
+/// A controller of kind `S` with context data `C` and error type `E`.
+pub struct Controller<S: Kind, C, E> {
+    name: &'static str,
+    store: Store,
+    data: Arc<C>,
+    cfg: Config,
+    reconcile: ReconcileFn<S, C, E>,
+    error_policy: ErrorPolicyFn<S, C, E>,
+    cache: Arc<Cache<S>>,
+    stats: Arc<Stats>,
+}
+
+impl<S, C, E> Controller<S, C, E>
+where
+    S: Kind,
+    C: Send + Sync + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    /// A controller named `name` (also its election name).
+    pub fn new<R, Fut, P>(
+        name: &'static str,
+        store: Store,
+        data: Arc<C>,
+        cfg: Config,
+        reconcile: R,
+        error_policy: P,
+    ) -> Self
+    where
+        R: Fn(Arc<Object<S>>, Arc<Ctx<C>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+        P: Fn(Arc<Object<S>>, &E, Arc<Ctx<C>>) -> Action + Send + Sync + 'static,
+    {
+        Controller {
+            name,
+            store,
+            data,
+            cfg,
+            reconcile: Arc::new(move |o, c| reconcile(o, c).boxed()),
+            error_policy: Arc::new(error_policy),
+            cache: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The controller's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// The reflector cache (filled while leading).
+    pub fn cache(&self) -> Arc<Cache<S>> {
+        self.cache.clone()
+    }
+
+    /// Runs until `shutdown`: campaigns, and while leading, reconciles.
+    /// On shutdown it stops taking keys, lets running reconciles finish,
+    /// and resigns so another replica takes over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        loop {
+            let Some(term) =
+                leader::acquire(&this.store, this.name, &this.cfg.election, &shutdown).await
+            else {
+                return;
+            };
+            this.stats.terms.fetch_add(1, Ordering::Relaxed);
+            this.stats.leading.store(true, Ordering::Relaxed);
+            let stop = CancellationToken::new();
+            let watcher = {
+                let (stop, lost, shutdown) = (stop.clone(), term.lost.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = lost.cancelled() => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    stop.cancel();
+                })
+            };
+            this.clone().lead(term.fence.clone(), stop).await;
+            watcher.abort();
+            this.stats.leading.store(false, Ordering::Relaxed);
+            if shutdown.is_cancelled() {
+                term.resign(&this.store).await;
+                info!(controller = this.name, "stopped");
+                return;
+            }
+            term.resign(&this.store).await;
+        }
+    }
+
+    /// One leadership term: reflector, resync and workers until `stop`.
+    async fn lead(self: Arc<Self>, fence: Fence, stop: CancellationToken) {
+        let queue = Arc::new(WorkQueue::new());
+        let ctx = Arc::new(Ctx {
+            controller: self.name,
+            store: self.store.with_fence(fence.clone()),
+            fence,
+            data: self.data.clone(),
+        });
+        let reflector = {
+            let (queue, cache) = (queue.clone(), self.cache.clone());
+            let watcher = self.store.watch::<S>(None);
+            tokio::spawn(reflect(watcher, cache, self.cfg.trigger, move |k| queue.add(k)))
+        };
+        let resync = self.cfg.resync.map(|period| {
+            let (queue, cache) = (queue.clone(), self.cache.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    tick.tick().await;
+                    for k in cache.keys() {
+                        queue.add(&k);
+                    }
+                }
+            })
+        });
+        let backoffs: Arc<Mutex<HashMap<String, ExponentialBackoff>>> = Arc::default();
+        let workers: Vec<_> = (0..self.cfg.workers.max(1))
+            .map(|_| {
+                let (this, queue, ctx, backoffs) =
+                    (self.clone(), queue.clone(), ctx.clone(), backoffs.clone());
+                tokio::spawn(async move {
+                    while let Some(key) = queue.next().await {
+                        let after = this.process(&key, &ctx, &backoffs).await;
+                        queue.done(&key, after);
+                    }
+                })
+            })
+            .collect();
+        stop.cancelled().await;
+        queue.shutdown();
+        reflector.abort();
+        if let Some(r) = resync {
+            r.abort();
+        }
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    /// Reconciles one key; returns when to look at it again.
+    async fn process(
+        &self,
+        key: &str,
+        ctx: &Arc<Ctx<C>>,
+        backoffs: &Mutex<HashMap<String, ExponentialBackoff>>,
+    ) -> Option<Duration> {
+        let Some(obj) = self.cache.get(key) else {
+            // Gone: clean-up of deleted objects runs through finalizers
+            // while the object still exists, so there is nothing to do.
+            backoffs.lock().unwrap().remove(key);
+            return None;
+        };
+        let span = info_span!(
+            "reconcile",
+            controller = self.name,
+            object = %key,
+            generation = obj.metadata.generation,
+        );
+        let fut = (self.reconcile)(obj.clone(), ctx.clone());
+        let result = AssertUnwindSafe(fut).catch_unwind().instrument(span.clone()).await;
+        self.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+        let action = match result {
+            Ok(Ok(action)) => {
+                backoffs.lock().unwrap().remove(key);
+                action
+            }
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                span.in_scope(|| warn!(error = %e, "reconcile failed"));
+                (self.error_policy)(obj, &e, ctx.clone())
+            }
+            Err(_) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                span.in_scope(|| warn!("reconcile panicked"));
+                Action::backoff()
+            }
+        };
+        match action.0 {
+            ActionKind::Requeue(d) => Some(d),
+            ActionKind::AwaitChange => None,
+            ActionKind::Backoff => {
+                let mut map = backoffs.lock().unwrap();
+                let b = map.entry(key.to_string()).or_insert_with(|| self.backoff());
+                b.next()
+            }
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBackoff {
+        let mut b = ExponentialBuilder::default()
+            .with_min_delay(self.cfg.backoff_min)
+            .with_max_delay(self.cfg.backoff_max)
+            .with_factor(2.0)
+            .without_max_times();
+        if self.cfg.jitter {
+            b = b.with_jitter();
+        }
+        b.build()
+    }
+}

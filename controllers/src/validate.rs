@@ -1,0 +1,1 @@
+//! Validation controllers (filled once manifests land).

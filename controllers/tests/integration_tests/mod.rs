@@ -1,0 +1,29 @@
+//! Integration tests against a real etcd.
+
+mod leader;
+mod runtime;
+
+use std::time::Duration;
+
+use bosh_api::objects::{ConfigSpec, ConfigType};
+use bosh_api::store::Store;
+use bosh_api::{Object, ObjectMeta};
+use bosh_test_utils::TestEnv;
+
+/// A private etcd and a store on it.
+pub async fn setup() -> (TestEnv, Store) {
+    let env = TestEnv::etcd_only().await.expect("start etcd");
+    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await.expect("connect");
+    (env, store)
+}
+
+/// A config object carrying a number.
+pub fn config(name: &str, n: i64) -> Object<ConfigSpec> {
+    Object::new(
+        ObjectMeta::named(name),
+        ConfigSpec { type_: ConfigType::Cloud, content: serde_json::json!({ "n": n }) },
+    )
+}
+
+/// Generous deadline for conditions that normally hold within milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(20);

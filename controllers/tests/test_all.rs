@@ -1,0 +1,2 @@
+//! boshd's integration tests, compiled into one binary.
+mod integration_tests;
