@@ -1,1 +1,52 @@
-//! Wiring of boshd.
+//! boshd's controllers, wired together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosh_api::objects::{ConfigSpec, DeploymentSpec};
+use bosh_api::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
+use crate::validate;
+
+/// What boshd's controllers share.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workers per controller.
+    pub workers: usize,
+    /// Period of the full resync.
+    pub resync: Duration,
+    /// Identity and lease TTL for leader election.
+    pub election: ElectionConfig,
+}
+
+/// Runs every controller until `shutdown`, then waits for running
+/// reconciles to finish and resigns leadership.
+pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
+    let cfg = |trigger| Config {
+        workers: opts.workers,
+        resync: Some(opts.resync),
+        trigger,
+        election: opts.election.clone(),
+        ..Config::default()
+    };
+    // Validators write only status and need not hear their own writes.
+    let deployments = Controller::<DeploymentSpec, (), validate::Error>::new(
+        "deployment-validator",
+        store.clone(),
+        Arc::new(()),
+        cfg(Trigger::Generation),
+        validate::reconcile_deployment,
+        validate::error_policy,
+    );
+    let configs = Controller::<ConfigSpec, (), validate::Error>::new(
+        "config-validator",
+        store.clone(),
+        Arc::new(()),
+        cfg(Trigger::Generation),
+        validate::reconcile_config,
+        validate::error_policy,
+    );
+    tokio::join!(deployments.run(shutdown.clone()), configs.run(shutdown.clone()));
+}

@@ -1,1 +1,177 @@
-//! Validation controllers (filled once manifests land).
+//! Validation controllers: the first stage of the deployment and config
+//! pipelines.
+//!
+//! Anyone may write spec keys: the API server validates before it writes,
+//! but a GitOps tool writing straight into etcd does not. So boshd checks
+//! every Deployment and Config spec it sees, and answers a bad one with an
+//! `Invalid` condition that lists every error with its path — and does
+//! nothing else with it. Status is written only when it changes, so a
+//! resync of valid objects makes no etcd write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosh_api::manifest::{CloudConfig, Manifest, RuntimeConfig, validate_against_cloud_config};
+use bosh_api::meta::set_condition;
+use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
+use bosh_api::store::{self, Store};
+use bosh_api::{Condition, ConditionStatus, Kind, Object};
+use chrono::Utc;
+
+use crate::runtime::{Action, Ctx};
+
+/// The condition type both validators set.
+pub const INVALID: &str = "Invalid";
+
+/// Errors of the validation controllers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+}
+
+/// How often a valid object is looked at again (resync does the rest).
+const REQUEUE: Duration = Duration::from_secs(300);
+
+/// The `Invalid` condition for a validation outcome.
+fn invalid_condition(errors: &[String], generation: i64) -> Condition {
+    let (status, reason, message) = if errors.is_empty() {
+        (ConditionStatus::False, "Valid", String::new())
+    } else {
+        (ConditionStatus::True, "ValidationFailed", errors.join("\n"))
+    };
+    Condition {
+        type_: INVALID.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time: Utc::now(),
+        observed_revision: generation,
+    }
+}
+
+/// Writes `obj`'s status as changed by `edit`, unless that changes nothing.
+/// Returns whether a write happened.
+pub async fn update_status_if_changed<S: Kind>(
+    store: &Store,
+    obj: &Object<S>,
+    edit: impl FnOnce(&mut S::Status),
+) -> Result<bool, store::Error> {
+    let mut next = obj.clone();
+    edit(&mut next.status);
+    if next.status == obj.status {
+        return Ok(false);
+    }
+    store.update_status(&next).await?;
+    Ok(true)
+}
+
+/// Checks a deployment's manifest, and what it takes from its cloud configs.
+pub async fn check_deployment(
+    store: &Store,
+    obj: &Object<DeploymentSpec>,
+) -> Result<Vec<String>, store::Error> {
+    let file = format!("deployment {}", obj.metadata.name);
+    let manifest = match Manifest::from_value(&obj.spec.manifest, &file) {
+        Ok(m) => m,
+        Err(errs) => return Ok(errs.to_string().lines().map(str::to_string).collect()),
+    };
+    let mut errors = Vec::new();
+    if manifest.name != obj.metadata.name {
+        errors.push(format!(
+            "{file}: name: expected {:?} (the deployment's name), found {:?}",
+            obj.metadata.name, manifest.name
+        ));
+    }
+    let names = if obj.spec.cloud_configs.is_empty() {
+        vec!["default".to_string()]
+    } else {
+        obj.spec.cloud_configs.clone()
+    };
+    let mut clouds = Vec::new();
+    for name in &names {
+        let key = format!("{}/{name}", ConfigType::Cloud.as_str());
+        match store.try_get::<ConfigSpec>(None, &key).await? {
+            Some(c) => match CloudConfig::from_value(&c.spec.content, &format!("config {key}")) {
+                Ok(cc) => clouds.push(cc),
+                Err(_) => errors.push(format!("{file}: cloud config {name:?} is invalid")),
+            },
+            None => errors.push(format!("{file}: cloud config {name:?} does not exist")),
+        }
+    }
+    if errors.is_empty()
+        && let Err(errs) = validate_against_cloud_config(&manifest, &CloudConfig::merged(clouds), &file)
+    {
+        errors.extend(errs.to_string().lines().map(str::to_string));
+    }
+    Ok(errors)
+}
+
+/// Reconciles a Deployment's validity.
+pub async fn reconcile_deployment(
+    obj: Arc<Object<DeploymentSpec>>,
+    ctx: Arc<Ctx<()>>,
+) -> Result<Action, Error> {
+    if obj.metadata.is_deleting() {
+        return Ok(Action::await_change());
+    }
+    let errors = check_deployment(&ctx.store, &obj).await?;
+    let generation = obj.metadata.generation;
+    update_status_if_changed(&ctx.store, &obj, |s| {
+        set_condition(&mut s.conditions, invalid_condition(&errors, generation));
+        if errors.is_empty() {
+            s.observed_revision = generation;
+        }
+    })
+    .await?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// Checks a config document against its type's format.
+pub fn check_config(obj: &Object<ConfigSpec>) -> Vec<String> {
+    let file = format!("config {}", obj.metadata.name);
+    let result = match obj.spec.type_ {
+        ConfigType::Cloud => CloudConfig::from_value(&obj.spec.content, &file).map(|_| ()),
+        ConfigType::Runtime => RuntimeConfig::from_value(&obj.spec.content, &file).map(|_| ()),
+        // Formats of their own arrive with the CPI and resurrection issues;
+        // until then any mapping is accepted.
+        ConfigType::Cpi | ConfigType::Resurrection => Ok(()),
+    };
+    let mut errors: Vec<String> = match result {
+        Ok(()) => Vec::new(),
+        Err(errs) => errs.to_string().lines().map(str::to_string).collect(),
+    };
+    let prefix = format!("{}/", obj.spec.type_.as_str());
+    if !obj.metadata.name.starts_with(&prefix) {
+        errors.push(format!(
+            "{file}: metadata.name: expected to start with {prefix:?} (the config's type)"
+        ));
+    }
+    errors
+}
+
+/// Reconciles a Config's validity.
+pub async fn reconcile_config(
+    obj: Arc<Object<ConfigSpec>>,
+    ctx: Arc<Ctx<()>>,
+) -> Result<Action, Error> {
+    if obj.metadata.is_deleting() {
+        return Ok(Action::await_change());
+    }
+    let errors = check_config(&obj);
+    let generation = obj.metadata.generation;
+    update_status_if_changed(&ctx.store, &obj, |s| {
+        set_condition(&mut s.conditions, invalid_condition(&errors, generation));
+        if errors.is_empty() {
+            s.observed_revision = generation;
+        }
+    })
+    .await?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// The error policy of both validators: back off, per key.
+pub fn error_policy<S: Kind>(_: Arc<Object<S>>, _: &Error, _: Arc<Ctx<()>>) -> Action {
+    Action::backoff()
+}

@@ -1,5 +1,6 @@
 //! Integration tests against a real etcd.
 
+mod boshd;
 mod leader;
 mod runtime;
 

@@ -1,0 +1,104 @@
+//! The boshd binary against a real etcd: GitOps writes are validated, and
+//! SIGTERM stops it cleanly.
+
+use std::process::{Command, Stdio};
+use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
+use bosh_api::{ConditionStatus, Object, ObjectMeta};
+use bosh_test_utils::eventually;
+
+use super::{DEADLINE, setup};
+
+const CLOUD: &str = "
+azs: [{name: z1}]
+vm_types: [{name: small}]
+networks:
+- name: default
+  type: manual
+  subnets: [{range: 127.77.0.0/24, gateway: 127.77.0.1, azs: [z1], static: [127.77.0.10 - 127.77.0.20]}]
+compilation: {workers: 1, az: z1, vm_type: small, network: default}
+";
+
+fn manifest(name: &str, vm_type: &str, release: &str) -> serde_json::Value {
+    let src = format!(
+        "
+name: {name}
+releases: [{{name: app, version: '1'}}]
+stemcells: [{{alias: default, os: ubuntu-jammy, version: latest}}]
+update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
+instance_groups:
+- name: web
+  instances: 2
+  azs: [z1]
+  vm_type: {vm_type}
+  stemcell: default
+  networks: [{{name: default}}]
+  jobs: [{{name: web, release: {release}}}]
+"
+    );
+    bosh_api::yaml::parse_value(&src, "test.yml").unwrap()
+}
+
+/// boshd marks GitOps-written deployments Invalid with every error's path, valid ones not, and exits cleanly on SIGTERM.
+#[tokio::test]
+async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
+    let (env, store) = setup().await;
+    let cloud = Object::new(
+        ObjectMeta::named("cloud/default"),
+        ConfigSpec {
+            type_: ConfigType::Cloud,
+            content: bosh_api::yaml::parse_value(CLOUD, "cloud.yml").unwrap(),
+        },
+    );
+    store.create(&cloud).await.unwrap();
+    let deploy = |name: &str, m| {
+        Object::new(ObjectMeta::named(name), DeploymentSpec { manifest: m, ..Default::default() })
+    };
+    store.create(&deploy("good", manifest("good", "small", "app"))).await.unwrap();
+    store.create(&deploy("bad", manifest("bad", "huge", "nope"))).await.unwrap();
+
+    let log = std::fs::File::create(env.dir().join("boshd.log")).unwrap();
+    let mut boshd = Command::new(env!("CARGO_BIN_EXE_boshd"))
+        .args(["--etcd", &env.etcd.endpoint(), "--lease-ttl-secs", "3"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    let status_of = |name: &'static str| {
+        let s = store.clone();
+        async move {
+            let d: Object<DeploymentSpec> = s.get(None, name).await.ok()?;
+            find_condition(&d.status.conditions, "Invalid").cloned()
+        }
+    };
+    let good = eventually(DEADLINE, "good to be validated", || status_of("good")).await.unwrap();
+    assert_eq!(good.status, ConditionStatus::False, "{good:?}");
+    let bad = eventually(DEADLINE, "bad to be validated", || status_of("bad")).await.unwrap();
+    assert_eq!(bad.status, ConditionStatus::True);
+    assert!(bad.message.contains("instance_groups[0].jobs[0].release"), "{}", bad.message);
+    let d: Object<DeploymentSpec> = store.get(None, "bad").await.unwrap();
+    assert_eq!(d.status.observed_revision, 0, "an invalid generation is not observed");
+
+    // A fix written straight into etcd is picked up.
+    let mut fixed: Object<DeploymentSpec> = store.get(None, "bad").await.unwrap();
+    fixed.spec.manifest = manifest("bad", "small", "app");
+    let fixed = store.update_spec(&fixed).await.unwrap();
+    eventually(DEADLINE, "the fix to be observed", || {
+        let s = store.clone();
+        async move {
+            let d: Object<DeploymentSpec> = s.get(None, "bad").await.ok()?;
+            (d.status.observed_revision == fixed.metadata.generation).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // SIGTERM: a clean exit that gives leadership up at once.
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(boshd.id() as i32, libc::SIGTERM) };
+    let exit = tokio::task::spawn_blocking(move || boshd.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "boshd exited with {exit}");
+    let leader = store.leader("deployment-validator").await.unwrap();
+    assert!(leader.is_none(), "boshd must resign on shutdown: {leader:?}");
+}
