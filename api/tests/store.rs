@@ -59,7 +59,10 @@ async fn crud_round_trip_with_revisions_and_preconditions() {
     s.status.observed_revision = a.metadata.generation;
     let s = store.update_status(&s).await.unwrap();
     assert!(s.metadata.status_revision > 0);
-    assert_eq!(s.metadata.generation, a.metadata.generation, "status write must not bump generation");
+    assert_eq!(
+        s.metadata.generation, a.metadata.generation,
+        "status write must not bump generation"
+    );
     let err = store.update_status(&a).await.unwrap_err();
     assert!(err.is_conflict(), "a status write based on status revision 0 must conflict: {err}");
 
@@ -71,7 +74,12 @@ async fn crud_round_trip_with_revisions_and_preconditions() {
     let err = store.delete::<ConfigSpec>(None, "cloud/default", Some(1)).await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert!(store.try_get::<ConfigSpec>(None, "cloud/default").await.unwrap().is_some());
-    assert!(store.delete::<ConfigSpec>(None, "cloud/default", Some(s.metadata.resource_version)).await.unwrap());
+    assert!(
+        store
+            .delete::<ConfigSpec>(None, "cloud/default", Some(s.metadata.resource_version))
+            .await
+            .unwrap()
+    );
     assert!(store.try_get::<ConfigSpec>(None, "cloud/default").await.unwrap().is_none());
     assert!(store.list::<ConfigSpec>("").await.unwrap().items.is_empty(), "status key must go too");
 }
@@ -171,7 +179,9 @@ async fn watch_resumes_after_etcd_restart() {
     let mut w = store.watch::<ConfigSpec>(None);
     assert!(matches!(next(&mut w).await, WatchEvent::Relisted { .. }));
     store.create(&config("cloud/before", 1)).await.unwrap();
-    assert!(matches!(next(&mut w).await, WatchEvent::Applied(o) if o.metadata.name == "cloud/before"));
+    assert!(
+        matches!(next(&mut w).await, WatchEvent::Applied(o) if o.metadata.name == "cloud/before")
+    );
 
     env.etcd.stop();
     env.etcd.start_again().await.unwrap();
@@ -258,7 +268,8 @@ async fn fenced_writes_are_refused_after_leadership_is_lost() {
     let err = fenced.update_status(&o).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
 
-    let new_fence = store.try_acquire("test-controller", "replica-b", other).await.unwrap().unwrap();
+    let new_fence =
+        store.try_acquire("test-controller", "replica-b", other).await.unwrap().unwrap();
     assert!(new_fence.revision > fence.revision, "fencing tokens only grow");
     store.with_fence(new_fence).update_status(&o).await.unwrap();
     // The stale fence stays refused even though a leader key exists again.

@@ -101,7 +101,8 @@ pub async fn check_deployment(
         }
     }
     if errors.is_empty()
-        && let Err(errs) = validate_against_cloud_config(&manifest, &CloudConfig::merged(clouds), &file)
+        && let Err(errs) =
+            validate_against_cloud_config(&manifest, &CloudConfig::merged(clouds), &file)
     {
         errors.extend(errs.to_string().lines().map(str::to_string));
     }

@@ -118,7 +118,8 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = spawn_tied(cmd).context("starting etcd (is etcd-server installed? run hack/install-deps.sh)")?;
+        let child = spawn_tied(cmd)
+            .context("starting etcd (is etcd-server installed? run hack/install-deps.sh)")?;
         self.child = Some(child);
         let port = self.client_port;
         eventually(Duration::from_secs(30), "etcd to report healthy", || etcd_healthy(port))
@@ -163,8 +164,7 @@ impl Nats {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child =
-            spawn_tied(cmd).context("starting nats-server (run hack/install-deps.sh)")?;
+        let child = spawn_tied(cmd).context("starting nats-server (run hack/install-deps.sh)")?;
         let pid = child.id();
         let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
         let port = eventually(Duration::from_secs(20), "nats-server's ports file", || {

@@ -22,7 +22,7 @@ pub use config::{ConfigSpec, ConfigStatus, ConfigType};
 pub use deployment::{DeploymentOptions, DeploymentSpec, DeploymentStatus};
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
 pub use event::{EventSpec, EventState, EventStatus};
-pub use instance::{DesiredState, InstanceNetwork, InstanceSpec, InstanceStatus, InstanceJob};
+pub use instance::{DesiredState, InstanceJob, InstanceNetwork, InstanceSpec, InstanceStatus};
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
 pub use stemcell::{StemcellSpec, StemcellStatus};
 pub use task::{TaskSpec, TaskState, TaskStatus};

@@ -76,8 +76,11 @@ impl Store {
 
     /// Opens a keep-alive stream for `lease`.
     pub async fn lease_keeper(&self, lease: LeaseId) -> Result<LeaseKeeper> {
-        let (keeper, stream) =
-            self.client().lease_keep_alive(lease.0).await.map_err(Error::etcd("lease keep-alive"))?;
+        let (keeper, stream) = self
+            .client()
+            .lease_keep_alive(lease.0)
+            .await
+            .map_err(Error::etcd("lease keep-alive"))?;
         Ok(LeaseKeeper { keeper, stream })
     }
 
@@ -103,7 +106,11 @@ impl Store {
         let key = self.leader_key(election);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), holder, Some(PutOptions::new().with_lease(lease.0)))])
+            .and_then([TxnOp::put(
+                key.clone(),
+                holder,
+                Some(PutOptions::new().with_lease(lease.0)),
+            )])
             .or_else([TxnOp::get(key.clone(), None)]);
         let resp = self.client().txn(txn).await.map_err(Error::etcd("campaign"))?;
         if resp.succeeded() {

@@ -31,8 +31,8 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 use crate::meta::ObjectMeta;
+use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod lease;
 pub mod watch;
@@ -224,7 +224,8 @@ impl Store {
     pub async fn get<S: Kind>(&self, deployment: Option<&str>, name: &str) -> Result<Object<S>> {
         let name = key_name::<S>(deployment, name);
         validate_name(&name)?;
-        let (spec_key, status_key) = (self.key::<S>(Side::Spec, &name), self.key::<S>(Side::Status, &name));
+        let (spec_key, status_key) =
+            (self.key::<S>(Side::Spec, &name), self.key::<S>(Side::Status, &name));
         let txn = Txn::new().and_then([
             etcd_client::TxnOp::get(spec_key.clone(), None),
             etcd_client::TxnOp::get(status_key, None),
@@ -263,10 +264,8 @@ impl Store {
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
         let (specs, revision) = self.range_all(&spec_prefix, None).await?;
         let (statuses, _) = self.range_all(&status_prefix, Some(revision)).await?;
-        let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> = statuses
-            .into_iter()
-            .map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv))
-            .collect();
+        let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> =
+            statuses.into_iter().map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv)).collect();
         let mut items = Vec::with_capacity(specs.len());
         for kv in &specs {
             let status = statuses.remove(&kv.key()[spec_prefix.len()..]);
@@ -291,8 +290,12 @@ impl Store {
             if rev > 0 {
                 opts = opts.with_revision(rev);
             }
-            let mut resp =
-                self.client.clone().get(start.clone(), Some(opts)).await.map_err(Error::etcd("list"))?;
+            let mut resp = self
+                .client
+                .clone()
+                .get(start.clone(), Some(opts))
+                .await
+                .map_err(Error::etcd("list"))?;
             if rev == 0 {
                 rev = resp.header().map(|h| h.revision()).unwrap_or_default();
             }
@@ -335,7 +338,9 @@ impl Store {
         let name = obj.key_name();
         validate_name(&name)?;
         if S::SCOPED && obj.metadata.deployment.is_none() {
-            return Err(InvalidName { name, reason: "a scoped kind needs metadata.deployment" }.into());
+            return Err(
+                InvalidName { name, reason: "a scoped kind needs metadata.deployment" }.into()
+            );
         }
         if obj.metadata.uid.is_empty() {
             obj.metadata.uid = uuid::Uuid::new_v4().to_string();
@@ -344,7 +349,8 @@ impl Store {
         obj.metadata.deletion_timestamp = None;
         let spec_key = self.key::<S>(Side::Spec, &name);
         let put_opts = lease.map(|l| PutOptions::new().with_lease(l.0));
-        let mut ops = vec![etcd_client::TxnOp::put(spec_key.clone(), encode_spec(&obj), put_opts.clone())];
+        let mut ops =
+            vec![etcd_client::TxnOp::put(spec_key.clone(), encode_spec(&obj), put_opts.clone())];
         let with_status = obj.status != S::Status::default();
         if with_status {
             ops.push(etcd_client::TxnOp::put(
@@ -354,7 +360,9 @@ impl Store {
             ));
         }
         let cmp = vec![Compare::create_revision(spec_key, CompareOp::Equal, 0)];
-        let rev = self.write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() }).await?;
+        let rev = self
+            .write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() })
+            .await?;
         set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
         Ok(obj)
     }
@@ -438,8 +446,12 @@ impl Store {
             etcd_client::TxnOp::delete(spec_key, None),
             etcd_client::TxnOp::delete(self.key::<S>(Side::Status, name), None),
         ];
-        self.write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.to_string(), expected })
-            .await?;
+        self.write(cmp, ops, || Error::Conflict {
+            kind: S::KIND,
+            name: name.to_string(),
+            expected,
+        })
+        .await?;
         Ok(())
     }
 
@@ -542,8 +554,8 @@ pub(crate) fn decode_object<S: Kind>(
     status: Option<&KeyValue>,
 ) -> Result<Object<S>> {
     let key = || String::from_utf8_lossy(spec.key()).into_owned();
-    let rec: SpecRecord<S> =
-        serde_json::from_slice(spec.value()).map_err(|source| Error::Decode { key: key(), source })?;
+    let rec: SpecRecord<S> = serde_json::from_slice(spec.value())
+        .map_err(|source| Error::Decode { key: key(), source })?;
     let status_value = match status {
         Some(kv) => serde_json::from_slice(kv.value()).map_err(|source| Error::Decode {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
@@ -552,8 +564,18 @@ pub(crate) fn decode_object<S: Kind>(
         None => S::Status::default(),
     };
     let mut metadata = rec.metadata;
-    set_revisions(&mut metadata, spec.mod_revision(), status.map(|s| s.mod_revision()).unwrap_or(0));
-    Ok(Object { api_version: rec.api_version, kind: rec.kind, metadata, spec: rec.spec, status: status_value })
+    set_revisions(
+        &mut metadata,
+        spec.mod_revision(),
+        status.map(|s| s.mod_revision()).unwrap_or(0),
+    );
+    Ok(Object {
+        api_version: rec.api_version,
+        kind: rec.kind,
+        metadata,
+        spec: rec.spec,
+        status: status_value,
+    })
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub enum WatchEvent<S: Kind> {
         revision: i64,
     },
     /// An object was created or its spec or status changed.
-    Applied(Object<S>),
+    Applied(Box<Object<S>>),
     /// An object is gone.
     Deleted {
         /// Its key name (`name`, or `deployment/name`).
@@ -208,7 +208,8 @@ impl<S: Kind> WatchState<S> {
     /// One watch from `next_revision` until it breaks.
     async fn session(&mut self) -> SessionEnd {
         let start = self.next_revision.unwrap_or(1);
-        let opts = WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
+        let opts =
+            WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
         let mut stream = match self.store.client().watch(self.root.clone(), Some(opts)).await {
             Ok(s) => s,
             Err(e) => return SessionEnd::Broken(e.to_string()),
@@ -275,7 +276,7 @@ impl<S: Kind> WatchState<S> {
                     // None: a status for an object we do not have, or one
                     // that does not decode (already reported).
                     match self.compose(&name) {
-                        Some(o) => WatchEvent::Applied(o),
+                        Some(o) => WatchEvent::Applied(Box::new(o)),
                         None => continue,
                     }
                 };

@@ -41,8 +41,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -70,11 +69,8 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down");
         signals.cancel();
     });
-    let opts = Options {
-        workers: args.workers,
-        resync: Duration::from_secs(args.resync_secs),
-        election,
-    };
+    let opts =
+        Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
     daemon::run(store, opts, shutdown).await;
     info!("boshd stopped");
     Ok(())

@@ -238,7 +238,8 @@ where
         let resync = self.cfg.resync.map(|period| {
             let (queue, cache) = (queue.clone(), self.cache.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
                     tick.tick().await;
                     for k in cache.keys() {

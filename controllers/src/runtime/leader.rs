@@ -113,7 +113,13 @@ async fn campaign_once(
         Ok(Some(fence)) => {
             info!(election, holder = %cfg.holder, %fence, "acquired leadership");
             let lost = CancellationToken::new();
-            let keeper = tokio::spawn(keep(store.clone(), lease, cfg.ttl, lost.clone(), election.to_string()));
+            let keeper = tokio::spawn(keep(
+                store.clone(),
+                lease,
+                cfg.ttl,
+                lost.clone(),
+                election.to_string(),
+            ));
             Ok(Some(Term { fence, lost, lease, keeper }))
         }
         Ok(None) => {
@@ -129,7 +135,13 @@ async fn campaign_once(
 
 /// Refreshes the lease every third of the TTL; cancels `lost` when a
 /// refresh fails, the lease is gone, or a full TTL passed without success.
-async fn keep(store: Store, lease: LeaseId, ttl: Duration, lost: CancellationToken, election: String) {
+async fn keep(
+    store: Store,
+    lease: LeaseId,
+    ttl: Duration,
+    lost: CancellationToken,
+    election: String,
+) {
     let every = ttl / 3;
     let mut last_ok = Instant::now();
     let mut keeper = None;

@@ -123,6 +123,7 @@ impl<S: Kind> Cache<S> {
                 self.synced.send_replace(true);
             }
             WatchEvent::Applied(o) => {
+                let o = *o;
                 let k = o.key_name();
                 let rev = o.metadata.resource_version.max(o.metadata.status_revision);
                 let o = Arc::new(o);
@@ -175,14 +176,18 @@ mod tests {
     fn relist_wakes_only_changed_and_vanished_keys() {
         let cache = Cache::default();
         let mut woken = Vec::new();
-        cache.apply(relist(vec![obj("a", 1, 0), obj("b", 2, 0), obj("c", 3, 0)], 3), Trigger::Any, |k| {
-            woken.push(k.to_string())
-        });
+        cache.apply(
+            relist(vec![obj("a", 1, 0), obj("b", 2, 0), obj("c", 3, 0)], 3),
+            Trigger::Any,
+            |k| woken.push(k.to_string()),
+        );
         assert_eq!(woken, ["a", "b", "c"]);
         woken.clear();
-        cache.apply(relist(vec![obj("a", 1, 0), obj("b", 5, 0), obj("d", 6, 0)], 6), Trigger::Any, |k| {
-            woken.push(k.to_string())
-        });
+        cache.apply(
+            relist(vec![obj("a", 1, 0), obj("b", 5, 0), obj("d", 6, 0)], 6),
+            Trigger::Any,
+            |k| woken.push(k.to_string()),
+        );
         assert_eq!(woken, ["b", "d", "c"]);
         assert_eq!(cache.keys(), ["a", "b", "d"]);
         assert_eq!(cache.relists(), 2);
@@ -195,13 +200,17 @@ mod tests {
         let cache = Cache::default();
         cache.apply(relist(vec![obj("a", 1, 0)], 1), Trigger::Any, |_| {});
         let mut n = 0;
-        cache.apply(WatchEvent::Applied(obj("a", 1, 2)), Trigger::Generation, |_| n += 1);
+        cache.apply(WatchEvent::Applied(Box::new(obj("a", 1, 2))), Trigger::Generation, |_| n += 1);
         assert_eq!(n, 0);
-        cache.apply(WatchEvent::Applied(obj("a", 1, 3)), Trigger::Any, |_| n += 1);
+        cache.apply(WatchEvent::Applied(Box::new(obj("a", 1, 3))), Trigger::Any, |_| n += 1);
         assert_eq!(n, 1);
-        cache.apply(WatchEvent::Applied(obj("a", 4, 3)), Trigger::Generation, |_| n += 1);
+        cache.apply(WatchEvent::Applied(Box::new(obj("a", 4, 3))), Trigger::Generation, |_| n += 1);
         assert_eq!(n, 2);
-        cache.apply(WatchEvent::Deleted { name: "a".into(), revision: 5 }, Trigger::Generation, |_| n += 1);
+        cache.apply(
+            WatchEvent::Deleted { name: "a".into(), revision: 5 },
+            Trigger::Generation,
+            |_| n += 1,
+        );
         assert_eq!(n, 3);
         assert!(cache.is_empty());
     }

@@ -1,11 +1,11 @@
 //! The boshd binary against a real etcd: GitOps writes are validated, and
 //! SIGTERM stops it cleanly.
 
-use std::process::{Command, Stdio};
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_test_utils::eventually;
+use std::process::{Command, Stdio};
 
 use super::{DEADLINE, setup};
 

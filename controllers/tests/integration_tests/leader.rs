@@ -96,7 +96,8 @@ async fn one_leader_and_takeover_within_ttl_after_lease_loss() {
     assert!(new_leader.fence.revision > old_fence.revision);
 
     // The old fence is refused for every write.
-    let err = store.with_fence(old_fence.clone()).create(&config("cloud/stale", 1)).await.unwrap_err();
+    let err =
+        store.with_fence(old_fence.clone()).create(&config("cloud/stale", 1)).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     // And the old leader stops (its keeper sees the lease gone).
     let (old_stats, new_stats) = if old_holder == "replica-a" { (&a, &b) } else { (&b, &a) };

@@ -268,10 +268,8 @@ async fn compaction_forces_a_relist_and_the_cache_matches_etcd() {
     assert_eq!(cached, truth);
     let mut woken = woken.lock().unwrap().clone();
     woken.sort();
-    let expected: Vec<String> = [0, 1, 10, 11, 12, 13, 2, 3, 4, 5]
-        .iter()
-        .map(|i| format!("cloud/c{i}"))
-        .collect();
+    let expected: Vec<String> =
+        [0, 1, 10, 11, 12, 13, 2, 3, 4, 5].iter().map(|i| format!("cloud/c{i}")).collect();
     assert_eq!(woken, expected, "only changed and deleted keys are woken");
     task.abort();
 }

@@ -138,7 +138,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let env = TestEnv::etcd_only().await?;
     let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
-    println!("bench-foundation: {} objects, {} writers, {} s runs", args.objects, args.writers, args.secs);
+    println!(
+        "bench-foundation: {} objects, {} writers, {} s runs",
+        args.objects, args.writers, args.secs
+    );
 
     let raw = raw_put_rate(&env, args.writers, args.secs).await?;
     let cas = cas_rate(&store, args.writers, args.secs).await?;
@@ -215,7 +218,11 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    println!("validated {} deployments in {:.2} s (status written once each)", args.objects, t.elapsed().as_secs_f64());
+    println!(
+        "validated {} deployments in {:.2} s (status written once each)",
+        args.objects,
+        t.elapsed().as_secs_f64()
+    );
     let before = store.revision().await?;
     tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
     let after = store.revision().await?;
