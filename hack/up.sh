@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up and runs a local bosh-rs environment in .bosh-rs/: installs what is
+# missing, builds, starts etcd and nats-server on loopback, starts boshd, and
+# loads the example cloud config, runtime config and deployment the way a
+# GitOps tool would. hack/down.sh stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${BOSH_RS_DIR:-.bosh-rs}
+
+hack/install-deps.sh
+cargo build --bins
+hack/servers.sh start "$dir"
+# shellcheck disable=SC1091
+. "$dir/servers.env"
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+pid=$(cat "$dir/boshd.pid" 2>/dev/null || true)
+if alive "$pid"; then
+  echo "boshd already running (pid $pid)"
+else
+  setsid target/debug/boshd --etcd "$BOSH_ETCD" --nats "$BOSH_NATS" \
+    >>"$dir/boshd.log" 2>&1 </dev/null &
+  echo $! >"$dir/boshd.pid"
+  echo "boshd started (pid $!, log $dir/boshd.log)"
+fi
+
+# boshd is up when every controller has a leader.
+for _ in $(seq 300); do
+  n=$(etcdctl --endpoints="$BOSH_ETCD" get --prefix /bosh/leases/ --keys-only 2>/dev/null | grep -c . || true)
+  [ "$n" -ge 2 ] && break
+  alive "$(cat "$dir/boshd.pid")" || { echo "boshd exited; see $dir/boshd.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ "$n" -ge 2 ] || { echo "boshd's controllers did not elect leaders; see $dir/boshd.log" >&2; exit 1; }
+
+target/debug/load-examples --etcd "$BOSH_ETCD"
+
+cat <<EOT
+
+bosh-rs is running (data in $dir):
+  etcd  $BOSH_ETCD
+  nats  $BOSH_NATS
+  boshd pid $(cat "$dir/boshd.pid"), log $dir/boshd.log
+Objects:   etcdctl --endpoints=$BOSH_ETCD get --prefix /bosh/ --keys-only
+Interpolate a manifest:
+  target/debug/boshctl interpolate examples/manifests/deployment.yml -o examples/manifests/ops/scale-web.yml -l examples/manifests/vars.yml
+Stop:      hack/down.sh
+EOT
