@@ -5,7 +5,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 
 use crate::objects::*;
 
-fn schema_of<T: JsonSchema>() -> Schema {
+pub(crate) fn schema_of<T: JsonSchema>() -> Schema {
     SchemaGenerator::new(SchemaSettings::draft2020_12()).into_root_schema_for::<T>()
 }
 

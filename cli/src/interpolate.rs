@@ -1,13 +1,119 @@
-//! `boshctl interpolate`.
+//! `boshctl interpolate`: ops files and variables applied locally, as `bosh interpolate` does.
+
+use std::{io::Read, path::Path};
+
+use anyhow::Context;
+use bosh_api::interpolate::{self as interp, InterpolateOptions, Ops, Pointer, Vars};
+use indexmap::IndexMap;
+use serde_json::Value;
 
 /// Flags of `boshctl interpolate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The YAML file to interpolate (`-` for stdin).
     pub file: String,
+    /// Ops file to apply, in order (repeatable).
+    #[arg(short = 'o', long = "ops-file", value_name = "PATH")]
+    pub ops_files: Vec<String>,
+    /// A variable, `name=value`; the value is read as a YAML scalar (repeatable).
+    #[arg(short = 'v', long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// A YAML file of variables (repeatable; later files win).
+    #[arg(short = 'l', long = "vars-file", value_name = "PATH")]
+    pub vars_files: Vec<String>,
+    /// A variable whose value is a file's contents, `name=path` (repeatable).
+    #[arg(long = "var-file", value_name = "NAME=PATH")]
+    pub var_files: Vec<String>,
+    /// Take variables from environment variables `PREFIX_name` (repeatable).
+    #[arg(long = "vars-env", value_name = "PREFIX")]
+    pub vars_env: Vec<String>,
+    /// Fail when a variable has no value.
+    #[arg(long = "var-errs")]
+    pub var_errs: bool,
+    /// Fail when a given variable is not used.
+    #[arg(long = "var-errs-unused")]
+    pub var_errs_unused: bool,
+    /// Print only the value at this path (e.g. `/instance_groups/name=web/instances`).
+    #[arg(long = "path", value_name = "PATH")]
+    pub path: Option<String>,
+}
+
+fn read(path: &str) -> anyhow::Result<String> {
+    if path == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("failed to read stdin")?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(Path::new(path)).with_context(|| format!("failed to read {path}"))
+}
+
+/// Builds the variable layers in bosh-cli's precedence: `-v` (later wins),
+/// then `--var-file`, then `-l` files (later wins), then `--vars-env`.
+fn variables(args: &Args) -> anyhow::Result<Vars> {
+    let mut vars = Vars::new();
+    let mut kvs = IndexMap::new();
+    for arg in &args.vars {
+        let (k, v) = interp::parse_kv(arg).map_err(|e| bad_var(format!("-v {arg}: {e}")))?;
+        kvs.insert(k, v);
+    }
+    vars.push_layer(kvs);
+    let mut files = IndexMap::new();
+    for arg in &args.var_files {
+        let (k, path) = arg
+            .split_once('=')
+            .ok_or_else(|| bad_var(format!("--var-file {arg}: expected name=path")))?;
+        files.insert(k.to_string(), Value::String(read(path)?));
+    }
+    vars.push_layer(files);
+    for path in args.vars_files.iter().rev() {
+        vars.push_layer(interp::parse_vars_file(&read(path)?, path)?);
+    }
+    for prefix in args.vars_env.iter().rev() {
+        vars.push_layer(interp::vars_from_env(prefix, std::env::vars()));
+    }
+    Ok(vars)
 }
 
 /// Runs the command.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let file_name = if args.file == "-" { "<stdin>" } else { args.file.as_str() };
+    let doc = bosh_api::yaml::parse_value(&read(&args.file)?, file_name)?;
+    let mut ops = Vec::with_capacity(args.ops_files.len());
+    for path in &args.ops_files {
+        ops.push(Ops::parse(&read(path)?, path)?);
+    }
+    let vars = variables(&args)?;
+    let path = match &args.path {
+        Some(p) => Some(
+            Pointer::parse(p).map_err(|e| interp::Error::Find { path: p.clone(), message: e })?,
+        ),
+        None => None,
+    };
+    let opts = InterpolateOptions {
+        expect_all_keys: args.var_errs,
+        expect_all_vars_used: args.var_errs_unused,
+    };
+    let out = interp::evaluate(doc, &ops, &vars, opts, path.as_ref())?;
+    // A scalar prints bare, as bosh does, so `$(boshctl int --path ...)` is the value.
+    match out {
+        Value::String(s) => println!("{s}"),
+        other => print!("{}", bosh_api::yaml::to_string(&other)?),
+    }
+    Ok(())
+}
+
+/// Whether an error is the user's input being wrong (as opposed to the tool failing).
+pub fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<interp::Error>()
+            || e.is::<bosh_api::yaml::YamlError>()
+            || e.is::<bosh_api::manifest::Error>()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(io.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData)
+            })
+    })
+}
+
+fn bad_var(message: String) -> interp::Error {
+    interp::Error::Var { messages: vec![message] }
 }

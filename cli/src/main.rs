@@ -26,6 +26,8 @@ enum Command {
 mod exit_code {
     /// The command failed for a reason other than bad input.
     pub const FAILURE: i32 = 1;
+    /// The input (a file, flag or document) is wrong; fix it and retry.
+    pub const BAD_INPUT: i32 = 2;
 }
 
 fn main() {
@@ -35,6 +37,8 @@ fn main() {
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");
-        std::process::exit(exit_code::FAILURE);
+        let code =
+            if interpolate::is_bad_input(&err) { exit_code::BAD_INPUT } else { exit_code::FAILURE };
+        std::process::exit(code);
     }
 }

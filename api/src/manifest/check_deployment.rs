@@ -1,0 +1,239 @@
+//! Semantic rules for manifests and runtime configs that need no other
+//! document: unique names, references to releases and stemcells, static IP
+//! counts, network defaults.
+//!
+//! They run on the loosely typed value, next to the shape check, so a
+//! document with a wrong type in one place still gets its duplicate names
+//! reported in the same run. Anything malformed is skipped here: the shape
+//! check has reported it already.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    ip,
+    validate::{
+        Report, check_ref, has_placeholder, key_path, list, names, str_of, strs, unique_names,
+    },
+};
+
+/// Checks a manifest.
+pub(crate) fn check(m: &Value, report: &mut Report) {
+    unique_names(m, "", "releases", "release", report);
+    unique_by(m, "", "stemcells", "alias", "stemcell alias", report);
+    unique_names(m, "", "instance_groups", "instance group", report);
+    unique_names(m, "", "variables", "variable", report);
+    unique_names(m, "", "addons", "addon", report);
+
+    let releases = names(m, "releases");
+    let aliases: Vec<&str> =
+        list(m, "", "stemcells").filter_map(|(_, s)| str_of(s, "alias")).collect();
+
+    check_update(m, report);
+    for (p, s) in list(m, "", "stemcells") {
+        match (s.get("os"), s.get("name")) {
+            (None, None) => report.push(p, r#"required key "os" is missing (or give "name")"#),
+            (Some(_), Some(_)) => report.push(p, r#"give only one of "os" and "name""#),
+            _ => {}
+        }
+    }
+    check_addons(m, "", &releases, report);
+    check_certificate_cas(m, report);
+
+    let mut static_owner: BTreeMap<(String, std::net::Ipv4Addr), String> = BTreeMap::new();
+    for (p, ig) in list(m, "", "instance_groups") {
+        if let Some(alias) = str_of(ig, "stemcell") {
+            check_ref(
+                report,
+                key_path(&p, "stemcell"),
+                alias,
+                &aliases,
+                "stemcell alias",
+                "stemcells",
+            );
+        }
+        unique_names(ig, &p, "jobs", "job", report);
+        unique_names(ig, &p, "networks", "network", report);
+        unique_names(ig, &p, "persistent_disks", "persistent disk", report);
+        for (jp, job) in list(ig, &p, "jobs") {
+            if let Some(r) = str_of(job, "release") {
+                check_ref(report, key_path(&jp, "release"), r, &releases, "release", "releases");
+            }
+        }
+        match (ig.get("vm_type"), ig.get("vm_resources")) {
+            (None, None) => {
+                report.push(&p, r#"required key "vm_type" is missing (or give "vm_resources")"#)
+            }
+            (Some(_), Some(_)) => {
+                report.push(&p, r#"give only one of "vm_type" and "vm_resources""#)
+            }
+            _ => {}
+        }
+        let disks = ["persistent_disk", "persistent_disk_type", "persistent_disks"];
+        let given: Vec<&str> = disks.into_iter().filter(|k| ig.get(*k).is_some()).collect();
+        if given.len() > 1 {
+            report.push(&p, format!("give only one of {}", quoted(&given)));
+        }
+        let mut seen_azs = Vec::new();
+        for (ap, az) in strs(ig, &p, "azs") {
+            if seen_azs.contains(&az) {
+                report.push(ap, format!("duplicate az {az:?}"));
+            }
+            seen_azs.push(az);
+        }
+        check_networks(ig, &p, &mut static_owner, report);
+    }
+}
+
+/// Checks a runtime config.
+pub(crate) fn check_runtime(rc: &Value, report: &mut Report) {
+    unique_names(rc, "", "releases", "release", report);
+    unique_names(rc, "", "addons", "addon", report);
+    unique_names(rc, "", "variables", "variable", report);
+    check_addons(rc, "", &names(rc, "releases"), report);
+}
+
+fn quoted(keys: &[&str]) -> String {
+    let q: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    match q.as_slice() {
+        [init @ .., last] if !init.is_empty() => format!("{} and {last}", init.join(", ")),
+        _ => q.join(""),
+    }
+}
+
+/// Like [`unique_names`] for a key other than `name` (stemcell `alias`).
+fn unique_by(v: &Value, path: &str, list_key: &str, key: &str, what: &str, report: &mut Report) {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (p, item) in list(v, path, list_key) {
+        let Some(name) = str_of(item, key) else { continue };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            report.push(key_path(&p, key), format!("duplicate {what} {name:?} (first at {first})"));
+        } else {
+            seen.push((name, p));
+        }
+    }
+}
+
+/// The top-level `update` must say how to roll out; groups may override parts.
+fn check_update(m: &Value, report: &mut Report) {
+    let Some(update) = m.get("update") else {
+        report.push("", r#"required key "update" is missing"#);
+        return;
+    };
+    if !update.is_object() {
+        return;
+    }
+    for k in ["canaries", "max_in_flight", "canary_watch_time", "update_watch_time"] {
+        if update.get(k).is_none() {
+            report.push("update", format!("required key {k:?} is missing"));
+        }
+    }
+}
+
+fn check_addons(doc: &Value, path: &str, releases: &[&str], report: &mut Report) {
+    for (ap, addon) in list(doc, path, "addons") {
+        unique_names(addon, &ap, "jobs", "job", report);
+        for (jp, job) in list(addon, &ap, "jobs") {
+            if let Some(r) = str_of(job, "release") {
+                check_ref(report, key_path(&jp, "release"), r, releases, "release", "releases");
+            }
+        }
+    }
+}
+
+/// A certificate's `options.ca` must name a certificate variable of the same
+/// document (absolute `/paths` live in the config server and are not checked).
+fn check_certificate_cas(m: &Value, report: &mut Report) {
+    let certs: Vec<&str> = list(m, "", "variables")
+        .filter(|(_, v)| str_of(v, "type") == Some("certificate"))
+        .filter_map(|(_, v)| str_of(v, "name"))
+        .collect();
+    for (p, var) in list(m, "", "variables") {
+        let Some(ca) = var.get("options").and_then(|o| str_of(o, "ca")) else { continue };
+        if !ca.starts_with('/') {
+            let path = key_path(&key_path(&p, "options"), "ca");
+            check_ref(report, path, ca, &certs, "certificate variable", "variables");
+        }
+    }
+}
+
+/// Static IPs parse, match the instance count and are not shared between
+/// groups; with several networks, exactly one is the default for DNS and gateway.
+fn check_networks(
+    ig: &Value,
+    p: &str,
+    static_owner: &mut BTreeMap<(String, std::net::Ipv4Addr), String>,
+    report: &mut Report,
+) {
+    let instances = ig.get("instances").and_then(Value::as_u64);
+    let networks: Vec<(String, &Value)> = list(ig, p, "networks").collect();
+    for (np, net) in &networks {
+        let net_name = str_of(net, "name").unwrap_or_default().to_string();
+        let Some(ips) = net.get("static_ips").and_then(Value::as_array) else { continue };
+        let mut count: u64 = 0;
+        let mut unresolved = false;
+        for (i, entry) in ips.iter().enumerate() {
+            let ep = format!("{np}.static_ips[{i}]");
+            let Some(s) = entry.as_str() else { continue };
+            if has_placeholder(s) {
+                unresolved = true;
+                continue;
+            }
+            match ip::parse_range(s) {
+                Ok(r) if r.len() > 65536 => report.push(ep, format!("range {s:?} is too large")),
+                Ok(r) => {
+                    count += r.len();
+                    for addr in r.iter() {
+                        let key = (net_name.clone(), addr);
+                        if let Some(first) = static_owner.get(&key) {
+                            report
+                                .push(&ep, format!("static IP {addr} is already used by {first}"));
+                        } else {
+                            static_owner.insert(key, ep.clone());
+                        }
+                    }
+                }
+                Err(e) => report.push(ep, e),
+            }
+        }
+        if let Some(n) = instances
+            && !unresolved
+            && !ips.is_empty()
+            && count != n
+        {
+            report.push(
+                format!("{np}.static_ips"),
+                format!("{n} instances need {n} static IPs on network {net_name:?}, found {count}"),
+            );
+        }
+    }
+    if networks.len() > 1 {
+        for want in ["dns", "gateway"] {
+            let claimed: Vec<&String> = networks
+                .iter()
+                .filter(|(_, n)| {
+                    n.get("default")
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| d.iter().any(|x| x.as_str() == Some(want)))
+                })
+                .map(|(np, _)| np)
+                .collect();
+            match claimed.as_slice() {
+                [] => report.push(
+                    key_path(p, "networks"),
+                    format!("with several networks, one must list {want:?} in its \"default\""),
+                ),
+                [_] => {}
+                [_, rest @ ..] => {
+                    for np in rest {
+                        report.push(
+                            key_path(np, "default"),
+                            format!("only one network can be the default for {want:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

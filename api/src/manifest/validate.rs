@@ -1,0 +1,154 @@
+//! Error collection shared by the shape and semantic checks: paths in BOSH
+//! style (`instance_groups[2].jobs[0].release`) and small value accessors
+//! that quietly skip what the shape check already reported.
+
+use serde_json::Value;
+
+use super::ValidationError;
+
+/// Collects errors instead of stopping at the first one.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) errors: Vec<ValidationError>,
+}
+
+impl Report {
+    /// Records one error at `path`.
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ValidationError { path: path.into(), message: message.into() });
+    }
+}
+
+/// `path.key`, or `key` at the root.
+pub(crate) fn key_path(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// `path[i]`.
+pub(crate) fn index_path(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// Whether a string is exactly one `((placeholder))`.
+pub(crate) fn is_whole_placeholder(s: &str) -> bool {
+    let t = s.trim();
+    t.starts_with("((") && t.ends_with("))") && !t[2..t.len() - 2].contains("((")
+}
+
+/// Whether a string still holds a `((placeholder))` anywhere; references
+/// through such a string are not checked because their target is unknown.
+pub(crate) fn has_placeholder(s: &str) -> bool {
+    s.find("((").is_some_and(|i| s[i..].contains("))"))
+}
+
+/// The items of the list under `key`, with their paths; nothing if it is not a list.
+pub(crate) fn list<'a>(
+    v: &'a Value,
+    path: &str,
+    key: &str,
+) -> impl Iterator<Item = (String, &'a Value)> + use<'a> {
+    let base = key_path(path, key);
+    v.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(move |(i, item)| (index_path(&base, i), item))
+}
+
+/// The string under `key`, if it is one.
+pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// The strings of the list under `key`, with their paths.
+pub(crate) fn strs<'a>(
+    v: &'a Value,
+    path: &str,
+    key: &str,
+) -> impl Iterator<Item = (String, &'a str)> + use<'a> {
+    list(v, path, key).filter_map(|(p, item)| item.as_str().map(|s| (p, s)))
+}
+
+/// Reports items of a list whose `name` repeats an earlier item's.
+pub(crate) fn unique_names(v: &Value, path: &str, key: &str, what: &str, report: &mut Report) {
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (p, item) in list(v, path, key) {
+        let Some(name) = str_of(item, "name") else { continue };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            report.push(
+                key_path(&p, "name"),
+                format!("duplicate {what} name {name:?} (first at {first})"),
+            );
+        } else {
+            seen.push((name, p));
+        }
+    }
+}
+
+/// Names defined by the list under `key` (items' `name`), for reference checks.
+pub(crate) fn names<'a>(v: &'a Value, key: &str) -> Vec<&'a str> {
+    list(v, "", key).filter_map(|(_, item)| str_of(item, "name")).collect()
+}
+
+/// Reports `name` at `path` unless it is one of `known` (or a placeholder).
+pub(crate) fn check_ref(
+    report: &mut Report,
+    path: String,
+    name: &str,
+    known: &[&str],
+    what: &str,
+    where_: &str,
+) {
+    if has_placeholder(name) || known.contains(&name) {
+        return;
+    }
+    let hint = did_you_mean(name, known.iter().copied());
+    report.push(path, format!("{what} {name:?} is not defined in {where_}{hint}"));
+}
+
+/// ` (did you mean "x"?)` when a known name is a likely typo of `name`.
+pub(crate) fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k:?}?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Typos close to a known name get a suggestion; unrelated names do not.
+    #[test]
+    fn suggestions_only_for_near_misses() {
+        let known = ["vm_type", "vm_resources", "instances"];
+        assert_eq!(did_you_mean("vm_tpye", known.iter().copied()), r#" (did you mean "vm_type"?)"#);
+        assert_eq!(did_you_mean("colour", known.iter().copied()), "");
+    }
+
+    /// Only a string that is exactly one placeholder counts as a whole placeholder.
+    #[test]
+    fn whole_placeholders_are_told_apart_from_embedded_ones() {
+        assert!(is_whole_placeholder("((port))"));
+        assert!(!is_whole_placeholder("http://((host)):((port))"));
+        assert!(has_placeholder("http://((host))"));
+        assert!(!has_placeholder("plain"));
+    }
+}

@@ -1,0 +1,142 @@
+//! `boshctl interpolate` end to end: the real binary, real files, real exit codes.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests")
+}
+
+fn boshctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_boshctl"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SAMPLE_VAR_environment")
+        .output()
+        .expect("boshctl runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn yaml(s: &str) -> serde_json::Value {
+    bosh_api::yaml::parse_value(s, "stdout").unwrap()
+}
+
+/// Ops files, `-v` and `-l` all apply, ops before variables, and the output is YAML.
+#[test]
+fn ops_and_vars_apply_and_print_yaml() {
+    let out = boshctl(
+        &examples(),
+        &[
+            "interpolate",
+            "deployment.yml",
+            "-o",
+            "ops/scale-web.yml",
+            "-o",
+            "ops/add-metrics.yml",
+            "-l",
+            "vars.yml",
+            "-v",
+            "metrics_port=9100",
+            "-v",
+            "db_password=s3cret",
+        ],
+    );
+    let doc = yaml(&stdout(&out));
+    let groups: Vec<&str> = doc["instance_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["web", "worker", "db"], "add-metrics removes the errand");
+    assert_eq!(doc["instance_groups"][0]["instances"], 3);
+    assert_eq!(doc["instance_groups"][1]["jobs"][1]["properties"]["port"], 9100);
+    assert_eq!(doc["instance_groups"][1]["jobs"][0]["properties"]["metrics"]["enabled"], true);
+    assert_eq!(doc["instance_groups"][1]["jobs"][0]["properties"]["concurrency"], 4);
+    assert_eq!(doc["instance_groups"][2]["jobs"][0]["properties"]["password"], "s3cret");
+    assert_eq!(doc["tags"]["environment"], "local");
+    assert!(
+        doc["instance_groups"][0]["jobs"][0]["properties"]["database_url"]
+            .as_str()
+            .unwrap()
+            .contains("app:s3cret@db"),
+        "embedded placeholder"
+    );
+}
+
+/// `--path` prints a scalar bare and a sub-tree as YAML.
+#[test]
+fn path_prints_scalars_bare_and_trees_as_yaml() {
+    let dir = examples();
+    let out = boshctl(&dir, &["int", "deployment.yml", "--path", "/instance_groups/name=db/azs/0"]);
+    assert_eq!(stdout(&out), "z3\n");
+    let out = boshctl(&dir, &["int", "deployment.yml", "-l", "vars.yml", "--path", "/update"]);
+    assert_eq!(yaml(&stdout(&out))["max_in_flight"], "20%");
+}
+
+/// `--var-file`, `--vars-env` and stdin input work, with `-v` winning over files.
+#[test]
+fn var_file_vars_env_and_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("cert.pem"), "-----BEGIN CERT-----\n").unwrap();
+    std::fs::write(tmp.path().join("vars.yml"), "who: file\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_boshctl"))
+        .current_dir(tmp.path())
+        .args(["int", "-", "--var-file", "cert=cert.pem", "--vars-env", "T9", "-l", "vars.yml"])
+        .args(["-v", "who=flag"])
+        .env("T9_port", "8443")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"c: ((cert))\np: ((port))\nw: ((who))\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let doc = yaml(&stdout(&out));
+    assert_eq!(doc["c"], "-----BEGIN CERT-----\n");
+    assert_eq!(doc["p"], 8443);
+    assert_eq!(doc["w"], "flag");
+}
+
+/// Bad input exits with code 2 and says what and where on stderr.
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("m.yml"), "name: x\nlist: [1, 2\nother: 3\n").unwrap();
+    std::fs::write(dir.join("ok.yml"), "name: ((name))\nigs: [{name: web}]\n").unwrap();
+    std::fs::write(
+        dir.join("ops.yml"),
+        "- {type: replace, path: /igs/name=api/instances, value: 1}\n",
+    )
+    .unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["int", "m.yml"], "m.yml:3:"),
+        (
+            &["int", "ok.yml", "-o", "ops.yml"],
+            "ops.yml: [0] replace /igs/name=api/instances: Expected to find exactly one matching array item",
+        ),
+        (&["int", "ok.yml", "--var-errs"], "Expected to find variables: name"),
+        (
+            &["int", "ok.yml", "-v", "name=x", "-v", "extra=1", "--var-errs-unused"],
+            "Expected to use variables: extra",
+        ),
+        (&["int", "ok.yml", "--path", "/igs/7"], "Expected to find array index '7'"),
+        (&["int", "missing.yml"], "failed to read missing.yml"),
+        (&["int", "ok.yml", "-v", "novalue"], "expected name=value"),
+    ];
+    for (args, want) in cases {
+        let out = boshctl(dir, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a document");
+    }
+}
