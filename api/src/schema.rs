@@ -9,17 +9,29 @@ pub(crate) fn schema_of<T: JsonSchema>() -> Schema {
     SchemaGenerator::new(SchemaSettings::draft2020_12()).into_root_schema_for::<T>()
 }
 
+/// The schema of a kind's object, titled with the kind and with
+/// `apiVersion` and `kind` pinned, so a tool can tell kinds apart.
+fn kind_schema<S: Kind>() -> Schema {
+    let mut schema = schema_of::<Object<S>>();
+    schema.insert("title".into(), S::KIND.into());
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        props.insert("apiVersion".into(), serde_json::json!({ "const": API_VERSION }));
+        props.insert("kind".into(), serde_json::json!({ "const": S::KIND }));
+    }
+    schema
+}
+
 /// Every schema, as `(file stem, schema)`, in a stable order.
 pub fn all() -> Vec<(&'static str, Schema)> {
     let mut out = vec![
-        ("release", schema_of::<Object<ReleaseSpec>>()),
-        ("stemcell", schema_of::<Object<StemcellSpec>>()),
-        ("config", schema_of::<Object<ConfigSpec>>()),
-        ("deployment", schema_of::<Object<DeploymentSpec>>()),
-        ("instance", schema_of::<Object<InstanceSpec>>()),
-        ("disk", schema_of::<Object<DiskSpec>>()),
-        ("task", schema_of::<Object<TaskSpec>>()),
-        ("event", schema_of::<Object<EventSpec>>()),
+        ("release", kind_schema::<ReleaseSpec>()),
+        ("stemcell", kind_schema::<StemcellSpec>()),
+        ("config", kind_schema::<ConfigSpec>()),
+        ("deployment", kind_schema::<DeploymentSpec>()),
+        ("instance", kind_schema::<InstanceSpec>()),
+        ("disk", kind_schema::<DiskSpec>()),
+        ("task", kind_schema::<TaskSpec>()),
+        ("event", kind_schema::<EventSpec>()),
     ];
     out.extend(crate::manifest::schemas());
     out

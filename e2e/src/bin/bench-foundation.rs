@@ -72,6 +72,37 @@ async fn raw_put_rate(env: &TestEnv, writers: usize, secs: u64) -> Result<f64> {
     Ok(count.load(Ordering::Relaxed) as f64 / secs as f64)
 }
 
+/// Raw etcd compare-and-swap transactions/s (compare mod_revision, put),
+/// to tell etcd's cost of a transaction apart from the store's own.
+async fn raw_txn_rate(env: &TestEnv, writers: usize, secs: u64) -> Result<f64> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let client = etcd_client::Client::connect(env.etcd_endpoints(), None).await?;
+    let value = serde_json::to_vec(&cloud_config("cloud/x", 0))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (mut c, v, count) = (client.clone(), value.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = format!("/rawtxn/{w}");
+            let mut rev = 0;
+            while Instant::now() < deadline {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(key.clone(), v.clone(), None)]);
+                let resp = c.txn(txn).await.unwrap();
+                assert!(resp.succeeded());
+                rev = resp.header().unwrap().revision();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / secs as f64)
+}
+
 /// Store compare-and-swap updates/s with `writers` concurrent writers, each on its own object.
 async fn cas_rate(store: &Store, writers: usize, secs: u64) -> Result<f64> {
     let count = Arc::new(AtomicU64::new(0));
@@ -144,8 +175,10 @@ async fn main() -> Result<()> {
     );
 
     let raw = raw_put_rate(&env, args.writers, args.secs).await?;
+    let raw_txn = raw_txn_rate(&env, args.writers, args.secs).await?;
     let cas = cas_rate(&store, args.writers, args.secs).await?;
     println!("raw etcd put/s            {raw:>10.0}");
+    println!("raw etcd CAS txn/s        {raw_txn:>10.0}   ratio {:.2}", raw_txn / raw);
     println!("store CAS update/s        {cas:>10.0}   ratio {:.2}", cas / raw);
 
     // Deployments with valid manifests, for the reconcile and relist runs.
