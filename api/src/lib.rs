@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //!
+//! - [`agent`]: bootstrap settings and the NATS protocol between boshd
+//!   and agents.
 //! - [`meta`]: object metadata and Kubernetes-style conditions.
 //! - [`objects`]: the kinds (Release, Stemcell, Config, Deployment, Instance,
 //!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
@@ -23,6 +25,7 @@
 //!   watches that survive reconnects and compaction.
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
 
+pub mod agent;
 pub mod interpolate;
 pub mod manifest;
 pub mod meta;

@@ -1,0 +1,21 @@
+//! What boshd and the agent say to each other: the bootstrap settings a new
+//! VM reads (the registry's role) and the NATS message protocol.
+
+mod settings;
+
+pub use settings::{BlobstoreSettings, DiskSettings, MbusSettings, NetworkSettings, Settings};
+
+/// NATS subject an agent serves requests on.
+pub fn request_subject(agent_id: &str) -> String {
+    format!("agent.{agent_id}")
+}
+
+/// NATS subject an agent publishes heartbeats on.
+pub fn heartbeat_subject(agent_id: &str) -> String {
+    format!("hm.agent.heartbeat.{agent_id}")
+}
+
+/// NATS subject an agent publishes alerts on.
+pub fn alert_subject(agent_id: &str) -> String {
+    format!("hm.agent.alert.{agent_id}")
+}

@@ -1,0 +1,104 @@
+//! Bootstrap settings: everything a new VM's agent needs before it can
+//! reach boshd. The local CPI writes them as `settings.json` into the VM
+//! directory; external CPIs receive them in `create_vm`'s env; boshd also
+//! serves them at `/registry/<vm-cid>`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The agent's bootstrap settings (BOSH's `settings.json`, trimmed to what
+/// bosh-rs uses).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The agent's identity; its NATS subjects derive from it.
+    pub agent_id: String,
+    /// The VM's id in the CPI.
+    #[serde(default)]
+    pub vm_cid: String,
+    /// How to reach NATS, with this agent's own credentials.
+    pub mbus: MbusSettings,
+    /// Where packages and templates are downloaded from.
+    pub blobstore: BlobstoreSettings,
+    /// Networks by name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkSettings>,
+    /// Disks.
+    #[serde(default)]
+    pub disks: DiskSettings,
+    /// The instance group's `env` from the manifest.
+    #[serde(default)]
+    pub env: serde_json::Value,
+    /// Seconds between heartbeats (BOSH: 30).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval_secs: u64,
+    /// Directory standing in for `/` on this VM: `/var/vcap/...` paths are
+    /// rooted here (the local CPI's VM directory; `/` on a real VM).
+    #[serde(default = "default_root")]
+    pub root_dir: String,
+}
+
+fn default_heartbeat() -> u64 {
+    30
+}
+
+fn default_root() -> String {
+    "/".to_string()
+}
+
+/// NATS connection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MbusSettings {
+    /// `nats://host:port`.
+    pub url: String,
+    /// This agent's NATS user.
+    pub user: String,
+    /// This agent's NATS password (a generated secret: never logged).
+    pub password: String,
+}
+
+/// Blobstore settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobstoreSettings {
+    /// `http://host:port` of boshd's blobstore.
+    pub url: String,
+    /// Bearer token (a generated secret: never logged).
+    pub token: String,
+}
+
+/// One network's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// `manual`, `dynamic` or `vip`.
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    /// The address (for the local CPI, a loopback address the VM binds).
+    #[serde(default)]
+    pub ip: String,
+    /// Netmask.
+    #[serde(default)]
+    pub netmask: String,
+    /// Gateway.
+    #[serde(default)]
+    pub gateway: String,
+    /// DNS servers.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Which defaults (`dns`, `gateway`) this network provides.
+    #[serde(default)]
+    pub default: Vec<String>,
+}
+
+/// Disks attached to the VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSettings {
+    /// Persistent disks: disk cid → where the disk's contents are visible
+    /// (the local CPI: a directory outside the VM directory).
+    #[serde(default)]
+    pub persistent: BTreeMap<String, String>,
+}
