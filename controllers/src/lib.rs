@@ -3,11 +3,14 @@
 //!
 //! # Layout
 //!
+//! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
+//!   implementations.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
+pub mod cpi;
 pub mod daemon;
 pub mod runtime;
 pub mod validate;

@@ -1,6 +1,7 @@
 //! Integration tests against a real etcd.
 
 mod boshd;
+mod cpi;
 mod leader;
 mod runtime;
 

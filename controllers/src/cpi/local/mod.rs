@@ -1,0 +1,442 @@
+//! The `local` CPI, the embedded default: it works on any machine.
+//!
+//! - A stemcell image is a gzipped tar holding the `bosh-agent` binary; it
+//!   is unpacked under `stemcells/<cid>/`.
+//! - A VM is a directory `vms/<cid>/` (the VM's `/`: the agent roots every
+//!   `/var/vcap` path there) plus an agent process tree started from the
+//!   stemcell's agent with the VM's `settings.json`. Each VM's jobs bind to
+//!   the VM's own loopback address (127.77.x.y from the cloud config), so
+//!   many VMs share one machine without port clashes.
+//! - A persistent disk is a directory `disks/<cid>/` with a recorded size,
+//!   outside every VM directory so it outlives VMs; attaching it lists it in
+//!   the VM's settings, and the agent's `mount_disk` makes it visible at
+//!   `/var/vcap/store`.
+//! - A VM whose process tree died is a VM whose machine died: `has_vm` is
+//!   false, and a reconcile replaces it.
+//! - The inventory lives in the data dir and survives boshd restarts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bosh_api::agent::Settings;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::{CpiError, CpiInfo, CpiResult, CreateVm};
+
+mod inventory;
+pub mod process;
+
+use inventory::{DiskRecord, Inventory, VmRecord};
+use process::ProcId;
+
+/// The stemcell format this CPI accepts.
+pub const STEMCELL_FORMAT: &str = "bosh-rs-local";
+
+/// The name of the agent binary inside a local stemcell image.
+pub const AGENT_BINARY: &str = "bosh-agent";
+
+/// The local CPI, rooted at a data directory.
+pub struct LocalCpi {
+    root: PathBuf,
+    inv: Mutex<Inventory>,
+}
+
+fn io(method: &'static str) -> impl FnOnce(std::io::Error) -> CpiError {
+    move |e| CpiError::permanent(method, e)
+}
+
+impl LocalCpi {
+    /// Opens (or creates) the CPI's data under `root`.
+    pub fn open(root: &Path) -> std::io::Result<LocalCpi> {
+        for d in ["stemcells", "vms", "disks", "snapshots"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        let inv = Inventory::load(root)?;
+        Ok(LocalCpi { root: root.to_path_buf(), inv: Mutex::new(inv) })
+    }
+
+    /// A VM's directory (its `/`).
+    pub fn vm_dir(&self, cid: &str) -> PathBuf {
+        self.root.join("vms").join(cid)
+    }
+
+    /// A disk's directory.
+    pub fn disk_dir(&self, cid: &str) -> PathBuf {
+        self.root.join("disks").join(cid)
+    }
+
+    fn stemcell_dir(&self, cid: &str) -> PathBuf {
+        self.root.join("stemcells").join(cid)
+    }
+
+    /// The VM's process, for tests that kill "machines".
+    pub async fn vm_process(&self, cid: &str) -> Option<ProcId> {
+        self.inv.lock().await.vms.get(cid).and_then(|v| v.proc)
+    }
+
+    fn save(&self, inv: &Inventory, method: &'static str) -> CpiResult<()> {
+        inv.save(&self.root).map_err(io(method))
+    }
+
+    /// Writes the VM's settings with its disks as currently attached.
+    fn write_settings(&self, cid: &str, mut settings: Settings, disks: &[String]) -> CpiResult<()> {
+        settings.vm_cid = cid.to_string();
+        settings.root_dir = self.vm_dir(cid).to_string_lossy().into_owned();
+        settings.disks.persistent = disks
+            .iter()
+            .map(|d| (d.clone(), self.disk_dir(d).to_string_lossy().into_owned()))
+            .collect();
+        let path = self.vm_dir(cid).join("settings.json");
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(&settings).expect("settings serialize");
+        write_private(&tmp, &bytes).map_err(io("write settings"))?;
+        std::fs::rename(&tmp, &path).map_err(io("write settings"))
+    }
+
+    fn read_settings(&self, cid: &str) -> CpiResult<Settings> {
+        let path = self.vm_dir(cid).join("settings.json");
+        let bytes = std::fs::read(&path).map_err(io("read settings"))?;
+        serde_json::from_slice(&bytes).map_err(|e| CpiError::permanent("read settings", e))
+    }
+
+    fn start_vm(&self, cid: &str, stemcell_cid: &str) -> CpiResult<ProcId> {
+        let dir = self.vm_dir(cid);
+        process::spawn_vm(
+            &self.stemcell_dir(stemcell_cid).join(AGENT_BINARY),
+            &dir.join("settings.json"),
+            &dir.join("agent.log"),
+        )
+        .map_err(io("create_vm"))
+    }
+
+    fn vm<'a>(inv: &'a mut Inventory, cid: &str) -> CpiResult<&'a mut VmRecord> {
+        inv.vms.get_mut(cid).ok_or_else(|| CpiError::NotFound { what: "vm", cid: cid.to_string() })
+    }
+
+    fn disk<'a>(inv: &'a mut Inventory, cid: &str) -> CpiResult<&'a mut DiskRecord> {
+        inv.disks
+            .get_mut(cid)
+            .ok_or_else(|| CpiError::NotFound { what: "disk", cid: cid.to_string() })
+    }
+}
+
+/// Writes a file readable only by its owner (settings hold credentials).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Unpacks a stemcell image (a gzipped tar) into `dest`.
+fn unpack_image(image: &Path, dest: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(image)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    ar.set_preserve_permissions(true);
+    // `unpack` refuses absolute paths and `..` components.
+    ar.unpack(dest)
+}
+
+fn new_cid(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+#[async_trait]
+impl super::Cpi for LocalCpi {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn info(&self) -> CpiResult<CpiInfo> {
+        Ok(CpiInfo { stemcell_formats: vec![STEMCELL_FORMAT.into()], api_version: 2 })
+    }
+
+    async fn create_stemcell(
+        &self,
+        image_path: &Path,
+        cloud_properties: &serde_json::Value,
+    ) -> CpiResult<String> {
+        let cid = new_cid("sc");
+        let dir = self.stemcell_dir(&cid);
+        std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
+        if let Err(e) = unpack_image(image_path, &dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(CpiError::permanent(
+                "create_stemcell",
+                format!("{}: {e}", image_path.display()),
+            ));
+        }
+        if !dir.join(AGENT_BINARY).is_file() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(CpiError::permanent(
+                "create_stemcell",
+                format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
+            ));
+        }
+        let mut inv = self.inv.lock().await;
+        inv.stemcells.insert(cid.clone(), cloud_properties.clone());
+        self.save(&inv, "create_stemcell")?;
+        Ok(cid)
+    }
+
+    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        if inv.stemcells.remove(cid).is_none() {
+            return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
+        }
+        self.save(&inv, "delete_stemcell")?;
+        let _ = std::fs::remove_dir_all(self.stemcell_dir(cid));
+        Ok(())
+    }
+
+    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        if req.request_id.is_empty() || req.agent_id.is_empty() {
+            return Err(CpiError::permanent("create_vm", "request_id and agent_id are required"));
+        }
+        let mut inv = self.inv.lock().await;
+        if !inv.stemcells.contains_key(&req.stemcell_cid) {
+            return Err(CpiError::NotFound { what: "stemcell", cid: req.stemcell_cid.clone() });
+        }
+        for d in &req.disk_cids {
+            Self::disk(&mut inv, d)?;
+        }
+        let cid = new_cid("vm");
+        std::fs::create_dir_all(self.vm_dir(&cid)).map_err(io("create_vm"))?;
+        // Record the VM before starting it: a crash in between leaves an
+        // inventory entry that find_vm_by_request adopts and delete_vm
+        // removes, never an untracked process.
+        inv.vms.insert(
+            cid.clone(),
+            VmRecord {
+                agent_id: req.agent_id.clone(),
+                request_id: req.request_id.clone(),
+                stemcell_cid: req.stemcell_cid.clone(),
+                proc: None,
+                disks: Vec::new(),
+                metadata: BTreeMap::new(),
+            },
+        );
+        self.save(&inv, "create_vm")?;
+        self.write_settings(&cid, req.settings.clone(), &[])?;
+        let proc = self.start_vm(&cid, &req.stemcell_cid)?;
+        Self::vm(&mut inv, &cid)?.proc = Some(proc);
+        self.save(&inv, "create_vm")?;
+        info!(vm = %cid, agent = %req.agent_id, pid = proc.pid, "created VM");
+        Ok(cid)
+    }
+
+    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        let vm = Self::vm(&mut inv, cid)?.clone();
+        if let Some(p) = vm.proc {
+            p.kill_tree();
+            for _ in 0..200 {
+                if !p.is_alive() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if p.is_alive() {
+                return Err(CpiError::Transient {
+                    method: "delete_vm",
+                    message: format!("process {} did not exit", p.pid),
+                });
+            }
+        }
+        for d in &vm.disks {
+            if let Some(rec) = inv.disks.get_mut(d) {
+                rec.attached_to = None;
+            }
+        }
+        inv.vms.remove(cid);
+        self.save(&inv, "delete_vm")?;
+        if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid)) {
+            warn!(vm = %cid, error = %e, "could not remove VM directory");
+        }
+        info!(vm = %cid, "deleted VM");
+        Ok(())
+    }
+
+    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        let inv = self.inv.lock().await;
+        Ok(inv.vms.get(cid).and_then(|v| v.proc).is_some_and(|p| p.is_alive()))
+    }
+
+    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        let vm = Self::vm(&mut inv, cid)?.clone();
+        if let Some(p) = vm.proc {
+            p.kill_tree();
+        }
+        let proc = self.start_vm(cid, &vm.stemcell_cid)?;
+        Self::vm(&mut inv, cid)?.proc = Some(proc);
+        self.save(&inv, "reboot_vm")
+    }
+
+    async fn set_vm_metadata(
+        &self,
+        cid: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        Self::vm(&mut inv, cid)?.metadata = metadata.clone();
+        self.save(&inv, "set_vm_metadata")
+    }
+
+    async fn calculate_vm_cloud_properties(
+        &self,
+        resources: &serde_json::Value,
+    ) -> CpiResult<serde_json::Value> {
+        Ok(serde_json::json!({
+            "cpu": resources.get("cpu").cloned().unwrap_or(1.into()),
+            "ram": resources.get("ram").cloned().unwrap_or(1024.into()),
+            "ephemeral_disk_size": resources.get("ephemeral_disk_size").cloned().unwrap_or(1024.into()),
+        }))
+    }
+
+    async fn find_vm_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        let inv = self.inv.lock().await;
+        Ok(inv.vms.iter().find(|(_, v)| v.request_id == request_id).map(|(c, _)| c.clone()))
+    }
+
+    async fn create_disk(
+        &self,
+        request_id: &str,
+        size_mb: u64,
+        _cloud_properties: &serde_json::Value,
+        _vm_hint: Option<&str>,
+    ) -> CpiResult<String> {
+        if size_mb == 0 {
+            return Err(CpiError::permanent("create_disk", "size must be positive"));
+        }
+        let cid = new_cid("disk");
+        std::fs::create_dir_all(self.disk_dir(&cid)).map_err(io("create_disk"))?;
+        let mut inv = self.inv.lock().await;
+        inv.disks.insert(
+            cid.clone(),
+            DiskRecord { size_mb, request_id: request_id.to_string(), attached_to: None },
+        );
+        self.save(&inv, "create_disk")?;
+        Ok(cid)
+    }
+
+    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        let disk = Self::disk(&mut inv, cid)?;
+        if let Some(vm) = &disk.attached_to {
+            return Err(CpiError::permanent(
+                "delete_disk",
+                format!("disk {cid} is attached to {vm}"),
+            ));
+        }
+        inv.disks.remove(cid);
+        self.save(&inv, "delete_disk")?;
+        let _ = std::fs::remove_dir_all(self.disk_dir(cid));
+        Ok(())
+    }
+
+    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        Ok(self.inv.lock().await.disks.contains_key(cid))
+    }
+
+    async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        let disk = Self::disk(&mut inv, disk_cid)?;
+        match disk.attached_to.as_deref() {
+            Some(v) if v == vm_cid => return Ok(()),
+            Some(v) => {
+                return Err(CpiError::permanent(
+                    "attach_disk",
+                    format!("disk {disk_cid} is attached to {v}"),
+                ));
+            }
+            None => {}
+        }
+        disk.attached_to = Some(vm_cid.to_string());
+        let vm = Self::vm(&mut inv, vm_cid)?;
+        vm.disks.push(disk_cid.to_string());
+        let disks = vm.disks.clone();
+        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &disks)?;
+        self.save(&inv, "attach_disk")
+    }
+
+    async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        Self::disk(&mut inv, disk_cid)?.attached_to = None;
+        let vm = Self::vm(&mut inv, vm_cid)?;
+        vm.disks.retain(|d| d != disk_cid);
+        let disks = vm.disks.clone();
+        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &disks)?;
+        self.save(&inv, "detach_disk")
+    }
+
+    async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>> {
+        let mut inv = self.inv.lock().await;
+        Ok(Self::vm(&mut inv, vm_cid)?.disks.clone())
+    }
+
+    async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        let disk = Self::disk(&mut inv, cid)?;
+        if size_mb < disk.size_mb {
+            return Err(CpiError::permanent("resize_disk", "disks can only grow"));
+        }
+        disk.size_mb = size_mb;
+        self.save(&inv, "resize_disk")
+    }
+
+    async fn snapshot_disk(
+        &self,
+        cid: &str,
+        _metadata: &BTreeMap<String, String>,
+    ) -> CpiResult<String> {
+        let mut inv = self.inv.lock().await;
+        Self::disk(&mut inv, cid)?;
+        let snap = new_cid("snap");
+        copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
+            .map_err(io("snapshot_disk"))?;
+        inv.snapshots.insert(snap.clone(), cid.to_string());
+        self.save(&inv, "snapshot_disk")?;
+        Ok(snap)
+    }
+
+    async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
+        let mut inv = self.inv.lock().await;
+        if inv.snapshots.remove(snapshot_cid).is_none() {
+            return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
+        }
+        self.save(&inv, "delete_snapshot")?;
+        let _ = std::fs::remove_dir_all(self.root.join("snapshots").join(snapshot_cid));
+        Ok(())
+    }
+
+    async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        let inv = self.inv.lock().await;
+        Ok(inv.disks.iter().find(|(_, d)| d.request_id == request_id).map(|(c, _)| c.clone()))
+    }
+}
+
+/// Copies a directory tree (symlinks are copied as links, never followed).
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if ty.is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, dest)?;
+        } else {
+            std::fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}

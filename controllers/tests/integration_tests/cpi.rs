@@ -1,0 +1,238 @@
+//! The CPIs against real processes: the local CPI's VM process trees and
+//! the external CPI protocol with a protocol-speaking test executable.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bosh_api::agent::Settings;
+use bosh_controllers::cpi::external::ExternalCpi;
+use bosh_controllers::cpi::local::LocalCpi;
+use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
+use bosh_test_utils::eventually;
+use serde_json::json;
+
+use super::DEADLINE;
+
+fn dummy_cpi(dir: &Path) -> ExternalCpi {
+    let exe = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dummy-cpi");
+    let mut props = serde_json::Map::new();
+    props.insert("dir".into(), dir.to_string_lossy().into_owned().into());
+    ExternalCpi::new("dummy", &exe, props)
+}
+
+fn create_vm_request(stemcell: &str, request_id: &str) -> CreateVm {
+    let mut networks = BTreeMap::new();
+    networks.insert(
+        "default".to_string(),
+        VmNetwork { type_: "manual".into(), ip: "127.77.0.10".into(), ..Default::default() },
+    );
+    CreateVm {
+        request_id: request_id.into(),
+        agent_id: format!("agent-{request_id}"),
+        stemcell_cid: stemcell.into(),
+        cloud_properties: json!({"cpu": 1}),
+        networks,
+        settings: Settings { agent_id: format!("agent-{request_id}"), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+/// The external CPI protocol round trip: requests on stdin, replies on stdout, stderr kept as the call log.
+#[tokio::test]
+async fn external_cpi_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpi = dummy_cpi(dir.path());
+    assert_eq!(cpi.info().await.unwrap().stemcell_formats, ["dummy"]);
+    let sc = cpi.create_stemcell(Path::new("/nonexistent/image"), &json!({})).await.unwrap();
+    let vm = cpi.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    assert!(vm.starts_with("vm-"), "API v2's [cid, networks] result must yield the cid: {vm}");
+    assert!(cpi.has_vm(&vm).await.unwrap());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    let rec = &state["vms"][&vm];
+    assert_eq!(rec["request_id"], "req-1", "the request id must reach the CPI in the context");
+    assert_eq!(rec["env"]["bosh"]["settings"]["agent_id"], "agent-req-1");
+    assert_eq!(rec["networks"]["default"]["ip"], "127.77.0.10");
+    assert!(state["calls"].as_array().unwrap().iter().all(|c| c["api_version"] == 2));
+
+    let mut md = BTreeMap::new();
+    md.insert("deployment".to_string(), "cf".to_string());
+    cpi.set_vm_metadata(&vm, &md).await.unwrap();
+    let disk = cpi.create_disk("req-d", 1024, &json!({}), Some(&vm)).await.unwrap();
+    assert!(cpi.has_disk(&disk).await.unwrap());
+    cpi.attach_disk(&vm, &disk).await.unwrap();
+    assert_eq!(cpi.get_disks(&vm).await.unwrap(), vec![disk.clone()]);
+    cpi.detach_disk(&vm, &disk).await.unwrap();
+    let again = cpi.detach_disk(&vm, &disk).await.unwrap_err();
+    assert!(again.is_retryable(), "DiskNotAttached is retriable in BOSH: {again}");
+    cpi.delete_disk(&disk).await.unwrap();
+    cpi.delete_vm(&vm).await.unwrap();
+    assert!(!cpi.has_vm(&vm).await.unwrap());
+    let gone = cpi.delete_vm(&vm).await.unwrap_err();
+    assert!(matches!(gone, CpiError::NotFound { what: "vm", ref cid } if *cid == vm), "{gone}");
+
+    let logs = cpi.take_logs();
+    assert!(
+        logs.iter().any(|l| l.method == "create_vm" && l.text.contains("dummy-cpi: create_vm"))
+    );
+    assert!(
+        logs.iter().any(|l| l.text.contains("handled create_vm")),
+        "the response's log is kept"
+    );
+}
+
+/// Unknown methods, garbage output and slow CPIs give typed errors.
+#[tokio::test]
+async fn external_cpi_errors_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpi = dummy_cpi(dir.path());
+    let e = cpi.snapshot_disk("disk-1", &BTreeMap::new()).await.unwrap_err();
+    assert!(matches!(e, CpiError::NotSupported { method: "snapshot_disk" }), "{e}");
+    let e = cpi.create_vm(&create_vm_request("no-such-stemcell", "r")).await.unwrap_err();
+    assert!(e.is_retryable(), "VMCreationFailed is retriable: {e}");
+
+    let mut props = serde_json::Map::new();
+    props.insert("dir".into(), dir.path().to_string_lossy().into_owned().into());
+    props.insert("sleep".into(), 5.into());
+    let slow = ExternalCpi::new(
+        "slow",
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dummy-cpi"),
+        props,
+    )
+    .with_timeout(Duration::from_millis(500));
+    let start = std::time::Instant::now();
+    let e = slow.info().await.unwrap_err();
+    assert!(e.is_retryable() && e.to_string().contains("timed out"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "the CPI process must be killed at the timeout"
+    );
+}
+
+/// Writes a local stemcell image whose "agent" is a shell script: it starts
+/// a grandchild tagged with `marker` and then waits, like an agent with a job.
+fn fake_stemcell(dir: &Path, marker: &str) -> PathBuf {
+    let script = format!(
+        "#!/bin/sh\nsleep {marker} &\necho started > \"$(dirname \"$2\")/agent.started\"\nexec sleep 100000\n"
+    );
+    let path = dir.join("image.tgz");
+    let f = std::fs::File::create(&path).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(script.len() as u64);
+    h.set_mode(0o755);
+    h.set_cksum();
+    tar.append_data(&mut h, "bosh-agent", script.as_bytes()).unwrap();
+    tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    path
+}
+
+/// Whether any process runs with `marker` in its command line.
+fn marker_running(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(marker))
+            .unwrap_or(false)
+            && std::fs::read_to_string(e.path().join("stat"))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false)
+    })
+}
+
+/// A local VM is a process tree: deleting it kills everything in it; a dead agent means has_vm is false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_vm_lifecycle_and_process_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("{}.{}", 90000 + std::process::id() % 9999, rand_suffix());
+    let cpi = LocalCpi::open(&dir.path().join("cpi")).unwrap();
+    let sc = cpi.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+
+    let vm = cpi.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    assert!(cpi.has_vm(&vm).await.unwrap());
+    let started = cpi.vm_dir(&vm).join("agent.started");
+    eventually(DEADLINE, "the VM's agent to start", || {
+        let p = started.clone();
+        async move { p.exists().then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(marker_running(&marker), "the VM's child process runs");
+    let settings: Settings =
+        serde_json::from_slice(&std::fs::read(cpi.vm_dir(&vm).join("settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings.vm_cid, vm);
+    assert_eq!(settings.root_dir, cpi.vm_dir(&vm).to_string_lossy());
+
+    // Persistent disks: attach lists the disk in the VM's settings.
+    let disk = cpi.create_disk("req-d", 100, &json!({}), None).await.unwrap();
+    std::fs::write(cpi.disk_dir(&disk).join("marker"), "kept").unwrap();
+    cpi.attach_disk(&vm, &disk).await.unwrap();
+    let settings: Settings =
+        serde_json::from_slice(&std::fs::read(cpi.vm_dir(&vm).join("settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings.disks.persistent[&disk], cpi.disk_dir(&disk).to_string_lossy());
+    assert!(cpi.delete_disk(&disk).await.is_err(), "an attached disk cannot be deleted");
+
+    cpi.delete_vm(&vm).await.unwrap();
+    assert!(!cpi.has_vm(&vm).await.unwrap());
+    eventually(DEADLINE, "every process of the VM to be gone", || {
+        let m = marker.clone();
+        async move { (!marker_running(&m)).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(!cpi.vm_dir(&vm).exists());
+    assert_eq!(std::fs::read_to_string(cpi.disk_dir(&disk).join("marker")).unwrap(), "kept");
+    assert!(cpi.get_disks(&vm).await.is_err());
+    cpi.delete_disk(&disk).await.unwrap();
+}
+
+/// A killed agent makes has_vm false; a lost create reply is adopted by request id; the inventory survives a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_vm_death_adoption_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("{}.{}", 80000 + std::process::id() % 9999, rand_suffix());
+    let root = dir.path().join("cpi");
+    let cpi = LocalCpi::open(&root).unwrap();
+    let sc = cpi.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+    let a = cpi.create_vm(&create_vm_request(&sc, "req-a")).await.unwrap();
+    let b = cpi.create_vm(&create_vm_request(&sc, "req-b")).await.unwrap();
+
+    // "The reply was lost": the caller only knows its request id.
+    assert_eq!(cpi.find_vm_by_request("req-b").await.unwrap(), Some(b.clone()));
+    assert_eq!(cpi.find_vm_by_request("req-never").await.unwrap(), None);
+
+    // boshd restarts: a fresh CPI over the same data sees the same VMs alive.
+    drop(cpi);
+    let cpi = LocalCpi::open(&root).unwrap();
+    assert!(cpi.has_vm(&a).await.unwrap() && cpi.has_vm(&b).await.unwrap());
+
+    // The machine dies.
+    let p = cpi.vm_process(&a).await.unwrap();
+    p.kill_tree();
+    eventually(DEADLINE, "has_vm to turn false", || {
+        let cpi = &cpi;
+        let a = a.clone();
+        async move { (!cpi.has_vm(&a).await.unwrap()).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(cpi.has_vm(&b).await.unwrap(), "other VMs are unaffected");
+    cpi.delete_vm(&a).await.unwrap();
+    cpi.delete_vm(&b).await.unwrap();
+    let e = cpi.delete_vm(&a).await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    eventually(DEADLINE, "every process gone", || {
+        let m = marker.clone();
+        async move { (!marker_running(&m)).then_some(()) }
+    })
+    .await
+    .unwrap();
+}
+
+fn rand_suffix() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32 % 100000
+}
