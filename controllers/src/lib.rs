@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`bus`]: per-agent NATS credentials and permissions.
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
@@ -10,6 +11,7 @@
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
+pub mod bus;
 pub mod cpi;
 pub mod daemon;
 pub mod runtime;

@@ -21,6 +21,7 @@
 //! - [`watch`]: watches that resume after reconnects and relist after
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
+//! - `secrets`: generated credentials, kept outside every object.
 
 use std::fmt;
 
@@ -35,6 +36,7 @@ use crate::meta::ObjectMeta;
 use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod lease;
+mod secrets;
 pub mod watch;
 
 pub use lease::{Fence, LeaseId};

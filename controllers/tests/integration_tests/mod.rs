@@ -1,6 +1,7 @@
 //! Integration tests against a real etcd.
 
 mod boshd;
+mod bus;
 mod cpi;
 mod leader;
 mod runtime;

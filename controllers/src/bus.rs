@@ -1,0 +1,252 @@
+//! Bus security: every agent authenticates to nats-server with credentials
+//! of its own and may only use its own subjects.
+//!
+//! boshd owns the nats-server configuration file. Each agent gets a user
+//! that may subscribe only to `agent.<id>` and publish only to
+//! `hm.agent.{heartbeat,alert,shutdown}.<id>` and to the reply subjects of
+//! requests it received (`allow_responses`). Passwords are generated once,
+//! kept as secrets in etcd (never in an object, a log or an event) and the
+//! configuration is re-rendered from them and nats-server reloaded
+//! (SIGHUP) whenever an agent is added or revoked; nats-server then closes
+//! connections whose user no longer exists, so a deleted VM's credentials
+//! stop working at once.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use bosh_api::store::{self, Store};
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::sync::Mutex;
+use tracing::info;
+
+/// Where secrets of agents live.
+const SECRET_PREFIX: &str = "nats/agents/";
+
+/// Errors of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the secrets failed.
+    #[error("bus credentials: {0}")]
+    Store(#[from] store::Error),
+    /// Writing the nats-server configuration failed.
+    #[error("writing {path}: {source}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// nats-server could not be told to reload.
+    #[error("reloading nats-server (pid file {path}): {message}")]
+    Reload {
+        /// The pid file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A NATS user and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password (a generated secret).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How boshd reaches and manages nats-server.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// The configuration file nats-server runs with (`-c`).
+    pub config_path: PathBuf,
+    /// nats-server's pid file (`-P`), for reloads.
+    pub pid_file: PathBuf,
+    /// `host:port` nats-server listens on.
+    pub listen: String,
+    /// boshd's own credentials (full access).
+    pub director: Credentials,
+}
+
+/// Issues and revokes agents' NATS credentials.
+pub struct Bus {
+    store: Store,
+    cfg: BusConfig,
+    /// Serializes render-and-reload so two changes never interleave.
+    lock: Mutex<()>,
+}
+
+fn generate_password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+impl Bus {
+    /// A bus over `store`'s secrets and the nats-server described by `cfg`.
+    pub fn new(store: Store, cfg: BusConfig) -> Bus {
+        Bus { store, cfg, lock: Mutex::new(()) }
+    }
+
+    /// The NATS URL agents connect to.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.cfg.listen)
+    }
+
+    /// Credentials for `agent_id`, created on first use; the configuration
+    /// is re-rendered and nats-server reloaded when they are new.
+    pub async fn issue(&self, agent_id: &str) -> Result<Credentials, Error> {
+        let name = format!("{SECRET_PREFIX}{agent_id}");
+        let existing = self.store.get_secret(&name).await?;
+        let password = match existing {
+            Some(p) => String::from_utf8_lossy(&p).into_owned(),
+            None => {
+                let p = self.store.create_secret(&name, generate_password().as_bytes()).await?;
+                self.sync().await?;
+                String::from_utf8_lossy(&p).into_owned()
+            }
+        };
+        Ok(Credentials { user: user_for(agent_id), password })
+    }
+
+    /// Removes `agent_id`'s credentials; its connections are closed by the reload.
+    pub async fn revoke(&self, agent_id: &str) -> Result<(), Error> {
+        self.store.delete_secret(&format!("{SECRET_PREFIX}{agent_id}")).await?;
+        self.sync().await?;
+        info!(agent = agent_id, "revoked NATS credentials");
+        Ok(())
+    }
+
+    /// Re-renders the configuration from the stored secrets and reloads
+    /// nats-server if it is running (at boshd start, and after changes).
+    pub async fn sync(&self) -> Result<(), Error> {
+        let _guard = self.lock.lock().await;
+        let agents: Vec<(String, String)> = self
+            .store
+            .list_secrets(SECRET_PREFIX)
+            .await?
+            .into_iter()
+            .map(|(name, pw)| {
+                (name[SECRET_PREFIX.len()..].to_string(), String::from_utf8_lossy(&pw).into_owned())
+            })
+            .collect();
+        let text = render(&self.cfg, &agents);
+        write_private(&self.cfg.config_path, &text)
+            .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
+        self.reload()
+    }
+
+    fn reload(&self) -> Result<(), Error> {
+        let err = |message: String| Error::Reload { path: self.cfg.pid_file.clone(), message };
+        let pid = match std::fs::read_to_string(&self.cfg.pid_file) {
+            Ok(p) => p.trim().parse::<i32>().map_err(|e| err(e.to_string()))?,
+            // Not started yet: it will read the file when it starts.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
+            .map_err(|e| err(e.to_string()))
+    }
+}
+
+/// The NATS user of an agent.
+pub fn user_for(agent_id: &str) -> String {
+    format!("agent-{agent_id}")
+}
+
+/// Quotes a string for the nats-server configuration format.
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// Renders the nats-server configuration.
+pub fn render(cfg: &BusConfig, agents: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Written by boshd; changes are overwritten.");
+    let _ = writeln!(out, "listen: {}", quote(&cfg.listen));
+    let _ = writeln!(out, "max_payload: 1048576");
+    let _ = writeln!(out, "authorization {{\n  users = [");
+    let _ = writeln!(
+        out,
+        "    {{user: {}, password: {}, permissions: {{publish: \">\", subscribe: \">\"}}}}",
+        quote(&cfg.director.user),
+        quote(&cfg.director.password)
+    );
+    for (id, password) in agents {
+        let publish = ["heartbeat", "alert", "shutdown"]
+            .iter()
+            .map(|k| quote(&format!("hm.agent.{k}.{id}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "    {{user: {}, password: {}, permissions: {{publish: {{allow: [{publish}]}}, subscribe: {{allow: [{}]}}, allow_responses: true}}}}",
+            quote(&user_for(id)),
+            quote(password),
+            quote(&bosh_api::agent::request_subject(id)),
+        );
+    }
+    let _ = writeln!(out, "  ]\n}}");
+    out
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl BusConfig {
+    /// A configuration with freshly generated director credentials.
+    pub fn generate(config_path: PathBuf, pid_file: PathBuf, listen: String) -> BusConfig {
+        BusConfig {
+            config_path,
+            pid_file,
+            listen,
+            director: Credentials { user: "director".into(), password: generate_password() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords never show in Debug output.
+    #[test]
+    fn credentials_debug_redacts_the_password() {
+        let c = Credentials { user: "u".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// Each agent may publish only its own hm subjects and subscribe only its own request subject.
+    #[test]
+    fn render_scopes_each_agent_to_its_subjects() {
+        let cfg = BusConfig::generate("/x".into(), "/y".into(), "127.0.0.1:4222".into());
+        let text = render(&cfg, &[("a1".into(), "pw".into())]);
+        assert!(text.contains(r#"subscribe: {allow: ["agent.a1"]}"#), "{text}");
+        assert!(
+            text.contains(
+                r#""hm.agent.heartbeat.a1", "hm.agent.alert.a1", "hm.agent.shutdown.a1""#
+            )
+        );
+        assert!(text.contains("allow_responses: true"));
+    }
+}
