@@ -20,6 +20,8 @@
 //!   with validation that reports every error with its path.
 //! - [`interpolate`]: ops files (go-patch) and `((var))` substitution, the
 //!   semantics of `bosh interpolate`.
+//! - [`release`]: BOSH release directories, fingerprints (exactly as the
+//!   bosh CLI computes them), release and stemcell tarballs.
 //! - [`store`] (feature `store`): the typed etcd client every write goes
 //!   through: create-if-absent, compare-and-swap, fenced writes, leases and
 //!   watches that survive reconnects and compaction.
@@ -30,6 +32,7 @@ pub mod interpolate;
 pub mod manifest;
 pub mod meta;
 pub mod objects;
+pub mod release;
 pub mod schema;
 #[cfg(feature = "store")]
 pub mod store;
