@@ -12,6 +12,9 @@
 //! - [`Nats`]: one nats-server, whose port it picks itself.
 //! - [`TestEnv`]: both, under one temp dir.
 //! - [`eventually`]: poll a condition with a deadline instead of sleeping.
+//! - [`agent`]: real `bosh-agent` processes.
+
+pub mod agent;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -1,8 +1,15 @@
 //! What boshd and the agent say to each other: the bootstrap settings a new
 //! VM reads (the registry's role) and the NATS message protocol.
 
+mod protocol;
 mod settings;
 
+pub use protocol::{
+    Alert, ApplySpec, BlobRef, CompilePackage, CpuVitals, DiskUsage, DiskVitals, ErrandResult,
+    Exception, Heartbeat, JobRef, JobState, MAX_MESSAGE_BYTES, MemVitals, Method, PROTOCOL_VERSION,
+    PackageRef, ProcessState, ProcessStatus, Reply, Request, RunScriptResult, StateReport,
+    TaskHandle, Vitals,
+};
 pub use settings::{BlobstoreSettings, DiskSettings, MbusSettings, NetworkSettings, Settings};
 
 /// NATS subject an agent serves requests on.

@@ -1,0 +1,182 @@
+//! Loading the bootstrap settings and the paths they root.
+
+use std::path::{Path, PathBuf};
+
+use bosh_api::agent::Settings;
+
+use crate::error::{Error, Result};
+
+/// Reads and parses the settings file.
+pub fn load(path: &Path) -> Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Settings { path: path.to_path_buf(), source: Box::new(e) })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Settings { path: path.to_path_buf(), source: Box::new(e) })
+}
+
+/// BOSH's `/var/vcap` layout under the VM's root directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The VM's root (`/` on a real VM, the VM directory for the local CPI).
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Paths {
+        Paths { root: root.into() }
+    }
+
+    /// `<root>/var/vcap`.
+    pub fn vcap(&self) -> PathBuf {
+        self.root.join("var/vcap")
+    }
+
+    /// `<root>/var/vcap/jobs`.
+    pub fn jobs(&self) -> PathBuf {
+        self.vcap().join("jobs")
+    }
+
+    /// `<root>/var/vcap/jobs/<job>`.
+    pub fn job(&self, job: &str) -> PathBuf {
+        self.jobs().join(job)
+    }
+
+    /// `<root>/var/vcap/packages`.
+    pub fn packages(&self) -> PathBuf {
+        self.vcap().join("packages")
+    }
+
+    /// `<root>/var/vcap/data`.
+    pub fn data(&self) -> PathBuf {
+        self.vcap().join("data")
+    }
+
+    /// `<root>/var/vcap/data/tmp`: scratch space for downloads and TMPDIR.
+    pub fn tmp(&self) -> PathBuf {
+        self.data().join("tmp")
+    }
+
+    /// `<root>/var/vcap/data/blobs`: verified blobs fetched by `prepare`.
+    pub fn blob_cache(&self) -> PathBuf {
+        self.data().join("blobs")
+    }
+
+    /// `<root>/var/vcap/data/compile`: compile targets.
+    pub fn compile(&self) -> PathBuf {
+        self.data().join("compile")
+    }
+
+    /// `<root>/var/vcap/sys/log`.
+    pub fn sys_log(&self) -> PathBuf {
+        self.vcap().join("sys/log")
+    }
+
+    /// `<root>/var/vcap/sys/run`.
+    pub fn sys_run(&self) -> PathBuf {
+        self.vcap().join("sys/run")
+    }
+
+    /// `<root>/var/vcap/store`: where the persistent disk is visible.
+    pub fn store(&self) -> PathBuf {
+        self.vcap().join("store")
+    }
+
+    /// `<root>/var/vcap/bosh`: the agent's own state.
+    pub fn bosh(&self) -> PathBuf {
+        self.vcap().join("bosh")
+    }
+
+    /// `<root>/var/vcap/bosh/spec.json`: the applied spec, kept across
+    /// agent restarts.
+    pub fn spec_file(&self) -> PathBuf {
+        self.bosh().join("spec.json")
+    }
+
+    /// `<root>/var/vcap/bosh/job-state.json`: whether jobs should run.
+    pub fn desired_state_file(&self) -> PathBuf {
+        self.bosh().join("desired-state.json")
+    }
+
+    /// Maps a real-VM path (`/var/vcap/...`) into this VM's root; other
+    /// paths are left alone.
+    pub fn rooted(&self, path: &str) -> PathBuf {
+        match path.strip_prefix("/var/vcap/") {
+            Some(rest) if self.root != Path::new("/") => self.vcap().join(rest),
+            _ => PathBuf::from(path),
+        }
+    }
+
+    /// Rewrites `/var/vcap/` inside a shell command to this VM's root, so
+    /// monit files written for a real VM work under the local CPI.
+    pub fn rooted_command(&self, cmd: &str) -> String {
+        if self.root == Path::new("/") {
+            return cmd.to_string();
+        }
+        let vcap = format!("{}/", self.vcap().display());
+        cmd.replace("/var/vcap/", &vcap)
+    }
+
+    /// Creates BOSH's directories (`data`, `sys/log`, `sys/run`, `store`,
+    /// `jobs`, `packages`, `bosh`).
+    pub fn create_layout(&self) -> Result<()> {
+        for d in [
+            self.jobs(),
+            self.packages(),
+            self.data(),
+            self.tmp(),
+            self.sys_log(),
+            self.sys_run(),
+            self.bosh(),
+        ] {
+            std::fs::create_dir_all(&d).map_err(Error::io("create", &d))?;
+        }
+        // The store may be a symlink to a mounted disk: leave it alone then.
+        let store = self.store();
+        if std::fs::symlink_metadata(&store).is_err() {
+            std::fs::create_dir_all(&store).map_err(Error::io("create", &store))?;
+        }
+        Ok(())
+    }
+
+    /// The environment every job script and process sees: a PATH with the
+    /// usual system directories and `BOSH_ROOT`, the VM's root, which
+    /// templates prefix to `/var/vcap/...` paths (empty on a real VM).
+    pub fn job_env(&self) -> Vec<(String, String)> {
+        let root = if self.root == Path::new("/") {
+            String::new()
+        } else {
+            self.root.display().to_string()
+        };
+        vec![
+            ("BOSH_ROOT".into(), root),
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("HOME".into(), self.data().display().to_string()),
+            ("TMPDIR".into(), self.tmp().display().to_string()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/var/vcap` paths and commands are re-rooted under a VM directory but not on a real VM.
+    #[test]
+    fn var_vcap_paths_are_rooted_in_the_vm_directory() {
+        let p = Paths::new("/vms/vm-1");
+        assert_eq!(
+            p.rooted("/var/vcap/sys/run/web.pid"),
+            Path::new("/vms/vm-1/var/vcap/sys/run/web.pid")
+        );
+        assert_eq!(p.rooted("/tmp/x"), Path::new("/tmp/x"));
+        assert_eq!(
+            p.rooted_command("/var/vcap/jobs/web/bin/ctl start"),
+            "/vms/vm-1/var/vcap/jobs/web/bin/ctl start"
+        );
+        let real = Paths::new("/");
+        assert_eq!(real.rooted("/var/vcap/x"), Path::new("/var/vcap/x"));
+        assert_eq!(real.rooted_command("/var/vcap/x"), "/var/vcap/x");
+    }
+}

@@ -1,0 +1,101 @@
+//! Real `bosh-agent` processes for tests: finding (or building) the binary
+//! and running it tied to the test process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+
+/// The `bosh-agent` binary next to the running test executable
+/// (`target/<profile>/bosh-agent`), built with `cargo build -p bosh-agent`
+/// when it is missing. A stale binary is used as it is: run
+/// `cargo build -p bosh-agent` after changing the agent.
+pub fn agent_binary() -> Result<PathBuf> {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable is not under target/<profile>/deps")?
+        .to_path_buf();
+    let bin = profile_dir.join("bosh-agent");
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let target_dir = profile_dir.parent().context("no target dir")?;
+    let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "bosh-agent", "--bin", "bosh-agent"])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile != "debug" {
+        cmd.args(["--profile", profile]);
+    }
+    let status = cmd.status().context("running cargo build -p bosh-agent")?;
+    if !status.success() || !bin.is_file() {
+        bail!("cargo build -p bosh-agent failed ({status}); {} missing", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A running agent process, killed when dropped (and with the test process).
+pub struct AgentProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `binary --settings <settings>`, its log in `log`.
+    pub fn spawn(binary: &Path, settings: &Path, log: &Path) -> Result<AgentProcess> {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log)?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("--settings")
+            .arg(settings)
+            .env("RUST_LOG", std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+        Ok(AgentProcess { child: Some(child), log: log.to_path_buf() })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
