@@ -18,7 +18,7 @@ pid=$(cat "$dir/boshd.pid" 2>/dev/null || true)
 if alive "$pid"; then
   echo "boshd already running (pid $pid)"
 else
-  setsid target/debug/boshd --etcd "$BOSH_ETCD" --nats "$BOSH_NATS" \
+  setsid target/debug/boshd --etcd "$BOSH_ETCD" --nats "$BOSH_NATS" --data-dir "$dir/boshd" \
     >>"$dir/boshd.log" 2>&1 </dev/null &
   echo $! >"$dir/boshd.pid"
   echo "boshd started (pid $!, log $dir/boshd.log)"
@@ -40,7 +40,7 @@ cat <<EOT
 bosh-rs is running (data in $dir):
   etcd  $BOSH_ETCD
   nats  $BOSH_NATS
-  boshd pid $(cat "$dir/boshd.pid"), log $dir/boshd.log
+  boshd pid $(cat "$dir/boshd.pid"), log $dir/boshd.log, API $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["url"])' "$dir/boshd/director.json")
 Objects:   etcdctl --endpoints=$BOSH_ETCD get --prefix /bosh/ --keys-only
 Interpolate a manifest:
   target/debug/boshctl interpolate examples/manifests/deployment.yml -o examples/manifests/ops/scale-web.yml -l examples/manifests/vars.yml

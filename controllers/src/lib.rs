@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: the HTTP API (bearer token): objects and watches.
 //! - [`bus`]: per-agent NATS credentials and permissions.
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
@@ -11,6 +12,7 @@
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
+pub mod api;
 pub mod bus;
 pub mod cpi;
 pub mod daemon;

@@ -1,5 +1,7 @@
 //! boshd: the bosh-rs director. Runs the controllers against etcd.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +37,34 @@ struct Args {
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
+    /// Address of the HTTP API (and the blobstore, under /blobs).
+    #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
+    listen: String,
+    /// boshd's own data: API and blobstore tokens, blobs, CPI state.
+    #[arg(long, env = "BOSH_DATA_DIR", default_value = ".bosh-rs/boshd")]
+    data_dir: PathBuf,
+}
+
+/// Reads a token file, or creates it with a fresh random token (0600).
+fn token(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    use rand::distr::{Alphanumeric, SampleString};
+    let t = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    write_private(path, &t).with_context(|| format!("writing {}", path.display()))?;
+    Ok(t)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 #[tokio::main]
@@ -70,9 +100,35 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down");
         signals.cancel();
     });
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let api_token = token(&args.data_dir.join("api-token"))?;
+    let blob_token = token(&args.data_dir.join("blobstore-token"))?;
+    let storage = Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
+    let router = bosh_controllers::api::router(Arc::new(bosh_controllers::api::ApiState::new(
+        store.clone(),
+        &api_token,
+    )))
+    .merge(bosh_blobstore::server::router(storage, blob_token));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Where boshctl finds this director by default.
+    let director = serde_json::json!({
+        "url": format!("http://{addr}"),
+        "token_file": std::fs::canonicalize(args.data_dir.join("api-token"))?,
+    });
+    write_private(&args.data_dir.join("director.json"), &director.to_string())?;
+    info!(%addr, "API listening");
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {
+        api_shutdown.cancelled().await
+    }));
     let opts =
         Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
     daemon::run(store, opts, shutdown).await;
+    api.await?.context("serving the API")?;
     info!("boshd stopped");
     Ok(())
 }

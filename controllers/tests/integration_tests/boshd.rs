@@ -59,7 +59,9 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
 
     let log = std::fs::File::create(env.dir().join("boshd.log")).unwrap();
     let mut boshd = Command::new(env!("CARGO_BIN_EXE_boshd"))
-        .args(["--etcd", &env.etcd.endpoint(), "--lease-ttl-secs", "3"])
+        .args(["--etcd", &env.etcd.endpoint(), "--lease-ttl-secs", "3", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(env.dir().join("boshd"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -93,6 +95,21 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
     })
     .await
     .unwrap();
+
+    // The API it serves answers with the token it generated.
+    let director: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.dir().join("boshd/director.json")).unwrap(),
+    )
+    .unwrap();
+    let token = std::fs::read_to_string(director["token_file"].as_str().unwrap()).unwrap();
+    let url = director["url"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/deployments/bad"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // SIGTERM: a clean exit that gives leadership up at once.
     // SAFETY: signalling a child we spawned and have not reaped.

@@ -1,0 +1,131 @@
+//! boshd's HTTP API: validate-then-write of spec objects, reads, and a
+//! streaming watch, behind a bearer token.
+//!
+//! The API is a thin door to the store: every write is the same
+//! compare-and-swap a GitOps tool would make, preceded by the same
+//! validation the controllers apply, so a bad manifest is rejected with
+//! every error's path before anything changes. Secrets have no route.
+//!
+//! # Layout
+//!
+//! - this file: router, auth, error mapping.
+//! - [`objects`]: list/get/put/delete/watch, generic over kinds.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use bosh_api::store::{self, Store};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub mod objects;
+
+/// What handlers share.
+pub struct ApiState {
+    /// The store writes go through (unfenced: API writes are user writes).
+    pub store: Store,
+    /// sha256 of the bearer token, compared in constant time.
+    token_digest: [u8; 32],
+}
+
+impl ApiState {
+    /// State for a store and a token.
+    pub fn new(store: Store, token: &str) -> ApiState {
+        ApiState { store, token_digest: Sha256::digest(token.as_bytes()).into() }
+    }
+}
+
+/// An API error: a status, a message, and details (e.g. one line per
+/// validation error, each naming its path).
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    /// What went wrong.
+    pub error: String,
+    /// Every problem, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ApiError {
+    /// An error with a status and message.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError { status, error: error.into(), details: Vec::new() }
+    }
+
+    /// 422 with one detail per validation error.
+    pub fn invalid(error: impl Into<String>, details: Vec<String>) -> ApiError {
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, error: error.into(), details }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(&self)).into_response()
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        let status = match &e {
+            store::Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            store::Error::AlreadyExists { .. } | store::Error::Conflict { .. } => {
+                StatusCode::CONFLICT
+            }
+            store::Error::InvalidName(_) => StatusCode::BAD_REQUEST,
+            store::Error::Fenced { .. } | store::Error::Etcd { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            store::Error::Decode { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = presented.is_some_and(|p| {
+        let got: [u8; 32] = Sha256::digest(p.as_bytes()).into();
+        got.iter().zip(state.token_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required").into_response()
+    }
+}
+
+async fn info() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "name": "boshd",
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": "v1",
+    }))
+}
+
+/// The API routes (everything under `/v1`), behind the token.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/info", axum::routing::get(info))
+        .merge(objects::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, finishing in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

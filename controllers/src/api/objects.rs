@@ -1,0 +1,185 @@
+//! Object routes, generic over kinds:
+//!
+//! - `GET /v1/<plural>[?prefix=P]`: a consistent listing and its revision;
+//! - `GET /v1/<plural>/<name>`: one object (`name` may contain `/`);
+//! - `PUT /v1/<plural>/<name>`: create (no `resourceVersion`) or
+//!   compare-and-swap update of the spec, after validation — only for the
+//!   kinds users write (deployments, configs);
+//! - `DELETE /v1/<plural>/<name>[?resourceVersion=N]`;
+//! - `GET /v1/watch/<plural>[?from=REV]`: newline-delimited JSON events.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bosh_api::objects::*;
+use bosh_api::store::WatchEvent;
+use bosh_api::{Kind, Object};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::{ApiError, ApiState};
+use crate::validate;
+
+type R = axum::Router<Arc<ApiState>>;
+
+/// Every object route.
+pub fn routes() -> R {
+    R::new()
+        .merge(read_routes::<ReleaseSpec>())
+        .merge(read_routes::<StemcellSpec>())
+        .merge(write_routes::<ConfigSpec>())
+        .merge(write_routes::<DeploymentSpec>())
+        .merge(read_routes::<InstanceSpec>())
+        .merge(read_routes::<DiskSpec>())
+        .merge(read_routes::<TaskSpec>())
+        .merge(read_routes::<EventSpec>())
+}
+
+fn read_routes<S: Kind>() -> R {
+    R::new()
+        .route(&format!("/v1/{}", S::PLURAL), get(list::<S>))
+        .route(&format!("/v1/{}/{{*name}}", S::PLURAL), get(get_one::<S>))
+        .route(&format!("/v1/watch/{}", S::PLURAL), get(watch::<S>))
+}
+
+fn write_routes<S: Writable>() -> R {
+    R::new()
+        .route(&format!("/v1/{}", S::PLURAL), get(list::<S>))
+        .route(
+            &format!("/v1/{}/{{*name}}", S::PLURAL),
+            get(get_one::<S>).put(put::<S>).delete(delete::<S>),
+        )
+        .route(&format!("/v1/watch/{}", S::PLURAL), get(watch::<S>))
+}
+
+/// Kinds users write through the API, with the validation they get first.
+pub trait Writable: Kind {
+    /// Every problem with `obj`, each naming its path; empty = valid.
+    fn check(
+        store: &bosh_api::store::Store,
+        obj: &Object<Self>,
+    ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+}
+
+impl Writable for DeploymentSpec {
+    async fn check(
+        store: &bosh_api::store::Store,
+        obj: &Object<Self>,
+    ) -> Result<Vec<String>, ApiError> {
+        Ok(validate::check_deployment(store, obj).await?)
+    }
+}
+
+impl Writable for ConfigSpec {
+    async fn check(
+        _: &bosh_api::store::Store,
+        obj: &Object<Self>,
+    ) -> Result<Vec<String>, ApiError> {
+        Ok(validate::check_config(obj))
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list<S: Kind>(
+    State(st): State<Arc<ApiState>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let l = st.store.list::<S>(&q.prefix).await?;
+    Ok(Json(serde_json::json!({ "items": l.items, "revision": l.revision })))
+}
+
+async fn get_one<S: Kind>(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Object<S>>, ApiError> {
+    Ok(Json(st.store.get::<S>(None, &name).await?))
+}
+
+async fn put<S: Writable>(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let mut obj: Object<S> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(format!("request body is not a {} object", S::KIND), vec![e.to_string()])
+    })?;
+    if obj.metadata.name != name {
+        return Err(ApiError::invalid(
+            "name mismatch",
+            vec![format!(
+                "metadata.name: expected {name:?} (from the URL), found {:?}",
+                obj.metadata.name
+            )],
+        ));
+    }
+    if obj.kind != S::KIND || obj.api_version != API_VERSION {
+        return Err(ApiError::invalid(
+            "wrong kind",
+            vec![format!("expected apiVersion {API_VERSION} and kind {}", S::KIND)],
+        ));
+    }
+    let errors = S::check(&st.store, &obj).await?;
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(format!("{} {name} is invalid", S::KIND), errors));
+    }
+    // Status belongs to controllers; a client cannot set it.
+    obj.status = Default::default();
+    let (status, saved) = if obj.metadata.resource_version == 0 {
+        (StatusCode::CREATED, st.store.create(&obj).await?)
+    } else {
+        let current = st.store.get::<S>(None, &name).await?;
+        obj.metadata.uid = current.metadata.uid;
+        obj.metadata.creation_timestamp = current.metadata.creation_timestamp;
+        obj.metadata.status_revision = current.metadata.status_revision;
+        (StatusCode::OK, st.store.update_spec(&obj).await?)
+    };
+    Ok((status, Json(saved)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteQuery {
+    resource_version: Option<i64>,
+}
+
+async fn delete<S: Kind>(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let gone = st.store.delete::<S>(None, &name, q.resource_version).await?;
+    Ok(Json(serde_json::json!({ "deleted": gone, "finalizing": !gone })))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    from: Option<i64>,
+}
+
+async fn watch<S: Kind>(State(st): State<Arc<ApiState>>, Query(q): Query<WatchQuery>) -> Response {
+    let stream = st.store.watch::<S>(q.from).map(|ev| {
+        let line = match ev {
+            WatchEvent::Relisted { objects, revision } => {
+                serde_json::json!({ "type": "RELISTED", "revision": revision, "objects": objects })
+            }
+            WatchEvent::Applied(o) => serde_json::json!({ "type": "APPLIED", "object": o }),
+            WatchEvent::Deleted { name, revision } => {
+                serde_json::json!({ "type": "DELETED", "name": name, "revision": revision })
+            }
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    ([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
