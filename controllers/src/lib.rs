@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`agent_client`]: typed client for the agent protocol over NATS.
 //! - [`api`]: the HTTP API (bearer token): objects and watches.
 //! - [`bus`]: per-agent NATS credentials and permissions.
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
@@ -12,6 +13,7 @@
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
+pub mod agent_client;
 pub mod api;
 pub mod bus;
 pub mod cpi;

@@ -1,5 +1,6 @@
 //! Integration tests against a real etcd.
 
+mod agent_client;
 mod api;
 mod boshd;
 mod bus;

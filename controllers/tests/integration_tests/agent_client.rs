@@ -1,0 +1,144 @@
+//! The director's agent client against a real nats-server and a real agent process.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bosh_api::agent::{ApplySpec, CompilePackage, JobState, Method};
+use bosh_controllers::agent_client::{AgentClient, AgentError, Timeouts};
+use bosh_test_utils::agent::{AgentProcess, agent_binary};
+use bosh_test_utils::{Nats, eventually};
+use futures::StreamExt;
+use serde_json::json;
+
+/// A nats-server, one agent process (`a1`) and a client.
+struct Setup {
+    dir: tempfile::TempDir,
+    _nats: Nats,
+    nats: async_nats::Client,
+    client: AgentClient,
+    agent: AgentProcess,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start_in(dir.path(), &[]).await.unwrap();
+    let vm = dir.path().join("vm");
+    std::fs::create_dir_all(&vm).unwrap();
+    let settings = json!({
+        "agent_id": "a1",
+        "vm_cid": "vm-1",
+        "mbus": {"url": nats.url(), "user": "", "password": ""},
+        // Nothing listens here: blob downloads fail, which one test wants.
+        "blobstore": {"url": "http://127.0.0.1:9", "token": "t"},
+        "disks": {"persistent": {"d1": dir.path().join("d1")}},
+        "heartbeat_interval_secs": 1,
+        "root_dir": vm,
+    });
+    let settings_path = vm.join("settings.json");
+    std::fs::write(&settings_path, settings.to_string()).unwrap();
+    let agent =
+        AgentProcess::spawn(&agent_binary().unwrap(), &settings_path, &vm.join("agent.log"))
+            .unwrap();
+    let conn = async_nats::connect(nats.url()).await.unwrap();
+    let timeouts = Timeouts {
+        request: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(20),
+        ..Timeouts::default()
+    };
+    let client = AgentClient::new(conn.clone()).with_timeouts(timeouts);
+    let a1 = client.for_agent("a1");
+    eventually(Duration::from_secs(30), "agent to answer ping", || async { a1.ping().await.ok() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    Setup { dir, _nats: nats, nats: conn, client, agent }
+}
+
+/// Quick and long methods round-trip with typed results; ping latency is measured against raw NATS.
+#[tokio::test]
+async fn typed_methods_round_trip_through_a_real_agent() {
+    let s = setup().await;
+    let a1 = s.client.for_agent("a1");
+    let state = a1.get_state(true).await.unwrap();
+    assert_eq!((state.agent_id.as_str(), state.vm_cid.as_str()), ("a1", "vm-1"));
+    assert!(state.vitals.unwrap().mem.kb > 0);
+    let spec = ApplySpec { deployment: "d".into(), name: "web".into(), ..Default::default() };
+    a1.prepare(&spec).await.unwrap();
+    a1.apply(&spec).await.unwrap();
+    assert_eq!(a1.get_state(false).await.unwrap().spec.unwrap().deployment, "d");
+    a1.start().await.unwrap();
+    assert_eq!(a1.get_state(false).await.unwrap().job_state, JobState::Running);
+    assert_eq!(a1.drain(None).await.unwrap(), 0);
+    assert!(a1.run_script("pre-stop", &BTreeMap::new()).await.unwrap().ran.is_empty());
+    a1.stop().await.unwrap();
+    assert_eq!(a1.get_state(false).await.unwrap().job_state, JobState::Stopped);
+    a1.mount_disk("d1").await.unwrap();
+    assert_eq!(a1.list_disk().await.unwrap(), ["d1"]);
+    a1.unmount_disk("d1").await.unwrap();
+    assert!(a1.list_disk().await.unwrap().is_empty());
+    assert!(s.dir.path().join("vm/var/vcap/store").is_dir());
+
+    // Latency: agent ping vs a raw NATS echo responder, same connection.
+    let mut echo = s.nats.subscribe("echo").await.unwrap();
+    let responder = s.nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            let _ = responder.publish(m.reply.unwrap(), "pong".into()).await;
+        }
+    });
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        s.nats.request("echo", "ping".into()).await.unwrap();
+    }
+    let raw = t.elapsed() / n;
+    let t = Instant::now();
+    for _ in 0..n {
+        a1.ping().await.unwrap();
+    }
+    let agent = t.elapsed() / n;
+    eprintln!(
+        "ping round trip: agent {agent:?}, raw NATS {raw:?}, ratio {:.2}",
+        agent.as_secs_f64() / raw.as_secs_f64()
+    );
+}
+
+/// Agent exceptions, unknown agents and failed long operations come back as typed errors.
+#[tokio::test]
+async fn failures_are_typed_errors() {
+    let s = setup().await;
+    let a1 = s.client.for_agent("a1");
+    match a1.mount_disk("nope").await {
+        Err(AgentError::Exception { agent, method, message }) => {
+            assert_eq!((agent.as_str(), method), ("a1", "mount_disk"));
+            assert!(message.contains("not attached"), "{message}");
+        }
+        r => panic!("{r:?}"),
+    }
+    let pkg = CompilePackage {
+        name: "p".into(),
+        version: "1".into(),
+        source: bosh_api::agent::BlobRef { sha256: "a".repeat(64), size: 1 },
+        dependencies: BTreeMap::new(),
+    };
+    match a1.compile_package(&pkg).await {
+        Err(AgentError::Exception { method: "compile_package", message, .. }) => {
+            assert!(message.contains(&"a".repeat(64)), "{message}");
+        }
+        r => panic!("{r:?}"),
+    }
+    let t = Instant::now();
+    match s.client.for_agent("nobody").ping().await {
+        Err(AgentError::Timeout { agent, method: "ping" }) => assert_eq!(agent, "nobody"),
+        r => panic!("{r:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "no responders is reported at once");
+    match a1.call::<String>(Method::GetTask, vec![json!("missing")]).await {
+        Err(AgentError::Exception { message, .. }) => assert!(message.contains("not found")),
+        r => panic!("{r:?}"),
+    }
+    match a1.call::<u64>(Method::Ping, vec![]).await {
+        Err(AgentError::Decode { method: "ping", .. }) => {}
+        r => panic!("{r:?}"),
+    }
+    drop(s.agent);
+}
