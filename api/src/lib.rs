@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //!
+//! - [`archive`]: hostile-input-safe tarball unpacking (caps, no escapes)
+//!   and deterministic `.tgz` writing, for release tarballs and agents.
 //! - [`agent`]: bootstrap settings and the NATS protocol between boshd
 //!   and agents.
 //! - [`meta`]: object metadata and Kubernetes-style conditions.
@@ -28,6 +30,7 @@
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
 
 pub mod agent;
+pub mod archive;
 pub mod interpolate;
 pub mod manifest;
 pub mod meta;
