@@ -75,15 +75,26 @@ pub async fn drain(agent: &Arc<Agent>, kind: &str, next: Option<&ApplySpec>) -> 
         .into_iter()
         .filter(|j| agent.paths.job(j).join("bin/drain").is_file())
         .collect();
+    // BOSH_JOB_STATE / BOSH_JOB_NEXT_STATE: the applied and the next spec, as JSON.
+    let json = |s: Option<&ApplySpec>| s.map(|s| serde_json::to_string(s).expect("serializes"));
+    let env = vec![
+        ("BOSH_JOB_STATE".to_string(), json(current.as_ref()).unwrap_or_else(|| "{}".into())),
+        ("BOSH_JOB_NEXT_STATE".to_string(), json(next).unwrap_or_else(|| "{}".into())),
+    ];
     let runs = jobs.iter().map(|job| {
         let args = args_for(job, current.as_ref(), next);
-        drain_job(agent, job, args)
+        drain_job(agent, job, args, &env)
     });
     let waited = futures::future::try_join_all(runs).await?;
     Ok(waited.into_iter().max().unwrap_or(0))
 }
 
-async fn drain_job(agent: &Agent, job: &str, args: DrainArgs) -> Result<u64> {
+async fn drain_job(
+    agent: &Agent,
+    job: &str,
+    args: DrainArgs,
+    env: &[(String, String)],
+) -> Result<u64> {
     let script = agent.paths.job(job).join("bin/drain");
     let mut first = args.job;
     let mut waited = 0u64;
@@ -91,6 +102,7 @@ async fn drain_job(agent: &Agent, job: &str, args: DrainArgs) -> Result<u64> {
         let out = Exec::new(&script, &agent.paths.job_env())
             .args([first, args.hash])
             .args(&args.packages)
+            .envs(env)
             .envs(&[("BOSH_JOB_NAME".into(), job.to_string())])
             .cwd(agent.paths.job(job))
             .log_to(agent.paths.sys_log().join(job).join("drain"))

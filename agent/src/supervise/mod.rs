@@ -35,6 +35,9 @@ pub use monit::MonitProcess;
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a process must stay up before its backoff starts over.
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How long a dead process is reported `failing` before its first restart
+/// (monit waits a cycle; the backoff doubles from here up to 30 s).
+pub const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
 /// Grace between SIGTERM and SIGKILL when stopping.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -200,7 +203,7 @@ impl Supervisor {
     async fn monitor(self, i: usize, def: Definition, mut stop: watch::Receiver<bool>) {
         let backoff = || {
             backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
+                .with_min_delay(FIRST_RESTART_DELAY)
                 .with_max_delay(Duration::from_secs(30))
                 .with_factor(2.0)
                 .without_max_times()
@@ -525,16 +528,13 @@ mod tests {
     }
 
     async fn wait_running(sup: &Supervisor) -> u32 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (state, procs) = sup.status();
-            if state == JobState::Running
-                && let Some(pid) = procs[0].pid
-            {
-                return pid;
+        bosh_test_utils::eventually(Duration::from_secs(10), "process running", || async {
+            match sup.status() {
+                (JobState::Running, procs) => procs[0].pid,
+                _ => None,
             }
-            assert!(Instant::now() < deadline, "not running: {procs:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
+        .unwrap()
     }
 }

@@ -1,7 +1,5 @@
 //! apply: packages and jobs installed, supervised, and bad blobs refused.
 
-use std::time::Duration;
-
 use bosh_api::agent::{Alert, Heartbeat, JobState};
 use bosh_test_utils::{eventually, free_port};
 use flate2::Compression;
@@ -93,6 +91,11 @@ async fn applied_http_job_serves_and_is_restarted_after_a_kill() {
     let alert = tokio::time::timeout(DEADLINE, alerts.next()).await.unwrap().unwrap();
     let alert: Alert = serde_json::from_slice(&alert.payload).unwrap();
     assert!(alert.title.contains("http (web)"), "{}", alert.title);
+    eventually(DEADLINE, "get_state to report failing", || async {
+        (a.value("get_state", json!([])).await["job_state"] == "failing").then_some(())
+    })
+    .await
+    .unwrap();
     // Failing first (the heartbeat sent at the failure), then running again.
     let mut seen_failing = false;
     loop {
@@ -174,5 +177,34 @@ async fn hostile_tarballs_are_refused() {
         assert!(!env.dir.path().join(f).exists() && !a.root.join(f).exists());
         assert!(!a.root.join("var").join(f).exists() && !a.vcap(f).exists());
     }
-    let _ = Duration::ZERO;
+}
+
+/// The pid of the first process once the job runs.
+async fn running_pid(a: &super::TestAgent) -> Option<u64> {
+    let v = a.value("get_state", json!([])).await;
+    (v["job_state"] == "running").then(|| v["processes"][0]["pid"].as_u64()).flatten()
+}
+
+/// A restarted agent adopts its job's live process from the pidfile instead of starting a second one.
+#[tokio::test]
+async fn restarted_agent_adopts_running_job_processes() {
+    let env = Env::start(1).await;
+    let mut a = env.spawn(0).await;
+    a.wait_ready().await;
+    let monit = "check process sleeper\n  with pidfile /var/vcap/sys/run/s/s.pid\n  \
+                 start program \"/bin/sh -c 'sleep 600 & echo $! > /var/vcap/sys/run/s/s.pid'\"\n";
+    let spec = job_spec(&env, "s", &[("monit", monit, 0o644)], json!({})).await;
+    a.long("apply", json!([spec])).await.unwrap();
+    a.long("start", json!([])).await.unwrap();
+    let pid = eventually(DEADLINE, "running", || running_pid(&a)).await.unwrap();
+    a.process.kill();
+    let b = env.spawn(0).await;
+    b.wait_ready().await;
+    let adopted = eventually(DEADLINE, "running after restart", || running_pid(&b)).await.unwrap();
+    assert_eq!(adopted, pid, "the live process is adopted, not started twice");
+    let v = b.value("get_state", json!([])).await;
+    assert_eq!(v["processes"][0]["restarts"], 0);
+    b.long("stop", json!([])).await.unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "still alive: {stat}");
 }
