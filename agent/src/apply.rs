@@ -56,8 +56,29 @@ pub async fn apply(agent: &Arc<Agent>, spec: ApplySpec) -> Result<()> {
     write_atomic(&file, &bytes)?;
     *agent.spec.lock().expect("lock") = Some(spec);
     agent.supervisor.load(&jobs).await?;
+    // Only now, with the new processes' definitions loaded, is old content unused.
+    prune_versions(&paths.data().join("jobs"), &paths.jobs());
+    prune_versions(&paths.data().join("packages"), &paths.packages());
+    let _ = std::fs::remove_dir_all(paths.blob_cache());
     tracing::info!(jobs = ?jobs, packages = ?pkgs, "applied");
     Ok(())
+}
+
+/// Removes versions under `store/<name>/` that `links/<name>` does not
+/// point at, and names with no link at all, so repeated applies do not
+/// fill the ephemeral disk. Best effort: a leftover is retried next time.
+fn prune_versions(store: &Path, links: &Path) {
+    let Ok(names) = std::fs::read_dir(store) else { return };
+    for name in names.flatten() {
+        let current = std::fs::read_link(links.join(name.file_name())).ok();
+        let Ok(versions) = std::fs::read_dir(name.path()) else { continue };
+        for v in versions.flatten() {
+            if current.as_deref() != Some(v.path().as_path()) {
+                let _ = std::fs::remove_dir_all(v.path());
+            }
+        }
+        let _ = std::fs::remove_dir(name.path()); // only succeeds when now empty
+    }
 }
 
 /// Installs one package at `packages/<name>` (a no-op when that version is

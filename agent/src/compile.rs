@@ -86,6 +86,7 @@ pub async fn compile(agent: &Arc<Agent>, args: CompilePackage) -> Result<BlobRef
     }
     .await;
     let _ = std::fs::remove_dir_all(&compile_dir);
+    let _ = std::fs::remove_dir_all(paths.blob_cache());
     if let Ok(b) = &result {
         tracing::info!(package = %args.name, sha256 = %b.sha256, size = b.size, "compiled");
     }

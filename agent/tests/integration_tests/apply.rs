@@ -117,6 +117,17 @@ async fn applied_http_job_serves_and_is_restarted_after_a_kill() {
     assert_eq!(a.long("stop", json!([])).await.unwrap(), "stopped");
     assert!(http_get(port, "/").await.is_none(), "stopped job still serves");
     assert_eq!(a.value("get_state", json!([])).await["job_state"], "stopped");
+
+    // Re-applying a new package version replaces the old one and leaves no old content behind.
+    let site2 = env.upload(tgz(&[("index.html", "v2\n", 0o644)])).await;
+    let packages = json!({"site": {"name": "site", "version": "2", "sha256": site2.sha256, "size": site2.size}});
+    let spec =
+        job_spec(&env, "web", &[("monit", MONIT, 0o644), ("bin/ctl", &ctl, 0o644)], packages).await;
+    a.long("apply", json!([spec])).await.unwrap();
+    assert_eq!(std::fs::read_to_string(a.vcap("packages/site/index.html")).unwrap(), "v2\n");
+    let versions = |d: &str| std::fs::read_dir(a.vcap(d)).unwrap().count();
+    assert_eq!((versions("data/packages/site"), versions("data/jobs/web")), (1, 1));
+    assert!(!a.vcap("data/blobs").exists());
 }
 
 /// A blob whose content no longer matches its sha256 is refused and nothing is installed.
