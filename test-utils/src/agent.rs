@@ -8,11 +8,15 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 
 /// The `bosh-agent` binary next to the running test executable
-/// (`target/<profile>/bosh-agent`), built with `cargo build -p bosh-agent`
-/// when it is missing. A stale binary is used as it is: run
-/// `cargo build -p bosh-agent` after changing the agent.
+/// (`target/<profile>/bosh-agent`), brought up to date with
+/// `cargo build -p bosh-agent` once per test process (a no-op taking well
+/// under a second when nothing changed), so a test never runs a stale agent.
+/// `BOSH_AGENT_BIN` overrides it.
 pub fn agent_binary() -> Result<PathBuf> {
-    static BUILD: Mutex<()> = Mutex::new(());
+    static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
+    if let Some(p) = std::env::var_os("BOSH_AGENT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>
     let profile_dir = exe
@@ -21,9 +25,9 @@ pub fn agent_binary() -> Result<PathBuf> {
         .context("test executable is not under target/<profile>/deps")?
         .to_path_buf();
     let bin = profile_dir.join("bosh-agent");
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if bin.is_file() {
-        return Ok(bin);
+    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.as_ref() {
+        return Ok(b.clone());
     }
     let target_dir = profile_dir.parent().context("no target dir")?;
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
@@ -38,6 +42,7 @@ pub fn agent_binary() -> Result<PathBuf> {
     if !status.success() || !bin.is_file() {
         bail!("cargo build -p bosh-agent failed ({status}); {} missing", bin.display());
     }
+    *built = Some(bin.clone());
     Ok(bin)
 }
 

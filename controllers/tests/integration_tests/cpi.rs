@@ -2,7 +2,6 @@
 //! the external CPI protocol with a protocol-speaking test executable.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,15 +117,9 @@ fn fake_stemcell(dir: &Path, marker: &str) -> PathBuf {
         "#!/bin/sh\nsleep {marker} &\necho started > \"$(dirname \"$2\")/agent.started\"\nexec sleep 100000\n"
     );
     let path = dir.join("image.tgz");
-    let f = std::fs::File::create(&path).unwrap();
-    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(script.len() as u64);
-    h.set_mode(0o755);
-    h.set_cksum();
-    tar.append_data(&mut h, "bosh-agent", script.as_bytes()).unwrap();
-    tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    let mut w = bosh_api::archive::TgzWriter::new();
+    w.bytes("bosh-agent", script.into_bytes(), true);
+    w.write_to_path(&path).unwrap();
     path
 }
 

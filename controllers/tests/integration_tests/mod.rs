@@ -7,6 +7,7 @@ mod bus;
 mod cpi;
 mod leader;
 mod runtime;
+mod vms;
 
 use std::time::Duration;
 

@@ -135,13 +135,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Unpacks a stemcell image (a gzipped tar) into `dest`.
-fn unpack_image(image: &Path, dest: &Path) -> std::io::Result<()> {
-    let file = std::fs::File::open(image)?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    ar.set_preserve_permissions(true);
-    // `unpack` refuses absolute paths and `..` components.
-    ar.unpack(dest)
+/// Unpacks a stemcell image (a gzipped tar) into `dest`, refusing
+/// anything that would escape it.
+fn unpack_image(image: &Path, dest: &Path) -> Result<(), bosh_api::archive::ArchiveError> {
+    let limits = bosh_api::archive::Limits::default();
+    bosh_api::archive::unpack_tgz_file(image, dest, &limits, "stemcell image").map(drop)
+}
+
+/// Builds a local stemcell image: a gzipped tar holding the agent binary.
+pub fn build_image(
+    agent_binary: &Path,
+    dest: &Path,
+) -> Result<(), bosh_api::archive::ArchiveError> {
+    let mut w = bosh_api::archive::TgzWriter::new();
+    w.file(AGENT_BINARY, agent_binary)?;
+    w.write_to_path(dest)
 }
 
 fn new_cid(prefix: &str) -> String {
