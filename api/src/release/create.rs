@@ -227,15 +227,21 @@ fn finalize(
         Some(v) => v.to_string(),
         None => next_final_version(dir, &m.name)?.to_string(),
     };
-    if ReleaseIndex::read(dir, true, &m.name)?.contains(&m.version) {
-        return Err(Error::entry(
-            format!("releases/{}/index.yml", m.name),
-            &m.version,
-            format!("release '{}' version '{}' already exists", m.name, m.version),
-        ));
-    }
+    refuse_existing_final(dir, &m.name, &m.version)?;
     finalize_builds(dir, built)?;
     save_release(dir, true, m)
+}
+
+/// Refuses a final version that `releases/<name>/index.yml` already records.
+fn refuse_existing_final(dir: &Path, name: &str, version: &str) -> Result<()> {
+    if ReleaseIndex::read(dir, true, name)?.contains(version) {
+        return Err(Error::entry(
+            format!("releases/{name}/index.yml"),
+            version,
+            format!("release '{name}' version '{version}' already exists"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_version(v: &str) -> Result<()> {
@@ -244,6 +250,7 @@ fn check_version(v: &str) -> Result<()> {
 
 /// `create-release` on the release directory `dir`.
 pub fn create_release(dir: &Path, opts: &CreateOptions) -> Result<CreatedRelease> {
+    let dir = &std::path::absolute(dir).map_err(io(dir))?;
     if let Some(v) = &opts.version {
         check_version(v)?;
     }
@@ -255,6 +262,9 @@ pub fn create_release(dir: &Path, opts: &CreateOptions) -> Result<CreatedRelease
         Some(n) => n.clone(),
         None => FinalConfig::read(dir)?.release_name()?,
     };
+    if let (true, Some(v)) = (opts.final_release, &opts.version) {
+        refuse_existing_final(dir, &name, v)?;
+    }
     let version = match &opts.version {
         Some(v) => v.clone(),
         None => {
@@ -302,6 +312,7 @@ pub fn finalize_release(
     version: Option<&str>,
     force: bool,
 ) -> Result<CreatedRelease> {
+    let dir = &std::path::absolute(dir).map_err(io(dir))?;
     if let Some(v) = version {
         check_version(v)?;
     }

@@ -274,6 +274,8 @@ fn packageable(src_dir: &Path, base: &Path, path: &Path, rel: &str) -> bool {
 /// Matches a doublestar-style glob (`**`, `*`, `?`, `[...]`, `{a,b}`) under
 /// `base`; returns absolute paths with their `/`-separated relative paths.
 fn glob_under(base: &Path, pattern: &str, file: &str) -> Result<Vec<(PathBuf, String)>> {
+    // Relative bases come back from `glob` without their `./`; match on absolute paths.
+    let base = &std::path::absolute(base).map_err(io(base))?;
     let mut out = Vec::new();
     for pat in expand_braces(pattern) {
         let full = format!("{}/{}", glob::Pattern::escape(&base.to_string_lossy()), pat);

@@ -22,15 +22,17 @@ use super::{Error, Result, io};
 /// Caps applied while unpacking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most bytes all entries may unpack to.
-    pub max_bytes: u64,
+    /// Most bytes all entries together may unpack to.
+    pub max_total_bytes: u64,
+    /// Most bytes a single entry may unpack to.
+    pub max_entry_bytes: u64,
     /// Most entries.
     pub max_entries: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 32 << 30, max_entries: 1_000_000 }
+        Limits { max_total_bytes: 8 << 30, max_entry_bytes: 8 << 30, max_entries: 100_000 }
     }
 }
 
@@ -208,8 +210,9 @@ fn walk(tgz: &Path, dest: Option<&Path>, file: &str, limits: &Limits) -> Result<
             return Err(bad(&raw, &format!("more than {} entries", limits.max_entries)));
         }
         if !is_safe_relative(&raw) {
-            if raw.trim_matches('/').trim_start_matches("./").is_empty() && raw.starts_with('.') {
-                continue; // the `./` entry tar -C dir . writes
+            let only_dot = Path::new(&raw).components().all(|c| c == Component::CurDir);
+            if only_dot && entry.header().entry_type().is_dir() {
+                continue; // the `./` entry `tar -C dir .` writes (bosh-cli's tarballs have it)
             }
             return Err(bad(&raw, "path is absolute or leaves the archive (..)"));
         }
@@ -218,9 +221,16 @@ fn walk(tgz: &Path, dest: Option<&Path>, file: &str, limits: &Limits) -> Result<
             return Err(bad(&raw, "duplicate entry"));
         }
         let size = entry.header().size().map_err(io(tgz))?;
+        if size > limits.max_entry_bytes {
+            return Err(bad(
+                &raw,
+                &format!("entry is larger than {} bytes", limits.max_entry_bytes),
+            ));
+        }
         bytes = bytes.saturating_add(size);
-        if bytes > limits.max_bytes {
-            return Err(bad(&raw, &format!("unpacks to more than {} bytes", limits.max_bytes)));
+        if bytes > limits.max_total_bytes {
+            let max = limits.max_total_bytes;
+            return Err(bad(&raw, &format!("archive unpacks to more than {max} bytes")));
         }
         let out = dest.map(|d| d.join(&name));
         if let Some(parent) = out.as_ref().and_then(|o| o.parent()) {
