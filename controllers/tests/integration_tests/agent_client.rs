@@ -142,3 +142,55 @@ async fn failures_are_typed_errors() {
     }
     drop(s.agent);
 }
+
+/// A long method whose first reply is lost is re-sent with the same request id, then polled to its result.
+#[tokio::test]
+async fn lost_reply_to_apply_is_retried_with_the_same_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start_in(dir.path(), &[]).await.unwrap();
+    let conn = async_nats::connect(nats.url()).await.unwrap();
+    // A scripted agent: drops the first apply, answers the retry with a task, finishes it on the second poll.
+    let mut sub = conn.subscribe("agent.scripted").await.unwrap();
+    let responder = conn.clone();
+    let seen = tokio::spawn(async move {
+        let mut requests: Vec<bosh_api::agent::Request> = Vec::new();
+        let mut polls = 0;
+        while let Some(msg) = sub.next().await {
+            let req: bosh_api::agent::Request = serde_json::from_slice(&msg.payload).unwrap();
+            let reply = match req.method.as_str() {
+                "apply" if requests.iter().all(|r| r.method != "apply") => None,
+                "apply" => Some(json!({"value": {"agent_task_id": "t1", "state": "running"}})),
+                "get_task" => {
+                    polls += 1;
+                    Some(if polls < 2 {
+                        json!({"value": {"agent_task_id": "t1", "state": "running"}})
+                    } else {
+                        json!({"value": "applied"})
+                    })
+                }
+                _ => Some(json!({"exception": {"message": "unexpected"}})),
+            };
+            let done = polls >= 2;
+            requests.push(req);
+            if let Some(r) = reply {
+                responder.publish(msg.reply.unwrap(), r.to_string().into()).await.unwrap();
+            }
+            if done {
+                return requests;
+            }
+        }
+        requests
+    });
+    let timeouts = Timeouts {
+        request: Duration::from_millis(300),
+        poll_interval: Duration::from_millis(10),
+        ..Timeouts::default()
+    };
+    let client = AgentClient::new(conn).with_timeouts(timeouts);
+    client.for_agent("scripted").apply(&ApplySpec::default()).await.unwrap();
+    let requests = seen.await.unwrap();
+    let applies: Vec<_> = requests.iter().filter(|r| r.method == "apply").collect();
+    assert_eq!(applies.len(), 2);
+    assert_eq!(applies[0].request_id, applies[1].request_id);
+    assert_eq!(requests.iter().filter(|r| r.method == "get_task").count(), 2);
+}
