@@ -95,3 +95,30 @@ async fn heartbeats_carry_state_and_vitals() {
     assert_eq!(beats[0].number_of_processes, 0);
     assert!(beats[1].vitals.mem.kb > 0);
 }
+
+/// Measurement (run with --ignored): 100 agent processes spawned at once until all answer ping, and their RSS.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+async fn hundred_agents_answer_ping_measurement() {
+    let env = Env::start(100).await;
+    let started = Instant::now();
+    let mut agents: Vec<TestAgent> = Vec::new();
+    for i in 0..100 {
+        agents.push(env.spawn(i).await);
+    }
+    futures::future::join_all(agents.iter().map(|a| a.wait_ready())).await;
+    let elapsed = started.elapsed();
+    let rss_kb: u64 = agents
+        .iter()
+        .filter_map(|a| std::fs::read_to_string(format!("/proc/{}/status", a.process.pid()?)).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!("100 agents answered ping after {elapsed:?}; mean RSS {} KiB", rss_kb / 100);
+}

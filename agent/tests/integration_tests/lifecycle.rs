@@ -128,3 +128,21 @@ async fn disks_mount_list_migrate_and_unmount() {
         r => panic!("{r:?}"),
     }
 }
+
+/// cancel_task stops an endless dynamic drain, and the agent takes the next lifecycle call.
+#[tokio::test]
+async fn cancelled_drain_releases_the_agent() {
+    let env = Env::start(1).await;
+    let a = env.spawn(0).await;
+    a.wait_ready().await;
+    let drain = "#!/bin/sh\necho -1\n";
+    let spec = job_spec(&env, "stuck", &[("bin/drain", drain, 0o755)], json!({})).await;
+    a.long("apply", json!([spec])).await.unwrap();
+    let handle = a.value("drain", json!(["shutdown"])).await;
+    let id = handle["agent_task_id"].as_str().unwrap().to_string();
+    assert_eq!(a.value("get_task", json!([id])).await["state"], "running");
+    assert_eq!(a.value("cancel_task", json!([id])).await, "canceled");
+    let err = a.wait_task(&id).await.unwrap_err();
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(a.long("stop", json!([])).await.unwrap(), "stopped");
+}
