@@ -10,8 +10,18 @@ use crate::error::{Error, Result};
 pub fn load(path: &Path) -> Result<Settings> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Settings { path: path.to_path_buf(), source: Box::new(e) })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Settings { path: path.to_path_buf(), source: Box::new(e) })
+    let settings: Settings = serde_json::from_str(&text)
+        .map_err(|e| Error::Settings { path: path.to_path_buf(), source: Box::new(e) })?;
+    check_agent_id(&settings.agent_id)
+        .map_err(|m| Error::Settings { path: path.to_path_buf(), source: m.into() })?;
+    Ok(settings)
+}
+
+/// The agent id becomes one NATS subject token: a `*`, `>`, `.` or space in
+/// it would subscribe the agent to other agents' requests.
+fn check_agent_id(id: &str) -> std::result::Result<(), String> {
+    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    if ok { Ok(()) } else { Err(format!("agent_id {id:?} must be letters, digits, '-' or '_'")) }
 }
 
 /// BOSH's `/var/vcap` layout under the VM's root directory.
@@ -161,6 +171,15 @@ impl Paths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Agent ids that are not one plain NATS subject token are refused.
+    #[test]
+    fn wildcard_agent_ids_are_refused() {
+        for bad in ["", "*", ">", "a.b", "a b", "agent-1.>"] {
+            assert!(check_agent_id(bad).is_err(), "{bad:?}");
+        }
+        check_agent_id("a1b2-c3_d4").unwrap();
+    }
 
     /// `/var/vcap` paths and commands are re-rooted under a VM directory but not on a real VM.
     #[test]

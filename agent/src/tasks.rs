@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use bosh_api::agent::{Reply, TaskHandle};
+use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
@@ -49,7 +50,11 @@ impl Tasks {
         let mut guard = self.inner.lock().expect("lock");
         let task_id = id.clone();
         let handle = tokio::spawn(async move {
-            let out = fut.await.map_err(|e| e.chain());
+            // A bug in one method must not leave its task "running" forever.
+            let out = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(r) => r.map_err(|e| e.chain()),
+                Err(_) => Err(format!("{method} panicked (an agent bug; see its log)")),
+            };
             if let Err(message) = &out {
                 tracing::warn!(task = %task_id, method, %message, "task failed");
             } else {
