@@ -19,4 +19,6 @@ pub mod bus;
 pub mod cpi;
 pub mod daemon;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;

@@ -8,10 +8,11 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 
 /// The `bosh-agent` binary next to the running test executable
-/// (`target/<profile>/bosh-agent`), brought up to date with
-/// `cargo build -p bosh-agent` once per test process (a no-op taking well
-/// under a second when nothing changed), so a test never runs a stale agent.
-/// `BOSH_AGENT_BIN` overrides it.
+/// (`target/<profile>/bosh-agent`). When it is missing or older than any
+/// source it is built from, `cargo build -p bosh-agent` brings it up to
+/// date first, so a test never runs a stale agent; an up-to-date binary is
+/// used as it is (rebuilding it with `-p` would flip bosh-api's features
+/// against the workspace build). `BOSH_AGENT_BIN` overrides it.
 pub fn agent_binary() -> Result<PathBuf> {
     static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
     if let Some(p) = std::env::var_os("BOSH_AGENT_BIN") {
@@ -29,6 +30,10 @@ pub fn agent_binary() -> Result<PathBuf> {
     if let Some(b) = built.as_ref() {
         return Ok(b.clone());
     }
+    if is_fresh(&bin) {
+        *built = Some(bin.clone());
+        return Ok(bin);
+    }
     let target_dir = profile_dir.parent().context("no target dir")?;
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -44,6 +49,29 @@ pub fn agent_binary() -> Result<PathBuf> {
     }
     *built = Some(bin.clone());
     Ok(bin)
+}
+
+/// Whether `bin` is newer than every source file of the agent and the
+/// crates it is built from.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = ["agent", "api/src", "api/Cargo.toml", "blobstore/src", "Cargo.lock"];
+    sources.iter().all(|s| newest(&root.join(s)).is_some_and(|t| t <= built))
+}
+
+/// The newest modification time under `path`.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mut t = meta.modified().ok()?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path).ok()?.flatten() {
+            t = t.max(newest(&e.path())?);
+        }
+    }
+    Some(t)
 }
 
 /// A running agent process, killed when dropped (and with the test process).

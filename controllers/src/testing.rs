@@ -1,0 +1,127 @@
+//! A private director world for tests and benchmarks (feature `testing`):
+//! etcd, a nats-server whose users boshd manages, a blobstore, and the local
+//! CPI with a stemcell built from the real agent binary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use bosh_api::agent::{BlobstoreSettings, MbusSettings, NetworkSettings, Settings};
+use bosh_api::store::Store;
+use bosh_test_utils::{Nats, TestEnv};
+
+use crate::agent_client::{AgentClient, Timeouts};
+use crate::bus::{Bus, BusConfig};
+use crate::cpi::local::{self, LocalCpi};
+use crate::cpi::{Cpi, CreateVm, VmNetwork};
+
+/// Everything a director needs to run local VMs, private to one test.
+pub struct LocalWorld {
+    /// etcd (and the temp dir everything lives in).
+    pub env: TestEnv,
+    /// The store on that etcd.
+    pub store: Store,
+    /// nats-server, running the configuration `bus` renders. It picks its
+    /// own port, overriding the configuration's `listen`.
+    pub nats: Nats,
+    /// Agents' credentials.
+    pub bus: Bus,
+    /// The local CPI.
+    pub cpi: LocalCpi,
+    /// A stemcell holding the real agent.
+    pub stemcell: String,
+    /// A director connection to the agents.
+    pub agents: AgentClient,
+    /// The blobstore agents download from.
+    pub blobstore_url: String,
+    /// Its token.
+    pub blobstore_token: String,
+}
+
+impl LocalWorld {
+    /// Starts everything.
+    pub async fn start() -> Result<LocalWorld> {
+        let env = TestEnv::etcd_only().await?;
+        let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
+        let dir = env.dir().to_path_buf();
+        let (conf, pid) = (dir.join("nats.conf"), dir.join("nats.pid"));
+        let cfg = BusConfig::generate(conf.clone(), pid.clone(), "127.0.0.1:4222".into());
+        let bus = Bus::new(store.clone(), cfg.clone());
+        bus.sync().await?;
+        let nats =
+            Nats::start_in(&dir, &["-c", &conf.to_string_lossy(), "-P", &pid.to_string_lossy()])
+                .await?;
+        let director = async_nats::ConnectOptions::with_user_and_password(
+            cfg.director.user.clone(),
+            cfg.director.password.clone(),
+        )
+        .connect(nats.url())
+        .await?;
+        let agents = AgentClient::new(director)
+            .with_timeouts(Timeouts { request: Duration::from_secs(2), ..Timeouts::default() });
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let blobstore_url = format!("http://{}", listener.local_addr()?);
+        let blobstore_token = "blob-token".to_string();
+        let storage = Arc::new(bosh_blobstore::LocalStorage::new(dir.join("blobs")));
+        tokio::spawn(bosh_blobstore::server::serve(
+            listener,
+            storage,
+            blobstore_token.clone(),
+            std::future::pending(),
+        ));
+
+        let cpi = LocalCpi::open(&dir.join("cpi"))?;
+        let agent = bosh_test_utils::agent::agent_binary()?;
+        let image = dir.join("image.tgz");
+        local::build_image(&agent, &image)?;
+        let stemcell = cpi.create_stemcell(&image, &serde_json::json!({})).await?;
+        Ok(LocalWorld {
+            env,
+            store,
+            nats,
+            bus,
+            cpi,
+            stemcell,
+            agents,
+            blobstore_url,
+            blobstore_token,
+        })
+    }
+
+    /// Creates a VM whose agent has its own bus credentials and address.
+    pub async fn create_vm(&self, agent_id: &str, ip: &str) -> Result<String> {
+        let creds = self.bus.issue(agent_id).await?;
+        let mut networks = BTreeMap::new();
+        networks.insert(
+            "default".to_string(),
+            NetworkSettings { type_: "manual".into(), ip: ip.into(), ..Default::default() },
+        );
+        let settings = Settings {
+            agent_id: agent_id.into(),
+            mbus: MbusSettings { url: self.nats.url(), user: creds.user, password: creds.password },
+            blobstore: BlobstoreSettings {
+                url: self.blobstore_url.clone(),
+                token: self.blobstore_token.clone(),
+            },
+            networks,
+            heartbeat_interval_secs: 1,
+            ..Default::default()
+        };
+        let mut vm_networks = BTreeMap::new();
+        vm_networks
+            .insert("default".to_string(), VmNetwork { ip: ip.into(), ..Default::default() });
+        Ok(self
+            .cpi
+            .create_vm(&CreateVm {
+                request_id: format!("req-{agent_id}"),
+                agent_id: agent_id.into(),
+                stemcell_cid: self.stemcell.clone(),
+                networks: vm_networks,
+                settings,
+                ..Default::default()
+            })
+            .await?)
+    }
+}
