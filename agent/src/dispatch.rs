@@ -84,6 +84,7 @@ async fn run(agent: &Arc<Agent>, method: Method, args: Vec<Value>) -> Result<Val
             let opts = opt_arg::<scripts::ErrandOptions>(m, &args, 0)?.unwrap_or_default();
             to_value(scripts::run_errand(agent, opts.name.as_deref()).await?)
         }
+        Method::Exec => to_value(scripts::exec(agent, arg(m, &args, 0)?).await?),
         Method::MountDisk => {
             disks::mount(agent, &arg::<String>(m, &args, 0)?).await?;
             "mounted".into()

@@ -1,5 +1,6 @@
 //! Job lifecycle scripts (`run_script`: pre-start, post-start, post-deploy,
-//! pre-stop, ...) and errands (`run_errand`: `bin/run`).
+//! pre-stop, ...), errands (`run_errand`: `bin/run`) and operators'
+//! commands (`exec`).
 //!
 //! A script runs for every job that has `bin/<script>`, in parallel across
 //! jobs, as BOSH does; any non-zero exit fails the call with the job, the
@@ -8,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bosh_api::agent::{ErrandResult, RunScriptResult};
+use std::time::Duration;
+
+use bosh_api::agent::{ErrandResult, ExecCommand, ExecResult, RunScriptResult};
 use serde::Deserialize;
 
 use crate::apply::check_name;
@@ -98,4 +101,31 @@ pub async fn run_errand(agent: &Arc<Agent>, name: Option<&str>) -> Result<Errand
         .run()
         .await?;
     Ok(ErrandResult { job, exit_code: out.code, stdout: out.stdout, stderr: out.stderr })
+}
+
+/// Runs an operator's command (`boshctl exec`) in the jobs' environment,
+/// from the VM's root, killed after its timeout.
+pub async fn exec(agent: &Arc<Agent>, cmd: ExecCommand) -> Result<ExecResult> {
+    let (program, args) = cmd
+        .command
+        .split_first()
+        .ok_or_else(|| Error::Arguments { method: "exec", message: "command is empty".into() })?;
+    let timeout = Duration::from_secs(cmd.timeout_secs.unwrap_or(300));
+    let run = Exec::new(program, &agent.paths.job_env())
+        .args(args)
+        .cwd(&agent.paths.root)
+        .log_to(agent.paths.sys_log().join("exec"))
+        .run();
+    tracing::info!(program = %program, "exec");
+    match tokio::time::timeout(timeout, run).await {
+        Ok(out) => {
+            let out = out?;
+            Ok(ExecResult { exit_code: out.code, stdout: out.stdout, stderr: out.stderr })
+        }
+        Err(_) => Ok(ExecResult {
+            exit_code: -1,
+            stdout: String::new(),
+            stderr: format!("killed after {timeout:?}"),
+        }),
+    }
 }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::{
-    ApplySpec, BlobRef, CompilePackage, ErrandResult, Method, Reply, Request, RunScriptResult,
-    StateReport, TaskHandle, request_subject,
+    ApplySpec, BlobRef, CompilePackage, ErrandResult, ExecCommand, ExecResult, Method, Reply,
+    Request, RunScriptResult, StateReport, TaskHandle, request_subject,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -216,6 +216,13 @@ impl Agent {
             None => vec![],
         };
         self.long(Method::RunErrand, args, self.timeouts.scripts).await
+    }
+
+    /// `exec`: run `command` on the VM (for `boshctl exec`), killed after
+    /// `timeout_secs` (agent default 300).
+    pub async fn exec(&self, command: &[String], timeout_secs: Option<u64>) -> Result<ExecResult> {
+        let arg = ExecCommand { command: command.to_vec(), timeout_secs };
+        self.long(Method::Exec, vec![to_json(&arg)], self.timeouts.scripts).await
     }
 
     /// `mount_disk`: make the persistent disk visible at `/var/vcap/store`.

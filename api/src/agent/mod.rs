@@ -6,9 +6,9 @@ mod settings;
 
 pub use protocol::{
     Alert, ApplySpec, BlobRef, CompilePackage, CpuVitals, DiskUsage, DiskVitals, ErrandResult,
-    Exception, Heartbeat, JobRef, JobState, MAX_MESSAGE_BYTES, MemVitals, Method, PROTOCOL_VERSION,
-    PackageRef, ProcessState, ProcessStatus, Reply, Request, RunScriptResult, StateReport,
-    TaskHandle, Vitals,
+    Exception, ExecCommand, ExecResult, Heartbeat, JobRef, JobState, MAX_MESSAGE_BYTES, MemVitals,
+    Method, PROTOCOL_VERSION, PackageRef, ProcessState, ProcessStatus, Reply, Request,
+    RunScriptResult, StateReport, TaskHandle, Vitals,
 };
 pub use settings::{BlobstoreSettings, DiskSettings, MbusSettings, NetworkSettings, Settings};
 

@@ -113,6 +113,7 @@ impl TaskHandle {
 /// | `compile_package` | [`CompilePackage`] | long → [`BlobRef`] |
 /// | `fetch_logs` | — | long → [`BlobRef`] of a tgz of `sys/log` |
 /// | `run_errand` | `{"name": job}` optional | long → [`ErrandResult`] |
+/// | `exec` | [`ExecCommand`] | long → [`ExecResult`] |
 /// | `mount_disk` / `unmount_disk` | disk cid | `"mounted"` / `"unmounted"` |
 /// | `list_disk` | — | `[cid]` mounted |
 /// | `migrate_disk` | old cid, new cid | long → `"migrated"` |
@@ -134,6 +135,7 @@ pub enum Method {
     CompilePackage,
     FetchLogs,
     RunErrand,
+    Exec,
     MountDisk,
     UnmountDisk,
     ListDisk,
@@ -144,7 +146,7 @@ pub enum Method {
 
 impl Method {
     /// All methods.
-    pub const ALL: [Method; 18] = [
+    pub const ALL: [Method; 19] = [
         Method::Ping,
         Method::Info,
         Method::GetState,
@@ -157,6 +159,7 @@ impl Method {
         Method::CompilePackage,
         Method::FetchLogs,
         Method::RunErrand,
+        Method::Exec,
         Method::MountDisk,
         Method::UnmountDisk,
         Method::ListDisk,
@@ -180,6 +183,7 @@ impl Method {
             Method::CompilePackage => "compile_package",
             Method::FetchLogs => "fetch_logs",
             Method::RunErrand => "run_errand",
+            Method::Exec => "exec",
             Method::MountDisk => "mount_disk",
             Method::UnmountDisk => "unmount_disk",
             Method::ListDisk => "list_disk",
@@ -208,6 +212,7 @@ impl Method {
                 | Method::CompilePackage
                 | Method::FetchLogs
                 | Method::RunErrand
+                | Method::Exec
                 | Method::MigrateDisk
         )
     }
@@ -316,6 +321,28 @@ pub struct ErrandResult {
     /// The job whose `bin/run` ran.
     pub job: String,
     /// Its exit code (-1 when killed by a signal).
+    pub exit_code: i32,
+    /// The tail of its stdout.
+    pub stdout: String,
+    /// The tail of its stderr.
+    pub stderr: String,
+}
+
+/// The argument of `exec`: a command run on the VM for an operator
+/// (`boshctl exec`), with the jobs' environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCommand {
+    /// Program and arguments (no shell unless the program is one).
+    pub command: Vec<String>,
+    /// Seconds before the command is killed (default 300).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The result of `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Exit code (-1 when killed by a signal or the timeout).
     pub exit_code: i32,
     /// The tail of its stdout.
     pub stdout: String,

@@ -76,6 +76,10 @@ async fn typed_methods_round_trip_through_a_real_agent() {
     a1.unmount_disk("d1").await.unwrap();
     assert!(a1.list_disk().await.unwrap().is_empty());
     assert!(s.dir.path().join("vm/var/vcap/store").is_dir());
+    let cmd: Vec<String> = ["/bin/sh", "-c", "echo $BOSH_ROOT; exit 4"].map(String::from).into();
+    let out = a1.exec(&cmd, None).await.unwrap();
+    assert_eq!(out.exit_code, 4);
+    assert_eq!(out.stdout.trim(), s.dir.path().join("vm").display().to_string());
 
     // Latency: agent ping vs a raw NATS echo responder, same connection.
     let mut echo = s.nats.subscribe("echo").await.unwrap();
