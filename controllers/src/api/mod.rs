@@ -10,6 +10,8 @@
 //!
 //! - this file: router, auth, error mapping.
 //! - [`objects`]: list/get/put/delete/watch, generic over kinds.
+//! - `uploads`: release and stemcell uploads into the blobstore, and
+//!   their guarded deletion.
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub mod objects;
+mod uploads;
 
 /// What handlers share.
 pub struct ApiState {
@@ -30,12 +33,32 @@ pub struct ApiState {
     pub store: Store,
     /// sha256 of the bearer token, compared in constant time.
     token_digest: [u8; 32],
+    /// Where uploads are stored (absent: uploads are refused).
+    blobstore: Option<Arc<dyn bosh_blobstore::Storage>>,
+    /// Where upload bodies are spooled while they are verified.
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl ApiState {
     /// State for a store and a token.
     pub fn new(store: Store, token: &str) -> ApiState {
-        ApiState { store, token_digest: Sha256::digest(token.as_bytes()).into() }
+        ApiState {
+            store,
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+            blobstore: None,
+            scratch: None,
+        }
+    }
+
+    /// Accepts uploads into `storage`, spooling them under `scratch`.
+    pub fn with_blobstore(
+        mut self,
+        storage: Arc<dyn bosh_blobstore::Storage>,
+        scratch: std::path::PathBuf,
+    ) -> ApiState {
+        self.blobstore = Some(storage);
+        self.scratch = Some(scratch);
+        self
     }
 }
 
@@ -117,6 +140,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/info", axum::routing::get(info))
         .merge(objects::routes())
+        .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
+        .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use bosh_api::objects::*;
 use bosh_api::store::WatchEvent;
 use bosh_api::{Kind, Object};
@@ -30,8 +30,12 @@ type R = axum::Router<Arc<ApiState>>;
 /// Every object route.
 pub fn routes() -> R {
     R::new()
-        .merge(read_routes::<ReleaseSpec>())
-        .merge(read_routes::<StemcellSpec>())
+        .merge(routes_with::<ReleaseSpec>(
+            get(get_one::<ReleaseSpec>).delete(super::uploads::delete_release),
+        ))
+        .merge(routes_with::<StemcellSpec>(
+            get(get_one::<StemcellSpec>).delete(super::uploads::delete_stemcell),
+        ))
         .merge(write_routes::<ConfigSpec>())
         .merge(write_routes::<DeploymentSpec>())
         .merge(read_routes::<InstanceSpec>())
@@ -40,21 +44,20 @@ pub fn routes() -> R {
         .merge(read_routes::<EventSpec>())
 }
 
-fn read_routes<S: Kind>() -> R {
+/// The list and watch routes of a kind, with `one` serving `/<plural>/<name>`.
+fn routes_with<S: Kind>(one: MethodRouter<Arc<ApiState>>) -> R {
     R::new()
         .route(&format!("/v1/{}", S::PLURAL), get(list::<S>))
-        .route(&format!("/v1/{}/{{*name}}", S::PLURAL), get(get_one::<S>))
+        .route(&format!("/v1/{}/{{*name}}", S::PLURAL), one)
         .route(&format!("/v1/watch/{}", S::PLURAL), get(watch::<S>))
 }
 
+fn read_routes<S: Kind>() -> R {
+    routes_with::<S>(get(get_one::<S>))
+}
+
 fn write_routes<S: Writable>() -> R {
-    R::new()
-        .route(&format!("/v1/{}", S::PLURAL), get(list::<S>))
-        .route(
-            &format!("/v1/{}/{{*name}}", S::PLURAL),
-            get(get_one::<S>).put(put::<S>).delete(delete::<S>),
-        )
-        .route(&format!("/v1/watch/{}", S::PLURAL), get(watch::<S>))
+    routes_with::<S>(get(get_one::<S>).put(put::<S>).delete(delete::<S>))
 }
 
 /// Kinds users write through the API, with the validation they get first.

@@ -105,11 +105,10 @@ async fn main() -> anyhow::Result<()> {
     let api_token = token(&args.data_dir.join("api-token"))?;
     let blob_token = token(&args.data_dir.join("blobstore-token"))?;
     let storage = Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
-    let router = bosh_controllers::api::router(Arc::new(bosh_controllers::api::ApiState::new(
-        store.clone(),
-        &api_token,
-    )))
-    .merge(bosh_blobstore::server::router(storage, blob_token));
+    let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
+        .with_blobstore(storage.clone(), args.data_dir.join("scratch"));
+    let router = bosh_controllers::api::router(Arc::new(api_state))
+        .merge(bosh_blobstore::server::router(storage, blob_token));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;

@@ -7,6 +7,7 @@ mod bus;
 mod cpi;
 mod leader;
 mod runtime;
+mod uploads;
 mod vms;
 
 use std::time::Duration;

@@ -1,0 +1,327 @@
+//! Release and stemcell uploads, and their deletion.
+//!
+//! An upload streams the request body to a scratch file (never into
+//! memory), verifies the whole tarball — paths, sizes, every digest in its
+//! manifest, job/package references — and only then stores its pieces in
+//! the blobstore and writes the Release or Stemcell object that points to
+//! them. A tarball that fails any check leaves no object behind.
+//!
+//! - `POST /v1/uploads/releases[?fix=true]`
+//! - `POST /v1/uploads/stemcells[?fix=true]`
+//! - `DELETE /v1/releases/<name>/<version>`, `DELETE /v1/stemcells/<name>/<version>`:
+//!   refused (409) while a deployment uses them, naming the deployments.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bosh_api::objects::{
+    BlobRef, DeploymentSpec, ReleaseJob, ReleasePackage, ReleaseSpec, StemcellSpec,
+};
+use bosh_api::release::read_release_tarball;
+use bosh_api::release::stemcell::read_stemcell;
+use bosh_api::{Object, ObjectMeta};
+use bosh_blobstore::Storage;
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, ApiState};
+
+#[derive(Deserialize)]
+pub(super) struct UploadQuery {
+    #[serde(default)]
+    fix: bool,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn bad_input(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("the uploaded {what} was refused"), vec![e.to_string()])
+}
+
+/// Streams a request body into a new file under `dir`.
+async fn spool(body: Body, dir: &Path, name: &str) -> Result<PathBuf, ApiError> {
+    tokio::fs::create_dir_all(dir).await.map_err(internal)?;
+    let path = dir.join(name);
+    let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    Ok(path)
+}
+
+/// Stores a file in the blobstore, streaming it.
+async fn put_file(storage: &Arc<dyn Storage>, path: &Path) -> Result<BlobRef, ApiError> {
+    let file = tokio::fs::File::open(path).await.map_err(internal)?;
+    let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
+    let r = storage.put_stream(Box::pin(stream), None).await.map_err(internal)?;
+    Ok(BlobRef { sha256: r.sha256, size: r.size })
+}
+
+fn storage(st: &ApiState) -> Result<(&Arc<dyn Storage>, &Path), ApiError> {
+    match (&st.blobstore, &st.scratch) {
+        (Some(s), Some(d)) => Ok((s, d)),
+        _ => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this director has no blobstore")),
+    }
+}
+
+/// `POST /v1/uploads/releases`.
+pub(super) async fn upload_release(
+    State(st): State<Arc<ApiState>>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (blobs, scratch) = storage(&st)?;
+    let work = tempfile::Builder::new()
+        .prefix("release-")
+        .tempdir_in(scratch_dir(scratch)?)
+        .map_err(internal)?;
+    let tarball = spool(body, work.path(), "release.tgz").await?;
+    let dest = work.path().join("unpacked");
+    let archive = {
+        let (t, d) = (tarball.clone(), dest.clone());
+        tokio::task::spawn_blocking(move || read_release_tarball(&t, &d, &Default::default()))
+            .await
+            .map_err(internal)?
+            .map_err(|e| bad_input("release", e))?
+    };
+    let mf = &archive.manifest;
+    let name = format!("{}/{}", mf.name, mf.version);
+    let existing = st.store.try_get::<ReleaseSpec>(None, &name).await?;
+    if let Some(e) = &existing {
+        let same =
+            e.spec.jobs.iter().map(|j| &j.fingerprint).eq(mf.jobs.iter().map(|j| &j.fingerprint))
+                && e.spec
+                    .packages
+                    .iter()
+                    .map(|p| &p.fingerprint)
+                    .eq(mf.packages.iter().map(|p| &p.fingerprint));
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "release {name} exists with different jobs or packages; upload it under another version"
+                ),
+            ));
+        }
+        if !q.fix {
+            return Ok((
+                StatusCode::OK,
+                Json(serde_json::json!({"release": name, "status": "already uploaded"})),
+            )
+                .into_response());
+        }
+    }
+    let mut spec = ReleaseSpec {
+        name: mf.name.clone(),
+        version: mf.version.clone(),
+        commit_hash: mf.commit_hash.clone(),
+        uncommitted_changes: mf.uncommitted_changes,
+        tarball: Some(put_file(blobs, &tarball).await?),
+        ..Default::default()
+    };
+    for j in &archive.jobs {
+        spec.jobs.push(ReleaseJob {
+            name: j.entry.name.clone(),
+            version: j.entry.version.clone(),
+            fingerprint: j.entry.fingerprint.clone(),
+            sha1: j.entry.sha1.clone(),
+            packages: j.entry.packages.clone(),
+            blob: Some(put_file(blobs, &j.tgz).await?),
+        });
+    }
+    for p in archive.packages.iter().filter(|p| p.stemcell.is_none()) {
+        spec.packages.push(ReleasePackage {
+            name: p.entry.name.clone(),
+            version: p.entry.version.clone(),
+            fingerprint: p.entry.fingerprint.clone(),
+            sha1: p.entry.sha1.clone(),
+            dependencies: p.entry.dependencies.clone(),
+            blob: Some(put_file(blobs, &p.tgz).await?),
+        });
+    }
+    let saved = match existing {
+        Some(mut e) => {
+            e.spec = spec;
+            st.store.update_spec(&e).await?
+        }
+        None => st.store.create(&Object::new(ObjectMeta::named(&name), spec)).await?,
+    };
+    Ok((StatusCode::CREATED, Json(saved)).into_response())
+}
+
+/// `POST /v1/uploads/stemcells`.
+pub(super) async fn upload_stemcell(
+    State(st): State<Arc<ApiState>>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (blobs, scratch) = storage(&st)?;
+    let work = tempfile::Builder::new()
+        .prefix("stemcell-")
+        .tempdir_in(scratch_dir(scratch)?)
+        .map_err(internal)?;
+    let tarball = spool(body, work.path(), "stemcell.tgz").await?;
+    let dest = work.path().join("unpacked");
+    let (mf, image) = {
+        let (t, d) = (tarball.clone(), dest.clone());
+        tokio::task::spawn_blocking(move || read_stemcell(&t, &d))
+            .await
+            .map_err(internal)?
+            .map_err(|e| bad_input("stemcell", e))?
+    };
+    let name = format!("{}/{}", mf.name, mf.version);
+    let existing = st.store.try_get::<StemcellSpec>(None, &name).await?;
+    if existing.is_some() && !q.fix {
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({"stemcell": name, "status": "already uploaded"})),
+        )
+            .into_response());
+    }
+    let spec = StemcellSpec {
+        name: mf.name.clone(),
+        version: mf.version.clone(),
+        operating_system: mf.operating_system.clone(),
+        api_version: mf.api_version.unwrap_or(1),
+        sha1: mf.sha1.clone(),
+        cloud_properties: serde_json::to_value(&mf.cloud_properties).map_err(internal)?,
+        image: Some(put_file(blobs, &image).await?),
+    };
+    let saved = match existing {
+        Some(mut e) => {
+            e.spec = spec;
+            st.store.update_spec(&e).await?
+        }
+        None => st.store.create(&Object::new(ObjectMeta::named(&name), spec)).await?,
+    };
+    Ok((StatusCode::CREATED, Json(saved)).into_response())
+}
+
+fn scratch_dir(dir: &Path) -> Result<&Path, ApiError> {
+    std::fs::create_dir_all(dir).map_err(internal)?;
+    Ok(dir)
+}
+
+/// Deployments whose manifest's `section` (`releases` or `stemcells`) names
+/// `name` (matched on `key`) at `version` or at `latest`.
+async fn users(
+    st: &ApiState,
+    section: &str,
+    keys: &[&str],
+    name: &str,
+    version: &str,
+    is_latest: bool,
+) -> Result<Vec<String>, ApiError> {
+    let deployments = st.store.list::<DeploymentSpec>("").await?;
+    Ok(deployments
+        .items
+        .iter()
+        .filter(|d| {
+            d.spec.manifest[section].as_array().into_iter().flatten().any(|r| {
+                keys.iter().any(|k| r[*k].as_str() == Some(name))
+                    && match r["version"]
+                        .as_str()
+                        .map(str::to_string)
+                        .or_else(|| r["version"].as_f64().map(|v| v.to_string()))
+                    {
+                        Some(v) if v == "latest" => is_latest,
+                        Some(v) => v == version,
+                        None => false,
+                    }
+            })
+        })
+        .map(|d| d.metadata.name.clone())
+        .collect())
+}
+
+/// Whether `version` is the highest of `versions` (BOSH's `latest`).
+fn is_latest(version: &str, versions: &[String]) -> bool {
+    let key = |v: &str| -> Vec<(u64, String)> {
+        v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
+    };
+    versions.iter().all(|v| key(v) <= key(version))
+}
+
+/// `DELETE /v1/releases/<name>/<version>`.
+pub(super) async fn delete_release(
+    State(st): State<Arc<ApiState>>,
+    UrlPath(full): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let obj: Object<ReleaseSpec> = st.store.get(None, &full).await?;
+    let versions: Vec<String> = st
+        .store
+        .list::<ReleaseSpec>(&format!("{}/", obj.spec.name))
+        .await?
+        .items
+        .into_iter()
+        .map(|r| r.spec.version)
+        .collect();
+    let latest = is_latest(&obj.spec.version, &versions);
+    let used = users(&st, "releases", &["name"], &obj.spec.name, &obj.spec.version, latest).await?;
+    if !used.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("release {full} is used by deployment(s) {}", used.join(", ")),
+        ));
+    }
+    st.store.delete::<ReleaseSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
+    Ok(Json(serde_json::json!({ "deleted": full })))
+}
+
+/// `DELETE /v1/stemcells/<name>/<version>`.
+pub(super) async fn delete_stemcell(
+    State(st): State<Arc<ApiState>>,
+    UrlPath(full): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let obj: Object<StemcellSpec> = st.store.get(None, &full).await?;
+    let versions: Vec<String> = st
+        .store
+        .list::<StemcellSpec>(&format!("{}/", obj.spec.name))
+        .await?
+        .items
+        .into_iter()
+        .map(|s| s.spec.version)
+        .collect();
+    let latest = is_latest(&obj.spec.version, &versions);
+    let mut used =
+        users(&st, "stemcells", &["name"], &obj.spec.name, &obj.spec.version, latest).await?;
+    used.extend(
+        users(&st, "stemcells", &["os"], &obj.spec.operating_system, &obj.spec.version, latest)
+            .await?,
+    );
+    used.sort();
+    used.dedup();
+    if !used.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("stemcell {full} is used by deployment(s) {}", used.join(", ")),
+        ));
+    }
+    st.store.delete::<StemcellSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
+    Ok(Json(serde_json::json!({ "deleted": full })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `latest` is decided by numeric parts, not by string order.
+    #[test]
+    fn is_latest_compares_numerically() {
+        let vs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_latest("10.0", &vs(&["9.1", "10.0", "2"])));
+        assert!(!is_latest("9.1", &vs(&["9.1", "10.0"])));
+        assert!(is_latest("0+dev.10", &vs(&["0+dev.9", "0+dev.10"])));
+    }
+}
