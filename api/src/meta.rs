@@ -71,6 +71,7 @@ impl ObjectMeta {
 
     /// The revision-derived fields, cleared before a value is written so that
     /// etcd stays the only source of them.
+    #[cfg(feature = "store")]
     pub(crate) fn strip_revisions(&mut self) {
         self.generation = 0;
         self.resource_version = 0;
@@ -166,6 +167,7 @@ mod tests {
     }
 
     /// Revision fields are never serialized when zero and are stripped before writes.
+    #[cfg(feature = "store")]
     #[test]
     fn revisions_are_not_persisted() {
         let mut m = ObjectMeta::named("a");

@@ -12,6 +12,18 @@ use serde_json::Value;
 pub struct Args {
     /// The YAML file to interpolate (`-` for stdin).
     pub file: String,
+    /// Ops files and variables.
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Print only the value at this path (e.g. `/instance_groups/name=web/instances`).
+    #[arg(long = "path", value_name = "PATH")]
+    pub path: Option<String>,
+}
+
+/// The ops-file and variable flags every command that reads a YAML
+/// document takes (`interpolate`, `update-cloud-config`, `deploy`, ...).
+#[derive(Debug, Default, clap::Args)]
+pub struct Sources {
     /// Ops file to apply, in order (repeatable).
     #[arg(short = 'o', long = "ops-file", value_name = "PATH")]
     pub ops_files: Vec<String>,
@@ -33,12 +45,9 @@ pub struct Args {
     /// Fail when a given variable is not used.
     #[arg(long = "var-errs-unused")]
     pub var_errs_unused: bool,
-    /// Print only the value at this path (e.g. `/instance_groups/name=web/instances`).
-    #[arg(long = "path", value_name = "PATH")]
-    pub path: Option<String>,
 }
 
-fn read(path: &str) -> anyhow::Result<String> {
+pub(crate) fn read(path: &str) -> anyhow::Result<String> {
     if path == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("failed to read stdin")?;
@@ -49,7 +58,7 @@ fn read(path: &str) -> anyhow::Result<String> {
 
 /// Builds the variable layers in bosh-cli's precedence: `-v` (later wins),
 /// then `--var-file`, then `-l` files (later wins), then `--vars-env`.
-fn variables(args: &Args) -> anyhow::Result<Vars> {
+fn variables(args: &Sources) -> anyhow::Result<Vars> {
     let mut vars = Vars::new();
     let mut kvs = IndexMap::new();
     for arg in &args.vars {
@@ -74,26 +83,33 @@ fn variables(args: &Args) -> anyhow::Result<Vars> {
     Ok(vars)
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let file_name = if args.file == "-" { "<stdin>" } else { args.file.as_str() };
-    let doc = bosh_api::yaml::parse_value(&read(&args.file)?, file_name)?;
-    let mut ops = Vec::with_capacity(args.ops_files.len());
-    for path in &args.ops_files {
-        ops.push(Ops::parse(&read(path)?, path)?);
+/// Reads `file` and applies the ops files and variables of `sources`,
+/// optionally extracting `path`.
+pub fn load(file: &str, sources: &Sources, path: Option<&str>) -> anyhow::Result<Value> {
+    let file_name = if file == "-" { "<stdin>" } else { file };
+    let doc = bosh_api::yaml::parse_value(&read(file)?, file_name)?;
+    let mut ops = Vec::with_capacity(sources.ops_files.len());
+    for p in &sources.ops_files {
+        ops.push(Ops::parse(&read(p)?, p)?);
     }
-    let vars = variables(&args)?;
-    let path = match &args.path {
+    let vars = variables(sources)?;
+    let path = match path {
         Some(p) => Some(
-            Pointer::parse(p).map_err(|e| interp::Error::Find { path: p.clone(), message: e })?,
+            Pointer::parse(p)
+                .map_err(|e| interp::Error::Find { path: p.to_string(), message: e })?,
         ),
         None => None,
     };
     let opts = InterpolateOptions {
-        expect_all_keys: args.var_errs,
-        expect_all_vars_used: args.var_errs_unused,
+        expect_all_keys: sources.var_errs,
+        expect_all_vars_used: sources.var_errs_unused,
     };
-    let out = interp::evaluate(doc, &ops, &vars, opts, path.as_ref())?;
+    Ok(interp::evaluate(doc, &ops, &vars, opts, path.as_ref())?)
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let out = load(&args.file, &args.sources, args.path.as_deref())?;
     // A scalar prints bare, as bosh does, so `$(boshctl int --path ...)` is the value.
     match out {
         Value::String(s) => println!("{s}"),

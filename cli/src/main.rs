@@ -3,9 +3,13 @@
 //! Errors become exit codes at one boundary ([`exit_code`]), as cargo's
 //! `CliError` does, so scripts can rely on them.
 
+use bosh_api::objects::ConfigType;
 use clap::{Parser, Subcommand};
 
+mod configs;
+mod director;
 mod interpolate;
+mod objects;
 mod release;
 
 /// The bosh-rs command line.
@@ -41,6 +45,24 @@ enum Command {
     FinalizeRelease(release::FinalizeArgs),
     /// Verify a release tarball and list its jobs and packages.
     InspectLocalRelease(release::InspectArgs),
+    /// Show objects of a kind (table, YAML or JSON).
+    Get(objects::GetArgs),
+    /// Stream changes to objects of a kind.
+    Watch(objects::WatchArgs),
+    /// Create or replace a typed config (`--type cloud|runtime|cpi|resurrection`).
+    UpdateConfig(configs::UpdateArgs),
+    /// Print a typed config.
+    Config(configs::ShowArgs),
+    /// List configs and whether boshd found them valid.
+    Configs(director::DirectorArgs),
+    /// Create or replace the cloud config.
+    UpdateCloudConfig(configs::UpdateArgs),
+    /// Print the cloud config.
+    CloudConfig(configs::ShowArgs),
+    /// Create or replace the runtime config.
+    UpdateRuntimeConfig(configs::UpdateArgs),
+    /// Print the runtime config.
+    RuntimeConfig(configs::ShowArgs),
 }
 
 /// Exit codes scripts can rely on.
@@ -49,6 +71,31 @@ mod exit_code {
     pub const FAILURE: i32 = 1;
     /// The input (a file, flag or document) is wrong; fix it and retry.
     pub const BAD_INPUT: i32 = 2;
+    /// The object asked for does not exist.
+    pub const NOT_FOUND: i32 = 3;
+    /// Someone else changed the object first (or it exists already): re-read and retry.
+    pub const CONFLICT: i32 = 4;
+    /// The director refused the token.
+    pub const UNAUTHORIZED: i32 = 5;
+}
+
+/// Runs a command that talks to the director.
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+}
+
+/// The exit code for an error, decided in one place.
+fn exit_code_for(err: &anyhow::Error) -> i32 {
+    if let Some(api) = err.downcast_ref::<director::ApiError>() {
+        return match api.status {
+            400 | 422 => exit_code::BAD_INPUT,
+            404 => exit_code::NOT_FOUND,
+            409 => exit_code::CONFLICT,
+            401 | 403 => exit_code::UNAUTHORIZED,
+            _ => exit_code::FAILURE,
+        };
+    }
+    if interpolate::is_bad_input(err) { exit_code::BAD_INPUT } else { exit_code::FAILURE }
 }
 
 fn main() {
@@ -65,11 +112,18 @@ fn main() {
         Command::CreateRelease(a) => release::create(a),
         Command::FinalizeRelease(a) => release::finalize(a),
         Command::InspectLocalRelease(a) => release::inspect(a),
+        Command::Get(a) => block_on(objects::get(a)),
+        Command::Watch(a) => block_on(objects::watch(a)),
+        Command::UpdateConfig(a) => block_on(configs::update(a, None)),
+        Command::Config(a) => block_on(configs::show(a, None)),
+        Command::Configs(a) => block_on(configs::list(a)),
+        Command::UpdateCloudConfig(a) => block_on(configs::update(a, Some(ConfigType::Cloud))),
+        Command::CloudConfig(a) => block_on(configs::show(a, Some(ConfigType::Cloud))),
+        Command::UpdateRuntimeConfig(a) => block_on(configs::update(a, Some(ConfigType::Runtime))),
+        Command::RuntimeConfig(a) => block_on(configs::show(a, Some(ConfigType::Runtime))),
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");
-        let code =
-            if interpolate::is_bad_input(&err) { exit_code::BAD_INPUT } else { exit_code::FAILURE };
-        std::process::exit(code);
+        std::process::exit(exit_code_for(&err));
     }
 }

@@ -1,0 +1,123 @@
+//! Config verbs: `update-config`, `config`, `configs`, and the cloud and
+//! runtime shorthands, with ops files and variables as bosh takes them.
+
+use anyhow::Result;
+use bosh_api::objects::{ConfigSpec, ConfigType};
+use bosh_api::{Object, ObjectMeta};
+use comfy_table::{Table, presets::NOTHING};
+
+use crate::director::{Director, DirectorArgs};
+use crate::interpolate::{self, Sources};
+
+/// Flags of `update-config`.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// The config's type: cloud, runtime, cpi or resurrection.
+    #[arg(long = "type", value_enum)]
+    pub type_: Option<TypeArg>,
+    /// The config's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// The YAML file (`-` for stdin).
+    pub file: String,
+    #[command(flatten)]
+    pub sources: Sources,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of `config`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The config's type.
+    #[arg(long = "type", value_enum)]
+    pub type_: Option<TypeArg>,
+    /// The config's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Config types on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TypeArg {
+    /// Cloud config.
+    Cloud,
+    /// Runtime config.
+    Runtime,
+    /// CPI config.
+    Cpi,
+    /// Resurrection config.
+    Resurrection,
+}
+
+impl From<TypeArg> for ConfigType {
+    fn from(t: TypeArg) -> ConfigType {
+        match t {
+            TypeArg::Cloud => ConfigType::Cloud,
+            TypeArg::Runtime => ConfigType::Runtime,
+            TypeArg::Cpi => ConfigType::Cpi,
+            TypeArg::Resurrection => ConfigType::Resurrection,
+        }
+    }
+}
+
+/// Runs `update-config` (or a shorthand, which passes its fixed type).
+pub async fn update(args: UpdateArgs, fixed: Option<ConfigType>) -> Result<()> {
+    let type_: ConfigType = match fixed.or(args.type_.map(Into::into)) {
+        Some(t) => t,
+        None => anyhow::bail!("--type is required (cloud, runtime, cpi or resurrection)"),
+    };
+    let content = interpolate::load(&args.file, &args.sources, None)?;
+    let d = Director::resolve(&args.director)?;
+    let name = format!("{}/{}", type_.as_str(), args.name);
+    let spec = ConfigSpec { type_, content };
+    let obj = match d.try_object::<ConfigSpec>(&name).await? {
+        Some(current) if current.spec == spec => {
+            println!("No changes to {name}");
+            return Ok(());
+        }
+        Some(mut current) => {
+            current.spec = spec;
+            current
+        }
+        None => Object::new(ObjectMeta::named(&name), spec),
+    };
+    let saved = d.put_object(&obj).await?;
+    println!("Updated {name} (generation {})", saved.metadata.generation);
+    Ok(())
+}
+
+/// Runs `config` (or a shorthand): prints the document as YAML.
+pub async fn show(args: ShowArgs, fixed: Option<ConfigType>) -> Result<()> {
+    let type_: ConfigType = fixed.or(args.type_.map(Into::into)).unwrap_or(ConfigType::Cloud);
+    let d = Director::resolve(&args.director)?;
+    let name = format!("{}/{}", type_.as_str(), args.name);
+    match d.try_object::<ConfigSpec>(&name).await? {
+        Some(o) => print!("{}", bosh_api::yaml::to_string(&o.spec.content)?),
+        None => anyhow::bail!("no config {name}"),
+    }
+    Ok(())
+}
+
+/// Runs `configs`: every config with its validity.
+pub async fn list(director: DirectorArgs) -> Result<()> {
+    let d = Director::resolve(&director)?;
+    let list: serde_json::Value = d.get("/v1/configs").await?;
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(["TYPE", "NAME", "GENERATION", "VALID"]);
+    for o in list["items"].as_array().into_iter().flatten() {
+        let full = o["metadata"]["name"].as_str().unwrap_or_default();
+        let (ty, name) = full.split_once('/').unwrap_or(("", full));
+        let invalid = o["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Invalid"))
+            .map(|c| if c["status"] == "False" { "yes" } else { "NO" })
+            .unwrap_or("pending");
+        t.add_row([ty, name, &o["metadata"]["generation"].to_string(), invalid]);
+    }
+    println!("{t}");
+    Ok(())
+}

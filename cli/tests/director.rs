@@ -1,0 +1,109 @@
+//! `boshctl` against a real API server and etcd: config verbs, get, and exit codes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bosh_controllers::api::{self, ApiState};
+use bosh_test_utils::TestEnv;
+
+const TOKEN: &str = "cli-test-token";
+
+struct Director {
+    _env: TestEnv,
+    url: String,
+}
+
+async fn director() -> Director {
+    let env = TestEnv::etcd_only().await.unwrap();
+    let store = bosh_api::store::Store::connect(&env.etcd_endpoints(), "/bosh").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(
+        listener,
+        api::router(Arc::new(ApiState::new(store, TOKEN))),
+        std::future::pending(),
+    ));
+    Director { _env: env, url }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn boshctl(d: &Director, token: &str, args: &[&str]) -> Out {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_boshctl"))
+        .args(args)
+        .env("BOSH_DIRECTOR", &d.url)
+        .env("BOSH_TOKEN", token)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn example(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/manifests")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A bad cloud config exits 2 naming the path and stores nothing; a good one is stored once and printed back.
+#[tokio::test]
+async fn cloud_config_round_trip_with_exit_codes() {
+    let d = director().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "azs:\n- name: z1\n  clod_properties: {}\n").unwrap();
+    let o = boshctl(&d, TOKEN, &["update-cloud-config", bad.to_str().unwrap()]).await;
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("azs[0]") && o.stderr.contains("clod_properties"), "{}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["configs"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains("default"), "nothing may be stored: {}", o.stdout);
+
+    let cc = example("cloud-config.yml");
+    let o = boshctl(&d, TOKEN, &["update-cloud-config", &cc]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("Updated cloud/default"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["update-cloud-config", &cc]).await;
+    assert!(o.stdout.contains("No changes"), "{}", o.stdout);
+    // An ops file changes it again.
+    let ops = dir.path().join("ops.yml");
+    std::fs::write(
+        &ops,
+        "- type: replace\n  path: /azs/name=z1/cloud_properties?/zone\n  value: ((zone))\n",
+    )
+    .unwrap();
+    let o = boshctl(
+        &d,
+        TOKEN,
+        &["update-cloud-config", &cc, "-o", ops.to_str().unwrap(), "-v", "zone=east"],
+    )
+    .await;
+    assert!(o.stdout.contains("Updated cloud/default"), "{} {}", o.stdout, o.stderr);
+
+    let o = boshctl(&d, TOKEN, &["cloud-config"]).await;
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("zone: east"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["get", "config", "cloud/default", "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "Config");
+    assert!(v["metadata"]["generation"].as_i64().unwrap() > 0);
+
+    let o = boshctl(&d, TOKEN, &["get", "configs", "cloud/nope"]).await;
+    assert_eq!(o.code, 3, "not found: {}", o.stderr);
+    let o = boshctl(&d, "wrong-token", &["configs"]).await;
+    assert_eq!(o.code, 5, "unauthorized: {}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["get", "gadgets"]).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("unknown kind"), "{}", o.stderr);
+}
