@@ -316,3 +316,31 @@ fn create_refuses_a_malformed_job_spec() {
     assert!(err.contains("jobs/hello/spec: templates: expected a map, found a list"), "{err}");
     assert!(err.contains("jobs/hello/spec: packages: expected a list, found a map"), "{err}");
 }
+
+/// Template paths and file globs that climb out of the release are refused.
+#[test]
+fn paths_leaving_the_release_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello");
+    copy_example(&dir);
+    std::fs::write(
+        dir.join("jobs/hello/spec"),
+        "name: hello\ntemplates: {../../../etc/passwd: bin/x, ctl.erb: ../../x}\n",
+    )
+    .unwrap();
+    let err = create_fails(&dir, tmp.path());
+    assert!(
+        err.contains("jobs/hello/spec: templates.../../../etc/passwd: template source"),
+        "{err}"
+    );
+    assert!(err.contains("jobs/hello/spec: templates.ctl.erb: template destination"), "{err}");
+
+    copy_example(&dir);
+    std::fs::write(dir.join("packages/hello/spec"), "name: hello\nfiles: [hello/*, ../../*]\n")
+        .unwrap();
+    let err = create_fails(&dir, tmp.path());
+    assert!(
+        err.contains("packages/hello/spec: files[1]: pattern '../../*' must stay inside"),
+        "{err}"
+    );
+}

@@ -48,12 +48,7 @@ pub fn write_release_tarball(
             }
         }
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.part",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    w.write(&tmp)?;
-    std::fs::rename(&tmp, dest).map_err(io(dest))
+    Ok(w.write_to_path(dest)?)
 }
 
 /// A job of a release tarball, verified.
@@ -150,7 +145,7 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
     for j in &manifest.jobs {
         let member = format!("jobs/{}.tgz", j.name);
         let tgz = check(&member, &j.sha1)?;
-        let Some(mf) = read_member(&tgz, "job.MF", 4 << 20)? else {
+        let Some(mf) = read_member(&tgz, "job.MF", 4 << 20, &format!("{file}:{member}"))? else {
             return Err(Error::entry(file, &member, "job.MF is missing"));
         };
         let spec =

@@ -194,17 +194,18 @@ fn write_job(res: &Resource, dest: &Path) -> Result<()> {
     for f in &files {
         w.file(&f.rel, &f.path)?;
     }
-    w.write(dest)
+    Ok(w.write_to_path(dest)?)
 }
 
 fn add_unfollowed(w: &mut TgzWriter, f: &FpFile) -> Result<()> {
     let meta = std::fs::symlink_metadata(&f.path).map_err(io(&f.path))?;
     if meta.file_type().is_symlink() {
-        w.symlink(&f.rel, &std::fs::read_link(&f.path).map_err(io(&f.path))?);
-        Ok(())
+        let target = std::fs::read_link(&f.path).map_err(io(&f.path))?;
+        w.symlink(&f.rel, &target.to_string_lossy());
     } else {
-        w.file(&f.rel, &f.path)
+        w.file(&f.rel, &f.path)?;
     }
+    Ok(())
 }
 
 /// Writes a package tarball; with a `pre_packaging` script, in a staging
@@ -221,7 +222,7 @@ fn write_package(release_dir: &Path, res: &Resource, dest: &Path) -> Result<()> 
         for f in &pf.files {
             add_unfollowed(&mut w, f)?;
         }
-        return w.write(dest);
+        return Ok(w.write_to_path(dest)?);
     };
     let staging = tempfile::tempdir().map_err(io(Path::new("staging dir")))?;
     for f in &pf.files {
@@ -264,7 +265,7 @@ fn write_license(release_dir: &Path, dest: &Path) -> Result<()> {
     for f in fingerprint::license_files(release_dir)? {
         w.file(&f.rel, &f.path)?;
     }
-    w.write(dest)
+    Ok(w.write_to_path(dest)?)
 }
 
 /// Where built tarballs and indexes are kept while building.

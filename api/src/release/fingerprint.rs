@@ -163,6 +163,19 @@ pub fn package_files(
     files.extend(pre_packaging.clone());
 
     let mut by_rel: BTreeMap<String, FpFile> = BTreeMap::new();
+    let patterns = spec.files.iter().map(|p| ("files", p));
+    for (i, (key, pattern)) in
+        patterns.chain(spec.excluded_files.iter().map(|p| ("excluded_files", p))).enumerate()
+    {
+        if pattern.starts_with('/') || pattern.split('/').any(|c| c == "..") {
+            let n = if key == "files" { i } else { i - spec.files.len() };
+            return Err(Error::entry(
+                &spec_file,
+                format!("{key}[{n}]"),
+                format!("pattern '{pattern}' must stay inside src/ and blobs/"),
+            ));
+        }
+    }
     for (i, pattern) in spec.files.iter().enumerate() {
         let mut found = false;
         for base in [&src_dir, &blobs_dir] {
@@ -334,6 +347,24 @@ mod tests {
     fn braces_expand_into_every_alternative() {
         assert_eq!(expand_braces("a/{b,c}/*.{h,c{,c}}").len(), 6);
         assert_eq!(expand_braces("plain/**/*"), vec!["plain/**/*"]);
+    }
+
+    /// Package symlinks hash their target string with mode `symlink`; job
+    /// symlinks are followed but keep lstat's mode, so they hash as `100755`.
+    #[test]
+    fn symlinks_hash_like_bosh_cli() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("target"), "T").unwrap();
+        std::os::unix::fs::symlink("target", d.path().join("link")).unwrap();
+        let files = vec![FpFile::new(d.path().join("link"), "link")];
+        let hash = |s: String| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(s.as_bytes()))
+        };
+        let pkg = format!("v2link{}symlink", super::super::sha256_digest(b"target"));
+        assert_eq!(fingerprint(&files, &[], false).unwrap(), hash(pkg));
+        let job = format!("v2link{}100755", super::super::sha256_digest(b"T"));
+        assert_eq!(fingerprint(&files, &[], true).unwrap(), hash(job));
     }
 
     /// The fingerprint string is "v2" + name + digest + mode per file + sorted chunks.

@@ -82,6 +82,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A tarball could not be unpacked (hostile or broken entry, caps) or written.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     /// A command run while building (`pre_packaging`, `git`) failed.
     #[error("{command} failed ({status}): {output}")]
     Command {

@@ -239,12 +239,20 @@ impl JobSpec {
             c.string(&v, "description", false);
             if let Some(t) = c.map(&v, "templates") {
                 for (src, dst) in t {
-                    if !dst.is_string() {
-                        let found = Check::kind(dst);
-                        c.push(
-                            &format!("templates.{src}"),
-                            format!("expected a string, found {found}"),
-                        );
+                    let path = format!("templates.{src}");
+                    if !super::tgz::is_safe_relative(src) {
+                        c.push(&path, "template source must be a relative path inside templates/");
+                    }
+                    match dst.as_str() {
+                        None => {
+                            let found = Check::kind(dst);
+                            c.push(&path, format!("expected a string, found {found}"));
+                        }
+                        Some(d) if !super::tgz::is_safe_relative(d) => c.push(
+                            &path,
+                            "template destination must be a relative path inside the job directory",
+                        ),
+                        Some(_) => {}
                     }
                 }
             }

@@ -69,12 +69,7 @@ pub fn write_stemcell(
     if let Some(p) = dpkg_l {
         w.file("stemcell_dpkg_l.txt", p)?;
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.part",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    w.write(&tmp)?;
-    std::fs::rename(&tmp, dest).map_err(io(dest))?;
+    w.write_to_path(dest)?;
     Ok(m)
 }
 
@@ -168,7 +163,7 @@ mod tests {
         w.bytes("stemcell.MF", crate::yaml::to_string(&m).unwrap().into_bytes(), false);
         w.bytes("image", b"x".to_vec(), false);
         let t = d.path().join("s.tgz");
-        w.write(&t).unwrap();
+        w.write_to_path(&t).unwrap();
         let out = d.path().join("out");
         let err = read_stemcell(&t, &out).unwrap_err().to_string();
         assert!(err.contains("s.tgz: image: digest mismatch"), "{err}");
