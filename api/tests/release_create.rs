@@ -251,3 +251,71 @@ fn version_and_name_flags_override_the_defaults() {
     let bad = CreateOptions { version: Some("not a version".into()), ..opts(tmp.path(), None) };
     assert!(create_release(&dir, &bad).is_err());
 }
+
+/// A tarball laid out as bosh-cli and the Ruby CLI write it (`./` entries,
+/// bare sha1 digests) reads back and verifies.
+#[test]
+fn tarballs_in_older_cli_layouts_are_read() {
+    use sha1::Digest;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello");
+    copy_release(&example(), &dir, SystemTime::now());
+    create_release(&dir, &opts(tmp.path(), Some("r.tgz"))).unwrap();
+    let out = tmp.path().join("x");
+    std::fs::create_dir(&out).unwrap();
+    let f = std::fs::File::open(tmp.path().join("r.tgz")).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f)).unpack(&out).unwrap();
+    let mf = out.join("release.MF");
+    let mut text = std::fs::read_to_string(&mf).unwrap();
+    for member in ["jobs/hello.tgz", "packages/hello.tgz", "packages/hello-lib.tgz", "license.tgz"]
+    {
+        let data = std::fs::read(out.join(member)).unwrap();
+        let sha256 = bosh_api::release::sha256_digest(&data);
+        text = text.replace(&sha256, &hex::encode(sha1::Sha1::digest(&data)));
+    }
+    assert!(!text.contains("sha256:"), "{text}");
+    std::fs::write(&mf, text).unwrap();
+    let old = tmp.path().join("old.tgz");
+    let status = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&old)
+        .arg("-C")
+        .arg(&out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ar = read_release_tarball(&old, &tmp.path().join("read"), &Default::default()).unwrap();
+    assert_eq!(ar.jobs.len(), 1);
+    assert_eq!(ar.packages.len(), 2);
+    assert!(ar.license.is_some());
+}
+
+/// A recorded dev release is re-packed from its cached builds into the same bytes.
+#[test]
+fn recorded_release_repacks_into_the_same_tarball() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hello");
+    copy_release(&example(), &dir, SystemTime::now());
+    create_release(&dir, &opts(tmp.path(), Some("first.tgz"))).unwrap();
+    let manifest = dir.join("dev_releases/hello/hello-0+dev.1.yml");
+    let again = tmp.path().join("again.tgz");
+    bosh_api::release::create::write_recorded_release(
+        &dir,
+        &manifest,
+        &tmp.path().join("cache"),
+        &again,
+    )
+    .unwrap();
+    assert!(std::fs::read(tmp.path().join("first.tgz")).unwrap() == std::fs::read(&again).unwrap());
+    std::fs::remove_dir_all(tmp.path().join("cache")).unwrap();
+    let err = bosh_api::release::create::write_recorded_release(
+        &dir,
+        &manifest,
+        &tmp.path().join("cache"),
+        &again,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("jobs[hello]: no build of fingerprint"), "{err}");
+}

@@ -84,6 +84,12 @@ fn create_release_of_the_example_is_listed_by_inspect() {
     assert_eq!(v["packages"][0]["dependencies"][0], "hello-lib");
     assert_eq!(v["packages"][0]["fingerprint"].as_str().unwrap().len(), 64);
 
+    let manifest = "hello/dev_releases/hello/hello-0+dev.1.yml";
+    let args = ["create-release", manifest, "--dir", "hello", "--tarball", "again.tgz"];
+    ok(&boshctl(tmp.path(), tmp.path(), &args));
+    let (first, again) = (tmp.path().join("r.tgz"), tmp.path().join("again.tgz"));
+    assert!(std::fs::read(first).unwrap() == std::fs::read(again).unwrap());
+
     let again = ok(&boshctl(tmp.path(), &dir, &["create-release", "--force"]));
     assert!(again.contains("0+dev.2"), "{again}");
     let fin = ok(&boshctl(

@@ -282,23 +282,38 @@ impl BuildContext {
         self.cache_dir.join(sha)
     }
 
-    /// Finds the resource's build in the dev index, then the final index;
-    /// otherwise builds it and records it in the dev index.
-    pub fn build(&self, res: &Resource) -> Result<Built> {
+    /// Finds an existing build of the resource: recorded in the dev index,
+    /// then the final index, and present in the cache (or, for a final
+    /// build, fetched from the local blobstore into it).
+    pub fn find(&self, res: &Resource) -> Result<Option<Built>> {
         let dir = &self.release_dir;
-        let dev_path = build_index_path(dir, false, res.kind.dir(), &res.name);
-        let final_path = build_index_path(dir, true, res.kind.dir(), &res.name);
-        for path in [&dev_path, &final_path] {
-            let index = BuildIndex::read(dir, path)?;
+        for final_builds in [false, true] {
+            let path = build_index_path(dir, final_builds, res.kind.dir(), &res.name);
+            let index = BuildIndex::read(dir, &path)?;
             if let Some(e) = index.find(&res.fingerprint) {
                 let cached = self.cached(&e.sha1);
                 if cached.exists() && super::verify_digest(&cached, &e.sha1)?.is_ok() {
-                    return Ok(Built { resource: res.clone(), path: cached, sha1: e.sha1.clone() });
+                    return Ok(Some(Built {
+                        resource: res.clone(),
+                        path: cached,
+                        sha1: e.sha1.clone(),
+                    }));
                 }
                 if let Some(b) = self.fetch_final(res, e)? {
-                    return Ok(b);
+                    return Ok(Some(b));
                 }
             }
+        }
+        Ok(None)
+    }
+
+    /// Finds the resource's build (see [`BuildContext::find`]); otherwise
+    /// builds it and records it in the dev index.
+    pub fn build(&self, res: &Resource) -> Result<Built> {
+        let dir = &self.release_dir;
+        let dev_path = build_index_path(dir, false, res.kind.dir(), &res.name);
+        if let Some(b) = self.find(res)? {
+            return Ok(b);
         }
         if res.locked {
             return Err(Error::entry(

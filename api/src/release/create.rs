@@ -350,3 +350,63 @@ pub fn finalize_release(
     let manifest_path = finalize(dir, &mut m, version, &all)?;
     Ok(CreatedRelease { manifest: m, manifest_path, tarball: None })
 }
+
+/// `create-release MANIFEST --tarball PATH`: writes the tarball of a release
+/// recorded earlier (`dev_releases/<n>/<n>-<v>.yml` or `releases/...`) from
+/// the builds its manifest names, as bosh-cli does. Every build must still be
+/// in the cache or the local blobstore; nothing is rebuilt.
+pub fn write_recorded_release(
+    dir: &Path,
+    manifest: &Path,
+    cache_dir: &Path,
+    tarball: &Path,
+) -> Result<ReleaseManifest> {
+    let dir = &std::path::absolute(dir).map_err(io(dir))?;
+    let file = manifest.display().to_string();
+    let src = std::fs::read_to_string(manifest).map_err(io(manifest))?;
+    let m = ReleaseManifest::parse(&src, &file)?;
+    m.check_consistency(&file)?;
+    let ctx = BuildContext { release_dir: dir.clone(), cache_dir: cache_dir.to_path_buf() };
+    let find = |kind: Kind, name: &str, fp: &str, sha1: &str, entry: String| -> Result<Built> {
+        let res = Resource {
+            kind,
+            name: name.to_string(),
+            fingerprint: fp.to_string(),
+            dir: dir.clone(),
+            refs: Vec::new(),
+            locked: false,
+        };
+        match ctx.find(&res)? {
+            Some(b) if b.sha1 == sha1 => Ok(b),
+            Some(b) => Err(Error::entry(
+                &file,
+                entry,
+                format!("the build found has digest {}, the manifest {sha1}", b.sha1),
+            )),
+            None => Err(Error::entry(
+                &file,
+                entry,
+                format!("no build of fingerprint {fp} in the cache or the blobstore"),
+            )),
+        }
+    };
+    let mut jobs = Vec::new();
+    for j in &m.jobs {
+        let mut b = find(Kind::Job, &j.name, &j.fingerprint, &j.sha1, format!("jobs[{}]", j.name))?;
+        b.resource.refs = j.packages.clone();
+        jobs.push(b);
+    }
+    let mut pkgs = Vec::new();
+    for p in &m.packages {
+        let entry = format!("packages[{}]", p.name);
+        let mut b = find(Kind::Package, &p.name, &p.fingerprint, &p.sha1, entry)?;
+        b.resource.refs = p.dependencies.clone();
+        pkgs.push(b);
+    }
+    let lic = match &m.license {
+        Some(l) => Some(find(Kind::License, "license", &l.fingerprint, &l.sha1, "license".into())?),
+        None => None,
+    };
+    write_release_tarball(tarball, &m, &jobs, &pkgs, lic.as_ref())?;
+    Ok(m)
+}

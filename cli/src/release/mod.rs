@@ -57,6 +57,9 @@ pub struct AddBlobArgs {
 /// Flags of `create-release`.
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
+    /// A recorded release (`dev_releases/<n>/<n>-<v>.yml`) to write a tarball of, instead of building.
+    #[arg(value_name = "PATH")]
+    manifest: Option<PathBuf>,
     #[command(flatten)]
     dir: DirArg,
     /// Custom release name (default: `config/final.yml`'s).
@@ -108,7 +111,7 @@ pub struct InspectArgs {
 }
 
 /// Where built tarballs are cached, like bosh-cli's `~/.bosh/cache`.
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     home.join(".bosh/cache")
 }
@@ -168,6 +171,18 @@ pub fn upload(a: DirArg) -> anyhow::Result<()> {
 
 /// `create-release`.
 pub fn create(a: CreateArgs) -> anyhow::Result<()> {
+    if let Some(manifest) = &a.manifest {
+        let file = manifest.display().to_string();
+        let m = match &a.tarball {
+            Some(t) => rel::create::write_recorded_release(&a.dir.dir, manifest, &cache_dir(), t),
+            None => std::fs::read_to_string(manifest)
+                .map_err(|source| rel::Error::Io { path: manifest.clone(), source })
+                .and_then(|src| rel::ReleaseManifest::parse(&src, &file)),
+        }
+        .with_context(|| format!("failed to use recorded release {file}"))?;
+        show::release(&m, a.tarball.as_deref());
+        return Ok(());
+    }
     let opts = CreateOptions {
         name: a.name,
         version: a.version,
