@@ -18,6 +18,7 @@
 //!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
 //!   its status and its etcd key.
 //! - [`yaml`]: the single YAML entry point, with BOSH's YAML 1.1 habits.
+//! - [`local_stemcell`]: the local CPI's stemcell image format.
 //! - [`manifest`]: deployment manifest v2, cloud config and runtime config,
 //!   with validation that reports every error with its path.
 //! - [`interpolate`]: ops files (go-patch) and `((var))` substitution, the
@@ -32,6 +33,7 @@
 pub mod agent;
 pub mod archive;
 pub mod interpolate;
+pub mod local_stemcell;
 pub mod manifest;
 pub mod meta;
 pub mod objects;

@@ -130,6 +130,16 @@ impl Director {
         Ok(self.send(self.req(reqwest::Method::PUT, &path).json(obj)).await?.json().await?)
     }
 
+    /// POSTs a streamed body and decodes the reply.
+    pub async fn post_stream(&self, path: &str, body: reqwest::Body) -> Result<serde_json::Value> {
+        Ok(self.send(self.req(reqwest::Method::POST, path).body(body)).await?.json().await?)
+    }
+
+    /// DELETEs and decodes the reply.
+    pub async fn delete(&self, path: &str) -> Result<serde_json::Value> {
+        Ok(self.send(self.req(reqwest::Method::DELETE, path)).await?.json().await?)
+    }
+
     /// Streams a watch: calls `each` with every event line until the stream ends.
     pub async fn watch(
         &self,

@@ -11,6 +11,7 @@ mod director;
 mod interpolate;
 mod objects;
 mod release;
+mod uploads;
 
 /// The bosh-rs command line.
 #[derive(Debug, Parser)]
@@ -63,6 +64,22 @@ enum Command {
     UpdateRuntimeConfig(configs::UpdateArgs),
     /// Print the runtime config.
     RuntimeConfig(configs::ShowArgs),
+    /// Upload a release tarball, directory or URL to the director.
+    UploadRelease(uploads::UploadReleaseArgs),
+    /// Upload a stemcell tarball to the director.
+    UploadStemcell(uploads::UploadStemcellArgs),
+    /// List the director's releases.
+    Releases(uploads::ListArgs),
+    /// List the director's stemcells.
+    Stemcells(uploads::ListArgs),
+    /// Show every job and package of an uploaded release.
+    InspectRelease(uploads::NameVersionArgs),
+    /// Delete a release (refused while a deployment uses it).
+    DeleteRelease(uploads::NameVersionArgs),
+    /// Delete a stemcell (refused while a deployment uses it).
+    DeleteStemcell(uploads::NameVersionArgs),
+    /// Build the local CPI's stemcell from the built agent binary.
+    BuildLocalStemcell(uploads::BuildLocalStemcellArgs),
 }
 
 /// Exit codes scripts can rely on.
@@ -121,6 +138,14 @@ fn main() {
         Command::CloudConfig(a) => block_on(configs::show(a, Some(ConfigType::Cloud))),
         Command::UpdateRuntimeConfig(a) => block_on(configs::update(a, Some(ConfigType::Runtime))),
         Command::RuntimeConfig(a) => block_on(configs::show(a, Some(ConfigType::Runtime))),
+        Command::UploadRelease(a) => block_on(uploads::upload_release(a)),
+        Command::UploadStemcell(a) => block_on(uploads::upload_stemcell(a)),
+        Command::Releases(a) => block_on(uploads::releases(a)),
+        Command::Stemcells(a) => block_on(uploads::stemcells(a)),
+        Command::InspectRelease(a) => block_on(uploads::inspect_release(a)),
+        Command::DeleteRelease(a) => block_on(uploads::delete("releases", a)),
+        Command::DeleteStemcell(a) => block_on(uploads::delete("stemcells", a)),
+        Command::BuildLocalStemcell(a) => uploads::build_local_stemcell(a),
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");

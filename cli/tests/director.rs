@@ -18,11 +18,9 @@ async fn director() -> Director {
     let store = bosh_api::store::Store::connect(&env.etcd_endpoints(), "/bosh").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(
-        listener,
-        api::router(Arc::new(ApiState::new(store, TOKEN))),
-        std::future::pending(),
-    ));
+    let storage = Arc::new(bosh_blobstore::LocalStorage::new(env.dir().join("blobs")));
+    let state = ApiState::new(store, TOKEN).with_blobstore(storage, env.dir().join("scratch"));
+    tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
     Director { _env: env, url }
 }
 
@@ -106,4 +104,67 @@ async fn cloud_config_round_trip_with_exit_codes() {
     let o = boshctl(&d, TOKEN, &["get", "gadgets"]).await;
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("unknown kind"), "{}", o.stderr);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A release directory and a local stemcell go up, are listed and inspected, and come down.
+#[tokio::test]
+async fn release_and_stemcell_upload_list_inspect_delete() {
+    let d = director().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = tmp.path().join("release");
+    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/release"), &rel);
+    let o = boshctl(&d, TOKEN, &["upload-release", rel.to_str().unwrap()]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("Uploaded release"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["releases", "--json"]).await;
+    let list: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let name = list[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let o = boshctl(&d, TOKEN, &["inspect-release", &name]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for job in list[0]["spec"]["jobs"].as_array().unwrap() {
+        assert!(o.stdout.contains(job["fingerprint"].as_str().unwrap()), "{}", o.stdout);
+    }
+
+    let fake_agent = tmp.path().join("bosh-agent");
+    std::fs::write(&fake_agent, "#!/bin/sh\n").unwrap();
+    let sc = tmp.path().join("sc.tgz");
+    let o = boshctl(
+        &d,
+        TOKEN,
+        &[
+            "build-local-stemcell",
+            "--agent",
+            fake_agent.to_str().unwrap(),
+            "--out",
+            sc.to_str().unwrap(),
+            "--version",
+            "7",
+        ],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["upload-stemcell", sc.to_str().unwrap()]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["stemcells"]).await;
+    assert!(o.stdout.contains("ubuntu-jammy") && o.stdout.contains('7'), "{}", o.stdout);
+
+    let o = boshctl(&d, TOKEN, &["delete-release", &name]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["inspect-release", &name]).await;
+    assert_eq!(o.code, 3, "a deleted release is not found: {}", o.stderr);
+    let o = boshctl(&d, TOKEN, &["delete-stemcell", "bosh-local-ubuntu-jammy-go_agent/7"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
 }

@@ -31,11 +31,7 @@ pub mod process;
 use inventory::{DiskRecord, Inventory, VmRecord};
 use process::ProcId;
 
-/// The stemcell format this CPI accepts.
-pub const STEMCELL_FORMAT: &str = "bosh-rs-local";
-
-/// The name of the agent binary inside a local stemcell image.
-pub const AGENT_BINARY: &str = "bosh-agent";
+pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, build_image};
 
 /// The local CPI, rooted at a data directory.
 pub struct LocalCpi {
@@ -140,16 +136,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn unpack_image(image: &Path, dest: &Path) -> Result<(), bosh_api::archive::ArchiveError> {
     let limits = bosh_api::archive::Limits::default();
     bosh_api::archive::unpack_tgz_file(image, dest, &limits, "stemcell image").map(drop)
-}
-
-/// Builds a local stemcell image: a gzipped tar holding the agent binary.
-pub fn build_image(
-    agent_binary: &Path,
-    dest: &Path,
-) -> Result<(), bosh_api::archive::ArchiveError> {
-    let mut w = bosh_api::archive::TgzWriter::new();
-    w.file(AGENT_BINARY, agent_binary)?;
-    w.write_to_path(dest)
 }
 
 fn new_cid(prefix: &str) -> String {

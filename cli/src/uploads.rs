@@ -1,0 +1,302 @@
+//! Releases and stemcells on the director: `upload-release`,
+//! `upload-stemcell`, `releases`, `stemcells`, `inspect-release`,
+//! `delete-release`, `delete-stemcell`, and `build-local-stemcell`.
+//!
+//! Uploads stream the file from disk with a progress bar (bytes and rate);
+//! nothing is held whole in memory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use bosh_api::Object;
+use bosh_api::objects::{ReleaseSpec, StemcellSpec};
+use comfy_table::{Table, presets::NOTHING};
+use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::director::{Director, DirectorArgs};
+
+/// Flags of `upload-release`.
+#[derive(Debug, clap::Args)]
+pub struct UploadReleaseArgs {
+    /// A release tarball, a release directory (a dev release is created
+    /// from it first) or an http(s) URL; default: the current directory.
+    pub release: Option<String>,
+    /// Upload the blobs again even if the director has the release.
+    #[arg(long)]
+    pub fix: bool,
+    /// Expected digest of a downloaded tarball (`sha256:<hex>` or sha1 hex).
+    #[arg(long)]
+    pub sha1: Option<String>,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of `upload-stemcell`.
+#[derive(Debug, clap::Args)]
+pub struct UploadStemcellArgs {
+    /// A stemcell tarball.
+    pub stemcell: PathBuf,
+    /// Upload the image again even if the director has the stemcell.
+    #[arg(long)]
+    pub fix: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// A `NAME/VERSION` argument.
+#[derive(Debug, clap::Args)]
+pub struct NameVersionArgs {
+    /// `NAME/VERSION`.
+    pub name_version: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of listings.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of `build-local-stemcell`.
+#[derive(Debug, clap::Args)]
+pub struct BuildLocalStemcellArgs {
+    /// The agent binary (default: `bosh-agent` next to this boshctl).
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Stemcell name.
+    #[arg(long, default_value = "bosh-local-ubuntu-jammy-go_agent")]
+    pub name: String,
+    /// Stemcell version.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Operating system the manifest's `stemcells: [{os: ...}]` matches.
+    #[arg(long, default_value = "ubuntu-jammy")]
+    pub os: String,
+    /// Where to write the tarball.
+    #[arg(long, default_value = "bosh-local-stemcell.tgz")]
+    pub out: PathBuf,
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Streams `path` to the director's `endpoint` with a progress bar.
+async fn upload(d: &Director, endpoint: &str, path: &Path, what: &str) -> Result<Value> {
+    let file =
+        tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().await?.len();
+    let pb = progress(len, what);
+    let bar = pb.clone();
+    let stream =
+        tokio_util::io::ReaderStream::new(file).inspect_ok(move |c| bar.inc(c.len() as u64));
+    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream)).await;
+    pb.finish_and_clear();
+    result
+}
+
+/// Downloads a URL to `dest` with a progress bar.
+async fn download(url: &str, dest: &Path) -> Result<()> {
+    let mut resp = reqwest::get(url).await.with_context(|| format!("downloading {url}"))?;
+    if !resp.status().is_success() {
+        bail!("downloading {url}: HTTP {}", resp.status());
+    }
+    let pb = progress(resp.content_length().unwrap_or(0), "Downloading");
+    let mut out = tokio::fs::File::create(dest).await?;
+    while let Some(chunk) = resp.chunk().await? {
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Runs `upload-release`.
+pub async fn upload_release(args: UploadReleaseArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let arg = args.release.clone().unwrap_or_else(|| ".".into());
+    let scratch = tempfile::tempdir()?;
+    let tarball = if arg.starts_with("http://") || arg.starts_with("https://") {
+        let dest = scratch.path().join("release.tgz");
+        download(&arg, &dest).await?;
+        if let Some(want) = &args.sha1 {
+            let got = bosh_api::release::file_digest(&dest)?;
+            let bare = |s: &str| s.trim_start_matches("sha256:").to_string();
+            if bare(&got) != bare(want) {
+                bail!("{arg}: digest {got} does not match --sha1 {want}");
+            }
+        }
+        dest
+    } else if Path::new(&arg).is_dir() {
+        let opts = bosh_api::release::CreateOptions {
+            tarball: Some(scratch.path().join("release.tgz")),
+            force: true,
+            cache_dir: crate::release::cache_dir(),
+            ..Default::default()
+        };
+        let created = bosh_api::release::create_release(Path::new(&arg), &opts)?;
+        println!("Created release {}/{}", created.manifest.name, created.manifest.version);
+        created.tarball.context("create-release wrote no tarball")?
+    } else {
+        PathBuf::from(&arg)
+    };
+    let endpoint = format!("/v1/uploads/releases?fix={}", args.fix);
+    let v = upload(&d, &endpoint, &tarball, "Uploading release").await?;
+    match v["status"].as_str() {
+        Some(s) => println!("Release {}: {s}", v["release"].as_str().unwrap_or_default()),
+        None => println!("Uploaded release {}", v["metadata"]["name"].as_str().unwrap_or_default()),
+    }
+    Ok(())
+}
+
+/// Runs `upload-stemcell`.
+pub async fn upload_stemcell(args: UploadStemcellArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let endpoint = format!("/v1/uploads/stemcells?fix={}", args.fix);
+    let v = upload(&d, &endpoint, &args.stemcell, "Uploading stemcell").await?;
+    match v["status"].as_str() {
+        Some(s) => println!("Stemcell {}: {s}", v["stemcell"].as_str().unwrap_or_default()),
+        None => {
+            println!("Uploaded stemcell {}", v["metadata"]["name"].as_str().unwrap_or_default())
+        }
+    }
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+/// Runs `releases`.
+pub async fn releases(args: ListArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let list: Value = d.get("/v1/releases").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        return Ok(());
+    }
+    let mut t = table(&["NAME", "VERSION", "COMMIT HASH", "JOBS", "PACKAGES"]);
+    for r in list["items"].as_array().into_iter().flatten() {
+        let r: Object<ReleaseSpec> = serde_json::from_value(r.clone())?;
+        let dirty = if r.spec.uncommitted_changes { "+" } else { "" };
+        t.add_row([
+            r.spec.name,
+            r.spec.version,
+            format!("{}{dirty}", r.spec.commit_hash),
+            r.spec.jobs.len().to_string(),
+            r.spec.packages.len().to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// Runs `stemcells`.
+pub async fn stemcells(args: ListArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let list: Value = d.get("/v1/stemcells").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        return Ok(());
+    }
+    let mut t = table(&["NAME", "VERSION", "OS", "API", "CIDS"]);
+    for s in list["items"].as_array().into_iter().flatten() {
+        let s: Object<StemcellSpec> = serde_json::from_value(s.clone())?;
+        let cids: Vec<String> = s.status.cids.iter().map(|(c, id)| format!("{c}:{id}")).collect();
+        t.add_row([
+            s.spec.name,
+            s.spec.version,
+            s.spec.operating_system,
+            s.spec.api_version.to_string(),
+            cids.join(","),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// Runs `inspect-release NAME/VERSION`: every job and package with its
+/// fingerprint, digest and blob.
+pub async fn inspect_release(args: NameVersionArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let r: Object<ReleaseSpec> = d.get(&format!("/v1/releases/{}", args.name_version)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r.spec)?);
+        return Ok(());
+    }
+    let blob = |b: &Option<bosh_api::objects::BlobRef>| {
+        b.as_ref().map(|b| b.sha256.clone()).unwrap_or_default()
+    };
+    let mut jobs = table(&["JOB", "FINGERPRINT", "SHA1", "BLOB (sha256)", "PACKAGES"]);
+    for j in &r.spec.jobs {
+        jobs.add_row([&j.name, &j.fingerprint, &j.sha1, &blob(&j.blob), &j.packages.join(",")]);
+    }
+    let mut pkgs = table(&["PACKAGE", "FINGERPRINT", "SHA1", "BLOB (sha256)", "DEPENDENCIES"]);
+    for p in &r.spec.packages {
+        pkgs.add_row([&p.name, &p.fingerprint, &p.sha1, &blob(&p.blob), &p.dependencies.join(",")]);
+    }
+    println!("{jobs}\n\n{pkgs}");
+    Ok(())
+}
+
+/// Runs `delete-release` or `delete-stemcell`.
+pub async fn delete(plural: &str, args: NameVersionArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    d.delete(&format!("/v1/{plural}/{}", args.name_version)).await?;
+    println!("Deleted {}", args.name_version);
+    Ok(())
+}
+
+/// Runs `build-local-stemcell`.
+pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
+    let agent = match args.agent {
+        Some(a) => a,
+        None => std::env::current_exe()?
+            .parent()
+            .context("boshctl has no directory")?
+            .join(bosh_api::local_stemcell::AGENT_BINARY),
+    };
+    if !agent.is_file() {
+        bail!(
+            "{}: no agent binary (build it with `cargo build -p bosh-agent`, or pass --agent)",
+            agent.display()
+        );
+    }
+    let scratch = tempfile::tempdir()?;
+    let image = scratch.path().join("image");
+    bosh_api::local_stemcell::build_image(&agent, &image)?;
+    let manifest = bosh_api::release::stemcell::StemcellManifest {
+        name: args.name,
+        version: args.version,
+        operating_system: args.os,
+        bosh_protocol: "1".into(),
+        api_version: Some(3),
+        stemcell_formats: vec![bosh_api::local_stemcell::FORMAT.into()],
+        ..Default::default()
+    };
+    let m = bosh_api::release::stemcell::write_stemcell(&args.out, &manifest, &image, None)?;
+    println!("Wrote {} ({}/{}, agent {})", args.out.display(), m.name, m.version, agent.display());
+    Ok(())
+}
