@@ -341,6 +341,32 @@ impl BuildContext {
         Ok(Built { resource: res.clone(), path: cached, sha1: sha })
     }
 
+    /// Builds resources of one kind on up to 4 threads (each has its own
+    /// index file, so builds do not contend), keeping their order; the
+    /// first error in that order wins.
+    pub fn build_all(&self, resources: &[Resource]) -> Result<Vec<Built>> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Result<Built>>>> =
+            resources.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers.min(resources.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(res) = resources.get(i) else { break };
+                        let built = self.build(res);
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(built);
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every index built"))
+            .collect()
+    }
+
     /// Fetches a final build from the release's local blobstore into the cache.
     fn fetch_final(&self, res: &Resource, e: &BuildEntry) -> Result<Option<Built>> {
         let Some(id) = &e.blobstore_id else { return Ok(None) };

@@ -278,8 +278,8 @@ pub fn create_release(dir: &Path, opts: &CreateOptions) -> Result<CreatedRelease
         }
     };
     let ctx = BuildContext { release_dir: dir.to_path_buf(), cache_dir: opts.cache_dir.clone() };
-    let jobs = rel.jobs.iter().map(|r| ctx.build(r)).collect::<Result<Vec<_>>>()?;
-    let pkgs = rel.packages.iter().map(|r| ctx.build(r)).collect::<Result<Vec<_>>>()?;
+    let jobs = ctx.build_all(&rel.jobs)?;
+    let pkgs = ctx.build_all(&rel.packages)?;
     let lic = rel.license.as_ref().map(|r| ctx.build(r)).transpose()?;
     let mut m = manifest_of(&name, &version, &jobs, &pkgs, lic.as_ref());
     m.commit_hash = commit;

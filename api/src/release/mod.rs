@@ -101,6 +101,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the input (a release directory, tarball or flag) is at fault
+    /// rather than the machine: what a CLI maps to its bad-input exit code.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Yaml(_) | Error::Invalid(_) | Error::Entry { .. } => true,
+            Error::Archive(e) => e.refusal().is_some(),
+            Error::Io { .. } | Error::Command { .. } => false,
+        }
+    }
+
     /// An [`Error::Entry`].
     pub fn entry(
         file: impl Into<String>,
