@@ -147,3 +147,37 @@ fn bad_input_names_the_file_and_entry() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("config/blobs.yml: x/y.tgz: blobs/x/y.tgz is missing"), "{err}");
 }
+
+/// In a git repository, create-release refuses local modifications unless
+/// --force, and records the commit it was built from.
+#[test]
+fn create_release_checks_git_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("g-release");
+    std::fs::create_dir(&dir).unwrap();
+    ok(&boshctl(tmp.path(), &dir, &["init-release", "--git"]));
+    assert!(std::fs::read_to_string(dir.join(".gitignore")).unwrap().contains(".dev_builds"));
+    ok(&boshctl(tmp.path(), &dir, &["generate-job", "web"]));
+    let dirty = boshctl(tmp.path(), &dir, &["create-release"]);
+    assert!(!dirty.status.success());
+    assert!(String::from_utf8_lossy(&dirty.stderr).contains("local modifications"));
+    let git = |args: &[&str]| {
+        let st = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "init"]);
+    let out = ok(&boshctl(tmp.path(), &dir, &["create-release"]));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(out.contains(&head), "{head} not in {out}");
+}
