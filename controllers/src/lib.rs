@@ -11,6 +11,7 @@
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
+//! - [`director`]: the handles controllers act on the world with.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
 pub mod agent_client;
@@ -18,6 +19,7 @@ pub mod api;
 pub mod bus;
 pub mod cpi;
 pub mod daemon;
+pub mod director;
 pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -37,6 +37,19 @@ pub struct LocalWorld {
     pub blobstore_url: String,
     /// Its token.
     pub blobstore_token: String,
+    /// The blobstore's storage, for direct reads and writes.
+    pub blobs: Arc<dyn bosh_blobstore::Storage>,
+}
+
+/// What stays with the test when the world's handles go to a `Director`:
+/// the servers (dropped = stopped) and the stemcell's cid.
+pub struct LocalWorldRest {
+    /// etcd and the temp dir.
+    pub env: TestEnv,
+    /// nats-server.
+    pub nats: Nats,
+    /// The stemcell holding the real agent, already imported into the CPI.
+    pub stemcell: String,
 }
 
 impl LocalWorld {
@@ -64,10 +77,11 @@ impl LocalWorld {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let blobstore_url = format!("http://{}", listener.local_addr()?);
         let blobstore_token = "blob-token".to_string();
-        let storage = Arc::new(bosh_blobstore::LocalStorage::new(dir.join("blobs")));
+        let storage: Arc<dyn bosh_blobstore::Storage> =
+            Arc::new(bosh_blobstore::LocalStorage::new(dir.join("blobs")));
         tokio::spawn(bosh_blobstore::server::serve(
             listener,
-            storage,
+            storage.clone(),
             blobstore_token.clone(),
             std::future::pending(),
         ));
@@ -87,7 +101,26 @@ impl LocalWorld {
             agents,
             blobstore_url,
             blobstore_token,
+            blobs: storage,
         })
+    }
+
+    /// A [`crate::director::Director`] over this world. The CPI and the bus
+    /// move into it, so this consumes the world's handles on them.
+    pub fn director(self) -> (crate::director::Director, LocalWorldRest) {
+        let director = crate::director::Director {
+            store: self.store.clone(),
+            cpi: Arc::new(self.cpi),
+            bus: Arc::new(self.bus),
+            nats_url: self.nats.url(),
+            agents: self.agents.clone(),
+            blobs: self.blobs.clone(),
+            blobstore: BlobstoreSettings {
+                url: self.blobstore_url.clone(),
+                token: self.blobstore_token.clone(),
+            },
+        };
+        (director, LocalWorldRest { env: self.env, nats: self.nats, stemcell: self.stemcell })
     }
 
     /// Creates a VM whose agent has its own bus credentials and address.
