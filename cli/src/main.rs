@@ -112,7 +112,14 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
             _ => exit_code::FAILURE,
         };
     }
-    if interpolate::is_bad_input(err) { exit_code::BAD_INPUT } else { exit_code::FAILURE }
+    let release_input = err
+        .chain()
+        .any(|e| e.downcast_ref::<bosh_api::release::Error>().is_some_and(|r| r.is_bad_input()));
+    if release_input || interpolate::is_bad_input(err) {
+        exit_code::BAD_INPUT
+    } else {
+        exit_code::FAILURE
+    }
 }
 
 fn main() {

@@ -9,6 +9,7 @@
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
+//! - [`tasks`]: numbered tasks and their event logs.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`director`]: the handles controllers act on the world with.
@@ -21,6 +22,7 @@ pub mod cpi;
 pub mod daemon;
 pub mod director;
 pub mod runtime;
+pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;

@@ -22,6 +22,7 @@
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
 //! - `secrets`: generated credentials, kept outside every object.
+//! - `counters`: sequence numbers for tasks and events.
 
 use std::fmt;
 
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::ObjectMeta;
 use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
+mod counters;
 pub mod lease;
 mod secrets;
 pub mod watch;

@@ -7,6 +7,7 @@ mod bus;
 mod cpi;
 mod leader;
 mod runtime;
+mod tasks;
 mod uploads;
 mod vms;
 
