@@ -11,6 +11,7 @@ mod director;
 mod interpolate;
 mod objects;
 mod release;
+mod tasks;
 mod uploads;
 
 /// The bosh-rs command line.
@@ -80,6 +81,12 @@ enum Command {
     DeleteStemcell(uploads::NameVersionArgs),
     /// Build the local CPI's stemcell from the built agent binary.
     BuildLocalStemcell(uploads::BuildLocalStemcellArgs),
+    /// List tasks.
+    Tasks(tasks::TasksArgs),
+    /// Show a task's events (`--follow` until it finishes).
+    Task(tasks::TaskArgs),
+    /// Show events, of all tasks or one.
+    Events(tasks::EventsArgs),
 }
 
 /// Exit codes scripts can rely on.
@@ -153,6 +160,9 @@ fn main() {
         Command::DeleteRelease(a) => block_on(uploads::delete("releases", a)),
         Command::DeleteStemcell(a) => block_on(uploads::delete("stemcells", a)),
         Command::BuildLocalStemcell(a) => uploads::build_local_stemcell(a),
+        Command::Tasks(a) => block_on(tasks::tasks(a)),
+        Command::Task(a) => block_on(tasks::task(a)),
+        Command::Events(a) => block_on(tasks::events(a)),
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");

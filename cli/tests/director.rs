@@ -11,6 +11,7 @@ const TOKEN: &str = "cli-test-token";
 struct Director {
     _env: TestEnv,
     url: String,
+    store: bosh_api::store::Store,
 }
 
 async fn director() -> Director {
@@ -19,9 +20,10 @@ async fn director() -> Director {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let storage = Arc::new(bosh_blobstore::LocalStorage::new(env.dir().join("blobs")));
-    let state = ApiState::new(store, TOKEN).with_blobstore(storage, env.dir().join("scratch"));
+    let state =
+        ApiState::new(store.clone(), TOKEN).with_blobstore(storage, env.dir().join("scratch"));
     tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
-    Director { _env: env, url }
+    Director { _env: env, url, store }
 }
 
 struct Out {
@@ -167,4 +169,45 @@ async fn release_and_stemcell_upload_list_inspect_delete() {
     assert_eq!(o.code, 3, "a deleted release is not found: {}", o.stderr);
     let o = boshctl(&d, TOKEN, &["delete-stemcell", "bosh-local-ubuntu-jammy-go_agent/7"]).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
+}
+
+/// Tasks list, a task prints its events like the bosh CLI, and a failed task exits non-zero.
+#[tokio::test]
+async fn tasks_and_events_print_like_bosh() {
+    use bosh_api::objects::{EventState, TaskState};
+    use bosh_controllers::tasks::{EventLog, create_task, set_task_state};
+    let d = director().await;
+    let ok = create_task(&d.store, "create deployment", Some("web"), "admin").await.unwrap();
+    let log = EventLog::new(d.store.clone(), ok.spec.id);
+    log.record("Updating instance", "web/0", EventState::Started, "").await.unwrap();
+    log.record("Updating instance", "web/0", EventState::Finished, "").await.unwrap();
+    set_task_state(&d.store, ok.spec.id, TaskState::Done, "updated web").await.unwrap();
+    let bad = create_task(&d.store, "create deployment", Some("db"), "admin").await.unwrap();
+    EventLog::new(d.store.clone(), bad.spec.id)
+        .record("Compiling packages", "pg/1", EventState::Failed, "exit 2")
+        .await
+        .unwrap();
+    set_task_state(&d.store, bad.spec.id, TaskState::Error, "compiling pg failed").await.unwrap();
+
+    let o = boshctl(&d, TOKEN, &["tasks"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("updated web") && o.stdout.contains("compiling pg failed"),
+        "{}",
+        o.stdout
+    );
+    let o = boshctl(&d, TOKEN, &["task", &ok.spec.id.to_string(), "--follow"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("Task 1 |") && o.stdout.contains("Updating instance: web/0 (00:00:00)"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("Task 1 done: updated web"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["task", &bad.spec.id.to_string()]).await;
+    assert_eq!(o.code, 1, "a failed task exits non-zero: {}", o.stdout);
+    assert!(o.stdout.contains("Failed: exit 2"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["events", "--task", &bad.spec.id.to_string(), "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
 }

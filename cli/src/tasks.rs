@@ -1,0 +1,207 @@
+//! `boshctl tasks`, `task N [--follow]` and `events`, in the bosh CLI's
+//! manner: one line per event with the task number, time, stage and object,
+//! and durations for finished steps.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use bosh_api::Object;
+use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::Value;
+
+use crate::director::{Director, DirectorArgs};
+
+/// Flags of `tasks`.
+#[derive(Debug, clap::Args)]
+pub struct TasksArgs {
+    /// Show only the N most recent tasks.
+    #[arg(short, long, num_args = 0..=1, default_missing_value = "30")]
+    pub recent: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of `task`.
+#[derive(Debug, clap::Args)]
+pub struct TaskArgs {
+    /// The task number.
+    pub id: u64,
+    /// Keep printing events until the task finishes.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print each event as JSON.
+    #[arg(long)]
+    pub debug: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// Flags of `events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only this task's events.
+    #[arg(long)]
+    pub task: Option<u64>,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+fn task_name(id: u64) -> String {
+    format!("{id:010}")
+}
+
+fn items<T: serde::de::DeserializeOwned>(list: &Value) -> Result<Vec<T>> {
+    Ok(serde_json::from_value(list["items"].clone())?)
+}
+
+fn state_word(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Queued => "queued",
+        TaskState::Processing => "processing",
+        TaskState::Done => "done",
+        TaskState::Error => "error",
+        TaskState::Cancelled => "cancelled",
+    }
+}
+
+/// Runs `tasks`.
+pub async fn tasks(args: TasksArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let mut ts: Vec<Object<TaskSpec>> = items(&d.get("/v1/tasks").await?)?;
+    ts.reverse();
+    if let Some(n) = args.recent {
+        ts.truncate(n);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&ts)?);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(["ID", "STATE", "STARTED", "DEPLOYMENT", "DESCRIPTION", "RESULT"]);
+    for task in ts {
+        t.add_row([
+            task.spec.id.to_string(),
+            state_word(task.status.state).to_string(),
+            task.status.started_at.map(|s| s.format("%F %T").to_string()).unwrap_or_default(),
+            task.spec.deployment.unwrap_or_default(),
+            task.spec.description,
+            task.status.result,
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// Formats events as the bosh CLI does, pairing finished steps with their
+/// start to show a duration.
+struct Printer {
+    started: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
+    debug: bool,
+}
+
+impl Printer {
+    fn print(&mut self, e: &Object<EventSpec>) -> Result<()> {
+        if self.debug {
+            println!("{}", serde_json::to_string(&e.spec)?);
+            return Ok(());
+        }
+        let s = &e.spec;
+        let key = (s.stage.clone(), s.object.clone());
+        let time = s.time.format("%T");
+        let what = if s.object.is_empty() {
+            s.stage.clone()
+        } else {
+            format!("{}: {}", s.stage, s.object)
+        };
+        match s.state {
+            EventState::Started => {
+                self.started.insert(key, s.time);
+                println!("Task {} | {time} | {what}", s.task);
+            }
+            EventState::Finished | EventState::Failed => {
+                let took = self
+                    .started
+                    .remove(&key)
+                    .map(|t0| {
+                        let d = (s.time - t0).num_seconds().max(0);
+                        format!(" ({:02}:{:02}:{:02})", d / 3600, d / 60 % 60, d % 60)
+                    })
+                    .unwrap_or_default();
+                let failed = if s.state == EventState::Failed {
+                    format!(" Failed: {}", s.error)
+                } else {
+                    String::new()
+                };
+                println!("Task {} | {time} | {what}{took}{failed}", s.task);
+            }
+            EventState::Info => println!("Task {} | {time} | {what} {}", s.task, s.error),
+        }
+        Ok(())
+    }
+}
+
+/// Runs `task N`; with `--follow`, until the task finishes. Exits non-zero
+/// when the task ended in error, so scripts can chain on it.
+pub async fn task(args: TaskArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let name = task_name(args.id);
+    let mut printer = Printer { started: HashMap::new(), debug: args.debug };
+    let mut seen = 0u64;
+    loop {
+        let t: Object<TaskSpec> = d.get(&format!("/v1/tasks/{name}")).await?;
+        let events: Vec<Object<EventSpec>> =
+            items(&d.get(&format!("/v1/events?prefix={name}/")).await?)?;
+        let last = seen;
+        for e in events.iter().filter(|e| e.spec.seq > last) {
+            printer.print(e)?;
+            seen = e.spec.seq;
+        }
+        let finished =
+            matches!(t.status.state, TaskState::Done | TaskState::Error | TaskState::Cancelled);
+        if finished || !args.follow {
+            println!(
+                "\nTask {} {}{}",
+                t.spec.id,
+                state_word(t.status.state),
+                if t.status.result.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.status.result)
+                }
+            );
+            if t.status.state == TaskState::Error {
+                anyhow::bail!("task {} failed: {}", t.spec.id, t.status.result);
+            }
+            return Ok(());
+        }
+        // The CLI polls a director it does not control; a short pause
+        // between polls keeps the load on it negligible.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Runs `events`.
+pub async fn events(args: EventsArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let prefix = args.task.map(|t| format!("{}/", task_name(t))).unwrap_or_default();
+    let events: Vec<Object<EventSpec>> =
+        items(&d.get(&format!("/v1/events?prefix={prefix}")).await?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(());
+    }
+    let mut printer = Printer { started: HashMap::new(), debug: false };
+    for e in &events {
+        printer.print(e)?;
+    }
+    Ok(())
+}
