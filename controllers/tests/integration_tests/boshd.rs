@@ -97,10 +97,9 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
     .unwrap();
 
     // The API it serves answers with the token it generated.
-    let director: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.dir().join("boshd/director.json")).unwrap(),
-    )
-    .unwrap();
+    let director: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir().join("boshd/director.json")).unwrap())
+            .unwrap();
     let token = std::fs::read_to_string(director["token_file"].as_str().unwrap()).unwrap();
     let url = director["url"].as_str().unwrap();
     let r = reqwest::Client::new()
