@@ -32,6 +32,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("disk", kind_schema::<DiskSpec>()),
         ("task", kind_schema::<TaskSpec>()),
         ("event", kind_schema::<EventSpec>()),
+        ("compiled-package", kind_schema::<CompiledPackageSpec>()),
     ];
     out.extend(crate::manifest::schemas());
     out

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::meta::{Condition, ObjectMeta};
 
+mod compiled_package;
 mod config;
 mod deployment;
 mod disk;
@@ -18,6 +19,9 @@ mod release;
 mod stemcell;
 mod task;
 
+pub use compiled_package::{
+    CompileWorker, CompiledPackageSpec, CompiledPackageStatus, compile_key,
+};
 pub use config::{ConfigSpec, ConfigStatus, ConfigType};
 pub use deployment::{DeploymentOptions, DeploymentSpec, DeploymentStatus};
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
