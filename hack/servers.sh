@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Starts or stops etcd and nats-server on loopback with their data in a
 # directory (default .bosh-rs), recording ports and pids in DIR/servers.env.
-#   hack/servers.sh start [DIR]    hack/servers.sh stop [DIR]    hack/servers.sh status [DIR]
+#   hack/servers.sh start [DIR] [etcd]    hack/servers.sh stop [DIR]    hack/servers.sh status [DIR]
+# With `etcd`, only etcd starts (boshd runs its own nats-server).
 set -euo pipefail
 cmd=${1:-status}
 dir=$(realpath -m "${2:-.bosh-rs}")
+only=${3:-all}
 envf="$dir/servers.env"
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
@@ -16,8 +18,8 @@ start)
   if [ -f "$envf" ]; then
     # shellcheck disable=SC1090
     . "$envf"
-    if alive "${ETCD_PID:-}" && alive "${NATS_PID:-}"; then
-      echo "already running: etcd $BOSH_ETCD, nats $BOSH_NATS"
+    if alive "${ETCD_PID:-}" && { [ "$only" = etcd ] || alive "${NATS_PID:-}"; }; then
+      echo "already running: etcd $BOSH_ETCD${NATS_PID:+, nats $BOSH_NATS}"
       exit 0
     fi
     "$0" stop "$dir" >/dev/null
@@ -29,8 +31,11 @@ start)
     --initial-cluster "boshrs=http://127.0.0.1:$ep" --logger zap --log-level warn \
     >"$dir/etcd.log" 2>&1 </dev/null &
   etcd_pid=$!
-  setsid nats-server -a 127.0.0.1 -p "$np" >"$dir/nats.log" 2>&1 </dev/null &
-  nats_pid=$!
+  nats_pid=
+  if [ "$only" != etcd ]; then
+    setsid nats-server -a 127.0.0.1 -p "$np" >"$dir/nats.log" 2>&1 </dev/null &
+    nats_pid=$!
+  fi
   cat >"$envf" <<EOT
 BOSH_ETCD=127.0.0.1:$ec
 BOSH_NATS=nats://127.0.0.1:$np
@@ -39,12 +44,12 @@ NATS_PID=$nats_pid
 EOT
   for _ in $(seq 100); do
     if etcdctl --endpoints="127.0.0.1:$ec" endpoint health >/dev/null 2>&1 \
-      && (exec 3<>"/dev/tcp/127.0.0.1/$np") 2>/dev/null; then
-      echo "etcd 127.0.0.1:$ec and nats 127.0.0.1:$np running (data in $dir)"
+      && { [ -z "$nats_pid" ] || (exec 3<>"/dev/tcp/127.0.0.1/$np") 2>/dev/null; }; then
+      echo "etcd 127.0.0.1:$ec${nats_pid:+ and nats 127.0.0.1:$np} running (data in $dir)"
       exit 0
     fi
     alive "$etcd_pid" || { echo "etcd died; see $dir/etcd.log" >&2; exit 1; }
-    alive "$nats_pid" || { echo "nats-server died; see $dir/nats.log" >&2; exit 1; }
+    [ -z "$nats_pid" ] || alive "$nats_pid" || { echo "nats-server died; see $dir/nats.log" >&2; exit 1; }
     sleep 0.1
   done
   echo "etcd or nats-server did not become ready; see $dir/*.log" >&2
@@ -68,7 +73,9 @@ status)
     # shellcheck disable=SC1090
     . "$envf"
     alive "${ETCD_PID:-}" && echo "etcd $BOSH_ETCD (pid $ETCD_PID)" || echo "etcd: not running"
-    alive "${NATS_PID:-}" && echo "nats $BOSH_NATS (pid $NATS_PID)" || echo "nats: not running"
+    if [ -n "${NATS_PID:-}" ]; then
+      alive "$NATS_PID" && echo "nats $BOSH_NATS (pid $NATS_PID)" || echo "nats: not running"
+    fi
   else
     echo "not running"
   fi

@@ -9,7 +9,7 @@ dir=${BOSH_RS_DIR:-.bosh-rs}
 
 hack/install-deps.sh
 cargo build --bins
-hack/servers.sh start "$dir"
+hack/servers.sh start "$dir" etcd
 # shellcheck disable=SC1091
 . "$dir/servers.env"
 
@@ -18,7 +18,8 @@ pid=$(cat "$dir/boshd.pid" 2>/dev/null || true)
 if alive "$pid"; then
   echo "boshd already running (pid $pid)"
 else
-  setsid target/debug/boshd --etcd "$BOSH_ETCD" --nats "$BOSH_NATS" --data-dir "$dir/boshd" \
+  nats_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()')
+  setsid target/debug/boshd --etcd "$BOSH_ETCD" --nats-listen "127.0.0.1:$nats_port" --data-dir "$dir/boshd" \
     >>"$dir/boshd.log" 2>&1 </dev/null &
   echo $! >"$dir/boshd.pid"
   echo "boshd started (pid $!, log $dir/boshd.log)"
@@ -33,13 +34,26 @@ for _ in $(seq 300); do
 done
 [ "$n" -ge 2 ] || { echo "boshd's controllers did not elect leaders; see $dir/boshd.log" >&2; exit 1; }
 
+# The director's side of release engineering: a local stemcell built from
+# the agent, the sample release (created from a copy of examples/release, so
+# the repository stays clean) and the cloud config, all through boshd's API.
+boshctl=target/debug/boshctl
+$boshctl build-local-stemcell --out "$dir/bosh-local-stemcell.tgz"
+$boshctl upload-stemcell "$dir/bosh-local-stemcell.tgz"
+rm -rf "$dir/release-src" && cp -r examples/release "$dir/release-src"
+$boshctl upload-release "$dir/release-src"
+$boshctl update-cloud-config examples/manifests/cloud-config.yml
+
+# A deployment written straight into etcd, as a GitOps tool would.
 target/debug/load-examples --etcd "$BOSH_ETCD"
+$boshctl releases
+$boshctl stemcells
 
 cat <<EOT
 
 bosh-rs is running (data in $dir):
   etcd  $BOSH_ETCD
-  nats  $BOSH_NATS
+  nats  managed by boshd (config $dir/boshd/nats.conf)
   boshd pid $(cat "$dir/boshd.pid"), log $dir/boshd.log, API $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["url"])' "$dir/boshd/director.json")
 Objects:   etcdctl --endpoints=$BOSH_ETCD get --prefix /bosh/ --keys-only
 Interpolate a manifest:

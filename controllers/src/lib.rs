@@ -8,6 +8,7 @@
 //! - [`bus`]: per-agent NATS credentials and permissions.
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
+//! - [`nats_server`]: the nats-server boshd runs for a local environment.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`validate`]: the first controllers: they check Deployment and Config
@@ -18,10 +19,13 @@
 pub mod agent_client;
 pub mod api;
 pub mod bus;
+pub mod compile;
 pub mod cpi;
 pub mod daemon;
 pub mod director;
+pub mod nats_server;
 pub mod runtime;
+pub mod stemcell;
 pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bosh_api::store::Store;
 use bosh_controllers::daemon::{self, Options};
+use bosh_controllers::director::Director;
+use bosh_controllers::nats_server::ManagedNats;
 use bosh_controllers::runtime::ElectionConfig;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +24,16 @@ struct Args {
     /// Key prefix of every object in etcd.
     #[arg(long, env = "BOSH_ROOT", default_value = "/bosh")]
     root: String,
-    /// NATS URL for the agents' bus (used once agents land).
-    #[arg(long, env = "BOSH_NATS")]
-    nats: Option<String>,
+    /// Where boshd runs nats-server for the agents' bus (`host:port`).
+    /// boshd renders its configuration (per-agent users) and reloads it.
+    #[arg(long, env = "BOSH_NATS_LISTEN", default_value = "127.0.0.1:4222")]
+    nats_listen: String,
+    /// The nats-server binary.
+    #[arg(long, default_value = "nats-server")]
+    nats_server: String,
+    /// Use an external CPI executable (BOSH's protocol) instead of the local CPI.
+    #[arg(long)]
+    cpi_exe: Option<PathBuf>,
     /// This replica's name in leader election (default: random).
     #[arg(long, env = "BOSH_REPLICA")]
     replica: Option<String>,
@@ -71,6 +80,61 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// The director's handles on the world: the CPI, a nats-server it runs
+/// with per-agent users, and a director connection to the agents.
+async fn director(
+    args: &Args,
+    store: &Store,
+    blobs: Arc<dyn bosh_blobstore::Storage>,
+    blobstore_url: String,
+    blob_token: String,
+) -> anyhow::Result<(Director, ManagedNats)> {
+    use bosh_controllers::bus::{Bus, BusConfig};
+    let dir = &args.data_dir;
+    let cfg =
+        BusConfig::generate(dir.join("nats.conf"), dir.join("nats.pid"), args.nats_listen.clone());
+    let bus = Bus::new(store.clone(), cfg.clone());
+    bus.sync().await.context("rendering the nats-server configuration")?;
+    let nats = ManagedNats::start(
+        &args.nats_server,
+        &cfg.config_path,
+        &cfg.pid_file,
+        &dir.join("nats.log"),
+        &args.nats_listen,
+    )
+    .await?;
+    let conn = async_nats::ConnectOptions::with_user_and_password(
+        cfg.director.user.clone(),
+        cfg.director.password.clone(),
+    )
+    .connect(bus.url())
+    .await
+    .with_context(|| format!("connecting to nats-server at {}", bus.url()))?;
+    let cpi: Arc<dyn bosh_controllers::cpi::Cpi> = match &args.cpi_exe {
+        Some(exe) => Arc::new(bosh_controllers::cpi::external::ExternalCpi::new(
+            "external",
+            exe,
+            Default::default(),
+        )),
+        None => {
+            Arc::new(bosh_controllers::cpi::local::LocalCpi::open(&dir.join("cpi")).with_context(
+                || format!("opening the local CPI in {}", dir.join("cpi").display()),
+            )?)
+        }
+    };
+    info!(nats = %bus.url(), cpi = cpi.name(), "director ready");
+    let director = Director {
+        store: store.clone(),
+        cpi,
+        nats_url: bus.url(),
+        bus: Arc::new(bus),
+        agents: bosh_controllers::agent_client::AgentClient::new(conn),
+        blobs,
+        blobstore: bosh_api::agent::BlobstoreSettings { url: blobstore_url, token: blob_token },
+    };
+    Ok((director, nats))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -88,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         ttl: Duration::from_secs(args.lease_ttl_secs),
         ..ElectionConfig::default()
     };
-    if let Some(r) = args.replica {
+    if let Some(r) = args.replica.clone() {
         election.holder = r;
     }
     info!(etcd = %args.etcd.join(","), root = %args.root, replica = %election.holder, "boshd starting");
@@ -108,29 +172,32 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let api_token = token(&args.data_dir.join("api-token"))?;
     let blob_token = token(&args.data_dir.join("blobstore-token"))?;
-    let storage = Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
+    let storage: Arc<dyn bosh_blobstore::Storage> =
+        Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"));
     let router = bosh_controllers::api::router(Arc::new(api_state))
-        .merge(bosh_blobstore::server::router(storage, blob_token));
+        .merge(bosh_blobstore::server::router(storage.clone(), blob_token.clone()));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
     let addr = listener.local_addr()?;
     // Where boshctl finds this director by default.
-    let director = serde_json::json!({
+    let discovery = serde_json::json!({
         "url": format!("http://{addr}"),
         "token_file": std::fs::canonicalize(args.data_dir.join("api-token"))?,
     });
-    write_private(&args.data_dir.join("director.json"), &director.to_string())?;
+    write_private(&args.data_dir.join("director.json"), &discovery.to_string())?;
     info!(%addr, "API listening");
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {
         api_shutdown.cancelled().await
     }));
+    let world = director(&args, &store, storage, format!("http://{addr}"), blob_token).await?;
     let opts =
         Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
     daemon::run(store, opts, shutdown).await;
+    drop(world);
     api.await?.context("serving the API")?;
     info!("boshd stopped");
     Ok(())
