@@ -50,3 +50,43 @@ pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
     );
     tokio::join!(deployments.run(shutdown.clone()), configs.run(shutdown.clone()));
 }
+
+/// Runs the controllers that act on the world through `director` — the
+/// stemcell importer and the compilation controller — until `shutdown`.
+pub async fn run_world(
+    director: crate::director::Director,
+    opts: &Options,
+    shutdown: CancellationToken,
+) {
+    use bosh_api::objects::StemcellSpec;
+
+    use crate::{compile, stemcell};
+
+    let cfg = |trigger| Config {
+        workers: opts.workers,
+        resync: Some(opts.resync),
+        trigger,
+        election: opts.election.clone(),
+        ..Config::default()
+    };
+    let store = director.store.clone();
+    let stemcells = Controller::<StemcellSpec, _, stemcell::Error>::new(
+        "stemcell",
+        store.clone(),
+        Arc::new(director.clone()),
+        cfg(Trigger::Generation),
+        stemcell::reconcile,
+        stemcell::error_policy,
+    );
+    // Any change: compilation starts when the validator's status says the
+    // deployment is valid.
+    let compiler = Controller::<DeploymentSpec, _, compile::Error>::new(
+        "compilation",
+        store,
+        Arc::new(compile::Compiler::new(director)),
+        cfg(Trigger::Any),
+        compile::reconcile,
+        compile::error_policy,
+    );
+    tokio::join!(stemcells.run(shutdown.clone()), compiler.run(shutdown.clone()));
+}

@@ -1,0 +1,177 @@
+//! Stemcell controller: puts every uploaded stemcell into this director's
+//! CPI, and takes it out again before the Stemcell object goes.
+//!
+//! An upload only stores the image in the blobstore and writes the
+//! Stemcell object; which IaaS holds it is observed state, so it lives in
+//! `status.cids` keyed by CPI name (several CPIs may share one etcd). The
+//! import is idempotent from the controller's side: the cid is written only
+//! after `create_stemcell` answered, and a crash in between leaves at most
+//! one orphan image in the CPI (stemcells carry no request id in BOSH's CPI
+//! API, so there is nothing to adopt by). The `bosh.io/stemcell-cpi`
+//! finalizer makes deletion wait until the CPI's copy is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosh_api::meta::set_condition;
+use bosh_api::objects::StemcellSpec;
+use bosh_api::store;
+use bosh_api::{Condition, ConditionStatus, Object};
+use chrono::Utc;
+use tokio::io::AsyncWriteExt;
+use tracing::info;
+
+use crate::cpi::CpiError;
+use crate::director::Director;
+use crate::runtime::{Action, Ctx};
+use crate::validate::update_status_if_changed;
+
+/// The finalizer this controller owns.
+pub const FINALIZER: &str = "bosh.io/stemcell-cpi";
+
+/// The condition type set when the stemcell is in this director's CPI.
+pub const READY: &str = "Ready";
+
+/// How often an imported stemcell is looked at again.
+const REQUEUE: Duration = Duration::from_secs(300);
+
+/// Errors of the stemcell controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    /// The CPI refused to import or delete the stemcell.
+    #[error("CPI {method} of stemcell {stemcell} failed")]
+    Cpi {
+        /// `create_stemcell` or `delete_stemcell`.
+        method: &'static str,
+        /// `name/version`.
+        stemcell: String,
+        /// What the CPI said.
+        #[source]
+        source: CpiError,
+    },
+    /// The image could not be read from the blobstore.
+    #[error("image of stemcell {stemcell} could not be read from the blobstore")]
+    Blob {
+        /// `name/version`.
+        stemcell: String,
+        /// What the blobstore said.
+        #[source]
+        source: bosh_blobstore::Error,
+    },
+    /// The Stemcell object has no image.
+    #[error("stemcell {stemcell} has no image blob")]
+    NoImage {
+        /// `name/version`.
+        stemcell: String,
+    },
+    /// The image could not be spooled to a local file.
+    #[error("spooling the image of stemcell {stemcell}")]
+    Io {
+        /// `name/version`.
+        stemcell: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reconciles one Stemcell: finalizer, deletion, import.
+pub async fn reconcile(
+    obj: Arc<Object<StemcellSpec>>,
+    ctx: Arc<Ctx<Director>>,
+) -> Result<Action, Error> {
+    let d = &ctx.data;
+    let cpi_name = d.cpi.name().to_string();
+    let name = obj.metadata.name.clone();
+    if obj.metadata.is_deleting() {
+        return reconcile_delete(&obj, &ctx).await;
+    }
+    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        let mut next = (*obj).clone();
+        next.metadata.finalizers.push(FINALIZER.to_string());
+        ctx.store.update_spec(&next).await?;
+        // The spec write wakes this controller again.
+        return Ok(Action::await_change());
+    }
+    if obj.status.cids.contains_key(&cpi_name) {
+        return Ok(Action::requeue(REQUEUE));
+    }
+    let image = obj.spec.image.as_ref().ok_or(Error::NoImage { stemcell: name.clone() })?;
+    let io = |source| Error::Io { stemcell: name.clone(), source };
+    let dir = tempfile::Builder::new().prefix("stemcell-").tempdir().map_err(io)?;
+    let path = dir.path().join("image");
+    let (mut reader, _) = d
+        .blobs
+        .get(&image.sha256)
+        .await
+        .map_err(|source| Error::Blob { stemcell: name.clone(), source })?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
+    tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
+    file.flush().await.map_err(io)?;
+    drop(file);
+    let cid = d.cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| {
+        Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source }
+    })?;
+    info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
+    let generation = obj.metadata.generation;
+    update_status_if_changed(&ctx.store, &obj, |s| {
+        s.cids.insert(cpi_name.clone(), cid.clone());
+        s.observed_revision = generation;
+        set_condition(
+            &mut s.conditions,
+            Condition {
+                type_: READY.into(),
+                status: ConditionStatus::True,
+                reason: "Imported".into(),
+                message: format!("in CPI {cpi_name} as {cid}"),
+                last_transition_time: Utc::now(),
+                observed_revision: generation,
+            },
+        );
+    })
+    .await?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// Deletes the CPI's copy, then lets the object go.
+async fn reconcile_delete(
+    obj: &Object<StemcellSpec>,
+    ctx: &Ctx<Director>,
+) -> Result<Action, Error> {
+    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        // Someone else's finalizer holds it; nothing of ours is left.
+        return Ok(Action::await_change());
+    }
+    let d = &ctx.data;
+    if let Some(cid) = obj.status.cids.get(d.cpi.name()) {
+        match d.cpi.delete_stemcell(cid).await {
+            Ok(()) => info!(stemcell = %obj.metadata.name, %cid, "stemcell deleted from CPI"),
+            Err(e) if e.is_not_found() => {}
+            Err(source) => {
+                return Err(Error::Cpi {
+                    method: "delete_stemcell",
+                    stemcell: obj.metadata.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let mut next = obj.clone();
+    next.metadata.finalizers.retain(|f| f != FINALIZER);
+    // With the last finalizer gone the store removes the object.
+    ctx.store.update_spec(&next).await?;
+    Ok(Action::await_change())
+}
+
+/// Back off per key on any error.
+pub fn error_policy(_: Arc<Object<StemcellSpec>>, _: &Error, _: Arc<Ctx<Director>>) -> Action {
+    Action::backoff()
+}
+
+/// The cid of `stemcell` in this director's CPI, if imported.
+pub fn cid_for<'a>(stemcell: &'a Object<StemcellSpec>, director: &Director) -> Option<&'a str> {
+    stemcell.status.cids.get(director.cpi.name()).map(String::as_str)
+}
