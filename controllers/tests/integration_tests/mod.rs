@@ -4,6 +4,7 @@ mod agent_client;
 mod api;
 mod boshd;
 mod bus;
+mod compile;
 mod cpi;
 mod leader;
 mod runtime;

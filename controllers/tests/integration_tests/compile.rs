@@ -1,0 +1,434 @@
+//! Stemcell import and package compilation on real local compile VMs: the
+//! example release's `hello` (which depends on `hello-lib`) compiles, the
+//! compile VMs go away, a second deployment hits the cache, and a failing
+//! packaging script is reported with its exit code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bosh_api::meta::find_condition;
+use bosh_api::objects::{
+    CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec,
+};
+use bosh_api::release::{CreateOptions, create_release};
+use bosh_api::store::Store;
+use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
+use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::compile::PACKAGES_COMPILED;
+use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm};
+use bosh_controllers::daemon::{self, Options};
+use bosh_controllers::director::Director;
+use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
+use bosh_controllers::testing::{LocalWorld, LocalWorldRest};
+use bosh_controllers::validate;
+use bosh_test_utils::eventually;
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "t";
+/// Compiling on fresh VMs takes seconds; give it room on a loaded machine.
+const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A CPI that counts and remembers the VMs it creates, delegating all work.
+struct CountingCpi {
+    inner: Arc<dyn Cpi>,
+    creates: AtomicUsize,
+    created: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Cpi for CountingCpi {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn info(&self) -> CpiResult<CpiInfo> {
+        self.inner.info().await
+    }
+    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+        self.inner.create_stemcell(p, cp).await
+    }
+    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_stemcell(cid).await
+    }
+    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        let cid = self.inner.create_vm(req).await?;
+        self.created.lock().unwrap().push(cid.clone());
+        Ok(cid)
+    }
+    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_vm(cid).await
+    }
+    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_vm(cid).await
+    }
+    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.reboot_vm(cid).await
+    }
+    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+        self.inner.set_vm_metadata(cid, m).await
+    }
+    async fn calculate_vm_cloud_properties(
+        &self,
+        r: &serde_json::Value,
+    ) -> CpiResult<serde_json::Value> {
+        self.inner.calculate_vm_cloud_properties(r).await
+    }
+    async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_vm_by_request(id).await
+    }
+    async fn create_disk(
+        &self,
+        id: &str,
+        size: u64,
+        cp: &serde_json::Value,
+        vm: Option<&str>,
+    ) -> CpiResult<String> {
+        self.inner.create_disk(id, size, cp, vm).await
+    }
+    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_disk(cid).await
+    }
+    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_disk(cid).await
+    }
+    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.attach_disk(vm, disk).await
+    }
+    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.detach_disk(vm, disk).await
+    }
+    async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
+        self.inner.get_disks(vm).await
+    }
+    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+        self.inner.resize_disk(cid, size).await
+    }
+    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+        self.inner.snapshot_disk(cid, m).await
+    }
+    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_snapshot(cid).await
+    }
+    async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_disk_by_request(id).await
+    }
+}
+
+/// A running director world with the validator, stemcell and compilation
+/// controllers, a counting CPI and an in-process API for uploads.
+struct Harness {
+    store: Store,
+    director: Director,
+    cpi: Arc<CountingCpi>,
+    api_url: String,
+    rest: LocalWorldRest,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    async fn start(subnet: u8) -> Harness {
+        let world = LocalWorld::start().await.unwrap();
+        let (mut director, rest) = world.director();
+        let cpi = Arc::new(CountingCpi {
+            inner: director.cpi.clone(),
+            creates: AtomicUsize::new(0),
+            created: Mutex::new(Vec::new()),
+        });
+        director.cpi = cpi.clone();
+        let store = director.store.clone();
+
+        let state = ApiState::new(store.clone(), TOKEN)
+            .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
+
+        let cloud = format!(
+            "
+azs: [{{name: z1}}]
+vm_types: [{{name: small, cloud_properties: {{flavor: compile}}}}]
+networks:
+- name: default
+  type: manual
+  subnets:
+  - range: 127.77.{subnet}.0/24
+    gateway: 127.77.{subnet}.1
+    azs: [z1]
+    reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]
+    static: [127.77.{subnet}.10 - 127.77.{subnet}.20]
+compilation: {{workers: 2, az: z1, vm_type: small, network: default}}
+"
+        );
+        let cloud = Object::new(
+            ObjectMeta::named("cloud/default"),
+            ConfigSpec {
+                type_: ConfigType::Cloud,
+                content: bosh_api::yaml::parse_value(&cloud, "cloud.yml").unwrap(),
+            },
+        );
+        store.create(&cloud).await.unwrap();
+
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            workers: 2,
+            resync: Duration::from_secs(60),
+            election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
+        };
+        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
+            "deployment-validator",
+            store.clone(),
+            Arc::new(()),
+            Config {
+                trigger: Trigger::Generation,
+                election: opts.election.clone(),
+                ..Config::default()
+            },
+            validate::reconcile_deployment,
+            validate::error_policy,
+        );
+        let tasks = vec![
+            tokio::spawn(validator.run(shutdown.clone())),
+            tokio::spawn({
+                let (d, s) = (director.clone(), shutdown.clone());
+                async move { daemon::run_world(d, &opts, s).await }
+            }),
+        ];
+        Harness { store, director, cpi, api_url, rest, shutdown, tasks }
+    }
+
+    /// Stores the agent stemcell image as a blob and writes a Stemcell
+    /// object for it, as an upload does; the stemcell controller imports it.
+    async fn upload_stemcell(&self) {
+        let image = self.rest.env.dir().join("image.tgz");
+        let file = tokio::fs::File::open(&image).await.unwrap();
+        let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
+        let b = self.director.blobs.put_stream(Box::pin(stream), None).await.unwrap();
+        let spec = StemcellSpec {
+            name: "bosh-local-agent".into(),
+            version: "1".into(),
+            operating_system: "local".into(),
+            api_version: 2,
+            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+            ..Default::default()
+        };
+        self.store
+            .create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec))
+            .await
+            .unwrap();
+    }
+
+    /// Builds a release directory into a tarball and uploads it through the API.
+    async fn upload_release(&self, dir: &Path) {
+        let tarball = dir.with_extension("tgz");
+        let opts = CreateOptions {
+            tarball: Some(tarball.clone()),
+            force: true,
+            cache_dir: dir.with_extension("cache"),
+            ..Default::default()
+        };
+        let (d, o) = (dir.to_path_buf(), opts);
+        tokio::task::spawn_blocking(move || create_release(&d, &o).unwrap()).await.unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/uploads/releases", self.api_url))
+            .bearer_auth(TOKEN)
+            .body(std::fs::read(&tarball).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    async fn deploy(&self, name: &str, release: &str, job: &str) {
+        let src = format!(
+            "
+name: {name}
+releases: [{{name: {release}, version: latest}}]
+stemcells: [{{alias: default, os: local, version: latest}}]
+update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
+instance_groups:
+- name: web
+  instances: 1
+  azs: [z1]
+  vm_type: small
+  stemcell: default
+  networks: [{{name: default}}]
+  jobs: [{{name: {job}, release: {release}}}]
+"
+        );
+        let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml").unwrap();
+        let d =
+            Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
+        self.store.create(&d).await.unwrap();
+    }
+
+    /// Waits for `PackagesCompiled` to settle on True, or on False with
+    /// a reason other than the transient ones.
+    async fn compiled_condition(&self, name: &str) -> Condition {
+        let store = self.store.clone();
+        let name = name.to_string();
+        eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
+            let (store, name) = (store.clone(), name.clone());
+            async move {
+                let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
+                let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
+                let settled = c.status == ConditionStatus::True
+                    || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+                settled.then_some(c)
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn no_vm_left(&self) {
+        let created = self.cpi.created.lock().unwrap().clone();
+        for cid in created {
+            let cpi = self.cpi.clone();
+            eventually(super::DEADLINE, &format!("compile VM {cid} to be deleted"), || {
+                let (cpi, cid) = (cpi.clone(), cid.clone());
+                async move { (!cpi.has_vm(&cid).await.unwrap()).then_some(()) }
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+fn example_release(root: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
+    let dir = root.join("hello-release");
+    copy_dir(&src, &dir);
+    for build_state in [".dev_builds", "dev_releases", ".blobstore"] {
+        let _ = std::fs::remove_dir_all(dir.join(build_state));
+    }
+    dir
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A release whose one package's packaging script fails with exit code 3.
+fn broken_release(root: &Path) -> PathBuf {
+    let dir = root.join("broken-release");
+    write(&dir, "config/final.yml", "name: broken\n");
+    write(&dir, "jobs/bad/spec", "---\nname: bad\ntemplates: {}\npackages: [broken]\n");
+    write(&dir, "jobs/bad/monit", "");
+    write(&dir, "packages/broken/spec", "---\nname: broken\nfiles: [broken/**/*]\n");
+    write(&dir, "packages/broken/packaging", "echo boom from packaging\nexit 3\n");
+    write(&dir, "src/broken/README", "nothing to build\n");
+    dir
+}
+
+/// hello and hello-lib compile on local compile VMs (the dependency first), the VMs are deleted, and a second deployment on the same stemcell creates no VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache() {
+    let h = Harness::start(41).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await;
+    h.upload_stemcell().await;
+    let start = Instant::now();
+    h.deploy("first", "hello", "hello").await;
+    let c = h.compiled_condition("first").await;
+    assert_eq!(c.status, ConditionStatus::True, "{c:?}");
+    println!("2 packages compiled on fresh compile VMs in {:?}", start.elapsed());
+
+    let stemcell: Object<StemcellSpec> = h.store.get(None, "bosh-local-agent/1").await.unwrap();
+    assert!(stemcell.status.cids.contains_key(h.director.cpi.name()), "{stemcell:?}");
+    assert!(stemcell.metadata.finalizers.contains(&"bosh.io/stemcell-cpi".to_string()));
+
+    let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
+    let by_name: BTreeMap<&str, &Object<CompiledPackageSpec>> =
+        compiled.iter().map(|o| (o.spec.package.as_str(), o)).collect();
+    assert_eq!(by_name.keys().copied().collect::<Vec<_>>(), ["hello", "hello-lib"]);
+    let (hello, lib) = (by_name["hello"], by_name["hello-lib"]);
+    for o in [hello, lib] {
+        let blob = o.spec.blob.as_ref().expect("compiled");
+        assert!(h.director.blobs.exists(&blob.sha256).await.unwrap(), "{o:?}");
+        assert_eq!((o.spec.stemcell_os.as_str(), o.spec.stemcell_version.as_str()), ("local", "1"));
+        assert!(o.spec.release.starts_with("hello/"), "{o:?}");
+        assert!(o.status.worker.is_none(), "the compile VM record is cleared: {o:?}");
+        let deps: Vec<&str> = o.spec.dependencies.values().map(String::as_str).collect();
+        assert_eq!(
+            o.metadata.name,
+            bosh_api::objects::compile_key(&o.spec.fingerprint, "local", "1", &deps),
+            "named by the compile key of its recorded inputs"
+        );
+    }
+    assert_eq!(hello.spec.dependencies["hello-lib"], lib.metadata.name);
+    assert!(
+        lib.metadata.resource_version < hello.metadata.resource_version,
+        "hello-lib's result was recorded before hello's"
+    );
+    assert_eq!(h.cpi.creates.load(Ordering::SeqCst), 2, "one compile VM per package");
+    h.no_vm_left().await;
+
+    let start = Instant::now();
+    h.deploy("second", "hello", "hello").await;
+    let c = h.compiled_condition("second").await;
+    assert_eq!(c.status, ConditionStatus::True, "{c:?}");
+    println!("second deployment served from the cache in {:?}", start.elapsed());
+    assert_eq!(h.cpi.creates.load(Ordering::SeqCst), 2, "a cache hit creates no compile VM");
+    let after: BTreeSet<String> = h
+        .store
+        .list::<CompiledPackageSpec>("")
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(after.len(), 2);
+    h.stop().await;
+}
+
+/// A packaging script that exits 3 sets PackagesCompiled=False naming the package, the exit code and the output, and its VM is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
+    let h = Harness::start(42).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&broken_release(tmp.path())).await;
+    h.upload_stemcell().await;
+    h.deploy("broken", "broken", "bad").await;
+    let c = h.compiled_condition("broken").await;
+    assert_eq!(c.status, ConditionStatus::False, "{c:?}");
+    assert_eq!(c.reason, "PackageCompileFailed", "{c:?}");
+    for want in ["package broken", "exited with code 3", "boom from packaging"] {
+        assert!(c.message.contains(want), "{want:?} not in {:?}", c.message);
+    }
+    let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
+    assert_eq!(compiled.len(), 1);
+    assert!(compiled[0].spec.blob.is_none());
+    let failed = find_condition(&compiled[0].status.conditions, "Failed").unwrap();
+    assert!(failed.message.contains("exited with code 3"), "{failed:?}");
+    h.no_vm_left().await;
+    h.stop().await;
+}
