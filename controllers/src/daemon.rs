@@ -78,13 +78,13 @@ pub async fn run_world(
         stemcell::reconcile,
         stemcell::error_policy,
     );
-    // Any change: compilation starts when the validator's status says the
-    // deployment is valid.
+    // Spec changes only: a status write (its own, or the validator's) must
+    // not cut a failing compile's backoff short; it polls for validity.
     let compiler = Controller::<DeploymentSpec, _, compile::Error>::new(
         "compilation",
         store,
         Arc::new(compile::Compiler::new(director)),
-        cfg(Trigger::Any),
+        cfg(Trigger::Generation),
         compile::reconcile,
         compile::error_policy,
     );

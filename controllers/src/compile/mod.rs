@@ -148,8 +148,12 @@ impl Error {
         }
     }
 
-    /// The full chain, for condition messages.
+    /// The full chain, for condition messages. Stable across retries (no
+    /// compile VM ids), so a repeated failure writes no new status.
     fn chain(&self) -> String {
+        if let Error::Compile { source: AgentError::Exception { message, .. }, .. } = self {
+            return format!("{self}: {message}");
+        }
         let mut s = self.to_string();
         let mut src = std::error::Error::source(self);
         while let Some(e) = src {
@@ -387,8 +391,10 @@ pub async fn reconcile(
         c.status == ConditionStatus::False && c.observed_revision == obj.metadata.generation
     });
     if !valid {
-        // The validator's status write wakes this controller.
-        return Ok(Action::await_change());
+        // This controller hears only spec changes (its own status writes
+        // must not cut a failure's backoff short), so it polls for the
+        // validator's verdict; the check reads only the reflector's cache.
+        return Ok(Action::requeue(WAIT));
     }
     let name = obj.metadata.name.clone();
     let store = &ctx.store;

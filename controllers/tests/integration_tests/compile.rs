@@ -10,16 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bosh_api::agent::NetworkSettings;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
-    CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec,
+    CompileWorker, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, ReleaseSpec,
+    StemcellSpec,
 };
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::api::{self, ApiState};
 use bosh_controllers::compile::PACKAGES_COMPILED;
-use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm};
+use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::director::Director;
 use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
@@ -38,6 +40,7 @@ struct CountingCpi {
     inner: Arc<dyn Cpi>,
     creates: AtomicUsize,
     created: Mutex<Vec<String>>,
+    stemcell_deletes: AtomicUsize,
 }
 
 #[async_trait]
@@ -52,6 +55,7 @@ impl Cpi for CountingCpi {
         self.inner.create_stemcell(p, cp).await
     }
     async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.stemcell_deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_stemcell(cid).await
     }
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
@@ -132,13 +136,14 @@ struct Harness {
 }
 
 impl Harness {
-    async fn start(subnet: u8) -> Harness {
+    async fn start(subnet: u8, reuse: bool) -> Harness {
         let world = LocalWorld::start().await.unwrap();
         let (mut director, rest) = world.director();
         let cpi = Arc::new(CountingCpi {
             inner: director.cpi.clone(),
             creates: AtomicUsize::new(0),
             created: Mutex::new(Vec::new()),
+            stemcell_deletes: AtomicUsize::new(0),
         });
         director.cpi = cpi.clone();
         let store = director.store.clone();
@@ -162,7 +167,7 @@ networks:
     azs: [z1]
     reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]
     static: [127.77.{subnet}.10 - 127.77.{subnet}.20]
-compilation: {{workers: 2, az: z1, vm_type: small, network: default}}
+compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compilation_vms: {reuse}}}
 "
         );
         let cloud = Object::new(
@@ -351,7 +356,7 @@ fn broken_release(root: &Path) -> PathBuf {
 /// hello and hello-lib compile on local compile VMs (the dependency first), the VMs are deleted, and a second deployment on the same stemcell creates no VM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache() {
-    let h = Harness::start(41).await;
+    let h = Harness::start(41, false).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await;
     h.upload_stemcell().await;
@@ -413,7 +418,7 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
 /// A packaging script that exits 3 sets PackagesCompiled=False naming the package, the exit code and the output, and its VM is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
-    let h = Harness::start(42).await;
+    let h = Harness::start(42, false).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&broken_release(tmp.path())).await;
     h.upload_stemcell().await;
@@ -429,6 +434,126 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     assert!(compiled[0].spec.blob.is_none());
     let failed = find_condition(&compiled[0].status.conditions, "Failed").unwrap();
     assert!(failed.message.contains("exited with code 3"), "{failed:?}");
+    assert!(
+        !c.message.contains("compile-"),
+        "the message names no compile VM, so a retry that fails alike writes no status: {c:?}"
+    );
+    h.no_vm_left().await;
+
+    // The stemcell's finalizer deletes the CPI's copy before the object goes.
+    h.store.delete::<StemcellSpec>(None, "bosh-local-agent/1", None).await.unwrap();
+    let store = h.store.clone();
+    eventually(super::DEADLINE, "the stemcell to be gone", || {
+        let store = store.clone();
+        async move {
+            store
+                .try_get::<StemcellSpec>(None, "bosh-local-agent/1")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(h.cpi.stemcell_deletes.load(Ordering::SeqCst), 1);
+    h.stop().await;
+}
+
+/// With reuse_compilation_vms one compile VM builds both packages and is deleted when compilation is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
+    let h = Harness::start(44, true).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await;
+    h.upload_stemcell().await;
+    h.deploy("reuse", "hello", "hello").await;
+    let c = h.compiled_condition("reuse").await;
+    assert_eq!(c.status, ConditionStatus::True, "{c:?}");
+    assert_eq!(h.cpi.creates.load(Ordering::SeqCst), 1, "one VM, reused");
+    let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
+    assert_eq!(compiled.len(), 2);
+    assert!(compiled.iter().all(|o| o.spec.blob.is_some() && o.status.worker.is_none()));
+    h.no_vm_left().await;
+    h.stop().await;
+}
+
+/// A compile VM recorded as intent whose create_vm reply was lost is adopted by request id, not created twice, and deleted afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
+    let h = Harness::start(43, false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await;
+    h.upload_stemcell().await;
+    let store = h.store.clone();
+    let cpi_name = h.director.cpi.name().to_string();
+    let stemcell_cid = eventually(super::DEADLINE, "the stemcell to be imported", || {
+        let (store, cpi_name) = (store.clone(), cpi_name.clone());
+        async move {
+            let s: Object<StemcellSpec> = store.get(None, "bosh-local-agent/1").await.ok()?;
+            s.status.cids.get(&cpi_name).cloned()
+        }
+    })
+    .await
+    .unwrap();
+
+    // What a crashed reconcile left: the object, the recorded intent, and
+    // a VM the CPI made but whose cid never reached etcd.
+    let release = h.store.list::<ReleaseSpec>("hello/").await.unwrap().items.remove(0);
+    let lib = release.spec.packages.iter().find(|p| p.name == "hello-lib").unwrap();
+    let key = bosh_api::objects::compile_key(&lib.fingerprint, "local", "1", &[]);
+    let spec = CompiledPackageSpec {
+        package: lib.name.clone(),
+        fingerprint: lib.fingerprint.clone(),
+        release: release.metadata.name.clone(),
+        stemcell_os: "local".into(),
+        stemcell_version: "1".into(),
+        ..Default::default()
+    };
+    let mut obj = h.store.create(&Object::new(ObjectMeta::named(&key), spec)).await.unwrap();
+    let worker = CompileWorker {
+        deployment: "first".into(),
+        agent_id: "compile-adopt-me".into(),
+        request_id: "compile-adopt-me".into(),
+        ip: "127.77.43.30".into(),
+        vm_cid: String::new(),
+    };
+    obj.status.worker = Some(worker.clone());
+    h.store.update_status(&obj).await.unwrap();
+    let creds = h.director.bus.issue(&worker.agent_id).await.unwrap();
+    let net =
+        NetworkSettings { type_: "manual".into(), ip: worker.ip.clone(), ..Default::default() };
+    let settings = h.director.agent_settings(
+        &worker.agent_id,
+        creds,
+        BTreeMap::from([("default".to_string(), net)]),
+        serde_json::json!({}),
+    );
+    let orphan = h
+        .cpi
+        .inner
+        .create_vm(&CreateVm {
+            request_id: worker.request_id.clone(),
+            agent_id: worker.agent_id.clone(),
+            stemcell_cid,
+            networks: BTreeMap::from([(
+                "default".to_string(),
+                VmNetwork { ip: worker.ip.clone(), ..Default::default() },
+            )]),
+            settings,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    h.deploy("first", "hello", "hello").await;
+    let c = h.compiled_condition("first").await;
+    assert_eq!(c.status, ConditionStatus::True, "{c:?}");
+    assert_eq!(h.cpi.creates.load(Ordering::SeqCst), 1, "only hello needed a new VM");
+    let adopted: Object<CompiledPackageSpec> = h.store.get(None, &key).await.unwrap();
+    assert!(adopted.spec.blob.is_some(), "compiled on the adopted VM: {adopted:?}");
+    assert!(adopted.status.worker.is_none());
+    assert!(!h.cpi.has_vm(&orphan).await.unwrap(), "the adopted VM is deleted afterwards");
     h.no_vm_left().await;
     h.stop().await;
 }
