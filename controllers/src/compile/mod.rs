@@ -592,8 +592,12 @@ async fn compile_one(
     }
     let mut vm = match reuse {
         Some(mut vm) => {
-            // A kept VM moves its record to the package it works on now.
+            // A kept VM moves its record to the package it works on now;
+            // a stale VM of ours recorded there goes first.
             let moved = async {
+                if let Some(stale) = &obj.status.worker {
+                    vms::delete(c, stale).await?;
+                }
                 vms::record(store, &vm.key, None).await?;
                 vms::record(store, &pkg.key, Some(vm.worker.clone())).await
             }
@@ -605,15 +609,18 @@ async fn compile_one(
             vm
         }
         None => {
+            // A record of ours is a VM that may exist: adopt it by request id.
             let worker = match &obj.status.worker {
                 Some(w) => w.clone(),
-                None => vms::claim(store, c, env, &pkg.key).await.map_err(|e| (e, None))?,
+                None => match vms::claim(store, c, env, &pkg.key).await {
+                    Ok(Some(w)) => w,
+                    Ok(None) => return Ok(Outcome::Busy),
+                    Err(e) => return Err((e, None)),
+                },
             };
             let mut vm = vms::Worker { key: pkg.key.clone(), worker };
             let up = async {
-                if vm.worker.vm_cid.is_empty() {
-                    vms::ensure_vm(store, c, env, &pkg.key, &mut vm.worker).await?;
-                }
+                vms::ensure_vm(store, c, env, &pkg.key, &mut vm.worker).await?;
                 vms::wait_for_agent(c, env, &vm.worker).await
             }
             .await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bosh_api::agent::NetworkSettings;
 use bosh_api::manifest::Subnet;
-use bosh_api::objects::{CompileWorker, CompiledPackageSpec};
+use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec};
 use bosh_api::store::Store;
 use tracing::info;
 
@@ -49,20 +49,24 @@ pub struct CompileEnv {
 /// Claims a free address for a new compile VM of `key` and records the
 /// worker (agent id, request id, address) in the package's status before
 /// any VM exists. The claim is made under the compiler's lock, against the
-/// addresses every recorded worker holds.
+/// addresses every recorded worker and every instance holds. `None`: another
+/// deployment's compile VM claimed the package first.
 pub async fn claim(
     store: &Store,
     c: &Compiler,
     env: &CompileEnv,
     key: &str,
-) -> Result<CompileWorker, Error> {
+) -> Result<Option<CompileWorker>, Error> {
     let _guard = c.ip_lock.lock().await;
     let all = store.list::<CompiledPackageSpec>("").await?;
+    let instances = store.list::<InstanceSpec>("").await?;
     let in_use: BTreeSet<Ipv4Addr> = all
         .items
         .iter()
         .filter_map(|o| o.status.worker.as_ref())
-        .filter_map(|w| w.ip.parse().ok())
+        .map(|w| w.ip.as_str())
+        .chain(instances.items.iter().flat_map(|i| i.spec.networks.iter().map(|n| n.ip.as_str())))
+        .filter_map(|ip| ip.parse().ok())
         .collect();
     let ip = plan::pick_ip(&env.subnet, &in_use)
         .map_err(|message| Error::Config { deployment: env.deployment.clone(), message })?
@@ -78,8 +82,15 @@ pub async fn claim(
         ip: ip.to_string(),
         vm_cid: String::new(),
     };
-    record(store, key, Some(worker.clone())).await?;
-    Ok(worker)
+    // The status write is a compare-and-swap: a claim racing this one
+    // fails here rather than overwriting it.
+    let mut obj = store.get::<CompiledPackageSpec>(None, key).await?;
+    if obj.status.worker.is_some() {
+        return Ok(None);
+    }
+    obj.status.worker = Some(worker.clone());
+    store.update_status(&obj).await?;
+    Ok(Some(worker))
 }
 
 /// Writes `worker` into the status of CompiledPackage `key`.
