@@ -128,8 +128,14 @@ async fn collect(mut r: impl AsyncRead + Unpin, log: Option<PathBuf>) -> String 
     let mut buf = vec![0u8; 8192];
     loop {
         let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Keep the reason with the output instead of losing both.
+                tail.extend_from_slice(format!("\n[reading output failed: {e}]\n").as_bytes());
+                break;
+            }
         };
         if let Some(f) = file.as_mut() {
             let _ = f.write_all(&buf[..n]).await;
@@ -141,6 +147,11 @@ async fn collect(mut r: impl AsyncRead + Unpin, log: Option<PathBuf>) -> String 
     }
     if tail.len() > TAIL_BYTES {
         tail.drain(..tail.len() - TAIL_BYTES);
+    }
+    // tokio's File writes in the background; without a flush the log may
+    // still be empty when the caller (or fetch_logs) reads it.
+    if let Some(f) = file.as_mut() {
+        let _ = f.flush().await;
     }
     String::from_utf8_lossy(&tail).into_owned()
 }

@@ -76,6 +76,9 @@ pub struct BusConfig {
     pub listen: String,
     /// boshd's own credentials (full access).
     pub director: Credentials,
+    /// nats-server's monitoring address (`host:port`); boshd reads
+    /// `/varz` there to know when a reload has been applied.
+    pub monitor: Option<String>,
 }
 
 /// Issues and revokes agents' NATS credentials.
@@ -139,21 +142,47 @@ impl Bus {
             })
             .collect();
         let text = render(&self.cfg, &agents);
+        let loaded_before = self.config_load_time().await;
         write_private(&self.cfg.config_path, &text)
             .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
-        self.reload()
+        if !self.reload()? {
+            return Ok(());
+        }
+        // nats-server applies a reload asynchronously; an agent started
+        // before it has would be refused once and wait out a reconnect
+        // delay. Wait (bounded) until /varz reports the new load time.
+        let Some(before) = loaded_before else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            match self.config_load_time().await {
+                Some(now) if now != before => return Ok(()),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        tracing::warn!("nats-server did not confirm the reload within 10 s");
+        Ok(())
     }
 
-    fn reload(&self) -> Result<(), Error> {
+    /// `config_load_time` from nats-server's `/varz`, if it is reachable.
+    async fn config_load_time(&self) -> Option<String> {
+        let m = self.cfg.monitor.as_ref()?;
+        let v: serde_json::Value =
+            reqwest::get(format!("http://{m}/varz")).await.ok()?.json().await.ok()?;
+        v["config_load_time"].as_str().map(str::to_string)
+    }
+
+    /// Signals nats-server to reload; false when it is not running yet.
+    fn reload(&self) -> Result<bool, Error> {
         let err = |message: String| Error::Reload { path: self.cfg.pid_file.clone(), message };
         let pid = match std::fs::read_to_string(&self.cfg.pid_file) {
             Ok(p) => p.trim().parse::<i32>().map_err(|e| err(e.to_string()))?,
             // Not started yet: it will read the file when it starts.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(err(e.to_string())),
         };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-            .map_err(|e| err(e.to_string()))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(true)
     }
 }
 
@@ -173,6 +202,9 @@ pub fn render(cfg: &BusConfig, agents: &[(String, String)]) -> String {
     let _ = writeln!(out, "# Written by boshd; changes are overwritten.");
     let _ = writeln!(out, "listen: {}", quote(&cfg.listen));
     let _ = writeln!(out, "max_payload: 1048576");
+    if let Some(m) = &cfg.monitor {
+        let _ = writeln!(out, "http: {}", quote(m));
+    }
     let _ = writeln!(out, "authorization {{\n  users = [");
     let _ = writeln!(
         out,
@@ -221,6 +253,10 @@ impl BusConfig {
             pid_file,
             listen,
             director: Credentials { user: "director".into(), password: generate_password() },
+            monitor: std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .ok()
+                .map(|a| a.to_string()),
         }
     }
 }

@@ -39,40 +39,71 @@ async fn agents_are_confined_to_their_own_subjects() {
     let b = bus.issue("b").await.unwrap();
     assert_ne!(a.password, b.password);
     assert_eq!(bus.issue("a").await.unwrap(), a, "issuing again returns the same credentials");
-    let agent_a = eventually(DEADLINE, "A's credentials to be accepted", || {
-        let (url, a) = (url.clone(), a.clone());
-        async move { connect(&url, &a).await.ok() }
+    // Reloads are applied asynchronously and in order: once B (issued last)
+    // can connect, no reload is pending that could race A's subscriptions.
+    let _agent_b = eventually(DEADLINE, "B's credentials to be accepted", || {
+        let (url, b) = (url.clone(), b.clone());
+        async move { connect(&url, &b).await.ok() }
     })
     .await
     .unwrap();
+    let agent_a = connect(&url, &a).await.unwrap();
 
     // Publishing: B's heartbeat subject is refused, A's own is delivered.
+    // (nats-server 2.9 may also drop a message that follows a refused one in
+    // the same packet, so each round sends them in separate flushes and
+    // rounds repeat until A's own heartbeat arrives.)
     let mut heartbeats = director.subscribe("hm.agent.heartbeat.*").await.unwrap();
     director.flush().await.unwrap();
-    agent_a.publish("hm.agent.heartbeat.b", "forged".into()).await.unwrap();
-    agent_a.publish("hm.agent.heartbeat.a", "legit".into()).await.unwrap();
-    agent_a.flush().await.unwrap();
-    let first = tokio::time::timeout(DEADLINE, heartbeats.next()).await.unwrap().unwrap();
-    assert_eq!(first.subject.as_str(), "hm.agent.heartbeat.a", "a forged heartbeat got through");
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !received.iter().any(|s: &String| s == "hm.agent.heartbeat.a") {
+        assert!(std::time::Instant::now() < deadline, "A's own heartbeat never arrived");
+        agent_a.publish("hm.agent.heartbeat.b", "forged".into()).await.unwrap();
+        agent_a.flush().await.unwrap();
+        agent_a.publish("hm.agent.heartbeat.a", "legit".into()).await.unwrap();
+        agent_a.flush().await.unwrap();
+        if let Ok(Some(m)) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), heartbeats.next()).await
+        {
+            received.push(m.subject.to_string());
+        }
+    }
+    assert!(
+        received.iter().all(|s| s == "hm.agent.heartbeat.a"),
+        "a forged heartbeat got through: {received:?}"
+    );
 
     // Subscribing: B's request subject stays silent for A, A's own works and A may reply.
+    // The refused subscription makes the server send -ERR, after which the
+    // client may reconnect; so each round publishes B's secret right
+    // before pinging A, and the round whose ping is answered proves that A,
+    // subscribed at that moment, was not given the secret (one connection
+    // delivers in order: the secret would have arrived before the ping).
     let mut snoop = agent_a.subscribe("agent.b").await.unwrap();
     let mut own = agent_a.subscribe("agent.a").await.unwrap();
     agent_a.flush().await.unwrap();
+    let responder_client = agent_a.clone();
     let responder = tokio::spawn(async move {
-        let msg = own.next().await.unwrap();
-        agent_a.publish(msg.reply.unwrap(), "pong".into()).await.unwrap();
-        agent_a.flush().await.unwrap();
-        (agent_a, snoop.next().now_or_never())
+        while let Some(msg) = own.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder_client.publish(reply, "pong".into()).await;
+                let _ = responder_client.flush().await;
+            }
+        }
     });
-    director.publish("agent.b", "secret".into()).await.unwrap();
-    let reply = tokio::time::timeout(DEADLINE, director.request("agent.a", "ping".into()))
-        .await
-        .unwrap()
-        .unwrap();
+    let reply = eventually(DEADLINE, "A to answer its own request", || {
+        let director = director.clone();
+        async move {
+            director.publish("agent.b", "secret".into()).await.ok()?;
+            director.request("agent.a", "ping".into()).await.ok()
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(&reply.payload[..], b"pong");
-    let (agent_a, snooped) = responder.await.unwrap();
-    assert!(snooped.is_none(), "A read a request meant for B");
+    assert!(snoop.next().now_or_never().is_none(), "A read a request meant for B");
+    responder.abort();
 
     // Revocation closes A out.
     bus.revoke("a").await.unwrap();
