@@ -19,12 +19,14 @@ pub fn agent_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable is not under target/<profile>/deps")?
-        .to_path_buf();
+    // target/<profile>/deps/<test> (tests) or target/<profile>/<bin>
+    // (benchmarks) → target/<profile>
+    let parent = exe.parent().context("the executable has no directory")?;
+    let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().context("deps/ has no parent")?.to_path_buf()
+    } else {
+        parent.to_path_buf()
+    };
     let bin = profile_dir.join("bosh-agent");
     let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = built.as_ref() {
