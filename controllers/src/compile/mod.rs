@@ -89,11 +89,14 @@ pub enum Error {
     /// Reading or writing the store failed.
     #[error("store: {0}")]
     Store(#[from] store::Error),
-    /// The deployment cannot be compiled as configured.
+    /// The deployment cannot be compiled as configured (yet): a release or
+    /// stemcell is missing, the compilation block is unusable, ...
     #[error("deployment {deployment}: {message}")]
     Config {
         /// The deployment.
         deployment: String,
+        /// The condition reason, e.g. `StemcellNotImported`.
+        reason: &'static str,
         /// What is wrong.
         message: String,
     },
@@ -141,7 +144,7 @@ impl Error {
     fn reason(&self) -> &'static str {
         match self {
             Error::Store(_) => "StoreError",
-            Error::Config { .. } => "CompilationMisconfigured",
+            Error::Config { reason, .. } => reason,
             Error::Cpi { .. } | Error::Bus { .. } => "CompileVmFailed",
             Error::AgentUnresponsive { .. } => "AgentUnresponsive",
             Error::Compile { .. } => "PackageCompileFailed",
@@ -245,7 +248,8 @@ async fn resolve(
 ) -> Result<Resolved, Error> {
     let name = obj.metadata.name.clone();
     let blocked = |reason: &'static str, message: String| Error::Config {
-        deployment: format!("{name} ({reason})"),
+        deployment: name.clone(),
+        reason,
         message,
     };
     let manifest = Manifest::from_value(&obj.spec.manifest, &name)
@@ -400,12 +404,8 @@ pub async fn reconcile(
     let store = &ctx.store;
     let resolved = match resolve(store, &ctx.data.director, ctx.data.agent_wait, &obj).await {
         Ok(r) => r,
-        Err(Error::Config { deployment, message }) => {
-            let reason = deployment
-                .rsplit_once(" (")
-                .map(|(_, r)| r.trim_end_matches(')').to_string())
-                .unwrap_or_else(|| "CompilationMisconfigured".into());
-            set_compiled(store, &name, ConditionStatus::False, &reason, message).await?;
+        Err(Error::Config { reason, message, .. }) => {
+            set_compiled(store, &name, ConditionStatus::False, reason, message).await?;
             // Uploads and imports do not touch the deployment: look again.
             return Ok(Action::requeue(WAIT));
         }

@@ -69,9 +69,14 @@ pub async fn claim(
         .filter_map(|ip| ip.parse().ok())
         .collect();
     let ip = plan::pick_ip(&env.subnet, &in_use)
-        .map_err(|message| Error::Config { deployment: env.deployment.clone(), message })?
+        .map_err(|message| Error::Config {
+            deployment: env.deployment.clone(),
+            reason: "NoCompilation",
+            message,
+        })?
         .ok_or_else(|| Error::Config {
             deployment: env.deployment.clone(),
+            reason: "NoCompileAddress",
             message: format!("no free address for a compile VM on network {}", env.network),
         })?;
     let id = uuid::Uuid::new_v4();
