@@ -6,10 +6,13 @@
 //! - [`agent_client`]: typed client for the agent protocol over NATS.
 //! - [`api`]: the HTTP API (bearer token): objects and watches.
 //! - [`bus`]: per-agent NATS credentials and permissions.
+//! - [`compile`]: compiles the packages a deployment needs on compile VMs,
+//!   once per (package, stemcell, dependencies).
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
+//! - [`stemcell`]: imports uploaded stemcells into the CPI.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.

@@ -196,8 +196,13 @@ async fn main() -> anyhow::Result<()> {
     let world = director(&args, &store, storage, format!("http://{addr}"), blob_token).await?;
     let opts =
         Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
-    daemon::run(store, opts, shutdown).await;
-    drop(world);
+    let (director, nats) = world;
+    tokio::join!(
+        daemon::run(store, opts.clone(), shutdown.clone()),
+        daemon::run_world(director, &opts, shutdown)
+    );
+    // nats-server stops last, after every controller let go of the bus.
+    drop(nats);
     api.await?.context("serving the API")?;
     info!("boshd stopped");
     Ok(())
