@@ -44,10 +44,28 @@ rm -rf "$dir/release-src" && cp -r examples/release "$dir/release-src"
 $boshctl upload-release "$dir/release-src"
 $boshctl update-cloud-config examples/manifests/cloud-config.yml
 
-# A deployment written straight into etcd, as a GitOps tool would.
+# A deployment written straight into etcd, as a GitOps tool would; boshd
+# validates it and compiles its packages on compile VMs.
 target/debug/load-examples --etcd "$BOSH_ETCD"
+echo "Waiting for boshd to compile the hello deployment's packages..."
+compiled=
+for _ in $(seq 600); do
+  state=$($boshctl get deployments hello -o json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+c = [c for c in d.get("status", {}).get("conditions", []) if c["type"] == "PackagesCompiled"]
+print((c[0]["status"] + " " + c[0].get("reason", "") + " " + c[0].get("message", "")) if c else "Pending")
+' || true)
+  case "$state" in
+    True*) compiled=yes; break ;;
+    False\ PackageCompileFailed*) echo "compilation failed: $state" >&2; exit 1 ;;
+  esac
+  sleep 0.5
+done
+[ -n "$compiled" ] || { echo "packages were not compiled in time ($state); see $dir/boshd.log" >&2; exit 1; }
 $boshctl releases
 $boshctl stemcells
+$boshctl get deployments
 
 cat <<EOT
 

@@ -1,4 +1,4 @@
-//! Writes the example configs and deployment from `examples/manifests/`
+//! Writes the example configs and a deployment from `examples/manifests/`
 //! into etcd the way a GitOps tool would (straight into the spec keys), then
 //! waits for boshd's validators to judge them and prints the verdicts.
 //!
@@ -22,9 +22,12 @@ struct Args {
     /// Key root.
     #[arg(long, default_value = "/bosh")]
     root: String,
-    /// Directory holding cloud-config.yml, runtime-config.yml and deployment.yml.
+    /// Directory holding cloud-config.yml, runtime-config.yml and the deployment.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/manifests"))]
     dir: PathBuf,
+    /// The deployment manifest in that directory.
+    #[arg(long, default_value = "hello.yml")]
+    deployment: String,
 }
 
 fn read_yaml(path: &PathBuf) -> Result<serde_json::Value> {
@@ -90,7 +93,7 @@ async fn main() -> Result<()> {
         type_: ConfigType::Runtime,
         content: read_yaml(&args.dir.join("runtime-config.yml"))?,
     };
-    let manifest = read_yaml(&args.dir.join("deployment.yml"))?;
+    let manifest = read_yaml(&args.dir.join(&args.deployment))?;
     let name = manifest["name"].as_str().context("deployment.yml has no name")?.to_string();
 
     let cloud = put(&store, "cloud/default", cloud).await?;
