@@ -108,26 +108,17 @@ async fn cloud_config_round_trip_with_exit_codes() {
     assert!(o.stderr.contains("unknown kind"), "{}", o.stderr);
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// A release directory and a local stemcell go up, are listed and inspected, and come down.
 #[tokio::test]
 async fn release_and_stemcell_upload_list_inspect_delete() {
     let d = director().await;
     let tmp = tempfile::tempdir().unwrap();
     let rel = tmp.path().join("release");
-    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/release"), &rel);
+    bosh_test_utils::copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/release"),
+        &rel,
+    )
+    .unwrap();
     let o = boshctl(&d, TOKEN, &["upload-release", rel.to_str().unwrap()]).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.contains("Uploaded release"), "{}", o.stdout);

@@ -143,7 +143,7 @@ impl Bus {
             .collect();
         let text = render(&self.cfg, &agents);
         let loaded_before = self.config_load_time().await;
-        write_private(&self.cfg.config_path, &text)
+        crate::secret_file::write(&self.cfg.config_path, text.as_bytes())
             .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
         if !self.reload()? {
             return Ok(());
@@ -228,21 +228,6 @@ pub fn render(cfg: &BusConfig, agents: &[(String, String)]) -> String {
     }
     let _ = writeln!(out, "  ]\n}}");
     out
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 impl BusConfig {

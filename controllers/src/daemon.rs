@@ -21,16 +21,23 @@ pub struct Options {
     pub election: ElectionConfig,
 }
 
+impl Options {
+    /// One controller's tuning under these options.
+    pub fn controller_config(&self, trigger: Trigger) -> Config {
+        Config {
+            workers: self.workers,
+            resync: Some(self.resync),
+            trigger,
+            election: self.election.clone(),
+            ..Config::default()
+        }
+    }
+}
+
 /// Runs every controller until `shutdown`, then waits for running
 /// reconciles to finish and resigns leadership.
 pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
-    let cfg = |trigger| Config {
-        workers: opts.workers,
-        resync: Some(opts.resync),
-        trigger,
-        election: opts.election.clone(),
-        ..Config::default()
-    };
+    let cfg = |trigger| opts.controller_config(trigger);
     // Validators write only status and need not hear their own writes.
     let deployments = Controller::<DeploymentSpec, (), validate::Error>::new(
         "deployment-validator",
@@ -62,13 +69,7 @@ pub async fn run_world(
 
     use crate::{compile, stemcell};
 
-    let cfg = |trigger| Config {
-        workers: opts.workers,
-        resync: Some(opts.resync),
-        trigger,
-        election: opts.election.clone(),
-        ..Config::default()
-    };
+    let cfg = |trigger| opts.controller_config(trigger);
     let store = director.store.clone();
     let stemcells = Controller::<StemcellSpec, _, stemcell::Error>::new(
         "stemcell",

@@ -12,6 +12,7 @@
 //!   implementations.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
+//! - [`secret_file`]: private, atomic writes of files holding credentials.
 //! - [`stemcell`]: imports uploaded stemcells into the CPI.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`validate`]: the first controllers: they check Deployment and Config
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod director;
 pub mod nats_server;
 pub mod runtime;
+pub mod secret_file;
 pub mod stemcell;
 pub mod tasks;
 #[cfg(feature = "testing")]

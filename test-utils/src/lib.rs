@@ -50,6 +50,22 @@ fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
+/// Copies a directory tree (files and directories), e.g. an example release
+/// into a temp dir so a test never writes into the repository.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after
 /// `timeout` with `what` in the message.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>

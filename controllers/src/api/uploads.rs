@@ -253,61 +253,62 @@ fn is_latest(version: &str, versions: &[String]) -> bool {
     versions.iter().all(|v| key(v) <= key(version))
 }
 
+/// Refuses (409) while any deployment uses `name`/`version` of a release
+/// or stemcell, naming the deployments.
+async fn refuse_if_used(
+    st: &ApiState,
+    what: &str,
+    full: &str,
+    section: &str,
+    matches: &[(&str, &str)],
+    version: &str,
+    versions: Vec<String>,
+) -> Result<(), ApiError> {
+    let latest = is_latest(version, &versions);
+    let mut used = Vec::new();
+    for (key, name) in matches {
+        used.extend(users(st, section, &[key], name, version, latest).await?);
+    }
+    used.sort();
+    used.dedup();
+    if used.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!("{what} {full} is used by deployment(s) {}", used.join(", ")),
+    ))
+}
+
 /// `DELETE /v1/releases/<name>/<version>`.
 pub(super) async fn delete_release(
     State(st): State<Arc<ApiState>>,
     UrlPath(full): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let obj: Object<ReleaseSpec> = st.store.get(None, &full).await?;
-    let versions: Vec<String> = st
-        .store
-        .list::<ReleaseSpec>(&format!("{}/", obj.spec.name))
-        .await?
-        .items
-        .into_iter()
-        .map(|r| r.spec.version)
-        .collect();
-    let latest = is_latest(&obj.spec.version, &versions);
-    let used = users(&st, "releases", &["name"], &obj.spec.name, &obj.spec.version, latest).await?;
-    if !used.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("release {full} is used by deployment(s) {}", used.join(", ")),
-        ));
-    }
+    let prefix = format!("{}/", obj.spec.name);
+    let versions = st.store.list::<ReleaseSpec>(&prefix).await?.items;
+    let versions = versions.into_iter().map(|r| r.spec.version).collect();
+    let matches = [("name", obj.spec.name.as_str())];
+    refuse_if_used(&st, "release", &full, "releases", &matches, &obj.spec.version, versions)
+        .await?;
     st.store.delete::<ReleaseSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
     Ok(Json(serde_json::json!({ "deleted": full })))
 }
 
-/// `DELETE /v1/stemcells/<name>/<version>`.
+/// `DELETE /v1/stemcells/<name>/<version>`: a stemcell is named in
+/// manifests by `name` or by `os`.
 pub(super) async fn delete_stemcell(
     State(st): State<Arc<ApiState>>,
     UrlPath(full): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let obj: Object<StemcellSpec> = st.store.get(None, &full).await?;
-    let versions: Vec<String> = st
-        .store
-        .list::<StemcellSpec>(&format!("{}/", obj.spec.name))
-        .await?
-        .items
-        .into_iter()
-        .map(|s| s.spec.version)
-        .collect();
-    let latest = is_latest(&obj.spec.version, &versions);
-    let mut used =
-        users(&st, "stemcells", &["name"], &obj.spec.name, &obj.spec.version, latest).await?;
-    used.extend(
-        users(&st, "stemcells", &["os"], &obj.spec.operating_system, &obj.spec.version, latest)
-            .await?,
-    );
-    used.sort();
-    used.dedup();
-    if !used.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("stemcell {full} is used by deployment(s) {}", used.join(", ")),
-        ));
-    }
+    let prefix = format!("{}/", obj.spec.name);
+    let versions = st.store.list::<StemcellSpec>(&prefix).await?.items;
+    let versions = versions.into_iter().map(|s| s.spec.version).collect();
+    let matches = [("name", obj.spec.name.as_str()), ("os", obj.spec.operating_system.as_str())];
+    refuse_if_used(&st, "stemcell", &full, "stemcells", &matches, &obj.spec.version, versions)
+        .await?;
     st.store.delete::<StemcellSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
     Ok(Json(serde_json::json!({ "deleted": full })))
 }

@@ -64,20 +64,9 @@ fn token(path: &Path) -> anyhow::Result<String> {
     }
     use rand::distr::{Alphanumeric, SampleString};
     let t = Alphanumeric.sample_string(&mut rand::rng(), 40);
-    write_private(path, &t).with_context(|| format!("writing {}", path.display()))?;
+    bosh_controllers::secret_file::write(path, t.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(t)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
 }
 
 /// The director's handles on the world: the CPI, a nats-server it runs
@@ -187,7 +176,10 @@ async fn main() -> anyhow::Result<()> {
         "url": format!("http://{addr}"),
         "token_file": std::fs::canonicalize(args.data_dir.join("api-token"))?,
     });
-    write_private(&args.data_dir.join("director.json"), &discovery.to_string())?;
+    bosh_controllers::secret_file::write(
+        &args.data_dir.join("director.json"),
+        discovery.to_string().as_bytes(),
+    )?;
     info!(%addr, "API listening");
     let api_shutdown = shutdown.clone();
     let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {

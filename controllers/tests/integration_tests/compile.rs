@@ -312,23 +312,10 @@ instance_groups:
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
-}
-
 fn example_release(root: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
     let dir = root.join("hello-release");
-    copy_dir(&src, &dir);
+    bosh_test_utils::copy_dir(&src, &dir).unwrap();
     for build_state in [".dev_builds", "dev_releases", ".blobstore"] {
         let _ = std::fs::remove_dir_all(dir.join(build_state));
     }

@@ -85,10 +85,8 @@ impl LocalCpi {
             .map(|d| (d.clone(), self.disk_dir(d).to_string_lossy().into_owned()))
             .collect();
         let path = self.vm_dir(cid).join("settings.json");
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&settings).expect("settings serialize");
-        write_private(&tmp, &bytes).map_err(io("write settings"))?;
-        std::fs::rename(&tmp, &path).map_err(io("write settings"))
+        crate::secret_file::write(&path, &bytes).map_err(io("write settings"))
     }
 
     fn read_settings(&self, cid: &str) -> CpiResult<Settings> {
@@ -116,19 +114,6 @@ impl LocalCpi {
             .get_mut(cid)
             .ok_or_else(|| CpiError::NotFound { what: "disk", cid: cid.to_string() })
     }
-}
-
-/// Writes a file readable only by its owner (settings hold credentials).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
 }
 
 /// Unpacks a stemcell image (a gzipped tar) into `dest`, refusing
