@@ -135,6 +135,15 @@ impl Director {
         Ok(self.send(self.req(reqwest::Method::POST, path).body(body)).await?.json().await?)
     }
 
+    /// POSTs JSON and decodes the reply.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        Ok(self.send(self.req(reqwest::Method::POST, path).json(body)).await?.json().await?)
+    }
+
     /// DELETEs and decodes the reply.
     pub async fn delete(&self, path: &str) -> Result<serde_json::Value> {
         Ok(self.send(self.req(reqwest::Method::DELETE, path)).await?.json().await?)

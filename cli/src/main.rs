@@ -13,6 +13,7 @@ mod objects;
 mod release;
 mod tasks;
 mod uploads;
+mod vms;
 
 /// The bosh-rs command line.
 #[derive(Debug, Parser)]
@@ -87,6 +88,10 @@ enum Command {
     Task(tasks::TaskArgs),
     /// Show events, of all tasks or one.
     Events(tasks::EventsArgs),
+    /// List the VMs the director made, with their agents' state.
+    Vms(vms::VmsArgs),
+    /// Run a command on a VM through its agent: `exec GROUP/ID -- CMD...`.
+    Exec(vms::ExecArgs),
 }
 
 /// Exit codes scripts can rely on.
@@ -163,6 +168,8 @@ fn main() {
         Command::Tasks(a) => block_on(tasks::tasks(a)),
         Command::Task(a) => block_on(tasks::task(a)),
         Command::Events(a) => block_on(tasks::events(a)),
+        Command::Vms(a) => block_on(vms::vms(a)),
+        Command::Exec(a) => block_on(vms::exec(a)),
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");

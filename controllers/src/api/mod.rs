@@ -12,6 +12,7 @@
 //! - [`objects`]: list/get/put/delete/watch, generic over kinds.
 //! - `uploads`: release and stemcell uploads into the blobstore, and
 //!   their guarded deletion.
+//! - `vms`: the VMs the director made, their agents' state, and `exec`.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub mod objects;
 mod uploads;
+mod vms;
 
 /// What handlers share.
 pub struct ApiState {
@@ -37,6 +39,8 @@ pub struct ApiState {
     blobstore: Option<Arc<dyn bosh_blobstore::Storage>>,
     /// Where upload bodies are spooled while they are verified.
     scratch: Option<std::path::PathBuf>,
+    /// The director, for routes that talk to agents.
+    director: Option<crate::director::Director>,
 }
 
 impl ApiState {
@@ -47,7 +51,14 @@ impl ApiState {
             token_digest: Sha256::digest(token.as_bytes()).into(),
             blobstore: None,
             scratch: None,
+            director: None,
         }
+    }
+
+    /// Lets routes reach agents through `director`.
+    pub fn with_director(mut self, director: crate::director::Director) -> ApiState {
+        self.director = Some(director);
+        self
     }
 
     /// Accepts uploads into `storage`, spooling them under `scratch`.
@@ -142,6 +153,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(objects::routes())
         .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
         .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
+        .route("/v1/vms", axum::routing::get(vms::list))
+        .route("/v1/vms/{agent_id}/exec", axum::routing::post(vms::exec))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

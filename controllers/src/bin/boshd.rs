@@ -163,14 +163,18 @@ async fn main() -> anyhow::Result<()> {
     let blob_token = token(&args.data_dir.join("blobstore-token"))?;
     let storage: Arc<dyn bosh_blobstore::Storage> =
         Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
-    let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
-        .with_blobstore(storage.clone(), args.data_dir.join("scratch"));
-    let router = bosh_controllers::api::router(Arc::new(api_state))
-        .merge(bosh_blobstore::server::router(storage.clone(), blob_token.clone()));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let (director, nats) =
+        director(&args, &store, storage.clone(), format!("http://{addr}"), blob_token.clone())
+            .await?;
+    let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
+        .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
+        .with_director(director.clone());
+    let router = bosh_controllers::api::router(Arc::new(api_state))
+        .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
     let discovery = serde_json::json!({
         "url": format!("http://{addr}"),
@@ -185,10 +189,8 @@ async fn main() -> anyhow::Result<()> {
     let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {
         api_shutdown.cancelled().await
     }));
-    let world = director(&args, &store, storage, format!("http://{addr}"), blob_token).await?;
     let opts =
         Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
-    let (director, nats) = world;
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),
         daemon::run_world(director, &opts, shutdown)

@@ -69,3 +69,80 @@ async fn twenty_local_vms_answer_ping() {
     }
     assert!(w.agents.for_agent(vms[1].0.as_str()).ping().await.is_err(), "a deleted VM answered");
 }
+
+/// The API lists a VM recorded by an Instance with its agent's live state, runs a command on it, and refuses unknown agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_lists_vms_and_runs_commands_through_agents() {
+    use bosh_api::objects::{InstanceNetwork, InstanceSpec};
+    use bosh_api::{Object, ObjectMeta};
+    use std::sync::Arc;
+
+    let w = LocalWorld::start().await.unwrap();
+    let vm = w.create_vm("agent-web-0", "127.77.0.20").await.unwrap();
+    ping_until_up(&w.agents, "agent-web-0").await;
+    let (director, rest) = w.director();
+    let store = director.store.clone();
+    let mut inst = Object::new(
+        ObjectMeta::scoped("web", "web/0e6b"),
+        InstanceSpec {
+            group: "web".into(),
+            az: Some("z1".into()),
+            networks: vec![InstanceNetwork {
+                name: "default".into(),
+                ip: "127.77.0.20".into(),
+                default: vec![],
+            }],
+            ..Default::default()
+        },
+    );
+    inst = store.create(&inst).await.unwrap();
+    inst.status.vm_cid = Some(vm.clone());
+    inst.status.agent_id = Some("agent-web-0".into());
+    store.update_status(&inst).await.unwrap();
+
+    let state =
+        bosh_controllers::api::ApiState::new(store.clone(), "t").with_director(director.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = bosh_controllers::api::router(Arc::new(state));
+    tokio::spawn(bosh_controllers::api::serve(listener, router, std::future::pending()));
+    let http = reqwest::Client::new();
+
+    let vms: serde_json::Value = http
+        .get(format!("{url}/v1/vms?deployment=web&vitals=true"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(vms.as_array().unwrap().len(), 1, "{vms}");
+    assert_eq!(vms[0]["vm_cid"], vm.as_str());
+    assert_eq!(vms[0]["instance"], "web/0e6b");
+    assert_ne!(vms[0]["state"], "unresponsive agent", "{vms}");
+    assert!(vms[0]["vitals"].is_object(), "vitals were asked for: {vms}");
+
+    let r: serde_json::Value = http
+        .post(format!("{url}/v1/vms/agent-web-0/exec"))
+        .bearer_auth("t")
+        .json(&serde_json::json!({"command": ["/bin/sh", "-c", "echo hi from $BOSH_JOB_NAME; exit 4"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["exit_code"], 4, "{r}");
+    assert!(r["stdout"].as_str().unwrap().starts_with("hi from"), "{r}");
+    let r = http
+        .post(format!("{url}/v1/vms/agent-nobody/exec"))
+        .bearer_auth("t")
+        .json(&serde_json::json!({"command": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "only VMs the director recorded can be reached");
+    director.cpi.delete_vm(&vm).await.unwrap();
+    drop(rest);
+}
