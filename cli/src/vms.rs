@@ -46,7 +46,7 @@ async fn list(d: &Director, deployment: Option<&str>, vitals: bool) -> Result<Ve
     if let Some(dep) = deployment {
         path.push_str(&format!("&deployment={dep}"));
     }
-    Ok(d.get::<Vec<Value>>(&path).await?)
+    d.get::<Vec<Value>>(&path).await
 }
 
 /// Runs `vms`.
