@@ -144,6 +144,26 @@ impl Director {
         Ok(self.send(self.req(reqwest::Method::POST, path).json(body)).await?.json().await?)
     }
 
+    /// POSTs JSON and streams the reply body into `dest`; returns its size.
+    pub async fn post_json_to_file(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        dest: &Path,
+    ) -> Result<u64> {
+        let mut resp = self.send(self.req(reqwest::Method::POST, path).json(body)).await?;
+        let mut out = tokio::fs::File::create(dest)
+            .await
+            .with_context(|| format!("creating {}", dest.display()))?;
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+            n += chunk.len() as u64;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        Ok(n)
+    }
+
     /// DELETEs and decodes the reply.
     pub async fn delete(&self, path: &str) -> Result<serde_json::Value> {
         Ok(self.send(self.req(reqwest::Method::DELETE, path)).await?.json().await?)

@@ -82,6 +82,8 @@ enum Command {
     DeleteStemcell(uploads::NameVersionArgs),
     /// Build the local CPI's stemcell from the built agent binary.
     BuildLocalStemcell(uploads::BuildLocalStemcellArgs),
+    /// Download a release compiled for a stemcell (`NAME/VERSION OS/VERSION`).
+    ExportRelease(uploads::ExportArgs),
     /// List tasks.
     Tasks(tasks::TasksArgs),
     /// Show a task's events (`--follow` until it finishes).
@@ -165,6 +167,7 @@ fn main() {
         Command::DeleteRelease(a) => block_on(uploads::delete("releases", a)),
         Command::DeleteStemcell(a) => block_on(uploads::delete("stemcells", a)),
         Command::BuildLocalStemcell(a) => uploads::build_local_stemcell(a),
+        Command::ExportRelease(a) => block_on(uploads::export_release(a)),
         Command::Tasks(a) => block_on(tasks::tasks(a)),
         Command::Task(a) => block_on(tasks::task(a)),
         Command::Events(a) => block_on(tasks::events(a)),

@@ -67,6 +67,20 @@ pub struct ListArgs {
     pub director: DirectorArgs,
 }
 
+/// Flags of `export-release`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// `NAME/VERSION` of the release.
+    pub release: String,
+    /// `OS/VERSION` of the stemcell to export compiled packages for.
+    pub stemcell: String,
+    /// Directory to write the tarball into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
 /// Flags of `build-local-stemcell`.
 #[derive(Debug, clap::Args)]
 pub struct BuildLocalStemcellArgs {
@@ -266,6 +280,21 @@ pub async fn delete(plural: &str, args: NameVersionArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     d.delete(&format!("/v1/{plural}/{}", args.name_version)).await?;
     println!("Deleted {}", args.name_version);
+    Ok(())
+}
+
+/// Runs `export-release`: downloads the compiled release for a stemcell.
+pub async fn export_release(args: ExportArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let name =
+        format!("{}-{}.tgz", args.release.replace('/', "-"), args.stemcell.replace('/', "-"));
+    let dest = args.dir.join(name);
+    let body = serde_json::json!({ "release": args.release, "stemcell": args.stemcell });
+    let n = d.post_json_to_file("/v1/exports/releases", &body, &dest).await;
+    if n.is_err() {
+        let _ = std::fs::remove_file(&dest);
+    }
+    println!("Exported {} ({} bytes)", dest.display(), n?);
     Ok(())
 }
 

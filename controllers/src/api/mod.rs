@@ -12,6 +12,7 @@
 //! - [`objects`]: list/get/put/delete/watch, generic over kinds.
 //! - `uploads`: release and stemcell uploads into the blobstore, and
 //!   their guarded deletion.
+//! - `export`: compiled releases for one stemcell (`export-release`).
 //! - `vms`: the VMs the director made, their agents' state, and `exec`.
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use bosh_api::store::{self, Store};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod export;
 pub mod objects;
 mod uploads;
 mod vms;
@@ -153,6 +155,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(objects::routes())
         .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
         .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
+        .route("/v1/exports/releases", axum::routing::post(export::export_release))
         .route("/v1/vms", axum::routing::get(vms::list))
         .route("/v1/vms/{agent_id}/exec", axum::routing::post(vms::exec))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -209,6 +209,18 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell
     /// object for it, as an upload does; the stemcell controller imports it.
+    /// Asks the API for a compiled release; returns the status and body.
+    async fn export(&self, release: &str, stemcell: &str) -> (u16, Vec<u8>) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/exports/releases", self.api_url))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"release": release, "stemcell": stemcell}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
     async fn upload_stemcell(&self) {
         let image = self.rest.env.dir().join("image.tgz");
         let file = tokio::fs::File::open(&image).await.unwrap();
@@ -347,6 +359,10 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await;
     h.upload_stemcell().await;
+    let release = h.store.list::<bosh_api::objects::ReleaseSpec>("hello/").await.unwrap().items;
+    let release = release[0].metadata.name.clone();
+    let (code, _) = h.export(&release, "local/1").await;
+    assert_eq!(code, 409, "nothing is compiled yet, so nothing can be exported");
     let start = Instant::now();
     h.deploy("first", "hello", "hello").await;
     let c = h.compiled_condition("first").await;
@@ -382,6 +398,25 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
     );
     assert_eq!(h.cpi.creates.load(Ordering::SeqCst), 2, "one compile VM per package");
     h.no_vm_left().await;
+
+    // export-release: the compiled release reads back as a valid release
+    // whose compiled packages are the cached blobs.
+    let (code, body) = h.export(&release, "local/1").await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let tarball = tmp.path().join("compiled.tgz");
+    std::fs::write(&tarball, &body).unwrap();
+    let archive = bosh_api::release::read_release_tarball(
+        &tarball,
+        &tmp.path().join("compiled"),
+        &Default::default(),
+    )
+    .unwrap();
+    let cps = &archive.manifest.compiled_packages;
+    assert_eq!(cps.len(), 2, "{:?}", archive.manifest);
+    assert!(cps.iter().all(|c| c.stemcell == "local/1"));
+    let hello_ref = cps.iter().find(|c| c.name == "hello").unwrap();
+    assert_eq!(hello_ref.sha1, format!("sha256:{}", hello.spec.blob.as_ref().unwrap().sha256));
+    assert_eq!(archive.manifest.jobs.len(), 1);
 
     let start = Instant::now();
     h.deploy("second", "hello", "hello").await;
