@@ -133,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Paths derived from the data dir reach agents and scripts that run
+    // elsewhere; make them absolute once.
+    args.data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     let store = Store::connect(&args.etcd, &args.root)
         .await
         .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?;

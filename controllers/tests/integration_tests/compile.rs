@@ -209,6 +209,28 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell
     /// object for it, as an upload does; the stemcell controller imports it.
+    /// Every compiled package holds what its packaging script installed:
+    /// hello a `bin/hello`, hello-lib a `lib/python` tree.
+    async fn assert_compiled_contents(&self, scratch: &Path) {
+        let compiled = self.store.list::<CompiledPackageSpec>("").await.unwrap().items;
+        for o in compiled {
+            let expect = if o.spec.package == "hello" { "bin/hello" } else { "lib/python" };
+            let blob = o.spec.blob.as_ref().expect("compiled");
+            let (mut r, _) = self.director.blobs.get(&blob.sha256).await.unwrap();
+            let mut bytes = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut bytes).await.unwrap();
+            let dest = scratch.join(format!("unpacked-{}", o.metadata.name));
+            let files =
+                bosh_api::archive::unpack_tgz(&bytes[..], &dest, &Default::default(), "compiled")
+                    .unwrap();
+            assert!(
+                files.iter().any(|f| f.to_string_lossy().starts_with(expect)),
+                "{} compiled to {files:?}",
+                o.spec.package
+            );
+        }
+    }
+
     /// Asks the API for a compiled release; returns the status and body.
     async fn export(&self, release: &str, stemcell: &str) -> (u16, Vec<u8>) {
         let r = reqwest::Client::new()
@@ -392,6 +414,8 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
         );
     }
     assert_eq!(hello.spec.dependencies["hello-lib"], lib.metadata.name);
+    // The compiled blobs hold what the packaging scripts installed.
+    h.assert_compiled_contents(tmp.path()).await;
     assert!(
         lib.metadata.resource_version < hello.metadata.resource_version,
         "hello-lib's result was recorded before hello's"
@@ -496,6 +520,7 @@ async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
     let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
     assert_eq!(compiled.len(), 2);
     assert!(compiled.iter().all(|o| o.spec.blob.is_some() && o.status.worker.is_none()));
+    h.assert_compiled_contents(tmp.path()).await;
     h.no_vm_left().await;
     h.stop().await;
 }

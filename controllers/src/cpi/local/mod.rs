@@ -46,6 +46,10 @@ fn io(method: &'static str) -> impl FnOnce(std::io::Error) -> CpiError {
 impl LocalCpi {
     /// Opens (or creates) the CPI's data under `root`.
     pub fn open(root: &Path) -> std::io::Result<LocalCpi> {
+        // VM roots go into agents' settings and from there into packaging
+        // scripts' BOSH_INSTALL_TARGET, which run in another directory: a
+        // relative path would point somewhere else there.
+        let root = &std::path::absolute(root)?;
         for d in ["stemcells", "vms", "disks", "snapshots"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -418,4 +422,21 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relative data dir still gives VMs absolute roots (packaging scripts
+    /// run in another directory and would otherwise install elsewhere).
+    #[test]
+    fn vm_roots_are_absolute_even_from_a_relative_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let cpi = LocalCpi::open(Path::new("relative/cpi")).unwrap();
+        let vm = cpi.vm_dir("vm-1");
+        assert!(vm.is_absolute(), "{}", vm.display());
+        assert!(vm.starts_with(dir.path().canonicalize().unwrap()) || vm.starts_with(dir.path()));
+    }
 }
