@@ -117,11 +117,15 @@ async fn backoff_grows_and_resets_after_success() {
     let (_env, store) = setup().await;
     store.create(&config("cloud/flaky", 0)).await.unwrap();
     let state = Arc::new(Flaky { fail_until: Mutex::new(5), ..Default::default() });
+    // Without jitter the delays double exactly, so scheduling noise on a
+    // loaded machine cannot make two successive gaps look out of order.
+    let mut c = cfg(1);
+    c.jitter = false;
     let ctl = Controller::new(
         "flaky",
         store.clone(),
         state.clone(),
-        cfg(1),
+        c,
         |obj: Arc<Object<ConfigSpec>>, ctx: Arc<Ctx<Flaky>>| async move {
             let n = {
                 let mut calls = ctx.data.calls.lock().unwrap();
@@ -170,7 +174,7 @@ async fn backoff_grows_and_resets_after_success() {
     let calls = state.calls.lock().unwrap().clone();
     let reset_gap = calls[7].0 - calls[6].0;
     assert!(
-        reset_gap < Duration::from_millis(300) && reset_gap < gaps[4],
+        reset_gap < gaps[3],
         "backoff must restart from the minimum after a success: {reset_gap:?} vs last grown {:?}",
         gaps[4]
     );
