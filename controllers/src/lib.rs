@@ -10,6 +10,7 @@
 //!   once per (package, stemcell, dependencies).
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations.
+//! - [`ipam`]: IP pools of manual networks, shared by compile VMs and instances.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
 //! - [`secret_file`]: private, atomic writes of files holding credentials.
@@ -27,6 +28,7 @@ pub mod compile;
 pub mod cpi;
 pub mod daemon;
 pub mod director;
+pub mod ipam;
 pub mod nats_server;
 pub mod runtime;
 pub mod secret_file;

@@ -247,10 +247,8 @@ async fn users(
 
 /// Whether `version` is the highest of `versions` (BOSH's `latest`).
 fn is_latest(version: &str, versions: &[String]) -> bool {
-    let key = |v: &str| -> Vec<(u64, String)> {
-        v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
-    };
-    versions.iter().all(|v| key(v) <= key(version))
+    use crate::compile::plan::version_key;
+    versions.iter().all(|v| version_key(v) <= version_key(version))
 }
 
 /// Refuses (409) while any deployment uses `name`/`version` of a release

@@ -2,10 +2,7 @@
 //! compile keys, which may start now, and addresses for compile VMs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
-use bosh_api::manifest::Subnet;
-use bosh_api::manifest::ip::{parse_ip, parse_range};
 use bosh_api::objects::{BlobRef, ReleaseSpec, compile_key};
 
 /// One package to have compiled for one stemcell.
@@ -179,25 +176,7 @@ pub fn rounds(plan: &Plan, already: &BTreeSet<String>, workers: usize) -> Vec<Ve
     }
 }
 
-/// A free address for a compile VM in `subnet`: in its range, not the
-/// network or broadcast address, not the gateway, not reserved, not kept
-/// for static IPs, not in `in_use`.
-pub fn pick_ip(subnet: &Subnet, in_use: &BTreeSet<Ipv4Addr>) -> Result<Option<Ipv4Addr>, String> {
-    let range = parse_range(subnet.range.as_deref().ok_or("the subnet has no range")?)?;
-    let mut excluded = Vec::new();
-    for r in subnet.reserved.iter().chain(&subnet.r#static) {
-        excluded.push(parse_range(r)?);
-    }
-    let gateway = subnet.gateway.as_deref().map(parse_ip).transpose()?;
-    let found = range.iter().find(|ip| {
-        *ip != range.first
-            && (*ip != range.last || range.len() == 1)
-            && Some(*ip) != gateway
-            && !excluded.iter().any(|r| r.contains(*ip))
-            && !in_use.contains(ip)
-    });
-    Ok(found)
-}
+pub use crate::ipam::pick_ip;
 
 /// Orders version strings as BOSH's `latest` does: numeric parts by value.
 pub fn version_key(v: &str) -> Vec<(u64, String)> {
@@ -216,7 +195,9 @@ pub fn resolve_version<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bosh_api::manifest::Subnet;
     use bosh_api::objects::ReleasePackage;
+    use std::net::Ipv4Addr;
 
     fn release(name: &str, pkgs: &[(&str, &[&str])]) -> ReleaseSpec {
         ReleaseSpec {

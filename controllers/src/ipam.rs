@@ -1,0 +1,94 @@
+//! IP address management for manual networks, as BOSH does it: a subnet's
+//! `range` minus its network and broadcast addresses, its gateway and its
+//! `reserved` ranges is the pool; `static` ranges are handed out only as
+//! manifests' `static_ips`; everything else is dynamic. Compile VMs and
+//! instances draw from the same pools, so callers pass every address in use.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use bosh_api::manifest::Subnet;
+use bosh_api::manifest::ip::{IpRange, parse_ip, parse_range};
+
+/// A subnet's pools, parsed once.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    range: IpRange,
+    gateway: Option<Ipv4Addr>,
+    reserved: Vec<IpRange>,
+    statics: Vec<IpRange>,
+}
+
+impl Pools {
+    /// Parses a subnet (errors name what did not parse).
+    pub fn of(subnet: &Subnet) -> Result<Pools, String> {
+        let range = parse_range(subnet.range.as_deref().ok_or("the subnet has no range")?)?;
+        let parse_all =
+            |v: &[String]| v.iter().map(|r| parse_range(r)).collect::<Result<Vec<_>, _>>();
+        Ok(Pools {
+            range,
+            gateway: subnet.gateway.as_deref().map(parse_ip).transpose()?,
+            reserved: parse_all(&subnet.reserved)?,
+            statics: parse_all(&subnet.r#static)?,
+        })
+    }
+
+    fn usable(&self, ip: Ipv4Addr) -> bool {
+        self.range.contains(ip)
+            && ip != self.range.first
+            && (ip != self.range.last || self.range.len() == 1)
+            && Some(ip) != self.gateway
+            && !self.reserved.iter().any(|r| r.contains(ip))
+    }
+
+    /// Whether `ip` may be given out dynamically from this subnet.
+    pub fn is_dynamic(&self, ip: Ipv4Addr) -> bool {
+        self.usable(ip) && !self.statics.iter().any(|r| r.contains(ip))
+    }
+
+    /// Whether `ip` is one of this subnet's static addresses.
+    pub fn is_static(&self, ip: Ipv4Addr) -> bool {
+        self.usable(ip) && self.statics.iter().any(|r| r.contains(ip))
+    }
+
+    /// The lowest dynamic address not in `in_use`.
+    pub fn next_dynamic(&self, in_use: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        self.range.iter().find(|ip| self.is_dynamic(*ip) && !in_use.contains(ip))
+    }
+}
+
+/// A free dynamic address in `subnet`, or `None` when it is full.
+pub fn pick_ip(subnet: &Subnet, in_use: &BTreeSet<Ipv4Addr>) -> Result<Option<Ipv4Addr>, String> {
+    Ok(Pools::of(subnet)?.next_dynamic(in_use))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet() -> Subnet {
+        Subnet {
+            range: Some("127.77.5.0/28".into()),
+            gateway: Some("127.77.5.1".into()),
+            reserved: vec!["127.77.5.2 - 127.77.5.4".into()],
+            r#static: vec!["127.77.5.5 - 127.77.5.6".into()],
+            ..Default::default()
+        }
+    }
+
+    /// Network, broadcast, gateway, reserved and static addresses are never handed out dynamically.
+    #[test]
+    fn dynamic_pool_skips_special_reserved_and_static_addresses() {
+        let p = Pools::of(&subnet()).unwrap();
+        let mut used = BTreeSet::new();
+        let mut got = Vec::new();
+        while let Some(ip) = p.next_dynamic(&used) {
+            used.insert(ip);
+            got.push(ip.to_string());
+        }
+        let want: Vec<String> = (7..=14).map(|i| format!("127.77.5.{i}")).collect();
+        assert_eq!(got, want);
+        assert!(p.is_static("127.77.5.5".parse().unwrap()));
+        assert!(!p.is_dynamic("127.77.5.5".parse().unwrap()));
+    }
+}
