@@ -18,6 +18,7 @@
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
+//! - [`deployment`]: planning of a deployment's instances (placement, indexes, IPs).
 //! - [`director`]: the handles controllers act on the world with.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
@@ -27,6 +28,7 @@ pub mod bus;
 pub mod compile;
 pub mod cpi;
 pub mod daemon;
+pub mod deployment;
 pub mod director;
 pub mod ipam;
 pub mod nats_server;
