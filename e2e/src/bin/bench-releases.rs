@@ -1,0 +1,661 @@
+//! Release and compilation benchmarks (issue 5), each figure next to a
+//! baseline measured in the same run.
+//!
+//! 1. `create-release` of a release holding a 200 MB package file of
+//!    pseudo-random (incompressible) data, then its upload to an in-process
+//!    API (`POST /v1/uploads/releases`, streamed from disk), both as
+//!    throughput against `tar czf` + `sha256sum` of the same file.
+//! 2. Compile fan-out: a 10-package dependency graph (three levels)
+//!    compiled on local compile VMs with `compilation.workers: 1` and then
+//!    `workers: 4`, each on a fresh director world.
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-bench2 cargo build --release -p bosh-agent -p bosh-e2e --bin bench-releases
+//! /work/target-bench2/release/bench-releases --mb 200 --work cpu --work sleep
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
+use bosh_api::release::{CreateOptions, create_release};
+use bosh_api::store::Store;
+use bosh_api::{ConditionStatus, Object, ObjectMeta};
+use bosh_blobstore::Storage;
+use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::compile::PACKAGES_COMPILED;
+use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm};
+use bosh_controllers::daemon::{self, Options};
+use bosh_controllers::director::Director;
+use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
+use bosh_controllers::testing::{LocalWorld, LocalWorldRest};
+use bosh_controllers::validate;
+use bosh_test_utils::eventually;
+use clap::{Parser, ValueEnum};
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "t";
+const MIB: usize = 1 << 20;
+/// Compiling ten packages one at a time on fresh VMs takes a while on a
+/// loaded machine.
+const COMPILE_DEADLINE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Work {
+    /// Each packaging script burns about `--cpu-secs` of CPU (sha256 chain in python3).
+    Cpu,
+    /// Each packaging script sleeps `--cpu-secs` (no CPU contention).
+    Sleep,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Size of the release's package file, in MiB.
+    #[arg(long, default_value_t = 200)]
+    mb: usize,
+    /// Packaging-script workloads to measure the fan-out with (repeatable).
+    #[arg(long, value_enum, default_values_t = [Work::Cpu, Work::Sleep])]
+    work: Vec<Work>,
+    /// Seconds of work per packaging script.
+    #[arg(long, default_value_t = 1.0)]
+    cpu_secs: f64,
+    /// Skip the release throughput figure.
+    #[arg(long)]
+    skip_upload: bool,
+    /// Skip the compile fan-out figure.
+    #[arg(long)]
+    skip_compile: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // `agent_binary()` looks one directory above a test executable; a bin
+    // lives in `target/<profile>` itself, so point it at the agent beside us.
+    if std::env::var_os("BOSH_AGENT_BIN").is_none() {
+        let exe = std::env::current_exe()?;
+        let agent = exe.parent().context("executable has no directory")?.join("bosh-agent");
+        if !agent.is_file() {
+            bail!(
+                "{} missing: build it with `cargo build --release -p bosh-agent` in the same target dir",
+                agent.display()
+            );
+        }
+        // SAFETY: no other thread exists yet (the runtime starts below).
+        unsafe { std::env::set_var("BOSH_AGENT_BIN", &agent) };
+    }
+    println!("agent binary: {}", std::env::var("BOSH_AGENT_BIN")?);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    if !args.skip_upload {
+        release_throughput(args.mb).await?;
+    }
+    if !args.skip_compile {
+        for work in &args.work {
+            compile_fan_out(*work, args.cpu_secs).await?;
+        }
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, rel: &str, text: &str) -> Result<()> {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().context("no parent")?)?;
+    std::fs::write(&p, text).with_context(|| p.display().to_string())
+}
+
+/// Writes `mb` MiB of xorshift64 output, 1 MiB at a time: incompressible,
+/// so gzip is not flattered.
+fn write_random(path: &Path, mb: usize) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; MIB];
+    for _ in 0..mb {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&chunk)?;
+    }
+    f.flush()?;
+    f.get_ref().sync_all()?;
+    Ok(())
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+/// Figure 1: create-release + upload against `tar czf` + `sha256sum`.
+async fn release_throughput(mb: usize) -> Result<()> {
+    println!("\n== create-release + upload of a {mb} MiB package file ==");
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let dir = root.join("big-release");
+    write(&dir, "config/final.yml", "name: big\n")?;
+    write(
+        &dir,
+        "jobs/big/spec",
+        "---\nname: big\ntemplates: {ctl.erb: bin/ctl}\npackages: [big]\nproperties: {}\n",
+    )?;
+    write(&dir, "jobs/big/monit", "check process big\n")?;
+    write(&dir, "jobs/big/templates/ctl.erb", "#!/bin/sh\nexit 0\n")?;
+    write(&dir, "packages/big/spec", "---\nname: big\nfiles: [big/**/*]\n")?;
+    write(&dir, "packages/big/packaging", "cp -a big/* ${BOSH_INSTALL_TARGET}/\n")?;
+    let data_dir = dir.join("src/big");
+    std::fs::create_dir_all(&data_dir)?;
+    let data = data_dir.join("data.bin");
+    let t = Instant::now();
+    write_random(&data, mb)?;
+    let bytes = std::fs::metadata(&data)?.len();
+    println!("wrote {bytes} bytes of xorshift data in {:.2} s", t.elapsed().as_secs_f64());
+
+    // Baseline: tar czf + sha256sum of the same file.
+    let out = root.join("baseline.tgz");
+    let t = Instant::now();
+    let st = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&data_dir)
+        .arg("data.bin")
+        .status()?;
+    if !st.success() {
+        bail!("tar czf failed: {st}");
+    }
+    let tar_time = t.elapsed();
+    let t2 = Instant::now();
+    let sum = std::process::Command::new("sha256sum").arg(&out).output()?;
+    if !sum.status.success() {
+        bail!("sha256sum failed: {}", sum.status);
+    }
+    let sha_time = t2.elapsed();
+    let baseline = t.elapsed();
+    println!(
+        "baseline tar czf {:.2} s + sha256sum {:.2} s = {:.2} s -> {:.1} MB/s (tgz {} bytes)",
+        tar_time.as_secs_f64(),
+        sha_time.as_secs_f64(),
+        baseline.as_secs_f64(),
+        mbps(bytes, baseline),
+        std::fs::metadata(&out)?.len()
+    );
+    std::fs::remove_file(&out)?;
+
+    // In-process API on etcd with a local blobstore.
+    let env = bosh_test_utils::TestEnv::etcd_only().await?;
+    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
+    let storage: Arc<dyn Storage> = Arc::new(bosh_blobstore::LocalStorage::new(root.join("blobs")));
+    let state = ApiState::new(store.clone(), TOKEN).with_blobstore(storage, root.join("scratch"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
+
+    // create-release.
+    let tarball = root.join("big.tgz");
+    let opts = CreateOptions {
+        tarball: Some(tarball.clone()),
+        force: true,
+        cache_dir: root.join("cache"),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let d = dir.clone();
+    let created = tokio::task::spawn_blocking(move || create_release(&d, &opts)).await??;
+    let create = t.elapsed();
+    let tarball_size = std::fs::metadata(&tarball)?.len();
+    println!(
+        "create-release {} {:.2} s -> {:.1} MB/s (tarball {tarball_size} bytes)",
+        created.manifest.version,
+        create.as_secs_f64(),
+        mbps(bytes, create)
+    );
+
+    // Upload, streamed from disk.
+    let t = Instant::now();
+    let file = tokio::fs::File::open(&tarball).await?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/uploads/releases"))
+        .bearer_auth(TOKEN)
+        .header("content-length", tarball_size)
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    let upload = t.elapsed();
+    if status.as_u16() != 201 {
+        bail!("upload answered {status}: {text}");
+    }
+    println!(
+        "upload {:.2} s -> {:.1} MB/s of package data ({:.1} MB/s of tarball)",
+        upload.as_secs_f64(),
+        mbps(bytes, upload),
+        mbps(tarball_size, upload)
+    );
+    let both = create + upload;
+    let base = mbps(bytes, baseline);
+    println!("| figure | time | MB/s | ratio to baseline |");
+    println!("| tar czf + sha256sum | {:.2} s | {:.1} | 1 |", baseline.as_secs_f64(), base);
+    for (what, d) in [("create-release", create), ("upload", upload), ("create + upload", both)] {
+        println!(
+            "| {what} | {:.2} s | {:.1} | {:.2} |",
+            d.as_secs_f64(),
+            mbps(bytes, d),
+            mbps(bytes, d) / base
+        );
+    }
+    drop(env);
+    Ok(())
+}
+
+/// A CPI that counts the VMs it creates, delegating all work.
+struct CountingCpi {
+    inner: Arc<dyn Cpi>,
+    creates: AtomicUsize,
+    created: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Cpi for CountingCpi {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn info(&self) -> CpiResult<CpiInfo> {
+        self.inner.info().await
+    }
+    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+        self.inner.create_stemcell(p, cp).await
+    }
+    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_stemcell(cid).await
+    }
+    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        let cid = self.inner.create_vm(req).await?;
+        self.created.lock().unwrap().push(cid.clone());
+        Ok(cid)
+    }
+    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_vm(cid).await
+    }
+    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_vm(cid).await
+    }
+    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.reboot_vm(cid).await
+    }
+    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+        self.inner.set_vm_metadata(cid, m).await
+    }
+    async fn calculate_vm_cloud_properties(
+        &self,
+        r: &serde_json::Value,
+    ) -> CpiResult<serde_json::Value> {
+        self.inner.calculate_vm_cloud_properties(r).await
+    }
+    async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_vm_by_request(id).await
+    }
+    async fn create_disk(
+        &self,
+        id: &str,
+        size: u64,
+        cp: &serde_json::Value,
+        vm: Option<&str>,
+    ) -> CpiResult<String> {
+        self.inner.create_disk(id, size, cp, vm).await
+    }
+    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_disk(cid).await
+    }
+    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_disk(cid).await
+    }
+    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.attach_disk(vm, disk).await
+    }
+    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.detach_disk(vm, disk).await
+    }
+    async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
+        self.inner.get_disks(vm).await
+    }
+    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+        self.inner.resize_disk(cid, size).await
+    }
+    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+        self.inner.snapshot_disk(cid, m).await
+    }
+    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_snapshot(cid).await
+    }
+    async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_disk_by_request(id).await
+    }
+}
+
+/// The fan-out graph: p0..p3 independent, p4..p7 each on two of them,
+/// p8 on p4+p5, p9 on p6+p7. Three levels: 4, 4, 2 packages.
+const GRAPH: [(&str, &[&str]); 10] = [
+    ("p0", &[]),
+    ("p1", &[]),
+    ("p2", &[]),
+    ("p3", &[]),
+    ("p4", &["p0", "p1"]),
+    ("p5", &["p1", "p2"]),
+    ("p6", &["p2", "p3"]),
+    ("p7", &["p3", "p0"]),
+    ("p8", &["p4", "p5"]),
+    ("p9", &["p6", "p7"]),
+];
+
+/// Iterations of a python3 sha256 chain that take about `secs` of CPU here
+/// (timed on this machine, so the packaging scripts match it).
+fn calibrate_python(secs: f64) -> Result<u64> {
+    let n: u64 = 500_000;
+    let script = format!(
+        "import hashlib,time\nt=time.process_time()\nh=b'x'\nfor _ in range({n}): h=hashlib.sha256(h).digest()\nprint(time.process_time()-t)"
+    );
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let out = std::process::Command::new("/usr/bin/python3").arg("-c").arg(&script).output()?;
+        if !out.status.success() {
+            bail!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let t: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        best = best.min(t);
+    }
+    Ok((n as f64 * secs / best) as u64)
+}
+
+fn fan_out_release(root: &Path, work: Work, secs: f64) -> Result<PathBuf> {
+    let dir = root.join("fan-release");
+    write(&dir, "config/final.yml", "name: fan\n")?;
+    let names: Vec<&str> = GRAPH.iter().map(|(n, _)| *n).collect();
+    write(
+        &dir,
+        "jobs/fan/spec",
+        &format!("---\nname: fan\ntemplates: {{}}\npackages: [{}]\n", names.join(", ")),
+    )?;
+    write(&dir, "jobs/fan/monit", "")?;
+    let body = match work {
+        Work::Cpu => {
+            let n = calibrate_python(secs)?;
+            println!("python3 sha256 chain: {n} iterations ~ {secs} s of CPU");
+            format!(
+                "/usr/bin/python3 -c 'import hashlib\nh=b\"x\"\nfor _ in range({n}): h=hashlib.sha256(h).digest()'\n"
+            )
+        }
+        Work::Sleep => format!("sleep {secs}\n"),
+    };
+    for (name, deps) in GRAPH {
+        write(
+            &dir,
+            &format!("packages/{name}/spec"),
+            &format!(
+                "---\nname: {name}\ndependencies: [{}]\nfiles: [{name}/**/*]\n",
+                deps.join(", ")
+            ),
+        )?;
+        write(
+            &dir,
+            &format!("packages/{name}/packaging"),
+            &format!(
+                "set -e\n{body}mkdir -p ${{BOSH_INSTALL_TARGET}}/share\ncp -a {name}/* ${{BOSH_INSTALL_TARGET}}/share/\n"
+            ),
+        )?;
+        write(&dir, &format!("src/{name}/README"), &format!("package {name}\n"))?;
+    }
+    Ok(dir)
+}
+
+/// A director world with the validator and all controllers, a counting
+/// CPI and an in-process API, as in the compile integration tests.
+struct Harness {
+    store: Store,
+    director: Director,
+    cpi: Arc<CountingCpi>,
+    api_url: String,
+    rest: LocalWorldRest,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    async fn start(subnet: u8, workers: usize) -> Result<Harness> {
+        let world = LocalWorld::start().await?;
+        let (mut director, rest) = world.director();
+        let cpi = Arc::new(CountingCpi {
+            inner: director.cpi.clone(),
+            creates: AtomicUsize::new(0),
+            created: Mutex::new(Vec::new()),
+        });
+        director.cpi = cpi.clone();
+        let store = director.store.clone();
+        let state = ApiState::new(store.clone(), TOKEN)
+            .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
+
+        let cloud = format!(
+            "
+azs: [{{name: z1}}]
+vm_types: [{{name: small, cloud_properties: {{flavor: compile}}}}]
+networks:
+- name: default
+  type: manual
+  subnets:
+  - range: 127.77.{subnet}.0/24
+    gateway: 127.77.{subnet}.1
+    azs: [z1]
+    reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]
+    static: [127.77.{subnet}.10 - 127.77.{subnet}.20]
+compilation: {{workers: {workers}, az: z1, vm_type: small, network: default, reuse_compilation_vms: false}}
+"
+        );
+        let cloud = Object::new(
+            ObjectMeta::named("cloud/default"),
+            ConfigSpec {
+                type_: ConfigType::Cloud,
+                content: bosh_api::yaml::parse_value(&cloud, "cloud.yml")?,
+            },
+        );
+        store.create(&cloud).await?;
+
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            workers: 2,
+            resync: Duration::from_secs(60),
+            election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
+        };
+        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
+            "deployment-validator",
+            store.clone(),
+            Arc::new(()),
+            Config {
+                trigger: Trigger::Generation,
+                election: opts.election.clone(),
+                ..Config::default()
+            },
+            validate::reconcile_deployment,
+            validate::error_policy,
+        );
+        let tasks = vec![
+            tokio::spawn(validator.run(shutdown.clone())),
+            tokio::spawn({
+                let (d, s) = (director.clone(), shutdown.clone());
+                async move { daemon::run_world(d, &opts, s).await }
+            }),
+        ];
+        Ok(Harness { store, director, cpi, api_url, rest, shutdown, tasks })
+    }
+
+    async fn upload_stemcell(&self) -> Result<()> {
+        let image = self.rest.env.dir().join("image.tgz");
+        let file = tokio::fs::File::open(&image).await?;
+        let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
+        let b = self.director.blobs.put_stream(Box::pin(stream), None).await?;
+        let spec = StemcellSpec {
+            name: "bosh-local-agent".into(),
+            version: "1".into(),
+            operating_system: "local".into(),
+            api_version: 2,
+            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+            ..Default::default()
+        };
+        self.store.create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec)).await?;
+        // Wait for the import so the timed part is compilation alone.
+        let store = self.store.clone();
+        let cpi = self.director.cpi.name().to_string();
+        eventually(Duration::from_secs(120), "stemcell import", || {
+            let (store, cpi) = (store.clone(), cpi.clone());
+            async move {
+                let s: Object<StemcellSpec> = store.get(None, "bosh-local-agent/1").await.ok()?;
+                s.status.cids.contains_key(&cpi).then_some(())
+            }
+        })
+        .await
+    }
+
+    async fn upload_release(&self, dir: &Path) -> Result<()> {
+        let tarball = dir.with_extension("tgz");
+        let opts = CreateOptions {
+            tarball: Some(tarball.clone()),
+            force: true,
+            cache_dir: dir.with_extension("cache"),
+            ..Default::default()
+        };
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || create_release(&d, &opts)).await??;
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/uploads/releases", self.api_url))
+            .bearer_auth(TOKEN)
+            .body(std::fs::read(&tarball)?)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("release upload: {}", r.text().await?);
+        }
+        Ok(())
+    }
+
+    async fn deploy(&self, name: &str) -> Result<()> {
+        let src = format!(
+            "
+name: {name}
+releases: [{{name: fan, version: latest}}]
+stemcells: [{{alias: default, os: local, version: latest}}]
+update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
+instance_groups:
+- name: web
+  instances: 1
+  azs: [z1]
+  vm_type: small
+  stemcell: default
+  networks: [{{name: default}}]
+  jobs: [{{name: fan, release: fan}}]
+"
+        );
+        let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml")?;
+        let d =
+            Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
+        self.store.create(&d).await?;
+        Ok(())
+    }
+
+    /// Waits for `PackagesCompiled` to settle; fails unless it is True.
+    async fn wait_compiled(&self, name: &str) -> Result<()> {
+        let store = self.store.clone();
+        let c = eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
+            let store = store.clone();
+            let name = name.to_string();
+            async move {
+                let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
+                let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
+                let settled = c.status == ConditionStatus::True
+                    || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+                settled.then_some(c)
+            }
+        })
+        .await?;
+        if c.status != ConditionStatus::True {
+            bail!("{name} did not compile: {c:?}");
+        }
+        Ok(())
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await?;
+        }
+        Ok(())
+    }
+}
+
+/// Figure 2: the fan-out graph with 1 then 4 compile workers.
+async fn compile_fan_out(work: Work, secs: f64) -> Result<()> {
+    println!("\n== compile fan-out, 10 packages, packaging work: {work:?} {secs} s ==");
+    let mut rows = Vec::new();
+    for (i, workers) in [1usize, 4].into_iter().enumerate() {
+        let tmp = tempfile::tempdir()?;
+        let t = Instant::now();
+        let h = Harness::start(160 + i as u8, workers).await?;
+        let release = fan_out_release(tmp.path(), work, secs)?;
+        h.upload_release(&release).await?;
+        h.upload_stemcell().await?;
+        println!(
+            "workers {workers}: world, release and stemcell ready in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        h.deploy("fan").await?;
+        h.wait_compiled("fan").await?;
+        let wall = t.elapsed();
+        let vms = h.cpi.creates.load(Ordering::SeqCst);
+        println!(
+            "workers {workers}: PackagesCompiled=True {:.2} s after the deployment write, {vms} compile VMs created",
+            wall.as_secs_f64()
+        );
+        // Compile VMs go away (not timed).
+        let created: Vec<String> =
+            h.cpi.created.lock().unwrap().iter().take(vms).cloned().collect();
+        for cid in created {
+            let cpi = h.cpi.clone();
+            eventually(Duration::from_secs(120), &format!("compile VM {cid} deleted"), || {
+                let (cpi, cid) = (cpi.clone(), cid.clone());
+                async move { (!cpi.has_vm(&cid).await.ok()?).then_some(()) }
+            })
+            .await?;
+        }
+        h.stop().await?;
+        rows.push((workers, wall, vms));
+    }
+    let base = rows[0].1.as_secs_f64();
+    println!("| workers | wall (deploy write -> PackagesCompiled=True) | compile VMs | speed-up |");
+    for (w, wall, vms) in rows {
+        println!(
+            "| {w} | {:.2} s | {vms} | {:.2}x |",
+            wall.as_secs_f64(),
+            base / wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
