@@ -24,7 +24,13 @@ pub async fn connect(settings: &Settings) -> Result<async_nats::Client> {
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("bosh-agent {}", settings.agent_id))
         .retry_on_initial_connect()
-        .max_reconnects(None);
+        .max_reconnects(None)
+        // A VM usually boots moments after boshd added its user; if the
+        // server has not applied that yet, retry soon (50 ms doubling to
+        // 2 s) instead of the client's default multi-second wait.
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis((50u64 << attempts.min(6)).min(2000))
+        });
     if !settings.mbus.user.is_empty() {
         opts = opts.user_and_password(settings.mbus.user.clone(), settings.mbus.password.clone());
     }
