@@ -3,10 +3,13 @@
 //! CPI with a stemcell built from the real agent binary.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use async_trait::async_trait;
 use bosh_api::agent::{BlobstoreSettings, MbusSettings, NetworkSettings, Settings};
 use bosh_api::store::Store;
 use bosh_test_utils::{Nats, TestEnv};
@@ -14,7 +17,7 @@ use bosh_test_utils::{Nats, TestEnv};
 use crate::agent_client::{AgentClient, Timeouts};
 use crate::bus::{Bus, BusConfig};
 use crate::cpi::local::{self, LocalCpi};
-use crate::cpi::{Cpi, CreateVm, VmNetwork};
+use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 /// Everything a director needs to run local VMs, private to one test.
 pub struct LocalWorld {
@@ -156,5 +159,110 @@ impl LocalWorld {
                 ..Default::default()
             })
             .await?)
+    }
+}
+
+/// A CPI that counts the calls tests and benchmarks assert on and passes
+/// every call on to a real one.
+pub struct CountingCpi {
+    /// The CPI every call goes to.
+    pub inner: Arc<dyn Cpi>,
+    /// `create_vm` calls.
+    pub creates: AtomicUsize,
+    /// cids `create_vm` returned.
+    pub created: Mutex<Vec<String>>,
+    /// `delete_stemcell` calls.
+    pub stemcell_deletes: AtomicUsize,
+}
+
+impl CountingCpi {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Cpi>) -> CountingCpi {
+        CountingCpi {
+            inner,
+            creates: AtomicUsize::new(0),
+            created: Mutex::new(Vec::new()),
+            stemcell_deletes: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Cpi for CountingCpi {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn info(&self) -> CpiResult<CpiInfo> {
+        self.inner.info().await
+    }
+    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+        self.inner.create_stemcell(p, cp).await
+    }
+    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.stemcell_deletes.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_stemcell(cid).await
+    }
+    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        let cid = self.inner.create_vm(req).await?;
+        self.created.lock().unwrap().push(cid.clone());
+        Ok(cid)
+    }
+    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_vm(cid).await
+    }
+    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_vm(cid).await
+    }
+    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.inner.reboot_vm(cid).await
+    }
+    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+        self.inner.set_vm_metadata(cid, m).await
+    }
+    async fn calculate_vm_cloud_properties(
+        &self,
+        r: &serde_json::Value,
+    ) -> CpiResult<serde_json::Value> {
+        self.inner.calculate_vm_cloud_properties(r).await
+    }
+    async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_vm_by_request(id).await
+    }
+    async fn create_disk(
+        &self,
+        id: &str,
+        size: u64,
+        cp: &serde_json::Value,
+        vm: Option<&str>,
+    ) -> CpiResult<String> {
+        self.inner.create_disk(id, size, cp, vm).await
+    }
+    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_disk(cid).await
+    }
+    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        self.inner.has_disk(cid).await
+    }
+    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.attach_disk(vm, disk).await
+    }
+    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.inner.detach_disk(vm, disk).await
+    }
+    async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
+        self.inner.get_disks(vm).await
+    }
+    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+        self.inner.resize_disk(cid, size).await
+    }
+    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+        self.inner.snapshot_disk(cid, m).await
+    }
+    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+        self.inner.delete_snapshot(cid).await
+    }
+    async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.inner.find_disk_by_request(id).await
     }
 }

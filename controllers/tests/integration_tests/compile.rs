@@ -5,11 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bosh_api::agent::NetworkSettings;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
@@ -21,11 +20,11 @@ use bosh_api::store::Store;
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::api::{self, ApiState};
 use bosh_controllers::compile::PACKAGES_COMPILED;
-use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
+use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::director::Director;
 use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
-use bosh_controllers::testing::{LocalWorld, LocalWorldRest};
+use bosh_controllers::testing::{CountingCpi, LocalWorld, LocalWorldRest};
 use bosh_controllers::validate;
 use bosh_test_utils::eventually;
 use futures::TryStreamExt;
@@ -34,94 +33,6 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "t";
 /// Compiling on fresh VMs takes seconds; give it room on a loaded machine.
 const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
-
-/// A CPI that counts and remembers the VMs it creates, delegating all work.
-struct CountingCpi {
-    inner: Arc<dyn Cpi>,
-    creates: AtomicUsize,
-    created: Mutex<Vec<String>>,
-    stemcell_deletes: AtomicUsize,
-}
-
-#[async_trait]
-impl Cpi for CountingCpi {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn info(&self) -> CpiResult<CpiInfo> {
-        self.inner.info().await
-    }
-    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
-        self.inner.create_stemcell(p, cp).await
-    }
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
-        self.stemcell_deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_stemcell(cid).await
-    }
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        let cid = self.inner.create_vm(req).await?;
-        self.created.lock().unwrap().push(cid.clone());
-        Ok(cid)
-    }
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_vm(cid).await
-    }
-    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
-        self.inner.has_vm(cid).await
-    }
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
-        self.inner.reboot_vm(cid).await
-    }
-    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
-        self.inner.set_vm_metadata(cid, m).await
-    }
-    async fn calculate_vm_cloud_properties(
-        &self,
-        r: &serde_json::Value,
-    ) -> CpiResult<serde_json::Value> {
-        self.inner.calculate_vm_cloud_properties(r).await
-    }
-    async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
-        self.inner.find_vm_by_request(id).await
-    }
-    async fn create_disk(
-        &self,
-        id: &str,
-        size: u64,
-        cp: &serde_json::Value,
-        vm: Option<&str>,
-    ) -> CpiResult<String> {
-        self.inner.create_disk(id, size, cp, vm).await
-    }
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_disk(cid).await
-    }
-    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
-        self.inner.has_disk(cid).await
-    }
-    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
-        self.inner.attach_disk(vm, disk).await
-    }
-    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
-        self.inner.detach_disk(vm, disk).await
-    }
-    async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
-        self.inner.get_disks(vm).await
-    }
-    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
-        self.inner.resize_disk(cid, size).await
-    }
-    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
-        self.inner.snapshot_disk(cid, m).await
-    }
-    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_snapshot(cid).await
-    }
-    async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
-        self.inner.find_disk_by_request(id).await
-    }
-}
 
 /// A running director world with the validator, stemcell and compilation
 /// controllers, a counting CPI and an in-process API for uploads.
@@ -139,12 +50,7 @@ impl Harness {
     async fn start(subnet: u8, reuse: bool) -> Harness {
         let world = LocalWorld::start().await.unwrap();
         let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi {
-            inner: director.cpi.clone(),
-            creates: AtomicUsize::new(0),
-            created: Mutex::new(Vec::new()),
-            stemcell_deletes: AtomicUsize::new(0),
-        });
+        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
         director.cpi = cpi.clone();
         let store = director.store.clone();
 

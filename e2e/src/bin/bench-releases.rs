@@ -14,14 +14,12 @@
 //! /work/target-bench2/release/bench-releases --mb 200 --work cpu --work sleep
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
 use bosh_api::release::{CreateOptions, create_release};
@@ -30,11 +28,11 @@ use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_blobstore::Storage;
 use bosh_controllers::api::{self, ApiState};
 use bosh_controllers::compile::PACKAGES_COMPILED;
-use bosh_controllers::cpi::{Cpi, CpiInfo, CpiResult, CreateVm};
+use bosh_controllers::cpi::Cpi;
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::director::Director;
 use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
-use bosh_controllers::testing::{LocalWorld, LocalWorldRest};
+use bosh_controllers::testing::{CountingCpi, LocalWorld, LocalWorldRest};
 use bosh_controllers::validate;
 use bosh_test_utils::eventually;
 use clap::{Parser, ValueEnum};
@@ -264,92 +262,6 @@ async fn release_throughput(mb: usize) -> Result<()> {
     Ok(())
 }
 
-/// A CPI that counts the VMs it creates, delegating all work.
-struct CountingCpi {
-    inner: Arc<dyn Cpi>,
-    creates: AtomicUsize,
-    created: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl Cpi for CountingCpi {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    async fn info(&self) -> CpiResult<CpiInfo> {
-        self.inner.info().await
-    }
-    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
-        self.inner.create_stemcell(p, cp).await
-    }
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_stemcell(cid).await
-    }
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
-        self.creates.fetch_add(1, Ordering::SeqCst);
-        let cid = self.inner.create_vm(req).await?;
-        self.created.lock().unwrap().push(cid.clone());
-        Ok(cid)
-    }
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_vm(cid).await
-    }
-    async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
-        self.inner.has_vm(cid).await
-    }
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
-        self.inner.reboot_vm(cid).await
-    }
-    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
-        self.inner.set_vm_metadata(cid, m).await
-    }
-    async fn calculate_vm_cloud_properties(
-        &self,
-        r: &serde_json::Value,
-    ) -> CpiResult<serde_json::Value> {
-        self.inner.calculate_vm_cloud_properties(r).await
-    }
-    async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
-        self.inner.find_vm_by_request(id).await
-    }
-    async fn create_disk(
-        &self,
-        id: &str,
-        size: u64,
-        cp: &serde_json::Value,
-        vm: Option<&str>,
-    ) -> CpiResult<String> {
-        self.inner.create_disk(id, size, cp, vm).await
-    }
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_disk(cid).await
-    }
-    async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
-        self.inner.has_disk(cid).await
-    }
-    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
-        self.inner.attach_disk(vm, disk).await
-    }
-    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
-        self.inner.detach_disk(vm, disk).await
-    }
-    async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
-        self.inner.get_disks(vm).await
-    }
-    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
-        self.inner.resize_disk(cid, size).await
-    }
-    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
-        self.inner.snapshot_disk(cid, m).await
-    }
-    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
-        self.inner.delete_snapshot(cid).await
-    }
-    async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
-        self.inner.find_disk_by_request(id).await
-    }
-}
-
 /// The fan-out graph: p0..p3 independent, p4..p7 each on two of them,
 /// p8 on p4+p5, p9 on p6+p7. Three levels: 4, 4, 2 packages.
 const GRAPH: [(&str, &[&str]); 10] = [
@@ -441,11 +353,7 @@ impl Harness {
     async fn start(subnet: u8, workers: usize) -> Result<Harness> {
         let world = LocalWorld::start().await?;
         let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi {
-            inner: director.cpi.clone(),
-            creates: AtomicUsize::new(0),
-            created: Mutex::new(Vec::new()),
-        });
+        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
         director.cpi = cpi.clone();
         let store = director.store.clone();
         let state = ApiState::new(store.clone(), TOKEN)
