@@ -38,7 +38,8 @@ use bosh_api::agent::{self, CompilePackage, PackageRef};
 use bosh_api::manifest::{CloudConfig, Manifest, NetworkType};
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
-    BlobRef, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, ReleaseSpec, StemcellSpec,
+    BlobRef, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, EventState, ReleaseSpec,
+    StemcellSpec,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
@@ -376,6 +377,7 @@ async fn resolve(
             workers: comp.workers.max(1) as usize,
             reuse: comp.reuse_compilation_vms.unwrap_or(false),
             agent_wait,
+            task: obj.spec.task,
         };
         plans.push((p, env));
     }
@@ -640,6 +642,8 @@ async fn compile_one(
         dependencies,
     };
     info!(package = %pkg.name, key = %pkg.key, agent = %vm.worker.agent_id, "compiling");
+    let what = format!("{}/{}", pkg.name, pkg.fingerprint);
+    event(store, env, &what, EventState::Started, "").await;
     let result =
         c.director.agents.for_agent(vm.worker.agent_id.clone()).compile_package(&req).await;
     match result {
@@ -662,6 +666,7 @@ async fn compile_one(
                 return Err((e, Some(vm)));
             }
             info!(package = %pkg.name, key = %pkg.key, sha256 = %blob.sha256, "compiled");
+            event(store, env, &what, EventState::Finished, "").await;
             let kept = finish(ctx, env, vm, true).await.map_err(|e| (e, None))?;
             Ok(Outcome::Compiled(blob, kept))
         }
@@ -669,10 +674,33 @@ async fn compile_one(
             let e =
                 Error::Compile { package: pkg.name.clone(), release: pkg.release.clone(), source };
             let _ = mark_failed(store, &pkg.key, &e).await;
+            event(store, env, &what, EventState::Failed, &error_text(&e)).await;
             let kept = finish(ctx, env, vm, true).await.map_err(|e| (e, None))?;
             Err((e, kept))
         }
     }
+}
+
+/// Appends a "Compiling packages" event to the deployment's task, if it has
+/// one. Best effort: a lost event must not fail or repeat a compile.
+async fn event(store: &Store, env: &CompileEnv, object: &str, state: EventState, error: &str) {
+    let Some(task) = env.task else { return };
+    let log = crate::tasks::EventLog::new(store.clone(), task);
+    if let Err(e) = log.record("Compiling packages", object, state, error).await {
+        tracing::warn!(task, object, error = %e, "could not record a compile event");
+    }
+}
+
+/// An error with its causes, as one line for an event.
+fn error_text(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Returns the VM for reuse, or deletes it and clears its record.

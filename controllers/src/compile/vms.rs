@@ -44,6 +44,8 @@ pub struct CompileEnv {
     pub reuse: bool,
     /// How long a new VM's agent may take to answer ping.
     pub agent_wait: Duration,
+    /// The deployment's task, whose event log records each compile.
+    pub task: Option<u64>,
 }
 
 /// Claims a free address for a new compile VM of `key` and records the

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bosh_api::agent::NetworkSettings;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
-    CompileWorker, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, ReleaseSpec,
-    StemcellSpec,
+    CompileWorker, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, EventState,
+    ReleaseSpec, StemcellSpec,
 };
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
@@ -190,6 +190,11 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
     }
 
     async fn deploy(&self, name: &str, release: &str, job: &str) {
+        self.deploy_for_task(name, release, job, None).await
+    }
+
+    /// Writes a deployment whose compiles are recorded in `task`'s events.
+    async fn deploy_for_task(&self, name: &str, release: &str, job: &str, task: Option<u64>) {
         let src = format!(
             "
 name: {name}
@@ -207,8 +212,10 @@ instance_groups:
 "
         );
         let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml").unwrap();
-        let d =
-            Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
+        let d = Object::new(
+            ObjectMeta::named(name),
+            DeploymentSpec { manifest, task, ..Default::default() },
+        );
         self.store.create(&d).await.unwrap();
     }
 
@@ -374,7 +381,15 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&broken_release(tmp.path())).await;
     h.upload_stemcell().await;
-    h.deploy("broken", "broken", "bad").await;
+    let task = bosh_controllers::tasks::create_task(
+        &h.store,
+        "create deployment",
+        Some("broken"),
+        "admin",
+    )
+    .await
+    .unwrap();
+    h.deploy_for_task("broken", "broken", "bad", Some(task.spec.id)).await;
     let c = h.compiled_condition("broken").await;
     assert_eq!(c.status, ConditionStatus::False, "{c:?}");
     assert_eq!(c.reason, "PackageCompileFailed", "{c:?}");
@@ -386,6 +401,17 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     assert!(compiled[0].spec.blob.is_none());
     let failed = find_condition(&compiled[0].status.conditions, "Failed").unwrap();
     assert!(failed.message.contains("exited with code 3"), "{failed:?}");
+    // The task's event log has the compile's start and its failure with the
+    // exit code and output.
+    let prefix = format!("{}/", bosh_controllers::tasks::task_name(task.spec.id));
+    let events = h.store.list::<bosh_api::objects::EventSpec>(&prefix).await.unwrap().items;
+    let states: Vec<_> = events.iter().map(|e| e.spec.state).collect();
+    assert!(states.starts_with(&[EventState::Started, EventState::Failed]), "{events:?}");
+    assert_eq!(events[0].spec.stage, "Compiling packages");
+    assert!(events[1].spec.object.starts_with("broken/"), "{events:?}");
+    for want in ["exited with code 3", "boom from packaging"] {
+        assert!(events[1].spec.error.contains(want), "{want:?} not in {:?}", events[1].spec.error);
+    }
     assert!(
         !c.message.contains("compile-"),
         "the message names no compile VM, so a retry that fails alike writes no status: {c:?}"
