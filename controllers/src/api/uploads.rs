@@ -46,10 +46,20 @@ fn bad_input(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::invalid(format!("the uploaded {what} was refused"), vec![e.to_string()])
 }
 
-/// Streams a request body into a new file under `dir`.
-async fn spool(body: Body, dir: &Path, name: &str) -> Result<PathBuf, ApiError> {
-    tokio::fs::create_dir_all(dir).await.map_err(internal)?;
-    let path = dir.join(name);
+/// Streams a request body into a new scratch directory (removed when the
+/// returned guard drops) and returns it with the file's path.
+async fn spool(
+    st: &ApiState,
+    body: Body,
+    what: &str,
+) -> Result<(tempfile::TempDir, PathBuf), ApiError> {
+    let scratch = st.scratch.as_deref().ok_or_else(no_blobstore)?;
+    std::fs::create_dir_all(scratch).map_err(internal)?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!("{what}-"))
+        .tempdir_in(scratch)
+        .map_err(internal)?;
+    let path = work.path().join(format!("{what}.tgz"));
     let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -57,7 +67,7 @@ async fn spool(body: Body, dir: &Path, name: &str) -> Result<PathBuf, ApiError> 
         file.write_all(&chunk).await.map_err(internal)?;
     }
     file.flush().await.map_err(internal)?;
-    Ok(path)
+    Ok((work, path))
 }
 
 /// Stores a file in the blobstore, streaming it.
@@ -68,11 +78,28 @@ async fn put_file(storage: &Arc<dyn Storage>, path: &Path) -> Result<BlobRef, Ap
     Ok(BlobRef { sha256: r.sha256, size: r.size })
 }
 
-fn storage(st: &ApiState) -> Result<(&Arc<dyn Storage>, &Path), ApiError> {
-    match (&st.blobstore, &st.scratch) {
-        (Some(s), Some(d)) => Ok((s, d)),
-        _ => Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this director has no blobstore")),
-    }
+fn no_blobstore() -> ApiError {
+    ApiError::new(StatusCode::NOT_IMPLEMENTED, "this director has no blobstore")
+}
+
+fn storage(st: &ApiState) -> Result<&Arc<dyn Storage>, ApiError> {
+    st.blobstore.as_ref().ok_or_else(no_blobstore)
+}
+
+/// Creates the object, or replaces the spec of the one read before.
+async fn save<S: bosh_api::Kind>(
+    st: &ApiState,
+    existing: Option<Object<S>>,
+    name: &str,
+    spec: S,
+) -> Result<Object<S>, ApiError> {
+    Ok(match existing {
+        Some(mut e) => {
+            e.spec = spec;
+            st.store.update_spec(&e).await?
+        }
+        None => st.store.create(&Object::new(ObjectMeta::named(name), spec)).await?,
+    })
 }
 
 /// `POST /v1/uploads/releases`.
@@ -81,12 +108,8 @@ pub(super) async fn upload_release(
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (blobs, scratch) = storage(&st)?;
-    let work = tempfile::Builder::new()
-        .prefix("release-")
-        .tempdir_in(scratch_dir(scratch)?)
-        .map_err(internal)?;
-    let tarball = spool(body, work.path(), "release.tgz").await?;
+    let blobs = storage(&st)?;
+    let (work, tarball) = spool(&st, body, "release").await?;
     let dest = work.path().join("unpacked");
     let archive = {
         let (t, d) = (tarball.clone(), dest.clone());
@@ -150,13 +173,7 @@ pub(super) async fn upload_release(
             blob: Some(put_file(blobs, &p.tgz).await?),
         });
     }
-    let saved = match existing {
-        Some(mut e) => {
-            e.spec = spec;
-            st.store.update_spec(&e).await?
-        }
-        None => st.store.create(&Object::new(ObjectMeta::named(&name), spec)).await?,
-    };
+    let saved = save(&st, existing, &name, spec).await?;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
 
@@ -166,12 +183,8 @@ pub(super) async fn upload_stemcell(
     Query(q): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (blobs, scratch) = storage(&st)?;
-    let work = tempfile::Builder::new()
-        .prefix("stemcell-")
-        .tempdir_in(scratch_dir(scratch)?)
-        .map_err(internal)?;
-    let tarball = spool(body, work.path(), "stemcell.tgz").await?;
+    let blobs = storage(&st)?;
+    let (work, tarball) = spool(&st, body, "stemcell").await?;
     let dest = work.path().join("unpacked");
     let (mf, image) = {
         let (t, d) = (tarball.clone(), dest.clone());
@@ -198,19 +211,8 @@ pub(super) async fn upload_stemcell(
         cloud_properties: serde_json::to_value(&mf.cloud_properties).map_err(internal)?,
         image: Some(put_file(blobs, &image).await?),
     };
-    let saved = match existing {
-        Some(mut e) => {
-            e.spec = spec;
-            st.store.update_spec(&e).await?
-        }
-        None => st.store.create(&Object::new(ObjectMeta::named(&name), spec)).await?,
-    };
+    let saved = save(&st, existing, &name, spec).await?;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
-}
-
-fn scratch_dir(dir: &Path) -> Result<&Path, ApiError> {
-    std::fs::create_dir_all(dir).map_err(internal)?;
-    Ok(dir)
 }
 
 /// Deployments whose manifest's `section` (`releases` or `stemcells`) names

@@ -74,21 +74,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    // `agent_binary()` looks one directory above a test executable; a bin
-    // lives in `target/<profile>` itself, so point it at the agent beside us.
-    if std::env::var_os("BOSH_AGENT_BIN").is_none() {
-        let exe = std::env::current_exe()?;
-        let agent = exe.parent().context("executable has no directory")?.join("bosh-agent");
-        if !agent.is_file() {
-            bail!(
-                "{} missing: build it with `cargo build --release -p bosh-agent` in the same target dir",
-                agent.display()
-            );
-        }
-        // SAFETY: no other thread exists yet (the runtime starts below).
-        unsafe { std::env::set_var("BOSH_AGENT_BIN", &agent) };
-    }
-    println!("agent binary: {}", std::env::var("BOSH_AGENT_BIN")?);
+    // `agent_binary()` finds the agent beside this binary and rebuilds it
+    // when stale (`BOSH_AGENT_BIN` overrides it).
+    println!("agent binary: {}", bosh_test_utils::agent::agent_binary()?.display());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
