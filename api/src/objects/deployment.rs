@@ -6,7 +6,29 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Kind;
+use super::instance::DesiredState;
 use crate::meta::Condition;
+
+/// An operator's request about some instances (`start`, `stop`, `restart`,
+/// `recreate`): a change of desired state kept in the Deployment, so a
+/// GitOps write achieves the same as the CLI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceOverride {
+    /// The lifecycle state wanted (absent: `started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DesiredState>,
+    /// Bumped to ask for a restart of the jobs (stop, then start).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart: u64,
+    /// Bumped to ask for a new VM.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recreate: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// How an `apply` asked the change to be carried out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +59,10 @@ pub struct DeploymentSpec {
     /// How the last apply asked the change to be made.
     #[serde(default)]
     pub options: DeploymentOptions,
+    /// Operator requests by instance group name or instance id (the id
+    /// wins when both match).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, InstanceOverride>,
     /// The task that carries out the current generation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<u64>,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Kind;
+use super::{BlobRef, Kind};
 use crate::meta::Condition;
 
 /// The lifecycle state an operator asks for (`start`, `stop`, `stop --hard`).
@@ -29,12 +29,27 @@ pub enum DesiredState {
 pub struct InstanceNetwork {
     /// Network name from the cloud config.
     pub name: String,
+    /// `manual`, `dynamic` or `vip`.
+    #[serde(default, rename = "type")]
+    pub type_: String,
     /// The allocated IP (empty for dynamic networks until the agent reports).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ip: String,
-    /// Whether this network provides the default dns/gateway.
+    /// Netmask of the subnet the address is in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub netmask: String,
+    /// Gateway of that subnet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+    /// DNS servers of that subnet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// Which defaults (`dns`, `gateway`) this network provides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default: Vec<String>,
+    /// The subnet's cloud properties.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub cloud_properties: serde_json::Value,
 }
 
 /// A job placed on the instance, traced to its release.
@@ -50,12 +65,32 @@ pub struct InstanceJob {
     pub fingerprint: String,
 }
 
-/// Spec of an Instance; `metadata.name` is `<group>/<uuid>`, scoped to its deployment.
+/// A compiled package the instance installs, traced to its compile key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstancePackage {
+    /// Package name.
+    pub name: String,
+    /// The package's fingerprint (BOSH's version).
+    pub version: String,
+    /// The CompiledPackage object it comes from.
+    #[serde(default)]
+    pub compile_key: String,
+    /// The compiled tgz in the blobstore.
+    pub blob: BlobRef,
+}
+
+/// Spec of an Instance; `metadata.name` is `<group>/<uuid>`, scoped to its
+/// deployment. Written by the deployment controller: everything the
+/// instance controller needs is here, so it never reads releases.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceSpec {
     /// Instance group name.
     pub group: String,
+    /// The instance's UUID.
+    #[serde(default)]
+    pub id: String,
     /// Stable index within the group.
     pub index: u32,
     /// Availability zone.
@@ -70,36 +105,69 @@ pub struct InstanceSpec {
     /// `name/version` of the stemcell.
     #[serde(default)]
     pub stemcell: String,
-    /// VM type name from the cloud config.
+    /// VM type name from the cloud config (empty with `vm_resources`).
     #[serde(default)]
     pub vm_type: String,
+    /// vm_type, vm_extensions and AZ cloud properties, merged.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub cloud_properties: serde_json::Value,
+    /// The instance group's `env`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub env: serde_json::Value,
     /// Networks and addresses.
     #[serde(default)]
     pub networks: Vec<InstanceNetwork>,
     /// Jobs to run.
     #[serde(default)]
     pub jobs: Vec<InstanceJob>,
+    /// Compiled packages to install, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<InstancePackage>,
+    /// The rendered job templates (one directory per job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered_templates: Option<BlobRef>,
     /// Persistent disk size in MiB (0 = none).
     #[serde(default)]
     pub persistent_disk_mb: u64,
-    /// Bumped to ask for a VM recreate (`boshctl recreate`).
+    /// Disk type name from the cloud config, if one was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_disk_type: Option<String>,
+    /// The disk type's cloud properties.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub persistent_disk_cloud_properties: serde_json::Value,
+    /// Bumped to ask for a VM recreate (`boshctl recreate`, `--recreate`).
     #[serde(default)]
     pub recreate_token: u64,
-    /// Digest of everything the instance should run; differs ⇒ update.
+    /// Bumped to ask for a restart of the jobs (`boshctl restart`).
+    #[serde(default)]
+    pub restart_token: u64,
+    /// Longest time a job may take to be running after start (ms).
+    #[serde(default)]
+    pub watch_time_ms: u64,
+    /// Digest of what the agent applies (jobs, packages, templates,
+    /// networks); differs from `status.appliedHash` ⇒ update.
     #[serde(default)]
     pub config_hash: String,
+    /// Digest of what the VM is made from (stemcell, cloud properties,
+    /// networks, env); differs from `status.vmHash` ⇒ recreate.
+    #[serde(default)]
+    pub vm_hash: String,
 }
 
 /// Status of an Instance.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
-    /// `Ready`, `AgentUnresponsive`, ...
+    /// `Ready` (True once the current spec is applied and running, False
+    /// with reason `UpdateFailed` when it could not be), ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.
     #[serde(default)]
     pub observed_revision: i64,
+    /// `creating`, `updating`, `running`, `stopped`, `detached`, `failing`, `deleting`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
     /// The VM's id in the CPI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_cid: Option<String>,
@@ -110,10 +178,22 @@ pub struct InstanceStatus {
     /// Request id of a create_vm in flight (intent before side effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_create: Option<String>,
+    /// The `vm_hash` the VM was created with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vm_hash: String,
+    /// The `recreate_token` the VM was created under.
+    #[serde(default)]
+    pub recreate_token: u64,
     /// The `config_hash` last applied by the agent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub applied_hash: String,
-    /// Process states last reported, by job.
+    /// The `restart_token` last carried out.
+    #[serde(default)]
+    pub restart_token: u64,
+    /// The persistent disk's cid, once attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_cid: Option<String>,
+    /// Process states last reported, by process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,
     /// When the agent last changed health.

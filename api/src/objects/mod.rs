@@ -23,10 +23,12 @@ pub use compiled_package::{
     CompileWorker, CompiledPackageSpec, CompiledPackageStatus, compile_key,
 };
 pub use config::{ConfigSpec, ConfigStatus, ConfigType};
-pub use deployment::{DeploymentOptions, DeploymentSpec, DeploymentStatus};
+pub use deployment::{DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride};
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
 pub use event::{EventSpec, EventState, EventStatus};
-pub use instance::{DesiredState, InstanceJob, InstanceNetwork, InstanceSpec, InstanceStatus};
+pub use instance::{
+    DesiredState, InstanceJob, InstanceNetwork, InstancePackage, InstanceSpec, InstanceStatus,
+};
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
 pub use stemcell::{StemcellSpec, StemcellStatus};
 pub use task::{TaskSpec, TaskState, TaskStatus};

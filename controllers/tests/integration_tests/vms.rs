@@ -90,7 +90,7 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
             networks: vec![InstanceNetwork {
                 name: "default".into(),
                 ip: "127.77.0.20".into(),
-                default: vec![],
+                ..Default::default()
             }],
             ..Default::default()
         },
