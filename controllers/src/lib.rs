@@ -16,6 +16,8 @@
 //! - [`secret_file`]: private, atomic writes of files holding credentials.
 //! - [`stemcell`]: imports uploaded stemcells into the CPI.
 //! - [`tasks`]: numbered tasks and their event logs.
+//! - [`render`]: job templates rendered with Ruby's ERB, a batch per process.
+//! - [`variables`]: generated credentials, stored as secrets, interpolated.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
 //! - [`deployment`]: planning of a deployment's instances (placement, indexes, IPs).
@@ -32,6 +34,7 @@ pub mod deployment;
 pub mod director;
 pub mod ipam;
 pub mod nats_server;
+pub mod render;
 pub mod runtime;
 pub mod secret_file;
 pub mod stemcell;
@@ -39,3 +42,4 @@ pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
+pub mod variables;

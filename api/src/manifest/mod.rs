@@ -21,6 +21,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod addons;
 mod check_cloud;
 mod check_deployment;
 mod cloud;
