@@ -9,6 +9,7 @@
 //! the agent answers the retry with the task it already started.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::{
@@ -103,12 +104,29 @@ impl Default for Timeouts {
 pub struct AgentClient {
     nats: async_nats::Client,
     timeouts: Timeouts,
+    calls: Arc<CallCounts>,
+}
+
+/// Requests sent, by method: what benchmarks and tests count (e.g. zero
+/// `apply` at steady state). Polls (`get_task`) are not counted.
+#[derive(Default)]
+pub struct CallCounts(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl CallCounts {
+    fn bump(&self, method: Method) {
+        *self.0.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
+    }
+
+    /// Requests of `method` sent so far.
+    pub fn get(&self, method: Method) -> u64 {
+        self.0.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
+    }
 }
 
 impl AgentClient {
     /// A client with default timeouts.
     pub fn new(nats: async_nats::Client) -> AgentClient {
-        AgentClient { nats, timeouts: Timeouts::default() }
+        AgentClient { nats, timeouts: Timeouts::default(), calls: Arc::default() }
     }
 
     /// Replaces the timeouts.
@@ -117,10 +135,16 @@ impl AgentClient {
         self
     }
 
+    /// Requests sent through this client (and its clones), by method.
+    pub fn calls(&self) -> &CallCounts {
+        &self.calls
+    }
+
     /// A handle on one agent.
     pub fn for_agent(&self, agent_id: impl Into<String>) -> Agent {
         let agent_id = agent_id.into();
         Agent {
+            calls: self.calls.clone(),
             nats: self.nats.clone(),
             subject: request_subject(&agent_id),
             agent_id,
@@ -132,6 +156,7 @@ impl AgentClient {
 /// One agent's methods.
 #[derive(Clone)]
 pub struct Agent {
+    calls: Arc<CallCounts>,
     nats: async_nats::Client,
     agent_id: String,
     subject: String,
@@ -261,6 +286,7 @@ impl Agent {
     /// One request with a fresh request id, decoded as `T`.
     pub async fn call<T: DeserializeOwned>(&self, method: Method, args: Vec<Value>) -> Result<T> {
         let id = uuid::Uuid::new_v4().to_string();
+        self.calls.bump(method);
         let v = self.request(method, args, &id, self.timeouts.request).await?;
         self.decode(method, v)
     }
@@ -275,6 +301,7 @@ impl Agent {
     ) -> Result<T> {
         let until = Instant::now() + deadline;
         let id = uuid::Uuid::new_v4().to_string();
+        self.calls.bump(method);
         let mut attempt = 0;
         let first = loop {
             attempt += 1;

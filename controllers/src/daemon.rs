@@ -59,8 +59,21 @@ pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
 }
 
 /// Runs the controllers that act on the world through `director` — the
-/// stemcell importer and the compilation controller — until `shutdown`.
+/// stemcell importer, the compilation, deployment and instance
+/// controllers — until `shutdown`.
 pub async fn run_world(
+    director: crate::director::Director,
+    opts: &Options,
+    shutdown: CancellationToken,
+) {
+    tokio::join!(
+        run_build(director.clone(), opts, shutdown.clone()),
+        run_deploy(director, opts, shutdown),
+    );
+}
+
+/// Runs the stemcell importer and the compilation controller.
+pub async fn run_build(
     director: crate::director::Director,
     opts: &Options,
     shutdown: CancellationToken,
@@ -90,4 +103,41 @@ pub async fn run_world(
         compile::error_policy,
     );
     tokio::join!(stemcells.run(shutdown.clone()), compiler.run(shutdown.clone()));
+}
+
+/// Runs the deployment and instance controllers.
+pub async fn run_deploy(
+    director: crate::director::Director,
+    opts: &Options,
+    shutdown: CancellationToken,
+) {
+    use bosh_api::objects::InstanceSpec;
+
+    use crate::{deployment, instance};
+
+    let cfg = |trigger| opts.controller_config(trigger);
+    let store = director.store.clone();
+    // The deployment controller polls its instances while a rollout runs,
+    // so it needs to hear only spec changes.
+    let deployments = Controller::<DeploymentSpec, _, deployment::Error>::new(
+        "deployment",
+        store.clone(),
+        Arc::new(deployment::Deployer::new(director.clone())),
+        cfg(Trigger::Generation),
+        deployment::reconcile,
+        deployment::error_policy,
+    );
+    // Instances are many and each reconcile may wait on an agent: more
+    // workers than the others (max_in_flight caps what runs at once).
+    let mut instance_cfg = cfg(Trigger::Generation);
+    instance_cfg.workers = instance_cfg.workers.max(32);
+    let instances = Controller::<InstanceSpec, _, instance::Error>::new(
+        "instance",
+        store,
+        Arc::new(instance::Instances::new(director)),
+        instance_cfg,
+        instance::reconcile,
+        instance::error_policy,
+    );
+    tokio::join!(deployments.run(shutdown.clone()), instances.run(shutdown.clone()));
 }

@@ -92,3 +92,26 @@ mod tests {
         assert!(!p.is_dynamic("127.77.5.5".parse().unwrap()));
     }
 }
+
+/// The netmask of a CIDR range (`10.0.0.0/24` ⇒ `255.255.255.0`); empty
+/// for other spellings.
+pub fn netmask(range: &str) -> String {
+    match range.split_once('/').and_then(|(_, b)| b.trim().parse::<u32>().ok()) {
+        Some(bits) if bits <= 32 => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            Ipv4Addr::from(mask).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod netmask_tests {
+    /// Netmasks come from CIDR ranges; other spellings give none.
+    #[test]
+    fn netmask_from_cidr() {
+        assert_eq!(super::netmask("127.77.5.0/24"), "255.255.255.0");
+        assert_eq!(super::netmask("10.0.0.0/16"), "255.255.0.0");
+        assert_eq!(super::netmask("10.0.0.1 - 10.0.0.9"), "");
+    }
+}

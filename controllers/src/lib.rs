@@ -20,21 +20,25 @@
 //! - [`variables`]: generated credentials, stored as secrets, interpolated.
 //! - [`validate`]: the first controllers: they check Deployment and Config
 //!   specs written by anyone (API or GitOps) and report `Valid`/`Invalid`.
-//! - [`deployment`]: planning of a deployment's instances (placement, indexes, IPs).
+//! - [`deployment`]: plans a deployment's instances and rolls changes out.
+//! - [`instance`]: drives each Instance onto a VM: create, disk, apply, start.
 //! - [`director`]: the handles controllers act on the world with.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 
 pub mod agent_client;
 pub mod api;
+pub mod blobs;
 pub mod bus;
 pub mod compile;
 pub mod cpi;
 pub mod daemon;
 pub mod deployment;
 pub mod director;
+pub mod instance;
 pub mod ipam;
 pub mod nats_server;
 pub mod render;
+pub mod resolve;
 pub mod runtime;
 pub mod secret_file;
 pub mod stemcell;

@@ -173,6 +173,8 @@ pub struct CountingCpi {
     pub created: Mutex<Vec<String>>,
     /// `delete_stemcell` calls.
     pub stemcell_deletes: AtomicUsize,
+    /// Every call (`info` included).
+    pub total: AtomicUsize,
 }
 
 impl CountingCpi {
@@ -183,7 +185,13 @@ impl CountingCpi {
             creates: AtomicUsize::new(0),
             created: Mutex::new(Vec::new()),
             stemcell_deletes: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
         }
+    }
+
+    /// Calls made so far, of every method.
+    pub fn calls(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
     }
 }
 
@@ -193,40 +201,50 @@ impl Cpi for CountingCpi {
         self.inner.name()
     }
     async fn info(&self) -> CpiResult<CpiInfo> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.info().await
     }
     async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.create_stemcell(p, cp).await
     }
     async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.stemcell_deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_stemcell(cid).await
     }
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.creates.fetch_add(1, Ordering::SeqCst);
         let cid = self.inner.create_vm(req).await?;
         self.created.lock().unwrap().push(cid.clone());
         Ok(cid)
     }
     async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_vm(cid).await
     }
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.has_vm(cid).await
     }
     async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.reboot_vm(cid).await
     }
     async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.set_vm_metadata(cid, m).await
     }
     async fn calculate_vm_cloud_properties(
         &self,
         r: &serde_json::Value,
     ) -> CpiResult<serde_json::Value> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.calculate_vm_cloud_properties(r).await
     }
     async fn find_vm_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.find_vm_by_request(id).await
     }
     async fn create_disk(
@@ -236,33 +254,43 @@ impl Cpi for CountingCpi {
         cp: &serde_json::Value,
         vm: Option<&str>,
     ) -> CpiResult<String> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.create_disk(id, size, cp, vm).await
     }
     async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_disk(cid).await
     }
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.has_disk(cid).await
     }
     async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.attach_disk(vm, disk).await
     }
     async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.detach_disk(vm, disk).await
     }
     async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.get_disks(vm).await
     }
     async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.resize_disk(cid, size).await
     }
     async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.snapshot_disk(cid, m).await
     }
     async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_snapshot(cid).await
     }
     async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
+        self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.find_disk_by_request(id).await
     }
 }

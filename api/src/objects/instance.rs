@@ -141,6 +141,10 @@ pub struct InstanceSpec {
     /// Bumped to ask for a restart of the jobs (`boshctl restart`).
     #[serde(default)]
     pub restart_token: u64,
+    /// From when on, after start, the jobs must be running (ms; BOSH's
+    /// watch time minimum).
+    #[serde(default)]
+    pub watch_min_ms: u64,
     /// Longest time a job may take to be running after start (ms).
     #[serde(default)]
     pub watch_time_ms: u64,

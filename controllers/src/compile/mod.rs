@@ -35,11 +35,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::agent::{self, CompilePackage, PackageRef};
-use bosh_api::manifest::{CloudConfig, Manifest, NetworkType};
+use bosh_api::manifest::{Manifest, NetworkType};
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
-    BlobRef, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, EventState, ReleaseSpec,
-    StemcellSpec,
+    BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, ReleaseSpec, StemcellSpec,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
@@ -50,6 +49,7 @@ use tracing::{info, warn};
 use crate::agent_client::AgentError;
 use crate::cpi::CpiError;
 use crate::director::Director;
+use crate::resolve;
 use crate::runtime::{Action, Ctx};
 use crate::validate::INVALID;
 use vms::CompileEnv;
@@ -211,31 +211,6 @@ struct Resolved {
     plans: Vec<(plan::Plan, CompileEnv)>,
 }
 
-/// Why a deployment cannot be compiled yet.
-enum NotYet {
-    /// Something is missing or wrong: condition False with this reason.
-    Blocked(&'static str, String),
-}
-
-async fn cloud_config(store: &Store, obj: &Object<DeploymentSpec>) -> Result<CloudConfig, NotYet> {
-    let names = if obj.spec.cloud_configs.is_empty() {
-        vec!["default".to_string()]
-    } else {
-        obj.spec.cloud_configs.clone()
-    };
-    let mut clouds = Vec::new();
-    for name in names {
-        let key = format!("{}/{name}", ConfigType::Cloud.as_str());
-        let c = store.try_get::<ConfigSpec>(None, &key).await.ok().flatten().ok_or_else(|| {
-            NotYet::Blocked("CloudConfigMissing", format!("cloud config {name:?} does not exist"))
-        })?;
-        clouds.push(CloudConfig::from_value(&c.spec.content, &key).map_err(|e| {
-            NotYet::Blocked("CloudConfigInvalid", format!("cloud config {name:?}: {e}"))
-        })?);
-    }
-    Ok(CloudConfig::merged(clouds))
-}
-
 fn props(p: &bosh_api::manifest::Properties) -> serde_json::Map<String, serde_json::Value> {
     p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -255,10 +230,17 @@ async fn resolve(
     };
     let manifest = Manifest::from_value(&obj.spec.manifest, &name)
         .map_err(|e| blocked("ManifestInvalid", e.to_string()))?;
-    let cloud = match cloud_config(store, obj).await {
-        Ok(c) => c,
-        Err(NotYet::Blocked(r, m)) => return Err(blocked(r, m)),
+    let from = |f: resolve::Failure| match f {
+        resolve::Failure::Store(e) => Error::Store(e),
+        resolve::Failure::Blocked(b) => blocked(b.reason, b.message),
     };
+    let mut manifest = manifest;
+    let runtime = resolve::runtime_configs(store).await.map_err(from)?;
+    if !runtime.is_empty() {
+        bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
+            .map_err(|e| blocked("AddonsInvalid", e.join("; ")))?;
+    }
+    let cloud = resolve::cloud_config(store, obj).await.map_err(from)?;
     let comp = cloud.compilation.clone().ok_or_else(|| {
         blocked("NoCompilation", "the cloud config has no compilation block".into())
     })?;
@@ -298,17 +280,7 @@ async fn resolve(
         cloud_properties.extend(props(&vt.cloud_properties));
     }
 
-    // Releases.
-    let mut releases: BTreeMap<String, Object<ReleaseSpec>> = BTreeMap::new();
-    for r in &manifest.releases {
-        let list = store.list::<ReleaseSpec>(&format!("{}/", r.name)).await?;
-        let versions: Vec<&str> = list.items.iter().map(|o| o.spec.version.as_str()).collect();
-        let v = plan::resolve_version(&versions, &r.version.0).ok_or_else(|| {
-            blocked("ReleaseMissing", format!("release {}/{} is not uploaded", r.name, r.version))
-        })?;
-        let o = list.items.iter().find(|o| o.spec.version == v).cloned().expect("resolved");
-        releases.insert(r.name.clone(), o);
-    }
+    let releases = resolve::releases(store, &manifest).await.map_err(from)?;
 
     // Stemcells, and the packages each one's instance groups need.
     let stemcells = store.list::<StemcellSpec>("").await?;
@@ -336,27 +308,8 @@ async fn resolve(
     }
     let mut plans = Vec::new();
     for (alias, wants) in by_alias {
-        let ms = manifest.stemcells.iter().find(|s| s.alias == alias).ok_or_else(|| {
-            blocked("StemcellMissing", format!("no stemcell with alias {alias:?}"))
-        })?;
-        let candidates: Vec<&Object<StemcellSpec>> = stemcells
-            .items
-            .iter()
-            .filter(|s| ms.os.as_ref().is_none_or(|os| &s.spec.operating_system == os))
-            .filter(|s| ms.name.as_ref().is_none_or(|n| &s.spec.name == n))
-            .collect();
-        let versions: Vec<&str> = candidates.iter().map(|s| s.spec.version.as_str()).collect();
-        let v = plan::resolve_version(&versions, &ms.version.0).ok_or_else(|| {
-            blocked(
-                "StemcellMissing",
-                format!(
-                    "stemcell {} {} is not uploaded",
-                    ms.os.clone().unwrap_or_default(),
-                    ms.version
-                ),
-            )
-        })?;
-        let sc = candidates.iter().find(|s| s.spec.version == v).expect("resolved");
+        let sc = resolve::stemcell(&manifest, &alias, &stemcells.items)
+            .map_err(|b| blocked(b.reason, b.message))?;
         let Some(cid) = crate::stemcell::cid_for(sc, director) else {
             return Err(blocked(
                 "StemcellNotImported",

@@ -110,16 +110,6 @@ pub async fn record(store: &Store, key: &str, worker: Option<CompileWorker>) -> 
     Ok(())
 }
 
-fn netmask(range: &str) -> String {
-    match range.split_once('/').and_then(|(_, b)| b.trim().parse::<u32>().ok()) {
-        Some(bits) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            Ipv4Addr::from(mask).to_string()
-        }
-        _ => String::new(),
-    }
-}
-
 /// The VM of `worker`: adopted if the CPI has one for its request id (a
 /// reply lost to a crash), else created. Records the cid.
 pub async fn ensure_vm(
@@ -146,7 +136,7 @@ pub async fn ensure_vm(
             let net = NetworkSettings {
                 type_: "manual".into(),
                 ip: worker.ip.clone(),
-                netmask: netmask(&range),
+                netmask: crate::ipam::netmask(&range),
                 gateway: env.subnet.gateway.clone().unwrap_or_default(),
                 dns: env.subnet.dns.clone(),
                 default: vec!["dns".into(), "gateway".into()],
@@ -230,15 +220,4 @@ pub async fn delete(c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
         .revoke(&worker.agent_id)
         .await
         .map_err(|source| Error::Bus { agent: worker.agent_id.clone(), source })
-}
-
-#[cfg(test)]
-mod tests {
-    /// Netmasks come from CIDR ranges; other spellings give none.
-    #[test]
-    fn netmask_from_cidr() {
-        assert_eq!(super::netmask("127.77.5.0/24"), "255.255.255.0");
-        assert_eq!(super::netmask("10.0.0.0/16"), "255.255.0.0");
-        assert_eq!(super::netmask("10.0.0.1 - 10.0.0.9"), "");
-    }
 }

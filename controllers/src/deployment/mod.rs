@@ -1,4 +1,579 @@
-//! The deployment controller: turns a Deployment's manifest into Instance
-//! objects. Planning (pure, tested in isolation) comes first: [`plan`].
+//! The deployment controller: turns a Deployment into Instance objects and
+//! rolls changes out through them.
+//!
+//! Each reconcile reads the deployment with everything it names (cloud
+//! config, releases, stemcells, compiled packages, variables, runtime
+//! config addons), plans the instances ([`plan`]), builds each one's
+//! desired spec with its rendered templates ([`desired`]; one Ruby process
+//! renders every instance whose inputs changed), and compares with the
+//! Instance objects in the store. Instances that are gone from the plan are
+//! deleted (their finalizer lets the instance controller delete the VM and
+//! orphan the disk); changed ones receive their new spec only as the
+//! rollout allows ([`rollout`]: canaries, then `max_in_flight`, serial
+//! groups one after another, a failure halts). The instance controller
+//! does the work; this controller watches it and finishes the task.
+//!
+//! A deployment whose instances all hold their desired spec and are ready
+//! costs reads only: no etcd write, no CPI call, no agent call.
 
+pub mod desired;
 pub mod plan;
+pub mod rollout;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bosh_api::manifest::Manifest;
+use bosh_api::meta::{find_condition, set_condition};
+use bosh_api::objects::{
+    BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
+};
+use bosh_api::store::{self, Store};
+use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::compile::PACKAGES_COMPILED;
+use crate::director::Director;
+use crate::render::{self, JobTemplates, Limits};
+use crate::resolve::{self, Blocked, Failure};
+use crate::runtime::{Action, Ctx};
+use crate::tasks::{EventLog, set_task_state};
+use crate::validate::INVALID;
+use rollout::{Member, Progress};
+
+/// The finalizer that keeps a Deployment until its instances are gone.
+pub const FINALIZER: &str = "bosh.io/instances";
+/// The finalizer that keeps an Instance until its VM is gone.
+pub const INSTANCE_FINALIZER: &str = "bosh.io/vm";
+/// The condition both controllers report convergence with.
+pub const READY: &str = "Ready";
+/// The reason of a `Ready` False that halts a rollout.
+pub const UPDATE_FAILED: &str = "UpdateFailed";
+
+/// How soon to look again while a rollout or a deletion is in progress.
+const POLL: Duration = Duration::from_millis(250);
+/// How soon to look again while waiting for something outside.
+const WAIT: Duration = Duration::from_secs(2);
+
+/// The deployment controller's context.
+pub struct Deployer {
+    /// The world's handles.
+    pub director: Director,
+    /// Limits of one template-rendering Ruby process.
+    pub render_limits: Limits,
+    /// Job templates by job tarball digest.
+    jobs: Mutex<HashMap<String, Arc<JobTemplates>>>,
+    /// Rendered templates by render-input digest.
+    rendered: Mutex<HashMap<String, BlobRef>>,
+    /// Serializes address allocation across deployments.
+    ip_lock: tokio::sync::Mutex<()>,
+}
+
+impl Deployer {
+    /// A deployer acting through `director`.
+    pub fn new(director: Director) -> Deployer {
+        Deployer {
+            director,
+            render_limits: Limits { timeout: Duration::from_secs(60), max_output: 64 << 20 },
+            jobs: Mutex::default(),
+            rendered: Mutex::default(),
+            ip_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Errors of the deployment controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    /// The blobstore failed.
+    #[error("blobstore: {0}")]
+    Blob(String),
+    /// Rendering could not run (Ruby missing, killed at a limit).
+    #[error("rendering templates: {0}")]
+    Render(#[from] render::Error),
+    /// Templates of some instances failed to render (one line each).
+    #[error("rendering templates: {}", .0.join("; "))]
+    Templates(Vec<String>),
+}
+
+/// Back off per key on any error.
+pub fn error_policy(_: Arc<Object<DeploymentSpec>>, _: &Error, _: Arc<Ctx<Deployer>>) -> Action {
+    Action::backoff()
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: i64) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
+        reason: reason.into(),
+        message,
+        last_transition_time: Utc::now(),
+        observed_revision: generation,
+    }
+}
+
+/// Sets `Ready` on the deployment (only when it changes) and, with a task,
+/// finishes it.
+async fn report(
+    store: &Store,
+    obj: &Object<DeploymentSpec>,
+    ready: Option<bool>,
+    reason: &str,
+    message: String,
+    counts: BTreeMap<String, u32>,
+) -> Result<(), Error> {
+    let generation = obj.metadata.generation;
+    crate::validate::update_status_if_changed(store, obj, |s| {
+        let cond = match ready {
+            Some(ok) => condition(READY, ok, reason, message.clone(), generation),
+            None => condition(READY, false, reason, message.clone(), generation),
+        };
+        // Keep the transition time when only the message moved on.
+        let same = find_condition(&s.conditions, READY).is_some_and(|c| {
+            c.status == cond.status
+                && c.reason == cond.reason
+                && c.message == cond.message
+                && c.observed_revision == generation
+        });
+        if !same {
+            set_condition(&mut s.conditions, cond);
+        }
+        if ready == Some(true) {
+            s.observed_revision = generation;
+        }
+        s.ready_instances = counts;
+    })
+    .await?;
+    if let (Some(task), Some(ok)) = (obj.spec.task, ready) {
+        let (state, result) = if ok {
+            (TaskState::Done, format!("/deployments/{}", obj.metadata.name))
+        } else {
+            (TaskState::Error, message)
+        };
+        finish_task(store, task, state, &result).await?;
+    }
+    Ok(())
+}
+
+/// Finishes a task unless it already is (reads only, then).
+async fn finish_task(
+    store: &Store,
+    task: u64,
+    state: TaskState,
+    result: &str,
+) -> Result<(), Error> {
+    let t =
+        store.try_get::<bosh_api::objects::TaskSpec>(None, &crate::tasks::task_name(task)).await?;
+    match t {
+        Some(t)
+            if !matches!(
+                t.status.state,
+                TaskState::Done | TaskState::Error | TaskState::Cancelled
+            ) =>
+        {
+            set_task_state(store, task, state, result).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Marks a task processing (reads only when it already is).
+async fn start_task(store: &Store, task: Option<u64>) -> Result<(), Error> {
+    let Some(task) = task else { return Ok(()) };
+    let t =
+        store.try_get::<bosh_api::objects::TaskSpec>(None, &crate::tasks::task_name(task)).await?;
+    if t.is_some_and(|t| t.status.state == TaskState::Queued) {
+        set_task_state(store, task, TaskState::Processing, "").await?;
+    }
+    Ok(())
+}
+
+/// Records an event in the deployment's task, best effort.
+async fn event(
+    store: &Store,
+    task: Option<u64>,
+    stage: &str,
+    object: &str,
+    state: EventState,
+    error: &str,
+) {
+    let Some(task) = task else { return };
+    if let Err(e) = EventLog::new(store.clone(), task).record(stage, object, state, error).await {
+        warn!(task, object, error = %e, "could not record an event");
+    }
+}
+
+/// Where a condition of the deployment stands at its current generation.
+fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condition> {
+    find_condition(&obj.status.conditions, type_)
+        .filter(|c| c.observed_revision == obj.metadata.generation)
+}
+
+/// Reconciles one Deployment.
+pub async fn reconcile(
+    obj: Arc<Object<DeploymentSpec>>,
+    ctx: Arc<Ctx<Deployer>>,
+) -> Result<Action, Error> {
+    let store = &ctx.store;
+    let name = obj.metadata.name.clone();
+    if obj.metadata.is_deleting() {
+        return delete(&ctx, &obj).await;
+    }
+    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        let mut next = (*obj).clone();
+        next.metadata.finalizers.push(FINALIZER.into());
+        store.update_spec(&next).await?;
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    // The validator and the compiler go first; their verdicts are polled
+    // (they write status, which this controller does not hear).
+    match verdict(&obj, INVALID) {
+        Some(c) if c.status == ConditionStatus::True => {
+            let msg = format!("deployment {name} is invalid: {}", c.message);
+            report(store, &obj, Some(false), "Invalid", msg, BTreeMap::new()).await?;
+            return Ok(Action::await_change());
+        }
+        Some(_) => {}
+        None => return Ok(Action::requeue(POLL)),
+    }
+    start_task(store, obj.spec.task).await?;
+    match verdict(&obj, PACKAGES_COMPILED) {
+        Some(c) if c.status == ConditionStatus::True => {}
+        Some(c) if !matches!(c.reason.as_str(), "Compiling") => {
+            // A blocked or failed compile fails the task; the compiler keeps
+            // retrying, and this controller goes on once it succeeds.
+            let msg = format!("compiling packages: {}", c.message);
+            report(store, &obj, Some(false), &c.reason.clone(), msg, BTreeMap::new()).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+        _ => return Ok(Action::requeue(POLL)),
+    }
+    match converge(&ctx, &obj).await {
+        Ok(a) => Ok(a),
+        Err(Failure::Blocked(b)) => {
+            report(store, &obj, Some(false), b.reason, b.message, BTreeMap::new()).await?;
+            Ok(Action::requeue(WAIT))
+        }
+        Err(Failure::Store(e)) => Err(e.into()),
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::Store(e) => Failure::Store(e),
+            other => Failure::Blocked(Blocked::new("RenderFailed", other.to_string())),
+        }
+    }
+}
+
+/// Everything resolved, planned and rolled out one step.
+async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Failure> {
+    let store = &ctx.store;
+    let name = obj.metadata.name.as_str();
+    let file = format!("deployment {name}");
+    let raw = crate::variables::resolve(store, name, &obj.spec.manifest)
+        .await
+        .map_err(|e| Blocked::new("VariablesFailed", e.to_string()))?;
+    let mut manifest = Manifest::from_value(&raw, &file)
+        .map_err(|e| Blocked::new("ManifestInvalid", e.to_string()))?;
+    let runtime = resolve::runtime_configs(store).await?;
+    if !runtime.is_empty() {
+        bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
+            .map_err(|e| Blocked::new("AddonsInvalid", e.join("; ")))?;
+    }
+    let cloud = resolve::cloud_config(store, obj).await?;
+    let releases = resolve::releases(store, &manifest).await?;
+    let stemcells = store.list::<StemcellSpec>("").await?.items;
+    let compiled: BTreeMap<String, BlobRef> = store
+        .list::<CompiledPackageSpec>("")
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.spec.blob.map(|b| (o.metadata.name, b)))
+        .collect();
+    let jobs = load_jobs(ctx, &manifest, &releases).await?;
+
+    // Plan under the address lock, against every address held elsewhere.
+    let _ip = ctx.data.ip_lock.lock().await;
+    let all = store.list::<InstanceSpec>("").await?.items;
+    let (mine, others): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|i| i.metadata.deployment.as_deref() == Some(name));
+    let workers = store.list::<CompiledPackageSpec>("").await?.items;
+    let outside: BTreeSet<Ipv4Addr> = others
+        .iter()
+        .flat_map(|i| i.spec.networks.iter().map(|n| n.ip.clone()))
+        .chain(workers.iter().filter_map(|w| w.status.worker.as_ref().map(|w| w.ip.clone())))
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let existing: Vec<plan::Existing> = mine
+        .iter()
+        .filter(|i| !i.metadata.is_deleting())
+        .map(|i| plan::Existing {
+            id: i.spec.id.clone(),
+            group: i.spec.group.clone(),
+            index: i.spec.index,
+            az: i.spec.az.clone(),
+            bootstrap: i.spec.bootstrap,
+            ips: i
+                .spec
+                .networks
+                .iter()
+                .filter_map(|n| n.ip.parse().ok().map(|ip| (n.name.clone(), ip)))
+                .collect(),
+        })
+        .collect();
+    let planned = plan::plan(&manifest, &cloud, &existing, &outside, &mut || {
+        uuid::Uuid::new_v4().to_string()
+    })
+    .map_err(|e| Blocked::new("PlacementFailed", e.join("; ")))?;
+
+    let cx = desired::Context {
+        deployment: name,
+        manifest: &manifest,
+        cloud: &cloud,
+        releases: &releases,
+        stemcells: &stemcells,
+        compiled: &compiled,
+        jobs: &jobs,
+        overrides: &obj.spec.instances,
+        recreate_all: if obj.spec.options.recreate { obj.metadata.generation as u64 } else { 0 },
+    };
+    let mut built = Vec::new();
+    for d in &planned.instances {
+        built.push(desired::build(&cx, d)?);
+    }
+    render_all(ctx, &mut built).await.map_err(Failure::from)?;
+
+    // Deletions first, all at once: BOSH deletes unneeded instances before
+    // it updates the rest.
+    let by_id: BTreeMap<&str, &Object<InstanceSpec>> =
+        mine.iter().map(|i| (i.spec.id.as_str(), i)).collect();
+    for id in &planned.delete {
+        if let Some(i) = by_id.get(id.as_str())
+            && !i.metadata.is_deleting()
+        {
+            info!(deployment = name, instance = %i.metadata.name, "deleting unneeded instance");
+            event(
+                store,
+                obj.spec.task,
+                "Deleting unneeded instances",
+                &i.metadata.name,
+                EventState::Info,
+                "",
+            )
+            .await;
+            store.delete::<InstanceSpec>(Some(name), &i.metadata.name, None).await?;
+        }
+    }
+    let deleting = mine
+        .iter()
+        .filter(|i| i.metadata.is_deleting() || planned.delete.contains(&i.spec.id))
+        .count();
+
+    // The rollout step.
+    let mut members = Vec::new();
+    let mut desired_by_name = BTreeMap::new();
+    for b in built {
+        let key = format!("{}/{}", b.spec.group, b.spec.id);
+        let current = by_id.get(b.spec.id.as_str()).copied();
+        let changed = current.is_none_or(|c| c.spec != b.spec);
+        let progress = current.map(progress_of).unwrap_or(Progress::InFlight);
+        members.push(Member {
+            name: key.clone(),
+            group: b.spec.group.clone(),
+            index: b.spec.index,
+            changed,
+            progress,
+        });
+        desired_by_name.insert(key, b.spec);
+    }
+    let groups: Vec<rollout::GroupUpdate> =
+        manifest.instance_groups.iter().map(|g| desired::update_of(&manifest, g)).collect();
+    let decision = rollout::decide(&groups, &members);
+    for (key, canary) in &decision.write {
+        let spec = desired_by_name[key].clone();
+        let what = format!("{key} ({}){}", spec.index, if *canary { " (canary)" } else { "" });
+        match by_id.get(spec.id.as_str()) {
+            Some(cur) => {
+                let mut next = (*cur).clone();
+                next.spec = spec;
+                store.update_spec(&next).await?;
+            }
+            None => {
+                let mut meta = ObjectMeta::scoped(name, key.clone());
+                meta.finalizers.push(INSTANCE_FINALIZER.into());
+                store.create(&Object::new(meta, spec)).await?;
+            }
+        }
+        info!(deployment = name, instance = %what, "instance takes its new spec");
+    }
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for m in &members {
+        if !m.changed && m.progress == Progress::Ready {
+            *counts.entry(m.group.clone()).or_default() += 1;
+        }
+    }
+    if let Some((inst, msg)) = &decision.failed {
+        let message = format!("instance {inst} failed: {msg}");
+        report(store, obj, Some(false), UPDATE_FAILED, message, counts).await?;
+        return Ok(Action::requeue(WAIT));
+    }
+    if decision.done && deleting == 0 {
+        let total: u32 = counts.values().sum();
+        report(store, obj, Some(true), "Deployed", format!("{total} instances ready"), counts)
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let total = members.len();
+    let ready: u32 = counts.values().sum();
+    report(store, obj, None, "RollingOut", format!("{ready} of {total} instances ready"), counts)
+        .await?;
+    Ok(Action::requeue(POLL))
+}
+
+/// How far an instance is with the spec it holds.
+fn progress_of(i: &Object<InstanceSpec>) -> Progress {
+    match find_condition(&i.status.conditions, READY) {
+        Some(c) if c.observed_revision == i.metadata.generation => match c.status {
+            ConditionStatus::True => Progress::Ready,
+            _ if c.reason == UPDATE_FAILED => Progress::Failed(c.message.clone()),
+            _ => Progress::InFlight,
+        },
+        _ => Progress::InFlight,
+    }
+}
+
+/// Reads (once per tarball) the templates of every job the manifest uses.
+async fn load_jobs(
+    ctx: &Ctx<Deployer>,
+    manifest: &Manifest,
+    releases: &BTreeMap<String, Object<bosh_api::objects::ReleaseSpec>>,
+) -> Result<BTreeMap<(String, String), Arc<JobTemplates>>, Failure> {
+    let mut out = BTreeMap::new();
+    for g in &manifest.instance_groups {
+        for j in &g.jobs {
+            let key = (j.release.clone(), j.name.clone());
+            if out.contains_key(&key) {
+                continue;
+            }
+            let Some(rel) = releases.get(&j.release) else { continue };
+            let Some(rj) = rel.spec.jobs.iter().find(|x| x.name == j.name) else { continue };
+            let blob = rj.blob.clone().ok_or_else(|| {
+                Blocked::new(
+                    "JobMissing",
+                    format!("job {} of {} has no blob", j.name, rel.metadata.name),
+                )
+            })?;
+            let cached = ctx.data.jobs.lock().expect("job cache").get(&blob.sha256).cloned();
+            let t = match cached {
+                Some(t) => t,
+                None => {
+                    let bytes = crate::blobs::read(&ctx.data.director.blobs, &blob.sha256)
+                        .await
+                        .map_err(|e| Blocked::new("BlobMissing", format!("job {}: {e}", j.name)))?;
+                    let t = Arc::new(JobTemplates::from_job_tgz(&bytes).map_err(|e| {
+                        Blocked::new(
+                            "JobInvalid",
+                            format!("job {} of {}: {e}", j.name, rel.metadata.name),
+                        )
+                    })?);
+                    ctx.data.jobs.lock().expect("job cache").insert(blob.sha256.clone(), t.clone());
+                    t
+                }
+            };
+            out.insert(key, t);
+        }
+    }
+    Ok(out)
+}
+
+/// Renders the templates of every built instance whose inputs are new (one
+/// Ruby process for all of them), stores the archives, and finishes specs.
+async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result<(), Error> {
+    let keys: Vec<String> = built.iter().map(|b| desired::render_key(&b.render)).collect();
+    let missing: Vec<usize> = {
+        let cache = ctx.data.rendered.lock().expect("render cache");
+        (0..built.len()).filter(|i| !cache.contains_key(&keys[*i])).collect()
+    };
+    if !missing.is_empty() {
+        let reqs: Vec<render::RenderRequest> =
+            missing.iter().map(|i| built[*i].render.clone()).collect();
+        let results = render::render_batch(&reqs, &ctx.data.render_limits).await?;
+        let mut errors = Vec::new();
+        for (i, r) in missing.iter().zip(results) {
+            match r {
+                Ok(rendered) => {
+                    let blob = crate::blobs::put(&ctx.data.director.blobs, rendered.archive)
+                        .await
+                        .map_err(Error::Blob)?;
+                    let mut cache = ctx.data.rendered.lock().expect("render cache");
+                    if cache.len() > 50_000 {
+                        cache.clear();
+                    }
+                    cache.insert(keys[*i].clone(), blob);
+                }
+                Err(e) => errors.push(format!(
+                    "{}/{} ({}): {e}",
+                    built[*i].spec.group, built[*i].spec.id, built[*i].spec.index
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Templates(errors));
+        }
+    }
+    let cache = ctx.data.rendered.lock().expect("render cache");
+    for (b, k) in built.iter_mut().zip(&keys) {
+        desired::finish(&mut b.spec, cache[k].clone());
+    }
+    Ok(())
+}
+
+/// Deletes every instance, waits for them to be gone, forgets the
+/// deployment's variables and lets the Deployment go.
+async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Error> {
+    let store = &ctx.store;
+    let name = obj.metadata.name.as_str();
+    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    start_task(store, obj.spec.task).await?;
+    let instances = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
+    for i in &instances {
+        if !i.metadata.is_deleting() {
+            event(
+                store,
+                obj.spec.task,
+                "Deleting instances",
+                &i.metadata.name,
+                EventState::Info,
+                "",
+            )
+            .await;
+            store.delete::<InstanceSpec>(Some(name), &i.metadata.name, None).await?;
+        }
+    }
+    if !instances.is_empty() {
+        return Ok(Action::requeue(POLL));
+    }
+    if let Err(e) = crate::variables::delete_all(store, name).await {
+        warn!(deployment = name, error = %e, "could not delete the deployment's variables");
+        return Ok(Action::requeue(WAIT));
+    }
+    if let Some(task) = obj.spec.task {
+        finish_task(store, task, TaskState::Done, &format!("/deployments/{name}")).await?;
+    }
+    let mut next = obj.clone();
+    next.metadata.finalizers.retain(|f| f != FINALIZER);
+    store.update_spec(&next).await?;
+    info!(deployment = name, "deployment deleted");
+    Ok(Action::await_change())
+}

@@ -36,18 +36,23 @@ const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A running director world with the validator, stemcell and compilation
 /// controllers, a counting CPI and an in-process API for uploads.
-struct Harness {
-    store: Store,
-    director: Director,
-    cpi: Arc<CountingCpi>,
-    api_url: String,
-    rest: LocalWorldRest,
+pub(super) struct Harness {
+    pub(super) store: Store,
+    pub(super) director: Director,
+    pub(super) cpi: Arc<CountingCpi>,
+    pub(super) api_url: String,
+    pub(super) rest: LocalWorldRest,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Harness {
-    async fn start(subnet: u8, reuse: bool) -> Harness {
+    pub(super) async fn start(subnet: u8, reuse: bool) -> Harness {
+        Harness::start_with(subnet, reuse, false).await
+    }
+
+    /// With `deploy`, the deployment and instance controllers run too.
+    pub(super) async fn start_with(subnet: u8, reuse: bool, deploy: bool) -> Harness {
         let world = LocalWorld::start().await.unwrap();
         let (mut director, rest) = world.director();
         let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
@@ -107,7 +112,13 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
             tokio::spawn(validator.run(shutdown.clone())),
             tokio::spawn({
                 let (d, s) = (director.clone(), shutdown.clone());
-                async move { daemon::run_world(d, &opts, s).await }
+                async move {
+                    if deploy {
+                        daemon::run_world(d, &opts, s).await
+                    } else {
+                        daemon::run_build(d, &opts, s).await
+                    }
+                }
             }),
         ];
         Harness { store, director, cpi, api_url, rest, shutdown, tasks }
@@ -149,7 +160,7 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
     }
 
-    async fn upload_stemcell(&self) {
+    pub(super) async fn upload_stemcell(&self) {
         let image = self.rest.env.dir().join("image.tgz");
         let file = tokio::fs::File::open(&image).await.unwrap();
         let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
@@ -169,7 +180,7 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
     }
 
     /// Builds a release directory into a tarball and uploads it through the API.
-    async fn upload_release(&self, dir: &Path) {
+    pub(super) async fn upload_release(&self, dir: &Path) {
         let tarball = dir.with_extension("tgz");
         let opts = CreateOptions {
             tarball: Some(tarball.clone()),
@@ -251,7 +262,7 @@ instance_groups:
         }
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             t.await.unwrap();
@@ -259,7 +270,7 @@ instance_groups:
     }
 }
 
-fn example_release(root: &Path) -> PathBuf {
+pub(super) fn example_release(root: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
     let dir = root.join("hello-release");
     bosh_test_utils::copy_dir(&src, &dir).unwrap();
@@ -269,7 +280,7 @@ fn example_release(root: &Path) -> PathBuf {
     dir
 }
 
-fn write(dir: &Path, rel: &str, text: &str) {
+pub(super) fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();

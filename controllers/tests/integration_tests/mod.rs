@@ -6,6 +6,7 @@ mod boshd;
 mod bus;
 mod compile;
 mod cpi;
+mod deploy;
 mod leader;
 mod runtime;
 mod tasks;

@@ -1,0 +1,333 @@
+//! The instance controller: drives one Instance object onto a VM until the
+//! VM runs what the spec says, in the state the spec asks for.
+//!
+//! The spec carries everything (stemcell, cloud properties, networks,
+//! compiled packages, rendered templates, the disk) and two digests:
+//! `vmHash` differs from the status' ⇒ the VM is recreated; `configHash`
+//! differs ⇒ the jobs are drained, stopped, re-applied and started. An
+//! instance whose `Ready` condition is True at its current generation is
+//! converged and costs nothing: no CPI call, no agent call, no write.
+//!
+//! Every side effect is preceded by a record of intent in the status: the
+//! agent id and create request id before `create_vm` (a crash or lost
+//! reply is adopted by request id, never repeated), the Disk object before
+//! `create_disk`. Failure sets `Ready` False with reason `UpdateFailed`,
+//! which halts the deployment's rollout, and the runtime retries the
+//! instance with backoff.
+//!
+//! # Layout
+//!
+//! - this file: reconcile, convergence, status and event bookkeeping.
+//! - [`vm`]: creating, adopting and deleting the VM.
+//! - [`disk`]: the persistent disk: create, attach, mount, orphan.
+//! - [`jobs`]: the agent side: apply, drain, stop, scripts, start, watch.
+
+pub mod disk;
+pub mod jobs;
+pub mod vm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosh_api::meta::{find_condition, set_condition};
+use bosh_api::objects::{DeploymentSpec, DesiredState, EventState, InstanceSpec, InstanceStatus};
+use bosh_api::store::{self, Store};
+use bosh_api::{Condition, ConditionStatus, Object};
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::agent_client::AgentError;
+use crate::cpi::CpiError;
+use crate::deployment::{INSTANCE_FINALIZER, READY, UPDATE_FAILED};
+use crate::director::Director;
+use crate::runtime::{Action, Ctx};
+use crate::tasks::EventLog;
+
+/// The annotation `delete-deployment --force` sets: agent failures do not
+/// stop a teardown.
+pub const FORCE_DELETE: &str = "bosh.io/force-delete";
+
+/// The instance controller's context.
+pub struct Instances {
+    /// The world's handles.
+    pub director: Director,
+    /// How long a new VM's agent may take to answer (BOSH: 600 s).
+    pub agent_wait: Duration,
+    /// How long a running VM's agent may take to answer before teardown
+    /// goes on without it.
+    pub agent_grace: Duration,
+}
+
+impl Instances {
+    /// An instance controller acting through `director`.
+    pub fn new(director: Director) -> Instances {
+        Instances {
+            director,
+            agent_wait: Duration::from_secs(600),
+            agent_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of the instance controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing the store failed.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    /// A CPI call failed.
+    #[error("CPI {method} failed")]
+    Cpi {
+        /// The CPI method.
+        method: &'static str,
+        /// What the CPI said.
+        #[source]
+        source: CpiError,
+    },
+    /// An agent call failed.
+    #[error("agent {step} failed")]
+    Agent {
+        /// The step (`apply`, `pre-start`, ...).
+        step: &'static str,
+        /// What the agent said.
+        #[source]
+        source: AgentError,
+    },
+    /// The VM's agent never answered.
+    #[error("agent {agent} did not answer within {waited:?}")]
+    Unresponsive {
+        /// The agent id.
+        agent: String,
+        /// How long it was given.
+        waited: Duration,
+    },
+    /// The jobs did not reach `running` within the watch time.
+    #[error("jobs not running after {waited_ms} ms: {detail}")]
+    NotRunning {
+        /// How long it was watched.
+        waited_ms: u64,
+        /// Processes and their states.
+        detail: String,
+    },
+    /// Bus credentials could not be issued or revoked.
+    #[error("bus credentials: {0}")]
+    Bus(#[from] crate::bus::Error),
+    /// Something the spec names is not there (a stemcell not imported).
+    #[error("{0}")]
+    Missing(String),
+}
+
+impl Error {
+    /// The error with its causes, as one line (never carries secrets:
+    /// agent and CPI messages name files and exit codes, not values).
+    pub fn chain(&self) -> String {
+        if let Error::Agent { source: AgentError::Exception { message, .. }, .. } = self {
+            return format!("{self}: {message}");
+        }
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(e) = src {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            src = e.source();
+        }
+        s
+    }
+}
+
+/// Back off per key on any error.
+pub fn error_policy(_: Arc<Object<InstanceSpec>>, _: &Error, _: Arc<Ctx<Instances>>) -> Action {
+    Action::backoff()
+}
+
+/// The deployment-wide settings an instance is driven with.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Skip drain (`--skip-drain`).
+    pub skip_drain: bool,
+    /// Tear down even when the agent fails (`delete-deployment --force`).
+    pub force: bool,
+    /// The deployment's task, whose event log records each step.
+    pub task: Option<u64>,
+}
+
+/// Writes `edit` into the instance's status (re-reading on conflict),
+/// unless it changes nothing; `obj` is kept current.
+pub(crate) async fn patch(
+    store: &Store,
+    obj: &mut Object<InstanceSpec>,
+    edit: impl Fn(&mut InstanceStatus),
+) -> Result<(), Error> {
+    loop {
+        let mut next = obj.clone();
+        edit(&mut next.status);
+        if next.status == obj.status {
+            return Ok(());
+        }
+        match store.update_status(&next).await {
+            Ok(saved) => {
+                *obj = saved;
+                return Ok(());
+            }
+            Err(e) if e.is_conflict() => {
+                let dep = obj.metadata.deployment.clone();
+                *obj = store.get::<InstanceSpec>(dep.as_deref(), &obj.metadata.name).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How an instance is named in events: `web/<uuid> (0)`.
+pub fn display(obj: &Object<InstanceSpec>) -> String {
+    format!("{} ({})", obj.metadata.name, obj.spec.index)
+}
+
+async fn event(
+    o: &Options,
+    stage: &str,
+    object: &str,
+    state: EventState,
+    error: &str,
+    store: &Store,
+) {
+    let Some(task) = o.task else { return };
+    if let Err(e) = EventLog::new(store.clone(), task).record(stage, object, state, error).await {
+        warn!(task, object, error = %e, "could not record an event");
+    }
+}
+
+fn ready(ok: bool, reason: &str, message: String, generation: i64) -> Condition {
+    Condition {
+        type_: READY.into(),
+        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
+        reason: reason.into(),
+        message,
+        last_transition_time: Utc::now(),
+        observed_revision: generation,
+    }
+}
+
+/// Whether the instance is converged on its current spec.
+pub fn is_converged(obj: &Object<InstanceSpec>) -> bool {
+    find_condition(&obj.status.conditions, READY).is_some_and(|c| {
+        c.status == ConditionStatus::True && c.observed_revision == obj.metadata.generation
+    })
+}
+
+/// Reconciles one Instance.
+pub async fn reconcile(
+    obj: Arc<Object<InstanceSpec>>,
+    ctx: Arc<Ctx<Instances>>,
+) -> Result<Action, Error> {
+    let store = &ctx.store;
+    let dep_name = obj.metadata.deployment.clone().unwrap_or_default();
+    let dep = store.try_get::<DeploymentSpec>(None, &dep_name).await?;
+    let opts = Options {
+        skip_drain: dep.as_ref().is_some_and(|d| d.spec.options.skip_drain),
+        force: dep
+            .as_ref()
+            .is_some_and(|d| d.metadata.annotations.get(FORCE_DELETE).is_some_and(|v| v == "true")),
+        task: dep.as_ref().and_then(|d| d.spec.task),
+    };
+    let mut cur = (*obj).clone();
+    let what = display(&cur);
+    if cur.metadata.is_deleting() {
+        if !cur.metadata.finalizers.iter().any(|f| f == INSTANCE_FINALIZER) {
+            return Ok(Action::await_change());
+        }
+        event(&opts, "Deleting instance", &what, EventState::Started, "", store).await;
+        if let Err(e) = teardown(&ctx, &mut cur, &opts).await {
+            event(&opts, "Deleting instance", &what, EventState::Failed, &e.chain(), store).await;
+            return Err(e);
+        }
+        disk::orphan(&ctx, &cur).await?;
+        let mut next = store.get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await?;
+        next.metadata.finalizers.retain(|f| f != INSTANCE_FINALIZER);
+        store.update_spec(&next).await?;
+        event(&opts, "Deleting instance", &what, EventState::Finished, "", store).await;
+        info!(deployment = %dep_name, instance = %what, "instance deleted");
+        return Ok(Action::await_change());
+    }
+    if is_converged(&cur) {
+        return Ok(Action::await_change());
+    }
+    let generation = cur.metadata.generation;
+    event(&opts, "Updating instance", &what, EventState::Started, "", store).await;
+    let started = std::time::Instant::now();
+    match drive(&ctx, &mut cur, &opts).await {
+        Ok(()) => {
+            let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
+            patch(store, &mut cur, |s| {
+                set_condition(
+                    &mut s.conditions,
+                    ready(true, "Converged", state.clone(), generation),
+                );
+                s.observed_revision = generation;
+            })
+            .await?;
+            event(&opts, "Updating instance", &what, EventState::Finished, "", store).await;
+            info!(deployment = %dep_name, instance = %what, elapsed_ms = started.elapsed().as_millis() as u64, "instance converged");
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let msg = e.chain();
+            warn!(deployment = %dep_name, instance = %what, error = %msg, "instance update failed");
+            let _ = patch(store, &mut cur, |s| {
+                set_condition(
+                    &mut s.conditions,
+                    ready(false, UPDATE_FAILED, msg.clone(), generation),
+                );
+                s.observed_revision = generation;
+            })
+            .await;
+            event(&opts, "Updating instance", &what, EventState::Failed, &msg, store).await;
+            Err(e)
+        }
+    }
+}
+
+/// One pass toward the spec: VM, disk, jobs.
+async fn drive(
+    ctx: &Ctx<Instances>,
+    cur: &mut Object<InstanceSpec>,
+    o: &Options,
+) -> Result<(), Error> {
+    let store = &ctx.store;
+    let spec = cur.spec.clone();
+    if spec.desired_state == DesiredState::Detached {
+        if cur.status.vm_cid.is_some() || cur.status.pending_create.is_some() {
+            jobs::quiesce(ctx, cur, o, None).await?;
+            vm::delete(ctx, cur).await?;
+        }
+        return patch(store, cur, |s| s.phase = "detached".into()).await;
+    }
+    let stale =
+        cur.status.vm_hash != spec.vm_hash || cur.status.recreate_token != spec.recreate_token;
+    if stale && (cur.status.vm_cid.is_some() || cur.status.pending_create.is_some()) {
+        info!(instance = %cur.metadata.name, "recreating VM");
+        jobs::quiesce(ctx, cur, o, None).await?;
+        vm::delete(ctx, cur).await?;
+    }
+    if cur.status.vm_cid.is_none() {
+        vm::create(ctx, cur).await?;
+    }
+    vm::wait_for_agent(ctx, cur, ctx.data.agent_wait).await?;
+    if spec.persistent_disk_mb > 0 {
+        disk::ensure(ctx, cur).await?;
+    }
+    jobs::converge(ctx, cur, o).await
+}
+
+/// Stops the jobs and deletes the VM (the disk is detached and kept).
+async fn teardown(
+    ctx: &Ctx<Instances>,
+    cur: &mut Object<InstanceSpec>,
+    o: &Options,
+) -> Result<(), Error> {
+    if cur.status.vm_cid.is_some() || cur.status.pending_create.is_some() {
+        jobs::quiesce(ctx, cur, o, None).await?;
+        vm::delete(ctx, cur).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The instance's VM: intent recorded, then created or adopted; deleted
+//! with its bus credentials.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bosh_api::Object;
+use bosh_api::agent::NetworkSettings;
+use bosh_api::objects::{InstanceSpec, StemcellSpec};
+use tracing::info;
+
+use super::{Error, Instances, patch};
+use crate::cpi::{CreateVm, VmNetwork};
+use crate::runtime::Ctx;
+
+fn cpi(method: &'static str) -> impl FnOnce(crate::cpi::CpiError) -> Error {
+    move |source| Error::Cpi { method, source }
+}
+
+/// Creates the instance's VM, or adopts the one a lost reply left behind.
+pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Result<(), Error> {
+    let d = &ctx.data.director;
+    let spec = cur.spec.clone();
+    let sc = ctx.store.try_get::<StemcellSpec>(None, &spec.stemcell).await?;
+    let stemcell_cid = sc
+        .as_ref()
+        .and_then(|sc| crate::stemcell::cid_for(sc, d))
+        .ok_or_else(|| {
+            Error::Missing(format!("stemcell {} is not imported into the CPI", spec.stemcell))
+        })?
+        .to_string();
+    // Intent first: the agent id and the request id the VM will carry.
+    let agent_id = cur.status.agent_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id =
+        cur.status.pending_create.clone().unwrap_or_else(|| format!("vm-{}", uuid::Uuid::new_v4()));
+    let (a, r) = (agent_id.clone(), request_id.clone());
+    patch(&ctx.store, cur, |s| {
+        s.agent_id = Some(a.clone());
+        s.pending_create = Some(r.clone());
+        s.phase = "creating".into();
+    })
+    .await?;
+    let cid =
+        match d.cpi.find_vm_by_request(&request_id).await.map_err(cpi("find_vm_by_request"))? {
+            Some(cid) => {
+                info!(instance = %cur.metadata.name, %cid, "adopting VM");
+                cid
+            }
+            None => {
+                let creds = d.bus.issue(&agent_id).await?;
+                let mut settings_nets = BTreeMap::new();
+                let mut vm_nets = BTreeMap::new();
+                for n in &spec.networks {
+                    let ns = NetworkSettings {
+                        type_: n.type_.clone(),
+                        ip: n.ip.clone(),
+                        netmask: n.netmask.clone(),
+                        gateway: n.gateway.clone(),
+                        dns: n.dns.clone(),
+                        default: n.default.clone(),
+                    };
+                    vm_nets.insert(
+                        n.name.clone(),
+                        VmNetwork {
+                            type_: n.type_.clone(),
+                            ip: n.ip.clone(),
+                            netmask: n.netmask.clone(),
+                            gateway: n.gateway.clone(),
+                            dns: n.dns.clone(),
+                            default: n.default.clone(),
+                            cloud_properties: n.cloud_properties.clone(),
+                        },
+                    );
+                    settings_nets.insert(n.name.clone(), ns);
+                }
+                let env = if spec.env.is_null() { serde_json::json!({}) } else { spec.env.clone() };
+                let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
+                let req = CreateVm {
+                    request_id: request_id.clone(),
+                    agent_id: agent_id.clone(),
+                    stemcell_cid,
+                    cloud_properties: spec.cloud_properties.clone(),
+                    networks: vm_nets,
+                    disk_cids: cur.status.disk_cid.iter().cloned().collect(),
+                    settings,
+                    env,
+                };
+                let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
+                info!(instance = %cur.metadata.name, %cid, "VM created");
+                cid
+            }
+        };
+    let (vm_hash, token) = (spec.vm_hash.clone(), spec.recreate_token);
+    patch(&ctx.store, cur, |s| {
+        s.vm_cid = Some(cid.clone());
+        s.pending_create = None;
+        s.vm_hash = vm_hash.clone();
+        s.recreate_token = token;
+        s.applied_hash.clear();
+        s.processes.clear();
+        s.phase = "created".into();
+    })
+    .await?;
+    let mut meta = BTreeMap::new();
+    meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
+    meta.insert("instance_group".to_string(), spec.group.clone());
+    meta.insert("index".to_string(), spec.index.to_string());
+    meta.insert("id".to_string(), spec.id.clone());
+    meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
+    if let Err(e) = d.cpi.set_vm_metadata(&cid, &meta).await
+        && !matches!(e, crate::cpi::CpiError::NotSupported { .. })
+    {
+        tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
+    }
+    Ok(())
+}
+
+/// Waits until the VM's agent answers ping, up to `wait`.
+pub async fn wait_for_agent(
+    ctx: &Ctx<Instances>,
+    cur: &Object<InstanceSpec>,
+    wait: Duration,
+) -> Result<(), Error> {
+    let agent_id = cur.status.agent_id.clone().unwrap_or_default();
+    if responsive(ctx, &agent_id, wait).await {
+        Ok(())
+    } else {
+        Err(Error::Unresponsive { agent: agent_id, waited: wait })
+    }
+}
+
+/// Whether the agent answers ping within `wait`.
+pub async fn responsive(ctx: &Ctx<Instances>, agent_id: &str, wait: Duration) -> bool {
+    let agent = ctx.data.director.agents.for_agent(agent_id.to_string());
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::time::timeout(wait, async {
+        loop {
+            tick.tick().await;
+            if agent.ping().await.is_ok() {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Deletes the VM (by cid, or found by request id), detaching the disk
+/// first, and revokes the agent's credentials. Idempotent.
+pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Result<(), Error> {
+    let d = &ctx.data.director;
+    let cid = match (&cur.status.vm_cid, &cur.status.pending_create) {
+        (Some(cid), _) => Some(cid.clone()),
+        (None, Some(req)) => {
+            d.cpi.find_vm_by_request(req).await.map_err(cpi("find_vm_by_request"))?
+        }
+        (None, None) => None,
+    };
+    if let Some(cid) = &cid {
+        super::disk::detach(ctx, cur, cid).await?;
+        patch(&ctx.store, cur, |s| s.phase = "deleting".into()).await?;
+        match d.cpi.delete_vm(cid).await {
+            Ok(()) => info!(instance = %cur.metadata.name, %cid, "VM deleted"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(cpi("delete_vm")(e)),
+        }
+    }
+    if let Some(agent) = cur.status.agent_id.clone() {
+        d.bus.revoke(&agent).await?;
+    }
+    patch(&ctx.store, cur, |s| {
+        s.vm_cid = None;
+        s.pending_create = None;
+        s.agent_id = None;
+        s.vm_hash.clear();
+        s.applied_hash.clear();
+        s.processes.clear();
+        s.phase = "detached".into();
+    })
+    .await
+}
