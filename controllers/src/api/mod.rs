@@ -14,6 +14,8 @@
 //!   their guarded deletion.
 //! - `export`: compiled releases for one stemcell (`export-release`).
 //! - `vms`: the VMs the director made, their agents' state, and `exec`.
+//! - [`deployments`]: `apply` (deploy), delete with a task, instance
+//!   actions, instances with process state, logs, variables.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use bosh_api::store::{self, Store};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub mod deployments;
 mod export;
 pub mod objects;
 mod uploads;
@@ -158,6 +161,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/exports/releases", axum::routing::post(export::export_release))
         .route("/v1/vms", axum::routing::get(vms::list))
         .route("/v1/vms/{agent_id}/exec", axum::routing::post(vms::exec))
+        .route("/v1/deployments/{name}/apply", axum::routing::post(deployments::apply))
+        .route("/v1/deployments/{name}/instances", axum::routing::get(deployments::instances::list))
+        .route(
+            "/v1/deployments/{name}/instances/actions",
+            axum::routing::post(deployments::instances::action),
+        )
+        .route("/v1/deployments/{name}/logs", axum::routing::post(deployments::instances::logs))
+        .route(
+            "/v1/deployments/{name}/variables",
+            axum::routing::get(deployments::instances::variables),
+        )
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

@@ -37,7 +37,7 @@ pub fn routes() -> R {
             get(get_one::<StemcellSpec>).delete(super::uploads::delete_stemcell),
         ))
         .merge(write_routes::<ConfigSpec>())
-        .merge(write_routes::<DeploymentSpec>())
+        .merge(deployment_routes())
         .merge(read_routes::<InstanceSpec>())
         .merge(read_routes::<DiskSpec>())
         .merge(read_routes::<TaskSpec>())
@@ -50,6 +50,21 @@ fn routes_with<S: Kind>(one: MethodRouter<Arc<ApiState>>) -> R {
         .route(&format!("/v1/{}", S::PLURAL), get(list::<S>))
         .route(&format!("/v1/{}/{{*name}}", S::PLURAL), one)
         .route(&format!("/v1/watch/{}", S::PLURAL), get(watch::<S>))
+}
+
+/// Deployments' object routes. A deployment's name is one path segment
+/// (its instances' keys start with `<name>/`), so the operator routes of
+/// [`super::deployments`] (`/v1/deployments/<name>/apply`, ...) sit beside
+/// them; deleting makes a task there.
+fn deployment_routes() -> R {
+    type D = DeploymentSpec;
+    R::new()
+        .route("/v1/deployments", get(list::<D>))
+        .route(
+            "/v1/deployments/{name}",
+            get(get_one::<D>).put(put::<D>).delete(super::deployments::delete),
+        )
+        .route("/v1/watch/deployments", get(watch::<D>))
 }
 
 fn read_routes<S: Kind>() -> R {

@@ -2,6 +2,7 @@
 
 mod agent_client;
 mod api;
+mod api_deployments;
 mod boshd;
 mod bus;
 mod compile;

@@ -1,0 +1,337 @@
+//! The operator's deployment routes, as the bosh CLI's verbs need them.
+//!
+//! - `POST /v1/deployments/<name>/apply` `{manifest, cloudConfigs?, options, dryRun}`:
+//!   validate a YAML manifest, then write it with a new Task (`deploy`);
+//!   with `dryRun`, answer the diff against the stored manifest instead;
+//! - `DELETE /v1/deployments/<name>[?force=true]`: a Task, then deletion
+//!   (the deployment controller's finalizer finishes both);
+//! - `POST /v1/deployments/<name>/instances/actions` `{action, target?}`:
+//!   start, stop, stop --hard, restart, recreate ([`instances`]);
+//! - `GET /v1/deployments/<name>/instances[?ps=true]`, `POST .../logs`,
+//!   `GET .../variables` ([`instances`]).
+//!
+//! Every write is a change of the Deployment's spec (compare-and-swap,
+//! retried on conflict) plus the number of the Task that carries it out
+//! in `spec.task`: the API never acts on VMs itself, so a GitOps write of
+//! the same spec achieves the same. Validation runs before anything is
+//! written, so a bad manifest leaves neither a Task nor a Deployment behind.
+//! Manifests hold `((placeholders))`, never variable values: nothing here
+//! resolves variables.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskState};
+use bosh_api::store::Store;
+use bosh_api::{Object, ObjectMeta};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+use crate::{tasks, validate};
+
+pub(super) mod instances;
+
+/// The user tasks are recorded for (the API has one token, hence one user).
+const USER: &str = "admin";
+
+/// The annotation `delete-deployment --force` sets before deleting: the
+/// deployment controller then ignores errors of drain, of deleting VMs and
+/// disks, and deletes the deployment regardless.
+pub const FORCE_DELETE_ANNOTATION: &str = "bosh.io/force-delete";
+
+/// How often a compare-and-swap is retried after losing a race.
+const CAS_ATTEMPTS: usize = 10;
+
+/// Body of `POST /v1/deployments/<name>/apply`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct ApplyRequest {
+    /// The manifest, as YAML text (placeholders left in place).
+    manifest: String,
+    /// Cloud config names (absent: keep the stored ones, or `default`).
+    #[serde(default)]
+    cloud_configs: Option<Vec<String>>,
+    /// `--recreate`, `--skip-drain`, `--fix`.
+    #[serde(default)]
+    options: DeploymentOptions,
+    /// Validate and diff only; write nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn deleting(name: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, format!("deployment {name} is being deleted"))
+}
+
+/// A diff of two manifests as bosh prints it: YAML lines prefixed with
+/// `+ `, `- ` or two spaces, three lines of context around each change,
+/// and `...` between distant changes. `Null` stands for "no manifest".
+pub fn manifest_diff(old: &Value, new: &Value) -> Result<Vec<String>, bosh_api::yaml::YamlError> {
+    let yaml = |v: &Value| -> Result<String, bosh_api::yaml::YamlError> {
+        if v.is_null() { Ok(String::new()) } else { bosh_api::yaml::to_string(v) }
+    };
+    let (old, new) = (yaml(old)?, yaml(new)?);
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut out = Vec::new();
+    for (i, group) in diff.grouped_ops(3).iter().enumerate() {
+        if i > 0 {
+            out.push("...".to_string());
+        }
+        for op in group {
+            for change in diff.iter_changes(op) {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => "- ",
+                    similar::ChangeTag::Insert => "+ ",
+                    similar::ChangeTag::Equal => "  ",
+                };
+                out.push(format!("{sign}{}", change.value().trim_end_matches('\n')));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `edit` on the current Deployment and writes it back by
+/// compare-and-swap, re-reading and re-running `edit` after a lost race.
+/// `None` from the read is passed to `edit` as well, which may create.
+async fn write_deployment(
+    store: &Store,
+    name: &str,
+    mut edit: impl FnMut(Option<Object<DeploymentSpec>>) -> Result<Object<DeploymentSpec>, ApiError>,
+) -> Result<Object<DeploymentSpec>, ApiError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current = store.try_get::<DeploymentSpec>(None, name).await?;
+        let create = current.is_none();
+        let next = edit(current)?;
+        let written =
+            if create { store.create(&next).await } else { store.update_spec(&next).await };
+        match written {
+            Ok(saved) => return Ok(saved),
+            Err(e @ bosh_api::store::Error::AlreadyExists { .. })
+            | Err(e @ bosh_api::store::Error::Conflict { .. }) => {
+                tracing::debug!(deployment = name, error = %e, "lost a race, retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(StatusCode::CONFLICT, format!("deployment {name} kept changing; try again")))
+}
+
+/// Changes an existing Deployment's spec with `edit` (compare-and-swap,
+/// retried). 404 when it does not exist, 409 while it is being deleted.
+pub(super) async fn update_deployment(
+    store: &Store,
+    name: &str,
+    mut edit: impl FnMut(&mut Object<DeploymentSpec>) -> Result<(), ApiError>,
+) -> Result<Object<DeploymentSpec>, ApiError> {
+    write_deployment(store, name, |current| {
+        let Some(mut d) = current else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("deployment {name} not found"),
+            ));
+        };
+        if d.metadata.is_deleting() {
+            return Err(deleting(name));
+        }
+        edit(&mut d)?;
+        Ok(d)
+    })
+    .await
+}
+
+/// Creates a task for a change of `deployment`, then makes the change with
+/// `write`. When the write fails the task is marked failed, so no task is
+/// left queued forever for a change that never happened.
+pub(super) async fn with_task<T>(
+    store: &Store,
+    description: &str,
+    deployment: &str,
+    write: impl AsyncFnOnce(u64) -> Result<T, ApiError>,
+) -> Result<(u64, T), ApiError> {
+    let task = tasks::create_task(store, description, Some(deployment), USER).await?;
+    let id = task.spec.id;
+    match write(id).await {
+        Ok(t) => Ok((id, t)),
+        Err(e) => {
+            if let Err(mark) = tasks::set_task_state(store, id, TaskState::Error, &e.error).await {
+                tracing::warn!(task = id, error = %mark, "could not mark an abandoned task failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `POST /v1/deployments/<name>/apply`.
+pub(super) async fn apply(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ApplyRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("request body is not an apply request", vec![e.to_string()])
+    })?;
+    let manifest = bosh_api::yaml::parse_value(&req.manifest, "manifest")
+        .map_err(|e| ApiError::invalid("the manifest is not valid YAML", vec![e.to_string()]))?;
+    if !manifest.is_object() {
+        return Err(ApiError::invalid(
+            "the manifest is not a mapping",
+            vec!["manifest: expected a mapping with name, releases, stemcells, ...".into()],
+        ));
+    }
+    let manifest_name = manifest.get("name").and_then(Value::as_str).unwrap_or_default();
+    if manifest_name != name {
+        return Err(ApiError::invalid(
+            "name mismatch",
+            vec![format!(
+                "manifest: name: expected {name:?} (the deployment named in the request), found {manifest_name:?}"
+            )],
+        ));
+    }
+    let current = st.store.try_get::<DeploymentSpec>(None, &name).await?;
+    if current.as_ref().is_some_and(|c| c.metadata.is_deleting()) {
+        return Err(deleting(&name));
+    }
+    let cloud_configs = req
+        .cloud_configs
+        .clone()
+        .or_else(|| current.as_ref().map(|c| c.spec.cloud_configs.clone()))
+        .unwrap_or_default();
+    let candidate = Object::new(
+        ObjectMeta::named(&name),
+        DeploymentSpec {
+            manifest: manifest.clone(),
+            cloud_configs: cloud_configs.clone(),
+            options: req.options.clone(),
+            ..Default::default()
+        },
+    );
+    let errors = validate::check_deployment(&st.store, &candidate).await?;
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(format!("deployment {name} is invalid"), errors));
+    }
+
+    if req.dry_run {
+        let old = current.as_ref().map(|c| c.spec.manifest.clone()).unwrap_or(Value::Null);
+        let diff = manifest_diff(&old, &manifest).map_err(internal)?;
+        let changes = current
+            .as_ref()
+            .is_none_or(|c| c.spec.manifest != manifest || c.spec.cloud_configs != cloud_configs);
+        return Ok(Json(json!({ "diff": diff, "changes": changes })).into_response());
+    }
+
+    let description = if current.is_some() { "update deployment" } else { "create deployment" };
+    let (task, saved) = with_task(&st.store, description, &name, async |task| {
+        write_deployment(&st.store, &name, |current| match current {
+            None => {
+                let mut d = candidate.clone();
+                d.spec.task = Some(task);
+                Ok(d)
+            }
+            Some(d) if d.metadata.is_deleting() => Err(deleting(&name)),
+            Some(mut d) => {
+                d.spec.manifest = manifest.clone();
+                d.spec.cloud_configs = cloud_configs.clone();
+                d.spec.options = req.options.clone();
+                d.spec.task = Some(task);
+                Ok(d)
+            }
+        })
+        .await
+    })
+    .await?;
+    let status = if current.is_none() { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "task": task, "deployment": saved }))).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /v1/deployments/<name>[?force=true]`.
+pub(super) async fn delete(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Json<Value>, ApiError> {
+    // 404 before a task is made for nothing.
+    st.store.get::<DeploymentSpec>(None, &name).await?;
+    let (task, gone) = with_task(&st.store, "delete deployment", &name, async |task| {
+        write_deployment(&st.store, &name, |current| {
+            let Some(mut d) = current else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("deployment {name} not found"),
+                ));
+            };
+            d.spec.task = Some(task);
+            if q.force {
+                d.metadata.annotations.insert(FORCE_DELETE_ANNOTATION.into(), "true".into());
+            }
+            Ok(d)
+        })
+        .await?;
+        Ok(st.store.delete::<DeploymentSpec>(None, &name, None).await?)
+    })
+    .await?;
+    if gone {
+        // No finalizer: no controller held it, so nothing is left to clean
+        // up and nobody else would finish the task.
+        tasks::set_task_state(&st.store, task, TaskState::Done, "deleted").await?;
+    }
+    Ok(Json(json!({ "task": task, "deleted": gone, "finalizing": !gone })))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A changed value shows as a removed and an added line with context; distant changes are split by `...`.
+    #[test]
+    fn manifest_diff_shows_changed_lines_with_context() {
+        let old = json!({"name": "d", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9});
+        let mut new = old.clone();
+        new["a"] = json!(10);
+        new["i"] = json!("((secret))");
+        let diff = manifest_diff(&old, &new).unwrap();
+        assert_eq!(
+            diff,
+            [
+                "  name: d",
+                "- a: 1",
+                "+ a: 10",
+                "  b: 2",
+                "  c: 3",
+                "  d: 4",
+                "...",
+                "  f: 6",
+                "  g: 7",
+                "  h: 8",
+                "- i: 9",
+                "+ i: ((secret))",
+            ]
+        );
+    }
+
+    /// Equal manifests have an empty diff; a new deployment is all additions.
+    #[test]
+    fn manifest_diff_of_equal_manifests_is_empty_and_of_a_new_one_all_added() {
+        let m = json!({"name": "d", "instance_groups": [{"name": "web", "instances": 1}]});
+        assert!(manifest_diff(&m, &m).unwrap().is_empty());
+        let added = manifest_diff(&Value::Null, &m).unwrap();
+        assert!(!added.is_empty());
+        assert!(added.iter().all(|l| l.starts_with("+ ")), "{added:?}");
+    }
+}

@@ -1,0 +1,384 @@
+//! A deployment's instances: lifecycle actions, listing (with live process
+//! state), logs, and the names of its variables.
+//!
+//! Targets are resolved against the Instance objects the deployment
+//! controller wrote: `GROUP` (every instance of the group), `GROUP/ID` or
+//! `GROUP/INDEX`. Actions only change desired state in the Deployment's
+//! `spec.instances`; the controllers carry them out under the new Task.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bosh_api::Object;
+use bosh_api::agent::ProcessStatus;
+use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{internal, update_deployment, with_task};
+use crate::api::{ApiError, ApiState};
+
+/// How long one agent may take to report its processes.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An operator action on instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Jobs run (`start`).
+    Start,
+    /// Jobs stopped, VM kept (`stop`).
+    Stop,
+    /// VM deleted, persistent disk kept (`stop --hard`).
+    StopHard,
+    /// Jobs stopped, then started (`restart`).
+    Restart,
+    /// A new VM, jobs started (`recreate`).
+    Recreate,
+}
+
+impl Action {
+    /// The verb in task descriptions.
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::StopHard => "stop --hard",
+            Action::Restart => "restart",
+            Action::Recreate => "recreate",
+        }
+    }
+
+    /// Records the action in an override.
+    pub fn apply_to(self, o: &mut InstanceOverride) {
+        match self {
+            Action::Start => o.state = Some(DesiredState::Started),
+            Action::Stop => o.state = Some(DesiredState::Stopped),
+            Action::StopHard => o.state = Some(DesiredState::Detached),
+            Action::Restart => o.restart += 1,
+            Action::Recreate => {
+                o.recreate += 1;
+                o.state = Some(DesiredState::Started);
+            }
+        }
+    }
+}
+
+/// What a target picked.
+#[derive(Debug)]
+struct Selection<'a> {
+    /// The override keys the target names: instance ids, or group names.
+    keys: BTreeSet<String>,
+    /// The instances it matches.
+    instances: Vec<&'a Object<InstanceSpec>>,
+}
+
+/// The instance's id: `spec.id`, or the part of its name after the group.
+fn instance_id(i: &Object<InstanceSpec>) -> &str {
+    if i.spec.id.is_empty() {
+        i.metadata.name.split_once('/').map(|(_, id)| id).unwrap_or(&i.metadata.name)
+    } else {
+        &i.spec.id
+    }
+}
+
+/// Resolves `target` (`None`: every group) against a deployment's
+/// instances; an empty match is a 404.
+fn select<'a>(
+    deployment: &str,
+    instances: &'a [Object<InstanceSpec>],
+    target: Option<&str>,
+) -> Result<Selection<'a>, ApiError> {
+    let (keys, matched): (BTreeSet<String>, Vec<_>) = match target {
+        None => {
+            (instances.iter().map(|i| i.spec.group.clone()).collect(), instances.iter().collect())
+        }
+        Some(t) => match t.split_once('/') {
+            None => (
+                BTreeSet::from([t.to_string()]),
+                instances.iter().filter(|i| i.spec.group == t).collect(),
+            ),
+            Some((group, which)) => {
+                let matched: Vec<_> = instances
+                    .iter()
+                    .filter(|i| {
+                        i.spec.group == group
+                            && (instance_id(i) == which || i.spec.index.to_string() == which)
+                    })
+                    .collect();
+                (matched.iter().map(|i| instance_id(i).to_string()).collect(), matched)
+            }
+        },
+    };
+    if matched.is_empty() {
+        let what = target.map(|t| format!("instance {t}")).unwrap_or("any instance".into());
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "deployment {deployment} has no {what} (see `boshctl instances -d {deployment}`)"
+            ),
+        ));
+    }
+    Ok(Selection { keys, instances: matched })
+}
+
+async fn instances_of(
+    st: &ApiState,
+    deployment: &str,
+) -> Result<Vec<Object<InstanceSpec>>, ApiError> {
+    Ok(st.store.list::<InstanceSpec>(&format!("{deployment}/")).await?.items)
+}
+
+/// Body of `POST /v1/deployments/<name>/instances/actions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct ActionRequest {
+    action: Action,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// `POST /v1/deployments/<name>/instances/actions`.
+pub(in crate::api) async fn action(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ActionRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            "request body is not an instance action",
+            vec![format!("{e} (action: start, stop, stop-hard, restart or recreate)")],
+        )
+    })?;
+    let target = req.target.as_deref().filter(|t| !t.is_empty());
+    st.store.get::<DeploymentSpec>(None, &name).await?;
+    let instances = instances_of(&st, &name).await?;
+    let sel = select(&name, &instances, target)?;
+    let description = match target {
+        None => format!("{} deployment {name}", req.action.verb()),
+        Some(t) if !t.contains('/') => format!("{} instance group {t}", req.action.verb()),
+        Some(t) => format!("{} instance {t}", req.action.verb()),
+    };
+    // Ids of matched instances that carry an override of their own: the id
+    // wins over its group, so a group action must change it as well.
+    let ids: BTreeSet<String> = sel.instances.iter().map(|i| instance_id(i).to_string()).collect();
+    let (task, _) = with_task(&st.store, &description, &name, async |task| {
+        update_deployment(&st.store, &name, |d| {
+            let own: Vec<String> =
+                d.spec.instances.keys().filter(|k| ids.contains(*k)).cloned().collect();
+            for key in sel.keys.iter().chain(own.iter()) {
+                req.action.apply_to(d.spec.instances.entry(key.clone()).or_default());
+            }
+            d.spec.task = Some(task);
+            Ok(())
+        })
+        .await
+    })
+    .await?;
+    Ok(Json(json!({ "task": task })))
+}
+
+/// What an instance's agent reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentReport {
+    /// `running`, `starting`, `failing`, `stopped`; `unresponsive agent`
+    /// when it did not answer in time.
+    pub state: String,
+    /// Every supervised process (empty when unresponsive).
+    #[serde(default)]
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// One instance in `GET /v1/deployments/<name>/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceEntry {
+    /// The Instance object.
+    pub instance: Object<InstanceSpec>,
+    /// Its agent's live report (with `ps`, for instances that have a VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentReport>,
+}
+
+#[derive(Deserialize)]
+pub(in crate::api) struct ListQuery {
+    #[serde(default)]
+    ps: bool,
+}
+
+/// `GET /v1/deployments/<name>/instances[?ps=true]`.
+pub(in crate::api) async fn list(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<InstanceEntry>>, ApiError> {
+    st.store.get::<DeploymentSpec>(None, &name).await?;
+    let instances = instances_of(&st, &name).await?;
+    let reports: Vec<Option<AgentReport>> = match (&st.director, q.ps) {
+        (Some(d), true) => {
+            let asks = instances.iter().map(|i| {
+                let agent = i.status.agent_id.clone().map(|a| d.agents.for_agent(a));
+                async move {
+                    let agent = agent?;
+                    let report =
+                        match tokio::time::timeout(AGENT_TIMEOUT, agent.get_state(false)).await {
+                            Ok(Ok(s)) => AgentReport {
+                                state: serde_json::to_value(s.job_state)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_string))
+                                    .unwrap_or_default(),
+                                processes: s.processes,
+                            },
+                            _ => AgentReport {
+                                state: "unresponsive agent".into(),
+                                processes: Vec::new(),
+                            },
+                        };
+                    Some(report)
+                }
+            });
+            futures::future::join_all(asks).await
+        }
+        (None, true) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "this API has no director attached (ps needs agents)",
+            ));
+        }
+        (_, false) => vec![None; instances.len()],
+    };
+    Ok(Json(
+        instances
+            .into_iter()
+            .zip(reports)
+            .map(|(instance, agent)| InstanceEntry { instance, agent })
+            .collect(),
+    ))
+}
+
+/// Body of `POST /v1/deployments/<name>/logs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct LogsRequest {
+    target: String,
+}
+
+/// `POST /v1/deployments/<name>/logs`: the instance's agent packs its logs
+/// into the blobstore; the tarball is streamed back and then removed.
+pub(in crate::api) async fn logs(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Json(req): Json<LogsRequest>,
+) -> Result<Response, ApiError> {
+    let Some(director) = &st.director else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this API has no director attached",
+        ));
+    };
+    st.store.get::<DeploymentSpec>(None, &name).await?;
+    let instances = instances_of(&st, &name).await?;
+    let sel = select(&name, &instances, Some(&req.target))?;
+    let [instance] = sel.instances.as_slice() else {
+        return Err(ApiError::invalid(
+            format!("{} matches {} instances", req.target, sel.instances.len()),
+            vec!["target: expected one instance, GROUP/INDEX or GROUP/ID".into()],
+        ));
+    };
+    let Some(agent_id) = instance.status.agent_id.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("instance {} has no VM", instance.metadata.name),
+        ));
+    };
+    let blob = director
+        .agents
+        .for_agent(agent_id)
+        .fetch_logs()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let (reader, size) = director.blobs.get(&blob.sha256).await.map_err(internal)?;
+    let blobs = director.blobs.clone();
+    let sha = blob.sha256.clone();
+    // The tarball is only for this download: remove it once sent.
+    let cleanup = futures::stream::once(async move {
+        if let Err(e) = blobs.delete(&sha).await {
+            tracing::warn!(blob = %sha, error = %e, "could not remove a log tarball");
+        }
+    })
+    .filter_map(|()| async { None::<std::io::Result<axum::body::Bytes>> });
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader).chain(cleanup));
+    Ok((
+        [("content-type", "application/gzip".to_string()), ("content-length", size.to_string())],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /v1/deployments/<name>/variables`: names, types and ids, never values.
+pub(in crate::api) async fn variables(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<crate::variables::VariableInfo>>, ApiError> {
+    st.store.get::<DeploymentSpec>(None, &name).await?;
+    Ok(Json(crate::variables::list(&st.store, &name).await.map_err(internal)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use bosh_api::ObjectMeta;
+
+    use super::*;
+
+    fn inst(group: &str, id: &str, index: u32) -> Object<InstanceSpec> {
+        Object::new(
+            ObjectMeta::scoped("d", format!("{group}/{id}")),
+            InstanceSpec { group: group.into(), id: id.into(), index, ..Default::default() },
+        )
+    }
+
+    /// A target names a group, an instance by id or by index; nothing matching is a 404.
+    #[test]
+    fn targets_resolve_to_groups_ids_and_indexes() {
+        let all = [inst("web", "aaa", 0), inst("web", "bbb", 1), inst("db", "ccc", 0)];
+        let s = select("d", &all, Some("web")).unwrap();
+        assert_eq!(s.keys, BTreeSet::from(["web".to_string()]));
+        assert_eq!(s.instances.len(), 2);
+        let s = select("d", &all, Some("web/1")).unwrap();
+        assert_eq!(s.keys, BTreeSet::from(["bbb".to_string()]));
+        let s = select("d", &all, Some("db/ccc")).unwrap();
+        assert_eq!(s.keys, BTreeSet::from(["ccc".to_string()]));
+        let s = select("d", &all, None).unwrap();
+        assert_eq!(s.keys, BTreeSet::from(["db".to_string(), "web".to_string()]));
+        for bad in ["api", "web/2", "db/aaa"] {
+            let e = select("d", &all, Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
+        }
+        assert_eq!(select("d", &[], None).unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+
+    /// Actions set the lifecycle state or bump the restart and recreate counters.
+    #[test]
+    fn actions_change_the_override() {
+        let mut o = InstanceOverride::default();
+        Action::Stop.apply_to(&mut o);
+        assert_eq!(o.state, Some(DesiredState::Stopped));
+        Action::StopHard.apply_to(&mut o);
+        assert_eq!(o.state, Some(DesiredState::Detached));
+        Action::Restart.apply_to(&mut o);
+        Action::Restart.apply_to(&mut o);
+        assert_eq!(o.restart, 2);
+        Action::Recreate.apply_to(&mut o);
+        assert_eq!((o.recreate, o.state), (1, Some(DesiredState::Started)));
+        let a: Action = serde_json::from_str("\"stop-hard\"").unwrap();
+        assert_eq!(a, Action::StopHard);
+    }
+}

@@ -1,0 +1,336 @@
+//! The operator's deployment routes against a real etcd: apply (and its
+//! dry run), delete, instance actions and listings, each with its Task.
+
+use std::sync::Arc;
+
+use bosh_api::objects::{
+    ConfigSpec, ConfigType, DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec, TaskSpec,
+    TaskState,
+};
+use bosh_api::store::Store;
+use bosh_api::{Object, ObjectMeta};
+use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::tasks::task_name;
+use serde_json::{Value, json};
+
+use super::setup;
+
+const TOKEN: &str = "test-token";
+
+/// A private etcd with a valid cloud config, and the API on a free port.
+async fn start() -> (bosh_test_utils::TestEnv, Store, String) {
+    let (env, store) = setup().await;
+    let cloud = json!({
+        "azs": [{"name": "z1"}],
+        "vm_types": [{"name": "small"}],
+        "networks": [{"name": "default", "type": "manual", "subnets": [
+            {"range": "127.77.0.0/24", "gateway": "127.77.0.1", "azs": ["z1"]}]}],
+    });
+    store
+        .create(&Object::new(
+            ObjectMeta::named("cloud/default"),
+            ConfigSpec { type_: ConfigType::Cloud, content: cloud },
+        ))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = api::router(Arc::new(ApiState::new(store.clone(), TOKEN)));
+    tokio::spawn(api::serve(listener, router, std::future::pending()));
+    (env, store, url)
+}
+
+/// A manifest for deployment `name` with `instances` web instances on `vm_type`.
+fn manifest(name: &str, instances: u32, vm_type: &str) -> String {
+    format!(
+        "name: {name}
+releases: [{{name: r, version: '1'}}]
+stemcells: [{{alias: default, os: ubuntu-jammy, version: '1'}}]
+update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
+instance_groups:
+- name: web
+  instances: {instances}
+  azs: [z1]
+  vm_type: {vm_type}
+  stemcell: default
+  networks: [{{name: default}}]
+  jobs: [{{name: j, release: r, properties: {{password: ((web_password))}}}}]
+"
+    )
+}
+
+async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn apply(url: &str, name: &str, manifest: &str, dry_run: bool) -> (u16, Value) {
+    let body = json!({ "manifest": manifest, "options": {"recreate": false}, "dryRun": dry_run });
+    post(url, &format!("/v1/deployments/{name}/apply"), body).await
+}
+
+async fn tasks(store: &Store) -> Vec<Object<TaskSpec>> {
+    store.list::<TaskSpec>("").await.unwrap().items
+}
+
+async fn task(store: &Store, id: &Value) -> Object<TaskSpec> {
+    store.get(None, &task_name(id.as_u64().expect("a task number"))).await.unwrap()
+}
+
+async fn deployment(store: &Store, name: &str) -> Object<DeploymentSpec> {
+    store.get(None, name).await.unwrap()
+}
+
+/// An instance of `web` with an id and index, scoped to deployment `d`.
+async fn instance(store: &Store, d: &str, id: &str, index: u32) {
+    let spec = InstanceSpec { group: "web".into(), id: id.into(), index, ..Default::default() };
+    store.create(&Object::new(ObjectMeta::scoped(d, format!("web/{id}")), spec)).await.unwrap();
+}
+
+/// Apply creates the Deployment with a "create deployment" task in spec.task; a second apply makes an "update deployment" task and keeps operator overrides.
+#[tokio::test]
+async fn apply_creates_the_deployment_with_a_task_and_keeps_overrides() {
+    let (_env, store, url) = start().await;
+    let (status, body) = apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    assert_eq!(status, 201, "{body}");
+    let d = deployment(&store, "d").await;
+    assert_eq!(d.spec.task, body["task"].as_u64());
+    assert_eq!(body["deployment"]["metadata"]["name"], "d");
+    // The placeholder is stored as written: variables are the director's business.
+    assert_eq!(
+        d.spec.manifest["instance_groups"][0]["jobs"][0]["properties"]["password"],
+        "((web_password))"
+    );
+    let t = task(&store, &body["task"]).await;
+    assert_eq!(t.spec.description, "create deployment");
+    assert_eq!(t.spec.deployment.as_deref(), Some("d"));
+    assert_eq!(t.status.state, TaskState::Queued);
+
+    let mut with_override = d.clone();
+    with_override.spec.instances.insert(
+        "web".into(),
+        InstanceOverride { state: Some(DesiredState::Stopped), ..Default::default() },
+    );
+    store.update_spec(&with_override).await.unwrap();
+
+    // The same manifest again still makes a task (the controller finishes it at once).
+    let (status, again) = apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(again["task"], body["task"]);
+    let d = deployment(&store, "d").await;
+    assert_eq!(d.spec.task, again["task"].as_u64());
+    assert_eq!(d.spec.instances["web"].state, Some(DesiredState::Stopped));
+    assert_eq!(task(&store, &again["task"]).await.spec.description, "update deployment");
+}
+
+/// A manifest that fails validation, names another deployment or is not YAML is refused with 422 and its paths, and neither a task nor a deployment is written.
+#[tokio::test]
+async fn apply_refuses_a_bad_manifest_and_writes_nothing() {
+    let (_env, store, url) = start().await;
+    let (status, body) = apply(&url, "d", &manifest("d", 1, "huge"), false).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["details"].to_string().contains("instance_groups[0].vm_type"), "{body}");
+
+    let (status, body) = apply(&url, "d", &manifest("other", 1, "small"), false).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["details"].to_string().contains("name"), "{body}");
+
+    let (status, body) = apply(&url, "d", "name: d\nreleases: [\n", false).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["details"][0].as_str().unwrap().starts_with("manifest:"), "{body}");
+
+    let (status, _) = apply(&url, "d", &manifest("d", 1, "huge"), true).await;
+    assert_eq!(status, 422, "a dry run validates too");
+
+    assert!(store.try_get::<DeploymentSpec>(None, "d").await.unwrap().is_none());
+    assert!(tasks(&store).await.is_empty());
+}
+
+/// A dry run answers the diff against the stored manifest, and writes neither the deployment nor a task.
+#[tokio::test]
+async fn dry_run_shows_the_diff_and_writes_nothing() {
+    let (_env, store, url) = start().await;
+    let (status, body) = apply(&url, "d", &manifest("d", 1, "small"), true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"], true);
+    assert!(body["diff"].as_array().unwrap().iter().all(|l| l.as_str().unwrap().starts_with("+ ")));
+    assert!(store.try_get::<DeploymentSpec>(None, "d").await.unwrap().is_none());
+    assert!(tasks(&store).await.is_empty());
+
+    apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    let before = deployment(&store, "d").await;
+    let (status, body) = apply(&url, "d", &manifest("d", 3, "small"), true).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"], true);
+    let diff: Vec<&str> =
+        body["diff"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(diff.contains(&"-   instances: 1"), "{diff:#?}");
+    assert!(diff.contains(&"+   instances: 3"), "{diff:#?}");
+    assert!(diff.iter().any(|l| l.starts_with("  ")), "context lines: {diff:#?}");
+    assert_eq!(deployment(&store, "d").await.metadata.generation, before.metadata.generation);
+    assert_eq!(tasks(&store).await.len(), 1);
+
+    let (_, body) = apply(&url, "d", &manifest("d", 1, "small"), true).await;
+    assert_eq!(body, json!({"diff": [], "changes": false}));
+}
+
+/// Instance actions change the deployment's spec.instances under a new task; an unknown target is a 404 that writes nothing.
+#[tokio::test]
+async fn instance_actions_change_spec_instances_and_make_a_task() {
+    let (_env, store, url) = start().await;
+    apply(&url, "d", &manifest("d", 2, "small"), false).await;
+    instance(&store, "d", "aaa", 0).await;
+    instance(&store, "d", "bbb", 1).await;
+    let actions = "/v1/deployments/d/instances/actions";
+
+    let (status, body) = post(&url, actions, json!({"action": "stop", "target": "web/0"})).await;
+    assert_eq!(status, 200, "{body}");
+    let d = deployment(&store, "d").await;
+    assert_eq!(d.spec.task, body["task"].as_u64());
+    assert_eq!(d.spec.instances["aaa"].state, Some(DesiredState::Stopped));
+    assert_eq!(task(&store, &body["task"]).await.spec.description, "stop instance web/0");
+
+    // A group action reaches the instance's own override too (the id wins over its group).
+    let (status, body) = post(&url, actions, json!({"action": "restart", "target": "web"})).await;
+    assert_eq!(status, 200, "{body}");
+    let d = deployment(&store, "d").await;
+    assert_eq!(d.spec.instances["web"].restart, 1);
+    assert_eq!(d.spec.instances["aaa"].restart, 1);
+    assert!(!d.spec.instances.contains_key("bbb"));
+
+    let (_, body) = post(&url, actions, json!({"action": "stop-hard", "target": "web/bbb"})).await;
+    assert_eq!(
+        deployment(&store, "d").await.spec.instances["bbb"].state,
+        Some(DesiredState::Detached)
+    );
+    assert_eq!(task(&store, &body["task"]).await.spec.description, "stop --hard instance web/bbb");
+
+    let (_, body) = post(&url, actions, json!({"action": "recreate"})).await;
+    let d = deployment(&store, "d").await;
+    assert_eq!(d.spec.instances["web"].recreate, 1);
+    assert_eq!(d.spec.instances["bbb"].state, Some(DesiredState::Started));
+    assert_eq!(task(&store, &body["task"]).await.spec.description, "recreate deployment d");
+
+    let n = tasks(&store).await.len();
+    let generation = deployment(&store, "d").await.metadata.generation;
+    for target in ["web/7", "db", "web/ccc"] {
+        let (status, body) =
+            post(&url, actions, json!({"action": "start", "target": target})).await;
+        assert_eq!(status, 404, "{target}: {body}");
+    }
+    let (status, _) = post(&url, actions, json!({"action": "explode"})).await;
+    assert_eq!(status, 422);
+    let (status, _) =
+        post(&url, "/v1/deployments/nope/instances/actions", json!({"action": "start"})).await;
+    assert_eq!(status, 404);
+    assert_eq!(tasks(&store).await.len(), n);
+    assert_eq!(deployment(&store, "d").await.metadata.generation, generation);
+}
+
+/// The instance listing answers the deployment's Instance objects, and nothing of other deployments.
+#[tokio::test]
+async fn instances_lists_the_deployments_instance_objects() {
+    let (_env, store, url) = start().await;
+    apply(&url, "d", &manifest("d", 2, "small"), false).await;
+    apply(&url, "d2", &manifest("d2", 1, "small"), false).await;
+    instance(&store, "d", "aaa", 0).await;
+    instance(&store, "d", "bbb", 1).await;
+    instance(&store, "d2", "ccc", 0).await;
+    let list: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/deployments/d/instances"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["instance"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web/aaa", "web/bbb"]);
+    assert!(list[0].get("agent").is_none());
+}
+
+/// Delete makes a "delete deployment" task in spec.task and leaves a deployment with a finalizer finalizing (with --force recorded); without a finalizer it is gone and its task done.
+#[tokio::test]
+async fn delete_makes_a_task_and_sets_the_deletion_timestamp() {
+    let (_env, store, url) = start().await;
+    apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    let mut d = deployment(&store, "d").await;
+    d.metadata.finalizers.push("bosh.io/deployment".into());
+    store.update_spec(&d).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let r = http
+        .delete(format!("{url}/v1/deployments/d?force=true"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["finalizing"], true, "{body}");
+    let d = deployment(&store, "d").await;
+    assert!(d.metadata.deletion_timestamp.is_some());
+    assert_eq!(d.metadata.annotations["bosh.io/force-delete"], "true");
+    assert_eq!(d.spec.task, body["task"].as_u64());
+    let t = task(&store, &body["task"]).await;
+    assert_eq!(
+        (t.spec.description.as_str(), t.status.state),
+        ("delete deployment", TaskState::Queued)
+    );
+
+    // Applying to a deployment being deleted is a conflict.
+    let (status, _) = apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    assert_eq!(status, 409);
+
+    apply(&url, "e", &manifest("e", 1, "small"), false).await;
+    let body: Value = http
+        .delete(format!("{url}/v1/deployments/e"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["deleted"], true, "{body}");
+    assert!(store.try_get::<DeploymentSpec>(None, "e").await.unwrap().is_none());
+    assert_eq!(task(&store, &body["task"]).await.status.state, TaskState::Done);
+
+    let r = http.delete(format!("{url}/v1/deployments/nope")).bearer_auth(TOKEN).send().await;
+    assert_eq!(r.unwrap().status(), 404);
+}
+
+/// Every deployment route refuses a request without the token, and writes nothing.
+#[tokio::test]
+async fn deployment_routes_require_the_token() {
+    let (_env, store, url) = start().await;
+    let http = reqwest::Client::new();
+    let body = json!({"manifest": manifest("d", 1, "small")});
+    let requests = [
+        http.post(format!("{url}/v1/deployments/d/apply")).json(&body),
+        http.delete(format!("{url}/v1/deployments/d")),
+        http.post(format!("{url}/v1/deployments/d/instances/actions"))
+            .json(&json!({"action": "stop"})),
+        http.get(format!("{url}/v1/deployments/d/instances?ps=true")),
+        http.post(format!("{url}/v1/deployments/d/logs")).json(&json!({"target": "web/0"})),
+        http.get(format!("{url}/v1/deployments/d/variables")),
+    ];
+    for rb in requests {
+        assert_eq!(rb.bearer_auth("wrong").send().await.unwrap().status(), 401);
+    }
+    assert!(store.try_get::<DeploymentSpec>(None, "d").await.unwrap().is_none());
+    assert!(tasks(&store).await.is_empty());
+}
