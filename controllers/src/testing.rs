@@ -55,6 +55,13 @@ pub struct LocalWorldRest {
     pub stemcell: String,
 }
 
+impl Drop for LocalWorldRest {
+    /// The world's VMs go with it, whatever a test left running.
+    fn drop(&mut self) {
+        LocalCpi::kill_all(&self.env.dir().join("cpi"));
+    }
+}
+
 impl LocalWorld {
     /// Starts everything.
     pub async fn start() -> Result<LocalWorld> {

@@ -57,6 +57,18 @@ impl LocalCpi {
         Ok(LocalCpi { root: root.to_path_buf(), inv: Mutex::new(inv) })
     }
 
+    /// Stops every VM recorded under `root` (the machines of a test world
+    /// that is going away; boshd itself never does this: VMs outlive it).
+    pub fn kill_all(root: &Path) {
+        if let Ok(inv) = Inventory::load(root) {
+            for vm in inv.vms.values() {
+                if let Some(p) = vm.proc {
+                    p.kill_tree();
+                }
+            }
+        }
+    }
+
     /// A VM's directory (its `/`).
     pub fn vm_dir(&self, cid: &str) -> PathBuf {
         self.root.join("vms").join(cid)
