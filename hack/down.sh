@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Stops what hack/up.sh started; the data stays in .bosh-rs/.
+# Stops what hack/up.sh started (`boshctl down`); the data stays in .bosh-rs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${BOSH_RS_DIR:-.bosh-rs}
-pid=$(cat "$dir/boshd.pid" 2>/dev/null || true)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-  kill "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  echo "stopped boshd"
+if [ -x target/debug/boshctl ]; then
+  target/debug/boshctl down --data-dir "$dir"
+else
+  cargo run -q --bin boshctl -- down --data-dir "$dir"
 fi
-rm -f "$dir/boshd.pid"
-hack/servers.sh stop "$dir"
+# An environment started by an older up.sh (hack/servers.sh) stops too.
+hack/servers.sh stop "$dir" >/dev/null

@@ -102,9 +102,13 @@ pub async fn show(args: ShowArgs, fixed: Option<ConfigType>) -> Result<()> {
 }
 
 /// Runs `configs`: every config with its validity.
-pub async fn list(director: DirectorArgs) -> Result<()> {
-    let d = Director::resolve(&director)?;
+pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
     let list: serde_json::Value = d.get("/v1/configs").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        return Ok(());
+    }
     let mut t = Table::new();
     t.load_style(NOTHING);
     t.set_header(["TYPE", "NAME", "GENERATION", "VALID"]);

@@ -7,7 +7,10 @@ use bosh_api::objects::ConfigType;
 use clap::{Parser, Subcommand};
 
 mod configs;
+mod deployments;
 mod director;
+mod env;
+mod instances;
 mod interpolate;
 mod objects;
 mod release;
@@ -57,7 +60,7 @@ enum Command {
     /// Print a typed config.
     Config(configs::ShowArgs),
     /// List configs and whether boshd found them valid.
-    Configs(director::DirectorArgs),
+    Configs(uploads::ListArgs),
     /// Create or replace the cloud config.
     UpdateCloudConfig(configs::UpdateArgs),
     /// Print the cloud config.
@@ -94,6 +97,33 @@ enum Command {
     Vms(vms::VmsArgs),
     /// Run a command on a VM through its agent: `exec GROUP/ID -- CMD...`.
     Exec(vms::ExecArgs),
+    /// Deploy a manifest (ops files and variables applied here) and follow its task.
+    #[command(visible_alias = "deploy")]
+    Apply(deployments::ApplyArgs),
+    /// List deployments: releases, stemcells, instances ready/total, last task.
+    Deployments(deployments::ListArgs),
+    /// Print a deployment's manifest (with its `((placeholders))`).
+    Manifest(deployments::ManifestArgs),
+    /// Delete a deployment: its VMs, disks and variables (follows the task).
+    DeleteDeployment(deployments::DeleteArgs),
+    /// List a deployment's variables: names, types, ids (never values).
+    Variables(deployments::VariablesArgs),
+    /// List a deployment's instances (`--ps`: their processes).
+    Instances(instances::InstancesArgs),
+    /// Start instances: `start -d NAME [GROUP[/INDEX|/ID]]`.
+    Start(instances::ActionArgs),
+    /// Stop instances' jobs (`--hard`: delete their VMs, keep disks).
+    Stop(instances::StopArgs),
+    /// Restart instances' jobs.
+    Restart(instances::ActionArgs),
+    /// Recreate instances' VMs.
+    Recreate(instances::ActionArgs),
+    /// Download an instance's logs: `logs -d NAME GROUP/INDEX`.
+    Logs(instances::LogsArgs),
+    /// Start a local environment (etcd, boshd with the local CPI and NATS) in the data dir.
+    Up(env::UpArgs),
+    /// Stop what `up` started (idempotent).
+    Down(env::DownArgs),
 }
 
 /// Exit codes scripts can rely on.
@@ -173,9 +203,117 @@ fn main() {
         Command::Events(a) => block_on(tasks::events(a)),
         Command::Vms(a) => block_on(vms::vms(a)),
         Command::Exec(a) => block_on(vms::exec(a)),
+        Command::Apply(a) => block_on(deployments::apply(a)),
+        Command::Deployments(a) => block_on(deployments::list(a)),
+        Command::Manifest(a) => block_on(deployments::manifest(a)),
+        Command::DeleteDeployment(a) => block_on(deployments::delete(a)),
+        Command::Variables(a) => block_on(deployments::variables(a)),
+        Command::Instances(a) => block_on(instances::instances(a)),
+        Command::Start(a) => block_on(instances::act(a, instances::Action::Start)),
+        Command::Stop(a) => {
+            let action = if a.hard { instances::Action::StopHard } else { instances::Action::Stop };
+            block_on(instances::act(a.action, action))
+        }
+        Command::Restart(a) => block_on(instances::act(a, instances::Action::Restart)),
+        Command::Recreate(a) => block_on(instances::act(a, instances::Action::Recreate)),
+        Command::Logs(a) => block_on(instances::logs(a)),
+        Command::Up(a) => block_on(env::up(a)),
+        Command::Down(a) => block_on(env::down(a)),
     };
     if let Err(err) = result {
         eprintln!("Error: {err:#}");
         std::process::exit(exit_code_for(&err));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("boshctl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    /// `deploy` takes bosh's flags: ops files, vars, vars files, var files, dry run and update options.
+    #[test]
+    fn deploy_parses_bosh_flags() {
+        let Command::Apply(a) = parse(&[
+            "deploy",
+            "-d",
+            "hello",
+            "m.yml",
+            "-o",
+            "a.yml",
+            "-o",
+            "b.yml",
+            "-v",
+            "k=v",
+            "-l",
+            "vars.yml",
+            "--var-file",
+            "cert=c.pem",
+            "--dry-run",
+            "--recreate",
+            "--skip-drain",
+            "--fix",
+            "--no-follow",
+        ]) else {
+            panic!("not apply")
+        };
+        assert_eq!(a.deployment.as_deref(), Some("hello"));
+        assert_eq!(a.manifest, "m.yml");
+        assert_eq!(a.sources.ops_files, ["a.yml", "b.yml"]);
+        assert_eq!(a.sources.vars, ["k=v"]);
+        assert_eq!(a.sources.vars_files, ["vars.yml"]);
+        assert_eq!(a.sources.var_files, ["cert=c.pem"]);
+        assert!(a.dry_run && a.recreate && a.skip_drain && a.fix && a.no_follow);
+        assert!(matches!(parse(&["apply", "m.yml"]), Command::Apply(_)));
+    }
+
+    /// Instance verbs take `-d` and an optional `GROUP[/INDEX|/ID]`; `stop --hard` is its own action.
+    #[test]
+    fn instance_verbs_parse_targets() {
+        let Command::Stop(s) = parse(&["stop", "-d", "hello", "web/0", "--hard"]) else {
+            panic!("not stop")
+        };
+        assert!(s.hard);
+        assert_eq!(s.action.deployment.deployment, "hello");
+        assert_eq!(s.action.target.as_deref(), Some("web/0"));
+        let Command::Restart(r) = parse(&["restart", "-d", "hello"]) else { panic!("not restart") };
+        assert_eq!(r.target, None);
+        assert!(matches!(parse(&["recreate", "-d", "h", "web"]), Command::Recreate(_)));
+        assert!(matches!(parse(&["start", "-d", "h", "web/abc"]), Command::Start(_)));
+        let Command::Instances(i) = parse(&["instances", "-d", "h", "--ps", "--details", "--json"])
+        else {
+            panic!("not instances")
+        };
+        assert!(i.ps && i.details && i.json);
+        let Command::Logs(l) = parse(&["logs", "-d", "h", "web/1", "--dir", "/tmp"]) else {
+            panic!("not logs")
+        };
+        assert_eq!((l.target.as_str(), l.dir.to_str()), ("web/1", Some("/tmp")));
+    }
+
+    /// Deployment verbs, listings with `--json`, and `up`/`down` parse.
+    #[test]
+    fn deployment_listing_and_environment_verbs_parse() {
+        let Command::DeleteDeployment(d) = parse(&["delete-deployment", "-d", "h", "--force"])
+        else {
+            panic!("not delete-deployment")
+        };
+        assert!(d.force);
+        assert!(matches!(parse(&["manifest", "-d", "h"]), Command::Manifest(_)));
+        assert!(matches!(parse(&["variables", "-d", "h", "--json"]), Command::Variables(_)));
+        for listing in ["deployments", "configs", "releases", "stemcells", "tasks", "vms", "events"]
+        {
+            parse(&[listing, "--json"]);
+        }
+        let Command::Up(u) = parse(&["up", "--data-dir", "/tmp/x"]) else { panic!("not up") };
+        assert_eq!(u.data_dir.to_str(), Some("/tmp/x"));
+        assert!(matches!(parse(&["down"]), Command::Down(_)));
     }
 }

@@ -1,13 +1,52 @@
-//! Job template rendering (placeholder: being written; see the contract below).
+//! Job template rendering with Ruby's own ERB, one Ruby process per batch.
 //!
-//! Contract used by the deployment controller:
+//! BOSH job templates are ERB, and ERB is Ruby: a template may call any
+//! Ruby method, `require 'json'`, define helpers or constants. Re-implementing
+//! ERB would only ever be close, so rendering runs the real `ruby` with a
+//! small driver ([`renderer.rb`](./renderer.rb)) that provides BOSH's
+//! template API (bosh-template's `EvaluationContext`: `p`, `if_p`, `spec`,
+//! `link`, `if_link`, ...).
 //!
-//! - [`JobTemplates::from_job_tgz`] reads a release's job tarball.
-//! - [`render_batch`] renders many instances' jobs in one Ruby process.
+//! Why one process per *batch*: starting Ruby costs tens of milliseconds and
+//! a deploy renders every instance before touching a VM, so the deployment
+//! controller hands over all instances at once. Every distinct job is sent
+//! once, however many instances use it; each instance comes back as one JSON
+//! line, so a batch streams and its size is checked as it arrives.
+//!
+//! Why limits kill the process rather than the template: a template is code.
+//! The process gets a memory cap (`RLIMIT_AS`, [`MAX_MEMORY`]), a wall-clock
+//! [`Limits::timeout`] and a cap on what it writes ([`Limits::max_output`]),
+//! and it runs in its own process group, killed whole on any failure or when
+//! the caller drops the future. Inside Ruby each template's output buffer is
+//! bounded too, so a template that writes without end fails alone.
+//!
+//! Why errors carry no values: rendering errors end up in task events and
+//! logs, while properties hold passwords. Ruby's `NameError` messages embed
+//! the receiver's `inspect`, so the driver rebuilds them from the method
+//! name and the receiver's class; here, `#<...>` inspect output is cut and
+//! every string the manifest gave the job is replaced by `<redacted>`.
+//!
+//! Properties are resolved as the director does before rendering
+//! (`properties.rs`): a job sees only the properties its spec declares, each
+//! the manifest's value or else the spec's default.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bosh_api::archive::ArchiveError;
+
+mod archive;
+mod job;
+mod properties;
+mod redact;
+mod ruby;
+
+#[cfg(test)]
+mod tests;
+
+/// Most memory (address space, bytes) a Ruby render process may map.
+pub const MAX_MEMORY: u64 = 1 << 30;
 
 /// A job's templates, read from its release tarball.
 #[derive(Debug, Clone)]
@@ -16,17 +55,11 @@ pub struct JobTemplates {
     pub name: String,
     /// The parsed `job.MF`.
     pub spec: bosh_api::release::JobSpec,
-    /// The `monit` file's content.
+    /// The `monit` file's content (an ERB template too, as in BOSH).
     pub monit: String,
-    /// Template source path (relative to `templates/`) to its content.
+    /// Template source path (relative to `templates/`) to its content; one
+    /// entry per template the spec lists.
     pub templates: BTreeMap<String, String>,
-}
-
-impl JobTemplates {
-    /// Reads a job tarball (`job.MF`, `monit`, `templates/...`).
-    pub fn from_job_tgz(_bytes: &[u8]) -> Result<JobTemplates, Error> {
-        todo!()
-    }
 }
 
 /// What templates see as `spec`.
@@ -60,7 +93,8 @@ pub struct RenderJob {
     /// The properties the manifest gives this job (job level, else
     /// instance group level, else deployment level), before defaults.
     pub properties: serde_json::Value,
-    /// Links by name (room for links; empty for now).
+    /// Links by name, each BOSH's link spec (`{instances: [{name, index,
+    /// id, az, address, bootstrap}], properties, ...}`); empty for now.
     pub links: serde_json::Value,
 }
 
@@ -76,33 +110,206 @@ pub struct RenderRequest {
 /// One instance's rendered jobs.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// Deterministic tgz: `<job>/monit`, `<job>/<destination>` per template.
+    /// Deterministic tgz: `<job>/monit`, `<job>/<destination>` per template;
+    /// files under `<job>/bin/` are 0755, others 0644.
     pub archive: Vec<u8>,
     /// sha256 hex of `archive`.
     pub sha256: String,
 }
 
-/// Limits on one Ruby process.
+/// Limits on one Ruby process (memory is capped at [`MAX_MEMORY`]).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Killed after this long.
     pub timeout: Duration,
-    /// Killed once output exceeds this many bytes.
+    /// Killed once output exceeds this many bytes; a single template's
+    /// output is held to it as well.
     pub max_output: usize,
+}
+
+/// One template that failed to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFailure {
+    /// The job.
+    pub job: String,
+    /// The template's source path (`config.json.erb`, or `monit`).
+    pub template: String,
+    /// The template line, when Ruby's backtrace names one.
+    pub line: Option<u32>,
+    /// The exception's message, without property values.
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateFailure {
+    /// BOSH's wording: `Error filling in template 'a.erb' (line 3: ...)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = self.line.map_or_else(|| "unknown".to_owned(), |l| l.to_string());
+        write!(f, "Error filling in template '{}' (line {line}: {})", self.template, self.message)
+    }
 }
 
 /// Errors of rendering.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Placeholder.
-    #[error("not yet implemented")]
-    Todo,
+    /// A job tarball is unreadable or holds unsafe entries.
+    #[error("job tarball is unreadable or unsafe")]
+    JobArchive {
+        /// What unpacking reported.
+        #[source]
+        source: ArchiveError,
+    },
+    /// A job tarball's `job.MF` is not a valid job spec.
+    #[error("job tarball has an invalid job.MF")]
+    JobSpec {
+        /// What parsing reported.
+        #[source]
+        source: bosh_api::release::Error,
+    },
+    /// A file the job tarball must hold is missing or not UTF-8.
+    #[error("job {job}: cannot read {file}")]
+    JobFile {
+        /// The job (`job tarball` before `job.MF` is read).
+        job: String,
+        /// The file inside the tarball.
+        file: String,
+        /// What reading reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Two templates of a job render to the same path.
+    #[error("job {job}: more than one template renders to {destination}")]
+    DuplicateDestination {
+        /// The job.
+        job: String,
+        /// The path inside the job directory.
+        destination: String,
+    },
+    /// `ruby` could not be started.
+    #[error("cannot start ruby to render templates")]
+    Spawn {
+        /// What spawning reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Local I/O failed: a scratch directory, or the pipes to Ruby.
+    #[error("I/O error while rendering templates")]
+    Io {
+        /// What the pipe reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Ruby process ran past [`Limits::timeout`] and was killed.
+    #[error("rendering templates took longer than {timeout:?}; ruby was killed")]
+    Timeout {
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The Ruby process wrote more than [`Limits::max_output`] and was killed.
+    #[error("rendered templates exceed {limit} bytes; ruby was killed")]
+    OutputTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The Ruby process failed or answered with something unexpected.
+    #[error("ruby render process failed ({status}): {message}")]
+    Ruby {
+        /// How it exited.
+        status: String,
+        /// What went wrong, from its stderr or our reading of its output.
+        message: String,
+    },
+    /// A job's manifest properties do not fit its spec (a scalar where a
+    /// declared dotted property needs a hash).
+    #[error("Unable to render templates for job '{job}': {message}")]
+    Properties {
+        /// The job.
+        job: String,
+        /// BOSH's wording, e.g. `Property 'a.b' expects a hash, but received 'String'`.
+        message: String,
+    },
+    /// Templates of an instance failed; every failure is listed.
+    #[error("{}", templates_message(instance, failures))]
+    Templates {
+        /// `<instance group>/<index>`.
+        instance: String,
+        /// Each failing template, in job and template order.
+        failures: Vec<TemplateFailure>,
+    },
+    /// The rendered files could not be archived.
+    #[error("cannot archive rendered templates of {instance}")]
+    Archive {
+        /// `<instance group>/<index>`.
+        instance: String,
+        /// What the writer reported.
+        #[source]
+        source: ArchiveError,
+    },
+}
+
+/// BOSH's nested wording: per instance, per job, per template.
+fn templates_message(instance: &str, failures: &[TemplateFailure]) -> String {
+    let mut out = format!("Unable to render jobs for instance '{instance}'. Errors are:");
+    let mut last_job: Option<&str> = None;
+    for f in failures {
+        if last_job != Some(f.job.as_str()) {
+            out.push_str(&format!(
+                "\n  - Unable to render templates for job '{}'. Errors are:",
+                f.job
+            ));
+            last_job = Some(&f.job);
+        }
+        let text = f.to_string().replace('\n', "\n      ");
+        out.push_str(&format!("\n    - {text}"));
+    }
+    out
 }
 
 /// Renders every request in one Ruby process; each result in request order.
+///
+/// The outer `Err` is the process failing (no `ruby`, a limit hit, a
+/// crash): no request has a result then. An inner `Err` is that request's
+/// templates or properties failing.
 pub async fn render_batch(
-    _reqs: &[RenderRequest],
-    _limits: &Limits,
+    reqs: &[RenderRequest],
+    limits: &Limits,
 ) -> Result<Vec<Result<Rendered, Error>>, Error> {
-    todo!()
+    let batch = ruby::Batch::build(reqs, limits.max_output);
+    let outputs = if batch.is_empty() {
+        Vec::new()
+    } else {
+        let input = serde_json::to_vec(&batch.input).expect("render input serializes");
+        let stdout = ruby::run(&input, limits).await?;
+        ruby::parse_output(&stdout, batch.sent)?
+    };
+    let mut outputs = outputs.into_iter();
+    let mut results = Vec::with_capacity(reqs.len());
+    let mut pending = Vec::new();
+    for (i, (req, prepared)) in reqs.iter().zip(batch.prepared).enumerate() {
+        match prepared {
+            Err(e) => results.push(Some(Err(e))),
+            Ok(secrets) => {
+                let out = outputs.next().expect("one output per request sent, checked");
+                pending.push((i, req.clone(), out, secrets));
+                results.push(None);
+            }
+        }
+    }
+    // Gzip is CPU work: keep it off the async workers.
+    let built = tokio::task::spawn_blocking(move || {
+        pending
+            .into_iter()
+            .map(|(i, req, out, secrets)| (i, archive::build(&req, out, &secrets)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("archiving does not panic");
+    for (i, r) in built {
+        results[i] = Some(r);
+    }
+    Ok(results.into_iter().map(|r| r.expect("every request has a result")).collect())
+}
+
+/// `<instance group>/<index>`, as errors name an instance.
+fn instance_name(i: &InstanceContext) -> String {
+    format!("{}/{}", i.name, i.index)
 }

@@ -334,3 +334,80 @@ async fn deployment_routes_require_the_token() {
     assert!(store.try_get::<DeploymentSpec>(None, "d").await.unwrap().is_none());
     assert!(tasks(&store).await.is_empty());
 }
+
+/// With ps, a live agent reports its state and an agent that does not answer is shown as unresponsive; logs stream the agent's tarball and remove it from the blobstore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ps_asks_agents_and_logs_stream_the_agents_tarball() {
+    use bosh_controllers::testing::LocalWorld;
+
+    let w = LocalWorld::start().await.unwrap();
+    w.create_vm("agent-web-0", "127.77.0.30").await.unwrap();
+    let a = w.agents.for_agent("agent-web-0");
+    bosh_test_utils::eventually(super::DEADLINE, "the agent to answer ping", || {
+        let a = a.clone();
+        async move { a.ping().await.ok() }
+    })
+    .await
+    .unwrap();
+    let (director, _rest) = w.director();
+    let store = director.store.clone();
+    let blobs = director.blobs.clone();
+    store
+        .create(&Object::new(
+            ObjectMeta::named("d"),
+            DeploymentSpec { manifest: json!({"name": "d"}), ..Default::default() },
+        ))
+        .await
+        .unwrap();
+    for (id, index, agent) in [("aaa", 0, "agent-web-0"), ("bbb", 1, "agent-gone")] {
+        instance(&store, "d", id, index).await;
+        let mut i: Object<InstanceSpec> = store.get(Some("d"), &format!("web/{id}")).await.unwrap();
+        i.status.agent_id = Some(agent.into());
+        i.status.vm_cid = Some(format!("vm-{id}"));
+        store.update_status(&i).await.unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = ApiState::new(store.clone(), TOKEN).with_director(director);
+    tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
+    let http = reqwest::Client::new();
+
+    let list: Value = http
+        .get(format!("{url}/v1/deployments/d/instances?ps=true"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(list[0]["agent"]["state"], "unresponsive agent", "{list}");
+    assert!(list[0]["agent"]["state"].is_string(), "{list}");
+    assert_eq!(list[1]["agent"]["state"], "unresponsive agent", "{list}");
+
+    let r = http
+        .post(format!("{url}/v1/deployments/d/logs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"target": "web/0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tgz = r.bytes().await.unwrap();
+    assert_eq!(&tgz[..2], &[0x1f, 0x8b], "a gzip stream");
+    let sha = bosh_blobstore::sha256_hex(&tgz);
+    bosh_test_utils::eventually(super::DEADLINE, "the log tarball to be removed", || async {
+        (!blobs.exists(&sha).await.unwrap()).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let r = http
+        .post(format!("{url}/v1/deployments/d/logs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"target": "web"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "logs need one instance");
+}

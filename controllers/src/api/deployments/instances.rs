@@ -306,21 +306,35 @@ pub(in crate::api) async fn logs(
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
     let (reader, size) = director.blobs.get(&blob.sha256).await.map_err(internal)?;
-    let blobs = director.blobs.clone();
-    let sha = blob.sha256.clone();
-    // The tarball is only for this download: remove it once sent.
-    let cleanup = futures::stream::once(async move {
-        if let Err(e) = blobs.delete(&sha).await {
-            tracing::warn!(blob = %sha, error = %e, "could not remove a log tarball");
-        }
-    })
-    .filter_map(|()| async { None::<std::io::Result<axum::body::Bytes>> });
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader).chain(cleanup));
+    // The tarball is only for this download: removed once the body is
+    // dropped (sent, or the client went away).
+    let guard = RemoveBlob { blobs: director.blobs.clone(), sha256: blob.sha256.clone() };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader).map(move |chunk| {
+        let _keep = &guard;
+        chunk
+    }));
     Ok((
         [("content-type", "application/gzip".to_string()), ("content-length", size.to_string())],
         body,
     )
         .into_response())
+}
+
+/// Removes a blob when dropped.
+struct RemoveBlob {
+    blobs: Arc<dyn bosh_blobstore::Storage>,
+    sha256: String,
+}
+
+impl Drop for RemoveBlob {
+    fn drop(&mut self) {
+        let (blobs, sha) = (self.blobs.clone(), std::mem::take(&mut self.sha256));
+        tokio::spawn(async move {
+            if let Err(e) = blobs.delete(&sha).await {
+                tracing::warn!(blob = %sha, error = %e, "could not remove a log tarball");
+            }
+        });
+    }
 }
 
 /// `GET /v1/deployments/<name>/variables`: names, types and ids, never values.

@@ -1,0 +1,293 @@
+//! `boshctl up` and `boshctl down`: a local environment — etcd, and boshd
+//! with the local CPI and the nats-server it runs — as background
+//! processes with pid files and logs in one data directory.
+//!
+//! `up` returns once boshd's API answers with the token boshd wrote (or
+//! fails with the end of the log of whatever died), and does nothing for
+//! processes that already run. `down` sends SIGTERM, escalates to SIGKILL
+//! of the process group after a deadline, and is idempotent. Both wait by
+//! polling a condition under a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Flags of `up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where data, pid files and logs live.
+    #[arg(long, default_value = ".bosh-rs")]
+    pub data_dir: PathBuf,
+    /// The boshd binary (default: `boshd` next to this boshctl).
+    #[arg(long)]
+    pub boshd: Option<PathBuf>,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    pub etcd: String,
+    /// The API's address (default: a free loopback port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Seconds to wait for etcd and for boshd's API.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+/// Flags of `down`.
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// The data directory `up` used.
+    #[arg(long, default_value = ".bosh-rs")]
+    pub data_dir: PathBuf,
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, default_value_t = 20)]
+    pub timeout: u64,
+}
+
+/// The processes `up` starts, in start order (`down` stops them reversed).
+const PROCESSES: [&str; 2] = ["etcd", "boshd"];
+
+fn pid_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pid"))
+}
+
+/// The recorded pid of `name`, if that process still runs the program it was started as.
+fn running(dir: &Path, name: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(dir, name)).ok()?.trim().parse().ok()?;
+    kill(Pid::from_raw(pid), None).ok()?;
+    // A recycled pid belongs to some other program: leave it alone.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(argv0).ends_with(name).then_some(pid)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The last lines of a log, to explain why a process died.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Starts `cmd` in its own process group with output appended to `log`,
+/// recording its pid.
+fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+    std::fs::write(pid_file(dir, name), format!("{}\n", child.id()))?;
+    Ok(child)
+}
+
+/// Polls `ready` until it holds, `child` dies, or `deadline` passes.
+async fn wait_ready<F, Fut>(
+    name: &str,
+    log: &Path,
+    child: &mut Option<Child>,
+    deadline: Instant,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if let Some(c) = child
+            && let Some(status) = c.try_wait()?
+        {
+            bail!("{name} exited ({status}); the end of {}:\n{}", log.display(), tail(log));
+        }
+        if Instant::now() > deadline {
+            bail!("{name} was not ready in time; the end of {}:\n{}", log.display(), tail(log));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What `up` records about the environment (`env.json`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct EnvFile {
+    /// etcd's client endpoint, `host:port`.
+    etcd: String,
+    /// boshd's API URL.
+    director: String,
+}
+
+/// Runs `up`.
+pub async fn up(args: UpArgs) -> Result<()> {
+    let dir = std::path::absolute(&args.data_dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let env_path = dir.join("env.json");
+    let previous: Option<EnvFile> =
+        std::fs::read(&env_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+
+    // etcd
+    let etcd = match (running(&dir, "etcd"), &previous) {
+        (Some(pid), Some(prev)) => {
+            println!("etcd already running (pid {pid}, {})", prev.etcd);
+            prev.etcd.clone()
+        }
+        (running_pid, _) => {
+            if let Some(pid) = running_pid {
+                // Running, but where it listens was lost: start afresh.
+                stop(&dir, "etcd", pid, Duration::from_secs(args.timeout)).await?;
+            }
+            let (client, peer) = (free_port()?, free_port()?);
+            let mut cmd = Command::new(&args.etcd);
+            cmd.args(["--name", "boshrs", "--data-dir"])
+                .arg(dir.join("etcd"))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &format!("boshrs=http://127.0.0.1:{peer}")])
+                .args(["--logger", "zap", "--log-level", "warn"]);
+            let mut child = Some(spawn(cmd, &dir, "etcd")?);
+            let health = format!("http://127.0.0.1:{client}/health");
+            wait_ready("etcd", &dir.join("etcd.log"), &mut child, deadline, || async {
+                let r = http.get(&health).send().await;
+                match r {
+                    Ok(r) => {
+                        r.json::<serde_json::Value>().await.is_ok_and(|v| v["health"] == "true")
+                    }
+                    Err(_) => false,
+                }
+            })
+            .await?;
+            println!("etcd started (127.0.0.1:{client}, log {})", dir.join("etcd.log").display());
+            // A boshd left from before talks to an etcd that is gone.
+            if let Some(pid) = running(&dir, "boshd") {
+                stop(&dir, "boshd", pid, Duration::from_secs(args.timeout)).await?;
+            }
+            format!("127.0.0.1:{client}")
+        }
+    };
+
+    // boshd
+    let boshd_dir = dir.join("boshd");
+    let token_file = boshd_dir.join("api-token");
+    let answers = |url: String| {
+        let http = http.clone();
+        let token_file = token_file.clone();
+        async move {
+            let Ok(token) = std::fs::read_to_string(&token_file) else { return false };
+            let r = http.get(format!("{url}/v1/info")).bearer_auth(token.trim()).send().await;
+            r.is_ok_and(|r| r.status().is_success())
+        }
+    };
+    let director = match (running(&dir, "boshd"), &previous) {
+        (Some(pid), Some(prev)) if prev.etcd == etcd && answers(prev.director.clone()).await => {
+            println!("boshd already running (pid {pid}, {})", prev.director);
+            prev.director.clone()
+        }
+        (running_pid, _) => {
+            if let Some(pid) = running_pid {
+                stop(&dir, "boshd", pid, Duration::from_secs(args.timeout)).await?;
+            }
+            let listen = match &args.listen {
+                Some(l) => l.clone(),
+                None => format!("127.0.0.1:{}", free_port()?),
+            };
+            let boshd = match &args.boshd {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?.with_file_name("boshd"),
+            };
+            let mut cmd = Command::new(&boshd);
+            cmd.args(["--etcd", &etcd, "--listen", &listen])
+                .args(["--nats-listen", &format!("127.0.0.1:{}", free_port()?)])
+                .arg("--data-dir")
+                .arg(&boshd_dir);
+            let mut child = Some(spawn(cmd, &dir, "boshd")?);
+            let url = format!("http://{listen}");
+            wait_ready("boshd", &dir.join("boshd.log"), &mut child, deadline, || {
+                answers(url.clone())
+            })
+            .await?;
+            println!("boshd started ({url}, log {})", dir.join("boshd.log").display());
+            url
+        }
+    };
+    let env = EnvFile { etcd, director };
+    std::fs::write(&env_path, serde_json::to_vec_pretty(&env)?)?;
+    println!("bosh-rs is up: director {} (token in {})", env.director, token_file.display());
+    Ok(())
+}
+
+/// Stops one process: SIGTERM, then SIGKILL of its process group after `grace`.
+async fn stop(dir: &Path, name: &str, pid: i32, grace: Duration) -> Result<()> {
+    let pid = Pid::from_raw(pid);
+    let gone = || kill(pid, None).is_err() || zombie(pid);
+    if kill(pid, Signal::SIGTERM).is_ok() {
+        let deadline = Instant::now() + grace;
+        while !gone() && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        if !gone() {
+            eprintln!("{name} did not stop within {grace:?}; killing it");
+            // boshd's children (nats-server) share its process group.
+            let _ = killpg(pid, Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !gone() && Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+    std::fs::remove_file(pid_file(dir, name)).ok();
+    println!("stopped {name}");
+    Ok(())
+}
+
+/// Whether `pid` exited but was not reaped (its parent is gone or busy).
+fn zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Runs `down`: stops boshd, then etcd; nothing running is not an error.
+pub async fn down(args: DownArgs) -> Result<()> {
+    let dir = std::path::absolute(&args.data_dir)?;
+    let grace = Duration::from_secs(args.timeout);
+    let mut stopped = false;
+    for name in PROCESSES.iter().rev() {
+        match running(&dir, name) {
+            Some(pid) => {
+                stop(&dir, name, pid, grace).await?;
+                stopped = true;
+            }
+            None => {
+                std::fs::remove_file(pid_file(&dir, name)).ok();
+            }
+        }
+    }
+    if !stopped {
+        println!("nothing running in {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Property resolution as the director does it before rendering
+//! (bosh-template's `copy_property`): a job sees only what its spec
+//! declares, each the manifest's value at the dotted path, else the default.
+
+use bosh_api::release::JobSpec;
+use serde_json::{Map, Value};
+
+/// Strings shorter than this are not redacted from error messages: too
+/// likely to be ordinary words, too short to be secrets.
+const MIN_REDACTED_LEN: usize = 4;
+
+/// A job's properties as its templates see them.
+#[derive(Debug, PartialEq)]
+pub(super) struct Resolved {
+    /// Nested properties (`{"a": {"b": 1}}` for a declared `a.b`).
+    pub value: Value,
+    /// Every string the manifest (not a default) supplied.
+    pub secrets: Vec<String>,
+}
+
+/// Resolves `spec`'s declared properties against the manifest's
+/// `properties` for the job. `Err` is BOSH's message for a scalar where a
+/// dotted property needs a hash.
+pub(super) fn resolve(spec: &JobSpec, manifest: &Value) -> Result<Resolved, String> {
+    let mut value = Value::Object(Map::new());
+    let mut secrets = Vec::new();
+    for (name, def) in &spec.properties {
+        let found = lookup(manifest, name)?;
+        let v = match found {
+            Some(v) => {
+                collect_strings(v, &mut secrets);
+                v.clone()
+            }
+            None => def.default.clone().unwrap_or(Value::Null),
+        };
+        set(&mut value, name, v);
+    }
+    Ok(Resolved { value, secrets })
+}
+
+/// The manifest's value at a dotted path; `None` when unset or null.
+fn lookup<'a>(manifest: &'a Value, name: &str) -> Result<Option<&'a Value>, String> {
+    let mut at = manifest;
+    for key in name.split('.') {
+        match at {
+            Value::Null => return Ok(None),
+            Value::Object(m) => at = m.get(key).unwrap_or(&Value::Null),
+            other => {
+                return Err(format!(
+                    "Property '{name}' expects a hash, but received '{}'",
+                    ruby_class(other)
+                ));
+            }
+        }
+    }
+    Ok((!at.is_null()).then_some(at))
+}
+
+/// Sets `value` at a dotted path, making hashes on the way.
+fn set(root: &mut Value, name: &str, value: Value) {
+    let keys: Vec<&str> = name.split('.').collect();
+    let mut at = root;
+    for key in &keys[..keys.len() - 1] {
+        if !at.is_object() {
+            *at = Value::Object(Map::new());
+        }
+        let m = at.as_object_mut().expect("just made an object");
+        at = m.entry(*key).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !at.is_object() {
+        *at = Value::Object(Map::new());
+    }
+    at.as_object_mut().expect("just made an object").insert(keys[keys.len() - 1].into(), value);
+}
+
+fn ruby_class(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NilClass",
+        Value::Bool(true) => "TrueClass",
+        Value::Bool(false) => "FalseClass",
+        Value::Number(n) if n.is_f64() => "Float",
+        Value::Number(_) => "Integer",
+        Value::String(_) => "String",
+        Value::Array(_) => "Array",
+        Value::Object(_) => "Hash",
+    }
+}
+
+/// Adds every string leaf of `v` to `out`.
+pub(super) fn collect_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Value::Object(m) => m.values().for_each(|i| collect_strings(i, out)),
+        _ => {}
+    }
+}
+
+/// The strings worth redacting, longest first (so a secret containing
+/// another is replaced whole), without duplicates.
+pub(super) fn redaction_list(mut secrets: Vec<String>) -> Vec<String> {
+    secrets.retain(|s| s.chars().count() >= MIN_REDACTED_LEN);
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+    secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(props: &str) -> JobSpec {
+        JobSpec::parse(&format!("name: j\nproperties:\n{props}"), "job.MF").unwrap()
+    }
+
+    /// Only declared properties are visible; the manifest wins over defaults.
+    #[test]
+    fn resolve_keeps_only_declared_properties_with_defaults() {
+        let s = spec("  port: {default: 8080}\n  tls.cert: ~\n  name: {default: x}\n");
+        let r =
+            resolve(&s, &json!({"name": "given", "tls": {"cert": "PEM!", "key": "k"}, "other": 1}))
+                .unwrap();
+        assert_eq!(r.value, json!({"port": 8080, "tls": {"cert": "PEM!"}, "name": "given"}));
+        assert_eq!(r.secrets, vec!["PEM!".to_owned(), "given".to_owned()]);
+    }
+
+    /// A manifest scalar where a dotted property needs a hash is BOSH's error.
+    #[test]
+    fn resolve_refuses_a_scalar_on_a_dotted_path() {
+        let s = spec("  tls.cert: ~\n");
+        let err = resolve(&s, &json!({"tls": "oops"})).unwrap_err();
+        assert_eq!(err, "Property 'tls.cert' expects a hash, but received 'String'");
+    }
+}
