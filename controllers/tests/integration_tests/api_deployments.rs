@@ -411,3 +411,29 @@ async fn ps_asks_agents_and_logs_stream_the_agents_tarball() {
         .unwrap();
     assert_eq!(r.status(), 422, "logs need one instance");
 }
+
+/// Variables are listed by name, type and id, and their values never appear.
+#[tokio::test]
+async fn variables_are_listed_without_values() {
+    let (_env, store, url) = start().await;
+    apply(&url, "d", &manifest("d", 1, "small"), false).await;
+    let declared = json!({"name": "d", "variables": [{"name": "web_password", "type": "password"}],
+        "instance_groups": [{"name": "web", "properties": {"password": "((web_password))"}}]});
+    let resolved = bosh_controllers::variables::resolve(&store, "d", &declared).await.unwrap();
+    let value = resolved["instance_groups"][0]["properties"]["password"].as_str().unwrap();
+    assert_ne!(value, "((web_password))");
+
+    let r = reqwest::Client::new()
+        .get(format!("{url}/v1/deployments/d/variables"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let vars: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(vars[0]["name"], "web_password", "{vars}");
+    assert_eq!(vars[0]["type"], "password", "{vars}");
+    assert!(vars[0]["id"].as_str().is_some_and(|id| !id.is_empty()), "{vars}");
+    assert!(!text.contains(value), "a value leaked: {text}");
+}
