@@ -38,10 +38,7 @@ pub(super) mod instances;
 /// The user tasks are recorded for (the API has one token, hence one user).
 const USER: &str = "admin";
 
-/// The annotation `delete-deployment --force` sets before deleting: the
-/// deployment controller then ignores errors of drain, of deleting VMs and
-/// disks, and deletes the deployment regardless.
-pub const FORCE_DELETE_ANNOTATION: &str = "bosh.io/force-delete";
+use crate::instance::FORCE_DELETE as FORCE_DELETE_ANNOTATION;
 
 /// How often a compare-and-swap is retried after losing a race.
 const CAS_ATTEMPTS: usize = 10;
