@@ -180,9 +180,21 @@ impl Bus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(err(e.to_string())),
         };
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP)
-            .map_err(|e| err(e.to_string()))?;
-        Ok(true)
+        // A pid file left by a nats-server that is gone (a crashed or
+        // killed environment) names no process, or someone else's: that is
+        // "not running", and nothing is signalled.
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.trim().starts_with("nats-server") {
+            return Ok(false);
+        }
+        match nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(err(e.to_string())),
+        }
     }
 }
 

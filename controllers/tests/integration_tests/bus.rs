@@ -125,3 +125,19 @@ async fn agents_are_confined_to_their_own_subjects() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// A pid file left behind by a nats-server that is gone names another
+/// process (here: this test): syncing signals nobody and succeeds, so a
+/// director restarts cleanly after a crash.
+#[tokio::test]
+async fn a_stale_pid_file_is_not_signalled() {
+    let (env, store) = setup().await;
+    let pid = env.dir().join("nats.pid");
+    std::fs::write(&pid, std::process::id().to_string()).unwrap();
+    let cfg = BusConfig::generate(env.dir().join("nats.conf"), pid, "127.0.0.1:4222".into());
+    let bus = Bus::new(store, cfg);
+    bus.sync().await.unwrap();
+    bus.issue("a1").await.unwrap();
+    // Still alive: a SIGHUP would have ended this test process.
+    assert!(std::fs::read_to_string(env.dir().join("nats.conf")).unwrap().contains("agent-a1"));
+}

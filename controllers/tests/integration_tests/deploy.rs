@@ -330,3 +330,28 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
     assert!(h.cpi.inner.has_disk(&cid).await.unwrap(), "an orphaned disk still exists");
     h.stop().await;
 }
+
+/// A Deployment written straight into the store with a manifest that names
+/// a missing vm_type gets `Invalid`, its task fails, and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
+    let h = Harness::start_with(55, false, true).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await;
+    h.upload_stemcell().await;
+    let bad = manifest("bad", 2, "x", "").to_string().replace("\"small\"", "\"huge\"");
+    let t = h.apply("bad", serde_json::from_str(&bad).unwrap()).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Error);
+    assert!(result.contains("instance_groups[0].vm_type"), "{result}");
+    let d: Object<DeploymentSpec> = h.store.get(None, "bad").await.unwrap();
+    let c = find_condition(&d.status.conditions, "Invalid").unwrap();
+    assert_eq!(c.status, ConditionStatus::True);
+    assert!(h.instances("bad").await.is_empty());
+    assert_eq!(
+        h.cpi.creates.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no VM, not even to compile"
+    );
+    h.stop().await;
+}
