@@ -4,6 +4,7 @@ mod agent_client;
 mod api;
 mod api_deployments;
 mod boshd;
+mod boshd_deploy;
 mod bus;
 mod compile;
 mod cpi;

@@ -1,0 +1,269 @@
+//! boshd as a process, deploying: a Deployment written with `etcdctl put`
+//! is deployed; boshd killed with SIGKILL mid-rollout and started again
+//! converges with no duplicate VM and no leaked disk; the watch API
+//! streams the instances' transitions.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bosh_api::meta::find_condition;
+use bosh_api::objects::{
+    ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec,
+};
+use bosh_api::release::{CreateOptions, create_release};
+use bosh_api::{ConditionStatus, Object, ObjectMeta};
+use bosh_controllers::cpi::local::LocalCpi;
+use bosh_test_utils::eventually;
+use futures::StreamExt;
+
+use super::compile::example_release;
+use super::setup;
+
+const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);
+
+const CLOUD: &str = "
+azs: [{name: z1}]
+vm_types: [{name: small}]
+networks:
+- name: default
+  type: manual
+  subnets: [{range: 127.77.56.0/24, gateway: 127.77.56.1, azs: [z1], reserved: [127.77.56.2 - 127.77.56.9]}]
+compilation: {workers: 2, az: z1, vm_type: small, network: default}
+";
+
+const MANIFEST: &str = "
+name: hello
+releases: [{name: hello, version: latest}]
+stemcells: [{alias: default, os: local, version: latest}]
+update: {canaries: 1, max_in_flight: 1, canary_watch_time: 300-20000, update_watch_time: 300-20000}
+instance_groups:
+- name: web
+  instances: 3
+  azs: [z1]
+  vm_type: small
+  stemcell: default
+  persistent_disk: 16
+  networks: [{name: default}]
+  jobs: [{name: hello, release: hello, properties: {greeting: from etcdctl}}]
+";
+
+/// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses
+/// they were created with, as real VMs keep a director's address.
+fn spawn_boshd(dir: &Path, etcd: &str, (api_port, nats_port): (u16, u16)) -> Child {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("boshd.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_boshd"))
+        .args(["--etcd", etcd, "--lease-ttl-secs", "3", "--listen"])
+        .arg(format!("127.0.0.1:{api_port}"))
+        .args(["--nats-listen", &format!("127.0.0.1:{nats_port}")])
+        .arg("--data-dir")
+        .arg(dir.join("boshd"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// The API's URL and token, once boshd has written them and answers.
+async fn api(dir: &Path) -> (String, String) {
+    let dir = dir.to_path_buf();
+    eventually(Duration::from_secs(30), "boshd's API", || {
+        let dir = dir.clone();
+        async move {
+            let d: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("boshd/director.json")).ok()?)
+                    .ok()?;
+            let token = std::fs::read_to_string(d["token_file"].as_str()?).ok()?;
+            let url = d["url"].as_str()?.to_string();
+            let ok = reqwest::Client::new()
+                .get(format!("{url}/v1/info"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .ok()?
+                .status()
+                .is_success();
+            ok.then(|| (url, token.trim().to_string()))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn upload(url: &str, token: &str, what: &str, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/uploads/{what}"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "upload {what}: {}", r.text().await.unwrap());
+}
+
+fn kill(child: &mut Child, signal: i32) {
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    child.wait().unwrap();
+}
+
+/// VMs and disks the local CPI holds, read from its inventory.
+fn inventory(cpi: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cpi.join("inventory.json")).unwrap()).unwrap();
+    let keys = |k: &str| v[k].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    (keys("vms"), keys("disks"))
+}
+
+/// Instance phases streamed by `GET /v1/watch/instances?from=REV`, until
+/// one is `running`.
+async fn watched_phases(url: &str, token: &str, from: i64) -> Vec<String> {
+    let watch = reqwest::Client::new()
+        .get(format!("{url}/v1/watch/instances?from={from}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = watch.bytes_stream();
+    let (mut buf, mut phases) = (Vec::new(), Vec::<String>::new());
+    let read = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.extend_from_slice(&chunk);
+            while let Some(n) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=n).collect();
+                let ev: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                if let Some(phase) = ev["object"]["status"]["phase"].as_str() {
+                    phases.push(phase.to_string());
+                    if phase == "running" {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    phases
+}
+
+/// Kills every VM of the test's CPI when the test ends, however it ends.
+struct VmReaper(std::path::PathBuf);
+
+impl Drop for VmReaper {
+    fn drop(&mut self) {
+        LocalCpi::kill_all(&self.0);
+    }
+}
+
+/// etcdctl writes the deployment; boshd is SIGKILLed once the first VM
+/// exists and started again; the rollout finishes with exactly one VM and
+/// one disk per instance, and `watch instances` saw them go from creating
+/// to running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boshd_killed_mid_deploy_converges_without_duplicates() {
+    let (env, store) = setup().await;
+    let dir = env.dir().to_path_buf();
+    let _reaper = VmReaper(dir.join("boshd/cpi"));
+    let cloud = Object::new(
+        ObjectMeta::named("cloud/default"),
+        ConfigSpec {
+            type_: ConfigType::Cloud,
+            content: bosh_api::yaml::parse_value(CLOUD, "cloud.yml").unwrap(),
+        },
+    );
+    store.create(&cloud).await.unwrap();
+    let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
+    let mut boshd = spawn_boshd(&dir, &env.etcd.endpoint(), ports);
+    let (url, token) = api(&dir).await;
+
+    // A stemcell carrying the real agent, and the example release.
+    let image = dir.join("image");
+    bosh_api::local_stemcell::build_image(&bosh_test_utils::agent::agent_binary().unwrap(), &image)
+        .unwrap();
+    let manifest = bosh_api::release::stemcell::StemcellManifest {
+        name: "bosh-local".into(),
+        version: "1".into(),
+        operating_system: "local".into(),
+        bosh_protocol: "1".into(),
+        api_version: Some(3),
+        stemcell_formats: vec![bosh_api::local_stemcell::FORMAT.into()],
+        ..Default::default()
+    };
+    let sc = dir.join("stemcell.tgz");
+    bosh_api::release::stemcell::write_stemcell(&sc, &manifest, &image, None).unwrap();
+    upload(&url, &token, "stemcells", std::fs::read(&sc).unwrap()).await;
+    let rel = example_release(&dir);
+    let tarball = dir.join("hello.tgz");
+    let opts = CreateOptions {
+        tarball: Some(tarball.clone()),
+        force: true,
+        cache_dir: dir.join("release-cache"),
+        ..Default::default()
+    };
+    create_release(&rel, &opts).unwrap();
+    upload(&url, &token, "releases", std::fs::read(&tarball).unwrap()).await;
+
+    let rev0 = store.revision().await.unwrap();
+
+    // The deployment, written the way a GitOps tool would: etcdctl put.
+    let spec = serde_json::json!({
+        "apiVersion": bosh_api::objects::API_VERSION,
+        "kind": "Deployment",
+        "metadata": {"name": "hello"},
+        "spec": {"manifest": bosh_api::yaml::parse_value(MANIFEST, "hello.yml").unwrap()},
+    });
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &env.etcd.endpoint(), "put", "/bosh/deployments/spec/hello"])
+        .arg(spec.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "etcdctl: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Kill boshd once an instance VM exists (mid-rollout: one at a time).
+    let first = eventually(DEPLOY_DEADLINE, "a first instance VM", || {
+        let store = store.clone();
+        async move {
+            let items = store.list::<InstanceSpec>("hello/").await.ok()?.items;
+            items.iter().any(|i| i.status.vm_cid.is_some()).then_some(items.len())
+        }
+    })
+    .await
+    .unwrap();
+    kill(&mut boshd, libc::SIGKILL);
+    assert!(first <= 3);
+    let mut boshd = spawn_boshd(&dir, &env.etcd.endpoint(), ports);
+
+    let generation = eventually(DEPLOY_DEADLINE, "hello to be deployed", || {
+        let store = store.clone();
+        async move {
+            let d: Object<DeploymentSpec> = store.get(None, "hello").await.ok()?;
+            let c = find_condition(&d.status.conditions, "Ready")?;
+            (c.status == ConditionStatus::True && c.observed_revision == d.metadata.generation)
+                .then_some(d.metadata.generation)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(generation > 0);
+
+    let instances = store.list::<InstanceSpec>("hello/").await.unwrap().items;
+    assert_eq!(instances.len(), 3);
+    let vm_cids: BTreeSet<String> =
+        instances.iter().map(|i| i.status.vm_cid.clone().unwrap()).collect();
+    let disks = store.list::<DiskSpec>("hello/").await.unwrap().items;
+    assert_eq!(disks.len(), 3);
+    assert!(disks.iter().all(|d| d.status.phase == DiskPhase::Attached));
+    let disk_cids: BTreeSet<String> = disks.iter().map(|d| d.status.cid.clone().unwrap()).collect();
+    let (vms, cpi_disks) = inventory(&dir.join("boshd/cpi"));
+    assert_eq!(vms, vm_cids, "exactly one VM per instance (compile VMs gone, no duplicate)");
+    assert_eq!(cpi_disks, disk_cids, "exactly one disk per instance, none leaked");
+
+    // A watcher (here, of the restarted boshd, from before the apply)
+    // streams the instances' transitions.
+    let phases = watched_phases(&url, &token, rev0).await;
+    assert!(phases.iter().any(|p| p == "creating"), "{phases:?}");
+    assert!(phases.iter().any(|p| p == "running"), "{phases:?}");
+    kill(&mut boshd, libc::SIGTERM);
+}
