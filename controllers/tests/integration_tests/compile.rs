@@ -5,127 +5,45 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::NetworkSettings;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
-    CompileWorker, CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, EventState,
-    ReleaseSpec, StemcellSpec,
+    CompileWorker, CompiledPackageSpec, DeploymentSpec, EventState, ReleaseSpec, StemcellSpec,
 };
-use bosh_api::release::{CreateOptions, create_release};
-use bosh_api::store::Store;
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::api::{self, ApiState};
 use bosh_controllers::compile::PACKAGES_COMPILED;
 use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
-use bosh_controllers::daemon::{self, Options};
-use bosh_controllers::director::Director;
-use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
-use bosh_controllers::testing::{CountingCpi, LocalWorld, LocalWorldRest};
-use bosh_controllers::validate;
+use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
 use bosh_test_utils::eventually;
-use futures::TryStreamExt;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "t";
 /// Compiling on fresh VMs takes seconds; give it room on a loaded machine.
 const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// A running director world with the validator, stemcell and compilation
-/// controllers, a counting CPI and an in-process API for uploads.
-pub(super) struct Harness {
-    pub(super) store: Store,
-    pub(super) director: Director,
-    pub(super) cpi: Arc<CountingCpi>,
-    pub(super) api_url: String,
-    pub(super) rest: LocalWorldRest,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// A world with the stemcell and compilation controllers only.
+async fn world(subnet: u8, reuse: bool) -> Harness {
+    let o = HarnessOptions {
+        reuse_compile_vms: reuse,
+        deploy: false,
+        resync: Duration::from_secs(60),
+        ..HarnessOptions::new(subnet)
+    };
+    Harness::start(o).await.unwrap()
 }
 
-impl Harness {
-    pub(super) async fn start(subnet: u8, reuse: bool) -> Harness {
-        Harness::start_with(subnet, reuse, false).await
-    }
+/// What the compile tests do with a harness.
+trait CompileHarness {
+    async fn assert_compiled_contents(&self, scratch: &Path);
+    async fn export(&self, release: &str, stemcell: &str) -> (u16, Vec<u8>);
+    async fn deploy(&self, name: &str, release: &str, job: &str);
+    async fn deploy_for_task(&self, name: &str, release: &str, job: &str, task: Option<u64>);
+    async fn compiled_condition(&self, name: &str) -> Condition;
+    async fn no_vm_left(&self);
+}
 
-    /// With `deploy`, the deployment and instance controllers run too.
-    pub(super) async fn start_with(subnet: u8, reuse: bool, deploy: bool) -> Harness {
-        let world = LocalWorld::start().await.unwrap();
-        let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
-        director.cpi = cpi.clone();
-        let store = director.store.clone();
-
-        let state = ApiState::new(store.clone(), TOKEN)
-            .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
-
-        let cloud = format!(
-            "
-azs: [{{name: z1}}]
-vm_types: [{{name: small, cloud_properties: {{flavor: compile}}}}]
-networks:
-- name: default
-  type: manual
-  subnets:
-  - range: 127.77.{subnet}.0/24
-    gateway: 127.77.{subnet}.1
-    azs: [z1]
-    reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]
-    static: [127.77.{subnet}.10 - 127.77.{subnet}.20]
-compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compilation_vms: {reuse}}}
-"
-        );
-        let cloud = Object::new(
-            ObjectMeta::named("cloud/default"),
-            ConfigSpec {
-                type_: ConfigType::Cloud,
-                content: bosh_api::yaml::parse_value(&cloud, "cloud.yml").unwrap(),
-            },
-        );
-        store.create(&cloud).await.unwrap();
-
-        let shutdown = CancellationToken::new();
-        let opts = Options {
-            workers: 2,
-            resync: Duration::from_secs(60),
-            election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
-        };
-        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
-            "deployment-validator",
-            store.clone(),
-            Arc::new(()),
-            Config {
-                trigger: Trigger::Generation,
-                election: opts.election.clone(),
-                ..Config::default()
-            },
-            validate::reconcile_deployment,
-            validate::error_policy,
-        );
-        let tasks = vec![
-            tokio::spawn(validator.run(shutdown.clone())),
-            tokio::spawn({
-                let (d, s) = (director.clone(), shutdown.clone());
-                async move {
-                    if deploy {
-                        daemon::run_world(d, &opts, s).await
-                    } else {
-                        daemon::run_build(d, &opts, s).await
-                    }
-                }
-            }),
-        ];
-        Harness { store, director, cpi, api_url, rest, shutdown, tasks }
-    }
-
-    /// Stores the agent stemcell image as a blob and writes a Stemcell
-    /// object for it, as an upload does; the stemcell controller imports it.
+impl CompileHarness for Harness {
     /// Every compiled package holds what its packaging script installed:
     /// hello a `bin/hello`, hello-lib a `lib/python` tree.
     async fn assert_compiled_contents(&self, scratch: &Path) {
@@ -158,46 +76,6 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default, reuse_compi
             .await
             .unwrap();
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-    }
-
-    pub(super) async fn upload_stemcell(&self) {
-        let image = self.rest.env.dir().join("image.tgz");
-        let file = tokio::fs::File::open(&image).await.unwrap();
-        let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
-        let b = self.director.blobs.put_stream(Box::pin(stream), None).await.unwrap();
-        let spec = StemcellSpec {
-            name: "bosh-local-agent".into(),
-            version: "1".into(),
-            operating_system: "local".into(),
-            api_version: 2,
-            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
-            ..Default::default()
-        };
-        self.store
-            .create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec))
-            .await
-            .unwrap();
-    }
-
-    /// Builds a release directory into a tarball and uploads it through the API.
-    pub(super) async fn upload_release(&self, dir: &Path) {
-        let tarball = dir.with_extension("tgz");
-        let opts = CreateOptions {
-            tarball: Some(tarball.clone()),
-            force: true,
-            cache_dir: dir.with_extension("cache"),
-            ..Default::default()
-        };
-        let (d, o) = (dir.to_path_buf(), opts);
-        tokio::task::spawn_blocking(move || create_release(&d, &o).unwrap()).await.unwrap();
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/uploads/releases", self.api_url))
-            .bearer_auth(TOKEN)
-            .body(std::fs::read(&tarball).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
 
     async fn deploy(&self, name: &str, release: &str, job: &str) {
@@ -261,23 +139,10 @@ instance_groups:
             .unwrap();
         }
     }
-
-    pub(super) async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-    }
 }
 
 pub(super) fn example_release(root: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
-    let dir = root.join("hello-release");
-    bosh_test_utils::copy_dir(&src, &dir).unwrap();
-    for build_state in [".dev_builds", "dev_releases", ".blobstore"] {
-        let _ = std::fs::remove_dir_all(dir.join(build_state));
-    }
-    dir
+    bosh_controllers::testing::example_release(root).unwrap()
 }
 
 pub(super) fn write(dir: &Path, rel: &str, text: &str) {
@@ -301,10 +166,10 @@ fn broken_release(root: &Path) -> PathBuf {
 /// hello and hello-lib compile on local compile VMs (the dependency first), the VMs are deleted, and a second deployment on the same stemcell creates no VM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache() {
-    let h = Harness::start(41, false).await;
+    let h = world(41, false).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let release = h.store.list::<bosh_api::objects::ReleaseSpec>("hello/").await.unwrap().items;
     let release = release[0].metadata.name.clone();
     let (code, _) = h.export(&release, "local/1").await;
@@ -382,16 +247,16 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
         .map(|o| o.metadata.name)
         .collect();
     assert_eq!(after.len(), 2);
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// A packaging script that exits 3 sets PackagesCompiled=False naming the package, the exit code and the output, and its VM is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
-    let h = Harness::start(42, false).await;
+    let h = world(42, false).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&broken_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&broken_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let task = bosh_controllers::tasks::create_task(
         &h.store,
         "create deployment",
@@ -446,16 +311,16 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     .await
     .unwrap();
     assert_eq!(h.cpi.stemcell_deletes.load(Ordering::SeqCst), 1);
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// With reuse_compilation_vms one compile VM builds both packages and is deleted when compilation is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
-    let h = Harness::start(44, true).await;
+    let h = world(44, true).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     h.deploy("reuse", "hello", "hello").await;
     let c = h.compiled_condition("reuse").await;
     assert_eq!(c.status, ConditionStatus::True, "{c:?}");
@@ -465,16 +330,16 @@ async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
     assert!(compiled.iter().all(|o| o.spec.blob.is_some() && o.status.worker.is_none()));
     h.assert_compiled_contents(tmp.path()).await;
     h.no_vm_left().await;
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// A compile VM recorded as intent whose create_vm reply was lost is adopted by request id, not created twice, and deleted afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
-    let h = Harness::start(43, false).await;
+    let h = world(43, false).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let store = h.store.clone();
     let cpi_name = h.director.cpi.name().to_string();
     let stemcell_cid = eventually(super::DEADLINE, "the stemcell to be imported", || {
@@ -545,5 +410,5 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
     assert!(adopted.status.worker.is_none());
     assert!(!h.cpi.has_vm(&orphan).await.unwrap(), "the adopted VM is deleted afterwards");
     h.no_vm_left().await;
-    h.stop().await;
+    h.stop().await.unwrap();
 }

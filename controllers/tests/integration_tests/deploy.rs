@@ -16,7 +16,9 @@ use bosh_controllers::deployment::READY;
 use bosh_controllers::tasks::{create_task, task_name};
 use bosh_test_utils::eventually;
 
-use super::compile::{Harness, example_release};
+use bosh_controllers::testing::{Harness, HarnessOptions};
+
+use super::compile::example_release;
 
 /// Compiling, then creating VMs and starting jobs on a loaded machine.
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(180);
@@ -44,7 +46,22 @@ instance_groups:
     bosh_api::yaml::parse_value(&src, "manifest.yml").unwrap()
 }
 
-impl Harness {
+/// What the deploy tests do with a harness.
+trait DeployHarness {
+    async fn apply(&self, name: &str, manifest: serde_json::Value) -> u64;
+    async fn apply_with(&self, name: &str, edit: impl Fn(&mut DeploymentSpec)) -> u64;
+    async fn task_end(&self, id: u64) -> (TaskState, String);
+    async fn instances(&self, name: &str) -> Vec<Object<InstanceSpec>>;
+    async fn events(&self, task: u64) -> Vec<EventSpec>;
+    fn applies(&self) -> u64;
+}
+
+/// A world with every controller and a short resync.
+async fn world(subnet: u8) -> Harness {
+    Harness::start(HarnessOptions::new(subnet)).await.unwrap()
+}
+
+impl DeployHarness for Harness {
     /// Writes (or updates) the deployment with a new task, as `apply` does.
     async fn apply(&self, name: &str, manifest: serde_json::Value) -> u64 {
         self.apply_with(name, |s| s.manifest = manifest.clone()).await
@@ -134,10 +151,10 @@ fn updates(events: &[EventSpec]) -> Vec<(String, EventState)> {
 /// no agent apply and no etcd write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent() {
-    let h = Harness::start_with(51, false, true).await;
+    let h = world(51).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
 
     let t1 = h.apply("hello", manifest("hello", 3, "hi one", "")).await;
     let (state, result) = h.task_end(t1).await;
@@ -188,17 +205,17 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
     assert_eq!(h.store.revision().await.unwrap(), rev, "no etcd write at steady state");
     assert_eq!(h.cpi.calls(), calls, "no CPI call at steady state");
     assert_eq!(h.applies(), applies, "no agent apply at steady state");
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// A canary that cannot start fails the task, and the instances after it
 /// keep their old spec and are not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_halts_the_rollout() {
-    let h = Harness::start_with(52, false, true).await;
+    let h = world(52).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let t1 = h.apply("hello", manifest("hello", 3, "fine", "")).await;
     assert_eq!(h.task_end(t1).await.0, TaskState::Done);
     let before: BTreeMap<String, String> = h
@@ -230,17 +247,17 @@ async fn a_failing_canary_halts_the_rollout() {
             i.metadata.name
         );
     }
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// 3 → 5 → 2: new instances take the lowest free indexes, scaling down
 /// removes the highest, and their VMs go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_three_five_two() {
-    let h = Harness::start_with(53, false, true).await;
+    let h = world(53).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     for (n, expect) in [(3u32, vec![0, 1, 2]), (5, vec![0, 1, 2, 3, 4]), (2, vec![0, 1])] {
         let t = h.apply("hello", manifest("hello", n, "scaling", "")).await;
         let (state, result) = h.task_end(t).await;
@@ -258,17 +275,17 @@ async fn scale_three_five_two() {
         }
     }
     assert_eq!(alive, 2, "scaled-down VMs are deleted");
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// A marker file on the persistent disk survives stop, start and recreate;
 /// deleting the deployment leaves no VM and orphans the disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete() {
-    let h = Harness::start_with(54, false, true).await;
+    let h = world(54).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let t = h.apply("db", manifest("db", 1, "disk", "  persistent_disk: 64\n")).await;
     assert_eq!(h.task_end(t).await.0, TaskState::Done);
     let first_vms = h.cpi.created.lock().unwrap().len();
@@ -328,17 +345,17 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
     assert_eq!(disks[0].status.phase, DiskPhase::Orphaned);
     let cid = disks[0].status.cid.clone().unwrap();
     assert!(h.cpi.inner.has_disk(&cid).await.unwrap(), "an orphaned disk still exists");
-    h.stop().await;
+    h.stop().await.unwrap();
 }
 
 /// A Deployment written straight into the store with a manifest that names
 /// a missing vm_type gets `Invalid`, its task fails, and nothing is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
-    let h = Harness::start_with(55, false, true).await;
+    let h = world(55).await;
     let tmp = tempfile::tempdir().unwrap();
-    h.upload_release(&example_release(tmp.path())).await;
-    h.upload_stemcell().await;
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
     let bad = manifest("bad", 2, "x", "").to_string().replace("\"small\"", "\"huge\"");
     let t = h.apply("bad", serde_json::from_str(&bad).unwrap()).await;
     let (state, result) = h.task_end(t).await;
@@ -353,5 +370,5 @@ async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
         0,
         "no VM, not even to compile"
     );
-    h.stop().await;
+    h.stop().await.unwrap();
 }

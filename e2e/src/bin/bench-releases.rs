@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bosh_api::meta::find_condition;
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
+use bosh_api::objects::DeploymentSpec;
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
@@ -29,17 +29,10 @@ use bosh_blobstore::Storage;
 use bosh_controllers::api::{self, ApiState};
 use bosh_controllers::compile::PACKAGES_COMPILED;
 use bosh_controllers::cpi::Cpi;
-use bosh_controllers::daemon::{self, Options};
-use bosh_controllers::director::Director;
-use bosh_controllers::runtime::{Config, Controller, ElectionConfig, Trigger};
-use bosh_controllers::testing::{CountingCpi, LocalWorld, LocalWorldRest};
-use bosh_controllers::validate;
+use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
 use bosh_test_utils::eventually;
 use clap::{Parser, ValueEnum};
-use futures::TryStreamExt;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "t";
 const MIB: usize = 1 << 20;
 /// Compiling ten packages one at a time on fresh VMs takes a while on a
 /// loaded machine.
@@ -325,136 +318,21 @@ fn fan_out_release(root: &Path, work: Work, secs: f64) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A director world with the validator and all controllers, a counting
-/// CPI and an in-process API, as in the compile integration tests.
-struct Harness {
-    store: Store,
-    director: Director,
-    cpi: Arc<CountingCpi>,
-    api_url: String,
-    rest: LocalWorldRest,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// A world with the stemcell and compilation controllers only.
+async fn world(subnet: u8, workers: usize) -> Result<Harness> {
+    Harness::start(HarnessOptions {
+        compile_workers: workers,
+        deploy: false,
+        resync: Duration::from_secs(60),
+        ..HarnessOptions::new(subnet)
+    })
+    .await
 }
 
-impl Harness {
-    async fn start(subnet: u8, workers: usize) -> Result<Harness> {
-        let world = LocalWorld::start().await?;
-        let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
-        director.cpi = cpi.clone();
-        let store = director.store.clone();
-        let state = ApiState::new(store.clone(), TOKEN)
-            .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let api_url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
-
-        let cloud = format!(
-            "
-azs: [{{name: z1}}]
-vm_types: [{{name: small, cloud_properties: {{flavor: compile}}}}]
-networks:
-- name: default
-  type: manual
-  subnets:
-  - range: 127.77.{subnet}.0/24
-    gateway: 127.77.{subnet}.1
-    azs: [z1]
-    reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]
-    static: [127.77.{subnet}.10 - 127.77.{subnet}.20]
-compilation: {{workers: {workers}, az: z1, vm_type: small, network: default, reuse_compilation_vms: false}}
-"
-        );
-        let cloud = Object::new(
-            ObjectMeta::named("cloud/default"),
-            ConfigSpec {
-                type_: ConfigType::Cloud,
-                content: bosh_api::yaml::parse_value(&cloud, "cloud.yml")?,
-            },
-        );
-        store.create(&cloud).await?;
-
-        let shutdown = CancellationToken::new();
-        let opts = Options {
-            workers: 2,
-            resync: Duration::from_secs(60),
-            election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
-        };
-        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
-            "deployment-validator",
-            store.clone(),
-            Arc::new(()),
-            Config {
-                trigger: Trigger::Generation,
-                election: opts.election.clone(),
-                ..Config::default()
-            },
-            validate::reconcile_deployment,
-            validate::error_policy,
-        );
-        let tasks = vec![
-            tokio::spawn(validator.run(shutdown.clone())),
-            tokio::spawn({
-                let (d, s) = (director.clone(), shutdown.clone());
-                async move { daemon::run_world(d, &opts, s).await }
-            }),
-        ];
-        Ok(Harness { store, director, cpi, api_url, rest, shutdown, tasks })
-    }
-
-    async fn upload_stemcell(&self) -> Result<()> {
-        let image = self.rest.env.dir().join("image.tgz");
-        let file = tokio::fs::File::open(&image).await?;
-        let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
-        let b = self.director.blobs.put_stream(Box::pin(stream), None).await?;
-        let spec = StemcellSpec {
-            name: "bosh-local-agent".into(),
-            version: "1".into(),
-            operating_system: "local".into(),
-            api_version: 2,
-            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
-            ..Default::default()
-        };
-        self.store.create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec)).await?;
-        // Wait for the import so the timed part is compilation alone.
-        let store = self.store.clone();
-        let cpi = self.director.cpi.name().to_string();
-        eventually(Duration::from_secs(120), "stemcell import", || {
-            let (store, cpi) = (store.clone(), cpi.clone());
-            async move {
-                let s: Object<StemcellSpec> = store.get(None, "bosh-local-agent/1").await.ok()?;
-                s.status.cids.contains_key(&cpi).then_some(())
-            }
-        })
-        .await
-    }
-
-    async fn upload_release(&self, dir: &Path) -> Result<()> {
-        let tarball = dir.with_extension("tgz");
-        let opts = CreateOptions {
-            tarball: Some(tarball.clone()),
-            force: true,
-            cache_dir: dir.with_extension("cache"),
-            ..Default::default()
-        };
-        let d = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || create_release(&d, &opts)).await??;
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/uploads/releases", self.api_url))
-            .bearer_auth(TOKEN)
-            .body(std::fs::read(&tarball)?)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("release upload: {}", r.text().await?);
-        }
-        Ok(())
-    }
-
-    async fn deploy(&self, name: &str) -> Result<()> {
-        let src = format!(
-            "
+/// Writes a one-instance deployment of the fan-out release.
+async fn deploy(h: &Harness, name: &str) -> Result<()> {
+    let src = format!(
+        "
 name: {name}
 releases: [{{name: fan, version: latest}}]
 stemcells: [{{alias: default, os: local, version: latest}}]
@@ -468,42 +346,32 @@ instance_groups:
   networks: [{{name: default}}]
   jobs: [{{name: fan, release: fan}}]
 "
-        );
-        let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml")?;
-        let d =
-            Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
-        self.store.create(&d).await?;
-        Ok(())
-    }
+    );
+    let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml")?;
+    let d = Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
+    h.store.create(&d).await?;
+    Ok(())
+}
 
-    /// Waits for `PackagesCompiled` to settle; fails unless it is True.
-    async fn wait_compiled(&self, name: &str) -> Result<()> {
-        let store = self.store.clone();
-        let c = eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
-            let store = store.clone();
-            let name = name.to_string();
-            async move {
-                let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
-                let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
-                let settled = c.status == ConditionStatus::True
-                    || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
-                settled.then_some(c)
-            }
-        })
-        .await?;
-        if c.status != ConditionStatus::True {
-            bail!("{name} did not compile: {c:?}");
+/// Waits for `PackagesCompiled` to settle; fails unless it is True.
+async fn wait_compiled(h: &Harness, name: &str) -> Result<()> {
+    let store = h.store.clone();
+    let c = eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
+        let store = store.clone();
+        let name = name.to_string();
+        async move {
+            let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
+            let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
+            let settled = c.status == ConditionStatus::True
+                || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+            settled.then_some(c)
         }
-        Ok(())
+    })
+    .await?;
+    if c.status != ConditionStatus::True {
+        bail!("{name} did not compile: {c:?}");
     }
-
-    async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            t.await?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Figure 2: the fan-out graph with 1 then 4 compile workers.
@@ -513,7 +381,7 @@ async fn compile_fan_out(work: Work, secs: f64) -> Result<()> {
     for (i, workers) in [1usize, 4].into_iter().enumerate() {
         let tmp = tempfile::tempdir()?;
         let t = Instant::now();
-        let h = Harness::start(160 + i as u8, workers).await?;
+        let h = world(160 + i as u8, workers).await?;
         let release = fan_out_release(tmp.path(), work, secs)?;
         h.upload_release(&release).await?;
         h.upload_stemcell().await?;
@@ -522,8 +390,8 @@ async fn compile_fan_out(work: Work, secs: f64) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
         let t = Instant::now();
-        h.deploy("fan").await?;
-        h.wait_compiled("fan").await?;
+        deploy(&h, "fan").await?;
+        wait_compiled(&h, "fan").await?;
         let wall = t.elapsed();
         let vms = h.cpi.creates.load(Ordering::SeqCst);
         println!(

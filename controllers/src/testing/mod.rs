@@ -19,6 +19,9 @@ use crate::bus::{Bus, BusConfig};
 use crate::cpi::local::{self, LocalCpi};
 use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
+mod harness;
+pub use harness::{Harness, HarnessOptions, TOKEN, example_release};
+
 /// Everything a director needs to run local VMs, private to one test.
 pub struct LocalWorld {
     /// etcd (and the temp dir everything lives in).

@@ -1,0 +1,222 @@
+//! A whole director in one process for tests and benchmarks: a
+//! [`LocalWorld`], a counting CPI, an in-process API for uploads, the
+//! validator, and the world's controllers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
+use bosh_api::release::{CreateOptions, create_release};
+use bosh_api::store::Store;
+use bosh_api::{Object, ObjectMeta};
+use bosh_test_utils::eventually;
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CountingCpi, LocalWorld, LocalWorldRest};
+use crate::api::{self, ApiState};
+use crate::daemon::{self, Options};
+use crate::director::Director;
+use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
+use crate::validate;
+
+/// The API token of a harness.
+pub const TOKEN: &str = "t";
+
+/// How a harness is set up.
+#[derive(Debug, Clone)]
+pub struct HarnessOptions {
+    /// Its addresses are `127.77.<subnet>.x`; distinct per concurrent test.
+    pub subnet: u8,
+    /// `compilation.workers`.
+    pub compile_workers: usize,
+    /// `compilation.reuse_compilation_vms`.
+    pub reuse_compile_vms: bool,
+    /// Run the deployment and instance controllers (else only the stemcell
+    /// and compilation controllers).
+    pub deploy: bool,
+    /// The controllers' resync period.
+    pub resync: Duration,
+}
+
+impl HarnessOptions {
+    /// Defaults for subnet `subnet`: 2 compile workers, no reuse, every
+    /// controller, a 2 s resync.
+    pub fn new(subnet: u8) -> HarnessOptions {
+        HarnessOptions {
+            subnet,
+            compile_workers: 2,
+            reuse_compile_vms: false,
+            deploy: true,
+            resync: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running director world.
+pub struct Harness {
+    /// The store.
+    pub store: Store,
+    /// The director's handles (its CPI is `cpi`).
+    pub director: Director,
+    /// The counting CPI every controller uses.
+    pub cpi: Arc<CountingCpi>,
+    /// The in-process API.
+    pub api_url: String,
+    /// The servers and the stemcell image.
+    pub rest: LocalWorldRest,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Starts a world with a cloud config of one AZ (`z1`), one vm_type
+    /// (`small`) and one manual network (`default`) on `127.77.<subnet>.0/24`.
+    pub async fn start(o: HarnessOptions) -> Result<Harness> {
+        let world = LocalWorld::start().await?;
+        let (mut director, rest) = world.director();
+        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
+        director.cpi = cpi.clone();
+        let store = director.store.clone();
+        let state = ApiState::new(store.clone(), TOKEN)
+            .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"))
+            .with_director(director.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
+
+        let (s, w, reuse) = (o.subnet, o.compile_workers, o.reuse_compile_vms);
+        let cloud = format!(
+            "
+azs: [{{name: z1}}]
+vm_types: [{{name: small, cloud_properties: {{flavor: compile}}}}]
+networks:
+- name: default
+  type: manual
+  subnets:
+  - range: 127.77.{s}.0/24
+    gateway: 127.77.{s}.1
+    azs: [z1]
+    reserved: [127.77.{s}.2 - 127.77.{s}.9]
+    static: [127.77.{s}.10 - 127.77.{s}.20]
+compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_compilation_vms: {reuse}}}
+"
+        );
+        let cloud = Object::new(
+            ObjectMeta::named("cloud/default"),
+            ConfigSpec {
+                type_: ConfigType::Cloud,
+                content: bosh_api::yaml::parse_value(&cloud, "cloud.yml")?,
+            },
+        );
+        store.create(&cloud).await?;
+
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            workers: 2,
+            resync: o.resync,
+            election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
+        };
+        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
+            "deployment-validator",
+            store.clone(),
+            Arc::new(()),
+            Config {
+                trigger: Trigger::Generation,
+                election: opts.election.clone(),
+                ..Config::default()
+            },
+            validate::reconcile_deployment,
+            validate::error_policy,
+        );
+        let deploy = o.deploy;
+        let tasks = vec![
+            tokio::spawn(validator.run(shutdown.clone())),
+            tokio::spawn({
+                let (d, s) = (director.clone(), shutdown.clone());
+                async move {
+                    if deploy {
+                        daemon::run_world(d, &opts, s).await
+                    } else {
+                        daemon::run_build(d, &opts, s).await
+                    }
+                }
+            }),
+        ];
+        Ok(Harness { store, director, cpi, api_url, rest, shutdown, tasks })
+    }
+
+    /// Stores the agent stemcell image as a blob and writes a Stemcell
+    /// object for it (`local/1`), as an upload does, and waits for the
+    /// stemcell controller to import it.
+    pub async fn upload_stemcell(&self) -> Result<()> {
+        let image = self.rest.env.dir().join("image.tgz");
+        let file = tokio::fs::File::open(&image).await?;
+        let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
+        let b = self.director.blobs.put_stream(Box::pin(stream), None).await?;
+        let spec = StemcellSpec {
+            name: "bosh-local-agent".into(),
+            version: "1".into(),
+            operating_system: "local".into(),
+            api_version: 2,
+            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+            ..Default::default()
+        };
+        self.store.create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec)).await?;
+        let store = self.store.clone();
+        let cpi = self.director.cpi.name().to_string();
+        eventually(Duration::from_secs(120), "stemcell import", || {
+            let (store, cpi) = (store.clone(), cpi.clone());
+            async move {
+                let s: Object<StemcellSpec> = store.get(None, "bosh-local-agent/1").await.ok()?;
+                s.status.cids.contains_key(&cpi).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Builds a release directory into a tarball and uploads it through the API.
+    pub async fn upload_release(&self, dir: &Path) -> Result<()> {
+        let tarball = dir.with_extension("tgz");
+        let opts = CreateOptions {
+            tarball: Some(tarball.clone()),
+            force: true,
+            cache_dir: dir.with_extension("cache"),
+            ..Default::default()
+        };
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || create_release(&d, &opts)).await??;
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/uploads/releases", self.api_url))
+            .bearer_auth(TOKEN)
+            .body(std::fs::read(&tarball)?)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("release upload: {}", r.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Stops the controllers and waits for them.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            t.await?;
+        }
+        Ok(())
+    }
+}
+
+/// A copy of the repository's example release (no build state), under `root`.
+pub fn example_release(root: &Path) -> Result<std::path::PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
+    let dir = root.join("hello-release");
+    bosh_test_utils::copy_dir(&src, &dir)?;
+    for build_state in [".dev_builds", "dev_releases", ".blobstore"] {
+        let _ = std::fs::remove_dir_all(dir.join(build_state));
+    }
+    Ok(dir)
+}
