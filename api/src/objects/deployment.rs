@@ -34,7 +34,9 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentOptions {
-    /// Recreate every VM even if nothing changed (`--recreate`).
+    /// Recreate every VM even if nothing changed (`--recreate`). A record
+    /// of the flag: the API carries it out by bumping every recreate
+    /// counter in `instances`, so it happens once, not at every apply.
     #[serde(default)]
     pub recreate: bool,
     /// Skip pre-stop and drain (`--skip-drain`).

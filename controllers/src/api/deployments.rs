@@ -231,6 +231,9 @@ pub(super) async fn apply(
             None => {
                 let mut d = candidate.clone();
                 d.spec.task = Some(task);
+                if req.options.recreate {
+                    bump_recreate(&mut d.spec);
+                }
                 Ok(d)
             }
             Some(d) if d.metadata.is_deleting() => Err(deleting(&name)),
@@ -239,6 +242,9 @@ pub(super) async fn apply(
                 d.spec.cloud_configs = cloud_configs.clone();
                 d.spec.options = req.options.clone();
                 d.spec.task = Some(task);
+                if req.options.recreate {
+                    bump_recreate(&mut d.spec);
+                }
                 Ok(d)
             }
         })
@@ -247,6 +253,22 @@ pub(super) async fn apply(
     .await?;
     let status = if current.is_none() { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "task": task, "deployment": saved }))).into_response())
+}
+
+/// `--recreate` as a change of desired state: every instance group's (and
+/// every instance's own) recreate counter goes up, so the controllers
+/// recreate each VM once, and a later apply without the flag does not.
+fn bump_recreate(d: &mut DeploymentSpec) {
+    let groups: Vec<String> = d.manifest["instance_groups"]
+        .as_array()
+        .map(|gs| gs.iter().filter_map(|g| g["name"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    for g in groups {
+        d.instances.entry(g).or_default();
+    }
+    for o in d.instances.values_mut() {
+        o.recreate += 1;
+    }
 }
 
 #[derive(Deserialize)]
@@ -296,6 +318,20 @@ mod tests {
     use super::*;
 
     /// A changed value shows as a removed and an added line with context; distant changes are split by `...`.
+    #[test]
+    fn recreate_bumps_every_group_and_instance_override_once() {
+        let mut d = bosh_api::objects::DeploymentSpec {
+            manifest: json!({"instance_groups": [{"name": "web"}, {"name": "db"}]}),
+            ..Default::default()
+        };
+        d.instances.insert("4f1c".into(), Default::default());
+        super::bump_recreate(&mut d);
+        super::bump_recreate(&mut d);
+        let counts: Vec<(&str, u64)> =
+            d.instances.iter().map(|(k, o)| (k.as_str(), o.recreate)).collect();
+        assert_eq!(counts, [("4f1c", 2), ("db", 2), ("web", 2)]);
+    }
+
     #[test]
     fn manifest_diff_shows_changed_lines_with_context() {
         let old = json!({"name": "d", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9});

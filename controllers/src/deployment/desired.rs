@@ -42,8 +42,6 @@ pub struct Context<'a> {
     pub jobs: &'a BTreeMap<(String, String), Arc<JobTemplates>>,
     /// Operator requests, by group name or instance id.
     pub overrides: &'a BTreeMap<String, InstanceOverride>,
-    /// The recreate token every instance gets (`apply --recreate`).
-    pub recreate_all: u64,
 }
 
 /// A planned instance's spec (without rendered templates yet) and what
@@ -290,7 +288,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         persistent_disk_mb: disk_mb,
         persistent_disk_type: disk_type,
         persistent_disk_cloud_properties: disk_props,
-        recreate_token: ov.recreate.max(cx.recreate_all),
+        recreate_token: ov.recreate,
         restart_token: ov.restart,
         watch_min_ms: watch_min,
         watch_time_ms: watch_max,

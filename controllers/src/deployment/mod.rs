@@ -344,7 +344,6 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         compiled: &compiled,
         jobs: &jobs,
         overrides: &obj.spec.instances,
-        recreate_all: if obj.spec.options.recreate { obj.metadata.generation as u64 } else { 0 },
     };
     let mut built = Vec::new();
     for d in &planned.instances {

@@ -147,6 +147,8 @@ pub struct Options {
     pub skip_drain: bool,
     /// Tear down even when the agent fails (`delete-deployment --force`).
     pub force: bool,
+    /// Recreate a VM whose agent does not answer (`--fix`).
+    pub fix: bool,
     /// The deployment's task, whose event log records each step.
     pub task: Option<u64>,
 }
@@ -225,6 +227,7 @@ pub async fn reconcile(
     let dep = store.try_get::<DeploymentSpec>(None, &dep_name).await?;
     let opts = Options {
         skip_drain: dep.as_ref().is_some_and(|d| d.spec.options.skip_drain),
+        fix: dep.as_ref().is_some_and(|d| d.spec.options.fix),
         force: dep
             .as_ref()
             .is_some_and(|d| d.metadata.annotations.get(FORCE_DELETE).is_some_and(|v| v == "true")),
