@@ -24,6 +24,10 @@
 //! - [`instance`]: drives each Instance onto a VM: create, disk, apply, start.
 //! - [`director`]: the handles controllers act on the world with.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
+//! - [`resolve`]: what a deployment names (cloud config, releases, stemcells), looked up.
+//! - [`blobs`]: whole-blob reads (sha256-checked) and writes for the director.
+//! - [`status`]: status writes that survive a concurrent writer.
+//! - [`errors`]: an error and its causes as one line.
 
 pub mod agent_client;
 pub mod api;
@@ -34,6 +38,7 @@ pub mod cpi;
 pub mod daemon;
 pub mod deployment;
 pub mod director;
+pub mod errors;
 pub mod instance;
 pub mod ipam;
 pub mod nats_server;
@@ -41,6 +46,7 @@ pub mod render;
 pub mod resolve;
 pub mod runtime;
 pub mod secret_file;
+pub mod status;
 pub mod stemcell;
 pub mod tasks;
 #[cfg(feature = "testing")]

@@ -158,14 +158,7 @@ impl Error {
         if let Error::Compile { source: AgentError::Exception { message, .. }, .. } = self {
             return format!("{self}: {message}");
         }
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        crate::errors::chain(self)
     }
 }
 
@@ -627,7 +620,7 @@ async fn compile_one(
             let e =
                 Error::Compile { package: pkg.name.clone(), release: pkg.release.clone(), source };
             let _ = mark_failed(store, &pkg.key, &e).await;
-            event(store, env, &what, EventState::Failed, &error_text(&e)).await;
+            event(store, env, &what, EventState::Failed, &e.chain()).await;
             let kept = finish(ctx, env, vm, true).await.map_err(|e| (e, None))?;
             Err((e, kept))
         }
@@ -642,18 +635,6 @@ async fn event(store: &Store, env: &CompileEnv, object: &str, state: EventState,
     if let Err(e) = log.record("Compiling packages", object, state, error).await {
         tracing::warn!(task, object, error = %e, "could not record a compile event");
     }
-}
-
-/// An error with its causes, as one line for an event.
-fn error_text(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Returns the VM for reuse, or deletes it and clears its record.

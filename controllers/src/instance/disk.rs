@@ -20,25 +20,7 @@ async fn set_status(
     disk: &mut Object<DiskSpec>,
     edit: impl Fn(&mut DiskStatus),
 ) -> Result<(), Error> {
-    loop {
-        let mut next = disk.clone();
-        edit(&mut next.status);
-        if next.status == disk.status {
-            return Ok(());
-        }
-        match store.update_status(&next).await {
-            Ok(saved) => {
-                *disk = saved;
-                return Ok(());
-            }
-            Err(e) if e.is_conflict() => {
-                *disk = store
-                    .get::<DiskSpec>(disk.metadata.deployment.as_deref(), &disk.metadata.name)
-                    .await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::status::patch(store, disk, edit).await?)
 }
 
 /// The instance's Disk object, created (intent only) when missing.

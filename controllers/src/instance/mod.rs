@@ -124,14 +124,7 @@ impl Error {
         if let Error::Agent { source: AgentError::Exception { message, .. }, .. } = self {
             return format!("{self}: {message}");
         }
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        crate::errors::chain(self)
     }
 }
 
@@ -153,31 +146,13 @@ pub struct Options {
     pub task: Option<u64>,
 }
 
-/// Writes `edit` into the instance's status (re-reading on conflict),
-/// unless it changes nothing; `obj` is kept current.
+/// Writes `edit` into the instance's status (see [`crate::status::patch`]).
 pub(crate) async fn patch(
     store: &Store,
     obj: &mut Object<InstanceSpec>,
     edit: impl Fn(&mut InstanceStatus),
 ) -> Result<(), Error> {
-    loop {
-        let mut next = obj.clone();
-        edit(&mut next.status);
-        if next.status == obj.status {
-            return Ok(());
-        }
-        match store.update_status(&next).await {
-            Ok(saved) => {
-                *obj = saved;
-                return Ok(());
-            }
-            Err(e) if e.is_conflict() => {
-                let dep = obj.metadata.deployment.clone();
-                *obj = store.get::<InstanceSpec>(dep.as_deref(), &obj.metadata.name).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::status::patch(store, obj, edit).await?)
 }
 
 /// How an instance is named in events: `web/<uuid> (0)`.
