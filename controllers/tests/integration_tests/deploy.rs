@@ -372,3 +372,50 @@ async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
     );
     h.stop().await.unwrap();
 }
+
+/// A `((variable))` declared in `variables:` is generated once, reaches the
+/// job's template, and appears neither in the stored Deployment nor in the
+/// task's events; a second deploy reuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_variables_reach_templates_and_stay_out_of_objects() {
+    let h = world(56).await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let m = manifest(
+        "vars",
+        1,
+        "((secret_greeting))",
+        "variables: [{name: secret_greeting, type: password}]\n",
+    );
+    let t = h.apply("vars", m.clone()).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let inst = h.instances("vars").await.remove(0);
+    let body = greeting(&ip(&inst)).await.unwrap();
+    let secret = body.split_whitespace().next().unwrap().to_string();
+    assert_eq!(secret.len(), 20, "a generated password answers: {body:?}");
+    assert!(!body.contains("((secret_greeting))"));
+
+    let d: Object<DeploymentSpec> = h.store.get(None, "vars").await.unwrap();
+    let stored = serde_json::to_string(&d).unwrap();
+    assert!(stored.contains("((secret_greeting))") && !stored.contains(&secret));
+    let events = serde_json::to_string(&h.events(t).await).unwrap();
+    assert!(!events.contains(&secret), "no value in events");
+    let instances = serde_json::to_string(&h.instances("vars").await).unwrap();
+    assert!(!instances.contains(&secret), "no value in Instance objects");
+
+    // A second deploy (a new property) keeps the generated value.
+    let m2 = manifest(
+        "vars",
+        1,
+        "((secret_greeting))!",
+        "variables: [{name: secret_greeting, type: password}]\n",
+    );
+    let t2 = h.apply_with("vars", |s| s.manifest = m2.clone()).await;
+    assert_eq!(h.task_end(t2).await.0, TaskState::Done);
+    let inst = h.instances("vars").await.remove(0);
+    let body = greeting(&ip(&inst)).await.unwrap();
+    assert!(body.starts_with(&format!("{secret}!")), "{body:?}");
+    h.stop().await.unwrap();
+}
