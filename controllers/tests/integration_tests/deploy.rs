@@ -226,12 +226,12 @@ async fn a_failing_canary_halts_the_rollout() {
         .collect();
     let applies = h.applies();
 
-    // A port the server cannot bind: the job never runs.
+    // A port the job refuses: its pre-start fails on the canary.
     let bad = manifest("hello", 3, "fine", "").to_string().replace("8080", "\"not-a-port\"");
     let t2 = h.apply("hello", serde_json::from_str(&bad).unwrap()).await;
     let (state, result) = h.task_end(t2).await;
     assert_eq!(state, TaskState::Error);
-    assert!(result.contains("failed"), "{result}");
+    assert!(result.contains("pre-start"), "{result}");
     let after = h.instances("hello").await;
     let changed: Vec<&Object<InstanceSpec>> =
         after.iter().filter(|i| before[&i.metadata.name] != i.spec.config_hash).collect();
