@@ -135,6 +135,11 @@ impl AgentClient {
         self
     }
 
+    /// The NATS connection (the health monitor subscribes on it).
+    pub fn nats(&self) -> async_nats::Client {
+        self.nats.clone()
+    }
+
     /// Requests sent through this client (and its clones), by method.
     pub fn calls(&self) -> &CallCounts {
         &self.calls

@@ -19,6 +19,8 @@ pub struct Options {
     pub resync: Duration,
     /// Identity and lease TTL for leader election.
     pub election: ElectionConfig,
+    /// The health monitor's and resurrection's tuning.
+    pub health: crate::health::HealthConfig,
 }
 
 impl Options {
@@ -113,7 +115,7 @@ pub async fn run_deploy(
 ) {
     use bosh_api::objects::InstanceSpec;
 
-    use crate::{deployment, instance};
+    use crate::{deployment, health, instance};
 
     let cfg = |trigger| opts.controller_config(trigger);
     let store = director.store.clone();
@@ -129,15 +131,35 @@ pub async fn run_deploy(
     );
     // Instances are many and each reconcile may wait on an agent: more
     // workers than the others (max_in_flight caps what runs at once).
-    let mut instance_cfg = cfg(Trigger::Generation);
+    // It hears every change, status included: the health monitor's
+    // verdicts are what resurrection reconciles on.
+    let mut instance_cfg = cfg(Trigger::Any);
     instance_cfg.workers = instance_cfg.workers.max(32);
+    let mut instances = instance::Instances::new(director.clone());
+    instances.health = opts.health.clone();
     let instances = Controller::<InstanceSpec, _, instance::Error>::new(
         "instance",
-        store,
-        Arc::new(instance::Instances::new(director)),
+        store.clone(),
+        Arc::new(instances),
         instance_cfg,
         instance::reconcile,
         instance::error_policy,
     );
-    tokio::join!(deployments.run(shutdown.clone()), instances.run(shutdown.clone()));
+    // Every replica hears heartbeats; only the leader writes health.
+    let heartbeats = Arc::new(health::Heartbeats::default());
+    let listener = tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone()));
+    let monitor = Controller::<InstanceSpec, _, health::Error>::new(
+        "health-monitor",
+        store,
+        Arc::new(health::Monitor { heartbeats, config: opts.health.clone() }),
+        cfg(Trigger::Any),
+        health::reconcile,
+        health::error_policy,
+    );
+    tokio::join!(
+        deployments.run(shutdown.clone()),
+        instances.run(shutdown.clone()),
+        monitor.run(shutdown.clone()),
+    );
+    listener.abort();
 }

@@ -30,6 +30,8 @@ pub struct Director {
     pub blobs: Arc<dyn Storage>,
     /// How agents reach the blobstore.
     pub blobstore: BlobstoreSettings,
+    /// Seconds between an agent's heartbeats (BOSH: 30).
+    pub heartbeat_interval_secs: u64,
 }
 
 impl Director {
@@ -51,6 +53,7 @@ impl Director {
             blobstore: self.blobstore.clone(),
             networks,
             env,
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
             ..Default::default()
         }
     }

@@ -28,6 +28,7 @@
 //! - [`blobs`]: whole-blob reads (sha256-checked) and writes for the director.
 //! - [`status`]: status writes that survive a concurrent writer.
 //! - [`errors`]: an error and its causes as one line.
+//! - [`health`]: the health monitor: heartbeats into each Instance's observed health.
 
 pub mod agent_client;
 pub mod api;
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod deployment;
 pub mod director;
 pub mod errors;
+pub mod health;
 pub mod instance;
 pub mod ipam;
 pub mod nats_server;

@@ -197,6 +197,10 @@ pub struct InstanceStatus {
     /// The persistent disk's cid, once attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_cid: Option<String>,
+    /// Health observed from heartbeats by the health monitor: `running`,
+    /// `failing`, `stopped` or `unresponsive` (empty: not yet observed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health: String,
     /// Process states last reported, by process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,

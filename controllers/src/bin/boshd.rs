@@ -43,6 +43,19 @@ struct Args {
     /// Concurrent reconciles per controller.
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// Seconds between an agent's heartbeats (written into new VMs' settings).
+    #[arg(long, default_value_t = 30)]
+    heartbeat_interval_secs: u64,
+    /// Seconds without a heartbeat after which an agent is unresponsive.
+    #[arg(long, default_value_t = 60)]
+    agent_timeout_secs: u64,
+    /// Resurrection pauses when at least this many instances of a
+    /// deployment are unresponsive ...
+    #[arg(long, default_value_t = 5)]
+    meltdown_min_down: usize,
+    /// ... and they are more than this percentage of it.
+    #[arg(long, default_value_t = 20.0)]
+    meltdown_percent: f64,
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
@@ -120,6 +133,7 @@ async fn director(
         agents: bosh_controllers::agent_client::AgentClient::new(conn),
         blobs,
         blobstore: bosh_api::agent::BlobstoreSettings { url: blobstore_url, token: blob_token },
+        heartbeat_interval_secs: args.heartbeat_interval_secs,
     };
     Ok((director, nats))
 }
@@ -193,8 +207,17 @@ async fn main() -> anyhow::Result<()> {
     let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {
         api_shutdown.cancelled().await
     }));
-    let opts =
-        Options { workers: args.workers, resync: Duration::from_secs(args.resync_secs), election };
+    let opts = Options {
+        workers: args.workers,
+        resync: Duration::from_secs(args.resync_secs),
+        election,
+        health: bosh_controllers::health::HealthConfig {
+            agent_timeout: Duration::from_secs(args.agent_timeout_secs),
+            meltdown_min_down: args.meltdown_min_down,
+            meltdown_fraction: args.meltdown_percent / 100.0,
+            ..Default::default()
+        },
+    };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),
         daemon::run_world(director, &opts, shutdown)

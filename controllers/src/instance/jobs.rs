@@ -79,7 +79,11 @@ pub async fn quiesce(
     o: &Options,
     next: Option<&ApplySpec>,
 ) -> Result<(), Error> {
-    if cur.status.applied_hash.is_empty() || cur.status.agent_id.is_none() {
+    if cur.status.applied_hash.is_empty()
+        || cur.status.agent_id.is_none()
+        || cur.status.health == super::UNRESPONSIVE
+    {
+        // Nothing runs, or nothing would answer: the VM goes as it is.
         return Ok(());
     }
     let agent_id = cur.status.agent_id.clone().unwrap_or_default();

@@ -24,6 +24,7 @@
 
 pub mod disk;
 pub mod jobs;
+pub mod resurrect;
 pub mod vm;
 
 use std::sync::Arc;
@@ -43,6 +44,9 @@ use crate::director::Director;
 use crate::runtime::{Action, Ctx};
 use crate::tasks::EventLog;
 
+/// The health the monitor gives an agent it has not heard for too long.
+pub const UNRESPONSIVE: &str = "unresponsive";
+
 /// The annotation `delete-deployment --force` sets: agent failures do not
 /// stop a teardown.
 pub const FORCE_DELETE: &str = "bosh.io/force-delete";
@@ -56,6 +60,8 @@ pub struct Instances {
     /// How long a running VM's agent may take to answer before teardown
     /// goes on without it.
     pub agent_grace: Duration,
+    /// Meltdown thresholds (and the agent timeout the monitor uses).
+    pub health: crate::health::HealthConfig,
 }
 
 impl Instances {
@@ -65,6 +71,7 @@ impl Instances {
             director,
             agent_wait: Duration::from_secs(600),
             agent_grace: Duration::from_secs(10),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }
@@ -174,7 +181,7 @@ async fn event(
     }
 }
 
-fn ready(ok: bool, reason: &str, message: String, generation: i64) -> Condition {
+pub(crate) fn ready(ok: bool, reason: &str, message: String, generation: i64) -> Condition {
     Condition {
         type_: READY.into(),
         status: if ok { ConditionStatus::True } else { ConditionStatus::False },
@@ -228,6 +235,9 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     if is_converged(&cur) {
+        if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
+            return resurrect::run(&ctx, cur, opts).await;
+        }
         return Ok(Action::await_change());
     }
     let generation = cur.metadata.generation;
@@ -280,8 +290,15 @@ async fn drive(
         }
         return patch(store, cur, |s| s.phase = "detached".into()).await;
     }
-    let stale =
-        cur.status.vm_hash != spec.vm_hash || cur.status.recreate_token != spec.recreate_token;
+    // An unresponsive agent's VM is replaced (resurrection, or an update
+    // that found it so); with `--fix`, so is one that does not answer now.
+    let mut stale = cur.status.vm_hash != spec.vm_hash
+        || cur.status.recreate_token != spec.recreate_token
+        || cur.status.health == UNRESPONSIVE;
+    if o.fix && !stale && cur.status.vm_cid.is_some() {
+        let agent = cur.status.agent_id.clone().unwrap_or_default();
+        stale = !vm::responsive(ctx, &agent, ctx.data.agent_grace).await;
+    }
     if stale && (cur.status.vm_cid.is_some() || cur.status.pending_create.is_some()) {
         info!(instance = %cur.metadata.name, "recreating VM");
         jobs::quiesce(ctx, cur, o, None).await?;

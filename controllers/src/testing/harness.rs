@@ -39,6 +39,8 @@ pub struct HarnessOptions {
     pub deploy: bool,
     /// The controllers' resync period.
     pub resync: Duration,
+    /// Health monitor and resurrection tuning.
+    pub health: crate::health::HealthConfig,
 }
 
 impl HarnessOptions {
@@ -51,6 +53,7 @@ impl HarnessOptions {
             reuse_compile_vms: false,
             deploy: true,
             resync: Duration::from_secs(2),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }
@@ -118,6 +121,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             workers: 2,
             resync: o.resync,
             election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
+            health: o.health.clone(),
         };
         let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
             "deployment-validator",

@@ -132,6 +132,7 @@ impl LocalWorld {
                 url: self.blobstore_url.clone(),
                 token: self.blobstore_token.clone(),
             },
+            heartbeat_interval_secs: 1,
         };
         (director, LocalWorldRest { env: self.env, nats: self.nats, stemcell: self.stemcell })
     }
@@ -185,6 +186,8 @@ pub struct CountingCpi {
     pub stemcell_deletes: AtomicUsize,
     /// Every call (`info` included).
     pub total: AtomicUsize,
+    /// cids passed to `delete_vm`.
+    pub deleted: Mutex<Vec<String>>,
 }
 
 impl CountingCpi {
@@ -196,6 +199,7 @@ impl CountingCpi {
             created: Mutex::new(Vec::new()),
             stemcell_deletes: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
+            deleted: Mutex::new(Vec::new()),
         }
     }
 
@@ -232,6 +236,7 @@ impl Cpi for CountingCpi {
     }
     async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
+        self.deleted.lock().unwrap().push(cid.to_string());
         self.inner.delete_vm(cid).await
     }
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {

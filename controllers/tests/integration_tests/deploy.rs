@@ -23,7 +23,12 @@ use super::compile::example_release;
 /// Compiling, then creating VMs and starting jobs on a loaded machine.
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(180);
 
-fn manifest(name: &str, instances: u32, greeting: &str, extra: &str) -> serde_json::Value {
+pub(super) fn manifest(
+    name: &str,
+    instances: u32,
+    greeting: &str,
+    extra: &str,
+) -> serde_json::Value {
     let src = format!(
         "
 name: {name}
@@ -47,7 +52,7 @@ instance_groups:
 }
 
 /// What the deploy tests do with a harness.
-trait DeployHarness {
+pub(super) trait DeployHarness {
     async fn apply(&self, name: &str, manifest: serde_json::Value) -> u64;
     async fn apply_with(&self, name: &str, edit: impl Fn(&mut DeploymentSpec)) -> u64;
     async fn task_end(&self, id: u64) -> (TaskState, String);
@@ -123,7 +128,7 @@ impl DeployHarness for Harness {
 }
 
 /// GET / of an instance's hello server.
-async fn greeting(ip: &str) -> Option<String> {
+pub(super) async fn greeting(ip: &str) -> Option<String> {
     let r = reqwest::Client::new()
         .get(format!("http://{ip}:8080/"))
         .timeout(Duration::from_secs(2))
@@ -197,7 +202,18 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
     let vms = h.cpi.created.lock().unwrap().len();
     assert_eq!(vms, vms_after_deploy, "a property change recreates no VM");
 
-    // Steady state: several resyncs pass without a write, a CPI call or an apply.
+    // Steady state, once the health monitor has seen every agent running:
+    // several resyncs pass without a write, a CPI call or an apply.
+    let store = h.store.clone();
+    eventually(DEPLOY_DEADLINE, "every instance observed running", || {
+        let store = store.clone();
+        async move {
+            let all = store.list::<InstanceSpec>("hello/").await.ok()?.items;
+            all.iter().all(|i| i.status.health == "running").then_some(())
+        }
+    })
+    .await
+    .unwrap();
     let rev = h.store.revision().await.unwrap();
     let calls = h.cpi.calls();
     let applies = h.applies();

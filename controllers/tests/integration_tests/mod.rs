@@ -10,6 +10,7 @@ mod compile;
 mod cpi;
 mod deploy;
 mod leader;
+mod resurrect;
 mod runtime;
 mod tasks;
 mod uploads;

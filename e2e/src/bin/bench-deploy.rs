@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bosh_api::agent::Method;
-use bosh_api::objects::{DeploymentSpec, EventSpec, EventState, TaskSpec, TaskState};
+use bosh_api::objects::{DeploymentSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::tasks::{create_task, task_name};
 use bosh_controllers::testing::{Harness, HarnessOptions, example_release};
@@ -165,6 +165,17 @@ async fn run(args: Args) -> Result<()> {
     );
     println!("agent requests during the converge: {:?}", agent_calls(&h));
 
+    // Steady state starts once the health monitor has seen every agent
+    // running (its last transition writes).
+    let store = h.store.clone();
+    eventually(Duration::from_secs(120), "every instance observed running", || {
+        let store = store.clone();
+        async move {
+            let all = store.list::<InstanceSpec>("").await.ok()?.items;
+            all.iter().all(|i| i.status.health == "running").then_some(())
+        }
+    })
+    .await?;
     println!("== steady state: {} s ==", args.steady_secs);
     let (rev, cpi, agents) = (h.store.revision().await?, h.cpi.calls(), agent_calls(&h));
     tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;

@@ -237,6 +237,7 @@ async fn main() -> Result<()> {
         workers: 4,
         resync: Duration::from_secs(5),
         election: ElectionConfig { ttl: Duration::from_secs(10), holder: "bench".into() },
+        health: Default::default(),
     };
     let t = Instant::now();
     let run = tokio::spawn(daemon::run(store.clone(), opts, shutdown.clone()));

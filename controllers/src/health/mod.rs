@@ -1,0 +1,204 @@
+//! The health monitor: agents' heartbeats and alerts, turned into each
+//! Instance's observed health.
+//!
+//! Every replica of boshd subscribes to `hm.agent.heartbeat.*` and
+//! `hm.agent.alert.*` and keeps, in memory only, when each agent was last
+//! heard and what it reported ([`Heartbeats`]). The writing is a controller
+//! like the others (leader-elected, fenced): it looks at each Instance every
+//! `check_interval` and writes `status.health` only when it changes —
+//! `running`, `failing`, `stopped`, `unresponsive` — never once per
+//! heartbeat. An agent not heard for `agent_timeout` (BOSH: 60 s) is
+//! unresponsive; an agent never heard is given `agent_timeout` from the
+//! moment the monitor first saw it in an Instance. A process turning
+//! `failing` raises an alert: a log line, and an event in the task of the
+//! deployment if it has one.
+//!
+//! Resurrection is not here: the instance controller hears the status
+//! change and reconciles ([`crate::instance`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bosh_api::Object;
+use bosh_api::agent::{Alert, Heartbeat, JobState};
+use bosh_api::objects::InstanceSpec;
+use bosh_api::store;
+use chrono::Utc;
+use futures::StreamExt;
+use tracing::{info, warn};
+
+use crate::runtime::{Action, Ctx};
+
+/// The health monitor's tuning.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// An agent not heard for this long is unresponsive (BOSH: 60 s).
+    pub agent_timeout: Duration,
+    /// How often each instance's health is looked at.
+    pub check_interval: Duration,
+    /// Resurrection pauses when at least this many instances of a
+    /// deployment are unresponsive at once (BOSH: 5) ...
+    pub meltdown_min_down: usize,
+    /// ... and they are more than this fraction of it (BOSH: 0.2).
+    pub meltdown_fraction: f64,
+    /// How long an instance stays unresponsive before it is resurrected:
+    /// agents that die together (a rack, a network) are seen over a few
+    /// heartbeat phases, and the meltdown guard must count them all.
+    pub resurrection_delay: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            agent_timeout: Duration::from_secs(60),
+            check_interval: Duration::from_secs(1),
+            meltdown_min_down: 5,
+            meltdown_fraction: 0.2,
+            resurrection_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one agent last said, and when.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    job_state: Option<JobState>,
+}
+
+/// Heartbeats by agent id, in memory.
+#[derive(Default)]
+pub struct Heartbeats {
+    agents: Mutex<HashMap<String, Seen>>,
+    /// Heartbeats received (for benchmarks).
+    pub received: std::sync::atomic::AtomicU64,
+}
+
+impl Heartbeats {
+    /// Records a heartbeat.
+    pub fn heard(&self, hb: &Heartbeat) {
+        self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seen = Seen { at: Instant::now(), job_state: Some(hb.job_state) };
+        self.agents.lock().expect("heartbeats").insert(hb.agent_id.clone(), seen);
+    }
+
+    /// The health of `agent_id`: `None` when nothing can be said yet.
+    pub fn health(&self, agent_id: &str, timeout: Duration) -> &'static str {
+        let mut agents = self.agents.lock().expect("heartbeats");
+        // First sight without a heartbeat starts its grace period.
+        let seen = agents
+            .entry(agent_id.to_string())
+            .or_insert_with(|| Seen { at: Instant::now(), job_state: None });
+        if seen.at.elapsed() > timeout {
+            return "unresponsive";
+        }
+        match seen.job_state {
+            Some(JobState::Failing) => "failing",
+            Some(JobState::Stopped) => "stopped",
+            Some(JobState::Running) | Some(JobState::Starting) => "running",
+            None => "",
+        }
+    }
+
+    /// Forgets an agent (its VM is gone).
+    pub fn forget(&self, agent_id: &str) {
+        self.agents.lock().expect("heartbeats").remove(agent_id);
+    }
+}
+
+/// The health monitor's context.
+pub struct Monitor {
+    /// Heartbeats heard.
+    pub heartbeats: Arc<Heartbeats>,
+    /// Tuning.
+    pub config: HealthConfig,
+}
+
+/// Subscribes to heartbeats and alerts until the connection closes.
+pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>) {
+    let (mut hb, mut alerts) = match (
+        nats.subscribe("hm.agent.heartbeat.*").await,
+        nats.subscribe("hm.agent.alert.*").await,
+    ) {
+        (Ok(h), Ok(a)) => (h, a),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "health monitor cannot subscribe to heartbeats");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            m = hb.next() => {
+                let Some(m) = m else { return };
+                match serde_json::from_slice::<Heartbeat>(&m.payload) {
+                    Ok(h) => heartbeats.heard(&h),
+                    Err(e) => warn!(subject = %m.subject, error = %e, "malformed heartbeat"),
+                }
+            }
+            m = alerts.next() => {
+                let Some(m) = m else { return };
+                if let Ok(a) = serde_json::from_slice::<Alert>(&m.payload) {
+                    // The alert sink: a log line (summaries name processes, not secrets).
+                    warn!(agent = %a.agent_id, severity = a.severity, title = %a.title, summary = %a.summary, "agent alert");
+                }
+            }
+        }
+    }
+}
+
+/// Errors of the health monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the status failed.
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+}
+
+/// Back off per key on any error.
+pub fn error_policy(_: Arc<Object<InstanceSpec>>, _: &Error, _: Arc<Ctx<Monitor>>) -> Action {
+    Action::backoff()
+}
+
+/// Looks at one instance's health and records it when it changed.
+pub async fn reconcile(
+    obj: Arc<Object<InstanceSpec>>,
+    ctx: Arc<Ctx<Monitor>>,
+) -> Result<Action, Error> {
+    let every = ctx.data.config.check_interval;
+    if obj.metadata.is_deleting() {
+        return Ok(Action::await_change());
+    }
+    let Some(agent) = obj.status.agent_id.clone().filter(|_| obj.status.vm_cid.is_some()) else {
+        return Ok(Action::requeue(every));
+    };
+    // Only a VM that was set up (jobs applied) is watched; a VM being
+    // created or updated is the instance controller's to judge.
+    if obj.status.applied_hash.is_empty() {
+        return Ok(Action::requeue(every));
+    }
+    let health = ctx.data.heartbeats.health(&agent, ctx.data.config.agent_timeout);
+    if health.is_empty() || health == obj.status.health {
+        return Ok(Action::requeue(every));
+    }
+    let mut cur = (*obj).clone();
+    let timeout = ctx.data.config.agent_timeout;
+    let hb = ctx.data.heartbeats.clone();
+    crate::status::patch(&ctx.store, &mut cur, |s| {
+        // Judged against the agent the status names now: a resurrected
+        // instance's new agent starts afresh.
+        if let Some(a) = &s.agent_id {
+            let h = hb.health(a, timeout);
+            if !h.is_empty() && h != s.health {
+                s.health = h.to_string();
+                s.last_health_change = Some(Utc::now());
+            }
+        }
+    })
+    .await?;
+    info!(instance = %obj.metadata.name, from = %obj.status.health, to = %cur.status.health, "instance health changed");
+    if cur.status.health == "failing" {
+        warn!(instance = %obj.metadata.name, "alert: a job is failing");
+    }
+    Ok(Action::requeue(every))
+}

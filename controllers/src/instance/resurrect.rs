@@ -1,0 +1,201 @@
+//! Resurrection: an instance converged on its spec whose agent the health
+//! monitor finds unresponsive is recreated — the old VM deleted by its CID,
+//! a new one made with the same persistent disk, the jobs applied and
+//! started — under a "scan and fix" task, unless resurrection is off for it
+//! (resurrection configs) or its deployment is in meltdown.
+
+use std::time::Duration;
+
+use bosh_api::meta::{find_condition, set_condition};
+use bosh_api::objects::{ConfigSpec, DeploymentSpec, EventState, InstanceSpec, TaskState};
+use bosh_api::store::Store;
+use bosh_api::{Condition, ConditionStatus, Object};
+use chrono::Utc;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{Error, Instances, Options, UNRESPONSIVE, display, drive, event, patch, ready};
+use crate::deployment::UPDATE_FAILED;
+use crate::runtime::{Action, Ctx};
+use crate::tasks::{create_task, set_task_state};
+
+/// The Deployment condition raised while resurrection pauses.
+pub const MELTDOWN: &str = "Meltdown";
+
+/// How soon a paused resurrection looks again.
+const PAUSED: Duration = Duration::from_secs(2);
+
+/// Whether a resurrection config rule matches `deployment`/`group`.
+fn matches(filter: &Value, deployment: &str, group: &str) -> bool {
+    let has = |k: &str, v: &str| {
+        filter[k].as_array().is_none_or(|a| a.iter().any(|x| x.as_str() == Some(v)))
+    };
+    has("deployments", deployment) && has("instance_groups", group)
+}
+
+/// Whether resurrection is on for `deployment`/`group`: BOSH's resurrection
+/// config (`rules: [{enabled, include, exclude}]`); a matching rule with
+/// `enabled: false` turns it off. On by default.
+pub fn enabled_by(configs: &[Value], deployment: &str, group: &str) -> bool {
+    for c in configs {
+        for rule in c["rules"].as_array().into_iter().flatten() {
+            let included = rule.get("include").is_none_or(|f| matches(f, deployment, group));
+            let excluded = rule.get("exclude").is_some_and(|f| matches(f, deployment, group));
+            if included && !excluded && rule["enabled"].as_bool() == Some(false) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn enabled(store: &Store, deployment: &str, group: &str) -> Result<bool, Error> {
+    let configs = store.list::<ConfigSpec>("resurrection/").await?.items;
+    let contents: Vec<Value> = configs.into_iter().map(|c| c.spec.content).collect();
+    Ok(enabled_by(&contents, deployment, group))
+}
+
+/// Whether `down` unresponsive instances of `total` are a meltdown.
+pub fn is_meltdown(down: usize, total: usize, min_down: usize, fraction: f64) -> bool {
+    total > 0 && down >= min_down && down as f64 / total as f64 > fraction
+}
+
+/// Sets or clears `Meltdown` on the deployment, writing only on change.
+async fn set_meltdown(store: &Store, dep: &str, on: bool, message: String) -> Result<bool, Error> {
+    let Some(mut d) = store.try_get::<DeploymentSpec>(None, dep).await? else { return Ok(false) };
+    let was = find_condition(&d.status.conditions, MELTDOWN)
+        .is_some_and(|c| c.status == ConditionStatus::True);
+    if was == on {
+        return Ok(false);
+    }
+    let generation = d.metadata.generation;
+    crate::status::patch(store, &mut d, |s| {
+        set_condition(
+            &mut s.conditions,
+            Condition {
+                type_: MELTDOWN.into(),
+                status: if on { ConditionStatus::True } else { ConditionStatus::False },
+                reason: if on { "TooManyUnresponsive" } else { "Recovered" }.into(),
+                message: message.clone(),
+                last_transition_time: Utc::now(),
+                observed_revision: generation,
+            },
+        );
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Resurrects `cur` (or pauses: off, or meltdown).
+pub async fn run(
+    ctx: &Ctx<Instances>,
+    mut cur: Object<InstanceSpec>,
+    mut o: Options,
+) -> Result<Action, Error> {
+    let store = &ctx.store;
+    let dep = cur.metadata.deployment.clone().unwrap_or_default();
+    let since =
+        cur.status.last_health_change.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
+    let delay = ctx.data.health.resurrection_delay;
+    if let Some(since) = since.filter(|s| *s < delay) {
+        return Ok(Action::requeue(delay - since));
+    }
+    if !enabled(store, &dep, &cur.spec.group).await? {
+        return Ok(Action::await_change());
+    }
+    let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
+    let down = all.iter().filter(|i| i.status.health == UNRESPONSIVE).count();
+    let h = &ctx.data.health;
+    if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
+        let msg = format!(
+            "{down} of {} instances unresponsive (at least {} and over {:.0}%): resurrection paused",
+            all.len(),
+            h.meltdown_min_down,
+            h.meltdown_fraction * 100.0
+        );
+        if set_meltdown(store, &dep, true, msg.clone()).await? {
+            warn!(deployment = %dep, "{msg}");
+        }
+        return Ok(Action::requeue(PAUSED));
+    }
+    if set_meltdown(store, &dep, false, format!("{down} of {} instances unresponsive", all.len()))
+        .await?
+    {
+        info!(deployment = %dep, "meltdown over: resurrection resumes");
+    }
+
+    let task = create_task(store, "scan and fix", Some(&dep), "health monitor").await?;
+    let id = task.spec.id;
+    set_task_state(store, id, TaskState::Processing, "").await?;
+    o.task = Some(id);
+    let what = display(&cur);
+    let stage = "Applying problem resolutions";
+    let object = format!("unresponsive agent: recreate VM of {what}");
+    event(&o, stage, &object, EventState::Started, "", store).await;
+    info!(deployment = %dep, instance = %what, task = id, "resurrecting");
+    let generation = cur.metadata.generation;
+    patch(store, &mut cur, |s| {
+        set_condition(
+            &mut s.conditions,
+            ready(false, "Resurrecting", format!("task {id}"), generation),
+        );
+    })
+    .await?;
+    match drive(ctx, &mut cur, &o).await {
+        Ok(()) => {
+            patch(store, &mut cur, |s| {
+                set_condition(
+                    &mut s.conditions,
+                    ready(true, "Resurrected", format!("task {id}"), generation),
+                );
+                s.health.clear();
+            })
+            .await?;
+            event(&o, stage, &object, EventState::Finished, "", store).await;
+            set_task_state(store, id, TaskState::Done, &format!("recreated {what}")).await?;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            let msg = e.chain();
+            let _ = patch(store, &mut cur, |s| {
+                set_condition(
+                    &mut s.conditions,
+                    ready(false, UPDATE_FAILED, msg.clone(), generation),
+                );
+            })
+            .await;
+            event(&o, stage, &object, EventState::Failed, &msg, store).await;
+            set_task_state(store, id, TaskState::Error, &msg).await?;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Rules turn resurrection off for what they include and do not exclude.
+    #[test]
+    fn resurrection_rules() {
+        let off_web = json!({"rules": [{"enabled": false, "include": {"deployments": ["d"], "instance_groups": ["web"]}}]});
+        assert!(!super::enabled_by(std::slice::from_ref(&off_web), "d", "web"));
+        assert!(super::enabled_by(std::slice::from_ref(&off_web), "d", "db"));
+        assert!(super::enabled_by(std::slice::from_ref(&off_web), "other", "web"));
+        let off_all_but =
+            json!({"rules": [{"enabled": false, "exclude": {"deployments": ["keep"]}}]});
+        assert!(!super::enabled_by(std::slice::from_ref(&off_all_but), "d", "web"));
+        assert!(super::enabled_by(std::slice::from_ref(&off_all_but), "keep", "web"));
+        assert!(super::enabled_by(&[], "d", "web"));
+    }
+
+    /// BOSH's meltdown: at least 5 down and more than 20 %.
+    #[test]
+    fn meltdown_thresholds() {
+        assert!(!super::is_meltdown(4, 10, 5, 0.2), "under the floor");
+        assert!(super::is_meltdown(6, 10, 5, 0.2));
+        assert!(!super::is_meltdown(5, 100, 5, 0.2), "under the fraction");
+        assert!(super::is_meltdown(21, 100, 5, 0.2));
+        assert!(!super::is_meltdown(0, 0, 5, 0.2));
+    }
+}

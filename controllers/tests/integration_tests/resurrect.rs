@@ -1,0 +1,169 @@
+//! Resurrection as a reconcile, on real local VMs: the health monitor turns
+//! missing heartbeats into `unresponsive`, the instance controller recreates
+//! the VM with its disk; a short pause is not a death; a meltdown pauses
+//! resurrection until enough instances are healthy again.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bosh_api::meta::find_condition;
+use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
+use bosh_api::{ConditionStatus, Object};
+use bosh_controllers::health::HealthConfig;
+use bosh_controllers::testing::{Harness, HarnessOptions};
+use bosh_test_utils::eventually;
+
+use super::compile::example_release;
+use super::deploy::{DeployHarness, manifest};
+
+const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn world(subnet: u8) -> Harness {
+    let health = HealthConfig {
+        agent_timeout: AGENT_TIMEOUT,
+        check_interval: Duration::from_millis(250),
+        resurrection_delay: Duration::from_secs(2),
+        ..HealthConfig::default()
+    };
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(subnet) }).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    h
+}
+
+/// Sends `signal` to a VM's process tree (the namespace's `unshare` and
+/// its agent), found by the VM's settings path.
+fn signal_vm(cid: &str, signal: &str) {
+    let out = Command::new("pkill")
+        .args([&format!("-{signal}"), "-f", &format!("vms/{cid}/settings.json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pkill -{signal} found no process of {cid}");
+}
+
+async fn deployed(h: &Harness, name: &str, n: u32, extra: &str) -> Vec<Object<InstanceSpec>> {
+    let t = h.apply(name, manifest(name, n, "alive", extra)).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    h.instances(name).await
+}
+
+fn creates(h: &Harness) -> usize {
+    h.cpi.created.lock().unwrap().len()
+}
+
+/// SIGKILL of a VM: it is running again on a new VM within agent_timeout +
+/// 15 s, its disk's marker survives, with exactly one delete_vm (of the
+/// dead VM) and one create_vm, under a "scan and fix" task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_vm_is_resurrected_with_its_disk() {
+    let h = world(57).await;
+    let inst = deployed(&h, "res", 1, "  persistent_disk: 16\n").await.remove(0);
+    let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
+    let write =
+        vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    assert_eq!(agent.exec(&write, Some(10)).await.unwrap().exit_code, 0);
+    let old = inst.status.vm_cid.clone().unwrap();
+    let before = creates(&h);
+
+    let deleted_before = h.cpi.deleted.lock().unwrap().len();
+    let killed = Instant::now();
+    signal_vm(&old, "KILL");
+    let store = h.store.clone();
+    let name = inst.metadata.name.clone();
+    let new =
+        eventually(AGENT_TIMEOUT + Duration::from_secs(15), "the instance on a new VM", || {
+            let (store, old, name) = (store.clone(), old.clone(), name.clone());
+            async move {
+                let i: Object<InstanceSpec> = store.get(Some("res"), &name).await.ok()?;
+                let c = find_condition(&i.status.conditions, "Ready")?;
+                (c.status == ConditionStatus::True && i.status.vm_cid.as_deref() != Some(&old))
+                    .then_some(i)
+            }
+        })
+        .await
+        .unwrap();
+    println!("resurrected in {:?} (agent timeout {AGENT_TIMEOUT:?})", killed.elapsed());
+    let agent = h.director.agents.for_agent(new.status.agent_id.clone().unwrap());
+    let read = vec!["sh".into(), "-c".into(), "cat \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
+    assert_eq!(creates(&h), before + 1, "exactly one create_vm");
+    // (Compile VMs' records are cleaned up too; only instance VMs count.)
+    let deleted = h.cpi.deleted.lock().unwrap()[deleted_before..].to_vec();
+    let of_old = deleted.iter().filter(|c| **c == old).count();
+    assert_eq!(of_old, 1, "one delete_vm of the dead VM: {deleted:?}");
+    assert!(!deleted.contains(new.status.vm_cid.as_ref().unwrap()));
+    let tasks = h.store.list::<TaskSpec>("").await.unwrap().items;
+    let fix: Vec<_> = tasks.iter().filter(|t| t.spec.description == "scan and fix").collect();
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].status.state, TaskState::Done);
+    h.stop().await.unwrap();
+}
+
+/// An agent paused for half the timeout and resumed is not resurrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_pause_is_not_a_death() {
+    let h = world(58).await;
+    let inst = deployed(&h, "pause", 1, "").await.remove(0);
+    let cid = inst.status.vm_cid.clone().unwrap();
+    let before = creates(&h);
+    signal_vm(&cid, "STOP");
+    tokio::time::sleep(AGENT_TIMEOUT / 2).await; // the pause under test
+    signal_vm(&cid, "CONT");
+    tokio::time::sleep(AGENT_TIMEOUT * 2).await; // an observation window
+    assert_eq!(creates(&h), before, "no resurrection");
+    let i: Object<InstanceSpec> = h.store.get(Some("pause"), &inst.metadata.name).await.unwrap();
+    assert_eq!(i.status.vm_cid.as_deref(), Some(cid.as_str()));
+    assert_ne!(i.status.health, "unresponsive");
+    h.stop().await.unwrap();
+}
+
+/// 6 of 10 agents stop at once: a Meltdown condition and no resurrection;
+/// 2 come back (4 down, under the floor of 5): resurrection resumes and
+/// recreates the 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
+    let h = world(59).await;
+    let instances = deployed(&h, "melt", 10, "").await;
+    let cids: Vec<String> = instances.iter().map(|i| i.status.vm_cid.clone().unwrap()).collect();
+    let before = creates(&h);
+    let deleted_before = h.cpi.deleted.lock().unwrap().len();
+    for cid in &cids[..6] {
+        signal_vm(cid, "STOP");
+    }
+    let store = h.store.clone();
+    let cond = eventually(AGENT_TIMEOUT + Duration::from_secs(15), "a Meltdown condition", || {
+        let store = store.clone();
+        async move {
+            let d: Object<DeploymentSpec> = store.get(None, "melt").await.ok()?;
+            find_condition(&d.status.conditions, "Meltdown")
+                .filter(|c| c.status == ConditionStatus::True)
+                .cloned()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(cond.message.contains("of 10 instances unresponsive"), "{}", cond.message);
+    tokio::time::sleep(Duration::from_secs(3)).await; // an observation window
+    assert_eq!(creates(&h), before, "no resurrection during a meltdown");
+
+    for cid in &cids[..2] {
+        signal_vm(cid, "CONT");
+    }
+    let h2 = &h;
+    eventually(Duration::from_secs(120), "the 4 still down to be recreated", || async move {
+        (creates(h2) == before + 4).then_some(())
+    })
+    .await
+    .unwrap();
+    let d: Object<DeploymentSpec> = h.store.get(None, "melt").await.unwrap();
+    let c = find_condition(&d.status.conditions, "Meltdown").unwrap();
+    assert_eq!(c.status, ConditionStatus::False);
+    let deleted = h.cpi.deleted.lock().unwrap()[deleted_before..].to_vec();
+    for (i, cid) in cids.iter().enumerate() {
+        let n = deleted.iter().filter(|c| *c == cid).count();
+        assert_eq!(n, usize::from((2..6).contains(&i)), "VM {i} deleted {n} times");
+    }
+    h.stop().await.unwrap();
+}
