@@ -125,3 +125,86 @@ pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
     println!("{t}");
     Ok(())
 }
+
+/// Flags of `update-resurrection`.
+#[derive(Debug, clap::Args)]
+pub struct ResurrectionArgs {
+    /// `on` or `off`.
+    #[arg(value_parser = ["on", "off"])]
+    pub state: String,
+    /// Only this deployment (default: every deployment).
+    #[arg(short = 'd', long)]
+    pub deployment: Option<String>,
+    /// Only this instance group of the deployment.
+    #[arg(requires = "deployment")]
+    pub group: Option<String>,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
+/// The resurrection config `update-resurrection` writes: one rule, named
+/// after its scope, so a narrower scope is its own config.
+pub fn resurrection_config(args: &ResurrectionArgs) -> (String, serde_json::Value) {
+    let mut include = serde_json::Map::new();
+    let mut name = "global".to_string();
+    if let Some(d) = &args.deployment {
+        include.insert("deployments".into(), serde_json::json!([d]));
+        name = format!("deployment.{d}");
+    }
+    if let (Some(d), Some(g)) = (&args.deployment, &args.group) {
+        include.insert("instance_groups".into(), serde_json::json!([g]));
+        name = format!("deployment.{d}.{g}");
+    }
+    let mut rule = serde_json::json!({"enabled": args.state == "on"});
+    if !include.is_empty() {
+        rule["include"] = serde_json::Value::Object(include);
+    }
+    (name, serde_json::json!({ "rules": [rule] }))
+}
+
+/// Runs `update-resurrection on|off [-d NAME [GROUP]]`.
+pub async fn update_resurrection(args: ResurrectionArgs) -> Result<()> {
+    let (name, content) = resurrection_config(&args);
+    let d = Director::resolve(&args.director)?;
+    let key = format!("{}/{name}", ConfigType::Resurrection.as_str());
+    let spec = ConfigSpec { type_: ConfigType::Resurrection, content };
+    let obj = match d.try_object::<ConfigSpec>(&key).await? {
+        Some(mut current) => {
+            current.spec = spec;
+            current
+        }
+        None => Object::new(ObjectMeta::named(&key), spec),
+    };
+    d.put_object(&obj).await?;
+    println!("Resurrection {} for {}", args.state, name.replace('.', " "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> ResurrectionArgs {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: ResurrectionArgs,
+        }
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(v);
+        <P as clap::Parser>::parse_from(argv).a
+    }
+
+    /// Each scope is its own config with one rule.
+    #[test]
+    fn resurrection_scopes() {
+        let (n, c) = resurrection_config(&args(&["off"]));
+        assert_eq!((n.as_str(), c), ("global", serde_json::json!({"rules": [{"enabled": false}]})));
+        let (n, c) = resurrection_config(&args(&["on", "-d", "cf", "web"]));
+        assert_eq!(n, "deployment.cf.web");
+        assert_eq!(
+            c,
+            serde_json::json!({"rules": [{"enabled": true, "include": {"deployments": ["cf"], "instance_groups": ["web"]}}]})
+        );
+    }
+}

@@ -69,6 +69,8 @@ enum Command {
     UpdateRuntimeConfig(configs::UpdateArgs),
     /// Print the runtime config.
     RuntimeConfig(configs::ShowArgs),
+    /// Turn resurrection on or off, everywhere or for a deployment or instance group.
+    UpdateResurrection(configs::ResurrectionArgs),
     /// Upload a release tarball, directory or URL to the director.
     UploadRelease(uploads::UploadReleaseArgs),
     /// Upload a stemcell tarball to the director.
@@ -188,6 +190,7 @@ fn main() {
         Command::UpdateCloudConfig(a) => block_on(configs::update(a, Some(ConfigType::Cloud))),
         Command::CloudConfig(a) => block_on(configs::show(a, Some(ConfigType::Cloud))),
         Command::UpdateRuntimeConfig(a) => block_on(configs::update(a, Some(ConfigType::Runtime))),
+        Command::UpdateResurrection(a) => block_on(configs::update_resurrection(a)),
         Command::RuntimeConfig(a) => block_on(configs::show(a, Some(ConfigType::Runtime))),
         Command::UploadRelease(a) => block_on(uploads::upload_release(a)),
         Command::UploadStemcell(a) => block_on(uploads::upload_stemcell(a)),

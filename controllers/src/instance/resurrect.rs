@@ -34,19 +34,29 @@ fn matches(filter: &Value, deployment: &str, group: &str) -> bool {
 }
 
 /// Whether resurrection is on for `deployment`/`group`: BOSH's resurrection
-/// config (`rules: [{enabled, include, exclude}]`); a matching rule with
-/// `enabled: false` turns it off. On by default.
+/// config (`rules: [{enabled, include, exclude}]`). Of the rules that match,
+/// the most specific (naming the group, then the deployment) decides, and
+/// among equals `enabled: false` wins. On when no rule matches.
 pub fn enabled_by(configs: &[Value], deployment: &str, group: &str) -> bool {
+    let mut best: Option<(u8, bool)> = None;
     for c in configs {
         for rule in c["rules"].as_array().into_iter().flatten() {
             let included = rule.get("include").is_none_or(|f| matches(f, deployment, group));
             let excluded = rule.get("exclude").is_some_and(|f| matches(f, deployment, group));
-            if included && !excluded && rule["enabled"].as_bool() == Some(false) {
-                return false;
+            if !included || excluded {
+                continue;
             }
+            let inc = rule.get("include");
+            let rank = 2 * u8::from(inc.is_some_and(|f| f["instance_groups"].is_array()))
+                + u8::from(inc.is_some_and(|f| f["deployments"].is_array()));
+            let on = rule["enabled"].as_bool().unwrap_or(true);
+            best = match best {
+                Some((r, b)) if r > rank || (r == rank && !b) => Some((r, b)),
+                _ => Some((rank, on)),
+            };
         }
     }
-    true
+    best.is_none_or(|(_, on)| on)
 }
 
 async fn enabled(store: &Store, deployment: &str, group: &str) -> Result<bool, Error> {
@@ -187,6 +197,13 @@ mod tests {
         assert!(!super::enabled_by(std::slice::from_ref(&off_all_but), "d", "web"));
         assert!(super::enabled_by(std::slice::from_ref(&off_all_but), "keep", "web"));
         assert!(super::enabled_by(&[], "d", "web"));
+        // The most specific rule decides: off everywhere but on for d/web.
+        let layered = [
+            json!({"rules": [{"enabled": false}]}),
+            json!({"rules": [{"enabled": true, "include": {"deployments": ["d"], "instance_groups": ["web"]}}]}),
+        ];
+        assert!(super::enabled_by(&layered, "d", "web"));
+        assert!(!super::enabled_by(&layered, "d", "db"));
     }
 
     /// BOSH's meltdown: at least 5 down and more than 20 %.

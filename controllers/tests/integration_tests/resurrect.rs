@@ -167,3 +167,50 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
     }
     h.stop().await.unwrap();
 }
+
+/// With resurrection off for its instance group, a dead VM stays dead (the
+/// health says so); turned back on, it is resurrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
+    use bosh_api::ObjectMeta;
+    use bosh_api::objects::{ConfigSpec, ConfigType};
+
+    let h = world(60).await;
+    let inst = deployed(&h, "quiet", 1, "").await.remove(0);
+    let rule = |on: bool| ConfigSpec {
+        type_: ConfigType::Resurrection,
+        content: serde_json::json!({"rules": [{"enabled": on, "include": {"deployments": ["quiet"], "instance_groups": ["web"]}}]}),
+    };
+    let cfg = h
+        .store
+        .create(&Object::new(ObjectMeta::named("resurrection/quiet-web"), rule(false)))
+        .await
+        .unwrap();
+    let before = creates(&h);
+    signal_vm(inst.status.vm_cid.as_ref().unwrap(), "KILL");
+    let store = h.store.clone();
+    let name = inst.metadata.name.clone();
+    eventually(AGENT_TIMEOUT + Duration::from_secs(15), "the instance seen unresponsive", || {
+        let (store, name) = (store.clone(), name.clone());
+        async move {
+            let i: Object<InstanceSpec> = store.get(Some("quiet"), &name).await.ok()?;
+            (i.status.health == "unresponsive").then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await; // an observation window past the delay
+    assert_eq!(creates(&h), before, "resurrection is off for quiet/web");
+
+    let mut cfg = cfg;
+    cfg.spec = rule(true);
+    h.store.update_spec(&cfg).await.unwrap();
+    // Configs do not wake instances; the next resync (2 s) does.
+    let h2 = &h;
+    eventually(Duration::from_secs(30), "resurrection once turned on", || async move {
+        (creates(h2) == before + 1).then_some(())
+    })
+    .await
+    .unwrap();
+    h.stop().await.unwrap();
+}
