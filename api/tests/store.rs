@@ -255,12 +255,17 @@ async fn fenced_writes_are_refused_after_leadership_is_lost() {
     let fence = store.try_acquire("test-controller", "replica-a", lease).await.unwrap().unwrap();
     let fenced = store.with_fence(fence.clone());
     fenced.create(&config("cloud/fenced", 1)).await.unwrap();
+    let rev = store.revision().await.unwrap();
+    fenced.check_fence().await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), rev, "a fence check writes nothing");
 
     // Someone else cannot acquire while the key stands.
     let other = store.grant_lease(10).await.unwrap();
     assert!(store.try_acquire("test-controller", "replica-b", other).await.unwrap().is_none());
 
     store.revoke_lease(lease).await.unwrap();
+    let err = fenced.check_fence().await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "a lost fence is seen before a CPI call: {err}");
     let err = fenced.create(&config("cloud/fenced-2", 1)).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     let mut o: Object<ConfigSpec> = store.get(None, "cloud/fenced").await.unwrap();

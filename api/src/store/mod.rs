@@ -459,6 +459,16 @@ impl Store {
         Ok(())
     }
 
+    /// Checks, writing nothing, that this store's fence (if any) still
+    /// holds: a controller calls it right before a side effect outside etcd
+    /// (a CPI call), so a replica that lost its lease while paused does not
+    /// act on the world when it resumes. [`Error::Fenced`] otherwise.
+    pub async fn check_fence(&self) -> Result<()> {
+        let Some(f) = &self.fence else { return Ok(()) };
+        let fence = f.clone();
+        self.write(Vec::new(), Vec::new(), || Error::Fenced { fence }).await.map(drop)
+    }
+
     /// Runs a write transaction: `compares` (plus the fence, if any) guard
     /// `ops`. On failure, tells a stale fence apart from a failed
     /// precondition (`otherwise`). Returns the revision of the write.

@@ -167,6 +167,7 @@ pub async fn ensure_vm(
                 env: env.env.clone(),
                 ..Default::default()
             };
+            store.check_fence().await?;
             let cid = d.cpi.create_vm(&req).await.map_err(cpi_err)?;
             info!(agent = %worker.agent_id, %cid, ip = %worker.ip, "compile VM created");
             cid

@@ -54,6 +54,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         None => {
             // The Disk object's uid tags the create, so a retry adopts.
             let request = format!("disk-{}", disk.metadata.uid);
+            ctx.store.check_fence().await?;
             let cid = match d
                 .cpi
                 .find_disk_by_request(&request)
@@ -85,6 +86,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     if disk.status.attached_to.as_deref() != Some(vm.as_str())
         || disk.status.phase != DiskPhase::Attached
     {
+        ctx.store.check_fence().await?;
         d.cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
         let v = vm.clone();
         set_status(&ctx.store, &mut disk, |s| {
@@ -120,6 +122,7 @@ pub async fn detach(
         // The VM goes next: a failed unmount must not keep it.
         let _ = d.agents.for_agent(agent.clone()).unmount_disk(&cid).await;
     }
+    ctx.store.check_fence().await?;
     match d.cpi.detach_disk(vm, &cid).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}

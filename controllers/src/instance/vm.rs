@@ -85,6 +85,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     settings,
                     env,
                 };
+                ctx.store.check_fence().await?;
                 let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
                 info!(instance = %cur.metadata.name, %cid, "VM created");
                 cid
@@ -159,6 +160,7 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     if let Some(cid) = &cid {
         super::disk::detach(ctx, cur, cid).await?;
         patch(&ctx.store, cur, |s| s.phase = "deleting".into()).await?;
+        ctx.store.check_fence().await?;
         match d.cpi.delete_vm(cid).await {
             Ok(()) => info!(instance = %cur.metadata.name, %cid, "VM deleted"),
             Err(e) if e.is_not_found() => {}
