@@ -115,7 +115,7 @@ pub async fn run_deploy(
 ) {
     use bosh_api::objects::InstanceSpec;
 
-    use crate::{deployment, health, instance};
+    use crate::{deployment, instance};
 
     let cfg = |trigger| opts.controller_config(trigger);
     let store = director.store.clone();
@@ -145,21 +145,34 @@ pub async fn run_deploy(
         instance::reconcile,
         instance::error_policy,
     );
-    // Every replica hears heartbeats; only the leader writes health.
+    tokio::join!(
+        deployments.run(shutdown.clone()),
+        instances.run(shutdown.clone()),
+        run_health(director, opts, shutdown.clone()),
+    );
+}
+
+/// Runs the health monitor: a heartbeat listener in this replica, and the
+/// controller that writes observed health when it leads.
+pub async fn run_health(
+    director: crate::director::Director,
+    opts: &Options,
+    shutdown: CancellationToken,
+) {
+    use bosh_api::objects::InstanceSpec;
+
+    use crate::health;
+
     let heartbeats = Arc::new(health::Heartbeats::default());
     let listener = tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone()));
     let monitor = Controller::<InstanceSpec, _, health::Error>::new(
         "health-monitor",
-        store,
+        director.store.clone(),
         Arc::new(health::Monitor { heartbeats, config: opts.health.clone() }),
-        cfg(Trigger::Any),
+        opts.controller_config(Trigger::Any),
         health::reconcile,
         health::error_policy,
     );
-    tokio::join!(
-        deployments.run(shutdown.clone()),
-        instances.run(shutdown.clone()),
-        monitor.run(shutdown.clone()),
-    );
+    monitor.run(shutdown).await;
     listener.abort();
 }
