@@ -164,11 +164,13 @@ pub async fn run_health(
     use crate::health;
 
     let heartbeats = Arc::new(health::Heartbeats::default());
-    let listener = tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone()));
+    let sinks = health::alerts::Sinks::new(director.store.clone(), opts.health.webhook.clone());
+    let listener =
+        tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone(), sinks.clone()));
     let monitor = Controller::<InstanceSpec, _, health::Error>::new(
         "health-monitor",
         director.store.clone(),
-        Arc::new(health::Monitor { heartbeats, config: opts.health.clone() }),
+        Arc::new(health::Monitor { heartbeats, config: opts.health.clone(), sinks }),
         opts.controller_config(Trigger::Any),
         health::reconcile,
         health::error_policy,

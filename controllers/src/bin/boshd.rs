@@ -56,6 +56,9 @@ struct Args {
     /// ... and they are more than this percentage of it.
     #[arg(long, default_value_t = 20.0)]
     meltdown_percent: f64,
+    /// Where health alerts are POSTed as JSON (retried with backoff).
+    #[arg(long)]
+    alert_webhook: Option<String>,
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,

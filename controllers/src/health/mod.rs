@@ -30,6 +30,8 @@ use tracing::{info, warn};
 
 use crate::runtime::{Action, Ctx};
 
+pub mod alerts;
+
 /// The health monitor's tuning.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
@@ -42,6 +44,9 @@ pub struct HealthConfig {
     pub meltdown_min_down: usize,
     /// ... and they are more than this fraction of it (BOSH: 0.2).
     pub meltdown_fraction: f64,
+    /// Where alerts are POSTed (with retries), besides the log and the
+    /// alert event stream.
+    pub webhook: Option<String>,
     /// How long an instance stays unresponsive before it is resurrected:
     /// agents that die together (a rack, a network) are seen over a few
     /// heartbeat phases, and the meltdown guard must count them all.
@@ -56,6 +61,7 @@ impl Default for HealthConfig {
             meltdown_min_down: 5,
             meltdown_fraction: 0.2,
             resurrection_delay: Duration::from_secs(10),
+            webhook: None,
         }
     }
 }
@@ -113,10 +119,12 @@ pub struct Monitor {
     pub heartbeats: Arc<Heartbeats>,
     /// Tuning.
     pub config: HealthConfig,
+    /// Where alerts go.
+    pub sinks: alerts::Sinks,
 }
 
 /// Subscribes to heartbeats and alerts until the connection closes.
-pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>) {
+pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>, sinks: alerts::Sinks) {
     let (mut hb, mut alerts) = match (
         nats.subscribe("hm.agent.heartbeat.*").await,
         nats.subscribe("hm.agent.alert.*").await,
@@ -139,8 +147,17 @@ pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>) {
             m = alerts.next() => {
                 let Some(m) = m else { return };
                 if let Ok(a) = serde_json::from_slice::<Alert>(&m.payload) {
-                    // The alert sink: a log line (summaries name processes, not secrets).
-                    warn!(agent = %a.agent_id, severity = a.severity, title = %a.title, summary = %a.summary, "agent alert");
+                    // Agents' own alerts (a process died): summaries name
+                    // processes, not secrets.
+                    sinks
+                        .send(alerts::Alert {
+                            source: format!("agent {}", a.agent_id),
+                            severity: a.severity,
+                            title: a.title,
+                            summary: a.summary,
+                            created_at: a.created_at as i64,
+                        })
+                        .await;
                 }
             }
         }
@@ -197,8 +214,23 @@ pub async fn reconcile(
     })
     .await?;
     info!(instance = %obj.metadata.name, from = %obj.status.health, to = %cur.status.health, "instance health changed");
-    if cur.status.health == "failing" {
-        warn!(instance = %obj.metadata.name, "alert: a job is failing");
+    let (severity, title) = match cur.status.health.as_str() {
+        "failing" => (2, "job is failing"),
+        "unresponsive" => (1, "agent is unresponsive"),
+        _ => (0, ""),
+    };
+    if severity > 0 && cur.status.health != obj.status.health {
+        let source =
+            format!("{}/{}", obj.metadata.deployment.as_deref().unwrap_or(""), obj.metadata.name);
+        let summary = format!(
+            "{source} ({}) went from {:?} to {:?}",
+            obj.spec.index, obj.status.health, cur.status.health
+        );
+        let created_at = Utc::now().timestamp();
+        ctx.data
+            .sinks
+            .send(alerts::Alert { source, severity, title: title.into(), summary, created_at })
+            .await;
     }
     Ok(Action::requeue(every))
 }

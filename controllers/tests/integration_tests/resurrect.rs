@@ -214,3 +214,65 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
     .unwrap();
     h.stop().await.unwrap();
 }
+
+/// A job whose process dies raises alerts: an Event in the alert stream
+/// (task 0) and a webhook POST, retried after the receiver's first 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_raises_alerts_to_events_and_a_retried_webhook() {
+    use std::sync::{Arc, Mutex};
+
+    use bosh_api::objects::EventSpec;
+
+    // A receiver that refuses its first request.
+    let got: Arc<Mutex<Vec<(u16, serde_json::Value)>>> = Arc::default();
+    let got2 = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let got = got2.clone();
+            async move {
+                let mut g = got.lock().unwrap();
+                let status = if g.is_empty() { 500 } else { 200 };
+                g.push((status, v));
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let health = HealthConfig {
+        agent_timeout: AGENT_TIMEOUT,
+        check_interval: Duration::from_millis(250),
+        webhook: Some(url),
+        ..HealthConfig::default()
+    };
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(61) }).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let inst = deployed(&h, "alerting", 1, "").await.remove(0);
+    let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
+    let kill = vec![
+        "sh".into(),
+        "-c".into(),
+        "kill -9 \"$(cat \"$BOSH_ROOT/var/vcap/sys/run/hello/hello.pid\")\"".into(),
+    ];
+    let r = agent.exec(&kill, Some(10)).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stderr);
+
+    let got3 = got.clone();
+    eventually(Duration::from_secs(30), "a delivered webhook alert", || {
+        let got = got3.clone();
+        async move { got.lock().unwrap().iter().any(|(s, _)| *s == 200).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts[0].0, 500, "the first POST was refused");
+    assert_eq!(posts[1].1, posts[0].1, "and retried with the same alert");
+    let events = h.store.list::<EventSpec>("0000000000/").await.unwrap().items;
+    assert!(events.iter().any(|e| e.spec.stage == "Alert"), "{events:?}");
+    h.stop().await.unwrap();
+}

@@ -1,0 +1,76 @@
+//! Alert sinks: every alert becomes a log line, an Event in the alert
+//! stream (task 0: `boshctl events` shows it), and, when configured, a
+//! webhook POST retried with backoff — delivered in the background, so a
+//! slow receiver never holds the monitor up.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bosh_api::objects::EventState;
+use bosh_api::store::Store;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::tasks::EventLog;
+
+/// The task number alert events are recorded under.
+pub const ALERT_TASK: u64 = 0;
+
+/// One alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    /// `deployment/group/uuid`, or the agent id when no instance is known.
+    pub source: String,
+    /// 1 (critical) to 4 (warning), as BOSH's severities.
+    pub severity: u8,
+    /// Short title, e.g. `process is not running`.
+    pub title: String,
+    /// What happened (names processes and instances, never values).
+    pub summary: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Where alerts go.
+#[derive(Clone)]
+pub struct Sinks {
+    store: Store,
+    webhook: Option<String>,
+    client: reqwest::Client,
+    attempts: usize,
+}
+
+impl Sinks {
+    /// Sinks writing events to `store` and, with `webhook`, POSTing there.
+    pub fn new(store: Store, webhook: Option<String>) -> Sinks {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client builds");
+        Sinks { store, webhook, client, attempts: 5 }
+    }
+
+    /// Sends `alert` to every sink (the webhook in the background).
+    pub async fn send(&self, alert: Alert) {
+        warn!(source = %alert.source, severity = alert.severity, title = %alert.title, summary = %alert.summary, "alert");
+        let log = EventLog::new(self.store.clone(), ALERT_TASK);
+        let object = format!("{}: {}", alert.source, alert.title);
+        if let Err(e) = log.record("Alert", &object, EventState::Info, &alert.summary).await {
+            warn!(error = %e, "could not record an alert event");
+        }
+        let Some(url) = self.webhook.clone() else { return };
+        let (client, attempts) = (self.client.clone(), self.attempts);
+        tokio::spawn(async move {
+            let post = || async {
+                client.post(&url).json(&alert).send().await?.error_for_status().map(drop)
+            };
+            let backoff = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_max_times(attempts.saturating_sub(1));
+            if let Err(e) = post.retry(backoff).await {
+                warn!(url = %url, error = %e, "alert webhook failed after {attempts} attempts");
+            }
+        });
+    }
+}
