@@ -9,6 +9,7 @@ mod bus;
 mod compile;
 mod cpi;
 mod deploy;
+mod health;
 mod leader;
 mod resurrect;
 mod runtime;

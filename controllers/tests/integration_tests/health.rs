@@ -1,0 +1,115 @@
+//! The health monitor under many heartbeats: etcd writes equal health
+//! transitions, never one per heartbeat.
+
+use std::time::Duration;
+
+use bosh_api::agent::{Heartbeat, JobState};
+use bosh_api::objects::{EventSpec, InstanceSpec};
+use bosh_api::{Object, ObjectMeta};
+use bosh_controllers::daemon::{self, Options};
+use bosh_controllers::health::HealthConfig;
+use bosh_controllers::testing::{Harness, HarnessOptions};
+use bosh_test_utils::eventually;
+use tokio_util::sync::CancellationToken;
+
+async fn beat(nats: &async_nats::Client, agents: &[String]) {
+    for a in agents {
+        let hb =
+            Heartbeat { agent_id: a.clone(), job_state: JobState::Running, ..Default::default() };
+        let body = serde_json::to_vec(&hb).unwrap();
+        nats.publish(format!("hm.agent.heartbeat.{a}"), body.into()).await.unwrap();
+    }
+    nats.flush().await.unwrap();
+}
+
+async fn count(h: &Harness, health: &str) -> usize {
+    let all = h.store.list::<InstanceSpec>("sim/").await.unwrap().items;
+    all.iter().filter(|i| i.status.health == health).count()
+}
+
+/// 200 agents heartbeat every second for 6 s: 200 writes (unknown →
+/// running). Then 20 fall silent: 20 more status writes (→ unresponsive)
+/// and their 20 alert events, while the other 180 keep beating and cause
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_writes_equal_health_transitions() {
+    let h =
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(62) }).await.unwrap();
+    let timeout = Duration::from_secs(3);
+    let opts = Options {
+        workers: 2,
+        resync: Duration::from_secs(300),
+        election: Default::default(),
+        health: HealthConfig {
+            agent_timeout: timeout,
+            check_interval: Duration::from_millis(250),
+            ..HealthConfig::default()
+        },
+    };
+    let agents: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
+    for (i, a) in agents.iter().enumerate() {
+        let mut o = Object::new(
+            ObjectMeta::scoped("sim", format!("web/{a}")),
+            InstanceSpec {
+                group: "web".into(),
+                id: a.clone(),
+                index: i as u32,
+                ..Default::default()
+            },
+        );
+        o.status.vm_cid = Some(format!("vm-{a}"));
+        o.status.agent_id = Some(a.clone());
+        o.status.applied_hash = "sim".into();
+        h.store.create(&o).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let monitor = tokio::spawn({
+        let (d, s) = (h.director.clone(), stop.clone());
+        async move { daemon::run_health(d, &opts, s).await }
+    });
+    let nats = h.director.agents.nats();
+    // Counting starts once the monitor leads (taking the lead is a write).
+    let store = h.store.clone();
+    eventually(Duration::from_secs(10), "the monitor to lead", || {
+        let store = store.clone();
+        async move { store.leader("health-monitor").await.ok()?.map(|_| ()) }
+    })
+    .await
+    .unwrap();
+    let rev = h.store.revision().await.unwrap();
+    for _ in 0..6 {
+        beat(&nats, &agents).await;
+        tokio::time::sleep(Duration::from_secs(1)).await; // the heartbeat interval
+    }
+    assert_eq!(count(&h, "running").await, 200);
+    assert_eq!(h.store.revision().await.unwrap() - rev, 200, "one write per transition");
+
+    let rev = h.store.revision().await.unwrap();
+    let (silent, beating) = agents.split_at(20);
+    let h2 = &h;
+    let mut waited = 0;
+    while count(h2, "unresponsive").await < 20 && waited < 20 {
+        beat(&nats, beating).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
+    beat(&nats, beating).await;
+    assert_eq!(count(&h, "unresponsive").await, 20, "{silent:?} fell silent");
+    assert_eq!(count(&h, "running").await, 180);
+    // Each unresponsive agent also raises an alert: an event in task 0
+    // (two writes: its sequence number and the event).
+    let alerts = eventually(Duration::from_secs(5), "20 alert events", || async move {
+        let n = h2.store.list::<EventSpec>("0000000000/").await.ok()?.items.len();
+        (n == 20).then_some(n as i64)
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(5), "the last writes", || async move {
+        (h2.store.revision().await.ok()? - rev == 20 + 2 * alerts).then_some(())
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    monitor.await.unwrap();
+    h.stop().await.unwrap();
+}
