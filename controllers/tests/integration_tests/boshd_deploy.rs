@@ -103,6 +103,16 @@ async fn upload(url: &str, token: &str, what: &str, body: Vec<u8>) {
     assert!(r.status().is_success(), "upload {what}: {}", r.text().await.unwrap());
 }
 
+/// A boshd that is killed when the test ends, however it ends.
+struct Boshd(Child);
+
+impl Drop for Boshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn kill(child: &mut Child, signal: i32) {
     // SAFETY: signalling a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, signal) };
@@ -174,7 +184,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     );
     store.create(&cloud).await.unwrap();
     let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
-    let mut boshd = spawn_boshd(&dir, &env.etcd.endpoint(), ports);
+    let mut boshd = Boshd(spawn_boshd(&dir, &env.etcd.endpoint(), ports));
     let (url, token) = api(&dir).await;
 
     // A stemcell carrying the real agent, and the example release.
@@ -231,9 +241,9 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     })
     .await
     .unwrap();
-    kill(&mut boshd, libc::SIGKILL);
+    kill(&mut boshd.0, libc::SIGKILL);
     assert!(first <= 3);
-    let mut boshd = spawn_boshd(&dir, &env.etcd.endpoint(), ports);
+    let mut boshd = Boshd(spawn_boshd(&dir, &env.etcd.endpoint(), ports));
 
     let generation = eventually(DEPLOY_DEADLINE, "hello to be deployed", || {
         let store = store.clone();
@@ -265,5 +275,5 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     let phases = watched_phases(&url, &token, rev0).await;
     assert!(phases.iter().any(|p| p == "creating"), "{phases:?}");
     assert!(phases.iter().any(|p| p == "running"), "{phases:?}");
-    kill(&mut boshd, libc::SIGTERM);
+    kill(&mut boshd.0, libc::SIGTERM);
 }
