@@ -54,16 +54,6 @@ pub struct ApplyArgs {
     pub director: DirectorArgs,
 }
 
-/// Flags of `deployments`.
-#[derive(Debug, clap::Args)]
-pub struct ListArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub director: DirectorArgs,
-}
-
 /// Flags of `manifest`.
 #[derive(Debug, clap::Args)]
 pub struct ManifestArgs {
@@ -201,7 +191,7 @@ fn row(d: &Object<DeploymentSpec>) -> Row {
 }
 
 /// Runs `deployments`.
-pub async fn list(args: ListArgs) -> Result<()> {
+pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let list: Value = d.get("/v1/deployments").await?;
     let deployments: Vec<Object<DeploymentSpec>> = serde_json::from_value(list["items"].clone())?;

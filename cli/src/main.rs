@@ -103,7 +103,7 @@ enum Command {
     #[command(visible_alias = "deploy")]
     Apply(deployments::ApplyArgs),
     /// List deployments: releases, stemcells, instances ready/total, last task.
-    Deployments(deployments::ListArgs),
+    Deployments(uploads::ListArgs),
     /// Print a deployment's manifest (with its `((placeholders))`).
     Manifest(deployments::ManifestArgs),
     /// Delete a deployment: its VMs, disks and variables (follows the task).

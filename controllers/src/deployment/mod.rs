@@ -292,25 +292,24 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let cloud = resolve::cloud_config(store, obj).await?;
     let releases = resolve::releases(store, &manifest).await?;
     let stemcells = store.list::<StemcellSpec>("").await?.items;
-    let compiled: BTreeMap<String, BlobRef> = store
-        .list::<CompiledPackageSpec>("")
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.spec.blob.map(|b| (o.metadata.name, b)))
-        .collect();
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
 
-    // Plan under the address lock, against every address held elsewhere.
+    // Plan under the address lock, against every address held elsewhere
+    // (other deployments' instances, compile VMs). One listing of the
+    // compiled packages gives both their blobs and their workers' addresses.
     let _ip = ctx.data.ip_lock.lock().await;
+    let packages = store.list::<CompiledPackageSpec>("").await?.items;
+    let compiled: BTreeMap<String, BlobRef> = packages
+        .iter()
+        .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
+        .collect();
     let all = store.list::<InstanceSpec>("").await?.items;
     let (mine, others): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|i| i.metadata.deployment.as_deref() == Some(name));
-    let workers = store.list::<CompiledPackageSpec>("").await?.items;
     let outside: BTreeSet<Ipv4Addr> = others
         .iter()
         .flat_map(|i| i.spec.networks.iter().map(|n| n.ip.clone()))
-        .chain(workers.iter().filter_map(|w| w.status.worker.as_ref().map(|w| w.ip.clone())))
+        .chain(packages.iter().filter_map(|w| w.status.worker.as_ref().map(|w| w.ip.clone())))
         .filter_map(|ip| ip.parse().ok())
         .collect();
     let existing: Vec<plan::Existing> = mine
