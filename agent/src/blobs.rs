@@ -14,14 +14,40 @@ use crate::settings::Paths;
 /// The blobstore, as the agent uses it.
 #[derive(Clone)]
 pub struct Blobs {
-    client: bosh_blobstore::Client,
+    /// The store's addresses, the settings' `url` first, then its mirrors.
+    clients: Vec<bosh_blobstore::Client>,
     paths: Paths,
 }
 
 impl Blobs {
-    /// A client for `url` with bearer `token`.
-    pub fn new(url: &str, token: &str, paths: Paths) -> Blobs {
-        Blobs { client: bosh_blobstore::Client::new(url, token), paths }
+    /// A client for `url` (then each of `mirrors`) with bearer `token`.
+    pub fn new(url: &str, mirrors: &[String], token: &str, paths: Paths) -> Blobs {
+        let clients = std::iter::once(url)
+            .chain(mirrors.iter().map(String::as_str))
+            .map(|u| bosh_blobstore::Client::new(u, token))
+            .collect();
+        Blobs { clients, paths }
+    }
+
+    /// Runs `op` against each address in turn until one is reachable: a
+    /// replica that is gone is skipped, any other answer (a digest
+    /// mismatch, a 404) is final.
+    async fn each<T, F, Fut>(&self, op: F) -> bosh_blobstore::Result<T>
+    where
+        F: Fn(bosh_blobstore::Client) -> Fut,
+        Fut: std::future::Future<Output = bosh_blobstore::Result<T>>,
+    {
+        let mut last = None;
+        for c in &self.clients {
+            match op(c.clone()).await {
+                Err(e) if e.is_unreachable() => {
+                    tracing::warn!(error = %e, "blobstore unreachable, trying the next address");
+                    last = Some(e);
+                }
+                r => return r,
+            }
+        }
+        Err(last.expect("settings name at least one blobstore address"))
     }
 
     /// Returns a local, verified copy of `blob` (from the cache when
@@ -44,7 +70,8 @@ impl Blobs {
         tokio::fs::create_dir_all(self.paths.tmp())
             .await
             .map_err(Error::io("create", self.paths.tmp()))?;
-        let res = self.client.get_to_file(&blob.sha256, &tmp).await;
+        let (sha, dest) = (blob.sha256.as_str(), tmp.as_path());
+        let res = self.each(|c| async move { c.get_to_file(sha, dest).await }).await;
         if let Err(e) = res {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(Error::Blob {
@@ -59,10 +86,8 @@ impl Blobs {
 
     /// Uploads the file at `path`; `what` names it in errors.
     pub async fn upload(&self, path: &Path, what: &str) -> Result<BlobRef> {
-        let r = self.client.put_file(path).await.map_err(|e| Error::Blob {
-            sha256: "upload".into(),
-            what: what.into(),
-            source: Box::new(e),
+        let r = self.each(|c| async move { c.put_file(path).await }).await.map_err(|e| {
+            Error::Blob { sha256: "upload".into(), what: what.into(), source: Box::new(e) }
         })?;
         Ok(BlobRef { sha256: r.sha256, size: r.size })
     }
@@ -83,4 +108,55 @@ pub async fn sha256_file(path: &Path) -> std::io::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A blobstore served on loopback until the returned sender drops.
+    async fn serve(dir: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let storage = Arc::new(bosh_blobstore::LocalStorage::new(dir));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bosh_blobstore::server::serve(listener, storage, "t".into(), async {
+            let _ = rx.await;
+        }));
+        (url, tx)
+    }
+
+    /// The settings' address is gone (its replica died): fetch and upload
+    /// go to the mirror; a refusal by a reachable store is not retried
+    /// elsewhere.
+    #[tokio::test]
+    async fn an_unreachable_address_falls_back_to_the_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mirror, _stop) = serve(&dir.path().join("store")).await;
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let blobs = Blobs::new(
+            &dead,
+            std::slice::from_ref(&mirror),
+            "t",
+            Paths::new(dir.path().join("vm")),
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"payload").unwrap();
+        let blob = blobs.upload(&file, "test file").await.unwrap();
+        let got = blobs.fetch(&blob, "test file").await.unwrap();
+        assert_eq!(std::fs::read(got).unwrap(), b"payload");
+
+        let missing = BlobRef { sha256: "0".repeat(64), size: 1 };
+        let only_dead = Blobs::new(&dead, &[], "t", Paths::new(dir.path().join("vm2")));
+        let e = only_dead.fetch(&missing, "x").await.unwrap_err();
+        assert!(format!("{e:?}").contains("Transport"), "{e:?}");
+        // The mirror answers 404: final, reported as such.
+        let e = blobs.fetch(&missing, "x").await.unwrap_err();
+        assert!(!format!("{e:?}").contains("Transport"), "{e:?}");
+    }
 }

@@ -51,7 +51,12 @@ impl Agent {
         let paths = Paths::new(&settings.root_dir);
         paths.create_layout()?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let blobs = Blobs::new(&settings.blobstore.url, &settings.blobstore.token, paths.clone());
+        let blobs = Blobs::new(
+            &settings.blobstore.url,
+            &settings.blobstore.mirrors,
+            &settings.blobstore.token,
+            paths.clone(),
+        );
         let spec = match std::fs::read(paths.spec_file()) {
             Ok(b) => serde_json::from_slice(&b).ok(),
             Err(_) => None,

@@ -118,6 +118,14 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the store could not be reached at all (nothing was said by
+    /// it): another address of the same store may answer.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if source.is_connect())
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -104,15 +104,16 @@ impl Bus {
         format!("nats://{}", self.cfg.listen)
     }
 
-    /// Credentials for `agent_id`, created on first use; the configuration
-    /// is re-rendered and nats-server reloaded when they are new.
-    pub async fn issue(&self, agent_id: &str) -> Result<Credentials, Error> {
+    /// Credentials for `agent_id`, created on first use through `writer`
+    /// (a controller's fenced store: a deposed leader creates nothing); the
+    /// configuration is re-rendered and nats-server reloaded when they are new.
+    pub async fn issue(&self, writer: &Store, agent_id: &str) -> Result<Credentials, Error> {
         let name = format!("{SECRET_PREFIX}{agent_id}");
         let existing = self.store.get_secret(&name).await?;
         let password = match existing {
             Some(p) => String::from_utf8_lossy(&p).into_owned(),
             None => {
-                let p = self.store.create_secret(&name, generate_password().as_bytes()).await?;
+                let p = writer.create_secret(&name, generate_password().as_bytes()).await?;
                 self.sync().await?;
                 String::from_utf8_lossy(&p).into_owned()
             }
@@ -120,9 +121,10 @@ impl Bus {
         Ok(Credentials { user: user_for(agent_id), password })
     }
 
-    /// Removes `agent_id`'s credentials; its connections are closed by the reload.
-    pub async fn revoke(&self, agent_id: &str) -> Result<(), Error> {
-        self.store.delete_secret(&format!("{SECRET_PREFIX}{agent_id}")).await?;
+    /// Removes `agent_id`'s credentials through `writer` (see [`Bus::issue`]);
+    /// its connections are closed by the reload.
+    pub async fn revoke(&self, writer: &Store, agent_id: &str) -> Result<(), Error> {
+        writer.delete_secret(&format!("{SECRET_PREFIX}{agent_id}")).await?;
         self.sync().await?;
         info!(agent = agent_id, "revoked NATS credentials");
         Ok(())
@@ -130,22 +132,32 @@ impl Bus {
 
     /// Re-renders the configuration from the stored secrets and reloads
     /// nats-server if it is running (at boshd start, and after changes).
+    ///
+    /// Replicas sharing one nats-server render into one file. Each render
+    /// names the store revision its secrets were read at, and a render
+    /// never replaces a newer one; a short file lock keeps the check and
+    /// the write together — but is given up on after a while, so a replica
+    /// paused while holding it blocks nobody (the revision check remains).
     pub async fn sync(&self) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
-        let agents: Vec<(String, String)> = self
-            .store
-            .list_secrets(SECRET_PREFIX)
-            .await?
+        let file_lock = self.lock_config().await?;
+        let (secrets, revision) = self.store.list_secrets_at(SECRET_PREFIX).await?;
+        if rendered_revision(&self.cfg.config_path) > revision {
+            return Ok(());
+        }
+        let agents: Vec<(String, String)> = secrets
             .into_iter()
             .map(|(name, pw)| {
                 (name[SECRET_PREFIX.len()..].to_string(), String::from_utf8_lossy(&pw).into_owned())
             })
             .collect();
-        let text = render(&self.cfg, &agents);
+        let text = render(&self.cfg, &agents, revision);
         let loaded_before = self.config_load_time().await;
         crate::secret_file::write(&self.cfg.config_path, text.as_bytes())
             .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
-        if !self.reload()? {
+        let reloaded = self.reload()?;
+        drop(file_lock);
+        if !reloaded {
             return Ok(());
         }
         // nats-server applies a reload asynchronously; an agent started
@@ -161,6 +173,35 @@ impl Bus {
         }
         tracing::warn!("nats-server did not confirm the reload within 10 s");
         Ok(())
+    }
+
+    /// Locks `<config>.lock` across processes until the returned file
+    /// drops; `None` when another process has held it for over 2 s.
+    async fn lock_config(&self) -> Result<Option<std::fs::File>, Error> {
+        let path = self.cfg.config_path.with_extension("lock");
+        let err = |source| Error::Config { path: path.clone(), source };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Some(f)),
+                Err(std::fs::TryLockError::WouldBlock)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tracing::warn!(path = %path.display(), "nats-server configuration lock held for 2 s; rendering without it");
+                    return Ok(None);
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+            }
+        }
     }
 
     /// `config_load_time` from nats-server's `/varz`, if it is reachable.
@@ -208,9 +249,22 @@ fn quote(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
-/// Renders the nats-server configuration.
-pub fn render(cfg: &BusConfig, agents: &[(String, String)]) -> String {
+/// The first line of a rendered configuration names the store revision
+/// its secrets were read at.
+const REVISION_HEADER: &str = "# boshd revision: ";
+
+/// The revision a rendered configuration was made from (0: none).
+fn rendered_revision(path: &std::path::Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().next()?.strip_prefix(REVISION_HEADER)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Renders the nats-server configuration from secrets read at `revision`.
+pub fn render(cfg: &BusConfig, agents: &[(String, String)], revision: i64) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "{REVISION_HEADER}{revision}");
     let _ = writeln!(out, "# Written by boshd; changes are overwritten.");
     let _ = writeln!(out, "listen: {}", quote(&cfg.listen));
     let _ = writeln!(out, "max_payload: 1048576");
@@ -240,6 +294,17 @@ pub fn render(cfg: &BusConfig, agents: &[(String, String)]) -> String {
     }
     let _ = writeln!(out, "  ]\n}}");
     out
+}
+
+/// The secret holding the director's own NATS password.
+const DIRECTOR_SECRET: &str = "nats/director";
+
+/// The director's NATS credentials, generated once and kept in etcd so
+/// every boshd replica connects as the same user and renders the same
+/// configuration.
+pub async fn director_credentials(store: &Store) -> Result<Credentials, Error> {
+    let pw = store.create_secret(DIRECTOR_SECRET, generate_password().as_bytes()).await?;
+    Ok(Credentials { user: "director".into(), password: String::from_utf8_lossy(&pw).into_owned() })
 }
 
 impl BusConfig {
@@ -273,7 +338,8 @@ mod tests {
     #[test]
     fn render_scopes_each_agent_to_its_subjects() {
         let cfg = BusConfig::generate("/x".into(), "/y".into(), "127.0.0.1:4222".into());
-        let text = render(&cfg, &[("a1".into(), "pw".into())]);
+        let text = render(&cfg, &[("a1".into(), "pw".into())], 7);
+        assert!(text.starts_with("# boshd revision: 7\n"), "{text}");
         assert!(text.contains(r#"subscribe: {allow: ["agent.a1"]}"#), "{text}");
         assert!(
             text.contains(

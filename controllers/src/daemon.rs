@@ -164,7 +164,7 @@ pub async fn run_health(
     use crate::health;
 
     let heartbeats = Arc::new(health::Heartbeats::default());
-    let sinks = health::alerts::Sinks::new(director.store.clone(), opts.health.webhook.clone());
+    let sinks = health::alerts::Sinks::new(opts.health.webhook.clone());
     let listener =
         tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone(), sinks.clone()));
     let monitor = Controller::<InstanceSpec, _, health::Error>::new(

@@ -7,9 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `bytes` to `path` with mode 0600 via a temp file and a rename.
+/// The temp file's name is unique, so processes writing one file (replicas
+/// rendering a shared nats-server configuration) never write into each
+/// other's temp file.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp-{}", uuid::Uuid::new_v4()));
     let tmp = std::path::PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .create(true)

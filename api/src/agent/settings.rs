@@ -67,6 +67,11 @@ pub struct BlobstoreSettings {
     pub url: String,
     /// Bearer token (a generated secret: never logged).
     pub token: String,
+    /// Other addresses of the same store (the other boshd replicas, which
+    /// share it), tried in order when `url` cannot be reached: a VM keeps
+    /// its settings for life, and must outlive the replica that made it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 /// One network's settings.

@@ -46,14 +46,21 @@ impl Store {
 
     /// Lists secrets whose name starts with `prefix`, as `(name, value)`.
     pub async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self.list_secrets_at(prefix).await?.0)
+    }
+
+    /// Lists secrets like [`Store::list_secrets`], with the store revision
+    /// the list was read at (to tell an older reading from a newer one).
+    pub async fn list_secrets_at(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, i64)> {
         let base = format!("{}/secrets/", self.root);
-        let (kvs, _) = self.range_all(&format!("{base}{prefix}"), None).await?;
-        Ok(kvs
+        let (kvs, revision) = self.range_all(&format!("{base}{prefix}"), None).await?;
+        let items = kvs
             .into_iter()
             .map(|kv| {
                 (String::from_utf8_lossy(&kv.key()[base.len()..]).into_owned(), kv.value().to_vec())
             })
-            .collect())
+            .collect();
+        Ok((items, revision))
     }
 
     /// Deletes a secret (no error when absent).

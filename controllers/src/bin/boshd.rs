@@ -31,9 +31,38 @@ struct Args {
     /// The nats-server binary.
     #[arg(long, default_value = "nats-server")]
     nats_server: String,
+    /// nats-server is run by someone else and shared by several boshd
+    /// replicas: boshd renders its configuration (`--nats-config`) and
+    /// reloads it (`--nats-pid-file`) but neither starts nor stops it, and
+    /// waits for it to come up.
+    #[arg(long)]
+    nats_external: bool,
+    /// nats-server's configuration file (default: in the data dir).
+    #[arg(long)]
+    nats_config: Option<PathBuf>,
+    /// nats-server's pid file (default: in the data dir).
+    #[arg(long)]
+    nats_pid_file: Option<PathBuf>,
+    /// nats-server's monitoring address, written into its configuration;
+    /// boshd reads it to confirm reloads (default: a free port when boshd
+    /// runs nats-server, none when it is external).
+    #[arg(long)]
+    nats_monitor: Option<String>,
     /// Use an external CPI executable (BOSH's protocol) instead of the local CPI.
     #[arg(long)]
     cpi_exe: Option<PathBuf>,
+    /// The local CPI's directory (default: in the data dir). Replicas
+    /// share it, as they share an IaaS.
+    #[arg(long)]
+    cpi_dir: Option<PathBuf>,
+    /// The blobstore's directory (default: in the data dir). Replicas
+    /// share it.
+    #[arg(long)]
+    blobstore_dir: Option<PathBuf>,
+    /// Another replica's address serving the same blobstore, given to new
+    /// VMs as a fallback (repeat for each replica).
+    #[arg(long = "blobstore-mirror")]
+    blobstore_mirrors: Vec<String>,
     /// This replica's name in leader election (default: random).
     #[arg(long, env = "BOSH_REPLICA")]
     replica: Option<String>,
@@ -49,6 +78,9 @@ struct Args {
     /// Seconds without a heartbeat after which an agent is unresponsive.
     #[arg(long, default_value_t = 60)]
     agent_timeout_secs: u64,
+    /// Seconds an instance must stay unresponsive before it is resurrected.
+    #[arg(long, default_value_t = 10)]
+    resurrection_delay_secs: u64,
     /// Resurrection pauses when at least this many instances of a
     /// deployment are unresponsive ...
     #[arg(long, default_value_t = 5)]
@@ -70,62 +102,95 @@ struct Args {
     data_dir: PathBuf,
 }
 
-/// Reads a token file, or creates it with a fresh random token (0600).
-fn token(path: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+/// The token kept in etcd as secret `name`, so every replica accepts the
+/// same one; created from the token file `path` when there is one (a
+/// director from before tokens moved to etcd), else at random. The file is
+/// (re)written (0600): `boshctl` reads it.
+async fn token(store: &Store, name: &str, path: &Path) -> anyhow::Result<String> {
+    let from_file = match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let seed = from_file.clone().unwrap_or_else(|| {
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 40)
+    });
+    let stored = store
+        .create_secret(name, seed.as_bytes())
+        .await
+        .with_context(|| format!("reading or creating secret {name}"))?;
+    let t = String::from_utf8(stored).with_context(|| format!("secret {name} is not text"))?;
+    if from_file.as_deref() != Some(t.as_str()) {
+        bosh_controllers::secret_file::write(path, t.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    use rand::distr::{Alphanumeric, SampleString};
-    let t = Alphanumeric.sample_string(&mut rand::rng(), 40);
-    bosh_controllers::secret_file::write(path, t.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(t)
 }
 
-/// The director's handles on the world: the CPI, a nats-server it runs
-/// with per-agent users, and a director connection to the agents.
+/// The director's handles on the world: the CPI, a nats-server with
+/// per-agent users (run by boshd unless `--nats-external`), and a director
+/// connection to the agents.
 async fn director(
     args: &Args,
     store: &Store,
     blobs: Arc<dyn bosh_blobstore::Storage>,
-    blobstore_url: String,
-    blob_token: String,
-) -> anyhow::Result<(Director, ManagedNats)> {
-    use bosh_controllers::bus::{Bus, BusConfig};
+    blobstore: bosh_api::agent::BlobstoreSettings,
+) -> anyhow::Result<(Director, Option<ManagedNats>)> {
+    use bosh_controllers::bus::{self, Bus, BusConfig};
     let dir = &args.data_dir;
-    let cfg =
-        BusConfig::generate(dir.join("nats.conf"), dir.join("nats.pid"), args.nats_listen.clone());
+    let mut cfg = BusConfig::generate(
+        args.nats_config.clone().unwrap_or_else(|| dir.join("nats.conf")),
+        args.nats_pid_file.clone().unwrap_or_else(|| dir.join("nats.pid")),
+        args.nats_listen.clone(),
+    );
+    cfg.director = bus::director_credentials(store)
+        .await
+        .context("reading or creating the director's NATS credentials")?;
+    if args.nats_external || args.nats_monitor.is_some() {
+        cfg.monitor = args.nats_monitor.clone();
+    }
     let bus = Bus::new(store.clone(), cfg.clone());
     bus.sync().await.context("rendering the nats-server configuration")?;
-    let nats = ManagedNats::start(
-        &args.nats_server,
-        &cfg.config_path,
-        &cfg.pid_file,
-        &dir.join("nats.log"),
-        &args.nats_listen,
-    )
-    .await?;
-    let conn = async_nats::ConnectOptions::with_user_and_password(
+    let nats = if args.nats_external {
+        None
+    } else {
+        Some(
+            ManagedNats::start(
+                &args.nats_server,
+                &cfg.config_path,
+                &cfg.pid_file,
+                &dir.join("nats.log"),
+                &args.nats_listen,
+            )
+            .await?,
+        )
+    };
+    let mut connect = async_nats::ConnectOptions::with_user_and_password(
         cfg.director.user.clone(),
         cfg.director.password.clone(),
-    )
-    .connect(bus.url())
-    .await
-    .with_context(|| format!("connecting to nats-server at {}", bus.url()))?;
+    );
+    if args.nats_external {
+        // Whoever runs nats-server may start it after us (it reads the
+        // configuration we just rendered): keep trying in the background.
+        connect = connect.retry_on_initial_connect();
+    }
+    let conn = connect
+        .connect(bus.url())
+        .await
+        .with_context(|| format!("connecting to nats-server at {}", bus.url()))?;
+    let cpi_dir = args.cpi_dir.clone().unwrap_or_else(|| dir.join("cpi"));
     let cpi: Arc<dyn bosh_controllers::cpi::Cpi> = match &args.cpi_exe {
         Some(exe) => Arc::new(bosh_controllers::cpi::external::ExternalCpi::new(
             "external",
             exe,
             Default::default(),
         )),
-        None => {
-            Arc::new(bosh_controllers::cpi::local::LocalCpi::open(&dir.join("cpi")).with_context(
-                || format!("opening the local CPI in {}", dir.join("cpi").display()),
-            )?)
-        }
+        None => Arc::new(
+            bosh_controllers::cpi::local::LocalCpi::open(&cpi_dir)
+                .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?,
+        ),
     };
     info!(nats = %bus.url(), cpi = cpi.name(), "director ready");
     let director = Director {
@@ -135,7 +200,7 @@ async fn director(
         bus: Arc::new(bus),
         agents: bosh_controllers::agent_client::AgentClient::new(conn),
         blobs,
-        blobstore: bosh_api::agent::BlobstoreSettings { url: blobstore_url, token: blob_token },
+        blobstore,
         heartbeat_interval_secs: args.heartbeat_interval_secs,
     };
     Ok((director, nats))
@@ -180,17 +245,22 @@ async fn main() -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let api_token = token(&args.data_dir.join("api-token"))?;
-    let blob_token = token(&args.data_dir.join("blobstore-token"))?;
+    let api_token = token(&store, "director/api-token", &args.data_dir.join("api-token")).await?;
+    let blob_token =
+        token(&store, "director/blobstore-token", &args.data_dir.join("blobstore-token")).await?;
+    let blob_dir = args.blobstore_dir.clone().unwrap_or_else(|| args.data_dir.join("blobstore"));
     let storage: Arc<dyn bosh_blobstore::Storage> =
-        Arc::new(bosh_blobstore::LocalStorage::new(args.data_dir.join("blobstore")));
+        Arc::new(bosh_blobstore::LocalStorage::new(blob_dir));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let (director, nats) =
-        director(&args, &store, storage.clone(), format!("http://{addr}"), blob_token.clone())
-            .await?;
+    let blobstore = bosh_api::agent::BlobstoreSettings {
+        url: format!("http://{addr}"),
+        token: blob_token.clone(),
+        mirrors: args.blobstore_mirrors.clone(),
+    };
+    let (director, nats) = director(&args, &store, storage.clone(), blobstore).await?;
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
         .with_director(director.clone());
@@ -216,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
         election,
         health: bosh_controllers::health::HealthConfig {
             agent_timeout: Duration::from_secs(args.agent_timeout_secs),
+            resurrection_delay: Duration::from_secs(args.resurrection_delay_secs),
             meltdown_min_down: args.meltdown_min_down,
             meltdown_fraction: args.meltdown_percent / 100.0,
             ..Default::default()

@@ -378,7 +378,7 @@ pub async fn reconcile(
             && w.deployment == name
             && (o.spec.blob.is_some() || !pending.contains(o.metadata.name.as_str()))
         {
-            vms::delete(&ctx.data, w).await?;
+            vms::delete(&ctx.store, &ctx.data, w).await?;
             vms::record(store, &o.metadata.name, None).await?;
         }
     }
@@ -503,7 +503,7 @@ async fn walk(
     }
     // Reused VMs are deleted when the walk is done.
     for w in pool {
-        vms::delete(&ctx.data, &w.worker).await?;
+        vms::delete(&ctx.store, &ctx.data, &w.worker).await?;
         vms::record(&ctx.store, &w.key, None).await?;
     }
     match failure {
@@ -544,7 +544,7 @@ async fn compile_one(
             // a stale VM of ours recorded there goes first.
             let moved = async {
                 if let Some(stale) = &obj.status.worker {
-                    vms::delete(c, stale).await?;
+                    vms::delete(store, c, stale).await?;
                 }
                 vms::record(store, &vm.key, None).await?;
                 vms::record(store, &pkg.key, Some(vm.worker.clone())).await
@@ -647,7 +647,7 @@ async fn finish(
     if env.reuse && healthy {
         return Ok(Some(vm));
     }
-    vms::delete(&ctx.data, &vm.worker).await?;
+    vms::delete(&ctx.store, &ctx.data, &vm.worker).await?;
     vms::record(&ctx.store, &vm.key, None).await?;
     Ok(None)
 }

@@ -129,7 +129,7 @@ pub async fn ensure_vm(
         None => {
             let creds = d
                 .bus
-                .issue(&worker.agent_id)
+                .issue(store, &worker.agent_id)
                 .await
                 .map_err(|source| Error::Bus { agent: worker.agent_id.clone(), source })?;
             let range = env.subnet.range.clone().unwrap_or_default();
@@ -202,7 +202,7 @@ pub async fn wait_for_agent(
 
 /// Deletes the worker's VM (by cid, or found by request id) and revokes
 /// its bus credentials. Idempotent.
-pub async fn delete(c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
+pub async fn delete(store: &Store, c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
     let d = &c.director;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
     let cid = if worker.vm_cid.is_empty() {
@@ -211,6 +211,7 @@ pub async fn delete(c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
         Some(worker.vm_cid.clone())
     };
     if let Some(cid) = cid {
+        store.check_fence().await?;
         match d.cpi.delete_vm(&cid).await {
             Ok(()) => info!(agent = %worker.agent_id, %cid, "compile VM deleted"),
             Err(e) if e.is_not_found() => {}
@@ -218,7 +219,7 @@ pub async fn delete(c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
         }
     }
     d.bus
-        .revoke(&worker.agent_id)
+        .revoke(store, &worker.agent_id)
         .await
         .map_err(|source| Error::Bus { agent: worker.agent_id.clone(), source })
 }

@@ -2,14 +2,21 @@
 //! stream (task 0: `boshctl events` shows it), and, when configured, a
 //! webhook POST retried with backoff — delivered in the background, so a
 //! slow receiver never holds the monitor up.
+//!
+//! Every replica hears every agent alert, but only the health monitor's
+//! leader records and posts it: events are written through the leader's
+//! fenced store ([`Sinks::lead`]), and the webhook is called only once the
+//! event is recorded — so two replicas never deliver one alert twice, and
+//! a deposed leader that resumes delivers nothing.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bosh_api::objects::EventState;
 use bosh_api::store::Store;
 use serde::Serialize;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::tasks::EventLog;
 
@@ -34,30 +41,46 @@ pub struct Alert {
 /// Where alerts go.
 #[derive(Clone)]
 pub struct Sinks {
-    store: Store,
+    /// The health monitor's fenced store while this replica leads it.
+    writer: Arc<Mutex<Option<Store>>>,
     webhook: Option<String>,
     client: reqwest::Client,
     attempts: usize,
 }
 
 impl Sinks {
-    /// Sinks writing events to `store` and, with `webhook`, POSTing there.
-    pub fn new(store: Store, webhook: Option<String>) -> Sinks {
+    /// Sinks that, once leading, write events and, with `webhook`, POST there.
+    pub fn new(webhook: Option<String>) -> Sinks {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("an HTTP client builds");
-        Sinks { store, webhook, client, attempts: 5 }
+        Sinks { writer: Arc::default(), webhook, client, attempts: 5 }
+    }
+
+    /// Records that this replica leads the health monitor with `store`
+    /// (its fenced store) — called by each of the monitor's reconciles.
+    pub fn lead(&self, store: &Store) {
+        let mut w = self.writer.lock().expect("sinks writer");
+        if w.as_ref().map(Store::fence) != Some(store.fence()) {
+            *w = Some(store.clone());
+        }
     }
 
     /// Sends `alert` to every sink (the webhook in the background).
     pub async fn send(&self, alert: Alert) {
-        warn!(source = %alert.source, severity = alert.severity, title = %alert.title, summary = %alert.summary, "alert");
-        let log = EventLog::new(self.store.clone(), ALERT_TASK);
+        let Some(store) = self.writer.lock().expect("sinks writer").clone() else {
+            debug!(source = %alert.source, title = %alert.title, "alert left to the leading replica");
+            return;
+        };
+        let log = EventLog::new(store, ALERT_TASK);
         let object = format!("{}: {}", alert.source, alert.title);
         if let Err(e) = log.record("Alert", &object, EventState::Info, &alert.summary).await {
-            warn!(error = %e, "could not record an alert event");
+            // Fenced: another replica leads now and delivers it.
+            debug!(error = %e, source = %alert.source, "alert not recorded here");
+            return;
         }
+        warn!(source = %alert.source, severity = alert.severity, title = %alert.title, summary = %alert.summary, "alert");
         let Some(url) = self.webhook.clone() else { return };
         let (client, attempts) = (self.client.clone(), self.attempts);
         tokio::spawn(async move {

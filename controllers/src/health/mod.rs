@@ -183,6 +183,7 @@ pub async fn reconcile(
     ctx: Arc<Ctx<Monitor>>,
 ) -> Result<Action, Error> {
     let every = ctx.data.config.check_interval;
+    ctx.data.sinks.lead(&ctx.store);
     if obj.metadata.is_deleting() {
         return Ok(Action::await_change());
     }

@@ -47,7 +47,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 cid
             }
             None => {
-                let creds = d.bus.issue(&agent_id).await?;
+                let creds = d.bus.issue(&ctx.store, &agent_id).await?;
                 let mut settings_nets = BTreeMap::new();
                 let mut vm_nets = BTreeMap::new();
                 for n in &spec.networks {
@@ -168,7 +168,7 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         }
     }
     if let Some(agent) = cur.status.agent_id.clone() {
-        d.bus.revoke(&agent).await?;
+        d.bus.revoke(&ctx.store, &agent).await?;
     }
     patch(&ctx.store, cur, |s| {
         s.vm_cid = None;

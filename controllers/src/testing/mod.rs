@@ -131,6 +131,7 @@ impl LocalWorld {
             blobstore: BlobstoreSettings {
                 url: self.blobstore_url.clone(),
                 token: self.blobstore_token.clone(),
+                mirrors: Vec::new(),
             },
             heartbeat_interval_secs: 1,
         };
@@ -139,7 +140,7 @@ impl LocalWorld {
 
     /// Creates a VM whose agent has its own bus credentials and address.
     pub async fn create_vm(&self, agent_id: &str, ip: &str) -> Result<String> {
-        let creds = self.bus.issue(agent_id).await?;
+        let creds = self.bus.issue(&self.store, agent_id).await?;
         let mut networks = BTreeMap::new();
         networks.insert(
             "default".to_string(),
@@ -151,6 +152,7 @@ impl LocalWorld {
             blobstore: BlobstoreSettings {
                 url: self.blobstore_url.clone(),
                 token: self.blobstore_token.clone(),
+                mirrors: Vec::new(),
             },
             networks,
             heartbeat_interval_secs: 1,

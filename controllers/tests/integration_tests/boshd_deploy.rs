@@ -52,29 +52,38 @@ instance_groups:
 /// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses
 /// they were created with, as real VMs keep a director's address.
 fn spawn_boshd(dir: &Path, etcd: &str, (api_port, nats_port): (u16, u16)) -> Child {
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("boshd.log")).unwrap();
+    let nats = format!("127.0.0.1:{nats_port}");
+    spawn_boshd_with(&dir.join("boshd"), etcd, api_port, &["--nats-listen", &nats])
+}
+
+/// Starts boshd with data dir `data` (its log is `data.log`) and `extra` flags.
+pub(super) fn spawn_boshd_with(data: &Path, etcd: &str, api_port: u16, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_boshd"))
         .args(["--etcd", etcd, "--lease-ttl-secs", "3", "--listen"])
         .arg(format!("127.0.0.1:{api_port}"))
-        .args(["--nats-listen", &format!("127.0.0.1:{nats_port}")])
+        .args(extra)
         .arg("--data-dir")
-        .arg(dir.join("boshd"))
+        .arg(data)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap()
 }
 
-/// The API's URL and token, once boshd has written them and answers.
-async fn api(dir: &Path) -> (String, String) {
-    let dir = dir.to_path_buf();
+/// The API's URL and token, once the boshd of data dir `data` has written
+/// them and answers.
+pub(super) async fn api(data: &Path) -> (String, String) {
+    let data = data.to_path_buf();
     eventually(Duration::from_secs(30), "boshd's API", || {
-        let dir = dir.clone();
+        let data = data.clone();
         async move {
             let d: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("boshd/director.json")).ok()?)
-                    .ok()?;
+                serde_json::from_slice(&std::fs::read(data.join("director.json")).ok()?).ok()?;
             let token = std::fs::read_to_string(d["token_file"].as_str()?).ok()?;
             let url = d["url"].as_str()?.to_string();
             let ok = reqwest::Client::new()
@@ -103,8 +112,37 @@ async fn upload(url: &str, token: &str, what: &str, body: Vec<u8>) {
     assert!(r.status().is_success(), "upload {what}: {}", r.text().await.unwrap());
 }
 
+/// Uploads a stemcell carrying the real agent, and the example release.
+pub(super) async fn upload_stemcell_and_release(dir: &Path, url: &str, token: &str) {
+    let image = dir.join("image");
+    bosh_api::local_stemcell::build_image(&bosh_test_utils::agent::agent_binary().unwrap(), &image)
+        .unwrap();
+    let manifest = bosh_api::release::stemcell::StemcellManifest {
+        name: "bosh-local".into(),
+        version: "1".into(),
+        operating_system: "local".into(),
+        bosh_protocol: "1".into(),
+        api_version: Some(3),
+        stemcell_formats: vec![bosh_api::local_stemcell::FORMAT.into()],
+        ..Default::default()
+    };
+    let sc = dir.join("stemcell.tgz");
+    bosh_api::release::stemcell::write_stemcell(&sc, &manifest, &image, None).unwrap();
+    upload(url, token, "stemcells", std::fs::read(&sc).unwrap()).await;
+    let rel = example_release(dir);
+    let tarball = dir.join("hello.tgz");
+    let opts = CreateOptions {
+        tarball: Some(tarball.clone()),
+        force: true,
+        cache_dir: dir.join("release-cache"),
+        ..Default::default()
+    };
+    create_release(&rel, &opts).unwrap();
+    upload(url, token, "releases", std::fs::read(&tarball).unwrap()).await;
+}
+
 /// A boshd that is killed when the test ends, however it ends.
-struct Boshd(Child);
+pub(super) struct Boshd(pub(super) Child);
 
 impl Drop for Boshd {
     fn drop(&mut self) {
@@ -113,18 +151,16 @@ impl Drop for Boshd {
     }
 }
 
-fn kill(child: &mut Child, signal: i32) {
+pub(super) fn kill(child: &mut Child, signal: i32) {
     // SAFETY: signalling a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, signal) };
     child.wait().unwrap();
 }
 
-/// VMs and disks the local CPI holds, read from its inventory.
-fn inventory(cpi: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cpi.join("inventory.json")).unwrap()).unwrap();
-    let keys = |k: &str| v[k].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-    (keys("vms"), keys("disks"))
+/// VMs and disks the local CPI holds, read from its records.
+pub(super) fn inventory(cpi: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let inv = LocalCpi::inventory(cpi).unwrap();
+    (inv.vms.into_keys().collect(), inv.disks.into_keys().collect())
 }
 
 /// Instance phases streamed by `GET /v1/watch/instances?from=REV`, until
@@ -158,7 +194,7 @@ async fn watched_phases(url: &str, token: &str, from: i64) -> Vec<String> {
 }
 
 /// Kills every VM of the test's CPI when the test ends, however it ends.
-struct VmReaper(std::path::PathBuf);
+pub(super) struct VmReaper(pub(super) std::path::PathBuf);
 
 impl Drop for VmReaper {
     fn drop(&mut self) {
@@ -185,34 +221,8 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     store.create(&cloud).await.unwrap();
     let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
     let mut boshd = Boshd(spawn_boshd(&dir, &env.etcd.endpoint(), ports));
-    let (url, token) = api(&dir).await;
-
-    // A stemcell carrying the real agent, and the example release.
-    let image = dir.join("image");
-    bosh_api::local_stemcell::build_image(&bosh_test_utils::agent::agent_binary().unwrap(), &image)
-        .unwrap();
-    let manifest = bosh_api::release::stemcell::StemcellManifest {
-        name: "bosh-local".into(),
-        version: "1".into(),
-        operating_system: "local".into(),
-        bosh_protocol: "1".into(),
-        api_version: Some(3),
-        stemcell_formats: vec![bosh_api::local_stemcell::FORMAT.into()],
-        ..Default::default()
-    };
-    let sc = dir.join("stemcell.tgz");
-    bosh_api::release::stemcell::write_stemcell(&sc, &manifest, &image, None).unwrap();
-    upload(&url, &token, "stemcells", std::fs::read(&sc).unwrap()).await;
-    let rel = example_release(&dir);
-    let tarball = dir.join("hello.tgz");
-    let opts = CreateOptions {
-        tarball: Some(tarball.clone()),
-        force: true,
-        cache_dir: dir.join("release-cache"),
-        ..Default::default()
-    };
-    create_release(&rel, &opts).unwrap();
-    upload(&url, &token, "releases", std::fs::read(&tarball).unwrap()).await;
+    let (url, token) = api(&dir.join("boshd")).await;
+    upload_stemcell_and_release(&dir, &url, &token).await;
 
     let rev0 = store.revision().await.unwrap();
 

@@ -35,10 +35,14 @@ async fn agents_are_confined_to_their_own_subjects() {
     let url = nats.url();
     let director = connect(&url, &cfg.director).await.unwrap();
 
-    let a = bus.issue("a").await.unwrap();
-    let b = bus.issue("b").await.unwrap();
+    let a = bus.issue(&store, "a").await.unwrap();
+    let b = bus.issue(&store, "b").await.unwrap();
     assert_ne!(a.password, b.password);
-    assert_eq!(bus.issue("a").await.unwrap(), a, "issuing again returns the same credentials");
+    assert_eq!(
+        bus.issue(&store, "a").await.unwrap(),
+        a,
+        "issuing again returns the same credentials"
+    );
     // Reloads are applied asynchronously and in order: once B (issued last)
     // can connect, no reload is pending that could race A's subscriptions.
     let _agent_b = eventually(DEADLINE, "B's credentials to be accepted", || {
@@ -106,7 +110,7 @@ async fn agents_are_confined_to_their_own_subjects() {
     responder.abort();
 
     // Revocation closes A out.
-    bus.revoke("a").await.unwrap();
+    bus.revoke(&store, "a").await.unwrap();
     eventually(DEADLINE, "A's credentials to be refused", || {
         let (url, a) = (url.clone(), a.clone());
         async move { connect(&url, &a).await.is_err().then_some(()) }
@@ -135,9 +139,33 @@ async fn a_stale_pid_file_is_not_signalled() {
     let pid = env.dir().join("nats.pid");
     std::fs::write(&pid, std::process::id().to_string()).unwrap();
     let cfg = BusConfig::generate(env.dir().join("nats.conf"), pid, "127.0.0.1:4222".into());
-    let bus = Bus::new(store, cfg);
+    let bus = Bus::new(store.clone(), cfg);
     bus.sync().await.unwrap();
-    bus.issue("a1").await.unwrap();
+    bus.issue(&store, "a1").await.unwrap();
     // Still alive: a SIGHUP would have ended this test process.
     assert!(std::fs::read_to_string(env.dir().join("nats.conf")).unwrap().contains("agent-a1"));
+}
+
+/// Two replicas render one nats-server configuration: agents issued by
+/// either at once all end up in it, and a render from an older reading
+/// never replaces a newer one.
+#[tokio::test]
+async fn replicas_render_one_configuration_newest_wins() {
+    let (env, store) = setup().await;
+    let conf = env.dir().join("nats.conf");
+    let cfg =
+        BusConfig::generate(conf.clone(), env.dir().join("nats.pid"), "127.0.0.1:4222".into());
+    let (a, b) = (Bus::new(store.clone(), cfg.clone()), Bus::new(store.clone(), cfg));
+    let (ra, rb) = tokio::join!(a.issue(&store, "from-a"), b.issue(&store, "from-b"));
+    ra.unwrap();
+    rb.unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("agent-from-a") && text.contains("agent-from-b"), "{text}");
+
+    std::fs::write(&conf, "# boshd revision: 999999999\n# newer\n").unwrap();
+    a.sync().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "# boshd revision: 999999999\n# newer\n");
+    std::fs::write(&conf, "# boshd revision: 1\n# older\n").unwrap();
+    a.sync().await.unwrap();
+    assert!(std::fs::read_to_string(&conf).unwrap().contains("agent-from-b"));
 }

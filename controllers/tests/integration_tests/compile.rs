@@ -375,7 +375,7 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
     };
     obj.status.worker = Some(worker.clone());
     h.store.update_status(&obj).await.unwrap();
-    let creds = h.director.bus.issue(&worker.agent_id).await.unwrap();
+    let creds = h.director.bus.issue(&h.store, &worker.agent_id).await.unwrap();
     let net =
         NetworkSettings { type_: "manual".into(), ip: worker.ip.clone(), ..Default::default() };
     let settings = h.director.agent_settings(

@@ -229,3 +229,57 @@ async fn local_vm_death_adoption_and_restart() {
 fn rand_suffix() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32 % 100000
 }
+
+/// Two local CPIs over one directory (two boshd replicas sharing one
+/// "IaaS"): each sees what the other made, a create repeated with the same
+/// request id returns the VM (or disk) that exists instead of a second
+/// one, and an inventory file of the older single-file layout is taken
+/// over as records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cpis_sharing_a_directory_see_one_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("{}.{}", 70000 + std::process::id() % 9999, rand_suffix());
+    let root = dir.path().join("cpi");
+    let a = LocalCpi::open(&root).unwrap();
+    let b = LocalCpi::open(&root).unwrap();
+    let sc = a.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+
+    let vm = a.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    assert!(b.has_vm(&vm).await.unwrap(), "b sees a's VM");
+    assert_eq!(b.find_vm_by_request("req-1").await.unwrap(), Some(vm.clone()));
+    let again = b.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    assert_eq!(again, vm, "the request id is an idempotency key");
+    let disk = b.create_disk("req-d", 10, &json!({}), None).await.unwrap();
+    assert_eq!(a.create_disk("req-d", 10, &json!({}), None).await.unwrap(), disk);
+    a.attach_disk(&vm, &disk).await.unwrap();
+    assert_eq!(b.get_disks(&vm).await.unwrap(), std::slice::from_ref(&disk));
+    let inv = LocalCpi::inventory(&root).unwrap();
+    assert_eq!(inv.vms.len(), 1, "one VM, not two");
+    assert_eq!(inv.disks.len(), 1, "one disk, not two");
+    assert_eq!(inv.disks[&disk].attached_to.as_deref(), Some(vm.as_str()));
+
+    b.delete_vm(&vm).await.unwrap();
+    assert!(!a.has_vm(&vm).await.unwrap(), "a sees b's delete");
+    assert_eq!(LocalCpi::inventory(&root).unwrap().disks[&disk].attached_to, None);
+    eventually(DEADLINE, "every process gone", || {
+        let m = marker.clone();
+        async move { (!marker_running(&m)).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    // The older layout: one inventory.json, moved into records at open.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    let inventory = json!({
+        "stemcells": {"sc-1": {}},
+        "vms": {},
+        "disks": {"disk-1": {"size_mb": 5, "request_id": "r", "attached_to": null}},
+        "snapshots": {},
+    });
+    std::fs::write(old.join("inventory.json"), inventory.to_string()).unwrap();
+    let c = LocalCpi::open(&old).unwrap();
+    assert!(c.has_disk("disk-1").await.unwrap());
+    assert!(!old.join("inventory.json").exists());
+    assert_eq!(LocalCpi::inventory(&old).unwrap().stemcells.len(), 1);
+}

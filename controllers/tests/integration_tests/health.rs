@@ -113,3 +113,36 @@ async fn etcd_writes_equal_health_transitions() {
     monitor.await.unwrap();
     h.stop().await.unwrap();
 }
+
+fn alert(n: u32) -> bosh_controllers::health::alerts::Alert {
+    bosh_controllers::health::alerts::Alert {
+        source: format!("agent a{n}"),
+        severity: 2,
+        title: "process is not running".into(),
+        summary: format!("web {n} stopped"),
+        created_at: 0,
+    }
+}
+
+/// Every replica hears every agent alert; only the health monitor's
+/// leader records it, and a leader whose lease is gone records nothing.
+#[tokio::test]
+async fn only_the_leading_replica_records_alerts() {
+    use bosh_controllers::health::alerts::Sinks;
+    let (_env, store) = super::setup().await;
+    let events = || async { store.list::<EventSpec>("0000000000/").await.unwrap().items.len() };
+    let follower = Sinks::new(None);
+    follower.send(alert(1)).await;
+    assert_eq!(events().await, 0, "a replica that never led records nothing");
+
+    let lease = store.grant_lease(30).await.unwrap();
+    let fence = store.try_acquire("health-monitor", "r0", lease).await.unwrap().unwrap();
+    let leader = Sinks::new(None);
+    leader.lead(&store.with_fence(fence));
+    leader.send(alert(2)).await;
+    assert_eq!(events().await, 1, "the leader records it");
+
+    store.revoke_lease(lease).await.unwrap();
+    leader.send(alert(3)).await;
+    assert_eq!(events().await, 1, "a deposed leader records nothing");
+}

@@ -9,6 +9,7 @@ mod bus;
 mod compile;
 mod cpi;
 mod deploy;
+mod ha;
 mod health;
 mod leader;
 mod resurrect;

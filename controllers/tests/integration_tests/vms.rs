@@ -65,7 +65,7 @@ async fn twenty_local_vms_answer_ping() {
     }
     for (id, vm) in &vms {
         w.cpi.delete_vm(vm).await.unwrap();
-        w.bus.revoke(id).await.unwrap();
+        w.bus.revoke(&w.store, id).await.unwrap();
     }
     assert!(w.agents.for_agent(vms[1].0.as_str()).ping().await.is_err(), "a deleted VM answered");
 }

@@ -67,7 +67,7 @@ async fn run(args: Args) -> Result<()> {
     ping_until_up(&world.agents, "bench-ping").await?;
     round_trips(&world, &director, args.pings).await?;
     world.cpi.delete_vm(&ping_vm).await?;
-    world.bus.revoke("bench-ping").await?;
+    world.bus.revoke(&world.store, "bench-ping").await?;
 
     // 2. Creating VMs.
     let vms = create_vms(&world, args.vms, args.concurrency).await?;
@@ -83,7 +83,7 @@ async fn run(args: Args) -> Result<()> {
     let t = Instant::now();
     for (id, cid) in &vms {
         world.cpi.delete_vm(cid).await?;
-        world.bus.revoke(id).await?;
+        world.bus.revoke(&world.store, id).await?;
     }
     println!(
         "deleted {} VMs and revoked their credentials in {:.2} s",

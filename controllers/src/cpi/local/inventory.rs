@@ -1,10 +1,21 @@
 //! The local CPI's record of what exists, kept in the data dir so that it
-//! survives boshd restarts. Written atomically (temp file + rename): a
-//! crash leaves either the old or the new inventory, never half of one.
+//! survives boshd restarts: one small JSON file per stemcell, VM, disk and
+//! snapshot under `records/<kind>/<cid>.json`, each written atomically
+//! (unique temp file + rename), so a crash leaves the old or the new
+//! record, never half of one.
+//!
+//! One file per resource, like an IaaS's own per-resource state, is what
+//! lets several boshd replicas share one CPI directory: an operation reads
+//! and writes only the records it concerns, and no lock is held across
+//! processes — a replica paused in the middle of a call (and fenced out by
+//! then) blocks nobody. Which replica may act at all is decided by leader
+//! election; the request id on `create_vm`/`create_disk` is an idempotency
+//! key, so a call repeated by a deposed leader creates nothing twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::process::ProcId;
@@ -39,7 +50,7 @@ pub struct DiskRecord {
     pub attached_to: Option<String>,
 }
 
-/// Everything the local CPI created.
+/// Everything the local CPI created, as one view (read from the records).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Stemcell cid → its properties.
@@ -57,23 +68,114 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    fn path(root: &Path) -> PathBuf {
-        root.join("inventory.json")
+    /// Reads every record under `root`.
+    pub fn load(root: &Path) -> std::io::Result<Inventory> {
+        let r = Records::new(root);
+        Ok(Inventory {
+            stemcells: r.all(STEMCELLS)?,
+            vms: r.all(VMS)?,
+            disks: r.all(DISKS)?,
+            snapshots: r.all(SNAPSHOTS)?,
+        })
+    }
+}
+
+/// Record kinds (directories under `records/`).
+pub const STEMCELLS: &str = "stemcells";
+/// VM records.
+pub const VMS: &str = "vms";
+/// Disk records.
+pub const DISKS: &str = "disks";
+/// Snapshot records (the snapshot's disk cid).
+pub const SNAPSHOTS: &str = "snapshots";
+
+/// The record files under one CPI directory.
+#[derive(Debug, Clone)]
+pub struct Records {
+    root: PathBuf,
+}
+
+impl Records {
+    /// The records under CPI directory `root`.
+    pub fn new(root: &Path) -> Records {
+        Records { root: root.join("records") }
     }
 
-    /// Loads the inventory under `root` (empty when there is none yet).
-    pub fn load(root: &Path) -> std::io::Result<Inventory> {
-        match std::fs::read(Self::path(root)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Inventory::default()),
+    /// Creates the record directories, and moves a single-file inventory
+    /// (`inventory.json`, the layout before records) into records once.
+    pub fn init(cpi_root: &Path) -> std::io::Result<Records> {
+        let r = Records::new(cpi_root);
+        for kind in [STEMCELLS, VMS, DISKS, SNAPSHOTS] {
+            std::fs::create_dir_all(r.root.join(kind))?;
+        }
+        let old = cpi_root.join("inventory.json");
+        if old.is_file() {
+            let inv: Inventory =
+                serde_json::from_slice(&std::fs::read(&old)?).map_err(std::io::Error::other)?;
+            for (cid, v) in &inv.stemcells {
+                r.put(STEMCELLS, cid, v)?;
+            }
+            for (cid, v) in &inv.vms {
+                r.put(VMS, cid, v)?;
+            }
+            for (cid, v) in &inv.disks {
+                r.put(DISKS, cid, v)?;
+            }
+            for (cid, v) in &inv.snapshots {
+                r.put(SNAPSHOTS, cid, v)?;
+            }
+            std::fs::rename(&old, cpi_root.join("inventory.json.migrated"))?;
+        }
+        Ok(r)
+    }
+
+    fn path(&self, kind: &str, cid: &str) -> PathBuf {
+        self.root.join(kind).join(format!("{cid}.json"))
+    }
+
+    /// One record, `None` when absent.
+    pub fn get<T: DeserializeOwned>(&self, kind: &str, cid: &str) -> std::io::Result<Option<T>> {
+        match std::fs::read(self.path(kind, cid)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Saves atomically.
-    pub fn save(&self, root: &Path) -> std::io::Result<()> {
-        let tmp = root.join("inventory.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, Self::path(root))
+    /// Writes one record atomically.
+    pub fn put<T: Serialize>(&self, kind: &str, cid: &str, value: &T) -> std::io::Result<()> {
+        let path = self.path(kind, cid);
+        // A temp name of its own: two processes never share one.
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Removes one record; whether it was there.
+    pub fn remove(&self, kind: &str, cid: &str) -> std::io::Result<bool> {
+        match std::fs::remove_file(self.path(kind, cid)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every record of a kind, by cid.
+    pub fn all<T: DeserializeOwned>(&self, kind: &str) -> std::io::Result<BTreeMap<String, T>> {
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(self.root.join(kind)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let Some(cid) = name.strip_suffix(".json") else { continue };
+            // Removed between listing and reading: not there.
+            if let Some(v) = self.get(kind, cid)? {
+                out.insert(cid.to_string(), v);
+            }
+        }
+        Ok(out)
     }
 }

@@ -13,7 +13,8 @@
 //!   `/var/vcap/store`.
 //! - A VM whose process tree died is a VM whose machine died: `has_vm` is
 //!   false, and a reconcile replaces it.
-//! - The inventory lives in the data dir and survives boshd restarts.
+//! - Its records live in the data dir, one file per resource, survive boshd
+//!   restarts and may be shared by several boshd replicas (see `inventory`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,8 @@ use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 mod inventory;
 pub mod process;
 
-use inventory::{DiskRecord, Inventory, VmRecord};
+pub use inventory::Inventory;
+use inventory::{DISKS, DiskRecord, Records, SNAPSHOTS, STEMCELLS, VMS, VmRecord};
 use process::ProcId;
 
 pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, build_image};
@@ -36,7 +38,10 @@ pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, buil
 /// The local CPI, rooted at a data directory.
 pub struct LocalCpi {
     root: PathBuf,
-    inv: Mutex<Inventory>,
+    records: Records,
+    /// Serializes this process's read-modify-write of records (never held
+    /// across a wait).
+    lock: Mutex<()>,
 }
 
 fn io(method: &'static str) -> impl FnOnce(std::io::Error) -> CpiError {
@@ -53,8 +58,8 @@ impl LocalCpi {
         for d in ["stemcells", "vms", "disks", "snapshots"] {
             std::fs::create_dir_all(root.join(d))?;
         }
-        let inv = Inventory::load(root)?;
-        Ok(LocalCpi { root: root.to_path_buf(), inv: Mutex::new(inv) })
+        let records = Records::init(root)?;
+        Ok(LocalCpi { root: root.to_path_buf(), records, lock: Mutex::new(()) })
     }
 
     /// Stops every VM recorded under `root` (the machines of a test world
@@ -85,11 +90,35 @@ impl LocalCpi {
 
     /// The VM's process, for tests that kill "machines".
     pub async fn vm_process(&self, cid: &str) -> Option<ProcId> {
-        self.inv.lock().await.vms.get(cid).and_then(|v| v.proc)
+        self.records.get::<VmRecord>(VMS, cid).ok()??.proc
     }
 
-    fn save(&self, inv: &Inventory, method: &'static str) -> CpiResult<()> {
-        inv.save(&self.root).map_err(io(method))
+    /// Everything this CPI holds, read from its records (for tests and
+    /// tools: a view, not something to write back).
+    pub fn inventory(root: &Path) -> std::io::Result<Inventory> {
+        Inventory::load(&std::path::absolute(root)?)
+    }
+
+    fn vm(&self, cid: &str, method: &'static str) -> CpiResult<VmRecord> {
+        self.records
+            .get(VMS, cid)
+            .map_err(io(method))?
+            .ok_or_else(|| CpiError::NotFound { what: "vm", cid: cid.to_string() })
+    }
+
+    fn put_vm(&self, cid: &str, vm: &VmRecord, method: &'static str) -> CpiResult<()> {
+        self.records.put(VMS, cid, vm).map_err(io(method))
+    }
+
+    fn disk(&self, cid: &str, method: &'static str) -> CpiResult<DiskRecord> {
+        self.records
+            .get(DISKS, cid)
+            .map_err(io(method))?
+            .ok_or_else(|| CpiError::NotFound { what: "disk", cid: cid.to_string() })
+    }
+
+    fn put_disk(&self, cid: &str, disk: &DiskRecord, method: &'static str) -> CpiResult<()> {
+        self.records.put(DISKS, cid, disk).map_err(io(method))
     }
 
     /// Writes the VM's settings with its disks as currently attached.
@@ -119,16 +148,6 @@ impl LocalCpi {
             &dir.join("agent.log"),
         )
         .map_err(io("create_vm"))
-    }
-
-    fn vm<'a>(inv: &'a mut Inventory, cid: &str) -> CpiResult<&'a mut VmRecord> {
-        inv.vms.get_mut(cid).ok_or_else(|| CpiError::NotFound { what: "vm", cid: cid.to_string() })
-    }
-
-    fn disk<'a>(inv: &'a mut Inventory, cid: &str) -> CpiResult<&'a mut DiskRecord> {
-        inv.disks
-            .get_mut(cid)
-            .ok_or_else(|| CpiError::NotFound { what: "disk", cid: cid.to_string() })
     }
 }
 
@@ -175,61 +194,68 @@ impl super::Cpi for LocalCpi {
                 format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
             ));
         }
-        let mut inv = self.inv.lock().await;
-        inv.stemcells.insert(cid.clone(), cloud_properties.clone());
-        self.save(&inv, "create_stemcell")?;
+        self.records.put(STEMCELLS, &cid, cloud_properties).map_err(io("create_stemcell"))?;
         Ok(cid)
     }
 
     async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        if inv.stemcells.remove(cid).is_none() {
+        if !self.records.remove(STEMCELLS, cid).map_err(io("delete_stemcell"))? {
             return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
         }
-        self.save(&inv, "delete_stemcell")?;
         let _ = std::fs::remove_dir_all(self.stemcell_dir(cid));
         Ok(())
     }
 
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        const M: &str = "create_vm";
         if req.request_id.is_empty() || req.agent_id.is_empty() {
-            return Err(CpiError::permanent("create_vm", "request_id and agent_id are required"));
+            return Err(CpiError::permanent(M, "request_id and agent_id are required"));
         }
-        let mut inv = self.inv.lock().await;
-        if !inv.stemcells.contains_key(&req.stemcell_cid) {
+        let _guard = self.lock.lock().await;
+        // The request id is an idempotency key (as EC2's client token): a
+        // create repeated by a director that lost track of the first — one
+        // deposed while paused between its fence check and this call —
+        // gets the VM that exists, not a second one.
+        if let Some(cid) = self.find_vm_by_request(&req.request_id).await? {
+            info!(vm = %cid, request = %req.request_id, "create_vm repeated: returning the VM made for it");
+            return Ok(cid);
+        }
+        if self
+            .records
+            .get::<serde_json::Value>(STEMCELLS, &req.stemcell_cid)
+            .map_err(io(M))?
+            .is_none()
+        {
             return Err(CpiError::NotFound { what: "stemcell", cid: req.stemcell_cid.clone() });
         }
         for d in &req.disk_cids {
-            Self::disk(&mut inv, d)?;
+            self.disk(d, M)?;
         }
         let cid = new_cid("vm");
-        std::fs::create_dir_all(self.vm_dir(&cid)).map_err(io("create_vm"))?;
-        // Record the VM before starting it: a crash in between leaves an
-        // inventory entry that find_vm_by_request adopts and delete_vm
-        // removes, never an untracked process.
-        inv.vms.insert(
-            cid.clone(),
-            VmRecord {
-                agent_id: req.agent_id.clone(),
-                request_id: req.request_id.clone(),
-                stemcell_cid: req.stemcell_cid.clone(),
-                proc: None,
-                disks: Vec::new(),
-                metadata: BTreeMap::new(),
-            },
-        );
-        self.save(&inv, "create_vm")?;
+        std::fs::create_dir_all(self.vm_dir(&cid)).map_err(io(M))?;
+        // Record the VM before starting it: a crash in between leaves a
+        // record that find_vm_by_request adopts and delete_vm removes,
+        // never an untracked process.
+        let mut vm = VmRecord {
+            agent_id: req.agent_id.clone(),
+            request_id: req.request_id.clone(),
+            stemcell_cid: req.stemcell_cid.clone(),
+            proc: None,
+            disks: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        self.put_vm(&cid, &vm, M)?;
         self.write_settings(&cid, req.settings.clone(), &[])?;
         let proc = self.start_vm(&cid, &req.stemcell_cid)?;
-        Self::vm(&mut inv, &cid)?.proc = Some(proc);
-        self.save(&inv, "create_vm")?;
+        vm.proc = Some(proc);
+        self.put_vm(&cid, &vm, M)?;
         info!(vm = %cid, agent = %req.agent_id, pid = proc.pid, "created VM");
         Ok(cid)
     }
 
     async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        let vm = Self::vm(&mut inv, cid)?.clone();
+        const M: &str = "delete_vm";
+        let vm = self.vm(cid, M)?;
         if let Some(p) = vm.proc {
             p.kill_tree();
             for _ in 0..200 {
@@ -240,18 +266,21 @@ impl super::Cpi for LocalCpi {
             }
             if p.is_alive() {
                 return Err(CpiError::Transient {
-                    method: "delete_vm",
+                    method: M,
                     message: format!("process {} did not exit", p.pid),
                 });
             }
         }
+        let _guard = self.lock.lock().await;
         for d in &vm.disks {
-            if let Some(rec) = inv.disks.get_mut(d) {
+            if let Some(mut rec) = self.records.get::<DiskRecord>(DISKS, d).map_err(io(M))?
+                && rec.attached_to.as_deref() == Some(cid)
+            {
                 rec.attached_to = None;
+                self.put_disk(d, &rec, M)?;
             }
         }
-        inv.vms.remove(cid);
-        self.save(&inv, "delete_vm")?;
+        self.records.remove(VMS, cid).map_err(io(M))?;
         if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid)) {
             warn!(vm = %cid, error = %e, "could not remove VM directory");
         }
@@ -260,19 +289,18 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
-        let inv = self.inv.lock().await;
-        Ok(inv.vms.get(cid).and_then(|v| v.proc).is_some_and(|p| p.is_alive()))
+        let vm: Option<VmRecord> = self.records.get(VMS, cid).map_err(io("has_vm"))?;
+        Ok(vm.and_then(|v| v.proc).is_some_and(|p| p.is_alive()))
     }
 
     async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        let vm = Self::vm(&mut inv, cid)?.clone();
+        let _guard = self.lock.lock().await;
+        let mut vm = self.vm(cid, "reboot_vm")?;
         if let Some(p) = vm.proc {
             p.kill_tree();
         }
-        let proc = self.start_vm(cid, &vm.stemcell_cid)?;
-        Self::vm(&mut inv, cid)?.proc = Some(proc);
-        self.save(&inv, "reboot_vm")
+        vm.proc = Some(self.start_vm(cid, &vm.stemcell_cid)?);
+        self.put_vm(cid, &vm, "reboot_vm")
     }
 
     async fn set_vm_metadata(
@@ -280,9 +308,10 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        Self::vm(&mut inv, cid)?.metadata = metadata.clone();
-        self.save(&inv, "set_vm_metadata")
+        let _guard = self.lock.lock().await;
+        let mut vm = self.vm(cid, "set_vm_metadata")?;
+        vm.metadata = metadata.clone();
+        self.put_vm(cid, &vm, "set_vm_metadata")
     }
 
     async fn calculate_vm_cloud_properties(
@@ -297,8 +326,9 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn find_vm_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
-        let inv = self.inv.lock().await;
-        Ok(inv.vms.iter().find(|(_, v)| v.request_id == request_id).map(|(c, _)| c.clone()))
+        let vms: BTreeMap<String, VmRecord> =
+            self.records.all(VMS).map_err(io("find_vm_by_request"))?;
+        Ok(vms.into_iter().find(|(_, v)| v.request_id == request_id).map(|(c, _)| c))
     }
 
     async fn create_disk(
@@ -311,80 +341,86 @@ impl super::Cpi for LocalCpi {
         if size_mb == 0 {
             return Err(CpiError::permanent("create_disk", "size must be positive"));
         }
+        let _guard = self.lock.lock().await;
+        // The request id is an idempotency key, as for create_vm.
+        if !request_id.is_empty()
+            && let Some(cid) = self.find_disk_by_request(request_id).await?
+        {
+            return Ok(cid);
+        }
         let cid = new_cid("disk");
         std::fs::create_dir_all(self.disk_dir(&cid)).map_err(io("create_disk"))?;
-        let mut inv = self.inv.lock().await;
-        inv.disks.insert(
-            cid.clone(),
-            DiskRecord { size_mb, request_id: request_id.to_string(), attached_to: None },
-        );
-        self.save(&inv, "create_disk")?;
+        let disk = DiskRecord { size_mb, request_id: request_id.to_string(), attached_to: None };
+        self.put_disk(&cid, &disk, "create_disk")?;
         Ok(cid)
     }
 
     async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        let disk = Self::disk(&mut inv, cid)?;
+        let _guard = self.lock.lock().await;
+        let disk = self.disk(cid, "delete_disk")?;
         if let Some(vm) = &disk.attached_to {
             return Err(CpiError::permanent(
                 "delete_disk",
                 format!("disk {cid} is attached to {vm}"),
             ));
         }
-        inv.disks.remove(cid);
-        self.save(&inv, "delete_disk")?;
+        self.records.remove(DISKS, cid).map_err(io("delete_disk"))?;
         let _ = std::fs::remove_dir_all(self.disk_dir(cid));
         Ok(())
     }
 
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
-        Ok(self.inv.lock().await.disks.contains_key(cid))
+        let disk: Option<DiskRecord> = self.records.get(DISKS, cid).map_err(io("has_disk"))?;
+        Ok(disk.is_some())
     }
 
     async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        let disk = Self::disk(&mut inv, disk_cid)?;
+        const M: &str = "attach_disk";
+        let _guard = self.lock.lock().await;
+        let mut disk = self.disk(disk_cid, M)?;
+        let mut vm = self.vm(vm_cid, M)?;
         match disk.attached_to.as_deref() {
-            Some(v) if v == vm_cid => return Ok(()),
-            Some(v) => {
-                return Err(CpiError::permanent(
-                    "attach_disk",
-                    format!("disk {disk_cid} is attached to {v}"),
-                ));
+            Some(v) if v == vm_cid && vm.disks.iter().any(|d| d == disk_cid) => return Ok(()),
+            Some(v) if v != vm_cid => {
+                return Err(CpiError::permanent(M, format!("disk {disk_cid} is attached to {v}")));
             }
-            None => {}
+            _ => {}
         }
+        // The disk's record first: a crash before the VM's leaves a disk
+        // that a repeated attach completes, never one two VMs could claim.
         disk.attached_to = Some(vm_cid.to_string());
-        let vm = Self::vm(&mut inv, vm_cid)?;
-        vm.disks.push(disk_cid.to_string());
-        let disks = vm.disks.clone();
-        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &disks)?;
-        self.save(&inv, "attach_disk")
+        self.put_disk(disk_cid, &disk, M)?;
+        if !vm.disks.iter().any(|d| d == disk_cid) {
+            vm.disks.push(disk_cid.to_string());
+        }
+        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+        self.put_vm(vm_cid, &vm, M)
     }
 
     async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        Self::disk(&mut inv, disk_cid)?.attached_to = None;
-        let vm = Self::vm(&mut inv, vm_cid)?;
+        const M: &str = "detach_disk";
+        let _guard = self.lock.lock().await;
+        let mut disk = self.disk(disk_cid, M)?;
+        let mut vm = self.vm(vm_cid, M)?;
         vm.disks.retain(|d| d != disk_cid);
-        let disks = vm.disks.clone();
-        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &disks)?;
-        self.save(&inv, "detach_disk")
+        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+        self.put_vm(vm_cid, &vm, M)?;
+        disk.attached_to = None;
+        self.put_disk(disk_cid, &disk, M)
     }
 
     async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>> {
-        let mut inv = self.inv.lock().await;
-        Ok(Self::vm(&mut inv, vm_cid)?.disks.clone())
+        Ok(self.vm(vm_cid, "get_disks")?.disks)
     }
 
     async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        let disk = Self::disk(&mut inv, cid)?;
+        let _guard = self.lock.lock().await;
+        let mut disk = self.disk(cid, "resize_disk")?;
         if size_mb < disk.size_mb {
             return Err(CpiError::permanent("resize_disk", "disks can only grow"));
         }
         disk.size_mb = size_mb;
-        self.save(&inv, "resize_disk")
+        self.put_disk(cid, &disk, "resize_disk")
     }
 
     async fn snapshot_disk(
@@ -392,29 +428,26 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         _metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String> {
-        let mut inv = self.inv.lock().await;
-        Self::disk(&mut inv, cid)?;
+        self.disk(cid, "snapshot_disk")?;
         let snap = new_cid("snap");
         copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
             .map_err(io("snapshot_disk"))?;
-        inv.snapshots.insert(snap.clone(), cid.to_string());
-        self.save(&inv, "snapshot_disk")?;
+        self.records.put(SNAPSHOTS, &snap, &cid).map_err(io("snapshot_disk"))?;
         Ok(snap)
     }
 
     async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
-        let mut inv = self.inv.lock().await;
-        if inv.snapshots.remove(snapshot_cid).is_none() {
+        if !self.records.remove(SNAPSHOTS, snapshot_cid).map_err(io("delete_snapshot"))? {
             return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
         }
-        self.save(&inv, "delete_snapshot")?;
         let _ = std::fs::remove_dir_all(self.root.join("snapshots").join(snapshot_cid));
         Ok(())
     }
 
     async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
-        let inv = self.inv.lock().await;
-        Ok(inv.disks.iter().find(|(_, d)| d.request_id == request_id).map(|(c, _)| c.clone()))
+        let disks: BTreeMap<String, DiskRecord> =
+            self.records.all(DISKS).map_err(io("find_disk_by_request"))?;
+        Ok(disks.into_iter().find(|(_, d)| d.request_id == request_id).map(|(c, _)| c))
     }
 }
 
