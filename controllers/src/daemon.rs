@@ -165,8 +165,13 @@ pub async fn run_health(
 
     let heartbeats = Arc::new(health::Heartbeats::default());
     let sinks = health::alerts::Sinks::new(opts.health.webhook.clone());
-    let listener =
-        tokio::spawn(health::listen(director.agents.nats(), heartbeats.clone(), sinks.clone()));
+    let listener = tokio::spawn(health::listen(
+        director.agents.nats(),
+        heartbeats.clone(),
+        sinks.clone(),
+        // Long past any verdict: resurrection or an operator has acted.
+        (opts.health.agent_timeout * 10).max(Duration::from_secs(600)),
+    ));
     let monitor = Controller::<InstanceSpec, _, health::Error>::new(
         "health-monitor",
         director.store.clone(),

@@ -26,7 +26,7 @@ use bosh_api::objects::InstanceSpec;
 use bosh_api::store;
 use chrono::Utc;
 use futures::StreamExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::runtime::{Action, Ctx};
 
@@ -111,6 +111,27 @@ impl Heartbeats {
     pub fn forget(&self, agent_id: &str) {
         self.agents.lock().expect("heartbeats").remove(agent_id);
     }
+
+    /// Forgets agents not heard for `older_than` — deleted VMs' agents,
+    /// which would otherwise stay in memory for good. One still named by
+    /// an instance just starts a new grace period and is judged
+    /// unresponsive again after it, as it already was.
+    pub fn prune(&self, older_than: Duration) -> usize {
+        let mut agents = self.agents.lock().expect("heartbeats");
+        let before = agents.len();
+        agents.retain(|_, seen| seen.at.elapsed() <= older_than);
+        before - agents.len()
+    }
+
+    /// Agents remembered.
+    pub fn len(&self) -> usize {
+        self.agents.lock().expect("heartbeats").len()
+    }
+
+    /// Whether no agent is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The health monitor's context.
@@ -123,8 +144,14 @@ pub struct Monitor {
     pub sinks: alerts::Sinks,
 }
 
-/// Subscribes to heartbeats and alerts until the connection closes.
-pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>, sinks: alerts::Sinks) {
+/// Subscribes to heartbeats and alerts until the connection closes;
+/// forgets agents silent for `retain` (checked every minute).
+pub async fn listen(
+    nats: async_nats::Client,
+    heartbeats: Arc<Heartbeats>,
+    sinks: alerts::Sinks,
+    retain: Duration,
+) {
     let (mut hb, mut alerts) = match (
         nats.subscribe("hm.agent.heartbeat.*").await,
         nats.subscribe("hm.agent.alert.*").await,
@@ -135,8 +162,15 @@ pub async fn listen(nats: async_nats::Client, heartbeats: Arc<Heartbeats>, sinks
             return;
         }
     };
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
+            _ = prune.tick() => {
+                let n = heartbeats.prune(retain);
+                if n > 0 {
+                    debug!(forgotten = n, "forgot agents not heard for {retain:?}");
+                }
+            }
             m = hb.next() => {
                 let Some(m) = m else { return };
                 match serde_json::from_slice::<Heartbeat>(&m.payload) {
@@ -234,4 +268,33 @@ pub async fn reconcile(
             .await;
     }
     Ok(Action::requeue(every))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Agents silent past the retention are forgotten; the others stay.
+    #[test]
+    fn prune_forgets_only_long_silent_agents() {
+        let hb = Heartbeats::default();
+        for a in ["a", "b"] {
+            hb.heard(&Heartbeat {
+                agent_id: a.into(),
+                job_state: JobState::Running,
+                ..Default::default()
+            });
+        }
+        assert_eq!(hb.prune(Duration::from_secs(3600)), 0);
+        assert_eq!(hb.len(), 2);
+        std::thread::sleep(Duration::from_millis(300));
+        hb.heard(&Heartbeat {
+            agent_id: "b".into(),
+            job_state: JobState::Running,
+            ..Default::default()
+        });
+        assert_eq!(hb.prune(Duration::from_millis(200)), 1, "a was silent for longer");
+        assert_eq!(hb.len(), 1);
+        assert_eq!(hb.health("b", Duration::from_secs(60)), "running");
+    }
 }

@@ -288,7 +288,12 @@ async fn drive(
             jobs::quiesce(ctx, cur, o, None).await?;
             vm::delete(ctx, cur).await?;
         }
-        return patch(store, cur, |s| s.phase = "detached".into()).await;
+        // No VM, no agent: no health to show (nor a stale one).
+        return patch(store, cur, |s| {
+            s.phase = "detached".into();
+            s.health.clear();
+        })
+        .await;
     }
     // An unresponsive agent's VM is replaced (resurrection, or an update
     // that found it so); with `--fix`, so is one that does not answer now.
