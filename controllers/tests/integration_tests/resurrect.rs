@@ -212,6 +212,37 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
     })
     .await
     .unwrap();
+
+    // `stop --hard`: the VM goes, and with it the health it showed.
+    let seen = |want: fn(&Object<InstanceSpec>) -> bool| {
+        let (store, name) = (store.clone(), name.clone());
+        async move {
+            let i: Object<InstanceSpec> = store.get(Some("quiet"), &name).await.ok()?;
+            want(&i).then_some(())
+        }
+    };
+    eventually(AGENT_TIMEOUT + Duration::from_secs(15), "the new VM seen running", || {
+        seen(|i| i.status.health == "running")
+    })
+    .await
+    .unwrap();
+    let mut d: Object<bosh_api::objects::DeploymentSpec> =
+        h.store.get(None, "quiet").await.unwrap();
+    d.spec.instances.insert(
+        "web".into(),
+        bosh_api::objects::InstanceOverride {
+            state: Some(bosh_api::objects::DesiredState::Detached),
+            ..Default::default()
+        },
+    );
+    h.store.update_spec(&d).await.unwrap();
+    eventually(Duration::from_secs(60), "the instance detached, showing no health", || {
+        seen(|i| {
+            i.status.phase == "detached" && i.status.vm_cid.is_none() && i.status.health.is_empty()
+        })
+    })
+    .await
+    .unwrap();
     h.stop().await.unwrap();
 }
 
