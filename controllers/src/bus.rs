@@ -142,7 +142,7 @@ impl Bus {
         let _guard = self.lock.lock().await;
         let file_lock = self.lock_config().await?;
         let (secrets, revision) = self.store.list_secrets_at(SECRET_PREFIX).await?;
-        if rendered_revision(&self.cfg.config_path) > revision {
+        if rendered_revision(&self.cfg.config_path, &self.cfg.director) > revision {
             return Ok(());
         }
         let agents: Vec<(String, String)> = secrets
@@ -253,11 +253,17 @@ fn quote(s: &str) -> String {
 /// its secrets were read at.
 const REVISION_HEADER: &str = "# boshd revision: ";
 
-/// The revision a rendered configuration was made from (0: none).
-fn rendered_revision(path: &std::path::Path) -> i64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.lines().next()?.strip_prefix(REVISION_HEADER)?.trim().parse().ok())
+/// The revision a rendered configuration was made from (0: none, or
+/// rendered from another etcd — one whose director credentials differ,
+/// e.g. an environment whose etcd was wiped — whose revisions say nothing).
+fn rendered_revision(path: &std::path::Path, director: &Credentials) -> i64 {
+    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
+    if !text.contains(&format!("password: {}", quote(&director.password))) {
+        return 0;
+    }
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix(REVISION_HEADER)?.trim().parse().ok())
         .unwrap_or(0)
 }
 

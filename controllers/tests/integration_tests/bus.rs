@@ -155,17 +155,24 @@ async fn replicas_render_one_configuration_newest_wins() {
     let conf = env.dir().join("nats.conf");
     let cfg =
         BusConfig::generate(conf.clone(), env.dir().join("nats.pid"), "127.0.0.1:4222".into());
-    let (a, b) = (Bus::new(store.clone(), cfg.clone()), Bus::new(store.clone(), cfg));
+    let (a, b) = (Bus::new(store.clone(), cfg.clone()), Bus::new(store.clone(), cfg.clone()));
     let (ra, rb) = tokio::join!(a.issue(&store, "from-a"), b.issue(&store, "from-b"));
     ra.unwrap();
     rb.unwrap();
     let text = std::fs::read_to_string(&conf).unwrap();
     assert!(text.contains("agent-from-a") && text.contains("agent-from-b"), "{text}");
 
-    std::fs::write(&conf, "# boshd revision: 999999999\n# newer\n").unwrap();
+    let director = format!("password: {:?}", cfg.director.password);
+    let newer = format!("# boshd revision: 999999999\n{{user: \"director\", {director}}}\n");
+    std::fs::write(&conf, &newer).unwrap();
     a.sync().await.unwrap();
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "# boshd revision: 999999999\n# newer\n");
-    std::fs::write(&conf, "# boshd revision: 1\n# older\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), newer, "a newer render stays");
+    std::fs::write(&conf, newer.replace("999999999", "1")).unwrap();
     a.sync().await.unwrap();
-    assert!(std::fs::read_to_string(&conf).unwrap().contains("agent-from-b"));
+    assert!(std::fs::read_to_string(&conf).unwrap().contains("agent-from-b"), "older: replaced");
+    // Rendered from another etcd (other director credentials): replaced,
+    // whatever revision it names.
+    std::fs::write(&conf, "# boshd revision: 999999999\n{password: \"other\"}\n").unwrap();
+    a.sync().await.unwrap();
+    assert!(std::fs::read_to_string(&conf).unwrap().contains("agent-from-b"), "foreign: replaced");
 }
