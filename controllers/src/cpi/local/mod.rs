@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 
 mod inventory;
+mod list;
 pub mod process;
 
 use inventory::{DiskRecord, Inventory, VmRecord};
@@ -415,6 +416,10 @@ impl super::Cpi for LocalCpi {
     async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
         let inv = self.inv.lock().await;
         Ok(inv.disks.iter().find(|(_, d)| d.request_id == request_id).map(|(c, _)| c.clone()))
+    }
+
+    async fn list_vms(&self) -> CpiResult<Vec<super::ListedVm>> {
+        self.listed_vms()
     }
 }
 
