@@ -189,11 +189,9 @@ mod tests {
             json!({"id": "web/b/missing_vm", "type": "missing_vm"}),
             json!({"id": "orphaned_vm/vm-1", "type": "orphaned_vm"}),
         ];
-        let choices = parse_choices(&[
-            "missing_vm=recreate_vm".into(),
-            "orphaned_vm/vm-1=delete_vm".into(),
-        ])
-        .unwrap();
+        let choices =
+            parse_choices(&["missing_vm=recreate_vm".into(), "orphaned_vm/vm-1=delete_vm".into()])
+                .unwrap();
         let out = expand(&problems, &choices);
         assert_eq!(out.len(), 3);
         assert_eq!(out["web/b/missing_vm"], "recreate_vm");

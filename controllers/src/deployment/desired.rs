@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Manifest, NetworkDefault, NetworkType};
 use bosh_api::objects::{
-    BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork, InstanceOverride, InstancePackage,
-    InstanceSpec, ReleaseSpec, StemcellSpec,
+    BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork,
+    InstanceOverride, InstancePackage, InstanceSpec, ReleaseSpec, StemcellSpec,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};

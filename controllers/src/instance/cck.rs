@@ -12,16 +12,18 @@
 
 use std::time::Duration;
 
+use bosh_api::ConditionStatus;
 use bosh_api::Object;
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
     DesiredState, DiskSpec, EventState, InstanceSpec, Problem, ProblemType, Resolution,
 };
-use bosh_api::ConditionStatus;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::{Error, Instances, Options, UNRESPONSIVE, disk, display, event, jobs, patch, ready, vm};
+use super::{
+    Error, Instances, Options, UNRESPONSIVE, disk, display, event, jobs, patch, ready, vm,
+};
 use crate::deployment::{READY, UPDATE_FAILED};
 use crate::runtime::Ctx;
 
@@ -259,10 +261,7 @@ async fn disk_of(
 }
 
 fn vm_of(cur: &Object<InstanceSpec>) -> Result<String, Error> {
-    cur.status
-        .vm_cid
-        .clone()
-        .ok_or_else(|| Error::Missing(format!("{} has no VM", display(cur))))
+    cur.status.vm_cid.clone().ok_or_else(|| Error::Missing(format!("{} has no VM", display(cur))))
 }
 
 /// Unmounts (best effort) and detaches the disk, then attaches and mounts
@@ -382,7 +381,11 @@ pub async fn scan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<Ve
                         Some(&cid),
                         format!(
                             "Disk {cid} of {what} is attached to VM {vm} but the agent reports {} mounted",
-                            if mounted.is_empty() { "no disk".to_string() } else { mounted.join(", ") }
+                            if mounted.is_empty() {
+                                "no disk".to_string()
+                            } else {
+                                mounted.join(", ")
+                            }
                         ),
                     ),
                     Ok(_) => {}

@@ -103,6 +103,10 @@ async fn ready_on_new_vm(h: &Harness, dep: &str, name: &str, old: &str) -> Objec
 /// VM; an orphaned VM is listed and `delete_vm` deletes exactly it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("bosh_controllers=info")
+        .with_test_writer()
+        .try_init();
     let h = world(63).await;
     let quiet = ConfigSpec {
         type_: ConfigType::Resurrection,
@@ -119,7 +123,8 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
     assert_eq!(h.cpi.calls(), calls, "no CPI call at rest after a scan");
 
     // (a) Kill one VM's process tree.
-    let victim = &instances[0];
+    let victim = instances.iter().find(|i| i.spec.index == 0).unwrap();
+    let bystander = instances.iter().find(|i| i.spec.index == 1).unwrap();
     let old = victim.status.vm_cid.clone().unwrap();
     let out = Command::new("pkill")
         .args(["-KILL", "-f", &format!("vms/{old}/settings.json")])
@@ -158,8 +163,8 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
     assert_eq!(creates(&h), made + 1, "exactly one create_vm");
     ready_on_new_vm(&h, "cck", &victim.metadata.name, &old).await;
     let other: Object<InstanceSpec> =
-        h.store.get(Some("cck"), &instances[1].metadata.name).await.unwrap();
-    assert_eq!(other.status.vm_cid, instances[1].status.vm_cid, "the other VM is untouched");
+        h.store.get(Some("cck"), &bystander.metadata.name).await.unwrap();
+    assert_eq!(other.status.vm_cid, bystander.status.vm_cid, "the other VM is untouched");
     let events = h.events(task).await;
     assert!(
         events.iter().any(|e| e.stage == "Applying problem resolutions"

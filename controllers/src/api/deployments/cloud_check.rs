@@ -135,7 +135,9 @@ pub(in crate::api) async fn resolve(
     let req: ResolveRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "request body is not a set of resolutions",
-            vec![format!("{e} (expected {{\"resolutions\": {{PROBLEM_ID: RESOLUTION}}, \"auto\": BOOL}})")],
+            vec![format!(
+                "{e} (expected {{\"resolutions\": {{PROBLEM_ID: RESOLUTION}}, \"auto\": BOOL}})"
+            )],
         )
     })?;
     let d = st.store.get::<DeploymentSpec>(None, &name).await?;
@@ -145,9 +147,10 @@ pub(in crate::api) async fn resolve(
             format!("deployment {name}: a scan is in progress; resolve once it is done"),
         ));
     }
-    let chosen = choose(&d.status.cloud_check.problems, &req.resolutions, req.auto).map_err(
-        |errors| ApiError::invalid(format!("deployment {name}: resolutions rejected"), errors),
-    )?;
+    let chosen =
+        choose(&d.status.cloud_check.problems, &req.resolutions, req.auto).map_err(|errors| {
+            ApiError::invalid(format!("deployment {name}: resolutions rejected"), errors)
+        })?;
     if chosen.is_empty() {
         return Ok(Json(json!({ "task": null, "resolutions": 0 })));
     }

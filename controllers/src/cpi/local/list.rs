@@ -11,10 +11,6 @@ impl LocalCpi {
     /// Every VM in the inventory on disk, with its tags.
     pub(super) fn listed_vms(&self) -> CpiResult<Vec<ListedVm>> {
         let inv = super::Inventory::load(&self.root).map_err(io("list_vms"))?;
-        Ok(inv
-            .vms
-            .into_iter()
-            .map(|(cid, vm)| ListedVm { cid, metadata: vm.metadata })
-            .collect())
+        Ok(inv.vms.into_iter().map(|(cid, vm)| ListedVm { cid, metadata: vm.metadata }).collect())
     }
 }
