@@ -198,7 +198,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
     let made = creates(&h);
     resolve(&h, "cck", json!({ oid: "delete_vm" })).await;
     let now = h.cpi.deleted.lock().unwrap()[deleted..].to_vec();
-    assert_eq!(now, [orphan.clone()], "delete_vm deletes exactly the orphan");
+    assert_eq!(now, std::slice::from_ref(&orphan), "delete_vm deletes exactly the orphan");
     assert_eq!(creates(&h), made, "no VM created");
     let (_, report) = api(&h, "GET", "/v1/deployments/cck/cloud-check", None).await;
     assert_eq!(problems(&report), [], "{report}");
@@ -228,7 +228,7 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(problems(&report), [(id.clone(), "mount_info_mismatch".to_string())], "{report}");
     resolve(&h, "cckd", json!({ id: "reattach_disk" })).await;
     assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
-    assert_eq!(agent.list_disk().await.unwrap(), [disk.clone()]);
+    assert_eq!(agent.list_disk().await.unwrap(), std::slice::from_ref(&disk));
 
     h.director.cpi.detach_disk(&vm, &disk).await.unwrap();
     let report = scan(&h, "cckd").await;
@@ -236,7 +236,7 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(problems(&report), [(id.clone(), "inactive_disk".to_string())], "{report}");
     resolve(&h, "cckd", json!({ id: "activate_disk" })).await;
     assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
-    assert_eq!(h.director.cpi.get_disks(&vm).await.unwrap(), [disk.clone()]);
+    assert_eq!(h.director.cpi.get_disks(&vm).await.unwrap(), std::slice::from_ref(&disk));
     let (_, report) = api(&h, "GET", "/v1/deployments/cckd/cloud-check", None).await;
     assert_eq!(problems(&report), [], "{report}");
     assert_eq!(creates(&h), made, "no VM created");
