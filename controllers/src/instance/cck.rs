@@ -66,6 +66,7 @@ pub async fn run(
     let generation = cur.metadata.generation;
     let mut rebuild = false;
     let mut acted = false;
+    let mut resolved = Vec::new();
     let todo: Vec<_> = cur
         .spec
         .cloud_check
@@ -100,17 +101,14 @@ pub async fn run(
                 if open {
                     event(o, STAGE, &object, EventState::Finished, "", store).await;
                 }
-                let token = req.token;
-                patch(store, cur, |s| {
-                    s.cloud_check.resolved.insert(t, token);
-                })
-                .await?;
+                resolved.push((t, req.token));
             }
             Err(e) => {
                 let msg = format!("resolving {t}: {}", e.chain());
                 warn!(deployment = %dep, instance = %what, error = %msg, "resolution failed");
                 event(o, STAGE, &object, EventState::Failed, &msg, store).await;
                 let _ = patch(store, cur, |s| {
+                    s.cloud_check.resolved.extend(resolved.iter().copied());
                     set_condition(
                         &mut s.conditions,
                         ready(false, UPDATE_FAILED, msg.clone(), generation),
@@ -122,27 +120,33 @@ pub async fn run(
             }
         }
     }
-    if acted || cur.spec.cloud_check.scan != cur.status.cloud_check.scanned {
+    let problems = if acted || cur.spec.cloud_check.scan != cur.status.cloud_check.scanned {
         let problems = scan(ctx, cur).await?;
         info!(deployment = %dep, instance = %what, problems = problems.len(), "scanned");
-        let token = cur.spec.cloud_check.scan;
-        patch(store, cur, |s| {
-            s.cloud_check.problems = problems.clone();
-            s.cloud_check.scanned = token;
-        })
-        .await?;
-    }
+        Some(problems)
+    } else {
+        None
+    };
     let was_ready = find_condition(&cur.status.conditions, READY)
         .is_some_and(|c| c.status == ConditionStatus::True);
-    if !rebuild && was_ready && cur.status.converged_digest == digest(&cur.spec) {
-        patch(store, cur, |s| {
+    let restamp = !rebuild && was_ready && cur.status.converged_digest == digest(&cur.spec);
+    // One write for all of it: a reconcile that reads it sees either
+    // nothing done or everything, never "scanned but not ready".
+    let token = cur.spec.cloud_check.scan;
+    patch(store, cur, |s| {
+        s.cloud_check.resolved.extend(resolved.iter().copied());
+        if let Some(p) = &problems {
+            s.cloud_check.problems = p.clone();
+            s.cloud_check.scanned = token;
+        }
+        if restamp {
             if let Some(c) = s.conditions.iter_mut().find(|c| c.type_ == READY) {
                 c.observed_revision = generation;
             }
             s.observed_revision = generation;
-        })
-        .await?;
-    }
+        }
+    })
+    .await?;
     Ok(())
 }
 

@@ -238,7 +238,12 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     if cck::pending(&cur) {
-        cck::run(&ctx, &mut cur, &opts).await?;
+        // The cache may lag this controller's own last writes; a
+        // resolution must not be carried out twice, so look again.
+        cur = store.get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await?;
+        if cck::pending(&cur) {
+            cck::run(&ctx, &mut cur, &opts).await?;
+        }
     }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
