@@ -6,6 +6,7 @@
 use bosh_api::objects::ConfigType;
 use clap::{Parser, Subcommand};
 
+mod cck;
 mod configs;
 mod deployments;
 mod director;
@@ -122,6 +123,9 @@ enum Command {
     Recreate(instances::ActionArgs),
     /// Download an instance's logs: `logs -d NAME GROUP/INDEX`.
     Logs(instances::LogsArgs),
+    /// Scan a deployment for problems and resolve them (`--report`, `--auto`, `--resolution`).
+    #[command(visible_alias = "cck")]
+    CloudCheck(cck::CckArgs),
     /// Start a local environment (etcd, boshd with the local CPI and NATS) in the data dir.
     Up(env::UpArgs),
     /// Stop what `up` started (idempotent).
@@ -219,6 +223,7 @@ fn main() {
         }
         Command::Restart(a) => block_on(instances::act(a, instances::Action::Restart)),
         Command::Recreate(a) => block_on(instances::act(a, instances::Action::Recreate)),
+        Command::CloudCheck(a) => block_on(cck::run(a)),
         Command::Logs(a) => block_on(instances::logs(a)),
         Command::Up(a) => block_on(env::up(a)),
         Command::Down(a) => block_on(env::down(a)),

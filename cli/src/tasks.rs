@@ -54,7 +54,7 @@ pub struct EventsArgs {
     pub director: DirectorArgs,
 }
 
-fn task_name(id: u64) -> String {
+pub(crate) fn task_name(id: u64) -> String {
     format!("{id:010}")
 }
 

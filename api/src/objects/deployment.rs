@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Kind;
+use super::cloud_check::{CloudCheckSpec, CloudCheckStatus};
 use super::instance::DesiredState;
 use crate::meta::Condition;
 
@@ -68,6 +69,9 @@ pub struct DeploymentSpec {
     /// The task that carries out the current generation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<u64>,
+    /// Cloud-check requests: scan token and chosen resolutions (`cck`).
+    #[serde(default, skip_serializing_if = "CloudCheckSpec::is_empty")]
+    pub cloud_check: CloudCheckSpec,
 }
 
 /// Status of a Deployment.
@@ -83,6 +87,13 @@ pub struct DeploymentStatus {
     /// Instances per instance group that run the current generation.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ready_instances: BTreeMap<String, u32>,
+    /// What the last cloud-check scan found, and what was resolved.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub cloud_check: CloudCheckStatus,
+}
+
+fn is_default(s: &CloudCheckStatus) -> bool {
+    *s == CloudCheckStatus::default()
 }
 
 impl Kind for DeploymentSpec {

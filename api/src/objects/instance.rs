@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cloud_check::{InstanceCloudCheck, InstanceCloudCheckStatus};
 use super::{BlobRef, Kind};
 use crate::meta::Condition;
 
@@ -156,6 +157,11 @@ pub struct InstanceSpec {
     /// networks, env); differs from `status.vmHash` ⇒ recreate.
     #[serde(default)]
     pub vm_hash: String,
+    /// The deployment's cloud-check requests that concern this instance.
+    /// Not part of what the instance converges on: a change here scans or
+    /// resolves, and does not roll the instance out.
+    #[serde(default, skip_serializing_if = "InstanceCloudCheck::is_empty")]
+    pub cloud_check: InstanceCloudCheck,
 }
 
 /// Status of an Instance.
@@ -207,6 +213,14 @@ pub struct InstanceStatus {
     /// When the agent last changed health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_health_change: Option<DateTime<Utc>>,
+    /// Digest of the spec (without `cloudCheck`) that `Ready` was last
+    /// reached on, so a cloud-check-only spec change keeps the instance
+    /// converged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub converged_digest: String,
+    /// What the last cloud-check scan found, and what was resolved.
+    #[serde(default, skip_serializing_if = "InstanceCloudCheckStatus::is_empty")]
+    pub cloud_check: InstanceCloudCheckStatus,
 }
 
 impl Kind for InstanceSpec {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::meta::{Condition, ObjectMeta};
 
+mod cloud_check;
 mod compiled_package;
 mod config;
 mod deployment;
@@ -19,6 +20,10 @@ mod release;
 mod stemcell;
 mod task;
 
+pub use cloud_check::{
+    CloudCheckSpec, CloudCheckStatus, InstanceCloudCheck, InstanceCloudCheckStatus, Problem,
+    ProblemType, Resolution, ResolutionRequest,
+};
 pub use compiled_package::{
     CompileWorker, CompiledPackageSpec, CompiledPackageStatus, compile_key,
 };

@@ -8,7 +8,9 @@
 //! - `POST /v1/deployments/<name>/instances/actions` `{action, target?}`:
 //!   start, stop, stop --hard, restart, recreate ([`instances`]);
 //! - `GET /v1/deployments/<name>/instances[?ps=true]`, `POST .../logs`,
-//!   `GET .../variables` ([`instances`]).
+//!   `GET .../variables` ([`instances`]);
+//! - `POST|GET /v1/deployments/<name>/cloud-check`, `POST .../cloud-check/resolutions`:
+//!   scan for problems and choose their resolutions ([`cloud_check`]).
 //!
 //! Every write is a change of the Deployment's spec (compare-and-swap,
 //! retried on conflict) plus the number of the Task that carries it out
@@ -33,6 +35,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState};
 use crate::{tasks, validate};
 
+pub(super) mod cloud_check;
 pub(super) mod instances;
 
 /// The user tasks are recorded for (the API has one token, hence one user).

@@ -167,6 +167,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/deployments/{name}/instances/actions",
             axum::routing::post(deployments::instances::action),
         )
+        .route(
+            "/v1/deployments/{name}/cloud-check",
+            axum::routing::post(deployments::cloud_check::scan)
+                .get(deployments::cloud_check::report),
+        )
+        .route(
+            "/v1/deployments/{name}/cloud-check/resolutions",
+            axum::routing::post(deployments::cloud_check::resolve),
+        )
         .route("/v1/deployments/{name}/logs", axum::routing::post(deployments::instances::logs))
         .route(
             "/v1/deployments/{name}/variables",

@@ -140,6 +140,16 @@ pub struct CreateVm {
     pub env: serde_json::Value,
 }
 
+/// A VM as a CPI lists it: its cid and the tags `set_vm_metadata` gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedVm {
+    /// The VM's cid.
+    pub cid: String,
+    /// Its tags (`deployment`, `instance_group`, `id`, ...).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// BOSH's CPI method set, plus adoption by request id.
 #[async_trait]
 pub trait Cpi: Send + Sync {
@@ -209,4 +219,11 @@ pub trait Cpi: Send + Sync {
     async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()>;
     /// The disk created for `request_id`, if the IaaS has one.
     async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>>;
+
+    /// Every VM this CPI manages, with its tags; cloud-check's orphaned-VM
+    /// scan uses it. BOSH's CPI protocol has no such method, so the default
+    /// is `NotSupported` and the scan says it skipped the check.
+    async fn list_vms(&self) -> CpiResult<Vec<ListedVm>> {
+        Err(CpiError::NotSupported { method: "list_vms" })
+    }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Manifest, NetworkDefault, NetworkType};
 use bosh_api::objects::{
-    BlobRef, DesiredState, InstanceJob, InstanceNetwork, InstanceOverride, InstancePackage,
-    InstanceSpec, ReleaseSpec, StemcellSpec,
+    BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork,
+    InstanceOverride, InstancePackage, InstanceSpec, ReleaseSpec, StemcellSpec,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -42,6 +42,24 @@ pub struct Context<'a> {
     pub jobs: &'a BTreeMap<(String, String), Arc<JobTemplates>>,
     /// Operator requests, by group name or instance id.
     pub overrides: &'a BTreeMap<String, InstanceOverride>,
+    /// Cloud-check requests (scan token, resolutions by problem id).
+    pub cloud_check: &'a CloudCheckSpec,
+}
+
+/// The share of the deployment's cloud-check requests that concerns
+/// instance `name` (`group/uuid`): the scan token and the resolutions of
+/// problems whose id is `<name>/<type>`.
+pub fn cloud_check_of(cc: &CloudCheckSpec, name: &str) -> InstanceCloudCheck {
+    let prefix = format!("{name}/");
+    let resolutions = cc
+        .resolutions
+        .iter()
+        .filter_map(|(id, r)| {
+            let t = id.strip_prefix(&prefix)?;
+            bosh_api::objects::ProblemType::parse(t).map(|t| (t, *r))
+        })
+        .collect();
+    InstanceCloudCheck { scan: cc.scan, resolutions }
 }
 
 /// A planned instance's spec (without rendered templates yet) and what
@@ -294,6 +312,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         watch_time_ms: watch_max,
         config_hash: String::new(),
         vm_hash: String::new(),
+        cloud_check: cloud_check_of(cx.cloud_check, &format!("{}/{}", g.name, d.id)),
     };
     let render =
         RenderRequest { instance: template_context(cx.deployment, &spec), jobs: render_jobs };

@@ -15,7 +15,13 @@
 //!
 //! A deployment whose instances all hold their desired spec and are ready
 //! costs reads only: no etcd write, no CPI call, no agent call.
+//!
+//! Cloud check ([`cloud_check`]) rides on the same pass: the scan token and
+//! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
+//! once (not through the rollout: they do not change what an instance
+//! runs), and the task is finished only when every instance answered.
 
+pub mod cloud_check;
 pub mod desired;
 pub mod plan;
 pub mod rollout;
@@ -343,6 +349,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         compiled: &compiled,
         jobs: &jobs,
         overrides: &obj.spec.instances,
+        cloud_check: &obj.spec.cloud_check,
     };
     let mut built = Vec::new();
     for d in &planned.instances {
@@ -379,10 +386,27 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // The rollout step.
     let mut members = Vec::new();
     let mut desired_by_name = BTreeMap::new();
+    // Cloud-check requests reach every instance now; the rest of a change
+    // waits for the rollout.
+    let mut checked: BTreeMap<String, Object<InstanceSpec>> = BTreeMap::new();
+    for b in &built {
+        if let Some(cur) = by_id.get(b.spec.id.as_str())
+            && !cur.metadata.is_deleting()
+            && cur.spec.cloud_check != b.spec.cloud_check
+        {
+            let mut next = (*cur).clone();
+            next.spec.cloud_check = b.spec.cloud_check.clone();
+            checked.insert(b.spec.id.clone(), store.update_spec(&next).await?);
+        }
+    }
     for b in built {
         let key = format!("{}/{}", b.spec.group, b.spec.id);
         let current = by_id.get(b.spec.id.as_str()).copied();
-        let changed = current.is_none_or(|c| c.spec != b.spec);
+        let changed = current.is_none_or(|c| {
+            let mut theirs = c.spec.clone();
+            theirs.cloud_check = b.spec.cloud_check.clone();
+            theirs != b.spec
+        });
         let progress = current.map(progress_of).unwrap_or(Progress::InFlight);
         members.push(Member {
             name: key.clone(),
@@ -399,9 +423,9 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     for (key, canary) in &decision.write {
         let spec = desired_by_name[key].clone();
         let what = format!("{key} ({}){}", spec.index, if *canary { " (canary)" } else { "" });
-        match by_id.get(spec.id.as_str()) {
+        match checked.get(&spec.id).or_else(|| by_id.get(spec.id.as_str()).copied()) {
             Some(cur) => {
-                let mut next = (*cur).clone();
+                let mut next = cur.clone();
                 next.spec = spec;
                 store.update_spec(&next).await?;
             }
@@ -419,12 +443,19 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
             *counts.entry(m.group.clone()).or_default() += 1;
         }
     }
+    let mut dep = obj.clone();
+    let check = cloud_check::step(ctx, &mut dep, &mine).await?;
+    let obj = &dep;
     if let Some((inst, msg)) = &decision.failed {
         let message = format!("instance {inst} failed: {msg}");
         report(store, obj, Some(false), UPDATE_FAILED, message, counts).await?;
         return Ok(Action::requeue(WAIT));
     }
     if decision.done && deleting == 0 {
+        if let cloud_check::Progress::Waiting(message) = check {
+            report(store, obj, None, "CloudCheck", message, counts).await?;
+            return Ok(Action::requeue(POLL));
+        }
         let total: u32 = counts.values().sum();
         report(store, obj, Some(true), "Deployed", format!("{total} instances ready"), counts)
             .await?;

@@ -21,7 +21,10 @@
 //! - [`vm`]: creating, adopting and deleting the VM.
 //! - [`disk`]: the persistent disk: create, attach, mount, orphan.
 //! - [`jobs`]: the agent side: apply, drain, stop, scripts, start, watch.
+//! - [`cck`]: cloud check: scans and problem resolutions, when asked.
+//! - [`resurrect`]: recreating what the health monitor found unresponsive.
 
+pub mod cck;
 pub mod disk;
 pub mod jobs;
 pub mod resurrect;
@@ -234,6 +237,14 @@ pub async fn reconcile(
         info!(deployment = %dep_name, instance = %what, "instance deleted");
         return Ok(Action::await_change());
     }
+    if cck::pending(&cur) {
+        // The cache may lag this controller's own last writes; a
+        // resolution must not be carried out twice, so look again.
+        cur = store.get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await?;
+        if cck::pending(&cur) {
+            cck::run(&ctx, &mut cur, &opts).await?;
+        }
+    }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
             return resurrect::run(&ctx, cur, opts).await;
@@ -246,7 +257,9 @@ pub async fn reconcile(
     match drive(&ctx, &mut cur, &opts).await {
         Ok(()) => {
             let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
+            let digest = cck::digest(&cur.spec);
             patch(store, &mut cur, |s| {
+                s.converged_digest = digest.clone();
                 set_condition(
                     &mut s.conditions,
                     ready(true, "Converged", state.clone(), generation),

@@ -310,4 +310,8 @@ impl Cpi for CountingCpi {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.find_disk_by_request(id).await
     }
+    async fn list_vms(&self) -> CpiResult<Vec<crate::cpi::ListedVm>> {
+        self.total.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_vms().await
+    }
 }

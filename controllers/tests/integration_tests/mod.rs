@@ -6,6 +6,7 @@ mod api_deployments;
 mod boshd;
 mod boshd_deploy;
 mod bus;
+mod cck;
 mod compile;
 mod cpi;
 mod deploy;

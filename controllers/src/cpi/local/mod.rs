@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 
 mod inventory;
+mod list;
 pub mod process;
 
 pub use inventory::Inventory;
@@ -448,6 +449,10 @@ impl super::Cpi for LocalCpi {
         let disks: BTreeMap<String, DiskRecord> =
             self.records.all(DISKS).map_err(io("find_disk_by_request"))?;
         Ok(disks.into_iter().find(|(_, d)| d.request_id == request_id).map(|(c, _)| c))
+    }
+
+    async fn list_vms(&self) -> CpiResult<Vec<super::ListedVm>> {
+        self.listed_vms()
     }
 }
 
