@@ -84,8 +84,13 @@ pub struct Heartbeats {
 impl Heartbeats {
     /// Records a heartbeat.
     pub fn heard(&self, hb: &Heartbeat) {
+        self.heard_at(hb, Instant::now());
+    }
+
+    /// Records a heartbeat as heard at `at`.
+    fn heard_at(&self, hb: &Heartbeat, at: Instant) {
         self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seen = Seen { at: Instant::now(), job_state: Some(hb.job_state) };
+        let seen = Seen { at, job_state: Some(hb.job_state) };
         self.agents.lock().expect("heartbeats").insert(hb.agent_id.clone(), seen);
     }
 
@@ -278,22 +283,16 @@ mod tests {
     #[test]
     fn prune_forgets_only_long_silent_agents() {
         let hb = Heartbeats::default();
-        for a in ["a", "b"] {
-            hb.heard(&Heartbeat {
-                agent_id: a.into(),
-                job_state: JobState::Running,
-                ..Default::default()
-            });
-        }
-        assert_eq!(hb.prune(Duration::from_secs(3600)), 0);
-        assert_eq!(hb.len(), 2);
-        std::thread::sleep(Duration::from_millis(300));
-        hb.heard(&Heartbeat {
-            agent_id: "b".into(),
+        let beat = |a: &str| Heartbeat {
+            agent_id: a.into(),
             job_state: JobState::Running,
             ..Default::default()
-        });
-        assert_eq!(hb.prune(Duration::from_millis(200)), 1, "a was silent for longer");
+        };
+        hb.heard_at(&beat("a"), Instant::now() - Duration::from_secs(700));
+        hb.heard(&beat("b"));
+        assert_eq!(hb.prune(Duration::from_secs(3600)), 0);
+        assert_eq!(hb.len(), 2);
+        assert_eq!(hb.prune(Duration::from_secs(600)), 1, "a was silent for longer");
         assert_eq!(hb.len(), 1);
         assert_eq!(hb.health("b", Duration::from_secs(60)), "running");
     }

@@ -189,7 +189,7 @@ async fn resolve(
                 }
             }
             if let Some(agent) = cur.status.agent_id.clone() {
-                d.bus.revoke(&agent).await?;
+                d.bus.revoke(&ctx.store, &agent).await?;
             }
             patch(store, cur, |s| {
                 s.vm_cid = None;
