@@ -146,3 +146,94 @@ async fn deploy_follows_the_task_and_fails_with_it() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("canary failed"), "{stderr}");
 }
+
+/// Finishes the task the deployment's spec names (as the controllers would)
+/// once `ready` says the request reached the spec; returns that spec.
+async fn finish_task(
+    d: &Director,
+    ready: impl Fn(&DeploymentSpec) -> bool,
+    then: impl FnOnce(&mut bosh_api::Object<DeploymentSpec>),
+) -> DeploymentSpec {
+    let mut dep = eventually(Duration::from_secs(20), "the request in the spec", || async {
+        let dep = d.store.try_get::<DeploymentSpec>(None, "hello").await.ok().flatten()?;
+        ready(&dep.spec).then_some(dep)
+    })
+    .await
+    .unwrap();
+    then(&mut dep);
+    d.store.update_status(&dep).await.unwrap();
+    let task = dep.spec.task.unwrap();
+    bosh_controllers::tasks::set_task_state(&d.store, task, TaskState::Done, "ok").await.unwrap();
+    dep.spec
+}
+
+/// `cck --report` starts a scan, waits for its task, prints the problems
+/// as a table and exits 1 when there are any; `--resolution TYPE=RES`
+/// writes the choice for every problem of that type into the Deployment.
+#[tokio::test]
+async fn cck_reports_problems_and_records_chosen_resolutions() {
+    use bosh_api::objects::{Problem, ProblemType, Resolution};
+
+    let d = director().await;
+    boshctl(&d, &["update-cloud-config", &example("cloud-config.yml")]).await;
+    let deploy = command(&d, &["deploy", "-d", "hello", &example("hello.yml")]).output();
+    let (_, spec) = tokio::join!(deploy, finish_task(&d, |s| s.task.is_some(), |_| {}));
+    let deploy_task = spec.task;
+
+    let problem = Problem::new(
+        Problem::instance_id("web/abc", ProblemType::MissingVm),
+        ProblemType::MissingVm,
+        "VM vm-1 of web/abc (0) is missing".into(),
+    );
+    let scanned = |p: Problem| {
+        move |dep: &mut bosh_api::Object<DeploymentSpec>| {
+            dep.status.cloud_check.scanned = dep.spec.cloud_check.scan;
+            dep.status.cloud_check.problems = vec![p];
+        }
+    };
+    let report = command(&d, &["cck", "-d", "hello", "--report"]).output();
+    let (out, _) = tokio::join!(
+        report,
+        finish_task(&d, |s| s.cloud_check.scan == 1, scanned(problem.clone()))
+    );
+    let out = out.unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("web/abc/missing_vm") && stdout.contains("recreate_vm"), "{stdout}");
+    assert!(stdout.contains("1 problems"), "{stdout}");
+    assert!(stderr.contains("1 problems found in deployment hello"), "{stderr}");
+
+    // A resolution the problem does not offer: refused, nothing written.
+    let before = d.store.get::<DeploymentSpec>(None, "hello").await.unwrap();
+    let bad =
+        command(&d, &["cck", "-d", "hello", "--resolution", "missing_vm=reattach_disk"]).output();
+    let (out, _) =
+        tokio::join!(bad, finish_task(&d, |s| s.cloud_check.scan == 2, scanned(problem.clone())));
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("web/abc/missing_vm"));
+    let after = d.store.get::<DeploymentSpec>(None, "hello").await.unwrap();
+    assert!(after.spec.cloud_check.resolutions.is_empty());
+    assert_eq!(after.spec.cloud_check.scan, before.spec.cloud_check.scan + 1, "only the scan");
+
+    let fix =
+        command(&d, &["cck", "-d", "hello", "--resolution", "missing_vm=recreate_vm"]).output();
+    let fixed = async {
+        finish_task(&d, |s| s.cloud_check.scan == 3, scanned(problem.clone())).await;
+        finish_task(
+            &d,
+            |s| !s.cloud_check.resolutions.is_empty(),
+            |dep| {
+                dep.status.cloud_check.problems.clear();
+            },
+        )
+        .await
+    };
+    let (out, spec) = tokio::join!(fix, fixed);
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let chosen = &spec.cloud_check.resolutions["web/abc/missing_vm"];
+    assert_eq!(chosen.resolution, Resolution::RecreateVm);
+    assert_ne!(spec.task, deploy_task, "the resolution runs under a task of its own");
+}
