@@ -207,8 +207,9 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
 
 /// (b) A disk unmounted behind the director's back is a
 /// `mount_info_mismatch` that `reattach_disk` fixes; one detached in the
-/// CPI is an `inactive_disk` that `activate_disk` fixes; the disk's data
-/// survives both, and no VM is created.
+/// CPI is an `inactive_disk` that `activate_disk` fixes; a stopped agent is
+/// an `unresponsive_agent` that `ignore` leaves and `reboot_vm` fixes; the
+/// disk's data survives all of it, and no VM is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     let h = world(64).await;
@@ -242,5 +243,36 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(creates(&h), made, "no VM created");
     let i: Object<InstanceSpec> = h.store.get(Some("cckd"), &inst.metadata.name).await.unwrap();
     assert_eq!(i.status.vm_cid.as_deref(), Some(vm.as_str()));
+
+    // A stopped (SIGSTOP) agent is an `unresponsive_agent`; `ignore`
+    // changes nothing and the problem stays; `reboot_vm` brings the same
+    // VM back with its disk mounted and its jobs running.
+    let quiet = ConfigSpec {
+        type_: ConfigType::Resurrection,
+        content: json!({"rules": [{"enabled": false, "include": {"deployments": ["cckd"]}}]}),
+    };
+    h.store.create(&Object::new(ObjectMeta::named("resurrection/cckd"), quiet)).await.unwrap();
+    let out = Command::new("pkill")
+        .args(["-STOP", "-f", &format!("vms/{vm}/settings.json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = scan(&h, "cckd").await;
+    let id = format!("{}/unresponsive_agent", inst.metadata.name);
+    assert_eq!(problems(&report), [(id.clone(), "unresponsive_agent".to_string())], "{report}");
+    let mutations = |h: &Harness| (creates(h), h.cpi.deleted.lock().unwrap().len());
+    let before = mutations(&h);
+    resolve(&h, "cckd", json!({ id.clone(): "ignore" })).await;
+    assert_eq!(mutations(&h), before, "ignore changes nothing");
+    let (_, report) = api(&h, "GET", "/v1/deployments/cckd/cloud-check", None).await;
+    assert_eq!(problems(&report), [(id.clone(), "unresponsive_agent".to_string())], "{report}");
+    resolve(&h, "cckd", json!({ id: "reboot_vm" })).await;
+    assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
+    let (_, report) = api(&h, "GET", "/v1/deployments/cckd/cloud-check", None).await;
+    assert_eq!(problems(&report), [], "{report}");
+    assert_eq!(creates(&h), made, "a reboot creates no VM");
+    let i: Object<InstanceSpec> = h.store.get(Some("cckd"), &inst.metadata.name).await.unwrap();
+    assert_eq!(i.status.vm_cid.as_deref(), Some(vm.as_str()));
+    assert_eq!(i.status.phase, "running");
     h.stop().await.unwrap();
 }
