@@ -192,15 +192,9 @@ async fn resolve(
                 d.bus.revoke(&ctx.store, &agent).await?;
             }
             patch(store, cur, |s| {
-                s.vm_cid = None;
-                s.pending_create = None;
-                s.agent_id = None;
-                s.vm_hash.clear();
-                s.applied_hash.clear();
-                s.processes.clear();
+                vm::forget(s);
                 s.disk_cid = None;
                 s.health.clear();
-                s.phase = "detached".into();
             })
             .await?;
             Ok(cur.spec.desired_state != DesiredState::Detached)

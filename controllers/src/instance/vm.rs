@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::NetworkSettings;
-use bosh_api::objects::{InstanceSpec, StemcellSpec};
+use bosh_api::objects::{InstanceSpec, InstanceStatus, StemcellSpec};
 use tracing::info;
 
 use super::{Error, Instances, patch};
@@ -170,14 +170,16 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     if let Some(agent) = cur.status.agent_id.clone() {
         d.bus.revoke(&ctx.store, &agent).await?;
     }
-    patch(&ctx.store, cur, |s| {
-        s.vm_cid = None;
-        s.pending_create = None;
-        s.agent_id = None;
-        s.vm_hash.clear();
-        s.applied_hash.clear();
-        s.processes.clear();
-        s.phase = "detached".into();
-    })
-    .await
+    patch(&ctx.store, cur, forget).await
+}
+
+/// Clears what the status says about a VM (it is gone, or forgotten).
+pub fn forget(s: &mut InstanceStatus) {
+    s.vm_cid = None;
+    s.pending_create = None;
+    s.agent_id = None;
+    s.vm_hash.clear();
+    s.applied_hash.clear();
+    s.processes.clear();
+    s.phase = "detached".into();
 }

@@ -23,31 +23,48 @@ use super::setup;
 
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);
 
-const CLOUD: &str = "
-azs: [{name: z1}]
-vm_types: [{name: small}]
+/// A cloud config with one AZ and one manual subnet `127.77.<subnet>.0/24`.
+pub(super) fn cloud_config(subnet: u8) -> serde_json::Value {
+    let text = format!(
+        "
+azs: [{{name: z1}}]
+vm_types: [{{name: small}}]
 networks:
 - name: default
   type: manual
-  subnets: [{range: 127.77.56.0/24, gateway: 127.77.56.1, azs: [z1], reserved: [127.77.56.2 - 127.77.56.9]}]
-compilation: {workers: 2, az: z1, vm_type: small, network: default}
-";
+  subnets: [{{range: 127.77.{subnet}.0/24, gateway: 127.77.{subnet}.1, azs: [z1], reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]}}]
+compilation: {{workers: 2, az: z1, vm_type: small, network: default}}
+"
+    );
+    bosh_api::yaml::parse_value(&text, "cloud.yml").unwrap()
+}
 
-const MANIFEST: &str = "
+/// The `hello` deployment: `instances` of the example job with a
+/// persistent disk, rolled out `max_in_flight` at a time after one canary.
+pub(super) fn hello_manifest(
+    instances: u32,
+    max_in_flight: u32,
+    greeting: &str,
+) -> serde_json::Value {
+    let text = format!(
+        "
 name: hello
-releases: [{name: hello, version: latest}]
-stemcells: [{alias: default, os: local, version: latest}]
-update: {canaries: 1, max_in_flight: 1, canary_watch_time: 300-20000, update_watch_time: 300-20000}
+releases: [{{name: hello, version: latest}}]
+stemcells: [{{alias: default, os: local, version: latest}}]
+update: {{canaries: 1, max_in_flight: {max_in_flight}, canary_watch_time: 300-20000, update_watch_time: 300-20000}}
 instance_groups:
 - name: web
-  instances: 3
+  instances: {instances}
   azs: [z1]
   vm_type: small
   stemcell: default
   persistent_disk: 16
-  networks: [{name: default}]
-  jobs: [{name: hello, release: hello, properties: {greeting: from etcdctl}}]
-";
+  networks: [{{name: default}}]
+  jobs: [{{name: hello, release: hello, properties: {{greeting: {greeting}}}}}]
+"
+    );
+    bosh_api::yaml::parse_value(&text, "hello.yml").unwrap()
+}
 
 /// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses
 /// they were created with, as real VMs keep a director's address.
@@ -213,10 +230,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     let _reaper = VmReaper(dir.join("boshd/cpi"));
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec {
-            type_: ConfigType::Cloud,
-            content: bosh_api::yaml::parse_value(CLOUD, "cloud.yml").unwrap(),
-        },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(56) },
     );
     store.create(&cloud).await.unwrap();
     let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
@@ -231,7 +245,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
         "apiVersion": bosh_api::objects::API_VERSION,
         "kind": "Deployment",
         "metadata": {"name": "hello"},
-        "spec": {"manifest": bosh_api::yaml::parse_value(MANIFEST, "hello.yml").unwrap()},
+        "spec": {"manifest": hello_manifest(3, 1, "from etcdctl")},
     });
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

@@ -19,7 +19,8 @@ use bosh_controllers::cpi::local::LocalCpi;
 use bosh_test_utils::{eventually, free_port};
 
 use super::boshd_deploy::{
-    Boshd, VmReaper, api, inventory, kill, spawn_boshd_with, upload_stemcell_and_release,
+    Boshd, VmReaper, api, cloud_config, hello_manifest, inventory, kill, spawn_boshd_with,
+    upload_stemcell_and_release,
 };
 use super::setup;
 
@@ -38,32 +39,6 @@ const ELECTIONS: [&str; 7] = [
     "instance",
     "health-monitor",
 ];
-
-const CLOUD: &str = "
-azs: [{name: z1}]
-vm_types: [{name: small}]
-networks:
-- name: default
-  type: manual
-  subnets: [{range: 127.77.65.0/24, gateway: 127.77.65.1, azs: [z1], reserved: [127.77.65.2 - 127.77.65.9]}]
-compilation: {workers: 2, az: z1, vm_type: small, network: default}
-";
-
-const MANIFEST: &str = "
-name: hello
-releases: [{name: hello, version: latest}]
-stemcells: [{alias: default, os: local, version: latest}]
-update: {canaries: 1, max_in_flight: 2, canary_watch_time: 300-20000, update_watch_time: 300-20000}
-instance_groups:
-- name: web
-  instances: 2
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  persistent_disk: 16
-  networks: [{name: default}]
-  jobs: [{name: hello, release: hello, properties: {greeting: from two directors}}]
-";
 
 /// The nats-server both replicas share, stopped however the test ends.
 struct NatsServer(Child);
@@ -238,10 +213,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     let _logs = LogsOnFailure(dir.clone());
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec {
-            type_: ConfigType::Cloud,
-            content: bosh_api::yaml::parse_value(CLOUD, "cloud.yml").unwrap(),
-        },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(65) },
     );
     store.create(&cloud).await.unwrap();
     let shared = Shared {
@@ -259,7 +231,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     assert_eq!(token, token1, "both replicas accept the one token kept in etcd");
     upload_stemcell_and_release(&dir, &url, &token).await;
 
-    let manifest = bosh_api::yaml::parse_value(MANIFEST, "hello.yml").unwrap();
+    let manifest = hello_manifest(2, 2, "from two directors");
     let deployment =
         Object::new(ObjectMeta::named("hello"), DeploymentSpec { manifest, ..Default::default() });
     store.create(&deployment).await.unwrap();
