@@ -477,10 +477,12 @@ async fn walk(
                 let (ctx, env, pkg2, reuse) = (ctx.clone(), env.clone(), pkg.clone(), pool.pop());
                 let (os, version) = (p.os.clone(), p.version.clone());
                 running.insert(pkg.key.clone());
-                set.spawn(async move {
+                // A spawned task does not inherit the reconcile's fence.
+                let fence = ctx.fence.clone();
+                set.spawn(crate::cpi::FENCE.scope(fence, async move {
                     let key = pkg2.key.clone();
                     (key, compile_one(&ctx, &env, &os, &version, &pkg2, deps, reuse).await)
-                });
+                }));
             }
         }
         let Some(joined) = set.join_next().await else { break };

@@ -105,6 +105,10 @@ impl ExternalCpi {
             .map(str::to_string)
             .unwrap_or_else(|| format!("cpi-{}", uuid::Uuid::new_v4()));
         context.insert("request_id".into(), rid.into());
+        if let Some(f) = super::current_fence() {
+            // bosh-rs's addition: lets a CPI refuse a deposed leader's call.
+            context.insert("fence".into(), json!({"key": f.key, "revision": f.revision}));
+        }
         let request = json!({
             "method": method,
             "arguments": arguments,

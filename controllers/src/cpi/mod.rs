@@ -28,6 +28,23 @@ use serde::{Deserialize, Serialize};
 pub mod external;
 pub mod local;
 
+tokio::task_local! {
+    /// The fencing token of the controller term a CPI call is made in. The
+    /// controller runtime sets it around every reconcile, so every CPI call
+    /// carries it without each call site passing it: the external CPI puts
+    /// it in the request's `context` (`fence`), and the local CPI refuses a
+    /// mutation whose token is older than one it has already seen for the
+    /// same election — a deposed leader's late call, once the new leader
+    /// has acted.
+    pub static FENCE: bosh_api::store::Fence;
+}
+
+/// The fence of the running reconcile, if any (none for the API's own
+/// calls, or tools).
+pub fn current_fence() -> Option<bosh_api::store::Fence> {
+    FENCE.try_with(Clone::clone).ok()
+}
+
 /// Why a CPI call failed, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CpiError {

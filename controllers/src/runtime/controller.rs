@@ -291,7 +291,8 @@ where
             object = %key,
             generation = obj.metadata.generation,
         );
-        let fut = (self.reconcile)(obj.clone(), ctx.clone());
+        let fut =
+            crate::cpi::FENCE.scope(ctx.fence.clone(), (self.reconcile)(obj.clone(), ctx.clone()));
         let result = AssertUnwindSafe(fut).catch_unwind().instrument(span.clone()).await;
         self.stats.reconciles.fetch_add(1, Ordering::Relaxed);
         let action = match result {

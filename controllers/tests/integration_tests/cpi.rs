@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bosh_api::agent::Settings;
+use bosh_api::store::Fence;
 use bosh_controllers::cpi::external::ExternalCpi;
 use bosh_controllers::cpi::local::LocalCpi;
-use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
+use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, FENCE, VmNetwork};
 use bosh_test_utils::eventually;
 use serde_json::json;
 
@@ -71,6 +72,18 @@ async fn external_cpi_round_trip() {
     assert!(!cpi.has_vm(&vm).await.unwrap());
     let gone = cpi.delete_vm(&vm).await.unwrap_err();
     assert!(matches!(gone, CpiError::NotFound { what: "vm", ref cid } if *cid == vm), "{gone}");
+
+    // Made in a controller's term, a call carries its fencing token.
+    let fence = Fence { key: "/bosh/leases/instance".into(), revision: 42 };
+    FENCE.scope(fence, cpi.has_vm(&vm)).await.unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    let calls = state["calls"].as_array().unwrap();
+    assert_eq!(
+        calls.last().unwrap()["fence"],
+        json!({"key": "/bosh/leases/instance", "revision": 42})
+    );
+    assert!(calls[0]["fence"].is_null(), "no fence outside a controller's term");
 
     let logs = cpi.take_logs();
     assert!(
@@ -282,4 +295,36 @@ async fn local_cpis_sharing_a_directory_see_one_world() {
     assert!(c.has_disk("disk-1").await.unwrap());
     assert!(!old.join("inventory.json").exists());
     assert_eq!(LocalCpi::inventory(&old).unwrap().stemcells.len(), 1);
+}
+
+/// A mutation carrying a fencing token older than one the local CPI has
+/// seen for the same election is refused (a deposed leader's late call);
+/// a newer one, another election's, or a call outside any term passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cpi_refuses_a_deposed_leaders_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpi = LocalCpi::open(&dir.path().join("cpi")).unwrap();
+    let fence = |key: &str, revision| Fence { key: format!("/bosh/leases/{key}"), revision };
+    let none = json!({});
+
+    let new = FENCE.scope(fence("instance", 20), cpi.create_disk("r-1", 1, &none, None));
+    let disk = new.await.unwrap();
+    let old = FENCE.scope(fence("instance", 10), cpi.create_disk("r-2", 1, &none, None));
+    let e = old.await.unwrap_err();
+    assert!(e.to_string().contains("older than 20"), "{e}");
+    assert!(!e.is_retryable());
+    assert_eq!(
+        LocalCpi::inventory(&dir.path().join("cpi")).unwrap().disks.len(),
+        1,
+        "nothing made"
+    );
+    let stale_delete = FENCE.scope(fence("instance", 19), cpi.delete_disk(&disk));
+    assert!(stale_delete.await.is_err(), "a deposed leader deletes nothing");
+    assert!(cpi.has_disk(&disk).await.unwrap());
+
+    let other = FENCE.scope(fence("compilation", 5), cpi.create_disk("r-3", 1, &none, None));
+    other.await.unwrap();
+    cpi.create_disk("r-4", 1, &none, None).await.unwrap();
+    FENCE.scope(fence("instance", 21), cpi.delete_disk(&disk)).await.unwrap();
+    assert!(!cpi.has_disk(&disk).await.unwrap());
 }

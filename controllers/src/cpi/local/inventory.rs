@@ -88,6 +88,8 @@ pub const VMS: &str = "vms";
 pub const DISKS: &str = "disks";
 /// Snapshot records (the snapshot's disk cid).
 pub const SNAPSHOTS: &str = "snapshots";
+/// The newest fencing token seen per election (not part of the view).
+pub const FENCES: &str = "fences";
 
 /// The record files under one CPI directory.
 #[derive(Debug, Clone)]
@@ -105,7 +107,7 @@ impl Records {
     /// (`inventory.json`, the layout before records) into records once.
     pub fn init(cpi_root: &Path) -> std::io::Result<Records> {
         let r = Records::new(cpi_root);
-        for kind in [STEMCELLS, VMS, DISKS, SNAPSHOTS] {
+        for kind in [STEMCELLS, VMS, DISKS, SNAPSHOTS, FENCES] {
             std::fs::create_dir_all(r.root.join(kind))?;
         }
         let old = cpi_root.join("inventory.json");
@@ -149,6 +151,19 @@ impl Records {
         let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, &path)
+    }
+
+    /// When a record was last written.
+    pub fn modified(
+        &self,
+        kind: &str,
+        cid: &str,
+    ) -> std::io::Result<Option<std::time::SystemTime>> {
+        match std::fs::metadata(self.path(kind, cid)) {
+            Ok(m) => m.modified().map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes one record; whether it was there.

@@ -31,7 +31,7 @@ mod list;
 pub mod process;
 
 pub use inventory::Inventory;
-use inventory::{DISKS, DiskRecord, Records, SNAPSHOTS, STEMCELLS, VMS, VmRecord};
+use inventory::{DISKS, DiskRecord, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS, VmRecord};
 use process::ProcId;
 
 pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, build_image};
@@ -44,6 +44,10 @@ pub struct LocalCpi {
     /// across a wait).
     lock: Mutex<()>,
 }
+
+/// How long a fencing token seen is remembered (far longer than any
+/// lease: a deposed leader's late call comes within it).
+const FENCE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn io(method: &'static str) -> impl FnOnce(std::io::Error) -> CpiError {
     move |e| CpiError::permanent(method, e)
@@ -98,6 +102,40 @@ impl LocalCpi {
     /// tools: a view, not something to write back).
     pub fn inventory(root: &Path) -> std::io::Result<Inventory> {
         Inventory::load(&std::path::absolute(root)?)
+    }
+
+    /// Admits a mutation: refused when the fencing token it carries (see
+    /// [`super::FENCE`]) is older than one seen for the same election, as
+    /// a storage system refuses a deposed lock holder. A token seen more
+    /// than [`FENCE_MEMORY`] ago is forgotten, so a director whose etcd
+    /// was rebuilt (revisions start again) is not locked out for good.
+    fn admit(&self, method: &'static str) -> CpiResult<()> {
+        let Some(f) = super::current_fence() else { return Ok(()) };
+        let name = f.key.trim_start_matches('/').replace('/', "_");
+        let fresh = self
+            .records
+            .modified(FENCES, &name)
+            .map_err(io(method))?
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < FENCE_MEMORY);
+        let seen: i64 = if fresh {
+            self.records.get(FENCES, &name).map_err(io(method))?.unwrap_or(0)
+        } else {
+            0
+        };
+        if f.revision < seen {
+            warn!(method, fence = %f, newest = seen, "refused a call from a deposed leader");
+            return Err(CpiError::Permanent {
+                method,
+                message: format!(
+                    "fencing token {f} is older than {seen}: another director leads now"
+                ),
+            });
+        }
+        if f.revision > seen || !fresh {
+            self.records.put(FENCES, &name, &f.revision).map_err(io(method))?;
+        }
+        Ok(())
     }
 
     fn vm(&self, cid: &str, method: &'static str) -> CpiResult<VmRecord> {
@@ -178,6 +216,7 @@ impl super::Cpi for LocalCpi {
         image_path: &Path,
         cloud_properties: &serde_json::Value,
     ) -> CpiResult<String> {
+        self.admit("create_stemcell")?;
         let cid = new_cid("sc");
         let dir = self.stemcell_dir(&cid);
         std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
@@ -200,6 +239,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.admit("delete_stemcell")?;
         if !self.records.remove(STEMCELLS, cid).map_err(io("delete_stemcell"))? {
             return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
         }
@@ -208,6 +248,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.admit("create_vm")?;
         const M: &str = "create_vm";
         if req.request_id.is_empty() || req.agent_id.is_empty() {
             return Err(CpiError::permanent(M, "request_id and agent_id are required"));
@@ -255,6 +296,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.admit("delete_vm")?;
         const M: &str = "delete_vm";
         let vm = self.vm(cid, M)?;
         if let Some(p) = vm.proc {
@@ -295,6 +337,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.admit("reboot_vm")?;
         let _guard = self.lock.lock().await;
         let mut vm = self.vm(cid, "reboot_vm")?;
         if let Some(p) = vm.proc {
@@ -309,6 +352,7 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()> {
+        self.admit("set_vm_metadata")?;
         let _guard = self.lock.lock().await;
         let mut vm = self.vm(cid, "set_vm_metadata")?;
         vm.metadata = metadata.clone();
@@ -339,6 +383,7 @@ impl super::Cpi for LocalCpi {
         _cloud_properties: &serde_json::Value,
         _vm_hint: Option<&str>,
     ) -> CpiResult<String> {
+        self.admit("create_disk")?;
         if size_mb == 0 {
             return Err(CpiError::permanent("create_disk", "size must be positive"));
         }
@@ -357,6 +402,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.admit("delete_disk")?;
         let _guard = self.lock.lock().await;
         let disk = self.disk(cid, "delete_disk")?;
         if let Some(vm) = &disk.attached_to {
@@ -376,6 +422,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        self.admit("attach_disk")?;
         const M: &str = "attach_disk";
         let _guard = self.lock.lock().await;
         let mut disk = self.disk(disk_cid, M)?;
@@ -399,6 +446,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        self.admit("detach_disk")?;
         const M: &str = "detach_disk";
         let _guard = self.lock.lock().await;
         let mut disk = self.disk(disk_cid, M)?;
@@ -415,6 +463,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
+        self.admit("resize_disk")?;
         let _guard = self.lock.lock().await;
         let mut disk = self.disk(cid, "resize_disk")?;
         if size_mb < disk.size_mb {
@@ -429,6 +478,7 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         _metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String> {
+        self.admit("snapshot_disk")?;
         self.disk(cid, "snapshot_disk")?;
         let snap = new_cid("snap");
         copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
@@ -438,6 +488,7 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
+        self.admit("delete_snapshot")?;
         if !self.records.remove(SNAPSHOTS, snapshot_cid).map_err(io("delete_snapshot"))? {
             return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
         }
