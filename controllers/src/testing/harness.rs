@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CountingCpi, LocalWorld, LocalWorldRest};
 use crate::api::{self, ApiState};
+use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
 use crate::director::Director;
 use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
@@ -202,6 +203,25 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             bail!("release upload: {}", r.text().await?);
         }
         Ok(())
+    }
+
+    /// Waits (up to `deadline`) for deployment `name`'s `PackagesCompiled`
+    /// to settle: True, or False for a reason other than the transient
+    /// `Compiling` and `StemcellNotImported`.
+    pub async fn packages_compiled(
+        &self,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<bosh_api::meta::Condition> {
+        use bosh_api::ConditionStatus;
+        eventually(deadline, &format!("{name} to finish compiling"), || async {
+            let d: Object<DeploymentSpec> = self.store.get(None, name).await.ok()?;
+            let c = bosh_api::meta::find_condition(&d.status.conditions, PACKAGES_COMPILED)?;
+            let settled = c.status == ConditionStatus::True
+                || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+            settled.then(|| c.clone())
+        })
+        .await
     }
 
     /// Stops the controllers and waits for them.

@@ -20,7 +20,9 @@ use crate::cpi::local::{self, LocalCpi};
 use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 mod harness;
+mod manifest;
 pub use harness::{Harness, HarnessOptions, TOKEN, example_release};
+pub use manifest::WebManifest;
 
 /// Everything a director needs to run local VMs, private to one test.
 pub struct LocalWorld {

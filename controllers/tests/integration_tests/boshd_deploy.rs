@@ -15,6 +15,7 @@ use bosh_api::objects::{
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::cpi::local::LocalCpi;
+use bosh_controllers::testing::WebManifest;
 use bosh_test_utils::eventually;
 use futures::StreamExt;
 
@@ -46,24 +47,13 @@ pub(super) fn hello_manifest(
     max_in_flight: u32,
     greeting: &str,
 ) -> serde_json::Value {
-    let text = format!(
-        "
-name: hello
-releases: [{{name: hello, version: latest}}]
-stemcells: [{{alias: default, os: local, version: latest}}]
-update: {{canaries: 1, max_in_flight: {max_in_flight}, canary_watch_time: 300-20000, update_watch_time: 300-20000}}
-instance_groups:
-- name: web
-  instances: {instances}
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  persistent_disk: 16
-  networks: [{{name: default}}]
-  jobs: [{{name: hello, release: hello, properties: {{greeting: {greeting}}}}}]
-"
-    );
-    bosh_api::yaml::parse_value(&text, "hello.yml").unwrap()
+    WebManifest {
+        max_in_flight,
+        persistent_disk_mb: 16,
+        properties: serde_json::json!({"port": 8080, "greeting": greeting}),
+        ..WebManifest::hello("hello", instances)
+    }
+    .value()
 }
 
 /// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses

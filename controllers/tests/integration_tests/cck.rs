@@ -32,8 +32,8 @@ async fn world(subnet: u8) -> Harness {
     h
 }
 
-async fn deployed(h: &Harness, name: &str, n: u32, extra: &str) -> Vec<Object<InstanceSpec>> {
-    let t = h.apply(name, manifest(name, n, "alive", extra)).await;
+async fn deployed(h: &Harness, name: &str, n: u32, disk_mb: u64) -> Vec<Object<InstanceSpec>> {
+    let t = h.apply(name, manifest(name, n, "alive", disk_mb)).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
     h.instances(name).await
@@ -113,7 +113,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
         content: json!({"rules": [{"enabled": false, "include": {"deployments": ["cck"]}}]}),
     };
     h.store.create(&Object::new(ObjectMeta::named("resurrection/cck"), quiet)).await.unwrap();
-    let instances = deployed(&h, "cck", 2, "").await;
+    let instances = deployed(&h, "cck", 2, 0).await;
     let report = scan(&h, "cck").await;
     assert_eq!(problems(&report), [], "a healthy deployment: {report}");
 
@@ -213,7 +213,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     let h = world(64).await;
-    let inst = deployed(&h, "cckd", 1, "  persistent_disk: 16\n").await.remove(0);
+    let inst = deployed(&h, "cckd", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write =
         vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];

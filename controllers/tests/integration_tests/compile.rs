@@ -14,9 +14,8 @@ use bosh_api::objects::{
     CompileWorker, CompiledPackageSpec, DeploymentSpec, EventState, ReleaseSpec, StemcellSpec,
 };
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::compile::PACKAGES_COMPILED;
 use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
-use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
+use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest};
 use bosh_test_utils::eventually;
 
 /// Compiling on fresh VMs takes seconds; give it room on a loaded machine.
@@ -84,47 +83,17 @@ impl CompileHarness for Harness {
 
     /// Writes a deployment whose compiles are recorded in `task`'s events.
     async fn deploy_for_task(&self, name: &str, release: &str, job: &str, task: Option<u64>) {
-        let src = format!(
-            "
-name: {name}
-releases: [{{name: {release}, version: latest}}]
-stemcells: [{{alias: default, os: local, version: latest}}]
-update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
-instance_groups:
-- name: web
-  instances: 1
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  networks: [{{name: default}}]
-  jobs: [{{name: {job}, release: {release}}}]
-"
-        );
-        let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml").unwrap();
+        let mut m = WebManifest::job(name, release, job);
+        (m.max_in_flight, m.watch_time) = (1, 1000.into());
         let d = Object::new(
             ObjectMeta::named(name),
-            DeploymentSpec { manifest, task, ..Default::default() },
+            DeploymentSpec { manifest: m.value(), task, ..Default::default() },
         );
         self.store.create(&d).await.unwrap();
     }
 
-    /// Waits for `PackagesCompiled` to settle on True, or on False with
-    /// a reason other than the transient ones.
     async fn compiled_condition(&self, name: &str) -> Condition {
-        let store = self.store.clone();
-        let name = name.to_string();
-        eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
-            let (store, name) = (store.clone(), name.clone());
-            async move {
-                let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
-                let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
-                let settled = c.status == ConditionStatus::True
-                    || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
-                settled.then_some(c)
-            }
-        })
-        .await
-        .unwrap()
+        self.packages_compiled(name, COMPILE_DEADLINE).await.unwrap()
     }
 
     async fn no_vm_left(&self) {

@@ -16,39 +16,33 @@ use bosh_controllers::deployment::READY;
 use bosh_controllers::tasks::{create_task, task_name};
 use bosh_test_utils::eventually;
 
-use bosh_controllers::testing::{Harness, HarnessOptions};
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 
 use super::compile::example_release;
 
 /// Compiling, then creating VMs and starting jobs on a loaded machine.
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(180);
 
+/// `instances` of the example `hello` job greeting with `greeting`, with a
+/// persistent disk of `disk_mb` MiB (0: none).
 pub(super) fn manifest(
     name: &str,
     instances: u32,
     greeting: &str,
-    extra: &str,
+    disk_mb: u64,
 ) -> serde_json::Value {
-    let src = format!(
-        "
-name: {name}
-releases: [{{name: hello, version: latest}}]
-stemcells: [{{alias: default, os: local, version: latest}}]
-update: {{canaries: 1, max_in_flight: 2, canary_watch_time: 300-20000, update_watch_time: 300-20000}}
-instance_groups:
-- name: web
-  instances: {instances}
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  networks: [{{name: default}}]
-  jobs:
-  - name: hello
-    release: hello
-    properties: {{port: 8080, greeting: {greeting:?}}}
-{extra}"
-    );
-    bosh_api::yaml::parse_value(&src, "manifest.yml").unwrap()
+    WebManifest {
+        persistent_disk_mb: disk_mb,
+        properties: serde_json::json!({"port": 8080, "greeting": greeting}),
+        ..WebManifest::hello(name, instances)
+    }
+    .value()
+}
+
+/// `m` declaring a generated password `secret_greeting`.
+fn with_password_variable(mut m: serde_json::Value) -> serde_json::Value {
+    m["variables"] = serde_json::json!([{"name": "secret_greeting", "type": "password"}]);
+    m
 }
 
 /// What the deploy tests do with a harness.
@@ -161,7 +155,7 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
 
-    let t1 = h.apply("hello", manifest("hello", 3, "hi one", "")).await;
+    let t1 = h.apply("hello", manifest("hello", 3, "hi one", 0)).await;
     let (state, result) = h.task_end(t1).await;
     assert_eq!(state, TaskState::Done, "{result}");
     let instances = h.instances("hello").await;
@@ -178,7 +172,7 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
     let vms_after_deploy = h.cpi.created.lock().unwrap().len();
 
     // A property change: canary first, alone; then the other two together.
-    let t2 = h.apply("hello", manifest("hello", 3, "hi two", "")).await;
+    let t2 = h.apply("hello", manifest("hello", 3, "hi two", 0)).await;
     let (state, result) = h.task_end(t2).await;
     assert_eq!(state, TaskState::Done, "{result}");
     assert_eq!(h.applies(), 6, "each instance applied once more");
@@ -232,7 +226,7 @@ async fn a_failing_canary_halts_the_rollout() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let t1 = h.apply("hello", manifest("hello", 3, "fine", "")).await;
+    let t1 = h.apply("hello", manifest("hello", 3, "fine", 0)).await;
     assert_eq!(h.task_end(t1).await.0, TaskState::Done);
     let before: BTreeMap<String, String> = h
         .instances("hello")
@@ -243,7 +237,7 @@ async fn a_failing_canary_halts_the_rollout() {
     let applies = h.applies();
 
     // A port the job refuses: its pre-start fails on the canary.
-    let bad = manifest("hello", 3, "fine", "").to_string().replace("8080", "\"not-a-port\"");
+    let bad = manifest("hello", 3, "fine", 0).to_string().replace("8080", "\"not-a-port\"");
     let t2 = h.apply("hello", serde_json::from_str(&bad).unwrap()).await;
     let (state, result) = h.task_end(t2).await;
     assert_eq!(state, TaskState::Error);
@@ -275,7 +269,7 @@ async fn scale_three_five_two() {
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
     for (n, expect) in [(3u32, vec![0, 1, 2]), (5, vec![0, 1, 2, 3, 4]), (2, vec![0, 1])] {
-        let t = h.apply("hello", manifest("hello", n, "scaling", "")).await;
+        let t = h.apply("hello", manifest("hello", n, "scaling", 0)).await;
         let (state, result) = h.task_end(t).await;
         assert_eq!(state, TaskState::Done, "{result}");
         let mut got: Vec<u32> = h.instances("hello").await.iter().map(|i| i.spec.index).collect();
@@ -302,7 +296,7 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let t = h.apply("db", manifest("db", 1, "disk", "  persistent_disk: 64\n")).await;
+    let t = h.apply("db", manifest("db", 1, "disk", 64)).await;
     assert_eq!(h.task_end(t).await.0, TaskState::Done);
     let first_vms = h.cpi.created.lock().unwrap().len();
     let inst = h.instances("db").await.remove(0);
@@ -372,7 +366,7 @@ async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let bad = manifest("bad", 2, "x", "").to_string().replace("\"small\"", "\"huge\"");
+    let bad = manifest("bad", 2, "x", 0).to_string().replace("\"small\"", "\"huge\"");
     let t = h.apply("bad", serde_json::from_str(&bad).unwrap()).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Error);
@@ -398,12 +392,7 @@ async fn generated_variables_reach_templates_and_stay_out_of_objects() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let m = manifest(
-        "vars",
-        1,
-        "((secret_greeting))",
-        "variables: [{name: secret_greeting, type: password}]\n",
-    );
+    let m = with_password_variable(manifest("vars", 1, "((secret_greeting))", 0));
     let t = h.apply("vars", m.clone()).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
@@ -422,12 +411,7 @@ async fn generated_variables_reach_templates_and_stay_out_of_objects() {
     assert!(!instances.contains(&secret), "no value in Instance objects");
 
     // A second deploy (a new property) keeps the generated value.
-    let m2 = manifest(
-        "vars",
-        1,
-        "((secret_greeting))!",
-        "variables: [{name: secret_greeting, type: password}]\n",
-    );
+    let m2 = with_password_variable(manifest("vars", 1, "((secret_greeting))!", 0));
     let t2 = h.apply_with("vars", |s| s.manifest = m2.clone()).await;
     assert_eq!(h.task_end(t2).await.0, TaskState::Done);
     let inst = h.instances("vars").await.remove(0);

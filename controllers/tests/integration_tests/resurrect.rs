@@ -42,8 +42,8 @@ fn signal_vm(cid: &str, signal: &str) {
     assert!(out.status.success(), "pkill -{signal} found no process of {cid}");
 }
 
-async fn deployed(h: &Harness, name: &str, n: u32, extra: &str) -> Vec<Object<InstanceSpec>> {
-    let t = h.apply(name, manifest(name, n, "alive", extra)).await;
+async fn deployed(h: &Harness, name: &str, n: u32, disk_mb: u64) -> Vec<Object<InstanceSpec>> {
+    let t = h.apply(name, manifest(name, n, "alive", disk_mb)).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
     h.instances(name).await
@@ -59,7 +59,7 @@ fn creates(h: &Harness) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_vm_is_resurrected_with_its_disk() {
     let h = world(57).await;
-    let inst = deployed(&h, "res", 1, "  persistent_disk: 16\n").await.remove(0);
+    let inst = deployed(&h, "res", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write =
         vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
@@ -105,7 +105,7 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_pause_is_not_a_death() {
     let h = world(58).await;
-    let inst = deployed(&h, "pause", 1, "").await.remove(0);
+    let inst = deployed(&h, "pause", 1, 0).await.remove(0);
     let cid = inst.status.vm_cid.clone().unwrap();
     let before = creates(&h);
     signal_vm(&cid, "STOP");
@@ -125,7 +125,7 @@ async fn a_short_pause_is_not_a_death() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
     let h = world(59).await;
-    let instances = deployed(&h, "melt", 10, "").await;
+    let instances = deployed(&h, "melt", 10, 0).await;
     let cids: Vec<String> = instances.iter().map(|i| i.status.vm_cid.clone().unwrap()).collect();
     let before = creates(&h);
     let deleted_before = h.cpi.deleted.lock().unwrap().len();
@@ -176,7 +176,7 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
     use bosh_api::objects::{ConfigSpec, ConfigType};
 
     let h = world(60).await;
-    let inst = deployed(&h, "quiet", 1, "").await.remove(0);
+    let inst = deployed(&h, "quiet", 1, 0).await.remove(0);
     let rule = |on: bool| ConfigSpec {
         type_: ConfigType::Resurrection,
         content: serde_json::json!({"rules": [{"enabled": on, "include": {"deployments": ["quiet"], "instance_groups": ["web"]}}]}),
@@ -283,7 +283,7 @@ async fn a_failing_job_raises_alerts_to_events_and_a_retried_webhook() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let inst = deployed(&h, "alerting", 1, "").await.remove(0);
+    let inst = deployed(&h, "alerting", 1, 0).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let kill = vec![
         "sh".into(),

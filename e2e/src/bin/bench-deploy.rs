@@ -26,7 +26,7 @@ use bosh_api::agent::Method;
 use bosh_api::objects::{DeploymentSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::tasks::{create_task, task_name};
-use bosh_controllers::testing::{Harness, HarnessOptions, example_release};
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest, example_release};
 use bosh_test_utils::eventually;
 use clap::Parser;
 
@@ -50,23 +50,8 @@ fn main() -> Result<()> {
 }
 
 fn manifest(name: &str, instances: u32, max_in_flight: u32) -> Result<serde_json::Value> {
-    let src = format!(
-        "
-name: {name}
-releases: [{{name: hello, version: latest}}]
-stemcells: [{{alias: default, os: local, version: latest}}]
-update: {{canaries: 1, max_in_flight: {max_in_flight}, canary_watch_time: 0-60000, update_watch_time: 0-60000}}
-instance_groups:
-- name: web
-  instances: {instances}
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  networks: [{{name: default}}]
-  jobs: [{{name: hello, release: hello, properties: {{port: 8080}}}}]
-"
-    );
-    Ok(bosh_api::yaml::parse_value(&src, "bench.yml")?)
+    let watch_time = "0-60000".into();
+    Ok(WebManifest { max_in_flight, watch_time, ..WebManifest::hello(name, instances) }.value())
 }
 
 /// Writes a deployment with a task, as `apply` does; returns the task.

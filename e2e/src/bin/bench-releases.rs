@@ -20,16 +20,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bosh_api::meta::find_condition;
 use bosh_api::objects::DeploymentSpec;
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_blobstore::Storage;
 use bosh_controllers::api::{self, ApiState};
-use bosh_controllers::compile::PACKAGES_COMPILED;
 use bosh_controllers::cpi::Cpi;
-use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
+use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest};
 use bosh_test_utils::eventually;
 use clap::{Parser, ValueEnum};
 
@@ -331,23 +329,9 @@ async fn world(subnet: u8, workers: usize) -> Result<Harness> {
 
 /// Writes a one-instance deployment of the fan-out release.
 async fn deploy(h: &Harness, name: &str) -> Result<()> {
-    let src = format!(
-        "
-name: {name}
-releases: [{{name: fan, version: latest}}]
-stemcells: [{{alias: default, os: local, version: latest}}]
-update: {{canaries: 1, max_in_flight: 1, canary_watch_time: 1000, update_watch_time: 1000}}
-instance_groups:
-- name: web
-  instances: 1
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  networks: [{{name: default}}]
-  jobs: [{{name: fan, release: fan}}]
-"
-    );
-    let manifest = bosh_api::yaml::parse_value(&src, "manifest.yml")?;
+    let mut m = WebManifest::job(name, "fan", "fan");
+    (m.max_in_flight, m.watch_time) = (1, 1000.into());
+    let manifest = m.value();
     let d = Object::new(ObjectMeta::named(name), DeploymentSpec { manifest, ..Default::default() });
     h.store.create(&d).await?;
     Ok(())
@@ -355,19 +339,7 @@ instance_groups:
 
 /// Waits for `PackagesCompiled` to settle; fails unless it is True.
 async fn wait_compiled(h: &Harness, name: &str) -> Result<()> {
-    let store = h.store.clone();
-    let c = eventually(COMPILE_DEADLINE, &format!("{name} to finish compiling"), || {
-        let store = store.clone();
-        let name = name.to_string();
-        async move {
-            let d: Object<DeploymentSpec> = store.get(None, &name).await.ok()?;
-            let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?.clone();
-            let settled = c.status == ConditionStatus::True
-                || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
-            settled.then_some(c)
-        }
-    })
-    .await?;
+    let c = h.packages_compiled(name, COMPILE_DEADLINE).await?;
     if c.status != ConditionStatus::True {
         bail!("{name} did not compile: {c:?}");
     }

@@ -26,7 +26,7 @@ use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::health::HealthConfig;
 use bosh_controllers::tasks::{create_task, task_name};
-use bosh_controllers::testing::{Harness, HarnessOptions, example_release};
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest, example_release};
 use bosh_test_utils::eventually;
 use clap::Parser;
 
@@ -79,27 +79,11 @@ async fn latency(args: &Args) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;
     h.upload_stemcell().await?;
-    let src = "
-name: res
-releases: [{name: hello, version: latest}]
-stemcells: [{alias: default, os: local, version: latest}]
-update: {canaries: 1, max_in_flight: 1, canary_watch_time: 0-30000, update_watch_time: 0-30000}
-instance_groups:
-- name: web
-  instances: 1
-  azs: [z1]
-  vm_type: small
-  stemcell: default
-  persistent_disk: 16
-  networks: [{name: default}]
-  jobs: [{name: hello, release: hello, properties: {port: 8080}}]
-";
+    let mut m = WebManifest::hello("res", 1);
+    (m.max_in_flight, m.watch_time, m.persistent_disk_mb) = (1, "0-30000".into(), 16);
     let task = create_task(&h.store, "create deployment", Some("res"), "bench").await?;
-    let spec = DeploymentSpec {
-        manifest: bosh_api::yaml::parse_value(src, "res.yml")?,
-        task: Some(task.spec.id),
-        ..Default::default()
-    };
+    let spec =
+        DeploymentSpec { manifest: m.value(), task: Some(task.spec.id), ..Default::default() };
     h.store.create(&Object::new(ObjectMeta::named("res"), spec)).await?;
     let store = h.store.clone();
     eventually(Duration::from_secs(300), "the deployment", || {
