@@ -295,6 +295,10 @@ async fn local_cpis_sharing_a_directory_see_one_world() {
     assert!(c.has_disk("disk-1").await.unwrap());
     assert!(!old.join("inventory.json").exists());
     assert_eq!(LocalCpi::inventory(&old).unwrap().stemcells.len(), 1);
+    // A damaged record is reported with its file.
+    std::fs::write(old.join("records/vms/vm-bad.json"), "{not json").unwrap();
+    let e = c.has_vm("vm-bad").await.unwrap_err().to_string();
+    assert!(e.contains("records/vms/vm-bad.json"), "{e}");
 }
 
 /// A mutation carrying a fencing token older than one the local CPI has

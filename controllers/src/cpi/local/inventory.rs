@@ -137,10 +137,13 @@ impl Records {
 
     /// One record, `None` when absent.
     pub fn get<T: DeserializeOwned>(&self, kind: &str, cid: &str) -> std::io::Result<Option<T>> {
-        match std::fs::read(self.path(kind, cid)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+        let path = self.path(kind, cid);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| at(&path)(std::io::Error::other(e))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(at(&path)(e)),
         }
     }
 
@@ -149,8 +152,9 @@ impl Records {
         let path = self.path(kind, cid);
         // A temp name of its own: two processes never share one.
         let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, &path)
+        let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other);
+        std::fs::write(&tmp, bytes?).map_err(at(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(at(&path))
     }
 
     /// When a record was last written.
@@ -159,32 +163,35 @@ impl Records {
         kind: &str,
         cid: &str,
     ) -> std::io::Result<Option<std::time::SystemTime>> {
-        match std::fs::metadata(self.path(kind, cid)) {
-            Ok(m) => m.modified().map(Some),
+        let path = self.path(kind, cid);
+        match std::fs::metadata(&path) {
+            Ok(m) => m.modified().map(Some).map_err(at(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(at(&path)(e)),
         }
     }
 
     /// Removes one record; whether it was there.
     pub fn remove(&self, kind: &str, cid: &str) -> std::io::Result<bool> {
-        match std::fs::remove_file(self.path(kind, cid)) {
+        let path = self.path(kind, cid);
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(at(&path)(e)),
         }
     }
 
     /// Every record of a kind, by cid.
     pub fn all<T: DeserializeOwned>(&self, kind: &str) -> std::io::Result<BTreeMap<String, T>> {
         let mut out = BTreeMap::new();
-        let entries = match std::fs::read_dir(self.root.join(kind)) {
+        let dir = self.root.join(kind);
+        let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
+            Err(e) => return Err(at(&dir)(e)),
         };
         for entry in entries {
-            let name = entry?.file_name().to_string_lossy().into_owned();
+            let name = entry.map_err(at(&dir))?.file_name().to_string_lossy().into_owned();
             let Some(cid) = name.strip_suffix(".json") else { continue };
             // Removed between listing and reading: not there.
             if let Some(v) = self.get(kind, cid)? {
@@ -193,4 +200,10 @@ impl Records {
         }
         Ok(out)
     }
+}
+
+/// Names the file in an I/O error (the CPI's errors end up in tasks and
+/// events, where "No such file or directory" alone says nothing).
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
