@@ -1,15 +1,44 @@
 #!/usr/bin/env bash
-# Installs what bosh-rs needs and a fresh Debian machine lacks: etcd and
-# etcdctl, nats-server, protoc (to build etcd-client) and ruby (ERB
-# templates). Idempotent: installs only what is missing.
+# Installs what bosh-rs needs and a fresh Debian machine lacks, and checks
+# for the files the build and the tests actually use, not only command names:
+#   etcd, etcdctl            the store (etcd-server, etcd-client)
+#   nats-server              the message bus
+#   protoc + descriptor.proto etcd-client's build script compiles etcd's
+#                            .proto files, which import protobuf's well-known
+#                            types (protobuf-compiler, libprotobuf-dev)
+#   ruby + erb               job templates (ruby)
+#   openssl                  the etcd client certificates `boshctl up` and the
+#                            tests make are checked with it in install checks
+# Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
+# Each entry: "package|check", the check a shell test that is true when the
+# package's files are there.
+wanted=(
+  "etcd-server|command -v etcd"
+  "etcd-client|command -v etcdctl"
+  "nats-server|command -v nats-server"
+  "protobuf-compiler|command -v protoc"
+  "libprotobuf-dev|protoc_include_ok"
+  "ruby|command -v ruby && command -v erb"
+)
+
+# protoc finds the well-known types either next to itself or in
+# /usr/include; etcd-client's protos import google/protobuf/descriptor.proto.
+protoc_include_ok() {
+  local d
+  for d in /usr/include /usr/local/include; do
+    [ -f "$d/google/protobuf/descriptor.proto" ] && return 0
+  done
+  return 1
+}
+
 need=()
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
-command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-command -v ruby >/dev/null 2>&1 || need+=(ruby)
+for entry in "${wanted[@]}"; do
+  pkg=${entry%%|*}
+  check=${entry#*|}
+  eval "$check" >/dev/null 2>&1 || need+=("$pkg")
+done
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -17,6 +46,26 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+missing=()
+for entry in "${wanted[@]}"; do
+  pkg=${entry%%|*}
+  check=${entry#*|}
+  eval "$check" >/dev/null 2>&1 || missing+=("$pkg ($check)")
+done
+# The include must also be usable by protoc itself, as the build uses it.
+if protoc_include_ok; then
+  probe=$(mktemp -d)
+  printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\n' >"$probe/probe.proto"
+  protoc -I"$probe" -I/usr/include --descriptor_set_out=/dev/null "$probe/probe.proto" 2>"$probe/err" \
+    || missing+=("protoc cannot compile an import of descriptor.proto: $(cat "$probe/err")")
+  rm -rf "$probe"
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'install-deps: still missing after install:\n' >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
