@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use bosh_api::manifest::ip::parse_ip;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Lifecycle, Manifest, NetworkType};
 
-use crate::ipam::Pools;
+use crate::ipam::{Allocator, Pools};
 
 /// An instance as it exists now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,15 +64,11 @@ pub struct Plan {
     pub delete: Vec<String>,
 }
 
-fn count_by_az(kept: &[Desired]) -> BTreeMap<Option<String>, usize> {
-    let mut m = BTreeMap::new();
-    for d in kept {
-        *m.entry(d.az.clone()).or_insert(0) += 1;
-    }
-    m
-}
-
-/// Places one group's instances (ids, indexes, AZs, bootstrap); addresses come later.
+/// Places one group's instances (ids, indexes, AZs, bootstrap); addresses
+/// come later. Linear in the number of instances: per-AZ counts and lists
+/// are kept as instances come and go, and fresh indexes come from one
+/// forward scan (a manifest asking for 100,000 instances must be answered
+/// in moments, not planned for half an hour).
 fn place(
     g: &InstanceGroup,
     existing: &[Existing],
@@ -82,6 +78,8 @@ fn place(
     let azs: Vec<Option<String>> =
         if g.azs.is_empty() { vec![None] } else { g.azs.iter().cloned().map(Some).collect() };
     let mut kept: Vec<Desired> = Vec::new();
+    // Positions in `kept` by AZ position, each list sorted by index.
+    let mut by_az: Vec<Vec<usize>> = vec![Vec::new(); azs.len()];
     let mut mine: Vec<&Existing> = existing
         .iter()
         .filter(|e| e.group == g.name || g.migrated_from.iter().any(|m| m.name == e.group))
@@ -94,59 +92,68 @@ fn place(
         let az = e.az.clone().or_else(|| {
             g.migrated_from.iter().find(|m| m.name == e.group).and_then(|m| m.az.clone())
         });
-        if !azs.contains(&az) {
+        let Some(slot) = azs.iter().position(|a| *a == az) else {
             delete.push(e.id.clone());
             continue;
-        }
+        };
         // Indexes are unique per group; a migrated instance whose index
         // collides gets a fresh one below.
-        let index = if taken_index.insert(e.index) { Some(e.index) } else { None };
+        let index = if taken_index.insert(e.index) { e.index } else { u32::MAX };
+        by_az[slot].push(kept.len());
         kept.push(Desired {
             id: e.id.clone(),
             group: g.name.clone(),
-            index: index.unwrap_or(u32::MAX),
+            index,
             az,
             bootstrap: e.bootstrap && e.group == g.name,
             ips: e.ips.iter().map(|(n, ip)| (n.clone(), Some(*ip))).collect(),
             existing: true,
         });
     }
+    for list in &mut by_az {
+        list.sort_by_key(|k| kept[*k].index);
+    }
+    let mut counts: Vec<usize> = by_az.iter().map(Vec::len).collect();
     let want = if g.lifecycle() == Lifecycle::Errand { 0 } else { g.instances as usize };
+    let mut total = kept.len();
+    let mut removed = vec![false; kept.len()];
     // Scale down: the highest index of the most-loaded AZ (the last such AZ
     // in the group's order) goes first.
-    while kept.len() > want {
-        let counts = count_by_az(&kept);
-        let max = counts.values().copied().max().unwrap_or(0);
-        let az = azs.iter().rev().find(|a| counts.get(*a).copied().unwrap_or(0) == max).cloned();
-        let victim = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.az == az.clone().flatten() || az.is_none())
-            .max_by_key(|(_, d)| d.index)
-            .map(|(i, _)| i)
-            .unwrap_or(kept.len() - 1);
-        delete.push(kept.remove(victim).id);
+    while total > want {
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let slot = (0..azs.len()).rev().find(|s| counts[*s] == max).unwrap_or(0);
+        let victim = by_az[slot].pop().expect("the most-loaded AZ has an instance");
+        removed[victim] = true;
+        delete.push(kept[victim].id.clone());
+        counts[slot] -= 1;
+        total -= 1;
+    }
+    if removed.iter().any(|r| *r) {
+        let mut flags = removed.into_iter();
+        kept.retain(|_| !flags.next().unwrap_or(false));
     }
     // Scale up: the least-loaded AZ (the first such in the group's order).
-    while kept.len() < want {
-        let counts = count_by_az(&kept);
-        let az = azs.iter().min_by_key(|a| counts.get(*a).copied().unwrap_or(0)).cloned().flatten();
+    while total < want {
+        let min = counts.iter().copied().min().unwrap_or(0);
+        let slot = (0..azs.len()).find(|s| counts[*s] == min).unwrap_or(0);
         kept.push(Desired {
             id: new_id(),
             group: g.name.clone(),
             index: u32::MAX,
-            az,
+            az: azs[slot].clone(),
             bootstrap: false,
             ips: BTreeMap::new(),
             existing: false,
         });
+        counts[slot] += 1;
+        total += 1;
     }
-    // Fresh indexes for new (and colliding migrated) instances: lowest free first.
-    let mut used: BTreeSet<u32> = kept.iter().map(|d| d.index).filter(|i| *i != u32::MAX).collect();
+    // Fresh indexes for new (and colliding migrated) instances: lowest free
+    // first, in one scan, in the order the instances were placed.
+    let used: BTreeSet<u32> = kept.iter().map(|d| d.index).filter(|i| *i != u32::MAX).collect();
+    let mut free = (0u32..).filter(|i| !used.contains(i));
     for d in kept.iter_mut().filter(|d| d.index == u32::MAX) {
-        let i = (0..).find(|i| !used.contains(i)).expect("a free index exists");
-        used.insert(i);
-        d.index = i;
+        d.index = free.next().expect("a free index exists");
     }
     kept.sort_by_key(|d| d.index);
     if !kept.iter().any(|d| d.bootstrap)
@@ -208,11 +215,22 @@ fn assign_ips(
             let Some(net) = cloud.networks.iter().find(|n| n.name == nref.name) else { continue };
             let statics: BTreeSet<Ipv4Addr> =
                 nref.static_ips.iter().filter_map(|s| parse_ip(s).ok()).collect();
+            let pools: Vec<(Vec<String>, Pools)> = net
+                .subnets
+                .iter()
+                .filter_map(|s| {
+                    let azs = s.az_names().into_iter().map(str::to_string).collect();
+                    Pools::of(s).ok().map(|p| (azs, p))
+                })
+                .collect();
             for d in groups[gi].iter_mut() {
                 let keep = match d.ips.get(&nref.name).copied().flatten() {
                     Some(ip) if net.network_type() == NetworkType::Manual => {
                         let ok = if statics.is_empty() {
-                            serves(net, d.az.as_deref()).any(|p| p.is_dynamic(ip))
+                            pools
+                                .iter()
+                                .filter(|(azs, _)| serves_az(azs, d.az.as_deref()))
+                                .any(|(_, p)| p.is_dynamic(ip))
                         } else {
                             statics.contains(&ip)
                         };
@@ -225,7 +243,10 @@ fn assign_ips(
             }
         }
     }
-    // Pass 2: fill the gaps.
+    // Pass 2: fill the gaps. One allocator per subnet for the whole plan;
+    // a group that runs out is reported once per network and AZ with what
+    // it needs and what was free, not once per instance.
+    let mut allocators: BTreeMap<String, Vec<Subnet>> = BTreeMap::new();
     for (gi, g) in manifest.instance_groups.iter().enumerate() {
         for nref in &g.networks {
             let Some(net) = cloud.networks.iter().find(|n| n.name == nref.name) else {
@@ -235,6 +256,18 @@ fn assign_ips(
             if net.network_type() != NetworkType::Manual {
                 continue;
             }
+            let subnets = allocators.entry(net.name.clone()).or_insert_with(|| {
+                net.subnets
+                    .iter()
+                    .filter_map(|s| {
+                        Some(Subnet {
+                            azs: s.az_names().into_iter().map(str::to_string).collect(),
+                            range: s.range.clone().unwrap_or_default(),
+                            allocator: Allocator::new(Pools::of(s).ok()?),
+                        })
+                    })
+                    .collect()
+            });
             // Kept static addresses are in use since pass 1; the rest are free.
             let free: Vec<Ipv4Addr> = nref
                 .static_ips
@@ -243,45 +276,72 @@ fn assign_ips(
                 .filter(|ip| !in_use.contains(ip))
                 .collect();
             let mut free_statics = free.into_iter();
+            // (az) → (given, short)
+            let mut tally: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
             for d in groups[gi].iter_mut() {
                 if d.ips.get(&nref.name).copied().flatten().is_some() {
                     continue;
                 }
                 let ip = if nref.static_ips.is_empty() {
-                    serves(net, d.az.as_deref()).find_map(|p| p.next_dynamic(&in_use))
+                    subnets
+                        .iter_mut()
+                        .filter(|s| serves_az(&s.azs, d.az.as_deref()))
+                        .find_map(|s| s.allocator.next(&in_use))
                 } else {
                     free_statics.next()
                 };
+                let t = tally.entry(d.az.clone()).or_default();
                 match ip {
                     Some(ip) => {
                         in_use.insert(ip);
                         d.ips.insert(nref.name.clone(), Some(ip));
+                        t.0 += 1;
                     }
-                    None => errors.push(format!(
-                        "instance_groups[{gi}] ({}/{}): no free address on network {:?} in az {}",
-                        g.name,
-                        d.index,
-                        nref.name,
-                        d.az.as_deref().unwrap_or("(none)")
-                    )),
+                    None => t.1 += 1,
                 }
+            }
+            for (az, (given, short)) in tally.into_iter().filter(|(_, (_, short))| *short > 0) {
+                let az_text = az.as_deref().unwrap_or("(none)");
+                let what = if nref.static_ips.is_empty() {
+                    let ranges: Vec<String> = subnets
+                        .iter()
+                        .filter(|s| serves_az(&s.azs, az.as_deref()))
+                        .map(|s| s.range.clone())
+                        .collect();
+                    if ranges.is_empty() {
+                        format!("no subnet of network {:?} serves az {az_text}", nref.name)
+                    } else {
+                        format!("subnet {} had {given} free", ranges.join(", "))
+                    }
+                } else {
+                    format!("its static_ips had {given} free")
+                };
+                errors.push(format!(
+                    "instance_groups[{gi}] ({}): instance group {} in az {az_text} needs {} new addresses on network {:?}; {what}",
+                    g.name,
+                    g.name,
+                    given + short,
+                    nref.name,
+                ));
             }
         }
     }
     errors
 }
 
-/// The pools of a network's subnets that serve `az` (all, when no AZ).
-fn serves<'a>(
-    net: &'a bosh_api::manifest::Network,
-    az: Option<&'a str>,
-) -> impl Iterator<Item = Pools> + 'a {
-    net.subnets
-        .iter()
-        .filter(move |s| {
-            az.is_none() || s.az_names().is_empty() || s.az_names().contains(&az.unwrap_or(""))
-        })
-        .filter_map(|s| Pools::of(s).ok())
+/// A subnet being allocated from in one plan.
+struct Subnet {
+    /// The AZs it serves (none: all).
+    azs: Vec<String>,
+    /// Its range as the cloud config writes it.
+    range: String,
+    /// Its next free address.
+    allocator: Allocator,
+}
+
+/// Whether a subnet with these AZ names serves `az` (all, when no AZ).
+fn serves_az(azs: &[String], az: Option<&str>) -> bool {
+    az.is_none() || azs.is_empty() || azs.iter().any(|a| Some(a.as_str()) == az)
 }
 
 #[cfg(test)]
