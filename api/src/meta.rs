@@ -123,6 +123,7 @@ pub struct Condition {
 /// that re-asserts the same condition produces an identical status and
 /// therefore no etcd write.
 pub fn set_condition(conditions: &mut Vec<Condition>, mut cond: Condition) {
+    cond.message = bounded_message(cond.message);
     match conditions.iter_mut().find(|c| c.type_ == cond.type_) {
         Some(existing) => {
             if existing.status == cond.status {
@@ -134,6 +135,34 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut cond: Condition) {
     }
 }
 
+/// The longest message a condition, task result or event keeps, in bytes.
+/// Objects live in etcd, whose values are capped (1.5 MiB by default): an
+/// error listing 100,000 instances once made a task impossible to finish.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// `message`, cut at [`MAX_MESSAGE_BYTES`] (on a character boundary) with a
+/// note of how much was left out.
+pub fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut cut = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} more bytes)", &message[..cut], message.len() - cut)
+}
+
+/// The first `max` of `items` joined by `sep`, then "and N more" when
+/// there are more: one line per failed instance must not become 100,000.
+pub fn join_bounded(items: &[String], sep: &str, max: usize) -> String {
+    let mut out = items.iter().take(max).cloned().collect::<Vec<_>>().join(sep);
+    if items.len() > max {
+        out.push_str(&format!("{sep}and {} more", items.len() - max));
+    }
+    out
+}
+
 /// Finds a condition by type.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -142,6 +171,33 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Long messages are cut on a character boundary and say how much is
+    /// missing; lists keep their first items and count the rest.
+    #[test]
+    fn messages_and_lists_are_bounded() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = bounded_message(long.clone());
+        assert!(cut.len() < MAX_MESSAGE_BYTES + 40, "{}", cut.len());
+        assert!(cut.ends_with(&format!("({} more bytes)", long.len() - MAX_MESSAGE_BYTES)));
+        assert_eq!(bounded_message("short".into()), "short");
+        let items: Vec<String> = (0..100_000).map(|i| format!("web/{i}: failed")).collect();
+        assert_eq!(join_bounded(&items, "; ", 2), "web/0: failed; web/1: failed; and 99998 more");
+        assert_eq!(join_bounded(&items[..2], "; ", 2), "web/0: failed; web/1: failed");
+        let mut conds = Vec::new();
+        set_condition(
+            &mut conds,
+            Condition {
+                type_: "Ready".into(),
+                status: ConditionStatus::False,
+                reason: "X".into(),
+                message: items.join("\n"),
+                last_transition_time: chrono::Utc::now(),
+                observed_revision: 1,
+            },
+        );
+        assert!(conds[0].message.len() < MAX_MESSAGE_BYTES + 40);
+    }
 
     fn cond(status: ConditionStatus, at: i64) -> Condition {
         Condition {

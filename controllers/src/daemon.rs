@@ -21,6 +21,8 @@ pub struct Options {
     pub election: ElectionConfig,
     /// The health monitor's and resurrection's tuning.
     pub health: crate::health::HealthConfig,
+    /// Size limits every deployment is validated against.
+    pub limits: validate::DeploymentLimits,
 }
 
 impl Options {
@@ -39,25 +41,48 @@ impl Options {
 /// Runs every controller until `shutdown`, then waits for running
 /// reconciles to finish and resigns leadership.
 pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
+    // Validators, and the task controller.
     let cfg = |trigger| opts.controller_config(trigger);
     // Validators write only status and need not hear their own writes.
-    let deployments = Controller::<DeploymentSpec, (), validate::Error>::new(
+    let limits = Arc::new(opts.limits);
+    let deployments = Controller::<DeploymentSpec, _, validate::Error>::new(
         "deployment-validator",
         store.clone(),
-        Arc::new(()),
+        limits.clone(),
         cfg(Trigger::Generation),
         validate::reconcile_deployment,
         validate::error_policy,
     );
-    let configs = Controller::<ConfigSpec, (), validate::Error>::new(
+    let configs = Controller::<ConfigSpec, _, validate::Error>::new(
         "config-validator",
         store.clone(),
-        Arc::new(()),
+        limits,
         cfg(Trigger::Generation),
         validate::reconcile_config,
         validate::error_policy,
     );
-    tokio::join!(deployments.run(shutdown.clone()), configs.run(shutdown.clone()));
+    let tasks = task_controller(&store, &opts);
+    tokio::join!(
+        deployments.run(shutdown.clone()),
+        configs.run(shutdown.clone()),
+        tasks.run(shutdown.clone())
+    );
+}
+
+/// The task controller: ends superseded, cancelled and orphaned tasks.
+pub fn task_controller(
+    store: &Store,
+    opts: &Options,
+) -> Controller<bosh_api::objects::TaskSpec, (), crate::tasks::supersede::Error> {
+    use crate::tasks::supersede;
+    Controller::new(
+        supersede::NAME,
+        store.clone(),
+        Arc::new(()),
+        opts.controller_config(Trigger::Generation),
+        supersede::reconcile,
+        supersede::error_policy,
+    )
 }
 
 /// Runs the controllers that act on the world through `director` — the

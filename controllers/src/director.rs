@@ -32,6 +32,9 @@ pub struct Director {
     pub blobstore: BlobstoreSettings,
     /// Seconds between an agent's heartbeats (BOSH: 30).
     pub heartbeat_interval_secs: u64,
+    /// Addresses planned but not yet written, shared by every controller
+    /// that hands out addresses (deployments, compile VMs).
+    pub addresses: Arc<crate::ipam::AddressBook>,
 }
 
 impl Director {

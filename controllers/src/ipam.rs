@@ -4,7 +4,7 @@
 //! manifests' `static_ips`; everything else is dynamic. Compile VMs and
 //! instances draw from the same pools, so callers pass every address in use.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use bosh_api::manifest::Subnet;
@@ -56,11 +56,10 @@ impl Pools {
         self.range.iter().find(|ip| self.is_dynamic(*ip) && !in_use.contains(ip))
     }
 
-    /// How many dynamic addresses the subnet has that are not in `in_use`.
-    pub fn free_dynamic(&self, in_use: &BTreeSet<Ipv4Addr>) -> u64 {
-        let total = self.range.iter().filter(|ip| self.is_dynamic(*ip)).count() as u64;
-        let used = in_use.range(self.range.first..=self.range.last).filter(|ip| self.is_dynamic(**ip)).count() as u64;
-        total - used
+    /// How many dynamic addresses the subnet has, counting no further than
+    /// `limit` (a /8 has 16 million; a check only needs to know "enough").
+    pub fn dynamic_count(&self, limit: u64) -> u64 {
+        self.range.iter().filter(|ip| self.is_dynamic(*ip)).take(limit as usize).count() as u64
     }
 }
 
@@ -93,6 +92,47 @@ impl Allocator {
             }
         }
         None
+    }
+}
+
+/// Addresses planned by a holder (a deployment) that may not be written to
+/// the store yet. A deployment plans its addresses under this book's lock,
+/// records them, and lets go before rendering its templates (slow, and
+/// possibly stuck until a timeout); the next planner, and every compile VM
+/// claim, treats them as taken. A holder's entry is replaced by its next
+/// plan and removed when the deployment is deleted.
+#[derive(Debug, Default)]
+pub struct AddressBook {
+    reserved: tokio::sync::Mutex<Reservations>,
+}
+
+/// Planned addresses by holder.
+#[derive(Debug, Default)]
+pub struct Reservations(BTreeMap<String, BTreeSet<Ipv4Addr>>);
+
+impl Reservations {
+    /// Every address reserved by a holder other than `holder`.
+    pub fn others(&self, holder: &str) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let holder = holder.to_string();
+        self.0.iter().filter(move |(h, _)| **h != holder).flat_map(|(_, ips)| ips.iter().copied())
+    }
+
+    /// Replaces `holder`'s reservation.
+    pub fn set(&mut self, holder: &str, ips: BTreeSet<Ipv4Addr>) {
+        self.0.insert(holder.to_string(), ips);
+    }
+
+    /// Forgets `holder`'s reservation.
+    pub fn remove(&mut self, holder: &str) {
+        self.0.remove(holder);
+    }
+}
+
+impl AddressBook {
+    /// Locks the book; hold it only while listing, planning and recording,
+    /// never across rendering, CPI or agent calls.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Reservations> {
+        self.reserved.lock().await
     }
 }
 
@@ -137,7 +177,8 @@ mod tests {
     fn allocator_matches_lowest_free_and_counts_free() {
         let p = Pools::of(&subnet()).unwrap();
         let mut used: BTreeSet<Ipv4Addr> = ["127.77.5.8".parse().unwrap()].into();
-        assert_eq!(p.free_dynamic(&used), 7);
+        assert_eq!(p.dynamic_count(u64::MAX), 8);
+        assert_eq!(p.dynamic_count(3), 3);
         let mut a = Allocator::new(p.clone());
         let mut got = Vec::new();
         while let Some(ip) = a.next(&used) {
@@ -147,7 +188,6 @@ mod tests {
         }
         assert_eq!(got.len(), 7);
         assert!(!got.contains(&"127.77.5.8".to_string()));
-        assert_eq!(p.free_dynamic(&used), 0);
     }
 }
 

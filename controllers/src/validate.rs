@@ -31,6 +31,49 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+/// Size limits of a deployment, checked with the manifest before anything
+/// is written, so a typo such as `instances: 100000` is refused at the door
+/// instead of being planned. boshd's flags set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentLimits {
+    /// At most this many instances in one group (`--max-instances-per-group`).
+    pub max_instances_per_group: u32,
+    /// At most this many instances in one deployment
+    /// (`--max-instances-per-deployment`).
+    pub max_instances_per_deployment: u32,
+}
+
+impl Default for DeploymentLimits {
+    fn default() -> Self {
+        DeploymentLimits { max_instances_per_group: 10_000, max_instances_per_deployment: 20_000 }
+    }
+}
+
+impl DeploymentLimits {
+    /// Every limit `manifest` exceeds, each naming the path, the value, the
+    /// limit and the flag that sets it.
+    pub fn check(&self, manifest: &Manifest, file: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut total: u64 = 0;
+        for (gi, g) in manifest.instance_groups.iter().enumerate() {
+            total += u64::from(g.instances);
+            if g.instances > self.max_instances_per_group {
+                errors.push(format!(
+                    "{file}: instance_groups[{gi}].instances: {} is over the limit of {} instances per group (boshd --max-instances-per-group)",
+                    g.instances, self.max_instances_per_group
+                ));
+            }
+        }
+        if total > u64::from(self.max_instances_per_deployment) {
+            errors.push(format!(
+                "{file}: instance_groups: {total} instances in all is over the limit of {} per deployment (boshd --max-instances-per-deployment)",
+                self.max_instances_per_deployment
+            ));
+        }
+        errors
+    }
+}
+
 /// How often a valid object is looked at again (resync does the rest).
 const REQUEUE: Duration = Duration::from_secs(300);
 
@@ -71,13 +114,14 @@ pub async fn update_status_if_changed<S: Kind>(
 pub async fn check_deployment(
     store: &Store,
     obj: &Object<DeploymentSpec>,
+    limits: &DeploymentLimits,
 ) -> Result<Vec<String>, store::Error> {
     let file = format!("deployment {}", obj.metadata.name);
     let manifest = match Manifest::from_value(&obj.spec.manifest, &file) {
         Ok(m) => m,
         Err(errs) => return Ok(errs.to_string().lines().map(str::to_string).collect()),
     };
-    let mut errors = Vec::new();
+    let mut errors = limits.check(&manifest, &file);
     if manifest.name != obj.metadata.name {
         errors.push(format!(
             "{file}: name: expected {:?} (the deployment's name), found {:?}",
@@ -100,11 +144,16 @@ pub async fn check_deployment(
             None => errors.push(format!("{file}: cloud config {name:?} does not exist")),
         }
     }
-    if errors.is_empty()
-        && let Err(errs) =
-            validate_against_cloud_config(&manifest, &CloudConfig::merged(clouds), &file)
-    {
-        errors.extend(errs.to_string().lines().map(str::to_string));
+    if errors.is_empty() {
+        let cloud = CloudConfig::merged(clouds);
+        match validate_against_cloud_config(&manifest, &cloud, &file) {
+            Err(errs) => errors.extend(errs.to_string().lines().map(str::to_string)),
+            Ok(()) => errors.extend(
+                crate::deployment::plan::capacity_errors(&manifest, &cloud)
+                    .into_iter()
+                    .map(|e| format!("{file}: {e}")),
+            ),
+        }
     }
     Ok(errors)
 }
@@ -112,12 +161,12 @@ pub async fn check_deployment(
 /// Reconciles a Deployment's validity.
 pub async fn reconcile_deployment(
     obj: Arc<Object<DeploymentSpec>>,
-    ctx: Arc<Ctx<()>>,
+    ctx: Arc<Ctx<DeploymentLimits>>,
 ) -> Result<Action, Error> {
     if obj.metadata.is_deleting() {
         return Ok(Action::await_change());
     }
-    let errors = check_deployment(&ctx.store, &obj).await?;
+    let errors = check_deployment(&ctx.store, &obj, &ctx.data).await?;
     let generation = obj.metadata.generation;
     update_status_if_changed(&ctx.store, &obj, |s| {
         set_condition(&mut s.conditions, invalid_condition(&errors, generation));
@@ -155,7 +204,7 @@ pub fn check_config(obj: &Object<ConfigSpec>) -> Vec<String> {
 /// Reconciles a Config's validity.
 pub async fn reconcile_config(
     obj: Arc<Object<ConfigSpec>>,
-    ctx: Arc<Ctx<()>>,
+    ctx: Arc<Ctx<DeploymentLimits>>,
 ) -> Result<Action, Error> {
     if obj.metadata.is_deleting() {
         return Ok(Action::await_change());
@@ -173,6 +222,10 @@ pub async fn reconcile_config(
 }
 
 /// The error policy of both validators: back off, per key.
-pub fn error_policy<S: Kind>(_: Arc<Object<S>>, _: &Error, _: Arc<Ctx<()>>) -> Action {
+pub fn error_policy<S: Kind>(
+    _: Arc<Object<S>>,
+    _: &Error,
+    _: Arc<Ctx<DeploymentLimits>>,
+) -> Action {
     Action::backoff()
 }

@@ -36,7 +36,7 @@ pub use instance::{
 };
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
 pub use stemcell::{StemcellSpec, StemcellStatus};
-pub use task::{TaskSpec, TaskState, TaskStatus};
+pub use task::{TaskChange, TaskSpec, TaskState, TaskStatus};
 
 /// The `apiVersion` of every object.
 pub const API_VERSION: &str = "bosh.io/v1alpha1";

@@ -24,6 +24,27 @@ pub enum TaskState {
     Cancelled,
 }
 
+/// What change of its deployment a task carries out. A task that carries
+/// one is current while the deployment's `spec.task` names it; a later task
+/// supersedes it. Tasks without one (resurrection's "scan and fix") are
+/// finished by the controller that made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskChange {
+    /// A change of the deployment's spec: apply, instance actions,
+    /// cloud-check scans and resolutions.
+    Update,
+    /// The deployment's deletion: done once the deployment is gone.
+    Delete,
+}
+
+impl TaskState {
+    /// Whether the task has ended (done, error or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Done | TaskState::Error | TaskState::Cancelled)
+    }
+}
+
 /// Spec of a Task; `metadata.name` is its number, zero-padded so keys sort.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -38,6 +59,13 @@ pub struct TaskSpec {
     /// Who asked.
     #[serde(default)]
     pub user: String,
+    /// The change of its deployment it carries out, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<TaskChange>,
+    /// A user asked to cancel it (`boshctl cancel-task`): desired state,
+    /// which the task controller and the deployment controller act on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 /// Status of a Task.

@@ -26,7 +26,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskState};
+use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskChange, TaskSpec, TaskState};
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
 use serde::Deserialize;
@@ -148,18 +148,68 @@ pub(super) async fn update_deployment(
     .await
 }
 
+/// The right to write a change of a deployment under a task, handed by
+/// [`with_task`] to the write. One change at a time: an update is refused
+/// while another task's change of the same deployment is in progress (the
+/// operator waits for it, or cancels it); a deletion supersedes whatever
+/// is in progress.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Claim {
+    /// The new task's number.
+    pub task: u64,
+    /// The deployment's `spec.task` when the task was made; an update whose
+    /// deployment names another task by the time it is written lost a race
+    /// with a concurrent change.
+    seen: Option<u64>,
+    change: TaskChange,
+}
+
+impl Claim {
+    /// Makes the task current on `d`, unless a concurrent change got there
+    /// first (409, naming it).
+    pub fn claim(&self, d: &mut Object<DeploymentSpec>) -> Result<(), ApiError> {
+        if self.change == TaskChange::Update
+            && d.spec.task != self.seen
+            && let Some(other) = d.spec.task
+        {
+            return Err(busy(&d.metadata.name, other, "a concurrent change"));
+        }
+        d.spec.task = Some(self.task);
+        Ok(())
+    }
+}
+
+fn busy(name: &str, task: u64, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "deployment {name} is busy with task {task} ({what}); wait for it (`boshctl task {task} --follow`) or cancel it (`boshctl cancel-task {task}`)"
+        ),
+    )
+}
+
 /// Creates a task for a change of `deployment`, then makes the change with
 /// `write`. When the write fails the task is marked failed, so no task is
-/// left queued forever for a change that never happened.
+/// left queued forever for a change that never happened. An update is
+/// refused (409, naming the holder) while another change is in progress.
 pub(super) async fn with_task<T>(
     store: &Store,
     description: &str,
     deployment: &str,
-    write: impl AsyncFnOnce(u64) -> Result<T, ApiError>,
+    change: TaskChange,
+    write: impl AsyncFnOnce(Claim) -> Result<T, ApiError>,
 ) -> Result<(u64, T), ApiError> {
-    let task = tasks::create_task(store, description, Some(deployment), USER).await?;
+    let seen = store.try_get::<DeploymentSpec>(None, deployment).await?.and_then(|d| d.spec.task);
+    if change == TaskChange::Update
+        && let Some(current) = seen
+        && let Some(t) = store.try_get::<TaskSpec>(None, &tasks::task_name(current)).await?
+        && !t.status.state.is_finished()
+    {
+        return Err(busy(deployment, current, &t.spec.description));
+    }
+    let task = tasks::create_change_task(store, description, deployment, USER, change).await?;
     let id = task.spec.id;
-    match write(id).await {
+    match write(Claim { task: id, seen, change }).await {
         Ok(t) => Ok((id, t)),
         Err(e) => {
             if let Err(mark) = tasks::set_task_state(store, id, TaskState::Error, &e.error).await {
@@ -214,7 +264,7 @@ pub(super) async fn apply(
             ..Default::default()
         },
     );
-    let errors = validate::check_deployment(&st.store, &candidate).await?;
+    let errors = validate::check_deployment(&st.store, &candidate, &st.limits).await?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(format!("deployment {name} is invalid"), errors));
     }
@@ -229,11 +279,11 @@ pub(super) async fn apply(
     }
 
     let description = if current.is_some() { "update deployment" } else { "create deployment" };
-    let (task, saved) = with_task(&st.store, description, &name, async |task| {
+    let (task, saved) = with_task(&st.store, description, &name, TaskChange::Update, async |c| {
         write_deployment(&st.store, &name, |current| match current {
             None => {
                 let mut d = candidate.clone();
-                d.spec.task = Some(task);
+                c.claim(&mut d)?;
                 if req.options.recreate {
                     bump_recreate(&mut d.spec);
                 }
@@ -244,7 +294,7 @@ pub(super) async fn apply(
                 d.spec.manifest = manifest.clone();
                 d.spec.cloud_configs = cloud_configs.clone();
                 d.spec.options = req.options.clone();
-                d.spec.task = Some(task);
+                c.claim(&mut d)?;
                 if req.options.recreate {
                     bump_recreate(&mut d.spec);
                 }
@@ -288,24 +338,25 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     // 404 before a task is made for nothing.
     st.store.get::<DeploymentSpec>(None, &name).await?;
-    let (task, gone) = with_task(&st.store, "delete deployment", &name, async |task| {
-        write_deployment(&st.store, &name, |current| {
-            let Some(mut d) = current else {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("deployment {name} not found"),
-                ));
-            };
-            d.spec.task = Some(task);
-            if q.force {
-                d.metadata.annotations.insert(FORCE_DELETE_ANNOTATION.into(), "true".into());
-            }
-            Ok(d)
+    let (task, gone) =
+        with_task(&st.store, "delete deployment", &name, TaskChange::Delete, async |c| {
+            write_deployment(&st.store, &name, |current| {
+                let Some(mut d) = current else {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!("deployment {name} not found"),
+                    ));
+                };
+                c.claim(&mut d)?;
+                if q.force {
+                    d.metadata.annotations.insert(FORCE_DELETE_ANNOTATION.into(), "true".into());
+                }
+                Ok(d)
+            })
+            .await?;
+            Ok(st.store.delete::<DeploymentSpec>(None, &name, None).await?)
         })
         .await?;
-        Ok(st.store.delete::<DeploymentSpec>(None, &name, None).await?)
-    })
-    .await?;
     if gone {
         // No finalizer: no controller held it, so nothing is left to clean
         // up and nobody else would finish the task.

@@ -46,6 +46,8 @@ pub struct ApiState {
     scratch: Option<std::path::PathBuf>,
     /// The director, for routes that talk to agents.
     director: Option<crate::director::Director>,
+    /// Size limits deployments are validated against.
+    limits: crate::validate::DeploymentLimits,
 }
 
 impl ApiState {
@@ -57,7 +59,14 @@ impl ApiState {
             blobstore: None,
             scratch: None,
             director: None,
+            limits: Default::default(),
         }
+    }
+
+    /// Validates deployments against `limits` (default: the defaults).
+    pub fn with_limits(mut self, limits: crate::validate::DeploymentLimits) -> ApiState {
+        self.limits = limits;
+        self
     }
 
     /// Lets routes reach agents through `director`.

@@ -79,25 +79,19 @@ fn write_routes<S: Writable>() -> R {
 pub trait Writable: Kind {
     /// Every problem with `obj`, each naming its path; empty = valid.
     fn check(
-        store: &bosh_api::store::Store,
+        st: &ApiState,
         obj: &Object<Self>,
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
 }
 
 impl Writable for DeploymentSpec {
-    async fn check(
-        store: &bosh_api::store::Store,
-        obj: &Object<Self>,
-    ) -> Result<Vec<String>, ApiError> {
-        Ok(validate::check_deployment(store, obj).await?)
+    async fn check(st: &ApiState, obj: &Object<Self>) -> Result<Vec<String>, ApiError> {
+        Ok(validate::check_deployment(&st.store, obj, &st.limits).await?)
     }
 }
 
 impl Writable for ConfigSpec {
-    async fn check(
-        _: &bosh_api::store::Store,
-        obj: &Object<Self>,
-    ) -> Result<Vec<String>, ApiError> {
+    async fn check(_: &ApiState, obj: &Object<Self>) -> Result<Vec<String>, ApiError> {
         Ok(validate::check_config(obj))
     }
 }
@@ -146,7 +140,7 @@ async fn put<S: Writable>(
             vec![format!("expected apiVersion {API_VERSION} and kind {}", S::KIND)],
         ));
     }
-    let errors = S::check(&st.store, &obj).await?;
+    let errors = S::check(&st, &obj).await?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(format!("{} {name} is invalid", S::KIND), errors));
     }

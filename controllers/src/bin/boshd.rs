@@ -94,6 +94,12 @@ struct Args {
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
+    /// A deployment whose instance group asks for more instances is refused.
+    #[arg(long, default_value_t = 10_000)]
+    max_instances_per_group: u32,
+    /// A deployment asking for more instances in all is refused.
+    #[arg(long, default_value_t = 20_000)]
+    max_instances_per_deployment: u32,
     /// Address of the HTTP API (and the blobstore, under /blobs).
     #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
     listen: String,
@@ -202,6 +208,7 @@ async fn director(
         blobs,
         blobstore,
         heartbeat_interval_secs: args.heartbeat_interval_secs,
+        addresses: Default::default(),
     };
     Ok((director, nats))
 }
@@ -261,7 +268,12 @@ async fn main() -> anyhow::Result<()> {
         mirrors: args.blobstore_mirrors.clone(),
     };
     let (director, nats) = director(&args, &store, storage.clone(), blobstore).await?;
+    let limits = bosh_controllers::validate::DeploymentLimits {
+        max_instances_per_group: args.max_instances_per_group,
+        max_instances_per_deployment: args.max_instances_per_deployment,
+    };
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
+        .with_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
         .with_director(director.clone());
     let router = bosh_controllers::api::router(Arc::new(api_state))
@@ -291,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
             meltdown_fraction: args.meltdown_percent / 100.0,
             ..Default::default()
         },
+        limits,
     };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),

@@ -67,8 +67,6 @@ const WAIT: Duration = Duration::from_secs(2);
 pub struct Compiler {
     /// The world's handles.
     pub director: Director,
-    /// Serializes address claims for compile VMs.
-    ip_lock: tokio::sync::Mutex<()>,
     /// How long a compile VM's agent may take to answer (BOSH: 600 s).
     pub agent_wait: Duration,
 }
@@ -76,11 +74,7 @@ pub struct Compiler {
 impl Compiler {
     /// A compiler acting through `director`.
     pub fn new(director: Director) -> Compiler {
-        Compiler {
-            director,
-            ip_lock: tokio::sync::Mutex::new(()),
-            agent_wait: Duration::from_secs(600),
-        }
+        Compiler { director, agent_wait: Duration::from_secs(600) }
     }
 }
 

@@ -50,8 +50,9 @@ pub struct CompileEnv {
 
 /// Claims a free address for a new compile VM of `key` and records the
 /// worker (agent id, request id, address) in the package's status before
-/// any VM exists. The claim is made under the compiler's lock, against the
-/// addresses every recorded worker and every instance holds. `None`: another
+/// any VM exists. The claim is made under the director's address book,
+/// against the addresses every recorded worker and every instance holds and
+/// every deployment has planned. `None`: another
 /// deployment's compile VM claimed the package first.
 pub async fn claim(
     store: &Store,
@@ -59,7 +60,7 @@ pub async fn claim(
     env: &CompileEnv,
     key: &str,
 ) -> Result<Option<CompileWorker>, Error> {
-    let _guard = c.ip_lock.lock().await;
+    let book = c.director.addresses.lock().await;
     let all = store.list::<CompiledPackageSpec>("").await?;
     let instances = store.list::<InstanceSpec>("").await?;
     let in_use: BTreeSet<Ipv4Addr> = all
@@ -69,6 +70,7 @@ pub async fn claim(
         .map(|w| w.ip.as_str())
         .chain(instances.items.iter().flat_map(|i| i.spec.networks.iter().map(|n| n.ip.as_str())))
         .filter_map(|ip| ip.parse().ok())
+        .chain(book.others(""))
         .collect();
     let ip = plan::pick_ip(&env.subnet, &in_use)
         .map_err(|message| Error::Config {

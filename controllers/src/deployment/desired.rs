@@ -46,6 +46,46 @@ pub struct Context<'a> {
     pub cloud_check: &'a CloudCheckSpec,
 }
 
+/// The owned inputs of a [`Context`], so building the specs of many
+/// instances can move to a blocking thread.
+pub struct Inputs {
+    /// The deployment's name.
+    pub deployment: String,
+    /// The manifest, variables interpolated and addons applied.
+    pub manifest: Manifest,
+    /// The merged cloud config.
+    pub cloud: CloudConfig,
+    /// Release objects by release name.
+    pub releases: BTreeMap<String, Object<ReleaseSpec>>,
+    /// Every uploaded stemcell.
+    pub stemcells: Vec<Object<StemcellSpec>>,
+    /// Compiled package blobs by compile key.
+    pub compiled: BTreeMap<String, BlobRef>,
+    /// Job templates by (release name, job name).
+    pub jobs: BTreeMap<(String, String), Arc<JobTemplates>>,
+    /// Operator requests, by group name or instance id.
+    pub overrides: BTreeMap<String, InstanceOverride>,
+    /// Cloud-check requests.
+    pub cloud_check: CloudCheckSpec,
+}
+
+impl Inputs {
+    /// The context borrowing these inputs.
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            deployment: &self.deployment,
+            manifest: &self.manifest,
+            cloud: &self.cloud,
+            releases: &self.releases,
+            stemcells: &self.stemcells,
+            compiled: &self.compiled,
+            jobs: &self.jobs,
+            overrides: &self.overrides,
+            cloud_check: &self.cloud_check,
+        }
+    }
+}
+
 /// The share of the deployment's cloud-check requests that concerns
 /// instance `name` (`group/uuid`): the scan token and the resolutions of
 /// problems whose id is `<name>/<type>`.

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosh_api::manifest::Manifest;
-use bosh_api::meta::{find_condition, set_condition};
+use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
     BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
 };
@@ -74,8 +74,11 @@ pub struct Deployer {
     jobs: Mutex<HashMap<String, Arc<JobTemplates>>>,
     /// Rendered templates by render-input digest.
     rendered: Mutex<HashMap<String, BlobRef>>,
-    /// Serializes address allocation across deployments.
-    ip_lock: tokio::sync::Mutex<()>,
+    /// Render failures by render-input digest: the same inputs fail the
+    /// same way, so a template that loops until the timeout is run once per
+    /// change of its inputs, not once per retry (BOSH does not retry a
+    /// failed deploy either).
+    failed_renders: Mutex<HashMap<String, String>>,
 }
 
 impl Deployer {
@@ -86,7 +89,7 @@ impl Deployer {
             render_limits: Limits { timeout: Duration::from_secs(60), max_output: 64 << 20 },
             jobs: Mutex::default(),
             rendered: Mutex::default(),
-            ip_lock: tokio::sync::Mutex::new(()),
+            failed_renders: Mutex::default(),
         }
     }
 }
@@ -103,8 +106,9 @@ pub enum Error {
     /// Rendering could not run (Ruby missing, killed at a limit).
     #[error("rendering templates: {0}")]
     Render(#[from] render::Error),
-    /// Templates of some instances failed to render (one line each).
-    #[error("rendering templates: {}", .0.join("; "))]
+    /// Templates of some instances failed to render (one line each; the
+    /// message shows the first few and counts the rest).
+    #[error("rendering templates: {}", join_bounded(.0, "; ", 10))]
     Templates(Vec<String>),
 }
 
@@ -264,8 +268,11 @@ pub async fn reconcile(
     match converge(&ctx, &obj).await {
         Ok(a) => Ok(a),
         Err(Failure::Blocked(b)) => {
+            // The task fails now; the deployment is looked at again only
+            // with growing delays (and at once when its spec changes), so a
+            // failed deploy stays failed instead of being redone forever.
             report(store, &obj, Some(false), b.reason, b.message, BTreeMap::new()).await?;
-            Ok(Action::requeue(WAIT))
+            Ok(Action::backoff())
         }
         Err(Failure::Store(e)) => Err(e.into()),
     }
@@ -300,10 +307,13 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let stemcells = store.list::<StemcellSpec>("").await?.items;
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
 
-    // Plan under the address lock, against every address held elsewhere
-    // (other deployments' instances, compile VMs). One listing of the
-    // compiled packages gives both their blobs and their workers' addresses.
-    let _ip = ctx.data.ip_lock.lock().await;
+    // Plan under the address book's lock, against every address held
+    // elsewhere (other deployments' instances and plans, compile VMs), and
+    // record the plan's addresses before letting go: rendering comes later,
+    // outside the lock, so one deployment's slow or stuck templates never
+    // hold up another's planning. One listing of the compiled packages
+    // gives both their blobs and their workers' addresses.
+    let mut book = ctx.data.director.addresses.lock().await;
     let packages = store.list::<CompiledPackageSpec>("").await?.items;
     let compiled: BTreeMap<String, BlobRef> = packages
         .iter()
@@ -317,6 +327,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         .flat_map(|i| i.spec.networks.iter().map(|n| n.ip.clone()))
         .chain(packages.iter().filter_map(|w| w.status.worker.as_ref().map(|w| w.ip.clone())))
         .filter_map(|ip| ip.parse().ok())
+        .chain(book.others(name))
         .collect();
     let existing: Vec<plan::Existing> = mine
         .iter()
@@ -335,26 +346,45 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
                 .collect(),
         })
         .collect();
-    let planned = plan::plan(&manifest, &cloud, &existing, &outside, &mut || {
-        uuid::Uuid::new_v4().to_string()
-    })
-    .map_err(|e| Blocked::new("PlacementFailed", e.join("; ")))?;
-
-    let cx = desired::Context {
-        deployment: name,
-        manifest: &manifest,
-        cloud: &cloud,
-        releases: &releases,
-        stemcells: &stemcells,
-        compiled: &compiled,
-        jobs: &jobs,
-        overrides: &obj.spec.instances,
-        cloud_check: &obj.spec.cloud_check,
+    // Planning is CPU work in proportion to the instances: off the async
+    // workers that serve the API and talk to agents.
+    let planned = {
+        let (manifest, cloud) = (manifest.clone(), cloud.clone());
+        tokio::task::spawn_blocking(move || {
+            plan::plan(&manifest, &cloud, &existing, &outside, &mut || {
+                uuid::Uuid::new_v4().to_string()
+            })
+        })
+        .await
+        .map_err(|e| Blocked::new("PlacementFailed", format!("planning panicked: {e}")))?
+        .map_err(|e| Blocked::new("PlacementFailed", join_bounded(&e, "; ", 10)))?
     };
-    let mut built = Vec::new();
-    for d in &planned.instances {
-        built.push(desired::build(&cx, d)?);
-    }
+    book.set(
+        name,
+        planned.instances.iter().flat_map(|d| d.ips.values().filter_map(|ip| *ip)).collect(),
+    );
+    drop(book);
+
+    let inputs = Arc::new(desired::Inputs {
+        deployment: name.to_string(),
+        manifest: manifest.clone(),
+        cloud,
+        releases,
+        stemcells,
+        compiled,
+        jobs,
+        overrides: obj.spec.instances.clone(),
+        cloud_check: obj.spec.cloud_check.clone(),
+    });
+    let mut built = {
+        let (inputs, planned) = (inputs.clone(), planned.instances.clone());
+        tokio::task::spawn_blocking(move || {
+            let cx = inputs.context();
+            planned.iter().map(|d| desired::build(&cx, d)).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Blocked::new("BuildFailed", format!("building specs panicked: {e}")))??
+    };
     render_all(ctx, &mut built).await.map_err(Failure::from)?;
 
     // Deletions first, all at once: BOSH deletes unneeded instances before
@@ -532,10 +562,43 @@ async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result
         let cache = ctx.data.rendered.lock().expect("render cache");
         (0..built.len()).filter(|i| !cache.contains_key(&keys[*i])).collect()
     };
+    let label = |i: usize| {
+        format!("{}/{} ({})", built[i].spec.group, built[i].spec.id, built[i].spec.index)
+    };
     if !missing.is_empty() {
+        // Inputs that failed before fail again: answer from memory.
+        let known: Option<Vec<String>> = {
+            let failed = ctx.data.failed_renders.lock().expect("render failures");
+            missing
+                .iter()
+                .map(|i| failed.get(&keys[*i]).map(|e| format!("{}: {e}", label(*i))))
+                .collect()
+        };
+        if let Some(errors) = known {
+            return Err(Error::Templates(errors));
+        }
+        let remember = |i: usize, e: &str| {
+            let mut failed = ctx.data.failed_renders.lock().expect("render failures");
+            if failed.len() > 10_000 {
+                failed.clear();
+            }
+            failed.insert(keys[i].clone(), e.to_string());
+        };
         let reqs: Vec<render::RenderRequest> =
             missing.iter().map(|i| built[*i].render.clone()).collect();
-        let results = render::render_batch(&reqs, &ctx.data.render_limits).await?;
+        let results = match render::render_batch(&reqs, &ctx.data.render_limits).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The whole batch failed (a timeout, an output limit): every
+                // input in it is remembered with the batch's error.
+                if e.is_deterministic() {
+                    for i in &missing {
+                        remember(*i, &e.to_string());
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let mut errors = Vec::new();
         for (i, r) in missing.iter().zip(results) {
             match r {
@@ -549,10 +612,12 @@ async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result
                     }
                     cache.insert(keys[*i].clone(), blob);
                 }
-                Err(e) => errors.push(format!(
-                    "{}/{} ({}): {e}",
-                    built[*i].spec.group, built[*i].spec.id, built[*i].spec.index
-                )),
+                Err(e) => {
+                    if e.is_deterministic() {
+                        remember(*i, &e.to_string());
+                    }
+                    errors.push(format!("{}: {e}", label(*i)));
+                }
             }
         }
         if !errors.is_empty() {
@@ -593,6 +658,7 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
     if !instances.is_empty() {
         return Ok(Action::requeue(POLL));
     }
+    ctx.data.director.addresses.lock().await.remove(name);
     if let Err(e) = crate::variables::delete_all(store, name).await {
         warn!(deployment = name, error = %e, "could not delete the deployment's variables");
         return Ok(Action::requeue(WAIT));

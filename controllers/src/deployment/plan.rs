@@ -339,6 +339,65 @@ struct Subnet {
     allocator: Allocator,
 }
 
+/// Groups that can never get their addresses, whatever else holds some:
+/// checked before anything is written (and by `--dry-run`), so a manifest
+/// asking 100,000 instances of a /24 is refused at once with one line per
+/// group, network and AZ.
+pub fn capacity_errors(manifest: &Manifest, cloud: &CloudConfig) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (gi, g) in manifest.instance_groups.iter().enumerate() {
+        if g.lifecycle() == Lifecycle::Errand {
+            continue;
+        }
+        let azs: Vec<Option<&str>> = if g.azs.is_empty() {
+            vec![None]
+        } else {
+            g.azs.iter().map(|a| Some(a.as_str())).collect()
+        };
+        let n = azs.len() as u64;
+        let instances = u64::from(g.instances);
+        for nref in g.networks.iter().filter(|r| r.static_ips.is_empty()) {
+            let Some(net) = cloud.networks.iter().find(|n| n.name == nref.name) else { continue };
+            if net.network_type() != NetworkType::Manual {
+                continue;
+            }
+            for (i, az) in azs.iter().enumerate() {
+                // Placement spreads instances evenly, earlier AZs first.
+                let need = instances / n + u64::from((i as u64) < instances % n);
+                let serving: Vec<&bosh_api::manifest::Subnet> = net
+                    .subnets
+                    .iter()
+                    .filter(|s| {
+                        let names: Vec<String> =
+                            s.az_names().into_iter().map(str::to_string).collect();
+                        serves_az(&names, *az)
+                    })
+                    .collect();
+                let have: u64 = serving
+                    .iter()
+                    .filter_map(|s| Pools::of(s).ok())
+                    .map(|p| p.dynamic_count(need))
+                    .sum();
+                if need > have {
+                    let ranges: Vec<&str> =
+                        serving.iter().filter_map(|s| s.range.as_deref()).collect();
+                    let az_text = az.unwrap_or("(none)");
+                    let subnets = if ranges.is_empty() {
+                        "no subnet serves it".to_string()
+                    } else {
+                        format!("subnet {} has {have} dynamic addresses", ranges.join(", "))
+                    };
+                    errors.push(format!(
+                        "instance_groups[{gi}].instances: instance group {} in az {az_text} needs {need} addresses on network {:?}; {subnets}",
+                        g.name, nref.name
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
 /// Whether a subnet with these AZ names serves `az` (all, when no AZ).
 fn serves_az(azs: &[String], az: Option<&str>) -> bool {
     az.is_none() || azs.is_empty() || azs.iter().any(|a| Some(a.as_str()) == az)

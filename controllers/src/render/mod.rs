@@ -246,6 +246,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the same inputs would fail the same way: true of the
+    /// templates and the job tarballs, and of limits they run into; false
+    /// of this machine's trouble (Ruby not starting, local I/O), which is
+    /// worth retrying.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, Error::Spawn { .. } | Error::Io { .. } | Error::Archive { .. })
+    }
+}
+
 /// BOSH's nested wording: per instance, per job, per template.
 fn templates_message(instance: &str, failures: &[TemplateFailure]) -> String {
     let mut out = format!("Unable to render jobs for instance '{instance}'. Errors are:");

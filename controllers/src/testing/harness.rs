@@ -123,11 +123,12 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             resync: o.resync,
             election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
             health: o.health.clone(),
+            limits: Default::default(),
         };
-        let validator = Controller::<DeploymentSpec, (), validate::Error>::new(
+        let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
             "deployment-validator",
             store.clone(),
-            Arc::new(()),
+            Arc::new(opts.limits),
             Config {
                 trigger: Trigger::Generation,
                 election: opts.election.clone(),
@@ -137,8 +138,10 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             validate::error_policy,
         );
         let deploy = o.deploy;
+        let task_controller = daemon::task_controller(&store, &opts);
         let tasks = vec![
             tokio::spawn(validator.run(shutdown.clone())),
+            tokio::spawn(task_controller.run(shutdown.clone())),
             tokio::spawn({
                 let (d, s) = (director.clone(), shutdown.clone());
                 async move {

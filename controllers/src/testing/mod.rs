@@ -136,6 +136,7 @@ impl LocalWorld {
                 mirrors: Vec::new(),
             },
             heartbeat_interval_secs: 1,
+            addresses: Default::default(),
         };
         (director, LocalWorldRest { env: self.env, nats: self.nats, stemcell: self.stemcell })
     }

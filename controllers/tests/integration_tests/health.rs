@@ -45,6 +45,7 @@ async fn etcd_writes_equal_health_transitions() {
             check_interval: Duration::from_millis(250),
             ..HealthConfig::default()
         },
+        limits: Default::default(),
     };
     let agents: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
     for (i, a) in agents.iter().enumerate() {

@@ -238,6 +238,7 @@ async fn main() -> Result<()> {
         resync: Duration::from_secs(5),
         election: ElectionConfig { ttl: Duration::from_secs(10), holder: "bench".into() },
         health: Default::default(),
+        limits: Default::default(),
     };
     let t = Instant::now();
     let run = tokio::spawn(daemon::run(store.clone(), opts, shutdown.clone()));

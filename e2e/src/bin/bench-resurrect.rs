@@ -187,6 +187,7 @@ async fn load(args: &Args) -> Result<()> {
         resync: Duration::from_secs(300),
         election: Default::default(),
         health: HealthConfig::default(),
+        limits: Default::default(),
     };
     let monitor = tokio::spawn({
         let (d, s) = (h.director.clone(), stop.clone());

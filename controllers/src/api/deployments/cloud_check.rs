@@ -19,6 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bosh_api::objects::{
     CloudCheckSpec, CloudCheckStatus, DeploymentSpec, Problem, Resolution, ResolutionRequest,
+    TaskChange,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -45,11 +46,10 @@ pub(in crate::api) async fn scan(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     st.store.get::<DeploymentSpec>(None, &name).await?;
-    let (task, _) = with_task(&st.store, "scan cloud", &name, async |task| {
+    let (task, _) = with_task(&st.store, "scan cloud", &name, TaskChange::Update, async |c| {
         update_deployment(&st.store, &name, |d| {
             d.spec.cloud_check.scan += 1;
-            d.spec.task = Some(task);
-            Ok(())
+            c.claim(d)
         })
         .await
     })
@@ -155,15 +155,15 @@ pub(in crate::api) async fn resolve(
         return Ok(Json(json!({ "task": null, "resolutions": 0 })));
     }
     let n = chosen.len();
-    let (task, _) = with_task(&st.store, "apply resolutions", &name, async |task| {
-        update_deployment(&st.store, &name, |d| {
-            record(&mut d.spec.cloud_check, &chosen);
-            d.spec.task = Some(task);
-            Ok(())
+    let (task, _) =
+        with_task(&st.store, "apply resolutions", &name, TaskChange::Update, async |c| {
+            update_deployment(&st.store, &name, |d| {
+                record(&mut d.spec.cloud_check, &chosen);
+                c.claim(d)
+            })
+            .await
         })
-        .await
-    })
-    .await?;
+        .await?;
     Ok(Json(json!({ "task": task, "resolutions": n })))
 }
 

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bosh_api::Object;
 use bosh_api::agent::ProcessStatus;
-use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec};
+use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec, TaskChange};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -169,15 +169,14 @@ pub(in crate::api) async fn action(
     // Ids of matched instances that carry an override of their own: the id
     // wins over its group, so a group action must change it as well.
     let ids: BTreeSet<String> = sel.instances.iter().map(|i| instance_id(i).to_string()).collect();
-    let (task, _) = with_task(&st.store, &description, &name, async |task| {
+    let (task, _) = with_task(&st.store, &description, &name, TaskChange::Update, async |c| {
         update_deployment(&st.store, &name, |d| {
             let own: Vec<String> =
                 d.spec.instances.keys().filter(|k| ids.contains(*k)).cloned().collect();
             for key in sel.keys.iter().chain(own.iter()) {
                 req.action.apply_to(d.spec.instances.entry(key.clone()).or_default());
             }
-            d.spec.task = Some(task);
-            Ok(())
+            c.claim(d)
         })
         .await
     })

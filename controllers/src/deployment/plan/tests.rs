@@ -277,6 +277,30 @@ fn a_huge_group_fails_at_once_with_one_error() {
     assert!(err[0].contains("subnet 127.77.1.0/24 had 235 free"), "{err:?}");
 }
 
+/// The up-front check names the group, AZ, need and the subnet's size,
+/// and passes a group that fits.
+#[test]
+fn capacity_is_checked_before_planning() {
+    let c = cloud();
+    let m = manifest(&group("web", 100_000, "z1, z2", NET));
+    let errs = super::capacity_errors(&m, &c);
+    assert_eq!(
+        errs,
+        [
+            "instance_groups[0].instances: instance group web in az z1 needs 50000 addresses on network \"default\"; subnet 127.77.1.0/24 has 235 dynamic addresses",
+            "instance_groups[0].instances: instance group web in az z2 needs 50000 addresses on network \"default\"; subnet 127.77.2.0/24 has 235 dynamic addresses",
+        ]
+    );
+    assert!(
+        super::capacity_errors(&manifest(&group("web", 705, "z1, z2, z3", NET)), &c).is_empty()
+    );
+    // z3 has no static range: 245 dynamic addresses; 706 puts 236 in z1.
+    assert_eq!(
+        super::capacity_errors(&manifest(&group("web", 706, "z1, z2, z3", NET)), &c).len(),
+        1
+    );
+}
+
 /// 30,000 instances over three AZs on a /16 each: balanced, indexes
 /// 0..30000, addresses all distinct; scaling down to 3 keeps indexes 0-2.
 #[test]

@@ -1,5 +1,8 @@
 //! Tasks and their events: BOSH's task queue and event log, as objects.
 //!
+//! [`supersede`] is the controller that ends tasks nobody else will:
+//! superseded, cancelled, or left by a deleted deployment.
+//!
 //! Every accepted change gets a numbered Task; the controllers that carry
 //! it out append Events to it (stage, object, started/finished/failed, the
 //! error). Task numbers and event order come from counters incremented by
@@ -9,7 +12,7 @@
 
 use std::time::Duration;
 
-use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
+use bosh_api::objects::{EventSpec, EventState, TaskChange, TaskSpec, TaskState};
 use bosh_api::store::{self, LeaseId, Store};
 use bosh_api::{Object, ObjectMeta};
 use chrono::Utc;
@@ -23,12 +26,36 @@ pub fn task_name(id: u64) -> String {
     format!("{id:010}")
 }
 
-/// Creates a new queued task.
+pub mod supersede;
+
+/// Creates a new queued task that a controller will finish itself.
 pub async fn create_task(
     store: &Store,
     description: &str,
     deployment: Option<&str>,
     user: &str,
+) -> Result<Object<TaskSpec>, store::Error> {
+    create(store, description, deployment, user, None).await
+}
+
+/// Creates a new queued task carrying out `change` of `deployment`; it is
+/// current once the deployment's `spec.task` names it.
+pub async fn create_change_task(
+    store: &Store,
+    description: &str,
+    deployment: &str,
+    user: &str,
+    change: TaskChange,
+) -> Result<Object<TaskSpec>, store::Error> {
+    create(store, description, Some(deployment), user, Some(change)).await
+}
+
+async fn create(
+    store: &Store,
+    description: &str,
+    deployment: Option<&str>,
+    user: &str,
+    change: Option<TaskChange>,
 ) -> Result<Object<TaskSpec>, store::Error> {
     let id = store.next_sequence("tasks").await?;
     let spec = TaskSpec {
@@ -36,6 +63,8 @@ pub async fn create_task(
         description: description.to_string(),
         deployment: deployment.map(str::to_string),
         user: user.to_string(),
+        change,
+        cancel: false,
     };
     store.create(&Object::new(ObjectMeta::named(task_name(id)), spec)).await
 }
@@ -50,18 +79,18 @@ pub async fn set_task_state(
 ) -> Result<(), store::Error> {
     loop {
         let mut t: Object<TaskSpec> = store.get(None, &task_name(id)).await?;
-        if matches!(t.status.state, TaskState::Done | TaskState::Error | TaskState::Cancelled) {
+        if t.status.state.is_finished() {
             return Ok(());
         }
         let now = Utc::now();
         if t.status.started_at.is_none() {
             t.status.started_at = Some(now);
         }
-        if matches!(state, TaskState::Done | TaskState::Error | TaskState::Cancelled) {
+        if state.is_finished() {
             t.status.finished_at = Some(now);
         }
         t.status.state = state;
-        t.status.result = result.to_string();
+        t.status.result = bosh_api::meta::bounded_message(result.to_string());
         match store.update_status(&t).await {
             Ok(_) => return Ok(()),
             Err(e) if e.is_conflict() => continue,
@@ -108,7 +137,7 @@ impl EventLog {
             stage: stage.to_string(),
             object: object.to_string(),
             state,
-            error: error.to_string(),
+            error: bosh_api::meta::bounded_message(error.to_string()),
         };
         let name = format!("{}/{seq:06}", task_name(self.task));
         self.store.create_with_lease(&Object::new(ObjectMeta::named(name), spec), lease).await
