@@ -94,6 +94,9 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Show a task's events (`--follow` until it finishes).
     Task(tasks::TaskArgs),
+    /// Cancel a task that changes a deployment: no further instance is
+    /// updated for it (those under way finish).
+    CancelTask(tasks::CancelTaskArgs),
     /// Show events, of all tasks or one.
     Events(tasks::EventsArgs),
     /// List the VMs the director made, with their agents' state.
@@ -207,6 +210,7 @@ fn main() {
         Command::ExportRelease(a) => block_on(uploads::export_release(a)),
         Command::Tasks(a) => block_on(tasks::tasks(a)),
         Command::Task(a) => block_on(tasks::task(a)),
+        Command::CancelTask(a) => block_on(tasks::cancel_task(a)),
         Command::Events(a) => block_on(tasks::events(a)),
         Command::Vms(a) => block_on(vms::vms(a)),
         Command::Exec(a) => block_on(vms::exec(a)),

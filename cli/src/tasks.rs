@@ -41,6 +41,15 @@ pub struct TaskArgs {
     pub director: DirectorArgs,
 }
 
+/// Flags of `cancel-task`.
+#[derive(Debug, clap::Args)]
+pub struct CancelTaskArgs {
+    /// The task number.
+    pub id: u64,
+    #[command(flatten)]
+    pub director: DirectorArgs,
+}
+
 /// Flags of `events`.
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {
@@ -178,8 +187,12 @@ pub async fn task(args: TaskArgs) -> Result<()> {
                     format!(": {}", t.status.result)
                 }
             );
-            if t.status.state == TaskState::Error {
-                anyhow::bail!("task {} failed: {}", t.spec.id, t.status.result);
+            match t.status.state {
+                TaskState::Error => anyhow::bail!("task {} failed: {}", t.spec.id, t.status.result),
+                TaskState::Cancelled => {
+                    anyhow::bail!("task {} cancelled: {}", t.spec.id, t.status.result)
+                }
+                _ => {}
             }
             return Ok(());
         }
@@ -187,6 +200,15 @@ pub async fn task(args: TaskArgs) -> Result<()> {
         // between polls keeps the load on it negligible.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Runs `cancel-task N`: asks the director to cancel the task, then says
+/// so; the task ends as the controllers get to it (`task N --follow`).
+pub async fn cancel_task(args: CancelTaskArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    d.post_json(&format!("/v1/task-cancellations/{}", args.id), &serde_json::json!({})).await?;
+    println!("Task {} cancelling (follow with `boshctl task {} --follow`)", args.id, args.id);
+    Ok(())
 }
 
 /// Runs `events`.

@@ -23,6 +23,8 @@ pub struct Options {
     pub health: crate::health::HealthConfig,
     /// Size limits every deployment is validated against.
     pub limits: validate::DeploymentLimits,
+    /// Limits of one template-rendering Ruby process.
+    pub render: crate::render::Limits,
 }
 
 impl Options {
@@ -149,7 +151,9 @@ pub async fn run_deploy(
     let deployments = Controller::<DeploymentSpec, _, deployment::Error>::new(
         "deployment",
         store.clone(),
-        Arc::new(deployment::Deployer::new(director.clone())),
+        Arc::new(
+            deployment::Deployer::new(director.clone()).with_render_limits(opts.render.clone()),
+        ),
         cfg(Trigger::Generation),
         deployment::reconcile,
         deployment::error_policy,

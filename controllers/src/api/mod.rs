@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 pub mod deployments;
 mod export;
 pub mod objects;
+mod tasks;
 mod uploads;
 mod vms;
 
@@ -168,6 +169,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
         .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
         .route("/v1/exports/releases", axum::routing::post(export::export_release))
+        .route("/v1/task-cancellations/{id}", axum::routing::post(tasks::cancel))
         .route("/v1/vms", axum::routing::get(vms::list))
         .route("/v1/vms/{agent_id}/exec", axum::routing::post(vms::exec))
         .route("/v1/deployments/{name}/apply", axum::routing::post(deployments::apply))

@@ -100,6 +100,12 @@ struct Args {
     /// A deployment asking for more instances in all is refused.
     #[arg(long, default_value_t = 20_000)]
     max_instances_per_deployment: u32,
+    /// A template render (one Ruby process per batch) is killed after this.
+    #[arg(long, default_value_t = 60)]
+    render_timeout_secs: u64,
+    /// A template render whose output passes this is killed.
+    #[arg(long, default_value_t = 64 << 20)]
+    render_max_output_bytes: usize,
     /// Address of the HTTP API (and the blobstore, under /blobs).
     #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
     listen: String,
@@ -304,6 +310,10 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         limits,
+        render: bosh_controllers::render::Limits {
+            timeout: Duration::from_secs(args.render_timeout_secs),
+            max_output: args.render_max_output_bytes,
+        },
     };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),

@@ -86,11 +86,17 @@ impl Deployer {
     pub fn new(director: Director) -> Deployer {
         Deployer {
             director,
-            render_limits: Limits { timeout: Duration::from_secs(60), max_output: 64 << 20 },
+            render_limits: Limits::default(),
             jobs: Mutex::default(),
             rendered: Mutex::default(),
             failed_renders: Mutex::default(),
         }
+    }
+
+    /// The same deployer, rendering under `limits`.
+    pub fn with_render_limits(mut self, limits: Limits) -> Deployer {
+        self.render_limits = limits;
+        self
     }
 }
 
@@ -194,6 +200,15 @@ async fn finish_task(
     Ok(())
 }
 
+/// The deployment's current task, if it names one that exists.
+async fn current_task(
+    store: &Store,
+    task: Option<u64>,
+) -> Result<Option<Object<bosh_api::objects::TaskSpec>>, Error> {
+    let Some(task) = task else { return Ok(None) };
+    Ok(store.try_get(None, &crate::tasks::task_name(task)).await?)
+}
+
 /// Marks a task processing (reads only when it already is).
 async fn start_task(store: &Store, task: Option<u64>) -> Result<(), Error> {
     let Some(task) = task else { return Ok(()) };
@@ -252,6 +267,16 @@ pub async fn reconcile(
         }
         Some(_) => {}
         None => return Ok(Action::requeue(POLL)),
+    }
+    // A cancelled change goes no further: no instance gets its new spec
+    // until the next change (those that already have it finish, as BOSH
+    // finishes the step under way). Nothing to do until the spec changes.
+    if let Some(t) = current_task(store, obj.spec.task).await?
+        && t.status.state == TaskState::Cancelled
+    {
+        let msg = format!("task {} was cancelled: {}", t.spec.id, t.status.result);
+        report(store, &obj, Some(false), "Cancelled", msg, BTreeMap::new()).await?;
+        return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
     match verdict(&obj, PACKAGES_COMPILED) {

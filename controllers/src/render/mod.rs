@@ -118,13 +118,30 @@ pub struct Rendered {
 }
 
 /// Limits on one Ruby process (memory is capped at [`MAX_MEMORY`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Killed after this long.
+    /// Killed after this long (boshd `--render-timeout-secs`).
     pub timeout: Duration,
     /// Killed once output exceeds this many bytes; a single template's
-    /// output is held to it as well.
+    /// output is held to it as well (boshd `--render-max-output-bytes`).
     pub max_output: usize,
+}
+
+impl Default for Limits {
+    /// 60 s and 64 MiB for one batch.
+    fn default() -> Self {
+        Limits { timeout: Duration::from_secs(60), max_output: 64 << 20 }
+    }
+}
+
+/// How many Ruby render processes this process has started: rendering is
+/// the director's most expensive step, and tests and `/metrics` check that
+/// a steady or failed deployment does not repeat it.
+static RUBY_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many Ruby render processes have been started so far.
+pub fn ruby_runs() -> u64 {
+    RUBY_RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One template that failed to render.
@@ -288,6 +305,7 @@ pub async fn render_batch(
         Vec::new()
     } else {
         let input = serde_json::to_vec(&batch.input).expect("render input serializes");
+        RUBY_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stdout = ruby::run(&input, limits).await?;
         ruby::parse_output(&stdout, batch.sent)?
     };

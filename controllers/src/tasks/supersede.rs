@@ -68,12 +68,27 @@ pub enum Verdict {
 
 /// Decides an unfinished task's fate from the task and its deployment
 /// (`None`: gone). `age` is how long ago the task was made.
-pub fn verdict(task: &TaskSpec, deployment: Option<&DeploymentSpec>, age: Duration) -> Verdict {
+pub fn verdict(
+    task: &TaskSpec,
+    state: TaskState,
+    deployment: Option<&DeploymentSpec>,
+    age: Duration,
+) -> Verdict {
     let Some(change) = task.change else { return Verdict::Keep };
     let Some(d) = deployment else {
         return match change {
             TaskChange::Delete => Verdict::End(TaskState::Done, "deleted".into()),
-            TaskChange::Update => Verdict::End(TaskState::Cancelled, "deployment deleted".into()),
+            // Started: the deployment existed, and is gone.
+            TaskChange::Update if state == TaskState::Processing => {
+                Verdict::End(TaskState::Cancelled, "deployment deleted".into())
+            }
+            // A new deployment's task is made before the deployment is
+            // written: give the write its time.
+            TaskChange::Update if age < ABANDONED && !task.cancel => Verdict::Keep,
+            TaskChange::Update => Verdict::End(
+                TaskState::Cancelled,
+                "deployment deleted (or its change was never written)".into(),
+            ),
         };
     };
     match d.task {
@@ -116,7 +131,7 @@ pub async fn reconcile(obj: Arc<Object<TaskSpec>>, ctx: Arc<Ctx<()>>) -> Result<
         .creation_timestamp
         .and_then(|t| (Utc::now() - t).to_std().ok())
         .unwrap_or_default();
-    match verdict(&obj.spec, deployment.as_ref().map(|d| &d.spec), age) {
+    match verdict(&obj.spec, obj.status.state, deployment.as_ref().map(|d| &d.spec), age) {
         Verdict::Keep => Ok(Action::requeue(POLL)),
         Verdict::End(state, result) => {
             info!(task = obj.spec.id, deployment = name, ?state, %result, "ending task");
@@ -146,29 +161,37 @@ mod tests {
     }
 
     const NOW: Duration = Duration::ZERO;
+    const Q: TaskState = TaskState::Queued;
+    const P: TaskState = TaskState::Processing;
 
     /// A later task supersedes an earlier one; the current one is kept.
     #[test]
     fn a_later_task_supersedes_and_the_current_one_is_kept() {
         let d = deployment(Some(7));
         assert_eq!(
-            verdict(&task(5, TaskChange::Update, false), Some(&d), NOW),
+            verdict(&task(5, TaskChange::Update, false), Q, Some(&d), NOW),
             Verdict::End(TaskState::Cancelled, "superseded by task 7".into())
         );
-        assert_eq!(verdict(&task(7, TaskChange::Update, false), Some(&d), NOW), Verdict::Keep);
+        assert_eq!(verdict(&task(7, TaskChange::Update, false), P, Some(&d), NOW), Verdict::Keep);
     }
 
     /// A gone deployment completes its deletion task and cancels the rest.
     #[test]
     fn a_deleted_deployment_ends_its_tasks() {
         assert_eq!(
-            verdict(&task(5, TaskChange::Delete, false), None, NOW),
+            verdict(&task(5, TaskChange::Delete, false), P, None, NOW),
             Verdict::End(TaskState::Done, "deleted".into())
         );
         assert_eq!(
-            verdict(&task(4, TaskChange::Update, false), None, NOW),
+            verdict(&task(4, TaskChange::Update, false), P, None, NOW),
             Verdict::End(TaskState::Cancelled, "deployment deleted".into())
         );
+        // Not started: maybe a new deployment's, about to be written.
+        assert_eq!(verdict(&task(4, TaskChange::Update, false), Q, None, NOW), Verdict::Keep);
+        assert!(matches!(
+            verdict(&task(4, TaskChange::Update, false), Q, None, ABANDONED),
+            Verdict::End(TaskState::Cancelled, _)
+        ));
     }
 
     /// A task whose change is not written yet waits, unless cancelled or
@@ -176,26 +199,26 @@ mod tests {
     #[test]
     fn unwritten_changes_wait_then_are_abandoned_and_cancel_is_honoured() {
         let d = deployment(Some(3));
-        assert_eq!(verdict(&task(9, TaskChange::Update, false), Some(&d), NOW), Verdict::Keep);
+        assert_eq!(verdict(&task(9, TaskChange::Update, false), Q, Some(&d), NOW), Verdict::Keep);
         assert!(matches!(
-            verdict(&task(9, TaskChange::Update, false), Some(&d), ABANDONED),
+            verdict(&task(9, TaskChange::Update, false), Q, Some(&d), ABANDONED),
             Verdict::End(TaskState::Error, _)
         ));
         assert_eq!(
-            verdict(&task(9, TaskChange::Update, true), Some(&d), NOW),
+            verdict(&task(9, TaskChange::Update, true), Q, Some(&d), NOW),
             Verdict::End(TaskState::Cancelled, "cancelled by user".into())
         );
         assert_eq!(
-            verdict(&task(3, TaskChange::Update, true), Some(&d), NOW),
+            verdict(&task(3, TaskChange::Update, true), P, Some(&d), NOW),
             Verdict::End(TaskState::Cancelled, "cancelled by user".into())
         );
-        assert_eq!(verdict(&task(3, TaskChange::Delete, true), Some(&d), NOW), Verdict::Keep);
+        assert_eq!(verdict(&task(3, TaskChange::Delete, true), P, Some(&d), NOW), Verdict::Keep);
     }
 
     /// Tasks that carry no change are left to their makers.
     #[test]
     fn tasks_without_a_change_are_left_alone() {
         let t = TaskSpec { id: 1, deployment: Some("d".into()), ..Default::default() };
-        assert_eq!(verdict(&t, None, ABANDONED), Verdict::Keep);
+        assert_eq!(verdict(&t, P, None, ABANDONED), Verdict::Keep);
     }
 }

@@ -40,6 +40,8 @@ pub struct HarnessOptions {
     pub deploy: bool,
     /// The controllers' resync period.
     pub resync: Duration,
+    /// Limits of one template-rendering Ruby process.
+    pub render: crate::render::Limits,
     /// Health monitor and resurrection tuning.
     pub health: crate::health::HealthConfig,
 }
@@ -55,6 +57,7 @@ impl HarnessOptions {
             deploy: true,
             resync: Duration::from_secs(2),
             health: crate::health::HealthConfig::default(),
+            render: Default::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             election: ElectionConfig { ttl: Duration::from_secs(3), ..Default::default() },
             health: o.health.clone(),
             limits: Default::default(),
+            render: o.render.clone(),
         };
         let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
             "deployment-validator",

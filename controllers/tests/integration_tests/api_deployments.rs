@@ -119,6 +119,7 @@ async fn apply_creates_the_deployment_with_a_task_and_keeps_overrides() {
         InstanceOverride { state: Some(DesiredState::Stopped), ..Default::default() },
     );
     store.update_spec(&with_override).await.unwrap();
+    finish_current(&store, "d").await;
 
     // The same manifest again still makes a task (the controller finishes it at once).
     let (status, again) = apply(&url, "d", &manifest("d", 1, "small"), false).await;
@@ -190,8 +191,25 @@ async fn instance_actions_change_spec_instances_and_make_a_task() {
     instance(&store, "d", "bbb", 1).await;
     let actions = "/v1/deployments/d/instances/actions";
 
+    // One change at a time: while the apply's task runs, an action is
+    // refused at once, naming the task that holds the deployment.
+    let n = tasks(&store).await.len();
+    let (status, body) = post(&url, actions, json!({"action": "stop", "target": "web/0"})).await;
+    assert_eq!(status, 409, "{body}");
+    let holder = deployment(&store, "d").await.spec.task.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("busy with task {holder} (create deployment)")),
+        "{body}"
+    );
+    assert_eq!(tasks(&store).await.len(), n, "a refused change makes no task");
+    finish_current(&store, "d").await;
+
     let (status, body) = post(&url, actions, json!({"action": "stop", "target": "web/0"})).await;
     assert_eq!(status, 200, "{body}");
+    finish_current(&store, "d").await;
     let d = deployment(&store, "d").await;
     assert_eq!(d.spec.task, body["task"].as_u64());
     assert_eq!(d.spec.instances["aaa"].state, Some(DesiredState::Stopped));
@@ -200,12 +218,14 @@ async fn instance_actions_change_spec_instances_and_make_a_task() {
     // A group action reaches the instance's own override too (the id wins over its group).
     let (status, body) = post(&url, actions, json!({"action": "restart", "target": "web"})).await;
     assert_eq!(status, 200, "{body}");
+    finish_current(&store, "d").await;
     let d = deployment(&store, "d").await;
     assert_eq!(d.spec.instances["web"].restart, 1);
     assert_eq!(d.spec.instances["aaa"].restart, 1);
     assert!(!d.spec.instances.contains_key("bbb"));
 
     let (_, body) = post(&url, actions, json!({"action": "stop-hard", "target": "web/bbb"})).await;
+    finish_current(&store, "d").await;
     assert_eq!(
         deployment(&store, "d").await.spec.instances["bbb"].state,
         Some(DesiredState::Detached)
@@ -232,6 +252,15 @@ async fn instance_actions_change_spec_instances_and_make_a_task() {
     assert_eq!(status, 404);
     assert_eq!(tasks(&store).await.len(), n);
     assert_eq!(deployment(&store, "d").await.metadata.generation, generation);
+}
+
+/// Marks the deployment's current task done, as the deployment controller
+/// would (these tests run the API alone).
+async fn finish_current(store: &Store, name: &str) {
+    let id = deployment(store, name).await.spec.task.unwrap();
+    bosh_controllers::tasks::set_task_state(store, id, bosh_api::objects::TaskState::Done, "")
+        .await
+        .unwrap();
 }
 
 /// The instance listing answers the deployment's Instance objects, and nothing of other deployments.

@@ -9,11 +9,11 @@ use bosh_api::agent::Method;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
     DeploymentSpec, DesiredState, DiskPhase, DiskSpec, EventSpec, EventState, InstanceOverride,
-    InstanceSpec, TaskSpec, TaskState,
+    InstanceSpec, TaskChange, TaskSpec, TaskState,
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::deployment::READY;
-use bosh_controllers::tasks::{create_task, task_name};
+use bosh_controllers::tasks::{create_change_task, create_task, task_name};
 use bosh_test_utils::eventually;
 
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
@@ -56,7 +56,7 @@ pub(super) trait DeployHarness {
 }
 
 /// A world with every controller and a short resync.
-async fn world(subnet: u8) -> Harness {
+pub(super) async fn world(subnet: u8) -> Harness {
     Harness::start(HarnessOptions::new(subnet)).await.unwrap()
 }
 
@@ -67,7 +67,10 @@ impl DeployHarness for Harness {
     }
 
     async fn apply_with(&self, name: &str, edit: impl Fn(&mut DeploymentSpec)) -> u64 {
-        let task = create_task(&self.store, "update deployment", Some(name), "test").await.unwrap();
+        let task =
+            create_change_task(&self.store, "update deployment", name, "test", TaskChange::Update)
+                .await
+                .unwrap();
         let id = task.spec.id;
         match self.store.try_get::<DeploymentSpec>(None, name).await.unwrap() {
             Some(mut d) => {
@@ -92,8 +95,7 @@ impl DeployHarness for Harness {
             let store = store.clone();
             async move {
                 let t: Object<TaskSpec> = store.get(None, &task_name(id)).await.ok()?;
-                matches!(t.status.state, TaskState::Done | TaskState::Error)
-                    .then_some((t.status.state, t.status.result))
+                t.status.state.is_finished().then_some((t.status.state, t.status.result))
             }
         })
         .await

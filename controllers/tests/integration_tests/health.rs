@@ -46,6 +46,7 @@ async fn etcd_writes_equal_health_transitions() {
             ..HealthConfig::default()
         },
         limits: Default::default(),
+        render: Default::default(),
     };
     let agents: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
     for (i, a) in agents.iter().enumerate() {

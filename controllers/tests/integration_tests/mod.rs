@@ -15,6 +15,7 @@ mod health;
 mod leader;
 mod resurrect;
 mod runtime;
+mod task_lifecycle;
 mod tasks;
 mod uploads;
 mod vms;

@@ -239,6 +239,7 @@ async fn main() -> Result<()> {
         election: ElectionConfig { ttl: Duration::from_secs(10), holder: "bench".into() },
         health: Default::default(),
         limits: Default::default(),
+        render: Default::default(),
     };
     let t = Instant::now();
     let run = tokio::spawn(daemon::run(store.clone(), opts, shutdown.clone()));

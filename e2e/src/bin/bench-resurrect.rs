@@ -188,6 +188,7 @@ async fn load(args: &Args) -> Result<()> {
         election: Default::default(),
         health: HealthConfig::default(),
         limits: Default::default(),
+        render: Default::default(),
     };
     let monitor = tokio::spawn({
         let (d, s) = (h.director.clone(), stop.clone());
