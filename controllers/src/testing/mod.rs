@@ -21,7 +21,7 @@ use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 mod harness;
 mod manifest;
-pub use harness::{Harness, HarnessOptions, TOKEN, example_release};
+pub use harness::{Harness, HarnessOptions, NetworkSize, TOKEN, example_release};
 pub use manifest::WebManifest;
 
 /// Everything a director needs to run local VMs, private to one test.
