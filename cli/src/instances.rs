@@ -106,6 +106,26 @@ fn ips(instance: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The PROCESS STATE column of one entry: the agent's live answer with
+/// `--ps`; otherwise the health the monitor knows (`unresponsive agent`,
+/// `failing`, `stopped`) once the instance's jobs run, so an instance whose
+/// agent died is not shown `running` until it is replaced; else the phase
+/// the instance controller is in (`creating`, `updating`, ...).
+fn process_state(entry: &Value) -> String {
+    if let Some(live) = entry["agent"]["state"].as_str() {
+        return live.to_string();
+    }
+    let status = &entry["instance"]["status"];
+    let phase = status["phase"].as_str().unwrap_or_default();
+    let health = status["health"].as_str().unwrap_or_default();
+    match (phase, health) {
+        ("running", "unresponsive") => "unresponsive agent".into(),
+        ("running", h) if !h.is_empty() => h.into(),
+        ("", _) => "-".into(),
+        (p, _) => p.into(),
+    }
+}
+
 /// Runs `instances`.
 pub async fn instances(args: InstancesArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
@@ -124,10 +144,7 @@ pub async fn instances(args: InstancesArgs) -> Result<()> {
     for e in &entries {
         let i = &e["instance"];
         let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let state = match e["agent"]["state"].as_str() {
-            Some(s) => s.to_string(),
-            None => i["status"]["phase"].as_str().filter(|p| !p.is_empty()).unwrap_or("-").into(),
-        };
+        let state = process_state(e);
         let mut row = vec![
             format!("{}/{}", s(&i["spec"]["group"]), s(&i["spec"]["id"])),
             state,
@@ -191,4 +208,30 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
     let size = d.post_json_to_file(&format!("/v1/deployments/{name}/logs"), &body, &dest).await?;
     println!("Downloaded logs of {} ({size} bytes) to {}", args.target, dest.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::process_state;
+
+    fn entry(phase: &str, health: &str) -> serde_json::Value {
+        json!({"instance": {"status": {"phase": phase, "health": health}}})
+    }
+
+    /// Issue 12: an instance whose agent died shows the monitor's verdict, not a stale `running`.
+    #[test]
+    fn process_state_shows_the_health_the_monitor_knows() {
+        assert_eq!(process_state(&entry("running", "unresponsive")), "unresponsive agent");
+        assert_eq!(process_state(&entry("running", "failing")), "failing");
+        assert_eq!(process_state(&entry("running", "running")), "running");
+        assert_eq!(process_state(&entry("running", "")), "running", "not yet observed");
+        // While the controller works on it (a resurrection too), its phase.
+        assert_eq!(process_state(&entry("creating", "unresponsive")), "creating");
+        assert_eq!(process_state(&entry("", "")), "-");
+        // With --ps, the agent's live answer.
+        let live = json!({"agent": {"state": "stopped"}, "instance": entry("running", "running")["instance"]});
+        assert_eq!(process_state(&live), "stopped");
+    }
 }

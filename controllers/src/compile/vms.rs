@@ -185,7 +185,8 @@ pub async fn wait_for_agent(
     env: &CompileEnv,
     worker: &CompileWorker,
 ) -> Result<(), Error> {
-    let agent = c.director.agents.for_agent(worker.agent_id.clone());
+    // One try per ping: this loop is the retry.
+    let agent = c.director.agents.for_agent(worker.agent_id.clone()).once();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let pinged = tokio::time::timeout(env.agent_wait, async {
         loop {

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::{Alert, Heartbeat, JobState};
@@ -26,6 +26,7 @@ use bosh_api::objects::InstanceSpec;
 use bosh_api::store;
 use chrono::Utc;
 use futures::StreamExt;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::runtime::{Action, Ctx};
@@ -66,7 +67,8 @@ impl Default for HealthConfig {
     }
 }
 
-/// What one agent last said, and when.
+/// What one agent last said, and when (tokio's clock, so the verdicts can
+/// be tested on a paused one).
 #[derive(Debug, Clone)]
 struct Seen {
     at: Instant,
@@ -280,8 +282,8 @@ mod tests {
     use super::*;
 
     /// Agents silent past the retention are forgotten; the others stay.
-    #[test]
-    fn prune_forgets_only_long_silent_agents() {
+    #[tokio::test(start_paused = true)]
+    async fn prune_forgets_only_long_silent_agents() {
         let hb = Heartbeats::default();
         let beat = |a: &str| Heartbeat {
             agent_id: a.into(),
@@ -295,5 +297,45 @@ mod tests {
         assert_eq!(hb.prune(Duration::from_secs(600)), 1, "a was silent for longer");
         assert_eq!(hb.len(), 1);
         assert_eq!(hb.health("b", Duration::from_secs(60)), "running");
+    }
+
+    /// Issue 12: looked at every check interval, an agent heard last at t0 is judged unresponsive no sooner than t0 + timeout and no later than t0 + timeout + one interval; looking does not restart its clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check() {
+        let (timeout, every) = (Duration::from_secs(60), Duration::from_secs(1));
+        let hb = Heartbeats::default();
+        let beat =
+            Heartbeat { agent_id: "a".into(), job_state: JobState::Running, ..Default::default() };
+        // Heartbeats every 30 s (boshd's default) for a while, then a kill
+        // between two of them.
+        for _ in 0..4 {
+            hb.heard(&beat);
+            tokio::time::advance(Duration::from_secs(30)).await;
+        }
+        hb.heard(&beat);
+        let last = Instant::now();
+        tokio::time::advance(Duration::from_millis(12_345)).await; // killed here
+        loop {
+            let h = hb.health("a", timeout);
+            if h == "unresponsive" {
+                break;
+            }
+            assert_eq!(h, "running");
+            tokio::time::advance(every).await;
+        }
+        let took = last.elapsed();
+        assert!(took > timeout && took <= timeout + every, "{took:?}");
+    }
+
+    /// An agent never heard gets the timeout from the monitor's first look, once: later looks do not extend it.
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_never_heard_gets_one_grace_period() {
+        let hb = Heartbeats::default();
+        let timeout = Duration::from_secs(60);
+        assert_eq!(hb.health("new", timeout), "", "nothing to say yet");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(hb.health("new", timeout), "");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(hb.health("new", timeout), "unresponsive");
     }
 }

@@ -2,11 +2,12 @@
 //! new ones, run pre-start, start, watch them reach `running`, post-start
 //! and post-deploy — BOSH's order.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::{ApplySpec, BlobRef, JobRef, JobState, PackageRef};
 use bosh_api::objects::{DesiredState, InstanceSpec};
+use tokio::time::Instant;
 use tracing::info;
 
 use super::{Error, Instances, Options, patch};
@@ -171,7 +172,9 @@ pub async fn converge(
 }
 
 /// Polls the agent until every process runs, from `min_ms` after start on,
-/// giving up at `max_ms`; records the processes' states.
+/// giving up at `max_ms`; records the processes' states. A `get_state`
+/// that goes unanswered is retried (the client's policy) until the watch
+/// ends: a slow answer under load is not a failed deploy.
 async fn watch(
     ctx: &Ctx<Instances>,
     cur: &mut Object<InstanceSpec>,
@@ -183,7 +186,7 @@ async fn watch(
     let max = Duration::from_millis(max_ms.max(1000));
     let min = Duration::from_millis(min_ms).min(max);
     loop {
-        let state = agent.get_state(false).await.map_err(agent_err("get_state"))?;
+        let state = agent.get_state_by(false, start + max).await.map_err(agent_err("get_state"))?;
         let last = state
             .processes
             .iter()

@@ -132,7 +132,8 @@ pub async fn wait_for_agent(
 
 /// Whether the agent answers ping within `wait`.
 pub async fn responsive(ctx: &Ctx<Instances>, agent_id: &str, wait: Duration) -> bool {
-    let agent = ctx.data.director.agents.for_agent(agent_id.to_string());
+    // One try per ping: this loop is the retry.
+    let agent = ctx.data.director.agents.for_agent(agent_id.to_string()).once();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tokio::time::timeout(wait, async {
         loop {

@@ -26,11 +26,42 @@ use crate::validate;
 /// The API token of a harness.
 pub const TOKEN: &str = "t";
 
+/// How many addresses the harness's `default` network has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkSize {
+    /// `127.77.<subnet>.0/24`: about 230 instances, enough for tests.
+    Slash24,
+    /// `127.<subnet>.0.0/16`: about 65,000 addresses, for benchmarks of
+    /// 1,000 instances. The whole of 127.0.0.0/8 is loopback, so local VMs
+    /// bind these as they do 127.77.x.y; `subnet` must not be 0 or 77.
+    Slash16,
+}
+
+impl NetworkSize {
+    /// The cloud config's subnet entry for `subnet`.
+    fn subnet_yaml(self, s: u8) -> String {
+        let (net, first) = match self {
+            NetworkSize::Slash24 => (format!("127.77.{s}.0/24"), format!("127.77.{s}")),
+            NetworkSize::Slash16 => (format!("127.{s}.0.0/16"), format!("127.{s}.0")),
+        };
+        format!(
+            "range: {net}
+    gateway: {first}.1
+    azs: [z1]
+    reserved: [{first}.2 - {first}.9]
+    static: [{first}.10 - {first}.20]"
+        )
+    }
+}
+
 /// How a harness is set up.
 #[derive(Debug, Clone)]
 pub struct HarnessOptions {
-    /// Its addresses are `127.77.<subnet>.x`; distinct per concurrent test.
+    /// Its addresses are `127.77.<subnet>.x` (or `127.<subnet>.x.y`, see
+    /// [`NetworkSize`]); distinct per concurrent test.
     pub subnet: u8,
+    /// The size of the `default` network.
+    pub network: NetworkSize,
     /// `compilation.workers`.
     pub compile_workers: usize,
     /// `compilation.reuse_compilation_vms`.
@@ -52,6 +83,7 @@ impl HarnessOptions {
     pub fn new(subnet: u8) -> HarnessOptions {
         HarnessOptions {
             subnet,
+            network: NetworkSize::Slash24,
             compile_workers: 2,
             reuse_compile_vms: false,
             deploy: true,
@@ -80,7 +112,7 @@ pub struct Harness {
 
 impl Harness {
     /// Starts a world with a cloud config of one AZ (`z1`), one vm_type
-    /// (`small`) and one manual network (`default`) on `127.77.<subnet>.0/24`.
+    /// (`small`) and one manual network (`default`) of `o.network`'s size.
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
         let world = LocalWorld::start().await?;
         let (mut director, rest) = world.director();
@@ -94,7 +126,8 @@ impl Harness {
         let api_url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
 
-        let (s, w, reuse) = (o.subnet, o.compile_workers, o.reuse_compile_vms);
+        let (w, reuse) = (o.compile_workers, o.reuse_compile_vms);
+        let subnet = o.network.subnet_yaml(o.subnet);
         let cloud = format!(
             "
 azs: [{{name: z1}}]
@@ -103,11 +136,7 @@ networks:
 - name: default
   type: manual
   subnets:
-  - range: 127.77.{s}.0/24
-    gateway: 127.77.{s}.1
-    azs: [z1]
-    reserved: [127.77.{s}.2 - 127.77.{s}.9]
-    static: [127.77.{s}.10 - 127.77.{s}.20]
+  - {subnet}
 compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_compilation_vms: {reuse}}}
 "
         );
@@ -250,4 +279,28 @@ pub fn example_release(root: &Path) -> Result<std::path::PathBuf> {
         let _ = std::fs::remove_dir_all(dir.join(build_state));
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NetworkSize;
+    use bosh_api::manifest::Subnet;
+    use bosh_api::manifest::ip::parse_range;
+
+    fn subnet(size: NetworkSize, s: u8) -> Subnet {
+        let yaml = size.subnet_yaml(s).replace("\n    ", "\n");
+        serde_json::from_value(bosh_api::yaml::parse_value(&yaml, "subnet.yml").unwrap()).unwrap()
+    }
+
+    /// Issue 12: a /16 holds 1,000 instances besides its reserved and static addresses; a /24 does not.
+    #[test]
+    fn a_slash16_network_has_room_for_1000_instances() {
+        let wide = subnet(NetworkSize::Slash16, 170);
+        let range = parse_range(wide.range.as_deref().unwrap()).unwrap();
+        assert!(range.len() - 2 - 1 - 8 - 11 >= 1000, "{}", range.len());
+        assert_eq!(wide.gateway.as_deref(), Some("127.170.0.1"));
+        let narrow = subnet(NetworkSize::Slash24, 51);
+        assert_eq!(narrow.range.as_deref(), Some("127.77.51.0/24"));
+        assert!(parse_range(narrow.range.as_deref().unwrap()).unwrap().len() < 1000);
+    }
 }

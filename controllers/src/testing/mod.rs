@@ -21,7 +21,7 @@ use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 mod harness;
 mod manifest;
-pub use harness::{Harness, HarnessOptions, TOKEN, example_release};
+pub use harness::{Harness, HarnessOptions, NetworkSize, TOKEN, example_release};
 pub use manifest::WebManifest;
 
 /// Everything a director needs to run local VMs, private to one test.
@@ -86,8 +86,14 @@ impl LocalWorld {
         )
         .connect(nats.url())
         .await?;
-        let agents = AgentClient::new(director)
-            .with_timeouts(Timeouts { request: Duration::from_secs(2), ..Timeouts::default() });
+        // Shorter than boshd's (tests that stop an agent fail sooner), but
+        // sized for a loaded test host: 3 tries of 5 s, same request id.
+        let agents = AgentClient::new(director).with_timeouts(Timeouts {
+            request: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            ..Timeouts::default()
+        });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let blobstore_url = format!("http://{}", listener.local_addr()?);

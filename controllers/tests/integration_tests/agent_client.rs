@@ -42,6 +42,8 @@ async fn setup() -> Setup {
     let conn = async_nats::connect(nats.url()).await.unwrap();
     let timeouts = Timeouts {
         request: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
         poll_interval: Duration::from_millis(20),
         ..Timeouts::default()
     };
@@ -132,10 +134,13 @@ async fn failures_are_typed_errors() {
     }
     let t = Instant::now();
     match s.client.for_agent("nobody").ping().await {
-        Err(AgentError::Timeout { agent, method: "ping" }) => assert_eq!(agent, "nobody"),
+        Err(AgentError::Timeout { agent, method: "ping", tries: 3, last, .. }) => {
+            assert_eq!(agent, "nobody");
+            assert_eq!(last, bosh_controllers::agent_client::Miss::NoResponders);
+        }
         r => panic!("{r:?}"),
     }
-    assert!(t.elapsed() < Duration::from_secs(5), "no responders is reported at once");
+    assert!(t.elapsed() < Duration::from_secs(5), "no responders is not waited out");
     match a1.call::<String>(Method::GetTask, vec![json!("missing")]).await {
         Err(AgentError::Exception { message, .. }) => assert!(message.contains("not found")),
         r => panic!("{r:?}"),
@@ -197,4 +202,52 @@ async fn lost_reply_to_apply_is_retried_with_the_same_request_id() {
     assert_eq!(applies.len(), 2);
     assert_eq!(applies[0].request_id, applies[1].request_id);
     assert_eq!(requests.iter().filter(|r| r.method == "get_task").count(), 2);
+}
+
+/// Issue 12: a get_state whose first two tries go unanswered (an agent busy under load) succeeds on the third, every try with the same request id; an agent that never answers fails the call naming the tries.
+#[tokio::test]
+async fn unanswered_get_state_is_retried_with_the_same_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start_in(dir.path(), &[]).await.unwrap();
+    let conn = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = conn.subscribe("agent.slow").await.unwrap();
+    let responder = conn.clone();
+    let seen = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while let Some(msg) = sub.next().await {
+            let req: bosh_api::agent::Request = serde_json::from_slice(&msg.payload).unwrap();
+            ids.push(req.request_id);
+            if ids.len() == 3 {
+                let report = bosh_api::agent::StateReport {
+                    agent_id: "slow".into(),
+                    job_state: JobState::Running,
+                    ..Default::default()
+                };
+                let state = json!({ "value": report });
+                responder.publish(msg.reply.unwrap(), state.to_string().into()).await.unwrap();
+                return ids;
+            }
+        }
+        ids
+    });
+    let timeouts = Timeouts {
+        request: Duration::from_millis(300),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(50),
+        ..Timeouts::default()
+    };
+    let client = AgentClient::new(conn).with_timeouts(timeouts);
+    let state = client.for_agent("slow").get_state(false).await.unwrap();
+    assert_eq!(state.job_state, JobState::Running);
+    let ids = seen.await.unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| *id == ids[0]), "one request id: {ids:?}");
+
+    // Nobody answers: three tries of 300 ms, and the error says so.
+    let mut mute = client.nats().subscribe("agent.mute").await.unwrap();
+    tokio::spawn(async move { while mute.next().await.is_some() {} });
+    let err = client.for_agent("mute").get_state(false).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("agent mute did not answer get_state: 3 tries over "), "{msg}");
+    assert!(msg.ends_with("last: timed out after 0.3 s"), "{msg}");
 }

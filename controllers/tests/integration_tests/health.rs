@@ -148,3 +148,66 @@ async fn only_the_leading_replica_records_alerts() {
     leader.send(alert(3)).await;
     assert_eq!(events().await, 1, "a deposed leader records nothing");
 }
+
+/// Issue 12: an agent that falls silent is marked unresponsive within agent_timeout + one check interval of its last heartbeat (plus a little slack for the write and this test's polling), not the ~1.8 × timeout seen before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval() {
+    let h =
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(65) }).await.unwrap();
+    let (timeout, interval) = (Duration::from_secs(3), Duration::from_millis(500));
+    let opts = Options {
+        workers: 2,
+        resync: Duration::from_secs(300),
+        election: Default::default(),
+        health: HealthConfig {
+            agent_timeout: timeout,
+            check_interval: interval,
+            ..HealthConfig::default()
+        },
+    };
+    let agents = vec!["quiet-0".to_string()];
+    let mut o = Object::new(
+        ObjectMeta::scoped("sim", "web/quiet-0"),
+        InstanceSpec { group: "web".into(), id: "quiet-0".into(), ..Default::default() },
+    );
+    o.status.vm_cid = Some("vm-quiet-0".into());
+    o.status.agent_id = Some(agents[0].clone());
+    o.status.applied_hash = "sim".into();
+    h.store.create(&o).await.unwrap();
+    let stop = CancellationToken::new();
+    let monitor = tokio::spawn({
+        let (d, s) = (h.director.clone(), stop.clone());
+        async move { daemon::run_health(d, &opts, s).await }
+    });
+    let nats = h.director.agents.nats();
+    let h2 = &h;
+    let beating = async {
+        loop {
+            beat(&nats, &agents).await;
+            tokio::time::sleep(Duration::from_millis(500)).await; // the heartbeat interval
+        }
+    };
+    tokio::select! {
+        _ = beating => unreachable!(),
+        r = eventually(Duration::from_secs(20), "the agent seen running", || async move {
+            (count(h2, "running").await == 1).then_some(())
+        }) => r.unwrap(),
+    }
+    beat(&nats, &agents).await; // the last heartbeat
+    let silent = std::time::Instant::now();
+    eventually(timeout * 4, "the agent seen unresponsive", || async move {
+        (count(h2, "unresponsive").await == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let took = silent.elapsed();
+    println!(
+        "unresponsive {took:?} after the last heartbeat (timeout {timeout:?}, interval {interval:?})"
+    );
+    assert!(took >= timeout, "not before the timeout: {took:?}");
+    let bound = timeout + interval + Duration::from_millis(500);
+    assert!(took <= bound, "{took:?} > agent_timeout + check interval + slack ({bound:?})");
+    stop.cancel();
+    monitor.await.unwrap();
+    h.stop().await.unwrap();
+}

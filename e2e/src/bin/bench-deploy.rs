@@ -26,7 +26,9 @@ use bosh_api::agent::Method;
 use bosh_api::objects::{DeploymentSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::tasks::{create_task, task_name};
-use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest, example_release};
+use bosh_controllers::testing::{
+    Harness, HarnessOptions, NetworkSize, WebManifest, example_release,
+};
 use bosh_test_utils::eventually;
 use clap::Parser;
 
@@ -110,7 +112,9 @@ fn agent_calls(h: &Harness) -> BTreeMap<&'static str, u64> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let h = Harness::start(HarnessOptions::new(170)).await?;
+    // A /16: past one /24's ~230 instances, up to 1,000 and more.
+    let net = HarnessOptions { network: NetworkSize::Slash16, ..HarnessOptions::new(170) };
+    let h = Harness::start(net).await?;
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;
     h.upload_stemcell().await?;
