@@ -213,8 +213,10 @@ fn make_bin_executable(job_dir: &Path) -> Result<()> {
 /// name, by the same rule the director checked at upload
 /// ([`bosh_api::names`]), so what the director accepted the agent accepts.
 pub fn check_name(what: &'static str, name: &str) -> Result<()> {
-    bosh_api::names::check_name(name)
-        .map_err(|e| Error::Arguments { method: "apply", message: format!("invalid {what}: {e}") })
+    bosh_api::names::check_name(name).map_err(|e| Error::Arguments {
+        method: "apply",
+        message: format!("invalid {what} name: {e}"),
+    })
 }
 
 /// Writes a file by rename so readers never see half of it.
