@@ -383,3 +383,28 @@ fn release_versions_with_a_slash_are_refused_at_read() {
     let err = refused(&t, &Limits::default());
     assert!(err.contains(r#"version: "1/../2" is not a valid version"#), "{err}");
 }
+
+/// The caps are for the whole upload: package tarballs that each fit under
+/// the byte cap but together exceed it are refused, with the configured cap
+/// in the message, and nothing is kept (issue 12, item 8).
+#[test]
+fn nested_tarballs_share_the_upload_caps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = built_release(tmp.path());
+    for pkg in ["hello", "hello-lib"] {
+        let p = dir.join(format!("packages/{pkg}.tgz"));
+        let old = file_digest(&p).unwrap();
+        raw_tgz(&p, vec![file("zeros", &vec![0u8; 700 << 10])]);
+        edit_manifest(&dir, &old, &file_digest(&p).unwrap());
+    }
+    let t = tmp.path().join("two-bombs.tgz");
+    repack(&dir, &t);
+    assert!(std::fs::metadata(&t).unwrap().len() < 200 << 10, "compresses well, like a bomb");
+    let cap = Limits { max_total_bytes: 1 << 20, ..Limits::default() };
+    let err = refused(&t, &cap);
+    assert!(err.contains("more than the limit of 1048576 bytes"), "{err}");
+    assert!(err.contains("packages/hello-lib.tgz") || err.contains("packages/hello.tgz"), "{err}");
+
+    let roomy = Limits { max_total_bytes: 4 << 20, ..Limits::default() };
+    read_release_tarball(&t, &tmp.path().join("fits"), &roomy).unwrap();
+}
