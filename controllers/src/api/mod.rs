@@ -32,6 +32,7 @@ pub mod deployments;
 mod export;
 pub mod objects;
 mod uploads;
+pub use uploads::UploadLimits;
 mod vms;
 
 /// What handlers share.
@@ -46,6 +47,8 @@ pub struct ApiState {
     scratch: Option<std::path::PathBuf>,
     /// The director, for routes that talk to agents.
     director: Option<crate::director::Director>,
+    /// Upload caps and concurrency slots.
+    uploads: uploads::UploadGate,
 }
 
 impl ApiState {
@@ -57,6 +60,7 @@ impl ApiState {
             blobstore: None,
             scratch: None,
             director: None,
+            uploads: uploads::UploadGate::new(UploadLimits::default()),
         }
     }
 
