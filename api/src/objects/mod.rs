@@ -35,7 +35,7 @@ pub use instance::{
     DesiredState, InstanceJob, InstanceNetwork, InstancePackage, InstanceSpec, InstanceStatus,
 };
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
-pub use stemcell::{StemcellSpec, StemcellStatus};
+pub use stemcell::{STEMCELL_READY, StemcellReason, StemcellSpec, StemcellStatus};
 pub use task::{TaskSpec, TaskState, TaskStatus};
 
 /// The `apiVersion` of every object.
