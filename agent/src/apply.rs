@@ -209,18 +209,14 @@ fn make_bin_executable(job_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Names become path components: refuse anything that is not one plain name.
+/// Names become path components: refuse anything that is not one plain
+/// name, by the same rule the director checked at upload
+/// ([`bosh_api::names`]), so what the director accepted the agent accepts.
 pub fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Arguments { method: "apply", message: format!("invalid {what} name {name:?}") })
-    }
+    bosh_api::names::check_name(name).map_err(|e| Error::Arguments {
+        method: "apply",
+        message: format!("invalid {what} name: {e}"),
+    })
 }
 
 /// Writes a file by rename so readers never see half of it.

@@ -33,6 +33,7 @@ mod export;
 pub mod objects;
 mod tasks;
 mod uploads;
+pub use uploads::UploadLimits;
 mod vms;
 
 /// What handlers share.
@@ -49,6 +50,8 @@ pub struct ApiState {
     director: Option<crate::director::Director>,
     /// Size limits deployments are validated against.
     limits: crate::validate::DeploymentLimits,
+    /// Upload caps and concurrency slots.
+    uploads: uploads::UploadGate,
 }
 
 impl ApiState {
@@ -61,6 +64,7 @@ impl ApiState {
             scratch: None,
             director: None,
             limits: Default::default(),
+            uploads: uploads::UploadGate::new(UploadLimits::default()),
         }
     }
 

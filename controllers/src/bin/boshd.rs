@@ -112,6 +112,17 @@ struct Args {
     /// boshd's own data: API and blobstore tokens, blobs, CPI state.
     #[arg(long, env = "BOSH_DATA_DIR", default_value = ".bosh-rs/boshd")]
     data_dir: PathBuf,
+    /// Most bytes one release or stemcell upload may unpack to, counting
+    /// the job and package tarballs inside it (default 2 GiB): a small
+    /// gzip can expand a thousandfold.
+    #[arg(long, default_value_t = 2 << 30)]
+    max_upload_unpacked_bytes: u64,
+    /// Most entries one upload may hold, nested tarballs included.
+    #[arg(long, default_value_t = 100_000)]
+    max_upload_entries: u64,
+    /// Most uploads verified at once; more are answered 503.
+    #[arg(long, default_value_t = 2)]
+    max_concurrent_uploads: usize,
 }
 
 /// The token kept in etcd as secret `name`, so every replica accepts the
@@ -281,6 +292,11 @@ async fn main() -> anyhow::Result<()> {
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
         .with_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
+        .with_upload_limits(bosh_controllers::api::UploadLimits {
+            max_unpacked_bytes: args.max_upload_unpacked_bytes,
+            max_entries: args.max_upload_entries,
+            max_concurrent: args.max_concurrent_uploads,
+        })
         .with_director(director.clone());
     let router = bosh_controllers::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
