@@ -218,6 +218,9 @@ pub(super) async fn apply(
     if !errors.is_empty() {
         return Err(ApiError::invalid(format!("deployment {name} is invalid"), errors));
     }
+    // Refused before the Task is created: a manifest etcd cannot hold
+    // changes nothing (the store would refuse the write anyway, after).
+    st.store.check_fits(&candidate)?;
 
     if req.dry_run {
         let old = current.as_ref().map(|c| c.spec.manifest.clone()).unwrap_or(Value::Null);
