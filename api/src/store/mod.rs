@@ -113,7 +113,8 @@ pub enum Error {
     /// was written.
     #[error(
         "{kind} {name:?} is too large to store: {size} bytes encoded, more than the limit of \
-         {limit} bytes per etcd write (etcd's --max-request-bytes; boshd --max-object-bytes)"
+         {limit} bytes per etcd write (set with boshd --max-object-bytes, which must not \
+         exceed etcd's --max-request-bytes)"
     )]
     TooLarge {
         /// Kind name.
