@@ -136,7 +136,7 @@ enum Command {
 mod exit_code {
     /// The command failed for a reason other than bad input.
     pub const FAILURE: i32 = 1;
-    /// The input (a file, flag or document) is wrong; fix it and retry.
+    /// The input (a file, flag or document) is wrong or too large; fix it and retry.
     pub const BAD_INPUT: i32 = 2;
     /// The object asked for does not exist.
     pub const NOT_FOUND: i32 = 3;
@@ -155,7 +155,8 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 fn exit_code_for(err: &anyhow::Error) -> i32 {
     if let Some(api) = err.downcast_ref::<director::ApiError>() {
         return match api.status {
-            400 | 422 => exit_code::BAD_INPUT,
+            // 413: the input is larger than the director accepts.
+            400 | 413 | 422 => exit_code::BAD_INPUT,
             404 => exit_code::NOT_FOUND,
             409 => exit_code::CONFLICT,
             401 | 403 => exit_code::UNAUTHORIZED,

@@ -91,6 +91,32 @@ impl BodyCap {
     }
 }
 
+/// How much of a refused body is still read (and discarded) before the
+/// `413` goes out, and for how long. A server that answers and closes
+/// while the client is still sending makes the client's kernel see a reset,
+/// and the client then reports a broken connection instead of the `413`;
+/// reading the rest first (as nginx's lingering close does) lets the
+/// answer arrive. Bodies announced as larger are refused at once.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards what is left of `body`, within the drain bounds.
+async fn drain<S>(mut body: S)
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+{
+    let read = async {
+        let mut n = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_MAX_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, read).await;
+}
+
 /// The middleware: refuses or cuts off a body larger than the cap.
 pub(super) async fn cap_body(State(cap): State<BodyCap>, req: Request, next: Next) -> Response {
     let announced = req
@@ -101,24 +127,42 @@ pub(super) async fn cap_body(State(cap): State<BodyCap>, req: Request, next: Nex
     if let Some(n) = announced
         && n > cap.limit
     {
+        if n <= DRAIN_MAX_BYTES {
+            drain(req.into_body().into_data_stream()).await;
+        }
         return cap.refuse(Some(n));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let (parts, body) = req.into_parts();
-    let mut seen = 0u64;
     let flag = exceeded.clone();
-    let capped = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen += chunk.len() as u64;
-        if seen > cap.limit {
-            flag.store(true, Ordering::Release);
-            return Err(std::io::Error::other(format!(
-                "{} is larger than {} bytes",
-                cap.what, cap.limit
-            )));
-        }
-        Ok(chunk)
-    });
+    // Passes chunks on until the cap; past it, drains the rest and ends
+    // with an error, which fails the handler's read.
+    let capped = futures::stream::unfold(
+        (body.into_data_stream(), 0u64, false),
+        move |(mut inner, seen, over)| {
+            let flag = flag.clone();
+            async move {
+                if over {
+                    return None;
+                }
+                let chunk = match inner.next().await? {
+                    Ok(chunk) => chunk,
+                    Err(e) => return Some((Err(std::io::Error::other(e)), (inner, seen, true))),
+                };
+                let seen = seen + chunk.len() as u64;
+                if seen <= cap.limit {
+                    return Some((Ok(chunk), (inner, seen, false)));
+                }
+                flag.store(true, Ordering::Release);
+                drain(&mut inner).await;
+                let e = std::io::Error::other(format!(
+                    "{} is larger than {} bytes",
+                    cap.what, cap.limit
+                ));
+                Some((Err(e), (inner, seen, true)))
+            }
+        },
+    );
     let resp = next.run(Request::from_parts(parts, Body::from_stream(capped))).await;
     if exceeded.load(Ordering::Acquire) { cap.refuse(None) } else { resp }
 }
