@@ -409,3 +409,24 @@ impl Director {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timeouts take seconds by default and `ms`/`s`/`m` suffixes; nonsense and zero are refused.
+    #[test]
+    fn durations_parse_with_units_and_print_as_people_write_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("10"), Ok(ms(10_000)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1_500)));
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("2m"), Ok(ms(120_000)));
+        for bad in ["", "s", "0", "-1s", "10h", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(human(ms(10_000)), "10 s");
+        assert_eq!(human(ms(1_500)), "1.5 s");
+        assert_eq!(human(ms(500)), "500 ms");
+    }
+}

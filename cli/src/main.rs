@@ -321,6 +321,14 @@ mod tests {
         {
             parse(&[listing, "--json"]);
         }
+        let Command::Deployments(l) =
+            parse(&["deployments", "--connect-timeout", "2s", "--request-timeout", "500ms"])
+        else {
+            panic!("not deployments")
+        };
+        assert_eq!(l.director.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(l.director.request_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(l.director.idle_timeout, std::time::Duration::from_secs(45), "the default");
         let Command::Up(u) = parse(&["up", "--data-dir", "/tmp/x"]) else { panic!("not up") };
         assert_eq!(u.data_dir.to_str(), Some("/tmp/x"));
         assert!(matches!(parse(&["down"]), Command::Down(_)));
