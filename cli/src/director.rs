@@ -21,6 +21,8 @@
 //!   then the stream may run for ever but never stay silent for longer than
 //!   `--idle-timeout` (45 s). boshd sends a keep-alive line on an idle watch
 //!   every 15 s, so only a director that stopped answering trips it.
+//!   `task --follow` (and every command that follows its task) watches
+//!   tasks and events this way rather than polling.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -377,36 +379,60 @@ impl Director {
         self.call(self.req(reqwest::Method::DELETE, path), self.request_timeout).await
     }
 
-    /// Streams a watch: calls `each` with every event line until the stream
-    /// ends. boshd's keep-alive lines (`{"type":"KEEPALIVE"}`) only reset the
-    /// idle timeout; `each` never sees them.
+    /// Streams a watch: calls `each` with every event until the stream ends.
     pub async fn watch(
         &self,
         plural: &str,
         from: Option<i64>,
         mut each: impl FnMut(serde_json::Value) -> Result<()>,
     ) -> Result<()> {
+        let mut events = std::pin::pin!(self.watch_stream(plural, from).await?);
+        while let Some(event) = futures::TryStreamExt::try_next(&mut events).await? {
+            each(event)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a watch of `plural` (from revision `from`, or a relist first)
+    /// and yields its events until the stream ends. boshd's keep-alive lines
+    /// (`{"type":"KEEPALIVE"}`) only reset the idle timeout; they are not
+    /// yielded.
+    pub async fn watch_stream(
+        &self,
+        plural: &str,
+        from: Option<i64>,
+    ) -> Result<impl futures::Stream<Item = Result<serde_json::Value>> + '_> {
         let mut path = format!("/v1/watch/{plural}");
         if let Some(f) = from {
             path.push_str(&format!("?from={f}"));
         }
-        let mut resp = self.open_stream(self.stream_req(reqwest::Method::GET, &path)).await?;
-        let mut buf = Vec::new();
-        while let Some(chunk) = self.next_chunk(&mut resp).await? {
-            buf.extend_from_slice(&chunk);
-            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+        let resp = self.open_stream(self.stream_req(reqwest::Method::GET, &path)).await?;
+        let lines = futures::stream::try_unfold(
+            (resp, Vec::<u8>::new(), std::collections::VecDeque::new()),
+            move |(mut resp, mut buf, mut ready)| async move {
+                loop {
+                    if let Some(event) = ready.pop_front() {
+                        return Ok(Some((event, (resp, buf, ready))));
+                    }
+                    let Some(chunk) = self.next_chunk(&mut resp).await? else {
+                        return Ok(None);
+                    };
+                    buf.extend_from_slice(&chunk);
+                    while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let event: serde_json::Value =
+                            serde_json::from_slice(&line).context("decoding a watch event")?;
+                        if event["type"] != "KEEPALIVE" {
+                            ready.push_back(event);
+                        }
+                    }
                 }
-                let event: serde_json::Value =
-                    serde_json::from_slice(&line).context("decoding a watch event")?;
-                if event["type"] != "KEEPALIVE" {
-                    each(event)?;
-                }
-            }
-        }
-        Ok(())
+            },
+        );
+        Ok(lines)
     }
 }
 

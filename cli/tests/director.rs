@@ -387,3 +387,36 @@ async fn deploying_a_manifest_over_the_request_limit_exits_2_naming_the_flag() {
         o.stderr
     );
 }
+
+/// `task --follow` prints the events written while it follows and returns when the task finishes.
+#[tokio::test]
+async fn task_follow_prints_events_written_while_following_and_ends_with_the_task() {
+    use bosh_api::objects::{EventState, TaskState};
+    use bosh_controllers::tasks::{EventLog, create_task, set_task_state};
+    let d = director().await;
+    let t = create_task(&d.store, "create deployment", Some("web"), "admin").await.unwrap();
+    let log = EventLog::new(d.store.clone(), t.spec.id);
+    log.record("Creating missing vms", "web/0", EventState::Started, "").await.unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_boshctl"))
+        .args(["task", &t.spec.id.to_string(), "--follow", "--idle-timeout", "30s"])
+        .env("BOSH_DIRECTOR", &d.url)
+        .env("BOSH_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    log.record("Creating missing vms", "web/0", EventState::Finished, "").await.unwrap();
+    log.record("Updating instance", "web/0", EventState::Started, "").await.unwrap();
+    set_task_state(&d.store, t.spec.id, TaskState::Done, "created web").await.unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("follow returns once the task finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Creating missing vms: web/0 (00:00:00)"), "{stdout}");
+    assert!(stdout.contains("Updating instance: web/0"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("Task 1 done: created web"), "{stdout}");
+    assert_eq!(stdout.matches("Updating instance").count(), 1, "each event once: {stdout}");
+}
