@@ -310,3 +310,21 @@ async fn reupload_repairs_a_corrupted_blob() {
     c.put_bytes(b"rendered template".to_vec()).await.unwrap();
     assert_eq!(c.get_bytes(&blob.sha256).await.unwrap(), b"rendered template");
 }
+
+/// The bearer scheme is case-insensitive, and an unknown route with a good
+/// token is `404`, with a bad one `401` (issue 12, item 8).
+#[tokio::test]
+async fn lower_case_bearer_is_accepted_and_unknown_routes_are_not_found() {
+    let env = Env::start().await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, auth: &str| {
+        http.get(format!("{}{path}", env.url)).header("authorization", auth).send()
+    };
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = get("/blobs", &format!("{scheme} {TOKEN}")).await.unwrap();
+        assert_eq!(r.status(), 200, "scheme {scheme}");
+    }
+    assert_eq!(get("/blobs", "Basic s3cret-token").await.unwrap().status(), 401);
+    assert_eq!(get("/no/such/route", &format!("bearer {TOKEN}")).await.unwrap().status(), 404);
+    assert_eq!(get("/no/such/route", "bearer wrong").await.unwrap().status(), 401);
+}

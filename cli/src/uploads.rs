@@ -123,7 +123,7 @@ async fn upload(d: &Director, endpoint: &str, path: &Path, what: &str) -> Result
     let bar = pb.clone();
     let stream =
         tokio_util::io::ReaderStream::new(file).inspect_ok(move |c| bar.inc(c.len() as u64));
-    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream)).await;
+    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream), len).await;
     pb.finish_and_clear();
     result
 }

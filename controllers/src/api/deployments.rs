@@ -273,10 +273,13 @@ pub(super) async fn apply(
             ..Default::default()
         },
     );
-    let errors = validate::check_deployment(&st.store, &candidate, &st.limits).await?;
+    let errors = validate::check_deployment(&st.store, &candidate, &st.deployment_limits).await?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(format!("deployment {name} is invalid"), errors));
     }
+    // Refused before the Task is created: a manifest etcd cannot hold
+    // changes nothing (the store would refuse the write anyway, after).
+    st.store.check_fits(&candidate)?;
 
     if req.dry_run {
         let old = current.as_ref().map(|c| c.spec.manifest.clone()).unwrap_or(Value::Null);

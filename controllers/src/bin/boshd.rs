@@ -109,6 +109,18 @@ struct Args {
     /// Address of the HTTP API (and the blobstore, under /blobs).
     #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
     listen: String,
+    /// Largest JSON or YAML request body the API reads (a manifest, a
+    /// config); larger ones are refused with 413.
+    #[arg(long, env = "BOSH_MAX_REQUEST_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: u64,
+    /// Largest release or stemcell upload the API accepts (streamed to disk).
+    #[arg(long, env = "BOSH_MAX_UPLOAD_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
+    /// Largest object (e.g. a deployment with its expanded manifest) one
+    /// etcd write may carry. Must not exceed etcd's `--max-request-bytes`
+    /// (default 1.5 MiB); raise both together.
+    #[arg(long, env = "BOSH_MAX_OBJECT_BYTES", default_value_t = bosh_api::store::DEFAULT_MAX_WRITE_BYTES)]
+    max_object_bytes: usize,
     /// boshd's own data: API and blobstore tokens, blobs, CPI state.
     #[arg(long, env = "BOSH_DATA_DIR", default_value = ".bosh-rs/boshd")]
     data_dir: PathBuf,
@@ -246,7 +258,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     let store = Store::connect(&args.etcd, &args.root)
         .await
-        .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?;
+        .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?
+        .with_max_write_bytes(args.max_object_bytes);
     let mut election = ElectionConfig {
         ttl: Duration::from_secs(args.lease_ttl_secs),
         ..ElectionConfig::default()
@@ -290,14 +303,18 @@ async fn main() -> anyhow::Result<()> {
         max_instances_per_deployment: args.max_instances_per_deployment,
     };
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
-        .with_limits(limits)
+        .with_deployment_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
         .with_upload_limits(bosh_controllers::api::UploadLimits {
             max_unpacked_bytes: args.max_upload_unpacked_bytes,
             max_entries: args.max_upload_entries,
             max_concurrent: args.max_concurrent_uploads,
         })
-        .with_director(director.clone());
+        .with_director(director.clone())
+        .with_limits(bosh_controllers::api::limits::Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_upload_bytes: args.max_upload_bytes,
+        });
     let router = bosh_controllers::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.

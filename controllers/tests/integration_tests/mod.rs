@@ -3,6 +3,7 @@
 mod agent_client;
 mod api;
 mod api_deployments;
+mod api_limits;
 mod boshd;
 mod boshd_deploy;
 mod bus;
