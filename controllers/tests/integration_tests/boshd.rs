@@ -59,7 +59,8 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
 
     let log = std::fs::File::create(env.dir().join("boshd.log")).unwrap();
     let mut boshd = Command::new(env!("CARGO_BIN_EXE_boshd"))
-        .args(["--etcd", &env.etcd.endpoint(), "--lease-ttl-secs", "3", "--listen", "127.0.0.1:0"])
+        .args(env.boshd_args())
+        .args(["--lease-ttl-secs", "3", "--listen", "127.0.0.1:0"])
         .args(["--nats-listen", &format!("127.0.0.1:{}", bosh_test_utils::free_port())])
         .arg("--data-dir")
         .arg(env.dir().join("boshd"))
