@@ -127,12 +127,14 @@ fn loopback_addr(s: &str) -> Result<String, String> {
     let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
     port.parse::<u16>().map_err(|e| format!("port {port:?}: {e}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback =
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if loopback {
         Ok(s.to_string())
     } else {
-        Err(format!("{host} is not a loopback address; nats-server's monitoring port has no authentication"))
+        Err(format!(
+            "{host} is not a loopback address; nats-server's monitoring port has no authentication"
+        ))
     }
 }
 
@@ -270,7 +272,9 @@ async fn main() -> anyhow::Result<()> {
             Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
         }
         _ => {
-            warn!("connecting to etcd without a client certificate (--etcd-ca/--etcd-cert/--etcd-key): anyone who can reach etcd can change the director");
+            warn!(
+                "connecting to etcd without a client certificate (--etcd-ca/--etcd-cert/--etcd-key): anyone who can reach etcd can change the director"
+            );
             None
         }
     };
