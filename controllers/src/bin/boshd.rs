@@ -360,3 +360,18 @@ async fn main() -> anyhow::Result<()> {
     info!("boshd stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Issue 12 item 6: nats-server's monitoring port has no authentication,
+    /// so `--nats-monitor` takes loopback addresses only.
+    #[test]
+    fn nats_monitor_must_be_loopback() {
+        for ok in ["127.0.0.1:8222", "127.9.0.1:1", "localhost:8222", "[::1]:8222"] {
+            assert!(super::loopback_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:8222", "10.0.0.5:8222", "[::]:8222", "example.com:8222", "8222"] {
+            assert!(super::loopback_addr(bad).is_err(), "{bad}");
+        }
+    }
+}
