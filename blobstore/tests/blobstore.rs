@@ -111,6 +111,10 @@ async fn put_get_exists_delete_round_trip_over_http() {
     let dest = env.work("template");
     assert_eq!(c.get_to_file(&blob.sha256, &dest).await.unwrap(), 12);
     assert_eq!(std::fs::read(&dest).unwrap(), b"job template");
+    // Owner-only, as the blob may hold credentials.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dest).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     c.delete(&blob.sha256).await.unwrap();
     c.delete(&blob.sha256).await.unwrap();

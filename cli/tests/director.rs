@@ -20,7 +20,7 @@ async fn director() -> Director {
 
 async fn director_with(limits: bosh_controllers::api::limits::Limits) -> Director {
     let env = TestEnv::etcd_only().await.unwrap();
-    let store = bosh_api::store::Store::connect(&env.etcd_endpoints(), "/bosh").await.unwrap();
+    let store = bosh_api::store::Store::connect(&env.store_config(), "/bosh").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let storage = Arc::new(bosh_blobstore::LocalStorage::new(env.dir().join("blobs")));

@@ -21,27 +21,32 @@
 //! - [`watch`]: watches that resume after reconnects and relist after
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
-//! - `secrets`: generated credentials, kept outside every object.
+//! - [`config`]: how to reach etcd ([`StoreConfig`]: endpoints, client
+//!   certificate, secrets key) and the certificates etcd requires ([`EtcdPki`]).
+//! - `secrets`: generated credentials, kept outside every object and
+//!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
 
 use std::fmt;
 
 use chrono::Utc;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn,
-    TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
 use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
+pub mod config;
 mod counters;
 pub mod lease;
 mod secrets;
 pub mod watch;
 
+pub use config::{EtcdPki, StoreConfig, TlsFiles};
 pub use lease::{Fence, LeaseId};
+pub use secrets::SecretsKey;
 pub use watch::{WatchEvent, Watcher};
 
 /// Objects per page when listing; keeps each gRPC message well under
@@ -126,6 +131,35 @@ pub enum Error {
         /// The limit it exceeds.
         limit: usize,
     },
+    /// A secret could not be decrypted. Names the key id, never the value.
+    #[error("cannot decrypt secret {name:?} (encrypted with key {key_id}): {reason}")]
+    Decrypt {
+        /// The secret's name.
+        name: String,
+        /// The id of the key the value names.
+        key_id: String,
+        /// What is wrong (no key, another key, altered data).
+        reason: String,
+    },
+    /// A file of the store's configuration (certificates, the secrets key)
+    /// could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// etcd's certificates could not be made.
+    #[error("cannot make etcd certificates in {dir}")]
+    Certificate {
+        /// The certificate directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rcgen::Error,
+    },
     /// etcd could not be reached or refused the call.
     #[error("etcd {op} failed: {source}")]
     Etcd {
@@ -187,6 +221,8 @@ pub struct Store {
     fence: Option<Fence>,
     /// The most bytes one object write may carry ([`DEFAULT_MAX_WRITE_BYTES`]).
     max_write_bytes: usize,
+    /// Encrypts secrets at rest; `None` stores them as plaintext.
+    secrets_key: Option<SecretsKey>,
 }
 
 impl fmt::Debug for Store {
@@ -196,21 +232,16 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to etcd at `endpoints` (e.g. `["127.0.0.1:2379"]`), keeping
-    /// every key under `root` (normally `/bosh`; tests may share one etcd by
-    /// using different roots).
-    pub async fn connect(endpoints: &[String], root: &str) -> Result<Store> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_keep_alive(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
-        let client =
-            Client::connect(endpoints, Some(opts)).await.map_err(Error::etcd("connect"))?;
+    /// Connects to etcd as `config` says, keeping every key under `root`
+    /// (normally `/bosh`; tests may share one etcd by using different roots).
+    pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
+        let client = config.client().await?;
         Ok(Store {
             client,
             root: root.trim_end_matches('/').to_string(),
             fence: None,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
+            secrets_key: config.secrets_key.clone(),
         })
     }
 

@@ -162,7 +162,10 @@ impl From<store::Error> for ApiError {
             store::Error::Fenced { .. } | store::Error::Etcd { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            store::Error::Decode { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            store::Error::Decode { .. }
+            | store::Error::Decrypt { .. }
+            | store::Error::Io { .. }
+            | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }

@@ -1,18 +1,19 @@
 //! boshd: the bosh-rs director. Runs the controllers against etcd.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosh_api::store::Store;
+use bosh_api::store::{SecretsKey, Store, StoreConfig, TlsFiles};
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::director::Director;
 use bosh_controllers::nats_server::ManagedNats;
 use bosh_controllers::runtime::ElectionConfig;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The bosh-rs director.
 #[derive(Debug, Parser)]
@@ -21,6 +22,23 @@ struct Args {
     /// etcd endpoints, comma-separated (`host:port`).
     #[arg(long, env = "BOSH_ETCD", value_delimiter = ',', required = true)]
     etcd: Vec<String>,
+    /// The CA certificate etcd's server certificate is checked against.
+    /// With `--etcd-cert` and `--etcd-key`, boshd connects over TLS with a
+    /// client certificate (etcd started with `--client-cert-auth`).
+    #[arg(long, env = "BOSH_ETCD_CA", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// boshd's client certificate for etcd (PEM).
+    #[arg(long, env = "BOSH_ETCD_CERT", requires_all = ["etcd_ca", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "BOSH_ETCD_KEY", requires_all = ["etcd_ca", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
+    /// The key secrets are encrypted with before they reach etcd (64 hex
+    /// digits; created, 0600, when absent). Kept out of etcd so that
+    /// reading etcd does not reveal secrets; replicas must share it.
+    /// Default: `encryption-key` in the data dir.
+    #[arg(long, env = "BOSH_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Key prefix of every object in etcd.
     #[arg(long, env = "BOSH_ROOT", default_value = "/bosh")]
     root: String,
@@ -44,9 +62,10 @@ struct Args {
     #[arg(long)]
     nats_pid_file: Option<PathBuf>,
     /// nats-server's monitoring address, written into its configuration;
-    /// boshd reads it to confirm reloads (default: a free port when boshd
-    /// runs nats-server, none when it is external).
-    #[arg(long)]
+    /// boshd reads it to confirm reloads (default: a free loopback port
+    /// when boshd runs nats-server, none when it is external). Must be a
+    /// loopback address: the monitoring port has no authentication.
+    #[arg(long, value_parser = loopback_addr)]
     nats_monitor: Option<String>,
     /// Use an external CPI executable (BOSH's protocol) instead of the local CPI.
     #[arg(long)]
@@ -135,6 +154,23 @@ struct Args {
     /// Most uploads verified at once; more are answered 503.
     #[arg(long, default_value_t = 2)]
     max_concurrent_uploads: usize,
+}
+
+/// Accepts `host:port` only on a loopback address (127.0.0.0/8, `::1`,
+/// `localhost`).
+fn loopback_addr(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|e| format!("port {port:?}: {e}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{host} is not a loopback address; nats-server's monitoring port has no authentication"
+        ))
+    }
 }
 
 /// The token kept in etcd as secret `name`, so every replica accepts the
@@ -256,7 +292,31 @@ async fn main() -> anyhow::Result<()> {
     // elsewhere; make them absolute once.
     args.data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
-    let store = Store::connect(&args.etcd, &args.root)
+    // Tokens, the encryption key and the nats-server configuration live
+    // here: a new data dir is private.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let key_file =
+        args.encryption_key_file.clone().unwrap_or_else(|| args.data_dir.join("encryption-key"));
+    let secrets_key = SecretsKey::load_or_create(&key_file)
+        .with_context(|| format!("loading the secrets encryption key {}", key_file.display()))?;
+    let tls = match (&args.etcd_ca, &args.etcd_cert, &args.etcd_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+        }
+        _ => {
+            warn!(
+                "connecting to etcd without a client certificate (--etcd-ca/--etcd-cert/--etcd-key): anyone who can reach etcd can change the director"
+            );
+            None
+        }
+    };
+    let config =
+        StoreConfig { endpoints: args.etcd.clone(), tls, secrets_key: Some(secrets_key.clone()) };
+    let store = Store::connect(&config, &args.root)
         .await
         .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?
         .with_max_write_bytes(args.max_object_bytes);
@@ -267,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(r) = args.replica.clone() {
         election.holder = r;
     }
-    info!(etcd = %args.etcd.join(","), root = %args.root, replica = %election.holder, "boshd starting");
+    info!(etcd = %args.etcd.join(","), root = %args.root, replica = %election.holder, secrets_key = secrets_key.id(), "boshd starting");
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -280,8 +340,6 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down");
         signals.cancel();
     });
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let api_token = token(&store, "director/api-token", &args.data_dir.join("api-token")).await?;
     let blob_token =
         token(&store, "director/blobstore-token", &args.data_dir.join("blobstore-token")).await?;
@@ -357,4 +415,19 @@ async fn main() -> anyhow::Result<()> {
     api.await?.context("serving the API")?;
     info!("boshd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 12 item 6: nats-server's monitoring port has no authentication,
+    /// so `--nats-monitor` takes loopback addresses only.
+    #[test]
+    fn nats_monitor_must_be_loopback() {
+        for ok in ["127.0.0.1:8222", "127.9.0.1:1", "localhost:8222", "[::1]:8222"] {
+            assert!(super::loopback_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:8222", "10.0.0.5:8222", "[::]:8222", "example.com:8222", "8222"] {
+            assert!(super::loopback_addr(bad).is_err(), "{bad}");
+        }
+    }
 }
