@@ -375,9 +375,10 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // workers that serve the API and talk to agents.
     let planned = {
         let (manifest, cloud) = (manifest.clone(), cloud.clone());
+        let seed = format!("{}/{}", obj.metadata.uid, obj.metadata.generation);
         tokio::task::spawn_blocking(move || {
-            plan::plan(&manifest, &cloud, &existing, &outside, &mut || {
-                uuid::Uuid::new_v4().to_string()
+            plan::plan(&manifest, &cloud, &existing, &outside, &mut |group, index| {
+                instance_id(&seed, group, index)
             })
         })
         .await
@@ -521,6 +522,19 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     report(store, obj, None, "RollingOut", format!("{ready} of {total} instances ready"), counts)
         .await?;
     Ok(Action::requeue(POLL))
+}
+
+/// The id of a new instance: random-looking like BOSH's, but the same for
+/// every pass over one generation of the deployment, so that a pass that
+/// fails before its Instance objects are written (a template that does not
+/// render) plans the same instances next time — and its render failure,
+/// remembered by its inputs, is not rendered again.
+fn instance_id(seed: &str, group: &str, index: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{seed}/{group}/{index}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// How far an instance is with the spec it holds.
@@ -696,4 +710,20 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
     store.update_spec(&next).await?;
     info!(deployment = name, "deployment deleted");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    /// New instance ids are stable within a generation, differ across
+    /// generations, groups and indexes, and are well-formed UUIDs.
+    #[test]
+    fn new_instance_ids_are_stable_per_generation() {
+        let a = super::instance_id("uid/7", "web", 0);
+        assert_eq!(a, super::instance_id("uid/7", "web", 0));
+        assert_ne!(a, super::instance_id("uid/8", "web", 0));
+        assert_ne!(a, super::instance_id("uid/7", "web", 1));
+        assert_ne!(a, super::instance_id("uid/7", "db", 0));
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+    }
 }
