@@ -402,16 +402,20 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
     });
-    let mut built = {
+    // Specs and their render keys (canonical JSON and a digest each).
+    let (mut built, keys) = {
         let (inputs, planned) = (inputs.clone(), planned.instances.clone());
         tokio::task::spawn_blocking(move || {
             let cx = inputs.context();
-            planned.iter().map(|d| desired::build(&cx, d)).collect::<Result<Vec<_>, _>>()
+            let built =
+                planned.iter().map(|d| desired::build(&cx, d)).collect::<Result<Vec<_>, _>>()?;
+            let keys: Vec<String> = built.iter().map(|b| desired::render_key(&b.render)).collect();
+            Ok::<_, Blocked>((built, keys))
         })
         .await
         .map_err(|e| Blocked::new("BuildFailed", format!("building specs panicked: {e}")))??
     };
-    render_all(ctx, &mut built).await.map_err(Failure::from)?;
+    render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
     // Deletions first, all at once: BOSH deletes unneeded instances before
     // it updates the rest.
@@ -595,8 +599,11 @@ async fn load_jobs(
 
 /// Renders the templates of every built instance whose inputs are new (one
 /// Ruby process for all of them), stores the archives, and finishes specs.
-async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result<(), Error> {
-    let keys: Vec<String> = built.iter().map(|b| desired::render_key(&b.render)).collect();
+async fn render_all(
+    ctx: &Ctx<Deployer>,
+    built: &mut [desired::Built],
+    keys: &[String],
+) -> Result<(), Error> {
     let missing: Vec<usize> = {
         let cache = ctx.data.rendered.lock().expect("render cache");
         (0..built.len()).filter(|i| !cache.contains_key(&keys[*i])).collect()
@@ -664,7 +671,7 @@ async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result
         }
     }
     let cache = ctx.data.rendered.lock().expect("render cache");
-    for (b, k) in built.iter_mut().zip(&keys) {
+    for (b, k) in built.iter_mut().zip(keys) {
         desired::finish(&mut b.spec, cache[k].clone());
     }
     Ok(())
