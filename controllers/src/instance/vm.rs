@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{Error, Instances, patch};
 use crate::cpi::{CreateVm, VmNetwork};
+use crate::failpoints as fp;
 use crate::runtime::Ctx;
 
 fn cpi(method: &'static str) -> impl FnOnce(crate::cpi::CpiError) -> Error {
@@ -87,6 +88,9 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 };
                 ctx.store.check_fence().await?;
                 let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
+                crate::failpoint!(fp::CPI_AFTER_CREATE_VM, |_| Err(cpi("create_vm")(
+                    fp::lost_reply("create_vm")
+                )));
                 info!(instance = %cur.metadata.name, %cid, "VM created");
                 cid
             }
@@ -113,6 +117,9 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     {
         tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
     }
+    crate::failpoint!(fp::CPI_AFTER_SET_VM_METADATA, |_| Err(cpi("set_vm_metadata")(
+        fp::lost_reply("set_vm_metadata")
+    )));
     Ok(())
 }
 
@@ -167,6 +174,9 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),
         }
+        crate::failpoint!(fp::CPI_AFTER_DELETE_VM, |_| Err(cpi("delete_vm")(fp::lost_reply(
+            "delete_vm"
+        ))));
     }
     if let Some(agent) = cur.status.agent_id.clone() {
         d.bus.revoke(&ctx.store, &agent).await?;
