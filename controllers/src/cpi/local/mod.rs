@@ -34,7 +34,8 @@ pub mod process;
 
 use audit::{AuditEntry, AuditFence, AuditLog, AuditResult, Outcome};
 pub use inventory::Inventory;
-use inventory::{DISKS, DiskRecord, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS, VmRecord};
+use inventory::{DISKS, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS};
+pub use inventory::{DiskRecord, VmRecord};
 use process::ProcId;
 
 pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, build_image};
