@@ -35,9 +35,15 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     let request_id =
         cur.status.pending_create.clone().unwrap_or_else(|| format!("vm-{}", uuid::Uuid::new_v4()));
     let (a, r) = (agent_id.clone(), request_id.clone());
+    let (vm_hash, token) = (spec.vm_hash.clone(), spec.recreate_token);
     patch(&ctx.store, cur, |s| {
         s.agent_id = Some(a.clone());
         s.pending_create = Some(r.clone());
+        // The intent names the spec it is for, so a retry on the same spec
+        // (after a crash or a lost reply) is not taken for a stale VM and
+        // deleted, but adopts the VM by request id (FAULT-MATRIX D1).
+        s.vm_hash = vm_hash.clone();
+        s.recreate_token = token;
         s.phase = "creating".into();
     })
     .await?;
@@ -95,7 +101,6 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 cid
             }
         };
-    let (vm_hash, token) = (spec.vm_hash.clone(), spec.recreate_token);
     patch(&ctx.store, cur, |s| {
         s.vm_cid = Some(cid.clone());
         s.pending_create = None;
