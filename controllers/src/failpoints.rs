@@ -84,8 +84,8 @@ pub fn lost_reply(method: &'static str) -> crate::cpi::CpiError {
 }
 
 /// A counted [`fail::fail_point!`]: `failpoint!(NAME)` (a `return` action
-/// is ignored), or `failpoint!(NAME, |_| value)` to return `value` from
-/// the enclosing function on a `return` action.
+/// is ignored), or `failpoint!(NAME, value)` to return `value` (evaluated
+/// only then) from the enclosing function on a `return` action.
 #[macro_export]
 macro_rules! failpoint {
     ($name:expr) => {{
@@ -94,6 +94,9 @@ macro_rules! failpoint {
     }};
     ($name:expr, $e:expr) => {{
         $crate::failpoints::hit($name);
-        ::fail::fail_point!($name, $e);
+        #[cfg(feature = "failpoints")]
+        if ::fail::eval($name, |_| ()).is_some() {
+            return $e;
+        }
     }};
 }

@@ -75,9 +75,10 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     .await
                     .map_err(cpi("create_disk"))?,
             };
-            crate::failpoint!(fp::CPI_AFTER_CREATE_DISK, |_| Err(cpi("create_disk")(
-                fp::lost_reply("create_disk")
-            )));
+            crate::failpoint!(
+                fp::CPI_AFTER_CREATE_DISK,
+                Err(cpi("create_disk")(fp::lost_reply("create_disk")))
+            );
             info!(instance = %cur.metadata.name, disk = %cid, size_mb = disk.spec.size_mb, "disk created");
             let c = cid.clone();
             set_status(&ctx.store, &mut disk, |s| {
@@ -93,9 +94,10 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     {
         ctx.store.check_fence().await?;
         d.cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
-        crate::failpoint!(fp::CPI_AFTER_ATTACH_DISK, |_| Err(cpi("attach_disk")(fp::lost_reply(
-            "attach_disk"
-        ))));
+        crate::failpoint!(
+            fp::CPI_AFTER_ATTACH_DISK,
+            Err(cpi("attach_disk")(fp::lost_reply("attach_disk")))
+        );
         let v = vm.clone();
         set_status(&ctx.store, &mut disk, |s| {
             s.attached_to = Some(v.clone());
@@ -136,9 +138,10 @@ pub async fn detach(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(cpi("detach_disk")(e)),
     }
-    crate::failpoint!(fp::CPI_AFTER_DETACH_DISK, |_| Err(cpi("detach_disk")(fp::lost_reply(
-        "detach_disk"
-    ))));
+    crate::failpoint!(
+        fp::CPI_AFTER_DETACH_DISK,
+        Err(cpi("detach_disk")(fp::lost_reply("detach_disk")))
+    );
     set_status(&ctx.store, &mut disk, |s| {
         s.attached_to = None;
         s.phase = DiskPhase::Detached;

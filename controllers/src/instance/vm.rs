@@ -94,9 +94,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 };
                 ctx.store.check_fence().await?;
                 let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
-                crate::failpoint!(fp::CPI_AFTER_CREATE_VM, |_| Err(cpi("create_vm")(
-                    fp::lost_reply("create_vm")
-                )));
+                crate::failpoint!(
+                    fp::CPI_AFTER_CREATE_VM,
+                    Err(cpi("create_vm")(fp::lost_reply("create_vm")))
+                );
                 info!(instance = %cur.metadata.name, %cid, "VM created");
                 cid
             }
@@ -122,9 +123,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     {
         tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
     }
-    crate::failpoint!(fp::CPI_AFTER_SET_VM_METADATA, |_| Err(cpi("set_vm_metadata")(
-        fp::lost_reply("set_vm_metadata")
-    )));
+    crate::failpoint!(
+        fp::CPI_AFTER_SET_VM_METADATA,
+        Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
+    );
     Ok(())
 }
 
@@ -179,9 +181,10 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),
         }
-        crate::failpoint!(fp::CPI_AFTER_DELETE_VM, |_| Err(cpi("delete_vm")(fp::lost_reply(
-            "delete_vm"
-        ))));
+        crate::failpoint!(
+            fp::CPI_AFTER_DELETE_VM,
+            Err(cpi("delete_vm")(fp::lost_reply("delete_vm")))
+        );
     }
     if let Some(agent) = cur.status.agent_id.clone() {
         d.bus.revoke(&ctx.store, &agent).await?;

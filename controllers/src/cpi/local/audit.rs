@@ -197,6 +197,6 @@ fn read_file(path: &Path) -> std::io::Result<Vec<AuditEntry>> {
 /// admission (by time, then process, then sequence number).
 pub fn read(root: &Path) -> std::io::Result<Vec<AuditEntry>> {
     let mut all = read_file(&std::path::absolute(root)?.join(FILE))?;
-    all.sort_by(|a, b| (a.at, a.pid, a.seq).cmp(&(b.at, b.pid, b.seq)));
+    all.sort_by_key(|e| (e.at, e.pid, e.seq));
     Ok(all)
 }
