@@ -7,4 +7,4 @@ hack/install-deps.sh
 cargo nextest run --workspace --profile ci
 # The fault-matrix scenarios need failpoints compiled in (feature
 # `failpoints`, off in every other build); each logs its seed.
-cargo nextest run --profile ci -p bosh-controllers --features failpoints -E 'test(faults)'
+cargo nextest run --profile ci -p bosh-controllers --features failpoints -E 'test(/^integration_tests::faults::/)'

@@ -3,7 +3,7 @@
 //! converged system reconciled twice is silent) and D1 (a lost `create_vm`
 //! reply is adopted by request id). Compiled only with the `failpoints`
 //! feature; CI runs them with
-//! `cargo nextest run -p bosh-controllers --features failpoints -E 'test(faults)'`.
+//! `cargo nextest run -p bosh-controllers --features failpoints -E 'test(/^integration_tests::faults::/)'`.
 //!
 //! Each scenario ends (and A2 and D1 check after every step) with the
 //! invariant checker, `bosh_controllers::testing::invariants`. Randomness
