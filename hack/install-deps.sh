@@ -7,8 +7,8 @@
 #                            .proto files, which import protobuf's well-known
 #                            types (protobuf-compiler, libprotobuf-dev)
 #   ruby + erb               job templates (ruby)
-#   openssl                  the etcd client certificates `boshctl up` and the
-#                            tests make are checked with it in install checks
+#   openssl                  hack/servers.sh makes etcd's certificates with it
+#                            (`boshctl up` and the tests make theirs in Rust)
 # Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
@@ -21,6 +21,7 @@ wanted=(
   "protobuf-compiler|command -v protoc"
   "libprotobuf-dev|protoc_include_ok"
   "ruby|command -v ruby && command -v erb"
+  "openssl|command -v openssl"
 )
 
 # protoc finds the well-known types either next to itself or in

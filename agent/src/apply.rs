@@ -111,6 +111,7 @@ async fn install_jobs(agent: &Agent, spec: &ApplySpec, archive_ref: &BlobRef) ->
                 });
             }
             make_bin_executable(&src)?;
+            restrict_modes(&src)?;
             let hash = if spec.configuration_hash.is_empty() {
                 &archive_ref.sha256
             } else {
@@ -209,18 +210,38 @@ fn make_bin_executable(job_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Names become path components: refuse anything that is not one plain name.
-pub fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Arguments { method: "apply", message: format!("invalid {what} name {name:?}") })
+/// Rendered templates hold credentials: like bosh-agent (which makes job
+/// directories root:vcap, 0750 and 0640), take every permission from
+/// others and write from the group. Directories become 0750; files keep
+/// their owner and group read and exec bits (`bin/*`: 0750, the rest
+/// usually 0640). Symlinks are not followed.
+fn restrict_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(Error::io("stat", dir))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
     }
+    if meta.is_dir() {
+        for e in std::fs::read_dir(dir).map_err(Error::io("read", dir))? {
+            restrict_modes(&e.map_err(Error::io("read", dir))?.path())?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+            .map_err(Error::io("chmod", dir))
+    } else {
+        let mode = meta.permissions().mode() & 0o750;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(Error::io("chmod", dir))
+    }
+}
+
+/// Names become path components: refuse anything that is not one plain
+/// name, by the same rule the director checked at upload
+/// ([`bosh_api::names`]), so what the director accepted the agent accepts.
+pub fn check_name(what: &'static str, name: &str) -> Result<()> {
+    bosh_api::names::check_name(name).map_err(|e| Error::Arguments {
+        method: "apply",
+        message: format!("invalid {what} name: {e}"),
+    })
 }
 
 /// Writes a file by rename so readers never see half of it.

@@ -65,7 +65,13 @@ impl Blobs {
             return Ok(cached);
         }
         let dir = self.paths.blob_cache();
-        tokio::fs::create_dir_all(&dir).await.map_err(Error::io("create", &dir))?;
+        // Blobs include rendered templates, which hold credentials.
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .await
+            .map_err(Error::io("create", &dir))?;
         let tmp = self.paths.tmp().join(format!("{}.{}", blob.sha256, uuid::Uuid::new_v4()));
         tokio::fs::create_dir_all(self.paths.tmp())
             .await

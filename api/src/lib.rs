@@ -13,6 +13,8 @@
 //!   and deterministic `.tgz` writing, for release tarballs and agents.
 //! - [`agent`]: bootstrap settings and the NATS protocol between boshd
 //!   and agents.
+//! - [`names`]: the one rule for names (deployments, groups, jobs, packages,
+//!   releases, networks...) that every door checks.
 //! - [`meta`]: object metadata and Kubernetes-style conditions.
 //! - [`objects`]: the kinds (Release, Stemcell, Config, Deployment, Instance,
 //!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
@@ -36,6 +38,7 @@ pub mod interpolate;
 pub mod local_stemcell;
 pub mod manifest;
 pub mod meta;
+pub mod names;
 pub mod objects;
 pub mod release;
 pub mod schema;

@@ -387,6 +387,122 @@ fn malformed_runtime_configs_name_path_and_expectation() {
     }
 }
 
+/// Names that are not names (`../../x`, `a/b`, shell metacharacters) are
+/// refused at the door with their path and the rule, in manifests, cloud
+/// configs and runtime configs (issue 12, item 7).
+#[test]
+fn names_that_are_not_names_are_refused_with_the_path_and_the_rule() {
+    let rule = bosh_api::names::NAME_RULE;
+    let manifest_cases: &[(&str, &str, &str)] = &[
+        ("- {type: replace, path: /name, value: 'x y;rm -rf'}", "name", "x y;rm -rf"),
+        (
+            "- {type: replace, path: /instance_groups/1/name, value: ../../x}",
+            "instance_groups[1].name",
+            "../../x",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/name, value: a/b}",
+            "instance_groups[0].name",
+            "a/b",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/jobs/0/name, value: ..}",
+            "instance_groups[0].jobs[0].name",
+            "..",
+        ),
+        ("- {type: replace, path: /releases/0/name, value: a/b}", "releases[0].name", "a/b"),
+        (
+            "- {type: replace, path: /releases/0/version, value: 1/../2}",
+            "releases[0].version",
+            "1/../2",
+        ),
+        (
+            "- {type: replace, path: /stemcells/0/os, value: 'ubuntu jammy'}",
+            "stemcells[0].os",
+            "ubuntu jammy",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/azs/0, value: 'z1;x'}",
+            "instance_groups[0].azs[0]",
+            "z1;x",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/vm_type, value: ../small}",
+            "instance_groups[0].vm_type",
+            "../small",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/networks/0/name, value: 'p|q'}",
+            "instance_groups[0].networks[0].name",
+            "p|q",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/jobs/0/consumes?, value: {'a/b': {from: db}}}",
+            "instance_groups[0].jobs[0].consumes.a/b",
+            "a/b",
+        ),
+    ];
+    for (ops, path, value) in manifest_cases {
+        let doc = patched("base-manifest.yml", ops);
+        let errs = Manifest::from_value(&doc, "deployment.yml").expect_err(path);
+        assert_has(&errs, path, &format!("{value:?} is not a valid"));
+        assert_has(&errs, path, rule);
+    }
+    let errs = Manifest::from_value(
+        &patched(
+            "base-manifest.yml",
+            "- {type: replace, path: /instance_groups/1/name, value: ../../x}",
+        ),
+        "deployment.yml",
+    )
+    .unwrap_err();
+    assert!(
+        errs.to_string().contains(&format!(
+            r#"deployment.yml: instance_groups[1].name: "../../x" is not a valid name: {rule}"#
+        )),
+        "{errs}"
+    );
+
+    let errs = Manifest::from_value(
+        &patched("base-manifest.yml", "- {type: replace, path: /variables/0/name, value: 'c a'}"),
+        "deployment.yml",
+    )
+    .unwrap_err();
+    assert_has(&errs, "variables[0].name", r#""c a" is not a valid variable name"#);
+
+    let cloud_cases: &[(&str, &str)] = &[
+        ("- {type: replace, path: /azs/0/name, value: 'z 1'}", "azs[0].name"),
+        ("- {type: replace, path: /vm_types/0/name, value: a/b}", "vm_types[0].name"),
+        ("- {type: replace, path: /disk_types/0/name, value: ..}", "disk_types[0].name"),
+        ("- {type: replace, path: /networks/0/name, value: '$(id)'}", "networks[0].name"),
+    ];
+    for (ops, path) in cloud_cases {
+        let errs = CloudConfig::from_value(&patched("base-cloud-config.yml", ops), "cc.yml")
+            .expect_err(path);
+        assert_has(&errs, path, "is not a valid name");
+    }
+
+    let errs = RuntimeConfig::from_value(
+        &patched(
+            "base-runtime-config.yml",
+            "- {type: replace, path: /addons/0/jobs/0/name, value: 'x y'}",
+        ),
+        "rc.yml",
+    )
+    .unwrap_err();
+    assert_has(&errs, "addons[0].jobs[0].name", r#""x y" is not a valid name"#);
+}
+
+/// Absolute config-server variable names, as real runtime configs use, pass.
+#[test]
+fn absolute_variable_names_pass() {
+    let doc = patched(
+        "base-manifest.yml",
+        "- {type: replace, path: /variables/-, value: {name: /dns_healthcheck_tls_ca, type: password}}",
+    );
+    Manifest::from_value(&doc, "deployment.yml").unwrap_or_else(|e| panic!("{e}"));
+}
+
 const CROSS_CASES: &[Case] = &[
     (
         "vm type not in the cloud config",

@@ -344,3 +344,67 @@ fn paths_leaving_the_release_are_refused() {
         "{err}"
     );
 }
+
+/// Jobs named `..`, `a/b` or `x y;rm -rf` are refused when the tarball is
+/// read, naming the field and the rule, instead of failing on a VM (issue 12,
+/// item 7).
+#[test]
+fn job_names_that_are_not_names_are_refused_at_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = built_release(tmp.path());
+    let mf = std::fs::read_to_string(dir.join("release.MF")).unwrap();
+    for (i, bad) in ["..", "a/b", "x y;rm -rf"].into_iter().enumerate() {
+        std::fs::write(
+            dir.join("release.MF"),
+            mf.replacen("jobs:\n- name: hello\n", &format!("jobs:\n- name: '{bad}'\n"), 1),
+        )
+        .unwrap();
+        let t = tmp.path().join(format!("bad-job-{i}.tgz"));
+        repack(&dir, &t);
+        let err = refused(&t, &Limits::default());
+        let want = format!(
+            "bad-job-{i}.tgz:release.MF: jobs[0].name: {bad:?} is not a valid name: {}",
+            bosh_api::names::NAME_RULE
+        );
+        assert!(err.contains(&want), "{bad}: {err}");
+    }
+}
+
+/// A release version with a path separator is refused at read.
+#[test]
+fn release_versions_with_a_slash_are_refused_at_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = built_release(tmp.path());
+    let mf = std::fs::read_to_string(dir.join("release.MF")).unwrap();
+    let version = mf.lines().find_map(|l| l.strip_prefix("version: ")).unwrap().to_string();
+    edit_manifest(&dir, &format!("\nversion: {version}\n"), "\nversion: 1/../2\n");
+    let t = tmp.path().join("bad-version.tgz");
+    repack(&dir, &t);
+    let err = refused(&t, &Limits::default());
+    assert!(err.contains(r#"version: "1/../2" is not a valid version"#), "{err}");
+}
+
+/// The caps are for the whole upload: package tarballs that each fit under
+/// the byte cap but together exceed it are refused, with the configured cap
+/// in the message, and nothing is kept (issue 12, item 8).
+#[test]
+fn nested_tarballs_share_the_upload_caps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = built_release(tmp.path());
+    for pkg in ["hello", "hello-lib"] {
+        let p = dir.join(format!("packages/{pkg}.tgz"));
+        let old = file_digest(&p).unwrap();
+        raw_tgz(&p, vec![file("zeros", &vec![0u8; 700 << 10])]);
+        edit_manifest(&dir, &old, &file_digest(&p).unwrap());
+    }
+    let t = tmp.path().join("two-bombs.tgz");
+    repack(&dir, &t);
+    assert!(std::fs::metadata(&t).unwrap().len() < 200 << 10, "compresses well, like a bomb");
+    let cap = Limits { max_total_bytes: 1 << 20, ..Limits::default() };
+    let err = refused(&t, &cap);
+    assert!(err.contains("more than the limit of 1048576 bytes"), "{err}");
+    assert!(err.contains("packages/hello-lib.tgz") || err.contains("packages/hello.tgz"), "{err}");
+
+    let roomy = Limits { max_total_bytes: 4 << 20, ..Limits::default() };
+    read_release_tarball(&t, &tmp.path().join("fits"), &roomy).unwrap();
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, TaskSpec};
-use bosh_api::store::{Error, Store, WatchEvent};
+use bosh_api::store::{Error, SecretsKey, Store, StoreConfig, WatchEvent};
 use bosh_api::{Object, ObjectMeta};
 use bosh_test_utils::TestEnv;
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use serde_json::json;
 
 async fn env_and_store() -> (TestEnv, Store) {
     let env = TestEnv::etcd_only().await.expect("start etcd");
-    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await.expect("connect");
+    let store = Store::connect(&env.store_config(), "/bosh").await.expect("connect");
     (env, store)
 }
 
@@ -281,4 +281,111 @@ async fn fenced_writes_are_refused_after_leadership_is_lost() {
     o = store.get(None, "cloud/fenced").await.unwrap();
     let err = fenced.update_status(&o).await.unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
+}
+
+/// Issue 12 item 6: etcd refuses a client without our certificate (plain
+/// HTTP, TLS without a client certificate, `etcdctl` without one), and
+/// answers one with it.
+#[tokio::test]
+async fn etcd_serves_only_clients_with_the_certificate() {
+    let (env, store) = env_and_store().await;
+    store.create_secret("director/api-token", b"the-token").await.unwrap();
+    let endpoint = env.etcd.endpoint();
+
+    async fn read(mut c: etcd_client::Client) -> Result<usize, etcd_client::Error> {
+        let opts = etcd_client::GetOptions::new().with_prefix();
+        Ok(c.get("/bosh/", Some(opts)).await?.kvs().len())
+    }
+    let plain = StoreConfig::plain(vec![endpoint.clone()]);
+    let plain = match plain.client().await {
+        Ok(c) => read(c).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(plain.is_err(), "plain HTTP read {plain:?}");
+
+    let ca = std::fs::read(env.etcd.pki().ca()).unwrap();
+    let tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+    let opts = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_timeout(Duration::from_secs(5))
+        .with_connect_timeout(Duration::from_secs(5));
+    let anonymous =
+        match etcd_client::Client::connect([format!("https://{endpoint}")], Some(opts)).await {
+            Ok(c) => read(c).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+    assert!(anonymous.is_err(), "TLS without a client certificate read {anonymous:?}");
+
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{endpoint}"))
+        .arg("--cacert")
+        .arg(env.etcd.pki().ca())
+        .args([
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "get",
+            "/bosh/",
+            "--prefix",
+            "--keys-only",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "etcdctl without a certificate: {out:?}");
+
+    let out =
+        env.etcd.etcdctl().args(["get", "/bosh/", "--prefix", "--keys-only"]).output().unwrap();
+    assert!(out.status.success(), "etcdctl with the certificate: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/bosh/secrets/director/api-token"));
+    assert_eq!(read(env.etcd.config().client().await.unwrap()).await.unwrap(), 1);
+}
+
+/// Raw bytes of a secret read from etcd (with a valid certificate) hold
+/// no plaintext; the store reads the value back.
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest() {
+    let (env, store) = env_and_store().await;
+    let value = b"plaintext-password-1234";
+    assert_eq!(store.create_secret("nats/director", value).await.unwrap(), value);
+    let mut raw = env.etcd.config().client().await.unwrap();
+    let resp = raw.get("/bosh/secrets/nats/director", None).await.unwrap();
+    let stored = resp.kvs()[0].value();
+    assert!(stored.starts_with(b"bosh:enc:aesgcm:v1:"), "{}", String::from_utf8_lossy(stored));
+    assert!(!stored.windows(value.len()).any(|w| w == value), "plaintext in etcd");
+    assert_eq!(store.get_secret("nats/director").await.unwrap().unwrap(), value);
+    let listed = store.list_secrets("nats/").await.unwrap();
+    assert_eq!(listed, vec![("nats/director".to_string(), value.to_vec())]);
+}
+
+/// A secret written as plaintext (before encryption) still reads, and the
+/// read rewrites it encrypted.
+#[tokio::test]
+async fn plaintext_secrets_are_read_and_rewritten_encrypted() {
+    let (env, store) = env_and_store().await;
+    let old = Store::connect(&env.etcd.config(), "/bosh").await.unwrap();
+    old.create_secret("director/api-token", b"old-token").await.unwrap();
+    let mut raw = env.etcd.config().client().await.unwrap();
+    let before = raw.get("/bosh/secrets/director/api-token", None).await.unwrap();
+    assert_eq!(before.kvs()[0].value(), b"old-token");
+
+    assert_eq!(store.get_secret("director/api-token").await.unwrap().unwrap(), b"old-token");
+    let after = raw.get("/bosh/secrets/director/api-token", None).await.unwrap();
+    assert!(after.kvs()[0].value().starts_with(b"bosh:enc:aesgcm:v1:"));
+    assert_eq!(store.get_secret("director/api-token").await.unwrap().unwrap(), b"old-token");
+}
+
+/// A store with another key (or none) cannot read a secret; the error names
+/// the key id and never the value.
+#[tokio::test]
+async fn a_wrong_key_is_a_clear_error_naming_the_key_id() {
+    let (env, store) = env_and_store().await;
+    store.create_secret("variables/d/password", b"s3cret-value").await.unwrap();
+    let wrong = StoreConfig { secrets_key: Some(SecretsKey::generate()), ..env.store_config() };
+    let wrong = Store::connect(&wrong, "/bosh").await.unwrap();
+    let err = wrong.get_secret("variables/d/password").await.unwrap_err();
+    let key_id = env.store_config().secrets_key.unwrap().id().to_string();
+    assert!(matches!(&err, Error::Decrypt { key_id: k, .. } if *k == key_id), "{err}");
+    assert!(err.to_string().contains(&key_id) && !err.to_string().contains("s3cret"), "{err}");
+    let keyless = Store::connect(&env.etcd.config(), "/bosh").await.unwrap();
+    assert!(matches!(keyless.list_secrets("").await, Err(Error::Decrypt { .. })));
 }

@@ -154,9 +154,11 @@ impl Client {
         let tmp = temp_beside(dest);
         let mut guard = RemoveOnDrop(Some(tmp.clone()));
         let io_err = |source| Error::Io { path: tmp.clone(), source };
+        // Owner-only: a blob may be rendered templates with credentials.
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .await
             .map_err(io_err)?;

@@ -9,8 +9,8 @@
 //! | `DELETE /blobs/<sha256>` | `204`, or `404` |
 //! | `GET /blobs` | `[{"sha256","size"}, ...]` |
 //!
-//! Every route needs `Authorization: Bearer <token>`, compared in constant
-//! time. Errors carry a JSON body (`{"code","error",...}`) that the
+//! Every route needs `Authorization: Bearer <token>` (the scheme in any
+//! case), compared in constant time. Errors carry a JSON body (`{"code","error",...}`) that the
 //! [`crate::Client`] maps back to [`crate::Error`].
 //!
 //! # Reading is checked
@@ -85,12 +85,16 @@ pub async fn serve(
     axum::serve(listener, router(storage, token)).with_graceful_shutdown(shutdown).await
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
+}
+
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = bearer_token(req.headers());
     let ok = match (presented, state.token_digest) {
         (Some(presented), Some(want)) => {
             let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

@@ -61,6 +61,9 @@ pub trait Storage: Send + Sync + 'static {
 
 /// Blobs as files: `<root>/<sha[0..2]>/<sha>`, with uploads staged in
 /// `<root>/tmp/` (same filesystem, so the final rename is atomic).
+/// Directories are created 0700 and blobs 0600: rendered job templates
+/// hold credentials, and the server (not the file system) decides who
+/// reads a blob.
 #[derive(Debug, Clone)]
 pub struct LocalStorage {
     root: PathBuf,
@@ -101,12 +104,13 @@ impl LocalStorage {
             check_sha256(expected)?;
         }
         let tmp_dir = self.tmp_dir();
-        tokio::fs::create_dir_all(&tmp_dir).await.map_err(|source| io_err(&tmp_dir, source))?;
+        private_dir(&tmp_dir).await?;
         let tmp = self.temp_path();
         let mut guard = RemoveOnDrop(Some(tmp.clone()));
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .await
             .map_err(|source| io_err(&tmp, source))?;
@@ -130,7 +134,7 @@ impl LocalStorage {
         }
         let dest = self.blob_path(&actual);
         let dir = dest.parent().expect("blob path has a parent");
-        tokio::fs::create_dir_all(dir).await.map_err(|source| io_err(dir, source))?;
+        private_dir(dir).await?;
         // Always replace: the content is identical when the old copy is good,
         // and a re-upload repairs a copy that rotted on disk.
         tokio::fs::rename(&tmp, &dest).await.map_err(|source| io_err(&dest, source))?;
@@ -138,6 +142,16 @@ impl LocalStorage {
         tracing::debug!(sha256 = %actual, size, "blob stored");
         Ok(BlobRef { sha256: actual, size })
     }
+}
+
+/// Creates `dir` and missing parents with mode 0700.
+async fn private_dir(dir: &Path) -> Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await
+        .map_err(|source| io_err(dir, source))
 }
 
 impl Storage for LocalStorage {
@@ -272,6 +286,23 @@ mod tests {
         assert!(!s.delete(&r.sha256).await.unwrap());
         assert!(matches!(s.get(&r.sha256).await, Err(Error::NotFound { .. })));
         assert!(s.list().await.unwrap().is_empty());
+    }
+
+    /// Issue 12 item 6: blobs (rendered templates hold credentials) are 0600
+    /// in 0700 directories, the root included.
+    #[tokio::test]
+    async fn blobs_and_their_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobstore");
+        let s = LocalStorage::new(&root);
+        let r = s.put_stream(body(&[b"password: hunter2"]), None).await.unwrap();
+        let blob = s.blob_path(&r.sha256);
+        assert_eq!(mode(&blob), 0o600);
+        for d in [&root, &s.tmp_dir(), blob.parent().unwrap()] {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
     }
 
     /// A body that does not hash to the expected name leaves no file behind.

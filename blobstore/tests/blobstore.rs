@@ -111,6 +111,10 @@ async fn put_get_exists_delete_round_trip_over_http() {
     let dest = env.work("template");
     assert_eq!(c.get_to_file(&blob.sha256, &dest).await.unwrap(), 12);
     assert_eq!(std::fs::read(&dest).unwrap(), b"job template");
+    // Owner-only, as the blob may hold credentials.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dest).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
 
     c.delete(&blob.sha256).await.unwrap();
     c.delete(&blob.sha256).await.unwrap();
@@ -309,4 +313,22 @@ async fn reupload_repairs_a_corrupted_blob() {
     assert!(c.get_bytes(&blob.sha256).await.is_err());
     c.put_bytes(b"rendered template".to_vec()).await.unwrap();
     assert_eq!(c.get_bytes(&blob.sha256).await.unwrap(), b"rendered template");
+}
+
+/// The bearer scheme is case-insensitive, and an unknown route with a good
+/// token is `404`, with a bad one `401` (issue 12, item 8).
+#[tokio::test]
+async fn lower_case_bearer_is_accepted_and_unknown_routes_are_not_found() {
+    let env = Env::start().await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, auth: &str| {
+        http.get(format!("{}{path}", env.url)).header("authorization", auth).send()
+    };
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = get("/blobs", &format!("{scheme} {TOKEN}")).await.unwrap();
+        assert_eq!(r.status(), 200, "scheme {scheme}");
+    }
+    assert_eq!(get("/blobs", "Basic s3cret-token").await.unwrap().status(), 401);
+    assert_eq!(get("/no/such/route", &format!("bearer {TOKEN}")).await.unwrap().status(), 404);
+    assert_eq!(get("/no/such/route", "bearer wrong").await.unwrap().status(), 401);
 }

@@ -2,17 +2,25 @@
 //! with the local CPI and the nats-server it runs — as background
 //! processes with pid files and logs in one data directory.
 //!
+//! etcd holds every credential of the director, and on a shared host any
+//! local user can reach a loopback port: `up` therefore makes a CA and
+//! certificates (`etcd-tls/`, private) and runs etcd with client-certificate
+//! authentication on https URLs, client and peer; boshd connects with the
+//! client certificate, and encrypts secrets with a key in its own data dir.
+//!
 //! `up` returns once boshd's API answers with the token boshd wrote (or
 //! fails with the end of the log of whatever died), and does nothing for
 //! processes that already run. `down` sends SIGTERM, escalates to SIGKILL
 //! of the process group after a deadline, and is idempotent. Both wait by
 //! polling a condition under a deadline.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bosh_api::store::{EtcdPki, StoreConfig};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -132,6 +140,11 @@ where
 struct EnvFile {
     /// etcd's client endpoint, `host:port`.
     etcd: String,
+    /// The directory of etcd's certificates (the client's are `ca.crt`,
+    /// `client.crt` and `client.key`); absent in an environment from before
+    /// etcd required them, whose etcd is restarted with TLS.
+    #[serde(default)]
+    etcd_tls: Option<PathBuf>,
     /// boshd's API URL.
     director: String,
 }
@@ -139,7 +152,14 @@ struct EnvFile {
 /// Runs `up`.
 pub async fn up(args: UpArgs) -> Result<()> {
     let dir = std::path::absolute(&args.data_dir)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // etcd's data, boshd's tokens and key, and the logs live here.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let tls_dir = dir.join("etcd-tls");
+    let pki = EtcdPki::ensure(&tls_dir)?;
     let env_path = dir.join("env.json");
     let previous: Option<EnvFile> =
         std::fs::read(&env_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
@@ -148,33 +168,32 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
     // etcd
     let etcd = match (running(&dir, "etcd"), &previous) {
-        (Some(pid), Some(prev)) => {
+        (Some(pid), Some(prev)) if prev.etcd_tls.as_ref() == Some(&tls_dir) => {
             println!("etcd already running (pid {pid}, {})", prev.etcd);
             prev.etcd.clone()
         }
         (running_pid, _) => {
             if let Some(pid) = running_pid {
-                // Running, but where it listens was lost: start afresh.
+                // Running, but where it listens was lost (or it runs
+                // without client certificates): start afresh.
                 stop(&dir, "etcd", pid, Duration::from_secs(args.timeout)).await?;
             }
             let (client, peer) = (free_port()?, free_port()?);
             let mut cmd = Command::new(&args.etcd);
             cmd.args(["--name", "boshrs", "--data-dir"])
                 .arg(dir.join("etcd"))
-                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-cluster", &format!("boshrs=http://127.0.0.1:{peer}")])
-                .args(["--logger", "zap", "--log-level", "warn"]);
+                .args(["--listen-client-urls", &format!("https://127.0.0.1:{client}")])
+                .args(["--advertise-client-urls", &format!("https://127.0.0.1:{client}")])
+                .args(["--listen-peer-urls", &format!("https://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("https://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &format!("boshrs=https://127.0.0.1:{peer}")])
+                .args(["--logger", "zap", "--log-level", "warn"])
+                .args(pki.etcd_args());
             let mut child = Some(spawn(cmd, &dir, "etcd")?);
-            let health = format!("http://127.0.0.1:{client}/health");
+            let config = store_config(&pki, format!("127.0.0.1:{client}"));
             wait_ready("etcd", &dir.join("etcd.log"), &mut child, deadline, || async {
-                let r = http.get(&health).send().await;
-                match r {
-                    Ok(r) => {
-                        r.json::<serde_json::Value>().await.is_ok_and(|v| v["health"] == "true")
-                    }
+                match config.client().await {
+                    Ok(mut c) => c.status().await.is_ok(),
                     Err(_) => false,
                 }
             })
@@ -218,7 +237,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 None => std::env::current_exe()?.with_file_name("boshd"),
             };
             let mut cmd = Command::new(&boshd);
-            cmd.args(["--etcd", &etcd, "--listen", &listen])
+            cmd.args(store_config(&pki, etcd.clone()).boshd_args())
+                .args(["--listen", &listen])
                 .args(["--nats-listen", &format!("127.0.0.1:{}", free_port()?)])
                 .arg("--data-dir")
                 .arg(&boshd_dir);
@@ -232,10 +252,20 @@ pub async fn up(args: UpArgs) -> Result<()> {
             url
         }
     };
-    let env = EnvFile { etcd, director };
+    let env = EnvFile { etcd, etcd_tls: Some(tls_dir), director };
     std::fs::write(&env_path, serde_json::to_vec_pretty(&env)?)?;
     println!("bosh-rs is up: director {} (token in {})", env.director, token_file.display());
+    println!(
+        "etcd requires a client certificate: etcdctl --endpoints=https://{} {}",
+        env.etcd,
+        pki.etcdctl_args().iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    );
     Ok(())
+}
+
+/// How boshd and `up` reach etcd at `endpoint` (boshd adds its own secrets key).
+fn store_config(pki: &EtcdPki, endpoint: String) -> StoreConfig {
+    StoreConfig { endpoints: vec![endpoint], tls: Some(pki.client()), secrets_key: None }
 }
 
 /// Stops one process: SIGTERM, then SIGKILL of its process group after `grace`.

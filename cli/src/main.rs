@@ -139,7 +139,7 @@ enum Command {
 mod exit_code {
     /// The command failed for a reason other than bad input.
     pub const FAILURE: i32 = 1;
-    /// The input (a file, flag or document) is wrong; fix it and retry.
+    /// The input (a file, flag or document) is wrong or too large; fix it and retry.
     pub const BAD_INPUT: i32 = 2;
     /// The object asked for does not exist.
     pub const NOT_FOUND: i32 = 3;
@@ -158,7 +158,8 @@ fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow:
 fn exit_code_for(err: &anyhow::Error) -> i32 {
     if let Some(api) = err.downcast_ref::<director::ApiError>() {
         return match api.status {
-            400 | 422 => exit_code::BAD_INPUT,
+            // 413: the input is larger than the director accepts.
+            400 | 413 | 422 => exit_code::BAD_INPUT,
             404 => exit_code::NOT_FOUND,
             409 => exit_code::CONFLICT,
             401 | 403 => exit_code::UNAUTHORIZED,
@@ -324,6 +325,14 @@ mod tests {
         {
             parse(&[listing, "--json"]);
         }
+        let Command::Deployments(l) =
+            parse(&["deployments", "--connect-timeout", "2s", "--request-timeout", "500ms"])
+        else {
+            panic!("not deployments")
+        };
+        assert_eq!(l.director.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(l.director.request_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(l.director.idle_timeout, std::time::Duration::from_secs(45), "the default");
         let Command::Up(u) = parse(&["up", "--data-dir", "/tmp/x"]) else { panic!("not up") };
         assert_eq!(u.data_dir.to_str(), Some("/tmp/x"));
         assert!(matches!(parse(&["down"]), Command::Down(_)));

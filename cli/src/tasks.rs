@@ -3,12 +3,12 @@
 //! and durations for finished steps.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::Result;
 use bosh_api::Object;
 use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
 use comfy_table::{Table, presets::NOTHING};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::director::{Director, DirectorArgs};
@@ -115,9 +115,24 @@ pub async fn tasks(args: TasksArgs) -> Result<()> {
 struct Printer {
     started: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
     debug: bool,
+    /// The highest event `seq` printed: events arrive from a listing and a
+    /// watch that may overlap, and each is printed once.
+    seen: u64,
 }
 
 impl Printer {
+    /// Prints the events newer than any printed, in order.
+    fn print_new(&mut self, mut events: Vec<Object<EventSpec>>) -> Result<()> {
+        events.sort_by_key(|e| e.spec.seq);
+        for e in &events {
+            if e.spec.seq > self.seen {
+                self.print(e)?;
+                self.seen = e.spec.seq;
+            }
+        }
+        Ok(())
+    }
+
     fn print(&mut self, e: &Object<EventSpec>) -> Result<()> {
         if self.debug {
             println!("{}", serde_json::to_string(&e.spec)?);
@@ -158,47 +173,80 @@ impl Printer {
     }
 }
 
+fn is_finished(t: &Object<TaskSpec>) -> bool {
+    matches!(t.status.state, TaskState::Done | TaskState::Error | TaskState::Cancelled)
+}
+
+/// The objects a watch event carries: the changed one, or all of a relist.
+fn watched<T: serde::de::DeserializeOwned>(ev: &Value) -> Result<Vec<T>> {
+    Ok(match ev["type"].as_str() {
+        Some("APPLIED") => vec![serde_json::from_value(ev["object"].clone())?],
+        Some("RELISTED") => serde_json::from_value(ev["objects"].clone())?,
+        _ => Vec::new(),
+    })
+}
+
 /// Runs `task N`; with `--follow`, until the task finishes. Exits non-zero
 /// when the task ended in error, so scripts can chain on it.
+///
+/// Following reads the task and its events once, then watches tasks and
+/// events (boshd's watch streams, with keep-alives) instead of polling, so
+/// a long task costs the director nothing while it runs, no request
+/// timeout cuts it short, and a director that stops answering is noticed
+/// after `--idle-timeout`.
 pub async fn task(args: TaskArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = task_name(args.id);
-    let mut printer = Printer { started: HashMap::new(), debug: args.debug };
-    let mut seen = 0u64;
-    loop {
-        let t: Object<TaskSpec> = d.get(&format!("/v1/tasks/{name}")).await?;
-        let events: Vec<Object<EventSpec>> =
-            items(&d.get(&format!("/v1/events?prefix={name}/")).await?)?;
-        let last = seen;
-        for e in events.iter().filter(|e| e.spec.seq > last) {
-            printer.print(e)?;
-            seen = e.spec.seq;
-        }
-        let finished =
-            matches!(t.status.state, TaskState::Done | TaskState::Error | TaskState::Cancelled);
-        if finished || !args.follow {
-            println!(
-                "\nTask {} {}{}",
-                t.spec.id,
-                state_word(t.status.state),
-                if t.status.result.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", t.status.result)
+    let mut printer = Printer { started: HashMap::new(), debug: args.debug, seen: 0 };
+    let mut t: Object<TaskSpec> = d.get(&format!("/v1/tasks/{name}")).await?;
+    let listed = d.get::<Value>(&format!("/v1/events?prefix={name}/")).await?;
+    let events_rev = listed["revision"].as_i64().unwrap_or_default();
+    printer.print_new(items(&listed)?)?;
+    if args.follow && !is_finished(&t) {
+        // Tasks are watched from a relist: a watch from a revision only
+        // knows objects whose spec it saw change, and a task's state is
+        // its status. The relist also covers a change since the read above.
+        let tasks = d.watch_stream("tasks", None).await?.map(|e| (true, e));
+        let events = d.watch_stream("events", Some(events_rev + 1)).await?.map(|e| (false, e));
+        let mut both = std::pin::pin!(futures::stream::select(tasks, events));
+        while let Some((is_task, ev)) = both.next().await {
+            let ev = ev?;
+            if is_task {
+                if let Some(now) =
+                    watched::<Object<TaskSpec>>(&ev)?.into_iter().find(|o| o.metadata.name == name)
+                {
+                    t = now;
                 }
-            );
-            match t.status.state {
-                TaskState::Error => anyhow::bail!("task {} failed: {}", t.spec.id, t.status.result),
-                TaskState::Cancelled => {
-                    anyhow::bail!("task {} cancelled: {}", t.spec.id, t.status.result)
+                if is_finished(&t) {
+                    break;
                 }
-                _ => {}
+            } else {
+                let prefix = format!("{name}/");
+                printer.print_new(
+                    watched::<Object<EventSpec>>(&ev)?
+                        .into_iter()
+                        .filter(|e| e.metadata.name.starts_with(&prefix))
+                        .collect(),
+                )?;
             }
-            return Ok(());
         }
-        // The CLI polls a director it does not control; a short pause
-        // between polls keeps the load on it negligible.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !is_finished(&t) {
+            anyhow::bail!("the director ended the watch of task {} before it finished", args.id);
+        }
+        // The two watches are not ordered with each other: events written
+        // just before the task finished may still be on their way.
+        printer.print_new(items(&d.get::<Value>(&format!("/v1/events?prefix={name}/")).await?)?)?;
+    }
+    println!(
+        "\nTask {} {}{}",
+        t.spec.id,
+        state_word(t.status.state),
+        if t.status.result.is_empty() { String::new() } else { format!(": {}", t.status.result) }
+    );
+    match t.status.state {
+        TaskState::Error => anyhow::bail!("task {} failed: {}", t.spec.id, t.status.result),
+        TaskState::Cancelled => anyhow::bail!("task {} cancelled: {}", t.spec.id, t.status.result),
+        _ => Ok(()),
     }
 }
 
@@ -221,7 +269,7 @@ pub async fn events(args: EventsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(());
     }
-    let mut printer = Printer { started: HashMap::new(), debug: false };
+    let mut printer = Printer { started: HashMap::new(), debug: false, seen: 0 };
     for e in &events {
         printer.print(e)?;
     }

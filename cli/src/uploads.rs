@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bosh_api::Object;
-use bosh_api::objects::{ReleaseSpec, StemcellSpec};
+use bosh_api::objects::{ReleaseSpec, StemcellSpec, StemcellStatus};
 use comfy_table::{Table, presets::NOTHING};
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,7 +123,7 @@ async fn upload(d: &Director, endpoint: &str, path: &Path, what: &str) -> Result
     let bar = pb.clone();
     let stream =
         tokio_util::io::ReaderStream::new(file).inspect_ok(move |c| bar.inc(c.len() as u64));
-    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream)).await;
+    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream), len).await;
     pb.finish_and_clear();
     result
 }
@@ -235,20 +235,33 @@ pub async fn stemcells(args: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&list["items"])?);
         return Ok(());
     }
-    let mut t = table(&["NAME", "VERSION", "OS", "API", "CIDS"]);
+    let mut t = table(&["NAME", "VERSION", "OS", "API", "CIDS", "STATUS"]);
     for s in list["items"].as_array().into_iter().flatten() {
         let s: Object<StemcellSpec> = serde_json::from_value(s.clone())?;
         let cids: Vec<String> = s.status.cids.iter().map(|(c, id)| format!("{c}:{id}")).collect();
+        let state = stemcell_state(&s.status);
         t.add_row([
             s.spec.name,
             s.spec.version,
             s.spec.operating_system,
             s.spec.api_version.to_string(),
             cids.join(","),
+            state,
         ]);
     }
     println!("{t}");
     Ok(())
+}
+
+/// The STATUS column of `stemcells`: the CPI's error when importing failed
+/// (otherwise an empty CIDS column would be all the operator sees),
+/// `importing` until a CPI holds it, `imported` after.
+fn stemcell_state(s: &StemcellStatus) -> String {
+    match s.import_error() {
+        Some(e) => format!("import failed: {e}"),
+        None if s.cids.is_empty() => "importing".into(),
+        None => "imported".into(),
+    }
 }
 
 /// Runs `inspect-release NAME/VERSION`: every job and package with its
@@ -328,4 +341,34 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
     let m = bosh_api::release::stemcell::write_stemcell(&args.out, &manifest, &image, None)?;
     println!("Wrote {} ({}/{}, agent {})", args.out.display(), m.name, m.version, agent.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bosh_api::objects::{STEMCELL_READY, StemcellReason};
+    use bosh_api::{Condition, ConditionStatus};
+
+    use super::*;
+
+    /// A failed import shows the CPI's error; otherwise the state follows the cids.
+    #[test]
+    fn stemcell_state_shows_the_import_error() {
+        let mut s = StemcellStatus::default();
+        assert_eq!(stemcell_state(&s), "importing");
+        s.conditions.push(Condition {
+            type_: STEMCELL_READY.into(),
+            status: ConditionStatus::False,
+            reason: StemcellReason::ImportFailed.as_str().into(),
+            message: "import into CPI local failed: image holds no agent".into(),
+            last_transition_time: chrono::Utc::now(),
+            observed_revision: 1,
+        });
+        assert_eq!(
+            stemcell_state(&s),
+            "import failed: import into CPI local failed: image holds no agent"
+        );
+        s.conditions.clear();
+        s.cids.insert("local".into(), "sc-1".into());
+        assert_eq!(stemcell_state(&s), "imported");
+    }
 }

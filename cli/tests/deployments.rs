@@ -19,7 +19,7 @@ struct Director {
 
 async fn director() -> Director {
     let env = TestEnv::etcd_only().await.unwrap();
-    let store = bosh_api::store::Store::connect(&env.etcd_endpoints(), "/bosh").await.unwrap();
+    let store = bosh_api::store::Store::connect(&env.store_config(), "/bosh").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let state = ApiState::new(store.clone(), TOKEN);

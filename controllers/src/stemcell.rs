@@ -9,12 +9,17 @@
 //! one orphan image in the CPI (stemcells carry no request id in BOSH's CPI
 //! API, so there is nothing to adopt by). The `bosh.io/stemcell-cpi`
 //! finalizer makes deletion wait until the CPI's copy is gone.
+//!
+//! An import that fails (an image the CPI cannot use, a missing blob) is
+//! not only retried with backoff: the error goes into the `Ready` condition
+//! (False, `ImportFailed`), because the upload was accepted long before and
+//! the operator's only view of the stemcell is its status.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::meta::set_condition;
-use bosh_api::objects::StemcellSpec;
+use bosh_api::objects::{STEMCELL_READY, StemcellReason, StemcellSpec};
 use bosh_api::store;
 use bosh_api::{Condition, ConditionStatus, Object};
 use chrono::Utc;
@@ -28,9 +33,6 @@ use crate::validate::update_status_if_changed;
 
 /// The finalizer this controller owns.
 pub const FINALIZER: &str = "bosh.io/stemcell-cpi";
-
-/// The condition type set when the stemcell is in this director's CPI.
-pub const READY: &str = "Ready";
 
 /// How often an imported stemcell is looked at again.
 const REQUEUE: Duration = Duration::from_secs(300);
@@ -99,6 +101,44 @@ pub async fn reconcile(
     if obj.status.cids.contains_key(&cpi_name) {
         return Ok(Action::requeue(REQUEUE));
     }
+    let generation = obj.metadata.generation;
+    let imported = import(&obj, d).await;
+    let (status, reason, message) = match &imported {
+        Ok(cid) => {
+            info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
+            (ConditionStatus::True, StemcellReason::Imported, format!("in CPI {cpi_name} as {cid}"))
+        }
+        Err(e) => (
+            ConditionStatus::False,
+            StemcellReason::ImportFailed,
+            format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
+        ),
+    };
+    update_status_if_changed(&ctx.store, &obj, |s| {
+        if let Ok(cid) = &imported {
+            s.cids.insert(cpi_name.clone(), cid.clone());
+            s.observed_revision = generation;
+        }
+        set_condition(
+            &mut s.conditions,
+            Condition {
+                type_: STEMCELL_READY.into(),
+                status,
+                reason: reason.as_str().into(),
+                message,
+                last_transition_time: Utc::now(),
+                observed_revision: generation,
+            },
+        );
+    })
+    .await?;
+    imported?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// Reads the image from the blobstore and hands it to the CPI; the cid.
+async fn import(obj: &Object<StemcellSpec>, d: &Director) -> Result<String, Error> {
+    let name = obj.metadata.name.clone();
     let image = obj.spec.image.as_ref().ok_or(Error::NoImage { stemcell: name.clone() })?;
     let io = |source| Error::Io { stemcell: name.clone(), source };
     let dir = tempfile::Builder::new().prefix("stemcell-").tempdir().map_err(io)?;
@@ -112,28 +152,23 @@ pub async fn reconcile(
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     file.flush().await.map_err(io)?;
     drop(file);
-    let cid = d.cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| {
-        Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source }
-    })?;
-    info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
-    let generation = obj.metadata.generation;
-    update_status_if_changed(&ctx.store, &obj, |s| {
-        s.cids.insert(cpi_name.clone(), cid.clone());
-        s.observed_revision = generation;
-        set_condition(
-            &mut s.conditions,
-            Condition {
-                type_: READY.into(),
-                status: ConditionStatus::True,
-                reason: "Imported".into(),
-                message: format!("in CPI {cpi_name} as {cid}"),
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
-        );
+    d.cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| Error::Cpi {
+        method: "create_stemcell",
+        stemcell: name.clone(),
+        source,
     })
-    .await?;
-    Ok(Action::requeue(REQUEUE))
+}
+
+/// An error and its sources, `: `-joined, for a condition's message.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// Deletes the CPI's copy, then lets the object go.

@@ -2,7 +2,9 @@
 //! into etcd the way a GitOps tool would (straight into the spec keys), then
 //! waits for boshd's validators to judge them and prints the verdicts.
 //!
-//! `cargo run -p hack --bin load-examples -- --etcd 127.0.0.1:2379`
+//! `cargo run -p hack --bin load-examples -- --etcd 127.0.0.1:2379 --etcd-ca
+//! .bosh-rs/etcd-tls/ca.crt --etcd-cert .bosh-rs/etcd-tls/client.crt
+//! --etcd-key .bosh-rs/etcd-tls/client.key` (the certificates `boshctl up` made).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
-use bosh_api::store::Store;
+use bosh_api::store::{Store, StoreConfig, TlsFiles};
 use bosh_api::{ConditionStatus, Kind, Object, ObjectMeta};
 use clap::Parser;
 
@@ -19,6 +21,15 @@ struct Args {
     /// etcd endpoint.
     #[arg(long, env = "BOSH_ETCD")]
     etcd: String,
+    /// The CA of etcd's server certificate (with `--etcd-cert` and `--etcd-key`).
+    #[arg(long, env = "BOSH_ETCD_CA", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// The client certificate etcd requires.
+    #[arg(long, env = "BOSH_ETCD_CERT", requires_all = ["etcd_ca", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "BOSH_ETCD_KEY", requires_all = ["etcd_ca", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
     /// Key root.
     #[arg(long, default_value = "/bosh")]
     root: String,
@@ -84,7 +95,15 @@ async fn verdict<S: Kind>(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let store = Store::connect(std::slice::from_ref(&args.etcd), &args.root).await?;
+    let tls = match (args.etcd_ca, args.etcd_cert, args.etcd_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca, cert, key }),
+        _ => None,
+    };
+    // No secrets key: this writes objects only, never secrets.
+    let config = StoreConfig { endpoints: vec![args.etcd.clone()], tls, secrets_key: None };
+    let store = Store::connect(&config, &args.root)
+        .await
+        .with_context(|| format!("connecting to etcd at {}", args.etcd))?;
     let cloud = ConfigSpec {
         type_: ConfigType::Cloud,
         content: read_yaml(&args.dir.join("cloud-config.yml"))?,

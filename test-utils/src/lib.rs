@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`Etcd`]: one etcd member; can be stopped and started again on the
-//!   same ports and data, to test reconnects.
+//! - [`Etcd`]: one etcd member, requiring client certificates as a real
+//!   environment's does; can be stopped and started again on the same
+//!   ports and data, to test reconnects.
 //! - [`Nats`]: one nats-server, whose port it picks itself.
 //! - [`TestEnv`]: both, under one temp dir.
 //! - [`eventually`]: poll a condition with a deadline instead of sleeping.
@@ -23,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bosh_api::store::{EtcdPki, SecretsKey, StoreConfig};
 
 /// Picks a free loopback port (the OS chooses; the listener is dropped).
 pub fn free_port() -> u16 {
@@ -85,11 +86,14 @@ where
     }
 }
 
-/// One etcd member on loopback.
+/// One etcd member on loopback, with TLS and client-certificate
+/// authentication on its client and peer ports (certificates in
+/// `<dir>/etcd-tls`), so that every test connects the way boshd does.
 pub struct Etcd {
     child: Option<Child>,
     data_dir: PathBuf,
     log: PathBuf,
+    pki: EtcdPki,
     client_port: u16,
     peer_port: u16,
 }
@@ -101,6 +105,7 @@ impl Etcd {
             child: None,
             data_dir: dir.join("etcd"),
             log: dir.join("etcd.log"),
+            pki: EtcdPki::ensure(&dir.join("etcd-tls"))?,
             client_port: free_port(),
             peer_port: free_port(),
         };
@@ -111,6 +116,30 @@ impl Etcd {
     /// `host:port` for clients.
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// How to connect with the client certificate (no secrets key; see
+    /// [`TestEnv::store_config`]).
+    pub fn config(&self) -> StoreConfig {
+        StoreConfig {
+            endpoints: vec![self.endpoint()],
+            tls: Some(self.pki.client()),
+            secrets_key: None,
+        }
+    }
+
+    /// The certificates etcd and its clients use.
+    pub fn pki(&self) -> &EtcdPki {
+        &self.pki
+    }
+
+    /// An `etcdctl` command with the endpoint and client certificate set.
+    pub fn etcdctl(&self) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{}", self.endpoint()))
+            .args(self.pki.etcdctl_args());
+        cmd
     }
 
     /// Stops the process (SIGKILL: the harshest case for clients).
@@ -125,8 +154,8 @@ impl Etcd {
     pub async fn start_again(&mut self) -> Result<()> {
         self.stop();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = format!("https://127.0.0.1:{}", self.client_port);
+        let peer = format!("https://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new("etcd");
         cmd.args(["--name", "test", "--data-dir"])
             .arg(&self.data_dir)
@@ -134,14 +163,15 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(self.pki.etcd_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = spawn_tied(cmd)
             .context("starting etcd (is etcd-server installed? run hack/install-deps.sh)")?;
         self.child = Some(child);
-        let port = self.client_port;
-        eventually(Duration::from_secs(30), "etcd to report healthy", || etcd_healthy(port))
+        let config = self.config();
+        eventually(Duration::from_secs(30), "etcd to report healthy", || etcd_healthy(&config))
             .await
             .with_context(|| format!("etcd log: {}", self.log.display()))?;
         Ok(())
@@ -154,13 +184,10 @@ impl Drop for Etcd {
     }
 }
 
-/// Whether etcd's `/health` endpoint answers healthy.
-async fn etcd_healthy(port: u16) -> Option<()> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n").await.ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    String::from_utf8_lossy(&buf).contains("\"health\":\"true\"").then_some(())
+/// Whether etcd answers a status call over TLS with our client certificate.
+async fn etcd_healthy(config: &StoreConfig) -> Option<()> {
+    let mut client = config.client().await.ok()?;
+    client.status().await.ok().map(drop)
 }
 
 /// One nats-server on loopback.
@@ -218,34 +245,51 @@ impl Drop for Nats {
     }
 }
 
-/// A private etcd (and optionally nats-server) for one test.
+/// A private etcd (and optionally nats-server) for one test, with a
+/// secrets encryption key shared by every store and boshd of the test.
 pub struct TestEnv {
     /// The etcd member.
     pub etcd: Etcd,
     /// The nats-server, when started with [`TestEnv::start`].
     pub nats: Option<Nats>,
+    secrets_key: SecretsKey,
     dir: Option<tempfile::TempDir>,
 }
 
 impl TestEnv {
     /// etcd and nats-server.
     pub async fn start() -> Result<TestEnv> {
-        let dir = tempfile::Builder::new().prefix("bosh-rs-test-").tempdir_in(scratch_root())?;
-        let etcd = Etcd::start_in(dir.path()).await?;
-        let nats = Nats::start_in(dir.path(), &[]).await?;
-        Ok(TestEnv { etcd, nats: Some(nats), dir: Some(dir) })
+        let mut env = TestEnv::etcd_only().await?;
+        env.nats = Some(Nats::start_in(env.dir(), &[]).await?);
+        Ok(env)
     }
 
     /// etcd only, for store and runtime tests.
     pub async fn etcd_only() -> Result<TestEnv> {
         let dir = tempfile::Builder::new().prefix("bosh-rs-test-").tempdir_in(scratch_root())?;
         let etcd = Etcd::start_in(dir.path()).await?;
-        Ok(TestEnv { etcd, nats: None, dir: Some(dir) })
+        let secrets_key = SecretsKey::load_or_create(&dir.path().join("encryption-key"))?;
+        Ok(TestEnv { etcd, nats: None, secrets_key, dir: Some(dir) })
     }
 
-    /// The etcd endpoints, as the store takes them.
-    pub fn etcd_endpoints(&self) -> Vec<String> {
-        vec![self.etcd.endpoint()]
+    /// How stores connect: the endpoint, the client certificate and the
+    /// test's secrets key.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig { secrets_key: Some(self.secrets_key.clone()), ..self.etcd.config() }
+    }
+
+    /// The `boshd` flags for this etcd and secrets key (`--etcd`, its
+    /// certificate flags and `--encryption-key-file`).
+    pub fn boshd_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = self.etcd.config().boshd_args();
+        args.push("--encryption-key-file".into());
+        args.push(self.encryption_key_file().into());
+        args
+    }
+
+    /// The file holding the test's secrets key (what boshd is given).
+    pub fn encryption_key_file(&self) -> PathBuf {
+        self.dir().join("encryption-key")
     }
 
     /// The temp dir holding data and logs.

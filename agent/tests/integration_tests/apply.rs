@@ -130,6 +130,34 @@ async fn applied_http_job_serves_and_is_restarted_after_a_kill() {
     assert!(!a.vcap("data/blobs").exists());
 }
 
+/// Issue 12 item 6: rendered templates (which hold credentials) are
+/// installed 0750 (directories, `bin/*`) and 0640 (other files), whatever
+/// the archive says, as bosh-agent installs them.
+#[tokio::test]
+async fn rendered_templates_are_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start(1).await;
+    let a = env.spawn(0).await;
+    a.wait_ready().await;
+    let files = [
+        ("monit", "", 0o644),
+        ("bin/ctl", "#!/bin/sh\n", 0o777),
+        ("config/app.yml", "password: hunter2\n", 0o666),
+    ];
+    let spec = job_spec(&env, "web", &files, json!({})).await;
+    assert_eq!(a.long("apply", json!([spec])).await.unwrap(), "applied");
+    let mode = |rel: &str| {
+        let p = std::fs::canonicalize(a.vcap(rel)).unwrap();
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode("jobs/web"), 0o750);
+    assert_eq!(mode("jobs/web/config"), 0o750);
+    assert_eq!(mode("jobs/web/bin"), 0o750);
+    assert_eq!(mode("jobs/web/bin/ctl"), 0o750);
+    assert_eq!(mode("jobs/web/config/app.yml"), 0o640);
+    assert_eq!(mode("jobs/web/monit"), 0o640);
+}
+
 /// A blob whose content no longer matches its sha256 is refused and nothing is installed.
 #[tokio::test]
 async fn tampered_blob_is_refused() {

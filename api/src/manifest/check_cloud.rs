@@ -1,4 +1,5 @@
-//! Semantic rules for cloud configs: unique names, subnets that make sense
+//! Semantic rules for cloud configs: names that follow [`crate::names`]
+//! and are unique, subnets that make sense
 //! (gateway, reserved and static inside the range, static not reserved),
 //! and references to azs, networks and vm types inside the document.
 
@@ -7,17 +8,19 @@ use serde_json::Value;
 use super::{
     ip::{self, IpRange},
     validate::{
-        Report, check_ref, has_placeholder, key_path, list, names, str_of, strs, unique_names,
+        Report, check_ref, has_placeholder, key_path, list, named_list, names, str_of, strs,
     },
 };
 
 /// Checks a cloud config.
 pub(crate) fn check(cc: &Value, report: &mut Report) {
-    unique_names(cc, "", "azs", "az", report);
-    unique_names(cc, "", "vm_types", "vm type", report);
-    unique_names(cc, "", "vm_extensions", "vm extension", report);
-    unique_names(cc, "", "disk_types", "disk type", report);
-    unique_names(cc, "", "networks", "network", report);
+    // References (subnet azs, compilation) are checked against these
+    // names, so they follow the rule too.
+    named_list(cc, "", "azs", "az", report);
+    named_list(cc, "", "vm_types", "vm type", report);
+    named_list(cc, "", "vm_extensions", "vm extension", report);
+    named_list(cc, "", "disk_types", "disk type", report);
+    named_list(cc, "", "networks", "network", report);
 
     let azs = names(cc, "azs");
     for (np, net) in list(cc, "", "networks") {

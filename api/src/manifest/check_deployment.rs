@@ -1,5 +1,5 @@
 //! Semantic rules for manifests and runtime configs that need no other
-//! document: unique names, references to releases and stemcells, static IP
+//! document: names that follow [`crate::names`] and are unique, references to releases and stemcells, static IP
 //! counts, network defaults.
 //!
 //! They run on the loosely typed value, next to the shape check, so a
@@ -14,17 +14,20 @@ use serde_json::Value;
 use super::{
     ip,
     validate::{
-        Report, check_ref, has_placeholder, key_path, list, names, str_of, strs, unique_names,
+        Report, check_ref, has_placeholder, key_path, list, name_at, named_list, names, names_in,
+        str_of, strs, unique_names,
     },
 };
+use crate::names::{check_name, check_variable_name, check_version};
 
 /// Checks a manifest.
 pub(crate) fn check(m: &Value, report: &mut Report) {
-    unique_names(m, "", "releases", "release", report);
+    name_at(m, "", "name", check_name, report);
+    check_releases(m, report);
     unique_by(m, "", "stemcells", "alias", "stemcell alias", report);
-    unique_names(m, "", "instance_groups", "instance group", report);
-    unique_names(m, "", "variables", "variable", report);
-    unique_names(m, "", "addons", "addon", report);
+    named_list(m, "", "instance_groups", "instance group", report);
+    check_variables(m, report);
+    named_list(m, "", "addons", "addon", report);
 
     let releases = names(m, "releases");
     let aliases: Vec<&str> =
@@ -32,6 +35,10 @@ pub(crate) fn check(m: &Value, report: &mut Report) {
 
     check_update(m, report);
     for (p, s) in list(m, "", "stemcells") {
+        for key in ["alias", "os", "name"] {
+            name_at(s, &p, key, check_name, report);
+        }
+        name_at(s, &p, "version", check_version, report);
         match (s.get("os"), s.get("name")) {
             (None, None) => report.push(p, r#"required key "os" is missing (or give "name")"#),
             (Some(_), Some(_)) => report.push(p, r#"give only one of "os" and "name""#),
@@ -43,6 +50,7 @@ pub(crate) fn check(m: &Value, report: &mut Report) {
 
     let mut static_owner: BTreeMap<(String, std::net::Ipv4Addr), String> = BTreeMap::new();
     for (p, ig) in list(m, "", "instance_groups") {
+        check_group_names(ig, &p, report);
         if let Some(alias) = str_of(ig, "stemcell") {
             check_ref(
                 report,
@@ -53,10 +61,11 @@ pub(crate) fn check(m: &Value, report: &mut Report) {
                 "stemcells",
             );
         }
-        unique_names(ig, &p, "jobs", "job", report);
-        unique_names(ig, &p, "networks", "network", report);
-        unique_names(ig, &p, "persistent_disks", "persistent disk", report);
+        named_list(ig, &p, "jobs", "job", report);
+        named_list(ig, &p, "networks", "network", report);
+        named_list(ig, &p, "persistent_disks", "persistent disk", report);
         for (jp, job) in list(ig, &p, "jobs") {
+            check_job_names(job, &jp, report);
             if let Some(r) = str_of(job, "release") {
                 check_ref(report, key_path(&jp, "release"), r, &releases, "release", "releases");
             }
@@ -88,10 +97,60 @@ pub(crate) fn check(m: &Value, report: &mut Report) {
 
 /// Checks a runtime config.
 pub(crate) fn check_runtime(rc: &Value, report: &mut Report) {
-    unique_names(rc, "", "releases", "release", report);
-    unique_names(rc, "", "addons", "addon", report);
-    unique_names(rc, "", "variables", "variable", report);
+    check_releases(rc, report);
+    named_list(rc, "", "addons", "addon", report);
+    check_variables(rc, report);
     check_addons(rc, "", &names(rc, "releases"), report);
+}
+
+/// Release names and versions follow the name rule and names do not repeat.
+fn check_releases(doc: &Value, report: &mut Report) {
+    named_list(doc, "", "releases", "release", report);
+    for (p, r) in list(doc, "", "releases") {
+        name_at(r, &p, "version", check_version, report);
+    }
+}
+
+/// Variable names (possibly absolute config-server paths) follow the rule
+/// and do not repeat.
+fn check_variables(doc: &Value, report: &mut Report) {
+    for (p, var) in list(doc, "", "variables") {
+        name_at(var, &p, "name", check_variable_name, report);
+    }
+    unique_names(doc, "", "variables", "variable", report);
+}
+
+/// The names an instance group refers to by name follow the name rule, so a
+/// bad one is reported here with its path even before a cloud config is
+/// there to look it up in.
+fn check_group_names(ig: &Value, p: &str, report: &mut Report) {
+    for key in ["vm_type", "persistent_disk_type", "stemcell"] {
+        name_at(ig, p, key, check_name, report);
+    }
+    names_in(ig, p, "azs", report);
+    names_in(ig, p, "vm_extensions", report);
+    for (mp, from) in list(ig, p, "migrated_from") {
+        name_at(from, &mp, "name", check_name, report);
+        name_at(from, &mp, "az", check_name, report);
+    }
+}
+
+/// A job's release and link names (the keys of `consumes`/`provides` and
+/// their `from`/`as`) follow the name rule.
+fn check_job_names(job: &Value, jp: &str, report: &mut Report) {
+    name_at(job, jp, "release", check_name, report);
+    for side in ["consumes", "provides"] {
+        let Some(links) = job.get(side).and_then(Value::as_object) else { continue };
+        let sp = key_path(jp, side);
+        for (link, spec) in links {
+            let lp = key_path(&sp, link);
+            super::validate::check_rule(report, lp.clone(), link, check_name);
+            for key in ["from", "as"] {
+                name_at(spec, &lp, key, check_name, report);
+            }
+        }
+    }
+    named_list(job, jp, "custom_provider_definitions", "custom provider", report);
 }
 
 fn quoted(keys: &[&str]) -> String {
@@ -133,8 +192,9 @@ fn check_update(m: &Value, report: &mut Report) {
 
 fn check_addons(doc: &Value, path: &str, releases: &[&str], report: &mut Report) {
     for (ap, addon) in list(doc, path, "addons") {
-        unique_names(addon, &ap, "jobs", "job", report);
+        named_list(addon, &ap, "jobs", "job", report);
         for (jp, job) in list(addon, &ap, "jobs") {
+            check_job_names(job, &jp, report);
             if let Some(r) = str_of(job, "release") {
                 check_ref(report, key_path(&jp, "release"), r, releases, "release", "releases");
             }

@@ -5,6 +5,10 @@
 use serde_json::Value;
 
 use super::ValidationError;
+use crate::names::{self, NameError};
+
+/// One of the checks of [`crate::names`]: names, versions or variable names.
+pub(crate) type NameRule = fn(&str) -> Result<(), NameError>;
 
 /// Collects errors instead of stopping at the first one.
 #[derive(Debug, Default)]
@@ -68,6 +72,40 @@ pub(crate) fn strs<'a>(
     key: &str,
 ) -> impl Iterator<Item = (String, &'a str)> + use<'a> {
     list(v, path, key).filter_map(|(p, item)| item.as_str().map(|s| (p, s)))
+}
+
+/// Reports `value` at `path` if it breaks `rule`; a value still holding a
+/// `((placeholder))` is left for the check after interpolation.
+pub(crate) fn check_rule(report: &mut Report, path: String, value: &str, rule: NameRule) {
+    if has_placeholder(value) {
+        return;
+    }
+    if let Err(e) = rule(value) {
+        report.push(path, e.to_string());
+    }
+}
+
+/// Checks the string under `key` of `v` (at `path`) against `rule`, if it is one.
+pub(crate) fn name_at(v: &Value, path: &str, key: &str, rule: NameRule, report: &mut Report) {
+    if let Some(s) = str_of(v, key) {
+        check_rule(report, key_path(path, key), s, rule);
+    }
+}
+
+/// Checks every string of the list under `key` against the name rule.
+pub(crate) fn names_in(v: &Value, path: &str, key: &str, report: &mut Report) {
+    for (p, s) in strs(v, path, key) {
+        check_rule(report, p, s, names::check_name);
+    }
+}
+
+/// The items of the list under `key` are named things: each `name` follows
+/// the name rule and none repeats an earlier one.
+pub(crate) fn named_list(v: &Value, path: &str, key: &str, what: &str, report: &mut Report) {
+    for (p, item) in list(v, path, key) {
+        name_at(item, &p, "name", names::check_name, report);
+    }
+    unique_names(v, path, key, what, report);
 }
 
 /// Reports items of a list whose `name` repeats an earlier item's.

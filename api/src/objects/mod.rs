@@ -35,7 +35,7 @@ pub use instance::{
     DesiredState, InstanceJob, InstanceNetwork, InstancePackage, InstanceSpec, InstanceStatus,
 };
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
-pub use stemcell::{StemcellSpec, StemcellStatus};
+pub use stemcell::{STEMCELL_READY, StemcellReason, StemcellSpec, StemcellStatus};
 pub use task::{TaskChange, TaskSpec, TaskState, TaskStatus};
 
 /// The `apiVersion` of every object.
@@ -119,9 +119,10 @@ pub struct InvalidName {
     pub reason: &'static str,
 }
 
-/// Checks a name: `/`-separated segments of letters, digits and `._+-`,
-/// none empty, none `.` or `..`. Keeps keys unambiguous and prefix scans
-/// exact (`a/b` must never match under the prefix of `a/bc`).
+/// Checks a key name: `/`-separated parts, each following the one name rule
+/// ([`crate::names`]). Keeps keys unambiguous and prefix scans exact (`a/b`
+/// must never match under the prefix of `a/bc`), and means a name the
+/// manifest check let through always makes a key.
 pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     let bad = |reason| Err(InvalidName { name: name.to_string(), reason });
     if name.is_empty() {
@@ -130,13 +131,9 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     if name.len() > 253 {
         return bad("a name must be at most 253 characters");
     }
-    for seg in name.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return bad("each '/'-separated part must be non-empty and not '.' or '..'");
-        }
-        if !seg.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)) {
-            return bad("only letters, digits and '._+-' are allowed (with '/' between parts)");
-        }
+    if !name.split('/').all(crate::names::is_valid_name) {
+        return bad("each '/'-separated part must use letters, digits, '-', '_', '+' and '.', \
+             start with a letter, digit or '_', and be at most 128 characters");
     }
     Ok(())
 }
@@ -164,7 +161,7 @@ mod tests {
         for ok in ["web", "nginx/1.2.0", "0+dev.1", "cloud/default", "a_b-c"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a//b", "/a", "a/", "..", "a/../b", "a b", "a\nb", "ü"] {
+        for bad in ["", "a//b", "/a", "a/", "..", "a/../b", "a b", "a\nb", "ü", "a/-rf"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -47,6 +47,41 @@ pub struct StemcellStatus {
     pub cids: BTreeMap<String, String>,
 }
 
+/// Type of a Stemcell's one condition, its summary: True once this
+/// director's CPI holds the image, False with the CPI's error when importing
+/// failed. Written by the stemcell controller, read by `boshctl stemcells`.
+pub const STEMCELL_READY: &str = "Ready";
+
+/// Why a Stemcell is or is not [`STEMCELL_READY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StemcellReason {
+    /// The CPI holds the image (condition True).
+    Imported,
+    /// The CPI (or reading the image for it) failed; the message says why
+    /// (condition False). The controller retries with backoff.
+    ImportFailed,
+}
+
+impl StemcellReason {
+    /// The CamelCase reason written in the condition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StemcellReason::Imported => "Imported",
+            StemcellReason::ImportFailed => "ImportFailed",
+        }
+    }
+}
+
+impl StemcellStatus {
+    /// What the last import attempt said, when it failed and no CPI holds
+    /// the stemcell yet.
+    pub fn import_error(&self) -> Option<&str> {
+        crate::meta::find_condition(&self.conditions, STEMCELL_READY)
+            .filter(|c| c.reason == StemcellReason::ImportFailed.as_str())
+            .map(|c| c.message.as_str())
+    }
+}
+
 impl Kind for StemcellSpec {
     const KIND: &'static str = "Stemcell";
     const PLURAL: &'static str = "stemcells";

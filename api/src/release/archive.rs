@@ -13,7 +13,7 @@ use super::{
     io,
     manifest::{JobRef, PackageRef, ReleaseManifest},
     spec::JobSpec,
-    tgz::{Limits, TgzWriter, read_member, scan, unpack},
+    tgz::{Budget, Limits, TgzWriter, read_member, unpack},
 };
 
 /// Writes a release tarball from built resources. `manifest` must list exactly them.
@@ -89,10 +89,14 @@ pub struct ReleaseArchive {
 }
 
 /// Unpacks `tarball` into `dest` (which must not exist) and verifies it:
-/// safe paths and sizes (see [`Limits`]), every job/package/license digest
+/// safe paths and sizes, every job/package/license digest
 /// against `release.MF`, every nested tarball's paths, each `job.MF`, jobs
 /// naming only packages in the release, no dependency cycle. On any error
 /// nothing is left at `dest`.
+///
+/// `limits` caps the whole upload: the bytes and entries of the tarball and
+/// of every job, package and license tarball checked inside it count
+/// against the same allowance, so nesting cannot multiply it.
 pub fn read_release_tarball(
     tarball: &Path,
     dest: &Path,
@@ -121,7 +125,8 @@ pub fn read_release_tarball(
 }
 
 fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<ReleaseArchive> {
-    unpack(tarball, dir, file, limits)?;
+    let mut budget = Budget::new(limits);
+    budget.unpack(tarball, dir, file)?;
     let mf_path = dir.join("release.MF");
     if !mf_path.is_file() {
         return Err(Error::entry(file, "release.MF", "missing"));
@@ -130,7 +135,7 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
     let src = std::fs::read_to_string(&mf_path).map_err(io(&mf_path))?;
     let manifest = ReleaseManifest::parse(&src, &mf_file)?;
     manifest.check_consistency(&mf_file)?;
-    let check = |member: &str, sha: &str| -> Result<PathBuf> {
+    let mut check = |member: &str, sha: &str| -> Result<PathBuf> {
         let path = dir.join(member);
         if !path.is_file() {
             return Err(Error::entry(file, member, "listed in release.MF but missing"));
@@ -138,7 +143,7 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
         if let Err(m) = super::verify_digest(&path, sha)? {
             return Err(Error::entry(file, member, format!("digest mismatch: {m}")));
         }
-        scan(&path, &format!("{file}:{member}"), limits)?;
+        budget.scan(&path, &format!("{file}:{member}"))?;
         Ok(path)
     };
     let mut jobs = Vec::new();

@@ -57,15 +57,10 @@ pub fn init_release(dir: &Path, git: bool) -> Result<()> {
     Ok(())
 }
 
+/// The same rule as at upload ([`crate::names`]), so a generated job or
+/// package can always be uploaded.
 fn check_name(kind: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::entry(kind, name, "names may hold letters, digits, '-', '_' and '.'"))
-    }
+    crate::names::check_name(name).map_err(|e| Error::entry(kind, name, e.to_string()))
 }
 
 /// Creates `jobs/<name>/` with an empty spec, `monit` and `templates/`.

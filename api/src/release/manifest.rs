@@ -106,7 +106,50 @@ impl ReleaseManifest {
         if m.version.is_empty() {
             return Err(Error::entry(file, "version", "is required"));
         }
+        m.check_names(file)?;
         Ok(m)
+    }
+
+    /// Every name and version follows [`crate::names`]: they become file
+    /// names (`jobs/<name>.tgz`, `/var/vcap/jobs/<name>`), store keys and
+    /// shell arguments on VMs, so `..`, `a/b` or `x y;rm -rf` must stop here
+    /// rather than fail on a VM. The entry names the field
+    /// (`jobs[2].name`).
+    fn check_names(&self, file: &str) -> Result<()> {
+        use crate::names::{NameError, check_name, check_version};
+        let bad = |entry: String, r: Result<(), NameError>| match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::entry(file, entry, e.to_string())),
+        };
+        bad("name".into(), check_name(&self.name))?;
+        bad("version".into(), check_version(&self.version))?;
+        for (i, j) in self.jobs.iter().enumerate() {
+            bad(format!("jobs[{i}].name"), check_name(&j.name))?;
+            bad(format!("jobs[{i}].version"), check_version(&j.version))?;
+            for (k, p) in j.packages.iter().enumerate() {
+                bad(format!("jobs[{i}].packages[{k}]"), check_name(p))?;
+            }
+        }
+        for (i, p) in self.compiled_packages.iter().enumerate() {
+            let (os, version) = p.stemcell.split_once('/').unwrap_or((&p.stemcell, ""));
+            bad(format!("compiled_packages[{i}].stemcell"), check_name(os))?;
+            bad(format!("compiled_packages[{i}].stemcell"), check_version(version))?;
+        }
+        let packages = self.packages.iter().map(|p| (&p.name, &p.version, &p.dependencies));
+        let compiled =
+            self.compiled_packages.iter().map(|p| (&p.name, &p.version, &p.dependencies));
+        for (section, list) in
+            [("packages", packages.collect::<Vec<_>>()), ("compiled_packages", compiled.collect())]
+        {
+            for (i, (name, version, deps)) in list.into_iter().enumerate() {
+                bad(format!("{section}[{i}].name"), check_name(name))?;
+                bad(format!("{section}[{i}].version"), check_version(version))?;
+                for (k, d) in deps.iter().enumerate() {
+                    bad(format!("{section}[{i}].dependencies[{k}]"), check_name(d))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The manifest as YAML.

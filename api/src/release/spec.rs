@@ -138,6 +138,24 @@ impl Check {
         }
     }
 
+    /// Checks the string under `key` (if it is one) against the name rule:
+    /// job, package and link names become paths and keys everywhere.
+    fn name(&mut self, v: &Value, key: &str) {
+        if let Some(Err(e)) = v.get(key).and_then(Value::as_str).map(crate::names::check_name) {
+            self.push(key, e.to_string());
+        }
+    }
+
+    /// Checks each string of the list under `key` against the name rule.
+    fn names(&mut self, v: &Value, key: &str) {
+        let items = v.get(key).and_then(Value::as_array).into_iter().flatten();
+        for (i, item) in items.enumerate() {
+            if let Some(Err(e)) = item.as_str().map(crate::names::check_name) {
+                self.push(&format!("{key}[{i}]"), e.to_string());
+            }
+        }
+    }
+
     fn strings(&mut self, v: &Value, key: &str) {
         match v.get(key) {
             None | Some(Value::Null) => {}
@@ -179,6 +197,11 @@ impl Check {
                     }
                     for k in ["name", "type"] {
                         match item.get(k) {
+                            Some(Value::String(s)) if k == "name" => {
+                                if let Err(e) = crate::names::check_name(s) {
+                                    self.push(&format!("{p}.{k}"), e.to_string());
+                                }
+                            }
                             Some(Value::String(_)) => {}
                             None | Some(Value::Null) => {
                                 self.push(&format!("{p}.{k}"), "is required")
@@ -236,6 +259,7 @@ impl JobSpec {
     fn check(v: Value, mut c: Check, file: &str) -> Result<Self> {
         if v.is_object() {
             c.string(&v, "name", true);
+            c.name(&v, "name");
             c.string(&v, "description", false);
             if let Some(t) = c.map(&v, "templates") {
                 for (src, dst) in t {
@@ -257,6 +281,7 @@ impl JobSpec {
                 }
             }
             c.strings(&v, "packages");
+            c.names(&v, "packages");
             if let Some(props) = c.map(&v, "properties") {
                 for (name, def) in props {
                     if !(def.is_object() || def.is_null()) {
@@ -301,6 +326,8 @@ impl PackageSpec {
         let (mut v, mut c) = read_doc(path, file)?;
         if v.is_object() {
             c.string(&v, "name", true);
+            c.name(&v, "name");
+            c.names(&v, "dependencies");
             for key in ["dependencies", "files", "excluded_files"] {
                 c.strings(&v, key);
                 if v.get(key).is_some_and(Value::is_null) {
@@ -318,8 +345,10 @@ impl PackageLock {
         let (v, mut c) = read_doc(path, file)?;
         if v.is_object() {
             c.string(&v, "name", true);
+            c.name(&v, "name");
             c.string(&v, "fingerprint", true);
             c.strings(&v, "dependencies");
+            c.names(&v, "dependencies");
         }
         c.finish(v, file)
     }

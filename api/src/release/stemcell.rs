@@ -103,6 +103,14 @@ pub fn read_stemcell_with(
             if val.is_empty() {
                 return Err(Error::entry(format!("{file}:stemcell.MF"), key, "is required"));
             }
+            // Name and version make the Stemcell's key and CPI arguments.
+            let checked = match key {
+                "version" => crate::names::check_version(val),
+                _ => crate::names::check_name(val),
+            };
+            if let Err(e) = checked {
+                return Err(Error::entry(format!("{file}:stemcell.MF"), key, e.to_string()));
+            }
         }
         let image = unpack_dir.join("image");
         if !image.is_file() {

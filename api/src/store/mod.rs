@@ -21,32 +21,50 @@
 //! - [`watch`]: watches that resume after reconnects and relist after
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
-//! - `secrets`: generated credentials, kept outside every object.
+//! - [`config`]: how to reach etcd ([`StoreConfig`]: endpoints, client
+//!   certificate, secrets key) and the certificates etcd requires ([`EtcdPki`]).
+//! - `secrets`: generated credentials, kept outside every object and
+//!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
 
 use std::fmt;
 
 use chrono::Utc;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn,
-    TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
 use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
+pub mod config;
 mod counters;
 pub mod lease;
 mod secrets;
 pub mod watch;
 
+pub use config::{EtcdPki, StoreConfig, TlsFiles};
 pub use lease::{Fence, LeaseId};
+pub use secrets::SecretsKey;
 pub use watch::{WatchEvent, Watcher};
 
 /// Objects per page when listing; keeps each gRPC message well under
 /// tonic's 4 MiB default limit even for large specs.
 const LIST_PAGE: i64 = 500;
+
+/// The most bytes one object write may put into etcd: etcd's default
+/// `--max-request-bytes` (1.5 MiB). etcd refuses a larger request with a
+/// gRPC error that names neither the object nor the limit, so the store
+/// checks first and answers [`Error::TooLarge`]. Raise it with
+/// [`Store::with_max_write_bytes`] (boshd `--max-object-bytes`) only
+/// together with etcd's own flag.
+pub const DEFAULT_MAX_WRITE_BYTES: usize = 1536 * 1024;
+
+/// What a write request carries besides its keys and values (the
+/// transaction's compares, the fence, protobuf framing): kept free under
+/// the limit so that a write the check lets through also fits etcd's.
+const WRITE_OVERHEAD_BYTES: usize = 4 * 1024;
 
 /// Store errors. Each names the object it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +113,52 @@ pub enum Error {
         /// Why.
         #[source]
         source: serde_json::Error,
+    },
+    /// The encoded object is larger than one etcd write may be; nothing
+    /// was written.
+    #[error(
+        "{kind} {name:?} is too large to store: {size} bytes encoded, more than the limit of \
+         {limit} bytes per etcd write (set with boshd --max-object-bytes, which must not \
+         exceed etcd's --max-request-bytes)"
+    )]
+    TooLarge {
+        /// Kind name.
+        kind: &'static str,
+        /// Object key name.
+        name: String,
+        /// Bytes the write would carry (keys and values).
+        size: usize,
+        /// The limit it exceeds.
+        limit: usize,
+    },
+    /// A secret could not be decrypted. Names the key id, never the value.
+    #[error("cannot decrypt secret {name:?} (encrypted with key {key_id}): {reason}")]
+    Decrypt {
+        /// The secret's name.
+        name: String,
+        /// The id of the key the value names.
+        key_id: String,
+        /// What is wrong (no key, another key, altered data).
+        reason: String,
+    },
+    /// A file of the store's configuration (certificates, the secrets key)
+    /// could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// etcd's certificates could not be made.
+    #[error("cannot make etcd certificates in {dir}")]
+    Certificate {
+        /// The certificate directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rcgen::Error,
     },
     /// etcd could not be reached or refused the call.
     #[error("etcd {op} failed: {source}")]
@@ -155,6 +219,10 @@ pub struct Store {
     client: Client,
     root: String,
     fence: Option<Fence>,
+    /// The most bytes one object write may carry ([`DEFAULT_MAX_WRITE_BYTES`]).
+    max_write_bytes: usize,
+    /// Encrypts secrets at rest; `None` stores them as plaintext.
+    secrets_key: Option<SecretsKey>,
 }
 
 impl fmt::Debug for Store {
@@ -164,17 +232,17 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to etcd at `endpoints` (e.g. `["127.0.0.1:2379"]`), keeping
-    /// every key under `root` (normally `/bosh`; tests may share one etcd by
-    /// using different roots).
-    pub async fn connect(endpoints: &[String], root: &str) -> Result<Store> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(5))
-            .with_keep_alive(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
-        let client =
-            Client::connect(endpoints, Some(opts)).await.map_err(Error::etcd("connect"))?;
-        Ok(Store { client, root: root.trim_end_matches('/').to_string(), fence: None })
+    /// Connects to etcd as `config` says, keeping every key under `root`
+    /// (normally `/bosh`; tests may share one etcd by using different roots).
+    pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
+        let client = config.client().await?;
+        Ok(Store {
+            client,
+            root: root.trim_end_matches('/').to_string(),
+            fence: None,
+            max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
+            secrets_key: config.secrets_key.clone(),
+        })
     }
 
     /// A copy of this store whose every write also requires `fence` to be
@@ -182,6 +250,45 @@ impl Store {
     /// side-effecting write escapes leader election.
     pub fn with_fence(&self, fence: Fence) -> Store {
         Store { fence: Some(fence), ..self.clone() }
+    }
+
+    /// A copy of this store that refuses object writes larger than `bytes`
+    /// ([`Error::TooLarge`]) instead of [`DEFAULT_MAX_WRITE_BYTES`]: for an
+    /// etcd run with a different `--max-request-bytes`.
+    pub fn with_max_write_bytes(&self, bytes: usize) -> Store {
+        Store { max_write_bytes: bytes, ..self.clone() }
+    }
+
+    /// The most bytes one object write may carry.
+    pub fn max_write_bytes(&self) -> usize {
+        self.max_write_bytes
+    }
+
+    /// Checks, writing nothing, that `obj` (spec and status) fits in one
+    /// etcd write: the API calls it before it records anything for a
+    /// change (a Task), so a change that cannot be stored changes nothing.
+    pub fn check_fits<S: Kind>(&self, obj: &Object<S>) -> Result<()> {
+        let name = obj.key_name();
+        let spec_key = self.key::<S>(Side::Spec, &name);
+        let status_key = self.key::<S>(Side::Status, &name);
+        let spec = encode_spec(obj);
+        let status = encode_status::<S>(&obj.status);
+        self.check_size::<S>(&name, &[(&spec_key, &spec), (&status_key, &status)])
+    }
+
+    /// [`Error::TooLarge`] when `puts` (key, value) exceed what one etcd
+    /// write may carry.
+    fn check_size<S: Kind>(&self, name: &str, puts: &[(&str, &[u8])]) -> Result<()> {
+        let size = puts.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if size + WRITE_OVERHEAD_BYTES > self.max_write_bytes {
+            return Err(Error::TooLarge {
+                kind: S::KIND,
+                name: name.to_string(),
+                size,
+                limit: self.max_write_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// The fence this store's writes carry, if any.
@@ -352,16 +459,15 @@ impl Store {
         obj.metadata.creation_timestamp.get_or_insert_with(Utc::now);
         obj.metadata.deletion_timestamp = None;
         let spec_key = self.key::<S>(Side::Spec, &name);
-        let put_opts = lease.map(|l| PutOptions::new().with_lease(l.0));
-        let mut ops =
-            vec![etcd_client::TxnOp::put(spec_key.clone(), encode_spec(&obj), put_opts.clone())];
+        let status_key = self.key::<S>(Side::Status, &name);
+        let spec = encode_spec(&obj);
         let with_status = obj.status != S::Status::default();
+        let status = if with_status { encode_status::<S>(&obj.status) } else { Vec::new() };
+        self.check_size::<S>(&name, &[(&spec_key, &spec), (&status_key, &status)])?;
+        let put_opts = lease.map(|l| PutOptions::new().with_lease(l.0));
+        let mut ops = vec![etcd_client::TxnOp::put(spec_key.clone(), spec, put_opts.clone())];
         if with_status {
-            ops.push(etcd_client::TxnOp::put(
-                self.key::<S>(Side::Status, &name),
-                encode_status::<S>(&obj.status),
-                put_opts,
-            ));
+            ops.push(etcd_client::TxnOp::put(status_key, status, put_opts));
         }
         let cmp = vec![Compare::create_revision(spec_key, CompareOp::Equal, 0)];
         let rev = self
@@ -384,8 +490,10 @@ impl Store {
             return Ok(obj);
         }
         let spec_key = self.key::<S>(Side::Spec, &name);
+        let spec = encode_spec(&obj);
+        self.check_size::<S>(&name, &[(&spec_key, &spec)])?;
         let cmp = vec![Compare::mod_revision(spec_key.clone(), CompareOp::Equal, expected)];
-        let ops = vec![etcd_client::TxnOp::put(spec_key, encode_spec(&obj), None)];
+        let ops = vec![etcd_client::TxnOp::put(spec_key, spec, None)];
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
@@ -403,11 +511,13 @@ impl Store {
         let expected = obj.metadata.status_revision;
         let spec_key = self.key::<S>(Side::Spec, &name);
         let status_key = self.key::<S>(Side::Status, &name);
+        let status = encode_status::<S>(&obj.status);
+        self.check_size::<S>(&name, &[(&status_key, &status)])?;
         let cmp = vec![
             Compare::create_revision(spec_key, CompareOp::Greater, 0),
             Compare::mod_revision(status_key.clone(), CompareOp::Equal, expected),
         ];
-        let ops = vec![etcd_client::TxnOp::put(status_key, encode_status::<S>(&obj.status), None)];
+        let ops = vec![etcd_client::TxnOp::put(status_key, status, None)];
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;

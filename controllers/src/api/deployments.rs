@@ -67,6 +67,14 @@ pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// 422 for a deployment name in the URL that breaks the one name rule
+/// ([`bosh_api::names`]), naming the rule, before anything is read or written.
+pub(super) fn check_deployment_name(name: &str) -> Result<(), ApiError> {
+    bosh_api::names::check_name(name).map_err(|e| {
+        ApiError::invalid("invalid deployment name", vec![format!("deployment name: {e}")])
+    })
+}
+
 fn deleting(name: &str) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, format!("deployment {name} is being deleted"))
 }
@@ -226,6 +234,7 @@ pub(super) async fn apply(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    check_deployment_name(&name)?;
     let req: ApplyRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid("request body is not an apply request", vec![e.to_string()])
     })?;
@@ -264,10 +273,13 @@ pub(super) async fn apply(
             ..Default::default()
         },
     );
-    let errors = validate::check_deployment(&st.store, &candidate, &st.limits).await?;
+    let errors = validate::check_deployment(&st.store, &candidate, &st.deployment_limits).await?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(format!("deployment {name} is invalid"), errors));
     }
+    // Refused before the Task is created: a manifest etcd cannot hold
+    // changes nothing (the store would refuse the write anyway, after).
+    st.store.check_fits(&candidate)?;
 
     if req.dry_run {
         let old = current.as_ref().map(|c| c.spec.manifest.clone()).unwrap_or(Value::Null);
@@ -336,6 +348,7 @@ pub(super) async fn delete(
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    check_deployment_name(&name)?;
     // 404 before a task is made for nothing.
     st.store.get::<DeploymentSpec>(None, &name).await?;
     let (task, gone) =

@@ -9,6 +9,7 @@
 //! # Layout
 //!
 //! - this file: router, auth, error mapping.
+//! - [`limits`]: body size caps (`--max-request-bytes`, `--max-upload-bytes`).
 //! - [`objects`]: list/get/put/delete/watch, generic over kinds.
 //! - `uploads`: release and stemcell uploads into the blobstore, and
 //!   their guarded deletion.
@@ -18,10 +19,11 @@
 //!   actions, instances with process state, logs, variables.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bosh_api::store::{self, Store};
@@ -30,9 +32,11 @@ use sha2::{Digest, Sha256};
 
 pub mod deployments;
 mod export;
+pub mod limits;
 pub mod objects;
 mod tasks;
 mod uploads;
+pub use uploads::UploadLimits;
 mod vms;
 
 /// What handlers share.
@@ -48,8 +52,19 @@ pub struct ApiState {
     /// The director, for routes that talk to agents.
     director: Option<crate::director::Director>,
     /// Size limits deployments are validated against.
-    limits: crate::validate::DeploymentLimits,
+    deployment_limits: crate::validate::DeploymentLimits,
+    /// Upload caps and concurrency slots.
+    uploads: uploads::UploadGate,
+    /// Body size caps.
+    limits: limits::Limits,
+    /// How often an idle watch stream gets a keep-alive line.
+    watch_keepalive: Duration,
 }
+
+/// How often an idle watch stream gets a `{"type":"KEEPALIVE"}` line, so
+/// that a client can tell a quiet director from a gone one (boshctl gives
+/// up after `--idle-timeout`, 45 s: three missed keep-alives).
+pub const DEFAULT_WATCH_KEEPALIVE: Duration = Duration::from_secs(15);
 
 impl ApiState {
     /// State for a store and a token.
@@ -60,13 +75,29 @@ impl ApiState {
             blobstore: None,
             scratch: None,
             director: None,
-            limits: Default::default(),
+            deployment_limits: Default::default(),
+            uploads: uploads::UploadGate::new(UploadLimits::default()),
+            limits: limits::Limits::default(),
+            watch_keepalive: DEFAULT_WATCH_KEEPALIVE,
         }
     }
 
     /// Validates deployments against `limits` (default: the defaults).
-    pub fn with_limits(mut self, limits: crate::validate::DeploymentLimits) -> ApiState {
+    pub fn with_deployment_limits(mut self, limits: crate::validate::DeploymentLimits) -> ApiState {
+        self.deployment_limits = limits;
+        self
+    }
+
+    /// Caps request bodies at `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: limits::Limits) -> ApiState {
         self.limits = limits;
+        self
+    }
+
+    /// Sends idle watch streams a keep-alive line every `every` instead of
+    /// [`DEFAULT_WATCH_KEEPALIVE`].
+    pub fn with_watch_keepalive(mut self, every: Duration) -> ApiState {
+        self.watch_keepalive = every;
         self
     }
 
@@ -127,21 +158,29 @@ impl From<store::Error> for ApiError {
                 StatusCode::CONFLICT
             }
             store::Error::InvalidName(_) => StatusCode::BAD_REQUEST,
+            store::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             store::Error::Fenced { .. } | store::Error::Etcd { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            store::Error::Decode { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            store::Error::Decode { .. }
+            | store::Error::Decrypt { .. }
+            | store::Error::Io { .. }
+            | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
+}
+
 async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = bearer_token(req.headers());
     let ok = presented.is_some_and(|p| {
         let got: [u8; 32] = Sha256::digest(p.as_bytes()).into();
         got.iter().zip(state.token_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
@@ -161,13 +200,29 @@ async fn info() -> axum::Json<serde_json::Value> {
     }))
 }
 
+/// The answer to a request no route matches (behind the token, like every
+/// route, so that an unknown route and a wrong token are told apart).
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
+}
+
 /// The API routes (everything under `/v1`), behind the token.
+///
+/// Uploads stream to disk under their own (large) body cap; every other
+/// route is capped at `--max-request-bytes`. The router has its own
+/// fallback, so merged with the blobstore's routes (as boshd serves them)
+/// an unknown path answers this API's `404`, not the blobstore's `401`.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let uploads = Router::new()
+        .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
+        .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
+        .layer(middleware::from_fn_with_state(
+            limits::BodyCap::upload(state.limits),
+            limits::cap_body,
+        ));
     Router::new()
         .route("/v1/info", axum::routing::get(info))
         .merge(objects::routes())
-        .route("/v1/uploads/releases", axum::routing::post(uploads::upload_release))
-        .route("/v1/uploads/stemcells", axum::routing::post(uploads::upload_stemcell))
         .route("/v1/exports/releases", axum::routing::post(export::export_release))
         .route("/v1/task-cancellations/{id}", axum::routing::post(tasks::cancel))
         .route("/v1/vms", axum::routing::get(vms::list))
@@ -192,6 +247,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/deployments/{name}/variables",
             axum::routing::get(deployments::instances::variables),
         )
+        .layer(middleware::from_fn_with_state(
+            limits::BodyCap::request(state.limits),
+            limits::cap_body,
+        ))
+        .merge(uploads)
+        .fallback(not_found)
+        // `cap_body` is the one limit (with a message naming its flag);
+        // axum's own 2 MiB default would answer first with neither.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -204,4 +267,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    /// The bearer scheme is matched case-insensitively (issue 12, item 8); other schemes are not bearer tokens.
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer t0k", "bearer t0k", "BEARER t0k", "Bearer  t0k"] {
+            assert_eq!(bearer_token(&auth(v)), Some("t0k"), "{v}");
+        }
+        for v in ["Basic t0k", "Bearert0k", "t0k", ""] {
+            assert_eq!(bearer_token(&auth(v)), None, "{v}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
 }

@@ -6,7 +6,10 @@
 //!   compare-and-swap update of the spec, after validation — only for the
 //!   kinds users write (deployments, configs);
 //! - `DELETE /v1/<plural>/<name>[?resourceVersion=N]`;
-//! - `GET /v1/watch/<plural>[?from=REV]`: newline-delimited JSON events.
+//! - `GET /v1/watch/<plural>[?from=REV]`: newline-delimited JSON events,
+//!   and a `{"type":"KEEPALIVE"}` line whenever the stream has been idle
+//!   for [`super::DEFAULT_WATCH_KEEPALIVE`] (so a client can tell a quiet
+//!   director from one that stopped answering).
 
 use std::sync::Arc;
 
@@ -86,7 +89,7 @@ pub trait Writable: Kind {
 
 impl Writable for DeploymentSpec {
     async fn check(st: &ApiState, obj: &Object<Self>) -> Result<Vec<String>, ApiError> {
-        Ok(validate::check_deployment(&st.store, obj, &st.limits).await?)
+        Ok(validate::check_deployment(&st.store, obj, &st.deployment_limits).await?)
     }
 }
 
@@ -178,20 +181,37 @@ struct WatchQuery {
     from: Option<i64>,
 }
 
+/// One watch event as a JSON line.
+fn event_line<S: Kind>(ev: WatchEvent<S>) -> Vec<u8> {
+    let line = match ev {
+        WatchEvent::Relisted { objects, revision } => {
+            serde_json::json!({ "type": "RELISTED", "revision": revision, "objects": objects })
+        }
+        WatchEvent::Applied(o) => serde_json::json!({ "type": "APPLIED", "object": o }),
+        WatchEvent::Deleted { name, revision } => {
+            serde_json::json!({ "type": "DELETED", "name": name, "revision": revision })
+        }
+    };
+    let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// What an idle watch stream sends every keep-alive interval.
+const KEEPALIVE_LINE: &[u8] = b"{\"type\":\"KEEPALIVE\"}\n";
+
 async fn watch<S: Kind>(State(st): State<Arc<ApiState>>, Query(q): Query<WatchQuery>) -> Response {
-    let stream = st.store.watch::<S>(q.from).map(|ev| {
-        let line = match ev {
-            WatchEvent::Relisted { objects, revision } => {
-                serde_json::json!({ "type": "RELISTED", "revision": revision, "objects": objects })
-            }
-            WatchEvent::Applied(o) => serde_json::json!({ "type": "APPLIED", "object": o }),
-            WatchEvent::Deleted { name, revision } => {
-                serde_json::json!({ "type": "DELETED", "name": name, "revision": revision })
-            }
+    let events = Box::pin(st.store.watch::<S>(q.from));
+    let every = st.watch_keepalive;
+    // A keep-alive goes out only after `every` without an event, so a busy
+    // stream carries none; the stream ends when the watch does.
+    let stream = futures::stream::unfold(events, move |mut events| async move {
+        let line = match tokio::time::timeout(every, events.next()).await {
+            Ok(Some(ev)) => event_line(ev),
+            Ok(None) => return None,
+            Err(_) => KEEPALIVE_LINE.to_vec(),
         };
-        let mut bytes = serde_json::to_vec(&line).expect("events serialize");
-        bytes.push(b'\n');
-        Ok::<_, std::convert::Infallible>(bytes)
+        Some((Ok::<_, std::convert::Infallible>(line), events))
     });
     ([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response()
 }

@@ -10,6 +10,14 @@
 //! - `POST /v1/uploads/stemcells[?fix=true]`
 //! - `DELETE /v1/releases/<name>/<version>`, `DELETE /v1/stemcells/<name>/<version>`:
 //!   refused (409) while a deployment uses them, naming the deployments.
+//!
+//! Verifying a tarball costs disk and CPU in proportion to what it unpacks
+//! to, not to what was sent: a 4 MB gzip can expand to 4 GiB. So each
+//! upload is capped in unpacked bytes and entries ([`UploadLimits`], counted
+//! across the tarball and every tarball inside it), and only a few run at
+//! once; an upload over a cap is refused (422), and one beyond the
+//! concurrency cap is turned away (503) before its body is read. Every
+//! refusal names the cap, its value and the boshd flag that sets it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,18 +27,91 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bosh_api::archive::{Limits, Refusal};
 use bosh_api::objects::{
     BlobRef, DeploymentSpec, ReleaseJob, ReleasePackage, ReleaseSpec, StemcellSpec,
 };
 use bosh_api::release::read_release_tarball;
-use bosh_api::release::stemcell::read_stemcell;
+use bosh_api::release::stemcell::read_stemcell_with;
 use bosh_api::{Object, ObjectMeta};
 use bosh_blobstore::Storage;
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, ApiState};
+
+/// Caps on uploads, set by boshd flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Most bytes one upload may unpack to, counting the tarball and every
+    /// job, package and license tarball checked inside it
+    /// (`--max-upload-unpacked-bytes`). Release and stemcell tarballs hold
+    /// compressed pieces, so they unpack to about twice their size at most;
+    /// the default (2 GiB) is twice that for the largest compiled releases.
+    pub max_unpacked_bytes: u64,
+    /// Most entries (files, directories, links) one upload may hold, nested
+    /// tarballs included (`--max-upload-entries`; default 100,000).
+    pub max_entries: u64,
+    /// Most uploads spooled and verified at once (`--max-concurrent-uploads`;
+    /// default 2): each holds up to `max_unpacked_bytes` of scratch disk.
+    pub max_concurrent: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits { max_unpacked_bytes: 2 << 30, max_entries: 100_000, max_concurrent: 2 }
+    }
+}
+
+impl UploadLimits {
+    /// The unpacking caps of one upload.
+    fn archive(&self) -> Limits {
+        Limits {
+            max_total_bytes: self.max_unpacked_bytes,
+            max_entry_bytes: self.max_unpacked_bytes,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
+/// The upload caps and the slots of the concurrency cap.
+#[derive(Debug, Clone)]
+pub(super) struct UploadGate {
+    limits: UploadLimits,
+    slots: Arc<Semaphore>,
+}
+
+impl UploadGate {
+    pub(super) fn new(limits: UploadLimits) -> UploadGate {
+        UploadGate { limits, slots: Arc::new(Semaphore::new(limits.max_concurrent)) }
+    }
+
+    /// A slot for one upload, held until the returned permit drops; 503
+    /// naming the cap when all are taken (waiting would hold the client's
+    /// connection and body for an unknown time).
+    fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "too many uploads at once: at most {} are verified at a time \
+                     (boshd --max-concurrent-uploads); try again when one has finished",
+                    self.limits.max_concurrent
+                ),
+            )
+        })
+    }
+}
+
+impl ApiState {
+    /// Sets the upload caps (default [`UploadLimits::default`]).
+    pub fn with_upload_limits(mut self, limits: UploadLimits) -> ApiState {
+        self.uploads = UploadGate::new(limits);
+        self
+    }
+}
 
 #[derive(Deserialize)]
 pub(super) struct UploadQuery {
@@ -42,8 +123,28 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn bad_input(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid(format!("the uploaded {what} was refused"), vec![e.to_string()])
+/// 422 for a tarball that failed verification; when a cap stopped it, a
+/// second detail names the cap, its value and the flag that sets it.
+fn bad_input(what: &str, e: bosh_api::release::Error) -> ApiError {
+    let mut details = vec![e.to_string()];
+    let refusal = match &e {
+        bosh_api::release::Error::Archive(a) => a.refusal(),
+        _ => None,
+    };
+    match refusal {
+        Some(Refusal::TotalTooLarge { limit } | Refusal::EntryTooLarge { limit }) => {
+            details.push(format!(
+                "an upload may unpack to at most {limit} bytes, counting the tarballs inside it \
+                 (boshd --max-upload-unpacked-bytes)"
+            ))
+        }
+        Some(Refusal::TooManyEntries { limit }) => details.push(format!(
+            "an upload may hold at most {limit} entries, counting the tarballs inside it \
+             (boshd --max-upload-entries)"
+        )),
+        _ => {}
+    }
+    ApiError::invalid(format!("the uploaded {what} was refused"), details)
 }
 
 /// Streams a request body into a new scratch directory (removed when the
@@ -109,11 +210,12 @@ pub(super) async fn upload_release(
     body: Body,
 ) -> Result<Response, ApiError> {
     let blobs = storage(&st)?;
+    let _slot = st.uploads.enter()?;
     let (work, tarball) = spool(&st, body, "release").await?;
     let dest = work.path().join("unpacked");
     let archive = {
-        let (t, d) = (tarball.clone(), dest.clone());
-        tokio::task::spawn_blocking(move || read_release_tarball(&t, &d, &Default::default()))
+        let (t, d, limits) = (tarball.clone(), dest.clone(), st.uploads.limits.archive());
+        tokio::task::spawn_blocking(move || read_release_tarball(&t, &d, &limits))
             .await
             .map_err(internal)?
             .map_err(|e| bad_input("release", e))?
@@ -184,11 +286,12 @@ pub(super) async fn upload_stemcell(
     body: Body,
 ) -> Result<Response, ApiError> {
     let blobs = storage(&st)?;
+    let _slot = st.uploads.enter()?;
     let (work, tarball) = spool(&st, body, "stemcell").await?;
     let dest = work.path().join("unpacked");
     let (mf, image) = {
-        let (t, d) = (tarball.clone(), dest.clone());
-        tokio::task::spawn_blocking(move || read_stemcell(&t, &d))
+        let (t, d, limits) = (tarball.clone(), dest.clone(), st.uploads.limits.archive());
+        tokio::task::spawn_blocking(move || read_stemcell_with(&t, &d, &limits))
             .await
             .map_err(internal)?
             .map_err(|e| bad_input("stemcell", e))?

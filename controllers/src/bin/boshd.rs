@@ -1,18 +1,19 @@
 //! boshd: the bosh-rs director. Runs the controllers against etcd.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosh_api::store::Store;
+use bosh_api::store::{SecretsKey, Store, StoreConfig, TlsFiles};
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::director::Director;
 use bosh_controllers::nats_server::ManagedNats;
 use bosh_controllers::runtime::ElectionConfig;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The bosh-rs director.
 #[derive(Debug, Parser)]
@@ -21,6 +22,23 @@ struct Args {
     /// etcd endpoints, comma-separated (`host:port`).
     #[arg(long, env = "BOSH_ETCD", value_delimiter = ',', required = true)]
     etcd: Vec<String>,
+    /// The CA certificate etcd's server certificate is checked against.
+    /// With `--etcd-cert` and `--etcd-key`, boshd connects over TLS with a
+    /// client certificate (etcd started with `--client-cert-auth`).
+    #[arg(long, env = "BOSH_ETCD_CA", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// boshd's client certificate for etcd (PEM).
+    #[arg(long, env = "BOSH_ETCD_CERT", requires_all = ["etcd_ca", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "BOSH_ETCD_KEY", requires_all = ["etcd_ca", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
+    /// The key secrets are encrypted with before they reach etcd (64 hex
+    /// digits; created, 0600, when absent). Kept out of etcd so that
+    /// reading etcd does not reveal secrets; replicas must share it.
+    /// Default: `encryption-key` in the data dir.
+    #[arg(long, env = "BOSH_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Key prefix of every object in etcd.
     #[arg(long, env = "BOSH_ROOT", default_value = "/bosh")]
     root: String,
@@ -44,9 +62,10 @@ struct Args {
     #[arg(long)]
     nats_pid_file: Option<PathBuf>,
     /// nats-server's monitoring address, written into its configuration;
-    /// boshd reads it to confirm reloads (default: a free port when boshd
-    /// runs nats-server, none when it is external).
-    #[arg(long)]
+    /// boshd reads it to confirm reloads (default: a free loopback port
+    /// when boshd runs nats-server, none when it is external). Must be a
+    /// loopback address: the monitoring port has no authentication.
+    #[arg(long, value_parser = loopback_addr)]
     nats_monitor: Option<String>,
     /// Use an external CPI executable (BOSH's protocol) instead of the local CPI.
     #[arg(long)]
@@ -109,9 +128,49 @@ struct Args {
     /// Address of the HTTP API (and the blobstore, under /blobs).
     #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
     listen: String,
+    /// Largest JSON or YAML request body the API reads (a manifest, a
+    /// config); larger ones are refused with 413.
+    #[arg(long, env = "BOSH_MAX_REQUEST_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: u64,
+    /// Largest release or stemcell upload the API accepts (streamed to disk).
+    #[arg(long, env = "BOSH_MAX_UPLOAD_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
+    /// Largest object (e.g. a deployment with its expanded manifest) one
+    /// etcd write may carry. Must not exceed etcd's `--max-request-bytes`
+    /// (default 1.5 MiB); raise both together.
+    #[arg(long, env = "BOSH_MAX_OBJECT_BYTES", default_value_t = bosh_api::store::DEFAULT_MAX_WRITE_BYTES)]
+    max_object_bytes: usize,
     /// boshd's own data: API and blobstore tokens, blobs, CPI state.
     #[arg(long, env = "BOSH_DATA_DIR", default_value = ".bosh-rs/boshd")]
     data_dir: PathBuf,
+    /// Most bytes one release or stemcell upload may unpack to, counting
+    /// the job and package tarballs inside it (default 2 GiB): a small
+    /// gzip can expand a thousandfold.
+    #[arg(long, default_value_t = 2 << 30)]
+    max_upload_unpacked_bytes: u64,
+    /// Most entries one upload may hold, nested tarballs included.
+    #[arg(long, default_value_t = 100_000)]
+    max_upload_entries: u64,
+    /// Most uploads verified at once; more are answered 503.
+    #[arg(long, default_value_t = 2)]
+    max_concurrent_uploads: usize,
+}
+
+/// Accepts `host:port` only on a loopback address (127.0.0.0/8, `::1`,
+/// `localhost`).
+fn loopback_addr(s: &str) -> Result<String, String> {
+    let (host, port) = s.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|e| format!("port {port:?}: {e}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{host} is not a loopback address; nats-server's monitoring port has no authentication"
+        ))
+    }
 }
 
 /// The token kept in etcd as secret `name`, so every replica accepts the
@@ -233,9 +292,34 @@ async fn main() -> anyhow::Result<()> {
     // elsewhere; make them absolute once.
     args.data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
-    let store = Store::connect(&args.etcd, &args.root)
+    // Tokens, the encryption key and the nats-server configuration live
+    // here: a new data dir is private.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let key_file =
+        args.encryption_key_file.clone().unwrap_or_else(|| args.data_dir.join("encryption-key"));
+    let secrets_key = SecretsKey::load_or_create(&key_file)
+        .with_context(|| format!("loading the secrets encryption key {}", key_file.display()))?;
+    let tls = match (&args.etcd_ca, &args.etcd_cert, &args.etcd_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+        }
+        _ => {
+            warn!(
+                "connecting to etcd without a client certificate (--etcd-ca/--etcd-cert/--etcd-key): anyone who can reach etcd can change the director"
+            );
+            None
+        }
+    };
+    let config =
+        StoreConfig { endpoints: args.etcd.clone(), tls, secrets_key: Some(secrets_key.clone()) };
+    let store = Store::connect(&config, &args.root)
         .await
-        .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?;
+        .with_context(|| format!("connecting to etcd at {}", args.etcd.join(",")))?
+        .with_max_write_bytes(args.max_object_bytes);
     let mut election = ElectionConfig {
         ttl: Duration::from_secs(args.lease_ttl_secs),
         ..ElectionConfig::default()
@@ -243,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(r) = args.replica.clone() {
         election.holder = r;
     }
-    info!(etcd = %args.etcd.join(","), root = %args.root, replica = %election.holder, "boshd starting");
+    info!(etcd = %args.etcd.join(","), root = %args.root, replica = %election.holder, secrets_key = secrets_key.id(), "boshd starting");
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -256,8 +340,6 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down");
         signals.cancel();
     });
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let api_token = token(&store, "director/api-token", &args.data_dir.join("api-token")).await?;
     let blob_token =
         token(&store, "director/blobstore-token", &args.data_dir.join("blobstore-token")).await?;
@@ -279,9 +361,18 @@ async fn main() -> anyhow::Result<()> {
         max_instances_per_deployment: args.max_instances_per_deployment,
     };
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
-        .with_limits(limits)
+        .with_deployment_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
-        .with_director(director.clone());
+        .with_upload_limits(bosh_controllers::api::UploadLimits {
+            max_unpacked_bytes: args.max_upload_unpacked_bytes,
+            max_entries: args.max_upload_entries,
+            max_concurrent: args.max_concurrent_uploads,
+        })
+        .with_director(director.clone())
+        .with_limits(bosh_controllers::api::limits::Limits {
+            max_request_bytes: args.max_request_bytes,
+            max_upload_bytes: args.max_upload_bytes,
+        });
     let router = bosh_controllers::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
@@ -324,4 +415,19 @@ async fn main() -> anyhow::Result<()> {
     api.await?.context("serving the API")?;
     info!("boshd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 12 item 6: nats-server's monitoring port has no authentication,
+    /// so `--nats-monitor` takes loopback addresses only.
+    #[test]
+    fn nats_monitor_must_be_loopback() {
+        for ok in ["127.0.0.1:8222", "127.9.0.1:1", "localhost:8222", "[::1]:8222"] {
+            assert!(super::loopback_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["0.0.0.0:8222", "10.0.0.5:8222", "[::]:8222", "example.com:8222", "8222"] {
+            assert!(super::loopback_addr(bad).is_err(), "{bad}");
+        }
+    }
 }

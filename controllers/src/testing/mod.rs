@@ -71,7 +71,7 @@ impl LocalWorld {
     /// Starts everything.
     pub async fn start() -> Result<LocalWorld> {
         let env = TestEnv::etcd_only().await?;
-        let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
+        let store = Store::connect(&env.store_config(), "/bosh").await?;
         let dir = env.dir().to_path_buf();
         let (conf, pid) = (dir.join("nats.conf"), dir.join("nats.pid"));
         let cfg = BusConfig::generate(conf.clone(), pid.clone(), "127.0.0.1:4222".into());

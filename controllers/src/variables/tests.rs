@@ -14,7 +14,7 @@ use super::*;
 
 async fn setup() -> (TestEnv, Store) {
     let env = TestEnv::etcd_only().await.expect("start etcd");
-    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await.expect("connect");
+    let store = Store::connect(&env.store_config(), "/bosh").await.expect("connect");
     (env, store)
 }
 

@@ -154,6 +154,37 @@ async fn apply_refuses_a_bad_manifest_and_writes_nothing() {
     assert!(tasks(&store).await.is_empty());
 }
 
+/// A deployment name that is not a name is refused with 422 naming the rule,
+/// in the URL and in the manifest (issue 12, item 7), and nothing is written.
+#[tokio::test]
+async fn apply_refuses_names_that_are_not_names() {
+    let (_env, store, url) = start().await;
+    let rule = bosh_api::names::NAME_RULE;
+    let (status, body) = apply(&url, "x%20y%3Brm", &manifest("x y;rm", 1, "small"), false).await;
+    assert_eq!(status, 422, "{body}");
+    let details = body["details"].to_string();
+    assert!(details.contains("deployment name") && details.contains(rule), "{body}");
+
+    let bad_group = manifest("d", 1, "small").replace("- name: web", "- name: ../../x");
+    let (status, body) = apply(&url, "d", &bad_group, false).await;
+    assert_eq!(status, 422, "{body}");
+    let details = body["details"].to_string();
+    assert!(
+        details.contains(r#"instance_groups[0].name: \"../../x\" is not a valid name"#),
+        "{body}"
+    );
+
+    let r = reqwest::Client::new()
+        .delete(format!("{url}/v1/deployments/a%2Fb"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(tasks(&store).await.is_empty());
+    assert!(store.list::<DeploymentSpec>("").await.unwrap().items.is_empty());
+}
+
 /// A dry run answers the diff against the stored manifest, and writes neither the deployment nor a task.
 #[tokio::test]
 async fn dry_run_shows_the_diff_and_writes_nothing() {

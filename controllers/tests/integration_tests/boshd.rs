@@ -59,7 +59,8 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
 
     let log = std::fs::File::create(env.dir().join("boshd.log")).unwrap();
     let mut boshd = Command::new(env!("CARGO_BIN_EXE_boshd"))
-        .args(["--etcd", &env.etcd.endpoint(), "--lease-ttl-secs", "3", "--listen", "127.0.0.1:0"])
+        .args(env.boshd_args())
+        .args(["--lease-ttl-secs", "3", "--listen", "127.0.0.1:0"])
         .args(["--nats-listen", &format!("127.0.0.1:{}", bosh_test_utils::free_port())])
         .arg("--data-dir")
         .arg(env.dir().join("boshd"))
@@ -110,6 +111,22 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // Issue 12 item 6: its secrets are private on disk, and encrypted in etcd.
+    let data = env.dir().join("boshd");
+    let mode = |f: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(data.join(f)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(""), 0o700, "the data dir");
+    for f in ["api-token", "blobstore-token", "director.json", "nats.conf"] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    let mut raw = env.etcd.config().client().await.unwrap();
+    let stored = raw.get("/bosh/secrets/director/api-token", None).await.unwrap();
+    let stored = stored.kvs()[0].value();
+    assert!(stored.starts_with(b"bosh:enc:aesgcm:v1:"), "the API token is encrypted in etcd");
+    assert!(!stored.windows(token.trim().len()).any(|w| w == token.trim().as_bytes()));
 
     // SIGTERM: a clean exit that gives leadership up at once.
     // SAFETY: signalling a child we spawned and have not reaped.

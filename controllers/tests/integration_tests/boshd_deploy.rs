@@ -4,6 +4,7 @@
 //! streams the instances' transitions.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -58,20 +59,27 @@ pub(super) fn hello_manifest(
 
 /// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses
 /// they were created with, as real VMs keep a director's address.
-fn spawn_boshd(dir: &Path, etcd: &str, (api_port, nats_port): (u16, u16)) -> Child {
+fn spawn_boshd(dir: &Path, etcd: &[OsString], (api_port, nats_port): (u16, u16)) -> Child {
     let nats = format!("127.0.0.1:{nats_port}");
     spawn_boshd_with(&dir.join("boshd"), etcd, api_port, &["--nats-listen", &nats])
 }
 
-/// Starts boshd with data dir `data` (its log is `data.log`) and `extra` flags.
-pub(super) fn spawn_boshd_with(data: &Path, etcd: &str, api_port: u16, extra: &[&str]) -> Child {
+/// Starts boshd with data dir `data` (its log is `data.log`), the etcd
+/// flags `etcd` ([`bosh_test_utils::TestEnv::boshd_args`]) and `extra` flags.
+pub(super) fn spawn_boshd_with(
+    data: &Path,
+    etcd: &[OsString],
+    api_port: u16,
+    extra: &[&str],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data.with_extension("log"))
         .unwrap();
     Command::new(env!("CARGO_BIN_EXE_boshd"))
-        .args(["--etcd", etcd, "--lease-ttl-secs", "3", "--listen"])
+        .args(etcd)
+        .args(["--lease-ttl-secs", "3", "--listen"])
         .arg(format!("127.0.0.1:{api_port}"))
         .args(extra)
         .arg("--data-dir")
@@ -224,7 +232,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     );
     store.create(&cloud).await.unwrap();
     let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
-    let mut boshd = Boshd(spawn_boshd(&dir, &env.etcd.endpoint(), ports));
+    let mut boshd = Boshd(spawn_boshd(&dir, &env.boshd_args(), ports));
     let (url, token) = api(&dir.join("boshd")).await;
     upload_stemcell_and_release(&dir, &url, &token).await;
 
@@ -237,9 +245,10 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
         "metadata": {"name": "hello"},
         "spec": {"manifest": hello_manifest(3, 1, "from etcdctl")},
     });
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &env.etcd.endpoint(), "put", "/bosh/deployments/spec/hello"])
+    let out = env
+        .etcd
+        .etcdctl()
+        .args(["put", "/bosh/deployments/spec/hello"])
         .arg(spec.to_string())
         .output()
         .unwrap();
@@ -257,7 +266,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     .unwrap();
     kill(&mut boshd.0, libc::SIGKILL);
     assert!(first <= 3);
-    let mut boshd = Boshd(spawn_boshd(&dir, &env.etcd.endpoint(), ports));
+    let mut boshd = Boshd(spawn_boshd(&dir, &env.boshd_args(), ports));
 
     let generation = eventually(DEPLOY_DEADLINE, "hello to be deployed", || {
         let store = store.clone();

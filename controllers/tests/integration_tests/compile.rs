@@ -381,3 +381,40 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
     h.no_vm_left().await;
     h.stop().await.unwrap();
 }
+
+/// A stemcell whose image the CPI cannot use gets the CPI's error in its
+/// `Ready` condition (False, `ImportFailed`) instead of an empty cid and no
+/// reason (issue 12, item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stemcell_the_cpi_refuses_shows_the_cpi_error_in_its_status() {
+    use bosh_api::objects::{STEMCELL_READY, StemcellReason};
+    let h = world(47, false).await;
+    let junk: &'static [u8] = b"not a stemcell image";
+    let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(junk))]);
+    let b = h.director.blobs.put_stream(Box::pin(stream), None).await.unwrap();
+    let spec = StemcellSpec {
+        name: "broken".into(),
+        version: "1".into(),
+        operating_system: "local".into(),
+        image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+        ..Default::default()
+    };
+    h.store.create(&Object::new(ObjectMeta::named("broken/1"), spec)).await.unwrap();
+    let store = h.store.clone();
+    let (status, cond) = eventually(super::DEADLINE, "the import failure in the status", || {
+        let store = store.clone();
+        async move {
+            let s: Object<StemcellSpec> = store.get(None, "broken/1").await.ok()?;
+            let c = find_condition(&s.status.conditions, STEMCELL_READY)?.clone();
+            (c.reason == StemcellReason::ImportFailed.as_str()).then_some((s.status, c))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(cond.status, ConditionStatus::False);
+    assert!(cond.message.contains("create_stemcell"), "{cond:?}");
+    assert!(cond.message.contains(h.director.cpi.name()), "names the CPI: {cond:?}");
+    assert!(status.cids.is_empty(), "{status:?}");
+    assert_eq!(status.import_error(), Some(cond.message.as_str()));
+    h.stop().await.unwrap();
+}

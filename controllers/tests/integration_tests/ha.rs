@@ -74,7 +74,8 @@ impl Drop for LogsOnFailure {
 /// Addresses and paths the replicas share.
 struct Shared {
     dir: PathBuf,
-    etcd: String,
+    /// boshd's etcd flags (endpoint, certificate, secrets key).
+    etcd: Vec<std::ffi::OsString>,
     nats: String,
     monitor: String,
     api_ports: [u16; 2],
@@ -218,7 +219,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     store.create(&cloud).await.unwrap();
     let shared = Shared {
         dir: dir.clone(),
-        etcd: env.etcd.endpoint(),
+        etcd: env.boshd_args(),
         nats: format!("127.0.0.1:{}", free_port()),
         monitor: format!("127.0.0.1:{}", free_port()),
         api_ports: [free_port(), free_port()],

@@ -164,6 +164,8 @@ async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval()
             check_interval: interval,
             ..HealthConfig::default()
         },
+        limits: Default::default(),
+        render: Default::default(),
     };
     let agents = vec!["quiet-0".to_string()];
     let mut o = Object::new(

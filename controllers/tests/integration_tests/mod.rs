@@ -3,6 +3,7 @@
 mod agent_client;
 mod api;
 mod api_deployments;
+mod api_limits;
 mod boshd;
 mod boshd_deploy;
 mod bus;
@@ -30,7 +31,7 @@ use bosh_test_utils::TestEnv;
 /// A private etcd and a store on it.
 pub async fn setup() -> (TestEnv, Store) {
     let env = TestEnv::etcd_only().await.expect("start etcd");
-    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await.expect("connect");
+    let store = Store::connect(&env.store_config(), "/bosh").await.expect("connect");
     (env, store)
 }
 

@@ -9,7 +9,7 @@ use bosh_api::release::stemcell::{StemcellManifest, write_stemcell};
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::{Object, ObjectMeta};
 use bosh_blobstore::Storage;
-use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::api::{self, ApiState, UploadLimits};
 use serde_json::{Value, json};
 
 use super::setup;
@@ -42,10 +42,18 @@ fn release_dir(root: &Path) -> PathBuf {
 async fn start(
     root: &Path,
 ) -> (bosh_test_utils::TestEnv, bosh_api::store::Store, String, Arc<dyn Storage>) {
+    start_with(root, UploadLimits::default()).await
+}
+
+async fn start_with(
+    root: &Path,
+    limits: UploadLimits,
+) -> (bosh_test_utils::TestEnv, bosh_api::store::Store, String, Arc<dyn Storage>) {
     let (env, store) = setup().await;
     let storage: Arc<dyn Storage> = Arc::new(bosh_blobstore::LocalStorage::new(root.join("blobs")));
-    let state =
-        ApiState::new(store.clone(), TOKEN).with_blobstore(storage.clone(), root.join("scratch"));
+    let state = ApiState::new(store.clone(), TOKEN)
+        .with_blobstore(storage.clone(), root.join("scratch"))
+        .with_upload_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
@@ -166,4 +174,89 @@ async fn stemcell_upload_and_tamper_refusal() {
     let r = post_file(&format!("{url}/v1/uploads/stemcells"), &bad_tar).await;
     assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
     assert!(store.try_get::<StemcellSpec>(None, "bosh-local/2").await.unwrap().is_none());
+}
+
+/// A small gzip that expands past the (lowered) unpacked-bytes cap is
+/// refused with the cap, its value and the flag, and its expansion is not
+/// left on disk (issue 12, item 8).
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_at_the_unpacked_bytes_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = UploadLimits { max_unpacked_bytes: 1 << 20, ..UploadLimits::default() };
+    let (_env, store, url, _) = start_with(tmp.path(), limits).await;
+    let image = tmp.path().join("image");
+    std::fs::write(&image, vec![0u8; 16 << 20]).unwrap();
+    let mf = StemcellManifest {
+        name: "bomb".into(),
+        version: "1".into(),
+        operating_system: "ubuntu-jammy".into(),
+        ..Default::default()
+    };
+    let tarball = tmp.path().join("bomb.tgz");
+    write_stemcell(&tarball, &mf, &image, None).unwrap();
+    assert!(std::fs::metadata(&tarball).unwrap().len() < 100 << 10, "compresses like a bomb");
+
+    let r = post_file(&format!("{url}/v1/uploads/stemcells"), &tarball).await;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    let details = body["details"].to_string();
+    assert!(details.contains("1048576 bytes"), "{body}");
+    assert!(details.contains("--max-upload-unpacked-bytes"), "{body}");
+    assert!(store.try_get::<StemcellSpec>(None, "bomb/1").await.unwrap().is_none());
+    let left = files_under(&tmp.path().join("scratch"));
+    assert!(left.is_empty(), "nothing of the upload is left in scratch: {left:?}");
+}
+
+/// Beyond the concurrency cap an upload is answered 503 naming the cap and
+/// its flag, before its body is read; once the slot frees, uploads go on.
+#[tokio::test]
+async fn uploads_beyond_the_concurrency_cap_are_turned_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = UploadLimits { max_concurrent: 1, ..UploadLimits::default() };
+    let (_env, _store, url, _) = start_with(tmp.path(), limits).await;
+    let uploads = format!("{url}/v1/uploads/releases");
+
+    // An upload whose body stays open holds the only slot.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    tx.unbounded_send(Ok(b"not yet a tarball".to_vec())).unwrap();
+    let slow = tokio::spawn(
+        reqwest::Client::new()
+            .post(&uploads)
+            .bearer_auth(TOKEN)
+            .body(reqwest::Body::wrap_stream(rx))
+            .send(),
+    );
+    let garbage = tmp.path().join("garbage.tgz");
+    std::fs::write(&garbage, b"not a tarball").unwrap();
+    let busy = bosh_test_utils::eventually(super::DEADLINE, "an upload to be turned away", || {
+        let (uploads, garbage) = (uploads.clone(), garbage.clone());
+        async move {
+            let r = post_file(&uploads, &garbage).await;
+            (r.status() == 503).then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    let body: Value = busy.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("at most 1") && error.contains("--max-concurrent-uploads"), "{body}");
+
+    drop(tx);
+    assert_eq!(slow.await.unwrap().unwrap().status(), 422, "the slow upload is verified");
+    let r = post_file(&uploads, &garbage).await;
+    assert_eq!(r.status(), 422, "the slot is free again");
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.map(|e| e.unwrap()) {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }

@@ -50,7 +50,7 @@ fn cloud_config(name: &str, n: usize) -> Object<ConfigSpec> {
 
 /// Raw etcd puts/s with `writers` concurrent clients, each on its own key.
 async fn raw_put_rate(env: &TestEnv, writers: usize, secs: u64) -> Result<f64> {
-    let client = etcd_client::Client::connect(env.etcd_endpoints(), None).await?;
+    let client = env.store_config().client().await?;
     let value = serde_json::to_vec(&cloud_config("cloud/x", 0))?;
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -76,7 +76,7 @@ async fn raw_put_rate(env: &TestEnv, writers: usize, secs: u64) -> Result<f64> {
 /// to tell etcd's cost of a transaction apart from the store's own.
 async fn raw_txn_rate(env: &TestEnv, writers: usize, secs: u64) -> Result<f64> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-    let client = etcd_client::Client::connect(env.etcd_endpoints(), None).await?;
+    let client = env.store_config().client().await?;
     let value = serde_json::to_vec(&cloud_config("cloud/x", 0))?;
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -168,7 +168,7 @@ async fn noop_reconcile_secs(store: &Store, objects: usize) -> Result<f64> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let env = TestEnv::etcd_only().await?;
-    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
+    let store = Store::connect(&env.store_config(), "/bosh").await?;
     println!(
         "bench-foundation: {} objects, {} writers, {} s runs",
         args.objects, args.writers, args.secs

@@ -175,7 +175,7 @@ async fn release_throughput(mb: usize) -> Result<()> {
 
     // In-process API on etcd with a local blobstore.
     let env = bosh_test_utils::TestEnv::etcd_only().await?;
-    let store = Store::connect(&env.etcd_endpoints(), "/bosh").await?;
+    let store = Store::connect(&env.store_config(), "/bosh").await?;
     let storage: Arc<dyn Storage> = Arc::new(bosh_blobstore::LocalStorage::new(root.join("blobs")));
     let state = ApiState::new(store.clone(), TOKEN).with_blobstore(storage, root.join("scratch"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
