@@ -154,9 +154,8 @@ pub fn ops(data: &[u8]) {
         InterpolateOptions::default(),
         InterpolateOptions { expect_all_keys: true, expect_all_vars_used: true },
     ] {
-        if let Err(e) =
-            interpolate::evaluate(doc.clone(), &[ops.clone()], &vars, opts, path.as_ref())
-        {
+        let ops = std::slice::from_ref(&ops);
+        if let Err(e) = interpolate::evaluate(doc.clone(), ops, &vars, opts, path.as_ref()) {
             assert!(!e.to_string().is_empty());
         }
     }
