@@ -17,14 +17,14 @@ use super::setup;
 
 const TOKEN: &str = "test-token";
 
-/// A private etcd with a valid cloud config, and the API on a free port.
-async fn start() -> (bosh_test_utils::TestEnv, Store, String) {
-    let (env, store) = setup().await;
+/// Writes a valid `default` cloud config: one AZ, one vm_type, one manual
+/// network on `127.<b>.0.0/24`.
+pub(super) async fn write_cloud_config(store: &Store, b: u8) {
     let cloud = json!({
         "azs": [{"name": "z1"}],
         "vm_types": [{"name": "small"}],
         "networks": [{"name": "default", "type": "manual", "subnets": [
-            {"range": "127.77.0.0/24", "gateway": "127.77.0.1", "azs": ["z1"]}]}],
+            {"range": format!("127.{b}.0.0/24"), "gateway": format!("127.{b}.0.1"), "azs": ["z1"]}]}],
     });
     store
         .create(&Object::new(
@@ -33,6 +33,12 @@ async fn start() -> (bosh_test_utils::TestEnv, Store, String) {
         ))
         .await
         .unwrap();
+}
+
+/// A private etcd with a valid cloud config, and the API on a free port.
+async fn start() -> (bosh_test_utils::TestEnv, Store, String) {
+    let (env, store) = setup().await;
+    write_cloud_config(&store, 77).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = api::router(Arc::new(ApiState::new(store.clone(), TOKEN)));

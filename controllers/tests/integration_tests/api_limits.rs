@@ -30,19 +30,7 @@ async fn start(
         Some(n) => store.with_max_write_bytes(n),
         None => store,
     };
-    let cloud = json!({
-        "azs": [{"name": "z1"}],
-        "vm_types": [{"name": "small"}],
-        "networks": [{"name": "default", "type": "manual", "subnets": [
-            {"range": "127.78.0.0/24", "gateway": "127.78.0.1", "azs": ["z1"]}]}],
-    });
-    store
-        .create(&Object::new(
-            ObjectMeta::named("cloud/default"),
-            ConfigSpec { type_: ConfigType::Cloud, content: cloud },
-        ))
-        .await
-        .unwrap();
+    super::api_deployments::write_cloud_config(&store, 78).await;
     let storage: Arc<dyn bosh_blobstore::Storage> =
         Arc::new(bosh_blobstore::LocalStorage::new(env.dir().join("blobs")));
     let state = ApiState::new(store.clone(), TOKEN)

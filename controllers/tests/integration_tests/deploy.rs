@@ -49,6 +49,12 @@ fn with_password_variable(mut m: serde_json::Value) -> serde_json::Value {
 pub(super) trait DeployHarness {
     async fn apply(&self, name: &str, manifest: serde_json::Value) -> u64;
     async fn apply_with(&self, name: &str, edit: impl Fn(&mut DeploymentSpec)) -> u64;
+    async fn change_with(
+        &self,
+        name: &str,
+        change: TaskChange,
+        edit: impl Fn(&mut DeploymentSpec),
+    ) -> u64;
     async fn task_end(&self, id: u64) -> (TaskState, String);
     async fn instances(&self, name: &str) -> Vec<Object<InstanceSpec>>;
     async fn events(&self, task: u64) -> Vec<EventSpec>;
@@ -67,10 +73,20 @@ impl DeployHarness for Harness {
     }
 
     async fn apply_with(&self, name: &str, edit: impl Fn(&mut DeploymentSpec)) -> u64 {
-        let task =
-            create_change_task(&self.store, "update deployment", name, "test", TaskChange::Update)
-                .await
-                .unwrap();
+        self.change_with(name, TaskChange::Update, edit).await
+    }
+
+    /// Makes a task for `change` of `name` and writes the change through
+    /// the store, as the API (or a GitOps tool) does.
+    async fn change_with(
+        &self,
+        name: &str,
+        change: TaskChange,
+        edit: impl Fn(&mut DeploymentSpec),
+    ) -> u64 {
+        let task = create_change_task(&self.store, "change deployment", name, "test", change)
+            .await
+            .unwrap();
         let id = task.spec.id;
         match self.store.try_get::<DeploymentSpec>(None, name).await.unwrap() {
             Some(mut d) => {

@@ -6,40 +6,14 @@
 
 use std::time::Duration;
 
+use bosh_api::Object;
 use bosh_api::objects::{DeploymentSpec, TaskChange, TaskSpec, TaskState};
-use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::tasks::{create_change_task, task_name};
+use bosh_controllers::tasks::task_name;
 use bosh_controllers::testing::{Harness, HarnessOptions};
 use bosh_test_utils::eventually;
 
 use super::compile::{example_release, write};
 use super::deploy::{DeployHarness, manifest, world};
-
-/// Makes a task for a change of `name` and writes the change through the
-/// store, as a GitOps tool (or the API) does.
-async fn write_change(
-    h: &Harness,
-    name: &str,
-    change: TaskChange,
-    edit: impl Fn(&mut DeploymentSpec),
-) -> u64 {
-    let t = create_change_task(&h.store, "change", name, "test", change).await.unwrap();
-    let id = t.spec.id;
-    match h.store.try_get::<DeploymentSpec>(None, name).await.unwrap() {
-        Some(mut d) => {
-            edit(&mut d.spec);
-            d.spec.task = Some(id);
-            h.store.update_spec(&d).await.unwrap();
-        }
-        None => {
-            let mut spec = DeploymentSpec::default();
-            edit(&mut spec);
-            spec.task = Some(id);
-            h.store.create(&Object::new(ObjectMeta::named(name), spec)).await.unwrap();
-        }
-    }
-    id
-}
 
 async fn task(h: &Harness, id: u64) -> Object<TaskSpec> {
     h.store.get(None, &task_name(id)).await.unwrap()
@@ -58,8 +32,8 @@ async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
 
     let first = manifest("web", 1, "first", 0);
     let second = manifest("web", 2, "second", 0);
-    let t1 = write_change(&h, "web", TaskChange::Update, |s| s.manifest = first.clone()).await;
-    let t2 = write_change(&h, "web", TaskChange::Update, |s| s.manifest = second.clone()).await;
+    let t1 = h.change_with("web", TaskChange::Update, |s| s.manifest = first.clone()).await;
+    let t2 = h.change_with("web", TaskChange::Update, |s| s.manifest = second.clone()).await;
     let (state, result) = h.task_end(t1).await;
     assert_eq!(
         (state, result.as_str()),
@@ -71,8 +45,8 @@ async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
 
     // A change, then a deletion before it finishes.
     let third = manifest("web", 3, "third", 0);
-    let t3 = write_change(&h, "web", TaskChange::Update, |s| s.manifest = third.clone()).await;
-    let t4 = write_change(&h, "web", TaskChange::Delete, |_| {}).await;
+    let t3 = h.change_with("web", TaskChange::Update, |s| s.manifest = third.clone()).await;
+    let t4 = h.change_with("web", TaskChange::Delete, |_| {}).await;
     h.store.delete::<DeploymentSpec>(None, "web", None).await.unwrap();
     let (state, result) = h.task_end(t3).await;
     assert_eq!(state, TaskState::Cancelled, "{result}");
@@ -84,7 +58,7 @@ async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
     assert!(h.instances("web").await.is_empty());
 
     // A cancelled change: the task ends cancelled, the deployment says so.
-    let t5 = write_change(&h, "web", TaskChange::Update, |s| s.manifest = first.clone()).await;
+    let t5 = h.change_with("web", TaskChange::Update, |s| s.manifest = first.clone()).await;
     let mut t = task(&h, t5).await;
     t.spec.cancel = true;
     h.store.update_spec(&t).await.unwrap();
@@ -131,14 +105,12 @@ async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
     h.upload_release(&release).await.unwrap();
     h.upload_stemcell().await.unwrap();
 
-    let stuck = write_change(&h, "stuck", TaskChange::Update, |s| {
-        s.manifest = manifest("stuck", 1, "spin", 0)
-    })
-    .await;
-    let other = write_change(&h, "other", TaskChange::Update, |s| {
-        s.manifest = manifest("other", 1, "fine", 0)
-    })
-    .await;
+    let stuck = h
+        .change_with("stuck", TaskChange::Update, |s| s.manifest = manifest("stuck", 1, "spin", 0))
+        .await;
+    let other = h
+        .change_with("other", TaskChange::Update, |s| s.manifest = manifest("other", 1, "fine", 0))
+        .await;
     let (state, result) = h.task_end(other).await;
     assert_eq!(state, TaskState::Done, "{result}");
     let t = task(&h, stuck).await;
@@ -154,10 +126,11 @@ async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
     // Later passes over "stuck" (resync every 2 s, backoff) render nothing:
     // while "other" rolls out a change (one render), Ruby runs once.
     let runs = bosh_controllers::render::ruby_runs();
-    let again = write_change(&h, "other", TaskChange::Update, |s| {
-        s.manifest = manifest("other", 1, "changed", 0)
-    })
-    .await;
+    let again = h
+        .change_with("other", TaskChange::Update, |s| {
+            s.manifest = manifest("other", 1, "changed", 0)
+        })
+        .await;
     let (state, result) = h.task_end(again).await;
     assert_eq!(state, TaskState::Done, "{result}");
     assert_eq!(bosh_controllers::render::ruby_runs(), runs + 1, "only the change was rendered");
