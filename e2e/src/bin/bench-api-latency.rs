@@ -14,7 +14,8 @@
 //!
 //! Prints p50 / p99 / max of each phase and their ratio to the baseline,
 //! split into "first pass" (write → first Instance) and "re-planning"
-//! (after it), and how long the first pass took, or how it failed.
+//! (after it), how long the first pass took (or how it failed), and how
+//! many Ruby render processes ran in each part.
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target-bench-rel cargo build --release -p bosh-agent -p bosh-e2e --bin bench-api-latency
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
+use bosh_controllers::render::ruby_runs;
 use bosh_controllers::tasks::{create_task, task_name};
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, TOKEN, WebManifest, example_release,
@@ -145,20 +147,23 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<Duration> {
 /// How the first plan pass of the big deployment ended, seen from outside.
 #[derive(Debug, Clone)]
 enum FirstPass {
-    /// Its first Instance appeared this long after the write.
-    Instance(Duration),
+    /// Its first Instance appeared this long after the write, after this
+    /// many Ruby render runs.
+    Instance(Duration, u64),
     /// Its `Ready` went False for a reason other than a rollout in progress.
     Failed { after: Duration, reason: String, message: String },
 }
 
 /// Watches deployment `name` from `start` (polling every 100 ms) and records
-/// how its first plan pass ended, then when its canary is ready.
+/// how its first plan pass ended (with the Ruby runs since `ruby`), then
+/// when its canary is ready.
 async fn observe(
     h: &Harness,
     name: &str,
     start: Instant,
     first: Arc<OnceLock<FirstPass>>,
     canary: Arc<OnceLock<Duration>>,
+    ruby: u64,
 ) {
     let prefix = format!("{name}/");
     loop {
@@ -176,7 +181,7 @@ async fn observe(
         }
         let Ok(list) = h.store.list::<InstanceSpec>(&prefix).await else { continue };
         if !list.items.is_empty() {
-            let _ = first.set(FirstPass::Instance(start.elapsed()));
+            let _ = first.set(FirstPass::Instance(start.elapsed(), ruby_runs() - ruby));
         }
         let ready = list.items.iter().any(|i| {
             bosh_api::meta::find_condition(&i.status.conditions, "Ready").is_some_and(|c| {
@@ -225,13 +230,13 @@ async fn run(args: Args) -> Result<()> {
     println!("== planning: {n} instances, canaries 1, max_in_flight 1 ==");
     let manifest = WebManifest { max_in_flight: 1, ..WebManifest::hello("big", n) }.value();
     let (first, canary) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
-    let ruby = bosh_controllers::render::ruby_runs();
+    let ruby = ruby_runs();
     let creates = h.cpi.creates.load(Ordering::SeqCst);
     let start = Instant::now();
     apply(&h, "big", manifest).await?;
     let watcher = tokio::spawn({
         let (h, first, canary) = (h.clone(), first.clone(), canary.clone());
-        async move { observe(&h, "big", start, first, canary).await }
+        async move { observe(&h, "big", start, first, canary, ruby).await }
     });
     // Samples: (since the write, latency) per route.
     let mut load: [Vec<(Duration, Duration)>; 2] = Default::default();
@@ -246,14 +251,15 @@ async fn run(args: Args) -> Result<()> {
     watcher.abort();
     let first_pass = first.get().cloned();
     let split = match &first_pass {
-        Some(FirstPass::Instance(d)) => *d,
+        Some(FirstPass::Instance(d, _)) => *d,
         Some(FirstPass::Failed { after, .. }) => *after,
         None => measured,
     };
     match &first_pass {
-        Some(FirstPass::Instance(d)) => {
-            println!("first plan pass: write → first Instance {:.2} s", d.as_secs_f64())
-        }
+        Some(FirstPass::Instance(d, runs)) => println!(
+            "first plan pass: write → first Instance {:.2} s ({runs} Ruby render runs)",
+            d.as_secs_f64()
+        ),
         Some(FirstPass::Failed { after, reason, message }) => println!(
             "first plan pass FAILED after {:.2} s: {reason}: {message}",
             after.as_secs_f64()
@@ -269,7 +275,7 @@ async fn run(args: Args) -> Result<()> {
         "measured {:.2} s; Instance objects of big: {instances}; Ruby render runs: {}; VMs \
          created: {}",
         measured.as_secs_f64(),
-        bosh_controllers::render::ruby_runs() - ruby,
+        ruby_runs() - ruby,
         h.cpi.creates.load(Ordering::SeqCst) - creates
     );
     for (i, route) in ROUTES.iter().enumerate() {
