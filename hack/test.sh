@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, then the whole workspace under
-# nextest's CI profile. Tests start their own etcd and nats-server.
+# nextest's CI profile, then the fault scenarios with failpoints compiled in. Tests start their own etcd and nats-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
 cargo nextest run --workspace --profile ci
+# The fault-matrix scenarios need failpoints compiled in (feature
+# `failpoints`, off in every other build); each logs its seed.
+cargo nextest run --profile ci -p bosh-controllers --features failpoints -E 'test(/^integration_tests::faults::/)'

@@ -30,11 +30,20 @@ fn position(line: Option<u64>, column: Option<u64>) -> String {
     }
 }
 
+/// Most YAML events aliases may replay in one document. Real manifests
+/// alias a few small blocks (`env`, `update`), hundreds of events; a
+/// billion-laughs bomb stops here instead of at serde-saphyr's default of a
+/// million, which took ~100 ms and tens of MB per bomb (issue 12, F1).
+const MAX_REPLAYED_EVENTS: usize = 100_000;
+
 /// Parser options shared by every read: YAML 1.1 octal, booleans and merges.
 fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         legacy_octal_numbers: true,
         with_snippet: false,
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_REPLAYED_EVENTS,
+        },
     }
 }
 
@@ -123,6 +132,23 @@ mod tests {
         assert_eq!(err.file, "bad.yml");
         assert!(err.line.is_some(), "{err:?}");
         assert!(err.to_string().starts_with("bad.yml:"), "{err}");
+    }
+
+    /// A billion-laughs alias bomb is refused with its position, well before
+    /// it expands (issue 12, F1).
+    #[test]
+    fn alias_bombs_are_refused_with_a_position() {
+        let mut src = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            src.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let err = parse_value(&src, "bomb.yml").unwrap_err();
+        assert_eq!(err.file, "bomb.yml");
+        assert!(err.line.is_some(), "{err:?}");
+        // Aliases within the budget still work.
+        let v = parse_value("a: &a [1, 2]\nb: [*a, *a, *a]\n", "ok.yml").unwrap();
+        assert_eq!(v["b"], json!([[1, 2], [1, 2], [1, 2]]));
     }
 
     /// Placeholders survive a parse and an emit as plain strings.

@@ -107,10 +107,13 @@ fn ips(instance: &Value) -> Vec<String> {
 }
 
 /// The PROCESS STATE column of one entry: the agent's live answer with
-/// `--ps`; otherwise the health the monitor knows (`unresponsive agent`,
-/// `failing`, `stopped`) once the instance's jobs run, so an instance whose
-/// agent died is not shown `running` until it is replaced; else the phase
-/// the instance controller is in (`creating`, `updating`, ...).
+/// `--ps`; otherwise, once the instance's jobs run, trouble the monitor
+/// knows of (`unresponsive agent`, `failing`), so an instance whose agent
+/// died is not shown `running` until it is replaced; else the phase the
+/// instance controller is in (`running`, `creating`, `updating`, ...). A
+/// `stopped` health right after a deploy is the last heartbeat from before
+/// the jobs started (heartbeats come every 30 s), not news: the phase says
+/// more then.
 fn process_state(entry: &Value) -> String {
     if let Some(live) = entry["agent"]["state"].as_str() {
         return live.to_string();
@@ -120,7 +123,7 @@ fn process_state(entry: &Value) -> String {
     let health = status["health"].as_str().unwrap_or_default();
     match (phase, health) {
         ("running", "unresponsive") => "unresponsive agent".into(),
-        ("running", h) if !h.is_empty() => h.into(),
+        ("running", "failing") => "failing".into(),
         ("", _) => "-".into(),
         (p, _) => p.into(),
     }
@@ -226,6 +229,7 @@ mod tests {
         assert_eq!(process_state(&entry("running", "unresponsive")), "unresponsive agent");
         assert_eq!(process_state(&entry("running", "failing")), "failing");
         assert_eq!(process_state(&entry("running", "running")), "running");
+        assert_eq!(process_state(&entry("running", "stopped")), "running", "a stale heartbeat");
         assert_eq!(process_state(&entry("running", "")), "running", "not yet observed");
         // While the controller works on it (a resurrection too), its phase.
         assert_eq!(process_state(&entry("creating", "unresponsive")), "creating");

@@ -140,39 +140,49 @@ impl Bus {
     /// paused while holding it blocks nobody (the revision check remains).
     pub async fn sync(&self) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
-        let file_lock = self.lock_config().await?;
-        let (secrets, revision) = self.store.list_secrets_at(SECRET_PREFIX).await?;
-        if rendered_revision(&self.cfg.config_path, &self.cfg.director) > revision {
-            return Ok(());
+        // A replica paused between reading the secrets and writing the file
+        // (SIGSTOP, a long GC-like stall) writes an old render when it
+        // resumes, which would lock out agents made meanwhile. So the
+        // revision check sits right before the write, and after writing,
+        // the secrets are read again: if they moved on, render again.
+        for _ in 0..5 {
+            let file_lock = self.lock_config().await?;
+            let loaded_before = self.config_load_time().await;
+            let (secrets, revision) = self.store.list_secrets_at(SECRET_PREFIX).await?;
+            if rendered_revision(&self.cfg.config_path, &self.cfg.director) > revision {
+                break;
+            }
+            let agents = agents_of(secrets);
+            let text = render(&self.cfg, &agents, revision);
+            crate::secret_file::write(&self.cfg.config_path, text.as_bytes())
+                .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
+            let reloaded = self.reload()?;
+            drop(file_lock);
+            if reloaded {
+                self.confirm_reload(loaded_before).await;
+            }
+            let (now, _) = self.store.list_secrets_at(SECRET_PREFIX).await?;
+            if agents_of(now) == agents {
+                break;
+            }
         }
-        let agents: Vec<(String, String)> = secrets
-            .into_iter()
-            .map(|(name, pw)| {
-                (name[SECRET_PREFIX.len()..].to_string(), String::from_utf8_lossy(&pw).into_owned())
-            })
-            .collect();
-        let text = render(&self.cfg, &agents, revision);
-        let loaded_before = self.config_load_time().await;
-        crate::secret_file::write(&self.cfg.config_path, text.as_bytes())
-            .map_err(|source| Error::Config { path: self.cfg.config_path.clone(), source })?;
-        let reloaded = self.reload()?;
-        drop(file_lock);
-        if !reloaded {
-            return Ok(());
-        }
-        // nats-server applies a reload asynchronously; an agent started
-        // before it has would be refused once and wait out a reconnect
-        // delay. Wait (bounded) until /varz reports the new load time.
-        let Some(before) = loaded_before else { return Ok(()) };
+        Ok(())
+    }
+
+    /// Waits (bounded) until nats-server's `/varz` reports a load time
+    /// other than `before`: it applies a reload asynchronously, and an
+    /// agent started before it has would be refused once and wait out a
+    /// reconnect delay.
+    async fn confirm_reload(&self, before: Option<String>) {
+        let Some(before) = before else { return };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
             match self.config_load_time().await {
-                Some(now) if now != before => return Ok(()),
+                Some(now) if now != before => return,
                 _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
         tracing::warn!("nats-server did not confirm the reload within 10 s");
-        Ok(())
     }
 
     /// Locks `<config>.lock` across processes until the returned file
@@ -247,6 +257,16 @@ pub fn user_for(agent_id: &str) -> String {
 /// Quotes a string for the nats-server configuration format.
 fn quote(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
+}
+
+/// Agent ids and passwords from the stored secrets, in key order.
+fn agents_of(secrets: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+    secrets
+        .into_iter()
+        .map(|(name, pw)| {
+            (name[SECRET_PREFIX.len()..].to_string(), String::from_utf8_lossy(&pw).into_owned())
+        })
+        .collect()
 }
 
 /// The first line of a rendered configuration names the store revision

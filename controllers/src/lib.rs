@@ -29,6 +29,7 @@
 //! - [`status`]: status writes that survive a concurrent writer.
 //! - [`errors`]: an error and its causes as one line.
 //! - [`health`]: the health monitor: heartbeats into each Instance's observed health.
+//! - [`failpoints`]: named fault-injection points (feature `failpoints`).
 
 pub mod agent_client;
 pub mod api;
@@ -40,6 +41,7 @@ pub mod daemon;
 pub mod deployment;
 pub mod director;
 pub mod errors;
+pub mod failpoints;
 pub mod health;
 pub mod instance;
 pub mod ipam;

@@ -16,10 +16,25 @@ pub(crate) struct Report {
     pub(crate) errors: Vec<ValidationError>,
 }
 
+/// Longest message kept, in bytes. Messages quote the values they reject, and
+/// a 10 MB value must not come back whole in every error, log line and status
+/// condition (issue 12, F1: fuzzed manifests with 10 MB strings).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
+
 impl Report {
-    /// Records one error at `path`.
+    /// Records one error at `path`; a message over [`MAX_MESSAGE_BYTES`] is cut.
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ValidationError { path: path.into(), message: message.into() });
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let total = message.len();
+            let mut cut = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(&format!("... (message cut, {total} bytes)"));
+        }
+        self.errors.push(ValidationError { path: path.into(), message });
     }
 }
 
@@ -147,7 +162,12 @@ pub(crate) fn check_ref(
 
 /// ` (did you mean "x"?)` when a known name is a likely typo of `name`.
 pub(crate) fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    let len = name.chars().count();
     known
+        // The distance is at least the difference in length: skip names that
+        // cannot be near misses before the quadratic part (a 10 MB value
+        // against a few names took seconds).
+        .filter(|k| len.abs_diff(k.chars().count()) <= 2.max(k.len() / 4))
         .map(|k| (edit_distance(name, k), k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
         .min()
@@ -179,6 +199,43 @@ mod tests {
         let known = ["vm_type", "vm_resources", "instances"];
         assert_eq!(did_you_mean("vm_tpye", known.iter().copied()), r#" (did you mean "vm_type"?)"#);
         assert_eq!(did_you_mean("colour", known.iter().copied()), "");
+    }
+
+    /// A huge value gets no suggestion, without comparing it character by
+    /// character (issue 12, F1: a 10 MB name took seconds per reference).
+    #[test]
+    fn huge_names_get_no_suggestion_and_skip_the_distance() {
+        let huge = "vm_type".repeat(1 << 20);
+        assert_eq!(did_you_mean(&huge, ["vm_type", "instances"].into_iter()), "");
+        assert_eq!(
+            did_you_mean("vm_typ", ["vm_type"].into_iter()),
+            r#" (did you mean "vm_type"?)"#
+        );
+    }
+
+    /// A message quoting a 10 MB value is cut, on a character boundary, and
+    /// says how long it was (issue 12, F1).
+    #[test]
+    fn report_cuts_messages_that_quote_huge_values() {
+        let mut report = Report::default();
+        let huge = "é".repeat(5 << 20);
+        check_ref(
+            &mut report,
+            "instance_groups[0].vm_type".into(),
+            &huge,
+            &["small"],
+            "vm type",
+            "x",
+        );
+        let e = &report.errors[0];
+        assert_eq!(e.path, "instance_groups[0].vm_type");
+        assert!(e.message.len() < MAX_MESSAGE_BYTES + 64, "{} bytes", e.message.len());
+        assert!(e.message.starts_with("vm type \"é"), "{}", &e.message[..40]);
+        assert!(
+            e.message.ends_with(" bytes)") && e.message.contains("(message cut, "),
+            "{}",
+            e.message
+        );
     }
 
     /// Only a string that is exactly one placeholder counts as a whole placeholder.

@@ -371,9 +371,23 @@ impl Store {
     /// (e.g. a deployment's instances: `"cf/"`), consistently at one
     /// revision, paging so that large kinds never exceed a gRPC message.
     pub async fn list<S: Kind>(&self, prefix: &str) -> Result<List<S>> {
+        self.list_at_revision(prefix, None).await
+    }
+
+    /// Like [`Store::list`], but as the kind was at etcd revision
+    /// `revision` (history, for checkers: fails once compacted away).
+    pub async fn list_at<S: Kind>(&self, prefix: &str, revision: i64) -> Result<List<S>> {
+        self.list_at_revision(prefix, Some(revision.max(1))).await
+    }
+
+    async fn list_at_revision<S: Kind>(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<List<S>> {
         let spec_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Spec));
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
-        let (specs, revision) = self.range_all(&spec_prefix, None).await?;
+        let (specs, revision) = self.range_all(&spec_prefix, revision).await?;
         let (statuses, _) = self.range_all(&status_prefix, Some(revision)).await?;
         let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> =
             statuses.into_iter().map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv)).collect();

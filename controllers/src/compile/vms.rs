@@ -13,6 +13,7 @@ use tracing::info;
 
 use super::{Compiler, Error, plan};
 use crate::cpi::{CreateVm, VmNetwork};
+use crate::failpoints as fp;
 
 /// A compile VM at work, and the package whose status records it.
 #[derive(Debug, Clone)]
@@ -171,6 +172,10 @@ pub async fn ensure_vm(
             };
             store.check_fence().await?;
             let cid = d.cpi.create_vm(&req).await.map_err(cpi_err)?;
+            crate::failpoint!(
+                fp::CPI_AFTER_CREATE_COMPILE_VM,
+                Err(cpi_err(fp::lost_reply("create_vm")))
+            );
             info!(agent = %worker.agent_id, %cid, ip = %worker.ip, "compile VM created");
             cid
         }
@@ -220,6 +225,10 @@ pub async fn delete(store: &Store, c: &Compiler, worker: &CompileWorker) -> Resu
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi_err(e)),
         }
+        crate::failpoint!(
+            fp::CPI_AFTER_DELETE_COMPILE_VM,
+            Err(cpi_err(fp::lost_reply("delete_vm")))
+        );
     }
     d.bus
         .revoke(store, &worker.agent_id)

@@ -375,9 +375,10 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // workers that serve the API and talk to agents.
     let planned = {
         let (manifest, cloud) = (manifest.clone(), cloud.clone());
+        let seed = format!("{}/{}", obj.metadata.uid, obj.metadata.generation);
         tokio::task::spawn_blocking(move || {
-            plan::plan(&manifest, &cloud, &existing, &outside, &mut || {
-                uuid::Uuid::new_v4().to_string()
+            plan::plan(&manifest, &cloud, &existing, &outside, &mut |group, index| {
+                instance_id(&seed, group, index)
             })
         })
         .await
@@ -401,16 +402,20 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
     });
-    let mut built = {
+    // Specs and their render keys (canonical JSON and a digest each).
+    let (mut built, keys) = {
         let (inputs, planned) = (inputs.clone(), planned.instances.clone());
         tokio::task::spawn_blocking(move || {
             let cx = inputs.context();
-            planned.iter().map(|d| desired::build(&cx, d)).collect::<Result<Vec<_>, _>>()
+            let built =
+                planned.iter().map(|d| desired::build(&cx, d)).collect::<Result<Vec<_>, _>>()?;
+            let keys: Vec<String> = built.iter().map(|b| desired::render_key(&b.render)).collect();
+            Ok::<_, Blocked>((built, keys))
         })
         .await
         .map_err(|e| Blocked::new("BuildFailed", format!("building specs panicked: {e}")))??
     };
-    render_all(ctx, &mut built).await.map_err(Failure::from)?;
+    render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
     // Deletions first, all at once: BOSH deletes unneeded instances before
     // it updates the rest.
@@ -523,6 +528,19 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     Ok(Action::requeue(POLL))
 }
 
+/// The id of a new instance: random-looking like BOSH's, but the same for
+/// every pass over one generation of the deployment, so that a pass that
+/// fails before its Instance objects are written (a template that does not
+/// render) plans the same instances next time — and its render failure,
+/// remembered by its inputs, is not rendered again.
+fn instance_id(seed: &str, group: &str, index: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{seed}/{group}/{index}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
 /// How far an instance is with the spec it holds.
 fn progress_of(i: &Object<InstanceSpec>) -> Progress {
     match find_condition(&i.status.conditions, READY) {
@@ -581,8 +599,11 @@ async fn load_jobs(
 
 /// Renders the templates of every built instance whose inputs are new (one
 /// Ruby process for all of them), stores the archives, and finishes specs.
-async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result<(), Error> {
-    let keys: Vec<String> = built.iter().map(|b| desired::render_key(&b.render)).collect();
+async fn render_all(
+    ctx: &Ctx<Deployer>,
+    built: &mut [desired::Built],
+    keys: &[String],
+) -> Result<(), Error> {
     let missing: Vec<usize> = {
         let cache = ctx.data.rendered.lock().expect("render cache");
         (0..built.len()).filter(|i| !cache.contains_key(&keys[*i])).collect()
@@ -650,7 +671,7 @@ async fn render_all(ctx: &Ctx<Deployer>, built: &mut [desired::Built]) -> Result
         }
     }
     let cache = ctx.data.rendered.lock().expect("render cache");
-    for (b, k) in built.iter_mut().zip(&keys) {
+    for (b, k) in built.iter_mut().zip(keys) {
         desired::finish(&mut b.spec, cache[k].clone());
     }
     Ok(())
@@ -696,4 +717,20 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
     store.update_spec(&next).await?;
     info!(deployment = name, "deployment deleted");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    /// New instance ids are stable within a generation, differ across
+    /// generations, groups and indexes, and are well-formed UUIDs.
+    #[test]
+    fn new_instance_ids_are_stable_per_generation() {
+        let a = super::instance_id("uid/7", "web", 0);
+        assert_eq!(a, super::instance_id("uid/7", "web", 0));
+        assert_ne!(a, super::instance_id("uid/8", "web", 0));
+        assert_ne!(a, super::instance_id("uid/7", "web", 1));
+        assert_ne!(a, super::instance_id("uid/7", "db", 0));
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+    }
 }

@@ -73,7 +73,7 @@ fn place(
     g: &InstanceGroup,
     existing: &[Existing],
     delete: &mut Vec<String>,
-    new_id: &mut dyn FnMut() -> String,
+    new_id: &mut dyn FnMut(&str, u32) -> String,
 ) -> Vec<Desired> {
     let azs: Vec<Option<String>> =
         if g.azs.is_empty() { vec![None] } else { g.azs.iter().cloned().map(Some).collect() };
@@ -137,7 +137,7 @@ fn place(
         let min = counts.iter().copied().min().unwrap_or(0);
         let slot = (0..azs.len()).find(|s| counts[*s] == min).unwrap_or(0);
         kept.push(Desired {
-            id: new_id(),
+            id: String::new(),
             group: g.name.clone(),
             index: u32::MAX,
             az: azs[slot].clone(),
@@ -154,6 +154,9 @@ fn place(
     let mut free = (0u32..).filter(|i| !used.contains(i));
     for d in kept.iter_mut().filter(|d| d.index == u32::MAX) {
         d.index = free.next().expect("a free index exists");
+        if d.id.is_empty() {
+            d.id = new_id(&g.name, d.index);
+        }
     }
     kept.sort_by_key(|d| d.index);
     if !kept.iter().any(|d| d.bootstrap)
@@ -165,13 +168,14 @@ fn place(
 }
 
 /// Plans every group of `manifest` over `cloud`. `outside` holds addresses
-/// used outside this deployment (other deployments, compile VMs).
+/// used outside this deployment (other deployments, compile VMs);
+/// `new_id(group, index)` names a new instance.
 pub fn plan(
     manifest: &Manifest,
     cloud: &CloudConfig,
     existing: &[Existing],
     outside: &BTreeSet<Ipv4Addr>,
-    new_id: &mut dyn FnMut() -> String,
+    new_id: &mut dyn FnMut(&str, u32) -> String,
 ) -> Result<Plan, Vec<String>> {
     let mut plan = Plan::default();
     let mut groups: Vec<Vec<Desired>> = Vec::new();

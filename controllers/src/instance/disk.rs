@@ -9,6 +9,7 @@ use bosh_api::{Object, ObjectMeta};
 use tracing::info;
 
 use super::{Error, Instances, patch};
+use crate::failpoints as fp;
 use crate::runtime::Ctx;
 
 fn cpi(method: &'static str) -> impl FnOnce(crate::cpi::CpiError) -> Error {
@@ -20,6 +21,7 @@ async fn set_status(
     disk: &mut Object<DiskSpec>,
     edit: impl Fn(&mut DiskStatus),
 ) -> Result<(), Error> {
+    crate::failpoint!(fp::DISK_BEFORE_STATUS_WRITE);
     Ok(crate::status::patch(store, disk, edit).await?)
 }
 
@@ -73,6 +75,10 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     .await
                     .map_err(cpi("create_disk"))?,
             };
+            crate::failpoint!(
+                fp::CPI_AFTER_CREATE_DISK,
+                Err(cpi("create_disk")(fp::lost_reply("create_disk")))
+            );
             info!(instance = %cur.metadata.name, disk = %cid, size_mb = disk.spec.size_mb, "disk created");
             let c = cid.clone();
             set_status(&ctx.store, &mut disk, |s| {
@@ -88,6 +94,10 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     {
         ctx.store.check_fence().await?;
         d.cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
+        crate::failpoint!(
+            fp::CPI_AFTER_ATTACH_DISK,
+            Err(cpi("attach_disk")(fp::lost_reply("attach_disk")))
+        );
         let v = vm.clone();
         set_status(&ctx.store, &mut disk, |s| {
             s.attached_to = Some(v.clone());
@@ -128,6 +138,10 @@ pub async fn detach(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(cpi("detach_disk")(e)),
     }
+    crate::failpoint!(
+        fp::CPI_AFTER_DETACH_DISK,
+        Err(cpi("detach_disk")(fp::lost_reply("detach_disk")))
+    );
     set_status(&ctx.store, &mut disk, |s| {
         s.attached_to = None;
         s.phase = DiskPhase::Detached;

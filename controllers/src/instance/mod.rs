@@ -162,6 +162,7 @@ pub(crate) async fn patch(
     obj: &mut Object<InstanceSpec>,
     edit: impl Fn(&mut InstanceStatus),
 ) -> Result<(), Error> {
+    crate::failpoint!(crate::failpoints::INSTANCE_BEFORE_STATUS_WRITE);
     Ok(crate::status::patch(store, obj, edit).await?)
 }
 

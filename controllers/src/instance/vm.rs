@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{Error, Instances, patch};
 use crate::cpi::{CreateVm, VmNetwork};
+use crate::failpoints as fp;
 use crate::runtime::Ctx;
 
 fn cpi(method: &'static str) -> impl FnOnce(crate::cpi::CpiError) -> Error {
@@ -34,9 +35,15 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     let request_id =
         cur.status.pending_create.clone().unwrap_or_else(|| format!("vm-{}", uuid::Uuid::new_v4()));
     let (a, r) = (agent_id.clone(), request_id.clone());
+    let (vm_hash, token) = (spec.vm_hash.clone(), spec.recreate_token);
     patch(&ctx.store, cur, |s| {
         s.agent_id = Some(a.clone());
         s.pending_create = Some(r.clone());
+        // The intent names the spec it is for, so a retry on the same spec
+        // (after a crash or a lost reply) is not taken for a stale VM and
+        // deleted, but adopts the VM by request id (FAULT-MATRIX D1).
+        s.vm_hash = vm_hash.clone();
+        s.recreate_token = token;
         s.phase = "creating".into();
     })
     .await?;
@@ -87,11 +94,14 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 };
                 ctx.store.check_fence().await?;
                 let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
+                crate::failpoint!(
+                    fp::CPI_AFTER_CREATE_VM,
+                    Err(cpi("create_vm")(fp::lost_reply("create_vm")))
+                );
                 info!(instance = %cur.metadata.name, %cid, "VM created");
                 cid
             }
         };
-    let (vm_hash, token) = (spec.vm_hash.clone(), spec.recreate_token);
     patch(&ctx.store, cur, |s| {
         s.vm_cid = Some(cid.clone());
         s.pending_create = None;
@@ -113,6 +123,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     {
         tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
     }
+    crate::failpoint!(
+        fp::CPI_AFTER_SET_VM_METADATA,
+        Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
+    );
     Ok(())
 }
 
@@ -167,6 +181,10 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),
         }
+        crate::failpoint!(
+            fp::CPI_AFTER_DELETE_VM,
+            Err(cpi("delete_vm")(fp::lost_reply("delete_vm")))
+        );
     }
     if let Some(agent) = cur.status.agent_id.clone() {
         d.bus.revoke(&ctx.store, &agent).await?;

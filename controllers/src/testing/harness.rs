@@ -260,6 +260,17 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         .await
     }
 
+    /// The local CPI's directory (records and audit log).
+    pub fn cpi_root(&self) -> std::path::PathBuf {
+        self.rest.env.dir().join("cpi")
+    }
+
+    /// Every violation of the fault matrix's invariants I1–I6 now (see
+    /// [`super::invariants`]); run it when the world is quiet.
+    pub async fn violations(&self) -> Result<Vec<super::invariants::Violation>> {
+        super::invariants::check(&self.store, &self.cpi_root()).await
+    }
+
     /// Stops the controllers and waits for them.
     pub async fn stop(self) -> Result<()> {
         self.shutdown.cancel();

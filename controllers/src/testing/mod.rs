@@ -1,6 +1,7 @@
 //! A private director world for tests and benchmarks (feature `testing`):
 //! etcd, a nats-server whose users boshd manages, a blobstore, and the local
-//! CPI with a stemcell built from the real agent binary.
+//! CPI with a stemcell built from the real agent binary; and [`invariants`],
+//! the fault matrix's invariant checker.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +21,7 @@ use crate::cpi::local::{self, LocalCpi};
 use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 mod harness;
+pub mod invariants;
 mod manifest;
 pub use harness::{Harness, HarnessOptions, NetworkSize, TOKEN, example_release};
 pub use manifest::WebManifest;
@@ -107,7 +109,7 @@ impl LocalWorld {
             std::future::pending(),
         ));
 
-        let cpi = LocalCpi::open(&dir.join("cpi"))?;
+        let cpi = LocalCpi::open(&dir.join("cpi"))?.with_audit_store(store.clone());
         let agent = bosh_test_utils::agent::agent_binary()?;
         let image = dir.join("image.tgz");
         local::build_image(&agent, &image)?;

@@ -11,6 +11,8 @@ mod cck;
 mod compile;
 mod cpi;
 mod deploy;
+#[cfg(feature = "failpoints")]
+mod faults;
 mod ha;
 mod health;
 mod leader;

@@ -15,6 +15,7 @@
 //!   false, and a reconcile replaces it.
 //! - Its records live in the data dir, one file per resource, survive boshd
 //!   restarts and may be shared by several boshd replicas (see `inventory`).
+//! - Every mutating call is appended to `audit.log` there (see [`audit`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,12 +27,15 @@ use tracing::{info, warn};
 
 use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 
+pub mod audit;
 mod inventory;
 mod list;
 pub mod process;
 
+use audit::{AuditEntry, AuditFence, AuditLog, AuditResult, Outcome};
 pub use inventory::Inventory;
-use inventory::{DISKS, DiskRecord, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS, VmRecord};
+use inventory::{DISKS, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS};
+pub use inventory::{DiskRecord, VmRecord};
 use process::ProcId;
 
 pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, build_image};
@@ -43,6 +47,10 @@ pub struct LocalCpi {
     /// Serializes this process's read-modify-write of records (never held
     /// across a wait).
     lock: Mutex<()>,
+    /// Where mutating calls are recorded.
+    audit: AuditLog,
+    /// Read for the etcd revision each audited call is made at.
+    audit_store: Option<bosh_api::store::Store>,
 }
 
 /// How long a fencing token seen is remembered (far longer than any
@@ -64,7 +72,66 @@ impl LocalCpi {
             std::fs::create_dir_all(root.join(d))?;
         }
         let records = Records::init(root)?;
-        Ok(LocalCpi { root: root.to_path_buf(), records, lock: Mutex::new(()) })
+        let audit = AuditLog::open(root)?;
+        Ok(LocalCpi {
+            root: root.to_path_buf(),
+            records,
+            lock: Mutex::new(()),
+            audit,
+            audit_store: None,
+        })
+    }
+
+    /// Records in each audit line the etcd revision current when the call
+    /// was admitted, read from `store` (one read per mutating call): every
+    /// write committed before the call is at or below it, which is what
+    /// lets a checker see that the intent was written first (FAULT-MATRIX
+    /// I4). Without it the lines carry no revision.
+    pub fn with_audit_store(mut self, store: bosh_api::store::Store) -> LocalCpi {
+        self.audit_store = Some(store);
+        self
+    }
+
+    /// Admits, runs and records one mutating call: the fence check, then
+    /// `body` if admitted, then one audit line with the outcome.
+    async fn audited<T: Outcome>(
+        &self,
+        mut entry: AuditEntry,
+        body: impl std::future::Future<Output = CpiResult<T>>,
+    ) -> CpiResult<T> {
+        if let Some(store) = &self.audit_store {
+            entry.etcd_revision = store.revision().await.ok();
+        }
+        entry.fence =
+            super::current_fence().map(|f| AuditFence { key: f.key.clone(), revision: f.revision });
+        entry.pid = std::process::id();
+        let method: &'static str = audit_method(&entry.method);
+        let admitted = {
+            let mut next = self.audit.next.lock().unwrap_or_else(|p| p.into_inner());
+            let admitted = self.admit(method);
+            entry.seq = *next;
+            entry.at = Some(chrono::Utc::now());
+            *next += 1;
+            admitted
+        };
+        let result = match admitted {
+            Ok(()) => body.await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(v) => {
+                entry.result = Some(AuditResult::Ok);
+                entry.cid = v.created();
+            }
+            Err(e) => {
+                entry.result = Some(AuditResult::Error);
+                entry.error = Some(e.to_string());
+            }
+        }
+        if let Err(e) = self.audit.append(&entry) {
+            warn!(method, error = %e, "could not append to the CPI audit log");
+        }
+        result
     }
 
     /// Stops every VM recorded under `root` (the machines of a test world
@@ -197,6 +264,26 @@ fn unpack_image(image: &Path, dest: &Path) -> Result<(), bosh_api::archive::Arch
     bosh_api::archive::unpack_tgz_file(image, dest, &limits, "stemcell image").map(drop)
 }
 
+/// The static name of an audited method (the fence check's errors carry one).
+fn audit_method(m: &str) -> &'static str {
+    const AUDITED: [&str; 13] = [
+        "create_stemcell",
+        "delete_stemcell",
+        "create_vm",
+        "delete_vm",
+        "reboot_vm",
+        "set_vm_metadata",
+        "create_disk",
+        "delete_disk",
+        "attach_disk",
+        "detach_disk",
+        "resize_disk",
+        "snapshot_disk",
+        "delete_snapshot",
+    ];
+    AUDITED.into_iter().find(|a| *a == m).unwrap_or("cpi call")
+}
+
 fn new_cid(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
@@ -216,39 +303,46 @@ impl super::Cpi for LocalCpi {
         image_path: &Path,
         cloud_properties: &serde_json::Value,
     ) -> CpiResult<String> {
-        self.admit("create_stemcell")?;
-        let cid = new_cid("sc");
-        let dir = self.stemcell_dir(&cid);
-        std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
-        if let Err(e) = unpack_image(image_path, &dir) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(CpiError::permanent(
-                "create_stemcell",
-                format!("{}: {e}", image_path.display()),
-            ));
-        }
-        if !dir.join(AGENT_BINARY).is_file() {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(CpiError::permanent(
-                "create_stemcell",
-                format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
-            ));
-        }
-        self.records.put(STEMCELLS, &cid, cloud_properties).map_err(io("create_stemcell"))?;
-        Ok(cid)
+        let call = AuditEntry::call("create_stemcell");
+        self.audited(call, async {
+            let cid = new_cid("sc");
+            let dir = self.stemcell_dir(&cid);
+            std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
+            if let Err(e) = unpack_image(image_path, &dir) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(CpiError::permanent(
+                    "create_stemcell",
+                    format!("{}: {e}", image_path.display()),
+                ));
+            }
+            if !dir.join(AGENT_BINARY).is_file() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(CpiError::permanent(
+                    "create_stemcell",
+                    format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
+                ));
+            }
+            self.records.put(STEMCELLS, &cid, cloud_properties).map_err(io("create_stemcell"))?;
+            Ok(cid)
+        })
+        .await
     }
 
     async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
-        self.admit("delete_stemcell")?;
-        if !self.records.remove(STEMCELLS, cid).map_err(io("delete_stemcell"))? {
-            return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
-        }
-        let _ = std::fs::remove_dir_all(self.stemcell_dir(cid));
-        Ok(())
+        let call = AuditEntry::call("delete_stemcell").stemcell(cid);
+        self.audited(call, async {
+            if !self.records.remove(STEMCELLS, cid).map_err(io("delete_stemcell"))? {
+                return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
+            }
+            let _ = std::fs::remove_dir_all(self.stemcell_dir(cid));
+            Ok(())
+        })
+        .await
     }
 
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
-        self.admit("create_vm")?;
+        let call = AuditEntry::call("create_vm").request(&req.request_id).agent(&req.agent_id);
+        self.audited(call, async {
         const M: &str = "create_vm";
         if req.request_id.is_empty() || req.agent_id.is_empty() {
             return Err(CpiError::permanent(M, "request_id and agent_id are required"));
@@ -293,42 +387,46 @@ impl super::Cpi for LocalCpi {
         self.put_vm(&cid, &vm, M)?;
         info!(vm = %cid, agent = %req.agent_id, pid = proc.pid, "created VM");
         Ok(cid)
+        }).await
     }
 
     async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
-        self.admit("delete_vm")?;
-        const M: &str = "delete_vm";
-        let vm = self.vm(cid, M)?;
-        if let Some(p) = vm.proc {
-            p.kill_tree();
-            for _ in 0..200 {
-                if !p.is_alive() {
-                    break;
+        let call = AuditEntry::call("delete_vm").vm(cid);
+        self.audited(call, async {
+            const M: &str = "delete_vm";
+            let vm = self.vm(cid, M)?;
+            if let Some(p) = vm.proc {
+                p.kill_tree();
+                for _ in 0..200 {
+                    if !p.is_alive() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                if p.is_alive() {
+                    return Err(CpiError::Transient {
+                        method: M,
+                        message: format!("process {} did not exit", p.pid),
+                    });
+                }
             }
-            if p.is_alive() {
-                return Err(CpiError::Transient {
-                    method: M,
-                    message: format!("process {} did not exit", p.pid),
-                });
+            let _guard = self.lock.lock().await;
+            for d in &vm.disks {
+                if let Some(mut rec) = self.records.get::<DiskRecord>(DISKS, d).map_err(io(M))?
+                    && rec.attached_to.as_deref() == Some(cid)
+                {
+                    rec.attached_to = None;
+                    self.put_disk(d, &rec, M)?;
+                }
             }
-        }
-        let _guard = self.lock.lock().await;
-        for d in &vm.disks {
-            if let Some(mut rec) = self.records.get::<DiskRecord>(DISKS, d).map_err(io(M))?
-                && rec.attached_to.as_deref() == Some(cid)
-            {
-                rec.attached_to = None;
-                self.put_disk(d, &rec, M)?;
+            self.records.remove(VMS, cid).map_err(io(M))?;
+            if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid)) {
+                warn!(vm = %cid, error = %e, "could not remove VM directory");
             }
-        }
-        self.records.remove(VMS, cid).map_err(io(M))?;
-        if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid)) {
-            warn!(vm = %cid, error = %e, "could not remove VM directory");
-        }
-        info!(vm = %cid, "deleted VM");
-        Ok(())
+            info!(vm = %cid, "deleted VM");
+            Ok(())
+        })
+        .await
     }
 
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
@@ -337,14 +435,17 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
-        self.admit("reboot_vm")?;
-        let _guard = self.lock.lock().await;
-        let mut vm = self.vm(cid, "reboot_vm")?;
-        if let Some(p) = vm.proc {
-            p.kill_tree();
-        }
-        vm.proc = Some(self.start_vm(cid, &vm.stemcell_cid)?);
-        self.put_vm(cid, &vm, "reboot_vm")
+        let call = AuditEntry::call("reboot_vm").vm(cid);
+        self.audited(call, async {
+            let _guard = self.lock.lock().await;
+            let mut vm = self.vm(cid, "reboot_vm")?;
+            if let Some(p) = vm.proc {
+                p.kill_tree();
+            }
+            vm.proc = Some(self.start_vm(cid, &vm.stemcell_cid)?);
+            self.put_vm(cid, &vm, "reboot_vm")
+        })
+        .await
     }
 
     async fn set_vm_metadata(
@@ -352,11 +453,14 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()> {
-        self.admit("set_vm_metadata")?;
-        let _guard = self.lock.lock().await;
-        let mut vm = self.vm(cid, "set_vm_metadata")?;
-        vm.metadata = metadata.clone();
-        self.put_vm(cid, &vm, "set_vm_metadata")
+        let call = AuditEntry::call("set_vm_metadata").vm(cid);
+        self.audited(call, async {
+            let _guard = self.lock.lock().await;
+            let mut vm = self.vm(cid, "set_vm_metadata")?;
+            vm.metadata = metadata.clone();
+            self.put_vm(cid, &vm, "set_vm_metadata")
+        })
+        .await
     }
 
     async fn calculate_vm_cloud_properties(
@@ -383,37 +487,44 @@ impl super::Cpi for LocalCpi {
         _cloud_properties: &serde_json::Value,
         _vm_hint: Option<&str>,
     ) -> CpiResult<String> {
-        self.admit("create_disk")?;
-        if size_mb == 0 {
-            return Err(CpiError::permanent("create_disk", "size must be positive"));
-        }
-        let _guard = self.lock.lock().await;
-        // The request id is an idempotency key, as for create_vm.
-        if !request_id.is_empty()
-            && let Some(cid) = self.find_disk_by_request(request_id).await?
-        {
-            return Ok(cid);
-        }
-        let cid = new_cid("disk");
-        std::fs::create_dir_all(self.disk_dir(&cid)).map_err(io("create_disk"))?;
-        let disk = DiskRecord { size_mb, request_id: request_id.to_string(), attached_to: None };
-        self.put_disk(&cid, &disk, "create_disk")?;
-        Ok(cid)
+        let call = AuditEntry::call("create_disk").request(request_id);
+        self.audited(call, async {
+            if size_mb == 0 {
+                return Err(CpiError::permanent("create_disk", "size must be positive"));
+            }
+            let _guard = self.lock.lock().await;
+            // The request id is an idempotency key, as for create_vm.
+            if !request_id.is_empty()
+                && let Some(cid) = self.find_disk_by_request(request_id).await?
+            {
+                return Ok(cid);
+            }
+            let cid = new_cid("disk");
+            std::fs::create_dir_all(self.disk_dir(&cid)).map_err(io("create_disk"))?;
+            let disk =
+                DiskRecord { size_mb, request_id: request_id.to_string(), attached_to: None };
+            self.put_disk(&cid, &disk, "create_disk")?;
+            Ok(cid)
+        })
+        .await
     }
 
     async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
-        self.admit("delete_disk")?;
-        let _guard = self.lock.lock().await;
-        let disk = self.disk(cid, "delete_disk")?;
-        if let Some(vm) = &disk.attached_to {
-            return Err(CpiError::permanent(
-                "delete_disk",
-                format!("disk {cid} is attached to {vm}"),
-            ));
-        }
-        self.records.remove(DISKS, cid).map_err(io("delete_disk"))?;
-        let _ = std::fs::remove_dir_all(self.disk_dir(cid));
-        Ok(())
+        let call = AuditEntry::call("delete_disk").disk(cid);
+        self.audited(call, async {
+            let _guard = self.lock.lock().await;
+            let disk = self.disk(cid, "delete_disk")?;
+            if let Some(vm) = &disk.attached_to {
+                return Err(CpiError::permanent(
+                    "delete_disk",
+                    format!("disk {cid} is attached to {vm}"),
+                ));
+            }
+            self.records.remove(DISKS, cid).map_err(io("delete_disk"))?;
+            let _ = std::fs::remove_dir_all(self.disk_dir(cid));
+            Ok(())
+        })
+        .await
     }
 
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
@@ -422,40 +533,49 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        self.admit("attach_disk")?;
-        const M: &str = "attach_disk";
-        let _guard = self.lock.lock().await;
-        let mut disk = self.disk(disk_cid, M)?;
-        let mut vm = self.vm(vm_cid, M)?;
-        match disk.attached_to.as_deref() {
-            Some(v) if v == vm_cid && vm.disks.iter().any(|d| d == disk_cid) => return Ok(()),
-            Some(v) if v != vm_cid => {
-                return Err(CpiError::permanent(M, format!("disk {disk_cid} is attached to {v}")));
+        let call = AuditEntry::call("attach_disk").vm(vm_cid).disk(disk_cid);
+        self.audited(call, async {
+            const M: &str = "attach_disk";
+            let _guard = self.lock.lock().await;
+            let mut disk = self.disk(disk_cid, M)?;
+            let mut vm = self.vm(vm_cid, M)?;
+            match disk.attached_to.as_deref() {
+                Some(v) if v == vm_cid && vm.disks.iter().any(|d| d == disk_cid) => return Ok(()),
+                Some(v) if v != vm_cid => {
+                    return Err(CpiError::permanent(
+                        M,
+                        format!("disk {disk_cid} is attached to {v}"),
+                    ));
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        // The disk's record first: a crash before the VM's leaves a disk
-        // that a repeated attach completes, never one two VMs could claim.
-        disk.attached_to = Some(vm_cid.to_string());
-        self.put_disk(disk_cid, &disk, M)?;
-        if !vm.disks.iter().any(|d| d == disk_cid) {
-            vm.disks.push(disk_cid.to_string());
-        }
-        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
-        self.put_vm(vm_cid, &vm, M)
+            // The disk's record first: a crash before the VM's leaves a disk
+            // that a repeated attach completes, never one two VMs could claim.
+            disk.attached_to = Some(vm_cid.to_string());
+            self.put_disk(disk_cid, &disk, M)?;
+            if !vm.disks.iter().any(|d| d == disk_cid) {
+                vm.disks.push(disk_cid.to_string());
+            }
+            self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+            self.put_vm(vm_cid, &vm, M)
+        })
+        .await
     }
 
     async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        self.admit("detach_disk")?;
-        const M: &str = "detach_disk";
-        let _guard = self.lock.lock().await;
-        let mut disk = self.disk(disk_cid, M)?;
-        let mut vm = self.vm(vm_cid, M)?;
-        vm.disks.retain(|d| d != disk_cid);
-        self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
-        self.put_vm(vm_cid, &vm, M)?;
-        disk.attached_to = None;
-        self.put_disk(disk_cid, &disk, M)
+        let call = AuditEntry::call("detach_disk").vm(vm_cid).disk(disk_cid);
+        self.audited(call, async {
+            const M: &str = "detach_disk";
+            let _guard = self.lock.lock().await;
+            let mut disk = self.disk(disk_cid, M)?;
+            let mut vm = self.vm(vm_cid, M)?;
+            vm.disks.retain(|d| d != disk_cid);
+            self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+            self.put_vm(vm_cid, &vm, M)?;
+            disk.attached_to = None;
+            self.put_disk(disk_cid, &disk, M)
+        })
+        .await
     }
 
     async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>> {
@@ -463,14 +583,17 @@ impl super::Cpi for LocalCpi {
     }
 
     async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
-        self.admit("resize_disk")?;
-        let _guard = self.lock.lock().await;
-        let mut disk = self.disk(cid, "resize_disk")?;
-        if size_mb < disk.size_mb {
-            return Err(CpiError::permanent("resize_disk", "disks can only grow"));
-        }
-        disk.size_mb = size_mb;
-        self.put_disk(cid, &disk, "resize_disk")
+        let call = AuditEntry::call("resize_disk").disk(cid);
+        self.audited(call, async {
+            let _guard = self.lock.lock().await;
+            let mut disk = self.disk(cid, "resize_disk")?;
+            if size_mb < disk.size_mb {
+                return Err(CpiError::permanent("resize_disk", "disks can only grow"));
+            }
+            disk.size_mb = size_mb;
+            self.put_disk(cid, &disk, "resize_disk")
+        })
+        .await
     }
 
     async fn snapshot_disk(
@@ -478,22 +601,28 @@ impl super::Cpi for LocalCpi {
         cid: &str,
         _metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String> {
-        self.admit("snapshot_disk")?;
-        self.disk(cid, "snapshot_disk")?;
-        let snap = new_cid("snap");
-        copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
-            .map_err(io("snapshot_disk"))?;
-        self.records.put(SNAPSHOTS, &snap, &cid).map_err(io("snapshot_disk"))?;
-        Ok(snap)
+        let call = AuditEntry::call("snapshot_disk").disk(cid);
+        self.audited(call, async {
+            self.disk(cid, "snapshot_disk")?;
+            let snap = new_cid("snap");
+            copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
+                .map_err(io("snapshot_disk"))?;
+            self.records.put(SNAPSHOTS, &snap, &cid).map_err(io("snapshot_disk"))?;
+            Ok(snap)
+        })
+        .await
     }
 
     async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
-        self.admit("delete_snapshot")?;
-        if !self.records.remove(SNAPSHOTS, snapshot_cid).map_err(io("delete_snapshot"))? {
-            return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
-        }
-        let _ = std::fs::remove_dir_all(self.root.join("snapshots").join(snapshot_cid));
-        Ok(())
+        let call = AuditEntry::call("delete_snapshot").snapshot(snapshot_cid);
+        self.audited(call, async {
+            if !self.records.remove(SNAPSHOTS, snapshot_cid).map_err(io("delete_snapshot"))? {
+                return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
+            }
+            let _ = std::fs::remove_dir_all(self.root.join("snapshots").join(snapshot_cid));
+            Ok(())
+        })
+        .await
     }
 
     async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
@@ -528,6 +657,62 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpi::Cpi;
+
+    /// Every mutating call leaves one audit line with its subject, fence
+    /// and outcome, numbered in admission order; a reopened CPI continues
+    /// the numbering; reads are not recorded.
+    #[tokio::test]
+    async fn mutating_calls_are_audited_with_fence_and_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpi = LocalCpi::open(dir.path()).unwrap();
+        let disk = cpi.create_disk("disk-r1", 10, &serde_json::json!({}), None).await.unwrap();
+        let fence = bosh_api::store::Fence { key: "/bosh/leader/instance".into(), revision: 7 };
+        let gone = crate::cpi::FENCE.scope(fence, cpi.delete_disk("disk-nope")).await;
+        assert!(gone.unwrap_err().is_not_found());
+        cpi.has_disk(&disk).await.unwrap();
+        drop(cpi);
+        let cpi = LocalCpi::open(dir.path()).unwrap();
+        cpi.delete_disk(&disk).await.unwrap();
+
+        let log = audit::read(dir.path()).unwrap();
+        let got: Vec<_> = log
+            .iter()
+            .map(|e| (e.seq, e.method.as_str(), e.ok(), e.fence.as_ref().map(|f| f.revision)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "create_disk", true, None),
+                (2, "delete_disk", false, Some(7)),
+                (3, "delete_disk", true, None)
+            ]
+        );
+        assert_eq!(log[0].request_id.as_deref(), Some("disk-r1"));
+        assert_eq!(log[0].cid.as_deref(), Some(disk.as_str()));
+        assert_eq!(log[1].disk_cid.as_deref(), Some("disk-nope"));
+        assert!(log[1].error.as_deref().unwrap_or_default().contains("not found"), "{log:?}");
+    }
+
+    /// A call refused by the fence check is recorded as an error and has
+    /// no effect.
+    #[tokio::test]
+    async fn a_call_refused_by_the_fence_is_audited_as_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpi = LocalCpi::open(dir.path()).unwrap();
+        let key = "/bosh/leader/instance".to_string();
+        let new = bosh_api::store::Fence { key: key.clone(), revision: 9 };
+        let old = bosh_api::store::Fence { key, revision: 5 };
+        let cp = serde_json::json!({});
+        crate::cpi::FENCE.scope(new, cpi.create_disk("a", 1, &cp, None)).await.unwrap();
+        let refused = crate::cpi::FENCE.scope(old, cpi.create_disk("b", 1, &cp, None)).await;
+        assert!(refused.is_err());
+        let log = audit::read(dir.path()).unwrap();
+        assert_eq!(log.len(), 2);
+        assert!(log[0].ok() && !log[1].ok(), "{log:?}");
+        assert_eq!(log[1].fence.as_ref().map(|f| f.revision), Some(5));
+        assert_eq!(Inventory::load(dir.path()).unwrap().disks.len(), 1);
+    }
 
     /// A relative data dir still gives VMs absolute roots (packaging scripts
     /// run in another directory and would otherwise install elsewhere).

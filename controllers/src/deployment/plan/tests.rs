@@ -49,9 +49,9 @@ fn group(name: &str, instances: u32, azs: &str, extra: &str) -> String {
     )
 }
 
-fn ids() -> impl FnMut() -> String {
+fn ids() -> impl FnMut(&str, u32) -> String {
     let mut n = 0;
-    move || {
+    move |_, _| {
         n += 1;
         format!("id-{n}")
     }
