@@ -18,8 +18,10 @@
 //! many Ruby render processes ran in each part.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-bench-rel cargo build --release -p bosh-agent -p bosh-e2e --bin bench-api-latency
-//! /work/target-bench-rel/release/bench-api-latency --instances 10000 --requests 2000 --window-secs 30
+//! export CARGO_TARGET_DIR=/work/target-bench-rel
+//! cargo build --release -p bosh-e2e --bin bench-api-latency
+//! cargo build --release -p bosh-agent --bin bosh-agent
+//! $CARGO_TARGET_DIR/release/bench-api-latency --instances 10000 --requests 2000 --window-secs 45
 //! ```
 
 use std::sync::atomic::Ordering;
