@@ -599,15 +599,23 @@ async fn load_jobs(
 
 /// Renders the templates of every built instance whose inputs are new (one
 /// Ruby process for all of them), stores the archives, and finishes specs.
+///
+/// The cache is looked up once: each spec is finished from that lookup or
+/// from this pass's renders, never from a second lookup, because the cache
+/// may be cleared in between (at its size cap, by this pass's own inserts
+/// or another deployment's). Issue 12: a 10,000-instance batch crossing
+/// the cap panicked here holding the lock, and the poisoned lock then
+/// failed every later reconcile.
 async fn render_all(
     ctx: &Ctx<Deployer>,
     built: &mut [desired::Built],
     keys: &[String],
 ) -> Result<(), Error> {
-    let missing: Vec<usize> = {
+    let mut blobs: Vec<Option<BlobRef>> = {
         let cache = ctx.data.rendered.lock().expect("render cache");
-        (0..built.len()).filter(|i| !cache.contains_key(&keys[*i])).collect()
+        keys.iter().map(|k| cache.get(k).cloned()).collect()
     };
+    let missing: Vec<usize> = (0..built.len()).filter(|i| blobs[*i].is_none()).collect();
     let label = |i: usize| {
         format!("{}/{} ({})", built[i].spec.group, built[i].spec.id, built[i].spec.index)
     };
@@ -656,7 +664,8 @@ async fn render_all(
                     if cache.len() > 50_000 {
                         cache.clear();
                     }
-                    cache.insert(keys[*i].clone(), blob);
+                    cache.insert(keys[*i].clone(), blob.clone());
+                    blobs[*i] = Some(blob);
                 }
                 Err(e) => {
                     if e.is_deterministic() {
@@ -670,9 +679,10 @@ async fn render_all(
             return Err(Error::Templates(errors));
         }
     }
-    let cache = ctx.data.rendered.lock().expect("render cache");
-    for (b, k) in built.iter_mut().zip(keys) {
-        desired::finish(&mut b.spec, cache[k].clone());
+    for (b, blob) in built.iter_mut().zip(blobs) {
+        // Every instance was a cache hit or rendered: a failed render
+        // returned above, and `render_batch` answers every request.
+        desired::finish(&mut b.spec, blob.expect("every instance is cached or rendered"));
     }
     Ok(())
 }
