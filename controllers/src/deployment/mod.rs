@@ -553,6 +553,13 @@ fn progress_of(i: &Object<InstanceSpec>) -> Progress {
     }
 }
 
+/// Locks one of the deployer's caches. A cache is only ever a copy of what
+/// the blobstore or a render would give again, so a panic elsewhere while
+/// it was held (which poisons it) must not fail every later reconcile.
+fn caches<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Reads (once per tarball) the templates of every job the manifest uses.
 async fn load_jobs(
     ctx: &Ctx<Deployer>,
@@ -574,7 +581,7 @@ async fn load_jobs(
                     format!("job {} of {} has no blob", j.name, rel.metadata.name),
                 )
             })?;
-            let cached = ctx.data.jobs.lock().expect("job cache").get(&blob.sha256).cloned();
+            let cached = caches(&ctx.data.jobs).get(&blob.sha256).cloned();
             let t = match cached {
                 Some(t) => t,
                 None => {
@@ -587,7 +594,7 @@ async fn load_jobs(
                             format!("job {} of {}: {e}", j.name, rel.metadata.name),
                         )
                     })?);
-                    ctx.data.jobs.lock().expect("job cache").insert(blob.sha256.clone(), t.clone());
+                    caches(&ctx.data.jobs).insert(blob.sha256.clone(), t.clone());
                     t
                 }
             };
@@ -612,7 +619,7 @@ async fn render_all(
     keys: &[String],
 ) -> Result<(), Error> {
     let mut blobs: Vec<Option<BlobRef>> = {
-        let cache = ctx.data.rendered.lock().expect("render cache");
+        let cache = caches(&ctx.data.rendered);
         keys.iter().map(|k| cache.get(k).cloned()).collect()
     };
     let missing: Vec<usize> = (0..built.len()).filter(|i| blobs[*i].is_none()).collect();
@@ -622,7 +629,7 @@ async fn render_all(
     if !missing.is_empty() {
         // Inputs that failed before fail again: answer from memory.
         let known: Option<Vec<String>> = {
-            let failed = ctx.data.failed_renders.lock().expect("render failures");
+            let failed = caches(&ctx.data.failed_renders);
             missing
                 .iter()
                 .map(|i| failed.get(&keys[*i]).map(|e| format!("{}: {e}", label(*i))))
@@ -632,7 +639,7 @@ async fn render_all(
             return Err(Error::Templates(errors));
         }
         let remember = |i: usize, e: &str| {
-            let mut failed = ctx.data.failed_renders.lock().expect("render failures");
+            let mut failed = caches(&ctx.data.failed_renders);
             if failed.len() > 10_000 {
                 failed.clear();
             }
@@ -660,7 +667,7 @@ async fn render_all(
                     let blob = crate::blobs::put(&ctx.data.director.blobs, rendered.archive)
                         .await
                         .map_err(Error::Blob)?;
-                    let mut cache = ctx.data.rendered.lock().expect("render cache");
+                    let mut cache = caches(&ctx.data.rendered);
                     if cache.len() > 50_000 {
                         cache.clear();
                     }
