@@ -297,7 +297,12 @@ where
         self.stats.reconciles.fetch_add(1, Ordering::Relaxed);
         let action = match result {
             Ok(Ok(action)) => {
-                backoffs.lock().unwrap().remove(key);
+                // A failure the reconcile handled itself (reported in
+                // status) and answered with `backoff` keeps growing its
+                // delay; any other outcome starts the key's backoff afresh.
+                if !matches!(action.0, ActionKind::Backoff) {
+                    backoffs.lock().unwrap().remove(key);
+                }
                 action
             }
             Ok(Err(e)) => {

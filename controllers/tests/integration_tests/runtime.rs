@@ -182,6 +182,48 @@ async fn backoff_grows_and_resets_after_success() {
     run.await.unwrap();
 }
 
+/// A reconcile that reports its own failure and answers `Ok(backoff)`
+/// (the deployment controller's failed deploy) is retried with growing
+/// delays too, not at the minimum forever (issue 12: a failed deploy must
+/// not be redone in a tight loop).
+#[tokio::test]
+async fn handled_failures_that_ask_for_backoff_back_off_more_each_time() {
+    let (_env, store) = setup().await;
+    store.create(&config("cloud/failed", 0)).await.unwrap();
+    let state = Arc::new(Flaky::default());
+    let mut c = cfg(1);
+    c.jitter = false;
+    let ctl = Controller::new(
+        "failed",
+        store.clone(),
+        state.clone(),
+        c,
+        |obj: Arc<Object<ConfigSpec>>, ctx: Arc<Ctx<Flaky>>| async move {
+            ctx.data.calls.lock().unwrap().push((Instant::now(), obj.metadata.generation));
+            Ok::<_, TestError>(Action::backoff())
+        },
+        default_policy,
+    );
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ctl.run(shutdown.clone()));
+    eventually(DEADLINE, "five reconciles", || {
+        let n = state.calls.lock().unwrap().len();
+        async move { (n >= 5).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let gaps: Vec<Duration> = {
+        let calls = state.calls.lock().unwrap();
+        calls.windows(2).map(|w| w[1].0 - w[0].0).collect()
+    };
+    for (i, g) in gaps.iter().take(4).enumerate() {
+        let min = Duration::from_millis(50) * 2u32.pow(i as u32);
+        assert!(*g >= min, "gap {i} was {g:?}, expected at least {min:?}: {gaps:?}");
+    }
+    shutdown.cancel();
+    run.await.unwrap();
+}
+
 #[derive(Default)]
 struct Counts(Mutex<HashMap<String, u32>>);
 
