@@ -241,6 +241,42 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         Ok(())
     }
 
+    /// Creates deployment `name` with `manifest` and a new task carrying the
+    /// change, as `apply` does; returns the task's number.
+    pub async fn create_deployment(&self, name: &str, manifest: serde_json::Value) -> Result<u64> {
+        let task = crate::tasks::create_change_task(
+            &self.store,
+            "create deployment",
+            name,
+            "harness",
+            bosh_api::objects::TaskChange::Update,
+        )
+        .await?;
+        let spec = DeploymentSpec { manifest, task: Some(task.spec.id), ..Default::default() };
+        self.store.create(&Object::new(ObjectMeta::named(name), spec)).await?;
+        Ok(task.spec.id)
+    }
+
+    /// Waits (up to `deadline`) for task `id` to end; an error unless it
+    /// ended done (failed and cancelled tasks say why).
+    pub async fn task_done(&self, id: u64, deadline: Duration) -> Result<()> {
+        use bosh_api::objects::{TaskSpec, TaskState};
+        let store = self.store.clone();
+        let (state, result) = eventually(deadline, &format!("task {id} to end"), || {
+            let store = store.clone();
+            async move {
+                let t: Object<TaskSpec> =
+                    store.get(None, &crate::tasks::task_name(id)).await.ok()?;
+                t.status.state.is_finished().then_some((t.status.state, t.status.result))
+            }
+        })
+        .await?;
+        if state != TaskState::Done {
+            bail!("task {id} ended {state:?}: {result}");
+        }
+        Ok(())
+    }
+
     /// Waits (up to `deadline`) for deployment `name`'s `PackagesCompiled`
     /// to settle: True, or False for a reason other than the transient
     /// `Compiling` and `StemcellNotImported`.

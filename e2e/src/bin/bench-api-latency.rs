@@ -29,14 +29,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
-use bosh_api::{ConditionStatus, Object, ObjectMeta};
+use bosh_api::ConditionStatus;
+use bosh_api::objects::{DeploymentSpec, InstanceSpec};
 use bosh_controllers::render::ruby_runs;
-use bosh_controllers::tasks::{create_task, task_name};
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, TOKEN, WebManifest, example_release,
 };
-use bosh_test_utils::eventually;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -60,31 +58,6 @@ fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
-}
-
-/// Writes a deployment with a task, as `apply` does; returns the task.
-async fn apply(h: &Harness, name: &str, manifest: serde_json::Value) -> Result<u64> {
-    let task = create_task(&h.store, "create deployment", Some(name), "bench").await?;
-    let spec = DeploymentSpec { manifest, task: Some(task.spec.id), ..Default::default() };
-    h.store.create(&Object::new(ObjectMeta::named(name), spec)).await?;
-    Ok(task.spec.id)
-}
-
-async fn wait_done(h: &Harness, task: u64) -> Result<()> {
-    let store = h.store.clone();
-    let (state, result) = eventually(Duration::from_secs(600), "the task to end", || {
-        let store = store.clone();
-        async move {
-            let t: Object<TaskSpec> = store.get(None, &task_name(task)).await.ok()?;
-            matches!(t.status.state, TaskState::Done | TaskState::Error)
-                .then_some((t.status.state, t.status.result))
-        }
-    })
-    .await?;
-    if state != TaskState::Done {
-        bail!("task {task} failed: {result}");
-    }
-    Ok(())
 }
 
 /// Latency summary of one phase.
@@ -207,8 +180,8 @@ async fn run(args: Args) -> Result<()> {
 
     // Packages compile once, for a one-instance deployment, so that the big
     // one plans at once; it is also the idle director's one deployment.
-    let warm = apply(&h, "warmup", WebManifest::hello("warmup", 1).value()).await?;
-    wait_done(&h, warm).await?;
+    let warm = h.create_deployment("warmup", WebManifest::hello("warmup", 1).value()).await?;
+    h.task_done(warm, Duration::from_secs(600)).await?;
 
     let client = reqwest::Client::new();
     let urls = ROUTES.map(|r| format!("{}{r}", h.api_url));
@@ -235,7 +208,7 @@ async fn run(args: Args) -> Result<()> {
     let ruby = ruby_runs();
     let creates = h.cpi.creates.load(Ordering::SeqCst);
     let start = Instant::now();
-    apply(&h, "big", manifest).await?;
+    h.create_deployment("big", manifest).await?;
     let watcher = tokio::spawn({
         let (h, first, canary) = (h.clone(), first.clone(), canary.clone());
         async move { observe(&h, "big", start, first, canary, ruby).await }

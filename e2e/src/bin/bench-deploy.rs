@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bosh_api::agent::Method;
-use bosh_api::objects::{DeploymentSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState};
-use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::tasks::{create_task, task_name};
+use bosh_api::objects::{EventSpec, EventState, InstanceSpec};
+use bosh_controllers::tasks::task_name;
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, WebManifest, example_release,
 };
@@ -54,31 +53,6 @@ fn main() -> Result<()> {
 fn manifest(name: &str, instances: u32, max_in_flight: u32) -> Result<serde_json::Value> {
     let watch_time = "0-60000".into();
     Ok(WebManifest { max_in_flight, watch_time, ..WebManifest::hello(name, instances) }.value())
-}
-
-/// Writes a deployment with a task, as `apply` does; returns the task.
-async fn apply(h: &Harness, name: &str, manifest: serde_json::Value) -> Result<u64> {
-    let task = create_task(&h.store, "create deployment", Some(name), "bench").await?;
-    let spec = DeploymentSpec { manifest, task: Some(task.spec.id), ..Default::default() };
-    h.store.create(&Object::new(ObjectMeta::named(name), spec)).await?;
-    Ok(task.spec.id)
-}
-
-async fn wait_done(h: &Harness, task: u64) -> Result<()> {
-    let store = h.store.clone();
-    let (state, result) = eventually(Duration::from_secs(1800), "the task to end", || {
-        let store = store.clone();
-        async move {
-            let t: Object<TaskSpec> = store.get(None, &task_name(task)).await.ok()?;
-            matches!(t.status.state, TaskState::Done | TaskState::Error)
-                .then_some((t.status.state, t.status.result))
-        }
-    })
-    .await?;
-    if state != TaskState::Done {
-        bail!("task {task} failed: {result}");
-    }
-    Ok(())
 }
 
 /// Each instance's update duration, from its task events, in start order.
@@ -120,14 +94,14 @@ async fn run(args: Args) -> Result<()> {
     h.upload_stemcell().await?;
 
     // Packages compile once, for a one-instance deployment (not timed).
-    let warm = apply(&h, "warmup", manifest("warmup", 1, 1)?).await?;
-    wait_done(&h, warm).await?;
+    let warm = h.create_deployment("warmup", manifest("warmup", 1, 1)?).await?;
+    h.task_done(warm, Duration::from_secs(1800)).await?;
 
     let (n, m) = (args.instances, args.max_in_flight);
     println!("== converge: {n} instances, canaries 1, max_in_flight {m} ==");
     let t = Instant::now();
-    let task = apply(&h, "bench", manifest("bench", n, m)?).await?;
-    wait_done(&h, task).await?;
+    let task = h.create_deployment("bench", manifest("bench", n, m)?).await?;
+    h.task_done(task, Duration::from_secs(1800)).await?;
     let wall = t.elapsed();
     let times = update_times(&h, task).await?;
     if times.len() != n as usize {
