@@ -6,6 +6,7 @@
 #   hack/faults.sh                  # every scenario, 120 s per fuzz target
 #   FUZZ_SECS=60 hack/faults.sh     # shorter fuzzing
 #   hack/faults.sh fuzz_ops f1      # only these scenarios (function names minus scenario_)
+#   MATRIX_FILTER=faults_c hack/faults.sh matrix   # only the C tests, full counts
 #
 # Fuzzing needs cargo-fuzz (installed from crates.io if missing) and nightly
 # flags, which RUSTC_BOOTSTRAP=1 enables on the stable toolchain.
@@ -29,7 +30,7 @@ ROWS=$WORK/rows
 : >"$ROWS"
 FAILED=0
 
-SCENARIOS=(fuzz_manifest fuzz_configs fuzz_ops fuzz_release_tarball fuzz_agent_message f1)
+SCENARIOS=(matrix fuzz_manifest fuzz_configs fuzz_ops fuzz_release_tarball fuzz_agent_message f1)
 
 # row SCENARIO ITERATIONS SEED DURATION RESULT FIGURES: one line of the table.
 row() {
@@ -81,6 +82,34 @@ scenario_fuzz_configs() { fuzz configs "fuzz: cloud + runtime config parse + val
 scenario_fuzz_ops() { fuzz ops "fuzz: ops files + vars applied to a document"; }
 scenario_fuzz_release_tarball() { fuzz release_tarball "fuzz: release tarball read + verify"; }
 scenario_fuzz_agent_message() { fuzz agent_message "fuzz: agent messages + settings decode"; }
+
+# The fault tests (controllers/tests/integration_tests/faults/) with the
+# matrix's iteration counts (FAULTS_FULL=1), one at a time so their timings
+# are their own. Each passing test prints one `FAULT-REPORT|id|iterations|
+# seed|figures` line, which becomes its row; a test that fails gets a row
+# saying so, with its seed from the `seed N` line it logged.
+scenario_matrix() {
+  local log=$WORK/matrix.log filter=${MATRIX_FILTER:-}
+  FAULTS_FULL=1 FAULTS_SEED=${FAULTS_SEED:-} cargo nextest run -p bosh-controllers \
+    --features failpoints --no-capture --no-fail-fast \
+    -E "test(/^integration_tests::faults::.*${filter}/)" >"$log" 2>&1
+  local rc=$?
+  grep -a '^FAULT-REPORT|' "$log" | while IFS='|' read -r _ id n seed figures; do
+    row "$id" "$n" "$seed" "-" pass "$figures"
+  done
+  # nextest prints `FAIL [ 12.3s] bosh-controllers::test_all integration_tests::faults::...`.
+  local failed
+  failed=$(grep -aoE 'FAIL \[ *[0-9.]+s\] .*integration_tests::faults::[a-z0-9_:]+' "$log" | sort -u)
+  while read -r line; do
+    [[ -z $line ]] && continue
+    local name=${line##*::} took
+    took=$(sed -E 's/FAIL \[ *([0-9.]+)s\].*/\1/' <<<"$line")
+    row "$name" "-" "${FAULTS_SEED:-see log}" "${took}s" fail "log $log"
+  done <<<"$failed"
+  if [[ $rc -ne 0 && -z $failed ]]; then
+    row "fault tests" 0 "-" "-" fail "nextest exit $rc; log $log"
+  fi
+}
 
 # F1: 1,000 fuzzed manifests, timed in release mode (e2e/src/bin/bench-validate.rs).
 scenario_f1() {
