@@ -119,6 +119,16 @@ struct Args {
     /// A deployment asking for more instances in all is refused.
     #[arg(long, default_value_t = 20_000)]
     max_instances_per_deployment: u32,
+    /// A manifest with a property value larger than this (as JSON) is refused.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_property_bytes: usize,
+    /// A YAML document (manifest, config, ops file) whose aliases replay
+    /// more events than this is refused while it is parsed (alias bombs).
+    #[arg(long, default_value_t = bosh_api::yaml::Limits::default().max_alias_events)]
+    yaml_max_alias_events: usize,
+    /// A YAML document nested deeper than this is refused.
+    #[arg(long, default_value_t = bosh_api::yaml::Limits::default().max_depth)]
+    yaml_max_depth: usize,
     /// A template render (one Ruby process per batch) is killed after this.
     #[arg(long, default_value_t = 60)]
     render_timeout_secs: u64,
@@ -359,7 +369,12 @@ async fn main() -> anyhow::Result<()> {
     let limits = bosh_controllers::validate::DeploymentLimits {
         max_instances_per_group: args.max_instances_per_group,
         max_instances_per_deployment: args.max_instances_per_deployment,
+        max_property_bytes: args.max_property_bytes,
     };
+    bosh_api::yaml::set_limits(bosh_api::yaml::Limits {
+        max_alias_events: args.yaml_max_alias_events,
+        max_depth: args.yaml_max_depth,
+    });
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
         .with_deployment_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
