@@ -293,7 +293,8 @@ where
         );
         let fut =
             crate::cpi::FENCE.scope(ctx.fence.clone(), (self.reconcile)(obj.clone(), ctx.clone()));
-        let result = AssertUnwindSafe(fut).catch_unwind().instrument(span.clone()).await;
+        let result =
+            watchdog(AssertUnwindSafe(fut).catch_unwind(), &span).instrument(span.clone()).await;
         self.stats.reconciles.fetch_add(1, Ordering::Relaxed);
         let action = match result {
             Ok(Ok(action)) => {
@@ -337,5 +338,28 @@ where
             b = b.with_jitter();
         }
         b.build()
+    }
+}
+
+/// How long a reconcile runs before the runtime says so.
+const SLOW_RECONCILE: Duration = Duration::from_secs(60);
+
+/// Awaits `fut`, logging a warning in `span` (controller, object) each
+/// [`SLOW_RECONCILE`] it is still running. Nothing is cancelled — a slow
+/// step may be legitimate (a long drain) — but a reconcile that never
+/// returns holds its key for good, and without this an operator sees only
+/// a rollout that stopped moving.
+async fn watchdog<F: Future>(fut: F, span: &tracing::Span) -> F::Output {
+    let started = tokio::time::Instant::now();
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(started + SLOW_RECONCILE, SLOW_RECONCILE);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                let secs = started.elapsed().as_secs();
+                span.in_scope(|| warn!(running_secs = secs, "reconcile still running"));
+            }
+        }
     }
 }
