@@ -265,6 +265,9 @@ async fn endless_loop_is_killed_at_the_timeout() {
     let err = render_batch(&[request(0, &[(&t, json!({}))])], &limits).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+    // The batch's culprit is named: the instance Ruby was rendering.
+    let name = instance_name(&request(0, &[(&t, json!({}))]).instance);
+    assert!(err.to_string().contains(&format!("of instance '{name}'")), "{err}");
 }
 
 /// A template that writes without end fails alone, long before the timeout:
@@ -287,7 +290,13 @@ async fn batch_output_over_the_limit_kills_the_process() {
     let reqs: Vec<_> = (0..20).map(|i| request(i, &[(&t, json!({}))])).collect();
     let limits = Limits { timeout: Duration::from_secs(60), max_output: 1 << 20 };
     let err = render_batch(&reqs, &limits).await.unwrap_err();
-    assert!(matches!(err, Error::OutputTooLarge { limit: 1048576 }), "{err:?}");
+    assert!(matches!(err, Error::OutputTooLarge { limit: 1048576, .. }), "{err:?}");
+    // About ten answers fit; the instance Ruby was on when the cap was
+    // passed is named.
+    let Error::OutputTooLarge { instance: Some(at), .. } = &err else { panic!("{err:?}") };
+    let names: Vec<String> = reqs.iter().map(|r| instance_name(&r.instance)).collect();
+    let i = names.iter().position(|n| n == at).unwrap();
+    assert!((8..=11).contains(&i), "{at} is request {i}");
 }
 
 /// Ruby's memory is capped: a template allocating past it fails alone.

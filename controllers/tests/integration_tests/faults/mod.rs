@@ -13,6 +13,7 @@
 
 mod a;
 mod d;
+mod f7;
 
 use std::time::Duration;
 
