@@ -145,7 +145,11 @@ async fn report(
     counts: BTreeMap<String, u32>,
 ) -> Result<(), Error> {
     let generation = obj.metadata.generation;
-    crate::validate::update_status_if_changed(store, obj, |s| {
+    // Compilation and validation write conditions into the same status:
+    // a conflict re-reads and applies this edit again instead of failing
+    // the pass (which cost a backoff per conflict in a busy rollout).
+    let mut cur = obj.clone();
+    crate::status::patch(store, &mut cur, |s| {
         let cond = match ready {
             Some(ok) => condition(READY, ok, reason, message.clone(), generation),
             None => condition(READY, false, reason, message.clone(), generation),
@@ -163,7 +167,7 @@ async fn report(
         if ready == Some(true) {
             s.observed_revision = generation;
         }
-        s.ready_instances = counts;
+        s.ready_instances = counts.clone();
     })
     .await?;
     if let (Some(task), Some(ok)) = (obj.spec.task, ready) {
