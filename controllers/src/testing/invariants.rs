@@ -447,9 +447,10 @@ fn i5(w: &World, out: &mut Vec<Violation>) {
         // revision read before its admission is at or past a newer fence
         // of the same election, whether or not the successor had yet made a
         // call this CPI saw.
-        let successor = e.etcd_revision.and_then(|rev| {
-            terms.get(f.key.as_str())?.range(f.revision + 1..=rev).next().copied()
-        });
+        let successor = e
+            .etcd_revision
+            .filter(|rev| *rev > f.revision)
+            .and_then(|rev| terms.get(f.key.as_str())?.range(f.revision + 1..=rev).next().copied());
         match newest.get(f.key.as_str()) {
             Some((seen, by)) if f.revision < *seen => violation(
                 out,

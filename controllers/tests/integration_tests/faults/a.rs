@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::Method;
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec};
+use bosh_api::objects::{
+    ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec,
+};
 use bosh_api::store::Fence;
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::cpi::local::LocalCpi;
@@ -18,9 +20,7 @@ use bosh_test_utils::eventually;
 use rand::{Rng, SeedableRng};
 
 use super::super::deploy::DeployHarness;
-use super::{
-    CONVERGE, arm, assert_invariants, converged, manifest, recreate, report, seed, world,
-};
+use super::{CONVERGE, arm, assert_invariants, converged, manifest, recreate, report, seed, world};
 
 /// A2: a panic right after each mutating CPI call of the instance controller
 /// and the compile VMs, one failpoint after another, and before the n-th
@@ -246,8 +246,10 @@ async fn faults_a5_a_cache_100_revisions_behind_decides_no_deletion() {
     assert!(behind_i >= 100 && behind_d >= 100);
     assert_invariants(&h, "before the stale reconciles").await;
 
-    let before: Vec<String> = h.instances("a5").await.iter().map(|i| i.metadata.name.clone()).collect();
-    let (deletes, creates) = (h.cpi.deleted.lock().unwrap().len(), h.cpi.created.lock().unwrap().len());
+    let before: Vec<String> =
+        h.instances("a5").await.iter().map(|i| i.metadata.name.clone()).collect();
+    let (deletes, creates) =
+        (h.cpi.deleted.lock().unwrap().len(), h.cpi.created.lock().unwrap().len());
     let d = h.director.clone();
     let instances = ctx(&h, "instance", instance::Instances::new(d.clone()));
     let deployments = ctx(&h, "deployment", deployment::Deployer::new(d));
@@ -488,7 +490,8 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
     let (api_port, nats) = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
     let nats = format!("127.0.0.1:{nats}");
     let etcd = env.boshd_args();
-    let spawn = || Boshd(spawn_boshd_with(&dir.join("boshd"), &etcd, api_port, &["--nats-listen", &nats]));
+    let spawn =
+        || Boshd(spawn_boshd_with(&dir.join("boshd"), &etcd, api_port, &["--nats-listen", &nats]));
     let mut boshd = spawn();
     let (url, token) = api(&dir.join("boshd")).await;
     upload_stemcell_and_release(&dir, &url, &token).await;
@@ -531,7 +534,8 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, "a1-ref").await.ok()?;
-            let c = bosh_api::meta::find_condition(&d.status.conditions, compile::PACKAGES_COMPILED)?;
+            let c =
+                bosh_api::meta::find_condition(&d.status.conditions, compile::PACKAGES_COMPILED)?;
             (c.status == bosh_api::ConditionStatus::True).then(Instant::now)
         }
     })
@@ -558,9 +562,11 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
         kills.push(format!("{:.1}s/{vms}vms", at.as_secs_f64()));
         boshd = spawn();
         let bound = deploy_time + Duration::from_secs(60);
-        eventually(bound.max(CONVERGE), &format!("{name} deployed"), || ready_with(&store, &name, n))
-            .await
-            .unwrap();
+        eventually(bound.max(CONVERGE), &format!("{name} deployed"), || {
+            ready_with(&store, &name, n)
+        })
+        .await
+        .unwrap();
         let took = t0.elapsed();
         worst = worst.max(took);
         eprintln!("run {run}: converged {took:?} after the apply (bound {bound:?})");
@@ -570,7 +576,8 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
         assert!(v.is_empty(), "run {run}: {} violation(s):\n{}", v.len(), list.join("\n"));
         let inv = LocalCpi::inventory(&cpi_dir).unwrap();
         let instances = store.list::<InstanceSpec>(&format!("{name}/")).await.unwrap().items;
-        let owned: BTreeSet<String> = instances.iter().filter_map(|i| i.status.vm_cid.clone()).collect();
+        let owned: BTreeSet<String> =
+            instances.iter().filter_map(|i| i.status.vm_cid.clone()).collect();
         let vms: BTreeSet<String> = inv.vms.keys().cloned().collect();
         assert_eq!(vms, owned, "run {run}: exactly one VM per instance");
         if run < runs {

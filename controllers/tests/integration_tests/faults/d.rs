@@ -107,10 +107,18 @@ async fn faults_d2_an_eventually_consistent_cpi_gets_no_second_vm_while_intent_i
         let cids = &h.cpi.created.lock().unwrap()[made..];
         let requests: BTreeSet<&str> = calls.iter().map(|c| c.subject.as_str()).collect();
         let distinct: BTreeSet<&String> = cids.iter().collect();
-        eprintln!("iteration {n}: {} create_vm calls, {} requests, {} VMs", calls.len(), requests.len(), distinct.len());
+        eprintln!(
+            "iteration {n}: {} create_vm calls, {} requests, {} VMs",
+            calls.len(),
+            requests.len(),
+            distinct.len()
+        );
         assert_eq!(requests.len(), INSTANCES, "one request id per instance: {requests:?}");
         assert_eq!(distinct.len(), INSTANCES, "one VM per instance: {cids:?}");
-        assert!(calls.len() > INSTANCES, "the lost reply was followed by a create under the same request id");
+        assert!(
+            calls.len() > INSTANCES,
+            "the lost reply was followed by a create under the same request id"
+        );
         repeated += calls.len() - INSTANCES;
         let inv = LocalCpi::inventory(&h.cpi_root()).unwrap();
         assert_eq!(inv.vms.len(), INSTANCES, "iteration {n}: VMs {:?}", inv.vms.keys());
@@ -159,7 +167,11 @@ async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the
         assert_invariants(&h, &format!("run {n} without faults")).await;
 
         let from = h.faults.count();
-        h.faults.set(CpiFaults { transient_rate: 0.3, seed: seed.wrapping_add(n), ..Default::default() });
+        h.faults.set(CpiFaults {
+            transient_rate: 0.3,
+            seed: seed.wrapping_add(n),
+            ..Default::default()
+        });
         let c1 = h.cpi.calls();
         token += 1;
         recreate(&h, "d3", token).await;
@@ -365,7 +377,10 @@ async fn faults_d5_a_vm_deleted_behind_our_back_is_recreated_with_its_disk() {
             let (store, what) = (store.clone(), what.clone());
             async move {
                 let events = store.list::<EventSpec>("").await.ok()?.items;
-                events.iter().any(|e: &Object<EventSpec>| e.spec.object.starts_with(&what)).then_some(())
+                events
+                    .iter()
+                    .any(|e: &Object<EventSpec>| e.spec.object.starts_with(&what))
+                    .then_some(())
             }
         })
         .await
@@ -373,7 +388,10 @@ async fn faults_d5_a_vm_deleted_behind_our_back_is_recreated_with_its_disk() {
         let detected = t0.elapsed();
         detections.push(detected);
         eprintln!("run {n}: detected as missing_vm after {detected:?} (scan {scan:?})");
-        assert!(detected <= scan + Duration::from_secs(10), "detected within one scan: {detected:?}");
+        assert!(
+            detected <= scan + Duration::from_secs(10),
+            "detected within one scan: {detected:?}"
+        );
         assert!(detected <= Duration::from_secs(60));
         converged(&h, "d5", &format!("run {n}")).await;
         let store = h.store.clone();
