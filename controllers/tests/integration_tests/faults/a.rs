@@ -308,7 +308,15 @@ async fn faults_a6_create_then_delete_within_10ms_leaves_nothing_behind() {
         h.create_deployment(&name, manifest(&name)).await.unwrap();
         let t = Instant::now();
         tokio::time::sleep(pause).await;
-        h.store.delete::<DeploymentSpec>(None, &name, None).await.unwrap();
+        // A user's delete: retried when it loses a race with the
+        // controller adding its finalizer (a conflict, as the API answers 409).
+        loop {
+            match h.store.delete::<DeploymentSpec>(None, &name, None).await {
+                Ok(_) => break,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => panic!("delete {name}: {e}"),
+            }
+        }
         gaps.push(t.elapsed());
     }
     let root = h.cpi_root();
