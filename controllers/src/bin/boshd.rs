@@ -268,9 +268,16 @@ async fn director(
             exe,
             Default::default(),
         )),
+        // The local CPI's audit log records the etcd revision each mutating
+        // call was admitted at (one revision read per call): what lets the
+        // fault matrix's invariant checker see, for a real boshd process,
+        // that every call's intent was written first (I4) and that no call
+        // from a deposed leader got through after its successor was elected
+        // (I5). The local CPI is for development and tests; the read is cheap.
         None => Arc::new(
             bosh_controllers::cpi::local::LocalCpi::open(&cpi_dir)
-                .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?,
+                .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?
+                .with_audit_store(store.clone()),
         ),
     };
     info!(nats = %bus.url(), cpi = cpi.name(), "director ready");

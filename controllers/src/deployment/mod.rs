@@ -252,6 +252,22 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let store = &ctx.store;
     let name = obj.metadata.name.clone();
+    // What a reconcile decides — above all which instances to delete — is
+    // decided on a linearizable read of the Deployment, not on the cache: a
+    // cache that lags would plan from an old manifest and delete instances
+    // the current one keeps, or undo a newer change (FAULT-MATRIX A5).
+    let Some(fresh) = store.try_get::<DeploymentSpec>(None, &name).await? else {
+        return Ok(Action::await_change());
+    };
+    if fresh.metadata.resource_version != obj.metadata.resource_version {
+        info!(
+            deployment = %name,
+            cached = obj.metadata.resource_version,
+            current = fresh.metadata.resource_version,
+            "the cache lags: deciding on the current spec"
+        );
+    }
+    let obj = Arc::new(fresh);
     if obj.metadata.is_deleting() {
         return delete(&ctx, &obj).await;
     }

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use bosh_api::meta::{find_condition, set_condition};
-use bosh_api::objects::{ConfigSpec, DeploymentSpec, EventState, InstanceSpec, TaskState};
+use bosh_api::objects::{
+    ConfigSpec, DeploymentSpec, EventState, InstanceSpec, ProblemType, TaskState,
+};
 use bosh_api::store::Store;
 use bosh_api::{Condition, ConditionStatus, Object};
 use chrono::Utc;
@@ -140,14 +142,26 @@ pub async fn run(
     o.task = Some(id);
     let what = display(&cur);
     let stage = "Applying problem resolutions";
-    let object = format!("unresponsive agent: recreate VM of {what}");
+    // No heartbeat has two causes the CPI tells apart: the VM is gone
+    // (deleted behind the director's back: BOSH's missing_vm) or its agent
+    // does not answer (unresponsive_agent). Either way the VM is recreated
+    // with the instance's disk; the event and the condition say which
+    // (FAULT-MATRIX D5).
+    let problem = match &cur.status.vm_cid {
+        Some(cid) => match ctx.data.director.cpi.has_vm(cid).await {
+            Ok(false) => ProblemType::MissingVm,
+            _ => ProblemType::UnresponsiveAgent,
+        },
+        None => ProblemType::MissingVm,
+    };
+    let object = format!("{problem}: recreate VM of {what}");
     event(&o, stage, &object, EventState::Started, "", store).await;
     info!(deployment = %dep, instance = %what, task = id, "resurrecting");
     let generation = cur.metadata.generation;
     patch(store, &mut cur, |s| {
         set_condition(
             &mut s.conditions,
-            ready(false, "Resurrecting", format!("task {id}"), generation),
+            ready(false, "Resurrecting", format!("task {id}: {problem}"), generation),
         );
     })
     .await?;

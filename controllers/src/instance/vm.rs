@@ -112,16 +112,29 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         s.phase = "created".into();
     })
     .await?;
+    tag(ctx, cur).await
+}
+
+/// Tags the instance's VM (deployment, group, index, id), as a VM just
+/// made is (status phase `created`). A failed tag fails the reconcile,
+/// which tags again on its retry (the phase is still `created`): an
+/// untagged VM is one no scan can tell from a stranger's, and the old
+/// warn-and-go-on left it so for good when the IaaS was briefly busy
+/// (FAULT-MATRIX D3, invariant I1).
+pub async fn tag(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<(), Error> {
+    let d = &ctx.data.director;
+    let spec = &cur.spec;
+    let Some(cid) = cur.status.vm_cid.clone() else { return Ok(()) };
     let mut meta = BTreeMap::new();
     meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
     meta.insert("instance_group".to_string(), spec.group.clone());
     meta.insert("index".to_string(), spec.index.to_string());
     meta.insert("id".to_string(), spec.id.clone());
     meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
-    if let Err(e) = d.cpi.set_vm_metadata(&cid, &meta).await
-        && !matches!(e, crate::cpi::CpiError::NotSupported { .. })
-    {
-        tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
+    ctx.store.check_fence().await?;
+    match d.cpi.set_vm_metadata(&cid, &meta).await {
+        Ok(()) | Err(crate::cpi::CpiError::NotSupported { .. }) => {}
+        Err(e) => return Err(cpi("set_vm_metadata")(e)),
     }
     crate::failpoint!(
         fp::CPI_AFTER_SET_VM_METADATA,

@@ -55,6 +55,20 @@ impl Action {
     pub fn backoff() -> Action {
         Action(ActionKind::Backoff)
     }
+
+    /// The fixed delay this action asks for (`requeue`), if any: what a
+    /// test computes a retry schedule from.
+    pub fn delay(&self) -> Option<Duration> {
+        match self.0 {
+            ActionKind::Requeue(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Whether this action is the exponential backoff.
+    pub fn is_backoff(&self) -> bool {
+        matches!(self.0, ActionKind::Backoff)
+    }
 }
 
 /// What a reconcile sees besides its object.
@@ -243,7 +257,7 @@ where
                 loop {
                     tick.tick().await;
                     for k in cache.keys() {
-                        queue.add(&k);
+                        queue.add_resync(&k);
                     }
                 }
             })
@@ -329,12 +343,21 @@ where
     }
 
     fn backoff(&self) -> ExponentialBackoff {
+        self.cfg.backoff_delays()
+    }
+}
+
+impl Config {
+    /// The delays of one key's error backoff, in order, as the runtime
+    /// draws them (with jitter when [`Config::jitter`]): tests compute a
+    /// retry schedule from it instead of waiting it out.
+    pub fn backoff_delays(&self) -> ExponentialBackoff {
         let mut b = ExponentialBuilder::default()
-            .with_min_delay(self.cfg.backoff_min)
-            .with_max_delay(self.cfg.backoff_max)
+            .with_min_delay(self.backoff_min)
+            .with_max_delay(self.backoff_max)
             .with_factor(2.0)
             .without_max_times();
-        if self.cfg.jitter {
+        if self.jitter {
             b = b.with_jitter();
         }
         b.build()

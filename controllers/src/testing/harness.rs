@@ -15,7 +15,7 @@ use bosh_test_utils::eventually;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CountingCpi, LocalWorld, LocalWorldRest};
+use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
 use crate::api::{self, ApiState};
 use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
@@ -102,6 +102,9 @@ pub struct Harness {
     pub director: Director,
     /// The counting CPI every controller uses.
     pub cpi: Arc<CountingCpi>,
+    /// The fault injector between the counting CPI and the local one
+    /// (injects nothing until told to).
+    pub faults: Arc<FaultyCpi>,
     /// The in-process API.
     pub api_url: String,
     /// The servers and the stemcell image.
@@ -116,7 +119,8 @@ impl Harness {
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
         let world = LocalWorld::start().await?;
         let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
+        let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
+        let cpi = Arc::new(CountingCpi::new(faults.clone()));
         director.cpi = cpi.clone();
         let store = director.store.clone();
         let state = ApiState::new(store.clone(), TOKEN)
@@ -186,7 +190,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, api_url, rest, shutdown, tasks })
+        Ok(Harness { store, director, cpi, faults, api_url, rest, shutdown, tasks })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell

@@ -45,7 +45,11 @@
 //!   records their intent). A call without a recorded revision (a CPI not
 //!   given a store) is reported as unverifiable.
 //! - **I5** per election key, the fencing tokens of the calls the CPI let
-//!   through (result ok) never decrease in admission order.
+//!   through (result ok) never decrease in admission order; and no call
+//!   was let through with a token whose successor's term had begun when it
+//!   was admitted (its `etcd_revision` is at or past a newer token of the
+//!   same election named anywhere in the log): a deposed leader's call
+//!   admitted before its successor made any call of its own.
 //! - **I6** every Instance, Deployment, Disk and CompiledPackage has
 //!   `status.observedRevision` and every condition's `observedRevision` at
 //!   most its `metadata.generation` (the spec's mod_revision).
@@ -429,9 +433,24 @@ fn describe(e: &AuditEntry) -> String {
 }
 
 fn i5(w: &World, out: &mut Vec<Violation>) {
+    // Every fence the log names: each is a leader key's create revision,
+    // so at any etcd revision at or past it the older terms of that
+    // election had ended (the key is created only when absent).
+    let mut terms: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for f in w.audit.iter().filter_map(|e| e.fence.as_ref()) {
+        terms.entry(f.key.as_str()).or_default().insert(f.revision);
+    }
     let mut newest: BTreeMap<&str, (i64, &AuditEntry)> = BTreeMap::new();
     for e in w.audit.iter().filter(|e| e.ok()) {
         let Some(f) = &e.fence else { continue };
+        // A call admitted once its successor's term had begun: the etcd
+        // revision read before its admission is at or past a newer fence
+        // of the same election, whether or not the successor had yet made a
+        // call this CPI saw.
+        let successor = e
+            .etcd_revision
+            .filter(|rev| *rev > f.revision)
+            .and_then(|rev| terms.get(f.key.as_str())?.range(f.revision + 1..=rev).next().copied());
         match newest.get(f.key.as_str()) {
             Some((seen, by)) if f.revision < *seen => violation(
                 out,
@@ -443,6 +462,20 @@ fn i5(w: &World, out: &mut Vec<Violation>) {
                     f.revision,
                     describe(by),
                     f.key
+                ),
+            ),
+            _ if successor.is_some() => violation(
+                out,
+                Invariant::I5,
+                format!(
+                    "{} was let through with fence {}@{} at etcd revision {}, after term {}@{} \
+                     had begun",
+                    describe(e),
+                    f.key,
+                    f.revision,
+                    e.etcd_revision.unwrap_or_default(),
+                    f.key,
+                    successor.unwrap_or_default()
                 ),
             ),
             Some((seen, _)) if f.revision == *seen => {}

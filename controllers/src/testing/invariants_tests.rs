@@ -97,7 +97,7 @@ fn sound() -> World {
         call(2, "set_vm_metadata", 6, 3).vm("vm-1"),
         AuditEntry { cid: Some("disk-1".into()), ..call(3, "create_disk", 7, 3) }
             .request("disk-u1"),
-        call(4, "attach_disk", 8, 4).vm("vm-1").disk("disk-1"),
+        call(4, "attach_disk", 8, 8).vm("vm-1").disk("disk-1"),
     ];
     let at = |instance: Object<InstanceSpec>, d: Option<Object<DiskSpec>>| Records {
         instances: vec![instance],
@@ -249,6 +249,24 @@ fn i5_catches_a_decreasing_fence_among_accepted_calls() {
     late.result = Some(AuditResult::Ok);
     w.audit.push(late);
     assert_eq!(broken(&w), [Invariant::I5]);
+}
+
+/// I5: a call of the old term admitted after the new term began is
+/// caught even when it comes before any call of the new term.
+#[test]
+fn i5_catches_an_old_term_call_admitted_after_its_successor_was_elected() {
+    let mut w = sound();
+    // Term 3's call admitted at revision 9, when term 8 (elected at
+    // revision 8) had begun, though logged before term 8's next call.
+    let zombie = call(5, "set_vm_metadata", 9, 3).vm("vm-1");
+    let at8 = w.past[&8].clone();
+    w.past.insert(9, at8);
+    w.audit.insert(3, zombie.clone());
+    assert_eq!(broken(&w), [Invariant::I5]);
+    // Admitted at revision 7, before term 8: the old term still held.
+    let mut w = sound();
+    w.audit.insert(3, AuditEntry { etcd_revision: Some(7), ..zombie });
+    assert_eq!(check_world(&w), []);
 }
 
 /// I6: an observed revision (status or condition) beyond the generation is caught.

@@ -20,9 +20,11 @@ use crate::bus::{Bus, BusConfig};
 use crate::cpi::local::{self, LocalCpi};
 use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
+mod faulty;
 mod harness;
 pub mod invariants;
 mod manifest;
+pub use faulty::{CallRecord, CpiFaults, FaultyCpi};
 pub use harness::{Harness, HarnessOptions, NetworkSize, TOKEN, example_release};
 pub use manifest::WebManifest;
 

@@ -165,6 +165,31 @@ impl LocalCpi {
         self.records.get::<VmRecord>(VMS, cid).ok()??.proc
     }
 
+    /// Deletes VM `cid` the way an operator in the IaaS console would,
+    /// behind the director's back (FAULT-MATRIX D5): its process tree is
+    /// killed, its record and directory go, and its disks are detached (as
+    /// an IaaS detaches a deleted VM's volumes). Not a CPI call: nothing
+    /// is audited. For tests.
+    pub fn delete_vm_outside(root: &Path, cid: &str) -> std::io::Result<()> {
+        let root = std::path::absolute(root)?;
+        let records = Records::new(&root);
+        let Some(vm) = records.get::<VmRecord>(VMS, cid)? else { return Ok(()) };
+        if let Some(p) = vm.proc {
+            p.kill_tree();
+        }
+        for d in &vm.disks {
+            if let Some(mut rec) = records.get::<DiskRecord>(DISKS, d)?
+                && rec.attached_to.as_deref() == Some(cid)
+            {
+                rec.attached_to = None;
+                records.put(DISKS, d, &rec)?;
+            }
+        }
+        records.remove(VMS, cid)?;
+        let _ = std::fs::remove_dir_all(root.join("vms").join(cid));
+        Ok(())
+    }
+
     /// Everything this CPI holds, read from its records (for tests and
     /// tools: a view, not something to write back).
     pub fn inventory(root: &Path) -> std::io::Result<Inventory> {

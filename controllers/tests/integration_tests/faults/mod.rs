@@ -51,7 +51,12 @@ fn seed() -> u64 {
 
 /// A world with the example release and the agent stemcell uploaded.
 async fn world(subnet: u8) -> (Harness, tempfile::TempDir) {
-    let h = Harness::start(HarnessOptions::new(subnet)).await.unwrap();
+    world_with(HarnessOptions::new(subnet)).await
+}
+
+/// [`world`] with options.
+async fn world_with(o: HarnessOptions) -> (Harness, tempfile::TempDir) {
+    let h = Harness::start(o).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
