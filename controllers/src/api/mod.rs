@@ -164,8 +164,7 @@ impl From<store::Error> for ApiError {
             }
             store::Error::Decode { .. }
             | store::Error::Decrypt { .. }
-            | store::Error::Io { .. }
-            | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | store::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
