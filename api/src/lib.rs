@@ -32,6 +32,8 @@
 //!   watches that survive reconnects and compaction.
 //! - [`pki`] (feature `pki`, part of `store`): the certificates etcd
 //!   requires of its clients, without the etcd client.
+//! - [`wire`]: the HTTP API's request and answer bodies, shared by boshd's
+//!   API and `boshctl`.
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
 
 pub mod agent;
@@ -48,6 +50,7 @@ pub mod release;
 pub mod schema;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod wire;
 pub mod yaml;
 
 pub use meta::{Condition, ConditionStatus, ObjectMeta};
