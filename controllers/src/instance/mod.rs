@@ -246,6 +246,18 @@ pub async fn reconcile(
             cck::run(&ctx, &mut cur, &opts).await?;
         }
     }
+    if !is_converged(&cur) {
+        // Decide on etcd's view, not the cache's: the cache may lag this
+        // controller's own writes (one whose reply was lost committed
+        // without it knowing, FAULT-MATRIX B5; a watch may lag or drop
+        // events), and a VM created for a stale view (no VM, no intent)
+        // is a second VM. Only when there is work: a converged instance is
+        // left alone whatever its newer state, until it wakes us again.
+        match store.try_get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await? {
+            Some(fresh) => cur = fresh,
+            None => return Ok(Action::await_change()),
+        }
+    }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
             return resurrect::run(&ctx, cur, opts).await;
