@@ -102,16 +102,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 cid
             }
         };
-    patch(&ctx.store, cur, |s| {
-        s.vm_cid = Some(cid.clone());
-        s.pending_create = None;
-        s.vm_hash = vm_hash.clone();
-        s.recreate_token = token;
-        s.applied_hash.clear();
-        s.processes.clear();
-        s.phase = "created".into();
-    })
-    .await?;
+    // Tagged before the cid is recorded: once the status names the VM no
+    // later reconcile comes this way, so a lost reply of that write
+    // (FAULT-MATRIX B5) would leave the VM untagged for good; a retry
+    // before it adopts the VM by request id and tags it again.
     let mut meta = BTreeMap::new();
     meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
     meta.insert("instance_group".to_string(), spec.group.clone());
@@ -127,6 +121,16 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         fp::CPI_AFTER_SET_VM_METADATA,
         Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
     );
+    patch(&ctx.store, cur, |s| {
+        s.vm_cid = Some(cid.clone());
+        s.pending_create = None;
+        s.vm_hash = vm_hash.clone();
+        s.recreate_token = token;
+        s.applied_hash.clear();
+        s.processes.clear();
+        s.phase = "created".into();
+    })
+    .await?;
     Ok(())
 }
 
