@@ -26,6 +26,7 @@
 //! - `secrets`: generated credentials, kept outside every object and
 //!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
+//! - [`endpoints`]: keeps requests off etcd members that do not answer.
 //! - [`failpoints`]: lost replies and dropped or broken watches, for fault
 //!   tests (feature `failpoints`).
 
@@ -42,6 +43,7 @@ use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod config;
 mod counters;
+pub mod endpoints;
 pub mod failpoints;
 pub mod lease;
 mod secrets;
@@ -235,6 +237,9 @@ pub struct Store {
     max_write_bytes: usize,
     /// Encrypts secrets at rest; `None` stores them as plaintext.
     secrets_key: Option<SecretsKey>,
+    /// Keeps requests off members that do not answer (several endpoints
+    /// only); stops with the last clone.
+    _endpoints: Option<std::sync::Arc<endpoints::EndpointKeeper>>,
 }
 
 impl fmt::Debug for Store {
@@ -246,14 +251,18 @@ impl fmt::Debug for Store {
 impl Store {
     /// Connects to etcd as `config` says, keeping every key under `root`
     /// (normally `/bosh`; tests may share one etcd by using different roots).
+    /// With several endpoints, members that stop answering are left out
+    /// of the balance until they answer again ([`endpoints`]).
     pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
         let client = config.client().await?;
+        let endpoints = endpoints::keep(config, client.clone()).await?;
         Ok(Store {
             client,
             root: root.trim_end_matches('/').to_string(),
             fence: None,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             secrets_key: config.secrets_key.clone(),
+            _endpoints: endpoints,
         })
     }
 
