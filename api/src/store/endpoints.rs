@@ -9,11 +9,13 @@
 //! a deploy did not finish in 3 minutes on the two live members). etcd's
 //! own Go client avoids this with health-checked balancing; this does the
 //! same. Every [`PROBE_EVERY`] it asks each member for its status on a
-//! connection of its own, takes members that do not answer within
-//! [`PROBE_TIMEOUT`] (or know no leader) out of the store's balance, and
-//! puts them back once they answer. It never leaves the balance empty: when
-//! no member answers, every member is put back, so that requests fail at
-//! once rather than wait for one.
+//! connection of its own and keeps in the store's balance only the members
+//! that do best: those that know a leader; while none does (an election),
+//! those that answer within [`PROBE_TIMEOUT`]; a member cut off from a
+//! majority that has a leader is left out too. Members come back as soon
+//! as they do as well as the rest. The balance is never empty: when no
+//! member answers, every member is in it, so that requests fail at once
+//! rather than wait for one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,20 +69,33 @@ pub(crate) async fn keep(
     Ok(Some(Arc::new(EndpointKeeper(tokio::spawn(run(client, members))))))
 }
 
+/// What a member answered to a probe (better is greater).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// No answer in time.
+    Silent,
+    /// An answer, without a leader (an election, or cut off from the rest).
+    Answers,
+    /// An answer naming a leader.
+    Leader,
+}
+
 async fn run(client: Client, mut members: Vec<(String, Client)>) {
     let mut in_balance = vec![true; members.len()];
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let probes = members.iter_mut().map(|(_, c)| async move {
-            matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, c.status()).await,
-                Ok(Ok(s)) if s.leader() != 0
-            )
+            match tokio::time::timeout(PROBE_TIMEOUT, c.status()).await {
+                Ok(Ok(s)) if s.leader() != 0 => Rank::Leader,
+                Ok(Ok(_)) => Rank::Answers,
+                _ => Rank::Silent,
+            }
         });
-        let mut want = futures::future::join_all(probes).await;
-        if !want.iter().any(|up| *up) {
-            want.fill(true);
-        }
+        let ranks = futures::future::join_all(probes).await;
+        // The members that do best: those that know a leader; during an
+        // election (none does) those that answer; when none answers, all.
+        let best = ranks.iter().copied().max().unwrap_or(Rank::Silent);
+        let want: Vec<bool> = ranks.iter().map(|r| *r == best).collect();
         for (i, (uri, _)) in members.iter().enumerate() {
             if want[i] == in_balance[i] {
                 continue;
