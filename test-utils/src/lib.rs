@@ -10,12 +10,18 @@
 //! - [`Etcd`]: one etcd member, requiring client certificates as a real
 //!   environment's does; can be stopped and started again on the same
 //!   ports and data, to test reconnects.
+//! - [`EtcdCluster`]: several etcd members with the same TLS, whose
+//!   members can be killed and restarted and whose leader can be found
+//!   (`etcd_cluster.rs`).
 //! - [`Nats`]: one nats-server, whose port it picks itself.
 //! - [`TestEnv`]: both, under one temp dir.
 //! - [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`agent`]: real `bosh-agent` processes.
 
 pub mod agent;
+mod etcd_cluster;
+
+pub use etcd_cluster::EtcdCluster;
 
 use std::future::Future;
 use std::net::TcpListener;

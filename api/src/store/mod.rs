@@ -27,6 +27,9 @@
 //! - `secrets`: generated credentials, kept outside every object and
 //!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
+//! - [`endpoints`]: keeps requests off etcd members that do not answer.
+//! - [`failpoints`]: lost replies and dropped or broken watches, for fault
+//!   tests (feature `failpoints`).
 
 use std::fmt;
 
@@ -41,6 +44,8 @@ use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod config;
 mod counters;
+pub mod endpoints;
+pub mod failpoints;
 pub mod lease;
 mod secrets;
 pub mod watch;
@@ -49,7 +54,7 @@ pub use crate::pki::{EtcdPki, TlsFiles};
 pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
-pub use watch::{WatchEvent, Watcher};
+pub use watch::{RelistHandle, WatchEvent, WatchStats, Watcher};
 
 /// Objects per page when listing; keeps each gRPC message well under
 /// tonic's 4 MiB default limit even for large specs.
@@ -206,6 +211,15 @@ pub struct List<S: Kind> {
     pub revision: i64,
 }
 
+/// What [`Store::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The revision a linearizable read returned.
+    pub revision: i64,
+    /// The alarms raised on any member (`NOSPACE`, `CORRUPT`), each once.
+    pub alarms: Vec<String>,
+}
+
 /// Typed access to bosh-rs objects in etcd.
 #[derive(Clone)]
 pub struct Store {
@@ -216,6 +230,9 @@ pub struct Store {
     max_write_bytes: usize,
     /// Encrypts secrets at rest; `None` stores them as plaintext.
     secrets_key: Option<SecretsKey>,
+    /// Keeps requests off members that do not answer (several endpoints
+    /// only); stops with the last clone.
+    _endpoints: Option<std::sync::Arc<endpoints::EndpointKeeper>>,
 }
 
 impl fmt::Debug for Store {
@@ -227,14 +244,18 @@ impl fmt::Debug for Store {
 impl Store {
     /// Connects to etcd as `config` says, keeping every key under `root`
     /// (normally `/bosh`; tests may share one etcd by using different roots).
+    /// With several endpoints, members that stop answering are left out
+    /// of the balance until they answer again ([`endpoints`]).
     pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
         let client = config.client().await?;
+        let endpoints = endpoints::keep(config, client.clone()).await?;
         Ok(Store {
             client,
             root: root.trim_end_matches('/').to_string(),
             fence: None,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             secrets_key: config.secrets_key.clone(),
+            _endpoints: endpoints,
         })
     }
 
@@ -322,6 +343,26 @@ impl Store {
             .await
             .map_err(Error::etcd("get"))?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Asks etcd whether it can serve us: a linearizable read (which needs
+    /// a leader and a quorum) and the list of raised alarms (`NOSPACE`:
+    /// the database reached its quota and etcd refuses every write until
+    /// an operator compacts, defragments and disarms it). For health
+    /// checks; an error means etcd could not be reached or has no quorum.
+    pub async fn probe(&self) -> Result<Probe> {
+        let revision = self.revision().await?;
+        let resp = self
+            .client
+            .clone()
+            .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+            .await
+            .map_err(Error::etcd("alarm list"))?;
+        let mut alarms: Vec<String> =
+            resp.alarms().iter().map(|a| a.alarm().as_str_name().to_string()).collect();
+        alarms.sort();
+        alarms.dedup();
+        Ok(Probe { revision, alarms })
     }
 
     /// Reads one object (spec and status at one revision).
@@ -480,6 +521,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "create")?;
         set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
         Ok(obj)
     }
@@ -504,6 +546,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "spec")?;
         let status_rev = obj.metadata.status_revision;
         set_revisions(&mut obj.metadata, rev, status_rev);
         Ok(obj)
@@ -528,6 +571,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "status")?;
         let spec_rev = obj.metadata.resource_version;
         set_revisions(&mut obj.metadata, spec_rev, rev);
         Ok(obj)
@@ -573,7 +617,7 @@ impl Store {
             expected,
         })
         .await?;
-        Ok(())
+        failpoints::reply_lost(S::PLURAL, "delete")
     }
 
     /// Checks, writing nothing, that this store's fence (if any) still

@@ -74,8 +74,22 @@ impl Drop for LocalWorldRest {
 impl LocalWorld {
     /// Starts everything.
     pub async fn start() -> Result<LocalWorld> {
+        LocalWorld::start_on(None).await
+    }
+
+    /// Starts everything, keeping the world's objects in the etcd `store`
+    /// says (with the world's secrets key unless it has one) instead of the
+    /// world's own etcd member, which then idles.
+    pub async fn start_on(store: Option<bosh_api::store::StoreConfig>) -> Result<LocalWorld> {
         let env = TestEnv::etcd_only().await?;
-        let store = Store::connect(&env.store_config(), "/bosh").await?;
+        let config = match store {
+            Some(c) if c.secrets_key.is_some() => c,
+            Some(c) => {
+                bosh_api::store::StoreConfig { secrets_key: env.store_config().secrets_key, ..c }
+            }
+            None => env.store_config(),
+        };
+        let store = Store::connect(&config, "/bosh").await?;
         let dir = env.dir().to_path_buf();
         let (conf, pid) = (dir.join("nats.conf"), dir.join("nats.pid"));
         let cfg = BusConfig::generate(conf.clone(), pid.clone(), "127.0.0.1:4222".into());
