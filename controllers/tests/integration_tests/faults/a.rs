@@ -614,3 +614,51 @@ pub(super) async fn no_violations(store: &bosh_api::store::Store, cpi: &std::pat
     }
     v.is_empty()
 }
+
+/// A3, the window made deterministic: a leader checks its fence (as every
+/// controller does right before a CPI call), is paused, loses its lease
+/// and is replaced, then resumes and makes the call — before its successor
+/// has made any call of its own, so the local CPI's memory of fences has
+/// nothing newer to refuse it with. The CPI re-checks the fence against
+/// etcd when it admits the call and refuses it: nothing is made, and I5
+/// over the audit log finds no call let through from the old term after
+/// the new one began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
+    use bosh_controllers::cpi::{Cpi, FENCE};
+    let (env, store) = super::super::setup().await;
+    let root = env.dir().join("cpi");
+    let cpi = LocalCpi::open(&root).unwrap().with_audit_store(store.clone());
+    let election = "a3-window";
+    let none = serde_json::json!({});
+
+    let old_lease = store.grant_lease(60).await.unwrap();
+    let old = store.try_acquire(election, "zombie", old_lease).await.unwrap().expect("leads");
+    let zombie = store.with_fence(old.clone());
+    // The controller's check, right before its CPI call: it still leads.
+    zombie.check_fence().await.unwrap();
+    // Paused here past its lease; another replica is elected.
+    store.revoke_lease(old_lease).await.unwrap();
+    let new_lease = store.grant_lease(60).await.unwrap();
+    let new = store.try_acquire(election, "successor", new_lease).await.unwrap().expect("leads");
+    assert!(new.revision > old.revision);
+    // It resumes and makes the call it had checked for.
+    let late = FENCE.scope(old.clone(), cpi.create_disk("a3-zombie", 1, &none, None)).await;
+    // The successor acts.
+    let disk = FENCE.scope(new.clone(), cpi.create_disk("a3-successor", 1, &none, None)).await;
+    let disk = disk.unwrap();
+
+    let inv = LocalCpi::inventory(&root).unwrap();
+    let made: Vec<&String> = inv.disks.keys().collect();
+    let v = bosh_controllers::testing::invariants::check(&store, &root).await.unwrap();
+    let i5: Vec<String> = v
+        .iter()
+        .filter(|v| v.invariant == bosh_controllers::testing::invariants::Invariant::I5)
+        .map(ToString::to_string)
+        .collect();
+    assert!(i5.is_empty(), "I5:\n{}", i5.join("\n"));
+    let e = late.expect_err("the deposed leader's call is refused");
+    eprintln!("refused: {e}");
+    assert_eq!(made, [&disk], "only the successor's disk exists");
+    assert!(zombie.check_fence().await.is_err(), "the old fence is gone");
+}
