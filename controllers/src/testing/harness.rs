@@ -75,11 +75,15 @@ pub struct HarnessOptions {
     pub render: crate::render::Limits,
     /// Health monitor and resurrection tuning.
     pub health: crate::health::HealthConfig,
+    /// The periodic orphaned-VM scan; off by default: its listing is a CPI
+    /// call, and tests count CPI calls (A4 expects none from a converged
+    /// deployment).
+    pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
 }
 
 impl HarnessOptions {
     /// Defaults for subnet `subnet`: 2 compile workers, no reuse, every
-    /// controller, a 2 s resync.
+    /// controller but the orphaned-VM scan, a 2 s resync.
     pub fn new(subnet: u8) -> HarnessOptions {
         HarnessOptions {
             subnet,
@@ -90,6 +94,7 @@ impl HarnessOptions {
             resync: Duration::from_secs(2),
             health: crate::health::HealthConfig::default(),
             render: Default::default(),
+            orphan_vms: None,
         }
     }
 }
@@ -161,6 +166,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             health: o.health.clone(),
             limits: Default::default(),
             render: o.render.clone(),
+            orphan_vms: o.orphan_vms,
         };
         let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
             "deployment-validator",

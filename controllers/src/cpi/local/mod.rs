@@ -170,9 +170,9 @@ impl LocalCpi {
     ) -> (Option<i64>, CpiResult<()>) {
         match store.fence_revision(fence).await {
             Ok(rev) => (Some(rev), Ok(())),
-            Err(e @ bosh_api::store::Error::Fenced { .. }) => {
+            Err(bosh_api::store::Error::Fenced { .. }) => {
                 warn!(method, %fence, "refused a call from a term that has ended");
-                let message = format!("{e}: another director leads now");
+                let message = format!("term {fence} has ended: another director leads now");
                 (store.revision().await.ok(), Err(CpiError::Permanent { method, message }))
             }
             Err(e) => {
