@@ -772,6 +772,7 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
     let runs = super::iterations(1, 5);
     let (mut takeovers, mut pauses) = (Vec::new(), Vec::new());
     let (mut refused_writes, mut refused_calls, mut points) = (0, 0, Vec::new());
+    let mut refused_by_term = 0;
     let started = Instant::now();
     for run in 1..=runs {
         // 1. SIGKILL the leader at its k-th CPI mutation of the rollout.
@@ -883,17 +884,22 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
             .collect();
         assert!(late_calls.is_empty(), "run {run}: CPI calls from an old term: {late_calls:?}");
         let tried = text[resumed_from..].matches("write refused: leadership").count();
-        let calls = mine
+        let refused: Vec<&str> = mine
             .iter()
             .filter(|e| e.at.is_some_and(|at| at >= t0))
-            .filter(|e| e.error.as_deref().is_some_and(|m| m.contains("another director leads")))
-            .count();
+            .filter_map(|e| e.error.as_deref())
+            .filter(|m| m.contains("another director leads"))
+            .collect();
+        // Refused by the term check at admission (not the memory of fences).
+        let by_term = refused.iter().filter(|m| m.contains("has ended")).count();
         eprintln!(
             "run {run}: after resuming, r{zombie} logged {tried} fenced-out etcd operation(s) \
-             and was refused {calls} CPI call(s)"
+             and was refused {} CPI call(s), {by_term} by the term check",
+            refused.len()
         );
         refused_writes += tried;
-        refused_calls += calls;
+        refused_calls += refused.len();
+        refused_by_term += by_term;
     }
     let took = started.elapsed();
     let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
@@ -909,8 +915,8 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
              mutation {}; takeover ≤ {:.1?}, pauses ≤ {:.1?} (TTL 3 s); 0 CPI mutations and 0 \
              etcd writes accepted from an old term after the new one began (I5 and the zombie's \
              own records); after resuming the zombie logged {refused_writes} fenced-out etcd \
-             operation(s) and was refused {refused_calls} CPI call(s); 0 violations (I1-I6); \
-             {took:.0?}",
+             operation(s) and was refused {refused_calls} CPI call(s) ({refused_by_term} by the \
+             term check at admission); 0 violations (I1-I6); {took:.0?}",
             points.join(", "),
             max(&takeovers),
             max(&pauses),
