@@ -3,8 +3,7 @@
 //!
 //! - `GET /v1/vms[?deployment=D][&vitals=true]`: every VM recorded in an
 //!   Instance's status (and compile VMs in use), with its agent's state
-//!   (and vitals) asked live over NATS, then the orphaned VMs the periodic
-//!   scan recorded (instance `orphaned`);
+//!   (and vitals) asked live over NATS;
 //! - `POST /v1/vms/<agent-id>/exec` `{"command": [...], "timeout_secs"}`:
 //!   runs a command through the agent (`boshctl exec`).
 //!
@@ -17,7 +16,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use bosh_api::objects::{CompiledPackageSpec, DeploymentSpec, InstanceSpec};
+use bosh_api::objects::{CompiledPackageSpec, InstanceSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
@@ -125,35 +124,7 @@ pub(super) async fn list(
             None => vm.state = "unresponsive agent".into(),
         }
     }
-    vms.extend(orphaned(&st, q.deployment.as_deref()).await?);
     Ok(Json(vms))
-}
-
-/// The orphaned VMs the periodic scan recorded on the deployments
-/// ([`crate::deployment::orphan_vms`]): listed so that an operator sees
-/// them where VMs are looked at, with when they will be deleted. No agent
-/// of theirs is asked anything (none is known), and they are not in
-/// [`recorded`], so no command can be run on them.
-async fn orphaned(st: &ApiState, deployment: Option<&str>) -> Result<Vec<VmEntry>, ApiError> {
-    let deployments = match deployment {
-        Some(d) => st.store.try_get::<DeploymentSpec>(None, d).await?.into_iter().collect(),
-        None => st.store.list::<DeploymentSpec>("").await?.items,
-    };
-    Ok(deployments
-        .iter()
-        .flat_map(|d| {
-            d.status.orphaned_vms.iter().map(|o| VmEntry {
-                deployment: d.metadata.name.clone(),
-                instance: "orphaned".into(),
-                vm_cid: o.vm_cid.clone(),
-                agent_id: String::new(),
-                ips: Vec::new(),
-                az: String::new(),
-                state: format!("orphaned since {}, deleted after {}", o.since, o.delete_after),
-                vitals: None,
-            })
-        })
-        .collect())
 }
 
 #[derive(Deserialize)]
