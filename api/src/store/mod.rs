@@ -22,7 +22,8 @@
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
 //! - [`config`]: how to reach etcd ([`StoreConfig`]: endpoints, client
-//!   certificate, secrets key) and the certificates etcd requires ([`EtcdPki`]).
+//!   certificate, secrets key); the certificates etcd requires
+//!   ([`EtcdPki`]) are made by [`crate::pki`].
 //! - `secrets`: generated credentials, kept outside every object and
 //!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
@@ -44,7 +45,8 @@ pub mod lease;
 mod secrets;
 pub mod watch;
 
-pub use config::{EtcdPki, StoreConfig, TlsFiles};
+pub use crate::pki::{EtcdPki, TlsFiles};
+pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
 pub use watch::{WatchEvent, Watcher};
@@ -150,15 +152,6 @@ pub enum Error {
         /// Why.
         #[source]
         source: std::io::Error,
-    },
-    /// etcd's certificates could not be made.
-    #[error("cannot make etcd certificates in {dir}")]
-    Certificate {
-        /// The certificate directory.
-        dir: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: rcgen::Error,
     },
     /// etcd could not be reached or refused the call.
     #[error("etcd {op} failed: {source}")]

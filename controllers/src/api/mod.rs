@@ -1,5 +1,7 @@
 //! boshd's HTTP API: validate-then-write of spec objects, reads, and a
-//! streaming watch, behind a bearer token.
+//! streaming watch, behind a bearer token. Every body it reads or answers
+//! is a type of [`bosh_api::wire`] (or a stored object), shared with
+//! `boshctl`.
 //!
 //! The API is a thin door to the store: every write is the same
 //! compare-and-swap a GitOps tool would make, preceded by the same
@@ -27,7 +29,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bosh_api::store::{self, Store};
-use serde::Serialize;
+use bosh_api::wire;
 use sha2::{Digest, Sha256};
 
 pub mod deployments;
@@ -120,15 +122,14 @@ impl ApiState {
 }
 
 /// An API error: a status, a message, and details (e.g. one line per
-/// validation error, each naming its path).
-#[derive(Debug, Serialize)]
+/// validation error, each naming its path); answered as a
+/// [`wire::ErrorBody`].
+#[derive(Debug)]
 pub struct ApiError {
-    #[serde(skip)]
     status: StatusCode,
     /// What went wrong.
     pub error: String,
     /// Every problem, when there are several.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
 }
 
@@ -146,7 +147,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let body = wire::ErrorBody { error: self.error, details: self.details };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -164,8 +166,7 @@ impl From<store::Error> for ApiError {
             }
             store::Error::Decode { .. }
             | store::Error::Decrypt { .. }
-            | store::Error::Io { .. }
-            | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | store::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
@@ -192,12 +193,12 @@ async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: N
     }
 }
 
-async fn info() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "name": "boshd",
-        "version": env!("CARGO_PKG_VERSION"),
-        "api": "v1",
-    }))
+async fn info() -> axum::Json<wire::Info> {
+    axum::Json(wire::Info {
+        name: "boshd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        api: "v1".into(),
+    })
 }
 
 /// The answer to a request no route matches (behind the token, like every

@@ -405,13 +405,13 @@ async fn main() -> anyhow::Result<()> {
     let router = bosh_controllers::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
-    let discovery = serde_json::json!({
-        "url": format!("http://{addr}"),
-        "token_file": std::fs::canonicalize(args.data_dir.join("api-token"))?,
-    });
+    let discovery = bosh_api::wire::DirectorFile {
+        url: format!("http://{addr}"),
+        token_file: std::fs::canonicalize(args.data_dir.join("api-token"))?,
+    };
     bosh_controllers::secret_file::write(
         &args.data_dir.join("director.json"),
-        discovery.to_string().as_bytes(),
+        &serde_json::to_vec(&discovery)?,
     )?;
     info!(%addr, "API listening");
     let api_shutdown = shutdown.clone();

@@ -151,7 +151,7 @@ async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the
     h.apply("d3", manifest("d3")).await;
     converged(&h, "d3", "deploy").await;
     assert_invariants(&h, "deployed").await;
-    let runs = super::iterations(1, 5) as u64;
+    let runs = super::iterations(2, 10) as u64;
     let (mut clean, mut faulty, mut injected) = (0, 0, 0);
     let mut gaps = Vec::new();
     let mut token = 0;
@@ -193,15 +193,14 @@ async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the
             "run {n}: {calls_clean} calls without faults, {calls_faulty} with ({failed} injected)"
         );
         assert!(failed > 0, "run {n}: faults were injected");
-        assert!(
-            calls_faulty <= 2 * calls_clean,
-            "run {n}: {calls_faulty} CPI calls with faults > 2 x {calls_clean} without"
-        );
         assert_invariants(&h, &format!("run {n} with faults")).await;
         clean += calls_clean;
         faulty += calls_faulty;
         injected += failed;
     }
+    // The call rate is judged over every run: one recreate makes a dozen
+    // calls, too few for a 30% coin to be held to 2x run by run.
+    assert!(faulty <= 2 * clean, "{faulty} CPI calls with faults > 2 x {clean} without");
     // The runtime's backoff is jittered: two draws of one key's schedule differ.
     let cfg = Config::default();
     assert!(cfg.jitter);
