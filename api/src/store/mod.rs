@@ -644,10 +644,22 @@ impl Store {
             compares.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.revision));
             or_else.push(etcd_client::TxnOp::get(f.key.clone(), None));
         }
+        let writes = !ops.is_empty();
         let txn = Txn::new().when(compares).and_then(ops).or_else(or_else);
         let resp = self.client.clone().txn(txn).await.map_err(Error::etcd("txn"))?;
         if resp.succeeded() {
-            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+            let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+            // Every write etcd accepted (not a fence check, which writes
+            // nothing), with the fence it carried: what the test of a
+            // deposed leader (FAULT-MATRIX A3) reads from a replica's log
+            // (`bosh_api::store=debug`) to show that none was accepted
+            // under an old term after a newer one began.
+            match &self.fence {
+                Some(f) if writes => tracing::debug!(revision, fence = %f, "write committed"),
+                None if writes => tracing::debug!(revision, "write committed"),
+                _ => {}
+            }
+            return Ok(revision);
         }
         if let Some(f) = &self.fence {
             let current = resp.op_responses().into_iter().find_map(|r| match r {

@@ -110,6 +110,13 @@ struct Args {
     /// Where health alerts are POSTed as JSON (retried with backoff).
     #[arg(long)]
     alert_webhook: Option<String>,
+    /// Seconds between two scans of a deployment for orphaned VMs (tagged
+    /// with it, owned by no instance); 0: no scan.
+    #[arg(long, default_value_t = 60)]
+    orphan_vm_scan_secs: u64,
+    /// Seconds an orphaned VM is reported before it is deleted.
+    #[arg(long, default_value_t = 3600)]
+    orphan_vm_grace_secs: u64,
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
@@ -427,6 +434,12 @@ async fn main() -> anyhow::Result<()> {
             timeout: Duration::from_secs(args.render_timeout_secs),
             max_output: args.render_max_output_bytes,
         },
+        orphan_vms: (args.orphan_vm_scan_secs > 0).then(|| {
+            bosh_controllers::deployment::orphan_vms::OrphanVmConfig {
+                scan: Duration::from_secs(args.orphan_vm_scan_secs),
+                grace: Duration::from_secs(args.orphan_vm_grace_secs),
+            }
+        }),
     };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),

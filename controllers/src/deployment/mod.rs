@@ -23,6 +23,7 @@
 
 pub mod cloud_check;
 pub mod desired;
+pub mod orphan_vms;
 pub mod plan;
 pub mod rollout;
 

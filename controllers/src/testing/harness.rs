@@ -80,11 +80,15 @@ pub struct HarnessOptions {
     /// endpoints, for the etcd fault scenarios. The world's secrets key is
     /// added when this config has none.
     pub store: Option<bosh_api::store::StoreConfig>,
+    /// The periodic orphaned-VM scan; off by default: its listing is a CPI
+    /// call, and tests count CPI calls (A4 expects none from a converged
+    /// deployment).
+    pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
 }
 
 impl HarnessOptions {
     /// Defaults for subnet `subnet`: 2 compile workers, no reuse, every
-    /// controller, a 2 s resync.
+    /// controller but the orphaned-VM scan, a 2 s resync.
     pub fn new(subnet: u8) -> HarnessOptions {
         HarnessOptions {
             subnet,
@@ -96,6 +100,7 @@ impl HarnessOptions {
             health: crate::health::HealthConfig::default(),
             render: Default::default(),
             store: None,
+            orphan_vms: None,
         }
     }
 }
@@ -167,6 +172,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             health: o.health.clone(),
             limits: Default::default(),
             render: o.render.clone(),
+            orphan_vms: o.orphan_vms,
         };
         let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
             "deployment-validator",

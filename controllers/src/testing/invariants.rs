@@ -33,7 +33,9 @@
 //!     (`disk-<uid>`), without a cid or with the one the call returned;
 //!   - `delete_vm`, `set_vm_metadata`, `reboot_vm` of VM V: an Instance
 //!     recording V (`vmCid`, or `pendingCreate` = V's request id) or a
-//!     compile worker recording V (its cid or request id);
+//!     compile worker recording V (its cid or request id); for
+//!     `delete_vm` also a Deployment recording V as orphaned (the
+//!     periodic scan's `orphanedVms`, or an open cloud-check problem);
 //!   - `attach_disk(V, D)`: a Disk object with cid D and an Instance with
 //!     `vmCid` V, the Disk's instance;
 //!   - `detach_disk(V, D)`: a Disk object with cid D recorded as attached
@@ -104,7 +106,7 @@ pub struct Records {
     pub instances: Vec<Object<InstanceSpec>>,
     /// Disk objects.
     pub disks: Vec<Object<DiskSpec>>,
-    /// Deployments (read now only, for I6).
+    /// Deployments (their orphaned VMs, and I6).
     pub deployments: Vec<Object<DeploymentSpec>>,
     /// CompiledPackages (their compile workers).
     pub compiled: Vec<Object<CompiledPackageSpec>>,
@@ -153,7 +155,7 @@ pub async fn gather_with_past(
         let at = Records {
             instances: store.list_at::<InstanceSpec>("", rev).await?.items,
             disks: store.list_at::<DiskSpec>("", rev).await?.items,
-            deployments: Vec::new(),
+            deployments: store.list_at::<DeploymentSpec>("", rev).await?.items,
             compiled: store.list_at::<CompiledPackageSpec>("", rev).await?.items,
         };
         past.insert(rev, at);
@@ -386,6 +388,15 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
                 .filter_map(|c| c.status.worker.as_ref())
                 .any(|wk| wk.vm_cid == vm || Some(wk.request_id.as_str()) == req)
         };
+        // A VM a Deployment records as orphaned: by the periodic scan, or
+        // as an open cloud-check problem an operator resolves.
+        let orphan_recorded = |vm: &str| {
+            let problem = crate::deployment::cloud_check::orphan_id(vm);
+            at.deployments.iter().any(|d| {
+                d.status.orphaned_vms.iter().any(|o| o.vm_cid == vm)
+                    || d.status.cloud_check.problems.iter().any(|p| p.id == problem)
+            })
+        };
         let disk_object =
             |cid: &str| at.disks.iter().find(|d| d.status.cid.as_deref() == Some(cid));
         let intent = match e.method.as_str() {
@@ -405,7 +416,8 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
                 format!("disk-{}", d.metadata.uid) == request
                     && (d.status.cid.is_none() || d.status.cid == e.cid)
             }),
-            "delete_vm" | "set_vm_metadata" | "reboot_vm" => vm_recorded(vm),
+            "delete_vm" => vm_recorded(vm) || orphan_recorded(vm),
+            "set_vm_metadata" | "reboot_vm" => vm_recorded(vm),
             "attach_disk" => disk_object(disk).is_some_and(|d| {
                 at.instances.iter().any(|i| {
                     i.status.vm_cid.as_deref() == Some(vm)

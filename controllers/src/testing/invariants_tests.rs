@@ -237,6 +237,40 @@ fn i4_catches_calls_without_prior_intent() {
     assert_eq!(broken(&w), [Invariant::I4], "unverifiable");
 }
 
+/// I4: the delete of a VM no instance owns has its intent in the
+/// Deployment that records it as orphaned (the periodic scan's
+/// `orphanedVms`, or an open cloud-check problem), and only there.
+#[test]
+fn i4_takes_a_deployments_orphan_record_as_the_intent_of_its_delete() {
+    use bosh_api::objects::{DeploymentSpec, OrphanedVm, Problem, ProblemType};
+    let orphan_delete = || {
+        let mut w = sound();
+        w.audit.push(call(5, "delete_vm", 9, 8).vm("vm-7"));
+        w.past.insert(9, w.past[&8].clone());
+        w
+    };
+    assert_eq!(broken(&orphan_delete()), [Invariant::I4], "no record of vm-7");
+
+    let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
+    let now = chrono::Utc::now();
+    dep.status.orphaned_vms.push(OrphanedVm {
+        vm_cid: "vm-7".into(),
+        description: "web/x".into(),
+        since: now,
+        delete_after: now,
+    });
+    let mut w = orphan_delete();
+    w.past.get_mut(&9).unwrap().deployments.push(dep);
+    assert_eq!(check_world(&w), [], "recorded by the scan");
+
+    let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
+    let id = crate::deployment::cloud_check::orphan_id("vm-7");
+    dep.status.cloud_check.problems.push(Problem::new(id, ProblemType::OrphanedVm, "x".into()));
+    let mut w = orphan_delete();
+    w.past.get_mut(&9).unwrap().deployments.push(dep);
+    assert_eq!(check_world(&w), [], "an open cloud-check problem");
+}
+
 /// I5: a call let through with an older fence than one before it is
 /// caught; one refused by the fence check is not a violation.
 #[test]

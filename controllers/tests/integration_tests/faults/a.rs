@@ -1,6 +1,6 @@
 //! A. Controller crashes and stale views.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -613,4 +613,313 @@ pub(super) async fn no_violations(store: &bosh_api::store::Store, cpi: &std::pat
         eprintln!("{x}");
     }
     v.is_empty()
+}
+
+/// A3, the window made deterministic: a leader checks its fence (as every
+/// controller does right before a CPI call), is paused, loses its lease
+/// and is replaced, then resumes and makes the call — before its successor
+/// has made any call of its own, so the local CPI's memory of fences has
+/// nothing newer to refuse it with. The CPI re-checks the fence against
+/// etcd when it admits the call and refuses it: nothing is made, and I5
+/// over the audit log finds no call let through from the old term after
+/// the new one began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
+    use bosh_controllers::cpi::{Cpi, FENCE};
+    let (env, store) = super::super::setup().await;
+    let root = env.dir().join("cpi");
+    let cpi = LocalCpi::open(&root).unwrap().with_audit_store(store.clone());
+    let election = "a3-window";
+    let none = serde_json::json!({});
+
+    let old_lease = store.grant_lease(60).await.unwrap();
+    let old = store.try_acquire(election, "zombie", old_lease).await.unwrap().expect("leads");
+    let zombie = store.with_fence(old.clone());
+    // The controller's check, right before its CPI call: it still leads.
+    zombie.check_fence().await.unwrap();
+    // Paused here past its lease; another replica is elected.
+    store.revoke_lease(old_lease).await.unwrap();
+    let new_lease = store.grant_lease(60).await.unwrap();
+    let new = store.try_acquire(election, "successor", new_lease).await.unwrap().expect("leads");
+    assert!(new.revision > old.revision);
+    // It resumes and makes the call it had checked for.
+    let late = FENCE.scope(old.clone(), cpi.create_disk("a3-zombie", 1, &none, None)).await;
+    // The successor acts.
+    let disk = FENCE.scope(new.clone(), cpi.create_disk("a3-successor", 1, &none, None)).await;
+    let disk = disk.unwrap();
+
+    let inv = LocalCpi::inventory(&root).unwrap();
+    let made: Vec<&String> = inv.disks.keys().collect();
+    let v = bosh_controllers::testing::invariants::check(&store, &root).await.unwrap();
+    let i5: Vec<String> = v
+        .iter()
+        .filter(|v| v.invariant == bosh_controllers::testing::invariants::Invariant::I5)
+        .map(ToString::to_string)
+        .collect();
+    assert!(i5.is_empty(), "I5:\n{}", i5.join("\n"));
+    let e = late.expect_err("the deposed leader's call is refused");
+    eprintln!("refused: {e}");
+    assert_eq!(made, [&disk], "only the successor's disk exists");
+    assert!(zombie.check_fence().await.is_err(), "the old fence is gone");
+}
+
+/// The ok mutating CPI calls process `pid` made since `since`.
+fn calls_since(cpi: &std::path::Path, pid: u32, since: chrono::DateTime<chrono::Utc>) -> usize {
+    let log = bosh_controllers::cpi::local::audit::read(cpi).unwrap_or_default();
+    log.iter().filter(|e| e.pid == pid && e.ok() && e.at.is_some_and(|at| at >= since)).count()
+}
+
+/// One line `write committed` of a replica's log (`bosh_api::store=debug`):
+/// the etcd revision of a write etcd accepted and the fence it carried.
+fn committed_writes(log: &str) -> Vec<(i64, Option<(String, i64)>)> {
+    let field = |l: &str, name: &str| {
+        l.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string)
+    };
+    log.lines()
+        .filter(|l| l.contains("write committed"))
+        .filter_map(|l| {
+            let rev = field(l, "revision=")?.parse().ok()?;
+            let fence = field(l, "fence=").and_then(|f| {
+                let (key, r) = f.rsplit_once('@')?;
+                Some((key.to_string(), r.parse().ok()?))
+            });
+            Some((rev, fence))
+        })
+        .collect()
+}
+
+/// A3: two boshd replicas (processes) share etcd, nats-server and the CPI;
+/// a deployment of two instances with disks is rolled out one instance at
+/// a time. Each of `iterations(1, 5)` runs: (1) the replica that leads is
+/// SIGKILLed at a seeded point of the rollout (after its k-th CPI
+/// mutation) and started again once the other leads everything; (2) at a
+/// seeded point of the next rollout (a recreate) the new leader is
+/// SIGSTOPped for 2× the lease TTL (3 s, so 6 s), until the other has
+/// taken every election over, and SIGCONTinued — a zombie that resumes in
+/// the middle of its work. Every rollout completes; the invariants
+/// (I1–I6, I5 over the CPI audit log) hold; and, from the zombie's own
+/// records, **no** CPI mutation was admitted for it (audit log, its pid)
+/// and **no** etcd write was accepted for it (its `write committed` log
+/// lines, each with the fence it carried) under an old term at or after
+/// the etcd revision at which that election's new term began. The figures
+/// report what the zombie tried after resuming and was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_term() {
+    use super::super::boshd_deploy::{api, cloud_config, kill, upload_stemcell_and_release};
+    use super::super::ha::{ELECTIONS, LogsOnFailure, Shared, holder, leads_all};
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (env, store) = super::super::setup().await;
+    let dir = env.dir().to_path_buf();
+    let cpi_dir = dir.join("cpi");
+    let _reaper = super::super::boshd_deploy::VmReaper(cpi_dir.clone());
+    let _logs = LogsOnFailure(dir.clone());
+    let cloud = Object::new(
+        ObjectMeta::named("cloud/default"),
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(140) },
+    );
+    store.create(&cloud).await.unwrap();
+    let shared = Shared {
+        dir: dir.clone(),
+        etcd: env.boshd_args(),
+        nats: format!("127.0.0.1:{}", bosh_test_utils::free_port()),
+        monitor: format!("127.0.0.1:{}", bosh_test_utils::free_port()),
+        api_ports: [bosh_test_utils::free_port(), bosh_test_utils::free_port()],
+        vars: vec![("RUST_LOG".into(), "info,bosh_api::store=debug".into())],
+    };
+    let mut replicas = [Some(shared.spawn(0)), None];
+    let _nats = shared.start_nats().await;
+    replicas[1] = Some(shared.spawn(1));
+    let (url, token) = api(&shared.data(0)).await;
+    api(&shared.data(1)).await;
+    upload_stemcell_and_release(&dir, &url, &token).await;
+    // The lease TTL boshd runs with in these tests (`--lease-ttl-secs 3`).
+    let ttl = Duration::from_secs(3);
+    let n = super::INSTANCES;
+    let name = "a3";
+    let manifest = WebManifest {
+        max_in_flight: 1,
+        persistent_disk_mb: 16,
+        properties: serde_json::json!({"port": 8080, "greeting": "a3"}),
+        ..WebManifest::hello(name, n as u32)
+    }
+    .value();
+    let leader_of = |store: bosh_api::store::Store| async move {
+        let h = holder(&store, "instance").await.expect("the instance controller has a leader");
+        if h == "r0" { 0 } else { 1 }
+    };
+    // Recreates every instance (a rollout of CPI mutations).
+    let recreate = |token: u64| {
+        let store = store.clone();
+        async move {
+            loop {
+                let mut d = store.get::<DeploymentSpec>(None, "a3").await.unwrap();
+                let ov = bosh_api::objects::InstanceOverride {
+                    state: Some(bosh_api::objects::DesiredState::Started),
+                    recreate: token,
+                    ..Default::default()
+                };
+                d.spec.instances.insert("web".into(), ov);
+                match store.update_spec(&d).await {
+                    Ok(_) => return,
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => panic!("recreate: {e}"),
+                }
+            }
+        }
+    };
+
+    let runs = super::iterations(1, 5);
+    let (mut takeovers, mut pauses) = (Vec::new(), Vec::new());
+    let (mut refused_writes, mut refused_calls, mut points) = (0, 0, Vec::new());
+    let mut refused_by_term = 0;
+    let started = Instant::now();
+    for run in 1..=runs {
+        // 1. SIGKILL the leader at its k-th CPI mutation of the rollout.
+        let leader = leader_of(store.clone()).await;
+        leads_all(&store, &format!("r{leader}")).await;
+        let pid = replicas[leader].as_ref().unwrap().0.id();
+        let k = rng.random_range(1..=6);
+        let t0 = chrono::Utc::now();
+        if run == 1 {
+            let spec = DeploymentSpec { manifest: manifest.clone(), ..Default::default() };
+            store.create(&Object::new(ObjectMeta::named(name), spec)).await.unwrap();
+        } else {
+            recreate(2 * run as u64 - 1).await;
+        }
+        eventually(CONVERGE, &format!("r{leader}'s CPI mutation {k}"), || async {
+            (calls_since(&cpi_dir, pid, t0) >= k).then_some(())
+        })
+        .await
+        .unwrap();
+        let killed_at = Instant::now();
+        kill(&mut replicas[leader].take().unwrap().0, libc::SIGKILL);
+        assert!(ready_with(&store, name, n).await.is_none(), "run {run}: killed mid-rollout");
+        let survivor = 1 - leader;
+        leads_all(&store, &format!("r{survivor}")).await;
+        takeovers.push(killed_at.elapsed());
+        eprintln!("run {run}: r{leader} killed after CPI mutation {k}; r{survivor} leads");
+        points.push(format!("kill@{k}"));
+        replicas[leader] = Some(shared.spawn(leader));
+        eventually(super::super::ha::DEPLOY_DEADLINE, &format!("run {run}: rollout 1"), || {
+            ready_with(&store, name, n)
+        })
+        .await
+        .unwrap();
+        assert!(no_violations(&store, &cpi_dir).await, "run {run}: after the kill");
+
+        // 2. SIGSTOP the new leader at its k-th CPI mutation for 2× TTL.
+        let (zombie, successor) = (survivor, leader);
+        api(&shared.data(successor)).await;
+        let pid = replicas[zombie].as_ref().unwrap().0.id();
+        let k = rng.random_range(1..=8);
+        let t0 = chrono::Utc::now();
+        recreate(2 * run as u64).await;
+        eventually(CONVERGE, &format!("r{zombie}'s CPI mutation {k}"), || async {
+            (calls_since(&cpi_dir, pid, t0) >= k).then_some(())
+        })
+        .await
+        .unwrap();
+        let log_path = shared.data(zombie).with_extension("log");
+        // SAFETY: signalling a child we spawned and have not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let stopped = Instant::now();
+        points.push(format!("stop@{k}"));
+        leads_all(&store, &format!("r{successor}")).await;
+        takeovers.push(stopped.elapsed());
+        let mut new_terms = BTreeMap::new();
+        for e in ELECTIONS {
+            let l = store.leader(e).await.unwrap().expect("a leader");
+            new_terms.insert(l.fence.key, l.fence.revision);
+        }
+        // The fault's duration: 2× the lease TTL (longer if the takeover was slower).
+        tokio::time::sleep((2 * ttl).saturating_sub(stopped.elapsed())).await;
+        let resumed_from = std::fs::metadata(&log_path).unwrap().len() as usize;
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        pauses.push(stopped.elapsed());
+        eprintln!("run {run}: r{zombie} paused {:?} after CPI mutation {k}", stopped.elapsed());
+        eventually(super::super::ha::DEPLOY_DEADLINE, &format!("run {run}: rollout 2"), || {
+            ready_with(&store, name, n)
+        })
+        .await
+        .unwrap();
+        // The zombie noticed (its term's work is over, or refused).
+        eventually(Duration::from_secs(30), "the zombie to notice it lost", || {
+            let log_path = log_path.clone();
+            async move {
+                let text = std::fs::read_to_string(&log_path).ok()?;
+                text[resumed_from..].contains("leadership lost").then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        assert!(no_violations(&store, &cpi_dir).await, "run {run}: after the pause");
+
+        // What the zombie got accepted after its successor's term began: nothing.
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let writes = committed_writes(&text);
+        let fenced = writes.iter().filter(|(_, f)| f.is_some()).count();
+        assert!(fenced > 0, "run {run}: the zombie's log records the writes it made while it led");
+        let late_writes: Vec<String> = writes
+            .into_iter()
+            .filter_map(|(rev, fence)| {
+                let (key, old) = fence?;
+                let new = *new_terms.get(&key)?;
+                (old < new && rev >= new).then(|| format!("{key}@{old} at revision {rev}"))
+            })
+            .collect();
+        assert!(late_writes.is_empty(), "run {run}: etcd writes from an old term: {late_writes:?}");
+        let audit = bosh_controllers::cpi::local::audit::read(&cpi_dir).unwrap();
+        let mine: Vec<_> = audit.iter().filter(|e| e.pid == pid).collect();
+        let late_calls: Vec<String> = mine
+            .iter()
+            .filter(|e| e.ok())
+            .filter(|e| {
+                let Some(f) = &e.fence else { return false };
+                let new = new_terms.get(&f.key).copied().unwrap_or(i64::MAX);
+                f.revision < new && e.etcd_revision.is_none_or(|rev| rev >= new)
+            })
+            .map(|e| format!("{} {:?}", e.method, e.vm_cid.as_ref().or(e.disk_cid.as_ref())))
+            .collect();
+        assert!(late_calls.is_empty(), "run {run}: CPI calls from an old term: {late_calls:?}");
+        let tried = text[resumed_from..].matches("write refused: leadership").count();
+        let refused: Vec<&str> = mine
+            .iter()
+            .filter(|e| e.at.is_some_and(|at| at >= t0))
+            .filter_map(|e| e.error.as_deref())
+            .filter(|m| m.contains("another director leads"))
+            .collect();
+        // Refused by the term check at admission (not the memory of fences).
+        let by_term = refused.iter().filter(|m| m.contains("has ended")).count();
+        eprintln!(
+            "run {run}: after resuming, r{zombie} logged {tried} fenced-out etcd operation(s) \
+             and was refused {} CPI call(s), {by_term} by the term check",
+            refused.len()
+        );
+        refused_writes += tried;
+        refused_calls += refused.len();
+        refused_by_term += by_term;
+    }
+    let took = started.elapsed();
+    let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    for r in replicas.iter_mut().flatten() {
+        kill(&mut r.0, libc::SIGTERM);
+    }
+    report(
+        "A3",
+        runs,
+        seed,
+        &format!(
+            "2 replicas, {n} instances with disks, rollouts completed; SIGKILL/SIGSTOP at CPI \
+             mutation {}; takeover ≤ {:.1?}, pauses ≤ {:.1?} (TTL 3 s); 0 CPI mutations and 0 \
+             etcd writes accepted from an old term after the new one began (I5 and the zombie's \
+             own records); after resuming the zombie logged {refused_writes} fenced-out etcd \
+             operation(s) and was refused {refused_calls} CPI call(s) ({refused_by_term} by the \
+             term check at admission); 0 violations (I1-I6); {took:.0?}",
+            points.join(", "),
+            max(&takeovers),
+            max(&pauses),
+        ),
+    );
 }

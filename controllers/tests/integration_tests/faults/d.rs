@@ -425,3 +425,202 @@ async fn faults_d5_a_vm_deleted_behind_our_back_is_recreated_with_its_disk() {
     );
     h.stop().await.unwrap();
 }
+
+/// Every violation of I1–I6 once the calls that planted the stranger VMs
+/// (made with the test's own handle on the CPI, behind the director's
+/// back, with no fence and no intent anywhere) are left out of the audit
+/// log: they are the fault, not the director's doing. The director's own
+/// calls on those VMs (its delete) are checked like any other.
+async fn violations_but_planting(
+    h: &Harness,
+    requests: &BTreeSet<String>,
+    cids: &BTreeSet<String>,
+) -> Vec<String> {
+    use bosh_controllers::testing::invariants;
+    let mut w = invariants::gather(&h.store, &h.cpi_root()).await.unwrap();
+    w.audit.retain(|e| {
+        let planted_create = e.request_id.as_ref().is_some_and(|r| requests.contains(r));
+        let planted_tag = e.method == "set_vm_metadata"
+            && e.fence.is_none()
+            && e.vm_cid.as_ref().is_some_and(|c| cids.contains(c));
+        !(planted_create || planted_tag)
+    });
+    invariants::check_world(&w).iter().map(ToString::to_string).collect()
+}
+
+/// D6: a VM made behind the director's back through the local CPI (a
+/// second handle on its directory, as another tool sharing the IaaS
+/// account), tagged with our deployment — half the time claiming to be one
+/// of its instances (that instance's id and index), else a new one — but
+/// owned by no Instance. The periodic orphaned-VM scan (every 1 s here,
+/// 60 s by default) reports it: in the Deployment's `status.orphanedVms`
+/// and its `OrphanedVms` condition;
+/// it is deleted only once its grace period is over (4 s here, an hour by
+/// default; its `delete_vm` is admitted no earlier than `since` + grace),
+/// exactly once; it is never given a disk (no `attach_disk` names it, its
+/// record never lists one); the deployment's own VMs and disks are
+/// untouched; the invariants hold (I4: the delete's intent is the orphan
+/// record). `iterations(2, 10)` stranger VMs, one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_never_given_a_disk() {
+    use bosh_api::objects::{DeploymentSpec, OrphanedVm};
+    use bosh_controllers::cpi::{Cpi, CreateVm};
+    use bosh_controllers::deployment::orphan_vms::{ORPHANED_VMS, OrphanVmConfig};
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (scan, grace) = (Duration::from_secs(1), Duration::from_secs(4));
+    let o = HarnessOptions {
+        orphan_vms: Some(OrphanVmConfig { scan, grace }),
+        ..HarnessOptions::new(141)
+    };
+    let (h, _tmp) = world_with(o).await;
+    h.apply("d6", manifest("d6")).await;
+    converged(&h, "d6", "deploy").await;
+    let owned = |all: &[Object<InstanceSpec>]| -> BTreeMap<String, (String, String)> {
+        all.iter()
+            .map(|i| {
+                let (vm, disk) = (i.status.vm_cid.clone(), i.status.disk_cid.clone());
+                (i.metadata.name.clone(), (vm.unwrap_or_default(), disk.unwrap_or_default()))
+            })
+            .collect()
+    };
+    let before = owned(&h.instances("d6").await);
+    let planter = LocalCpi::open(&h.cpi_root()).unwrap();
+    let (mut requests, mut cids) = (BTreeSet::new(), BTreeSet::new());
+    let runs = super::iterations(2, 10);
+    let (mut detections, mut kept) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for run in 1..=runs {
+        let all = h.instances("d6").await;
+        let (id, index) = if rng.random_bool(0.5) {
+            let i = &all[rng.random_range(0..all.len())];
+            (i.spec.id.clone(), i.spec.index)
+        } else {
+            (uuid::Uuid::new_v4().to_string(), rng.random_range(10..100))
+        };
+        let request = format!("d6-stranger-{run}");
+        let req = CreateVm {
+            request_id: request.clone(),
+            agent_id: format!("d6-stranger-agent-{run}"),
+            stemcell_cid: h.rest.stemcell.clone(),
+            settings: bosh_api::agent::Settings {
+                agent_id: format!("d6-stranger-agent-{run}"),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cid = planter.create_vm(&req).await.unwrap();
+        let tags = BTreeMap::from([
+            ("deployment".to_string(), "d6".to_string()),
+            ("instance_group".to_string(), "web".to_string()),
+            ("index".to_string(), index.to_string()),
+            ("id".to_string(), id.clone()),
+            ("name".to_string(), format!("web/{id}")),
+        ]);
+        planter.set_vm_metadata(&cid, &tags).await.unwrap();
+        let planted = Instant::now();
+        requests.insert(request);
+        cids.insert(cid.clone());
+        eprintln!("run {run}: planted VM {cid} tagged web/{id} ({index})");
+
+        // Reported: status and condition.
+        let store = h.store.clone();
+        let rec: OrphanedVm = eventually(CONVERGE, "the orphan reported", || {
+            let (store, cid) = (store.clone(), cid.clone());
+            async move {
+                let d: Object<DeploymentSpec> = store.get(None, "d6").await.ok()?;
+                let c = find_condition(&d.status.conditions, ORPHANED_VMS)?;
+                let rec = d.status.orphaned_vms.iter().find(|o| o.vm_cid == cid)?;
+                (c.status == bosh_api::ConditionStatus::True && c.message.contains(&cid))
+                    .then(|| rec.clone())
+            }
+        })
+        .await
+        .unwrap();
+        let detected = planted.elapsed();
+        detections.push(detected);
+        assert!(
+            detected <= 2 * scan + Duration::from_secs(10),
+            "reported within a scan: {detected:?}"
+        );
+        assert_eq!(rec.delete_after - rec.since, chrono::Duration::from_std(grace).unwrap());
+
+        // Deleted once the grace is over, never given a disk meanwhile.
+        let root = h.cpi_root();
+        eventually(CONVERGE, "the orphan deleted", || {
+            let (root, cid) = (root.clone(), cid.clone());
+            async move {
+                let inv = LocalCpi::inventory(&root).ok()?;
+                match inv.vms.get(&cid) {
+                    Some(vm) => {
+                        assert!(
+                            vm.disks.is_empty(),
+                            "the orphan {cid} was given disks {:?}",
+                            vm.disks
+                        );
+                        None
+                    }
+                    None => Some(()),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let audit = bosh_controllers::cpi::local::audit::read(&root).unwrap();
+        let deletes: Vec<_> = audit
+            .iter()
+            .filter(|e| e.method == "delete_vm" && e.vm_cid.as_deref() == Some(&cid) && e.ok())
+            .collect();
+        assert_eq!(deletes.len(), 1, "deleted exactly once");
+        let at = deletes[0].at.unwrap();
+        assert!(deletes[0].fence.is_some(), "deleted by a controller in its term");
+        assert!(
+            at >= rec.since + chrono::Duration::from_std(grace).unwrap(),
+            "deleted at {at}, before its grace was over ({} + {grace:?})",
+            rec.since
+        );
+        kept.push((at - rec.since).to_std().unwrap());
+        let attached = audit
+            .iter()
+            .filter(|e| {
+                e.method == "attach_disk" && e.vm_cid.as_ref().is_some_and(|v| cids.contains(v))
+            })
+            .count();
+        assert_eq!(attached, 0, "no disk attached to an orphan");
+        let store = h.store.clone();
+        eventually(CONVERGE, "the orphan record cleared", || {
+            let (store, cid) = (store.clone(), cid.clone());
+            async move {
+                let d: Object<DeploymentSpec> = store.get(None, "d6").await.ok()?;
+                let c = find_condition(&d.status.conditions, ORPHANED_VMS)?;
+                (d.status.orphaned_vms.is_empty()
+                    && c.status == bosh_api::ConditionStatus::False
+                    && c.message.contains(&cid))
+                .then_some(())
+            }
+        })
+        .await
+        .unwrap();
+
+        // The deployment's own VMs and disks untouched.
+        converged(&h, "d6", &format!("run {run}")).await;
+        assert_eq!(owned(&h.instances("d6").await), before, "run {run}: instances untouched");
+        let v = violations_but_planting(&h, &requests, &cids).await;
+        assert!(v.is_empty(), "run {run}: {} violation(s):\n{}", v.len(), v.join("\n"));
+    }
+    let took = started.elapsed();
+    let worst = detections.iter().max().copied().unwrap_or_default();
+    let soonest = kept.iter().min().copied().unwrap_or_default();
+    report(
+        "D6",
+        runs,
+        seed,
+        &format!(
+            "reported (status.orphanedVms, OrphanedVms condition) within {worst:.1?} (scan \
+             {scan:?}, default 60 s); deleted exactly once, no sooner than {soonest:.1?} after \
+             it was found (grace {grace:?}, default 1 h); 0 attach_disk to an orphan; the \
+             deployment's VMs and disks untouched; 0 violations; {took:.0?}"
+        ),
+    );
+    h.stop().await.unwrap();
+}
