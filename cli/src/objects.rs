@@ -123,6 +123,15 @@ pub async fn get(args: GetArgs) -> Result<()> {
     Ok(())
 }
 
+/// One object the director cannot use (its stored value does not decode).
+fn quarantined(q: &serde_json::Value) {
+    println!(
+        "QUARANTINED {} {}",
+        q["name"].as_str().unwrap_or(""),
+        q["reason"].as_str().unwrap_or("")
+    );
+}
+
 /// Runs `boshctl watch` until interrupted or the director goes away.
 pub async fn watch(args: WatchArgs) -> Result<()> {
     let plural = plural(&args.kind)?;
@@ -142,7 +151,11 @@ pub async fn watch(args: WatchArgs) -> Result<()> {
                         conditions(o)
                     );
                 }
+                for q in ev["quarantined"].as_array().into_iter().flatten() {
+                    quarantined(q);
+                }
             }
+            Some("QUARANTINED") => quarantined(&ev["object"]),
             Some("APPLIED") => {
                 let o = &ev["object"];
                 println!(

@@ -163,6 +163,7 @@ impl From<store::Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             store::Error::Decode { .. }
+            | store::Error::Malformed { .. }
             | store::Error::Decrypt { .. }
             | store::Error::Io { .. }
             | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -110,7 +110,11 @@ async fn list<S: Kind>(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let l = st.store.list::<S>(&q.prefix).await?;
-    Ok(Json(serde_json::json!({ "items": l.items, "revision": l.revision })))
+    Ok(Json(serde_json::json!({
+        "items": l.items,
+        "quarantined": l.quarantined,
+        "revision": l.revision,
+    })))
 }
 
 async fn get_one<S: Kind>(
@@ -184,10 +188,14 @@ struct WatchQuery {
 /// One watch event as a JSON line.
 fn event_line<S: Kind>(ev: WatchEvent<S>) -> Vec<u8> {
     let line = match ev {
-        WatchEvent::Relisted { objects, revision } => {
-            serde_json::json!({ "type": "RELISTED", "revision": revision, "objects": objects })
-        }
+        WatchEvent::Relisted { objects, quarantined, revision } => serde_json::json!({
+            "type": "RELISTED",
+            "revision": revision,
+            "objects": objects,
+            "quarantined": quarantined,
+        }),
         WatchEvent::Applied(o) => serde_json::json!({ "type": "APPLIED", "object": o }),
+        WatchEvent::Quarantined(q) => serde_json::json!({ "type": "QUARANTINED", "object": q }),
         WatchEvent::Deleted { name, revision } => {
             serde_json::json!({ "type": "DELETED", "name": name, "revision": revision })
         }

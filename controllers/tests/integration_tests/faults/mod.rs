@@ -13,6 +13,7 @@
 
 mod a;
 mod d;
+mod fg;
 
 use std::time::Duration;
 
