@@ -408,7 +408,7 @@ async fn faults_f2_malformed_objects_in_etcd_are_quarantined_or_invalid() {
     };
     let before_block: Vec<_> = h.instances("f2").await.iter().map(vm_of).collect();
     m.properties["greeting"] = "held".into();
-    let t = h.apply("f2", m.value()).await;
+    h.apply("f2", m.value()).await;
     let store = h.store.clone();
     let held =
         eventually(Duration::from_secs(60), "f2 to be held by its unreadable instance", || {
@@ -469,6 +469,311 @@ async fn faults_f2_malformed_objects_in_etcd_are_quarantined_or_invalid() {
             n - invalid.len(),
             invalid.len(),
             tries.len()
+        ),
+    );
+    h.stop().await.unwrap();
+}
+
+/// Latencies of `GET /v1/deployments` on the harness's API, one every
+/// `every` until `stop` is set.
+async fn api_latencies(
+    url: String,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{url}/v1/deployments"))
+            .bearer_auth(bosh_controllers::testing::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.bytes().await.unwrap();
+        out.push(t.elapsed());
+        tokio::time::sleep(every).await;
+    }
+    out
+}
+
+/// The `q`-quantile of `v` (0 when empty).
+fn quantile(v: &[Duration], q: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default()
+}
+
+/// F3: an authorised agent (agent A's own credentials, next to its real
+/// agent) floods its own subjects with bad JSON, binary, truncated
+/// heartbeats, requests of unknown methods, heartbeats in an older shape,
+/// ~1 MB bodies, heartbeats and alerts claiming to be agent B (job
+/// failing), and a storm of valid alerts; a > 1 MB message is refused by
+/// nats-server itself; and an agent answers the director's requests with
+/// garbage. Every bad message is dropped with a log line (the payload is
+/// never logged; quoted fragments are escaped and cut), B's and A's health
+/// stay `running`, at most `ALERTS_PER_MINUTE` alerts become events, agent
+/// calls fail with typed errors, nothing panics, and the director stays
+/// responsive: its API answers (latency measured during the flood against
+/// before), its bus connection stays up and A's real agent answers a ping.
+/// CI sends 20,000 messages, the full run 200,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_stays_up() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bosh_api::agent::{Alert, Heartbeat, JobState};
+    use bosh_controllers::health::ALERTS_PER_MINUTE;
+
+    use super::{Connected, RawNats};
+
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let logs = Logs::capture("info");
+    let panics = Panics::count();
+    let flood = iterations(20_000, 200_000);
+    let (h, _tmp) = world(151).await;
+    let t = h.apply("f3", WebManifest::hello("f3", 2).value()).await;
+    h.task_done(t, CONVERGE).await.unwrap();
+    let store = h.store.clone();
+    let agents: Vec<String> = eventually(CONVERGE, "both instances to be running", || {
+        let store = store.clone();
+        async move {
+            let all = store.list::<InstanceSpec>("f3/").await.ok()?.items;
+            let running = all.len() == 2 && all.iter().all(|i| i.status.health == "running");
+            running.then(|| all.iter().map(|i| i.status.agent_id.clone().unwrap()).collect())
+        }
+    })
+    .await
+    .unwrap();
+    let (a, b) = (agents[0].clone(), agents[1].clone());
+    let secret = h.store.get_secret(&format!("nats/agents/{a}")).await.unwrap().unwrap();
+    let (user, pass) = (bosh_controllers::bus::user_for(&a), String::from_utf8(secret).unwrap());
+    let url = h.director.nats_url.clone();
+    let Connected::Yes(mut rogue) = RawNats::connect(&url, Some((&user, &pass))).await else {
+        panic!("A's credentials were refused");
+    };
+
+    // Before: the API's latency.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(api_latencies(h.api_url.clone(), Duration::ZERO, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let before = sampler.await.unwrap();
+
+    // During: the flood, the API sampled and both instances' health watched.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(api_latencies(h.api_url.clone(), Duration::ZERO, stop.clone()));
+    let health = tokio::spawn({
+        let (store, stop) = (h.store.clone(), stop.clone());
+        async move {
+            let mut seen = BTreeSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                for i in store.list::<InstanceSpec>("f3/").await.unwrap().items {
+                    seen.insert(i.status.health.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
+    });
+    let (hb, alert) = (format!("hm.agent.heartbeat.{a}"), format!("hm.agent.alert.{a}"));
+    let beat =
+        |id: &str, state| Heartbeat { agent_id: id.into(), job_state: state, ..Default::default() };
+    let forged_beat = serde_json::to_vec(&beat(&b, JobState::Failing)).unwrap();
+    let own_beat = serde_json::to_vec(&beat(&a, JobState::Running)).unwrap();
+    let alert_of = |id: &str| Alert {
+        id: "f3".into(),
+        agent_id: id.into(),
+        severity: 1,
+        title: "web (web) - Does not exist - restart\n2026-01-01T00:00:00Z INFO forged line".into(),
+        summary: "F3 alert".into(),
+        created_at: 0,
+    };
+    let (forged_alert, own_alert) =
+        (serde_json::to_vec(&alert_of(&b)).unwrap(), serde_json::to_vec(&alert_of(&a)).unwrap());
+    let old_shape = br#"{"job":"web","index":0,"job_state":"running","vitals":{"load":["0.01","0.05","0.10"],"cpu":{"user":"0.1","sys":"0.2","wait":"0.0"}}}"#;
+    let unknown = br#"{"protocol":3,"method":"rm_rf","arguments":["/"],"reply_to":"x"}"#;
+    let mut sent: BTreeMap<&str, usize> = BTreeMap::new();
+    let started = Instant::now();
+    for i in 0..flood {
+        let (what, subject, body): (&str, &str, Vec<u8>) = if i % 5000 == 4999 {
+            ("~1 MB junk", &hb, vec![b'['; 1_000_000])
+        } else {
+            match rng.random_range(0..10) {
+                0 => ("bad JSON", &hb, b"{\"agent_id\": ".to_vec()),
+                1 => ("binary", &hb, (0..64).map(|_| rng.random()).collect()),
+                2 => ("truncated", &hb, own_beat[..rng.random_range(0..own_beat.len())].to_vec()),
+                3 => ("unknown method", &hb, unknown.to_vec()),
+                4 => ("old shape", &hb, old_shape.to_vec()),
+                5 => ("heartbeat as B", &hb, forged_beat.clone()),
+                6 => ("alert as B", &alert, forged_alert.clone()),
+                7 => ("bad alert", &alert, b"[1, 2".to_vec()),
+                8 => ("valid alert", &alert, own_alert.clone()),
+                _ => ("own heartbeat", &hb, own_beat.clone()),
+            }
+        };
+        *sent.entry(what).or_default() += 1;
+        rogue.publish(subject, &body).await;
+        if i % 1000 == 999 {
+            assert!(rogue.sync().await, "the server closed the rogue agent's connection");
+        }
+    }
+    assert!(rogue.sync().await, "the server closed the rogue agent's connection");
+    assert!(rogue.errors.is_empty(), "{:?}", rogue.errors);
+    let flooded = started.elapsed();
+    eprintln!("sent {flood} messages in {flooded:?}: {sent:?}");
+
+    // Over nats-server's 1 MiB max_payload: refused by the server.
+    let Connected::Yes(mut big) = RawNats::connect(&url, Some((&user, &pass))).await else {
+        panic!("A's credentials were refused");
+    };
+    big.publish(&hb, &vec![b'x'; 1_100_000]).await;
+    assert!(!big.sync().await, "an oversized message did not close the connection");
+    assert!(big.errors.iter().any(|e| e.contains("Maximum Payload")), "{:?}", big.errors);
+
+    // Garbage answers to the director's requests.
+    let rogue_id = "f3-rogue";
+    let creds = h.director.bus.issue(&h.store, rogue_id).await.unwrap();
+    let responder = eventually(Duration::from_secs(20), "the rogue agent's credentials", || {
+        let (url, creds) = (url.clone(), creds.clone());
+        async move {
+            async_nats::ConnectOptions::with_user_and_password(creds.user, creds.password)
+                .connect(url)
+                .await
+                .ok()
+        }
+    })
+    .await
+    .unwrap();
+    let answers: Vec<(&str, Vec<u8>)> = vec![
+        ("bad JSON", b"{\"value\":".to_vec()),
+        ("binary", vec![0xff, 0x00, 0xfe]),
+        ("unknown shape", br#"{"method":"rm_rf","protocol":3}"#.to_vec()),
+        ("old shape", br#"{"value":{"job_state":"running","vitals":{"load":["0.1"]}}}"#.to_vec()),
+        ("~1 MB junk", vec![b'{'; 1_000_000]),
+        (
+            "long exception",
+            serde_json::to_vec(&serde_json::json!({"exception": {"message": "x".repeat(100_000)}}))
+                .unwrap(),
+        ),
+    ];
+    let mut sub = responder.subscribe(bosh_api::agent::request_subject(rogue_id)).await.unwrap();
+    responder.flush().await.unwrap();
+    let bodies: Vec<Vec<u8>> = answers.iter().map(|(_, b)| b.clone()).collect();
+    let answering = tokio::spawn({
+        let responder = responder.clone();
+        async move {
+            for body in bodies {
+                let Some(m) = sub.next().await else { return };
+                responder.publish(m.reply.unwrap(), body.into()).await.unwrap();
+                responder.flush().await.unwrap();
+            }
+        }
+    });
+    let mut replies = Vec::new();
+    for (what, _) in &answers {
+        let t = Instant::now();
+        let r = h.director.agents.for_agent(rogue_id).once().get_state(false).await;
+        let took = t.elapsed();
+        assert!(r.is_err(), "{what}: accepted {r:?}");
+        assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
+        replies.push(format!("{what}: {}", bosh_controllers::errors::chain(&r.unwrap_err())));
+    }
+    answering.await.unwrap();
+
+    // The director caught up with the flood and is still answering.
+    let mut last = 0;
+    eventually(Duration::from_secs(60), "the director to drain the flood", || {
+        let n = logs.lines_with(&["dropped"]).len();
+        let settled = n == last;
+        last = n;
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            settled.then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let ping = Instant::now();
+    h.director.agents.for_agent(a.as_str()).ping().await.unwrap();
+    let ping = ping.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let during = sampler.await.unwrap();
+    let healths = health.await.unwrap();
+    assert_eq!(
+        h.director.agents.nats().connection_state(),
+        async_nats::connection::State::Connected,
+        "the director's bus connection"
+    );
+
+    let count = |needle: &str| logs.lines_with(&[needle]).len();
+    let malformed = count("malformed heartbeat dropped");
+    let impersonated = count("heartbeat naming another agent dropped");
+    let bad_alerts = count("malformed alert dropped");
+    let forged_alerts = count("alert naming another agent dropped");
+    let capped = count("over the agent's alerts per minute");
+    eprintln!(
+        "logged: {malformed} malformed heartbeats, {impersonated} heartbeats as B, \
+         {bad_alerts} malformed alerts, {forged_alerts} alerts as B, {capped} alert-cap lines"
+    );
+    assert_eq!(panics.get(), 0, "panics");
+    assert_eq!(healths, BTreeSet::from(["running".to_string()]), "health seen during the flood");
+    // One log line per dropped message: none was lost on the way.
+    let sent_of = |whats: &[&str]| whats.iter().map(|w| sent.get(w).copied().unwrap_or(0)).sum();
+    let bad_beats =
+        ["bad JSON", "binary", "truncated", "unknown method", "old shape", "~1 MB junk"];
+    assert_eq!(malformed, sent_of(&bad_beats), "log lines for malformed heartbeats");
+    assert_eq!(impersonated, sent_of(&["heartbeat as B"]), "log lines for heartbeats as B");
+    assert_eq!(bad_alerts, sent_of(&["bad alert"]), "log lines for malformed alerts");
+    assert_eq!(forged_alerts, sent_of(&["alert as B"]), "log lines for alerts as B");
+    assert!(capped > 0, "no log line for alerts over the cap");
+    let minutes = started.elapsed().as_secs() / 60 + 1;
+    assert!(capped as u64 <= minutes, "{capped} cap lines in {minutes} minute(s)");
+    let events = h
+        .store
+        .list::<EventSpec>(&format!("{}/", bosh_controllers::tasks::task_name(0)))
+        .await
+        .unwrap()
+        .items;
+    let from = |id: &str| {
+        events.iter().filter(|e| e.spec.object.starts_with(&format!("agent {id}"))).count()
+    };
+    assert_eq!(from(&b), 0, "an alert recorded as B's");
+    let recorded = from(&a);
+    assert!(
+        recorded as u64 <= u64::from(ALERTS_PER_MINUTE) * minutes,
+        "{recorded} alert events from A in {minutes} minute(s)"
+    );
+    assert!(
+        !logs.text().lines().any(|l| l.starts_with("2026-01-01T00:00:00Z INFO forged line")),
+        "an agent's alert title forged a log line"
+    );
+    let (p50, p99) = (quantile(&before, 0.5), quantile(&before, 0.99));
+    let (d50, d99) = (quantile(&during, 0.5), quantile(&during, 0.99));
+    eprintln!(
+        "API latency: before p50 {p50:?} p99 {p99:?} ({} calls); during p50 {d50:?} p99 {d99:?} ({} calls); ping after {ping:?}",
+        before.len(),
+        during.len()
+    );
+    eprintln!("replies: {replies:#?}");
+    assert!(d99 < Duration::from_secs(2), "the API answered slowly during the flood: p99 {d99:?}");
+    assert_invariants(&h, "after F3").await;
+    report(
+        "F3",
+        flood,
+        seed,
+        &format!(
+            "{flood} messages in {flooded:.1?}: {} bad ones dropped, each with a log line ({malformed} \
+             malformed + {impersonated} as B heartbeats, {bad_alerts} + {forged_alerts} alerts), \
+             {recorded} alert events (cap {ALERTS_PER_MINUTE}/min), health stayed running; \
+             >1 MiB refused by nats-server; {} garbage replies → typed errors; 0 panics; API p99 \
+             {p99:.0?} before, {d99:.0?} during ({} calls); bus connected, ping {ping:.0?}",
+            malformed + impersonated + bad_alerts + forged_alerts,
+            replies.len(),
+            during.len()
         ),
     );
     h.stop().await.unwrap();
