@@ -722,7 +722,8 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     assert_eq!(panics.get(), 0, "panics");
     assert_eq!(healths, BTreeSet::from(["running".to_string()]), "health seen during the flood");
     // One log line per dropped message: none was lost on the way.
-    let sent_of = |whats: &[&str]| whats.iter().map(|w| sent.get(w).copied().unwrap_or(0)).sum();
+    let sent_of =
+        |whats: &[&str]| whats.iter().map(|w| sent.get(w).copied().unwrap_or(0)).sum::<usize>();
     let bad_beats =
         ["bad JSON", "binary", "truncated", "unknown method", "old shape", "~1 MB junk"];
     assert_eq!(malformed, sent_of(&bad_beats), "log lines for malformed heartbeats");
@@ -777,4 +778,359 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
         ),
     );
     h.stop().await.unwrap();
+}
+
+/// One tar entry, written as given: names, links and sizes the `tar`
+/// builder would refuse to write included.
+#[derive(Clone)]
+struct RawEntry {
+    name: Vec<u8>,
+    kind: tar::EntryType,
+    data: Vec<u8>,
+    link: Option<Vec<u8>>,
+    mode: u32,
+}
+
+impl RawEntry {
+    fn file(name: &str, data: &[u8]) -> RawEntry {
+        RawEntry {
+            name: name.into(),
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+            link: None,
+            mode: 0o644,
+        }
+    }
+
+    fn link(name: &str, kind: tar::EntryType, target: &str) -> RawEntry {
+        RawEntry { link: Some(target.into()), kind, ..RawEntry::file(name, b"") }
+    }
+
+    /// The entry's 512-byte header (GNU), claiming `size` bytes of data.
+    fn header(&self, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..self.name.len()].copy_from_slice(&self.name);
+        if let Some(l) = &self.link {
+            gnu.linkname[..l.len()].copy_from_slice(l);
+        }
+        h.set_entry_type(self.kind);
+        h.set_mode(self.mode);
+        h.set_size(size);
+        h.set_cksum();
+        h
+    }
+}
+
+/// Every entry of a `.tgz`, in order.
+fn read_entries(path: &std::path::Path) -> Vec<RawEntry> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.push(RawEntry {
+            name: e.path_bytes().to_vec(),
+            kind: e.header().entry_type(),
+            link: e.link_name_bytes().map(|l| l.to_vec()),
+            mode: e.header().mode().unwrap(),
+            data,
+        });
+    }
+    out
+}
+
+/// Writes `entries` as a `.tgz` at `path`, then `tail` (a header and as
+/// many zero bytes, truncated: a bomb that claims more than it carries).
+fn write_entries(path: &std::path::Path, entries: &[RawEntry], tail: Option<(tar::Header, u64)>) {
+    use std::io::Write;
+    let f = std::fs::File::create(path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    for e in entries {
+        gz.write_all(e.header(e.data.len() as u64).as_bytes()).unwrap();
+        gz.write_all(&e.data).unwrap();
+        gz.write_all(&vec![0u8; (512 - e.data.len() % 512) % 512]).unwrap();
+    }
+    match tail {
+        Some((h, zeros)) => {
+            gz.write_all(h.as_bytes()).unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            for _ in 0..zeros / chunk.len() as u64 {
+                gz.write_all(&chunk).unwrap();
+            }
+        }
+        None => gz.write_all(&[0u8; 1024]).unwrap(),
+    }
+    gz.finish().unwrap();
+}
+
+/// The hex digest `release.MF` names `data` by (the `sha1` field holds
+/// `sha256:<hex>`, as bosh-cli ≥ 5.5 writes it).
+fn digest_hex(dir: &std::path::Path, data: &[u8]) -> String {
+    let p = super::write_file(dir, "sha1-input", data);
+    bosh_api::release::file_digest(&p).unwrap().trim_start_matches("sha256:").to_string()
+}
+
+/// F4: hostile release tarballs uploaded through the API — `..` (landing in
+/// the scratch directory, and in `/tmp`), absolute paths, a symlink out of
+/// the tree and a write through it, an absolute symlink, a hard link,
+/// duplicate entries (`release.MF`, a job), `..` inside a job tarball whose
+/// digest `release.MF` vouches for, a GNU sparse entry and a regular entry
+/// each claiming 10 GiB (a few MB on the wire), more entries than the cap,
+/// a wrong sha1 in `release.MF` and a job tarball with one byte flipped —
+/// are each refused with 422 and a message naming the entry and what is
+/// wrong (caps: their value and flag), and leave nothing behind: no object,
+/// no blob, nothing in the scratch directory, no file named by the archive
+/// anywhere under the director's directories or in `/tmp`. The default
+/// caps are used (2 GiB unpacked, 100,000 entries), except that CI lowers
+/// the entry cap to 1,000 so that the entry bomb unpacks 1,001 files and
+/// not 100,001. Each run varies the file names and where in the archive
+/// the hostile entry sits; CI runs once, the full run 5 times (the entry
+/// bomb only in the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_f4_hostile_release_tarballs_are_refused_and_write_nothing_outside_staging() {
+    use super::super::super::uploads::{files_under, post_file, release_dir, start_with};
+    use bosh_controllers::api::UploadLimits;
+    use tar::EntryType;
+
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let runs = iterations(1, 5);
+    let full = iterations(0, 1) == 1;
+    let limits = if full {
+        UploadLimits::default()
+    } else {
+        UploadLimits { max_entries: 1000, ..UploadLimits::default() }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("director");
+    let (_env, store, url, storage) = start_with(&root, limits).await;
+    let inputs = tmp.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let dir = release_dir(&inputs);
+    let base_tgz = inputs.join("base.tgz");
+    let opts = bosh_api::release::CreateOptions {
+        tarball: Some(base_tgz.clone()),
+        force: true,
+        cache_dir: inputs.join("cache"),
+        ..Default::default()
+    };
+    bosh_api::release::create_release(&dir, &opts).unwrap();
+    let base = read_entries(&base_tgz);
+    let at = |name: &str| base.iter().position(|e| e.name == name.as_bytes()).unwrap();
+    let (mf_at, job_at) = (at("release.MF"), at("jobs/web.tgz"));
+    let mf = String::from_utf8(base[mf_at].data.clone()).unwrap();
+    let job_digest = digest_hex(&inputs, &base[job_at].data);
+    assert!(mf.contains(&job_digest), "{mf}");
+
+    let uploads = format!("{url}/v1/uploads/releases");
+    let mut refused = 0;
+    let mut slowest = (Duration::ZERO, "");
+    for run in 0..runs {
+        let tag = format!("f4-{seed}-{run}");
+        // `base` with `extra` inserted at a random place.
+        let mut with = |extra: Vec<RawEntry>| {
+            let mut v = base.clone();
+            let i = rng.random_range(0..=v.len());
+            v.splice(i..i, extra);
+            v
+        };
+        let up = "../".repeat(12);
+        let mut cases: Vec<(&str, Vec<RawEntry>, Option<(tar::Header, u64)>, Vec<String>)> = vec![
+            (
+                "`..` into scratch",
+                with(vec![RawEntry::file(&format!("../../{tag}-dotdot"), b"x")]),
+                None,
+                vec!["path escapes the target directory".into()],
+            ),
+            (
+                "`..` into /tmp",
+                with(vec![RawEntry::file(&format!("{up}tmp/{tag}-deep"), b"x")]),
+                None,
+                vec!["path escapes the target directory".into()],
+            ),
+            (
+                "absolute path",
+                with(vec![RawEntry::file(&format!("/tmp/{tag}-abs"), b"x")]),
+                None,
+                vec!["absolute path".into()],
+            ),
+            (
+                "symlink out, then a write through it",
+                with(vec![
+                    RawEntry::link(&format!("{tag}-link"), EntryType::Symlink, &format!("{up}tmp")),
+                    RawEntry::file(&format!("{tag}-link/{tag}-via-link"), b"x"),
+                ]),
+                None,
+                vec!["symlink target".into(), "escapes the target directory".into()],
+            ),
+            (
+                "absolute symlink",
+                with(vec![RawEntry::link("lnk", EntryType::Symlink, &format!("/tmp/{tag}-sym"))]),
+                None,
+                vec!["symlink target".into()],
+            ),
+            (
+                "hard link",
+                with(vec![RawEntry::link(&format!("{tag}-hard"), EntryType::Link, "/etc/passwd")]),
+                None,
+                vec!["hard links are not allowed".into()],
+            ),
+            (
+                "release.MF twice",
+                with(vec![RawEntry::file(
+                    "release.MF",
+                    mf.replace("version:", "x: y\nversion:").as_bytes(),
+                )]),
+                None,
+                vec!["duplicate entry".into()],
+            ),
+            ("a job twice", with(vec![base[job_at].clone()]), None, vec!["duplicate entry".into()]),
+        ];
+        // `..` inside a job tarball that release.MF vouches for.
+        let job = inputs.join("hostile-job.tgz");
+        let mut job_entries = read_entries_bytes(&base[job_at].data, &inputs);
+        job_entries.push(RawEntry::file(&format!("../../../{tag}-nested"), b"x"));
+        write_entries(&job, &job_entries, None);
+        let hostile_job = std::fs::read(&job).unwrap();
+        let mut v = base.clone();
+        v[job_at].data = hostile_job.clone();
+        v[mf_at].data = mf.replace(&job_digest, &digest_hex(&inputs, &hostile_job)).into_bytes();
+        cases.push((
+            "`..` inside a job",
+            v,
+            None,
+            vec!["jobs/web.tgz".into(), "path escapes the target directory".into()],
+        ));
+        // 10 GiB claimed by a sparse entry, then by a regular one.
+        let mut sparse = RawEntry::file(&format!("{tag}-sparse"), &[0u8; 512]);
+        sparse.kind = EntryType::GNUSparse;
+        let mut h = sparse.header(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(10 << 30);
+        gnu.sparse[0].set_offset((10 << 30) - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        cases.push((
+            "10 GiB sparse entry",
+            base.clone(),
+            Some((h, 512)),
+            vec!["special files".into()],
+        ));
+        let bomb = RawEntry::file(&format!("{tag}-bomb"), b"").header(10 << 30);
+        cases.push((
+            "10 GiB regular entry",
+            base.clone(),
+            Some((bomb, 64 << 20)),
+            vec![
+                format!("larger than the limit of {} bytes", limits.max_unpacked_bytes),
+                "--max-upload-unpacked-bytes".into(),
+            ],
+        ));
+        // One entry more than the cap (once: at the default cap the director
+        // writes 100,000 files before refusing, which takes a while).
+        if run == 0 {
+            let mut many = base.clone();
+            for i in 0..=limits.max_entries {
+                many.push(RawEntry::file(&format!("{tag}-many/{i}"), b""));
+            }
+            cases.push((
+                "one entry over the cap",
+                many,
+                None,
+                vec![
+                    format!("more than the limit of {} entries", limits.max_entries),
+                    "--max-upload-entries".into(),
+                ],
+            ));
+        }
+        // release.MF's sha1 of a job is wrong; a job has a byte flipped.
+        let mut v = base.clone();
+        let mut wrong = job_digest.clone().into_bytes();
+        let i = rng.random_range(0..wrong.len());
+        wrong[i] = if wrong[i] == b'0' { b'1' } else { b'0' };
+        v[mf_at].data = mf.replace(&job_digest, std::str::from_utf8(&wrong).unwrap()).into_bytes();
+        cases.push((
+            "wrong sha1 (digest) in release.MF",
+            v,
+            None,
+            vec!["jobs/web.tgz".into(), "digest mismatch".into()],
+        ));
+        let mut v = base.clone();
+        let i = rng.random_range(0..v[job_at].data.len());
+        v[job_at].data[i] ^= 1 << rng.random_range(0..8);
+        cases.push((
+            "a job with one byte flipped",
+            v,
+            None,
+            vec!["jobs/web.tgz".into(), "digest mismatch".into()],
+        ));
+
+        for (what, entries, tail, expect) in cases {
+            let path = inputs.join("hostile.tgz");
+            write_entries(&path, &entries, tail);
+            let sent = std::fs::metadata(&path).unwrap().len();
+            let t = Instant::now();
+            let r = post_file(&uploads, &path).await;
+            let took = t.elapsed();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap();
+            eprintln!("run {run}, {what} ({sent} bytes sent): {status} in {took:?}: {body}");
+            assert_eq!(status, 422, "{what}: {body}");
+            let text = body.to_string();
+            for e in &expect {
+                assert!(text.contains(e.as_str()), "{what}: {e:?} not in {body}");
+            }
+            assert!(
+                store.list::<ReleaseSpec>("").await.unwrap().items.is_empty(),
+                "{what}: a release was stored"
+            );
+            assert!(storage.list().await.unwrap().is_empty(), "{what}: a blob was stored");
+            let left = files_under(&root.join("scratch"));
+            assert!(left.is_empty(), "{what}: left in scratch: {left:?}");
+            let named: Vec<_> =
+                walkdir_names(tmp.path()).into_iter().filter(|p| p.contains(&tag)).collect();
+            assert!(named.is_empty(), "{what}: written: {named:?}");
+            for p in ["deep", "abs", "sym", "via-link", "hard"] {
+                let outside = format!("/tmp/{tag}-{p}");
+                assert!(!std::path::Path::new(&outside).exists(), "{what}: wrote {outside}");
+            }
+            refused += 1;
+            if took > slowest.0 {
+                slowest = (took, what);
+            }
+        }
+    }
+    report(
+        "F4",
+        runs,
+        seed,
+        &format!(
+            "{refused} hostile tarballs refused (422, entry and reason named; caps with value and \
+             flag: 10 GiB claimed vs {} B, {} entries); 0 objects, 0 blobs, scratch empty, nothing \
+             written outside staging; slowest refusal {:.1?} ({})",
+            limits.max_unpacked_bytes, limits.max_entries, slowest.0, slowest.1
+        ),
+    );
+}
+
+/// The entries of a `.tgz` held in memory.
+fn read_entries_bytes(tgz: &[u8], scratch: &std::path::Path) -> Vec<RawEntry> {
+    read_entries(&super::write_file(scratch, "entries.tgz", tgz))
+}
+
+/// Every path under `dir`, as text (names the archives chose included).
+fn walkdir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        out.push(p.display().to_string());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walkdir_names(&p));
+        }
+    }
+    out
 }
