@@ -21,8 +21,8 @@
 //!   responses on command, for fault tests.
 
 pub mod agent;
-pub mod proxy;
 mod etcd_cluster;
+pub mod proxy;
 
 pub use etcd_cluster::EtcdCluster;
 

@@ -35,7 +35,8 @@ use std::fmt;
 
 use chrono::Utc;
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, KeyValue, KvClient, PutOptions, Txn, TxnOpResponse,
+    WatchClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -51,14 +52,33 @@ mod secrets;
 pub mod watch;
 
 pub use crate::pki::{EtcdPki, TlsFiles};
+/// An object stored under a kind's keys that cannot be used (see
+/// [`crate::wire::objects::Quarantined`]).
+pub use crate::wire::objects::Quarantined;
 pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
 pub use watch::{RelistHandle, WatchEvent, WatchStats, Watcher};
 
-/// Objects per page when listing; keeps each gRPC message well under
-/// tonic's 4 MiB default limit even for large specs.
+/// Objects per page when listing. A page of large values is halved until
+/// it fits [`MAX_RANGE_RESPONSE_BYTES`], so this suits the common small
+/// objects without failing on a run of large ones.
 const LIST_PAGE: i64 = 500;
+
+/// The largest range (list) response the store decodes. tonic's default is
+/// 4 MiB, which three values near etcd's 1.5 MiB request limit exceed: a
+/// list (and every relist of a watch) of such a kind failed for good and
+/// its controllers stalled (fault matrix F2). Pages that are still too
+/// large are halved ([`Store::range_all`]).
+const MAX_RANGE_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The largest watch response the store decodes: etcd batches up to 1,000
+/// revisions into one response for a watcher that is catching up, and a
+/// watch that cannot decode a response resumes at the same revision and
+/// fails again, forever (F2). So the limit is etcd's own largest gRPC
+/// message (2 GiB); a transient memory spike is better than a stalled
+/// controller.
+const MAX_WATCH_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// The most bytes one object write may put into etcd: etcd's default
 /// `--max-request-bytes` (1.5 MiB). etcd refuses a larger request with a
@@ -121,6 +141,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored value decoded, but is not this kind's object at this key
+    /// (another apiVersion or kind, or metadata naming another key).
+    #[error("malformed object at {key}: {reason}")]
+    Malformed {
+        /// The etcd key.
+        key: String,
+        /// What does not match.
+        reason: String,
+    },
     /// The encoded object is larger than one etcd write may be; nothing
     /// was written.
     #[error(
@@ -175,6 +204,12 @@ impl Error {
         matches!(self, Error::Conflict { .. })
     }
 
+    /// Whether a stored value cannot be used as an object ([`Error::Decode`],
+    /// [`Error::Malformed`]): listings and watches quarantine it.
+    pub fn is_undecodable(&self) -> bool {
+        matches!(self, Error::Decode { .. } | Error::Malformed { .. })
+    }
+
     fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
         move |source| Error::Etcd { op, source }
     }
@@ -207,6 +242,9 @@ struct SpecRecord<S> {
 pub struct List<S: Kind> {
     /// The objects, sorted by key.
     pub items: Vec<Object<S>>,
+    /// Objects under the listed prefix that cannot be used (see
+    /// [`Quarantined`]), sorted by key; left out of `items`.
+    pub quarantined: Vec<Quarantined>,
     /// The revision the listing was read at; watch from `revision + 1`.
     pub revision: i64,
 }
@@ -224,6 +262,10 @@ pub struct Probe {
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// `client`'s KV service, decoding up to [`MAX_RANGE_RESPONSE_BYTES`].
+    kv: KvClient,
+    /// `client`'s watch service, decoding up to [`MAX_WATCH_RESPONSE_BYTES`].
+    watches: WatchClient,
     root: String,
     fence: Option<Fence>,
     /// The most bytes one object write may carry ([`DEFAULT_MAX_WRITE_BYTES`]).
@@ -250,6 +292,8 @@ impl Store {
         let client = config.client().await?;
         let endpoints = endpoints::keep(config, client.clone()).await?;
         Ok(Store {
+            kv: client.kv_client().max_decoding_message_size(MAX_RANGE_RESPONSE_BYTES),
+            watches: client.watch_client().max_decoding_message_size(MAX_WATCH_RESPONSE_BYTES),
             client,
             root: root.trim_end_matches('/').to_string(),
             fence: None,
@@ -319,6 +363,11 @@ impl Store {
         self.client.clone()
     }
 
+    /// The watch service, with a decoding limit fit for large values.
+    pub(crate) fn watch_client(&self) -> WatchClient {
+        self.watches.clone()
+    }
+
     /// `<root>/<plural>/`: both halves of every object of a kind, so that
     /// one watch sees a transaction's spec and status changes together.
     pub(crate) fn kind_root<S: Kind>(&self) -> String {
@@ -383,7 +432,7 @@ impl Store {
         let spec = gets.next().flatten();
         let status = gets.next().flatten();
         match spec {
-            Some(spec) => decode_object::<S>(&spec, status.as_ref()),
+            Some(spec) => decode_object::<S>(&name, &spec, status.as_ref()),
             None => Err(Error::NotFound { kind: S::KIND, name }),
         }
     }
@@ -404,6 +453,8 @@ impl Store {
     /// Lists every object of a kind whose key name starts with `prefix`
     /// (e.g. a deployment's instances: `"cf/"`), consistently at one
     /// revision, paging so that large kinds never exceed a gRPC message.
+    /// Objects that cannot be used are left out and named in
+    /// [`List::quarantined`].
     pub async fn list<S: Kind>(&self, prefix: &str) -> Result<List<S>> {
         self.list_at_revision(prefix, None).await
     }
@@ -419,18 +470,28 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<List<S>> {
-        let spec_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Spec));
+        let kind_spec = self.kind_prefix::<S>(Side::Spec);
+        let spec_prefix = format!("{kind_spec}{prefix}");
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
         let (specs, revision) = self.range_all(&spec_prefix, revision).await?;
         let (statuses, _) = self.range_all(&status_prefix, Some(revision)).await?;
         let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> =
             statuses.into_iter().map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv)).collect();
         let mut items = Vec::with_capacity(specs.len());
+        let mut quarantined = Vec::new();
         for kv in &specs {
             let status = statuses.remove(&kv.key()[spec_prefix.len()..]);
-            items.push(decode_object::<S>(kv, status.as_ref())?);
+            let name = String::from_utf8_lossy(&kv.key()[kind_spec.len()..]).into_owned();
+            match decode_object::<S>(&name, kv, status.as_ref()) {
+                Ok(o) => items.push(o),
+                Err(e) if e.is_undecodable() => {
+                    let revision = kv.mod_revision().max(status.map_or(0, |s| s.mod_revision()));
+                    quarantined.push(Quarantined { name, revision, reason: e.to_string() });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(List { items, revision })
+        Ok(List { items, quarantined, revision })
     }
 
     /// All key-values under `prefix`, at `revision` (or the current one),
@@ -444,17 +505,25 @@ impl Store {
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut rev = revision.unwrap_or(0);
+        let mut page = LIST_PAGE;
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
             if rev > 0 {
                 opts = opts.with_revision(rev);
             }
-            let mut resp = self
-                .client
-                .clone()
-                .get(start.clone(), Some(opts))
-                .await
-                .map_err(Error::etcd("list"))?;
+            let mut resp = match self.kv.clone().get(start.clone(), Some(opts)).await {
+                Ok(r) => r,
+                // A page of large values over the response limit: the same
+                // page, halved (one value always fits: etcd refuses writes
+                // over 1.5 MiB).
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() as i32 == OUT_OF_RANGE && page > 1 =>
+                {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(Error::etcd("list")(e)),
+            };
             if rev == 0 {
                 rev = resp.header().map(|h| h.revision()).unwrap_or_default();
             }
@@ -735,14 +804,39 @@ fn encode_status<S: Kind>(status: &S::Status) -> Vec<u8> {
     serde_json::to_vec(status).expect("statuses always serialize")
 }
 
-/// Builds an object from its spec key-value and optional status key-value.
+/// gRPC's `OUT_OF_RANGE`, which tonic answers a response over its
+/// decoding limit with.
+const OUT_OF_RANGE: i32 = 11;
+
+/// Builds the object stored under key name `name` from its spec key-value
+/// and optional status key-value. A record of another apiVersion or kind,
+/// or whose metadata names another key, is [`Error::Malformed`]: acting on
+/// it would write its status under a key nobody watches, or treat one kind
+/// as another.
 pub(crate) fn decode_object<S: Kind>(
+    name: &str,
     spec: &KeyValue,
     status: Option<&KeyValue>,
 ) -> Result<Object<S>> {
     let key = || String::from_utf8_lossy(spec.key()).into_owned();
     let rec: SpecRecord<S> = serde_json::from_slice(spec.value())
         .map_err(|source| Error::Decode { key: key(), source })?;
+    let malformed = |reason: String| Error::Malformed { key: key(), reason };
+    if rec.api_version != crate::objects::API_VERSION {
+        return Err(malformed(format!(
+            "apiVersion {:?}, expected {:?}",
+            rec.api_version,
+            crate::objects::API_VERSION
+        )));
+    }
+    if rec.kind != S::KIND {
+        return Err(malformed(format!("kind {:?}, expected {:?}", rec.kind, S::KIND)));
+    }
+    let named = key_name::<S>(rec.metadata.deployment.as_deref(), &rec.metadata.name);
+    if named != name {
+        return Err(malformed(format!("its metadata names {named:?}, not {name:?}")));
+    }
+    validate_name(name).map_err(|e| malformed(e.to_string()))?;
     let status_value = match status {
         Some(kv) => serde_json::from_slice(kv.value()).map_err(|source| Error::Decode {
             key: String::from_utf8_lossy(kv.key()).into_owned(),

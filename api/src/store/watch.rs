@@ -11,6 +11,10 @@
 //! does, so that events lost on the way (FAULT-MATRIX B3) cannot leave its
 //! cache wrong for longer than one resync period. [`WatchStats`] counts
 //! what happened (relists, compactions, broken sessions).
+//!
+//! A value that cannot be used as an object (see [`Quarantined`]) never
+//! stops the watch: it is logged, reported with [`WatchEvent::Quarantined`]
+//! (or in the relist), and consumers drop whatever they knew of the object.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -25,7 +29,7 @@ use futures::Stream;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
-use super::{Result, Side, Store, decode_object, failpoints};
+use super::{Quarantined, Result, Side, Store, decode_object, failpoints};
 use crate::objects::{Kind, Object};
 
 /// One change seen by a [`Watcher`].
@@ -35,11 +39,16 @@ pub enum WatchEvent<S: Kind> {
     Relisted {
         /// Every object of the kind.
         objects: Vec<Object<S>>,
+        /// Objects of the kind that cannot be used, left out of `objects`.
+        quarantined: Vec<Quarantined>,
         /// The revision listed at.
         revision: i64,
     },
     /// An object was created or its spec or status changed.
     Applied(Box<Object<S>>),
+    /// An object was written with a spec or status that cannot be used:
+    /// forget it (it is not deleted; it is left alone until fixed).
+    Quarantined(Quarantined),
     /// An object is gone.
     Deleted {
         /// Its key name (`name`, or `deployment/name`).
@@ -248,14 +257,18 @@ impl<S: Kind> WatchState<S> {
             self.remember(kv);
         }
         let mut objects = Vec::with_capacity(self.specs.len());
+        let mut quarantined = Vec::new();
         for name in self.specs.keys() {
-            if let Some(o) = self.compose(name) {
-                objects.push(o);
+            match self.compose(name) {
+                Some(Ok(o)) => objects.push(o),
+                Some(Err(q)) => quarantined.push(q),
+                None => {}
             }
         }
         self.next_revision = Some(revision + 1);
         self.stats.relists.fetch_add(1, Ordering::Relaxed);
-        Ok(self.tx.send(WatchEvent::Relisted { objects, revision }).await.is_ok())
+        let ev = WatchEvent::Relisted { objects, quarantined, revision };
+        Ok(self.tx.send(ev).await.is_ok())
     }
 
     /// Stores a key-value in the spec or status map.
@@ -288,18 +301,17 @@ impl<S: Kind> WatchState<S> {
         }
     }
 
-    /// The whole object, if its spec is known and decodes.
-    fn compose(&self, name: &str) -> Option<Object<S>> {
+    /// The whole object if its spec is known: decoded, or quarantined.
+    fn compose(&self, name: &str) -> Option<Result<Object<S>, Quarantined>> {
         let spec = self.specs.get(name)?;
-        match decode_object::<S>(spec, self.statuses.get(name)) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                // A bad value written by hand must not stop the watch for
-                // everything else; it is reported and skipped.
-                warn!(kind = S::KIND, name, error = %e, "skipping undecodable object");
-                None
-            }
-        }
+        let status = self.statuses.get(name);
+        Some(decode_object::<S>(name, spec, status).map_err(|e| {
+            // A bad value written by hand must not stop the watch for
+            // everything else; it is reported and left alone.
+            let revision = spec.mod_revision().max(status.map_or(0, |s| s.mod_revision()));
+            warn!(kind = S::KIND, name, revision, error = %e, "quarantined an object that cannot be used");
+            Quarantined { name: name.to_string(), revision, reason: e.to_string() }
+        }))
     }
 
     /// One watch from `next_revision` until it breaks.
@@ -307,7 +319,8 @@ impl<S: Kind> WatchState<S> {
         let start = self.next_revision.unwrap_or(1);
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
-        let mut stream = match self.store.client().watch(self.root.clone(), Some(opts)).await {
+        let mut stream = match self.store.watch_client().watch(self.root.clone(), Some(opts)).await
+        {
             Ok(s) => s,
             Err(e) => return SessionEnd::Broken(e.to_string()),
         };
@@ -382,10 +395,10 @@ impl<S: Kind> WatchState<S> {
                 let ev = if spec_deleted {
                     WatchEvent::Deleted { name, revision: rev }
                 } else {
-                    // None: a status for an object we do not have, or one
-                    // that does not decode (already reported).
                     match self.compose(&name) {
-                        Some(o) => WatchEvent::Applied(Box::new(o)),
+                        Some(Ok(o)) => WatchEvent::Applied(Box::new(o)),
+                        Some(Err(q)) => WatchEvent::Quarantined(q),
+                        // A status for an object we do not have.
                         None => continue,
                     }
                 };

@@ -167,6 +167,7 @@ impl From<store::Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             store::Error::Decode { .. }
+            | store::Error::Malformed { .. }
             | store::Error::Decrypt { .. }
             | store::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };

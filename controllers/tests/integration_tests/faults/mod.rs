@@ -15,6 +15,7 @@ mod a;
 mod b;
 mod d;
 mod f7;
+mod fg;
 
 use std::time::Duration;
 
