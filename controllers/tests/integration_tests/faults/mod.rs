@@ -12,6 +12,7 @@
 //! failure can be replayed.
 
 mod a;
+mod c;
 mod d;
 
 use std::time::Duration;
