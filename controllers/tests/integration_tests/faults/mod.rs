@@ -13,6 +13,7 @@
 
 mod a;
 mod b;
+mod c;
 mod d;
 mod f7;
 mod fg;
