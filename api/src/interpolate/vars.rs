@@ -300,10 +300,33 @@ impl Run<'_> {
             Value::Object(map) => {
                 let mut out = Map::new();
                 for (k, item) in map {
+                    // A key that becomes a boolean, null or number is stored
+                    // as the parser stores such keys: its canonical spelling.
                     let key = match self.string(k) {
-                        Value::String(s) => s,
-                        other => other.to_string(),
+                        Value::String(s) => match crate::yaml::non_finite_spelling(&s) {
+                            Some(spelling) => spelling.to_string(),
+                            None => s,
+                        },
+                        Value::Null => "null".to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Number(n) => match n.as_f64() {
+                            Some(f) if n.is_f64() => crate::yaml::go_float(f),
+                            _ => n.to_string(),
+                        },
+                        other => {
+                            self.errors.push(format!(
+                                "the key {k:?} becomes {}; a key must be a string, number, boolean or null",
+                                kind(&other)
+                            ));
+                            continue;
+                        }
                     };
+                    if out.contains_key(&key) {
+                        self.errors.push(format!(
+                            "the key {k:?} becomes {key:?}, a key the map already has"
+                        ));
+                        continue;
+                    }
                     out.insert(key, self.value(item));
                 }
                 Value::Object(out)
@@ -626,6 +649,20 @@ mod tests {
         );
         assert_eq!(env.get("port"), Some(&json!(80)));
         assert_eq!(env.len(), 1);
+    }
+
+    /// A placeholder key becomes the key its value spells (as the parser
+    /// stores a typed key); a map or list, or a key the map already has,
+    /// is an error (bosh panics on the first and keeps one on the second).
+    #[test]
+    fn placeholder_keys_become_canonical_keys() {
+        let v = vars(json!({"b": true, "f": 1.0, "s": "x", "m": {"a": 1}}));
+        let out = interpolate(&json!({"((b))": 1, "((f))": 2, "((s))": 3}), &v, Default::default());
+        assert_eq!(out, Ok(json!({"true": 1, "1": 2, "x": 3})));
+        let err = interpolate(&json!({"((m))": 1}), &v, Default::default()).unwrap_err();
+        assert!(err.to_string().contains("becomes a map; a key must be"), "{err}");
+        let err = interpolate(&json!({"((s))": 1, "x": 2}), &v, Default::default()).unwrap_err();
+        assert!(err.to_string().contains("a key the map already has"), "{err}");
     }
 
     /// A non-finite float embedded in a string reads as YAML spells it.
