@@ -180,6 +180,22 @@ fn output_matches_bosh_byte_for_byte() {
                 "{name}: output differs from bosh's at line {first:?}\n--- got\n{got}\n--- bosh\n{want}"
             );
         }
+        // What bosh prints reads back as the same document (this is the
+        // text `bosh deploy` would send a director): go-yaml v2's quoting,
+        // folding and block styles are read right. The float -0 prints as
+        // `-0`, which reads back as the integer 0, in bosh as well. `corners`
+        // holds the spellings listed as not matched yet in
+        // docs/bosh-differences.md (`yEs`, `1e999`, and U+2028 inside
+        // quotes, a line break to YAML 1.1 only): printed as bosh prints
+        // them, but not read back the same.
+        if name != "corners" {
+            let back = bosh_api::yaml::to_bosh_string(&yaml(&want));
+            assert_eq!(
+                back,
+                want.replace(": -0\n", ": 0\n"),
+                "{name}: bosh's output does not read back the same"
+            );
+        }
     }
 }
 
