@@ -92,7 +92,7 @@ scenario_fuzz_agent_message() { fuzz agent_message "fuzz: agent messages + setti
 scenario_matrix() {
   local log=$WORK/matrix.log filter=${MATRIX_FILTER:-}
   FAULTS_FULL=${FAULTS_FULL:-1} FAULTS_SEED=${FAULTS_SEED:-} cargo nextest run -p bosh-controllers \
-    --features failpoints --no-capture --no-fail-fast \
+    --features failpoints --profile faults-full --no-capture --no-fail-fast \
     -E "test(/^integration_tests::faults::.*${filter}/)" >"$log" 2>&1
   local rc=$?
   grep -a '^FAULT-REPORT|' "$log" | while IFS='|' read -r _ id n seed figures; do

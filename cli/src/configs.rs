@@ -97,7 +97,7 @@ pub async fn show(args: ShowArgs, fixed: Option<ConfigType>) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = format!("{}/{}", type_.as_str(), args.name);
     match d.try_object::<ConfigSpec>(&name).await? {
-        Some(o) => print!("{}", bosh_api::yaml::to_string(&o.spec.content)?),
+        Some(o) => print!("{}", bosh_api::yaml::to_bosh_string(&o.spec.content)),
         None => anyhow::bail!("no config {name}"),
     }
     Ok(())

@@ -115,7 +115,7 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
     };
     let d = Director::resolve(&args.director)?;
     let body = ApplyRequest {
-        manifest: bosh_api::yaml::to_string(&manifest)?,
+        manifest: bosh_api::yaml::to_bosh_string(&manifest),
         cloud_configs: None,
         options: DeploymentOptions {
             recreate: args.recreate,
@@ -266,7 +266,7 @@ pub async fn manifest(args: ManifestArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = &args.deployment.deployment;
     let dep: Object<DeploymentSpec> = d.get(&format!("/v1/deployments/{name}")).await?;
-    print!("{}", bosh_api::yaml::to_string(&dep.spec.manifest)?);
+    print!("{}", bosh_api::yaml::to_bosh_string(&dep.spec.manifest));
     Ok(())
 }
 

@@ -126,13 +126,22 @@ pub async fn get(args: GetArgs) -> Result<()> {
     Ok(())
 }
 
+/// One object the director cannot use (its stored value does not decode).
+fn print_quarantined(q: &bosh_api::wire::objects::Quarantined) {
+    println!("QUARANTINED {} {}", q.name, q.reason);
+}
+
 /// Prints one watch event as a summary line.
 fn print_summary(ev: WatchEvent<ObjectSummary>) {
     let line = |what: &str, o: &ObjectSummary| {
         println!("{what}  {} gen={} {}", o.metadata.name, o.metadata.generation, conditions(o));
     };
     match ev {
-        WatchEvent::Relisted { objects, .. } => objects.iter().for_each(|o| line("LISTED ", o)),
+        WatchEvent::Relisted { objects, quarantined, .. } => {
+            objects.iter().for_each(|o| line("LISTED ", o));
+            quarantined.iter().for_each(print_quarantined);
+        }
+        WatchEvent::Quarantined { object } => print_quarantined(&object),
         WatchEvent::Applied { object } => line("APPLIED", &object),
         WatchEvent::Deleted { name, .. } => println!("DELETED  {name}"),
         WatchEvent::Keepalive | WatchEvent::Unknown => {}

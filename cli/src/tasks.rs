@@ -184,7 +184,10 @@ fn watched<O>(ev: WatchEvent<O>) -> Vec<O> {
     match ev {
         WatchEvent::Applied { object } => vec![object],
         WatchEvent::Relisted { objects, .. } => objects,
-        WatchEvent::Deleted { .. } | WatchEvent::Keepalive | WatchEvent::Unknown => Vec::new(),
+        WatchEvent::Deleted { .. }
+        | WatchEvent::Quarantined { .. }
+        | WatchEvent::Keepalive
+        | WatchEvent::Unknown => Vec::new(),
     }
 }
 

@@ -249,18 +249,33 @@ pub struct AgentClient {
 }
 
 /// Requests sent, by method: what benchmarks and tests count (e.g. zero
-/// `apply` at steady state). Polls (`get_task`) are not counted.
+/// `apply` at steady state). Polls (`get_task`) are not counted as
+/// requests; tries that went unanswered are counted apart, polls included.
 #[derive(Default)]
-pub struct CallCounts(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+pub struct CallCounts {
+    sent: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    missed: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
 
 impl CallCounts {
     fn bump(&self, method: Method) {
-        *self.0.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
+        *self.sent.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
+    }
+
+    fn bump_missed(&self, method: Method) {
+        *self.missed.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
     }
 
     /// Requests of `method` sent so far.
     pub fn get(&self, method: Method) -> u64 {
-        self.0.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
+        self.sent.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Tries of `method` (`get_task` polls included) that timed out or
+    /// found no agent listening (FAULT-MATRIX C6: a paused agent's
+    /// requests time out and are tried again).
+    pub fn missed(&self, method: Method) -> u64 {
+        self.missed.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
     }
 }
 
@@ -560,9 +575,13 @@ impl Agent {
         let msg = match self.nats.send_request(self.subject.clone(), nats_req).await {
             Ok(m) => m,
             Err(e) => {
+                let missed = |miss| {
+                    self.calls.bump_missed(method);
+                    Err(miss)
+                };
                 return match e.kind() {
-                    async_nats::RequestErrorKind::TimedOut => Err(Miss::TimedOut(timeout)),
-                    async_nats::RequestErrorKind::NoResponders => Err(Miss::NoResponders),
+                    async_nats::RequestErrorKind::TimedOut => missed(Miss::TimedOut(timeout)),
+                    async_nats::RequestErrorKind::NoResponders => missed(Miss::NoResponders),
                     _ => Ok(Err(AgentError::Nats {
                         agent: self.agent_id.clone(),
                         method: method.as_str(),

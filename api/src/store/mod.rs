@@ -27,12 +27,16 @@
 //! - `secrets`: generated credentials, kept outside every object and
 //!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
+//! - [`endpoints`]: keeps requests off etcd members that do not answer.
+//! - [`failpoints`]: lost replies and dropped or broken watches, for fault
+//!   tests (feature `failpoints`).
 
 use std::fmt;
 
 use chrono::Utc;
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, Txn, TxnOpResponse,
+    Client, Compare, CompareOp, GetOptions, KeyValue, KvClient, PutOptions, Txn, TxnOpResponse,
+    WatchClient,
 };
 use serde::{Deserialize, Serialize};
 
@@ -41,19 +45,40 @@ use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod config;
 mod counters;
+pub mod endpoints;
+pub mod failpoints;
 pub mod lease;
 mod secrets;
 pub mod watch;
 
 pub use crate::pki::{EtcdPki, TlsFiles};
+/// An object stored under a kind's keys that cannot be used (see
+/// [`crate::wire::objects::Quarantined`]).
+pub use crate::wire::objects::Quarantined;
 pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
-pub use watch::{WatchEvent, Watcher};
+pub use watch::{RelistHandle, WatchEvent, WatchStats, Watcher};
 
-/// Objects per page when listing; keeps each gRPC message well under
-/// tonic's 4 MiB default limit even for large specs.
+/// Objects per page when listing. A page of large values is halved until
+/// it fits [`MAX_RANGE_RESPONSE_BYTES`], so this suits the common small
+/// objects without failing on a run of large ones.
 const LIST_PAGE: i64 = 500;
+
+/// The largest range (list) response the store decodes. tonic's default is
+/// 4 MiB, which three values near etcd's 1.5 MiB request limit exceed: a
+/// list (and every relist of a watch) of such a kind failed for good and
+/// its controllers stalled (fault matrix F2). Pages that are still too
+/// large are halved ([`Store::range_all`]).
+const MAX_RANGE_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The largest watch response the store decodes: etcd batches up to 1,000
+/// revisions into one response for a watcher that is catching up, and a
+/// watch that cannot decode a response resumes at the same revision and
+/// fails again, forever (F2). So the limit is etcd's own largest gRPC
+/// message (2 GiB); a transient memory spike is better than a stalled
+/// controller.
+const MAX_WATCH_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// The most bytes one object write may put into etcd: etcd's default
 /// `--max-request-bytes` (1.5 MiB). etcd refuses a larger request with a
@@ -116,6 +141,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored value decoded, but is not this kind's object at this key
+    /// (another apiVersion or kind, or metadata naming another key).
+    #[error("malformed object at {key}: {reason}")]
+    Malformed {
+        /// The etcd key.
+        key: String,
+        /// What does not match.
+        reason: String,
+    },
     /// The encoded object is larger than one etcd write may be; nothing
     /// was written.
     #[error(
@@ -170,6 +204,12 @@ impl Error {
         matches!(self, Error::Conflict { .. })
     }
 
+    /// Whether a stored value cannot be used as an object ([`Error::Decode`],
+    /// [`Error::Malformed`]): listings and watches quarantine it.
+    pub fn is_undecodable(&self) -> bool {
+        matches!(self, Error::Decode { .. } | Error::Malformed { .. })
+    }
+
     fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
         move |source| Error::Etcd { op, source }
     }
@@ -202,20 +242,39 @@ struct SpecRecord<S> {
 pub struct List<S: Kind> {
     /// The objects, sorted by key.
     pub items: Vec<Object<S>>,
+    /// Objects under the listed prefix that cannot be used (see
+    /// [`Quarantined`]), sorted by key; left out of `items`.
+    pub quarantined: Vec<Quarantined>,
     /// The revision the listing was read at; watch from `revision + 1`.
     pub revision: i64,
+}
+
+/// What [`Store::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The revision a linearizable read returned.
+    pub revision: i64,
+    /// The alarms raised on any member (`NOSPACE`, `CORRUPT`), each once.
+    pub alarms: Vec<String>,
 }
 
 /// Typed access to bosh-rs objects in etcd.
 #[derive(Clone)]
 pub struct Store {
     client: Client,
+    /// `client`'s KV service, decoding up to [`MAX_RANGE_RESPONSE_BYTES`].
+    kv: KvClient,
+    /// `client`'s watch service, decoding up to [`MAX_WATCH_RESPONSE_BYTES`].
+    watches: WatchClient,
     root: String,
     fence: Option<Fence>,
     /// The most bytes one object write may carry ([`DEFAULT_MAX_WRITE_BYTES`]).
     max_write_bytes: usize,
     /// Encrypts secrets at rest; `None` stores them as plaintext.
     secrets_key: Option<SecretsKey>,
+    /// Keeps requests off members that do not answer (several endpoints
+    /// only); stops with the last clone.
+    _endpoints: Option<std::sync::Arc<endpoints::EndpointKeeper>>,
 }
 
 impl fmt::Debug for Store {
@@ -227,14 +286,20 @@ impl fmt::Debug for Store {
 impl Store {
     /// Connects to etcd as `config` says, keeping every key under `root`
     /// (normally `/bosh`; tests may share one etcd by using different roots).
+    /// With several endpoints, members that stop answering are left out
+    /// of the balance until they answer again ([`endpoints`]).
     pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
         let client = config.client().await?;
+        let endpoints = endpoints::keep(config, client.clone()).await?;
         Ok(Store {
+            kv: client.kv_client().max_decoding_message_size(MAX_RANGE_RESPONSE_BYTES),
+            watches: client.watch_client().max_decoding_message_size(MAX_WATCH_RESPONSE_BYTES),
             client,
             root: root.trim_end_matches('/').to_string(),
             fence: None,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             secrets_key: config.secrets_key.clone(),
+            _endpoints: endpoints,
         })
     }
 
@@ -298,6 +363,11 @@ impl Store {
         self.client.clone()
     }
 
+    /// The watch service, with a decoding limit fit for large values.
+    pub(crate) fn watch_client(&self) -> WatchClient {
+        self.watches.clone()
+    }
+
     /// `<root>/<plural>/`: both halves of every object of a kind, so that
     /// one watch sees a transaction's spec and status changes together.
     pub(crate) fn kind_root<S: Kind>(&self) -> String {
@@ -324,6 +394,26 @@ impl Store {
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
     }
 
+    /// Asks etcd whether it can serve us: a linearizable read (which needs
+    /// a leader and a quorum) and the list of raised alarms (`NOSPACE`:
+    /// the database reached its quota and etcd refuses every write until
+    /// an operator compacts, defragments and disarms it). For health
+    /// checks; an error means etcd could not be reached or has no quorum.
+    pub async fn probe(&self) -> Result<Probe> {
+        let revision = self.revision().await?;
+        let resp = self
+            .client
+            .clone()
+            .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+            .await
+            .map_err(Error::etcd("alarm list"))?;
+        let mut alarms: Vec<String> =
+            resp.alarms().iter().map(|a| a.alarm().as_str_name().to_string()).collect();
+        alarms.sort();
+        alarms.dedup();
+        Ok(Probe { revision, alarms })
+    }
+
     /// Reads one object (spec and status at one revision).
     pub async fn get<S: Kind>(&self, deployment: Option<&str>, name: &str) -> Result<Object<S>> {
         let name = key_name::<S>(deployment, name);
@@ -342,7 +432,7 @@ impl Store {
         let spec = gets.next().flatten();
         let status = gets.next().flatten();
         match spec {
-            Some(spec) => decode_object::<S>(&spec, status.as_ref()),
+            Some(spec) => decode_object::<S>(&name, &spec, status.as_ref()),
             None => Err(Error::NotFound { kind: S::KIND, name }),
         }
     }
@@ -363,6 +453,8 @@ impl Store {
     /// Lists every object of a kind whose key name starts with `prefix`
     /// (e.g. a deployment's instances: `"cf/"`), consistently at one
     /// revision, paging so that large kinds never exceed a gRPC message.
+    /// Objects that cannot be used are left out and named in
+    /// [`List::quarantined`].
     pub async fn list<S: Kind>(&self, prefix: &str) -> Result<List<S>> {
         self.list_at_revision(prefix, None).await
     }
@@ -378,18 +470,28 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<List<S>> {
-        let spec_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Spec));
+        let kind_spec = self.kind_prefix::<S>(Side::Spec);
+        let spec_prefix = format!("{kind_spec}{prefix}");
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
         let (specs, revision) = self.range_all(&spec_prefix, revision).await?;
         let (statuses, _) = self.range_all(&status_prefix, Some(revision)).await?;
         let mut statuses: std::collections::HashMap<Vec<u8>, KeyValue> =
             statuses.into_iter().map(|kv| (kv.key()[status_prefix.len()..].to_vec(), kv)).collect();
         let mut items = Vec::with_capacity(specs.len());
+        let mut quarantined = Vec::new();
         for kv in &specs {
             let status = statuses.remove(&kv.key()[spec_prefix.len()..]);
-            items.push(decode_object::<S>(kv, status.as_ref())?);
+            let name = String::from_utf8_lossy(&kv.key()[kind_spec.len()..]).into_owned();
+            match decode_object::<S>(&name, kv, status.as_ref()) {
+                Ok(o) => items.push(o),
+                Err(e) if e.is_undecodable() => {
+                    let revision = kv.mod_revision().max(status.map_or(0, |s| s.mod_revision()));
+                    quarantined.push(Quarantined { name, revision, reason: e.to_string() });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(List { items, revision })
+        Ok(List { items, quarantined, revision })
     }
 
     /// All key-values under `prefix`, at `revision` (or the current one),
@@ -403,17 +505,25 @@ impl Store {
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut rev = revision.unwrap_or(0);
+        let mut page = LIST_PAGE;
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
             if rev > 0 {
                 opts = opts.with_revision(rev);
             }
-            let mut resp = self
-                .client
-                .clone()
-                .get(start.clone(), Some(opts))
-                .await
-                .map_err(Error::etcd("list"))?;
+            let mut resp = match self.kv.clone().get(start.clone(), Some(opts)).await {
+                Ok(r) => r,
+                // A page of large values over the response limit: the same
+                // page, halved (one value always fits: etcd refuses writes
+                // over 1.5 MiB).
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() as i32 == OUT_OF_RANGE && page > 1 =>
+                {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(Error::etcd("list")(e)),
+            };
             if rev == 0 {
                 rev = resp.header().map(|h| h.revision()).unwrap_or_default();
             }
@@ -480,6 +590,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "create")?;
         set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
         Ok(obj)
     }
@@ -504,6 +615,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "spec")?;
         let status_rev = obj.metadata.status_revision;
         set_revisions(&mut obj.metadata, rev, status_rev);
         Ok(obj)
@@ -528,6 +640,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "status")?;
         let spec_rev = obj.metadata.resource_version;
         set_revisions(&mut obj.metadata, spec_rev, rev);
         Ok(obj)
@@ -573,7 +686,7 @@ impl Store {
             expected,
         })
         .await?;
-        Ok(())
+        failpoints::reply_lost(S::PLURAL, "delete")
     }
 
     /// Checks, writing nothing, that this store's fence (if any) still
@@ -691,14 +804,39 @@ fn encode_status<S: Kind>(status: &S::Status) -> Vec<u8> {
     serde_json::to_vec(status).expect("statuses always serialize")
 }
 
-/// Builds an object from its spec key-value and optional status key-value.
+/// gRPC's `OUT_OF_RANGE`, which tonic answers a response over its
+/// decoding limit with.
+const OUT_OF_RANGE: i32 = 11;
+
+/// Builds the object stored under key name `name` from its spec key-value
+/// and optional status key-value. A record of another apiVersion or kind,
+/// or whose metadata names another key, is [`Error::Malformed`]: acting on
+/// it would write its status under a key nobody watches, or treat one kind
+/// as another.
 pub(crate) fn decode_object<S: Kind>(
+    name: &str,
     spec: &KeyValue,
     status: Option<&KeyValue>,
 ) -> Result<Object<S>> {
     let key = || String::from_utf8_lossy(spec.key()).into_owned();
     let rec: SpecRecord<S> = serde_json::from_slice(spec.value())
         .map_err(|source| Error::Decode { key: key(), source })?;
+    let malformed = |reason: String| Error::Malformed { key: key(), reason };
+    if rec.api_version != crate::objects::API_VERSION {
+        return Err(malformed(format!(
+            "apiVersion {:?}, expected {:?}",
+            rec.api_version,
+            crate::objects::API_VERSION
+        )));
+    }
+    if rec.kind != S::KIND {
+        return Err(malformed(format!("kind {:?}, expected {:?}", rec.kind, S::KIND)));
+    }
+    let named = key_name::<S>(rec.metadata.deployment.as_deref(), &rec.metadata.name);
+    if named != name {
+        return Err(malformed(format!("its metadata names {named:?}, not {name:?}")));
+    }
+    validate_name(name).map_err(|e| malformed(e.to_string()))?;
     let status_value = match status {
         Some(kv) => serde_json::from_slice(kv.value()).map_err(|source| Error::Decode {
             key: String::from_utf8_lossy(kv.key()).into_owned(),

@@ -13,9 +13,34 @@ use crate::meta::{Condition, ObjectMeta};
 pub struct List<O> {
     /// The objects, sorted by name.
     pub items: Vec<O>,
+    /// Values under the kind's keys that are not usable objects, left out
+    /// of `items` (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Quarantined>,
     /// The etcd revision the listing was read at: a watch from
     /// `revision + 1` misses nothing that changed after it.
     pub revision: i64,
+}
+
+/// An object stored under a kind's keys that cannot be used: its spec or
+/// status does not decode, or names another apiVersion, kind or key.
+///
+/// Anyone with etcd access can write anything under `/bosh/` (a GitOps
+/// tool, an operator with `etcdctl`, a bug). Such a value cannot carry a
+/// status condition (there is no object to put it in), and one bad value
+/// must not stop a listing or a watch of everything else; so listings and
+/// watches leave it out and report it here, with a warning in the log
+/// (watches), and controllers leave it alone: they forget it, and a parent
+/// whose children include one stops acting on them until it is fixed or
+/// removed (`etcdctl del`). Nothing is ever deleted on its account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Quarantined {
+    /// Its key name relative to the kind (`name`, or `deployment/name`).
+    pub name: String,
+    /// The latest revision of its spec or status key.
+    pub revision: i64,
+    /// Why it cannot be used.
+    pub reason: String,
 }
 
 /// Query of `GET /v1/<plural>`.
@@ -50,11 +75,20 @@ pub enum WatchEvent<O> {
         revision: i64,
         /// Every object.
         objects: Vec<O>,
+        /// Values that are not usable objects (absent when there are none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        quarantined: Vec<Quarantined>,
     },
     /// An object was created or changed (its spec or its status).
     Applied {
         /// The object as it is now.
         object: O,
+    },
+    /// A value under the kind's keys stopped being a usable object (it
+    /// was written undecodable); whatever was known of it is gone.
+    Quarantined {
+        /// What and why.
+        object: Quarantined,
     },
     /// An object was deleted.
     Deleted {
@@ -164,11 +198,11 @@ mod tests {
         let o = config();
         let obj = serde_json::to_string(&o).unwrap();
         round_trip(
-            &List { items: vec![o.clone()], revision: 9 },
+            &List { items: vec![o.clone()], quarantined: vec![], revision: 9 },
             &format!(r#"{{"items":[{obj}],"revision":9}}"#),
         );
         round_trip(
-            &WatchEvent::Relisted { revision: 9, objects: vec![o.clone()] },
+            &WatchEvent::Relisted { revision: 9, objects: vec![o.clone()], quarantined: vec![] },
             &format!(r#"{{"type":"RELISTED","revision":9,"objects":[{obj}]}}"#),
         );
         round_trip(

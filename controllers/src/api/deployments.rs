@@ -65,9 +65,11 @@ fn deleting(name: &str) -> ApiError {
 /// A diff of two manifests as bosh prints it: YAML lines prefixed with
 /// `+ `, `- ` or two spaces, three lines of context around each change,
 /// and `...` between distant changes. `Null` stands for "no manifest".
+/// Both sides print as `bosh interpolate` prints them (sorted keys, the
+/// manifest text the bosh CLI sends), so `.inf` reads `.inf`.
 pub fn manifest_diff(old: &Value, new: &Value) -> Result<Vec<String>, bosh_api::yaml::YamlError> {
     let yaml = |v: &Value| -> Result<String, bosh_api::yaml::YamlError> {
-        if v.is_null() { Ok(String::new()) } else { bosh_api::yaml::to_string(v) }
+        Ok(if v.is_null() { String::new() } else { bosh_api::yaml::to_bosh_string(v) })
     };
     let (old, new) = (yaml(old)?, yaml(new)?);
     let diff = similar::TextDiff::from_lines(&old, &new);
@@ -386,7 +388,6 @@ mod tests {
         assert_eq!(
             diff,
             [
-                "  name: d",
                 "- a: 1",
                 "+ a: 10",
                 "  b: 2",
@@ -398,6 +399,7 @@ mod tests {
                 "  h: 8",
                 "- i: 9",
                 "+ i: ((secret))",
+                "  name: d",
             ]
         );
     }

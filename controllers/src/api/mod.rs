@@ -19,6 +19,7 @@
 //! - `vms`: the VMs the director made, their agents' state, and `exec`.
 //! - [`deployments`]: `apply` (deploy), delete with a task, instance
 //!   actions, instances with process state, logs, variables.
+//! - [`healthz`]: `GET /healthz`, etcd's health as boshd sees it (no token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 pub mod deployments;
 mod export;
+pub mod healthz;
 pub mod limits;
 pub mod objects;
 mod tasks;
@@ -165,6 +167,7 @@ impl From<store::Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             store::Error::Decode { .. }
+            | store::Error::Malformed { .. }
             | store::Error::Decrypt { .. }
             | store::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -207,7 +210,9 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
 }
 
-/// The API routes (everything under `/v1`), behind the token.
+/// The API routes (everything under `/v1`), behind the token, and
+/// `/healthz`, which is not (it tells no secret, and load balancers and
+/// monitors carry no token).
 ///
 /// Uploads stream to disk under their own (large) body cap; every other
 /// route is capped at `--max-request-bytes`. The router has its own
@@ -258,6 +263,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // axum's own 2 MiB default would answer first with neither.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Added after the token layer, which therefore does not wrap it.
+        .route("/healthz", axum::routing::get(healthz::healthz))
         .with_state(state)
 }
 

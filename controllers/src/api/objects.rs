@@ -104,7 +104,7 @@ async fn list<S: Kind>(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<List<Object<S>>>, ApiError> {
     let l = st.store.list::<S>(&q.prefix).await?;
-    Ok(Json(List { items: l.items, revision: l.revision }))
+    Ok(Json(List { items: l.items, quarantined: l.quarantined, revision: l.revision }))
 }
 
 async fn get_one<S: Kind>(
@@ -167,10 +167,11 @@ async fn delete<S: Kind>(
 /// One watch event as a JSON line.
 fn event_line<S: Kind>(ev: WatchEvent<S>) -> Vec<u8> {
     line(&match ev {
-        WatchEvent::Relisted { objects, revision } => {
-            wire::WatchEvent::Relisted { revision, objects }
+        WatchEvent::Relisted { objects, quarantined, revision } => {
+            wire::WatchEvent::Relisted { revision, objects, quarantined }
         }
         WatchEvent::Applied(object) => wire::WatchEvent::Applied { object: *object },
+        WatchEvent::Quarantined(object) => wire::WatchEvent::Quarantined { object },
         WatchEvent::Deleted { name, revision } => wire::WatchEvent::Deleted { name, revision },
     })
 }

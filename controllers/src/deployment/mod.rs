@@ -365,7 +365,17 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         .iter()
         .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
         .collect();
-    let all = store.list::<InstanceSpec>("").await?.items;
+    let listing = store.list::<InstanceSpec>("").await?;
+    // An instance of this deployment whose stored value cannot be read
+    // may hold a VM, a disk and addresses nobody can see: planning around
+    // it could hand its addresses out again or replace it. Nothing moves
+    // until it is fixed or removed. (Others' unreadable instances cannot be
+    // told apart from garbage keys and do not hold this one up.)
+    let unreadable = quarantined_instances(&listing.quarantined, name);
+    if !unreadable.is_empty() {
+        return Err(Blocked::new("InstanceUnreadable", unreadable).into());
+    }
+    let all = listing.items;
     let (mine, others): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|i| i.metadata.deployment.as_deref() == Some(name));
     let outside: BTreeSet<Ipv4Addr> = others
@@ -724,7 +734,14 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
-    let instances = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
+    let listing = store.list::<InstanceSpec>(&format!("{name}/")).await?;
+    let unreadable = quarantined_instances(&listing.quarantined, name);
+    if !unreadable.is_empty() {
+        // Letting the deployment go would leave its VMs behind unseen.
+        warn!(deployment = name, %unreadable, "deletion waits");
+        return Ok(Action::requeue(WAIT));
+    }
+    let instances = listing.items;
     for i in &instances {
         if !i.metadata.is_deleting() {
             event(
@@ -755,6 +772,24 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
     store.update_spec(&next).await?;
     info!(deployment = name, "deployment deleted");
     Ok(Action::await_change())
+}
+
+/// What says which of `name`'s instances cannot be read, if any do:
+/// empty when none.
+fn quarantined_instances(quarantined: &[store::Quarantined], name: &str) -> String {
+    let prefix = format!("{name}/");
+    let mine: Vec<String> = quarantined
+        .iter()
+        .filter(|q| q.name.starts_with(&prefix))
+        .map(|q| format!("{} ({})", q.name, q.reason))
+        .collect();
+    if mine.is_empty() {
+        return String::new();
+    }
+    format!(
+        "instance(s) of this deployment cannot be read from etcd; fix or delete their keys: {}",
+        join_bounded(&mine, "; ", 5)
+    )
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@ impl Sinks {
             debug!(error = %e, source = %alert.source, "alert not recorded here");
             return;
         }
-        warn!(source = %alert.source, severity = alert.severity, title = %alert.title, summary = %alert.summary, "alert");
+        // Debug-formatted: agents write titles and summaries, and a newline
+        // in them must not pass for a line of boshd's log.
+        warn!(source = ?alert.source, severity = alert.severity, title = ?alert.title, summary = ?alert.summary, "alert");
         let Some(url) = self.webhook.clone() else { return };
         let (client, attempts) = (self.client.clone(), self.attempts);
         tokio::spawn(async move {

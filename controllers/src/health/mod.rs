@@ -14,7 +14,10 @@
 //! deployment if it has one.
 //!
 //! Resurrection is not here: the instance controller hears the status
-//! change and reconciles ([`crate::instance`]).
+//! change and reconciles ([`crate::instance`]). Only the end of a meltdown
+//! is seen here: when an instance answers again and the deployment's
+//! unresponsive instances no longer make a meltdown, its `Meltdown`
+//! condition is cleared (nothing else would notice).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -151,8 +154,88 @@ pub struct Monitor {
     pub sinks: alerts::Sinks,
 }
 
+/// Why a message on an agent's subject was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dropped {
+    /// Not a message of the expected shape (bad JSON, another protocol's
+    /// shape, truncated): what the decoder said, escaped and cut short.
+    Malformed(String),
+    /// Well-formed, but its body names another agent than the subject does.
+    Impersonation {
+        /// The agent the body claims to be.
+        claimed: String,
+    },
+}
+
+/// Most characters of a decoding error logged: its text quotes what the
+/// agent sent, which must not flood or forge lines of boshd's log.
+const MAX_LOGGED_ERROR_CHARS: usize = 200;
+
+/// Decodes a heartbeat or alert an agent published on `subject`
+/// (`<prefix><agent-id>`). The subject is the only identity the bus vouches
+/// for (each agent may publish on its own subjects only, see
+/// [`crate::bus`]); the agent id in the body is the sender's word, so a
+/// body naming another agent is refused: otherwise any one compromised VM
+/// could keep a dead instance looking alive (no resurrection), or make a
+/// healthy one look failing.
+fn decode_from<T: serde::de::DeserializeOwned>(
+    subject: &str,
+    prefix: &str,
+    payload: &[u8],
+    agent_of: fn(&T) -> &str,
+) -> Result<T, Dropped> {
+    let msg: T = serde_json::from_slice(payload).map_err(|e| {
+        let text: String = e.to_string().escape_debug().take(MAX_LOGGED_ERROR_CHARS).collect();
+        Dropped::Malformed(text)
+    })?;
+    let sender = subject.strip_prefix(prefix).unwrap_or_default();
+    if agent_of(&msg) != sender {
+        let claimed = agent_of(&msg).escape_debug().take(MAX_LOGGED_ERROR_CHARS).collect();
+        return Err(Dropped::Impersonation { claimed });
+    }
+    Ok(msg)
+}
+
+/// Alerts one agent may raise per minute; the rest are dropped (with one
+/// log line per agent and minute). Every alert is an etcd event (and a
+/// webhook call): without a cap, one agent flooding its alert subject
+/// would turn into a flood of etcd writes. Real agents raise an alert
+/// when a process fails, a few a minute at most.
+pub const ALERTS_PER_MINUTE: u32 = 20;
+
+/// Counts each agent's alerts in the current minute.
+#[derive(Debug, Default)]
+struct AlertBudget {
+    agents: HashMap<String, (Instant, u32)>,
+}
+
+impl AlertBudget {
+    /// Whether `agent` may raise one more alert now; `Err(true)` for the
+    /// first alert refused in its minute (the one to log).
+    fn take(&mut self, agent: &str) -> Result<(), bool> {
+        let now = Instant::now();
+        let (start, n) = self.agents.entry(agent.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(60) {
+            (*start, *n) = (now, 0);
+        }
+        *n += 1;
+        match *n {
+            n if n <= ALERTS_PER_MINUTE => Ok(()),
+            n => Err(n == ALERTS_PER_MINUTE + 1),
+        }
+    }
+
+    /// Forgets minutes that are over.
+    fn prune(&mut self) {
+        self.agents.retain(|_, (start, _)| start.elapsed() < Duration::from_secs(60));
+    }
+}
+
 /// Subscribes to heartbeats and alerts until the connection closes;
-/// forgets agents silent for `retain` (checked every minute).
+/// forgets agents silent for `retain` (checked every minute). A message
+/// that does not decode, or whose body names another agent than its
+/// subject, is dropped with a log line; alerts beyond
+/// [`ALERTS_PER_MINUTE`] per agent are dropped too.
 pub async fn listen(
     nats: async_nats::Client,
     heartbeats: Arc<Heartbeats>,
@@ -170,6 +253,7 @@ pub async fn listen(
         }
     };
     let mut prune = tokio::time::interval(Duration::from_secs(60));
+    let mut budget = AlertBudget::default();
     loop {
         tokio::select! {
             _ = prune.tick() => {
@@ -177,30 +261,57 @@ pub async fn listen(
                 if n > 0 {
                     debug!(forgotten = n, "forgot agents not heard for {retain:?}");
                 }
+                budget.prune();
             }
             m = hb.next() => {
                 let Some(m) = m else { return };
-                match serde_json::from_slice::<Heartbeat>(&m.payload) {
+                let agent_of: fn(&Heartbeat) -> &str = |h| &h.agent_id;
+                match decode_from(&m.subject, "hm.agent.heartbeat.", &m.payload, agent_of) {
                     Ok(h) => heartbeats.heard(&h),
-                    Err(e) => warn!(subject = %m.subject, error = %e, "malformed heartbeat"),
+                    Err(why) => dropped(&m.subject, m.payload.len(), &why, "heartbeat"),
                 }
             }
             m = alerts.next() => {
                 let Some(m) = m else { return };
-                if let Ok(a) = serde_json::from_slice::<Alert>(&m.payload) {
-                    // Agents' own alerts (a process died): summaries name
-                    // processes, not secrets.
-                    sinks
-                        .send(alerts::Alert {
-                            source: format!("agent {}", a.agent_id),
-                            severity: a.severity,
-                            title: a.title,
-                            summary: a.summary,
-                            created_at: a.created_at as i64,
-                        })
-                        .await;
+                let agent_of: fn(&Alert) -> &str = |a| &a.agent_id;
+                let a = match decode_from(&m.subject, "hm.agent.alert.", &m.payload, agent_of) {
+                    Ok(a) => a,
+                    Err(why) => {
+                        dropped(&m.subject, m.payload.len(), &why, "alert");
+                        continue;
+                    }
+                };
+                if let Err(first) = budget.take(&a.agent_id) {
+                    if first {
+                        warn!(subject = %m.subject, limit = ALERTS_PER_MINUTE, "alert dropped: over the agent's alerts per minute (logged once a minute)");
+                    }
+                    continue;
                 }
+                // Agents' own alerts (a process died): summaries name
+                // processes, not secrets.
+                sinks
+                    .send(alerts::Alert {
+                        source: format!("agent {}", a.agent_id),
+                        severity: a.severity,
+                        title: a.title,
+                        summary: a.summary,
+                        created_at: a.created_at as i64,
+                    })
+                    .await;
             }
+        }
+    }
+}
+
+/// Logs one dropped message (its subject names the agent; the payload
+/// itself is never logged).
+fn dropped(subject: &str, bytes: usize, why: &Dropped, what: &str) {
+    match why {
+        Dropped::Malformed(error) => {
+            warn!(%subject, bytes, %error, "malformed {what} dropped")
+        }
+        Dropped::Impersonation { claimed } => {
+            warn!(%subject, %claimed, "{what} naming another agent dropped")
         }
     }
 }
@@ -256,6 +367,15 @@ pub async fn reconcile(
     })
     .await?;
     info!(instance = %obj.metadata.name, from = %obj.status.health, to = %cur.status.health, "instance health changed");
+    let unresponsive = crate::instance::UNRESPONSIVE;
+    if obj.status.health == unresponsive
+        && cur.status.health != unresponsive
+        && let Some(dep) = &obj.metadata.deployment
+        && crate::instance::resurrect::clear_meltdown_if_over(&ctx.store, dep, &ctx.data.config)
+            .await?
+    {
+        info!(deployment = %dep, "meltdown over: enough instances answer again");
+    }
     let (severity, title) = match cur.status.health.as_str() {
         "failing" => (2, "job is failing"),
         "unresponsive" => (1, "agent is unresponsive"),
@@ -280,6 +400,59 @@ pub async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// F3: a heartbeat is taken only from its own agent's subject; bad
+    /// JSON and other shapes are dropped with an escaped, bounded reason.
+    #[test]
+    fn heartbeats_are_taken_only_from_their_own_subject() {
+        let agent_of: fn(&Heartbeat) -> &str = |h| &h.agent_id;
+        let beat = |id: &str| {
+            serde_json::to_vec(&Heartbeat {
+                agent_id: id.into(),
+                job_state: JobState::Running,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let p = "hm.agent.heartbeat.";
+        assert!(decode_from("hm.agent.heartbeat.a", p, &beat("a"), agent_of).is_ok());
+        assert_eq!(
+            decode_from("hm.agent.heartbeat.a", p, &beat("b"), agent_of).unwrap_err(),
+            Dropped::Impersonation { claimed: "b".into() }
+        );
+        let forged = beat("b\n2026-01-01 INFO all is well");
+        match decode_from("hm.agent.heartbeat.a", p, &forged, agent_of).unwrap_err() {
+            Dropped::Impersonation { claimed } => assert!(!claimed.contains('\n'), "{claimed}"),
+            other => panic!("{other:?}"),
+        }
+        let old = br#"{"job":"web","index":0,"job_state":"running","vitals":{"load":["0.1"]}}"#;
+        let long = format!("{{\"agent_id\": \"{}\n", "x".repeat(10_000));
+        for bad in [&b"{"[..], b"", b"\xff\xfe", old, long.as_bytes()] {
+            match decode_from("hm.agent.heartbeat.a", p, bad, agent_of).unwrap_err() {
+                Dropped::Malformed(e) => {
+                    assert!(e.chars().count() <= MAX_LOGGED_ERROR_CHARS && !e.contains('\n'))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// F3: each agent raises at most ALERTS_PER_MINUTE alerts a minute;
+    /// the first refusal is the one logged; a new minute starts afresh.
+    #[tokio::test(start_paused = true)]
+    async fn alerts_are_capped_per_agent_and_minute() {
+        let mut b = AlertBudget::default();
+        for _ in 0..ALERTS_PER_MINUTE {
+            assert_eq!(b.take("a"), Ok(()));
+        }
+        assert_eq!(b.take("a"), Err(true));
+        assert_eq!(b.take("a"), Err(false));
+        assert_eq!(b.take("b"), Ok(()), "another agent has its own budget");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        b.prune();
+        assert!(b.agents.is_empty());
+        assert_eq!(b.take("a"), Ok(()));
+    }
 
     /// Agents silent past the retention are forgotten; the others stay.
     #[tokio::test(start_paused = true)]

@@ -238,8 +238,10 @@ pub async fn reconcile(
     // resurrect, resolve) it decides on a linearizable read, never on the
     // cache alone: a cache that lags (a slow watch, a relist from an old
     // revision) would have it delete a VM already replaced, forget the one
-    // that runs, or make a second one (FAULT-MATRIX A5). An instance at
-    // rest costs no read.
+    // that runs, or make a second one (FAULT-MATRIX A5); and it may lag
+    // this controller's own writes (one whose reply was lost committed
+    // without it knowing, FAULT-MATRIX B5). An instance at rest costs no
+    // read: it is left alone until it wakes us again.
     let at_rest = !cur.metadata.is_deleting()
         && is_converged(&cur)
         && cur.status.health != UNRESPONSIVE
@@ -352,9 +354,6 @@ async fn drive(
     }
     if cur.status.vm_cid.is_none() {
         vm::create(ctx, cur).await?;
-    } else if cur.status.phase == "created" {
-        // Made, but its tagging failed (or was cut short): tag it now.
-        vm::tag(ctx, cur).await?;
     }
     vm::wait_for_agent(ctx, cur, ctx.data.agent_wait).await?;
     if spec.persistent_disk_mb > 0 {

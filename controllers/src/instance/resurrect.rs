@@ -73,7 +73,12 @@ pub fn is_meltdown(down: usize, total: usize, min_down: usize, fraction: f64) ->
 }
 
 /// Sets or clears `Meltdown` on the deployment, writing only on change.
-async fn set_meltdown(store: &Store, dep: &str, on: bool, message: String) -> Result<bool, Error> {
+async fn set_meltdown(
+    store: &Store,
+    dep: &str,
+    on: bool,
+    message: String,
+) -> Result<bool, bosh_api::store::Error> {
     let Some(mut d) = store.try_get::<DeploymentSpec>(None, dep).await? else { return Ok(false) };
     let was = find_condition(&d.status.conditions, MELTDOWN)
         .is_some_and(|c| c.status == ConditionStatus::True);
@@ -96,6 +101,24 @@ async fn set_meltdown(store: &Store, dep: &str, on: bool, message: String) -> Re
     })
     .await?;
     Ok(true)
+}
+
+/// Clears `Meltdown` on `dep` when its unresponsive instances are no longer
+/// a meltdown; true when it did. The health monitor calls it when an
+/// instance recovers: a meltdown that heals by itself (a partition ends)
+/// leaves no unresponsive instance for [`run`] to clear it on, and the
+/// condition would say "resurrection paused" for good (FAULT-MATRIX C4).
+pub async fn clear_meltdown_if_over(
+    store: &Store,
+    dep: &str,
+    h: &crate::health::HealthConfig,
+) -> Result<bool, bosh_api::store::Error> {
+    let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
+    let down = all.iter().filter(|i| i.status.health == UNRESPONSIVE).count();
+    if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
+        return Ok(false);
+    }
+    set_meltdown(store, dep, false, format!("{down} of {} instances unresponsive", all.len())).await
 }
 
 /// Resurrects `cur` (or pauses: off, or meltdown).

@@ -102,29 +102,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 cid
             }
         };
-    patch(&ctx.store, cur, |s| {
-        s.vm_cid = Some(cid.clone());
-        s.pending_create = None;
-        s.vm_hash = vm_hash.clone();
-        s.recreate_token = token;
-        s.applied_hash.clear();
-        s.processes.clear();
-        s.phase = "created".into();
-    })
-    .await?;
-    tag(ctx, cur).await
-}
-
-/// Tags the instance's VM (deployment, group, index, id), as a VM just
-/// made is (status phase `created`). A failed tag fails the reconcile,
-/// which tags again on its retry (the phase is still `created`): an
-/// untagged VM is one no scan can tell from a stranger's, and the old
-/// warn-and-go-on left it so for good when the IaaS was briefly busy
-/// (FAULT-MATRIX D3, invariant I1).
-pub async fn tag(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<(), Error> {
-    let d = &ctx.data.director;
-    let spec = &cur.spec;
-    let Some(cid) = cur.status.vm_cid.clone() else { return Ok(()) };
+    // Tagged before the cid is recorded: once the status names the VM no
+    // later reconcile comes this way, so a lost reply of that write
+    // (FAULT-MATRIX B5) would leave the VM untagged for good; a retry
+    // before it adopts the VM by request id and tags it again.
     let mut meta = BTreeMap::new();
     meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
     meta.insert("instance_group".to_string(), spec.group.clone());
@@ -140,6 +121,16 @@ pub async fn tag(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<(),
         fp::CPI_AFTER_SET_VM_METADATA,
         Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
     );
+    patch(&ctx.store, cur, |s| {
+        s.vm_cid = Some(cid.clone());
+        s.pending_create = None;
+        s.vm_hash = vm_hash.clone();
+        s.recreate_token = token;
+        s.applied_hash.clear();
+        s.processes.clear();
+        s.phase = "created".into();
+    })
+    .await?;
     Ok(())
 }
 

@@ -384,3 +384,40 @@ fn job_tarball_missing_a_template_is_refused() {
     let err = JobTemplates::from_job_tgz(&w.write(Vec::new(), "job").unwrap()).unwrap_err();
     assert!(err.to_string().contains("job j: cannot read templates/x.erb"), "{err}");
 }
+
+/// Issue 17: a manifest applied through `deploy` reaches templates with the
+/// values `interpolate` prints, read the same YAML 1.1 way. The text the
+/// CLI sends (`to_bosh_string` of its interpolated document) is read as the
+/// API reads it, stored as JSON as etcd stores it, and rendered: `.inf`,
+/// `-.inf` and `.nan` are Ruby's `Float::INFINITY`, `-Float::INFINITY` and
+/// `Float::NAN`, as Ruby BOSH's YAML reader gives them; keys `on:`, `~:` and
+/// `0x10:` are the keys bosh prints for them (`true`, `null`, `16`).
+#[tokio::test]
+async fn yaml_1_1_values_and_keys_reach_templates_as_interpolate_prints_them() {
+    let user = "limit: .inf\nfloor: -.inf\nratio: .nan\nsize: 1.50\n\
+                flags: {on: enabled, ~: nothing, 0x10: sixteen, \"on\": quoted}\n";
+    let sent = bosh_api::yaml::to_bosh_string(&bosh_api::yaml::parse_value(user, "m.yml").unwrap());
+    assert_eq!(
+        sent,
+        "flags:\n  true: enabled\n  16: sixteen\n  null: nothing\n  \"on\": quoted\n\
+         floor: -.inf\nlimit: .inf\nratio: .nan\nsize: 1.5\n"
+    );
+    let read = bosh_api::yaml::parse_value(&sent, "manifest").unwrap();
+    let stored: Value = serde_json::from_slice(&serde_json::to_vec(&read).unwrap()).unwrap();
+
+    let erb = "<%- -%>
+limit=<%= p('limit') %> <%= p('limit').class %> <%= p('limit').infinite? %>
+floor=<%= p('floor') %> <%= p('floor') < -1e308 %>
+ratio=<%= p('ratio').nan? %>
+size=<%= p('size') %>
+flags=<%= p('flags').keys.sort.join(',') %>
+on=<%= p('flags')['true'] %> <%= p('flags')['on'] %> <%= p('flags.16') %>
+";
+    let props = "  limit: ~\n  floor: ~\n  ratio: ~\n  size: ~\n  flags: ~\n";
+    let out = render_one(&one_template(erb, props), stored).await.unwrap();
+    assert_eq!(
+        out,
+        "limit=Infinity Float 1\nfloor=-Infinity true\nratio=true\nsize=1.5\n\
+         flags=16,null,on,true\non=enabled quoted sixteen\n"
+    );
+}

@@ -6,7 +6,11 @@
 //! moment they run (never from the event that woke them), run on a bounded
 //! number of workers, never run twice at once for one key, back off per key
 //! with jitter on error, and are re-run for every key on a periodic resync
-//! so that a missed event can only delay convergence, not prevent it.
+//! so that a missed event can only delay convergence, not prevent it. The
+//! resync first relists (a fresh, consistent read of the kind replaces the
+//! cache): re-running keys from a cache that missed an event would run
+//! them on the very view that is wrong, and never see an object it missed
+//! entirely (FAULT-MATRIX B3).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use bosh_api::store::{Fence, Store};
+use bosh_api::store::{Fence, Store, WatchStats};
 use bosh_api::{Kind, Object};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -155,6 +159,7 @@ pub struct Controller<S: Kind, C, E> {
     error_policy: ErrorPolicyFn<S, C, E>,
     cache: Arc<Cache<S>>,
     stats: Arc<Stats>,
+    watch_stats: Arc<WatchStats>,
 }
 
 impl<S, C, E> Controller<S, C, E>
@@ -186,12 +191,19 @@ where
             error_policy: Arc::new(error_policy),
             cache: Arc::default(),
             stats: Arc::default(),
+            watch_stats: Arc::default(),
         }
     }
 
     /// The controller's counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// What happened to the controller's watches (one per term): relists,
+    /// compactions, broken sessions.
+    pub fn watch_stats(&self) -> Arc<WatchStats> {
+        self.watch_stats.clone()
     }
 
     /// The reflector cache (filled while leading).
@@ -244,9 +256,10 @@ where
             fence,
             data: self.data.clone(),
         });
+        let watcher = self.store.watch_counted::<S>(None, self.watch_stats.clone());
+        let relist = watcher.relist_handle();
         let reflector = {
             let (queue, cache) = (queue.clone(), self.cache.clone());
-            let watcher = self.store.watch::<S>(None);
             tokio::spawn(reflect(watcher, cache, self.cfg.trigger, move |k| queue.add(k)))
         };
         let resync = self.cfg.resync.map(|period| {
@@ -256,6 +269,12 @@ where
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
                     tick.tick().await;
+                    // Relist, then run every key on the fresh view. If
+                    // etcd cannot be listed within a period, run them on
+                    // the cache as it is.
+                    let seen = cache.relists();
+                    relist.relist();
+                    let _ = tokio::time::timeout(period, cache.wait_relisted_after(seen)).await;
                     for k in cache.keys() {
                         queue.add_resync(&k);
                     }

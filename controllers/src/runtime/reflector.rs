@@ -6,12 +6,16 @@
 //! cache is diffed against what it held, and only keys that changed or
 //! vanished are woken, so a relist of 10,000 unchanged objects costs no
 //! reconcile at all.
+//!
+//! An object whose stored value cannot be used is quarantined: dropped from
+//! the cache (so no reconcile acts on it; a key that is not cached is left
+//! alone) and kept in [`Cache::quarantined`] until it is fixed or deleted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use bosh_api::store::{WatchEvent, Watcher};
+use bosh_api::store::{Quarantined, WatchEvent, Watcher};
 use bosh_api::{Kind, Object};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -40,18 +44,21 @@ impl Trigger {
 /// A read cache of every object of kind `S`, keyed by key name.
 pub struct Cache<S: Kind> {
     map: RwLock<BTreeMap<String, Arc<Object<S>>>>,
+    quarantined: RwLock<BTreeMap<String, Quarantined>>,
     revision: AtomicI64,
     relists: AtomicU64,
-    synced: watch::Sender<bool>,
+    /// How many relists were reflected (0: not synced yet).
+    relisted: watch::Sender<u64>,
 }
 
 impl<S: Kind> Default for Cache<S> {
     fn default() -> Self {
         Cache {
             map: RwLock::default(),
+            quarantined: RwLock::default(),
             revision: AtomicI64::new(0),
             relists: AtomicU64::new(0),
-            synced: watch::channel(false).0,
+            relisted: watch::channel(0).0,
         }
     }
 }
@@ -70,6 +77,12 @@ impl<S: Kind> Cache<S> {
     /// Every cached key, in order.
     pub fn keys(&self) -> Vec<String> {
         self.map.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Objects of the kind that cannot be used, by key: left out of the
+    /// cache until their stored value is fixed or deleted.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.quarantined.read().unwrap().values().cloned().collect()
     }
 
     /// How many objects are cached.
@@ -94,18 +107,26 @@ impl<S: Kind> Cache<S> {
 
     /// Waits until the first listing has been reflected.
     pub async fn wait_synced(&self) {
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.wait_relisted_after(0).await;
+    }
+
+    /// Waits until more than `n` relists have been reflected (`n` read
+    /// from [`Cache::relists`] before asking for one).
+    pub async fn wait_relisted_after(&self, n: u64) {
+        let mut rx = self.relisted.subscribe();
+        let _ = rx.wait_for(|r| *r > n).await;
     }
 
     /// Applies one watch event; calls `wake` for every key that needs a look.
     pub fn apply(&self, event: WatchEvent<S>, trigger: Trigger, mut wake: impl FnMut(&str)) {
         match event {
-            WatchEvent::Relisted { objects, revision } => {
+            WatchEvent::Relisted { objects, quarantined, revision } => {
                 let mut fresh = BTreeMap::new();
                 for o in objects {
                     fresh.insert(o.key_name(), Arc::new(o));
                 }
+                *self.quarantined.write().unwrap() =
+                    quarantined.into_iter().map(|q| (q.name.clone(), q)).collect();
                 let old = std::mem::replace(&mut *self.map.write().unwrap(), fresh);
                 {
                     let map = self.map.read().unwrap();
@@ -119,8 +140,8 @@ impl<S: Kind> Cache<S> {
                     }
                 }
                 self.revision.store(revision, Ordering::Release);
-                self.relists.fetch_add(1, Ordering::AcqRel);
-                self.synced.send_replace(true);
+                let n = self.relists.fetch_add(1, Ordering::AcqRel) + 1;
+                self.relisted.send_replace(n);
             }
             WatchEvent::Applied(o) => {
                 let o = *o;
@@ -128,13 +149,24 @@ impl<S: Kind> Cache<S> {
                 let rev = o.metadata.resource_version.max(o.metadata.status_revision);
                 let o = Arc::new(o);
                 let prev = self.map.write().unwrap().insert(k.clone(), o.clone());
+                self.quarantined.write().unwrap().remove(&k);
                 self.revision.fetch_max(rev, Ordering::AcqRel);
                 if prev.is_none_or(|p| trigger.changed(&p, &o)) {
                     wake(&k);
                 }
             }
+            WatchEvent::Quarantined(q) => {
+                let name = q.name.clone();
+                self.revision.fetch_max(q.revision, Ordering::AcqRel);
+                self.quarantined.write().unwrap().insert(name.clone(), q);
+                // Woken to find nothing: the reconcile drops its backoff.
+                if self.map.write().unwrap().remove(&name).is_some() {
+                    wake(&name);
+                }
+            }
             WatchEvent::Deleted { name, revision } => {
                 self.map.write().unwrap().remove(&name);
+                self.quarantined.write().unwrap().remove(&name);
                 self.revision.fetch_max(revision, Ordering::AcqRel);
                 wake(&name);
             }
@@ -168,7 +200,7 @@ mod tests {
     }
 
     fn relist(objects: Vec<Object<DeploymentSpec>>, revision: i64) -> WatchEvent<DeploymentSpec> {
-        WatchEvent::Relisted { objects, revision }
+        WatchEvent::Relisted { objects, quarantined: Vec::new(), revision }
     }
 
     /// A relist wakes only keys that changed or vanished.
@@ -192,6 +224,31 @@ mod tests {
         assert_eq!(cache.keys(), ["a", "b", "d"]);
         assert_eq!(cache.relists(), 2);
         assert_eq!(cache.revision(), 6);
+    }
+
+    /// A quarantined object leaves the cache (its key is woken to find
+    /// nothing) and is listed until it is written back whole or deleted.
+    #[test]
+    fn quarantine_drops_the_object_until_it_is_fixed() {
+        let cache = Cache::default();
+        cache.apply(relist(vec![obj("a", 1, 0), obj("b", 2, 0)], 2), Trigger::Any, |_| {});
+        let q = |name: &str| Quarantined { name: name.into(), revision: 3, reason: "bad".into() };
+        let mut woken = Vec::new();
+        cache.apply(WatchEvent::Quarantined(q("a")), Trigger::Any, |k| woken.push(k.to_string()));
+        cache.apply(WatchEvent::Quarantined(q("z")), Trigger::Any, |k| woken.push(k.to_string()));
+        assert_eq!(woken, ["a"], "only a cached key is woken");
+        assert_eq!(cache.keys(), ["b"]);
+        assert_eq!(cache.quarantined(), [q("a"), q("z")]);
+        assert_eq!(cache.revision(), 3);
+        cache.apply(WatchEvent::Applied(Box::new(obj("a", 4, 0))), Trigger::Any, |_| {});
+        cache.apply(WatchEvent::Deleted { name: "z".into(), revision: 5 }, Trigger::Any, |_| {});
+        assert_eq!(cache.keys(), ["a", "b"]);
+        assert!(cache.quarantined().is_empty());
+        let relisted =
+            WatchEvent::Relisted { objects: vec![], quarantined: vec![q("b")], revision: 6 };
+        cache.apply(relisted, Trigger::Any, |_| {});
+        assert!(cache.is_empty());
+        assert_eq!(cache.quarantined(), [q("b")]);
     }
 
     /// Generation triggering ignores status-only changes; Any does not.

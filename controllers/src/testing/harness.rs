@@ -75,6 +75,11 @@ pub struct HarnessOptions {
     pub render: crate::render::Limits,
     /// Health monitor and resurrection tuning.
     pub health: crate::health::HealthConfig,
+    /// The etcd to keep the world in instead of the world's own single
+    /// member (which then idles): e.g. a [`bosh_test_utils::EtcdCluster`]'s
+    /// endpoints, for the etcd fault scenarios. The world's secrets key is
+    /// added when this config has none.
+    pub store: Option<bosh_api::store::StoreConfig>,
     /// The periodic orphaned-VM scan; off by default: its listing is a CPI
     /// call, and tests count CPI calls (A4 expects none from a converged
     /// deployment).
@@ -94,6 +99,7 @@ impl HarnessOptions {
             resync: Duration::from_secs(2),
             health: crate::health::HealthConfig::default(),
             render: Default::default(),
+            store: None,
             orphan_vms: None,
         }
     }
@@ -122,7 +128,7 @@ impl Harness {
     /// Starts a world with a cloud config of one AZ (`z1`), one vm_type
     /// (`small`) and one manual network (`default`) of `o.network`'s size.
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
-        let world = LocalWorld::start().await?;
+        let world = LocalWorld::start_on(o.store.clone()).await?;
         let (mut director, rest) = world.director();
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));
@@ -315,6 +321,13 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
     /// [`super::invariants`]); run it when the world is quiet.
     pub async fn violations(&self) -> Result<Vec<super::invariants::Violation>> {
         super::invariants::check(&self.store, &self.cpi_root()).await
+    }
+
+    /// Whether every controller task still runs (none returned or
+    /// panicked): a director that cannot reach etcd must wait, not fall
+    /// over.
+    pub fn running(&self) -> bool {
+        self.tasks.iter().all(|t| !t.is_finished())
     }
 
     /// Stops the controllers and waits for them.

@@ -127,6 +127,18 @@ pub struct World {
 
 /// Reads etcd and the local CPI under `cpi_root`.
 pub async fn gather(store: &Store, cpi_root: &Path) -> anyhow::Result<World> {
+    gather_with_past(store, cpi_root, BTreeMap::new()).await
+}
+
+/// Like [`gather`], taking etcd's past states from `known` where it holds
+/// them: a scenario that must compact etcd's history (FAULT-MATRIX B6)
+/// gathers just before it compacts and passes the `past` it read here, so
+/// that calls admitted before the compaction are still checked (I4).
+pub async fn gather_with_past(
+    store: &Store,
+    cpi_root: &Path,
+    known: BTreeMap<i64, Records>,
+) -> anyhow::Result<World> {
     let now = Records {
         instances: store.list::<InstanceSpec>("").await?.items,
         disks: store.list::<DiskSpec>("").await?.items,
@@ -135,7 +147,7 @@ pub async fn gather(store: &Store, cpi_root: &Path) -> anyhow::Result<World> {
     };
     let inventory = LocalCpi::inventory(cpi_root)?;
     let audit = audit::read(cpi_root)?;
-    let mut past = BTreeMap::new();
+    let mut past = known;
     for rev in audit.iter().filter(|e| checked(&e.method)).filter_map(|e| e.etcd_revision) {
         if past.contains_key(&rev) {
             continue;

@@ -23,7 +23,7 @@ fn write(dir: &Path, rel: &str, text: &str) {
 }
 
 /// A minimal release directory: one job using one package.
-fn release_dir(root: &Path) -> PathBuf {
+pub(super) fn release_dir(root: &Path) -> PathBuf {
     let dir = root.join("app-release");
     write(&dir, "config/final.yml", "name: app\n");
     write(
@@ -45,7 +45,9 @@ async fn start(
     start_with(root, UploadLimits::default()).await
 }
 
-async fn start_with(
+/// etcd and the API alone (no controllers), with a blobstore under
+/// `root/blobs`, upload scratch under `root/scratch` and upload caps `limits`.
+pub(super) async fn start_with(
     root: &Path,
     limits: UploadLimits,
 ) -> (bosh_test_utils::TestEnv, bosh_api::store::Store, String, Arc<dyn Storage>) {
@@ -60,7 +62,8 @@ async fn start_with(
     (env, store, url, storage)
 }
 
-async fn post_file(url: &str, path: &Path) -> reqwest::Response {
+/// POSTs the file at `path` to `url` with the API token.
+pub(super) async fn post_file(url: &str, path: &Path) -> reqwest::Response {
     reqwest::Client::new()
         .post(url)
         .bearer_auth(TOKEN)
@@ -248,7 +251,7 @@ async fn uploads_beyond_the_concurrency_cap_are_turned_away() {
 }
 
 /// Every file under `dir` (none if it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out = Vec::new();
     for e in entries.map(|e| e.unwrap()) {

@@ -12,8 +12,11 @@
 //! failure can be replayed.
 
 mod a;
+mod b;
+mod c;
 mod d;
 mod f7;
+mod fg;
 
 use std::time::Duration;
 
@@ -54,9 +57,9 @@ async fn world(subnet: u8) -> (Harness, tempfile::TempDir) {
     world_with(HarnessOptions::new(subnet)).await
 }
 
-/// [`world`] with options.
-async fn world_with(o: HarnessOptions) -> (Harness, tempfile::TempDir) {
-    let h = Harness::start(o).await.unwrap();
+/// [`world`] with harness options of the scenario's own.
+async fn world_with(options: HarnessOptions) -> (Harness, tempfile::TempDir) {
+    let h = Harness::start(options).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
