@@ -1029,6 +1029,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
         health: HealthConfig { agent_timeout: AGENT_TIMEOUT, ..HealthConfig::default() },
         limits: Default::default(),
         render: Default::default(),
+        orphan_vms: None,
     };
     let rev = h.store.revision().await.unwrap();
     let stop = CancellationToken::new();
