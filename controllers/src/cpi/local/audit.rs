@@ -78,6 +78,10 @@ pub struct AuditEntry {
     pub etcd_revision: Option<i64>,
     /// How it ended.
     pub result: Option<AuditResult>,
+    /// It was refused at admission (its fencing token was stale): it had
+    /// no effect, and there was nothing for its intent to precede.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// The error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
