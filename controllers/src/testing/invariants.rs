@@ -44,7 +44,8 @@
 //!     with cid D.
 //!
 //!   Stemcell calls and `delete_snapshot` are not checked (no status
-//!   records their intent). A call without a recorded revision (a CPI not
+//!   records their intent), nor calls the CPI refused at admission (a
+//!   stale fencing token: they had no effect). A call without a recorded revision (a CPI not
 //!   given a store) is reported as unverifiable.
 //! - **I5** per election key, the fencing tokens of the calls the CPI let
 //!   through (result ok) never decrease in admission order; and no call
@@ -360,7 +361,7 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
     for (cid, vm) in &w.inventory.vms {
         requests.insert(cid, &vm.request_id);
     }
-    for e in w.audit.iter().filter(|e| checked(&e.method)) {
+    for e in w.audit.iter().filter(|e| checked(&e.method) && !e.refused) {
         let what = describe(e);
         let Some(rev) = e.etcd_revision else {
             violation(

@@ -217,7 +217,7 @@ fn i3_catches_double_attachment_and_disagreement() {
 
 /// I4: a create_vm with no intent recorded, one whose intent was written
 /// together with its result (after the fact), and a call without a
-/// recorded revision are caught.
+/// recorded revision are caught; a call refused at admission is not.
 #[test]
 fn i4_catches_calls_without_prior_intent() {
     let mut w = sound();
@@ -235,6 +235,18 @@ fn i4_catches_calls_without_prior_intent() {
     let mut w = sound();
     w.audit[1].etcd_revision = None;
     assert_eq!(broken(&w), [Invariant::I4], "unverifiable");
+
+    // A deposed leader's late delete, refused at admission: no effect, so
+    // nothing for an intent to precede.
+    let mut w = sound();
+    let mut late = call(5, "delete_vm", 8, 3).vm("vm-gone");
+    late.result = Some(AuditResult::Error);
+    w.audit.push(late.clone());
+    assert_eq!(broken(&w), [Invariant::I4], "a failed call is still a call");
+    late.refused = true;
+    w.audit.pop();
+    w.audit.push(late);
+    assert_eq!(check_world(&w), [], "a refused one is not");
 }
 
 /// I4: the delete of a VM no instance owns has its intent in the

@@ -123,7 +123,10 @@ impl LocalCpi {
         };
         let result = match admitted {
             Ok(()) => body.await,
-            Err(e) => Err(e),
+            Err(e) => {
+                entry.refused = true;
+                Err(e)
+            }
         };
         match &result {
             Ok(v) => {
@@ -783,6 +786,7 @@ mod tests {
         let log = audit::read(dir.path()).unwrap();
         assert_eq!(log.len(), 2);
         assert!(log[0].ok() && !log[1].ok(), "{log:?}");
+        assert!(!log[0].refused && log[1].refused, "{log:?}");
         assert_eq!(log[1].fence.as_ref().map(|f| f.revision), Some(5));
         assert_eq!(Inventory::load(dir.path()).unwrap().disks.len(), 1);
     }
