@@ -14,9 +14,10 @@
 //! method's retry gets the task the first try started, a quick method's
 //! retry waits for the first try's answer instead of queueing more work on
 //! a busy agent. That makes retrying safe for every method; read-only
-//! methods and the starts of long methods are retried, the quick mutating
-//! ones (`mount_disk`, `unmount_disk`, `cancel_task`) are tried once, as
-//! their callers decide what a failure means. When every try misses, the
+//! methods, the starts of long methods and `mount_disk` (a step of every
+//! update of an instance with a disk, which a stalled agent must not fail)
+//! are retried; `unmount_disk` and `cancel_task` are tried once, as their
+//! callers treat them as best effort. When every try misses, the
 //! error says what timed out after how many tries (`agent a1 did not answer
 //! get_state: 3 tries over 47 s, last: timed out after 15 s`).
 
@@ -620,14 +621,22 @@ impl Agent {
 }
 
 /// Whether a request of `method` is sent again when a try goes unanswered:
-/// read-only methods, and long methods (whose first request only starts a
-/// task, once per request id). The quick mutating methods are not: their
-/// callers treat a failure as best effort or as the step's failure.
+/// read-only methods, long methods (whose first request only starts a
+/// task, once per request id), and `mount_disk` — idempotent and
+/// de-duplicated, and a step of every update of an instance with a disk:
+/// tried once, an agent stalled for one request timeout failed the whole
+/// update (FAULT-MATRIX C6). `unmount_disk` and `cancel_task` are not:
+/// their callers treat them as best effort and go on without an answer.
 pub fn retried(method: Method) -> bool {
     method.is_long()
         || matches!(
             method,
-            Method::Ping | Method::Info | Method::GetState | Method::ListDisk | Method::GetTask
+            Method::Ping
+                | Method::Info
+                | Method::GetState
+                | Method::ListDisk
+                | Method::GetTask
+                | Method::MountDisk
         )
 }
 
@@ -736,13 +745,20 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
-    /// Read-only methods and long methods' starts are retried; quick mutating methods are not.
+    /// Read-only methods, long methods' starts and mount_disk are retried; the best-effort unmount_disk and cancel_task are not.
     #[test]
-    fn only_reads_and_long_starts_are_retried() {
-        for m in [Method::Ping, Method::GetState, Method::GetTask, Method::Apply, Method::Start] {
+    fn reads_long_starts_and_mounts_are_retried() {
+        for m in [
+            Method::Ping,
+            Method::GetState,
+            Method::GetTask,
+            Method::Apply,
+            Method::Start,
+            Method::MountDisk,
+        ] {
             assert!(retried(m), "{m:?}");
         }
-        for m in [Method::MountDisk, Method::UnmountDisk, Method::CancelTask] {
+        for m in [Method::UnmountDisk, Method::CancelTask] {
             assert!(!retried(m), "{m:?}");
         }
     }

@@ -2,7 +2,8 @@
 //! monitor finds unresponsive is recreated — the old VM deleted by its CID,
 //! a new one made with the same persistent disk, the jobs applied and
 //! started — under a "scan and fix" task, unless resurrection is off for it
-//! (resurrection configs) or its deployment is in meltdown.
+//! (resurrection configs), its deployment is in meltdown, or its agent
+//! answers a ping after all (the verdict lags a healed partition).
 
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub const MELTDOWN: &str = "Meltdown";
 
 /// How soon a paused resurrection looks again.
 const PAUSED: Duration = Duration::from_secs(2);
+
+/// How long the agent of an instance about to be resurrected is given to
+/// answer a ping first.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether a resurrection config rule matches `deployment`/`group`.
 fn matches(filter: &Value, deployment: &str, group: &str) -> bool {
@@ -157,6 +162,20 @@ pub async fn run(
         .await?
     {
         info!(deployment = %dep, "meltdown over: resurrection resumes");
+    }
+
+    // The verdict is as old as the monitor's last look (a check interval or
+    // so): an agent back from a partition is still `unresponsive` until its
+    // next one. Deleting a VM is not undone, so the agent itself is asked
+    // first; one that answers is left alone and the monitor will hear it
+    // (FAULT-MATRIX C4: as a meltdown ends, the instances still marked
+    // down must not be recreated while their agents are back).
+    if let Some(agent) = cur.status.agent_id.as_deref()
+        && super::vm::responsive(ctx, agent, RECHECK).await
+    {
+        let what = display(&cur);
+        info!(deployment = %dep, instance = %what, "agent answers again: not resurrected");
+        return Ok(Action::requeue(PAUSED));
     }
 
     let task = create_task(store, "scan and fix", Some(&dep), "health monitor").await?;
