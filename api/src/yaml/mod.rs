@@ -14,14 +14,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 mod emit;
+mod keys;
+mod resolve;
 mod value;
 
 pub use emit::{go_float, to_bosh_string};
-
-use serde::{Serialize, de::DeserializeOwned};
 
 /// A YAML document could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -117,8 +117,8 @@ impl<'de> Visitor<'de> for LooseVisitor {
             let at = key.referenced;
             let key = key.value.0;
             if out.contains_key(&key) {
-                let note = match super::emit::Key::of(&key) {
-                    super::emit::Key::Str(_) => "",
+                let note = match super::keys::Key::of(&key) {
+                    super::keys::Key::Str(_) => "",
                     _ => {
                         " (keys are compared as YAML 1.1 reads them: on, yes, y and true are \
                            the same key, ~ and null are, 0x10 and 16 are)"
