@@ -27,10 +27,11 @@ pub struct Sources {
     /// Ops file to apply, in order (repeatable).
     #[arg(short = 'o', long = "ops-file", value_name = "PATH")]
     pub ops_files: Vec<String>,
-    /// A variable, `name=value`; the value is read as a YAML scalar (repeatable).
+    /// A variable, `name=value`; the value is read as YAML, and a dotted
+    /// name (`a.b=c`) sets a key of map `a` (repeatable).
     #[arg(short = 'v', long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
-    /// A YAML file of variables (repeatable; later files win).
+    /// A YAML file of variables; dotted names nest as with `-v` (repeatable; later files win).
     #[arg(short = 'l', long = "vars-file", value_name = "PATH")]
     pub vars_files: Vec<String>,
     /// A variable whose value is a file's contents, `name=path` (repeatable).

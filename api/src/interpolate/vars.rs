@@ -322,8 +322,9 @@ impl Run<'_> {
                         }
                     };
                     if out.contains_key(&key) {
+                        // The value is not shown: it may be a secret.
                         self.errors.push(format!(
-                            "the key {k:?} becomes {key:?}, a key the map already has"
+                            "the key {k:?} becomes a key the map already has once substituted"
                         ));
                         continue;
                     }

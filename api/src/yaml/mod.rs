@@ -14,14 +14,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 mod emit;
+mod keys;
+mod resolve;
 mod value;
 
 pub use emit::{go_float, to_bosh_string};
-
-use serde::{Serialize, de::DeserializeOwned};
 
 /// A YAML document could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,13 +89,16 @@ pub fn limits() -> Limits {
 /// merges, and the process's [`Limits`]. `non_finite` passes `.inf`,
 /// `-.inf` and `.nan` on to the reader (loose reads keep them, see
 /// [`non_finite`]); typed reads refuse them where no `f64` asks for them.
+/// `null_as_string` reads a `~` or `null` wanted as a string as its text.
 fn options(
     non_finite: serde_saphyr::NonFiniteFloatPolicy,
     duplicate_keys: serde_saphyr::DuplicateKeyPolicy,
+    null_as_string: bool,
 ) -> serde_saphyr::Options {
     let l = limits();
     serde_saphyr::options! {
         duplicate_keys: duplicate_keys,
+        null_as_string: null_as_string,
         legacy_octal_numbers: true,
         with_snippet: false,
         non_finite_float_policy: non_finite,
@@ -171,16 +175,31 @@ fn de_error(err: serde_saphyr::Error, file: &str) -> YamlError {
 /// `0x10:` is `"16"`); `.inf`, `-.inf` and `.nan` are kept as
 /// [`non_finite`] values. Keys that are lists or maps are refused.
 pub fn parse_value(src: &str, file: &str) -> Result<Value, YamlError> {
+    // Keys are compared once resolved (`"on"` and `on` differ, `on` and
+    // `true` do not), so duplicates are the reader's to find.
+    loose::<false>(src, file, serde_saphyr::DuplicateKeyPolicy::PassThrough)
+}
+
+/// As [`parse_value`], but map keys keep the text they are written with
+/// (`on:` is the key `"on"`, `~:` the key `"~"`): for files bosh-cli reads
+/// into string-keyed maps and Ruby BOSH takes keys of as names, a release's
+/// job and package specs and `config/blobs.yml`.
+pub fn parse_value_keys_as_written(src: &str, file: &str) -> Result<Value, YamlError> {
+    loose::<true>(src, file, serde_saphyr::DuplicateKeyPolicy::Error)
+}
+
+fn loose<const AS_WRITTEN: bool>(
+    src: &str,
+    file: &str,
+    duplicate_keys: serde_saphyr::DuplicateKeyPolicy,
+) -> Result<Value, YamlError> {
     if src.trim().is_empty() {
         return Ok(Value::Null);
     }
-    // Keys are compared once resolved (`"on"` and `on` differ, `on` and
-    // `true` do not), so duplicates are the reader's to find.
-    let opts = options(
-        serde_saphyr::NonFiniteFloatPolicy::PassThrough,
-        serde_saphyr::DuplicateKeyPolicy::PassThrough,
-    );
-    serde_saphyr::from_str_with_options::<value::Loose>(src, opts)
+    // A `~` key kept as written is `~` (values are read by type, so a `~`
+    // value is null either way).
+    let opts = options(serde_saphyr::NonFiniteFloatPolicy::PassThrough, duplicate_keys, AS_WRITTEN);
+    serde_saphyr::from_str_with_options::<value::Loose<AS_WRITTEN>>(src, opts)
         .map(|l| l.0)
         .map_err(|e| de_error(e, file))
 }
@@ -231,6 +250,7 @@ pub fn from_str<T: DeserializeOwned>(src: &str, file: &str) -> Result<T, YamlErr
     let opts = options(
         serde_saphyr::NonFiniteFloatPolicy::Reject,
         serde_saphyr::DuplicateKeyPolicy::Error,
+        false,
     );
     serde_saphyr::from_str_with_options(src, opts).map_err(|e| de_error(e, file))
 }
@@ -444,6 +464,20 @@ mod tests {
             assert!(err.message.contains(want), "{src:?}: {err}");
             assert_eq!(err.line, Some(*line), "{src:?}: {err}");
         }
+    }
+
+    /// A release's specs and blobs.yml keep keys as written: bosh-cli reads
+    /// them into string-keyed maps, and a key there is a name (a property
+    /// called `y` is `y`); values are still read by type, and `~` as a key
+    /// does not crash.
+    #[test]
+    fn keys_as_written_stay_text() {
+        let v = parse_value_keys_as_written("y: yes\non: .inf\n~: 1\n0x10: x\n", "spec").unwrap();
+        assert_eq!(v.as_object().unwrap().keys().collect::<Vec<_>>(), ["y", "on", "~", "0x10"]);
+        assert_eq!(v["y"], json!(true));
+        assert_eq!(as_non_finite(&v["on"]), Some(f64::INFINITY));
+        let err = parse_value_keys_as_written("a: 1\na: 2\n", "spec").unwrap_err();
+        assert!(err.message.starts_with("duplicate mapping key: a"), "{err}");
     }
 
     /// Typed reads still refuse a non-finite float where no float is wanted.

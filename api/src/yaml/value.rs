@@ -16,6 +16,9 @@
 //!   them, since it alone knows `"on"` and `on` are different keys).
 //! - **Non-finite floats** (`.inf`, `-.inf`, `.nan`): see [`super::non_finite`].
 //!
+//! Files whose keys are names (a release's specs, `config/blobs.yml`) are
+//! read with keys kept as written instead ([`super::parse_value_keys_as_written`]).
+//!
 //! Every other scalar is read by serde-saphyr's YAML 1.1 rules (legacy
 //! octal, `yes`/`no`, merges), which agree with go-yaml v2 except for the
 //! corners listed in `docs/bosh-differences.md`.
@@ -27,16 +30,17 @@ use serde_json::{Map, Number, Value};
 
 use super::emit::go_float;
 
-/// A value read with YAML 1.1 keys and non-finite floats kept.
-pub(super) struct Loose(pub(super) Value);
+/// A value read with non-finite floats kept, and map keys resolved as
+/// YAML 1.1 scalars, or with `AS_WRITTEN` kept as their text.
+pub(super) struct Loose<const AS_WRITTEN: bool>(pub(super) Value);
 
-impl<'de> Deserialize<'de> for Loose {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Loose, D::Error> {
-        d.deserialize_any(LooseVisitor).map(Loose)
+impl<'de, const AS_WRITTEN: bool> Deserialize<'de> for Loose<AS_WRITTEN> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor::<AS_WRITTEN>).map(Loose)
     }
 }
 
-struct LooseVisitor;
+struct LooseVisitor<const AS_WRITTEN: bool>;
 
 fn float(f: f64) -> Value {
     match Number::from_f64(f) {
@@ -45,7 +49,7 @@ fn float(f: f64) -> Value {
     }
 }
 
-impl<'de> Visitor<'de> for LooseVisitor {
+impl<'de, const AS_WRITTEN: bool> Visitor<'de> for LooseVisitor<AS_WRITTEN> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,7 +65,7 @@ impl<'de> Visitor<'de> for LooseVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Loose::deserialize(d).map(|l| l.0)
+        Loose::<AS_WRITTEN>::deserialize(d).map(|l| l.0)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
@@ -104,7 +108,7 @@ impl<'de> Visitor<'de> for LooseVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(Loose(item)) = seq.next_element()? {
+        while let Some(Loose::<AS_WRITTEN>(item)) = seq.next_element()? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -112,13 +116,22 @@ impl<'de> Visitor<'de> for LooseVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<serde_saphyr::Spanned<Key>>()? {
-            let Loose(value) = map.next_value()?;
-            let at = key.referenced;
-            let key = key.value.0;
+        loop {
+            let (key, at) = if AS_WRITTEN {
+                match map.next_key::<serde_saphyr::Spanned<String>>()? {
+                    Some(k) => (k.value, k.referenced),
+                    None => break,
+                }
+            } else {
+                match map.next_key::<serde_saphyr::Spanned<Key>>()? {
+                    Some(k) => (k.value.0, k.referenced),
+                    None => break,
+                }
+            };
+            let Loose::<AS_WRITTEN>(value) = map.next_value()?;
             if out.contains_key(&key) {
-                let note = match super::emit::Key::of(&key) {
-                    super::emit::Key::Str(_) => "",
+                let note = match super::keys::Key::of(&key) {
+                    super::keys::Key::Str(_) => "",
                     _ => {
                         " (keys are compared as YAML 1.1 reads them: on, yes, y and true are \
                            the same key, ~ and null are, 0x10 and 16 are)"
