@@ -7,7 +7,9 @@
 //!   exceeded" (D4);
 //! - hides new VMs from reads (`has_vm`, `list_vms`, `find_vm_by_request`)
 //!   for a while after their creation, as an eventually consistent API
-//!   does (D2).
+//!   does (D2);
+//! - holds `create_vm` calls until the test lets them go, so a change is
+//!   surely in flight when another fault strikes (B6).
 //!
 //! Every call is logged ([`CallRecord`]) so a test can measure call rates
 //! and retry spacing.
@@ -33,6 +35,9 @@ pub struct CpiFaults {
     pub permanent: BTreeMap<&'static str, String>,
     /// How long a new VM stays invisible to reads.
     pub hide_new_vms: Duration,
+    /// While this reads `true`, `create_vm` calls wait (after being
+    /// recorded, before reaching the IaaS).
+    pub hold_creates: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// One call as the faulty CPI saw it.
@@ -144,6 +149,11 @@ impl Cpi for FaultyCpi {
     }
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
         self.enter("create_vm", &req.request_id)?;
+        let hold = self.state.lock().unwrap().faults.hold_creates.clone();
+        if let Some(mut hold) = hold {
+            // A dropped sender lets the call go as well.
+            let _ = hold.wait_for(|held| !held).await;
+        }
         let cid = self.inner.create_vm(req).await?;
         let mut st = self.state.lock().unwrap();
         st.born.entry(cid.clone()).or_insert_with(|| (Instant::now(), req.request_id.clone()));

@@ -28,7 +28,7 @@ use bosh_controllers::cpi::local::{LocalCpi, audit};
 use bosh_controllers::failpoints::hits;
 use bosh_controllers::runtime::{Cache, Config, Controller, ElectionConfig, Stats, Trigger};
 use bosh_controllers::testing::invariants::{self, Invariant};
-use bosh_controllers::testing::{Harness, HarnessOptions};
+use bosh_controllers::testing::{CpiFaults, Harness, HarnessOptions};
 use bosh_controllers::validate::{self, DeploymentLimits};
 use bosh_test_utils::{EtcdCluster, TestEnv, eventually};
 use rand::{Rng, SeedableRng};
@@ -720,7 +720,8 @@ async fn etcdctl(cluster: &EtcdCluster, args: &[&str]) -> String {
 }
 
 /// B6: etcd runs with a 64 MiB `--quota-backend-bytes`; while a recreate
-/// is in flight another tenant fills it until etcd raises its NOSPACE
+/// is in flight (its `create_vm` held until then, so it surely is)
+/// another tenant fills it until etcd raises its NOSPACE
 /// alarm. The director says so clearly (`/healthz`: 503, `EtcdNoSpace`,
 /// with the repair to make), keeps running without a panic for the window
 /// (8 s in CI, 60 s with `FAULTS_FULL=1`), and once an operator deletes
@@ -740,7 +741,21 @@ async fn faults_b6_a_full_etcd_is_reported_degraded_and_recovers_after_compact_a
     converged(&h, "b6", "deploy").await;
     assert_invariants(&h, "deployed").await;
 
+    // The recreate's create_vm waits until etcd is full, so the change is
+    // in flight whatever the speed of the filling.
+    let (hold, held) = tokio::sync::watch::channel(true);
+    h.faults.set(CpiFaults { hold_creates: Some(held), ..Default::default() });
+    let before_recreate = h.faults.count();
     recreate(&h, "b6", 1).await;
+    let faults = h.faults.clone();
+    eventually(Duration::from_secs(60), "the recreate's create_vm", || {
+        let calls = faults.calls();
+        async move {
+            calls[before_recreate..].iter().any(|c| c.method == "create_vm").then_some(())
+        }
+    })
+    .await
+    .unwrap();
     let filler = Store::connect(&cluster.config(), "/filler").await.unwrap();
     let blob = "x".repeat(900 * 1024);
     let mut names = Vec::new();
@@ -769,6 +784,8 @@ async fn faults_b6_a_full_etcd_is_reported_degraded_and_recovers_after_compact_a
         names.len()
     );
     assert!(pending > 0, "the recreate had finished before etcd filled: nothing was in flight");
+    // Its create_vm returns into a full etcd.
+    hold.send_replace(false);
 
     // What an operator sees.
     let api = h.api_url.clone();
