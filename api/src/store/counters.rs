@@ -11,6 +11,7 @@ impl Store {
         crate::objects::validate_name(name)?;
         let key = format!("{}/counters/{name}", self.root);
         loop {
+            self.count_read();
             let resp =
                 self.client().get(key.clone(), None).await.map_err(Error::etcd("get counter"))?;
             let (current, rev) = match resp.kvs().first() {

@@ -129,6 +129,7 @@ impl Store {
     /// Who leads `election` now, if anyone.
     pub async fn leader(&self, election: &str) -> Result<Option<Leader>> {
         let key = self.leader_key(election);
+        self.count_read();
         let resp = self.client().get(key.clone(), None).await.map_err(Error::etcd("get leader"))?;
         Ok(resp.kvs().first().map(|kv| Leader {
             holder: String::from_utf8_lossy(kv.value()).into_owned(),
@@ -145,6 +146,7 @@ impl Store {
     /// component that is handed a caller's token (the local CPI, admitting
     /// a call) can check it, and the revision returned dates the check.
     pub async fn fence_revision(&self, fence: &Fence) -> Result<i64> {
+        self.count_read();
         let resp =
             self.client().get(fence.key.clone(), None).await.map_err(Error::etcd("check fence"))?;
         let current = resp.kvs().first().map(|kv| kv.create_revision());

@@ -30,6 +30,7 @@
 //! - [`endpoints`]: keeps requests off etcd members that do not answer.
 //! - [`failpoints`]: lost replies and dropped or broken watches, for fault
 //!   tests (feature `failpoints`).
+//! - [`stats`]: counts of the read requests sent to etcd.
 
 use std::fmt;
 
@@ -49,6 +50,7 @@ pub mod endpoints;
 pub mod failpoints;
 pub mod lease;
 mod secrets;
+pub mod stats;
 pub mod watch;
 
 pub use crate::pki::{EtcdPki, TlsFiles};
@@ -58,6 +60,7 @@ pub use crate::wire::objects::Quarantined;
 pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
+pub use stats::StoreStats;
 pub use watch::{RelistHandle, WatchEvent, WatchStats, Watcher};
 
 /// Objects per page when listing. A page of large values is halved until
@@ -275,6 +278,8 @@ pub struct Store {
     /// Keeps requests off members that do not answer (several endpoints
     /// only); stops with the last clone.
     _endpoints: Option<std::sync::Arc<endpoints::EndpointKeeper>>,
+    /// Read requests sent, shared by every clone.
+    stats: std::sync::Arc<StoreStats>,
 }
 
 impl fmt::Debug for Store {
@@ -300,7 +305,18 @@ impl Store {
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             secrets_key: config.secrets_key.clone(),
             _endpoints: endpoints,
+            stats: Default::default(),
         })
+    }
+
+    /// The read requests this store (and every clone of it) sent so far.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Counts one read request.
+    pub(crate) fn count_read(&self) {
+        self.stats.read();
     }
 
     /// A copy of this store whose every write also requires `fence` to be
@@ -385,6 +401,7 @@ impl Store {
 
     /// The current etcd revision.
     pub async fn revision(&self) -> Result<i64> {
+        self.count_read();
         let resp = self
             .client
             .clone()
@@ -424,6 +441,7 @@ impl Store {
             etcd_client::TxnOp::get(spec_key.clone(), None),
             etcd_client::TxnOp::get(status_key, None),
         ]);
+        self.count_read();
         let resp = self.client.clone().txn(txn).await.map_err(Error::etcd("get"))?;
         let mut gets = resp.op_responses().into_iter().map(|r| match r {
             TxnOpResponse::Get(g) => g.kvs().first().cloned(),
@@ -470,6 +488,7 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<List<S>> {
+        self.stats.listed(S::PLURAL);
         let kind_spec = self.kind_prefix::<S>(Side::Spec);
         let spec_prefix = format!("{kind_spec}{prefix}");
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));
@@ -511,6 +530,7 @@ impl Store {
             if rev > 0 {
                 opts = opts.with_revision(rev);
             }
+            self.count_read();
             let mut resp = match self.kv.clone().get(start.clone(), Some(opts)).await {
                 Ok(r) => r,
                 // A page of large values over the response limit: the same

@@ -217,6 +217,7 @@ impl Store {
 
     /// Reads a secret.
     pub async fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.count_read();
         let resp = self
             .client()
             .get(self.secret_key(name), None)

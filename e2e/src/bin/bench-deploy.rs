@@ -9,9 +9,13 @@
 //!    apply, pre-start, start, watch): canary + (sum of the rest) / M. The
 //!    ratio is the director's overhead. Packages are compiled beforehand
 //!    by a one-instance deployment, so compilation is not in the figure.
+//!    Alongside: the etcd read requests the director sent during the
+//!    rollout (the store's counter), and how many of them were listings
+//!    of Instances and CompiledPackages.
 //! 2. Steady state for `--steady-secs` (default 300) with the N instances
 //!    running: etcd writes (revision delta), CPI calls and agent requests
 //!    by method, with the controllers resyncing every 2 s. Target: 0.
+//!    Also the reads and Instance listings over the window.
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target-bench cargo build --release -p bosh-agent -p bosh-e2e --bin bench-deploy
@@ -23,7 +27,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bosh_api::agent::Method;
-use bosh_api::objects::{EventSpec, EventState, InstanceSpec};
+use bosh_api::objects::{
+    CompiledPackageSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState,
+};
+use bosh_api::store::Store;
+use bosh_api::{Kind, Object};
 use bosh_controllers::tasks::task_name;
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, WebManifest, example_release,
@@ -89,6 +97,20 @@ fn agent_calls(h: &Harness) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
+/// Waits (up to `deadline`) for task `id` to end done, reading through
+/// `store`.
+async fn task_done(store: &Store, id: u64, deadline: Duration) -> Result<()> {
+    let (state, result) = eventually(deadline, &format!("task {id} to end"), || async move {
+        let t: Object<TaskSpec> = store.get(None, &task_name(id)).await.ok()?;
+        t.status.state.is_finished().then_some((t.status.state, t.status.result))
+    })
+    .await?;
+    if state != TaskState::Done {
+        bail!("task {id} ended {state:?}: {result}");
+    }
+    Ok(())
+}
+
 /// Prints what holds a rollout that did not finish: the deployment's Ready
 /// condition and every instance not ready at its generation.
 async fn diagnose(h: &Harness, name: &str) {
@@ -136,13 +158,18 @@ async fn run(args: Args) -> Result<()> {
 
     let (n, m) = (args.instances, args.max_in_flight);
     println!("== converge: {n} instances, canaries 1, max_in_flight {m} ==");
+    // The benchmark watches through its own connection, so that the
+    // store's read counter counts the director's reads only.
+    let observer = Store::connect(&h.rest.env.store_config(), "/bosh").await?;
+    let reads = Reads::now(&h);
     let t = Instant::now();
     let task = h.create_deployment("bench", manifest("bench", n, m)?).await?;
-    if let Err(e) = h.task_done(task, Duration::from_secs(args.deadline_secs)).await {
+    if let Err(e) = task_done(&observer, task, Duration::from_secs(args.deadline_secs)).await {
         diagnose(&h, "bench").await;
         return Err(e);
     }
     let wall = t.elapsed();
+    let rollout_reads = reads.since(&h);
     let times = update_times(&h, task).await?;
     if times.len() != n as usize {
         bail!("{} instance updates recorded, expected {n}", times.len());
@@ -167,10 +194,11 @@ async fn run(args: Args) -> Result<()> {
         wall.as_secs_f64() / ideal.as_secs_f64()
     );
     println!("agent requests during the converge: {:?}", agent_calls(&h));
+    println!("etcd reads during the converge: {rollout_reads}");
 
     // Steady state starts once the health monitor has seen every agent
     // running (its last transition writes).
-    let store = h.store.clone();
+    let store = observer.clone();
     eventually(Duration::from_secs(120), "every instance observed running", || {
         let store = store.clone();
         async move {
@@ -180,8 +208,10 @@ async fn run(args: Args) -> Result<()> {
     })
     .await?;
     println!("== steady state: {} s ==", args.steady_secs);
-    let (rev, cpi, agents) = (h.store.revision().await?, h.cpi.calls(), agent_calls(&h));
+    let (rev, cpi, agents) = (observer.revision().await?, h.cpi.calls(), agent_calls(&h));
+    let reads = Reads::now(&h);
     tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
+    let steady_reads = reads.since(&h);
     let after = agent_calls(&h);
     let delta: BTreeMap<&str, u64> = after
         .iter()
@@ -190,10 +220,40 @@ async fn run(args: Args) -> Result<()> {
         .collect();
     println!(
         "etcd writes {}, CPI calls {}, agent applies {}, agent requests {:?}",
-        h.store.revision().await? - rev,
+        observer.revision().await? - rev,
         h.cpi.calls() - cpi,
         delta.get("apply").copied().unwrap_or(0),
         delta
     );
+    println!("etcd reads in steady state: {steady_reads}");
     h.stop().await
+}
+
+/// The store's read counters at one moment.
+struct Reads {
+    reads: u64,
+    instance_lists: u64,
+    package_lists: u64,
+}
+
+impl Reads {
+    fn now(h: &Harness) -> Reads {
+        let s = h.store.stats();
+        Reads {
+            reads: s.reads(),
+            instance_lists: s.lists(InstanceSpec::PLURAL),
+            package_lists: s.lists(CompiledPackageSpec::PLURAL),
+        }
+    }
+
+    /// What was read since `self`, as one line.
+    fn since(&self, h: &Harness) -> String {
+        let now = Reads::now(h);
+        format!(
+            "{} read requests, {} Instance listings, {} CompiledPackage listings",
+            now.reads - self.reads,
+            now.instance_lists - self.instance_lists,
+            now.package_lists - self.package_lists
+        )
+    }
 }
