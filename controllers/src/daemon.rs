@@ -1,13 +1,20 @@
 //! boshd's controllers, wired together.
+//!
+//! Every kind is watched once ([`Options::reflectors`]): the controllers of
+//! a kind share its reflector, and a controller that waits on another kind
+//! registers a secondary watch of that kind's reflector with a mapper to
+//! its own keys, instead of polling.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosh_api::objects::{ConfigSpec, DeploymentSpec};
+use bosh_api::objects::{ConfigSpec, DeploymentSpec, TaskSpec};
 use bosh_api::store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
+use crate::runtime::{
+    Config, Controller, ElectionConfig, Predicate, Reflectors, Trigger, default_error_policy,
+};
 use crate::validate;
 
 /// What boshd's controllers share.
@@ -27,6 +34,9 @@ pub struct Options {
     pub render: crate::render::Limits,
     /// The periodic orphaned-VM scan (`None`: not run).
     pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
+    /// One reflector per kind, shared by every controller these options
+    /// run (clones share them).
+    pub reflectors: Reflectors,
 }
 
 impl Options {
@@ -45,26 +55,18 @@ impl Options {
 /// Runs every controller until `shutdown`, then waits for running
 /// reconciles to finish and resigns leadership.
 pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
-    // Validators, and the task controller.
-    let cfg = |trigger| opts.controller_config(trigger);
     // Validators write only status and need not hear their own writes.
-    let limits = Arc::new(opts.limits);
-    let deployments = Controller::<DeploymentSpec, _, validate::Error>::new(
-        "deployment-validator",
-        store.clone(),
-        limits.clone(),
-        cfg(Trigger::Generation),
-        validate::reconcile_deployment,
-        validate::error_policy,
-    );
     let configs = Controller::<ConfigSpec, _, validate::Error>::new(
         "config-validator",
         store.clone(),
-        limits,
-        cfg(Trigger::Generation),
+        Arc::new(opts.limits),
+        opts.controller_config(Trigger::Generation),
         validate::reconcile_config,
-        validate::error_policy,
-    );
+        default_error_policy,
+    )
+    .with_reflector(opts.reflectors.get(&store));
+    let deployments =
+        deployment_validator(&store, &opts, opts.controller_config(Trigger::Generation));
     let tasks = task_controller(&store, &opts);
     tokio::join!(
         deployments.run(shutdown.clone()),
@@ -73,11 +75,35 @@ pub async fn run(store: Store, opts: Options, shutdown: CancellationToken) {
     );
 }
 
+/// The deployment validator, tuned by `cfg`. It writes only status and
+/// need not hear its own writes (give it [`Trigger::Generation`]); a change
+/// of a cloud config re-runs it for every deployment that uses the config.
+pub fn deployment_validator(
+    store: &Store,
+    opts: &Options,
+    cfg: Config,
+) -> Controller<DeploymentSpec, validate::DeploymentLimits, validate::Error> {
+    let deployments = opts.reflectors.get::<DeploymentSpec>(store);
+    let cache = deployments.cache();
+    Controller::new(
+        "deployment-validator",
+        store.clone(),
+        Arc::new(opts.limits),
+        cfg,
+        validate::reconcile_deployment,
+        default_error_policy,
+    )
+    .with_reflector(deployments)
+    .watches(&opts.reflectors.get::<ConfigSpec>(store), Predicate::generation(), move |c| {
+        validate::deployments_using(&cache, c)
+    })
+}
+
 /// The task controller: ends superseded, cancelled and orphaned tasks.
 pub fn task_controller(
     store: &Store,
     opts: &Options,
-) -> Controller<bosh_api::objects::TaskSpec, (), crate::tasks::supersede::Error> {
+) -> Controller<TaskSpec, (), crate::tasks::supersede::Error> {
     use crate::tasks::supersede;
     Controller::new(
         supersede::NAME,
@@ -85,8 +111,9 @@ pub fn task_controller(
         Arc::new(()),
         opts.controller_config(Trigger::Generation),
         supersede::reconcile,
-        supersede::error_policy,
+        default_error_policy,
     )
+    .with_reflector(opts.reflectors.get(store))
 }
 
 /// Runs the controllers that act on the world through `director` — the
@@ -121,18 +148,22 @@ pub async fn run_build(
         Arc::new(director.clone()),
         cfg(Trigger::Generation),
         stemcell::reconcile,
-        stemcell::error_policy,
-    );
-    // Spec changes only: a status write (its own, or the validator's) must
-    // not cut a failing compile's backoff short; it polls for validity.
+        default_error_policy,
+    )
+    .with_reflector(opts.reflectors.get(&store));
+    // Spec changes and the validator's verdict only: its own status writes
+    // must not cut a failing compile's backoff short (a failing packaging
+    // script is retried later and later, never hot).
     let compiler = Controller::<DeploymentSpec, _, compile::Error>::new(
         "compilation",
-        store,
+        store.clone(),
         Arc::new(compile::Compiler::new(director)),
         cfg(Trigger::Generation),
         compile::reconcile,
-        compile::error_policy,
-    );
+        default_error_policy,
+    )
+    .with_reflector(opts.reflectors.get(&store))
+    .wake_when(compile::wakes_on());
     tokio::join!(stemcells.run(shutdown.clone()), compiler.run(shutdown.clone()));
 }
 
@@ -142,24 +173,40 @@ pub async fn run_deploy(
     opts: &Options,
     shutdown: CancellationToken,
 ) {
-    use bosh_api::objects::InstanceSpec;
+    use bosh_api::objects::{CompiledPackageSpec, InstanceSpec};
 
     use crate::{deployment, instance};
 
     let cfg = |trigger| opts.controller_config(trigger);
     let store = director.store.clone();
-    // The deployment controller polls its instances while a rollout runs,
-    // so it needs to hear only spec changes.
+    let reflectors = &opts.reflectors;
+    let instance_reflector = reflectors.get::<InstanceSpec>(&store);
+    let packages = reflectors.get::<CompiledPackageSpec>(&store);
+    let caches =
+        deployment::view::Caches { instances: instance_reflector.cache(), packages: packages.cache() };
+    // The deployment controller hears its spec, the validator's and the
+    // compiler's verdicts, its instances' progress (it owns them), and its
+    // task (a cancel); it reads Instances and compiled packages from their
+    // shared caches.
     let deployments = Controller::<DeploymentSpec, _, deployment::Error>::new(
         "deployment",
         store.clone(),
         Arc::new(
-            deployment::Deployer::new(director.clone()).with_render_limits(opts.render.clone()),
+            deployment::Deployer::new(director.clone())
+                .with_render_limits(opts.render.clone())
+                .with_caches(caches),
         ),
         cfg(Trigger::Generation),
         deployment::reconcile,
-        deployment::error_policy,
-    );
+        default_error_policy,
+    )
+    .with_reflector(reflectors.get(&store))
+    .wake_when(deployment::wakes_on())
+    .owns(&instance_reflector, deployment::instance_progress(), |i| i.metadata.deployment.clone())
+    .watches(&reflectors.get::<TaskSpec>(&store), task_state(), |t| {
+        t.spec.deployment.clone().into_iter().collect()
+    })
+    .reads(&packages);
     // Instances are many and each reconcile may wait on an agent: more
     // workers than the others (max_in_flight caps what runs at once).
     // It hears every change, status included: the health monitor's
@@ -175,7 +222,8 @@ pub async fn run_deploy(
         instance_cfg,
         instance::reconcile,
         instance::error_policy,
-    );
+    )
+    .with_reflector(instance_reflector);
     tokio::join!(
         deployments.run(shutdown.clone()),
         instances.run(shutdown.clone()),
@@ -200,12 +248,13 @@ pub async fn run_orphan_scan(
     cfg.workers = 1;
     let scanner = Controller::<DeploymentSpec, _, orphan_vms::Error>::new(
         orphan_vms::NAME,
-        store,
+        store.clone(),
         Arc::new(orphan_vms::Scanner::new(director, config)),
         cfg,
         orphan_vms::reconcile,
-        orphan_vms::error_policy,
-    );
+        default_error_policy,
+    )
+    .with_reflector(opts.reflectors.get(&store));
     scanner.run(shutdown).await;
 }
 
@@ -235,8 +284,15 @@ pub async fn run_health(
         Arc::new(health::Monitor { heartbeats, config: opts.health.clone(), sinks }),
         opts.controller_config(Trigger::Any),
         health::reconcile,
-        health::error_policy,
-    );
+        default_error_policy,
+    )
+    .with_reflector(opts.reflectors.get(&director.store));
     monitor.run(shutdown).await;
     listener.abort();
+}
+
+/// A task's state changed: what the deployment controller hears of its
+/// tasks (a cancel ends its rollout).
+fn task_state() -> Predicate<TaskSpec> {
+    Predicate::<TaskSpec>::new(|old, new| old.status.state != new.status.state)
 }

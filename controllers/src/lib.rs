@@ -12,7 +12,9 @@
 //!   implementations.
 //! - [`ipam`]: IP pools of manual networks, shared by compile VMs and instances.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
-//! - [`runtime`]: leader election, reflector cache, work queue, workers.
+//! - [`runtime`]: leader election, shared reflector caches, secondary watches,
+//!   work queue, workers, and the helpers reconciles share (finalizers,
+//!   status writes, the default error policy).
 //! - [`secret_file`]: private, atomic writes of files holding credentials.
 //! - [`stemcell`]: imports uploaded stemcells into the CPI.
 //! - [`tasks`]: numbered tasks and their event logs.
@@ -26,7 +28,6 @@
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
 //! - [`resolve`]: what a deployment names (cloud config, releases, stemcells), looked up.
 //! - [`blobs`]: whole-blob reads (sha256-checked) and writes for the director.
-//! - [`status`]: status writes that survive a concurrent writer.
 //! - [`errors`]: an error and its causes as one line.
 //! - [`health`]: the health monitor: heartbeats into each Instance's observed health.
 //! - [`failpoints`]: named fault-injection points (feature `failpoints`).
@@ -50,7 +51,6 @@ pub mod render;
 pub mod resolve;
 pub mod runtime;
 pub mod secret_file;
-pub mod status;
 pub mod stemcell;
 pub mod tasks;
 #[cfg(feature = "testing")]

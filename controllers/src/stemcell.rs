@@ -28,8 +28,7 @@ use tracing::info;
 
 use crate::cpi::CpiError;
 use crate::director::Director;
-use crate::runtime::{Action, Ctx};
-use crate::validate::update_status_if_changed;
+use crate::runtime::{Action, Cleanup, Ctx, finalizer};
 
 /// The finalizer this controller owns.
 pub const FINALIZER: &str = "bosh.io/stemcell-cpi";
@@ -85,19 +84,17 @@ pub async fn reconcile(
     obj: Arc<Object<StemcellSpec>>,
     ctx: Arc<Ctx<Director>>,
 ) -> Result<Action, Error> {
+    finalizer(&ctx, obj, FINALIZER, |obj| import_once(obj, &ctx), |obj| {
+        reconcile_delete(obj, &ctx)
+    })
+    .await
+}
+
+/// Imports the stemcell into this director's CPI unless it is there.
+async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Result<Action, Error> {
     let d = &ctx.data;
     let cpi_name = d.cpi.name().to_string();
     let name = obj.metadata.name.clone();
-    if obj.metadata.is_deleting() {
-        return reconcile_delete(&obj, &ctx).await;
-    }
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
-        let mut next = (*obj).clone();
-        next.metadata.finalizers.push(FINALIZER.to_string());
-        ctx.store.update_spec(&next).await?;
-        // The spec write wakes this controller again.
-        return Ok(Action::await_change());
-    }
     if obj.status.cids.contains_key(&cpi_name) {
         return Ok(Action::requeue(REQUEUE));
     }
@@ -114,7 +111,7 @@ pub async fn reconcile(
             format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
         ),
     };
-    update_status_if_changed(&ctx.store, &obj, |s| {
+    crate::runtime::status::patch(&ctx.store, &mut (*obj).clone(), |s| {
         if let Ok(cid) = &imported {
             s.cids.insert(cpi_name.clone(), cid.clone());
             s.observed_revision = generation;
@@ -125,7 +122,7 @@ pub async fn reconcile(
                 type_: STEMCELL_READY.into(),
                 status,
                 reason: reason.as_str().into(),
-                message,
+                message: message.clone(),
                 last_transition_time: Utc::now(),
                 observed_revision: generation,
             },
@@ -171,15 +168,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Deletes the CPI's copy, then lets the object go.
+/// Deletes the CPI's copy; the finalizer then lets the object go.
 async fn reconcile_delete(
-    obj: &Object<StemcellSpec>,
+    obj: Arc<Object<StemcellSpec>>,
     ctx: &Ctx<Director>,
-) -> Result<Action, Error> {
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
-        // Someone else's finalizer holds it; nothing of ours is left.
-        return Ok(Action::await_change());
-    }
+) -> Result<Cleanup, Error> {
     let d = &ctx.data;
     if let Some(cid) = obj.status.cids.get(d.cpi.name()) {
         match d.cpi.delete_stemcell(cid).await {
@@ -194,16 +187,7 @@ async fn reconcile_delete(
             }
         }
     }
-    let mut next = obj.clone();
-    next.metadata.finalizers.retain(|f| f != FINALIZER);
-    // With the last finalizer gone the store removes the object.
-    ctx.store.update_spec(&next).await?;
-    Ok(Action::await_change())
-}
-
-/// Back off per key on any error.
-pub fn error_policy(_: Arc<Object<StemcellSpec>>, _: &Error, _: Arc<Ctx<Director>>) -> Action {
-    Action::backoff()
+    Ok(Cleanup::Done)
 }
 
 /// The cid of `stemcell` in this director's CPI, if imported.

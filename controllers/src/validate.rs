@@ -6,7 +6,9 @@
 //! every Deployment and Config spec it sees, and answers a bad one with an
 //! `Invalid` condition that lists every error with its path — and does
 //! nothing else with it. Status is written only when it changes, so a
-//! resync of valid objects makes no etcd write.
+//! resync of valid objects makes no etcd write. A deployment is judged
+//! against its cloud configs too, so a change of a cloud config re-runs the
+//! deployments that use it ([`deployments_using`], a secondary watch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,10 @@ use bosh_api::manifest::{CloudConfig, Manifest, RuntimeConfig, validate_against_
 use bosh_api::meta::set_condition;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::store::{self, Store};
-use bosh_api::{Condition, ConditionStatus, Kind, Object};
+use bosh_api::{Condition, ConditionStatus, Object};
 use chrono::Utc;
 
-use crate::runtime::{Action, Ctx};
+use crate::runtime::{Action, Cache, Ctx};
 
 /// The condition type both validators set.
 pub const INVALID: &str = "Invalid";
@@ -120,22 +122,6 @@ fn invalid_condition(errors: &[String], generation: i64) -> Condition {
     }
 }
 
-/// Writes `obj`'s status as changed by `edit`, unless that changes nothing.
-/// Returns whether a write happened.
-pub async fn update_status_if_changed<S: Kind>(
-    store: &Store,
-    obj: &Object<S>,
-    edit: impl FnOnce(&mut S::Status),
-) -> Result<bool, store::Error> {
-    let mut next = obj.clone();
-    edit(&mut next.status);
-    if next.status == obj.status {
-        return Ok(false);
-    }
-    store.update_status(&next).await?;
-    Ok(true)
-}
-
 /// Checks a deployment's manifest, and what it takes from its cloud configs.
 pub async fn check_deployment(
     store: &Store,
@@ -184,6 +170,29 @@ pub async fn check_deployment(
     Ok(errors)
 }
 
+/// The deployments (in `deployments`) that use cloud config `config`: those
+/// naming it, and those naming none when it is `cloud/default`. What a
+/// change of the config re-validates.
+pub fn deployments_using(
+    deployments: &Cache<DeploymentSpec>,
+    config: &Object<ConfigSpec>,
+) -> Vec<String> {
+    if config.spec.type_ != ConfigType::Cloud {
+        return Vec::new();
+    }
+    let prefix = format!("{}/", ConfigType::Cloud.as_str());
+    let Some(name) = config.metadata.name.strip_prefix(&prefix) else { return Vec::new() };
+    deployments
+        .list()
+        .iter()
+        .filter(|d| {
+            let names = &d.spec.cloud_configs;
+            names.iter().any(|n| n == name) || (names.is_empty() && name == "default")
+        })
+        .map(|d| d.key_name())
+        .collect()
+}
+
 /// Reconciles a Deployment's validity.
 pub async fn reconcile_deployment(
     obj: Arc<Object<DeploymentSpec>>,
@@ -194,7 +203,7 @@ pub async fn reconcile_deployment(
     }
     let errors = check_deployment(&ctx.store, &obj, &ctx.data).await?;
     let generation = obj.metadata.generation;
-    update_status_if_changed(&ctx.store, &obj, |s| {
+    crate::runtime::status::patch(&ctx.store, &mut (*obj).clone(), |s| {
         set_condition(&mut s.conditions, invalid_condition(&errors, generation));
         if errors.is_empty() {
             s.observed_revision = generation;
@@ -237,7 +246,7 @@ pub async fn reconcile_config(
     }
     let errors = check_config(&obj);
     let generation = obj.metadata.generation;
-    update_status_if_changed(&ctx.store, &obj, |s| {
+    crate::runtime::status::patch(&ctx.store, &mut (*obj).clone(), |s| {
         set_condition(&mut s.conditions, invalid_condition(&errors, generation));
         if errors.is_empty() {
             s.observed_revision = generation;
@@ -245,15 +254,6 @@ pub async fn reconcile_config(
     })
     .await?;
     Ok(Action::requeue(REQUEUE))
-}
-
-/// The error policy of both validators: back off, per key.
-pub fn error_policy<S: Kind>(
-    _: Arc<Object<S>>,
-    _: &Error,
-    _: Arc<Ctx<DeploymentLimits>>,
-) -> Action {
-    Action::backoff()
 }
 
 #[cfg(test)]

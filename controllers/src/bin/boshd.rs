@@ -440,6 +440,7 @@ async fn main() -> anyhow::Result<()> {
                 grace: Duration::from_secs(args.orphan_vm_grace_secs),
             }
         }),
+        reflectors: Default::default(),
     };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),

@@ -50,7 +50,7 @@ use crate::agent_client::AgentError;
 use crate::cpi::CpiError;
 use crate::director::Director;
 use crate::resolve;
-use crate::runtime::{Action, Ctx};
+use crate::runtime::{Action, Ctx, Predicate};
 use crate::validate::INVALID;
 use vms::CompileEnv;
 
@@ -156,10 +156,18 @@ impl Error {
     }
 }
 
-/// Back off per key on any error: a failing packaging script is retried
-/// later and later, never hot.
-pub fn error_policy(_: Arc<Object<DeploymentSpec>>, _: &Error, _: Arc<Ctx<Compiler>>) -> Action {
-    Action::backoff()
+/// What wakes the compilation controller: a spec change, or a change of
+/// the validator's verdict (it compiles only valid deployments). Its own
+/// status writes do not: they must not cut a failing compile's backoff
+/// short.
+pub fn wakes_on() -> Predicate<DeploymentSpec> {
+    Predicate::<DeploymentSpec>::new(|old, new| {
+        let verdict = |o: &Object<DeploymentSpec>| {
+            find_condition(&o.status.conditions, INVALID)
+                .map(|c| (c.status, c.observed_revision))
+        };
+        old.metadata.resource_version != new.metadata.resource_version || verdict(old) != verdict(new)
+    })
 }
 
 /// Sets `PackagesCompiled` on the deployment's current status, writing only
@@ -175,14 +183,14 @@ async fn set_compiled(
         return Ok(());
     };
     let generation = obj.metadata.generation;
-    crate::validate::update_status_if_changed(store, &obj, |s| {
+    crate::runtime::status::patch(store, &mut obj.clone(), |s| {
         set_condition(
             &mut s.conditions,
             Condition {
                 type_: PACKAGES_COMPILED.into(),
                 status,
                 reason: reason.into(),
-                message,
+                message: message.clone(),
                 last_transition_time: Utc::now(),
                 observed_revision: generation,
             },
@@ -337,10 +345,9 @@ pub async fn reconcile(
         c.status == ConditionStatus::False && c.observed_revision == obj.metadata.generation
     });
     if !valid {
-        // This controller hears only spec changes (its own status writes
-        // must not cut a failure's backoff short), so it polls for the
-        // validator's verdict; the check reads only the reflector's cache.
-        return Ok(Action::requeue(WAIT));
+        // Not judged valid (yet): the validator's next verdict wakes this
+        // controller ([`wakes_on`]).
+        return Ok(Action::await_change());
     }
     let name = obj.metadata.name.clone();
     let store = &ctx.store;
@@ -680,7 +687,7 @@ async fn ensure_object(
 async fn mark_failed(store: &Store, key: &str, e: &Error) -> Result<(), Error> {
     let o = store.get::<CompiledPackageSpec>(None, key).await?;
     let generation = o.metadata.generation;
-    crate::validate::update_status_if_changed(store, &o, |s| {
+    crate::runtime::status::patch(store, &mut o.clone(), |s| {
         set_condition(
             &mut s.conditions,
             Condition {

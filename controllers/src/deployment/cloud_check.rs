@@ -109,7 +109,7 @@ pub async fn step(
         }
         let (id, token) = (id.clone(), req.token);
         let deleted = open && req.resolution == Resolution::DeleteVm;
-        crate::status::patch(store, dep, |s| {
+        crate::runtime::status::patch(store, dep, |s| {
             s.cloud_check.resolved.insert(id.clone(), token);
             if deleted {
                 s.cloud_check.problems.retain(|p| p.id != id);
@@ -169,7 +169,7 @@ pub async fn step(
     problems.sort_by(|a, b| a.id.cmp(&b.id));
     problems.extend(orphaned);
     let scan = want.scan;
-    crate::status::patch(store, dep, |s| {
+    crate::runtime::status::patch(store, dep, |s| {
         s.cloud_check.scanned = scan;
         s.cloud_check.problems = problems.clone();
         s.cloud_check.notes = notes.clone();

@@ -26,6 +26,7 @@ pub mod desired;
 pub mod orphan_vms;
 pub mod plan;
 pub mod rollout;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -34,9 +35,7 @@ use std::time::Duration;
 
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
-use bosh_api::objects::{
-    BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
-};
+use bosh_api::objects::{BlobRef, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState};
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use chrono::Utc;
@@ -46,10 +45,11 @@ use crate::compile::PACKAGES_COMPILED;
 use crate::director::Director;
 use crate::render::{self, JobTemplates, Limits};
 use crate::resolve::{self, Blocked, Failure};
-use crate::runtime::{Action, Ctx};
+use crate::runtime::{Action, Cleanup, Ctx, Predicate, finalizer};
 use crate::tasks::{EventLog, set_task_state};
 use crate::validate::INVALID;
 use rollout::{Member, Progress};
+use view::{Caches, View};
 
 /// The finalizer that keeps a Deployment until its instances are gone.
 pub const FINALIZER: &str = "bosh.io/instances";
@@ -60,8 +60,6 @@ pub const READY: &str = "Ready";
 /// The reason of a `Ready` False that halts a rollout.
 pub const UPDATE_FAILED: &str = "UpdateFailed";
 
-/// How soon to look again while a rollout or a deletion is in progress.
-const POLL: Duration = Duration::from_millis(250);
 /// How soon to look again while waiting for something outside.
 const WAIT: Duration = Duration::from_secs(2);
 
@@ -80,6 +78,9 @@ pub struct Deployer {
     /// change of its inputs, not once per retry (BOSH does not retry a
     /// failed deploy either).
     failed_renders: Mutex<HashMap<String, String>>,
+    /// The shared Instance and CompiledPackage caches (`None`: every pass
+    /// reads etcd, as a reconcile called outside a controller does).
+    caches: Option<Caches>,
 }
 
 impl Deployer {
@@ -91,7 +92,14 @@ impl Deployer {
             jobs: Mutex::default(),
             rendered: Mutex::default(),
             failed_renders: Mutex::default(),
+            caches: None,
         }
+    }
+
+    /// The same deployer, planning on these caches first ([`view`]).
+    pub fn with_caches(mut self, caches: Caches) -> Deployer {
+        self.caches = Some(caches);
+        self
     }
 
     /// The same deployer, rendering under `limits`.
@@ -117,11 +125,6 @@ pub enum Error {
     /// message shows the first few and counts the rest).
     #[error("rendering templates: {}", join_bounded(.0, "; ", 10))]
     Templates(Vec<String>),
-}
-
-/// Back off per key on any error.
-pub fn error_policy(_: Arc<Object<DeploymentSpec>>, _: &Error, _: Arc<Ctx<Deployer>>) -> Action {
-    Action::backoff()
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: i64) -> Condition {
@@ -150,7 +153,7 @@ async fn report(
     // a conflict re-reads and applies this edit again instead of failing
     // the pass (which cost a backoff per conflict in a busy rollout).
     let mut cur = obj.clone();
-    crate::status::patch(store, &mut cur, |s| {
+    crate::runtime::status::patch(store, &mut cur, |s| {
         let cond = match ready {
             Some(ok) => condition(READY, ok, reason, message.clone(), generation),
             None => condition(READY, false, reason, message.clone(), generation),
@@ -246,6 +249,39 @@ fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condi
         .filter(|c| c.observed_revision == obj.metadata.generation)
 }
 
+/// What wakes the deployment controller besides its own spec: the
+/// validator's and the compiler's verdicts, which they write into the
+/// deployment's status. Its own status writes (`Ready`) do not wake it.
+pub fn wakes_on() -> Predicate<DeploymentSpec> {
+    Predicate::<DeploymentSpec>::new(|old, new| {
+        old.metadata.resource_version != new.metadata.resource_version
+            || [INVALID, PACKAGES_COMPILED]
+                .iter()
+                .any(|t| condition_key(&old.status.conditions, t) != condition_key(&new.status.conditions, t))
+    })
+}
+
+/// What of an Instance its deployment decides on: the spec, the `Ready`
+/// condition, and what cloud check found. Other status writes (phases,
+/// agent ids, health, processes) do not wake the deployment.
+pub fn instance_progress() -> Predicate<InstanceSpec> {
+    Predicate::<InstanceSpec>::new(|old, new| {
+        old.metadata.resource_version != new.metadata.resource_version
+            || condition_key(&old.status.conditions, READY)
+                != condition_key(&new.status.conditions, READY)
+            || old.status.cloud_check != new.status.cloud_check
+    })
+}
+
+/// A condition without its transition time: what a change of it is.
+fn condition_key<'a>(
+    conditions: &'a [Condition],
+    type_: &str,
+) -> Option<(ConditionStatus, &'a str, &'a str, i64)> {
+    find_condition(conditions, type_)
+        .map(|c| (c.status, c.reason.as_str(), c.message.as_str(), c.observed_revision))
+}
+
 /// Reconciles one Deployment.
 pub async fn reconcile(
     obj: Arc<Object<DeploymentSpec>>,
@@ -268,18 +304,17 @@ pub async fn reconcile(
             "the cache lags: deciding on the current spec"
         );
     }
-    let obj = Arc::new(fresh);
-    if obj.metadata.is_deleting() {
-        return delete(&ctx, &obj).await;
-    }
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
-        let mut next = (*obj).clone();
-        next.metadata.finalizers.push(FINALIZER.into());
-        store.update_spec(&next).await?;
-        return Ok(Action::requeue(Duration::ZERO));
-    }
-    // The validator and the compiler go first; their verdicts are polled
-    // (they write status, which this controller does not hear).
+    finalizer(&ctx, Arc::new(fresh), FINALIZER, |obj| apply(&ctx, obj), |obj| delete(&ctx, obj))
+        .await
+}
+
+/// Rolls the living deployment toward its spec.
+async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<Action, Error> {
+    let store = &ctx.store;
+    let name = obj.metadata.name.clone();
+    // The validator and the compiler go first. A change of their verdicts
+    // wakes this controller ([`wakes_on`]), so waiting for them is
+    // `await_change`.
     match verdict(&obj, INVALID) {
         Some(c) if c.status == ConditionStatus::True => {
             let msg = format!("deployment {name} is invalid: {}", c.message);
@@ -287,7 +322,7 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
         Some(_) => {}
-        None => return Ok(Action::requeue(POLL)),
+        None => return Ok(Action::await_change()),
     }
     // A cancelled change goes no further: no instance gets its new spec
     // until the next change (those that already have it finish, as BOSH
@@ -304,14 +339,14 @@ pub async fn reconcile(
         Some(c) if c.status == ConditionStatus::True => {}
         Some(c) if !matches!(c.reason.as_str(), "Compiling") => {
             // A blocked or failed compile fails the task; the compiler keeps
-            // retrying, and this controller goes on once it succeeds.
+            // retrying, and its success wakes this controller.
             let msg = format!("compiling packages: {}", c.message);
             report(store, &obj, Some(false), &c.reason.clone(), msg, BTreeMap::new()).await?;
-            return Ok(Action::requeue(WAIT));
+            return Ok(Action::await_change());
         }
-        _ => return Ok(Action::requeue(POLL)),
+        _ => return Ok(Action::await_change()),
     }
-    match converge(&ctx, &obj).await {
+    match converge(ctx, &obj).await {
         Ok(a) => Ok(a),
         Err(Failure::Blocked(b)) => {
             // The task fails now; the deployment is looked at again only
@@ -333,8 +368,79 @@ impl From<Error> for Failure {
     }
 }
 
+/// What a deployment names, resolved once per pass.
+struct Resolved {
+    manifest: Manifest,
+    cloud: bosh_api::manifest::CloudConfig,
+    releases: BTreeMap<String, Object<bosh_api::objects::ReleaseSpec>>,
+    stemcells: Vec<Object<StemcellSpec>>,
+    jobs: BTreeMap<(String, String), Arc<JobTemplates>>,
+}
+
+/// What one pass decided: the instance writes of a rollout step and what
+/// to report.
+struct Pass {
+    /// Instances gone from the plan, to delete now (names).
+    delete: Vec<String>,
+    /// Instances being deleted, or about to be.
+    deleting: usize,
+    /// Instances whose cloud-check request changed (ids), with it.
+    checks: Vec<(String, bosh_api::objects::InstanceCloudCheck)>,
+    /// Desired specs by `group/id`.
+    desired: BTreeMap<String, InstanceSpec>,
+    /// The rollout step.
+    decision: rollout::Decision,
+    /// Instances of the plan.
+    total: usize,
+    /// Ready instances holding their desired spec, by group.
+    counts: BTreeMap<String, u32>,
+}
+
+impl Pass {
+    /// Whether the pass changes no instance and fails nothing: the only
+    /// passes decided on the caches alone ([`view`]).
+    fn is_quiet(&self, obj: &Object<DeploymentSpec>) -> bool {
+        self.delete.is_empty()
+            && self.checks.is_empty()
+            && self.decision.write.is_empty()
+            && self.decision.failed.is_none()
+            // Cloud check calls the CPI and reads instances afresh itself.
+            && obj.spec.cloud_check.is_empty()
+            && obj.status.cloud_check == Default::default()
+    }
+}
+
 /// Everything resolved, planned and rolled out one step.
 async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Failure> {
+    let name = obj.metadata.name.as_str();
+    let resolved = resolve_all(ctx, obj).await?;
+    // First on the caches (no read); a pass that would change anything is
+    // decided again on etcd's view (see [`view`]).
+    let caches = ctx.data.caches.as_ref();
+    let mut cached = None;
+    if let Some(view) = caches.and_then(|c| View::cached(c, name)) {
+        let pass = assess(ctx, obj, &resolved, &view).await;
+        if let Ok(p) = &pass
+            && p.is_quiet(obj)
+        {
+            return act(ctx, obj, &view, p).await;
+        }
+        cached = Some((view, pass));
+    }
+    let view = View::fresh(&ctx.store, caches, name).await?;
+    let pass = match cached {
+        Some((seen, pass)) if seen.same_as(&view) => pass?,
+        _ => assess(ctx, obj, &resolved, &view).await?,
+    };
+    act(ctx, obj, &view, &pass).await
+}
+
+/// Reads what the deployment names: variables, manifest and addons, cloud
+/// config, releases, stemcells, job templates.
+async fn resolve_all(
+    ctx: &Ctx<Deployer>,
+    obj: &Object<DeploymentSpec>,
+) -> Result<Resolved, Failure> {
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
     let file = format!("deployment {name}");
@@ -352,40 +458,38 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let releases = resolve::releases(store, &manifest).await?;
     let stemcells = store.list::<StemcellSpec>("").await?.items;
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
+    Ok(Resolved { manifest, cloud, releases, stemcells, jobs })
+}
 
-    // Plan under the address book's lock, against every address held
-    // elsewhere (other deployments' instances and plans, compile VMs), and
-    // record the plan's addresses before letting go: rendering comes later,
-    // outside the lock, so one deployment's slow or stuck templates never
-    // hold up another's planning. One listing of the compiled packages
-    // gives both their blobs and their workers' addresses.
-    let mut book = ctx.data.director.addresses.lock().await;
-    let packages = store.list::<CompiledPackageSpec>("").await?.items;
-    let compiled: BTreeMap<String, BlobRef> = packages
-        .iter()
-        .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
-        .collect();
-    let listing = store.list::<InstanceSpec>("").await?;
+/// Plans the deployment on `view` and decides the rollout step (writing
+/// nothing but the plan's addresses into the address book, and rendered
+/// templates into the blobstore).
+async fn assess(
+    ctx: &Ctx<Deployer>,
+    obj: &Object<DeploymentSpec>,
+    resolved: &Resolved,
+    view: &View,
+) -> Result<Pass, Failure> {
+    let name = obj.metadata.name.as_str();
     // An instance of this deployment whose stored value cannot be read
     // may hold a VM, a disk and addresses nobody can see: planning around
     // it could hand its addresses out again or replace it. Nothing moves
     // until it is fixed or removed. (Others' unreadable instances cannot be
     // told apart from garbage keys and do not hold this one up.)
-    let unreadable = quarantined_instances(&listing.quarantined, name);
+    let unreadable = quarantined_instances(&view.unreadable, name);
     if !unreadable.is_empty() {
         return Err(Blocked::new("InstanceUnreadable", unreadable).into());
     }
-    let all = listing.items;
-    let (mine, others): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|i| i.metadata.deployment.as_deref() == Some(name));
-    let outside: BTreeSet<Ipv4Addr> = others
-        .iter()
-        .flat_map(|i| i.spec.networks.iter().map(|n| n.ip.clone()))
-        .chain(packages.iter().filter_map(|w| w.status.worker.as_ref().map(|w| w.ip.clone())))
-        .filter_map(|ip| ip.parse().ok())
-        .chain(book.others(name))
-        .collect();
-    let existing: Vec<plan::Existing> = mine
+    // Plan under the address book's lock, against every address held
+    // elsewhere (other deployments' instances and plans, compile VMs), and
+    // record the plan's addresses before letting go: rendering comes later,
+    // outside the lock, so one deployment's slow or stuck templates never
+    // hold up another's planning.
+    let mut book = ctx.data.director.addresses.lock().await;
+    let outside: BTreeSet<Ipv4Addr> =
+        view.outside.iter().copied().chain(book.others(name)).collect();
+    let existing: Vec<plan::Existing> = view
+        .mine
         .iter()
         .filter(|i| !i.metadata.is_deleting())
         .map(|i| plan::Existing {
@@ -405,7 +509,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // Planning is CPU work in proportion to the instances: off the async
     // workers that serve the API and talk to agents.
     let planned = {
-        let (manifest, cloud) = (manifest.clone(), cloud.clone());
+        let (manifest, cloud) = (resolved.manifest.clone(), resolved.cloud.clone());
         let seed = format!("{}/{}", obj.metadata.uid, obj.metadata.generation);
         tokio::task::spawn_blocking(move || {
             plan::plan(&manifest, &cloud, &existing, &outside, &mut |group, index| {
@@ -424,12 +528,12 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
 
     let inputs = Arc::new(desired::Inputs {
         deployment: name.to_string(),
-        manifest: manifest.clone(),
-        cloud,
-        releases,
-        stemcells,
-        compiled,
-        jobs,
+        manifest: resolved.manifest.clone(),
+        cloud: resolved.cloud.clone(),
+        releases: resolved.releases.clone(),
+        stemcells: resolved.stemcells.clone(),
+        compiled: view.compiled.clone(),
+        jobs: resolved.jobs.clone(),
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
     });
@@ -451,45 +555,31 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // Deletions first, all at once: BOSH deletes unneeded instances before
     // it updates the rest.
     let by_id: BTreeMap<&str, &Object<InstanceSpec>> =
-        mine.iter().map(|i| (i.spec.id.as_str(), i)).collect();
-    for id in &planned.delete {
-        if let Some(i) = by_id.get(id.as_str())
-            && !i.metadata.is_deleting()
-        {
-            info!(deployment = name, instance = %i.metadata.name, "deleting unneeded instance");
-            event(
-                store,
-                obj.spec.task,
-                "Deleting unneeded instances",
-                &i.metadata.name,
-                EventState::Info,
-                "",
-            )
-            .await;
-            store.delete::<InstanceSpec>(Some(name), &i.metadata.name, None).await?;
-        }
-    }
-    let deleting = mine
+        view.mine.iter().map(|i| (i.spec.id.as_str(), i)).collect();
+    let delete: Vec<String> = planned
+        .delete
+        .iter()
+        .filter_map(|id| by_id.get(id.as_str()))
+        .filter(|i| !i.metadata.is_deleting())
+        .map(|i| i.metadata.name.clone())
+        .collect();
+    let deleting = view
+        .mine
         .iter()
         .filter(|i| i.metadata.is_deleting() || planned.delete.contains(&i.spec.id))
         .count();
-
-    // The rollout step.
-    let mut members = Vec::new();
-    let mut desired_by_name = BTreeMap::new();
     // Cloud-check requests reach every instance now; the rest of a change
     // waits for the rollout.
-    let mut checked: BTreeMap<String, Object<InstanceSpec>> = BTreeMap::new();
-    for b in &built {
-        if let Some(cur) = by_id.get(b.spec.id.as_str())
-            && !cur.metadata.is_deleting()
-            && cur.spec.cloud_check != b.spec.cloud_check
-        {
-            let mut next = (*cur).clone();
-            next.spec.cloud_check = b.spec.cloud_check.clone();
-            checked.insert(b.spec.id.clone(), store.update_spec(&next).await?);
-        }
-    }
+    let checks = built
+        .iter()
+        .filter_map(|b| {
+            let cur = by_id.get(b.spec.id.as_str())?;
+            (!cur.metadata.is_deleting() && cur.spec.cloud_check != b.spec.cloud_check)
+                .then(|| (b.spec.id.clone(), b.spec.cloud_check.clone()))
+        })
+        .collect();
+    let mut members = Vec::new();
+    let mut desired = BTreeMap::new();
     for b in built {
         let key = format!("{}/{}", b.spec.group, b.spec.id);
         let current = by_id.get(b.spec.id.as_str()).copied();
@@ -506,13 +596,52 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
             changed,
             progress,
         });
-        desired_by_name.insert(key, b.spec);
+        desired.insert(key, b.spec);
     }
-    let groups: Vec<rollout::GroupUpdate> =
-        manifest.instance_groups.iter().map(|g| desired::update_of(&manifest, g)).collect();
+    let groups: Vec<rollout::GroupUpdate> = resolved
+        .manifest
+        .instance_groups
+        .iter()
+        .map(|g| desired::update_of(&resolved.manifest, g))
+        .collect();
     let decision = rollout::decide(&groups, &members);
-    for (key, canary) in &decision.write {
-        let spec = desired_by_name[key].clone();
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for m in &members {
+        if !m.changed && m.progress == Progress::Ready {
+            *counts.entry(m.group.clone()).or_default() += 1;
+        }
+    }
+    Ok(Pass { delete, deleting, checks, desired, decision, total: members.len(), counts })
+}
+
+/// Carries out a pass on the view it was decided on: deletions,
+/// cloud-check requests, the rollout step, cloud check's own step, and
+/// the report.
+async fn act(
+    ctx: &Ctx<Deployer>,
+    obj: &Object<DeploymentSpec>,
+    view: &View,
+    pass: &Pass,
+) -> Result<Action, Failure> {
+    let store = &ctx.store;
+    let name = obj.metadata.name.as_str();
+    for i in &pass.delete {
+        info!(deployment = name, instance = %i, "deleting unneeded instance");
+        event(store, obj.spec.task, "Deleting unneeded instances", i, EventState::Info, "").await;
+        store.delete::<InstanceSpec>(Some(name), i, None).await?;
+    }
+    let by_id: BTreeMap<&str, &Object<InstanceSpec>> =
+        view.mine.iter().map(|i| (i.spec.id.as_str(), i)).collect();
+    let mut checked: BTreeMap<String, Object<InstanceSpec>> = BTreeMap::new();
+    for (id, check) in &pass.checks {
+        if let Some(cur) = by_id.get(id.as_str()) {
+            let mut next = (*cur).clone();
+            next.spec.cloud_check = check.clone();
+            checked.insert(id.clone(), store.update_spec(&next).await?);
+        }
+    }
+    for (key, canary) in &pass.decision.write {
+        let spec = pass.desired[key].clone();
         let what = format!("{key} ({}){}", spec.index, if *canary { " (canary)" } else { "" });
         match checked.get(&spec.id).or_else(|| by_id.get(spec.id.as_str()).copied()) {
             Some(cur) => {
@@ -528,35 +657,32 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         }
         info!(deployment = name, instance = %what, "instance takes its new spec");
     }
-    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-    for m in &members {
-        if !m.changed && m.progress == Progress::Ready {
-            *counts.entry(m.group.clone()).or_default() += 1;
-        }
-    }
+    let counts = pass.counts.clone();
     let mut dep = obj.clone();
-    let check = cloud_check::step(ctx, &mut dep, &mine).await?;
+    let check = cloud_check::step(ctx, &mut dep, &view.mine).await?;
     let obj = &dep;
-    if let Some((inst, msg)) = &decision.failed {
+    // Every return below waits for a change: what this controller waits
+    // for now is its instances (an instance's progress wakes it, see
+    // [`instance_progress`]) or a new spec.
+    if let Some((inst, msg)) = &pass.decision.failed {
         let message = format!("instance {inst} failed: {msg}");
         report(store, obj, Some(false), UPDATE_FAILED, message, counts).await?;
-        return Ok(Action::requeue(WAIT));
+        return Ok(Action::await_change());
     }
-    if decision.done && deleting == 0 {
+    if pass.decision.done && pass.deleting == 0 {
         if let cloud_check::Progress::Waiting(message) = check {
             report(store, obj, None, "CloudCheck", message, counts).await?;
-            return Ok(Action::requeue(POLL));
+            return Ok(Action::await_change());
         }
         let total: u32 = counts.values().sum();
         report(store, obj, Some(true), "Deployed", format!("{total} instances ready"), counts)
             .await?;
         return Ok(Action::await_change());
     }
-    let total = members.len();
     let ready: u32 = counts.values().sum();
-    report(store, obj, None, "RollingOut", format!("{ready} of {total} instances ready"), counts)
-        .await?;
-    Ok(Action::requeue(POLL))
+    let message = format!("{ready} of {} instances ready", pass.total);
+    report(store, obj, None, "RollingOut", message, counts).await?;
+    Ok(Action::await_change())
 }
 
 /// The id of a new instance: random-looking like BOSH's, but the same for
@@ -725,21 +851,19 @@ async fn render_all(
     Ok(())
 }
 
-/// Deletes every instance, waits for them to be gone, forgets the
-/// deployment's variables and lets the Deployment go.
-async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Error> {
+/// Deletes every instance, waits for them to be gone, and forgets the
+/// deployment's variables; the finalizer then lets the Deployment go.
+async fn delete(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<Cleanup, Error> {
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
     start_task(store, obj.spec.task).await?;
+    // Deletions are decided on etcd's view, never on the cache.
     let listing = store.list::<InstanceSpec>(&format!("{name}/")).await?;
     let unreadable = quarantined_instances(&listing.quarantined, name);
     if !unreadable.is_empty() {
         // Letting the deployment go would leave its VMs behind unseen.
         warn!(deployment = name, %unreadable, "deletion waits");
-        return Ok(Action::requeue(WAIT));
+        return Ok(Cleanup::Wait(Action::requeue(WAIT)));
     }
     let instances = listing.items;
     for i in &instances {
@@ -757,21 +881,19 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
         }
     }
     if !instances.is_empty() {
-        return Ok(Action::requeue(POLL));
+        // Each instance's removal wakes this controller (it owns them).
+        return Ok(Cleanup::Wait(Action::await_change()));
     }
     ctx.data.director.addresses.lock().await.remove(name);
     if let Err(e) = crate::variables::delete_all(store, name).await {
         warn!(deployment = name, error = %e, "could not delete the deployment's variables");
-        return Ok(Action::requeue(WAIT));
+        return Ok(Cleanup::Wait(Action::requeue(WAIT)));
     }
     if let Some(task) = obj.spec.task {
         finish_task(store, task, TaskState::Done, &format!("/deployments/{name}")).await?;
     }
-    let mut next = obj.clone();
-    next.metadata.finalizers.retain(|f| f != FINALIZER);
-    store.update_spec(&next).await?;
     info!(deployment = name, "deployment deleted");
-    Ok(Action::await_change())
+    Ok(Cleanup::Done)
 }
 
 /// What says which of `name`'s instances cannot be read, if any do:

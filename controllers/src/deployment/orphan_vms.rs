@@ -107,11 +107,6 @@ pub enum Error {
     Cpi(#[from] CpiError),
 }
 
-/// Back off per deployment on any error.
-pub fn error_policy(_: Arc<Object<DeploymentSpec>>, _: &Error, _: Arc<Ctx<Scanner>>) -> Action {
-    Action::backoff()
-}
-
 /// Scans one deployment for orphaned VMs, records them and deletes those
 /// whose grace period is over.
 pub async fn reconcile(
@@ -223,7 +218,7 @@ async fn record(
             list.join(", ")
         )
     });
-    crate::status::patch(store, dep, |s| {
+    crate::runtime::status::patch(store, dep, |s| {
         s.orphaned_vms = orphans.to_vec();
         let current = find_condition(&s.conditions, ORPHANED_VMS);
         let Some((status, reason, message)) = verdict(found.as_deref(), deleted, current) else {
@@ -245,7 +240,8 @@ async fn record(
             },
         );
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// What the `OrphanedVms` condition should say, given the report of the

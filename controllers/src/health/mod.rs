@@ -324,11 +324,6 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-/// Back off per key on any error.
-pub fn error_policy(_: Arc<Object<InstanceSpec>>, _: &Error, _: Arc<Ctx<Monitor>>) -> Action {
-    Action::backoff()
-}
-
 /// Looks at one instance's health and records it when it changed.
 pub async fn reconcile(
     obj: Arc<Object<InstanceSpec>>,
@@ -354,7 +349,7 @@ pub async fn reconcile(
     let mut cur = (*obj).clone();
     let timeout = ctx.data.config.agent_timeout;
     let hb = ctx.data.heartbeats.clone();
-    crate::status::patch(&ctx.store, &mut cur, |s| {
+    crate::runtime::status::patch(&ctx.store, &mut cur, |s| {
         // Judged against the agent the status names now: a resurrected
         // instance's new agent starts afresh.
         if let Some(a) = &s.agent_id {

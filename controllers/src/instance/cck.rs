@@ -181,7 +181,7 @@ async fn resolve(
                     if let Err(e) = d.cpi.detach_disk(&vm, &cid).await {
                         warn!(instance = %cur.metadata.name, disk = %cid, error = %e, "could not detach the disk from the forgotten VM");
                     }
-                    crate::status::patch(store, &mut disk, |s| {
+                    crate::runtime::status::patch(store, &mut disk, |s| {
                         s.attached_to = None;
                         s.phase = bosh_api::objects::DiskPhase::Detached;
                     })
@@ -277,7 +277,7 @@ async fn reattach(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Resul
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("detach_disk")(e)),
         }
-        crate::status::patch(&ctx.store, &mut disk, |s| {
+        crate::runtime::status::patch(&ctx.store, &mut disk, |s| {
             s.attached_to = None;
             s.phase = bosh_api::objects::DiskPhase::Detached;
         })

@@ -22,7 +22,8 @@ async fn set_status(
     edit: impl Fn(&mut DiskStatus),
 ) -> Result<(), Error> {
     crate::failpoint!(fp::DISK_BEFORE_STATUS_WRITE);
-    Ok(crate::status::patch(store, disk, edit).await?)
+    crate::runtime::status::patch(store, disk, edit).await?;
+    Ok(())
 }
 
 /// The instance's Disk object, created (intent only) when missing.

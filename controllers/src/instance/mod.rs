@@ -44,7 +44,7 @@ use crate::agent_client::AgentError;
 use crate::cpi::CpiError;
 use crate::deployment::{INSTANCE_FINALIZER, READY, UPDATE_FAILED};
 use crate::director::Director;
-use crate::runtime::{Action, Ctx};
+use crate::runtime::{Action, Cleanup, Ctx, finalizer};
 use crate::tasks::EventLog;
 
 /// The health the monitor gives an agent it has not heard for too long.
@@ -170,14 +170,15 @@ pub struct Options {
     pub task: Option<u64>,
 }
 
-/// Writes `edit` into the instance's status (see [`crate::status::patch`]).
+/// Writes `edit` into the instance's status (see [`crate::runtime::status::patch`]).
 pub(crate) async fn patch(
     store: &Store,
     obj: &mut Object<InstanceSpec>,
     edit: impl Fn(&mut InstanceStatus),
 ) -> Result<(), Error> {
     crate::failpoint!(crate::failpoints::INSTANCE_BEFORE_STATUS_WRITE);
-    Ok(crate::status::patch(store, obj, edit).await?)
+    crate::runtime::status::patch(store, obj, edit).await?;
+    Ok(())
 }
 
 /// How an instance is named in events: `web/<uuid> (0)`.
@@ -223,16 +224,6 @@ pub async fn reconcile(
     ctx: Arc<Ctx<Instances>>,
 ) -> Result<Action, Error> {
     let store = &ctx.store;
-    let dep_name = obj.metadata.deployment.clone().unwrap_or_default();
-    let dep = store.try_get::<DeploymentSpec>(None, &dep_name).await?;
-    let opts = Options {
-        skip_drain: dep.as_ref().is_some_and(|d| d.spec.options.skip_drain),
-        fix: dep.as_ref().is_some_and(|d| d.spec.options.fix),
-        force: dep
-            .as_ref()
-            .is_some_and(|d| d.metadata.annotations.get(FORCE_DELETE).is_some_and(|v| v == "true")),
-        task: dep.as_ref().and_then(|d| d.spec.task),
-    };
     let mut cur = (*obj).clone();
     // Whatever this reconcile is about to do (tear down, recreate, create,
     // resurrect, resolve) it decides on a linearizable read, never on the
@@ -247,44 +238,63 @@ pub async fn reconcile(
         && cur.status.health != UNRESPONSIVE
         && !cck::pending(&cur);
     if !at_rest {
-        match store.try_get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await? {
+        let dep = cur.metadata.deployment.clone().unwrap_or_default();
+        match store.try_get::<InstanceSpec>(Some(&dep), &cur.metadata.name).await? {
             Some(fresh) => cur = fresh,
             None => return Ok(Action::await_change()),
         }
     }
-    let what = display(&cur);
-    if cur.metadata.is_deleting() {
-        if !cur.metadata.finalizers.iter().any(|f| f == INSTANCE_FINALIZER) {
-            return Ok(Action::await_change());
-        }
-        event(&opts, "Deleting instance", &what, EventState::Started, "", store).await;
-        if let Err(e) = teardown(&ctx, &mut cur, &opts).await {
-            event(&opts, "Deleting instance", &what, EventState::Failed, &e.chain(), store).await;
-            return Err(e);
-        }
-        disk::orphan(&ctx, &cur).await?;
-        let mut next = store.get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await?;
-        next.metadata.finalizers.retain(|f| f != INSTANCE_FINALIZER);
-        store.update_spec(&next).await?;
-        event(&opts, "Deleting instance", &what, EventState::Finished, "", store).await;
-        info!(deployment = %dep_name, instance = %what, "instance deleted");
+    finalizer(&ctx, Arc::new(cur), INSTANCE_FINALIZER, |o| apply(&ctx, o, at_rest), |o| {
+        delete(&ctx, o)
+    })
+    .await
+}
+
+/// The deployment-wide settings the instance is driven with, read from its
+/// Deployment.
+async fn options(ctx: &Ctx<Instances>, obj: &Object<InstanceSpec>) -> Result<Options, Error> {
+    let dep_name = obj.metadata.deployment.clone().unwrap_or_default();
+    let dep = ctx.store.try_get::<DeploymentSpec>(None, &dep_name).await?;
+    Ok(Options {
+        skip_drain: dep.as_ref().is_some_and(|d| d.spec.options.skip_drain),
+        fix: dep.as_ref().is_some_and(|d| d.spec.options.fix),
+        force: dep
+            .as_ref()
+            .is_some_and(|d| d.metadata.annotations.get(FORCE_DELETE).is_some_and(|v| v == "true")),
+        task: dep.as_ref().and_then(|d| d.spec.task),
+    })
+}
+
+/// Drives a living instance toward its spec (`at_rest`: converged, read
+/// from the cache, nothing to do).
+async fn apply(
+    ctx: &Ctx<Instances>,
+    obj: Arc<Object<InstanceSpec>>,
+    at_rest: bool,
+) -> Result<Action, Error> {
+    if at_rest {
         return Ok(Action::await_change());
     }
+    let store = &ctx.store;
+    let opts = options(ctx, &obj).await?;
+    let dep_name = obj.metadata.deployment.clone().unwrap_or_default();
+    let mut cur = (*obj).clone();
+    let what = display(&cur);
     if cck::pending(&cur) {
         // Read above, not from the cache, which may lag this controller's
         // own last writes: a resolution must not be carried out twice.
-        cck::run(&ctx, &mut cur, &opts).await?;
+        cck::run(ctx, &mut cur, &opts).await?;
     }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
-            return resurrect::run(&ctx, cur, opts).await;
+            return resurrect::run(ctx, cur, opts).await;
         }
         return Ok(Action::await_change());
     }
     let generation = cur.metadata.generation;
     event(&opts, "Updating instance", &what, EventState::Started, "", store).await;
     let started = std::time::Instant::now();
-    match drive(&ctx, &mut cur, &opts).await {
+    match drive(ctx, &mut cur, &opts).await {
         Ok(()) => {
             let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
             let digest = cck::digest(&cur.spec);
@@ -316,6 +326,25 @@ pub async fn reconcile(
             Err(e)
         }
     }
+}
+
+/// Tears a deleted instance down: jobs stopped, VM deleted, disk orphaned;
+/// the finalizer then lets the Instance go.
+async fn delete(ctx: &Ctx<Instances>, obj: Arc<Object<InstanceSpec>>) -> Result<Cleanup, Error> {
+    let store = &ctx.store;
+    let opts = options(ctx, &obj).await?;
+    let mut cur = (*obj).clone();
+    let what = display(&cur);
+    event(&opts, "Deleting instance", &what, EventState::Started, "", store).await;
+    if let Err(e) = teardown(ctx, &mut cur, &opts).await {
+        event(&opts, "Deleting instance", &what, EventState::Failed, &e.chain(), store).await;
+        return Err(e);
+    }
+    disk::orphan(ctx, &cur).await?;
+    event(&opts, "Deleting instance", &what, EventState::Finished, "", store).await;
+    let dep_name = cur.metadata.deployment.clone().unwrap_or_default();
+    info!(deployment = %dep_name, instance = %what, "instance deleted");
+    Ok(Cleanup::Done)
 }
 
 /// One pass toward the spec: VM, disk, jobs.

@@ -91,7 +91,7 @@ async fn set_meltdown(
         return Ok(false);
     }
     let generation = d.metadata.generation;
-    crate::status::patch(store, &mut d, |s| {
+    crate::runtime::status::patch(store, &mut d, |s| {
         set_condition(
             &mut s.conditions,
             Condition {

@@ -11,6 +11,14 @@
 //! cache): re-running keys from a cache that missed an event would run
 //! them on the very view that is wrong, and never see an object it missed
 //! entirely (FAULT-MATRIX B3).
+//!
+//! The controller reads its kind through a [`Reflector`], its own or one
+//! shared with the other controllers of the kind
+//! ([`Controller::with_reflector`]), and may watch other kinds on behalf of
+//! their owners ([`Controller::owns`], [`Controller::watches`]). A term
+//! starts only once every cache it reads holds a listing made after the
+//! term began, and then looks at every key once: a new leader does not
+//! trust that its predecessor finished anything.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,8 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::leader::{self, ElectionConfig};
+use super::predicate::Predicate;
 use super::queue::WorkQueue;
-use super::reflector::{Cache, Trigger, reflect};
+use super::reflector::Cache;
+use super::secondary::{Secondary, Watch};
+use super::shared::Reflector;
 
 /// What to do with a key after a reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +86,15 @@ impl Action {
     }
 }
 
+/// The error policy of most controllers: retry the key after its next
+/// exponential backoff delay (which grows per key, with jitter, and starts
+/// afresh after a success). A controller with errors that deserve another
+/// schedule (the instance controller's permanent CPI failures) writes its
+/// own.
+pub fn default_error_policy<S: Kind, C, E>(_: Arc<Object<S>>, _: &E, _: Arc<Ctx<C>>) -> Action {
+    Action::backoff()
+}
+
 /// What a reconcile sees besides its object.
 pub struct Ctx<C> {
     /// The controller's name.
@@ -100,8 +120,9 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Randomize backoff delays (up to double) so retries spread out.
     pub jitter: bool,
-    /// Which changes wake the controller.
-    pub trigger: Trigger,
+    /// Which changes wake the controller (see also
+    /// [`Controller::wake_when`]).
+    pub trigger: super::reflector::Trigger,
     /// Leader election.
     pub election: ElectionConfig,
 }
@@ -114,7 +135,7 @@ impl Default for Config {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(300),
             jitter: true,
-            trigger: Trigger::Any,
+            trigger: super::reflector::Trigger::Any,
             election: ElectionConfig::default(),
         }
     }
@@ -157,9 +178,10 @@ pub struct Controller<S: Kind, C, E> {
     cfg: Config,
     reconcile: ReconcileFn<S, C, E>,
     error_policy: ErrorPolicyFn<S, C, E>,
-    cache: Arc<Cache<S>>,
+    reflector: Reflector<S>,
+    predicate: Predicate<S>,
+    secondaries: Vec<Box<dyn Secondary>>,
     stats: Arc<Stats>,
-    watch_stats: Arc<WatchStats>,
 }
 
 impl<S, C, E> Controller<S, C, E>
@@ -168,7 +190,8 @@ where
     C: Send + Sync + 'static,
     E: fmt::Display + Send + 'static,
 {
-    /// A controller named `name` (also its election name).
+    /// A controller named `name` (also its election name), with a
+    /// reflector of its own, woken as `cfg.trigger` says.
     pub fn new<R, Fut, P>(
         name: &'static str,
         store: Store,
@@ -183,16 +206,72 @@ where
         P: Fn(Arc<Object<S>>, &E, Arc<Ctx<C>>) -> Action + Send + Sync + 'static,
     {
         Controller {
+            reflector: Reflector::new(&store),
+            predicate: cfg.trigger.into(),
             name,
             store,
             data,
             cfg,
             reconcile: Arc::new(move |o, c| reconcile(o, c).boxed()),
             error_policy: Arc::new(error_policy),
-            cache: Arc::default(),
+            secondaries: Vec::new(),
             stats: Arc::default(),
-            watch_stats: Arc::default(),
         }
+    }
+
+    /// Reads the kind through `reflector` (shared with other controllers)
+    /// instead of a reflector of its own.
+    pub fn with_reflector(mut self, reflector: Reflector<S>) -> Self {
+        self.reflector = reflector;
+        self
+    }
+
+    /// Wakes on the changes `predicate` passes instead of those
+    /// `cfg.trigger` names.
+    pub fn wake_when(mut self, predicate: Predicate<S>) -> Self {
+        self.predicate = predicate;
+        self
+    }
+
+    /// Wakes the owner of each child of kind `K` that changes as `when`
+    /// says (or appears, or goes): `owner` gives the owner's key from the
+    /// child (kube-runtime's `Controller::owns`).
+    pub fn owns<K: Kind>(
+        self,
+        children: &Reflector<K>,
+        when: Predicate<K>,
+        owner: impl Fn(&Object<K>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.watches(children, when, move |o| owner(o).into_iter().collect())
+    }
+
+    /// Wakes the keys `mapper` gives for each object of kind `K` that
+    /// changes as `when` says (or appears, or goes): kube-runtime's
+    /// `Controller::watches`, for objects related without owning.
+    pub fn watches<K: Kind>(
+        mut self,
+        related: &Reflector<K>,
+        when: Predicate<K>,
+        mapper: impl Fn(&Object<K>) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.secondaries.push(Box::new(Watch {
+            reflector: related.clone(),
+            when,
+            mapper: Some(Arc::new(mapper)),
+        }));
+        self
+    }
+
+    /// Keeps `reflector`'s cache filled (and listed after the term began)
+    /// while this controller leads, for a reconcile that reads it; its
+    /// changes wake nothing.
+    pub fn reads<K: Kind>(mut self, reflector: &Reflector<K>) -> Self {
+        self.secondaries.push(Box::new(Watch {
+            reflector: reflector.clone(),
+            when: Predicate::any(),
+            mapper: None,
+        }));
+        self
     }
 
     /// The controller's counters.
@@ -200,15 +279,20 @@ where
         self.stats.clone()
     }
 
-    /// What happened to the controller's watches (one per term): relists,
-    /// compactions, broken sessions.
+    /// What happened to the watches of the controller's reflector:
+    /// relists, compactions, broken sessions.
     pub fn watch_stats(&self) -> Arc<WatchStats> {
-        self.watch_stats.clone()
+        self.reflector.stats()
     }
 
     /// The reflector cache (filled while leading).
     pub fn cache(&self) -> Arc<Cache<S>> {
-        self.cache.clone()
+        self.reflector.cache()
+    }
+
+    /// The controller's reflector.
+    pub fn reflector(&self) -> Reflector<S> {
+        self.reflector.clone()
     }
 
     /// Runs until `shutdown`: campaigns, and while leading, reconciles.
@@ -247,24 +331,50 @@ where
         }
     }
 
-    /// One leadership term: reflector, resync and workers until `stop`.
+    /// One leadership term: reflectors, resync and workers until `stop`.
     async fn lead(self: Arc<Self>, fence: Fence, stop: CancellationToken) {
         let queue = Arc::new(WorkQueue::new());
         let ctx = Arc::new(Ctx {
             controller: self.name,
             store: self.store.with_fence(fence.clone()),
-            fence,
+            fence: fence.clone(),
             data: self.data.clone(),
         });
-        let watcher = self.store.watch_counted::<S>(None, self.watch_stats.clone());
-        let relist = watcher.relist_handle();
-        let reflector = {
-            let (queue, cache) = (queue.clone(), self.cache.clone());
-            tokio::spawn(reflect(watcher, cache, self.cfg.trigger, move |k| queue.add(k)))
+        let cache = self.reflector.cache();
+        // Subscribe before holding, so that no change between the listing
+        // and the subscription goes unheard.
+        let _subscriptions: Vec<_> = std::iter::once({
+            let (queue, predicate) = (queue.clone(), self.predicate.clone());
+            self.reflector.subscribe(move |c| {
+                if predicate.matches(c) {
+                    queue.add(&c.key);
+                }
+            })
+        })
+        .chain(self.secondaries.iter().map(|s| s.subscribe(queue.clone())))
+        .collect();
+        let _holds: Vec<_> = std::iter::once(self.reflector.hold())
+            .chain(self.secondaries.iter().map(|s| s.hold()))
+            .collect();
+        // Decide on listings made after this term began (see
+        // `shared`), then look at every key once.
+        let listed = async {
+            self.reflector.listed_since(fence.revision).await;
+            for s in &self.secondaries {
+                s.listed_since(fence.revision).await;
+            }
         };
+        tokio::select! {
+            _ = listed => {}
+            _ = stop.cancelled() => return,
+        }
+        for k in cache.keys() {
+            queue.add(&k);
+        }
         let resync = self.cfg.resync.map(|period| {
-            let (queue, cache) = (queue.clone(), self.cache.clone());
+            let (queue, reflector) = (queue.clone(), self.reflector.clone());
             tokio::spawn(async move {
+                let cache = reflector.cache();
                 let mut tick =
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
@@ -273,7 +383,7 @@ where
                     // etcd cannot be listed within a period, run them on
                     // the cache as it is.
                     let seen = cache.relists();
-                    relist.relist();
+                    reflector.relist();
                     let _ = tokio::time::timeout(period, cache.wait_relisted_after(seen)).await;
                     for k in cache.keys() {
                         queue.add_resync(&k);
@@ -296,7 +406,6 @@ where
             .collect();
         stop.cancelled().await;
         queue.shutdown();
-        reflector.abort();
         if let Some(r) = resync {
             r.abort();
         }
@@ -312,7 +421,7 @@ where
         ctx: &Arc<Ctx<C>>,
         backoffs: &Mutex<HashMap<String, ExponentialBackoff>>,
     ) -> Option<Duration> {
-        let Some(obj) = self.cache.get(key) else {
+        let Some(obj) = self.reflector.cache().get(key) else {
             // Gone: clean-up of deleted objects runs through finalizers
             // while the object still exists, so there is nothing to do.
             backoffs.lock().unwrap().remove(key);

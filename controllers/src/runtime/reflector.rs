@@ -10,6 +10,12 @@
 //! An object whose stored value cannot be used is quarantined: dropped from
 //! the cache (so no reconcile acts on it; a key that is not cached is left
 //! alone) and kept in [`Cache::quarantined`] until it is fixed or deleted.
+//!
+//! What the cache saw is handed on as [`Change`]s (the object before and
+//! after), so that each consumer decides for itself what wakes it: a
+//! controller of the kind by its [`Trigger`] or
+//! [`Predicate`](super::predicate::Predicate), a secondary watch by mapping
+//! the object to its owner's key ([`super::shared`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,7 +38,8 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn changed<S: Kind>(self, old: &Object<S>, new: &Object<S>) -> bool {
+    /// Whether an object that was `old` and is now `new` wakes.
+    pub fn changed<S: Kind>(self, old: &Object<S>, new: &Object<S>) -> bool {
         let spec = old.metadata.resource_version != new.metadata.resource_version;
         match self {
             Trigger::Generation => spec,
@@ -41,11 +48,40 @@ impl Trigger {
     }
 }
 
+/// One object as the cache saw it change.
+#[derive(Debug)]
+pub struct Change<S: Kind> {
+    /// Its key name.
+    pub key: String,
+    /// What the cache held before (`None`: it was not cached).
+    pub old: Option<Arc<Object<S>>>,
+    /// What it holds now (`None`: deleted, quarantined, or gone in a relist).
+    pub new: Option<Arc<Object<S>>>,
+}
+
+impl<S: Kind> Change<S> {
+    /// Whether `trigger` wakes on this change: a creation or a removal
+    /// always does.
+    pub fn wakes(&self, trigger: Trigger) -> bool {
+        match (&self.old, &self.new) {
+            (Some(old), Some(new)) => trigger.changed(old, new),
+            _ => true,
+        }
+    }
+}
+
+/// Whether two copies of one object were read at different revisions.
+fn moved<S: Kind>(old: &Object<S>, new: &Object<S>) -> bool {
+    Trigger::Any.changed(old, new)
+}
+
 /// A read cache of every object of kind `S`, keyed by key name.
 pub struct Cache<S: Kind> {
     map: RwLock<BTreeMap<String, Arc<Object<S>>>>,
     quarantined: RwLock<BTreeMap<String, Quarantined>>,
     revision: AtomicI64,
+    /// The etcd revision of the latest relist.
+    listed_revision: AtomicI64,
     relists: AtomicU64,
     /// How many relists were reflected (0: not synced yet).
     relisted: watch::Sender<u64>,
@@ -57,6 +93,7 @@ impl<S: Kind> Default for Cache<S> {
             map: RwLock::default(),
             quarantined: RwLock::default(),
             revision: AtomicI64::new(0),
+            listed_revision: AtomicI64::new(0),
             relists: AtomicU64::new(0),
             relisted: watch::channel(0).0,
         }
@@ -100,6 +137,17 @@ impl<S: Kind> Cache<S> {
         self.revision.load(Ordering::Acquire)
     }
 
+    /// The etcd revision the latest relist was read at (0: none yet):
+    /// everything written up to it is in the cache or was seen go.
+    pub fn listed_revision(&self) -> i64 {
+        self.listed_revision.load(Ordering::Acquire)
+    }
+
+    /// Whether the first listing has been reflected.
+    pub fn is_synced(&self) -> bool {
+        self.relists() > 0
+    }
+
     /// How many relists replaced the cache (1 after the initial list).
     pub fn relists(&self) -> u64 {
         self.relists.load(Ordering::Acquire)
@@ -117,8 +165,21 @@ impl<S: Kind> Cache<S> {
         let _ = rx.wait_for(|r| *r > n).await;
     }
 
-    /// Applies one watch event; calls `wake` for every key that needs a look.
+    /// Applies one watch event; calls `wake` for every key that `trigger`
+    /// says needs a look.
     pub fn apply(&self, event: WatchEvent<S>, trigger: Trigger, mut wake: impl FnMut(&str)) {
+        self.apply_changes(event, |c| {
+            if c.wakes(trigger) {
+                wake(&c.key);
+            }
+        });
+    }
+
+    /// Applies one watch event and hands every object it changed to
+    /// `changed`, in key order (a relist: changed and new keys first, then
+    /// vanished ones). An object read again at the same revisions is not a
+    /// change.
+    pub fn apply_changes(&self, event: WatchEvent<S>, mut changed: impl FnMut(Change<S>)) {
         match event {
             WatchEvent::Relisted { objects, quarantined, revision } => {
                 let mut fresh = BTreeMap::new();
@@ -127,19 +188,24 @@ impl<S: Kind> Cache<S> {
                 }
                 *self.quarantined.write().unwrap() =
                     quarantined.into_iter().map(|q| (q.name.clone(), q)).collect();
-                let old = std::mem::replace(&mut *self.map.write().unwrap(), fresh);
+                let mut changes = Vec::new();
                 {
-                    let map = self.map.read().unwrap();
-                    for (k, o) in map.iter() {
-                        if old.get(k).is_none_or(|prev| trigger.changed(prev, o)) {
-                            wake(k);
+                    let mut map = self.map.write().unwrap();
+                    let mut old = std::mem::take(&mut *map);
+                    for (k, o) in &fresh {
+                        let prev = old.remove(k);
+                        if prev.as_ref().is_none_or(|p| moved(p, o)) {
+                            changes.push(Change { key: k.clone(), old: prev, new: Some(o.clone()) });
                         }
                     }
-                    for k in old.keys().filter(|k| !map.contains_key(*k)) {
-                        wake(k);
-                    }
+                    changes.extend(
+                        old.into_iter().map(|(k, o)| Change { key: k, old: Some(o), new: None }),
+                    );
+                    *map = fresh;
                 }
                 self.revision.store(revision, Ordering::Release);
+                self.listed_revision.store(revision, Ordering::Release);
+                changes.into_iter().for_each(&mut changed);
                 let n = self.relists.fetch_add(1, Ordering::AcqRel) + 1;
                 self.relisted.send_replace(n);
             }
@@ -151,8 +217,8 @@ impl<S: Kind> Cache<S> {
                 let prev = self.map.write().unwrap().insert(k.clone(), o.clone());
                 self.quarantined.write().unwrap().remove(&k);
                 self.revision.fetch_max(rev, Ordering::AcqRel);
-                if prev.is_none_or(|p| trigger.changed(&p, &o)) {
-                    wake(&k);
+                if prev.as_ref().is_none_or(|p| moved(p, &o)) {
+                    changed(Change { key: k, old: prev, new: Some(o) });
                 }
             }
             WatchEvent::Quarantined(q) => {
@@ -160,15 +226,16 @@ impl<S: Kind> Cache<S> {
                 self.revision.fetch_max(q.revision, Ordering::AcqRel);
                 self.quarantined.write().unwrap().insert(name.clone(), q);
                 // Woken to find nothing: the reconcile drops its backoff.
-                if self.map.write().unwrap().remove(&name).is_some() {
-                    wake(&name);
+                let prev = self.map.write().unwrap().remove(&name);
+                if prev.is_some() {
+                    changed(Change { key: name, old: prev, new: None });
                 }
             }
             WatchEvent::Deleted { name, revision } => {
-                self.map.write().unwrap().remove(&name);
+                let prev = self.map.write().unwrap().remove(&name);
                 self.quarantined.write().unwrap().remove(&name);
                 self.revision.fetch_max(revision, Ordering::AcqRel);
-                wake(&name);
+                changed(Change { key: name, old: prev, new: None });
             }
         }
     }

@@ -52,11 +52,6 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
-/// Back off per key on any error.
-pub fn error_policy(_: Arc<Object<TaskSpec>>, _: &Error, _: Arc<Ctx<()>>) -> Action {
-    Action::backoff()
-}
-
 /// What should become of an unfinished task, given its deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

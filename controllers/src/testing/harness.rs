@@ -20,8 +20,7 @@ use crate::api::{self, ApiState};
 use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
 use crate::director::Director;
-use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
-use crate::validate;
+use crate::runtime::{Config, ElectionConfig, Trigger};
 
 /// The API token of a harness.
 pub const TOKEN: &str = "t";
@@ -173,18 +172,16 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             limits: Default::default(),
             render: o.render.clone(),
             orphan_vms: o.orphan_vms,
+            reflectors: Default::default(),
         };
-        let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
-            "deployment-validator",
-            store.clone(),
-            Arc::new(opts.limits),
+        let validator = daemon::deployment_validator(
+            &store,
+            &opts,
             Config {
                 trigger: Trigger::Generation,
                 election: opts.election.clone(),
                 ..Config::default()
             },
-            validate::reconcile_deployment,
-            validate::error_policy,
         );
         let deploy = o.deploy;
         let task_controller = daemon::task_controller(&store, &opts);

@@ -18,6 +18,7 @@ mod health;
 mod leader;
 mod resurrect;
 mod runtime;
+mod runtime_helpers;
 mod task_lifecycle;
 mod tasks;
 mod uploads;

@@ -241,6 +241,7 @@ async fn main() -> Result<()> {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        reflectors: Default::default(),
     };
     let t = Instant::now();
     let run = tokio::spawn(daemon::run(store.clone(), opts, shutdown.clone()));

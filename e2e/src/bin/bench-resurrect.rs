@@ -190,6 +190,7 @@ async fn load(args: &Args) -> Result<()> {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        reflectors: Default::default(),
     };
     let monitor = tokio::spawn({
         let (d, s) = (h.director.clone(), stop.clone());

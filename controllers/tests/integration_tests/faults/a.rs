@@ -357,7 +357,7 @@ async fn faults_a6_create_then_delete_within_10ms_leaves_nothing_behind() {
 
 /// A7: 8 writers race on one Instance — 4 edit its spec (read, edit,
 /// compare-and-swap; on a conflict read again and redo), 4 write its
-/// status through the controllers' `status::patch` — for `iterations(500,
+/// status through the controllers' `runtime::status::patch` — for `iterations(500,
 /// 10_000)` updates in all, each adding its own key. No update is lost
 /// (every key is there at the end and etcd counted exactly one write per
 /// update), and every conflict was retried after a re-read: the retried
@@ -411,7 +411,7 @@ async fn faults_a7_spec_edits_racing_status_writes_lose_no_update() {
                 // see more (it re-read a status others had added to).
                 let seen = Mutex::new(Vec::new());
                 let key = format!("status-{w}-{i}");
-                bosh_controllers::status::patch(&store, &mut o, |s| {
+                bosh_controllers::runtime::status::patch(&store, &mut o, |s| {
                     attempts.fetch_add(1, Ordering::Relaxed);
                     seen.lock().unwrap().push(s.processes.len());
                     s.processes.insert(key.clone(), "x".into());

@@ -26,7 +26,9 @@ use bosh_api::{Kind, Object, ObjectMeta};
 use bosh_controllers::api::healthz::Health;
 use bosh_controllers::cpi::local::{LocalCpi, audit};
 use bosh_controllers::failpoints::hits;
-use bosh_controllers::runtime::{Cache, Config, Controller, ElectionConfig, Stats, Trigger};
+use bosh_controllers::runtime::{
+    Cache, Config, Controller, ElectionConfig, Stats, Trigger, default_error_policy,
+};
 use bosh_controllers::testing::invariants::{self, Invariant};
 use bosh_controllers::testing::{CpiFaults, Harness, HarnessOptions};
 use bosh_controllers::validate::{self, DeploymentLimits};
@@ -149,7 +151,7 @@ fn config_validator(
             ..Config::default()
         },
         validate::reconcile_config,
-        validate::error_policy::<ConfigSpec>,
+        default_error_policy,
     )
 }
 

@@ -1045,6 +1045,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        reflectors: Default::default(),
     };
     let rev = h.store.revision().await.unwrap();
     let stop = CancellationToken::new();
