@@ -182,8 +182,10 @@ pub async fn run_deploy(
     let reflectors = &opts.reflectors;
     let instance_reflector = reflectors.get::<InstanceSpec>(&store);
     let packages = reflectors.get::<CompiledPackageSpec>(&store);
-    let caches =
-        deployment::view::Caches { instances: instance_reflector.cache(), packages: packages.cache() };
+    let caches = deployment::view::Caches {
+        instances: instance_reflector.cache(),
+        packages: packages.cache(),
+    };
     // The deployment controller hears its spec, the validator's and the
     // compiler's verdicts, its instances' progress (it owns them), and its
     // task (a cancel); it reads Instances and compiled packages from their

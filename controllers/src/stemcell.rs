@@ -84,10 +84,8 @@ pub async fn reconcile(
     obj: Arc<Object<StemcellSpec>>,
     ctx: Arc<Ctx<Director>>,
 ) -> Result<Action, Error> {
-    finalizer(&ctx, obj, FINALIZER, |obj| import_once(obj, &ctx), |obj| {
-        reconcile_delete(obj, &ctx)
-    })
-    .await
+    finalizer(&ctx, obj, FINALIZER, |obj| import_once(obj, &ctx), |obj| reconcile_delete(obj, &ctx))
+        .await
 }
 
 /// Imports the stemcell into this director's CPI unless it is there.

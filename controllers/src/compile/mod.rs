@@ -163,10 +163,10 @@ impl Error {
 pub fn wakes_on() -> Predicate<DeploymentSpec> {
     Predicate::<DeploymentSpec>::new(|old, new| {
         let verdict = |o: &Object<DeploymentSpec>| {
-            find_condition(&o.status.conditions, INVALID)
-                .map(|c| (c.status, c.observed_revision))
+            find_condition(&o.status.conditions, INVALID).map(|c| (c.status, c.observed_revision))
         };
-        old.metadata.resource_version != new.metadata.resource_version || verdict(old) != verdict(new)
+        old.metadata.resource_version != new.metadata.resource_version
+            || verdict(old) != verdict(new)
     })
 }
 

@@ -13,8 +13,17 @@
 //! groups one after another, a failure halts). The instance controller
 //! does the work; this controller watches it and finishes the task.
 //!
+//! It does not poll. It owns its Instances: a change of an instance's
+//! spec, `Ready` condition or cloud-check status wakes it
+//! ([`instance_progress`]), so a freed rollout slot is refilled as soon as
+//! the instance that held it is ready; and it hears the validator's and
+//! the compiler's verdicts ([`wakes_on`]) and its task (a cancel). Each
+//! pass plans on the shared Instance and CompiledPackage caches first and
+//! re-reads etcd only when it is about to change something ([`view`]).
+//!
 //! A deployment whose instances all hold their desired spec and are ready
-//! costs reads only: no etcd write, no CPI call, no agent call.
+//! costs no etcd write, no CPI call, no agent call, and no listing of
+//! Instances: its pass runs on the caches.
 //!
 //! Cloud check ([`cloud_check`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
@@ -35,11 +44,13 @@ use std::time::Duration;
 
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
-use bosh_api::objects::{BlobRef, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState};
+use bosh_api::objects::{
+    BlobRef, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
+};
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::compile::PACKAGES_COMPILED;
 use crate::director::Director;
@@ -255,9 +266,9 @@ fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condi
 pub fn wakes_on() -> Predicate<DeploymentSpec> {
     Predicate::<DeploymentSpec>::new(|old, new| {
         old.metadata.resource_version != new.metadata.resource_version
-            || [INVALID, PACKAGES_COMPILED]
-                .iter()
-                .any(|t| condition_key(&old.status.conditions, t) != condition_key(&new.status.conditions, t))
+            || [INVALID, PACKAGES_COMPILED].iter().any(|t| {
+                condition_key(&old.status.conditions, t) != condition_key(&new.status.conditions, t)
+            })
     })
 }
 
@@ -413,7 +424,9 @@ impl Pass {
 /// Everything resolved, planned and rolled out one step.
 async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Failure> {
     let name = obj.metadata.name.as_str();
+    let started = std::time::Instant::now();
     let resolved = resolve_all(ctx, obj).await?;
+    let resolve_ms = started.elapsed().as_millis() as u64;
     // First on the caches (no read); a pass that would change anything is
     // decided again on etcd's view (see [`view`]).
     let caches = ctx.data.caches.as_ref();
@@ -423,16 +436,22 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         if let Ok(p) = &pass
             && p.is_quiet(obj)
         {
-            return act(ctx, obj, &view, p).await;
+            let action = act(ctx, obj, &view, p).await;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            debug!(deployment = name, resolve_ms, elapsed_ms, "quiet pass on the caches");
+            return action;
         }
         cached = Some((view, pass));
     }
     let view = View::fresh(&ctx.store, caches, name).await?;
-    let pass = match cached {
-        Some((seen, pass)) if seen.same_as(&view) => pass?,
-        _ => assess(ctx, obj, &resolved, &view).await?,
+    let (pass, again) = match cached {
+        Some((seen, pass)) if seen.same_as(&view) => (pass?, false),
+        _ => (assess(ctx, obj, &resolved, &view).await?, true),
     };
-    act(ctx, obj, &view, &pass).await
+    let action = act(ctx, obj, &view, &pass).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    debug!(deployment = name, resolve_ms, elapsed_ms, planned_again = again, "pass on etcd's view");
+    action
 }
 
 /// Reads what the deployment names: variables, manifest and addons, cloud

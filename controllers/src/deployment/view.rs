@@ -76,14 +76,15 @@ impl View {
 
     /// The view from etcd: this deployment's instances and every compiled
     /// package listed now; other deployments' instances from `caches`
-    /// (listed from etcd too when there are none).
+    /// (listed from etcd too when there are none, or they are not listed
+    /// yet).
     pub async fn fresh(
         store: &Store,
         caches: Option<&Caches>,
         name: &str,
     ) -> Result<View, store::Error> {
         let packages = store.list::<CompiledPackageSpec>("").await?.items;
-        match caches {
+        match caches.filter(|c| c.instances.is_synced()) {
             Some(c) => {
                 let listing = store.list::<InstanceSpec>(&format!("{name}/")).await?;
                 let others: Vec<_> = c
@@ -125,9 +126,8 @@ impl View {
             .collect();
         let prefix = format!("{name}/");
         let unreadable = quarantined.into_iter().filter(|q| q.name.starts_with(&prefix)).collect();
-        let revisions = |key: String, m: &bosh_api::ObjectMeta| {
-            (key, m.resource_version, m.status_revision)
-        };
+        let revisions =
+            |key: String, m: &bosh_api::ObjectMeta| (key, m.resource_version, m.status_revision);
         let seen = mine
             .iter()
             .map(|i| revisions(i.key_name(), &i.metadata))

@@ -244,9 +244,13 @@ pub async fn reconcile(
             None => return Ok(Action::await_change()),
         }
     }
-    finalizer(&ctx, Arc::new(cur), INSTANCE_FINALIZER, |o| apply(&ctx, o, at_rest), |o| {
-        delete(&ctx, o)
-    })
+    finalizer(
+        &ctx,
+        Arc::new(cur),
+        INSTANCE_FINALIZER,
+        |o| apply(&ctx, o, at_rest),
+        |o| delete(&ctx, o),
+    )
     .await
 }
 

@@ -85,11 +85,7 @@ where
 
 /// Removes finalizer `name` from the object as etcd holds it now (with the
 /// last finalizer of a deleting object, the object goes).
-async fn remove<S: Kind, C>(
-    ctx: &Ctx<C>,
-    obj: &Object<S>,
-    name: &str,
-) -> Result<(), store::Error> {
+async fn remove<S: Kind, C>(ctx: &Ctx<C>, obj: &Object<S>, name: &str) -> Result<(), store::Error> {
     let dep = obj.metadata.deployment.as_deref();
     let Some(mut cur) = ctx.store.try_get::<S>(dep, &obj.metadata.name).await? else {
         return Ok(());

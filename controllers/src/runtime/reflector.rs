@@ -195,12 +195,18 @@ impl<S: Kind> Cache<S> {
                     for (k, o) in &fresh {
                         let prev = old.remove(k);
                         if prev.as_ref().is_none_or(|p| moved(p, o)) {
-                            changes.push(Change { key: k.clone(), old: prev, new: Some(o.clone()) });
+                            changes.push(Change {
+                                key: k.clone(),
+                                old: prev,
+                                new: Some(o.clone()),
+                            });
                         }
                     }
-                    changes.extend(
-                        old.into_iter().map(|(k, o)| Change { key: k, old: Some(o), new: None }),
-                    );
+                    changes.extend(old.into_iter().map(|(k, o)| Change {
+                        key: k,
+                        old: Some(o),
+                        new: None,
+                    }));
                     *map = fresh;
                 }
                 self.revision.store(revision, Ordering::Release);

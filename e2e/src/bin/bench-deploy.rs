@@ -58,7 +58,11 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+    // `RUST_LOG` (e.g. `warn,bosh_controllers::deployment=debug`) shows where a
+    // rollout spends its time.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }
 
@@ -67,8 +71,15 @@ fn manifest(name: &str, instances: u32, max_in_flight: u32) -> Result<serde_json
     Ok(WebManifest { max_in_flight, watch_time, ..WebManifest::hello(name, instances) }.value())
 }
 
-/// Each instance's update duration, from its task events, in start order.
-async fn update_times(h: &Harness, task: u64) -> Result<Vec<(String, Duration)>> {
+/// One instance's update, from its task events.
+struct Update {
+    object: String,
+    started: chrono::DateTime<chrono::Utc>,
+    took: Duration,
+}
+
+/// Each instance's update, from its task events, in start order.
+async fn update_times(h: &Harness, task: u64) -> Result<Vec<Update>> {
     let events = h.store.list::<EventSpec>(&format!("{}/", task_name(task))).await?.items;
     let mut started = BTreeMap::new();
     let mut out = Vec::new();
@@ -79,14 +90,15 @@ async fn update_times(h: &Harness, task: u64) -> Result<Vec<(String, Duration)>>
             }
             EventState::Finished => {
                 if let Some(s) = started.get(&e.object).copied() {
-                    out.push((s, e.object.clone(), (e.time - s).to_std().unwrap_or_default()));
+                    let took = (e.time - s).to_std().unwrap_or_default();
+                    out.push(Update { object: e.object.clone(), started: s, took });
                 }
             }
             _ => {}
         }
     }
-    out.sort_by_key(|(s, _, _)| *s);
-    Ok(out.into_iter().map(|(_, o, d)| (o, d)).collect())
+    out.sort_by_key(|u| u.started);
+    Ok(out)
 }
 
 fn agent_calls(h: &Harness) -> BTreeMap<&'static str, u64> {
@@ -163,6 +175,7 @@ async fn run(args: Args) -> Result<()> {
     let observer = Store::connect(&h.rest.env.store_config(), "/bosh").await?;
     let reads = Reads::now(&h);
     let t = Instant::now();
+    let written = chrono::Utc::now();
     let task = h.create_deployment("bench", manifest("bench", n, m)?).await?;
     if let Err(e) = task_done(&observer, task, Duration::from_secs(args.deadline_secs)).await {
         diagnose(&h, "bench").await;
@@ -174,11 +187,11 @@ async fn run(args: Args) -> Result<()> {
     if times.len() != n as usize {
         bail!("{} instance updates recorded, expected {n}", times.len());
     }
-    let canary = times[0].1;
-    let rest: Duration = times[1..].iter().map(|(_, d)| *d).sum();
+    let canary = times[0].took;
+    let rest: Duration = times[1..].iter().map(|u| u.took).sum();
     let sum = canary + rest;
     let ideal = canary + rest / m;
-    let mut sorted: Vec<Duration> = times.iter().map(|(_, d)| *d).collect();
+    let mut sorted: Vec<Duration> = times.iter().map(|u| u.took).collect();
     sorted.sort();
     println!(
         "wall {:.2} s; instance update times: sum {:.2} s, min {:.2} s, median {:.2} s, max {:.2} s",
@@ -192,6 +205,17 @@ async fn run(args: Args) -> Result<()> {
         "ideal wall (canary + rest / {m}) {:.2} s; wall / ideal = {:.2}x (director overhead)",
         ideal.as_secs_f64(),
         wall.as_secs_f64() / ideal.as_secs_f64()
+    );
+    // Where the wall time beyond the instances' own work went: before the
+    // canary started, and after the last instance finished.
+    let first = (times[0].started - written).to_std().unwrap_or_default();
+    let last = times.iter().map(|u| u.started + u.took).max().unwrap_or(written);
+    let tail = (written + wall - last).to_std().unwrap_or_default();
+    println!(
+        "write → canary started {:.2} s ({}); last instance finished → task done {:.2} s",
+        first.as_secs_f64(),
+        times[0].object,
+        tail.as_secs_f64()
     );
     println!("agent requests during the converge: {:?}", agent_calls(&h));
     println!("etcd reads during the converge: {rollout_reads}");
