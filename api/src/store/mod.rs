@@ -488,7 +488,7 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<List<S>> {
-        self.stats.listed(S::PLURAL);
+        self.stats.listed(S::PLURAL, prefix.is_empty());
         let kind_spec = self.kind_prefix::<S>(Side::Spec);
         let spec_prefix = format!("{kind_spec}{prefix}");
         let status_prefix = format!("{}{prefix}", self.kind_prefix::<S>(Side::Status));

@@ -15,10 +15,11 @@ pub struct StoreStats {
     /// read-only transaction (an object's get reads spec and status in
     /// one).
     reads: AtomicU64,
-    /// Listings ([`Store::list`](super::Store::list)) by kind plural, each
-    /// counted once however many pages it took. Watch relists are counted
-    /// in their [`WatchStats`](super::WatchStats), not here.
-    lists: Mutex<BTreeMap<&'static str, u64>>,
+    /// Listings ([`Store::list`](super::Store::list)) by kind plural and
+    /// whether they listed the whole kind (no prefix), each counted once
+    /// however many pages it took. Watch relists are counted in their
+    /// [`WatchStats`](super::WatchStats), not here.
+    lists: Mutex<BTreeMap<(&'static str, bool), u64>>,
 }
 
 impl StoreStats {
@@ -27,16 +28,24 @@ impl StoreStats {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// Listings of kind `plural` so far.
+    /// Listings of kind `plural` so far (whole or under a prefix).
     pub fn lists(&self, plural: &str) -> u64 {
-        self.lists.lock().unwrap_or_else(|p| p.into_inner()).get(plural).copied().unwrap_or(0)
+        let lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        lists.iter().filter(|((k, _), _)| *k == plural).map(|(_, n)| n).sum()
+    }
+
+    /// Listings of every object of kind `plural` (no prefix) so far.
+    pub fn whole_lists(&self, plural: &str) -> u64 {
+        let lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        lists.get(&(plural, true)).copied().unwrap_or(0)
     }
 
     pub(crate) fn read(&self) {
         self.reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn listed(&self, plural: &'static str) {
-        *self.lists.lock().unwrap_or_else(|p| p.into_inner()).entry(plural).or_default() += 1;
+    pub(crate) fn listed(&self, plural: &'static str, whole: bool) {
+        let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        *lists.entry((plural, whole)).or_default() += 1;
     }
 }

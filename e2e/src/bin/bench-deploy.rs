@@ -101,6 +101,28 @@ async fn update_times(h: &Harness, task: u64) -> Result<Vec<Update>> {
     Ok(out)
 }
 
+/// How long each instance after the canary waited for the director once a
+/// rollout slot was free for it: the first `m` from the canary's end, each
+/// later one from the `k - m`-th finish. Mean, max, and the sum over `m`
+/// slots (what the director added to the wall time).
+fn refill_delays(times: &[Update], m: usize) -> (Duration, Duration, Duration) {
+    let end = |u: &Update| u.started + u.took;
+    let canary_end = end(&times[0]);
+    let mut ends: Vec<_> = times[1..].iter().map(end).collect();
+    ends.sort();
+    let delays: Vec<Duration> = times[1..]
+        .iter()
+        .enumerate()
+        .map(|(k, u)| {
+            let free = if k < m { canary_end } else { ends[k - m] };
+            (u.started - free).to_std().unwrap_or_default()
+        })
+        .collect();
+    let sum: Duration = delays.iter().sum();
+    let n = delays.len().max(1) as u32;
+    (sum / n, delays.iter().copied().max().unwrap_or_default(), sum / m.max(1) as u32)
+}
+
 fn agent_calls(h: &Harness) -> BTreeMap<&'static str, u64> {
     Method::ALL
         .iter()
@@ -217,6 +239,14 @@ async fn run(args: Args) -> Result<()> {
         times[0].object,
         tail.as_secs_f64()
     );
+    let (mean, max, per_slot) = refill_delays(&times, m as usize);
+    println!(
+        "slot refill delay (a free slot → its next instance started): mean {:.0} ms, max {:.0} ms; \
+         {:.2} s per slot in all",
+        mean.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        per_slot.as_secs_f64()
+    );
     println!("agent requests during the converge: {:?}", agent_calls(&h));
     println!("etcd reads during the converge: {rollout_reads}");
 
@@ -257,6 +287,7 @@ async fn run(args: Args) -> Result<()> {
 struct Reads {
     reads: u64,
     instance_lists: u64,
+    all_instance_lists: u64,
     package_lists: u64,
 }
 
@@ -266,6 +297,7 @@ impl Reads {
         Reads {
             reads: s.reads(),
             instance_lists: s.lists(InstanceSpec::PLURAL),
+            all_instance_lists: s.whole_lists(InstanceSpec::PLURAL),
             package_lists: s.lists(CompiledPackageSpec::PLURAL),
         }
     }
@@ -274,9 +306,11 @@ impl Reads {
     fn since(&self, h: &Harness) -> String {
         let now = Reads::now(h);
         format!(
-            "{} read requests, {} Instance listings, {} CompiledPackage listings",
+            "{} read requests, {} Instance listings ({} of every Instance), {} CompiledPackage \
+             listings",
             now.reads - self.reads,
             now.instance_lists - self.instance_lists,
+            now.all_instance_lists - self.all_instance_lists,
             now.package_lists - self.package_lists
         )
     }
