@@ -341,12 +341,15 @@ where
             data: self.data.clone(),
         });
         let cache = self.reflector.cache();
+        let term_began = fence.revision;
         // Subscribe before holding, so that no change between the listing
-        // and the subscription goes unheard.
+        // and the subscription goes unheard. Changes the cache saw before
+        // a listing made in this term are left to the look at every key
+        // below: they may come from a view older than the term.
         let _subscriptions: Vec<_> = std::iter::once({
-            let (queue, predicate) = (queue.clone(), self.predicate.clone());
+            let (queue, predicate, cache) = (queue.clone(), self.predicate.clone(), cache.clone());
             self.reflector.subscribe(move |c| {
-                if predicate.matches(c) {
+                if cache.listed_revision() >= term_began && predicate.matches(c) {
                     queue.add(&c.key);
                 }
             })
@@ -356,22 +359,47 @@ where
         let _holds: Vec<_> = std::iter::once(self.reflector.hold())
             .chain(self.secondaries.iter().map(|s| s.hold()))
             .collect();
-        // Decide on listings made after this term began (see
-        // `shared`), then look at every key once.
+        // Workers take keys only from this term's view of the kind. Other
+        // kinds a reconcile reads must be listed in this term too before
+        // any key runs; without them, keys run while the listing is still
+        // being reflected (as a fresh watch's first relist wakes them).
+        let spawn_workers = || -> Vec<_> {
+            let backoffs: Arc<Mutex<HashMap<String, ExponentialBackoff>>> = Arc::default();
+            (0..self.cfg.workers.max(1))
+                .map(|_| {
+                    let (this, queue, ctx, backoffs) =
+                        (self.clone(), queue.clone(), ctx.clone(), backoffs.clone());
+                    tokio::spawn(async move {
+                        while let Some(key) = queue.next().await {
+                            let after = this.process(&key, &ctx, &backoffs).await;
+                            queue.done(&key, after);
+                        }
+                    })
+                })
+                .collect()
+        };
+        let mut workers = if self.secondaries.is_empty() { spawn_workers() } else { Vec::new() };
+        // Decide on listings made after this term began (see `shared`),
+        // then look at every key once.
         let listed = async {
-            self.reflector.listed_since(fence.revision).await;
+            self.reflector.listed_since(term_began).await;
             for s in &self.secondaries {
-                s.listed_since(fence.revision).await;
+                s.listed_since(term_began).await;
             }
         };
         tokio::select! {
             _ = listed => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {}
         }
-        for k in cache.keys() {
-            queue.add(&k);
+        if !stop.is_cancelled() {
+            for k in cache.keys() {
+                queue.add(&k);
+            }
+            if workers.is_empty() {
+                workers = spawn_workers();
+            }
         }
-        let resync = self.cfg.resync.map(|period| {
+        let resync = self.cfg.resync.filter(|_| !stop.is_cancelled()).map(|period| {
             let (queue, reflector) = (queue.clone(), self.reflector.clone());
             tokio::spawn(async move {
                 let cache = reflector.cache();
@@ -391,19 +419,6 @@ where
                 }
             })
         });
-        let backoffs: Arc<Mutex<HashMap<String, ExponentialBackoff>>> = Arc::default();
-        let workers: Vec<_> = (0..self.cfg.workers.max(1))
-            .map(|_| {
-                let (this, queue, ctx, backoffs) =
-                    (self.clone(), queue.clone(), ctx.clone(), backoffs.clone());
-                tokio::spawn(async move {
-                    while let Some(key) = queue.next().await {
-                        let after = this.process(&key, &ctx, &backoffs).await;
-                        queue.done(&key, after);
-                    }
-                })
-            })
-            .collect();
         stop.cancelled().await;
         queue.shutdown();
         if let Some(r) = resync {
