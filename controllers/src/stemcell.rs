@@ -102,7 +102,7 @@ pub async fn reconcile(
         return Ok(Action::requeue(REQUEUE));
     }
     let generation = obj.metadata.generation;
-    let imported = import(&obj, d).await;
+    let imported = import(&obj, d, &ctx.fence).await;
     let (status, reason, message) = match &imported {
         Ok(cid) => {
             info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
@@ -136,8 +136,13 @@ pub async fn reconcile(
     Ok(Action::requeue(REQUEUE))
 }
 
-/// Reads the image from the blobstore and hands it to the CPI; the cid.
-async fn import(obj: &Object<StemcellSpec>, d: &Director) -> Result<String, Error> {
+/// Reads the image from the blobstore and hands it to the CPI (in the
+/// term of `fence`); the cid.
+async fn import(
+    obj: &Object<StemcellSpec>,
+    d: &Director,
+    fence: &store::Fence,
+) -> Result<String, Error> {
     let name = obj.metadata.name.clone();
     let image = obj.spec.image.as_ref().ok_or(Error::NoImage { stemcell: name.clone() })?;
     let io = |source| Error::Io { stemcell: name.clone(), source };
@@ -152,11 +157,10 @@ async fn import(obj: &Object<StemcellSpec>, d: &Director) -> Result<String, Erro
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     file.flush().await.map_err(io)?;
     drop(file);
-    d.cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| Error::Cpi {
-        method: "create_stemcell",
-        stemcell: name.clone(),
-        source,
-    })
+    d.fenced_cpi(fence)
+        .create_stemcell(&path, &obj.spec.cloud_properties)
+        .await
+        .map_err(|source| Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source })
 }
 
 /// An error and its sources, `: `-joined, for a condition's message.
@@ -182,7 +186,7 @@ async fn reconcile_delete(
     }
     let d = &ctx.data;
     if let Some(cid) = obj.status.cids.get(d.cpi.name()) {
-        match d.cpi.delete_stemcell(cid).await {
+        match d.fenced_cpi(&ctx.fence).delete_stemcell(cid).await {
             Ok(()) => info!(stemcell = %obj.metadata.name, %cid, "stemcell deleted from CPI"),
             Err(e) if e.is_not_found() => {}
             Err(source) => {

@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::agent_client::AgentError;
-use crate::cpi::CpiError;
+use crate::cpi::{CpiError, FencedCpi};
 use crate::director::Director;
 use crate::resolve;
 use crate::runtime::{Action, Ctx};
@@ -372,7 +372,7 @@ pub async fn reconcile(
             && w.deployment == name
             && (o.spec.blob.is_some() || !pending.contains(o.metadata.name.as_str()))
         {
-            vms::delete(&ctx.store, &ctx.data, w).await?;
+            vms::delete(&ctx.store, &fenced_cpi(&ctx), &ctx.data, w).await?;
             vms::record(store, &o.metadata.name, None).await?;
         }
     }
@@ -471,12 +471,11 @@ async fn walk(
                 let (ctx, env, pkg2, reuse) = (ctx.clone(), env.clone(), pkg.clone(), pool.pop());
                 let (os, version) = (p.os.clone(), p.version.clone());
                 running.insert(pkg.key.clone());
-                // A spawned task does not inherit the reconcile's fence.
-                let fence = ctx.fence.clone();
-                set.spawn(crate::cpi::FENCE.scope(fence, async move {
+                // The task holds the `Ctx`, and with it the term's fence.
+                set.spawn(async move {
                     let key = pkg2.key.clone();
                     (key, compile_one(&ctx, &env, &os, &version, &pkg2, deps, reuse).await)
-                }));
+                });
             }
         }
         let Some(joined) = set.join_next().await else { break };
@@ -499,7 +498,7 @@ async fn walk(
     }
     // Reused VMs are deleted when the walk is done.
     for w in pool {
-        vms::delete(&ctx.store, &ctx.data, &w.worker).await?;
+        vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &w.worker).await?;
         vms::record(&ctx.store, &w.key, None).await?;
     }
     match failure {
@@ -522,6 +521,7 @@ async fn compile_one(
 ) -> CompileResult {
     let store = &ctx.store;
     let c = &ctx.data;
+    let cpi = fenced_cpi(ctx);
     let obj = match ensure_object(store, os, version, pkg).await {
         Ok(o) => o,
         Err(e) => return Err((e, reuse)),
@@ -540,7 +540,7 @@ async fn compile_one(
             // a stale VM of ours recorded there goes first.
             let moved = async {
                 if let Some(stale) = &obj.status.worker {
-                    vms::delete(store, c, stale).await?;
+                    vms::delete(store, &cpi, c, stale).await?;
                 }
                 vms::record(store, &vm.key, None).await?;
                 vms::record(store, &pkg.key, Some(vm.worker.clone())).await
@@ -564,7 +564,7 @@ async fn compile_one(
             };
             let mut vm = vms::Worker { key: pkg.key.clone(), worker };
             let up = async {
-                vms::ensure_vm(store, c, env, &pkg.key, &mut vm.worker).await?;
+                vms::ensure_vm(store, &cpi, c, env, &pkg.key, &mut vm.worker).await?;
                 vms::wait_for_agent(c, env, &vm.worker).await
             }
             .await;
@@ -623,6 +623,11 @@ async fn compile_one(
     }
 }
 
+/// The CPI in this reconcile's term.
+fn fenced_cpi(ctx: &Ctx<Compiler>) -> FencedCpi {
+    ctx.data.director.fenced_cpi(&ctx.fence)
+}
+
 /// Appends a "Compiling packages" event to the deployment's task, if it has
 /// one. Best effort: a lost event must not fail or repeat a compile.
 async fn event(store: &Store, env: &CompileEnv, object: &str, state: EventState, error: &str) {
@@ -643,7 +648,7 @@ async fn finish(
     if env.reuse && healthy {
         return Ok(Some(vm));
     }
-    vms::delete(&ctx.store, &ctx.data, &vm.worker).await?;
+    vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &vm.worker).await?;
     vms::record(&ctx.store, &vm.key, None).await?;
     Ok(None)
 }

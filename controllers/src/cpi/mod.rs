@@ -2,49 +2,36 @@
 //! IaaS.
 //!
 //! The method set is BOSH's, so that existing CPIs plug in through
-//! [`external::ExternalCpi`] unchanged. Two things are added on top, both in
-//! service of "intent before side effect" (DESIGN §2):
+//! [`external::ExternalCpi`] unchanged. Three things are added on top, all
+//! in service of "intent before side effect" (DESIGN §2):
 //!
 //! - every create call carries a request id that the IaaS object is tagged
 //!   with, and [`Cpi::find_vm_by_request`] / [`Cpi::find_disk_by_request`]
 //!   look it up, so a controller that crashed (or lost the reply) after a
 //!   successful create adopts the VM instead of creating a second one;
+//! - every mutating call takes the fencing token of the controller term it
+//!   is made in as an argument (`fence`), so a CPI can refuse a deposed
+//!   leader's late call (see [`FencedCpi`] for how controllers pass it);
 //! - errors are typed by what a caller should do about them
 //!   ([`CpiError::is_retryable`], not-found, not-supported).
 //!
 //! # Layout
 //!
-//! - this file: the trait, its request and error types.
+//! - this file: the trait, its request and error types, and [`FencedCpi`].
 //! - [`local`]: the embedded default; a VM is a directory and an agent
 //!   process tree with its own loopback address.
 //! - [`external`]: any executable speaking BOSH's external CPI protocol.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use bosh_api::store::Fence;
 use serde::{Deserialize, Serialize};
 
 pub mod external;
 pub mod local;
-
-tokio::task_local! {
-    /// The fencing token of the controller term a CPI call is made in. The
-    /// controller runtime sets it around every reconcile, so every CPI call
-    /// carries it without each call site passing it: the external CPI puts
-    /// it in the request's `context` (`fence`), and the local CPI refuses a
-    /// mutation whose token is older than one it has already seen for the
-    /// same election — a deposed leader's late call, once the new leader
-    /// has acted — and, given a store, any call whose term is no longer
-    /// the current one in etcd.
-    pub static FENCE: bosh_api::store::Fence;
-}
-
-/// The fence of the running reconcile, if any (none for the API's own
-/// calls, or tools).
-pub fn current_fence() -> Option<bosh_api::store::Fence> {
-    FENCE.try_with(Clone::clone).ok()
-}
 
 /// Why a CPI call failed, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +156,15 @@ pub struct ListedVm {
 }
 
 /// BOSH's CPI method set, plus adoption by request id.
+///
+/// Every mutating method takes `fence`: the fencing token of the controller
+/// term the call is made in, or `None` for a call made outside any term (a
+/// tool, a test, a director bootstrapping). It is an argument, not ambient
+/// state, so that no implementation and no wrapper (a test's fault
+/// injector, a counter) can lose it: each must name it to pass it on.
+/// Controllers do not pass it by hand either; they call through a
+/// [`FencedCpi`] built from their reconcile's `Ctx`. Reads take none: a
+/// stale read does no harm that a fence would prevent.
 #[async_trait]
 pub trait Cpi: Send + Sync {
     /// The CPI's name in logs and cids.
@@ -179,23 +175,25 @@ pub trait Cpi: Send + Sync {
     /// Imports a stemcell image; returns its cid.
     async fn create_stemcell(
         &self,
+        fence: Option<&Fence>,
         image_path: &Path,
         cloud_properties: &serde_json::Value,
     ) -> CpiResult<String>;
     /// Deletes a stemcell.
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()>;
+    async fn delete_stemcell(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()>;
 
     /// Creates and boots a VM; returns its cid.
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String>;
+    async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String>;
     /// Deletes a VM (its ephemeral state goes with it; persistent disks stay).
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()>;
+    async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()>;
     /// Whether the VM exists and is running.
     async fn has_vm(&self, cid: &str) -> CpiResult<bool>;
     /// Reboots a VM.
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()>;
+    async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()>;
     /// Tags a VM (deployment, instance, ...).
     async fn set_vm_metadata(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()>;
@@ -210,31 +208,43 @@ pub trait Cpi: Send + Sync {
     /// Creates a persistent disk of `size_mb`; returns its cid.
     async fn create_disk(
         &self,
+        fence: Option<&Fence>,
         request_id: &str,
         size_mb: u64,
         cloud_properties: &serde_json::Value,
         vm_hint: Option<&str>,
     ) -> CpiResult<String>;
     /// Deletes a disk.
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()>;
+    async fn delete_disk(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()>;
     /// Whether the disk exists.
     async fn has_disk(&self, cid: &str) -> CpiResult<bool>;
     /// Attaches a disk to a VM.
-    async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()>;
+    async fn attach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()>;
     /// Detaches a disk from a VM.
-    async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()>;
+    async fn detach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()>;
     /// Disks attached to a VM.
     async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>>;
     /// Grows a disk.
-    async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()>;
+    async fn resize_disk(&self, fence: Option<&Fence>, cid: &str, size_mb: u64) -> CpiResult<()>;
     /// Snapshots a disk; returns the snapshot cid.
     async fn snapshot_disk(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String>;
     /// Deletes a snapshot.
-    async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()>;
+    async fn delete_snapshot(&self, fence: Option<&Fence>, snapshot_cid: &str) -> CpiResult<()>;
     /// The disk created for `request_id`, if the IaaS has one.
     async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>>;
 
@@ -243,5 +253,164 @@ pub trait Cpi: Send + Sync {
     /// is `NotSupported` and the scan says it skipped the check.
     async fn list_vms(&self) -> CpiResult<Vec<ListedVm>> {
         Err(CpiError::NotSupported { method: "list_vms" })
+    }
+}
+
+/// A CPI bound to one controller term: every mutation made through it
+/// carries that term's fencing token.
+///
+/// This is how controllers call the CPI. A reconcile builds one from its
+/// `Ctx` (the term's fence) and hands it to whatever acts on the IaaS,
+/// spawned work included: the fence travels with the handle, so a helper
+/// given a `FencedCpi` can make no unfenced call and none in another
+/// term's name. Cheap to clone (an `Arc` and the token).
+#[derive(Clone)]
+pub struct FencedCpi {
+    cpi: Arc<dyn Cpi>,
+    fence: Fence,
+}
+
+impl std::fmt::Debug for FencedCpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FencedCpi")
+            .field("cpi", &self.cpi.name())
+            .field("fence", &self.fence)
+            .finish()
+    }
+}
+
+impl FencedCpi {
+    /// `cpi`, with every mutation made under `fence`.
+    pub fn new(cpi: Arc<dyn Cpi>, fence: Fence) -> FencedCpi {
+        FencedCpi { cpi, fence }
+    }
+
+    /// The term's fencing token.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The CPI underneath (its mutations take a fence of their own).
+    pub fn cpi(&self) -> &Arc<dyn Cpi> {
+        &self.cpi
+    }
+
+    /// See [`Cpi::name`].
+    pub fn name(&self) -> &str {
+        self.cpi.name()
+    }
+
+    /// See [`Cpi::create_stemcell`].
+    pub async fn create_stemcell(
+        &self,
+        image_path: &Path,
+        cloud_properties: &serde_json::Value,
+    ) -> CpiResult<String> {
+        self.cpi.create_stemcell(Some(&self.fence), image_path, cloud_properties).await
+    }
+
+    /// See [`Cpi::delete_stemcell`].
+    pub async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+        self.cpi.delete_stemcell(Some(&self.fence), cid).await
+    }
+
+    /// See [`Cpi::create_vm`].
+    pub async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+        self.cpi.create_vm(Some(&self.fence), req).await
+    }
+
+    /// See [`Cpi::delete_vm`].
+    pub async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+        self.cpi.delete_vm(Some(&self.fence), cid).await
+    }
+
+    /// See [`Cpi::has_vm`].
+    pub async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
+        self.cpi.has_vm(cid).await
+    }
+
+    /// See [`Cpi::reboot_vm`].
+    pub async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+        self.cpi.reboot_vm(Some(&self.fence), cid).await
+    }
+
+    /// See [`Cpi::set_vm_metadata`].
+    pub async fn set_vm_metadata(
+        &self,
+        cid: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> CpiResult<()> {
+        self.cpi.set_vm_metadata(Some(&self.fence), cid, metadata).await
+    }
+
+    /// See [`Cpi::find_vm_by_request`].
+    pub async fn find_vm_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        self.cpi.find_vm_by_request(request_id).await
+    }
+
+    /// See [`Cpi::create_disk`].
+    pub async fn create_disk(
+        &self,
+        request_id: &str,
+        size_mb: u64,
+        cloud_properties: &serde_json::Value,
+        vm_hint: Option<&str>,
+    ) -> CpiResult<String> {
+        let fence = Some(&self.fence);
+        self.cpi.create_disk(fence, request_id, size_mb, cloud_properties, vm_hint).await
+    }
+
+    /// See [`Cpi::delete_disk`].
+    pub async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+        self.cpi.delete_disk(Some(&self.fence), cid).await
+    }
+
+    /// See [`Cpi::has_disk`].
+    pub async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
+        self.cpi.has_disk(cid).await
+    }
+
+    /// See [`Cpi::attach_disk`].
+    pub async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        self.cpi.attach_disk(Some(&self.fence), vm_cid, disk_cid).await
+    }
+
+    /// See [`Cpi::detach_disk`].
+    pub async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+        self.cpi.detach_disk(Some(&self.fence), vm_cid, disk_cid).await
+    }
+
+    /// See [`Cpi::get_disks`].
+    pub async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>> {
+        self.cpi.get_disks(vm_cid).await
+    }
+
+    /// See [`Cpi::resize_disk`].
+    pub async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
+        self.cpi.resize_disk(Some(&self.fence), cid, size_mb).await
+    }
+
+    /// See [`Cpi::snapshot_disk`].
+    pub async fn snapshot_disk(
+        &self,
+        cid: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> CpiResult<String> {
+        self.cpi.snapshot_disk(Some(&self.fence), cid, metadata).await
+    }
+
+    /// See [`Cpi::delete_snapshot`].
+    pub async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
+        self.cpi.delete_snapshot(Some(&self.fence), snapshot_cid).await
+    }
+
+    /// See [`Cpi::find_disk_by_request`].
+    pub async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        self.cpi.find_disk_by_request(request_id).await
+    }
+
+    /// See [`Cpi::list_vms`].
+    pub async fn list_vms(&self) -> CpiResult<Vec<ListedVm>> {
+        self.cpi.list_vms().await
     }
 }

@@ -96,7 +96,7 @@ pub async fn step(
             let stage = "Applying problem resolutions";
             event(store, task, stage, &object, EventState::Started, "").await;
             store.check_fence().await?;
-            match ctx.data.director.cpi.delete_vm(cid).await {
+            match ctx.data.director.fenced_cpi(&ctx.fence).delete_vm(cid).await {
                 Ok(()) => info!(deployment = %name, vm = %cid, "orphaned VM deleted"),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {

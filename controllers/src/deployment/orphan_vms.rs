@@ -132,7 +132,7 @@ pub async fn reconcile(
     if dep.metadata.is_deleting() {
         return Ok(Action::await_change());
     }
-    let cpi = &ctx.data.director.cpi;
+    let cpi = ctx.data.director.fenced_cpi(&ctx.fence);
     let listed = match cpi.list_vms().await {
         Ok(l) => l,
         Err(CpiError::NotSupported { .. }) => {

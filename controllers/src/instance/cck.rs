@@ -178,7 +178,7 @@ async fn resolve(
                 // books; free it, or the new VM could not attach it.
                 if let Some((mut disk, cid)) = disk_of(ctx, cur).await? {
                     ctx.store.check_fence().await?;
-                    if let Err(e) = d.cpi.detach_disk(&vm, &cid).await {
+                    if let Err(e) = d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
                         warn!(instance = %cur.metadata.name, disk = %cid, error = %e, "could not detach the disk from the forgotten VM");
                     }
                     crate::status::patch(store, &mut disk, |s| {
@@ -227,14 +227,14 @@ async fn resolve(
                 let d = &ctx.data.director;
                 if let Some(vm) = disk.status.attached_to.clone() {
                     ctx.store.check_fence().await?;
-                    match d.cpi.detach_disk(&vm, &cid).await {
+                    match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
                         Ok(()) => {}
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(cpi("detach_disk")(e)),
                     }
                 }
                 ctx.store.check_fence().await?;
-                match d.cpi.delete_disk(&cid).await {
+                match d.fenced_cpi(&ctx.fence).delete_disk(&cid).await {
                     Ok(()) => info!(instance = %cur.metadata.name, disk = %cid, "disk deleted"),
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(cpi("delete_disk")(e)),
@@ -272,7 +272,7 @@ async fn reattach(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Resul
             let _ = d.agents.for_agent(agent).unmount_disk(&cid).await;
         }
         ctx.store.check_fence().await?;
-        match d.cpi.detach_disk(&vm, &cid).await {
+        match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("detach_disk")(e)),
@@ -294,7 +294,7 @@ async fn reboot(
 ) -> Result<(), Error> {
     let vm = vm_of(cur)?;
     ctx.store.check_fence().await?;
-    ctx.data.director.cpi.reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
+    ctx.data.director.fenced_cpi(&ctx.fence).reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
     info!(instance = %cur.metadata.name, %vm, "VM rebooted");
     patch(&ctx.store, cur, |s| {
         s.phase = "stopped".into();

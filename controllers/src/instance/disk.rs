@@ -65,7 +65,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             {
                 Some(cid) => cid,
                 None => d
-                    .cpi
+                    .fenced_cpi(&ctx.fence)
                     .create_disk(
                         &request,
                         disk.spec.size_mb,
@@ -93,7 +93,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         || disk.status.phase != DiskPhase::Attached
     {
         ctx.store.check_fence().await?;
-        d.cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
+        d.fenced_cpi(&ctx.fence).attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
         crate::failpoint!(
             fp::CPI_AFTER_ATTACH_DISK,
             Err(cpi("attach_disk")(fp::lost_reply("attach_disk")))
@@ -133,7 +133,7 @@ pub async fn detach(
         let _ = d.agents.for_agent(agent.clone()).unmount_disk(&cid).await;
     }
     ctx.store.check_fence().await?;
-    match d.cpi.detach_disk(vm, &cid).await {
+    match d.fenced_cpi(&ctx.fence).detach_disk(vm, &cid).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(cpi("detach_disk")(e)),

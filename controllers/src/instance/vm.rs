@@ -93,7 +93,8 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     env,
                 };
                 ctx.store.check_fence().await?;
-                let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
+                let cid =
+                    d.fenced_cpi(&ctx.fence).create_vm(&req).await.map_err(cpi("create_vm"))?;
                 crate::failpoint!(
                     fp::CPI_AFTER_CREATE_VM,
                     Err(cpi("create_vm")(fp::lost_reply("create_vm")))
@@ -113,7 +114,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     meta.insert("id".to_string(), spec.id.clone());
     meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
     ctx.store.check_fence().await?;
-    match d.cpi.set_vm_metadata(&cid, &meta).await {
+    match d.fenced_cpi(&ctx.fence).set_vm_metadata(&cid, &meta).await {
         Ok(()) | Err(crate::cpi::CpiError::NotSupported { .. }) => {}
         Err(e) => return Err(cpi("set_vm_metadata")(e)),
     }
@@ -180,7 +181,7 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         super::disk::detach(ctx, cur, cid).await?;
         patch(&ctx.store, cur, |s| s.phase = "deleting".into()).await?;
         ctx.store.check_fence().await?;
-        match d.cpi.delete_vm(cid).await {
+        match d.fenced_cpi(&ctx.fence).delete_vm(cid).await {
             Ok(()) => info!(instance = %cur.metadata.name, %cid, "VM deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),

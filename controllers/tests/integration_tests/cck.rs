@@ -185,12 +185,12 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
         stemcell_cid: stemcell,
         ..Default::default()
     };
-    let orphan = cpi.create_vm(&req).await.unwrap();
+    let orphan = cpi.create_vm(None, &req).await.unwrap();
     let tags = [("deployment", "cck"), ("name", "web/gone"), ("index", "7")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    cpi.set_vm_metadata(&orphan, &tags).await.unwrap();
+    cpi.set_vm_metadata(None, &orphan, &tags).await.unwrap();
     let report = scan(&h, "cck").await;
     let oid = format!("orphaned_vm/{orphan}");
     assert_eq!(problems(&report), [(oid.clone(), "orphaned_vm".to_string())], "{report}");
@@ -231,7 +231,7 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
     assert_eq!(agent.list_disk().await.unwrap(), std::slice::from_ref(&disk));
 
-    h.director.cpi.detach_disk(&vm, &disk).await.unwrap();
+    h.director.cpi.detach_disk(None, &vm, &disk).await.unwrap();
     let report = scan(&h, "cckd").await;
     let id = format!("{}/inactive_disk", inst.metadata.name);
     assert_eq!(problems(&report), [(id.clone(), "inactive_disk".to_string())], "{report}");

@@ -356,17 +356,20 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
     let orphan = h
         .cpi
         .inner
-        .create_vm(&CreateVm {
-            request_id: worker.request_id.clone(),
-            agent_id: worker.agent_id.clone(),
-            stemcell_cid,
-            networks: BTreeMap::from([(
-                "default".to_string(),
-                VmNetwork { ip: worker.ip.clone(), ..Default::default() },
-            )]),
-            settings,
-            ..Default::default()
-        })
+        .create_vm(
+            None,
+            &CreateVm {
+                request_id: worker.request_id.clone(),
+                agent_id: worker.agent_id.clone(),
+                stemcell_cid,
+                networks: BTreeMap::from([(
+                    "default".to_string(),
+                    VmNetwork { ip: worker.ip.clone(), ..Default::default() },
+                )]),
+                settings,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
 

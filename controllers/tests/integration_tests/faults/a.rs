@@ -625,7 +625,7 @@ pub(super) async fn no_violations(store: &bosh_api::store::Store, cpi: &std::pat
 /// the new one began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
-    use bosh_controllers::cpi::{Cpi, FENCE};
+    use bosh_controllers::cpi::Cpi;
     let (env, store) = super::super::setup().await;
     let root = env.dir().join("cpi");
     let cpi = LocalCpi::open(&root).unwrap().with_audit_store(store.clone());
@@ -643,9 +643,9 @@ async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
     let new = store.try_acquire(election, "successor", new_lease).await.unwrap().expect("leads");
     assert!(new.revision > old.revision);
     // It resumes and makes the call it had checked for.
-    let late = FENCE.scope(old.clone(), cpi.create_disk("a3-zombie", 1, &none, None)).await;
+    let late = cpi.create_disk(Some(&old), "a3-zombie", 1, &none, None).await;
     // The successor acts.
-    let disk = FENCE.scope(new.clone(), cpi.create_disk("a3-successor", 1, &none, None)).await;
+    let disk = cpi.create_disk(Some(&new), "a3-successor", 1, &none, None).await;
     let disk = disk.unwrap();
 
     let inv = LocalCpi::inventory(&root).unwrap();

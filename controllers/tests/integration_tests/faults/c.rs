@@ -1013,7 +1013,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
                     settings,
                     ..Default::default()
                 };
-                let cid = h.director.cpi.create_vm(&req).await.unwrap();
+                let cid = h.director.cpi.create_vm(None, &req).await.unwrap();
                 let mut o = Object::new(
                     ObjectMeta::scoped("c7", format!("web/{id}")),
                     InstanceSpec {

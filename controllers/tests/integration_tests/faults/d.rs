@@ -509,7 +509,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
             },
             ..Default::default()
         };
-        let cid = planter.create_vm(&req).await.unwrap();
+        let cid = planter.create_vm(None, &req).await.unwrap();
         let tags = BTreeMap::from([
             ("deployment".to_string(), "d6".to_string()),
             ("instance_group".to_string(), "web".to_string()),
@@ -517,7 +517,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
             ("id".to_string(), id.clone()),
             ("name".to_string(), format!("web/{id}")),
         ]);
-        planter.set_vm_metadata(&cid, &tags).await.unwrap();
+        planter.set_vm_metadata(None, &cid, &tags).await.unwrap();
         let planted = Instant::now();
         requests.insert(request);
         cids.insert(cid.clone());
