@@ -35,6 +35,8 @@
 //! - [`wire`]: the HTTP API's request and answer bodies, shared by boshd's
 //!   API and `boshctl`.
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
+//! - [`secret_file`]: private, atomic writes of files holding credentials
+//!   (boshd's and the local CPI's).
 
 pub mod agent;
 pub mod archive;
@@ -48,6 +50,7 @@ pub mod objects;
 pub mod pki;
 pub mod release;
 pub mod schema;
+pub mod secret_file;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod wire;

@@ -9,11 +9,12 @@
 //! - [`compile`]: compiles the packages a deployment needs on compile VMs,
 //!   once per (package, stemcell, dependencies).
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
-//!   implementations.
+//!   implementations: the `bosh-cpi` crate (`cpi/`), re-exported.
 //! - [`ipam`]: IP pools of manual networks, shared by compile VMs and instances.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
 //! - [`runtime`]: leader election, reflector cache, work queue, workers.
-//! - [`secret_file`]: private, atomic writes of files holding credentials.
+//! - [`secret_file`]: private, atomic writes of files holding credentials
+//!   (`bosh_api::secret_file`, re-exported).
 //! - [`stemcell`]: imports uploaded stemcells into the CPI.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`render`]: job templates rendered with Ruby's ERB, a batch per process.
@@ -36,7 +37,7 @@ pub mod api;
 pub mod blobs;
 pub mod bus;
 pub mod compile;
-pub mod cpi;
+pub use bosh_cpi as cpi;
 pub mod daemon;
 pub mod deployment;
 pub mod director;
@@ -49,7 +50,7 @@ pub mod nats_server;
 pub mod render;
 pub mod resolve;
 pub mod runtime;
-pub mod secret_file;
+pub use bosh_api::secret_file;
 pub mod status;
 pub mod stemcell;
 pub mod tasks;

@@ -15,9 +15,15 @@
 //! - errors are typed by what a caller should do about them
 //!   ([`CpiError::is_retryable`], not-found, not-supported).
 //!
+//! A crate of its own, on top of `bosh-api` alone (the fence, and the store
+//! the local CPI confirms terms against), so that whatever needs a CPI
+//! without boshd's controllers (`boshctl up`, the benchmarks, a standalone
+//! local CPI executable) can have one. boshd re-exports it as
+//! `bosh_controllers::cpi`.
+//!
 //! # Layout
 //!
-//! - this file: the trait, its request and error types, and [`FencedCpi`].
+//! - `lib.rs`: the trait, its request and error types, and [`FencedCpi`].
 //! - [`local`]: the embedded default; a VM is a directory and an agent
 //!   process tree with its own loopback address.
 //! - [`external`]: any executable speaking BOSH's external CPI protocol.
@@ -260,7 +266,8 @@ pub trait Cpi: Send + Sync {
 /// carries that term's fencing token.
 ///
 /// This is how controllers call the CPI. A reconcile builds one from its
-/// `Ctx` (the term's fence) and hands it to whatever acts on the IaaS,
+/// `Ctx` (the term's fence; `Director::fenced_cpi` in `bosh-controllers`)
+/// and hands it to whatever acts on the IaaS,
 /// spawned work included: the fence travels with the handle, so a helper
 /// given a `FencedCpi` can make no unfenced call and none in another
 /// term's name. Cheap to clone (an `Arc` and the token).
@@ -412,5 +419,35 @@ impl FencedCpi {
     /// See [`Cpi::list_vms`].
     pub async fn list_vms(&self) -> CpiResult<Vec<ListedVm>> {
         self.cpi.list_vms().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mutation made through a `FencedCpi` carries its term's fence,
+    /// so the handle of a term that has ended is refused once a newer term
+    /// has acted.
+    #[tokio::test]
+    async fn a_fenced_cpi_passes_its_fence_on_every_mutation() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpi: Arc<dyn Cpi> = Arc::new(local::LocalCpi::open(dir.path()).unwrap());
+        let key = "/bosh/leader/instance".to_string();
+        let old = FencedCpi::new(cpi.clone(), Fence { key: key.clone(), revision: 3 });
+        let new = FencedCpi::new(cpi, Fence { key, revision: 4 });
+        let disk = old.create_disk("r-1", 1, &serde_json::json!({}), None).await.unwrap();
+        new.resize_disk(&disk, 2).await.unwrap();
+        let e = old.delete_disk(&disk).await.unwrap_err();
+        assert!(e.to_string().contains("older than 4"), "{e}");
+        assert!(new.has_disk(&disk).await.unwrap());
+
+        let log = local::audit::read(dir.path()).unwrap();
+        let got: Vec<_> =
+            log.iter().map(|e| (e.method.as_str(), e.fence.as_ref().map(|f| f.revision))).collect();
+        assert_eq!(
+            got,
+            [("create_disk", Some(3)), ("resize_disk", Some(4)), ("delete_disk", Some(3))]
+        );
     }
 }

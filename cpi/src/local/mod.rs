@@ -89,7 +89,7 @@ impl LocalCpi {
     /// lets a checker see that the intent was written first (FAULT-MATRIX
     /// I4). With it, too, a call made in a controller's term is admitted
     /// only if that term is still current in etcd (see
-    /// [`Self::check_term`]): the same read serves both. Without it the
+    /// `check_term`): the same read serves both. Without it the
     /// lines carry no revision and only the memory of fences guards.
     pub fn with_audit_store(mut self, store: bosh_api::store::Store) -> LocalCpi {
         self.audit_store = Some(store);
@@ -316,7 +316,7 @@ impl LocalCpi {
             .collect();
         let path = self.vm_dir(cid).join("settings.json");
         let bytes = serde_json::to_vec_pretty(&settings).expect("settings serialize");
-        crate::secret_file::write(&path, &bytes).map_err(io("write settings"))
+        bosh_api::secret_file::write(&path, &bytes).map_err(io("write settings"))
     }
 
     fn read_settings(&self, cid: &str) -> CpiResult<Settings> {
@@ -750,7 +750,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpi::Cpi;
+    use crate::Cpi;
 
     /// Every mutating call leaves one audit line with its subject, fence
     /// and outcome, numbered in admission order; a reopened CPI continues
