@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use bosh_api::Object;
 use bosh_api::objects::{
-    DeploymentSpec, EventState, InstanceSpec, Problem, ProblemType, Resolution,
+    DeploymentSpec, EventState, InstanceSpec, Problem, ProblemType, Reason, Resolution,
 };
 use tracing::{info, warn};
 
@@ -102,7 +102,7 @@ pub async fn step(
                 Err(e) => {
                     let msg = format!("deleting orphaned VM {cid}: {e}");
                     event(store, task, stage, &object, EventState::Failed, &msg).await;
-                    return Err(Failure::Blocked(Blocked::new("CloudCheckFailed", msg)));
+                    return Err(Failure::Blocked(Blocked::new(Reason::CloudCheckFailed, msg)));
                 }
             }
             event(store, task, stage, &object, EventState::Finished, "").await;

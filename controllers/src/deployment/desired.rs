@@ -14,7 +14,7 @@ use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Manifest, NetworkDefault, NetworkType};
 use bosh_api::objects::{
     BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork,
-    InstanceOverride, InstancePackage, InstanceSpec, ReleaseSpec, StemcellSpec,
+    InstanceOverride, InstancePackage, InstanceSpec, Reason, ReleaseSpec, StemcellSpec,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -168,7 +168,10 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     let vm_type = g.vm_type.clone().unwrap_or_default();
     if let Some(name) = &g.vm_type {
         let vt = cx.cloud.vm_types.iter().find(|v| &v.name == name).ok_or_else(|| {
-            Blocked::new("VmTypeMissing", format!("instance group {}: no vm_type {name:?}", g.name))
+            Blocked::new(
+                Reason::VmTypeMissing,
+                format!("instance group {}: no vm_type {name:?}", g.name),
+            )
         })?;
         cloud_properties.extend(obj(&vt.cloud_properties));
     } else if let Some(r) = &g.vm_resources {
@@ -179,7 +182,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for ext in &g.vm_extensions {
         let e = cx.cloud.vm_extensions.iter().find(|v| &v.name == ext).ok_or_else(|| {
             Blocked::new(
-                "VmExtensionMissing",
+                Reason::VmExtensionMissing,
                 format!("instance group {}: no vm_extension {ext:?}", g.name),
             )
         })?;
@@ -191,7 +194,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for (i, nref) in g.networks.iter().enumerate() {
         let net = cx.cloud.networks.iter().find(|n| n.name == nref.name).ok_or_else(|| {
             Blocked::new(
-                "NetworkMissing",
+                Reason::NetworkMissing,
                 format!("instance group {}: no network {:?}", g.name, nref.name),
             )
         })?;
@@ -246,13 +249,13 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for job in &g.jobs {
         let rel = cx.releases.get(&job.release).ok_or_else(|| {
             Blocked::new(
-                "ReleaseMissing",
+                Reason::ReleaseMissing,
                 format!("job {} names release {:?}", job.name, job.release),
             )
         })?;
         let rj = rel.spec.jobs.iter().find(|j| j.name == job.name).ok_or_else(|| {
             Blocked::new(
-                "JobMissing",
+                Reason::JobMissing,
                 format!("release {} has no job {:?}", rel.metadata.name, job.name),
             )
         })?;
@@ -264,7 +267,10 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         let w = needed.entry(job.release.clone()).or_default();
         w.extend(rj.packages.iter().map(|p| (p.clone(), format!("job {}", job.name))));
         let templates = cx.jobs.get(&(job.release.clone(), job.name.clone())).ok_or_else(|| {
-            Blocked::new("JobMissing", format!("templates of job {} are not loaded", job.name))
+            Blocked::new(
+                Reason::JobMissing,
+                format!("templates of job {} are not loaded", job.name),
+            )
         })?;
         // BOSH: job-level properties, else the group's, else the deployment's.
         let properties = if !job.properties.is_empty() {
@@ -283,12 +289,12 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     let needed: Vec<(&ReleaseSpec, Vec<(String, String)>)> =
         needed.into_iter().map(|(r, w)| (&cx.releases[&r].spec, w)).collect();
     let plan = compile::plan::plan(&needed, &sc.spec.operating_system, &sc.spec.version)
-        .map_err(|e| Blocked::new("PlanFailed", e.to_string()))?;
+        .map_err(|e| Blocked::new(Reason::PlanFailed, e.to_string()))?;
     let mut packages = Vec::new();
     for p in &plan.packages {
         let blob = cx.compiled.get(&p.key).ok_or_else(|| {
             Blocked::new(
-                "PackageNotCompiled",
+                Reason::PackageNotCompiled,
                 format!("package {} ({}) is not compiled", p.name, p.key),
             )
         })?;
@@ -310,7 +316,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     if let Some(t) = &g.persistent_disk_type {
         let dt = cx.cloud.disk_types.iter().find(|d| &d.name == t).ok_or_else(|| {
             Blocked::new(
-                "DiskTypeMissing",
+                Reason::DiskTypeMissing,
                 format!("instance group {}: no disk_type {t:?}", g.name),
             )
         })?;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
+use bosh_api::objects::{
+    ConditionType, ConfigSpec, ConfigType, DeploymentSpec, Reason, StemcellSpec,
+};
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
@@ -17,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
 use crate::api::{self, ApiState};
-use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
 use crate::director::Director;
 use crate::runtime::{Config, Controller, ElectionConfig, Trigger};
@@ -304,9 +305,12 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         use bosh_api::ConditionStatus;
         eventually(deadline, &format!("{name} to finish compiling"), || async {
             let d: Object<DeploymentSpec> = self.store.get(None, name).await.ok()?;
-            let c = bosh_api::meta::find_condition(&d.status.conditions, PACKAGES_COMPILED)?;
+            let c = bosh_api::meta::find_condition(
+                &d.status.conditions,
+                ConditionType::PackagesCompiled,
+            )?;
             let settled = c.status == ConditionStatus::True
-                || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+                || ![Reason::Compiling, Reason::StemcellNotImported].contains(&c.reason);
             settled.then(|| c.clone())
         })
         .await

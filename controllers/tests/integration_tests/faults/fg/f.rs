@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bosh_api::meta::find_condition;
 use bosh_api::objects::*;
+use bosh_api::objects::{ConditionType, InstanceHealth, Reason};
 use bosh_api::store::{Store, WatchEvent};
 use bosh_api::{ConditionStatus, Kind, Object};
 use bosh_controllers::testing::{Harness, WebManifest};
-use bosh_controllers::validate::INVALID;
 use bosh_test_utils::eventually;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
@@ -360,7 +360,7 @@ async fn faults_f2_malformed_objects_in_etcd_are_quarantined_or_invalid() {
         async move {
             for name in &invalid {
                 let d: Object<DeploymentSpec> = store.get(None, name).await.ok()?;
-                let c = find_condition(&d.status.conditions, INVALID)?;
+                let c = find_condition(&d.status.conditions, ConditionType::Invalid)?;
                 (c.status == ConditionStatus::True).then_some(())?;
             }
             Some(())
@@ -415,8 +415,9 @@ async fn faults_f2_malformed_objects_in_etcd_are_quarantined_or_invalid() {
             let store = store.clone();
             async move {
                 let d: Object<DeploymentSpec> = store.get(None, "f2").await.ok()?;
-                let c = find_condition(&d.status.conditions, "Ready")?;
-                (c.reason == "InstanceUnreadable" && c.observed_revision == d.metadata.generation)
+                let c = find_condition(&d.status.conditions, ConditionType::Ready)?;
+                (c.reason == Reason::InstanceUnreadable
+                    && c.observed_revision == d.metadata.generation)
                     .then(|| c.message.clone())
             }
         })
@@ -542,7 +543,8 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
         let store = store.clone();
         async move {
             let all = store.list::<InstanceSpec>("f3/").await.ok()?.items;
-            let running = all.len() == 2 && all.iter().all(|i| i.status.health == "running");
+            let running = all.len() == 2
+                && all.iter().all(|i| i.status.health == Some(InstanceHealth::Running));
             running.then(|| all.iter().map(|i| i.status.agent_id.clone().unwrap()).collect())
         }
     })
@@ -572,7 +574,7 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
             let mut seen = BTreeSet::new();
             while !stop.load(Ordering::SeqCst) {
                 for i in store.list::<InstanceSpec>("f3/").await.unwrap().items {
-                    seen.insert(i.status.health.clone());
+                    seen.insert(i.status.health.as_ref().map_or(String::new(), |h| h.to_string()));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
