@@ -23,7 +23,7 @@
 //!
 //! # Layout
 //!
-//! - this file: reconcile, resolution of releases and stemcells, the walk.
+//! - this file: reconcile, looking up releases and stemcells, the walk.
 //! - [`plan`]: pure planning (keys, readiness, addresses, versions).
 //! - [`vms`]: compile VM lifecycle.
 
@@ -49,7 +49,7 @@ use tracing::{info, warn};
 use crate::agent_client::AgentError;
 use crate::cpi::CpiError;
 use crate::director::Director;
-use crate::resolve;
+use crate::lookup;
 use crate::runtime::{Action, Ctx};
 use vms::CompileEnv;
 
@@ -181,9 +181,9 @@ async fn set_compiled(
     Ok(())
 }
 
-/// What resolution of a deployment found: one plan and compile environment
-/// per stemcell it uses.
-struct Resolved {
+/// What a deployment needs compiled: one plan and compile environment per
+/// stemcell it uses.
+struct CompilePlans {
     plans: Vec<(plan::Plan, CompileEnv)>,
 }
 
@@ -191,13 +191,14 @@ fn props(p: &bosh_api::manifest::Properties) -> serde_json::Map<String, serde_js
     p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// Resolves releases, stemcells and the compilation block, and plans.
-async fn resolve(
+/// Looks up the deployment's releases, stemcells and compilation block,
+/// and plans what to compile.
+async fn plan_compiles(
     store: &Store,
     director: &Director,
     agent_wait: Duration,
     obj: &Object<DeploymentSpec>,
-) -> Result<Resolved, Error> {
+) -> Result<CompilePlans, Error> {
     let name = obj.metadata.name.clone();
     let blocked = |reason: Reason, message: String| Error::Config {
         deployment: name.clone(),
@@ -206,17 +207,17 @@ async fn resolve(
     };
     let manifest = Manifest::from_value(&obj.spec.manifest, &name)
         .map_err(|e| blocked(Reason::ManifestInvalid, e.to_string()))?;
-    let from = |f: resolve::Failure| match f {
-        resolve::Failure::Store(e) => Error::Store(e),
-        resolve::Failure::Blocked(b) => blocked(b.reason, b.message),
+    let from = |f: lookup::Failure| match f {
+        lookup::Failure::Store(e) => Error::Store(e),
+        lookup::Failure::Blocked(b) => blocked(b.reason, b.message),
     };
     let mut manifest = manifest;
-    let runtime = resolve::runtime_configs(store).await.map_err(from)?;
+    let runtime = lookup::runtime_configs(store).await.map_err(from)?;
     if !runtime.is_empty() {
         bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
             .map_err(|e| blocked(Reason::AddonsInvalid, e.join("; ")))?;
     }
-    let cloud = resolve::cloud_config(store, obj).await.map_err(from)?;
+    let cloud = lookup::cloud_config(store, obj).await.map_err(from)?;
     let comp = cloud.compilation.clone().ok_or_else(|| {
         blocked(Reason::NoCompilation, "the cloud config has no compilation block".into())
     })?;
@@ -255,7 +256,7 @@ async fn resolve(
         cloud_properties.extend(props(&vt.cloud_properties));
     }
 
-    let releases = resolve::releases(store, &manifest).await.map_err(from)?;
+    let releases = lookup::releases(store, &manifest).await.map_err(from)?;
 
     // Stemcells, and the packages each one's instance groups need.
     let stemcells = store.list::<StemcellSpec>("").await?;
@@ -283,7 +284,7 @@ async fn resolve(
     }
     let mut plans = Vec::new();
     for (alias, wants) in by_alias {
-        let sc = resolve::stemcell(&manifest, &alias, &stemcells.items)
+        let sc = lookup::stemcell(&manifest, &alias, &stemcells.items)
             .map_err(|b| blocked(b.reason, b.message))?;
         let Some(cid) = crate::stemcell::cid_for(sc, director) else {
             return Err(blocked(
@@ -309,7 +310,7 @@ async fn resolve(
         };
         plans.push((p, env));
     }
-    Ok(Resolved { plans })
+    Ok(CompilePlans { plans })
 }
 
 /// Reconciles one Deployment's compilation.
@@ -332,7 +333,7 @@ pub async fn reconcile(
     }
     let name = obj.metadata.name.clone();
     let store = &ctx.store;
-    let resolved = match resolve(store, &ctx.data.director, ctx.data.agent_wait, &obj).await {
+    let planned = match plan_compiles(store, &ctx.data.director, ctx.data.agent_wait, &obj).await {
         Ok(r) => r,
         Err(Error::Config { reason, message, .. }) => {
             set_compiled(store, &name, ConditionStatus::False, reason, message).await?;
@@ -348,7 +349,7 @@ pub async fn reconcile(
         .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
         .collect();
     // Stale compile VM records of this deployment: delete their VMs.
-    let pending: BTreeSet<&str> = resolved
+    let pending: BTreeSet<&str> = planned
         .plans
         .iter()
         .flat_map(|(p, _)| p.packages.iter())
@@ -364,7 +365,7 @@ pub async fn reconcile(
             vms::record(store, &o.metadata.name, None).await?;
         }
     }
-    let total: usize = resolved.plans.iter().map(|(p, _)| p.packages.len()).sum();
+    let total: usize = planned.plans.iter().map(|(p, _)| p.packages.len()).sum();
     if pending.is_empty() {
         set_compiled(
             store,
@@ -385,7 +386,7 @@ pub async fn reconcile(
     )
     .await?;
     let mut busy = false;
-    for (p, env) in &resolved.plans {
+    for (p, env) in &planned.plans {
         match walk(&ctx, p, env, &mut compiled).await {
             Ok(b) => busy |= b,
             Err(e) => {

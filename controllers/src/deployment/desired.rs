@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 
 use super::plan::Desired;
 use crate::compile;
+use crate::lookup::{self, Blocked};
 use crate::render::{InstanceContext, JobTemplates, RenderJob, RenderRequest};
-use crate::resolve::{self, Blocked};
 
 /// What every instance of a deployment is built from.
 pub struct Context<'a> {
@@ -158,7 +158,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         .iter()
         .find(|g| g.name == d.group)
         .expect("planned instances belong to a group of the manifest");
-    let sc = resolve::stemcell(m, &g.stemcell, cx.stemcells)?;
+    let sc = lookup::stemcell(m, &g.stemcell, cx.stemcells)?;
 
     // Cloud properties: AZ, then vm_type (or vm_resources), then extensions.
     let mut cloud_properties = Map::new();

@@ -16,15 +16,15 @@
 //! A deployment whose instances all hold their desired spec and are ready
 //! costs reads only: no etcd write, no CPI call, no agent call.
 //!
-//! Cloud check ([`cloud_check`]) rides on the same pass: the scan token and
+//! Cloud check ([`problems`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
 //! once (not through the rollout: they do not change what an instance
 //! runs), and the task is finished only when every instance answered.
 
-pub mod cloud_check;
 pub mod desired;
 pub mod orphan_vms;
 pub mod plan;
+pub mod problems;
 pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,8 +43,8 @@ use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use tracing::{info, warn};
 
 use crate::director::Director;
+use crate::lookup::{self, Blocked, Failure};
 use crate::render::{self, JobTemplates, Limits};
-use crate::resolve::{self, Blocked, Failure};
 use crate::runtime::{Action, Ctx};
 use crate::tasks::{EventLog, set_task_state};
 use rollout::{Member, Progress};
@@ -314,18 +314,18 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
     let file = format!("deployment {name}");
-    let raw = crate::variables::resolve(store, name, &obj.spec.manifest)
+    let raw = crate::variables::interpolate(store, name, &obj.spec.manifest)
         .await
         .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
     let mut manifest = Manifest::from_value(&raw, &file)
         .map_err(|e| Blocked::new(Reason::ManifestInvalid, e.to_string()))?;
-    let runtime = resolve::runtime_configs(store).await?;
+    let runtime = lookup::runtime_configs(store).await?;
     if !runtime.is_empty() {
         bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
             .map_err(|e| Blocked::new(Reason::AddonsInvalid, e.join("; ")))?;
     }
-    let cloud = resolve::cloud_config(store, obj).await?;
-    let releases = resolve::releases(store, &manifest).await?;
+    let cloud = lookup::cloud_config(store, obj).await?;
+    let releases = lookup::releases(store, &manifest).await?;
     let stemcells = store.list::<StemcellSpec>("").await?.items;
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
 
@@ -511,7 +511,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         }
     }
     let mut dep = obj.clone();
-    let check = cloud_check::step(ctx, &mut dep, &mine).await?;
+    let check = problems::step(ctx, &mut dep, &mine).await?;
     let obj = &dep;
     if let Some((inst, msg)) = &decision.failed {
         let message = format!("instance {inst} failed: {msg}");
@@ -519,7 +519,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         return Ok(Action::requeue(WAIT));
     }
     if decision.done && deleting == 0 {
-        if let cloud_check::Progress::Waiting(message) = check {
+        if let problems::Progress::Waiting(message) = check {
             report(store, obj, None, Reason::CloudCheck, message, counts).await?;
             return Ok(Action::requeue(POLL));
         }

@@ -11,7 +11,7 @@
 //! - each scan lists the CPI's VMs, then reads the deployment's instances
 //!   (after the listing: a VM is tagged only once its instance records its
 //!   cid, so a VM being created is never taken for an orphan; see
-//!   [`super::cloud_check::orphans`]);
+//!   [`super::problems::orphans`]);
 //! - an orphan is recorded in `status.orphanedVms` with the time it was
 //!   first found and the time it will be deleted (`since` + grace), and the
 //!   `OrphanedVms` condition names it; a warning is logged;
@@ -141,7 +141,7 @@ pub async fn reconcile(
     };
     // Read after the listing (see the module doc).
     let instances = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
-    let found = super::cloud_check::orphans(&name, &listed, &instances);
+    let found = super::problems::orphans(&name, &listed, &instances);
     let now = Utc::now();
     let grace = chrono::Duration::from_std(ctx.data.config.grace).unwrap_or(chrono::Duration::MAX);
     let known: BTreeMap<&str, &OrphanedVm> =

@@ -21,12 +21,13 @@
 //! - [`vm`]: creating, adopting and deleting the VM.
 //! - [`disk`]: the persistent disk: create, attach, mount, orphan.
 //! - [`jobs`]: the agent side: apply, drain, stop, scripts, start, watch.
-//! - [`cck`]: cloud check: scans and problem resolutions, when asked.
+//! - [`problems`]: cloud check on this instance: scans for problems and
+//!   carries out the resolutions chosen for them, when asked.
 //! - [`resurrect`]: recreating what the health monitor found unresponsive.
 
-pub mod cck;
 pub mod disk;
 pub mod jobs;
+pub mod problems;
 pub mod resurrect;
 pub mod vm;
 
@@ -232,7 +233,7 @@ pub async fn reconcile(
     let at_rest = !cur.metadata.is_deleting()
         && is_converged(&cur)
         && !cur.status.is_unresponsive()
-        && !cck::pending(&cur);
+        && !problems::pending(&cur);
     if !at_rest {
         match store.try_get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await? {
             Some(fresh) => cur = fresh,
@@ -257,10 +258,10 @@ pub async fn reconcile(
         info!(deployment = %dep_name, instance = %what, "instance deleted");
         return Ok(Action::await_change());
     }
-    if cck::pending(&cur) {
+    if problems::pending(&cur) {
         // Read above, not from the cache, which may lag this controller's
         // own last writes: a resolution must not be carried out twice.
-        cck::run(&ctx, &mut cur, &opts).await?;
+        problems::run(&ctx, &mut cur, &opts).await?;
     }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.is_unresponsive() {
@@ -274,7 +275,7 @@ pub async fn reconcile(
     match drive(&ctx, &mut cur, &opts).await {
         Ok(()) => {
             let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
-            let digest = cck::digest(&cur.spec);
+            let digest = problems::digest(&cur.spec);
             patch(store, &mut cur, |s| {
                 s.converged_digest = digest.clone();
                 set_condition(

@@ -278,7 +278,7 @@ fn i4_takes_a_deployments_orphan_record_as_the_intent_of_its_delete() {
     assert_eq!(check_world(&w), [], "recorded by the scan");
 
     let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
-    let id = crate::deployment::cloud_check::orphan_id("vm-7");
+    let id = crate::deployment::problems::orphan_id("vm-7");
     dep.status.cloud_check.problems.push(Problem::new(id, ProblemType::OrphanedVm, "x".into()));
     let mut w = orphan_delete();
     w.past.get_mut(&9).unwrap().deployments.push(dep);

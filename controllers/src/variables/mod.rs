@@ -429,7 +429,7 @@ fn paths_of(doc: &Value, name: &str) -> Vec<String> {
 
 /// Generates the deployment's declared variables not yet stored, then
 /// returns `manifest` with every `((name))`/`((name.key))` replaced.
-pub async fn resolve(
+pub async fn interpolate(
     store: &Store,
     deployment: &str,
     manifest: &serde_json::Value,

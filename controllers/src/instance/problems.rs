@@ -1,6 +1,8 @@
-//! Cloud check on one instance: a scan when the spec's scan token moves,
-//! and the resolutions chosen for its problems, carried out with the same
-//! VM and disk steps the rest of the controller uses.
+//! One instance's problems (BOSH's cloud check, `cck`): a scan for them
+//! when the spec's scan token moves, and the resolutions chosen for them,
+//! carried out with the same VM and disk steps the rest of the controller
+//! uses. The deployment gathers what its instances found
+//! ([`crate::deployment::problems`]).
 //!
 //! Both are asked for through the spec (`spec.cloudCheck`, from the
 //! Deployment's `spec.cloudCheck`) and answered in the status, so nothing
@@ -90,7 +92,7 @@ pub async fn run(
             event(o, STAGE, &object, EventState::Started, "", store).await;
             info!(deployment = %dep, instance = %what, problem = %t, resolution = %req.resolution, "resolving");
             acted = true;
-            resolve(ctx, cur, t, req.resolution, o).await
+            apply_resolution(ctx, cur, t, req.resolution, o).await
         };
         match outcome {
             Ok(r) => {
@@ -149,7 +151,7 @@ pub async fn run(
 
 /// Carries out `r` for problem `t`; true when the instance must then be
 /// driven again (its VM or disk is gone and is to be made anew).
-async fn resolve(
+async fn apply_resolution(
     ctx: &Ctx<Instances>,
     cur: &mut Object<InstanceSpec>,
     t: ProblemType,

@@ -11,8 +11,6 @@ use bosh_api::objects::{
 };
 use bosh_api::store::{self, Store};
 
-use crate::compile::plan::resolve_version;
-
 /// Why a deployment cannot go on yet: a condition reason and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
@@ -102,7 +100,7 @@ pub async fn releases(
     for r in &manifest.releases {
         let list = store.list::<ReleaseSpec>(&format!("{}/", r.name)).await?;
         let versions: Vec<&str> = list.items.iter().map(|o| o.spec.version.as_str()).collect();
-        let v = resolve_version(&versions, &r.version.0).ok_or_else(|| {
+        let v = pick_version(&versions, &r.version.0).ok_or_else(|| {
             Blocked::new(
                 Reason::ReleaseMissing,
                 format!("release {}/{} is not uploaded", r.name, r.version),
@@ -129,7 +127,7 @@ pub fn stemcell<'a>(
         .filter(|s| ms.name.as_ref().is_none_or(|n| &s.spec.name == n))
         .collect();
     let versions: Vec<&str> = candidates.iter().map(|s| s.spec.version.as_str()).collect();
-    let v = resolve_version(&versions, &ms.version.0).ok_or_else(|| {
+    let v = pick_version(&versions, &ms.version.0).ok_or_else(|| {
         Blocked::new(
             Reason::StemcellMissing,
             format!(
@@ -140,4 +138,32 @@ pub fn stemcell<'a>(
         )
     })?;
     Ok(candidates.into_iter().find(|s| s.spec.version == v).expect("resolved"))
+}
+
+/// Orders version strings as BOSH's `latest` does: numeric parts by value.
+pub fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
+}
+
+/// `wanted` among `versions`: itself if present, the highest for `latest`.
+pub fn pick_version<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str> {
+    if wanted == "latest" {
+        versions.iter().copied().max_by_key(|v| version_key(v))
+    } else {
+        versions.iter().copied().find(|v| *v == wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `latest` is the numerically highest version.
+    #[test]
+    fn latest_is_the_numerically_highest_version() {
+        let vs = ["0+dev.2", "0+dev.10", "0+dev.9"];
+        assert_eq!(pick_version(&vs, "latest"), Some("0+dev.10"));
+        assert_eq!(pick_version(&vs, "0+dev.9"), Some("0+dev.9"));
+        assert_eq!(pick_version(&vs, "1"), None);
+    }
 }
