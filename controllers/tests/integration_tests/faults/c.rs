@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bosh_api::agent::{JobState, NetworkSettings, Request, Settings};
 use bosh_api::meta::find_condition;
-use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase, Reason};
 use bosh_api::objects::{
     DeploymentSpec, DesiredState, EventSpec, EventState, InstanceOverride, InstanceSpec, TaskSpec,
 };
@@ -263,7 +263,7 @@ async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exa
         // When the resurrection ended: its Ready condition's transition.
         let ready = find_condition(&new.status.conditions, ConditionType::Ready);
         let ready = ready.expect("a Ready condition");
-        assert_eq!(ready.reason, "Resurrected");
+        assert_eq!(ready.reason, Reason::Resurrected);
         let took = (ready.last_transition_time - began).to_std().unwrap_or_default();
         eprintln!("run {run}: resurrected {took:?} after the partition began");
         let new_vm = new.status.vm_cid.clone().unwrap();
