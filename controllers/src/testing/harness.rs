@@ -75,6 +75,10 @@ pub struct HarnessOptions {
     pub render: crate::render::Limits,
     /// Health monitor and resurrection tuning.
     pub health: crate::health::HealthConfig,
+    /// The blobstore URL agents (instances' and compile VMs') are given,
+    /// instead of the world's own: tests put a proxy there that forwards
+    /// to [`Harness::blobstore_url`] and tampers with what passes.
+    pub agent_blobstore_url: Option<String>,
 }
 
 impl HarnessOptions {
@@ -90,6 +94,7 @@ impl HarnessOptions {
             resync: Duration::from_secs(2),
             health: crate::health::HealthConfig::default(),
             render: Default::default(),
+            agent_blobstore_url: None,
         }
     }
 }
@@ -104,6 +109,9 @@ pub struct Harness {
     pub cpi: Arc<CountingCpi>,
     /// The in-process API.
     pub api_url: String,
+    /// The world's blobstore (what agents are given, unless
+    /// [`HarnessOptions::agent_blobstore_url`] says otherwise).
+    pub blobstore_url: String,
     /// The servers and the stemcell image.
     pub rest: LocalWorldRest,
     shutdown: CancellationToken,
@@ -118,6 +126,10 @@ impl Harness {
         let (mut director, rest) = world.director();
         let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
         director.cpi = cpi.clone();
+        let blobstore_url = director.blobstore.url.clone();
+        if let Some(url) = &o.agent_blobstore_url {
+            director.blobstore.url = url.clone();
+        }
         let store = director.store.clone();
         let state = ApiState::new(store.clone(), TOKEN)
             .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"))
@@ -186,7 +198,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, api_url, rest, shutdown, tasks })
+        Ok(Harness { store, director, cpi, api_url, blobstore_url, rest, shutdown, tasks })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell

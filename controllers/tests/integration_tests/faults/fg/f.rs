@@ -9,7 +9,8 @@ use bosh_api::meta::find_condition;
 use bosh_api::objects::*;
 use bosh_api::store::{Store, WatchEvent};
 use bosh_api::{ConditionStatus, Kind, Object};
-use bosh_controllers::testing::{Harness, WebManifest};
+use bosh_controllers::compile::PACKAGES_COMPILED;
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use bosh_controllers::validate::INVALID;
 use bosh_test_utils::eventually;
 use futures::StreamExt;
@@ -1133,4 +1134,273 @@ fn walkdir_names(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// What the tampering proxy flips a byte of.
+const TAMPER_OFF: u8 = 0;
+/// Compiled packages (fetched by compile VMs, as dependencies, and by instances).
+const TAMPER_COMPILED: u8 = 1;
+/// Instances' rendered job templates (fetched by instances only).
+const TAMPER_TEMPLATES: u8 = 2;
+
+/// A blobstore proxy between agents and the harness's blobstore: it flips
+/// one byte (at a seeded position) of the blobs its mode names, and passes
+/// everything else unchanged.
+struct TamperingProxy {
+    url: String,
+    upstream: std::sync::OnceLock<String>,
+    store: std::sync::OnceLock<Store>,
+    mode: std::sync::atomic::AtomicU8,
+    position: std::sync::atomic::AtomicU64,
+    flipped: std::sync::atomic::AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl TamperingProxy {
+    async fn start() -> std::sync::Arc<TamperingProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = std::sync::Arc::new(TamperingProxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            upstream: Default::default(),
+            store: Default::default(),
+            mode: Default::default(),
+            position: Default::default(),
+            flipped: Default::default(),
+            client: reqwest::Client::new(),
+        });
+        let router = axum::Router::new()
+            .fallback(forward)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(p.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        p
+    }
+
+    /// Whether the blob `sha256` is to be tampered with now.
+    async fn targets(&self, sha256: &str) -> bool {
+        let Some(store) = self.store.get() else { return false };
+        match self.mode.load(std::sync::atomic::Ordering::SeqCst) {
+            TAMPER_COMPILED => {
+                let all = store.list::<CompiledPackageSpec>("").await.unwrap().items;
+                all.iter().any(|p| p.spec.blob.as_ref().is_some_and(|b| b.sha256 == sha256))
+            }
+            TAMPER_TEMPLATES => {
+                let all = store.list::<InstanceSpec>("").await.unwrap().items;
+                all.iter()
+                    .any(|i| i.spec.rendered_templates.as_ref().is_some_and(|b| b.sha256 == sha256))
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn forward(
+    axum::extract::State(p): axum::extract::State<std::sync::Arc<TamperingProxy>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use std::sync::atomic::Ordering;
+    let upstream = p.upstream.get().expect("the proxy's upstream is set before any agent runs");
+    let path = uri.path_and_query().map_or("/", |x| x.as_str());
+    let mut req = p.client.request(method.clone(), format!("{upstream}{path}")).body(body);
+    for (k, v) in &headers {
+        if k != axum::http::header::HOST && k != axum::http::header::CONTENT_LENGTH {
+            req = req.header(k, v);
+        }
+    }
+    let resp = req.send().await.unwrap();
+    let (status, content_type) = (resp.status(), resp.headers().get("content-type").cloned());
+    let mut bytes = resp.bytes().await.unwrap().to_vec();
+    let sha = uri.path().strip_prefix("/blobs/").unwrap_or_default();
+    if method == axum::http::Method::GET
+        && status.is_success()
+        && !bytes.is_empty()
+        && p.targets(sha).await
+    {
+        let at = (p.position.load(Ordering::SeqCst) % bytes.len() as u64) as usize;
+        bytes[at] ^= 0x01;
+        p.flipped.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert("content-type", ct);
+    }
+    out
+}
+
+/// F5: a blob with one byte flipped. On upload: a blob PUT under its name
+/// with a flipped byte is refused (400) and nothing is stored; a release
+/// whose package tarball has a flipped byte is refused (422, digest
+/// mismatch). On download: a proxy between the agents and the blobstore
+/// flips one byte (a seeded position) of what it serves: first compiled
+/// packages — a compile VM's agent refuses the compiled dependency it
+/// fetches, the compile fails naming the mismatch and no instance VM is
+/// made — then the instance's rendered templates — its agent refuses them
+/// (sha256 mismatch), the instance fails `UpdateFailed` naming the
+/// mismatch, and its agent has started no job and no process. Without the
+/// tampering the next recreate converges. CI runs one tampered deploy, the
+/// full run 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_f5_a_flipped_byte_is_refused_on_upload_and_download_and_starts_nothing() {
+    use std::sync::atomic::Ordering;
+
+    use bosh_api::objects::{DesiredState, InstanceOverride};
+    use bosh_controllers::testing::example_release;
+
+    use super::super::super::uploads::post_file;
+
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let runs = iterations(1, 3);
+    let logs = Logs::capture("info");
+    let proxy = TamperingProxy::start().await;
+    let o =
+        HarnessOptions { agent_blobstore_url: Some(proxy.url.clone()), ..HarnessOptions::new(153) };
+    let h = Harness::start(o).await.unwrap();
+    proxy.upstream.set(h.blobstore_url.clone()).unwrap();
+    proxy.store.set(h.store.clone()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let release = example_release(tmp.path()).unwrap();
+    h.upload_release(&release).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+
+    // Upload: a blob under its name, one byte flipped.
+    let body: Vec<u8> = (0..65_536).map(|_| rng.random()).collect();
+    let sha = bosh_blobstore::sha256_hex(&body);
+    let mut flipped = body.clone();
+    flipped[rng.random_range(0..body.len())] ^= 1 << rng.random_range(0..8);
+    let blobs_before = h.director.blobs.list().await.unwrap().len();
+    let r = reqwest::Client::new()
+        .put(format!("{}/blobs/{sha}", h.blobstore_url))
+        .bearer_auth(&h.director.blobstore.token)
+        .body(flipped)
+        .send()
+        .await
+        .unwrap();
+    let (put_status, put_body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(put_status, 400, "{put_body}");
+    assert!(put_body.contains("mismatch"), "{put_body}");
+    assert!(!h.director.blobs.exists(&sha).await.unwrap(), "the flipped blob was stored");
+    assert_eq!(h.director.blobs.list().await.unwrap().len(), blobs_before, "something was stored");
+
+    // Upload: a release whose package has a flipped byte.
+    let mut entries = read_entries(&release.with_extension("tgz"));
+    let pkg = entries.iter_mut().find(|e| e.name == b"packages/hello.tgz").unwrap();
+    let i = rng.random_range(0..pkg.data.len());
+    pkg.data[i] ^= 1 << rng.random_range(0..8);
+    let tampered = tmp.path().join("tampered.tgz");
+    write_entries(&tampered, &entries, None);
+    let r = post_file(&format!("{}/v1/uploads/releases?fix=true", h.api_url), &tampered).await;
+    let (rel_status, rel_body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(rel_status, 422, "{rel_body}");
+    assert!(
+        rel_body.contains("packages/hello.tgz") && rel_body.contains("digest mismatch"),
+        "{rel_body}"
+    );
+
+    // Download: the first deploy with compiled packages tampered with
+    // (compile VMs fetch them as dependencies), then with the instance's
+    // rendered templates tampered with; later runs recreate the instance
+    // with its templates tampered with. Each is then recovered untampered.
+    let mut token = 0;
+    let mut refusals = Vec::new();
+    for run in 0..runs {
+        proxy.position.store(rng.random(), Ordering::SeqCst);
+        let first = run == 0;
+        proxy.mode.store(if first { TAMPER_COMPILED } else { TAMPER_TEMPLATES }, Ordering::SeqCst);
+        let before = proxy.flipped.load(Ordering::SeqCst);
+        token += 1;
+        let t = h
+            .apply_with("f5", |s| {
+                s.manifest = WebManifest::hello("f5", 1).value();
+                let ov = InstanceOverride {
+                    state: Some(DesiredState::Started),
+                    recreate: token,
+                    ..Default::default()
+                };
+                s.instances.insert("web".into(), ov);
+            })
+            .await;
+        let store = h.store.clone();
+        if first {
+            compile_refusal =
+                eventually(Duration::from_secs(150), "the tampered compile to fail", || {
+                    let store = store.clone();
+                    async move {
+                        let d: Object<DeploymentSpec> = store.get(None, "f5").await.ok()?;
+                        let c = find_condition(&d.status.conditions, PACKAGES_COMPILED)?;
+                        c.message.contains("blob digest mismatch").then(|| c.message.clone())
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", logs.tail(80)));
+            eprintln!("compile: {compile_refusal}");
+            refusals.push(compile_refusal);
+            assert!(proxy.flipped.load(Ordering::SeqCst) > before, "nothing was tampered with");
+            let vms: Vec<_> =
+                h.instances("f5").await.into_iter().filter_map(|i| i.status.vm_cid).collect();
+            assert!(vms.is_empty(), "an instance VM was made from an unverified compile: {vms:?}");
+            proxy.mode.store(TAMPER_TEMPLATES, Ordering::SeqCst);
+        }
+        let before = proxy.flipped.load(Ordering::SeqCst);
+        let (agent, message) = eventually(
+            Duration::from_secs(150),
+            &format!("run {run}: the tampered apply to fail"),
+            || {
+                let store = store.clone();
+                async move {
+                    let i = store.list::<InstanceSpec>("f5/").await.ok()?.items.pop()?;
+                    let c = find_condition(&i.status.conditions, "Ready")?;
+                    let failed = c.status == ConditionStatus::False
+                        && c.observed_revision == i.metadata.generation
+                        && c.reason == "UpdateFailed";
+                    failed.then(|| (i.status.agent_id.clone().unwrap(), c.message.clone()))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs.tail(80)));
+        eprintln!("run {run}: {message}");
+        assert!(message.contains("blob digest mismatch"), "run {run}: {message}");
+        assert!(
+            proxy.flipped.load(Ordering::SeqCst) > before,
+            "run {run}: nothing was tampered with"
+        );
+        let state = h.director.agents.for_agent(agent.as_str()).get_state(true).await.unwrap();
+        assert!(state.processes.is_empty(), "run {run}: processes started: {:?}", state.processes);
+        assert_ne!(state.job_state, bosh_api::agent::JobState::Running, "run {run}");
+        let (task_state, _) = h.task_end(t).await;
+        assert_ne!(task_state, TaskState::Done, "run {run}: the tampered deploy succeeded");
+        refusals.push(message);
+
+        // Untampered, the next recreate converges.
+        proxy.mode.store(TAMPER_OFF, Ordering::SeqCst);
+        token += 1;
+        let t = h
+            .apply_with("f5", |s| {
+                let ov = s.instances.get_mut("web").unwrap();
+                ov.recreate = token;
+            })
+            .await;
+        h.task_done(t, CONVERGE).await.unwrap();
+        assert_invariants(&h, &format!("run {run}")).await;
+    }
+    report(
+        "F5",
+        runs,
+        seed,
+        &format!(
+            "upload: flipped blob PUT refused ({put_status}), nothing stored; release with a flipped \
+             package byte refused ({rel_status}); download: {} tampered fetches, {} refusals — a \
+             compile VM refused a compiled dependency (compile failed, 0 instance VMs), {runs} \
+             instance applies refused their rendered templates (sha256 mismatch): 0 jobs, 0 \
+             processes started; each recovered once untampered",
+            proxy.flipped.load(Ordering::SeqCst),
+            refusals.len()
+        ),
+    );
+    h.stop().await.unwrap();
 }
