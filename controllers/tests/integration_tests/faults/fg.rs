@@ -68,6 +68,11 @@ impl Logs {
             .collect()
     }
 
+    /// How many bytes were captured.
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
     /// The last `n` lines captured (for failure messages).
     fn tail(&self, n: usize) -> String {
         let text = self.text();

@@ -281,3 +281,275 @@ async fn faults_g2_only_live_vms_credentials_get_on_the_bus() {
     );
     h.stop().await.unwrap();
 }
+
+/// Every regular file under `dir` with its bytes (symlinks not followed).
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(files(&e.path()));
+        } else if t.is_file()
+            && let Ok(bytes) = std::fs::read(e.path())
+        {
+            out.push((e.path(), bytes));
+        }
+    }
+    out
+}
+
+/// `bytes`, and, when they are gzip, what they decompress to (a tarball
+/// of rendered templates holds its secrets compressed).
+fn readable(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        let mut gz = flate2::read::GzDecoder::new(bytes);
+        if std::io::Read::read_to_end(&mut std::io::Read::take(&mut gz, 64 << 20), &mut plain)
+            .is_ok()
+        {
+            out.extend(plain);
+        }
+    }
+    out
+}
+
+/// Which of `canaries` (all starting with `g5c`) occur in `haystack`.
+fn found<'a>(canaries: &'a [String], haystack: &[u8]) -> Vec<&'a str> {
+    let mut hits = BTreeSet::new();
+    for (i, _) in haystack.windows(3).enumerate().filter(|(_, w)| *w == b"g5c") {
+        for c in canaries {
+            if haystack[i..].starts_with(c.as_bytes()) {
+                hits.insert(c.as_str());
+            }
+        }
+    }
+    hits.into_iter().collect()
+}
+
+/// Whether only the owner (and its group: bosh-agent's root:vcap) may
+/// read `path` inside a VM rooted at `root`: the file has no permission
+/// for others, or a directory on the way to it cannot be entered by them.
+fn private(path: &std::path::Path, root: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode(path) & 0o007 == 0 {
+        return true;
+    }
+    path.ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(root) && *a != root)
+        .any(|a| mode(a) & 0o001 == 0)
+}
+
+/// G5: 20 canary secrets planted as the deployment's variables (stored as
+/// a config server would hold them; the manifest names only `((c0))` ...
+/// `((c19))`) reach the job's templates; a deploy, a deploy that fails in
+/// the director (a variable where a watch time belongs) and one that fails
+/// on the VM (a variable as the port: pre-start refuses it), all with the
+/// in-process director and the agents logging at debug level. None of the
+/// canaries occurs in the director's logs, the agents' logs, task events,
+/// status objects, any API answer `boshctl` reads, any etcd key or value
+/// (all of them, the secret store included: it is encrypted), or any file
+/// of the director's (etcd's data and WAL, nats-server's configuration,
+/// the CPI's records and audit log); on VMs (decompressing gzip files
+/// too) only in files no one but the owner and its group may read (the
+/// local CPI's VMs have no tmpfs: modes are checked instead and reported),
+/// and in the director's blobstore only in private files (rendered
+/// templates, as BOSH's blobstore holds them). One canary is also the VM
+/// password (`env.bosh.password`), which goes to the CPI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // The agents inherit the environment: they log at debug level too.
+    // SAFETY: set before the world starts any process or reads it.
+    unsafe { std::env::set_var("RUST_LOG", "debug") };
+    let logs = Logs::capture("debug,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info");
+    let (h, _tmp) = world(157).await;
+    let canaries: Vec<String> = (0..20)
+        .map(|i| {
+            let tail: String = (0..24).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
+            format!("g5c{i:02}{tail}")
+        })
+        .collect();
+    for (i, c) in canaries.iter().enumerate() {
+        let stored =
+            serde_json::json!({"type": "password", "id": format!("planted-{i}"), "value": c});
+        h.store
+            .create_secret(&format!("variables/g5/c{i}"), stored.to_string().as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut m = WebManifest::hello("g5", 1);
+    let greeting: Vec<String> = (0..20).map(|i| format!("((c{i}))")).collect();
+    m.properties = serde_json::json!({"port": 8080, "greeting": greeting.join(" ")});
+    let mut good = m.value();
+    // The VM's password, as BOSH manifests pass it to the CPI.
+    good["instance_groups"][0]["env"] = serde_json::json!({"bosh": {"password": "((c19))"}});
+    good["variables"] =
+        (0..20).map(|i| serde_json::json!({"name": format!("c{i}"), "type": "password"})).collect();
+
+    let mut outcomes = Vec::new();
+    let t = h.apply("g5", good.clone()).await;
+    h.task_done(t, CONVERGE).await.unwrap();
+    outcomes.push("deployed".to_string());
+    let mut in_director = good.clone();
+    in_director["update"]["canary_watch_time"] = "((c3))".into();
+    let mut on_vm = good.clone();
+    on_vm["instance_groups"][0]["jobs"][0]["properties"]["port"] = "((c5))".into();
+    for (what, manifest) in [("fails in the director", in_director), ("fails on the VM", on_vm)] {
+        let t = h.apply("g5", manifest).await;
+        let (state, result) = h.task_end(t).await;
+        eprintln!("{what}: {state:?}: {result}");
+        assert_ne!(state, TaskState::Done, "{what}");
+        outcomes.push(format!("{what}: {state:?}"));
+    }
+    let t = h.apply("g5", good).await;
+    h.task_done(t, CONVERGE).await.unwrap();
+
+    // The job got them: its rendered configuration holds all 20.
+    let i = h.instances("g5").await.pop().unwrap();
+    let state = h
+        .director
+        .agents
+        .for_agent(i.status.agent_id.clone().unwrap())
+        .get_state(false)
+        .await
+        .unwrap();
+    assert_eq!(state.job_state, bosh_api::agent::JobState::Running);
+    let root = h.cpi_root();
+    let vms = root.join("vms");
+    let config: Vec<_> = files(&vms)
+        .into_iter()
+        .filter(|(p, b)| p.ends_with("config/config.json") && found(&canaries, b).len() == 20)
+        .collect();
+    assert!(!config.is_empty(), "no VM holds the rendered configuration with the canaries");
+    // The VM's password reached the CPI (the local CPI keeps what it was
+    // given in the VM's settings), while the Instance keeps its placeholder.
+    let password = canaries[19].as_str();
+    assert!(
+        files(&vms)
+            .iter()
+            .any(|(p, b)| p.ends_with("settings.json") && found(&canaries, b).contains(&password)),
+        "the VM password did not reach the CPI"
+    );
+    assert_eq!(i.spec.env["bosh"]["password"], "((c19))");
+
+    // Logs: the director's (captured), and every file outside VMs (agents
+    // log to files beside their VM directories).
+    let mut leaks: Vec<String> = Vec::new();
+    let text = logs.text();
+    for c in found(&canaries, text.as_bytes()) {
+        let line = text.lines().find(|l| l.contains(c)).unwrap();
+        leaks.push(format!("director log: {line}"));
+    }
+    // etcd: every key and value.
+    let etcd = raw_etcd(&h).await;
+    let kvs = super::every_key(&etcd).await;
+    for (k, v) in &kvs {
+        for c in found(&canaries, &[k.as_slice(), v.as_slice()].concat()) {
+            leaks.push(format!("etcd {}: {c}", String::from_utf8_lossy(k)));
+        }
+    }
+    // The API, as boshctl reads it.
+    let client = reqwest::Client::new();
+    let routes = [
+        "/v1/deployments",
+        "/v1/deployments/g5",
+        "/v1/deployments/g5/instances",
+        "/v1/deployments/g5/variables",
+        "/v1/instances",
+        "/v1/disks",
+        "/v1/tasks",
+        "/v1/events",
+        "/v1/configs",
+        "/v1/releases",
+        "/v1/stemcells",
+        "/v1/vms",
+    ];
+    for r in routes {
+        let resp = client
+            .get(format!("{}{r}", h.api_url))
+            .bearer_auth(bosh_controllers::testing::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{r}: {}", resp.status());
+        let body = resp.bytes().await.unwrap();
+        for c in found(&canaries, &body) {
+            leaks.push(format!("API {r}: {c}"));
+        }
+    }
+    // Files: the director's (etcd data and WAL included), and VMs'.
+    let mut on_vms = BTreeMap::new();
+    let mut in_blobstore = BTreeSet::new();
+    let blobs = h.rest.env.dir().join("blobs");
+    let mut scanned = 0;
+    let (mut agent_logs, mut agent_debug) = (0, 0);
+    for (path, bytes) in files(h.rest.env.dir()) {
+        scanned += 1;
+        if path.ends_with("agent.log") {
+            agent_logs += bytes.len();
+            agent_debug += bytes.windows(7).filter(|w| *w == b" DEBUG ").count();
+        }
+        let hits = found(&canaries, &readable(&bytes));
+        if hits.is_empty() {
+            continue;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        // The director's blobstore keeps rendered templates (compressed),
+        // as BOSH's does: private files in private directories.
+        if let Ok(rel) = path.strip_prefix(&blobs) {
+            if !private(&path, &blobs) {
+                leaks.push(format!(
+                    "blobstore file readable by others: {} ({mode:o})",
+                    rel.display()
+                ));
+            }
+            in_blobstore.insert(format!("{mode:o}"));
+            continue;
+        }
+        let vm = path.strip_prefix(&vms).ok().and_then(|r| r.components().next());
+        match vm {
+            Some(cid) if !path.to_string_lossy().ends_with(".log") => {
+                let vm_root = vms.join(cid);
+                let rel = path.strip_prefix(&vm_root).unwrap().display().to_string();
+                if !private(&path, &vm_root) {
+                    leaks.push(format!("VM file readable by others: {rel} ({mode:o})"));
+                }
+                on_vms.insert(rel, format!("{mode:o}"));
+            }
+            _ => leaks.push(format!("file {}: {} canaries", path.display(), hits.len())),
+        }
+    }
+    assert!(leaks.is_empty(), "canaries leaked:\n{}", leaks.join("\n"));
+    // Debug logging was on where it was looked for.
+    let director_debug = text.lines().filter(|l| l.contains(" DEBUG ")).count();
+    assert!(director_debug > 0, "the director logged nothing at debug level");
+    assert!(agent_debug > 0, "the agents logged nothing at debug level ({agent_logs} bytes)");
+    assert_invariants(&h, "after G5").await;
+    eprintln!("on VMs: {on_vms:#?}");
+    report(
+        "G5",
+        1,
+        seed,
+        &format!(
+            "20 canaries through a deploy, {}; debug logging ({} KB director log, {director_debug} \
+             debug lines; {} KB agents' logs, {agent_debug} debug lines): 0 in logs, events, status, {} API routes, {} etcd keys (secret store included), {scanned} \
+             director/VM files; on VMs only in owner/group-only files ({}; no tmpfs in the local \
+             CPI); in the director's blobstore only in rendered templates, compressed, modes {:?}",
+            outcomes[1..].join(", "),
+            logs.len() / 1024,
+            agent_logs / 1024,
+            routes.len(),
+            kvs.len(),
+            on_vms.iter().map(|(p, m)| format!("{p} {m}")).collect::<Vec<_>>().join(", "),
+            in_blobstore
+        ),
+    );
+    h.stop().await.unwrap();
+}
