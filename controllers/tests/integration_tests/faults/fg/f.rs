@@ -781,6 +781,10 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     h.stop().await.unwrap();
 }
 
+/// A hostile tarball case: what it is, its entries, an optional raw
+/// header (and the size it claims) appended, and what the refusal names.
+type Case<'a> = (&'a str, Vec<RawEntry>, Option<(tar::Header, u64)>, Vec<String>);
+
 /// One tar entry, written as given: names, links and sizes the `tar`
 /// builder would refuse to write included.
 #[derive(Clone)]
@@ -939,7 +943,7 @@ async fn faults_f4_hostile_release_tarballs_are_refused_and_write_nothing_outsid
             v
         };
         let up = "../".repeat(12);
-        let mut cases: Vec<(&str, Vec<RawEntry>, Option<(tar::Header, u64)>, Vec<String>)> = vec![
+        let mut cases: Vec<Case> = vec![
             (
                 "`..` into scratch",
                 with(vec![RawEntry::file(&format!("../../{tag}-dotdot"), b"x")]),

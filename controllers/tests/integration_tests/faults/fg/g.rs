@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bosh_api::Object;
 use bosh_api::objects::*;
-use bosh_api::{Kind, Object};
+use bosh_controllers::cpi::external::ExternalCpi;
+use bosh_controllers::cpi::local::audit;
+use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use bosh_test_utils::eventually;
 use futures::StreamExt;
@@ -15,6 +18,12 @@ use rand::{Rng, SeedableRng};
 use super::super::super::deploy::DeployHarness;
 use super::super::{CONVERGE, assert_invariants, iterations, report, seed, world};
 use super::{Connected, Logs, RawNats, raw_etcd};
+
+/// Messages (subject, payload) a subscriber saw.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Puts a string at one place in a manifest.
+type SetAt = fn(&mut serde_json::Value, &str);
 
 /// Logs in with `creds` (retrying while a reload of nats-server is on its
 /// way, as a new agent would).
@@ -49,7 +58,7 @@ async fn faults_g1_an_agent_cannot_use_another_agents_subjects() {
     let url = h.director.nats_url.clone();
     let director = h.director.agents.nats();
     // Everything on the bus, as the director (full permissions) sees it.
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let mut all = director.subscribe(">").await.unwrap();
     let collector = tokio::spawn({
         let seen = seen.clone();
@@ -549,6 +558,319 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
             kvs.len(),
             on_vms.iter().map(|(p, m)| format!("{p} {m}")).collect::<Vec<_>>().join(", "),
             in_blobstore
+        ),
+    );
+    h.stop().await.unwrap();
+}
+
+/// POSTs `manifest` (as YAML, the way `boshctl deploy` sends it) to
+/// `/v1/deployments/<name>/apply`; `name` is percent-encoded as one path
+/// segment. Answers the status and the JSON body.
+async fn api_apply(
+    h: &Harness,
+    name: &str,
+    manifest: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut url = reqwest::Url::parse(&h.api_url).unwrap();
+    url.path_segments_mut().unwrap().extend(["v1", "deployments", name, "apply"]);
+    let yaml = bosh_api::yaml::to_string(manifest).unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(bosh_controllers::testing::TOKEN)
+        .json(&serde_json::json!({"manifest": yaml}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// PUTs cloud config `cloud/<name>` with `content`.
+async fn api_put_cloud(
+    h: &Harness,
+    name: &str,
+    content: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let obj = Object::new(
+        bosh_api::ObjectMeta::named(format!("cloud/{name}")),
+        ConfigSpec { type_: ConfigType::Cloud, content },
+    );
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/configs/cloud/{name}", h.api_url))
+        .bearer_auth(bosh_controllers::testing::TOKEN)
+        .json(&obj)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Whether `v` holds the string `s` anywhere (as a value).
+fn holds(v: &serde_json::Value, s: &str) -> bool {
+    match v {
+        serde_json::Value::String(x) => x == s,
+        serde_json::Value::Array(a) => a.iter().any(|i| holds(i, s)),
+        serde_json::Value::Object(m) => m.values().any(|i| holds(i, s)),
+        _ => false,
+    }
+}
+
+/// The current etcd revision.
+async fn etcd_revision(c: &etcd_client::Client) -> i64 {
+    c.clone().get("/", None).await.unwrap().header().unwrap().revision()
+}
+
+/// G6: strings a shell would act on — `a;rm -rf <victim>`, `$(touch M)`,
+/// backticks, a newline before a command, `|`, `&&`, quotes that close
+/// and reopen, `../..` and a leading `-` — as names and as values.
+///
+/// - **Names**, through the API as `boshctl` sends them: the deployment's
+///   (in the URL), an instance group's, a job's, a release's, a network's,
+///   an AZ's, a vm_type's, a stemcell alias, a variable's, and in a cloud
+///   config an AZ's, a network's, a vm_type's and a disk type's. Each is
+///   refused (422) by the one name rule (`bosh_api::names`: letters,
+///   digits, `-`, `_`, `+`, `.`, as BOSH's director), with the manifest
+///   path in the error, and nothing changes: the etcd revision and the
+///   CPI's audit log are the same before and after all of them.
+/// - **Names that arrive later**: an instance group named by a variable
+///   (`((n))`, the API cannot see the value) and one written straight to
+///   etcd (GitOps, no API): each deploy task fails naming
+///   `instance_groups[0].name`, no Instance is made and no CPI call is
+///   recorded. (An unchecked name would reach the example job's
+///   `pre-start`, which echoes `spec.name` in double quotes.)
+/// - **Values** that may hold anything: all the strings, as the `hello`
+///   job's `greeting` property (rendered into `config/config.json`, the
+///   job started, its pre-start and ctl scripts run) and in the group's
+///   `env` (to the CPI and the agent's settings). The job serves the
+///   greeting byte for byte and the VM's settings hold the env verbatim;
+///   through the external CPI protocol (the `dummy-cpi` fixture, as the
+///   harness runs the local CPI) the same strings in cloud properties,
+///   env, network cloud properties, disk cloud properties and VM metadata
+///   arrive verbatim.
+///
+/// Pass: no marker file appears and the victim file is still there, after
+/// all of it. DNS is not covered: there is no DNS server yet (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_g6_names_are_checked_and_no_string_reaches_a_shell() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (h, _tmp) = world(158).await;
+    let marks = tempfile::tempdir().unwrap();
+    let tag: u32 = rng.random();
+    let mark = |k: usize| marks.path().join(format!("PWNED-{tag:08x}-{k}")).display().to_string();
+    let victim = marks.path().join("victim");
+    std::fs::write(&victim, b"still here").unwrap();
+    let victim_path = victim.display().to_string();
+    let hostile: Vec<String> = vec![
+        format!("a;rm -rf {victim_path}"),
+        format!("$(touch {})", mark(1)),
+        format!("`touch {}`", mark(2)),
+        format!("x\ntouch {}", mark(3)),
+        format!("x | touch {}", mark(4)),
+        format!("x && touch {}", mark(5)),
+        format!("'; touch {}; '", mark(6)),
+        format!("\"; touch {}; \"", mark(7)),
+        "../../x".into(),
+        "-rf".into(),
+    ];
+    let untouched = |when: &str| {
+        let mut left: Vec<String> = std::fs::read_dir(marks.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["victim"], "{when}: a string was run by a shell");
+    };
+
+    // Values: every string in a property rendered into a template, and in env.
+    let greeting = hostile.join(" ");
+    let mut m = WebManifest::hello("g6", 1);
+    m.properties = serde_json::json!({"port": 8080, "greeting": greeting});
+    let mut good = m.value();
+    good["instance_groups"][0]["env"] = serde_json::json!({"g6": hostile});
+    let (status, body) = api_apply(&h, "g6", &good).await;
+    assert_eq!(status, 201, "{body}");
+    let task = body["task"].as_u64().unwrap();
+    h.task_done(task, CONVERGE).await.unwrap();
+    let i = h.instances("g6").await.pop().unwrap();
+    let ip = i.spec.networks[0].ip.clone();
+    let answer = reqwest::get(format!("http://{ip}:8080/")).await.unwrap().text().await.unwrap();
+    assert_eq!(answer, format!("{greeting} (from web/0)\n"), "the greeting is served verbatim");
+    let vms = h.cpi_root().join("vms");
+    let settings: Vec<serde_json::Value> = files(&vms)
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("settings.json"))
+        .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+        .collect();
+    for s in &hostile {
+        assert!(settings.iter().any(|v| holds(v, s)), "env {s:?} did not reach the VM verbatim");
+    }
+    untouched("after the deploy");
+
+    // Names through the API: refused, naming the path; nothing changes.
+    let etcd = raw_etcd(&h).await;
+    let (rev, audited) = (etcd_revision(&etcd).await, audit::read(&h.cpi_root()).unwrap().len());
+    let mut refused = 0;
+    let mut refuse = |what: &str, status: u16, body: &serde_json::Value, path: &str| {
+        let details: Vec<&str> =
+            body["details"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
+        assert_eq!(status, 422, "{what}: {body}");
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains(&format!("{path}: ")) && d.contains("is not a valid")),
+            "{what}: no error names {path}: {body}"
+        );
+        refused += 1;
+    };
+    let locations: [(&str, SetAt); 9] = [
+        ("instance_groups[0].name", |m, s| m["instance_groups"][0]["name"] = s.into()),
+        ("instance_groups[0].jobs[0].name", |m, s| {
+            m["instance_groups"][0]["jobs"][0]["name"] = s.into()
+        }),
+        ("releases[0].name", |m, s| m["releases"][0]["name"] = s.into()),
+        ("instance_groups[0].networks[0].name", |m, s| {
+            m["instance_groups"][0]["networks"][0]["name"] = s.into()
+        }),
+        ("instance_groups[0].azs[0]", |m, s| m["instance_groups"][0]["azs"][0] = s.into()),
+        ("instance_groups[0].vm_type", |m, s| m["instance_groups"][0]["vm_type"] = s.into()),
+        ("stemcells[0].alias", |m, s| m["stemcells"][0]["alias"] = s.into()),
+        ("variables[0].name", |m, s| {
+            m["variables"] = serde_json::json!([{"name": s, "type": "password"}])
+        }),
+        ("name", |_, _| {}),
+    ];
+    let cloud = h.store.get::<ConfigSpec>(None, "cloud/default").await.unwrap().spec.content;
+    for s in &hostile {
+        for (path, set) in &locations {
+            if *path == "name" {
+                // The deployment's name is the URL's (and must be the manifest's).
+                let mut m = good.clone();
+                m["name"] = s.as_str().into();
+                let (status, body) = api_apply(&h, s, &m).await;
+                refuse(&format!("deployment {s:?}"), status, &body, "deployment name");
+                continue;
+            }
+            let mut m = good.clone();
+            set(&mut m, s);
+            let (status, body) = api_apply(&h, "g6", &m).await;
+            refuse(&format!("{path} {s:?}"), status, &body, path);
+        }
+        for (list, what) in [("azs", "az"), ("networks", "network"), ("vm_types", "vm type")] {
+            let mut c = cloud.clone();
+            c[list][0]["name"] = s.as_str().into();
+            let (status, body) = api_put_cloud(&h, "g6", c).await;
+            refuse(
+                &format!("cloud config {what} {s:?}"),
+                status,
+                &body,
+                &format!("{list}[0].name"),
+            );
+        }
+        let mut c = cloud.clone();
+        c["disk_types"] = serde_json::json!([{"name": s, "disk_size": 1024}]);
+        let (status, body) = api_put_cloud(&h, "g6", c).await;
+        refuse(&format!("disk type {s:?}"), status, &body, "disk_types[0].name");
+    }
+    assert_eq!(etcd_revision(&etcd).await, rev, "a refused request wrote to etcd");
+    assert_eq!(
+        audit::read(&h.cpi_root()).unwrap().len(),
+        audited,
+        "a refused request reached the CPI"
+    );
+
+    // Names that arrive later: from a variable, and straight into etcd.
+    let mut late = 0;
+    for (k, s) in hostile.iter().enumerate() {
+        let stored = serde_json::json!({"type": "password", "id": format!("g6-{k}"), "value": s});
+        h.store
+            .create_secret(&format!("variables/g6v/n{k}"), stored.to_string().as_bytes())
+            .await
+            .unwrap();
+        let mut m = good.clone();
+        m["name"] = "g6v".into();
+        m["instance_groups"][0]["name"] = format!("((n{k}))").into();
+        let (status, body) = api_apply(&h, "g6v", &m).await;
+        assert!(status == 200 || status == 201, "a placeholder name is for later: {body}");
+        let (state, result) = h.task_end(body["task"].as_u64().unwrap()).await;
+        assert_eq!(state, TaskState::Error, "{result}");
+        assert!(
+            result.contains("instance_groups[0].name: ") && result.contains("is not a valid name"),
+            "{result}"
+        );
+        let mut m = good.clone();
+        m["name"] = "g6s".into();
+        m["instance_groups"][0]["name"] = s.as_str().into();
+        let (state, result) = h.task_end(h.apply("g6s", m).await).await;
+        assert_eq!(state, TaskState::Error, "{result}");
+        assert!(
+            result.contains("instance_groups[0].name: ") && result.contains("is not a valid name"),
+            "{result}"
+        );
+        late += 2;
+    }
+    assert!(h.instances("g6v").await.is_empty() && h.instances("g6s").await.is_empty());
+    assert_eq!(audit::read(&h.cpi_root()).unwrap().len(), audited, "a bad name reached the CPI");
+    untouched("after the names");
+
+    // The external CPI protocol: the strings arrive as they were sent.
+    let cpi_dir = tempfile::tempdir().unwrap();
+    let exe = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dummy-cpi");
+    let mut props = serde_json::Map::new();
+    props.insert("dir".into(), cpi_dir.path().to_string_lossy().into_owned().into());
+    let ext = ExternalCpi::new("dummy", &exe, props);
+    let sc = ext
+        .create_stemcell(std::path::Path::new("/nonexistent"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    let all = serde_json::json!(hostile);
+    let mut networks = BTreeMap::new();
+    networks.insert(
+        "default".to_string(),
+        VmNetwork {
+            type_: "manual".into(),
+            ip: "127.77.158.250".into(),
+            cloud_properties: serde_json::json!({"g6": all}),
+            ..Default::default()
+        },
+    );
+    let req = CreateVm {
+        request_id: "g6-req".into(),
+        agent_id: "g6-agent".into(),
+        stemcell_cid: sc,
+        cloud_properties: serde_json::json!({"g6": all}),
+        networks,
+        env: serde_json::json!({"g6": all}),
+        ..Default::default()
+    };
+    let vm = ext.create_vm(&req).await.unwrap();
+    let md: BTreeMap<String, String> =
+        hostile.iter().enumerate().map(|(k, s)| (format!("k{k}"), s.clone())).collect();
+    ext.set_vm_metadata(&vm, &md).await.unwrap();
+    ext.create_disk("g6-disk", 1024, &serde_json::json!({"g6": all}), Some(&vm)).await.unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cpi_dir.path().join("state.json")).unwrap()).unwrap();
+    let rec = &state["vms"][&vm];
+    assert_eq!(rec["env"]["g6"], all, "env through the external CPI");
+    assert_eq!(rec["networks"]["default"]["cloud_properties"]["g6"], all);
+    for (k, s) in &md {
+        assert_eq!(rec["metadata"][k].as_str(), Some(s.as_str()), "metadata {k}");
+    }
+    untouched("at the end");
+    assert_invariants(&h, "after G6").await;
+    report(
+        "G6",
+        1,
+        seed,
+        &format!(
+            "{} hostile strings: {refused} names refused through the API (422 naming the path; etcd \
+             revision and CPI audit log unchanged), {late} names arriving later (a variable, a \
+             direct etcd write) failed their task naming instance_groups[0].name with 0 CPI calls; \
+             as a template property and env: served and delivered verbatim; through the external \
+             CPI protocol (cloud properties, env, networks, disk, metadata): verbatim; 0 marker \
+             files, the rm -rf victim intact; DNS not covered (no DNS server yet, issue 15)",
+            hostile.len()
         ),
     );
     h.stop().await.unwrap();
