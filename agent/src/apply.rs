@@ -54,13 +54,14 @@ pub async fn apply(agent: &Arc<Agent>, spec: ApplySpec) -> Result<()> {
     let file = paths.spec_file();
     let bytes = serde_json::to_vec_pretty(&spec).expect("spec serializes");
     write_atomic(&file, &bytes)?;
+    let config = spec.configuration_hash.clone();
     *agent.spec.lock().expect("lock") = Some(spec);
     agent.supervisor.load(&jobs).await?;
     // Only now, with the new processes' definitions loaded, is old content unused.
     prune_versions(&paths.data().join("jobs"), &paths.jobs());
     prune_versions(&paths.data().join("packages"), &paths.packages());
     let _ = std::fs::remove_dir_all(paths.blob_cache());
-    tracing::info!(jobs = ?jobs, packages = ?pkgs, "applied");
+    tracing::info!(jobs = ?jobs, packages = ?pkgs, %config, "applied");
     Ok(())
 }
 

@@ -98,7 +98,21 @@ pub async fn answer(agent: &Arc<Agent>, payload: &[u8]) -> (Option<String>, Repl
     let reply = match req.request_id.clone() {
         Some(id) if !read_only => {
             let cell = agent.dedup.cell(&id);
-            cell.get_or_init(|| dispatch::handle(agent, req)).await.clone()
+            let mut first = false;
+            let reply = cell
+                .get_or_init(|| {
+                    first = true;
+                    // One line per request acted on, so a log shows what
+                    // ran (and that a retry did not run it again).
+                    tracing::info!(%method, request_id = %id, "acting on request");
+                    dispatch::handle(agent, req)
+                })
+                .await
+                .clone();
+            if !first {
+                tracing::info!(%method, request_id = %id, "repeated request answered from the first");
+            }
+            reply
         }
         _ => dispatch::handle(agent, req).await,
     };

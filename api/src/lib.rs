@@ -30,6 +30,10 @@
 //! - [`store`] (feature `store`): the typed etcd client every write goes
 //!   through: create-if-absent, compare-and-swap, fenced writes, leases and
 //!   watches that survive reconnects and compaction.
+//! - [`pki`] (feature `pki`, part of `store`): the certificates etcd
+//!   requires of its clients, without the etcd client.
+//! - [`wire`]: the HTTP API's request and answer bodies, shared by boshd's
+//!   API and `boshctl`.
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
 
 pub mod agent;
@@ -40,10 +44,13 @@ pub mod manifest;
 pub mod meta;
 pub mod names;
 pub mod objects;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod release;
 pub mod schema;
 #[cfg(feature = "store")]
 pub mod store;
+pub mod wire;
 pub mod yaml;
 
 pub use meta::{Condition, ConditionStatus, ObjectMeta};

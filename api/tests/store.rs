@@ -390,6 +390,39 @@ async fn a_wrong_key_is_a_clear_error_naming_the_key_id() {
     assert!(matches!(keyless.list_secrets("").await, Err(Error::Decrypt { .. })));
 }
 
+/// With one member of a 3-member etcd killed, a store on every endpoint
+/// keeps working: no request goes to the dead member once it is found not
+/// to answer (etcd-client's balancer alone sent it about a quarter of them,
+/// each failing; FAULT-MATRIX B1), and it is used again after it rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_left_out_of_the_balance() {
+    let mut cluster = bosh_test_utils::EtcdCluster::start(3, &[]).await.unwrap();
+    let store = Store::connect(&cluster.config(), "/bosh").await.unwrap();
+    let victim = cluster.leader().await.expect("a leader");
+    cluster.kill(victim);
+    cluster.wait_new_leader(victim, Duration::from_secs(30)).await.unwrap();
+    // Found out within a probe period or two: 20 reads in a row succeed.
+    bosh_test_utils::eventually(Duration::from_secs(10), "the dead member left out", || async {
+        for _ in 0..20 {
+            store.revision().await.ok()?;
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
+    let mut failed = Vec::new();
+    for i in 0..200 {
+        if let Err(e) = store.create(&config(&format!("cloud/c{i}"), i)).await {
+            failed.push(e.to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{} of 200 writes failed: {:?}", failed.len(), failed.first());
+    cluster.restart(victim).await.unwrap();
+    for i in 0..20 {
+        store.get::<ConfigSpec>(None, &format!("cloud/c{i}")).await.unwrap();
+    }
+}
+
 /// Values under a kind's keys that are not its objects — bad JSON, another
 /// kind, metadata naming another key, a garbage status — are left out of
 /// listings and reported as quarantined, and watches report them and go

@@ -7,8 +7,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
+use bosh_api::Object;
+use bosh_api::objects::{Problem, TaskSpec, TaskState};
+use bosh_api::wire::{
+    CloudCheckReport, EmptyRequest, ResolutionsRecorded, ResolveRequest, TaskRef,
+};
 use comfy_table::{Table, presets::NOTHING};
-use serde_json::{Value, json};
 
 use crate::deployments::{DeploymentArg, follow};
 use crate::director::{Director, DirectorArgs};
@@ -49,13 +53,13 @@ fn parse_choices(flags: &[String]) -> Result<Vec<(String, String)>> {
 
 /// Turns `KEY=RES` choices into problem id → resolution: a key naming a
 /// problem type stands for every open problem of that type.
-pub fn expand(problems: &[Value], choices: &[(String, String)]) -> BTreeMap<String, String> {
+pub fn expand(problems: &[Problem], choices: &[(String, String)]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (key, res) in choices {
         let of_type: Vec<&str> = problems
             .iter()
-            .filter(|p| p["type"] == key.as_str())
-            .filter_map(|p| p["id"].as_str())
+            .filter(|p| p.type_.as_str() == key.as_str())
+            .map(|p| p.id.as_str())
             .collect();
         if of_type.is_empty() {
             out.insert(key.clone(), res.clone());
@@ -68,39 +72,35 @@ pub fn expand(problems: &[Value], choices: &[(String, String)]) -> BTreeMap<Stri
     out
 }
 
-fn table(problems: &[Value]) -> Table {
+fn table(problems: &[Problem]) -> Table {
     let mut t = Table::new();
     t.load_style(NOTHING);
     t.set_header(["#", "ID", "TYPE", "DESCRIPTION", "RESOLUTIONS"]);
     for (i, p) in problems.iter().enumerate() {
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let auto = s(&p["autoResolution"]);
-        let res: Vec<String> = p["resolutions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|r| if r == auto { format!("{r} (auto)") } else { r.to_string() })
+        let res: Vec<String> = p
+            .resolutions
+            .iter()
+            .map(|r| if *r == p.auto_resolution { format!("{r} (auto)") } else { r.to_string() })
             .collect();
         t.add_row([
             (i + 1).to_string(),
-            s(&p["id"]),
-            s(&p["type"]),
-            s(&p["description"]),
+            p.id.clone(),
+            p.type_.to_string(),
+            p.description.clone(),
             res.join("\n"),
         ]);
     }
     t
 }
 
-async fn scan(d: &Director, args: &CckArgs, name: &str) -> Result<Value> {
-    let reply = d.post_json(&format!("/v1/deployments/{name}/cloud-check"), &json!({})).await?;
-    let id = reply["task"].as_u64().context("the director answered without a task")?;
+async fn scan(d: &Director, args: &CckArgs, name: &str) -> Result<CloudCheckReport> {
+    let path = format!("/v1/deployments/{name}/cloud-check");
+    let reply: TaskRef = d.post(&path, &EmptyRequest {}).await?;
     if !args.json {
         println!("Using deployment '{name}'\nScanning for problems");
     }
-    follow_quietly(args, id).await?;
-    d.get(&format!("/v1/deployments/{name}/cloud-check")).await
+    follow_quietly(args, reply.task).await?;
+    d.get(&path).await
 }
 
 /// Follows a task, its events printed unless the output is JSON.
@@ -108,36 +108,35 @@ async fn follow_quietly(args: &CckArgs, id: u64) -> Result<()> {
     if args.json {
         let d = Director::resolve(&args.director)?;
         loop {
-            let t: Value = d.get(&format!("/v1/tasks/{}", crate::tasks::task_name(id))).await?;
-            match t["status"]["state"].as_str() {
-                Some("done") => return Ok(()),
-                Some("error") | Some("cancelled") => {
-                    bail!("task {id} failed: {}", t["status"]["result"].as_str().unwrap_or(""))
+            let t: Object<TaskSpec> =
+                d.get(&format!("/v1/tasks/{}", crate::tasks::task_name(id))).await?;
+            match t.status.state {
+                TaskState::Done => return Ok(()),
+                TaskState::Error | TaskState::Cancelled => {
+                    bail!("task {id} failed: {}", t.status.result)
                 }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                TaskState::Queued | TaskState::Processing => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                }
             }
         }
     }
     follow(&args.director, id, false).await
 }
 
-fn problems_of(report: &Value) -> Vec<Value> {
-    report["problems"].as_array().cloned().unwrap_or_default()
-}
-
-fn print(args: &CckArgs, report: &Value) -> Result<()> {
-    let problems = problems_of(report);
+fn print(args: &CckArgs, report: &CloudCheckReport) -> Result<()> {
+    let problems = &report.status.problems;
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    for n in report["notes"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for n in &report.status.notes {
         println!("Note: {n}");
     }
     if problems.is_empty() {
         println!("\n0 problems");
     } else {
-        println!("\n{}\n\n{} problems", table(&problems), problems.len());
+        println!("\n{}\n\n{} problems", table(problems), problems.len());
     }
     Ok(())
 }
@@ -149,7 +148,7 @@ pub async fn run(args: CckArgs) -> Result<()> {
     let choices = parse_choices(&args.resolutions)?;
     let report = scan(&d, &args, &name).await?;
     print(&args, &report)?;
-    let problems = problems_of(&report);
+    let problems = &report.status.problems;
     if args.report {
         if !problems.is_empty() {
             bail!("{} problems found in deployment {name}", problems.len());
@@ -162,10 +161,10 @@ pub async fn run(args: CckArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let body = json!({ "resolutions": expand(&problems, &choices), "auto": args.auto });
-    let reply =
-        d.post_json(&format!("/v1/deployments/{name}/cloud-check/resolutions"), &body).await?;
-    let Some(id) = reply["task"].as_u64() else {
+    let body = ResolveRequest { resolutions: expand(problems, &choices), auto: args.auto };
+    let reply: ResolutionsRecorded =
+        d.post(&format!("/v1/deployments/{name}/cloud-check/resolutions"), &body).await?;
+    let Some(id) = reply.task else {
         println!("Nothing to resolve");
         return Ok(());
     };
@@ -173,7 +172,7 @@ pub async fn run(args: CckArgs) -> Result<()> {
         println!("\nApplying problem resolutions");
     }
     follow_quietly(&args, id).await?;
-    let after: Value = d.get(&format!("/v1/deployments/{name}/cloud-check")).await?;
+    let after: CloudCheckReport = d.get(&format!("/v1/deployments/{name}/cloud-check")).await?;
     print(&args, &after)
 }
 
@@ -184,10 +183,11 @@ mod tests {
     /// A type key stands for each problem of that type; an id key for itself.
     #[test]
     fn type_keys_expand_to_each_problem_of_the_type() {
+        use bosh_api::objects::ProblemType::{MissingVm, OrphanedVm};
         let problems = vec![
-            json!({"id": "web/a/missing_vm", "type": "missing_vm"}),
-            json!({"id": "web/b/missing_vm", "type": "missing_vm"}),
-            json!({"id": "orphaned_vm/vm-1", "type": "orphaned_vm"}),
+            Problem::new("web/a/missing_vm".into(), MissingVm, String::new()),
+            Problem::new("web/b/missing_vm".into(), MissingVm, String::new()),
+            Problem::new("orphaned_vm/vm-1".into(), OrphanedVm, String::new()),
         ];
         let choices =
             parse_choices(&["missing_vm=recreate_vm".into(), "orphaned_vm/vm-1=delete_vm".into()])

@@ -2,8 +2,10 @@
 //! runtime shorthands, with ops files and variables as bosh takes them.
 
 use anyhow::Result;
+use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConfigSpec, ConfigType};
-use bosh_api::{Object, ObjectMeta};
+use bosh_api::wire::List;
+use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use comfy_table::{Table, presets::NOTHING};
 
 use crate::director::{Director, DirectorArgs};
@@ -95,7 +97,7 @@ pub async fn show(args: ShowArgs, fixed: Option<ConfigType>) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = format!("{}/{}", type_.as_str(), args.name);
     match d.try_object::<ConfigSpec>(&name).await? {
-        Some(o) => print!("{}", bosh_api::yaml::to_string(&o.spec.content)?),
+        Some(o) => print!("{}", bosh_api::yaml::to_bosh_string(&o.spec.content)),
         None => anyhow::bail!("no config {name}"),
     }
     Ok(())
@@ -104,23 +106,23 @@ pub async fn show(args: ShowArgs, fixed: Option<ConfigType>) -> Result<()> {
 /// Runs `configs`: every config with its validity.
 pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let list: serde_json::Value = d.get("/v1/configs").await?;
+    let list: List<Object<ConfigSpec>> = d.get("/v1/configs").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        println!("{}", serde_json::to_string_pretty(&list.items)?);
         return Ok(());
     }
     let mut t = Table::new();
     t.load_style(NOTHING);
     t.set_header(["TYPE", "NAME", "GENERATION", "VALID"]);
-    for o in list["items"].as_array().into_iter().flatten() {
-        let full = o["metadata"]["name"].as_str().unwrap_or_default();
+    for o in &list.items {
+        let full = o.metadata.name.as_str();
         let (ty, name) = full.split_once('/').unwrap_or(("", full));
-        let invalid = o["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Invalid"))
-            .map(|c| if c["status"] == "False" { "yes" } else { "NO" })
-            .unwrap_or("pending");
-        t.add_row([ty, name, &o["metadata"]["generation"].to_string(), invalid]);
+        let valid = match find_condition(&o.status.conditions, "Invalid") {
+            Some(c) if c.status == ConditionStatus::False => "yes",
+            Some(_) => "NO",
+            None => "pending",
+        };
+        t.add_row([ty, name, &o.metadata.generation.to_string(), valid]);
     }
     println!("{t}");
     Ok(())

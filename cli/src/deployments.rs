@@ -6,12 +6,15 @@
 //! generates the manifest's declared variables. A change is followed until
 //! its task finishes, and a failed task makes the command fail.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bosh_api::Object;
-use bosh_api::objects::{DeploymentSpec, TaskSpec};
+use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskSpec};
+use bosh_api::wire::{
+    Applied, ApplyDiff, ApplyRequest, DeleteDeploymentQuery, DeploymentDeleted, List, Variable,
+};
 use comfy_table::{Table, presets::NOTHING};
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::director::{Director, DirectorArgs};
 use crate::interpolate::{self, Sources};
@@ -102,10 +105,6 @@ pub async fn follow(director: &DirectorArgs, id: u64, no_follow: bool) -> Result
         .await
 }
 
-fn task_id(reply: &Value) -> Result<u64> {
-    reply["task"].as_u64().with_context(|| format!("the director answered without a task: {reply}"))
-}
-
 /// Runs `apply`.
 pub async fn apply(args: ApplyArgs) -> Result<()> {
     let manifest = interpolate::load(&args.manifest, &args.sources, None)?;
@@ -115,18 +114,22 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         (None, None) => anyhow::bail!("the manifest has no name; pass -d NAME"),
     };
     let d = Director::resolve(&args.director)?;
-    let body = json!({
-        "manifest": bosh_api::yaml::to_string(&manifest)?,
-        "options": {"recreate": args.recreate, "skipDrain": args.skip_drain, "fix": args.fix},
-        "dryRun": args.dry_run,
-    });
-    let reply = d.post_json(&format!("/v1/deployments/{name}/apply"), &body).await?;
+    let body = ApplyRequest {
+        manifest: bosh_api::yaml::to_bosh_string(&manifest),
+        cloud_configs: None,
+        options: DeploymentOptions {
+            recreate: args.recreate,
+            skip_drain: args.skip_drain,
+            fix: args.fix,
+        },
+        dry_run: args.dry_run,
+    };
+    let path = format!("/v1/deployments/{name}/apply");
     if args.dry_run {
-        let diff: Vec<&str> =
-            reply["diff"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        if reply["changes"] == true || !diff.is_empty() {
+        let reply: ApplyDiff = d.post(&path, &body).await?;
+        if reply.changes || !reply.diff.is_empty() {
             println!("Deployment {name}: changes (dry run, nothing was applied)\n");
-            for line in diff {
+            for line in reply.diff {
                 println!("{line}");
             }
         } else {
@@ -134,8 +137,9 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let reply: Applied = d.post(&path, &body).await?;
     println!("Using deployment '{name}'");
-    follow(&args.director, task_id(&reply)?, args.no_follow).await
+    follow(&args.director, reply.task, args.no_follow).await
 }
 
 /// One row of `deployments`.
@@ -153,37 +157,67 @@ struct Row {
     deleting: bool,
 }
 
-/// `name/version` of each entry of a manifest list (`releases`, `stemcells`).
-fn name_versions(list: &Value, name_key: &str) -> Vec<String> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let n = r[name_key].as_str().or_else(|| r["name"].as_str()).unwrap_or("?");
-            let v = match &r["version"] {
-                Value::String(s) => s.clone(),
-                Value::Null => "?".into(),
-                other => other.to_string(),
-            };
-            format!("{n}/{v}")
-        })
-        .collect()
+/// What `deployments` shows of a stored manifest. The manifest is
+/// free-form (`spec.manifest`: a GitOps write may hold anything, and the
+/// controllers report what is wrong with it), so every part may be
+/// missing; one that does not fit is shown as nothing.
+#[derive(Debug, Default, Deserialize)]
+struct ManifestSummary {
+    /// `releases:`.
+    #[serde(default)]
+    releases: Vec<NameVersion>,
+    /// `stemcells:`.
+    #[serde(default)]
+    stemcells: Vec<NameVersion>,
+    /// `instance_groups:`.
+    #[serde(default)]
+    instance_groups: Vec<GroupSize>,
+}
+
+/// A release or stemcell of a manifest.
+#[derive(Debug, Deserialize)]
+struct NameVersion {
+    /// A release's or stemcell's name.
+    #[serde(default)]
+    name: Option<String>,
+    /// A stemcell's operating system (what `deployments` shows for one).
+    #[serde(default)]
+    os: Option<String>,
+    /// A version (string or number), or `latest`.
+    #[serde(default)]
+    version: Value,
+}
+
+impl NameVersion {
+    /// `name/version` (`os/version` for a stemcell named by its OS), `?`
+    /// for what is missing.
+    fn shown(&self) -> String {
+        let n = self.os.as_deref().or(self.name.as_deref()).unwrap_or("?");
+        let v = match &self.version {
+            Value::String(s) => s.clone(),
+            Value::Null => "?".into(),
+            other => other.to_string(),
+        };
+        format!("{n}/{v}")
+    }
+}
+
+/// An instance group of a manifest, for its size.
+#[derive(Debug, Deserialize)]
+struct GroupSize {
+    /// How many instances; not a number (a placeholder) counts as 0.
+    #[serde(default)]
+    instances: Value,
 }
 
 fn row(d: &Object<DeploymentSpec>) -> Row {
-    let m = &d.spec.manifest;
-    let instances = m["instance_groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|g| g["instances"].as_u64().unwrap_or(0))
-        .sum();
+    let m: ManifestSummary = serde_json::from_value(d.spec.manifest.clone()).unwrap_or_default();
     Row {
         name: d.metadata.name.clone(),
-        releases: name_versions(&m["releases"], "name"),
-        stemcells: name_versions(&m["stemcells"], "os"),
+        releases: m.releases.iter().map(NameVersion::shown).collect(),
+        stemcells: m.stemcells.iter().map(NameVersion::shown).collect(),
         ready: d.status.ready_instances.values().map(|n| u64::from(*n)).sum(),
-        instances,
+        instances: m.instance_groups.iter().map(|g| g.instances.as_u64().unwrap_or(0)).sum(),
         last_task: d.spec.task,
         last_task_state: None,
         deleting: d.metadata.is_deleting(),
@@ -193,15 +227,12 @@ fn row(d: &Object<DeploymentSpec>) -> Row {
 /// Runs `deployments`.
 pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let list: Value = d.get("/v1/deployments").await?;
-    let deployments: Vec<Object<DeploymentSpec>> = serde_json::from_value(list["items"].clone())?;
-    let mut rows: Vec<Row> = deployments.iter().map(row).collect();
+    let list: List<Object<DeploymentSpec>> = d.get("/v1/deployments").await?;
+    let mut rows: Vec<Row> = list.items.iter().map(row).collect();
     for r in &mut rows {
         if let Some(id) = r.last_task {
             let t: Option<Object<TaskSpec>> = d.try_object(&format!("{id:010}")).await?;
-            r.last_task_state = t
-                .map(|t| serde_json::to_value(t.status.state).unwrap_or_default())
-                .and_then(|v| v.as_str().map(str::to_string));
+            r.last_task_state = t.map(|t| tasks::state_word(t.status.state).to_string());
         }
     }
     if args.json {
@@ -235,7 +266,7 @@ pub async fn manifest(args: ManifestArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = &args.deployment.deployment;
     let dep: Object<DeploymentSpec> = d.get(&format!("/v1/deployments/{name}")).await?;
-    print!("{}", bosh_api::yaml::to_string(&dep.spec.manifest)?);
+    print!("{}", bosh_api::yaml::to_bosh_string(&dep.spec.manifest));
     Ok(())
 }
 
@@ -243,20 +274,21 @@ pub async fn manifest(args: ManifestArgs) -> Result<()> {
 pub async fn delete(args: DeleteArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = &args.deployment.deployment;
-    let reply = d.delete(&format!("/v1/deployments/{name}?force={}", args.force)).await?;
-    if reply["deleted"] == true {
-        println!("Deleted deployment '{name}' (task {})", task_id(&reply)?);
+    let query = DeleteDeploymentQuery { force: args.force };
+    let reply: DeploymentDeleted = d.delete(&format!("/v1/deployments/{name}"), &query).await?;
+    if reply.deleted {
+        println!("Deleted deployment '{name}' (task {})", reply.task);
         return Ok(());
     }
     println!("Deleting deployment '{name}'");
-    follow(&args.director, task_id(&reply)?, args.no_follow).await
+    follow(&args.director, reply.task, args.no_follow).await
 }
 
 /// Runs `variables`: names, types and ids; values never leave the director.
 pub async fn variables(args: VariablesArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = &args.deployment.deployment;
-    let vars: Vec<Value> = d.get(&format!("/v1/deployments/{name}/variables")).await?;
+    let vars: Vec<Variable> = d.get(&format!("/v1/deployments/{name}/variables")).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&vars)?);
         return Ok(());
@@ -264,10 +296,36 @@ pub async fn variables(args: VariablesArgs) -> Result<()> {
     let mut t = Table::new();
     t.load_style(NOTHING);
     t.set_header(["NAME", "TYPE", "ID"]);
-    for v in &vars {
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        t.add_row([s("name"), s("type"), s("id")]);
+    for v in vars {
+        t.add_row([v.name, v.type_, v.id]);
     }
     println!("{t}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bosh_api::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(manifest: Value) -> Object<DeploymentSpec> {
+        Object::new(ObjectMeta::named("hello"), DeploymentSpec { manifest, ..Default::default() })
+    }
+
+    /// A row names releases and stemcells (a stemcell by its OS) and sums the groups' instances; placeholders and nonsense are no error.
+    #[test]
+    fn rows_summarise_free_form_manifests() {
+        let r = row(&deployment(json!({
+            "releases": [{"name": "hello", "version": "0+dev.1"}, {"name": "bpm", "version": 1.0}],
+            "stemcells": [{"alias": "default", "os": "ubuntu-jammy", "version": "latest"}, {"alias": "x"}],
+            "instance_groups": [{"name": "web", "instances": 2}, {"name": "db", "instances": "((n))"}],
+        })));
+        assert_eq!(r.releases, ["hello/0+dev.1", "bpm/1.0"]);
+        assert_eq!(r.stemcells, ["ubuntu-jammy/latest", "?/?"]);
+        assert_eq!(r.instances, 2);
+        let r = row(&deployment(json!({"releases": "nonsense"})));
+        assert!(r.releases.is_empty() && r.stemcells.is_empty() && r.instances == 0);
+    }
 }

@@ -1,4 +1,6 @@
 //! Talking to boshd's API: where it is, the token, and typed requests.
+//! Every body sent and read is a type of [`bosh_api::wire`] (or a stored
+//! object), the same the server builds.
 //!
 //! The director is found from `--director`/`BOSH_DIRECTOR` and
 //! `--token`/`BOSH_TOKEN`, or else from the `director.json` that boshd
@@ -28,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use bosh_api::wire::{DirectorFile, ErrorBody, WatchEvent, WatchQuery};
 use bosh_api::{Kind, Object};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Flags that pick the director and bound how long to wait for it.
@@ -182,20 +186,21 @@ impl Director {
                          or run hack/up.sh so that .bosh-rs/boshd/director.json exists"
                     );
                 };
-                let v: serde_json::Value = serde_json::from_slice(
+                let file: DirectorFile = serde_json::from_slice(
                     &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
                 )
                 .with_context(|| format!("parsing {}", path.display()))?;
-                let url = args.director.clone().or_else(|| v["url"].as_str().map(str::to_string));
-                let token_file = v["token_file"].as_str().unwrap_or_default();
+                let url = args.director.clone().unwrap_or(file.url);
                 let token = match &args.token {
                     Some(t) => t.clone(),
-                    None => std::fs::read_to_string(token_file)
-                        .with_context(|| format!("reading the API token from {token_file}"))?
+                    None => std::fs::read_to_string(&file.token_file)
+                        .with_context(|| {
+                            format!("reading the API token from {}", file.token_file.display())
+                        })?
                         .trim()
                         .to_string(),
                 };
-                (url.with_context(|| format!("{} has no url", path.display()))?, token)
+                (url, token)
             }
         };
         let http = reqwest::Client::builder()
@@ -256,7 +261,11 @@ impl Director {
         waited: Duration,
     ) -> Result<T> {
         let resp = self.send_within(rb, waited).await?;
-        resp.json().await.map_err(|e| self.explain(e, waited))
+        let path = resp.url().path().to_string();
+        let body = resp.bytes().await.map_err(|e| self.explain(e, waited))?;
+        serde_json::from_slice(&body).with_context(|| {
+            format!("cannot read the director's answer to {path} (a boshd of another version?)")
+        })
     }
 
     /// Starts a stream: the answer's head must arrive within
@@ -287,29 +296,29 @@ impl Director {
         }
         let status = resp.status().as_u16();
         // An error body is small; a director that stops halfway through one
-        // must not hang the CLI either.
-        let body: serde_json::Value = tokio::time::timeout(self.request_timeout, resp.json())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        Err(ApiError {
-            status,
-            message: body["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}")),
-            details: body["details"]
-                .as_array()
-                .map(|d| d.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                .unwrap_or_default(),
-        }
-        .into())
+        // must not hang the CLI either. Something else (a proxy's page)
+        // leaves the status to speak for itself.
+        let body: Option<ErrorBody> =
+            tokio::time::timeout(self.request_timeout, resp.json()).await.ok().and_then(Result::ok);
+        let (message, details) = match body {
+            Some(b) => (b.error, b.details),
+            None => (format!("HTTP {status}"), Vec::new()),
+        };
+        Err(ApiError { status, message, details }.into())
     }
 
     /// GETs and decodes.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(self.req(reqwest::Method::GET, path), self.request_timeout).await
+    }
+
+    /// GETs with a query and decodes.
+    pub async fn get_with<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T> {
+        self.call(self.req(reqwest::Method::GET, path).query(query), self.request_timeout).await
     }
 
     /// One object, or `None` when it does not exist.
@@ -327,37 +336,39 @@ impl Director {
         self.call(self.req(reqwest::Method::PUT, &path).json(obj), self.request_timeout).await
     }
 
-    /// POSTs a streamed body of `size` bytes and decodes the reply, allowing
-    /// the upload [`UPLOAD_ALLOWANCE_PER_MIB`] beyond `--request-timeout`.
-    pub async fn post_stream(
+    /// POSTs a streamed body of `size` bytes (with `query`) and decodes the
+    /// reply, allowing the upload [`UPLOAD_ALLOWANCE_PER_MIB`] beyond
+    /// `--request-timeout`.
+    pub async fn post_stream<Q: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
+        query: &Q,
         body: reqwest::Body,
         size: u64,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<T> {
         let mib = size.div_ceil(1024 * 1024);
         let waited = self.request_timeout
             + UPLOAD_ALLOWANCE_PER_MIB.saturating_mul(u32::try_from(mib).unwrap_or(u32::MAX));
-        self.call(self.stream_req(reqwest::Method::POST, path).timeout(waited).body(body), waited)
-            .await
+        let rb = self.stream_req(reqwest::Method::POST, path).query(query);
+        self.call(rb.timeout(waited).body(body), waited).await
     }
 
-    /// POSTs JSON and decodes the reply.
-    pub async fn post_json(
+    /// POSTs `body` as JSON and decodes the reply.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
-    ) -> Result<serde_json::Value> {
+        body: &B,
+    ) -> Result<T> {
         self.call(self.req(reqwest::Method::POST, path).json(body), self.request_timeout).await
     }
 
-    /// POSTs JSON and streams the reply body into `dest`; returns its size.
-    /// The director may take as long as it needs, as long as it never stays
-    /// silent for `--idle-timeout`.
-    pub async fn post_json_to_file(
+    /// POSTs `body` as JSON and streams the reply body into `dest`; returns
+    /// its size. The director may take as long as it needs, as long as it
+    /// never stays silent for `--idle-timeout`.
+    pub async fn post_to_file<B: Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &B,
         dest: &Path,
     ) -> Result<u64> {
         let mut resp =
@@ -374,17 +385,22 @@ impl Director {
         Ok(n)
     }
 
-    /// DELETEs and decodes the reply.
-    pub async fn delete(&self, path: &str) -> Result<serde_json::Value> {
-        self.call(self.req(reqwest::Method::DELETE, path), self.request_timeout).await
+    /// DELETEs (with `query`) and decodes the reply.
+    pub async fn delete<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T> {
+        let rb = self.req(reqwest::Method::DELETE, path).query(query);
+        self.call(rb, self.request_timeout).await
     }
 
     /// Streams a watch: calls `each` with every event until the stream ends.
-    pub async fn watch(
+    pub async fn watch<O: DeserializeOwned + 'static>(
         &self,
         plural: &str,
         from: Option<i64>,
-        mut each: impl FnMut(serde_json::Value) -> Result<()>,
+        mut each: impl FnMut(WatchEvent<O>) -> Result<()>,
     ) -> Result<()> {
         let mut events = std::pin::pin!(self.watch_stream(plural, from).await?);
         while let Some(event) = futures::TryStreamExt::try_next(&mut events).await? {
@@ -394,19 +410,18 @@ impl Director {
     }
 
     /// Opens a watch of `plural` (from revision `from`, or a relist first)
-    /// and yields its events until the stream ends. boshd's keep-alive lines
-    /// (`{"type":"KEEPALIVE"}`) only reset the idle timeout; they are not
-    /// yielded.
-    pub async fn watch_stream(
+    /// and yields its events, objects read as `O`, until the stream ends.
+    /// boshd's keep-alive lines only reset the idle timeout, and events of
+    /// a type this boshctl does not know (a newer director's) are skipped;
+    /// neither is yielded.
+    pub async fn watch_stream<O: DeserializeOwned + 'static>(
         &self,
         plural: &str,
         from: Option<i64>,
-    ) -> Result<impl futures::Stream<Item = Result<serde_json::Value>> + '_> {
-        let mut path = format!("/v1/watch/{plural}");
-        if let Some(f) = from {
-            path.push_str(&format!("?from={f}"));
-        }
-        let resp = self.open_stream(self.stream_req(reqwest::Method::GET, &path)).await?;
+    ) -> Result<impl futures::Stream<Item = Result<WatchEvent<O>>> + '_> {
+        let path = format!("/v1/watch/{plural}");
+        let rb = self.stream_req(reqwest::Method::GET, &path).query(&WatchQuery { from });
+        let resp = self.open_stream(rb).await?;
         let lines = futures::stream::try_unfold(
             (resp, Vec::<u8>::new(), std::collections::VecDeque::new()),
             move |(mut resp, mut buf, mut ready)| async move {
@@ -423,9 +438,9 @@ impl Director {
                         if line.iter().all(u8::is_ascii_whitespace) {
                             continue;
                         }
-                        let event: serde_json::Value =
+                        let event: WatchEvent<O> =
                             serde_json::from_slice(&line).context("decoding a watch event")?;
-                        if event["type"] != "KEEPALIVE" {
+                        if !matches!(event, WatchEvent::Keepalive | WatchEvent::Unknown) {
                             ready.push_back(event);
                         }
                     }

@@ -10,19 +10,25 @@
 //!
 //! `up` returns once boshd's API answers with the token boshd wrote (or
 //! fails with the end of the log of whatever died), and does nothing for
-//! processes that already run. `down` sends SIGTERM, escalates to SIGKILL
+//! processes that already run. It waits for etcd by asking etcd's own
+//! `/health` over TLS with the client certificate ([`EtcdProbe`]): boshctl
+//! talks to etcd in no other way and does not link the etcd client. `down` sends SIGTERM, escalates to SIGKILL
 //! of the process group after a deadline, and is idempotent. Both wait by
 //! polling a condition under a deadline.
 
+use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bosh_api::store::{EtcdPki, StoreConfig};
+use bosh_api::pki::{EtcdPki, TlsFiles};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(100);
@@ -190,14 +196,9 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 .args(["--logger", "zap", "--log-level", "warn"])
                 .args(pki.etcd_args());
             let mut child = Some(spawn(cmd, &dir, "etcd")?);
-            let config = store_config(&pki, format!("127.0.0.1:{client}"));
-            wait_ready("etcd", &dir.join("etcd.log"), &mut child, deadline, || async {
-                match config.client().await {
-                    Ok(mut c) => c.status().await.is_ok(),
-                    Err(_) => false,
-                }
-            })
-            .await?;
+            let probe = EtcdProbe::new(format!("127.0.0.1:{client}"), &pki.client())?;
+            wait_ready("etcd", &dir.join("etcd.log"), &mut child, deadline, || probe.healthy())
+                .await?;
             println!("etcd started (127.0.0.1:{client}, log {})", dir.join("etcd.log").display());
             // A boshd left from before talks to an etcd that is gone.
             if let Some(pid) = running(&dir, "boshd") {
@@ -237,7 +238,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 None => std::env::current_exe()?.with_file_name("boshd"),
             };
             let mut cmd = Command::new(&boshd);
-            cmd.args(store_config(&pki, etcd.clone()).boshd_args())
+            cmd.args(boshd_etcd_args(&etcd, &pki.client()))
                 .args(["--listen", &listen])
                 .args(["--nats-listen", &format!("127.0.0.1:{}", free_port()?)])
                 .arg("--data-dir")
@@ -263,9 +264,77 @@ pub async fn up(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// How boshd and `up` reach etcd at `endpoint` (boshd adds its own secrets key).
-fn store_config(pki: &EtcdPki, endpoint: String) -> StoreConfig {
-    StoreConfig { endpoints: vec![endpoint], tls: Some(pki.client()), secrets_key: None }
+/// boshd's flags to reach etcd at `endpoint` with the client identity
+/// `tls` (boshd adds its own secrets key).
+fn boshd_etcd_args(endpoint: &str, tls: &TlsFiles) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--etcd".into(), endpoint.into()];
+    args.extend(tls.boshd_args());
+    args
+}
+
+/// Asks etcd whether it is ready: `GET /health` on its client port, over
+/// TLS with the client certificate etcd requires. etcd answers
+/// `{"health":"true"}` once it has a leader and can serve a read, the same
+/// readiness a store connection would need.
+struct EtcdProbe {
+    /// `host:port` of etcd's client URL.
+    endpoint: String,
+    /// TLS trusting etcd's CA only, presenting the client certificate.
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl EtcdProbe {
+    /// A probe of etcd at `endpoint`, identified by `tls`.
+    fn new(endpoint: String, tls: &TlsFiles) -> Result<EtcdProbe> {
+        let pem = |path: &Path| format!("reading {}", path.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&tls.ca).with_context(|| pem(&tls.ca))? {
+            roots.add(cert.with_context(|| pem(&tls.ca))?)?;
+        }
+        let certs = CertificateDer::pem_file_iter(&tls.cert)
+            .and_then(Iterator::collect)
+            .with_context(|| pem(&tls.cert))?;
+        let key = PrivateKeyDer::from_pem_file(&tls.key).with_context(|| pem(&tls.key))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
+        Ok(EtcdProbe { endpoint, tls: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+    }
+
+    /// Whether etcd answered healthy within [`PROBE_TIMEOUT`].
+    async fn healthy(&self) -> bool {
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, self.ask()).await, Ok(Ok(true)))
+    }
+
+    async fn ask(&self) -> Result<bool> {
+        use http_body_util::BodyExt;
+        let host = self.endpoint.rsplit_once(':').map_or(self.endpoint.as_str(), |(h, _)| h);
+        let tcp = tokio::net::TcpStream::connect(&self.endpoint).await?;
+        let tls = self.tls.connect(ServerName::try_from(host.to_string())?, tcp).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        // Ends when the answer is read and `sender` dropped.
+        tokio::spawn(conn);
+        let request = hyper::Request::get("/health")
+            .header(hyper::header::HOST, &self.endpoint)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let answer = sender.send_request(request).await?;
+        let ok = answer.status().is_success();
+        let body = answer.into_body().collect().await?.to_bytes();
+        /// etcd's answer to `/health`.
+        #[derive(serde::Deserialize)]
+        struct Health {
+            /// `"true"` or `"false"`.
+            health: String,
+        }
+        Ok(ok && serde_json::from_slice::<Health>(&body).is_ok_and(|h| h.health == "true"))
+    }
 }
 
 /// Stops one process: SIGTERM, then SIGKILL of its process group after `grace`.

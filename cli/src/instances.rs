@@ -4,8 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use bosh_api::Object;
+use bosh_api::objects::InstanceSpec;
+use bosh_api::wire::{
+    ActionRequest, InstanceAction, InstanceEntry, InstancesQuery, LogsRequest, TaskRef,
+};
 use comfy_table::{Table, presets::NOTHING};
-use serde_json::{Value, json};
 
 use crate::deployments::{DeploymentArg, follow};
 use crate::director::{Director, DirectorArgs};
@@ -66,44 +70,12 @@ pub struct LogsArgs {
     pub director: DirectorArgs,
 }
 
-/// The actions, as the API names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// `start`.
-    Start,
-    /// `stop`.
-    Stop,
-    /// `stop --hard`.
-    StopHard,
-    /// `restart`.
-    Restart,
-    /// `recreate`.
-    Recreate,
+async fn list(d: &Director, deployment: &str, ps: bool) -> Result<Vec<InstanceEntry>> {
+    d.get_with(&format!("/v1/deployments/{deployment}/instances"), &InstancesQuery { ps }).await
 }
 
-impl Action {
-    fn api_name(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::StopHard => "stop-hard",
-            Action::Restart => "restart",
-            Action::Recreate => "recreate",
-        }
-    }
-}
-
-async fn list(d: &Director, deployment: &str, ps: bool) -> Result<Vec<Value>> {
-    d.get(&format!("/v1/deployments/{deployment}/instances?ps={ps}")).await
-}
-
-fn ips(instance: &Value) -> Vec<String> {
-    instance["spec"]["networks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["ip"].as_str().filter(|ip| !ip.is_empty()).map(str::to_string))
-        .collect()
+fn ips(instance: &Object<InstanceSpec>) -> Vec<String> {
+    instance.spec.networks.iter().map(|n| n.ip.clone()).filter(|ip| !ip.is_empty()).collect()
 }
 
 /// The PROCESS STATE column of one entry: the agent's live answer with
@@ -114,14 +86,12 @@ fn ips(instance: &Value) -> Vec<String> {
 /// `stopped` health right after a deploy is the last heartbeat from before
 /// the jobs started (heartbeats come every 30 s), not news: the phase says
 /// more then.
-fn process_state(entry: &Value) -> String {
-    if let Some(live) = entry["agent"]["state"].as_str() {
-        return live.to_string();
+fn process_state(entry: &InstanceEntry) -> String {
+    if let Some(agent) = &entry.agent {
+        return agent.state.to_string();
     }
-    let status = &entry["instance"]["status"];
-    let phase = status["phase"].as_str().unwrap_or_default();
-    let health = status["health"].as_str().unwrap_or_default();
-    match (phase, health) {
+    let status = &entry.instance.status;
+    match (status.phase.as_str(), status.health.as_str()) {
         ("running", "unresponsive") => "unresponsive agent".into(),
         ("running", "failing") => "failing".into(),
         ("", _) => "-".into(),
@@ -145,27 +115,25 @@ pub async fn instances(args: InstancesArgs) -> Result<()> {
     }
     t.set_header(header);
     for e in &entries {
-        let i = &e["instance"];
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        let state = process_state(e);
+        let i = &e.instance;
         let mut row = vec![
-            format!("{}/{}", s(&i["spec"]["group"]), s(&i["spec"]["id"])),
-            state,
-            s(&i["spec"]["az"]),
+            format!("{}/{}", i.spec.group, i.spec.id),
+            process_state(e),
+            i.spec.az.clone().unwrap_or_default(),
             ips(i).join("\n"),
         ];
         if args.details {
             row.extend([
-                s(&i["status"]["vmCid"]),
-                s(&i["status"]["agentId"]),
-                i["spec"]["index"].to_string(),
-                if i["spec"]["bootstrap"] == true { "true".into() } else { "false".into() },
-                s(&i["status"]["diskCid"]),
+                i.status.vm_cid.clone().unwrap_or_default(),
+                i.status.agent_id.clone().unwrap_or_default(),
+                i.spec.index.to_string(),
+                i.spec.bootstrap.to_string(),
+                i.status.disk_cid.clone().unwrap_or_default(),
             ]);
         }
         t.add_row(row);
-        for p in e["agent"]["processes"].as_array().into_iter().flatten() {
-            let mut row = vec![format!("~ {}", s(&p["name"])), s(&p["state"])];
+        for p in e.agent.iter().flat_map(|a| &a.processes) {
+            let mut row = vec![format!("~ {}", p.name), p.state.as_str().to_string()];
             row.resize(if args.details { 9 } else { 4 }, String::new());
             t.add_row(row);
         }
@@ -175,14 +143,14 @@ pub async fn instances(args: InstancesArgs) -> Result<()> {
 }
 
 /// Runs `start`, `stop`, `restart` or `recreate`.
-pub async fn act(args: ActionArgs, action: Action) -> Result<()> {
+pub async fn act(args: ActionArgs, action: InstanceAction) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = &args.deployment.deployment;
-    let body = json!({ "action": action.api_name(), "target": args.target });
-    let reply = d.post_json(&format!("/v1/deployments/{name}/instances/actions"), &body).await?;
-    let id = reply["task"].as_u64().context("the director answered without a task")?;
+    let body = ActionRequest { action, target: args.target.clone() };
+    let reply: TaskRef =
+        d.post(&format!("/v1/deployments/{name}/instances/actions"), &body).await?;
     println!("Using deployment '{name}'");
-    follow(&args.director, id, args.no_follow).await
+    follow(&args.director, reply.task, args.no_follow).await
 }
 
 /// Runs `logs`: writes `<deployment>.<group>.<index>-<YYYYmmdd-HHMMSS>.tgz`.
@@ -195,32 +163,33 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
     let entries = list(&d, name, false).await?;
     let index = entries
         .iter()
-        .map(|e| &e["instance"]["spec"])
-        .find(|s| {
-            s["group"] == group
-                && (s["id"] == which || s["index"].as_u64().is_some_and(|i| i.to_string() == which))
-        })
-        .map(|s| s["index"].to_string())
+        .map(|e| &e.instance.spec)
+        .find(|s| s.group == group && (s.id == which || s.index.to_string() == which))
+        .map(|s| s.index)
         .with_context(|| format!("deployment {name} has no instance {}", args.target))?;
     let file =
         format!("{name}.{group}.{index}-{}.tgz", chrono::Local::now().format("%Y%m%d-%H%M%S"));
     let dest = args.dir.join(file);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let body = json!({ "target": args.target });
-    let size = d.post_json_to_file(&format!("/v1/deployments/{name}/logs"), &body, &dest).await?;
+    let body = LogsRequest { target: args.target.clone() };
+    let size = d.post_to_file(&format!("/v1/deployments/{name}/logs"), &body, &dest).await?;
     println!("Downloaded logs of {} ({size} bytes) to {}", args.target, dest.display());
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use bosh_api::ObjectMeta;
+    use bosh_api::wire::{AgentReport, AgentState};
 
-    use super::process_state;
+    use super::*;
 
-    fn entry(phase: &str, health: &str) -> serde_json::Value {
-        json!({"instance": {"status": {"phase": phase, "health": health}}})
+    fn entry(phase: &str, health: &str) -> InstanceEntry {
+        let mut instance = Object::new(ObjectMeta::scoped("d", "web/a"), InstanceSpec::default());
+        instance.status.phase = phase.into();
+        instance.status.health = health.into();
+        InstanceEntry { instance, agent: None }
     }
 
     /// Issue 12: an instance whose agent died shows the monitor's verdict, not a stale `running`.
@@ -235,7 +204,10 @@ mod tests {
         assert_eq!(process_state(&entry("creating", "unresponsive")), "creating");
         assert_eq!(process_state(&entry("", "")), "-");
         // With --ps, the agent's live answer.
-        let live = json!({"agent": {"state": "stopped"}, "instance": entry("running", "running")["instance"]});
+        let live = InstanceEntry {
+            agent: Some(AgentReport { state: AgentState::Stopped, processes: vec![] }),
+            ..entry("running", "running")
+        };
         assert_eq!(process_state(&live), "stopped");
     }
 }

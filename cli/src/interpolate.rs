@@ -27,10 +27,11 @@ pub struct Sources {
     /// Ops file to apply, in order (repeatable).
     #[arg(short = 'o', long = "ops-file", value_name = "PATH")]
     pub ops_files: Vec<String>,
-    /// A variable, `name=value`; the value is read as a YAML scalar (repeatable).
+    /// A variable, `name=value`; the value is read as YAML, and a dotted
+    /// name (`a.b=c`) sets a key of map `a` (repeatable).
     #[arg(short = 'v', long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
-    /// A YAML file of variables (repeatable; later files win).
+    /// A YAML file of variables; dotted names nest as with `-v` (repeatable; later files win).
     #[arg(short = 'l', long = "vars-file", value_name = "PATH")]
     pub vars_files: Vec<String>,
     /// A variable whose value is a file's contents, `name=path` (repeatable).
@@ -56,16 +57,17 @@ pub(crate) fn read(path: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(Path::new(path)).with_context(|| format!("failed to read {path}"))
 }
 
-/// Builds the variable layers in bosh-cli's precedence: `-v` (later wins),
-/// then `--var-file`, then `-l` files (later wins), then `--vars-env`.
+/// Builds the variables as bosh-cli does: one set from `--vars-env`, `-l`
+/// files, `--var-file` and `-v`, each later source winning over the
+/// earlier ones and dotted names nesting (`-v a.b=c` is key `b` of `a`).
 fn variables(args: &Sources) -> anyhow::Result<Vars> {
-    let mut vars = Vars::new();
-    let mut kvs = IndexMap::new();
-    for arg in &args.vars {
-        let (k, v) = interp::parse_kv(arg).map_err(|e| bad_var(format!("-v {arg}: {e}")))?;
-        kvs.insert(k, v);
+    let mut sources = Vec::new();
+    for prefix in &args.vars_env {
+        sources.push(interp::vars_from_env(prefix, std::env::vars()));
     }
-    vars.push_layer(kvs);
+    for path in &args.vars_files {
+        sources.push(interp::parse_vars_file(&read(path)?, path)?);
+    }
     let mut files = IndexMap::new();
     for arg in &args.var_files {
         let (k, path) = arg
@@ -73,13 +75,15 @@ fn variables(args: &Sources) -> anyhow::Result<Vars> {
             .ok_or_else(|| bad_var(format!("--var-file {arg}: expected name=path")))?;
         files.insert(k.to_string(), Value::String(read(path)?));
     }
-    vars.push_layer(files);
-    for path in args.vars_files.iter().rev() {
-        vars.push_layer(interp::parse_vars_file(&read(path)?, path)?);
+    sources.push(files);
+    let mut kvs = IndexMap::new();
+    for arg in &args.vars {
+        let (k, v) = interp::parse_kv(arg).map_err(|e| bad_var(format!("-v {arg}: {e}")))?;
+        kvs.insert(k, v);
     }
-    for prefix in args.vars_env.iter().rev() {
-        vars.push_layer(interp::vars_from_env(prefix, std::env::vars()));
-    }
+    sources.push(kvs);
+    let mut vars = Vars::new();
+    vars.push_layer(interp::static_vars(sources)?);
     Ok(vars)
 }
 
@@ -110,10 +114,15 @@ pub fn load(file: &str, sources: &Sources, path: Option<&str>) -> anyhow::Result
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let out = load(&args.file, &args.sources, args.path.as_deref())?;
-    // A scalar prints bare, as bosh does, so `$(boshctl int --path ...)` is the value.
+    // With --path a string prints bare, as bosh does, so `$(boshctl int
+    // --path ...)` is the value; anything else as go-yaml v2 prints it.
     match out {
-        Value::String(s) => println!("{s}"),
-        other => print!("{}", bosh_api::yaml::to_string(&other)?),
+        Value::String(s)
+            if args.path.is_some() && bosh_api::yaml::non_finite_spelling(&s).is_none() =>
+        {
+            println!("{s}")
+        }
+        other => print!("{}", bosh_api::yaml::to_bosh_string(&other)),
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `CliError` does, so scripts can rely on them.
 
 use bosh_api::objects::ConfigType;
+use bosh_api::wire::InstanceAction;
 use clap::{Parser, Subcommand};
 
 mod cck;
@@ -221,13 +222,13 @@ fn main() {
         Command::DeleteDeployment(a) => block_on(deployments::delete(a)),
         Command::Variables(a) => block_on(deployments::variables(a)),
         Command::Instances(a) => block_on(instances::instances(a)),
-        Command::Start(a) => block_on(instances::act(a, instances::Action::Start)),
+        Command::Start(a) => block_on(instances::act(a, InstanceAction::Start)),
         Command::Stop(a) => {
-            let action = if a.hard { instances::Action::StopHard } else { instances::Action::Stop };
+            let action = if a.hard { InstanceAction::StopHard } else { InstanceAction::Stop };
             block_on(instances::act(a.action, action))
         }
-        Command::Restart(a) => block_on(instances::act(a, instances::Action::Restart)),
-        Command::Recreate(a) => block_on(instances::act(a, instances::Action::Recreate)),
+        Command::Restart(a) => block_on(instances::act(a, InstanceAction::Restart)),
+        Command::Recreate(a) => block_on(instances::act(a, InstanceAction::Recreate)),
         Command::CloudCheck(a) => block_on(cck::run(a)),
         Command::Logs(a) => block_on(instances::logs(a)),
         Command::Up(a) => block_on(env::up(a)),

@@ -1,6 +1,16 @@
 //! `boshctl get` and `boshctl watch`: any kind, as a table, YAML or JSON.
+//!
+//! Objects of every kind are shown alike, so they are read as
+//! [`ObjectSummary`] for tables and summary lines, and printed as the
+//! director sent them for YAML and JSON.
 
 use anyhow::{Result, bail};
+use bosh_api::Kind;
+use bosh_api::objects::{
+    ConfigSpec, DeploymentSpec, DiskSpec, EventSpec, InstanceSpec, ReleaseSpec, StemcellSpec,
+    TaskSpec,
+};
+use bosh_api::wire::{List, ListQuery, ObjectSummary, WatchEvent};
 use comfy_table::{Table, presets::NOTHING};
 use serde_json::Value;
 
@@ -52,14 +62,14 @@ pub struct WatchArgs {
 /// The API's plural for a kind name as users type it.
 pub fn plural(kind: &str) -> Result<&'static str> {
     const KINDS: [&str; 8] = [
-        "releases",
-        "stemcells",
-        "configs",
-        "deployments",
-        "instances",
-        "disks",
-        "tasks",
-        "events",
+        ReleaseSpec::PLURAL,
+        StemcellSpec::PLURAL,
+        ConfigSpec::PLURAL,
+        DeploymentSpec::PLURAL,
+        InstanceSpec::PLURAL,
+        DiskSpec::PLURAL,
+        TaskSpec::PLURAL,
+        EventSpec::PLURAL,
     ];
     let k = kind.to_ascii_lowercase();
     match KINDS.iter().find(|p| **p == k || p.strip_suffix('s') == Some(&k)) {
@@ -69,22 +79,13 @@ pub fn plural(kind: &str) -> Result<&'static str> {
 }
 
 /// A one-word summary of an object's conditions, e.g. `Invalid=False`.
-fn conditions(o: &Value) -> String {
-    o["status"]["conditions"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    format!(
-                        "{}={}",
-                        c["type"].as_str().unwrap_or("?"),
-                        c["status"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+fn conditions(o: &ObjectSummary) -> String {
+    o.status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={}", c.type_, c.status.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn print(v: &Value, output: Output) -> Result<()> {
@@ -103,19 +104,21 @@ pub async fn get(args: GetArgs) -> Result<()> {
         let o: Value = d.get(&format!("/v1/{plural}/{name}")).await?;
         return print(&o, args.output);
     }
-    let prefix = args.prefix.as_deref().unwrap_or_default();
-    let list: Value = d.get(&format!("/v1/{plural}?prefix={prefix}")).await?;
+    let path = format!("/v1/{plural}");
+    let query = ListQuery { prefix: args.prefix.clone().unwrap_or_default() };
     if args.output != Output::Table {
-        return print(&list, args.output);
+        let list: List<Value> = d.get_with(&path, &query).await?;
+        return print(&serde_json::to_value(list)?, args.output);
     }
+    let list: List<ObjectSummary> = d.get_with(&path, &query).await?;
     let mut t = Table::new();
     t.load_style(NOTHING);
     t.set_header(["NAME", "GENERATION", "OBSERVED", "CONDITIONS"]);
-    for o in list["items"].as_array().into_iter().flatten() {
+    for o in &list.items {
         t.add_row([
-            o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-            o["metadata"]["generation"].to_string(),
-            o["status"]["observedRevision"].as_i64().unwrap_or_default().to_string(),
+            o.metadata.name.clone(),
+            o.metadata.generation.to_string(),
+            o.status.observed_revision.to_string(),
             conditions(o),
         ]);
     }
@@ -124,50 +127,42 @@ pub async fn get(args: GetArgs) -> Result<()> {
 }
 
 /// One object the director cannot use (its stored value does not decode).
-fn quarantined(q: &serde_json::Value) {
-    println!(
-        "QUARANTINED {} {}",
-        q["name"].as_str().unwrap_or(""),
-        q["reason"].as_str().unwrap_or("")
-    );
+fn print_quarantined(q: &bosh_api::wire::objects::Quarantined) {
+    println!("QUARANTINED {} {}", q.name, q.reason);
+}
+
+/// Prints one watch event as a summary line.
+fn print_summary(ev: WatchEvent<ObjectSummary>) {
+    let line = |what: &str, o: &ObjectSummary| {
+        println!("{what}  {} gen={} {}", o.metadata.name, o.metadata.generation, conditions(o));
+    };
+    match ev {
+        WatchEvent::Relisted { objects, quarantined, .. } => {
+            objects.iter().for_each(|o| line("LISTED ", o));
+            quarantined.iter().for_each(print_quarantined);
+        }
+        WatchEvent::Quarantined { object } => print_quarantined(&object),
+        WatchEvent::Applied { object } => line("APPLIED", &object),
+        WatchEvent::Deleted { name, .. } => println!("DELETED  {name}"),
+        WatchEvent::Keepalive | WatchEvent::Unknown => {}
+    }
 }
 
 /// Runs `boshctl watch` until interrupted or the director goes away.
 pub async fn watch(args: WatchArgs) -> Result<()> {
     let plural = plural(&args.kind)?;
     let d = Director::resolve(&args.director)?;
-    d.watch(plural, args.from, |ev| {
-        if args.json {
-            println!("{ev}");
-            return Ok(());
-        }
-        match ev["type"].as_str() {
-            Some("RELISTED") => {
-                for o in ev["objects"].as_array().into_iter().flatten() {
-                    println!(
-                        "LISTED   {} gen={} {}",
-                        o["metadata"]["name"].as_str().unwrap_or(""),
-                        o["metadata"]["generation"],
-                        conditions(o)
-                    );
-                }
-                for q in ev["quarantined"].as_array().into_iter().flatten() {
-                    quarantined(q);
-                }
-            }
-            Some("QUARANTINED") => quarantined(&ev["object"]),
-            Some("APPLIED") => {
-                let o = &ev["object"];
-                println!(
-                    "APPLIED  {} gen={} {}",
-                    o["metadata"]["name"].as_str().unwrap_or(""),
-                    o["metadata"]["generation"],
-                    conditions(o)
-                );
-            }
-            Some("DELETED") => println!("DELETED  {}", ev["name"].as_str().unwrap_or("")),
-            _ => println!("{ev}"),
-        }
+    if args.json {
+        // The objects as the director sent them, whatever their kind.
+        return d
+            .watch::<Value>(plural, args.from, |ev| {
+                println!("{}", serde_json::to_string(&ev)?);
+                Ok(())
+            })
+            .await;
+    }
+    d.watch::<ObjectSummary>(plural, args.from, |ev| {
+        print_summary(ev);
         Ok(())
     })
     .await

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use bosh_api::Object;
 use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
+use bosh_api::wire::{EmptyRequest, List, ListQuery, TaskCancellation, WatchEvent};
+use bosh_api::{Kind, Object};
 use comfy_table::{Table, presets::NOTHING};
 use futures::StreamExt;
-use serde_json::Value;
 
 use crate::director::{Director, DirectorArgs};
 
@@ -67,11 +67,13 @@ pub(crate) fn task_name(id: u64) -> String {
     format!("{id:010}")
 }
 
-fn items<T: serde::de::DeserializeOwned>(list: &Value) -> Result<Vec<T>> {
-    Ok(serde_json::from_value(list["items"].clone())?)
+/// Lists objects of kind `S` whose names start with `prefix`.
+async fn list<S: Kind>(d: &Director, prefix: &str) -> Result<List<Object<S>>> {
+    d.get_with(&format!("/v1/{}", S::PLURAL), &ListQuery { prefix: prefix.into() }).await
 }
 
-fn state_word(s: TaskState) -> &'static str {
+/// A task state as the API and `tasks` write it: `queued`, `done`, ...
+pub(crate) fn state_word(s: TaskState) -> &'static str {
     match s {
         TaskState::Queued => "queued",
         TaskState::Processing => "processing",
@@ -84,7 +86,7 @@ fn state_word(s: TaskState) -> &'static str {
 /// Runs `tasks`.
 pub async fn tasks(args: TasksArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let mut ts: Vec<Object<TaskSpec>> = items(&d.get("/v1/tasks").await?)?;
+    let mut ts = list::<TaskSpec>(&d, "").await?.items;
     ts.reverse();
     if let Some(n) = args.recent {
         ts.truncate(n);
@@ -174,16 +176,27 @@ impl Printer {
 }
 
 fn is_finished(t: &Object<TaskSpec>) -> bool {
-    matches!(t.status.state, TaskState::Done | TaskState::Error | TaskState::Cancelled)
+    t.status.state.is_finished()
 }
 
 /// The objects a watch event carries: the changed one, or all of a relist.
-fn watched<T: serde::de::DeserializeOwned>(ev: &Value) -> Result<Vec<T>> {
-    Ok(match ev["type"].as_str() {
-        Some("APPLIED") => vec![serde_json::from_value(ev["object"].clone())?],
-        Some("RELISTED") => serde_json::from_value(ev["objects"].clone())?,
-        _ => Vec::new(),
-    })
+fn watched<O>(ev: WatchEvent<O>) -> Vec<O> {
+    match ev {
+        WatchEvent::Applied { object } => vec![object],
+        WatchEvent::Relisted { objects, .. } => objects,
+        WatchEvent::Deleted { .. }
+        | WatchEvent::Quarantined { .. }
+        | WatchEvent::Keepalive
+        | WatchEvent::Unknown => Vec::new(),
+    }
+}
+
+/// A change seen while following a task: of a task, or of an event.
+enum Change {
+    /// From the watch of tasks.
+    Task(Result<WatchEvent<Object<TaskSpec>>>),
+    /// From the watch of events.
+    Event(Result<WatchEvent<Object<EventSpec>>>),
 }
 
 /// Runs `task N`; with `--follow`, until the task finishes. Exits non-zero
@@ -199,35 +212,34 @@ pub async fn task(args: TaskArgs) -> Result<()> {
     let name = task_name(args.id);
     let mut printer = Printer { started: HashMap::new(), debug: args.debug, seen: 0 };
     let mut t: Object<TaskSpec> = d.get(&format!("/v1/tasks/{name}")).await?;
-    let listed = d.get::<Value>(&format!("/v1/events?prefix={name}/")).await?;
-    let events_rev = listed["revision"].as_i64().unwrap_or_default();
-    printer.print_new(items(&listed)?)?;
+    let events_prefix = format!("{name}/");
+    let listed = list::<EventSpec>(&d, &events_prefix).await?;
+    let events_rev = listed.revision;
+    printer.print_new(listed.items)?;
     if args.follow && !is_finished(&t) {
         // Tasks are watched from a relist: a watch from a revision only
         // knows objects whose spec it saw change, and a task's state is
         // its status. The relist also covers a change since the read above.
-        let tasks = d.watch_stream("tasks", None).await?.map(|e| (true, e));
-        let events = d.watch_stream("events", Some(events_rev + 1)).await?.map(|e| (false, e));
+        let tasks = d.watch_stream(TaskSpec::PLURAL, None).await?.map(Change::Task);
+        let events =
+            d.watch_stream(EventSpec::PLURAL, Some(events_rev + 1)).await?.map(Change::Event);
         let mut both = std::pin::pin!(futures::stream::select(tasks, events));
-        while let Some((is_task, ev)) = both.next().await {
-            let ev = ev?;
-            if is_task {
-                if let Some(now) =
-                    watched::<Object<TaskSpec>>(&ev)?.into_iter().find(|o| o.metadata.name == name)
-                {
-                    t = now;
+        while let Some(change) = both.next().await {
+            match change {
+                Change::Task(ev) => {
+                    if let Some(now) = watched(ev?).into_iter().find(|o| o.metadata.name == name) {
+                        t = now;
+                    }
+                    if is_finished(&t) {
+                        break;
+                    }
                 }
-                if is_finished(&t) {
-                    break;
-                }
-            } else {
-                let prefix = format!("{name}/");
-                printer.print_new(
-                    watched::<Object<EventSpec>>(&ev)?
+                Change::Event(ev) => printer.print_new(
+                    watched(ev?)
                         .into_iter()
-                        .filter(|e| e.metadata.name.starts_with(&prefix))
+                        .filter(|e| e.metadata.name.starts_with(&events_prefix))
                         .collect(),
-                )?;
+                )?,
             }
         }
         if !is_finished(&t) {
@@ -235,7 +247,7 @@ pub async fn task(args: TaskArgs) -> Result<()> {
         }
         // The two watches are not ordered with each other: events written
         // just before the task finished may still be on their way.
-        printer.print_new(items(&d.get::<Value>(&format!("/v1/events?prefix={name}/")).await?)?)?;
+        printer.print_new(list::<EventSpec>(&d, &events_prefix).await?.items)?;
     }
     println!(
         "\nTask {} {}{}",
@@ -254,7 +266,8 @@ pub async fn task(args: TaskArgs) -> Result<()> {
 /// so; the task ends as the controllers get to it (`task N --follow`).
 pub async fn cancel_task(args: CancelTaskArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    d.post_json(&format!("/v1/task-cancellations/{}", args.id), &serde_json::json!({})).await?;
+    let _: TaskCancellation =
+        d.post(&format!("/v1/task-cancellations/{}", args.id), &EmptyRequest {}).await?;
     println!("Task {} cancelling (follow with `boshctl task {} --follow`)", args.id, args.id);
     Ok(())
 }
@@ -263,8 +276,7 @@ pub async fn cancel_task(args: CancelTaskArgs) -> Result<()> {
 pub async fn events(args: EventsArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let prefix = args.task.map(|t| format!("{}/", task_name(t))).unwrap_or_default();
-    let events: Vec<Object<EventSpec>> =
-        items(&d.get(&format!("/v1/events?prefix={prefix}")).await?)?;
+    let events = list::<EventSpec>(&d, &prefix).await?.items;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(());

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use bosh_api::Object;
 use bosh_api::objects::{ReleaseSpec, StemcellSpec, StemcellStatus};
+use bosh_api::wire::{ExportRequest, List, ReleaseUpload, Removed, StemcellUpload, UploadQuery};
 use comfy_table::{Table, presets::NOTHING};
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 use crate::director::{Director, DirectorArgs};
 
@@ -115,7 +116,13 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Streams `path` to the director's `endpoint` with a progress bar.
-async fn upload(d: &Director, endpoint: &str, path: &Path, what: &str) -> Result<Value> {
+async fn upload<T: DeserializeOwned>(
+    d: &Director,
+    endpoint: &str,
+    fix: bool,
+    path: &Path,
+    what: &str,
+) -> Result<T> {
     let file =
         tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().await?.len();
@@ -123,7 +130,8 @@ async fn upload(d: &Director, endpoint: &str, path: &Path, what: &str) -> Result
     let bar = pb.clone();
     let stream =
         tokio_util::io::ReaderStream::new(file).inspect_ok(move |c| bar.inc(c.len() as u64));
-    let result = d.post_stream(endpoint, reqwest::Body::wrap_stream(stream), len).await;
+    let body = reqwest::Body::wrap_stream(stream);
+    let result = d.post_stream(endpoint, &UploadQuery { fix }, body, len).await;
     pb.finish_and_clear();
     result
 }
@@ -173,11 +181,11 @@ pub async fn upload_release(args: UploadReleaseArgs) -> Result<()> {
     } else {
         PathBuf::from(&arg)
     };
-    let endpoint = format!("/v1/uploads/releases?fix={}", args.fix);
-    let v = upload(&d, &endpoint, &tarball, "Uploading release").await?;
-    match v["status"].as_str() {
-        Some(s) => println!("Release {}: {s}", v["release"].as_str().unwrap_or_default()),
-        None => println!("Uploaded release {}", v["metadata"]["name"].as_str().unwrap_or_default()),
+    let answer =
+        upload(&d, "/v1/uploads/releases", args.fix, &tarball, "Uploading release").await?;
+    match answer {
+        ReleaseUpload::Existing { release, status } => println!("Release {release}: {status}"),
+        ReleaseUpload::Created(r) => println!("Uploaded release {}", r.metadata.name),
     }
     Ok(())
 }
@@ -185,13 +193,11 @@ pub async fn upload_release(args: UploadReleaseArgs) -> Result<()> {
 /// Runs `upload-stemcell`.
 pub async fn upload_stemcell(args: UploadStemcellArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let endpoint = format!("/v1/uploads/stemcells?fix={}", args.fix);
-    let v = upload(&d, &endpoint, &args.stemcell, "Uploading stemcell").await?;
-    match v["status"].as_str() {
-        Some(s) => println!("Stemcell {}: {s}", v["stemcell"].as_str().unwrap_or_default()),
-        None => {
-            println!("Uploaded stemcell {}", v["metadata"]["name"].as_str().unwrap_or_default())
-        }
+    let answer =
+        upload(&d, "/v1/uploads/stemcells", args.fix, &args.stemcell, "Uploading stemcell").await?;
+    match answer {
+        StemcellUpload::Existing { stemcell, status } => println!("Stemcell {stemcell}: {status}"),
+        StemcellUpload::Created(s) => println!("Uploaded stemcell {}", s.metadata.name),
     }
     Ok(())
 }
@@ -206,14 +212,13 @@ fn table(header: &[&str]) -> Table {
 /// Runs `releases`.
 pub async fn releases(args: ListArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let list: Value = d.get("/v1/releases").await?;
+    let list: List<Object<ReleaseSpec>> = d.get("/v1/releases").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        println!("{}", serde_json::to_string_pretty(&list.items)?);
         return Ok(());
     }
     let mut t = table(&["NAME", "VERSION", "COMMIT HASH", "JOBS", "PACKAGES"]);
-    for r in list["items"].as_array().into_iter().flatten() {
-        let r: Object<ReleaseSpec> = serde_json::from_value(r.clone())?;
+    for r in list.items {
         let dirty = if r.spec.uncommitted_changes { "+" } else { "" };
         t.add_row([
             r.spec.name,
@@ -230,14 +235,13 @@ pub async fn releases(args: ListArgs) -> Result<()> {
 /// Runs `stemcells`.
 pub async fn stemcells(args: ListArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let list: Value = d.get("/v1/stemcells").await?;
+    let list: List<Object<StemcellSpec>> = d.get("/v1/stemcells").await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list["items"])?);
+        println!("{}", serde_json::to_string_pretty(&list.items)?);
         return Ok(());
     }
     let mut t = table(&["NAME", "VERSION", "OS", "API", "CIDS", "STATUS"]);
-    for s in list["items"].as_array().into_iter().flatten() {
-        let s: Object<StemcellSpec> = serde_json::from_value(s.clone())?;
+    for s in list.items {
         let cids: Vec<String> = s.status.cids.iter().map(|(c, id)| format!("{c}:{id}")).collect();
         let state = stemcell_state(&s.status);
         t.add_row([
@@ -291,8 +295,8 @@ pub async fn inspect_release(args: NameVersionArgs) -> Result<()> {
 /// Runs `delete-release` or `delete-stemcell`.
 pub async fn delete(plural: &str, args: NameVersionArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    d.delete(&format!("/v1/{plural}/{}", args.name_version)).await?;
-    println!("Deleted {}", args.name_version);
+    let removed: Removed = d.delete(&format!("/v1/{plural}/{}", args.name_version), &()).await?;
+    println!("Deleted {}", removed.deleted);
     Ok(())
 }
 
@@ -302,8 +306,8 @@ pub async fn export_release(args: ExportArgs) -> Result<()> {
     let name =
         format!("{}-{}.tgz", args.release.replace('/', "-"), args.stemcell.replace('/', "-"));
     let dest = args.dir.join(name);
-    let body = serde_json::json!({ "release": args.release, "stemcell": args.stemcell });
-    let n = d.post_json_to_file("/v1/exports/releases", &body, &dest).await;
+    let body = ExportRequest { release: args.release.clone(), stemcell: args.stemcell.clone() };
+    let n = d.post_to_file("/v1/exports/releases", &body, &dest).await;
     if n.is_err() {
         let _ = std::fs::remove_file(&dest);
     }

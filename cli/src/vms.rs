@@ -2,8 +2,8 @@
 //! command run on one of them through its agent.
 
 use anyhow::{Result, bail};
+use bosh_api::wire::{ExecRequest, ExecResult, VmEntry, VmQuery};
 use comfy_table::{Table, presets::NOTHING};
-use serde_json::Value;
 
 use crate::director::{Director, DirectorArgs};
 
@@ -41,12 +41,13 @@ pub struct ExecArgs {
     pub director: DirectorArgs,
 }
 
-async fn list(d: &Director, deployment: Option<&str>, vitals: bool) -> Result<Vec<Value>> {
-    let mut path = format!("/v1/vms?vitals={vitals}");
-    if let Some(dep) = deployment {
-        path.push_str(&format!("&deployment={dep}"));
-    }
-    d.get::<Vec<Value>>(&path).await
+async fn list(d: &Director, deployment: Option<&str>, vitals: bool) -> Result<Vec<VmEntry>> {
+    d.get_with("/v1/vms", &VmQuery { deployment: deployment.map(str::to_string), vitals }).await
+}
+
+/// A number as JSON writes it (`1.0`, not `1`), as the VITALS columns show them.
+fn number(x: f64) -> String {
+    serde_json::to_string(&x).unwrap_or_default()
 }
 
 /// Runs `vms`.
@@ -64,26 +65,25 @@ pub async fn vms(args: VmsArgs) -> Result<()> {
         header.extend(["LOAD", "CPU USER", "MEM"]);
     }
     t.set_header(header);
-    for v in &vms {
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let ips: Vec<&str> =
-            v["ips"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    for v in vms {
         let mut row = vec![
-            s("deployment"),
-            s("instance"),
-            s("state"),
-            s("az"),
-            ips.join(","),
-            s("vm_cid"),
-            s("agent_id"),
+            v.deployment,
+            v.instance,
+            v.state.to_string(),
+            v.az,
+            v.ips.join(","),
+            v.vm_cid,
+            v.agent_id,
         ];
         if args.vitals {
-            let vt = &v["vitals"];
-            let load: Vec<String> =
-                vt["load"].as_array().into_iter().flatten().map(|x| x.to_string()).collect();
-            row.push(load.join(" "));
-            row.push(vt["cpu"]["user"].to_string());
-            row.push(vt["mem"]["percent"].to_string());
+            match &v.vitals {
+                Some(vt) => {
+                    let load: Vec<String> = vt.load.iter().copied().map(number).collect();
+                    row.extend([load.join(" "), number(vt.cpu.user), number(vt.mem.percent)]);
+                }
+                // The agent did not answer.
+                None => row.extend(["-".to_string(), "-".to_string(), "-".to_string()]),
+            }
         }
         t.add_row(row);
     }
@@ -95,12 +95,10 @@ pub async fn vms(args: VmsArgs) -> Result<()> {
 pub async fn exec(args: ExecArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let vms = list(&d, args.deployment.as_deref(), false).await?;
-    let matching: Vec<&Value> = vms
-        .iter()
-        .filter(|v| v["agent_id"] == args.target.as_str() || v["instance"] == args.target.as_str())
-        .collect();
+    let matching: Vec<&VmEntry> =
+        vms.iter().filter(|v| v.agent_id == args.target || v.instance == args.target).collect();
     let agent = match matching.as_slice() {
-        [one] => one["agent_id"].as_str().unwrap_or_default().to_string(),
+        [one] => one.agent_id.clone(),
         [] => bail!("no VM for {:?} (see `boshctl vms`)", args.target),
         _ => bail!(
             "{:?} matches {} VMs; pass -d DEPLOYMENT or an agent id",
@@ -108,13 +106,12 @@ pub async fn exec(args: ExecArgs) -> Result<()> {
             matching.len()
         ),
     };
-    let body = serde_json::json!({ "command": args.command, "timeout_secs": args.timeout });
-    let r = d.post_json(&format!("/v1/vms/{agent}/exec"), &body).await?;
-    print!("{}", r["stdout"].as_str().unwrap_or_default());
-    eprint!("{}", r["stderr"].as_str().unwrap_or_default());
-    let code = r["exit_code"].as_i64().unwrap_or(1) as i32;
-    if code != 0 {
-        std::process::exit(code);
+    let body = ExecRequest { command: args.command, timeout_secs: args.timeout };
+    let r: ExecResult = d.post(&format!("/v1/vms/{agent}/exec"), &body).await?;
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
+    if r.exit_code != 0 {
+        std::process::exit(r.exit_code);
     }
     Ok(())
 }

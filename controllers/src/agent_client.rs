@@ -14,9 +14,10 @@
 //! method's retry gets the task the first try started, a quick method's
 //! retry waits for the first try's answer instead of queueing more work on
 //! a busy agent. That makes retrying safe for every method; read-only
-//! methods and the starts of long methods are retried, the quick mutating
-//! ones (`mount_disk`, `unmount_disk`, `cancel_task`) are tried once, as
-//! their callers decide what a failure means. When every try misses, the
+//! methods, the starts of long methods and `mount_disk` (a step of every
+//! update of an instance with a disk, which a stalled agent must not fail)
+//! are retried; `unmount_disk` and `cancel_task` are tried once, as their
+//! callers treat them as best effort. When every try misses, the
 //! error says what timed out after how many tries (`agent a1 did not answer
 //! get_state: 3 tries over 47 s, last: timed out after 15 s`).
 
@@ -249,18 +250,33 @@ pub struct AgentClient {
 }
 
 /// Requests sent, by method: what benchmarks and tests count (e.g. zero
-/// `apply` at steady state). Polls (`get_task`) are not counted.
+/// `apply` at steady state). Polls (`get_task`) are not counted as
+/// requests; tries that went unanswered are counted apart, polls included.
 #[derive(Default)]
-pub struct CallCounts(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+pub struct CallCounts {
+    sent: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    missed: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
 
 impl CallCounts {
     fn bump(&self, method: Method) {
-        *self.0.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
+        *self.sent.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
+    }
+
+    fn bump_missed(&self, method: Method) {
+        *self.missed.lock().expect("call counts").entry(method.as_str()).or_default() += 1;
     }
 
     /// Requests of `method` sent so far.
     pub fn get(&self, method: Method) -> u64 {
-        self.0.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
+        self.sent.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Tries of `method` (`get_task` polls included) that timed out or
+    /// found no agent listening (FAULT-MATRIX C6: a paused agent's
+    /// requests time out and are tried again).
+    pub fn missed(&self, method: Method) -> u64 {
+        self.missed.lock().expect("call counts").get(method.as_str()).copied().unwrap_or(0)
     }
 }
 
@@ -560,9 +576,13 @@ impl Agent {
         let msg = match self.nats.send_request(self.subject.clone(), nats_req).await {
             Ok(m) => m,
             Err(e) => {
+                let missed = |miss| {
+                    self.calls.bump_missed(method);
+                    Err(miss)
+                };
                 return match e.kind() {
-                    async_nats::RequestErrorKind::TimedOut => Err(Miss::TimedOut(timeout)),
-                    async_nats::RequestErrorKind::NoResponders => Err(Miss::NoResponders),
+                    async_nats::RequestErrorKind::TimedOut => missed(Miss::TimedOut(timeout)),
+                    async_nats::RequestErrorKind::NoResponders => missed(Miss::NoResponders),
                     _ => Ok(Err(AgentError::Nats {
                         agent: self.agent_id.clone(),
                         method: method.as_str(),
@@ -601,14 +621,22 @@ impl Agent {
 }
 
 /// Whether a request of `method` is sent again when a try goes unanswered:
-/// read-only methods, and long methods (whose first request only starts a
-/// task, once per request id). The quick mutating methods are not: their
-/// callers treat a failure as best effort or as the step's failure.
+/// read-only methods, long methods (whose first request only starts a
+/// task, once per request id), and `mount_disk` — idempotent and
+/// de-duplicated, and a step of every update of an instance with a disk:
+/// tried once, an agent stalled for one request timeout failed the whole
+/// update (FAULT-MATRIX C6). `unmount_disk` and `cancel_task` are not:
+/// their callers treat them as best effort and go on without an answer.
 pub fn retried(method: Method) -> bool {
     method.is_long()
         || matches!(
             method,
-            Method::Ping | Method::Info | Method::GetState | Method::ListDisk | Method::GetTask
+            Method::Ping
+                | Method::Info
+                | Method::GetState
+                | Method::ListDisk
+                | Method::GetTask
+                | Method::MountDisk
         )
 }
 
@@ -717,13 +745,20 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
-    /// Read-only methods and long methods' starts are retried; quick mutating methods are not.
+    /// Read-only methods, long methods' starts and mount_disk are retried; the best-effort unmount_disk and cancel_task are not.
     #[test]
-    fn only_reads_and_long_starts_are_retried() {
-        for m in [Method::Ping, Method::GetState, Method::GetTask, Method::Apply, Method::Start] {
+    fn reads_long_starts_and_mounts_are_retried() {
+        for m in [
+            Method::Ping,
+            Method::GetState,
+            Method::GetTask,
+            Method::Apply,
+            Method::Start,
+            Method::MountDisk,
+        ] {
             assert!(retried(m), "{m:?}");
         }
-        for m in [Method::MountDisk, Method::UnmountDisk, Method::CancelTask] {
+        for m in [Method::UnmountDisk, Method::CancelTask] {
             assert!(!retried(m), "{m:?}");
         }
     }

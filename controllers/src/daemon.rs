@@ -25,6 +25,8 @@ pub struct Options {
     pub limits: validate::DeploymentLimits,
     /// Limits of one template-rendering Ruby process.
     pub render: crate::render::Limits,
+    /// The periodic orphaned-VM scan (`None`: not run).
+    pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
 }
 
 impl Options {
@@ -177,8 +179,34 @@ pub async fn run_deploy(
     tokio::join!(
         deployments.run(shutdown.clone()),
         instances.run(shutdown.clone()),
+        run_orphan_scan(director.clone(), opts, shutdown.clone()),
         run_health(director, opts, shutdown.clone()),
     );
+}
+
+/// Runs the periodic orphaned-VM scan, if configured.
+pub async fn run_orphan_scan(
+    director: crate::director::Director,
+    opts: &Options,
+    shutdown: CancellationToken,
+) {
+    use crate::deployment::orphan_vms;
+
+    let Some(config) = opts.orphan_vms else { return };
+    let store = director.store.clone();
+    // Spec changes (a new deployment) and its own requeues drive it; its
+    // status writes need not wake it.
+    let mut cfg = opts.controller_config(Trigger::Generation);
+    cfg.workers = 1;
+    let scanner = Controller::<DeploymentSpec, _, orphan_vms::Error>::new(
+        orphan_vms::NAME,
+        store,
+        Arc::new(orphan_vms::Scanner::new(director, config)),
+        cfg,
+        orphan_vms::reconcile,
+        orphan_vms::error_policy,
+    );
+    scanner.run(shutdown).await;
 }
 
 /// Runs the health monitor: a heartbeat listener in this replica, and the

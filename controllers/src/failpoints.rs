@@ -10,6 +10,11 @@
 //! took effect) inside a `fail::FailScenario`. Every pass through a
 //! failpoint is counted ([`hits`]) whatever its action, so a test can fail
 //! when a failpoint it armed was never reached.
+//!
+//! The store's own failpoints (lost replies, dropped or broken watches;
+//! FAULT-MATRIX B2, B3, B5) live with the store, in
+//! [`bosh_api::store::failpoints`], and are named per kind; [`hits`]
+//! counts them too. This crate's `failpoints` feature turns them on.
 
 /// After `create_vm` of an instance VM returned a cid.
 pub const CPI_AFTER_CREATE_VM: &str = "cpi-after-create-vm";
@@ -63,12 +68,14 @@ pub fn hit(name: &'static str) {
     let _ = name;
 }
 
-/// How often failpoint `name` was passed in this process (always 0
-/// without the feature).
+/// How often failpoint `name` (one of this crate's, or a store failpoint
+/// of [`bosh_api::store::failpoints`]) was passed in this process (always
+/// 0 without the feature).
 pub fn hits(name: &str) -> u64 {
     #[cfg(feature = "failpoints")]
     {
         HITS.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied().unwrap_or(0)
+            + bosh_api::store::failpoints::hits(name)
     }
     #[cfg(not(feature = "failpoints"))]
     {

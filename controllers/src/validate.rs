@@ -41,11 +41,19 @@ pub struct DeploymentLimits {
     /// At most this many instances in one deployment
     /// (`--max-instances-per-deployment`).
     pub max_instances_per_deployment: u32,
+    /// At most this many bytes (as JSON) in one property value
+    /// (`--max-property-bytes`): every property reaches every render of
+    /// the job, so a huge one multiplies through templates and VMs.
+    pub max_property_bytes: usize,
 }
 
 impl Default for DeploymentLimits {
     fn default() -> Self {
-        DeploymentLimits { max_instances_per_group: 10_000, max_instances_per_deployment: 20_000 }
+        DeploymentLimits {
+            max_instances_per_group: 10_000,
+            max_instances_per_deployment: 20_000,
+            max_property_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -69,6 +77,24 @@ impl DeploymentLimits {
                 "{file}: instance_groups: {total} instances in all is over the limit of {} per deployment (boshd --max-instances-per-deployment)",
                 self.max_instances_per_deployment
             ));
+        }
+        let mut props = |path: String, p: &bosh_api::manifest::Properties| {
+            for (k, v) in p {
+                let size = serde_json::to_vec(v).map_or(0, |b| b.len());
+                if size > self.max_property_bytes {
+                    errors.push(format!(
+                        "{file}: {path}.{k}: {size} bytes is over the limit of {} bytes per property value (boshd --max-property-bytes)",
+                        self.max_property_bytes
+                    ));
+                }
+            }
+        };
+        props("properties".into(), &manifest.properties);
+        for (gi, g) in manifest.instance_groups.iter().enumerate() {
+            props(format!("instance_groups[{gi}].properties"), &g.properties);
+            for (ji, j) in g.jobs.iter().enumerate() {
+                props(format!("instance_groups[{gi}].jobs[{ji}].properties"), &j.properties);
+            }
         }
         errors
     }
@@ -228,4 +254,42 @@ pub fn error_policy<S: Kind>(
     _: Arc<Ctx<DeploymentLimits>>,
 ) -> Action {
     Action::backoff()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A property value over `--max-property-bytes` is refused with its
+    /// path, its size, the limit and the flag; smaller ones pass.
+    #[test]
+    fn a_huge_property_value_is_refused_naming_path_limit_and_flag() {
+        let big = "x".repeat(2000);
+        let manifest = Manifest::from_value(
+            &json!({
+                "name": "d",
+                "releases": [{"name": "r", "version": "1"}],
+                "stemcells": [{"alias": "s", "os": "o", "version": "1"}],
+                "update": {"canaries": 1, "max_in_flight": 1, "canary_watch_time": 1000, "update_watch_time": 1000},
+                "instance_groups": [{
+                    "name": "web", "instances": 1, "azs": ["z1"], "vm_type": "small",
+                    "stemcell": "s", "networks": [{"name": "default"}],
+                    "jobs": [{"name": "j", "release": "r", "properties": {"small": "ok", "big": big}}],
+                }],
+            }),
+            "m.yml",
+        )
+        .unwrap();
+        let limits = DeploymentLimits { max_property_bytes: 1000, ..Default::default() };
+        let errors = limits.check(&manifest, "m.yml");
+        assert_eq!(
+            errors,
+            [
+                "m.yml: instance_groups[0].jobs[0].properties.big: 2002 bytes is over the limit of 1000 bytes per property value (boshd --max-property-bytes)"
+            ]
+        );
+        assert!(DeploymentLimits::default().check(&manifest, "m.yml").is_empty());
+    }
 }

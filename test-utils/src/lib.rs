@@ -10,12 +10,21 @@
 //! - [`Etcd`]: one etcd member, requiring client certificates as a real
 //!   environment's does; can be stopped and started again on the same
 //!   ports and data, to test reconnects.
+//! - [`EtcdCluster`]: several etcd members with the same TLS, whose
+//!   members can be killed and restarted and whose leader can be found
+//!   (`etcd_cluster.rs`).
 //! - [`Nats`]: one nats-server, whose port it picks itself.
 //! - [`TestEnv`]: both, under one temp dir.
 //! - [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`agent`]: real `bosh-agent` processes.
+//! - [`proxy`]: a TCP proxy that drops, blackholes, delays or loses
+//!   responses on command, for fault tests.
 
 pub mod agent;
+mod etcd_cluster;
+pub mod proxy;
+
+pub use etcd_cluster::EtcdCluster;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -190,44 +199,89 @@ async fn etcd_healthy(config: &StoreConfig) -> Option<()> {
     client.status().await.ok().map(drop)
 }
 
-/// One nats-server on loopback.
+/// One nats-server on loopback; can be killed and started again on the
+/// same port (fault tests: a NATS crash).
 pub struct Nats {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Starts nats-server with the extra `args` (e.g. `["-c", conf]`),
     /// letting it pick its port and reading the port back from its ports file.
     pub async fn start_in(dir: &Path, args: &[&str]) -> Result<Nats> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Nats::spawn(dir, "-1", &args, false)?;
+        let ports_file = dir.join("nats-ports").join(format!("nats-server_{}.ports", child.id()));
+        let mut nats = Nats { child: Some(child), port: 0, dir: dir.to_path_buf(), args };
+        nats.port = eventually(Duration::from_secs(20), "nats-server's ports file", || {
+            let f = ports_file.clone();
+            async move { read_nats_port(&f) }
+        })
+        .await?;
+        nats.accepting().await?;
+        Ok(nats)
+    }
+
+    fn spawn(dir: &Path, port: &str, args: &[String], append: bool) -> Result<Child> {
         let ports_dir = dir.join("nats-ports");
         std::fs::create_dir_all(&ports_dir)?;
-        let log = std::fs::File::create(dir.join("nats.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(dir.join("nats.log"))?;
         let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+        cmd.args(["-a", "127.0.0.1", "-p", port, "--ports_file_dir"])
             .arg(&ports_dir)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = spawn_tied(cmd).context("starting nats-server (run hack/install-deps.sh)")?;
-        let pid = child.id();
-        let ports_file = ports_dir.join(format!("nats-server_{pid}.ports"));
-        let port = eventually(Duration::from_secs(20), "nats-server's ports file", || {
-            let f = ports_file.clone();
-            async move { read_nats_port(&f) }
-        })
-        .await?;
+        spawn_tied(cmd).context("starting nats-server (run hack/install-deps.sh)")
+    }
+
+    async fn accepting(&self) -> Result<()> {
+        let port = self.port;
         eventually(Duration::from_secs(20), "nats-server to accept connections", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
         })
-        .await?;
-        Ok(Nats { child, port })
+        .await
     }
 
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (SIGKILL, no goodbye to clients) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again (killing it first if it runs) with the same
+    /// arguments on the same port; waits until it accepts connections.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let child = Nats::spawn(&self.dir, &self.port.to_string(), &self.args, true)?;
+        self.child = Some(child);
+        self.accepting().await
     }
 }
 
@@ -240,8 +294,7 @@ fn read_nats_port(path: &Path) -> Option<u16> {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -311,5 +364,34 @@ impl Drop for TestEnv {
             let path = dir.keep();
             eprintln!("test failed: servers' data and logs kept in {}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// The first line nats-server sends a new client (`INFO {...}`).
+    async fn greeting(addr: std::net::SocketAddr) -> String {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(s).read_line(&mut line).await.unwrap();
+        line
+    }
+
+    /// A killed nats-server refuses connections; restarted, it serves on the same port.
+    #[tokio::test]
+    async fn nats_killed_and_restarted_keeps_its_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nats = Nats::start_in(dir.path(), &[]).await.unwrap();
+        let (addr, pid) = (nats.addr(), nats.pid());
+        assert!(greeting(addr).await.starts_with("INFO "));
+        nats.kill();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens");
+        nats.restart().await.unwrap();
+        assert_eq!(nats.addr(), addr);
+        assert_ne!(nats.pid(), pid, "a new process");
+        assert!(greeting(addr).await.starts_with("INFO "));
     }
 }

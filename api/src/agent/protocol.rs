@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -340,7 +341,7 @@ pub struct ExecCommand {
 }
 
 /// The result of `exec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecResult {
     /// Exit code (-1 when killed by a signal or the timeout).
     pub exit_code: i32,
@@ -351,7 +352,7 @@ pub struct ExecResult {
 }
 
 /// How a job (or the whole instance) is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Every process runs.
@@ -366,7 +367,7 @@ pub enum JobState {
 }
 
 /// How one supervised process is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessState {
     /// Alive (its pidfile names a live process).
@@ -380,8 +381,21 @@ pub enum ProcessState {
     Stopped,
 }
 
+impl ProcessState {
+    /// The word on the wire and in `boshctl instances --ps`: `running`,
+    /// `starting`, `failing`, `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Running => "running",
+            ProcessState::Starting => "starting",
+            ProcessState::Failing => "failing",
+            ProcessState::Stopped => "stopped",
+        }
+    }
+}
+
 /// One supervised process.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessStatus {
     /// The `check process` name.
     pub name: String,
@@ -398,7 +412,7 @@ pub struct ProcessStatus {
 }
 
 /// Machine vitals, as in BOSH's heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Vitals {
     /// 1, 5 and 15 minute load averages.
     pub load: [f64; 3],
@@ -413,7 +427,7 @@ pub struct Vitals {
 }
 
 /// CPU use in percent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[allow(missing_docs)]
 pub struct CpuVitals {
     pub user: f64,
@@ -422,7 +436,7 @@ pub struct CpuVitals {
 }
 
 /// Memory (or swap) in use.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MemVitals {
     /// KiB in use.
     pub kb: u64,
@@ -431,7 +445,7 @@ pub struct MemVitals {
 }
 
 /// Disk use by disk.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DiskVitals {
     /// The file system holding the VM's root.
     pub system: DiskUsage,
@@ -443,7 +457,7 @@ pub struct DiskVitals {
 }
 
 /// Use of one file system.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DiskUsage {
     /// Percent of blocks in use.
     pub percent: f64,

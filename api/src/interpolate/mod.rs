@@ -14,7 +14,10 @@ mod vars;
 
 pub use ops::{Op, OpKind, Ops, find};
 pub use pointer::{Modifier, Pointer, Token};
-pub use vars::{InterpolateOptions, Vars, interpolate, parse_kv, parse_vars_file, vars_from_env};
+pub use vars::{
+    InterpolateOptions, Vars, interpolate, interpolate_manifest, parse_kv, parse_vars_file,
+    static_vars, vars_from_env,
+};
 
 use crate::yaml::YamlError;
 
@@ -91,7 +94,9 @@ fn vars_message(missing: &[String], unused: &[String]) -> String {
     lines.join("\n")
 }
 
-/// Applies `ops` in order, then substitutes variables, then extracts `path`.
+/// Applies `ops` in order, then substitutes variables (minding the
+/// document's own `variables:`, see [`interpolate_manifest`]), then
+/// extracts `path`: `bosh interpolate`'s pipeline.
 pub fn evaluate(
     doc: Value,
     ops: &[Ops],
@@ -103,7 +108,7 @@ pub fn evaluate(
     for o in ops {
         doc = o.apply(doc)?;
     }
-    let doc = interpolate(&doc, vars, opts)?;
+    let doc = vars::interpolate_manifest(&doc, vars, opts)?;
     match path {
         None => Ok(doc),
         Some(p) => match find(&doc, p) {

@@ -318,6 +318,9 @@ fn or_list(parts: Vec<String>) -> String {
 
 /// How a found value is named: by type, or by value when its type was right.
 fn found(v: &Value, show_value: bool) -> String {
+    if let Some(spelling) = v.as_str().and_then(crate::yaml::non_finite_spelling) {
+        return format!("{spelling} (a float that is not finite)");
+    }
     match v {
         Value::Null => "null".to_string(),
         Value::String(s) if show_value => format!("{s:?}"),

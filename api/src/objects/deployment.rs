@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,25 @@ pub struct DeploymentStatus {
     /// What the last cloud-check scan found, and what was resolved.
     #[serde(default, skip_serializing_if = "is_default")]
     pub cloud_check: CloudCheckStatus,
+    /// VMs tagged with this deployment that no instance owns, as the
+    /// periodic orphaned-VM scan last found them; each is deleted once its
+    /// grace period is over (and dropped from here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphaned_vms: Vec<OrphanedVm>,
+}
+
+/// A VM carrying a deployment's tag that no instance owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrphanedVm {
+    /// The VM's id in the CPI.
+    pub vm_cid: String,
+    /// For people: what its tags claim it is.
+    pub description: String,
+    /// When a scan first found it owned by no instance.
+    pub since: DateTime<Utc>,
+    /// When it is deleted, if still owned by no instance then.
+    pub delete_after: DateTime<Utc>,
 }
 
 fn is_default(s: &CloudCheckStatus) -> bool {

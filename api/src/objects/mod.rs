@@ -28,7 +28,9 @@ pub use compiled_package::{
     CompileWorker, CompiledPackageSpec, CompiledPackageStatus, compile_key,
 };
 pub use config::{ConfigSpec, ConfigStatus, ConfigType};
-pub use deployment::{DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride};
+pub use deployment::{
+    DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, OrphanedVm,
+};
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
 pub use event::{EventSpec, EventState, EventStatus};
 pub use instance::{

@@ -117,7 +117,7 @@ pub fn read_blobs(release_dir: &Path) -> Result<BlobsIndex> {
         return Ok(BlobsIndex::new());
     }
     let src = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let v = crate::yaml::parse_value(&src, "config/blobs.yml")?;
+    let v = crate::yaml::parse_value_keys_as_written(&src, "config/blobs.yml")?;
     if v.is_null() {
         return Ok(BlobsIndex::new());
     }

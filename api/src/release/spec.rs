@@ -231,7 +231,7 @@ impl Check {
 
 fn read_doc(path: &Path, file: &str) -> Result<(Value, Check)> {
     let src = std::fs::read_to_string(path).map_err(io(path))?;
-    let v = crate::yaml::parse_value(&src, file)?;
+    let v = crate::yaml::parse_value_keys_as_written(&src, file)?;
     let mut check = Check { errors: Vec::new() };
     if !v.is_object() {
         check.push("", format!("expected a map, found {}", Check::kind(&v)));
@@ -248,7 +248,7 @@ impl JobSpec {
 
     /// Parses and validates a job spec from text (e.g. a `job.MF` out of a tarball).
     pub fn parse(src: &str, file: &str) -> Result<Self> {
-        let v = crate::yaml::parse_value(src, file)?;
+        let v = crate::yaml::parse_value_keys_as_written(src, file)?;
         let mut c = Check { errors: Vec::new() };
         if !v.is_object() {
             c.push("", format!("expected a map, found {}", Check::kind(&v)));

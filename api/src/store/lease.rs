@@ -137,6 +137,23 @@ impl Store {
         }))
     }
 
+    /// Whether `fence` holds now, read linearizably and writing nothing:
+    /// the etcd revision of the read when its leader key exists with the
+    /// fence's create revision, [`Error::Fenced`] when the key is gone or
+    /// was created again (another term began). Unlike
+    /// [`Store::check_fence`] it takes the fence as an argument, so a
+    /// component that is handed a caller's token (the local CPI, admitting
+    /// a call) can check it, and the revision returned dates the check.
+    pub async fn fence_revision(&self, fence: &Fence) -> Result<i64> {
+        let resp =
+            self.client().get(fence.key.clone(), None).await.map_err(Error::etcd("check fence"))?;
+        let current = resp.kvs().first().map(|kv| kv.create_revision());
+        if current != Some(fence.revision) {
+            return Err(Error::Fenced { fence: fence.clone() });
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
     /// Steps down: deletes the leader key if `fence` still owns it.
     pub async fn resign(&self, fence: &Fence) -> Result<()> {
         let txn = Txn::new()

@@ -22,10 +22,14 @@
 //!   compaction.
 //! - [`lease`]: leases, leader keys and fences.
 //! - [`config`]: how to reach etcd ([`StoreConfig`]: endpoints, client
-//!   certificate, secrets key) and the certificates etcd requires ([`EtcdPki`]).
+//!   certificate, secrets key); the certificates etcd requires
+//!   ([`EtcdPki`]) are made by [`crate::pki`].
 //! - `secrets`: generated credentials, kept outside every object and
 //!   encrypted with a [`SecretsKey`] held outside etcd.
 //! - `counters`: sequence numbers for tasks and events.
+//! - [`endpoints`]: keeps requests off etcd members that do not answer.
+//! - [`failpoints`]: lost replies and dropped or broken watches, for fault
+//!   tests (feature `failpoints`).
 
 use std::fmt;
 
@@ -41,14 +45,20 @@ use crate::objects::{InvalidName, Kind, Object, key_name, validate_name};
 
 pub mod config;
 mod counters;
+pub mod endpoints;
+pub mod failpoints;
 pub mod lease;
 mod secrets;
 pub mod watch;
 
-pub use config::{EtcdPki, StoreConfig, TlsFiles};
+pub use crate::pki::{EtcdPki, TlsFiles};
+/// An object stored under a kind's keys that cannot be used (see
+/// [`crate::wire::objects::Quarantined`]).
+pub use crate::wire::objects::Quarantined;
+pub use config::StoreConfig;
 pub use lease::{Fence, LeaseId};
 pub use secrets::SecretsKey;
-pub use watch::{WatchEvent, Watcher};
+pub use watch::{RelistHandle, WatchEvent, WatchStats, Watcher};
 
 /// Objects per page when listing. A page of large values is halved until
 /// it fits [`MAX_RANGE_RESPONSE_BYTES`], so this suits the common small
@@ -177,15 +187,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// etcd's certificates could not be made.
-    #[error("cannot make etcd certificates in {dir}")]
-    Certificate {
-        /// The certificate directory.
-        dir: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: rcgen::Error,
-    },
     /// etcd could not be reached or refused the call.
     #[error("etcd {op} failed: {source}")]
     Etcd {
@@ -248,25 +249,13 @@ pub struct List<S: Kind> {
     pub revision: i64,
 }
 
-/// An object stored under a kind's keys that cannot be used: its spec or
-/// status does not decode, or names another apiVersion, kind or key.
-///
-/// Anyone with etcd access can write anything under `/bosh/` (a GitOps
-/// tool, an operator with `etcdctl`, a bug). Such a value cannot carry a
-/// status condition (there is no object to put it in), and one bad value
-/// must not stop a listing or a watch of everything else; so listings and
-/// watches leave it out and report it here, with a warning in the log
-/// (watches), and controllers leave it alone: they forget it, and a parent
-/// whose children include one stops acting on them until it is fixed or
-/// removed (`etcdctl del`). Nothing is ever deleted on its account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Quarantined {
-    /// Its key name relative to the kind (`name`, or `deployment/name`).
-    pub name: String,
-    /// The latest revision of its spec or status key.
+/// What [`Store::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The revision a linearizable read returned.
     pub revision: i64,
-    /// Why it cannot be used.
-    pub reason: String,
+    /// The alarms raised on any member (`NOSPACE`, `CORRUPT`), each once.
+    pub alarms: Vec<String>,
 }
 
 /// Typed access to bosh-rs objects in etcd.
@@ -283,6 +272,9 @@ pub struct Store {
     max_write_bytes: usize,
     /// Encrypts secrets at rest; `None` stores them as plaintext.
     secrets_key: Option<SecretsKey>,
+    /// Keeps requests off members that do not answer (several endpoints
+    /// only); stops with the last clone.
+    _endpoints: Option<std::sync::Arc<endpoints::EndpointKeeper>>,
 }
 
 impl fmt::Debug for Store {
@@ -294,8 +286,11 @@ impl fmt::Debug for Store {
 impl Store {
     /// Connects to etcd as `config` says, keeping every key under `root`
     /// (normally `/bosh`; tests may share one etcd by using different roots).
+    /// With several endpoints, members that stop answering are left out
+    /// of the balance until they answer again ([`endpoints`]).
     pub async fn connect(config: &StoreConfig, root: &str) -> Result<Store> {
         let client = config.client().await?;
+        let endpoints = endpoints::keep(config, client.clone()).await?;
         Ok(Store {
             kv: client.kv_client().max_decoding_message_size(MAX_RANGE_RESPONSE_BYTES),
             watches: client.watch_client().max_decoding_message_size(MAX_WATCH_RESPONSE_BYTES),
@@ -304,6 +299,7 @@ impl Store {
             fence: None,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             secrets_key: config.secrets_key.clone(),
+            _endpoints: endpoints,
         })
     }
 
@@ -396,6 +392,26 @@ impl Store {
             .await
             .map_err(Error::etcd("get"))?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+    }
+
+    /// Asks etcd whether it can serve us: a linearizable read (which needs
+    /// a leader and a quorum) and the list of raised alarms (`NOSPACE`:
+    /// the database reached its quota and etcd refuses every write until
+    /// an operator compacts, defragments and disarms it). For health
+    /// checks; an error means etcd could not be reached or has no quorum.
+    pub async fn probe(&self) -> Result<Probe> {
+        let revision = self.revision().await?;
+        let resp = self
+            .client
+            .clone()
+            .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+            .await
+            .map_err(Error::etcd("alarm list"))?;
+        let mut alarms: Vec<String> =
+            resp.alarms().iter().map(|a| a.alarm().as_str_name().to_string()).collect();
+        alarms.sort();
+        alarms.dedup();
+        Ok(Probe { revision, alarms })
     }
 
     /// Reads one object (spec and status at one revision).
@@ -574,6 +590,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "create")?;
         set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
         Ok(obj)
     }
@@ -598,6 +615,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "spec")?;
         let status_rev = obj.metadata.status_revision;
         set_revisions(&mut obj.metadata, rev, status_rev);
         Ok(obj)
@@ -622,6 +640,7 @@ impl Store {
         let rev = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
             .await?;
+        failpoints::reply_lost(S::PLURAL, "status")?;
         let spec_rev = obj.metadata.resource_version;
         set_revisions(&mut obj.metadata, spec_rev, rev);
         Ok(obj)
@@ -667,7 +686,7 @@ impl Store {
             expected,
         })
         .await?;
-        Ok(())
+        failpoints::reply_lost(S::PLURAL, "delete")
     }
 
     /// Checks, writing nothing, that this store's fence (if any) still
@@ -694,10 +713,22 @@ impl Store {
             compares.push(Compare::create_revision(f.key.clone(), CompareOp::Equal, f.revision));
             or_else.push(etcd_client::TxnOp::get(f.key.clone(), None));
         }
+        let writes = !ops.is_empty();
         let txn = Txn::new().when(compares).and_then(ops).or_else(or_else);
         let resp = self.client.clone().txn(txn).await.map_err(Error::etcd("txn"))?;
         if resp.succeeded() {
-            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+            let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+            // Every write etcd accepted (not a fence check, which writes
+            // nothing), with the fence it carried: what the test of a
+            // deposed leader (FAULT-MATRIX A3) reads from a replica's log
+            // (`bosh_api::store=debug`) to show that none was accepted
+            // under an old term after a newer one began.
+            match &self.fence {
+                Some(f) if writes => tracing::debug!(revision, fence = %f, "write committed"),
+                None if writes => tracing::debug!(revision, "write committed"),
+                _ => {}
+            }
+            return Ok(revision);
         }
         if let Some(f) = &self.fence {
             let current = resp.op_responses().into_iter().find_map(|r| match r {

@@ -6,7 +6,11 @@
 //! (progress notifications keep that revision fresh while nothing changes),
 //! and when that revision has been compacted away it relists and says so
 //! with [`WatchEvent::Relisted`]: consumers replace their cache rather than
-//! trusting a history that no longer exists.
+//! trusting a history that no longer exists. A consumer may also ask for a
+//! relist at any time ([`RelistHandle`]): a controller's periodic resync
+//! does, so that events lost on the way (FAULT-MATRIX B3) cannot leave its
+//! cache wrong for longer than one resync period. [`WatchStats`] counts
+//! what happened (relists, compactions, broken sessions).
 //!
 //! A value that cannot be used as an object (see [`Quarantined`]) never
 //! stops the watch: it is logged, reported with [`WatchEvent::Quarantined`]
@@ -14,16 +18,18 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use etcd_client::{EventType, KeyValue, WatchOptions};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 
-use super::{Quarantined, Result, Side, Store, decode_object};
+use super::{Quarantined, Result, Side, Store, decode_object, failpoints};
 use crate::objects::{Kind, Object};
 
 /// One change seen by a [`Watcher`].
@@ -52,10 +58,76 @@ pub enum WatchEvent<S: Kind> {
     },
 }
 
+/// What happened to a watch (or to the successive watches of one
+/// controller, which share one set): for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Full listings announced ([`WatchEvent::Relisted`]), the first included.
+    pub relists: AtomicU64,
+    /// Sessions etcd ended because their start revision was compacted
+    /// (`ErrCompacted`), each followed by a relist.
+    pub compacted: AtomicU64,
+    /// Sessions that broke (connection lost, etcd restarted) and resumed.
+    pub broken: AtomicU64,
+    /// Relists asked for through a [`RelistHandle`].
+    pub requested: AtomicU64,
+}
+
+impl WatchStats {
+    /// Full listings so far.
+    pub fn relists(&self) -> u64 {
+        self.relists.load(Ordering::Relaxed)
+    }
+
+    /// `ErrCompacted` answers so far.
+    pub fn compacted(&self) -> u64 {
+        self.compacted.load(Ordering::Relaxed)
+    }
+
+    /// Broken sessions so far.
+    pub fn broken(&self) -> u64 {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Relists asked for so far.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Relaxed)
+    }
+}
+
+/// Asks a [`Watcher`] to relist: its current session ends and a full,
+/// consistent listing replaces whatever it had (its consumers get a
+/// [`WatchEvent::Relisted`] and diff their cache against it). Asking while
+/// a relist is pending asks once.
+#[derive(Debug, Clone)]
+pub struct RelistHandle(Arc<Notify>);
+
+impl RelistHandle {
+    /// Asks for a relist.
+    pub fn relist(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// A stream of [`WatchEvent`]s for one kind. Dropping it stops the watch.
 pub struct Watcher<S: Kind> {
     rx: mpsc::Receiver<WatchEvent<S>>,
     task: tokio::task::JoinHandle<()>,
+    relist: RelistHandle,
+    stats: Arc<WatchStats>,
+}
+
+impl<S: Kind> Watcher<S> {
+    /// A handle that makes this watch relist (usable after the watcher
+    /// has moved into its consumer).
+    pub fn relist_handle(&self) -> RelistHandle {
+        self.relist.clone()
+    }
+
+    /// What happened to this watch so far.
+    pub fn stats(&self) -> Arc<WatchStats> {
+        self.stats.clone()
+    }
 }
 
 impl<S: Kind> Drop for Watcher<S> {
@@ -77,7 +149,18 @@ impl Store {
     /// stream starts with a [`WatchEvent::Relisted`]; with `Some(rev)` it
     /// replays changes from `rev` on (relisting if `rev` was compacted).
     pub fn watch<S: Kind>(&self, from_revision: Option<i64>) -> Watcher<S> {
+        self.watch_counted(from_revision, Arc::default())
+    }
+
+    /// Like [`Store::watch`], counting into `stats` (which successive
+    /// watches may share).
+    pub fn watch_counted<S: Kind>(
+        &self,
+        from_revision: Option<i64>,
+        stats: Arc<WatchStats>,
+    ) -> Watcher<S> {
         let (tx, rx) = mpsc::channel(1024);
+        let relist = RelistHandle(Arc::new(Notify::new()));
         let state = WatchState::<S> {
             store: self.clone(),
             root: self.kind_root::<S>(),
@@ -87,8 +170,10 @@ impl Store {
             statuses: BTreeMap::new(),
             next_revision: from_revision,
             tx,
+            relist: relist.clone(),
+            stats: stats.clone(),
         };
-        Watcher { rx, task: tokio::spawn(state.run()) }
+        Watcher { rx, task: tokio::spawn(state.run()), relist, stats }
     }
 }
 
@@ -98,6 +183,8 @@ enum SessionEnd {
     Compacted,
     /// The connection broke or etcd restarted: resume.
     Broken(String),
+    /// A relist was asked for.
+    Relist,
     /// Nobody listens any more.
     Closed,
 }
@@ -112,6 +199,8 @@ struct WatchState<S: Kind> {
     /// Where to resume; `None` means relist first.
     next_revision: Option<i64>,
     tx: mpsc::Sender<WatchEvent<S>>,
+    relist: RelistHandle,
+    stats: Arc<WatchStats>,
 }
 
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
@@ -142,9 +231,16 @@ impl<S: Kind> WatchState<S> {
                 SessionEnd::Closed => return,
                 SessionEnd::Compacted => {
                     debug!(kind = S::KIND, "watch revision compacted; relisting");
+                    self.stats.compacted.fetch_add(1, Ordering::Relaxed);
+                    self.next_revision = None;
+                }
+                SessionEnd::Relist => {
+                    debug!(kind = S::KIND, "relist asked for");
+                    self.stats.requested.fetch_add(1, Ordering::Relaxed);
                     self.next_revision = None;
                 }
                 SessionEnd::Broken(why) => {
+                    self.stats.broken.fetch_add(1, Ordering::Relaxed);
                     warn!(kind = S::KIND, error = %why, next_revision = ?self.next_revision, "watch broken; resuming");
                     tokio::time::sleep(backoff.next().unwrap_or_default()).await;
                 }
@@ -170,6 +266,7 @@ impl<S: Kind> WatchState<S> {
             }
         }
         self.next_revision = Some(revision + 1);
+        self.stats.relists.fetch_add(1, Ordering::Relaxed);
         let ev = WatchEvent::Relisted { objects, quarantined, revision };
         Ok(self.tx.send(ev).await.is_ok())
     }
@@ -228,7 +325,11 @@ impl<S: Kind> WatchState<S> {
             Err(e) => return SessionEnd::Broken(e.to_string()),
         };
         loop {
-            let resp = match stream.message().await {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                _ = self.relist.0.notified() => return SessionEnd::Relist,
+            };
+            let resp = match message {
                 Ok(Some(r)) => r,
                 Ok(None) => return SessionEnd::Broken("watch stream ended".into()),
                 Err(e) => return SessionEnd::Broken(e.to_string()),
@@ -247,6 +348,14 @@ impl<S: Kind> WatchState<S> {
                 {
                     self.next_revision = Some(h.revision() + 1);
                 }
+                continue;
+            }
+            if failpoints::fires(|| failpoints::for_kind(failpoints::WATCH_BREAK, S::PLURAL)) {
+                return SessionEnd::Broken("failpoint: the watch connection broke".into());
+            }
+            if failpoints::fires(|| failpoints::for_kind(failpoints::WATCH_DROP_EVENTS, S::PLURAL))
+            {
+                debug!(kind = S::KIND, events = resp.events().len(), "failpoint: events dropped");
                 continue;
             }
             if !self.apply_events(resp.events()).await {

@@ -26,11 +26,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskChange, TaskSpec, TaskState};
+use bosh_api::objects::{DeploymentSpec, TaskChange, TaskSpec, TaskState};
 use bosh_api::store::Store;
+use bosh_api::wire::{Applied, ApplyDiff, ApplyRequest, DeleteDeploymentQuery, DeploymentDeleted};
 use bosh_api::{Object, ObjectMeta};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ApiError, ApiState};
 use crate::{tasks, validate};
@@ -45,23 +45,6 @@ use crate::instance::FORCE_DELETE as FORCE_DELETE_ANNOTATION;
 
 /// How often a compare-and-swap is retried after losing a race.
 const CAS_ATTEMPTS: usize = 10;
-
-/// Body of `POST /v1/deployments/<name>/apply`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct ApplyRequest {
-    /// The manifest, as YAML text (placeholders left in place).
-    manifest: String,
-    /// Cloud config names (absent: keep the stored ones, or `default`).
-    #[serde(default)]
-    cloud_configs: Option<Vec<String>>,
-    /// `--recreate`, `--skip-drain`, `--fix`.
-    #[serde(default)]
-    options: DeploymentOptions,
-    /// Validate and diff only; write nothing.
-    #[serde(default)]
-    dry_run: bool,
-}
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -82,9 +65,11 @@ fn deleting(name: &str) -> ApiError {
 /// A diff of two manifests as bosh prints it: YAML lines prefixed with
 /// `+ `, `- ` or two spaces, three lines of context around each change,
 /// and `...` between distant changes. `Null` stands for "no manifest".
+/// Both sides print as `bosh interpolate` prints them (sorted keys, the
+/// manifest text the bosh CLI sends), so `.inf` reads `.inf`.
 pub fn manifest_diff(old: &Value, new: &Value) -> Result<Vec<String>, bosh_api::yaml::YamlError> {
     let yaml = |v: &Value| -> Result<String, bosh_api::yaml::YamlError> {
-        if v.is_null() { Ok(String::new()) } else { bosh_api::yaml::to_string(v) }
+        Ok(if v.is_null() { String::new() } else { bosh_api::yaml::to_bosh_string(v) })
     };
     let (old, new) = (yaml(old)?, yaml(new)?);
     let diff = similar::TextDiff::from_lines(&old, &new);
@@ -287,7 +272,7 @@ pub(super) async fn apply(
         let changes = current
             .as_ref()
             .is_none_or(|c| c.spec.manifest != manifest || c.spec.cloud_configs != cloud_configs);
-        return Ok(Json(json!({ "diff": diff, "changes": changes })).into_response());
+        return Ok(Json(ApplyDiff { diff, changes }).into_response());
     }
 
     let description = if current.is_some() { "update deployment" } else { "create deployment" };
@@ -317,7 +302,7 @@ pub(super) async fn apply(
     })
     .await?;
     let status = if current.is_none() { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "task": task, "deployment": saved }))).into_response())
+    Ok((status, Json(Applied { task, deployment: saved })).into_response())
 }
 
 /// `--recreate` as a change of desired state: every instance group's (and
@@ -336,18 +321,12 @@ fn bump_recreate(d: &mut DeploymentSpec) {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct DeleteQuery {
-    #[serde(default)]
-    force: bool,
-}
-
 /// `DELETE /v1/deployments/<name>[?force=true]`.
 pub(super) async fn delete(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
-) -> Result<Json<Value>, ApiError> {
+    Query(q): Query<DeleteDeploymentQuery>,
+) -> Result<Json<DeploymentDeleted>, ApiError> {
     check_deployment_name(&name)?;
     // 404 before a task is made for nothing.
     st.store.get::<DeploymentSpec>(None, &name).await?;
@@ -375,7 +354,7 @@ pub(super) async fn delete(
         // up and nobody else would finish the task.
         tasks::set_task_state(&st.store, task, TaskState::Done, "deleted").await?;
     }
-    Ok(Json(json!({ "task": task, "deleted": gone, "finalizing": !gone })))
+    Ok(Json(DeploymentDeleted { task, deleted: gone, finalizing: !gone }))
 }
 
 #[cfg(test)]
@@ -409,7 +388,6 @@ mod tests {
         assert_eq!(
             diff,
             [
-                "  name: d",
                 "- a: 1",
                 "+ a: 10",
                 "  b: 2",
@@ -421,6 +399,7 @@ mod tests {
                 "  h: 8",
                 "- i: 9",
                 "+ i: ((secret))",
+                "  name: d",
             ]
         );
     }

@@ -19,17 +19,11 @@ use bosh_api::Object;
 use bosh_api::objects::{CompiledPackageSpec, ReleasePackage, ReleaseSpec, compile_key};
 use bosh_api::release::ReleaseManifest;
 use bosh_api::release::manifest::{CompiledPackageRef, JobRef};
+use bosh_api::wire::ExportRequest;
 use bosh_blobstore::Storage;
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiState};
-
-#[derive(Deserialize)]
-pub(super) struct ExportRequest {
-    release: String,
-    stemcell: String,
-}
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

@@ -1,5 +1,7 @@
 //! boshd's HTTP API: validate-then-write of spec objects, reads, and a
-//! streaming watch, behind a bearer token.
+//! streaming watch, behind a bearer token. Every body it reads or answers
+//! is a type of [`bosh_api::wire`] (or a stored object), shared with
+//! `boshctl`.
 //!
 //! The API is a thin door to the store: every write is the same
 //! compare-and-swap a GitOps tool would make, preceded by the same
@@ -17,6 +19,7 @@
 //! - `vms`: the VMs the director made, their agents' state, and `exec`.
 //! - [`deployments`]: `apply` (deploy), delete with a task, instance
 //!   actions, instances with process state, logs, variables.
+//! - [`healthz`]: `GET /healthz`, etcd's health as boshd sees it (no token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +30,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use bosh_api::store::{self, Store};
-use serde::Serialize;
+use bosh_api::wire;
 use sha2::{Digest, Sha256};
 
 pub mod deployments;
 mod export;
+pub mod healthz;
 pub mod limits;
 pub mod objects;
 mod tasks;
@@ -120,15 +124,14 @@ impl ApiState {
 }
 
 /// An API error: a status, a message, and details (e.g. one line per
-/// validation error, each naming its path).
-#[derive(Debug, Serialize)]
+/// validation error, each naming its path); answered as a
+/// [`wire::ErrorBody`].
+#[derive(Debug)]
 pub struct ApiError {
-    #[serde(skip)]
     status: StatusCode,
     /// What went wrong.
     pub error: String,
     /// Every problem, when there are several.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
 }
 
@@ -146,7 +149,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let body = wire::ErrorBody { error: self.error, details: self.details };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -165,8 +169,7 @@ impl From<store::Error> for ApiError {
             store::Error::Decode { .. }
             | store::Error::Malformed { .. }
             | store::Error::Decrypt { .. }
-            | store::Error::Io { .. }
-            | store::Error::Certificate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | store::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
     }
@@ -193,12 +196,12 @@ async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: N
     }
 }
 
-async fn info() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "name": "boshd",
-        "version": env!("CARGO_PKG_VERSION"),
-        "api": "v1",
-    }))
+async fn info() -> axum::Json<wire::Info> {
+    axum::Json(wire::Info {
+        name: "boshd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        api: "v1".into(),
+    })
 }
 
 /// The answer to a request no route matches (behind the token, like every
@@ -207,7 +210,9 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
 }
 
-/// The API routes (everything under `/v1`), behind the token.
+/// The API routes (everything under `/v1`), behind the token, and
+/// `/healthz`, which is not (it tells no secret, and load balancers and
+/// monitors carry no token).
 ///
 /// Uploads stream to disk under their own (large) body cap; every other
 /// route is capped at `--max-request-bytes`. The router has its own
@@ -258,6 +263,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         // axum's own 2 MiB default would answer first with neither.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Added after the token layer, which therefore does not wrap it.
+        .route("/healthz", axum::routing::get(healthz::healthz))
         .with_state(state)
 }
 

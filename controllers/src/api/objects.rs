@@ -21,9 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use bosh_api::objects::*;
 use bosh_api::store::WatchEvent;
+use bosh_api::wire::{self, DeleteQuery, Deleted, List, ListQuery, WatchQuery};
 use bosh_api::{Kind, Object};
 use futures::StreamExt;
-use serde::Deserialize;
 
 use super::{ApiError, ApiState};
 use crate::validate;
@@ -99,22 +99,12 @@ impl Writable for ConfigSpec {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    prefix: String,
-}
-
 async fn list<S: Kind>(
     State(st): State<Arc<ApiState>>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<List<Object<S>>>, ApiError> {
     let l = st.store.list::<S>(&q.prefix).await?;
-    Ok(Json(serde_json::json!({
-        "items": l.items,
-        "quarantined": l.quarantined,
-        "revision": l.revision,
-    })))
+    Ok(Json(List { items: l.items, quarantined: l.quarantined, revision: l.revision }))
 }
 
 async fn get_one<S: Kind>(
@@ -165,48 +155,33 @@ async fn put<S: Writable>(
     Ok((status, Json(saved)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeleteQuery {
-    resource_version: Option<i64>,
-}
-
 async fn delete<S: Kind>(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let gone = st.store.delete::<S>(None, &name, q.resource_version).await?;
-    Ok(Json(serde_json::json!({ "deleted": gone, "finalizing": !gone })))
-}
-
-#[derive(Deserialize)]
-struct WatchQuery {
-    from: Option<i64>,
+    Ok(Json(Deleted { deleted: gone, finalizing: !gone }))
 }
 
 /// One watch event as a JSON line.
 fn event_line<S: Kind>(ev: WatchEvent<S>) -> Vec<u8> {
-    let line = match ev {
-        WatchEvent::Relisted { objects, quarantined, revision } => serde_json::json!({
-            "type": "RELISTED",
-            "revision": revision,
-            "objects": objects,
-            "quarantined": quarantined,
-        }),
-        WatchEvent::Applied(o) => serde_json::json!({ "type": "APPLIED", "object": o }),
-        WatchEvent::Quarantined(q) => serde_json::json!({ "type": "QUARANTINED", "object": q }),
-        WatchEvent::Deleted { name, revision } => {
-            serde_json::json!({ "type": "DELETED", "name": name, "revision": revision })
+    line(&match ev {
+        WatchEvent::Relisted { objects, quarantined, revision } => {
+            wire::WatchEvent::Relisted { revision, objects, quarantined }
         }
-    };
-    let mut bytes = serde_json::to_vec(&line).expect("events serialize");
+        WatchEvent::Applied(object) => wire::WatchEvent::Applied { object: *object },
+        WatchEvent::Quarantined(object) => wire::WatchEvent::Quarantined { object },
+        WatchEvent::Deleted { name, revision } => wire::WatchEvent::Deleted { name, revision },
+    })
+}
+
+/// `event` and a newline.
+fn line<S: Kind>(event: &wire::WatchEvent<Object<S>>) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(event).expect("events serialize");
     bytes.push(b'\n');
     bytes
 }
-
-/// What an idle watch stream sends every keep-alive interval.
-const KEEPALIVE_LINE: &[u8] = b"{\"type\":\"KEEPALIVE\"}\n";
 
 async fn watch<S: Kind>(State(st): State<Arc<ApiState>>, Query(q): Query<WatchQuery>) -> Response {
     let events = Box::pin(st.store.watch::<S>(q.from));
@@ -217,7 +192,7 @@ async fn watch<S: Kind>(State(st): State<Arc<ApiState>>, Query(q): Query<WatchQu
         let line = match tokio::time::timeout(every, events.next()).await {
             Ok(Some(ev)) => event_line(ev),
             Ok(None) => return None,
-            Err(_) => KEEPALIVE_LINE.to_vec(),
+            Err(_) => line::<S>(&wire::WatchEvent::Keepalive),
         };
         Some((Ok::<_, std::convert::Infallible>(line), events))
     });

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bosh_api::objects::{TaskChange, TaskSpec};
-use serde_json::{Value, json};
+use bosh_api::wire::TaskCancellation;
 
 use super::{ApiError, ApiState};
 use crate::tasks::task_name;
@@ -21,7 +21,7 @@ const CAS_ATTEMPTS: usize = 10;
 pub(super) async fn cancel(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<u64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskCancellation>, ApiError> {
     for _ in 0..CAS_ATTEMPTS {
         let mut t = st.store.get::<TaskSpec>(None, &task_name(id)).await?;
         if t.status.state.is_finished() {
@@ -49,11 +49,11 @@ pub(super) async fn cancel(
             Some(TaskChange::Update) => {}
         }
         if t.spec.cancel {
-            return Ok(Json(json!({ "task": id, "cancel": true })));
+            return Ok(Json(TaskCancellation { task: id, cancel: true }));
         }
         t.spec.cancel = true;
         match st.store.update_spec(&t).await {
-            Ok(_) => return Ok(Json(json!({ "task": id, "cancel": true }))),
+            Ok(_) => return Ok(Json(TaskCancellation { task: id, cancel: true })),
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),
         }

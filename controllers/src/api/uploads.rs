@@ -33,10 +33,10 @@ use bosh_api::objects::{
 };
 use bosh_api::release::read_release_tarball;
 use bosh_api::release::stemcell::read_stemcell_with;
+use bosh_api::wire::{ReleaseUpload, Removed, StemcellUpload, UploadQuery, UploadStatus};
 use bosh_api::{Object, ObjectMeta};
 use bosh_blobstore::Storage;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -111,12 +111,6 @@ impl ApiState {
         self.uploads = UploadGate::new(limits);
         self
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct UploadQuery {
-    #[serde(default)]
-    fix: bool,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -240,11 +234,9 @@ pub(super) async fn upload_release(
             ));
         }
         if !q.fix {
-            return Ok((
-                StatusCode::OK,
-                Json(serde_json::json!({"release": name, "status": "already uploaded"})),
-            )
-                .into_response());
+            let existing =
+                ReleaseUpload::Existing { release: name, status: UploadStatus::AlreadyUploaded };
+            return Ok((StatusCode::OK, Json(existing)).into_response());
         }
     }
     let mut spec = ReleaseSpec {
@@ -276,7 +268,7 @@ pub(super) async fn upload_release(
         });
     }
     let saved = save(&st, existing, &name, spec).await?;
-    Ok((StatusCode::CREATED, Json(saved)).into_response())
+    Ok((StatusCode::CREATED, Json(ReleaseUpload::Created(Box::new(saved)))).into_response())
 }
 
 /// `POST /v1/uploads/stemcells`.
@@ -299,11 +291,9 @@ pub(super) async fn upload_stemcell(
     let name = format!("{}/{}", mf.name, mf.version);
     let existing = st.store.try_get::<StemcellSpec>(None, &name).await?;
     if existing.is_some() && !q.fix {
-        return Ok((
-            StatusCode::OK,
-            Json(serde_json::json!({"stemcell": name, "status": "already uploaded"})),
-        )
-            .into_response());
+        let existing =
+            StemcellUpload::Existing { stemcell: name, status: UploadStatus::AlreadyUploaded };
+        return Ok((StatusCode::OK, Json(existing)).into_response());
     }
     let spec = StemcellSpec {
         name: mf.name.clone(),
@@ -315,7 +305,7 @@ pub(super) async fn upload_stemcell(
         image: Some(put_file(blobs, &image).await?),
     };
     let saved = save(&st, existing, &name, spec).await?;
-    Ok((StatusCode::CREATED, Json(saved)).into_response())
+    Ok((StatusCode::CREATED, Json(StemcellUpload::Created(Box::new(saved)))).into_response())
 }
 
 /// Deployments whose manifest's `section` (`releases` or `stemcells`) names
@@ -387,7 +377,7 @@ async fn refuse_if_used(
 pub(super) async fn delete_release(
     State(st): State<Arc<ApiState>>,
     UrlPath(full): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let obj: Object<ReleaseSpec> = st.store.get(None, &full).await?;
     let prefix = format!("{}/", obj.spec.name);
     let versions = st.store.list::<ReleaseSpec>(&prefix).await?.items;
@@ -396,7 +386,7 @@ pub(super) async fn delete_release(
     refuse_if_used(&st, "release", &full, "releases", &matches, &obj.spec.version, versions)
         .await?;
     st.store.delete::<ReleaseSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
-    Ok(Json(serde_json::json!({ "deleted": full })))
+    Ok(Json(Removed { deleted: full }))
 }
 
 /// `DELETE /v1/stemcells/<name>/<version>`: a stemcell is named in
@@ -404,7 +394,7 @@ pub(super) async fn delete_release(
 pub(super) async fn delete_stemcell(
     State(st): State<Arc<ApiState>>,
     UrlPath(full): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let obj: Object<StemcellSpec> = st.store.get(None, &full).await?;
     let prefix = format!("{}/", obj.spec.name);
     let versions = st.store.list::<StemcellSpec>(&prefix).await?.items;
@@ -413,7 +403,7 @@ pub(super) async fn delete_stemcell(
     refuse_if_used(&st, "stemcell", &full, "stemcells", &matches, &obj.spec.version, versions)
         .await?;
     st.store.delete::<StemcellSpec>(None, &full, Some(obj.metadata.resource_version)).await?;
-    Ok(Json(serde_json::json!({ "deleted": full })))
+    Ok(Json(Removed { deleted: full }))
 }
 
 #[cfg(test)]

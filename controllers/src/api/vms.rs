@@ -17,38 +17,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bosh_api::objects::{CompiledPackageSpec, InstanceSpec};
-use serde::{Deserialize, Serialize};
+use bosh_api::wire::{AgentState, ExecRequest, ExecResult, VmEntry, VmQuery};
 
 use super::{ApiError, ApiState};
-
-/// One VM in the listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VmEntry {
-    /// The deployment it belongs to.
-    pub deployment: String,
-    /// `group/id` for an instance, `compilation/<package>` for a compile VM.
-    pub instance: String,
-    /// The VM's id in the CPI.
-    pub vm_cid: String,
-    /// Its agent.
-    pub agent_id: String,
-    /// Addresses.
-    pub ips: Vec<String>,
-    /// Its availability zone.
-    pub az: String,
-    /// What the agent says (`running`, `failing`, ...; `unresponsive agent` on timeout).
-    pub state: String,
-    /// Vitals, when asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vitals: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct VmQuery {
-    deployment: Option<String>,
-    #[serde(default)]
-    vitals: bool,
-}
 
 fn director(st: &ApiState) -> Result<&crate::director::Director, ApiError> {
     st.director.as_ref().ok_or_else(|| {
@@ -56,7 +27,8 @@ fn director(st: &ApiState) -> Result<&crate::director::Director, ApiError> {
     })
 }
 
-/// Every VM recorded in etcd, optionally for one deployment.
+/// Every VM recorded in etcd, optionally for one deployment, each
+/// `unresponsive agent` until its agent is asked.
 async fn recorded(st: &ApiState, deployment: Option<&str>) -> Result<Vec<VmEntry>, ApiError> {
     let prefix = deployment.map(|d| format!("{d}/")).unwrap_or_default();
     let mut out = Vec::new();
@@ -71,7 +43,7 @@ async fn recorded(st: &ApiState, deployment: Option<&str>) -> Result<Vec<VmEntry
             agent_id: agent,
             ips: i.spec.networks.iter().map(|n| n.ip.clone()).filter(|ip| !ip.is_empty()).collect(),
             az: i.spec.az.clone().unwrap_or_default(),
-            state: String::new(),
+            state: AgentState::Unresponsive,
             vitals: None,
         });
     }
@@ -90,7 +62,7 @@ async fn recorded(st: &ApiState, deployment: Option<&str>) -> Result<Vec<VmEntry
             agent_id: w.agent_id.clone(),
             ips: vec![w.ip.clone()],
             az: String::new(),
-            state: String::new(),
+            state: AgentState::Unresponsive,
             vitals: None,
         });
     }
@@ -113,33 +85,20 @@ pub(super) async fn list(
     });
     let states = futures::future::join_all(states).await;
     for (vm, state) in vms.iter_mut().zip(states) {
-        match state {
-            Some(s) => {
-                vm.state = serde_json::to_value(s.job_state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                vm.vitals = s.vitals.and_then(|v| serde_json::to_value(v).ok());
-            }
-            None => vm.state = "unresponsive agent".into(),
+        if let Some(s) = state {
+            vm.state = s.job_state.into();
+            vm.vitals = s.vitals;
         }
     }
     Ok(Json(vms))
-}
-
-#[derive(Deserialize)]
-pub(super) struct ExecBody {
-    command: Vec<String>,
-    #[serde(default)]
-    timeout_secs: Option<u64>,
 }
 
 /// `POST /v1/vms/<agent-id>/exec`.
 pub(super) async fn exec(
     State(st): State<Arc<ApiState>>,
     Path(agent_id): Path<String>,
-    Json(body): Json<ExecBody>,
-) -> Result<Json<bosh_api::agent::ExecResult>, ApiError> {
+    Json(body): Json<ExecRequest>,
+) -> Result<Json<ExecResult>, ApiError> {
     let d = director(&st)?;
     if body.command.is_empty() {
         return Err(ApiError::invalid(

@@ -110,6 +110,13 @@ struct Args {
     /// Where health alerts are POSTed as JSON (retried with backoff).
     #[arg(long)]
     alert_webhook: Option<String>,
+    /// Seconds between two scans of a deployment for orphaned VMs (tagged
+    /// with it, owned by no instance); 0: no scan.
+    #[arg(long, default_value_t = 60)]
+    orphan_vm_scan_secs: u64,
+    /// Seconds an orphaned VM is reported before it is deleted.
+    #[arg(long, default_value_t = 3600)]
+    orphan_vm_grace_secs: u64,
     /// Seconds between full resyncs of every object.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
@@ -119,6 +126,16 @@ struct Args {
     /// A deployment asking for more instances in all is refused.
     #[arg(long, default_value_t = 20_000)]
     max_instances_per_deployment: u32,
+    /// A manifest with a property value larger than this (as JSON) is refused.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_property_bytes: usize,
+    /// A YAML document (manifest, config, ops file) whose aliases replay
+    /// more events than this is refused while it is parsed (alias bombs).
+    #[arg(long, default_value_t = bosh_api::yaml::Limits::default().max_alias_events)]
+    yaml_max_alias_events: usize,
+    /// A YAML document nested deeper than this is refused.
+    #[arg(long, default_value_t = bosh_api::yaml::Limits::default().max_depth)]
+    yaml_max_depth: usize,
     /// A template render (one Ruby process per batch) is killed after this.
     #[arg(long, default_value_t = 60)]
     render_timeout_secs: u64,
@@ -258,9 +275,16 @@ async fn director(
             exe,
             Default::default(),
         )),
+        // The local CPI's audit log records the etcd revision each mutating
+        // call was admitted at (one revision read per call): what lets the
+        // fault matrix's invariant checker see, for a real boshd process,
+        // that every call's intent was written first (I4) and that no call
+        // from a deposed leader got through after its successor was elected
+        // (I5). The local CPI is for development and tests; the read is cheap.
         None => Arc::new(
             bosh_controllers::cpi::local::LocalCpi::open(&cpi_dir)
-                .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?,
+                .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?
+                .with_audit_store(store.clone()),
         ),
     };
     info!(nats = %bus.url(), cpi = cpi.name(), "director ready");
@@ -359,7 +383,12 @@ async fn main() -> anyhow::Result<()> {
     let limits = bosh_controllers::validate::DeploymentLimits {
         max_instances_per_group: args.max_instances_per_group,
         max_instances_per_deployment: args.max_instances_per_deployment,
+        max_property_bytes: args.max_property_bytes,
     };
+    bosh_api::yaml::set_limits(bosh_api::yaml::Limits {
+        max_alias_events: args.yaml_max_alias_events,
+        max_depth: args.yaml_max_depth,
+    });
     let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
         .with_deployment_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
@@ -376,13 +405,13 @@ async fn main() -> anyhow::Result<()> {
     let router = bosh_controllers::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
-    let discovery = serde_json::json!({
-        "url": format!("http://{addr}"),
-        "token_file": std::fs::canonicalize(args.data_dir.join("api-token"))?,
-    });
+    let discovery = bosh_api::wire::DirectorFile {
+        url: format!("http://{addr}"),
+        token_file: std::fs::canonicalize(args.data_dir.join("api-token"))?,
+    };
     bosh_controllers::secret_file::write(
         &args.data_dir.join("director.json"),
-        discovery.to_string().as_bytes(),
+        &serde_json::to_vec(&discovery)?,
     )?;
     info!(%addr, "API listening");
     let api_shutdown = shutdown.clone();
@@ -405,6 +434,12 @@ async fn main() -> anyhow::Result<()> {
             timeout: Duration::from_secs(args.render_timeout_secs),
             max_output: args.render_max_output_bytes,
         },
+        orphan_vms: (args.orphan_vm_scan_secs > 0).then(|| {
+            bosh_controllers::deployment::orphan_vms::OrphanVmConfig {
+                scan: Duration::from_secs(args.orphan_vm_scan_secs),
+                grace: Duration::from_secs(args.orphan_vm_grace_secs),
+            }
+        }),
     };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),

@@ -35,7 +35,8 @@ tokio::task_local! {
     /// it in the request's `context` (`fence`), and the local CPI refuses a
     /// mutation whose token is older than one it has already seen for the
     /// same election — a deposed leader's late call, once the new leader
-    /// has acted.
+    /// has acted — and, given a store, any call whose term is no longer
+    /// the current one in etcd.
     pub static FENCE: bosh_api::store::Fence;
 }
 

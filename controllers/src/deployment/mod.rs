@@ -23,6 +23,7 @@
 
 pub mod cloud_check;
 pub mod desired;
+pub mod orphan_vms;
 pub mod plan;
 pub mod rollout;
 
@@ -145,7 +146,11 @@ async fn report(
     counts: BTreeMap<String, u32>,
 ) -> Result<(), Error> {
     let generation = obj.metadata.generation;
-    crate::validate::update_status_if_changed(store, obj, |s| {
+    // Compilation and validation write conditions into the same status:
+    // a conflict re-reads and applies this edit again instead of failing
+    // the pass (which cost a backoff per conflict in a busy rollout).
+    let mut cur = obj.clone();
+    crate::status::patch(store, &mut cur, |s| {
         let cond = match ready {
             Some(ok) => condition(READY, ok, reason, message.clone(), generation),
             None => condition(READY, false, reason, message.clone(), generation),
@@ -163,7 +168,7 @@ async fn report(
         if ready == Some(true) {
             s.observed_revision = generation;
         }
-        s.ready_instances = counts;
+        s.ready_instances = counts.clone();
     })
     .await?;
     if let (Some(task), Some(ok)) = (obj.spec.task, ready) {
@@ -248,6 +253,22 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let store = &ctx.store;
     let name = obj.metadata.name.clone();
+    // What a reconcile decides — above all which instances to delete — is
+    // decided on a linearizable read of the Deployment, not on the cache: a
+    // cache that lags would plan from an old manifest and delete instances
+    // the current one keeps, or undo a newer change (FAULT-MATRIX A5).
+    let Some(fresh) = store.try_get::<DeploymentSpec>(None, &name).await? else {
+        return Ok(Action::await_change());
+    };
+    if fresh.metadata.resource_version != obj.metadata.resource_version {
+        info!(
+            deployment = %name,
+            cached = obj.metadata.resource_version,
+            current = fresh.metadata.resource_version,
+            "the cache lags: deciding on the current spec"
+        );
+    }
+    let obj = Arc::new(fresh);
     if obj.metadata.is_deleting() {
         return delete(&ctx, &obj).await;
     }

@@ -14,7 +14,10 @@
 //! deployment if it has one.
 //!
 //! Resurrection is not here: the instance controller hears the status
-//! change and reconciles ([`crate::instance`]).
+//! change and reconciles ([`crate::instance`]). Only the end of a meltdown
+//! is seen here: when an instance answers again and the deployment's
+//! unresponsive instances no longer make a meltdown, its `Meltdown`
+//! condition is cleared (nothing else would notice).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -364,6 +367,15 @@ pub async fn reconcile(
     })
     .await?;
     info!(instance = %obj.metadata.name, from = %obj.status.health, to = %cur.status.health, "instance health changed");
+    let unresponsive = crate::instance::UNRESPONSIVE;
+    if obj.status.health == unresponsive
+        && cur.status.health != unresponsive
+        && let Some(dep) = &obj.metadata.deployment
+        && crate::instance::resurrect::clear_meltdown_if_over(&ctx.store, dep, &ctx.data.config)
+            .await?
+    {
+        info!(deployment = %dep, "meltdown over: enough instances answer again");
+    }
     let (severity, title) = match cur.status.health.as_str() {
         "failing" => (2, "job is failing"),
         "unresponsive" => (1, "agent is unresponsive"),

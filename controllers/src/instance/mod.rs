@@ -142,9 +142,23 @@ impl Error {
     }
 }
 
-/// Back off per key on any error.
-pub fn error_policy(_: Arc<Object<InstanceSpec>>, _: &Error, _: Arc<Ctx<Instances>>) -> Action {
-    Action::backoff()
+/// How long an instance whose CPI call failed permanently (a quota, a
+/// bad cloud property: retrying soon will not help) waits before it is
+/// tried again: its `Ready` condition already says why, and an operator
+/// fixing the cause changes the spec or asks for a recreate, which wakes it
+/// at once. With a retry costing two CPI calls (`find_vm_by_request`,
+/// `create_vm`) this keeps a stuck instance under 20 calls an hour
+/// (FAULT-MATRIX D4); the exponential backoff (200 ms doubling to 5 min)
+/// would spend some 22 tries in its first hour.
+pub const PERMANENT_RETRY: Duration = Duration::from_secs(600);
+
+/// Back off per key on any error; a permanent CPI failure waits
+/// [`PERMANENT_RETRY`].
+pub fn error_policy(_: Arc<Object<InstanceSpec>>, e: &Error, _: Arc<Ctx<Instances>>) -> Action {
+    match e {
+        Error::Cpi { source: CpiError::Permanent { .. }, .. } => Action::requeue(PERMANENT_RETRY),
+        _ => Action::backoff(),
+    }
 }
 
 /// The deployment-wide settings an instance is driven with.
@@ -224,6 +238,24 @@ pub async fn reconcile(
         task: dep.as_ref().and_then(|d| d.spec.task),
     };
     let mut cur = (*obj).clone();
+    // Whatever this reconcile is about to do (tear down, recreate, create,
+    // resurrect, resolve) it decides on a linearizable read, never on the
+    // cache alone: a cache that lags (a slow watch, a relist from an old
+    // revision) would have it delete a VM already replaced, forget the one
+    // that runs, or make a second one (FAULT-MATRIX A5); and it may lag
+    // this controller's own writes (one whose reply was lost committed
+    // without it knowing, FAULT-MATRIX B5). An instance at rest costs no
+    // read: it is left alone until it wakes us again.
+    let at_rest = !cur.metadata.is_deleting()
+        && is_converged(&cur)
+        && cur.status.health != UNRESPONSIVE
+        && !cck::pending(&cur);
+    if !at_rest {
+        match store.try_get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await? {
+            Some(fresh) => cur = fresh,
+            None => return Ok(Action::await_change()),
+        }
+    }
     let what = display(&cur);
     if cur.metadata.is_deleting() {
         if !cur.metadata.finalizers.iter().any(|f| f == INSTANCE_FINALIZER) {
@@ -243,12 +275,9 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     if cck::pending(&cur) {
-        // The cache may lag this controller's own last writes; a
-        // resolution must not be carried out twice, so look again.
-        cur = store.get::<InstanceSpec>(Some(&dep_name), &cur.metadata.name).await?;
-        if cck::pending(&cur) {
-            cck::run(&ctx, &mut cur, &opts).await?;
-        }
+        // Read above, not from the cache, which may lag this controller's
+        // own last writes: a resolution must not be carried out twice.
+        cck::run(&ctx, &mut cur, &opts).await?;
     }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {

@@ -2,12 +2,15 @@
 //! monitor finds unresponsive is recreated — the old VM deleted by its CID,
 //! a new one made with the same persistent disk, the jobs applied and
 //! started — under a "scan and fix" task, unless resurrection is off for it
-//! (resurrection configs) or its deployment is in meltdown.
+//! (resurrection configs), its deployment is in meltdown, or its agent
+//! answers a ping after all (the verdict lags a healed partition).
 
 use std::time::Duration;
 
 use bosh_api::meta::{find_condition, set_condition};
-use bosh_api::objects::{ConfigSpec, DeploymentSpec, EventState, InstanceSpec, TaskState};
+use bosh_api::objects::{
+    ConfigSpec, DeploymentSpec, EventState, InstanceSpec, ProblemType, TaskState,
+};
 use bosh_api::store::Store;
 use bosh_api::{Condition, ConditionStatus, Object};
 use chrono::Utc;
@@ -24,6 +27,10 @@ pub const MELTDOWN: &str = "Meltdown";
 
 /// How soon a paused resurrection looks again.
 const PAUSED: Duration = Duration::from_secs(2);
+
+/// How long the agent of an instance about to be resurrected is given to
+/// answer a ping first.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether a resurrection config rule matches `deployment`/`group`.
 fn matches(filter: &Value, deployment: &str, group: &str) -> bool {
@@ -71,7 +78,12 @@ pub fn is_meltdown(down: usize, total: usize, min_down: usize, fraction: f64) ->
 }
 
 /// Sets or clears `Meltdown` on the deployment, writing only on change.
-async fn set_meltdown(store: &Store, dep: &str, on: bool, message: String) -> Result<bool, Error> {
+async fn set_meltdown(
+    store: &Store,
+    dep: &str,
+    on: bool,
+    message: String,
+) -> Result<bool, bosh_api::store::Error> {
     let Some(mut d) = store.try_get::<DeploymentSpec>(None, dep).await? else { return Ok(false) };
     let was = find_condition(&d.status.conditions, MELTDOWN)
         .is_some_and(|c| c.status == ConditionStatus::True);
@@ -94,6 +106,24 @@ async fn set_meltdown(store: &Store, dep: &str, on: bool, message: String) -> Re
     })
     .await?;
     Ok(true)
+}
+
+/// Clears `Meltdown` on `dep` when its unresponsive instances are no longer
+/// a meltdown; true when it did. The health monitor calls it when an
+/// instance recovers: a meltdown that heals by itself (a partition ends)
+/// leaves no unresponsive instance for [`run`] to clear it on, and the
+/// condition would say "resurrection paused" for good (FAULT-MATRIX C4).
+pub async fn clear_meltdown_if_over(
+    store: &Store,
+    dep: &str,
+    h: &crate::health::HealthConfig,
+) -> Result<bool, bosh_api::store::Error> {
+    let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
+    let down = all.iter().filter(|i| i.status.health == UNRESPONSIVE).count();
+    if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
+        return Ok(false);
+    }
+    set_meltdown(store, dep, false, format!("{down} of {} instances unresponsive", all.len())).await
 }
 
 /// Resurrects `cur` (or pauses: off, or meltdown).
@@ -134,20 +164,46 @@ pub async fn run(
         info!(deployment = %dep, "meltdown over: resurrection resumes");
     }
 
+    // The verdict is as old as the monitor's last look (a check interval or
+    // so): an agent back from a partition is still `unresponsive` until its
+    // next one. Deleting a VM is not undone, so the agent itself is asked
+    // first; one that answers is left alone and the monitor will hear it
+    // (FAULT-MATRIX C4: as a meltdown ends, the instances still marked
+    // down must not be recreated while their agents are back).
+    if let Some(agent) = cur.status.agent_id.as_deref()
+        && super::vm::responsive(ctx, agent, RECHECK).await
+    {
+        let what = display(&cur);
+        info!(deployment = %dep, instance = %what, "agent answers again: not resurrected");
+        return Ok(Action::requeue(PAUSED));
+    }
+
     let task = create_task(store, "scan and fix", Some(&dep), "health monitor").await?;
     let id = task.spec.id;
     set_task_state(store, id, TaskState::Processing, "").await?;
     o.task = Some(id);
     let what = display(&cur);
     let stage = "Applying problem resolutions";
-    let object = format!("unresponsive agent: recreate VM of {what}");
+    // No heartbeat has two causes the CPI tells apart: the VM is gone
+    // (deleted behind the director's back: BOSH's missing_vm) or its agent
+    // does not answer (unresponsive_agent). Either way the VM is recreated
+    // with the instance's disk; the event and the condition say which
+    // (FAULT-MATRIX D5).
+    let problem = match &cur.status.vm_cid {
+        Some(cid) => match ctx.data.director.cpi.has_vm(cid).await {
+            Ok(false) => ProblemType::MissingVm,
+            _ => ProblemType::UnresponsiveAgent,
+        },
+        None => ProblemType::MissingVm,
+    };
+    let object = format!("{problem}: recreate VM of {what}");
     event(&o, stage, &object, EventState::Started, "", store).await;
     info!(deployment = %dep, instance = %what, task = id, "resurrecting");
     let generation = cur.metadata.generation;
     patch(store, &mut cur, |s| {
         set_condition(
             &mut s.conditions,
-            ready(false, "Resurrecting", format!("task {id}"), generation),
+            ready(false, "Resurrecting", format!("task {id}: {problem}"), generation),
         );
     })
     .await?;

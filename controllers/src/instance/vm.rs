@@ -109,6 +109,25 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 cid
             }
         };
+    // Tagged before the cid is recorded: once the status names the VM no
+    // later reconcile comes this way, so a lost reply of that write
+    // (FAULT-MATRIX B5) would leave the VM untagged for good; a retry
+    // before it adopts the VM by request id and tags it again.
+    let mut meta = BTreeMap::new();
+    meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
+    meta.insert("instance_group".to_string(), spec.group.clone());
+    meta.insert("index".to_string(), spec.index.to_string());
+    meta.insert("id".to_string(), spec.id.clone());
+    meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
+    ctx.store.check_fence().await?;
+    match d.cpi.set_vm_metadata(&cid, &meta).await {
+        Ok(()) | Err(crate::cpi::CpiError::NotSupported { .. }) => {}
+        Err(e) => return Err(cpi("set_vm_metadata")(e)),
+    }
+    crate::failpoint!(
+        fp::CPI_AFTER_SET_VM_METADATA,
+        Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
+    );
     patch(&ctx.store, cur, |s| {
         s.vm_cid = Some(cid.clone());
         s.pending_create = None;
@@ -119,21 +138,6 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         s.phase = "created".into();
     })
     .await?;
-    let mut meta = BTreeMap::new();
-    meta.insert("deployment".to_string(), cur.metadata.deployment.clone().unwrap_or_default());
-    meta.insert("instance_group".to_string(), spec.group.clone());
-    meta.insert("index".to_string(), spec.index.to_string());
-    meta.insert("id".to_string(), spec.id.clone());
-    meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
-    if let Err(e) = d.cpi.set_vm_metadata(&cid, &meta).await
-        && !matches!(e, crate::cpi::CpiError::NotSupported { .. })
-    {
-        tracing::warn!(instance = %cur.metadata.name, error = %e, "could not tag the VM");
-    }
-    crate::failpoint!(
-        fp::CPI_AFTER_SET_VM_METADATA,
-        Err(cpi("set_vm_metadata")(fp::lost_reply("set_vm_metadata")))
-    );
     Ok(())
 }
 

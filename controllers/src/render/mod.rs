@@ -216,16 +216,20 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The Ruby process ran past [`Limits::timeout`] and was killed.
-    #[error("rendering templates took longer than {timeout:?}; ruby was killed")]
+    #[error("rendering templates{} took longer than {timeout:?}; ruby was killed", of(instance))]
     Timeout {
         /// The limit.
         timeout: Duration,
+        /// `<instance group>/<index>` whose templates Ruby was rendering.
+        instance: Option<String>,
     },
     /// The Ruby process wrote more than [`Limits::max_output`] and was killed.
-    #[error("rendered templates exceed {limit} bytes; ruby was killed")]
+    #[error("rendered templates exceed {limit} bytes{}; ruby was killed", at(instance))]
     OutputTooLarge {
         /// The limit.
         limit: usize,
+        /// `<instance group>/<index>` whose templates Ruby was rendering.
+        instance: Option<String>,
     },
     /// The Ruby process failed or answered with something unexpected.
     #[error("ruby render process failed ({status}): {message}")]
@@ -273,6 +277,16 @@ impl Error {
     }
 }
 
+/// " of instance 'web/0'" for a batch-wide failure that has a culprit.
+fn of(instance: &Option<String>) -> String {
+    instance.as_ref().map(|i| format!(" of instance '{i}'")).unwrap_or_default()
+}
+
+/// " at instance 'web/0'", likewise.
+fn at(instance: &Option<String>) -> String {
+    instance.as_ref().map(|i| format!(" at instance '{i}'")).unwrap_or_default()
+}
+
 /// BOSH's nested wording: per instance, per job, per template.
 fn templates_message(instance: &str, failures: &[TemplateFailure]) -> String {
     let mut out = format!("Unable to render jobs for instance '{instance}'. Errors are:");
@@ -306,7 +320,25 @@ pub async fn render_batch(
     } else {
         let input = serde_json::to_vec(&batch.input).expect("render input serializes");
         RUBY_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stdout = ruby::run(&input, limits).await?;
+        // Ruby answers request after request, so when the whole batch is
+        // killed (a loop, a flood), the answers it gave say whose templates
+        // it was on: that instance is named, not just the batch.
+        let answered = std::sync::atomic::AtomicUsize::new(0);
+        let culprit = || {
+            let n = answered.load(std::sync::atomic::Ordering::Relaxed);
+            let sent = reqs.iter().zip(&batch.prepared).filter(|(_, p)| p.is_ok());
+            sent.map(|(r, _)| instance_name(&r.instance)).nth(n)
+        };
+        let stdout = match ruby::run(&input, limits, &answered).await {
+            Ok(out) => out,
+            Err(Error::Timeout { timeout, .. }) => {
+                return Err(Error::Timeout { timeout, instance: culprit() });
+            }
+            Err(Error::OutputTooLarge { limit, .. }) => {
+                return Err(Error::OutputTooLarge { limit, instance: culprit() });
+            }
+            Err(e) => return Err(e),
+        };
         ruby::parse_output(&stdout, batch.sent)?
     };
     let mut outputs = outputs.into_iter();

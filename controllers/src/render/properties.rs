@@ -80,6 +80,8 @@ fn ruby_class(v: &Value) -> &'static str {
         Value::Bool(false) => "FalseClass",
         Value::Number(n) if n.is_f64() => "Float",
         Value::Number(_) => "Integer",
+        // `.inf`/`.nan` (see `bosh_api::yaml::non_finite`): a Float to Ruby.
+        Value::String(_) if bosh_api::yaml::as_non_finite(v).is_some() => "Float",
         Value::String(_) => "String",
         Value::Array(_) => "Array",
         Value::Object(_) => "Hash",
@@ -89,7 +91,7 @@ fn ruby_class(v: &Value) -> &'static str {
 /// Adds every string leaf of `v` to `out`.
 pub(super) fn collect_strings(v: &Value, out: &mut Vec<String>) {
     match v {
-        Value::String(s) => out.push(s.clone()),
+        Value::String(s) if bosh_api::yaml::non_finite_spelling(s).is_none() => out.push(s.clone()),
         Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
         Value::Object(m) => m.values().for_each(|i| collect_strings(i, out)),
         _ => {}

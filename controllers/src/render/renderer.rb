@@ -38,6 +38,27 @@ module Bosh
 
     class OutputTooLarge < StandardError; end
 
+    # YAML's .inf, -.inf and .nan have no JSON number, so the director holds
+    # them as these strings (a reserved noncharacter, U+FDD0, then the YAML
+    # spelling; bosh_api::yaml::non_finite). Templates get the Float Ruby
+    # BOSH's YAML reader gives them.
+    module NonFinite
+      FLOATS = {
+        "\u{FDD0}.inf" => Float::INFINITY,
+        "\u{FDD0}-.inf" => -Float::INFINITY,
+        "\u{FDD0}.nan" => Float::NAN
+      }.freeze
+
+      def self.decode(value)
+        case value
+        when Hash then value.transform_values { |v| decode(v) }
+        when Array then value.map { |v| decode(v) }
+        when String then FLOATS.fetch(value, value)
+        else value
+        end
+      end
+    end
+
     # Dotted-path lookup in nested hashes, as bosh-template's PropertyHelper.
     module PropertyHelper
       def lookup_property(collection, name)
@@ -411,8 +432,8 @@ module Bosh
         rendered = req['jobs'].map do |job_req|
           job = jobs[job_req['job']]
           spec = req['spec'].merge(
-            'properties' => job_req['properties'] || {},
-            'links' => job_req['links'] || {}
+            'properties' => NonFinite.decode(job_req['properties'] || {}),
+            'links' => NonFinite.decode(job_req['links'] || {})
           )
           job[:erbs].map do |template, erb|
             # A fresh context per template, so one template's changes to

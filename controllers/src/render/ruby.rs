@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -224,7 +225,12 @@ impl Drop for Group {
 }
 
 /// Runs the driver on `input` and returns its stdout once it exited 0.
-pub(super) async fn run(input: &[u8], limits: &Limits) -> Result<Vec<u8>, Error> {
+/// `answered` counts the answers (lines) Ruby has written so far.
+pub(super) async fn run(
+    input: &[u8],
+    limits: &Limits,
+    answered: &AtomicUsize,
+) -> Result<Vec<u8>, Error> {
     let mut cmd = tokio::process::Command::new("ruby");
     cmd.arg("-EUTF-8")
         .arg("-e")
@@ -268,8 +274,11 @@ pub(super) async fn run(input: &[u8], limits: &Limits) -> Result<Vec<u8>, Error>
             drop(stdin);
             Ok::<_, Error>(())
         };
-        let (_, out, err) =
-            tokio::try_join!(write, read_capped(stdout, limits.max_output), read_stderr(stderr))?;
+        let (_, out, err) = tokio::try_join!(
+            write,
+            read_capped(stdout, limits.max_output, answered),
+            read_stderr(stderr)
+        )?;
         let status = child.wait().await.map_err(|source| Error::Io { source })?;
         Ok::<_, Error>((status, out, err))
     };
@@ -284,7 +293,7 @@ pub(super) async fn run(input: &[u8], limits: &Limits) -> Result<Vec<u8>, Error>
         Err(_elapsed) => {
             group.kill();
             let _ = child.wait().await;
-            return Err(Error::Timeout { timeout: limits.timeout });
+            return Err(Error::Timeout { timeout: limits.timeout, instance: None });
         }
     };
     // Exited and reaped: its pid may be reused, so never signal it again.
@@ -302,14 +311,27 @@ pub(super) async fn run(input: &[u8], limits: &Limits) -> Result<Vec<u8>, Error>
     Ok(out)
 }
 
-/// Reads all of `r`, failing once it passes `max` bytes.
-async fn read_capped(r: impl AsyncRead + Unpin, max: usize) -> Result<Vec<u8>, Error> {
+/// Reads all of `r`, failing once it passes `max` bytes, and counts its
+/// lines into `lines` as they arrive.
+async fn read_capped(
+    mut r: impl AsyncRead + Unpin,
+    max: usize,
+    lines: &AtomicUsize,
+) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
-    r.take(max as u64 + 1).read_to_end(&mut buf).await.map_err(|source| Error::Io { source })?;
-    if buf.len() > max {
-        return Err(Error::OutputTooLarge { limit: max });
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut chunk).await.map_err(|source| Error::Io { source })?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        let newlines = chunk[..n].iter().filter(|b| **b == b'\n').count();
+        lines.fetch_add(newlines, Ordering::Relaxed);
+        if buf.len() + n > max {
+            return Err(Error::OutputTooLarge { limit: max, instance: None });
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(buf)
 }
 
 /// Keeps the start of stderr and drains the rest, so Ruby never blocks on it.

@@ -265,6 +265,9 @@ async fn endless_loop_is_killed_at_the_timeout() {
     let err = render_batch(&[request(0, &[(&t, json!({}))])], &limits).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "{:?}", start.elapsed());
+    // The batch's culprit is named: the instance Ruby was rendering.
+    let name = instance_name(&request(0, &[(&t, json!({}))]).instance);
+    assert!(err.to_string().contains(&format!("of instance '{name}'")), "{err}");
 }
 
 /// A template that writes without end fails alone, long before the timeout:
@@ -287,7 +290,13 @@ async fn batch_output_over_the_limit_kills_the_process() {
     let reqs: Vec<_> = (0..20).map(|i| request(i, &[(&t, json!({}))])).collect();
     let limits = Limits { timeout: Duration::from_secs(60), max_output: 1 << 20 };
     let err = render_batch(&reqs, &limits).await.unwrap_err();
-    assert!(matches!(err, Error::OutputTooLarge { limit: 1048576 }), "{err:?}");
+    assert!(matches!(err, Error::OutputTooLarge { limit: 1048576, .. }), "{err:?}");
+    // About ten answers fit; the instance Ruby was on when the cap was
+    // passed is named.
+    let Error::OutputTooLarge { instance: Some(at), .. } = &err else { panic!("{err:?}") };
+    let names: Vec<String> = reqs.iter().map(|r| instance_name(&r.instance)).collect();
+    let i = names.iter().position(|n| n == at).unwrap();
+    assert!((8..=11).contains(&i), "{at} is request {i}");
 }
 
 /// Ruby's memory is capped: a template allocating past it fails alone.
@@ -374,4 +383,41 @@ fn job_tarball_missing_a_template_is_refused() {
     w.bytes("./job.MF", "name: j\ntemplates:\n  x.erb: x\n", false).bytes("./monit", "", false);
     let err = JobTemplates::from_job_tgz(&w.write(Vec::new(), "job").unwrap()).unwrap_err();
     assert!(err.to_string().contains("job j: cannot read templates/x.erb"), "{err}");
+}
+
+/// Issue 17: a manifest applied through `deploy` reaches templates with the
+/// values `interpolate` prints, read the same YAML 1.1 way. The text the
+/// CLI sends (`to_bosh_string` of its interpolated document) is read as the
+/// API reads it, stored as JSON as etcd stores it, and rendered: `.inf`,
+/// `-.inf` and `.nan` are Ruby's `Float::INFINITY`, `-Float::INFINITY` and
+/// `Float::NAN`, as Ruby BOSH's YAML reader gives them; keys `on:`, `~:` and
+/// `0x10:` are the keys bosh prints for them (`true`, `null`, `16`).
+#[tokio::test]
+async fn yaml_1_1_values_and_keys_reach_templates_as_interpolate_prints_them() {
+    let user = "limit: .inf\nfloor: -.inf\nratio: .nan\nsize: 1.50\n\
+                flags: {on: enabled, ~: nothing, 0x10: sixteen, \"on\": quoted}\n";
+    let sent = bosh_api::yaml::to_bosh_string(&bosh_api::yaml::parse_value(user, "m.yml").unwrap());
+    assert_eq!(
+        sent,
+        "flags:\n  true: enabled\n  16: sixteen\n  null: nothing\n  \"on\": quoted\n\
+         floor: -.inf\nlimit: .inf\nratio: .nan\nsize: 1.5\n"
+    );
+    let read = bosh_api::yaml::parse_value(&sent, "manifest").unwrap();
+    let stored: Value = serde_json::from_slice(&serde_json::to_vec(&read).unwrap()).unwrap();
+
+    let erb = "<%- -%>
+limit=<%= p('limit') %> <%= p('limit').class %> <%= p('limit').infinite? %>
+floor=<%= p('floor') %> <%= p('floor') < -1e308 %>
+ratio=<%= p('ratio').nan? %>
+size=<%= p('size') %>
+flags=<%= p('flags').keys.sort.join(',') %>
+on=<%= p('flags')['true'] %> <%= p('flags')['on'] %> <%= p('flags.16') %>
+";
+    let props = "  limit: ~\n  floor: ~\n  ratio: ~\n  size: ~\n  flags: ~\n";
+    let out = render_one(&one_template(erb, props), stored).await.unwrap();
+    assert_eq!(
+        out,
+        "limit=Infinity Float 1\nfloor=-Infinity true\nratio=true\nsize=1.5\n\
+         flags=16,null,on,true\non=enabled quoted sixteen\n"
+    );
 }

@@ -6,7 +6,11 @@
 //! moment they run (never from the event that woke them), run on a bounded
 //! number of workers, never run twice at once for one key, back off per key
 //! with jitter on error, and are re-run for every key on a periodic resync
-//! so that a missed event can only delay convergence, not prevent it.
+//! so that a missed event can only delay convergence, not prevent it. The
+//! resync first relists (a fresh, consistent read of the kind replaces the
+//! cache): re-running keys from a cache that missed an event would run
+//! them on the very view that is wrong, and never see an object it missed
+//! entirely (FAULT-MATRIX B3).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use bosh_api::store::{Fence, Store};
+use bosh_api::store::{Fence, Store, WatchStats};
 use bosh_api::{Kind, Object};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -54,6 +58,20 @@ impl Action {
     /// error policy).
     pub fn backoff() -> Action {
         Action(ActionKind::Backoff)
+    }
+
+    /// The fixed delay this action asks for (`requeue`), if any: what a
+    /// test computes a retry schedule from.
+    pub fn delay(&self) -> Option<Duration> {
+        match self.0 {
+            ActionKind::Requeue(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Whether this action is the exponential backoff.
+    pub fn is_backoff(&self) -> bool {
+        matches!(self.0, ActionKind::Backoff)
     }
 }
 
@@ -141,6 +159,7 @@ pub struct Controller<S: Kind, C, E> {
     error_policy: ErrorPolicyFn<S, C, E>,
     cache: Arc<Cache<S>>,
     stats: Arc<Stats>,
+    watch_stats: Arc<WatchStats>,
 }
 
 impl<S, C, E> Controller<S, C, E>
@@ -172,12 +191,19 @@ where
             error_policy: Arc::new(error_policy),
             cache: Arc::default(),
             stats: Arc::default(),
+            watch_stats: Arc::default(),
         }
     }
 
     /// The controller's counters.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// What happened to the controller's watches (one per term): relists,
+    /// compactions, broken sessions.
+    pub fn watch_stats(&self) -> Arc<WatchStats> {
+        self.watch_stats.clone()
     }
 
     /// The reflector cache (filled while leading).
@@ -230,9 +256,10 @@ where
             fence,
             data: self.data.clone(),
         });
+        let watcher = self.store.watch_counted::<S>(None, self.watch_stats.clone());
+        let relist = watcher.relist_handle();
         let reflector = {
             let (queue, cache) = (queue.clone(), self.cache.clone());
-            let watcher = self.store.watch::<S>(None);
             tokio::spawn(reflect(watcher, cache, self.cfg.trigger, move |k| queue.add(k)))
         };
         let resync = self.cfg.resync.map(|period| {
@@ -242,8 +269,14 @@ where
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
                     tick.tick().await;
+                    // Relist, then run every key on the fresh view. If
+                    // etcd cannot be listed within a period, run them on
+                    // the cache as it is.
+                    let seen = cache.relists();
+                    relist.relist();
+                    let _ = tokio::time::timeout(period, cache.wait_relisted_after(seen)).await;
                     for k in cache.keys() {
-                        queue.add(&k);
+                        queue.add_resync(&k);
                     }
                 }
             })
@@ -293,7 +326,8 @@ where
         );
         let fut =
             crate::cpi::FENCE.scope(ctx.fence.clone(), (self.reconcile)(obj.clone(), ctx.clone()));
-        let result = AssertUnwindSafe(fut).catch_unwind().instrument(span.clone()).await;
+        let result =
+            watchdog(AssertUnwindSafe(fut).catch_unwind(), &span).instrument(span.clone()).await;
         self.stats.reconciles.fetch_add(1, Ordering::Relaxed);
         let action = match result {
             Ok(Ok(action)) => {
@@ -328,14 +362,46 @@ where
     }
 
     fn backoff(&self) -> ExponentialBackoff {
+        self.cfg.backoff_delays()
+    }
+}
+
+impl Config {
+    /// The delays of one key's error backoff, in order, as the runtime
+    /// draws them (with jitter when [`Config::jitter`]): tests compute a
+    /// retry schedule from it instead of waiting it out.
+    pub fn backoff_delays(&self) -> ExponentialBackoff {
         let mut b = ExponentialBuilder::default()
-            .with_min_delay(self.cfg.backoff_min)
-            .with_max_delay(self.cfg.backoff_max)
+            .with_min_delay(self.backoff_min)
+            .with_max_delay(self.backoff_max)
             .with_factor(2.0)
             .without_max_times();
-        if self.cfg.jitter {
+        if self.jitter {
             b = b.with_jitter();
         }
         b.build()
+    }
+}
+
+/// How long a reconcile runs before the runtime says so.
+const SLOW_RECONCILE: Duration = Duration::from_secs(60);
+
+/// Awaits `fut`, logging a warning in `span` (controller, object) each
+/// [`SLOW_RECONCILE`] it is still running. Nothing is cancelled — a slow
+/// step may be legitimate (a long drain) — but a reconcile that never
+/// returns holds its key for good, and without this an operator sees only
+/// a rollout that stopped moving.
+async fn watchdog<F: Future>(fut: F, span: &tracing::Span) -> F::Output {
+    let started = tokio::time::Instant::now();
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(started + SLOW_RECONCILE, SLOW_RECONCILE);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => {
+                let secs = started.elapsed().as_secs();
+                span.in_scope(|| warn!(running_secs = secs, "reconcile still running"));
+            }
+        }
     }
 }

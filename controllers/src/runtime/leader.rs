@@ -65,6 +65,9 @@ impl Term {
     }
 }
 
+/// How soon a failed lease refresh is tried again.
+const RETRY: Duration = Duration::from_millis(250);
+
 /// How often a follower checks whether the leader key is free.
 fn poll_interval(ttl: Duration) -> Duration {
     (ttl / 8).clamp(Duration::from_millis(50), Duration::from_millis(500))
@@ -133,8 +136,11 @@ async fn campaign_once(
     }
 }
 
-/// Refreshes the lease every third of the TTL; cancels `lost` when a
-/// refresh fails, the lease is gone, or a full TTL passed without success.
+/// Refreshes the lease every third of the TTL; cancels `lost` when the
+/// lease is gone or a full TTL passed without a successful refresh. A
+/// failed refresh is tried again after [`RETRY`], not a third of the TTL
+/// later, so that a lease outlives an etcd leader election (or a member's
+/// death) that is shorter than its TTL (FAULT-MATRIX B1).
 async fn keep(
     store: Store,
     lease: LeaseId,
@@ -145,10 +151,11 @@ async fn keep(
     let every = ttl / 3;
     let mut last_ok = Instant::now();
     let mut keeper = None;
+    let mut wait = every;
     loop {
         tokio::select! {
             _ = lost.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         // A process paused past its TTL notices here first, before any
         // refresh could wrongly look successful.
@@ -161,8 +168,12 @@ async fn keep(
             }
             keeper.as_mut().expect("just set").refresh().await
         };
+        wait = every.min(RETRY);
         match timeout(every, attempt).await {
-            Ok(Ok(granted)) if granted > 0 => last_ok = Instant::now(),
+            Ok(Ok(granted)) if granted > 0 => {
+                last_ok = Instant::now();
+                wait = every;
+            }
             Ok(Ok(_)) => break,
             Ok(Err(e)) => {
                 debug!(election, error = %e, "lease refresh failed");

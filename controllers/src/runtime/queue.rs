@@ -89,6 +89,23 @@ impl WorkQueue {
         self.notify.notify_waiters();
     }
 
+    /// Queues `key` for a periodic resync: now, unless a worker holds it
+    /// (it is being looked at) or it is already queued or scheduled. A
+    /// resync exists to catch missed events, and a scheduled key will be
+    /// looked at anyway: it must not cut a key's error backoff short, or a
+    /// permanently failing object is retried every resync period whatever
+    /// its backoff says (FAULT-MATRIX D4).
+    pub fn add_resync(&self, key: &str) {
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.running.contains(key) || st.deadline.contains_key(key) {
+                return;
+            }
+            st.push_ready(key.to_string());
+        }
+        self.notify.notify_waiters();
+    }
+
     /// Queues `key` after `delay`, unless it is due sooner already.
     pub fn add_after(&self, key: &str, delay: Duration) {
         if delay.is_zero() {
@@ -192,6 +209,23 @@ impl WorkQueue {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A resync neither cuts a scheduled key's delay short nor marks a
+    /// running key dirty; it queues an idle key at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_leaves_scheduled_and_running_keys_alone() {
+        let q = WorkQueue::new();
+        q.add_after("backing-off", Duration::from_secs(300));
+        q.add_resync("backing-off");
+        assert_eq!((q.len(), q.delayed_len()), (0, 1));
+        q.add("busy");
+        assert_eq!(q.next().await.as_deref(), Some("busy"));
+        q.add_resync("busy");
+        q.done("busy", None);
+        assert!(q.is_empty(), "the resync did not mark the running key dirty");
+        q.add_resync("idle");
+        assert_eq!(q.next().await.as_deref(), Some("idle"));
+    }
 
     /// Adding a queued key again does not queue it twice.
     #[tokio::test]

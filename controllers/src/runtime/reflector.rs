@@ -47,7 +47,8 @@ pub struct Cache<S: Kind> {
     quarantined: RwLock<BTreeMap<String, Quarantined>>,
     revision: AtomicI64,
     relists: AtomicU64,
-    synced: watch::Sender<bool>,
+    /// How many relists were reflected (0: not synced yet).
+    relisted: watch::Sender<u64>,
 }
 
 impl<S: Kind> Default for Cache<S> {
@@ -57,7 +58,7 @@ impl<S: Kind> Default for Cache<S> {
             quarantined: RwLock::default(),
             revision: AtomicI64::new(0),
             relists: AtomicU64::new(0),
-            synced: watch::channel(false).0,
+            relisted: watch::channel(0).0,
         }
     }
 }
@@ -106,8 +107,14 @@ impl<S: Kind> Cache<S> {
 
     /// Waits until the first listing has been reflected.
     pub async fn wait_synced(&self) {
-        let mut rx = self.synced.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.wait_relisted_after(0).await;
+    }
+
+    /// Waits until more than `n` relists have been reflected (`n` read
+    /// from [`Cache::relists`] before asking for one).
+    pub async fn wait_relisted_after(&self, n: u64) {
+        let mut rx = self.relisted.subscribe();
+        let _ = rx.wait_for(|r| *r > n).await;
     }
 
     /// Applies one watch event; calls `wake` for every key that needs a look.
@@ -133,8 +140,8 @@ impl<S: Kind> Cache<S> {
                     }
                 }
                 self.revision.store(revision, Ordering::Release);
-                self.relists.fetch_add(1, Ordering::AcqRel);
-                self.synced.send_replace(true);
+                let n = self.relists.fetch_add(1, Ordering::AcqRel) + 1;
+                self.relisted.send_replace(n);
             }
             WatchEvent::Applied(o) => {
                 let o = *o;

@@ -15,7 +15,7 @@ use bosh_test_utils::eventually;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CountingCpi, LocalWorld, LocalWorldRest};
+use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
 use crate::api::{self, ApiState};
 use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
@@ -75,6 +75,15 @@ pub struct HarnessOptions {
     pub render: crate::render::Limits,
     /// Health monitor and resurrection tuning.
     pub health: crate::health::HealthConfig,
+    /// The etcd to keep the world in instead of the world's own single
+    /// member (which then idles): e.g. a [`bosh_test_utils::EtcdCluster`]'s
+    /// endpoints, for the etcd fault scenarios. The world's secrets key is
+    /// added when this config has none.
+    pub store: Option<bosh_api::store::StoreConfig>,
+    /// The periodic orphaned-VM scan; off by default: its listing is a CPI
+    /// call, and tests count CPI calls (A4 expects none from a converged
+    /// deployment).
+    pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
     /// The blobstore URL agents (instances' and compile VMs') are given,
     /// instead of the world's own: tests put a proxy there that forwards
     /// to [`Harness::blobstore_url`] and tampers with what passes.
@@ -83,7 +92,7 @@ pub struct HarnessOptions {
 
 impl HarnessOptions {
     /// Defaults for subnet `subnet`: 2 compile workers, no reuse, every
-    /// controller, a 2 s resync.
+    /// controller but the orphaned-VM scan, a 2 s resync.
     pub fn new(subnet: u8) -> HarnessOptions {
         HarnessOptions {
             subnet,
@@ -94,6 +103,8 @@ impl HarnessOptions {
             resync: Duration::from_secs(2),
             health: crate::health::HealthConfig::default(),
             render: Default::default(),
+            store: None,
+            orphan_vms: None,
             agent_blobstore_url: None,
         }
     }
@@ -107,6 +118,9 @@ pub struct Harness {
     pub director: Director,
     /// The counting CPI every controller uses.
     pub cpi: Arc<CountingCpi>,
+    /// The fault injector between the counting CPI and the local one
+    /// (injects nothing until told to).
+    pub faults: Arc<FaultyCpi>,
     /// The in-process API.
     pub api_url: String,
     /// The world's blobstore (what agents are given, unless
@@ -122,9 +136,10 @@ impl Harness {
     /// Starts a world with a cloud config of one AZ (`z1`), one vm_type
     /// (`small`) and one manual network (`default`) of `o.network`'s size.
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
-        let world = LocalWorld::start().await?;
+        let world = LocalWorld::start_on(o.store.clone()).await?;
         let (mut director, rest) = world.director();
-        let cpi = Arc::new(CountingCpi::new(director.cpi.clone()));
+        let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
+        let cpi = Arc::new(CountingCpi::new(faults.clone()));
         director.cpi = cpi.clone();
         let blobstore_url = director.blobstore.url.clone();
         if let Some(url) = &o.agent_blobstore_url {
@@ -169,6 +184,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             health: o.health.clone(),
             limits: Default::default(),
             render: o.render.clone(),
+            orphan_vms: o.orphan_vms,
         };
         let validator = Controller::<DeploymentSpec, _, validate::Error>::new(
             "deployment-validator",
@@ -198,7 +214,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, api_url, blobstore_url, rest, shutdown, tasks })
+        Ok(Harness { store, director, cpi, faults, api_url, blobstore_url, rest, shutdown, tasks })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell
@@ -317,6 +333,13 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
     /// [`super::invariants`]); run it when the world is quiet.
     pub async fn violations(&self) -> Result<Vec<super::invariants::Violation>> {
         super::invariants::check(&self.store, &self.cpi_root()).await
+    }
+
+    /// Whether every controller task still runs (none returned or
+    /// panicked): a director that cannot reach etcd must wait, not fall
+    /// over.
+    pub fn running(&self) -> bool {
+        self.tasks.iter().all(|t| !t.is_finished())
     }
 
     /// Stops the controllers and waits for them.

@@ -33,7 +33,9 @@
 //!     (`disk-<uid>`), without a cid or with the one the call returned;
 //!   - `delete_vm`, `set_vm_metadata`, `reboot_vm` of VM V: an Instance
 //!     recording V (`vmCid`, or `pendingCreate` = V's request id) or a
-//!     compile worker recording V (its cid or request id);
+//!     compile worker recording V (its cid or request id); for
+//!     `delete_vm` also a Deployment recording V as orphaned (the
+//!     periodic scan's `orphanedVms`, or an open cloud-check problem);
 //!   - `attach_disk(V, D)`: a Disk object with cid D and an Instance with
 //!     `vmCid` V, the Disk's instance;
 //!   - `detach_disk(V, D)`: a Disk object with cid D recorded as attached
@@ -42,10 +44,15 @@
 //!     with cid D.
 //!
 //!   Stemcell calls and `delete_snapshot` are not checked (no status
-//!   records their intent). A call without a recorded revision (a CPI not
+//!   records their intent), nor calls the CPI refused at admission (a
+//!   stale fencing token: they had no effect). A call without a recorded revision (a CPI not
 //!   given a store) is reported as unverifiable.
 //! - **I5** per election key, the fencing tokens of the calls the CPI let
-//!   through (result ok) never decrease in admission order.
+//!   through (result ok) never decrease in admission order; and no call
+//!   was let through with a token whose successor's term had begun when it
+//!   was admitted (its `etcd_revision` is at or past a newer token of the
+//!   same election named anywhere in the log): a deposed leader's call
+//!   admitted before its successor made any call of its own.
 //! - **I6** every Instance, Deployment, Disk and CompiledPackage has
 //!   `status.observedRevision` and every condition's `observedRevision` at
 //!   most its `metadata.generation` (the spec's mod_revision).
@@ -100,7 +107,7 @@ pub struct Records {
     pub instances: Vec<Object<InstanceSpec>>,
     /// Disk objects.
     pub disks: Vec<Object<DiskSpec>>,
-    /// Deployments (read now only, for I6).
+    /// Deployments (their orphaned VMs, and I6).
     pub deployments: Vec<Object<DeploymentSpec>>,
     /// CompiledPackages (their compile workers).
     pub compiled: Vec<Object<CompiledPackageSpec>>,
@@ -121,6 +128,18 @@ pub struct World {
 
 /// Reads etcd and the local CPI under `cpi_root`.
 pub async fn gather(store: &Store, cpi_root: &Path) -> anyhow::Result<World> {
+    gather_with_past(store, cpi_root, BTreeMap::new()).await
+}
+
+/// Like [`gather`], taking etcd's past states from `known` where it holds
+/// them: a scenario that must compact etcd's history (FAULT-MATRIX B6)
+/// gathers just before it compacts and passes the `past` it read here, so
+/// that calls admitted before the compaction are still checked (I4).
+pub async fn gather_with_past(
+    store: &Store,
+    cpi_root: &Path,
+    known: BTreeMap<i64, Records>,
+) -> anyhow::Result<World> {
     let now = Records {
         instances: store.list::<InstanceSpec>("").await?.items,
         disks: store.list::<DiskSpec>("").await?.items,
@@ -129,7 +148,7 @@ pub async fn gather(store: &Store, cpi_root: &Path) -> anyhow::Result<World> {
     };
     let inventory = LocalCpi::inventory(cpi_root)?;
     let audit = audit::read(cpi_root)?;
-    let mut past = BTreeMap::new();
+    let mut past = known;
     for rev in audit.iter().filter(|e| checked(&e.method)).filter_map(|e| e.etcd_revision) {
         if past.contains_key(&rev) {
             continue;
@@ -137,7 +156,7 @@ pub async fn gather(store: &Store, cpi_root: &Path) -> anyhow::Result<World> {
         let at = Records {
             instances: store.list_at::<InstanceSpec>("", rev).await?.items,
             disks: store.list_at::<DiskSpec>("", rev).await?.items,
-            deployments: Vec::new(),
+            deployments: store.list_at::<DeploymentSpec>("", rev).await?.items,
             compiled: store.list_at::<CompiledPackageSpec>("", rev).await?.items,
         };
         past.insert(rev, at);
@@ -342,7 +361,7 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
     for (cid, vm) in &w.inventory.vms {
         requests.insert(cid, &vm.request_id);
     }
-    for e in w.audit.iter().filter(|e| checked(&e.method)) {
+    for e in w.audit.iter().filter(|e| checked(&e.method) && !e.refused) {
         let what = describe(e);
         let Some(rev) = e.etcd_revision else {
             violation(
@@ -370,6 +389,15 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
                 .filter_map(|c| c.status.worker.as_ref())
                 .any(|wk| wk.vm_cid == vm || Some(wk.request_id.as_str()) == req)
         };
+        // A VM a Deployment records as orphaned: by the periodic scan, or
+        // as an open cloud-check problem an operator resolves.
+        let orphan_recorded = |vm: &str| {
+            let problem = crate::deployment::cloud_check::orphan_id(vm);
+            at.deployments.iter().any(|d| {
+                d.status.orphaned_vms.iter().any(|o| o.vm_cid == vm)
+                    || d.status.cloud_check.problems.iter().any(|p| p.id == problem)
+            })
+        };
         let disk_object =
             |cid: &str| at.disks.iter().find(|d| d.status.cid.as_deref() == Some(cid));
         let intent = match e.method.as_str() {
@@ -389,7 +417,8 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
                 format!("disk-{}", d.metadata.uid) == request
                     && (d.status.cid.is_none() || d.status.cid == e.cid)
             }),
-            "delete_vm" | "set_vm_metadata" | "reboot_vm" => vm_recorded(vm),
+            "delete_vm" => vm_recorded(vm) || orphan_recorded(vm),
+            "set_vm_metadata" | "reboot_vm" => vm_recorded(vm),
             "attach_disk" => disk_object(disk).is_some_and(|d| {
                 at.instances.iter().any(|i| {
                     i.status.vm_cid.as_deref() == Some(vm)
@@ -429,9 +458,24 @@ fn describe(e: &AuditEntry) -> String {
 }
 
 fn i5(w: &World, out: &mut Vec<Violation>) {
+    // Every fence the log names: each is a leader key's create revision,
+    // so at any etcd revision at or past it the older terms of that
+    // election had ended (the key is created only when absent).
+    let mut terms: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for f in w.audit.iter().filter_map(|e| e.fence.as_ref()) {
+        terms.entry(f.key.as_str()).or_default().insert(f.revision);
+    }
     let mut newest: BTreeMap<&str, (i64, &AuditEntry)> = BTreeMap::new();
     for e in w.audit.iter().filter(|e| e.ok()) {
         let Some(f) = &e.fence else { continue };
+        // A call admitted once its successor's term had begun: the etcd
+        // revision read before its admission is at or past a newer fence
+        // of the same election, whether or not the successor had yet made a
+        // call this CPI saw.
+        let successor = e
+            .etcd_revision
+            .filter(|rev| *rev > f.revision)
+            .and_then(|rev| terms.get(f.key.as_str())?.range(f.revision + 1..=rev).next().copied());
         match newest.get(f.key.as_str()) {
             Some((seen, by)) if f.revision < *seen => violation(
                 out,
@@ -443,6 +487,20 @@ fn i5(w: &World, out: &mut Vec<Violation>) {
                     f.revision,
                     describe(by),
                     f.key
+                ),
+            ),
+            _ if successor.is_some() => violation(
+                out,
+                Invariant::I5,
+                format!(
+                    "{} was let through with fence {}@{} at etcd revision {}, after term {}@{} \
+                     had begun",
+                    describe(e),
+                    f.key,
+                    f.revision,
+                    e.etcd_revision.unwrap_or_default(),
+                    f.key,
+                    successor.unwrap_or_default()
                 ),
             ),
             Some((seen, _)) if f.revision == *seen => {}

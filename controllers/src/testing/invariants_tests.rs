@@ -97,7 +97,7 @@ fn sound() -> World {
         call(2, "set_vm_metadata", 6, 3).vm("vm-1"),
         AuditEntry { cid: Some("disk-1".into()), ..call(3, "create_disk", 7, 3) }
             .request("disk-u1"),
-        call(4, "attach_disk", 8, 4).vm("vm-1").disk("disk-1"),
+        call(4, "attach_disk", 8, 8).vm("vm-1").disk("disk-1"),
     ];
     let at = |instance: Object<InstanceSpec>, d: Option<Object<DiskSpec>>| Records {
         instances: vec![instance],
@@ -217,7 +217,7 @@ fn i3_catches_double_attachment_and_disagreement() {
 
 /// I4: a create_vm with no intent recorded, one whose intent was written
 /// together with its result (after the fact), and a call without a
-/// recorded revision are caught.
+/// recorded revision are caught; a call refused at admission is not.
 #[test]
 fn i4_catches_calls_without_prior_intent() {
     let mut w = sound();
@@ -235,6 +235,52 @@ fn i4_catches_calls_without_prior_intent() {
     let mut w = sound();
     w.audit[1].etcd_revision = None;
     assert_eq!(broken(&w), [Invariant::I4], "unverifiable");
+
+    // A deposed leader's late delete, refused at admission: no effect, so
+    // nothing for an intent to precede.
+    let mut w = sound();
+    let mut late = call(5, "delete_vm", 8, 3).vm("vm-gone");
+    late.result = Some(AuditResult::Error);
+    w.audit.push(late.clone());
+    assert_eq!(broken(&w), [Invariant::I4], "a failed call is still a call");
+    late.refused = true;
+    w.audit.pop();
+    w.audit.push(late);
+    assert_eq!(check_world(&w), [], "a refused one is not");
+}
+
+/// I4: the delete of a VM no instance owns has its intent in the
+/// Deployment that records it as orphaned (the periodic scan's
+/// `orphanedVms`, or an open cloud-check problem), and only there.
+#[test]
+fn i4_takes_a_deployments_orphan_record_as_the_intent_of_its_delete() {
+    use bosh_api::objects::{DeploymentSpec, OrphanedVm, Problem, ProblemType};
+    let orphan_delete = || {
+        let mut w = sound();
+        w.audit.push(call(5, "delete_vm", 9, 8).vm("vm-7"));
+        w.past.insert(9, w.past[&8].clone());
+        w
+    };
+    assert_eq!(broken(&orphan_delete()), [Invariant::I4], "no record of vm-7");
+
+    let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
+    let now = chrono::Utc::now();
+    dep.status.orphaned_vms.push(OrphanedVm {
+        vm_cid: "vm-7".into(),
+        description: "web/x".into(),
+        since: now,
+        delete_after: now,
+    });
+    let mut w = orphan_delete();
+    w.past.get_mut(&9).unwrap().deployments.push(dep);
+    assert_eq!(check_world(&w), [], "recorded by the scan");
+
+    let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
+    let id = crate::deployment::cloud_check::orphan_id("vm-7");
+    dep.status.cloud_check.problems.push(Problem::new(id, ProblemType::OrphanedVm, "x".into()));
+    let mut w = orphan_delete();
+    w.past.get_mut(&9).unwrap().deployments.push(dep);
+    assert_eq!(check_world(&w), [], "an open cloud-check problem");
 }
 
 /// I5: a call let through with an older fence than one before it is
@@ -249,6 +295,24 @@ fn i5_catches_a_decreasing_fence_among_accepted_calls() {
     late.result = Some(AuditResult::Ok);
     w.audit.push(late);
     assert_eq!(broken(&w), [Invariant::I5]);
+}
+
+/// I5: a call of the old term admitted after the new term began is
+/// caught even when it comes before any call of the new term.
+#[test]
+fn i5_catches_an_old_term_call_admitted_after_its_successor_was_elected() {
+    let mut w = sound();
+    // Term 3's call admitted at revision 9, when term 8 (elected at
+    // revision 8) had begun, though logged before term 8's next call.
+    let zombie = call(5, "set_vm_metadata", 9, 3).vm("vm-1");
+    let at8 = w.past[&8].clone();
+    w.past.insert(9, at8);
+    w.audit.insert(3, zombie.clone());
+    assert_eq!(broken(&w), [Invariant::I5]);
+    // Admitted at revision 7, before term 8: the old term still held.
+    let mut w = sound();
+    w.audit.insert(3, AuditEntry { etcd_revision: Some(7), ..zombie });
+    assert_eq!(check_world(&w), []);
 }
 
 /// I6: an observed revision (status or condition) beyond the generation is caught.

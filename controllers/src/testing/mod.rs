@@ -20,9 +20,11 @@ use crate::bus::{Bus, BusConfig};
 use crate::cpi::local::{self, LocalCpi};
 use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
+mod faulty;
 mod harness;
 pub mod invariants;
 mod manifest;
+pub use faulty::{CallRecord, CpiFaults, FaultyCpi};
 pub use harness::{Harness, HarnessOptions, NetworkSize, TOKEN, example_release};
 pub use manifest::WebManifest;
 
@@ -72,8 +74,22 @@ impl Drop for LocalWorldRest {
 impl LocalWorld {
     /// Starts everything.
     pub async fn start() -> Result<LocalWorld> {
+        LocalWorld::start_on(None).await
+    }
+
+    /// Starts everything, keeping the world's objects in the etcd `store`
+    /// says (with the world's secrets key unless it has one) instead of the
+    /// world's own etcd member, which then idles.
+    pub async fn start_on(store: Option<bosh_api::store::StoreConfig>) -> Result<LocalWorld> {
         let env = TestEnv::etcd_only().await?;
-        let store = Store::connect(&env.store_config(), "/bosh").await?;
+        let config = match store {
+            Some(c) if c.secrets_key.is_some() => c,
+            Some(c) => {
+                bosh_api::store::StoreConfig { secrets_key: env.store_config().secrets_key, ..c }
+            }
+            None => env.store_config(),
+        };
+        let store = Store::connect(&config, "/bosh").await?;
         let dir = env.dir().to_path_buf();
         let (conf, pid) = (dir.join("nats.conf"), dir.join("nats.pid"));
         let cfg = BusConfig::generate(conf.clone(), pid.clone(), "127.0.0.1:4222".into());
@@ -186,6 +202,10 @@ impl LocalWorld {
     }
 }
 
+/// A test's edit of each new VM's agent settings (see
+/// [`CountingCpi::edit_settings`]).
+pub type SettingsEdit = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 /// A CPI that counts the calls tests and benchmarks assert on and passes
 /// every call on to a real one.
 pub struct CountingCpi {
@@ -201,6 +221,8 @@ pub struct CountingCpi {
     pub total: AtomicUsize,
     /// cids passed to `delete_vm`.
     pub deleted: Mutex<Vec<String>>,
+    /// Edits each new VM's agent settings (none: as the director made them).
+    settings_edit: Mutex<Option<SettingsEdit>>,
 }
 
 impl CountingCpi {
@@ -213,7 +235,17 @@ impl CountingCpi {
             stemcell_deletes: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
             deleted: Mutex::new(Vec::new()),
+            settings_edit: Mutex::new(None),
         }
+    }
+
+    /// From now on, each VM this CPI creates gets its agent settings as
+    /// `edit` leaves them: fault tests route an agent's NATS or blobstore
+    /// connection through a proxy of their own this way (FAULT-MATRIX C1,
+    /// C2, C4: one proxy per agent, to partition one agent at a time; C5:
+    /// a slow blobstore link).
+    pub fn edit_settings(&self, edit: impl Fn(&mut Settings) + Send + Sync + 'static) {
+        *self.settings_edit.lock().expect("settings edit") = Some(Arc::new(edit));
     }
 
     /// Calls made so far, of every method.
@@ -243,7 +275,15 @@ impl Cpi for CountingCpi {
     async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.creates.fetch_add(1, Ordering::SeqCst);
-        let cid = self.inner.create_vm(req).await?;
+        let edit = self.settings_edit.lock().expect("settings edit").clone();
+        let cid = match edit {
+            Some(edit) => {
+                let mut req = req.clone();
+                edit(&mut req.settings);
+                self.inner.create_vm(&req).await?
+            }
+            None => self.inner.create_vm(req).await?,
+        };
         self.created.lock().unwrap().push(cid.clone());
         Ok(cid)
     }

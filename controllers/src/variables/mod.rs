@@ -40,18 +40,6 @@ mod generate;
 #[cfg(test)]
 mod tests;
 
-/// A variable as `boshctl variables` lists it (never its value).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct VariableInfo {
-    /// Its name in the manifest.
-    pub name: String,
-    /// `password`, `certificate`, `rsa`, `ssh`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// A stable id of the stored value (changes when regenerated).
-    pub id: String,
-}
-
 /// A variable's value; its `Debug` never shows it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -584,13 +572,13 @@ pub async fn versions(
 }
 
 /// The deployment's stored variables.
-pub async fn list(store: &Store, deployment: &str) -> Result<Vec<VariableInfo>, Error> {
+pub async fn list(store: &Store, deployment: &str) -> Result<Vec<bosh_api::wire::Variable>, Error> {
     let ctx = Ctx { store, deployment };
     Ok(ctx
         .load()
         .await?
         .into_iter()
-        .map(|(name, s)| VariableInfo { name, type_: s.type_, id: s.id })
+        .map(|(name, s)| bosh_api::wire::Variable { name, type_: s.type_, id: s.id })
         .collect())
 }
 

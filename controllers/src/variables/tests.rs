@@ -267,7 +267,7 @@ async fn debug_and_error_text_never_contain_values() {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    assert!(text.contains("'pw' with a key 'nope'"), "{text}");
+    assert!(text.contains("Finding variable 'pw.nope'"), "{text}");
     assert!(!text.contains(&pw), "an error shows a value");
     assert!(!text.contains("PRIVATE KEY"), "an error shows a key");
 }

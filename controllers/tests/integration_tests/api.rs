@@ -186,3 +186,34 @@ async fn watch_streams_changes_as_json_lines() {
     assert_eq!(lines[1]["type"], "APPLIED");
     assert_eq!(lines[1]["object"]["metadata"]["name"], "cloud/b");
 }
+
+/// `/healthz` needs no token, answers ok while etcd serves, degraded
+/// (`EtcdUnreachable`, 503) while etcd is stopped, and ok again once it is
+/// back (FAULT-MATRIX B4).
+#[tokio::test]
+async fn healthz_reports_degraded_while_etcd_is_down() {
+    use bosh_controllers::api::healthz::Health;
+    let (mut env, _store, url) = start().await;
+    let get = || async {
+        let r = http().get(format!("{url}/healthz")).send().await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.json::<Health>().await.unwrap())
+    };
+    let (code, h) = get().await;
+    assert_eq!((code, h.status.as_str()), (200, "ok"), "{h:?}");
+    assert!(h.etcd_revision.is_some_and(|r| r > 0), "{h:?}");
+
+    env.etcd.stop();
+    let (code, h) = get().await;
+    assert_eq!((code, h.status.as_str()), (503, "degraded"), "{h:?}");
+    assert_eq!(h.reason.as_deref(), Some("EtcdUnreachable"), "{h:?}");
+
+    env.etcd.start_again().await.unwrap();
+    let h = bosh_test_utils::eventually(DEADLINE, "healthz ok again", || async {
+        let (code, h) = get().await;
+        (code == 200).then_some(h)
+    })
+    .await
+    .unwrap();
+    assert!(h.is_ok(), "{h:?}");
+}

@@ -219,6 +219,34 @@ async fn dry_run_shows_the_diff_and_writes_nothing() {
     assert_eq!(body, json!({"diff": [], "changes": false}));
 }
 
+/// Issue 17: a manifest's YAML 1.1 scalars and keys are read as bosh reads
+/// them, survive the store (JSON in etcd), and the dry-run diff prints
+/// them as `bosh interpolate` does (`.inf`, `true:` for `on:`).
+#[tokio::test]
+async fn yaml_1_1_scalars_and_keys_survive_the_store_and_print_as_bosh() {
+    let (_env, store, url) = start().await;
+    let with = |limit: &str| {
+        manifest("d", 1, "small").replace(
+            "properties: {password: ((web_password))}",
+            &format!("properties: {{limit: {limit}, flags: {{on: a, ~: b, 0x10: c}}}}"),
+        )
+    };
+    let (status, body) = apply(&url, "d", &with(".inf"), false).await;
+    assert_eq!(status, 201, "{body}");
+    let stored = deployment(&store, "d").await.spec.manifest;
+    let props = &stored["instance_groups"][0]["jobs"][0]["properties"];
+    assert_eq!(bosh_api::yaml::as_non_finite(&props["limit"]), Some(f64::INFINITY));
+    assert_eq!(props["flags"], json!({"true": "a", "null": "b", "16": "c"}));
+
+    let (status, body) = apply(&url, "d", &with("-.inf"), true).await;
+    assert_eq!(status, 200, "{body}");
+    let diff: Vec<&str> =
+        body["diff"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(diff.contains(&"-       limit: .inf"), "{diff:#?}");
+    assert!(diff.contains(&"+       limit: -.inf"), "{diff:#?}");
+    assert!(diff.contains(&"          true: a"), "{diff:#?}");
+}
+
 /// Instance actions change the deployment's spec.instances under a new task; an unknown target is a 404 that writes nothing.
 #[tokio::test]
 async fn instance_actions_change_spec_instances_and_make_a_task() {

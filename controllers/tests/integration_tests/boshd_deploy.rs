@@ -72,6 +72,18 @@ pub(super) fn spawn_boshd_with(
     api_port: u16,
     extra: &[&str],
 ) -> Child {
+    spawn_boshd_env(data, etcd, api_port, extra, &[])
+}
+
+/// [`spawn_boshd_with`], with environment variables `vars` set (such as
+/// `RUST_LOG`).
+pub(super) fn spawn_boshd_env(
+    data: &Path,
+    etcd: &[OsString],
+    api_port: u16,
+    extra: &[&str],
+    vars: &[(String, String)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -82,6 +94,7 @@ pub(super) fn spawn_boshd_with(
         .args(["--lease-ttl-secs", "3", "--listen"])
         .arg(format!("127.0.0.1:{api_port}"))
         .args(extra)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::null())

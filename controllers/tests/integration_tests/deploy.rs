@@ -88,20 +88,28 @@ impl DeployHarness for Harness {
             .await
             .unwrap();
         let id = task.spec.id;
-        match self.store.try_get::<DeploymentSpec>(None, name).await.unwrap() {
-            Some(mut d) => {
-                edit(&mut d.spec);
-                d.spec.task = Some(id);
-                self.store.update_spec(&d).await.unwrap();
-            }
-            None => {
-                let mut spec = DeploymentSpec::default();
-                edit(&mut spec);
-                spec.task = Some(id);
-                self.store.create(&Object::new(ObjectMeta::named(name), spec)).await.unwrap();
+        // As a client does on a 409: re-read and apply the edit again (a
+        // controller may have just written the object, e.g. its finalizer).
+        loop {
+            let written = match self.store.try_get::<DeploymentSpec>(None, name).await.unwrap() {
+                Some(mut d) => {
+                    edit(&mut d.spec);
+                    d.spec.task = Some(id);
+                    self.store.update_spec(&d).await.map(drop)
+                }
+                None => {
+                    let mut spec = DeploymentSpec::default();
+                    edit(&mut spec);
+                    spec.task = Some(id);
+                    self.store.create(&Object::new(ObjectMeta::named(name), spec)).await.map(drop)
+                }
+            };
+            match written {
+                Ok(()) => return id,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => panic!("writing deployment {name}: {e}"),
             }
         }
-        id
     }
 
     /// Waits for task `id` to end; returns its state and result.

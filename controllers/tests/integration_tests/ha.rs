@@ -19,18 +19,18 @@ use bosh_controllers::cpi::local::LocalCpi;
 use bosh_test_utils::{eventually, free_port};
 
 use super::boshd_deploy::{
-    Boshd, VmReaper, api, cloud_config, hello_manifest, inventory, kill, spawn_boshd_with,
+    Boshd, VmReaper, api, cloud_config, hello_manifest, inventory, kill, spawn_boshd_env,
     upload_stemcell_and_release,
 };
 use super::setup;
 
-const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);
+pub(super) const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);
 /// agent timeout 4 s + resurrection delay 1 s + a 3 s lease + a VM's boot,
 /// apply and start, with room for a loaded machine.
-const RESURRECT_DEADLINE: Duration = Duration::from_secs(60);
+pub(super) const RESURRECT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Every election boshd runs.
-const ELECTIONS: [&str; 7] = [
+pub(super) const ELECTIONS: [&str; 8] = [
     "deployment-validator",
     "config-validator",
     "stemcell",
@@ -38,10 +38,11 @@ const ELECTIONS: [&str; 7] = [
     "deployment",
     "instance",
     "health-monitor",
+    "orphan-vms",
 ];
 
 /// The nats-server both replicas share, stopped however the test ends.
-struct NatsServer(Child);
+pub(super) struct NatsServer(Child);
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
@@ -52,7 +53,7 @@ impl Drop for NatsServer {
 
 /// Prints the end of each replica's log when the test fails: what two
 /// directors did is otherwise lost with the test's directory.
-struct LogsOnFailure(PathBuf);
+pub(super) struct LogsOnFailure(pub(super) PathBuf);
 
 impl Drop for LogsOnFailure {
     fn drop(&mut self) {
@@ -72,22 +73,24 @@ impl Drop for LogsOnFailure {
 }
 
 /// Addresses and paths the replicas share.
-struct Shared {
-    dir: PathBuf,
+pub(super) struct Shared {
+    pub(super) dir: PathBuf,
     /// boshd's etcd flags (endpoint, certificate, secrets key).
-    etcd: Vec<std::ffi::OsString>,
-    nats: String,
-    monitor: String,
-    api_ports: [u16; 2],
+    pub(super) etcd: Vec<std::ffi::OsString>,
+    pub(super) nats: String,
+    pub(super) monitor: String,
+    pub(super) api_ports: [u16; 2],
+    /// Environment variables of each replica (`RUST_LOG`).
+    pub(super) vars: Vec<(String, String)>,
 }
 
 impl Shared {
-    fn data(&self, replica: usize) -> PathBuf {
+    pub(super) fn data(&self, replica: usize) -> PathBuf {
         self.dir.join(format!("r{replica}"))
     }
 
     /// Starts replica `r{replica}`, naming the other as its blobstore mirror.
-    fn spawn(&self, replica: usize) -> Boshd {
+    pub(super) fn spawn(&self, replica: usize) -> Boshd {
         let dir = |p: &str| self.dir.join(p).to_string_lossy().into_owned();
         let (name, mirror) =
             (format!("r{replica}"), format!("http://127.0.0.1:{}", self.api_ports[1 - replica]));
@@ -102,11 +105,12 @@ impl Shared {
             "--heartbeat-interval-secs", "1", "--agent-timeout-secs", "4",
             "--resurrection-delay-secs", "1",
         ];
-        Boshd(spawn_boshd_with(&self.data(replica), &self.etcd, self.api_ports[replica], &args))
+        let (data, port) = (self.data(replica), self.api_ports[replica]);
+        Boshd(spawn_boshd_env(&data, &self.etcd, port, &args, &self.vars))
     }
 
     /// Starts nats-server on the configuration the replicas render.
-    async fn start_nats(&self) -> NatsServer {
+    pub(super) async fn start_nats(&self) -> NatsServer {
         let conf = self.dir.join("nats.conf");
         eventually(Duration::from_secs(30), "the rendered nats-server configuration", || {
             let conf = conf.clone();
@@ -130,12 +134,12 @@ impl Shared {
 }
 
 /// Who leads `election` now.
-async fn holder(store: &Store, election: &str) -> Option<String> {
+pub(super) async fn holder(store: &Store, election: &str) -> Option<String> {
     store.leader(election).await.ok().flatten().map(|l| l.holder)
 }
 
 /// Waits until `replica` leads every controller.
-async fn leads_all(store: &Store, replica: &str) {
+pub(super) async fn leads_all(store: &Store, replica: &str) {
     eventually(RESURRECT_DEADLINE, &format!("{replica} to lead every controller"), || async {
         for e in ELECTIONS {
             if holder(store, e).await? != replica {
@@ -223,6 +227,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
         nats: format!("127.0.0.1:{}", free_port()),
         monitor: format!("127.0.0.1:{}", free_port()),
         api_ports: [free_port(), free_port()],
+        vars: Vec::new(),
     };
     let mut replicas = [Some(shared.spawn(0)), None];
     let _nats = shared.start_nats().await;

@@ -47,6 +47,7 @@ async fn etcd_writes_equal_health_transitions() {
         },
         limits: Default::default(),
         render: Default::default(),
+        orphan_vms: None,
     };
     let agents: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
     for (i, a) in agents.iter().enumerate() {
@@ -166,6 +167,7 @@ async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval()
         },
         limits: Default::default(),
         render: Default::default(),
+        orphan_vms: None,
     };
     let agents = vec!["quiet-0".to_string()];
     let mut o = Object::new(

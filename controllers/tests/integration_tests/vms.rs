@@ -146,3 +146,34 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
     director.cpi.delete_vm(&vm).await.unwrap();
     drop(rest);
 }
+
+/// A `kill -9`ed agent is started again by its VM's init, as runit does on
+/// a stemcell: the VM lives on (has_vm stays true) and the new agent answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_restarted_on_its_vm() {
+    use bosh_controllers::cpi::local::process::agent_pid;
+
+    let w = LocalWorld::start().await.unwrap();
+    let vm = w.create_vm("agent-crash", "127.77.0.30").await.unwrap();
+    ping_until_up(&w.agents, "agent-crash").await;
+    let settings = w.cpi.vm_dir(&vm).join("settings.json");
+    let first = agent_pid(&settings).expect("the agent runs");
+    // SAFETY: a signal to the agent process found above.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    let second = eventually(DEADLINE, "a new agent process", || {
+        let s = settings.clone();
+        async move { agent_pid(&s).filter(|p| *p != first) }
+    })
+    .await
+    .unwrap();
+    assert!(w.cpi.has_vm(&vm).await.unwrap(), "the VM outlives its agent");
+    ping_until_up(&w.agents, "agent-crash").await;
+    println!("agent {first} killed; {second} answers");
+    w.cpi.delete_vm(&vm).await.unwrap();
+    eventually(DEADLINE, "deleting the VM to end its agent for good", || {
+        let s = settings.clone();
+        async move { agent_pid(&s).is_none().then_some(()) }
+    })
+    .await
+    .unwrap();
+}

@@ -314,43 +314,16 @@ struct VmPids {
     wrapper: Option<i32>,
 }
 
-/// Finds the agent of VM `cid`: the VM process itself or its child (under
-/// `unshare`), recognised by its settings path; else by scanning /proc.
+/// Finds the agent of VM `cid` (not the VM's init that restarts it, whose
+/// command line names the agent too) and the VM's outer process.
 async fn agent_pids(world: &LocalWorld, cid: &str) -> Result<VmPids> {
     let settings = world.cpi.vm_dir(cid).join("settings.json");
-    let settings = settings.to_string_lossy().into_owned();
-    let proc_id = world.cpi.vm_process(cid).await.context("VM has no process")?;
-    let outer = proc_id.pid;
-    if is_agent(outer, &settings) && !cmdline(outer).starts_with("unshare") {
-        return Ok(VmPids { agent: outer, wrapper: None });
-    }
-    let children =
-        std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
-    for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
-        if is_agent(c, &settings) {
-            return Ok(VmPids { agent: c, wrapper: Some(outer) });
-        }
-    }
-    for e in std::fs::read_dir("/proc")? {
-        let Some(pid) = e?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid != outer && is_agent(pid, &settings) {
-            return Ok(VmPids { agent: pid, wrapper: Some(outer) });
-        }
-    }
-    bail!("no agent process found for {cid}")
-}
-
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn is_agent(pid: i32, settings: &str) -> bool {
-    let c = cmdline(pid);
-    c.contains(settings) && c.contains("bosh-agent")
+    let outer = world.cpi.vm_process(cid).await.context("VM has no process")?.pid;
+    let agent = bosh_controllers::cpi::local::process::agent_pid(&settings)
+        .with_context(|| format!("no agent process found for {cid}"))?;
+    let wrapped =
+        std::fs::read(format!("/proc/{outer}/cmdline")).is_ok_and(|c| c.starts_with(b"unshare"));
+    Ok(VmPids { agent, wrapper: wrapped.then_some(outer) })
 }
 
 /// A field of /proc/<pid>/status in kB (or a plain count).

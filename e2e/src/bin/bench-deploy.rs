@@ -42,6 +42,10 @@ struct Args {
     /// How long to watch the converged deployment.
     #[arg(long, default_value_t = 300)]
     steady_secs: u64,
+    /// How long the rollout may take before the run fails, printing what
+    /// holds it.
+    #[arg(long, default_value_t = 1800)]
+    deadline_secs: u64,
 }
 
 fn main() -> Result<()> {
@@ -85,6 +89,39 @@ fn agent_calls(h: &Harness) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
+/// Prints what holds a rollout that did not finish: the deployment's Ready
+/// condition and every instance not ready at its generation.
+async fn diagnose(h: &Harness, name: &str) {
+    use bosh_api::meta::find_condition;
+    use bosh_controllers::deployment::READY;
+    if let Ok(d) = h.store.get::<bosh_api::objects::DeploymentSpec>(None, name).await {
+        let ready = find_condition(&d.status.conditions, READY);
+        println!(
+            "deployment {name}: generation {}, ready {:?}",
+            d.metadata.generation,
+            ready.map(|c| (&c.status, &c.reason, &c.message, c.observed_revision))
+        );
+    }
+    let all = h.store.list::<InstanceSpec>(&format!("{name}/")).await.map(|l| l.items);
+    for i in all.unwrap_or_default() {
+        let ready = find_condition(&i.status.conditions, READY);
+        let settled = ready.is_some_and(|c| {
+            c.status == bosh_api::ConditionStatus::True
+                && c.observed_revision == i.metadata.generation
+        });
+        if !settled {
+            println!(
+                "  not ready: {} generation {} phase {:?} health {:?} ready {:?}",
+                i.metadata.name,
+                i.metadata.generation,
+                i.status.phase,
+                i.status.health,
+                ready.map(|c| (&c.status, &c.reason, &c.message, c.observed_revision))
+            );
+        }
+    }
+}
+
 async fn run(args: Args) -> Result<()> {
     // A /16: past one /24's ~230 instances, up to 1,000 and more.
     let net = HarnessOptions { network: NetworkSize::Slash16, ..HarnessOptions::new(170) };
@@ -101,7 +138,10 @@ async fn run(args: Args) -> Result<()> {
     println!("== converge: {n} instances, canaries 1, max_in_flight {m} ==");
     let t = Instant::now();
     let task = h.create_deployment("bench", manifest("bench", n, m)?).await?;
-    h.task_done(task, Duration::from_secs(1800)).await?;
+    if let Err(e) = h.task_done(task, Duration::from_secs(args.deadline_secs)).await {
+        diagnose(&h, "bench").await;
+        return Err(e);
+    }
     let wall = t.elapsed();
     let times = update_times(&h, task).await?;
     if times.len() != n as usize {

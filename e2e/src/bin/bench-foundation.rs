@@ -240,6 +240,7 @@ async fn main() -> Result<()> {
         health: Default::default(),
         limits: Default::default(),
         render: Default::default(),
+        orphan_vms: None,
     };
     let t = Instant::now();
     let run = tokio::spawn(daemon::run(store.clone(), opts, shutdown.clone()));

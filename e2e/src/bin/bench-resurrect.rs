@@ -189,6 +189,7 @@ async fn load(args: &Args) -> Result<()> {
         health: HealthConfig::default(),
         limits: Default::default(),
         render: Default::default(),
+        orphan_vms: None,
     };
     let monitor = tokio::spawn({
         let (d, s) = (h.director.clone(), stop.clone());

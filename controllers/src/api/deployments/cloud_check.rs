@@ -18,33 +18,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bosh_api::objects::{
-    CloudCheckSpec, CloudCheckStatus, DeploymentSpec, Problem, Resolution, ResolutionRequest,
-    TaskChange,
+    CloudCheckSpec, DeploymentSpec, Problem, Resolution, ResolutionRequest, TaskChange,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use bosh_api::wire::{CloudCheckReport, ResolutionsRecorded, ResolveRequest, TaskRef};
 
 use super::{update_deployment, with_task};
 use crate::api::{ApiError, ApiState};
-
-/// What `GET .../cloud-check` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    /// The scan token asked for.
-    pub scan: u64,
-    /// Whether the problems below answer that scan.
-    pub complete: bool,
-    /// What the scan found, and what was resolved.
-    #[serde(flatten)]
-    pub status: CloudCheckStatus,
-}
 
 /// `POST /v1/deployments/<name>/cloud-check`.
 pub(in crate::api) async fn scan(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskRef>, ApiError> {
     st.store.get::<DeploymentSpec>(None, &name).await?;
     let (task, _) = with_task(&st.store, "scan cloud", &name, TaskChange::Update, async |c| {
         update_deployment(&st.store, &name, |d| {
@@ -54,32 +39,20 @@ pub(in crate::api) async fn scan(
         .await
     })
     .await?;
-    Ok(Json(json!({ "task": task })))
+    Ok(Json(TaskRef { task }))
 }
 
 /// `GET /v1/deployments/<name>/cloud-check`.
 pub(in crate::api) async fn report(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-) -> Result<Json<Report>, ApiError> {
+) -> Result<Json<CloudCheckReport>, ApiError> {
     let d = st.store.get::<DeploymentSpec>(None, &name).await?;
-    Ok(Json(Report {
+    Ok(Json(CloudCheckReport {
         scan: d.spec.cloud_check.scan,
         complete: d.status.cloud_check.scanned == d.spec.cloud_check.scan,
         status: d.status.cloud_check,
     }))
-}
-
-/// Body of `POST .../cloud-check/resolutions`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(in crate::api) struct ResolveRequest {
-    /// Problem id → resolution name.
-    #[serde(default)]
-    resolutions: BTreeMap<String, String>,
-    /// Every other open problem gets its auto resolution.
-    #[serde(default)]
-    auto: bool,
 }
 
 /// Checks the choices against the open problems: each must name an open
@@ -131,7 +104,7 @@ pub(in crate::api) async fn resolve(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResolutionsRecorded>, ApiError> {
     let req: ResolveRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "request body is not a set of resolutions",
@@ -152,7 +125,7 @@ pub(in crate::api) async fn resolve(
             ApiError::invalid(format!("deployment {name}: resolutions rejected"), errors)
         })?;
     if chosen.is_empty() {
-        return Ok(Json(json!({ "task": null, "resolutions": 0 })));
+        return Ok(Json(ResolutionsRecorded { task: None, resolutions: 0 }));
     }
     let n = chosen.len();
     let (task, _) =
@@ -164,7 +137,7 @@ pub(in crate::api) async fn resolve(
             .await
         })
         .await?;
-    Ok(Json(json!({ "task": task, "resolutions": n })))
+    Ok(Json(ResolutionsRecorded { task: Some(task), resolutions: n }))
 }
 
 #[cfg(test)]

@@ -16,11 +16,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bosh_api::Object;
-use bosh_api::agent::ProcessStatus;
 use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec, TaskChange};
+use bosh_api::wire::{
+    ActionRequest, AgentReport, AgentState, InstanceAction, InstanceEntry, InstancesQuery,
+    LogsRequest, TaskRef, Variable,
+};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::{internal, update_deployment, with_task};
 use crate::api::{ApiError, ApiState};
@@ -28,45 +29,28 @@ use crate::api::{ApiError, ApiState};
 /// How long one agent may take to report its processes.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An operator action on instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    /// Jobs run (`start`).
-    Start,
-    /// Jobs stopped, VM kept (`stop`).
-    Stop,
-    /// VM deleted, persistent disk kept (`stop --hard`).
-    StopHard,
-    /// Jobs stopped, then started (`restart`).
-    Restart,
-    /// A new VM, jobs started (`recreate`).
-    Recreate,
+/// The verb of `action` in task descriptions.
+fn verb(action: InstanceAction) -> &'static str {
+    match action {
+        InstanceAction::Start => "start",
+        InstanceAction::Stop => "stop",
+        InstanceAction::StopHard => "stop --hard",
+        InstanceAction::Restart => "restart",
+        InstanceAction::Recreate => "recreate",
+    }
 }
 
-impl Action {
-    /// The verb in task descriptions.
-    fn verb(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::StopHard => "stop --hard",
-            Action::Restart => "restart",
-            Action::Recreate => "recreate",
-        }
-    }
-
-    /// Records the action in an override.
-    pub fn apply_to(self, o: &mut InstanceOverride) {
-        match self {
-            Action::Start => o.state = Some(DesiredState::Started),
-            Action::Stop => o.state = Some(DesiredState::Stopped),
-            Action::StopHard => o.state = Some(DesiredState::Detached),
-            Action::Restart => o.restart += 1,
-            Action::Recreate => {
-                o.recreate += 1;
-                o.state = Some(DesiredState::Started);
-            }
+/// Records `action` in an override: a lifecycle state, or a bumped
+/// restart or recreate counter.
+pub fn apply_to(action: InstanceAction, o: &mut InstanceOverride) {
+    match action {
+        InstanceAction::Start => o.state = Some(DesiredState::Started),
+        InstanceAction::Stop => o.state = Some(DesiredState::Stopped),
+        InstanceAction::StopHard => o.state = Some(DesiredState::Detached),
+        InstanceAction::Restart => o.restart += 1,
+        InstanceAction::Recreate => {
+            o.recreate += 1;
+            o.state = Some(DesiredState::Started);
         }
     }
 }
@@ -136,21 +120,12 @@ async fn instances_of(
     Ok(st.store.list::<InstanceSpec>(&format!("{deployment}/")).await?.items)
 }
 
-/// Body of `POST /v1/deployments/<name>/instances/actions`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct ActionRequest {
-    action: Action,
-    #[serde(default)]
-    target: Option<String>,
-}
-
 /// `POST /v1/deployments/<name>/instances/actions`.
 pub(in crate::api) async fn action(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskRef>, ApiError> {
     let req: ActionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "request body is not an instance action",
@@ -162,9 +137,9 @@ pub(in crate::api) async fn action(
     let instances = instances_of(&st, &name).await?;
     let sel = select(&name, &instances, target)?;
     let description = match target {
-        None => format!("{} deployment {name}", req.action.verb()),
-        Some(t) if !t.contains('/') => format!("{} instance group {t}", req.action.verb()),
-        Some(t) => format!("{} instance {t}", req.action.verb()),
+        None => format!("{} deployment {name}", verb(req.action)),
+        Some(t) if !t.contains('/') => format!("{} instance group {t}", verb(req.action)),
+        Some(t) => format!("{} instance {t}", verb(req.action)),
     };
     // Ids of matched instances that carry an override of their own: the id
     // wins over its group, so a group action must change it as well.
@@ -174,50 +149,21 @@ pub(in crate::api) async fn action(
             let own: Vec<String> =
                 d.spec.instances.keys().filter(|k| ids.contains(*k)).cloned().collect();
             for key in sel.keys.iter().chain(own.iter()) {
-                req.action.apply_to(d.spec.instances.entry(key.clone()).or_default());
+                apply_to(req.action, d.spec.instances.entry(key.clone()).or_default());
             }
             c.claim(d)
         })
         .await
     })
     .await?;
-    Ok(Json(json!({ "task": task })))
-}
-
-/// What an instance's agent reported.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentReport {
-    /// `running`, `starting`, `failing`, `stopped`; `unresponsive agent`
-    /// when it did not answer in time.
-    pub state: String,
-    /// Every supervised process (empty when unresponsive).
-    #[serde(default)]
-    pub processes: Vec<ProcessStatus>,
-}
-
-/// One instance in `GET /v1/deployments/<name>/instances`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceEntry {
-    /// The Instance object.
-    pub instance: Object<InstanceSpec>,
-    /// Its agent's live report (with `ps`, for instances that have a VM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<AgentReport>,
-}
-
-#[derive(Deserialize)]
-pub(in crate::api) struct ListQuery {
-    #[serde(default)]
-    ps: bool,
+    Ok(Json(TaskRef { task }))
 }
 
 /// `GET /v1/deployments/<name>/instances[?ps=true]`.
 pub(in crate::api) async fn list(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<InstancesQuery>,
 ) -> Result<Json<Vec<InstanceEntry>>, ApiError> {
     st.store.get::<DeploymentSpec>(None, &name).await?;
     let instances = instances_of(&st, &name).await?;
@@ -227,20 +173,14 @@ pub(in crate::api) async fn list(
                 let agent = i.status.agent_id.clone().map(|a| d.agents.for_agent(a));
                 async move {
                     let agent = agent?;
-                    let report =
-                        match tokio::time::timeout(AGENT_TIMEOUT, agent.get_state(false)).await {
-                            Ok(Ok(s)) => AgentReport {
-                                state: serde_json::to_value(s.job_state)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_string))
-                                    .unwrap_or_default(),
-                                processes: s.processes,
-                            },
-                            _ => AgentReport {
-                                state: "unresponsive agent".into(),
-                                processes: Vec::new(),
-                            },
-                        };
+                    let report = match tokio::time::timeout(AGENT_TIMEOUT, agent.get_state(false))
+                        .await
+                    {
+                        Ok(Ok(s)) => {
+                            AgentReport { state: s.job_state.into(), processes: s.processes }
+                        }
+                        _ => AgentReport { state: AgentState::Unresponsive, processes: Vec::new() },
+                    };
                     Some(report)
                 }
             });
@@ -261,13 +201,6 @@ pub(in crate::api) async fn list(
             .map(|(instance, agent)| InstanceEntry { instance, agent })
             .collect(),
     ))
-}
-
-/// Body of `POST /v1/deployments/<name>/logs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct LogsRequest {
-    target: String,
 }
 
 /// `POST /v1/deployments/<name>/logs`: the instance's agent packs its logs
@@ -340,7 +273,7 @@ impl Drop for RemoveBlob {
 pub(in crate::api) async fn variables(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<crate::variables::VariableInfo>>, ApiError> {
+) -> Result<Json<Vec<Variable>>, ApiError> {
     st.store.get::<DeploymentSpec>(None, &name).await?;
     Ok(Json(crate::variables::list(&st.store, &name).await.map_err(internal)?))
 }
@@ -382,16 +315,16 @@ mod tests {
     #[test]
     fn actions_change_the_override() {
         let mut o = InstanceOverride::default();
-        Action::Stop.apply_to(&mut o);
+        apply_to(InstanceAction::Stop, &mut o);
         assert_eq!(o.state, Some(DesiredState::Stopped));
-        Action::StopHard.apply_to(&mut o);
+        apply_to(InstanceAction::StopHard, &mut o);
         assert_eq!(o.state, Some(DesiredState::Detached));
-        Action::Restart.apply_to(&mut o);
-        Action::Restart.apply_to(&mut o);
+        apply_to(InstanceAction::Restart, &mut o);
+        apply_to(InstanceAction::Restart, &mut o);
         assert_eq!(o.restart, 2);
-        Action::Recreate.apply_to(&mut o);
+        apply_to(InstanceAction::Recreate, &mut o);
         assert_eq!((o.recreate, o.state), (1, Some(DesiredState::Started)));
-        let a: Action = serde_json::from_str("\"stop-hard\"").unwrap();
-        assert_eq!(a, Action::StopHard);
+        let a: InstanceAction = serde_json::from_str("\"stop-hard\"").unwrap();
+        assert_eq!(a, InstanceAction::StopHard);
     }
 }

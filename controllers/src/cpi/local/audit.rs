@@ -78,6 +78,10 @@ pub struct AuditEntry {
     pub etcd_revision: Option<i64>,
     /// How it ended.
     pub result: Option<AuditResult>,
+    /// It was refused at admission (its fencing token was stale): it had
+    /// no effect, and there was nothing for its intent to precede.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// The error, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -183,7 +187,12 @@ fn read_file(path: &Path) -> std::io::Result<Vec<AuditEntry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    text.lines()
+    // Each line is appended whole, newline included, but a reader racing
+    // a writer can see the first part of one: a last line without its
+    // newline is still being written, not a record yet.
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    complete
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             serde_json::from_str(l).map_err(|e| {
@@ -199,4 +208,22 @@ pub fn read(root: &Path) -> std::io::Result<Vec<AuditEntry>> {
     let mut all = read_file(&std::path::absolute(root)?.join(FILE))?;
     all.sort_by_key(|e| (e.at, e.pid, e.seq));
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line still being appended (no newline yet) is not read as a
+    /// record, nor as a damaged one.
+    #[test]
+    fn a_line_being_written_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.append(&AuditEntry { seq: 1, ..AuditEntry::call("create_disk") }).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(FILE)).unwrap();
+        f.write_all(br#"{"seq":2,"pid":1,"at":"2026-"#).unwrap();
+        let read = read(dir.path()).unwrap();
+        assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
+    }
 }

@@ -86,29 +86,36 @@ impl LocalCpi {
     /// was admitted, read from `store` (one read per mutating call): every
     /// write committed before the call is at or below it, which is what
     /// lets a checker see that the intent was written first (FAULT-MATRIX
-    /// I4). Without it the lines carry no revision.
+    /// I4). With it, too, a call made in a controller's term is admitted
+    /// only if that term is still current in etcd (see
+    /// [`Self::check_term`]): the same read serves both. Without it the
+    /// lines carry no revision and only the memory of fences guards.
     pub fn with_audit_store(mut self, store: bosh_api::store::Store) -> LocalCpi {
         self.audit_store = Some(store);
         self
     }
 
-    /// Admits, runs and records one mutating call: the fence check, then
+    /// Admits, runs and records one mutating call: the fence checks, then
     /// `body` if admitted, then one audit line with the outcome.
     async fn audited<T: Outcome>(
         &self,
         mut entry: AuditEntry,
         body: impl std::future::Future<Output = CpiResult<T>>,
     ) -> CpiResult<T> {
-        if let Some(store) = &self.audit_store {
-            entry.etcd_revision = store.revision().await.ok();
-        }
-        entry.fence =
-            super::current_fence().map(|f| AuditFence { key: f.key.clone(), revision: f.revision });
-        entry.pid = std::process::id();
+        let fence = super::current_fence();
         let method: &'static str = audit_method(&entry.method);
+        let mut held = Ok(());
+        if let Some(store) = &self.audit_store {
+            (entry.etcd_revision, held) = match &fence {
+                Some(f) => Self::check_term(store, f, method).await,
+                None => (store.revision().await.ok(), Ok(())),
+            };
+        }
+        entry.fence = fence.map(|f| AuditFence { key: f.key, revision: f.revision });
+        entry.pid = std::process::id();
         let admitted = {
             let mut next = self.audit.next.lock().unwrap_or_else(|p| p.into_inner());
-            let admitted = self.admit(method);
+            let admitted = held.and_then(|()| self.admit(method));
             entry.seq = *next;
             entry.at = Some(chrono::Utc::now());
             *next += 1;
@@ -116,7 +123,10 @@ impl LocalCpi {
         };
         let result = match admitted {
             Ok(()) => body.await,
-            Err(e) => Err(e),
+            Err(e) => {
+                entry.refused = true;
+                Err(e)
+            }
         };
         match &result {
             Ok(v) => {
@@ -132,6 +142,47 @@ impl LocalCpi {
             warn!(method, error = %e, "could not append to the CPI audit log");
         }
         result
+    }
+
+    /// Whether the term of `fence` is still current in etcd, read when the
+    /// call is admitted: the revision of that read (the audit line's
+    /// `etcd_revision`) and the verdict.
+    ///
+    /// Why here as well as in the controllers: a controller checks its fence
+    /// (`Store::check_fence`) and then calls the CPI, and the two are not
+    /// atomic. A replica paused between them past its lease resumes with a
+    /// check that passed in its old term and makes the call in its
+    /// successor's; [`Self::admit`]'s memory of fences refuses that call
+    /// only once the successor has made a call of its own, and it may not
+    /// have yet (FAULT-MATRIX A3; `faults_a3_b_...` shows the window
+    /// deterministically). Checking the token against the election key when
+    /// the call is admitted closes it for admission: a call is let through
+    /// only at an etcd revision at which its term was still the current one
+    /// (what I5 checks), so nothing from an old term is admitted after a
+    /// new one began. What no check outside the IaaS can do is recall a
+    /// call already admitted whose process is paused before its effect
+    /// lands; that needs the IaaS to check the token itself (the external
+    /// CPI passes it on in `context.fence` for that).
+    ///
+    /// When etcd cannot be read the call is refused as retryable: a term
+    /// that cannot be confirmed is not acted in.
+    async fn check_term(
+        store: &bosh_api::store::Store,
+        fence: &bosh_api::store::Fence,
+        method: &'static str,
+    ) -> (Option<i64>, CpiResult<()>) {
+        match store.fence_revision(fence).await {
+            Ok(rev) => (Some(rev), Ok(())),
+            Err(bosh_api::store::Error::Fenced { .. }) => {
+                warn!(method, %fence, "refused a call from a term that has ended");
+                let message = format!("term {fence} has ended: another director leads now");
+                (store.revision().await.ok(), Err(CpiError::Permanent { method, message }))
+            }
+            Err(e) => {
+                let message = format!("cannot confirm leadership {fence}: {e}");
+                (None, Err(CpiError::Transient { method, message }))
+            }
+        }
     }
 
     /// Stops every VM recorded under `root` (the machines of a test world
@@ -163,6 +214,31 @@ impl LocalCpi {
     /// The VM's process, for tests that kill "machines".
     pub async fn vm_process(&self, cid: &str) -> Option<ProcId> {
         self.records.get::<VmRecord>(VMS, cid).ok()??.proc
+    }
+
+    /// Deletes VM `cid` the way an operator in the IaaS console would,
+    /// behind the director's back (FAULT-MATRIX D5): its process tree is
+    /// killed, its record and directory go, and its disks are detached (as
+    /// an IaaS detaches a deleted VM's volumes). Not a CPI call: nothing
+    /// is audited. For tests.
+    pub fn delete_vm_outside(root: &Path, cid: &str) -> std::io::Result<()> {
+        let root = std::path::absolute(root)?;
+        let records = Records::new(&root);
+        let Some(vm) = records.get::<VmRecord>(VMS, cid)? else { return Ok(()) };
+        if let Some(p) = vm.proc {
+            p.kill_tree();
+        }
+        for d in &vm.disks {
+            if let Some(mut rec) = records.get::<DiskRecord>(DISKS, d)?
+                && rec.attached_to.as_deref() == Some(cid)
+            {
+                rec.attached_to = None;
+                records.put(DISKS, d, &rec)?;
+            }
+        }
+        records.remove(VMS, cid)?;
+        let _ = std::fs::remove_dir_all(root.join("vms").join(cid));
+        Ok(())
     }
 
     /// Everything this CPI holds, read from its records (for tests and
@@ -710,6 +786,7 @@ mod tests {
         let log = audit::read(dir.path()).unwrap();
         assert_eq!(log.len(), 2);
         assert!(log[0].ok() && !log[1].ok(), "{log:?}");
+        assert!(!log[0].refused && log[1].refused, "{log:?}");
         assert_eq!(log[1].fence.as_ref().map(|f| f.revision), Some(5));
         assert_eq!(Inventory::load(dir.path()).unwrap().disks.len(), 1);
     }

@@ -7,6 +7,12 @@
 //! that outlived a killed agent. A VM that is deleted therefore leaves
 //! nothing behind to hold its address:port. Without namespaces (no
 //! privilege), the session's process group is killed instead.
+//!
+//! Inside, the VM's init is a shell loop that runs the agent and starts it
+//! again a second after it exits, as runit does on a stemcell: an agent
+//! that crashes (or is `kill -9`ed) comes back on the same VM, its job
+//! processes still running (the init reaps the orphans), rather than
+//! taking the whole VM with it (FAULT-MATRIX C5).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -73,18 +79,24 @@ fn pid_namespaces() -> bool {
     })
 }
 
-/// Starts `agent --settings settings` as a VM, logging to `log`. A task
-/// reaps the process when it exits, so a dead VM never lingers as a zombie.
+/// The VM's init: runs the agent (`"$@"`) and restarts it after it exits.
+const INIT: &str = r#"while :; do "$@"; sleep 1; done"#;
+
+/// Starts `agent --settings settings` as a VM, under an init that restarts
+/// it, logging to `log`. A task reaps the process when it exits, so a dead
+/// VM never lingers as a zombie.
 pub fn spawn_vm(agent: &Path, settings: &Path, log: &Path) -> std::io::Result<ProcId> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut cmd = if pid_namespaces() {
         let mut c = tokio::process::Command::new("unshare");
-        c.args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"]).arg(agent);
+        c.args(["--pid", "--fork", "--kill-child", "--mount-proc", "--", "/bin/sh"]);
         c
     } else {
-        tokio::process::Command::new(agent)
+        tokio::process::Command::new("/bin/sh")
     };
-    cmd.arg("--settings")
+    cmd.args(["-c", INIT, "vm-init"])
+        .arg(agent)
+        .arg("--settings")
         .arg(settings)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -97,6 +109,25 @@ pub fn spawn_vm(agent: &Path, settings: &Path, log: &Path) -> std::io::Result<Pr
         let _ = child.wait().await;
     });
     ProcId::of(pid).ok_or_else(|| std::io::Error::other("VM process exited at once"))
+}
+
+/// The pid of the agent (not its init) of the VM whose settings file is
+/// `settings`, if it runs: a process whose program is the agent binary and
+/// whose arguments name that file. For tests that kill or pause an agent
+/// alone, as a crash or a stall would.
+pub fn agent_pid(settings: &Path) -> Option<i32> {
+    let settings = settings.to_string_lossy();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let program = args.next()?;
+        let is_agent = Path::new(program.as_ref())
+            .file_name()
+            .is_some_and(|n| n == bosh_api::local_stemcell::AGENT_BINARY);
+        let ours = args.any(|a| a == settings);
+        (is_agent && ours && ProcId::of(pid).is_some_and(|p| p.is_alive())).then_some(pid)
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //! failure can be replayed.
 
 mod a;
+mod b;
+mod c;
 mod d;
+mod f7;
 mod fg;
 
 use std::time::Duration;
@@ -51,7 +54,12 @@ fn seed() -> u64 {
 
 /// A world with the example release and the agent stemcell uploaded.
 async fn world(subnet: u8) -> (Harness, tempfile::TempDir) {
-    let h = Harness::start(HarnessOptions::new(subnet)).await.unwrap();
+    world_with(HarnessOptions::new(subnet)).await
+}
+
+/// [`world`] with harness options of the scenario's own.
+async fn world_with(options: HarnessOptions) -> (Harness, tempfile::TempDir) {
+    let h = Harness::start(options).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
