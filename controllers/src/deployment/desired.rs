@@ -44,6 +44,10 @@ pub struct Context<'a> {
     pub overrides: &'a BTreeMap<String, InstanceOverride>,
     /// Cloud-check requests (scan token, resolutions by problem id).
     pub cloud_check: &'a CloudCheckSpec,
+    /// By group, the versions of the variables its `env` names
+    /// (`variables::versions`): the spec keeps `env`'s placeholders, so
+    /// these stand for its values in `vm_hash`.
+    pub env_versions: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The owned inputs of a [`Context`], so building the specs of many
@@ -67,6 +71,8 @@ pub struct Inputs {
     pub overrides: BTreeMap<String, InstanceOverride>,
     /// Cloud-check requests.
     pub cloud_check: CloudCheckSpec,
+    /// By group, the versions of the variables its `env` names.
+    pub env_versions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Inputs {
@@ -82,6 +88,7 @@ impl Inputs {
             jobs: &self.jobs,
             overrides: &self.overrides,
             cloud_check: &self.cloud_check,
+            env_versions: &self.env_versions,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct Built {
     pub spec: InstanceSpec,
     /// The templates to render.
     pub render: RenderRequest,
+    /// The versions of the variables the spec's `env` names.
+    pub env_versions: BTreeMap<String, String>,
 }
 
 fn obj(p: &bosh_api::manifest::Properties) -> Map<String, Value> {
@@ -362,7 +371,8 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     };
     let render =
         RenderRequest { instance: template_context(cx.deployment, &spec), jobs: render_jobs };
-    Ok(Built { spec, render })
+    let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
+    Ok(Built { spec, render, env_versions })
 }
 
 /// What templates see as `spec`.
@@ -406,15 +416,22 @@ fn digest(v: &Value) -> String {
 }
 
 /// Completes a spec with its rendered templates and both digests.
-pub fn finish(spec: &mut InstanceSpec, rendered: BlobRef) {
+/// `env_versions` are the versions of the variables `env` names: a
+/// regenerated password recreates the VM, as a changed one in the
+/// manifest does, though the spec holds only its placeholder.
+pub fn finish(spec: &mut InstanceSpec, env_versions: &BTreeMap<String, String>, rendered: BlobRef) {
     spec.rendered_templates = Some(rendered);
     let networks = serde_json::to_value(&spec.networks).expect("networks serialize");
-    spec.vm_hash = digest(&json!({
+    let mut vm = json!({
         "stemcell": spec.stemcell,
         "cloud_properties": spec.cloud_properties,
         "env": spec.env,
         "networks": networks,
-    }));
+    });
+    if !env_versions.is_empty() {
+        vm["env_versions"] = json!(env_versions);
+    }
+    spec.vm_hash = digest(&vm);
     spec.config_hash = digest(&json!({
         "jobs": serde_json::to_value(&spec.jobs).expect("jobs serialize"),
         "packages": serde_json::to_value(&spec.packages).expect("packages serialize"),

@@ -309,6 +309,34 @@ impl From<Error> for Failure {
     }
 }
 
+/// `interpolated` with each instance group's `env` as `original` (the
+/// manifest before interpolation) has it: placeholders, not values. `env`
+/// carries the VM's password (`env.bosh.password`) and other credentials,
+/// and the Instance spec it goes into is stored in etcd and shown by watches
+/// and the API; the instance controller substitutes the values right before
+/// `create_vm` (`variables::substitute`), as BOSH does (FAULT-MATRIX G5).
+/// A group is matched by its position and name; an `env` that is not a map
+/// before interpolation (one `((placeholder))` for all of it) is left
+/// interpolated.
+fn env_placeholders(
+    original: &serde_json::Value,
+    mut interpolated: serde_json::Value,
+) -> serde_json::Value {
+    let before = original["instance_groups"].as_array();
+    let after = interpolated.get_mut("instance_groups").and_then(|v| v.as_array_mut());
+    if let (Some(before), Some(after)) = (before, after) {
+        for (b, a) in before.iter().zip(after.iter_mut()) {
+            if let Some(env) = b.get("env").filter(|e| e.is_object())
+                && b.get("name").is_some()
+                && b.get("name") == a.get("name")
+            {
+                a["env"] = env.clone();
+            }
+        }
+    }
+    interpolated
+}
+
 /// Everything resolved, planned and rolled out one step.
 async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Failure> {
     let store = &ctx.store;
@@ -317,6 +345,16 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let raw = crate::variables::interpolate(store, name, &obj.spec.manifest)
         .await
         .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+    let raw = env_placeholders(&obj.spec.manifest, raw);
+    let mut env_versions = BTreeMap::new();
+    for g in obj.spec.manifest["instance_groups"].as_array().into_iter().flatten() {
+        if let (Some(group), Some(env)) = (g["name"].as_str(), g.get("env")) {
+            let versions = crate::variables::versions(store, name, env)
+                .await
+                .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+            env_versions.insert(group.to_string(), versions);
+        }
+    }
     let mut manifest = Manifest::from_value(&raw, &file)
         .map_err(|e| Blocked::new(Reason::ManifestInvalid, e.to_string()))?;
     let runtime = lookup::runtime_configs(store).await?;
@@ -408,6 +446,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         jobs,
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
+        env_versions,
     });
     // Specs and their render keys (canonical JSON and a digest each).
     let (mut built, keys) = {
@@ -711,7 +750,8 @@ async fn render_all(
     for (b, blob) in built.iter_mut().zip(blobs) {
         // Every instance was a cache hit or rendered: a failed render
         // returned above, and `render_batch` answers every request.
-        desired::finish(&mut b.spec, blob.expect("every instance is cached or rendered"));
+        let blob = blob.expect("every instance is cached or rendered");
+        desired::finish(&mut b.spec, &b.env_versions, blob);
     }
     Ok(())
 }
@@ -796,5 +836,24 @@ mod tests {
         assert_ne!(a, super::instance_id("uid/7", "db", 0));
         let u = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(u.get_version_num(), 4);
+    }
+
+    /// Groups' `env` keeps its placeholders; everything else, and an
+    /// `env` that was one placeholder, stays interpolated.
+    #[test]
+    fn env_keeps_its_placeholders() {
+        use serde_json::json;
+        let before = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "((pw))"}}, "properties": {"p": "((pw))"}},
+            {"name": "b", "env": "((whole))"},
+        ]});
+        let after = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "s3cret"}}, "properties": {"p": "s3cret"}},
+            {"name": "b", "env": {"bosh": {"password": "s3cret"}}},
+        ]});
+        let out = super::env_placeholders(&before, after);
+        assert_eq!(out["instance_groups"][0]["env"]["bosh"]["password"], "((pw))");
+        assert_eq!(out["instance_groups"][0]["properties"]["p"], "s3cret");
+        assert_eq!(out["instance_groups"][1]["env"]["bosh"]["password"], "s3cret");
     }
 }

@@ -124,6 +124,10 @@ pub enum Error {
     /// Something the spec names is not there (a stemcell not imported).
     #[error("{0}")]
     Missing(String),
+    /// The variables `env` names could not be substituted (names them,
+    /// never values).
+    #[error("env: {0}")]
+    Variables(#[from] crate::variables::Error),
 }
 
 impl Error {

@@ -80,7 +80,14 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     );
                     settings_nets.insert(n.name.clone(), ns);
                 }
-                let env = if spec.env.is_null() { serde_json::json!({}) } else { spec.env.clone() };
+                // The spec holds `env`'s placeholders; the values go to
+                // the CPI and the agent's settings only (FAULT-MATRIX G5).
+                let env = if spec.env.is_null() {
+                    serde_json::json!({})
+                } else {
+                    let deployment = cur.metadata.deployment.as_deref().unwrap_or_default();
+                    crate::variables::substitute(&ctx.store, deployment, &spec.env).await?
+                };
                 let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
                 let req = CreateVm {
                     request_id: request_id.clone(),

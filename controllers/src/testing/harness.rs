@@ -85,6 +85,10 @@ pub struct HarnessOptions {
     /// call, and tests count CPI calls (A4 expects none from a converged
     /// deployment).
     pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
+    /// The blobstore URL agents (instances' and compile VMs') are given,
+    /// instead of the world's own: tests put a proxy there that forwards
+    /// to [`Harness::blobstore_url`] and tampers with what passes.
+    pub agent_blobstore_url: Option<String>,
 }
 
 impl HarnessOptions {
@@ -102,6 +106,7 @@ impl HarnessOptions {
             render: Default::default(),
             store: None,
             orphan_vms: None,
+            agent_blobstore_url: None,
         }
     }
 }
@@ -119,6 +124,9 @@ pub struct Harness {
     pub faults: Arc<FaultyCpi>,
     /// The in-process API.
     pub api_url: String,
+    /// The world's blobstore (what agents are given, unless
+    /// [`HarnessOptions::agent_blobstore_url`] says otherwise).
+    pub blobstore_url: String,
     /// The servers and the stemcell image.
     pub rest: LocalWorldRest,
     shutdown: CancellationToken,
@@ -134,6 +142,10 @@ impl Harness {
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));
         director.cpi = cpi.clone();
+        let blobstore_url = director.blobstore.url.clone();
+        if let Some(url) = &o.agent_blobstore_url {
+            director.blobstore.url = url.clone();
+        }
         let store = director.store.clone();
         let state = ApiState::new(store.clone(), TOKEN)
             .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"))
@@ -203,7 +215,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, faults, api_url, rest, shutdown, tasks })
+        Ok(Harness { store, director, cpi, faults, api_url, blobstore_url, rest, shutdown, tasks })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell

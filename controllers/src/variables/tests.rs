@@ -408,3 +408,32 @@ async fn absolute_variables_are_shared_between_deployments() {
         .unwrap();
     assert_eq!(props(&a)["a"], props(&b)["a"]);
 }
+
+/// `substitute` puts stored values (absolute ones too) in place without
+/// generating anything, names an unknown variable with its path, never
+/// its value; `versions` gives the ids of the values it would use.
+#[tokio::test]
+async fn substitute_uses_stored_values_only_and_versions_name_them() {
+    let (_env, store) = setup().await;
+    let m = manifest(
+        json!([{"name": "pw", "type": "password"}, {"name": "/shared", "type": "password"}]),
+        json!({}),
+    );
+    interpolate(&store, "d", &m).await.unwrap();
+    let env = json!({"bosh": {"password": "((pw))", "other": "((/shared))"}, "x": 1});
+    let out = substitute(&store, "d", &env).await.unwrap();
+    let pw = out["bosh"]["password"].as_str().unwrap().to_string();
+    assert_eq!(pw.len(), 20);
+    assert_eq!(out["bosh"]["other"].as_str().unwrap().len(), 20);
+    assert_eq!(out["x"], 1);
+    let ids = versions(&store, "d", &env).await.unwrap();
+    let listed = list(&store, "d").await.unwrap();
+    assert_eq!(ids["pw"], listed.iter().find(|v| v.name == "pw").unwrap().id);
+    assert!(ids.contains_key("/shared"));
+
+    let err = substitute(&store, "d", &json!({"bosh": {"password": "((nope))"}})).await;
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("'nope' (at bosh.password)"), "{msg}");
+    assert!(list(&store, "d").await.unwrap().iter().all(|v| v.name != "nope"), "generated");
+    assert!(!msg.contains(&pw));
+}
