@@ -1,4 +1,4 @@
-//! The fault matrix as a suite (shared/FAULT-MATRIX.md, issue 12): one
+//! The fault matrix as a suite (docs/fault-matrix.md, issue 12): one
 //! file per group of scenarios (`a.rs` controller crashes and stale views,
 //! `d.rs` CPI faults, ...), each test named `faults_<id>_...`. Compiled only
 //! with the `failpoints` feature; CI runs every scenario once with
