@@ -18,7 +18,9 @@
 //! - [`meta`]: object metadata and Kubernetes-style conditions.
 //! - [`objects`]: the kinds (Release, Stemcell, Config, Deployment, Instance,
 //!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
-//!   its status and its etcd key.
+//!   its status and its etcd key; and the vocabulary controllers share
+//!   through them: condition types and reasons, finalizers, instance phases
+//!   and health.
 //! - [`yaml`]: the single YAML entry point, with BOSH's YAML 1.1 habits.
 //! - [`local_stemcell`]: the local CPI's stemcell image format.
 //! - [`manifest`]: deployment manifest v2, cloud config and runtime config,

@@ -25,7 +25,7 @@
 //! - [`instance`]: drives each Instance onto a VM: create, disk, apply, start.
 //! - [`director`]: the handles controllers act on the world with.
 //! - [`daemon`]: wiring of boshd's controllers for the binary.
-//! - [`resolve`]: what a deployment names (cloud config, releases, stemcells), looked up.
+//! - [`lookup`]: what a deployment names (cloud config, releases, stemcells), looked up.
 //! - [`blobs`]: whole-blob reads (sha256-checked) and writes for the director.
 //! - [`status`]: status writes that survive a concurrent writer.
 //! - [`errors`]: an error and its causes as one line.
@@ -46,9 +46,9 @@ pub mod failpoints;
 pub mod health;
 pub mod instance;
 pub mod ipam;
+pub mod lookup;
 pub mod nats_server;
 pub mod render;
-pub mod resolve;
 pub mod runtime;
 pub use bosh_api::secret_file;
 pub mod status;

@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::meta::set_condition;
-use bosh_api::objects::{STEMCELL_READY, StemcellReason, StemcellSpec};
+use bosh_api::objects::{ConditionType, Finalizer, Reason, StemcellSpec};
 use bosh_api::store;
 use bosh_api::{Condition, ConditionStatus, Object};
-use chrono::Utc;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 
@@ -30,9 +29,6 @@ use crate::cpi::CpiError;
 use crate::director::Director;
 use crate::runtime::{Action, Ctx};
 use crate::validate::update_status_if_changed;
-
-/// The finalizer this controller owns.
-pub const FINALIZER: &str = "bosh.io/stemcell-cpi";
 
 /// How often an imported stemcell is looked at again.
 const REQUEUE: Duration = Duration::from_secs(300);
@@ -91,9 +87,9 @@ pub async fn reconcile(
     if obj.metadata.is_deleting() {
         return reconcile_delete(&obj, &ctx).await;
     }
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+    if !obj.metadata.has_finalizer(Finalizer::StemcellCpi) {
         let mut next = (*obj).clone();
-        next.metadata.finalizers.push(FINALIZER.to_string());
+        next.metadata.add_finalizer(Finalizer::StemcellCpi);
         ctx.store.update_spec(&next).await?;
         // The spec write wakes this controller again.
         return Ok(Action::await_change());
@@ -106,11 +102,11 @@ pub async fn reconcile(
     let (status, reason, message) = match &imported {
         Ok(cid) => {
             info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
-            (ConditionStatus::True, StemcellReason::Imported, format!("in CPI {cpi_name} as {cid}"))
+            (ConditionStatus::True, Reason::Imported, format!("in CPI {cpi_name} as {cid}"))
         }
         Err(e) => (
             ConditionStatus::False,
-            StemcellReason::ImportFailed,
+            Reason::ImportFailed,
             format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
         ),
     };
@@ -121,14 +117,7 @@ pub async fn reconcile(
         }
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: STEMCELL_READY.into(),
-                status,
-                reason: reason.as_str().into(),
-                message,
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+            Condition::new(ConditionType::Ready, status, reason, message, generation),
         );
     })
     .await?;
@@ -180,7 +169,7 @@ async fn reconcile_delete(
     obj: &Object<StemcellSpec>,
     ctx: &Ctx<Director>,
 ) -> Result<Action, Error> {
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+    if !obj.metadata.has_finalizer(Finalizer::StemcellCpi) {
         // Someone else's finalizer holds it; nothing of ours is left.
         return Ok(Action::await_change());
     }
@@ -199,7 +188,7 @@ async fn reconcile_delete(
         }
     }
     let mut next = obj.clone();
-    next.metadata.finalizers.retain(|f| f != FINALIZER);
+    next.metadata.remove_finalizer(Finalizer::StemcellCpi);
     // With the last finalizer gone the store removes the object.
     ctx.store.update_spec(&next).await?;
     Ok(Action::await_change())

@@ -269,8 +269,7 @@ impl Drop for EtcdCluster {
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {
-            let path = dir.keep();
-            eprintln!("test failed: etcd cluster data and logs kept in {}", path.display());
+            crate::keep_failed(dir, "etcd cluster");
         }
     }
 }

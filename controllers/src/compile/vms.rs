@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bosh_api::agent::NetworkSettings;
 use bosh_api::manifest::Subnet;
-use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec};
+use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec, Reason};
 use bosh_api::store::Store;
 use tracing::info;
 
@@ -76,12 +76,12 @@ pub async fn claim(
     let ip = plan::pick_ip(&env.subnet, &in_use)
         .map_err(|message| Error::Config {
             deployment: env.deployment.clone(),
-            reason: "NoCompilation",
+            reason: Reason::NoCompilation,
             message,
         })?
         .ok_or_else(|| Error::Config {
             deployment: env.deployment.clone(),
-            reason: "NoCompileAddress",
+            reason: Reason::NoCompileAddress,
             message: format!("no free address for a compile VM on network {}", env.network),
         })?;
     let id = uuid::Uuid::new_v4();

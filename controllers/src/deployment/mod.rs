@@ -16,15 +16,15 @@
 //! A deployment whose instances all hold their desired spec and are ready
 //! costs reads only: no etcd write, no CPI call, no agent call.
 //!
-//! Cloud check ([`cloud_check`]) rides on the same pass: the scan token and
+//! Cloud check ([`problems`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
 //! once (not through the rollout: they do not change what an instance
 //! runs), and the task is finished only when every instance answered.
 
-pub mod cloud_check;
 pub mod desired;
 pub mod orphan_vms;
 pub mod plan;
+pub mod problems;
 pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,30 +35,19 @@ use std::time::Duration;
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
-    BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
+    BlobRef, CompiledPackageSpec, ConditionType, DeploymentSpec, EventState, Finalizer,
+    InstanceSpec, Reason, StemcellSpec, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::compile::PACKAGES_COMPILED;
 use crate::director::Director;
+use crate::lookup::{self, Blocked, Failure};
 use crate::render::{self, JobTemplates, Limits};
-use crate::resolve::{self, Blocked, Failure};
 use crate::runtime::{Action, Ctx};
 use crate::tasks::{EventLog, set_task_state};
-use crate::validate::INVALID;
 use rollout::{Member, Progress};
-
-/// The finalizer that keeps a Deployment until its instances are gone.
-pub const FINALIZER: &str = "bosh.io/instances";
-/// The finalizer that keeps an Instance until its VM is gone.
-pub const INSTANCE_FINALIZER: &str = "bosh.io/vm";
-/// The condition both controllers report convergence with.
-pub const READY: &str = "Ready";
-/// The reason of a `Ready` False that halts a rollout.
-pub const UPDATE_FAILED: &str = "UpdateFailed";
 
 /// How soon to look again while a rollout or a deletion is in progress.
 const POLL: Duration = Duration::from_millis(250);
@@ -124,24 +113,13 @@ pub fn error_policy(_: Arc<Object<DeploymentSpec>>, _: &Error, _: Arc<Ctx<Deploy
     Action::backoff()
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: i64) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
-        reason: reason.into(),
-        message,
-        last_transition_time: Utc::now(),
-        observed_revision: generation,
-    }
-}
-
 /// Sets `Ready` on the deployment (only when it changes) and, with a task,
 /// finishes it.
 async fn report(
     store: &Store,
     obj: &Object<DeploymentSpec>,
     ready: Option<bool>,
-    reason: &str,
+    reason: Reason,
     message: String,
     counts: BTreeMap<String, u32>,
 ) -> Result<(), Error> {
@@ -151,12 +129,10 @@ async fn report(
     // the pass (which cost a backoff per conflict in a busy rollout).
     let mut cur = obj.clone();
     crate::status::patch(store, &mut cur, |s| {
-        let cond = match ready {
-            Some(ok) => condition(READY, ok, reason, message.clone(), generation),
-            None => condition(READY, false, reason, message.clone(), generation),
-        };
+        let ok = ready.unwrap_or(false);
+        let cond = Condition::ready(ok, reason.clone(), message.clone(), generation);
         // Keep the transition time when only the message moved on.
-        let same = find_condition(&s.conditions, READY).is_some_and(|c| {
+        let same = find_condition(&s.conditions, ConditionType::Ready).is_some_and(|c| {
             c.status == cond.status
                 && c.reason == cond.reason
                 && c.message == cond.message
@@ -241,7 +217,7 @@ async fn event(
 }
 
 /// Where a condition of the deployment stands at its current generation.
-fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condition> {
+fn verdict(obj: &Object<DeploymentSpec>, type_: ConditionType) -> Option<&Condition> {
     find_condition(&obj.status.conditions, type_)
         .filter(|c| c.observed_revision == obj.metadata.generation)
 }
@@ -272,18 +248,18 @@ pub async fn reconcile(
     if obj.metadata.is_deleting() {
         return delete(&ctx, &obj).await;
     }
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+    if !obj.metadata.has_finalizer(Finalizer::Instances) {
         let mut next = (*obj).clone();
-        next.metadata.finalizers.push(FINALIZER.into());
+        next.metadata.add_finalizer(Finalizer::Instances);
         store.update_spec(&next).await?;
         return Ok(Action::requeue(Duration::ZERO));
     }
     // The validator and the compiler go first; their verdicts are polled
     // (they write status, which this controller does not hear).
-    match verdict(&obj, INVALID) {
+    match verdict(&obj, ConditionType::Invalid) {
         Some(c) if c.status == ConditionStatus::True => {
             let msg = format!("deployment {name} is invalid: {}", c.message);
-            report(store, &obj, Some(false), "Invalid", msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), Reason::Invalid, msg, BTreeMap::new()).await?;
             return Ok(Action::await_change());
         }
         Some(_) => {}
@@ -296,17 +272,17 @@ pub async fn reconcile(
         && t.status.state == TaskState::Cancelled
     {
         let msg = format!("task {} was cancelled: {}", t.spec.id, t.status.result);
-        report(store, &obj, Some(false), "Cancelled", msg, BTreeMap::new()).await?;
+        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new()).await?;
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
-    match verdict(&obj, PACKAGES_COMPILED) {
+    match verdict(&obj, ConditionType::PackagesCompiled) {
         Some(c) if c.status == ConditionStatus::True => {}
-        Some(c) if !matches!(c.reason.as_str(), "Compiling") => {
+        Some(c) if c.reason != Reason::Compiling => {
             // A blocked or failed compile fails the task; the compiler keeps
             // retrying, and this controller goes on once it succeeds.
             let msg = format!("compiling packages: {}", c.message);
-            report(store, &obj, Some(false), &c.reason.clone(), msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), c.reason.clone(), msg, BTreeMap::new()).await?;
             return Ok(Action::requeue(WAIT));
         }
         _ => return Ok(Action::requeue(POLL)),
@@ -328,9 +304,37 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         match e {
             Error::Store(e) => Failure::Store(e),
-            other => Failure::Blocked(Blocked::new("RenderFailed", other.to_string())),
+            other => Failure::Blocked(Blocked::new(Reason::RenderFailed, other.to_string())),
         }
     }
+}
+
+/// `interpolated` with each instance group's `env` as `original` (the
+/// manifest before interpolation) has it: placeholders, not values. `env`
+/// carries the VM's password (`env.bosh.password`) and other credentials,
+/// and the Instance spec it goes into is stored in etcd and shown by watches
+/// and the API; the instance controller substitutes the values right before
+/// `create_vm` (`variables::substitute`), as BOSH does (FAULT-MATRIX G5).
+/// A group is matched by its position and name; an `env` that is not a map
+/// before interpolation (one `((placeholder))` for all of it) is left
+/// interpolated.
+fn env_placeholders(
+    original: &serde_json::Value,
+    mut interpolated: serde_json::Value,
+) -> serde_json::Value {
+    let before = original["instance_groups"].as_array();
+    let after = interpolated.get_mut("instance_groups").and_then(|v| v.as_array_mut());
+    if let (Some(before), Some(after)) = (before, after) {
+        for (b, a) in before.iter().zip(after.iter_mut()) {
+            if let Some(env) = b.get("env").filter(|e| e.is_object())
+                && b.get("name").is_some()
+                && b.get("name") == a.get("name")
+            {
+                a["env"] = env.clone();
+            }
+        }
+    }
+    interpolated
 }
 
 /// Everything resolved, planned and rolled out one step.
@@ -338,18 +342,28 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
     let file = format!("deployment {name}");
-    let raw = crate::variables::resolve(store, name, &obj.spec.manifest)
+    let raw = crate::variables::interpolate(store, name, &obj.spec.manifest)
         .await
-        .map_err(|e| Blocked::new("VariablesFailed", e.to_string()))?;
+        .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+    let raw = env_placeholders(&obj.spec.manifest, raw);
+    let mut env_versions = BTreeMap::new();
+    for g in obj.spec.manifest["instance_groups"].as_array().into_iter().flatten() {
+        if let (Some(group), Some(env)) = (g["name"].as_str(), g.get("env")) {
+            let versions = crate::variables::versions(store, name, env)
+                .await
+                .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+            env_versions.insert(group.to_string(), versions);
+        }
+    }
     let mut manifest = Manifest::from_value(&raw, &file)
-        .map_err(|e| Blocked::new("ManifestInvalid", e.to_string()))?;
-    let runtime = resolve::runtime_configs(store).await?;
+        .map_err(|e| Blocked::new(Reason::ManifestInvalid, e.to_string()))?;
+    let runtime = lookup::runtime_configs(store).await?;
     if !runtime.is_empty() {
         bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
-            .map_err(|e| Blocked::new("AddonsInvalid", e.join("; ")))?;
+            .map_err(|e| Blocked::new(Reason::AddonsInvalid, e.join("; ")))?;
     }
-    let cloud = resolve::cloud_config(store, obj).await?;
-    let releases = resolve::releases(store, &manifest).await?;
+    let cloud = lookup::cloud_config(store, obj).await?;
+    let releases = lookup::releases(store, &manifest).await?;
     let stemcells = store.list::<StemcellSpec>("").await?.items;
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
 
@@ -373,7 +387,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
     // told apart from garbage keys and do not hold this one up.)
     let unreadable = quarantined_instances(&listing.quarantined, name);
     if !unreadable.is_empty() {
-        return Err(Blocked::new("InstanceUnreadable", unreadable).into());
+        return Err(Blocked::new(Reason::InstanceUnreadable, unreadable).into());
     }
     let all = listing.items;
     let (mine, others): (Vec<_>, Vec<_>) =
@@ -413,8 +427,8 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
             })
         })
         .await
-        .map_err(|e| Blocked::new("PlacementFailed", format!("planning panicked: {e}")))?
-        .map_err(|e| Blocked::new("PlacementFailed", join_bounded(&e, "; ", 10)))?
+        .map_err(|e| Blocked::new(Reason::PlacementFailed, format!("planning panicked: {e}")))?
+        .map_err(|e| Blocked::new(Reason::PlacementFailed, join_bounded(&e, "; ", 10)))?
     };
     book.set(
         name,
@@ -432,6 +446,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         jobs,
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
+        env_versions,
     });
     // Specs and their render keys (canonical JSON and a digest each).
     let (mut built, keys) = {
@@ -444,7 +459,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
             Ok::<_, Blocked>((built, keys))
         })
         .await
-        .map_err(|e| Blocked::new("BuildFailed", format!("building specs panicked: {e}")))??
+        .map_err(|e| Blocked::new(Reason::BuildFailed, format!("building specs panicked: {e}")))??
     };
     render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
@@ -522,7 +537,7 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
             }
             None => {
                 let mut meta = ObjectMeta::scoped(name, key.clone());
-                meta.finalizers.push(INSTANCE_FINALIZER.into());
+                meta.add_finalizer(Finalizer::Vm);
                 store.create(&Object::new(meta, spec)).await?;
             }
         }
@@ -535,27 +550,41 @@ async fn converge(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<A
         }
     }
     let mut dep = obj.clone();
-    let check = cloud_check::step(ctx, &mut dep, &mine).await?;
+    let check = problems::step(ctx, &mut dep, &mine).await?;
     let obj = &dep;
     if let Some((inst, msg)) = &decision.failed {
         let message = format!("instance {inst} failed: {msg}");
-        report(store, obj, Some(false), UPDATE_FAILED, message, counts).await?;
+        report(store, obj, Some(false), Reason::UpdateFailed, message, counts).await?;
         return Ok(Action::requeue(WAIT));
     }
     if decision.done && deleting == 0 {
-        if let cloud_check::Progress::Waiting(message) = check {
-            report(store, obj, None, "CloudCheck", message, counts).await?;
+        if let problems::Progress::Waiting(message) = check {
+            report(store, obj, None, Reason::CloudCheck, message, counts).await?;
             return Ok(Action::requeue(POLL));
         }
         let total: u32 = counts.values().sum();
-        report(store, obj, Some(true), "Deployed", format!("{total} instances ready"), counts)
-            .await?;
+        report(
+            store,
+            obj,
+            Some(true),
+            Reason::Deployed,
+            format!("{total} instances ready"),
+            counts,
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     let total = members.len();
     let ready: u32 = counts.values().sum();
-    report(store, obj, None, "RollingOut", format!("{ready} of {total} instances ready"), counts)
-        .await?;
+    report(
+        store,
+        obj,
+        None,
+        Reason::RollingOut,
+        format!("{ready} of {total} instances ready"),
+        counts,
+    )
+    .await?;
     Ok(Action::requeue(POLL))
 }
 
@@ -574,10 +603,10 @@ fn instance_id(seed: &str, group: &str, index: u32) -> String {
 
 /// How far an instance is with the spec it holds.
 fn progress_of(i: &Object<InstanceSpec>) -> Progress {
-    match find_condition(&i.status.conditions, READY) {
+    match find_condition(&i.status.conditions, ConditionType::Ready) {
         Some(c) if c.observed_revision == i.metadata.generation => match c.status {
             ConditionStatus::True => Progress::Ready,
-            _ if c.reason == UPDATE_FAILED => Progress::Failed(c.message.clone()),
+            _ if c.reason == Reason::UpdateFailed => Progress::Failed(c.message.clone()),
             _ => Progress::InFlight,
         },
         _ => Progress::InFlight,
@@ -608,7 +637,7 @@ async fn load_jobs(
             let Some(rj) = rel.spec.jobs.iter().find(|x| x.name == j.name) else { continue };
             let blob = rj.blob.clone().ok_or_else(|| {
                 Blocked::new(
-                    "JobMissing",
+                    Reason::JobMissing,
                     format!("job {} of {} has no blob", j.name, rel.metadata.name),
                 )
             })?;
@@ -616,12 +645,13 @@ async fn load_jobs(
             let t = match cached {
                 Some(t) => t,
                 None => {
-                    let bytes = crate::blobs::read(&ctx.data.director.blobs, &blob.sha256)
-                        .await
-                        .map_err(|e| Blocked::new("BlobMissing", format!("job {}: {e}", j.name)))?;
+                    let bytes =
+                        crate::blobs::read(&ctx.data.director.blobs, &blob.sha256).await.map_err(
+                            |e| Blocked::new(Reason::BlobMissing, format!("job {}: {e}", j.name)),
+                        )?;
                     let t = Arc::new(JobTemplates::from_job_tgz(&bytes).map_err(|e| {
                         Blocked::new(
-                            "JobInvalid",
+                            Reason::JobInvalid,
                             format!("job {} of {}: {e}", j.name, rel.metadata.name),
                         )
                     })?);
@@ -720,7 +750,8 @@ async fn render_all(
     for (b, blob) in built.iter_mut().zip(blobs) {
         // Every instance was a cache hit or rendered: a failed render
         // returned above, and `render_batch` answers every request.
-        desired::finish(&mut b.spec, blob.expect("every instance is cached or rendered"));
+        let blob = blob.expect("every instance is cached or rendered");
+        desired::finish(&mut b.spec, &b.env_versions, blob);
     }
     Ok(())
 }
@@ -730,7 +761,7 @@ async fn render_all(
 async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Action, Error> {
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
-    if !obj.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+    if !obj.metadata.has_finalizer(Finalizer::Instances) {
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
@@ -768,7 +799,7 @@ async fn delete(ctx: &Ctx<Deployer>, obj: &Object<DeploymentSpec>) -> Result<Act
         finish_task(store, task, TaskState::Done, &format!("/deployments/{name}")).await?;
     }
     let mut next = obj.clone();
-    next.metadata.finalizers.retain(|f| f != FINALIZER);
+    next.metadata.remove_finalizer(Finalizer::Instances);
     store.update_spec(&next).await?;
     info!(deployment = name, "deployment deleted");
     Ok(Action::await_change())
@@ -805,5 +836,24 @@ mod tests {
         assert_ne!(a, super::instance_id("uid/7", "db", 0));
         let u = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(u.get_version_num(), 4);
+    }
+
+    /// Groups' `env` keeps its placeholders; everything else, and an
+    /// `env` that was one placeholder, stays interpolated.
+    #[test]
+    fn env_keeps_its_placeholders() {
+        use serde_json::json;
+        let before = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "((pw))"}}, "properties": {"p": "((pw))"}},
+            {"name": "b", "env": "((whole))"},
+        ]});
+        let after = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "s3cret"}}, "properties": {"p": "s3cret"}},
+            {"name": "b", "env": {"bosh": {"password": "s3cret"}}},
+        ]});
+        let out = super::env_placeholders(&before, after);
+        assert_eq!(out["instance_groups"][0]["env"]["bosh"]["password"], "((pw))");
+        assert_eq!(out["instance_groups"][0]["properties"]["p"], "s3cret");
+        assert_eq!(out["instance_groups"][1]["env"]["bosh"]["password"], "s3cret");
     }
 }

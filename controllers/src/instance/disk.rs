@@ -126,9 +126,7 @@ pub async fn detach(
         return Ok(());
     }
     let d = &ctx.data.director;
-    if let Some(agent) =
-        cur.status.agent_id.as_ref().filter(|_| cur.status.health != super::UNRESPONSIVE)
-    {
+    if let Some(agent) = cur.status.agent_id.as_ref().filter(|_| !cur.status.is_unresponsive()) {
         // The VM goes next: a failed unmount must not keep it.
         let _ = d.agents.for_agent(agent.clone()).unmount_disk(&cid).await;
     }

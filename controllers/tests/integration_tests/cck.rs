@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstancePhase};
 use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
 };
@@ -90,10 +91,10 @@ fn creates(h: &Harness) -> usize {
 
 async fn ready_on_new_vm(h: &Harness, dep: &str, name: &str, old: &str) -> Object<InstanceSpec> {
     let i: Object<InstanceSpec> = h.store.get(Some(dep), name).await.unwrap();
-    let c = find_condition(&i.status.conditions, "Ready").unwrap();
+    let c = find_condition(&i.status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(c.status, ConditionStatus::True, "{c:?}");
     assert_ne!(i.status.vm_cid.as_deref(), Some(old));
-    assert_eq!(i.status.phase, "running");
+    assert_eq!(i.status.phase, Some(InstancePhase::Running));
     i
 }
 
@@ -273,6 +274,6 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(creates(&h), made, "a reboot creates no VM");
     let i: Object<InstanceSpec> = h.store.get(Some("cckd"), &inst.metadata.name).await.unwrap();
     assert_eq!(i.status.vm_cid.as_deref(), Some(vm.as_str()));
-    assert_eq!(i.status.phase, "running");
+    assert_eq!(i.status.phase, Some(InstancePhase::Running));
     h.stop().await.unwrap();
 }

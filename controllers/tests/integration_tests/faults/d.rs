@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bosh_api::Object;
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstanceHealth};
 use bosh_api::objects::{EventSpec, InstanceSpec};
 use bosh_api::store::Fence;
 use bosh_controllers::cpi::CpiError;
@@ -251,7 +252,7 @@ async fn faults_d4_a_permanent_cpi_failure_is_reported_and_retried_rarely() {
         async move {
             let all = store.list::<InstanceSpec>("d4/").await.ok()?.items;
             all.iter().find_map(|i| {
-                let c = find_condition(&i.status.conditions, "Ready")?;
+                let c = find_condition(&i.status.conditions, ConditionType::Ready)?;
                 (c.status == bosh_api::ConditionStatus::False && c.message.contains("quota"))
                     .then(|| (i.metadata.name.clone(), c.message.clone()))
             })
@@ -399,7 +400,8 @@ async fn faults_d5_a_vm_deleted_behind_our_back_is_recreated_with_its_disk() {
             let (store, name) = (store.clone(), name.clone());
             async move {
                 let i: Object<InstanceSpec> = store.get(Some("d5"), &name).await.ok()?;
-                (i.status.health == "running" && i.status.vm_cid.is_some()).then_some(i)
+                (i.status.health == Some(InstanceHealth::Running) && i.status.vm_cid.is_some())
+                    .then_some(i)
             }
         })
         .await
@@ -465,7 +467,7 @@ async fn violations_but_planting(
 async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_never_given_a_disk() {
     use bosh_api::objects::{DeploymentSpec, OrphanedVm};
     use bosh_controllers::cpi::{Cpi, CreateVm};
-    use bosh_controllers::deployment::orphan_vms::{ORPHANED_VMS, OrphanVmConfig};
+    use bosh_controllers::deployment::orphan_vms::OrphanVmConfig;
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (scan, grace) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -529,7 +531,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
             let (store, cid) = (store.clone(), cid.clone());
             async move {
                 let d: Object<DeploymentSpec> = store.get(None, "d6").await.ok()?;
-                let c = find_condition(&d.status.conditions, ORPHANED_VMS)?;
+                let c = find_condition(&d.status.conditions, ConditionType::OrphanedVms)?;
                 let rec = d.status.orphaned_vms.iter().find(|o| o.vm_cid == cid)?;
                 (c.status == bosh_api::ConditionStatus::True && c.message.contains(&cid))
                     .then(|| rec.clone())
@@ -592,7 +594,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
             let (store, cid) = (store.clone(), cid.clone());
             async move {
                 let d: Object<DeploymentSpec> = store.get(None, "d6").await.ok()?;
-                let c = find_condition(&d.status.conditions, ORPHANED_VMS)?;
+                let c = find_condition(&d.status.conditions, ConditionType::OrphanedVms)?;
                 (d.status.orphaned_vms.is_empty()
                     && c.status == bosh_api::ConditionStatus::False
                     && c.message.contains(&cid))
