@@ -821,7 +821,7 @@ async fn faults_g6_names_are_checked_and_no_string_reaches_a_shell() {
     props.insert("dir".into(), cpi_dir.path().to_string_lossy().into_owned().into());
     let ext = ExternalCpi::new("dummy", &exe, props);
     let sc = ext
-        .create_stemcell(std::path::Path::new("/nonexistent"), &serde_json::json!({}))
+        .create_stemcell(None, std::path::Path::new("/nonexistent"), &serde_json::json!({}))
         .await
         .unwrap();
     let all = serde_json::json!(hostile);
@@ -844,11 +844,13 @@ async fn faults_g6_names_are_checked_and_no_string_reaches_a_shell() {
         env: serde_json::json!({"g6": all}),
         ..Default::default()
     };
-    let vm = ext.create_vm(&req).await.unwrap();
+    let vm = ext.create_vm(None, &req).await.unwrap();
     let md: BTreeMap<String, String> =
         hostile.iter().enumerate().map(|(k, s)| (format!("k{k}"), s.clone())).collect();
-    ext.set_vm_metadata(&vm, &md).await.unwrap();
-    ext.create_disk("g6-disk", 1024, &serde_json::json!({"g6": all}), Some(&vm)).await.unwrap();
+    ext.set_vm_metadata(None, &vm, &md).await.unwrap();
+    ext.create_disk(None, "g6-disk", 1024, &serde_json::json!({"g6": all}), Some(&vm))
+        .await
+        .unwrap();
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cpi_dir.path().join("state.json")).unwrap()).unwrap();
     let rec = &state["vms"][&vm];
