@@ -3,7 +3,7 @@
 //! Everything boshd knows lives in etcd as versioned objects: the kinds in
 //! [`objects`] each pair a user-written `spec` with a controller-written
 //! `status`, kept under separate keys so neither side can clobber the other
-//! (see `shared/DESIGN.md` §2). Manifests, cloud configs and ops files are
+//! (see `docs/architecture.md`). Manifests, cloud configs and ops files are
 //! parsed here too, so the CLI, the API server and the controllers all reject
 //! bad input with the same precise messages.
 //!
