@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the fault scenarios of shared/FAULT-MATRIX.md that have a runner here,
+# Runs the fault scenarios of docs/fault-matrix.md that have a runner here,
 # each for a bounded time, and writes docs/faults-report.md: one table row per
 # scenario (scenario, iterations, seed, duration, result, figures).
 #
@@ -152,7 +152,7 @@ fi
 {
   echo "# Fault scenarios: report"
   echo
-  echo "Written by \`hack/faults.sh\` (scenarios from shared/FAULT-MATRIX.md)."
+  echo "Written by \`hack/faults.sh\` (scenarios from docs/fault-matrix.md)."
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), FUZZ_SECS=$FUZZ_SECS, FAULTS_FULL=${FAULTS_FULL:-1}, $(nproc) cores,"
   echo "$(rustc --version). Fuzz iterations are libFuzzer's executed units;"
   echo "rows of scenarios not re-run in this run keep their earlier figures."

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
+# A test killed at its time limit cannot remove its scratch dir, which is
+# in /dev/shm (memory): remove those older than two hours (no test runs
+# that long; a running test's dir is younger).
+find /dev/shm -maxdepth 1 -name 'bosh-rs-*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
 cargo nextest run --workspace --profile ci
 # The fault-matrix scenarios need failpoints compiled in (feature
 # `failpoints`, off in every other build); each logs its seed.

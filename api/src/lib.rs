@@ -3,7 +3,7 @@
 //! Everything boshd knows lives in etcd as versioned objects: the kinds in
 //! [`objects`] each pair a user-written `spec` with a controller-written
 //! `status`, kept under separate keys so neither side can clobber the other
-//! (see `shared/DESIGN.md` §2). Manifests, cloud configs and ops files are
+//! (see `docs/architecture.md`). Manifests, cloud configs and ops files are
 //! parsed here too, so the CLI, the API server and the controllers all reject
 //! bad input with the same precise messages.
 //!
@@ -18,7 +18,9 @@
 //! - [`meta`]: object metadata and Kubernetes-style conditions.
 //! - [`objects`]: the kinds (Release, Stemcell, Config, Deployment, Instance,
 //!   Disk, Task, Event) and the [`objects::Kind`] trait that ties a spec to
-//!   its status and its etcd key.
+//!   its status and its etcd key; and the vocabulary controllers share
+//!   through them: condition types and reasons, finalizers, instance phases
+//!   and health.
 //! - [`yaml`]: the single YAML entry point, with BOSH's YAML 1.1 habits.
 //! - [`local_stemcell`]: the local CPI's stemcell image format.
 //! - [`manifest`]: deployment manifest v2, cloud config and runtime config,
@@ -35,6 +37,8 @@
 //! - [`wire`]: the HTTP API's request and answer bodies, shared by boshd's
 //!   API and `boshctl`.
 //! - [`schema`]: the JSON Schemas checked in under `crds-schemas/`.
+//! - [`secret_file`]: private, atomic writes of files holding credentials
+//!   (boshd's and the local CPI's).
 
 pub mod agent;
 pub mod archive;
@@ -48,6 +52,7 @@ pub mod objects;
 pub mod pki;
 pub mod release;
 pub mod schema;
+pub mod secret_file;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod wire;

@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::objects::condition::{ConditionType, Reason};
+use crate::objects::finalizer::Finalizer;
+
 /// Identity and bookkeeping shared by every object.
 ///
 /// `generation`, `resource_version` and `status_revision` are never stored:
@@ -32,7 +35,9 @@ pub struct ObjectMeta {
     /// Non-identifying key/value pairs for tools.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Controllers that must finish clean-up before the object disappears.
+    /// Controllers that must finish clean-up before the object disappears:
+    /// boshd's `bosh.io/instances`, `bosh.io/vm` and `bosh.io/stemcell-cpi`
+    /// (see `Finalizer`), or another tool's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
     /// Set when deletion was requested while finalizers were pending.
@@ -82,6 +87,23 @@ impl ObjectMeta {
     pub fn is_deleting(&self) -> bool {
         self.deletion_timestamp.is_some()
     }
+
+    /// Whether `f` is among the finalizers.
+    pub fn has_finalizer(&self, f: Finalizer) -> bool {
+        self.finalizers.iter().any(|n| n == f.as_str())
+    }
+
+    /// Adds `f` unless it is already there.
+    pub fn add_finalizer(&mut self, f: Finalizer) {
+        if !self.has_finalizer(f) {
+            self.finalizers.push(f.as_str().to_string());
+        }
+    }
+
+    /// Removes `f` (every copy).
+    pub fn remove_finalizer(&mut self, f: Finalizer) {
+        self.finalizers.retain(|n| n != f.as_str());
+    }
 }
 
 /// The three-valued status of a condition.
@@ -94,6 +116,13 @@ pub enum ConditionStatus {
     /// Not yet known.
     #[default]
     Unknown,
+}
+
+impl From<bool> for ConditionStatus {
+    /// `True` or `False`.
+    fn from(holds: bool) -> ConditionStatus {
+        if holds { ConditionStatus::True } else { ConditionStatus::False }
+    }
 }
 
 impl ConditionStatus {
@@ -111,14 +140,14 @@ impl ConditionStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
-    /// CamelCase name, e.g. `Ready`, `Invalid`, `Meltdown`.
+    /// What it is about, e.g. `Ready`, `Invalid`, `Meltdown`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: ConditionType,
     /// Whether it holds.
     pub status: ConditionStatus,
-    /// CamelCase machine-readable cause, e.g. `AgentUnresponsive`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
+    /// CamelCase machine-readable cause, e.g. `UpdateFailed`.
+    #[serde(default, skip_serializing_if = "Reason::is_empty")]
+    pub reason: Reason,
     /// Free text for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -127,6 +156,41 @@ pub struct Condition {
     /// The spec generation this condition was computed from.
     #[serde(default)]
     pub observed_revision: i64,
+}
+
+impl Condition {
+    /// A condition observed now, about spec generation `observed_revision`.
+    pub fn new(
+        type_: ConditionType,
+        status: impl Into<ConditionStatus>,
+        reason: Reason,
+        message: impl Into<String>,
+        observed_revision: i64,
+    ) -> Condition {
+        Condition {
+            type_,
+            status: status.into(),
+            reason,
+            message: message.into(),
+            last_transition_time: Utc::now(),
+            observed_revision,
+        }
+    }
+
+    /// A `Ready` condition: True when `ready`, else False.
+    pub fn ready(
+        ready: bool,
+        reason: Reason,
+        message: impl Into<String>,
+        observed_revision: i64,
+    ) -> Condition {
+        Condition::new(ConditionType::Ready, ready, reason, message, observed_revision)
+    }
+
+    /// Whether its status is `True`.
+    pub fn is_true(&self) -> bool {
+        self.status == ConditionStatus::True
+    }
 }
 
 /// Sets `cond` in `conditions`, replacing one of the same type. The
@@ -175,7 +239,7 @@ pub fn join_bounded(items: &[String], sep: &str, max: usize) -> String {
 }
 
 /// Finds a condition by type.
-pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
@@ -198,26 +262,15 @@ mod tests {
         let mut conds = Vec::new();
         set_condition(
             &mut conds,
-            Condition {
-                type_: "Ready".into(),
-                status: ConditionStatus::False,
-                reason: "X".into(),
-                message: items.join("\n"),
-                last_transition_time: chrono::Utc::now(),
-                observed_revision: 1,
-            },
+            Condition::ready(false, Reason::UpdateFailed, items.join("\n"), 1),
         );
         assert!(conds[0].message.len() < MAX_MESSAGE_BYTES + 40);
     }
 
     fn cond(status: ConditionStatus, at: i64) -> Condition {
         Condition {
-            type_: "Ready".into(),
-            status,
-            reason: "R".into(),
-            message: String::new(),
             last_transition_time: DateTime::from_timestamp(at, 0).unwrap(),
-            observed_revision: at,
+            ..Condition::new(ConditionType::Ready, status, Reason::Converged, "", at)
         }
     }
 
@@ -231,6 +284,42 @@ mod tests {
         assert_eq!(cs[0].observed_revision, 20);
         set_condition(&mut cs, cond(ConditionStatus::False, 30));
         assert_eq!(cs[0].last_transition_time.timestamp(), 30);
+    }
+
+    /// A condition reads and writes its type and reason as the strings
+    /// they always were; one from a newer director (unknown type or
+    /// reason) or without a reason reads and writes back unchanged.
+    #[test]
+    fn conditions_keep_their_stored_form() {
+        let c = Condition::new(ConditionType::Ready, false, Reason::UpdateFailed, "m", 3);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["reason"].as_str()),
+            (Some("Ready"), Some("UpdateFailed"))
+        );
+        assert_eq!(serde_json::from_value::<Condition>(v).unwrap(), c);
+        for stored in [
+            serde_json::json!({"type": "Degraded", "status": "True", "reason": "CanaryFailed",
+                "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedRevision": 2}),
+            serde_json::json!({"type": "Ready", "status": "Unknown",
+                "lastTransitionTime": "2026-01-01T00:00:00Z", "observedRevision": 0}),
+        ] {
+            let read: Condition = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+        }
+    }
+
+    /// Finalizers are added once, found, and removed, by name.
+    #[test]
+    fn finalizers_by_name() {
+        let mut m = ObjectMeta::named("a");
+        m.finalizers.push("example.com/other".into());
+        m.add_finalizer(Finalizer::Vm);
+        m.add_finalizer(Finalizer::Vm);
+        assert_eq!(m.finalizers, ["example.com/other", "bosh.io/vm"]);
+        assert!(m.has_finalizer(Finalizer::Vm) && !m.has_finalizer(Finalizer::Instances));
+        m.remove_finalizer(Finalizer::Vm);
+        assert_eq!(m.finalizers, ["example.com/other"]);
     }
 
     /// Revision fields are never serialized when zero and are stripped before writes.

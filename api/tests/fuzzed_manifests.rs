@@ -1,4 +1,4 @@
-//! Fault scenario F1 (shared/FAULT-MATRIX.md): 1,000 manifests mutated from
+//! Fault scenario F1 (docs/fault-matrix.md): 1,000 manifests mutated from
 //! the valid examples (type flips, missing keys, unicode, 10 MB strings,
 //! YAML alias bombs) are each validated without a panic, and every
 //! rejection says where: a line for YAML errors, the mutated path (or its

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use bosh_api::meta::find_condition;
-use bosh_api::objects::{ConfigSpec, ConfigType};
+use bosh_api::objects::{ConditionType, ConfigSpec, ConfigType};
 use bosh_api::wire::List;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use comfy_table::{Table, presets::NOTHING};
@@ -117,7 +117,7 @@ pub async fn list(args: crate::uploads::ListArgs) -> Result<()> {
     for o in &list.items {
         let full = o.metadata.name.as_str();
         let (ty, name) = full.split_once('/').unwrap_or(("", full));
-        let valid = match find_condition(&o.status.conditions, "Invalid") {
+        let valid = match find_condition(&o.status.conditions, ConditionType::Invalid) {
             Some(c) if c.status == ConditionStatus::False => "yes",
             Some(_) => "NO",
             None => "pending",

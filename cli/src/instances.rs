@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bosh_api::Object;
-use bosh_api::objects::InstanceSpec;
+use bosh_api::objects::{InstanceHealth, InstancePhase, InstanceSpec};
 use bosh_api::wire::{
     ActionRequest, InstanceAction, InstanceEntry, InstancesQuery, LogsRequest, TaskRef,
 };
@@ -91,11 +91,13 @@ fn process_state(entry: &InstanceEntry) -> String {
         return agent.state.to_string();
     }
     let status = &entry.instance.status;
-    match (status.phase.as_str(), status.health.as_str()) {
-        ("running", "unresponsive") => "unresponsive agent".into(),
-        ("running", "failing") => "failing".into(),
-        ("", _) => "-".into(),
-        (p, _) => p.into(),
+    match (&status.phase, &status.health) {
+        (Some(InstancePhase::Running), Some(InstanceHealth::Unresponsive)) => {
+            "unresponsive agent".into()
+        }
+        (Some(InstancePhase::Running), Some(InstanceHealth::Failing)) => "failing".into(),
+        (None, _) => "-".into(),
+        (Some(p), _) => p.to_string(),
     }
 }
 
@@ -187,8 +189,8 @@ mod tests {
 
     fn entry(phase: &str, health: &str) -> InstanceEntry {
         let mut instance = Object::new(ObjectMeta::scoped("d", "web/a"), InstanceSpec::default());
-        instance.status.phase = phase.into();
-        instance.status.health = health.into();
+        instance.status.phase = Some(phase).filter(|p| !p.is_empty()).map(InstancePhase::from);
+        instance.status.health = Some(health).filter(|h| !h.is_empty()).map(InstanceHealth::from);
         InstanceEntry { instance, agent: None }
     }
 

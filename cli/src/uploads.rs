@@ -349,8 +349,8 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use bosh_api::objects::{STEMCELL_READY, StemcellReason};
-    use bosh_api::{Condition, ConditionStatus};
+    use bosh_api::Condition;
+    use bosh_api::objects::{ConditionType, Reason};
 
     use super::*;
 
@@ -359,14 +359,13 @@ mod tests {
     fn stemcell_state_shows_the_import_error() {
         let mut s = StemcellStatus::default();
         assert_eq!(stemcell_state(&s), "importing");
-        s.conditions.push(Condition {
-            type_: STEMCELL_READY.into(),
-            status: ConditionStatus::False,
-            reason: StemcellReason::ImportFailed.as_str().into(),
-            message: "import into CPI local failed: image holds no agent".into(),
-            last_transition_time: chrono::Utc::now(),
-            observed_revision: 1,
-        });
+        s.conditions.push(Condition::new(
+            ConditionType::Ready,
+            false,
+            Reason::ImportFailed,
+            "import into CPI local failed: image holds no agent",
+            1,
+        ));
         assert_eq!(
             stemcell_state(&s),
             "import failed: import into CPI local failed: image holds no agent"

@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bosh_api::agent::{BlobstoreSettings, MbusSettings, NetworkSettings, Settings};
-use bosh_api::store::Store;
+use bosh_api::store::{Fence, Store};
 use bosh_blobstore::Storage;
 
 use crate::agent_client::AgentClient;
 use crate::bus::{Bus, Credentials};
-use crate::cpi::Cpi;
+use crate::cpi::{Cpi, FencedCpi};
 
 /// The director's handles on the world.
 #[derive(Clone)]
 pub struct Director {
     /// The store (controllers use their fenced copy from `Ctx`).
     pub store: Store,
-    /// The CPI VMs and disks are made with.
+    /// The CPI VMs and disks are made with. Controllers mutate through
+    /// [`Director::fenced_cpi`]; its mutations need a fence.
     pub cpi: Arc<dyn Cpi>,
     /// Agents' NATS credentials.
     pub bus: Arc<Bus>,
@@ -38,6 +39,12 @@ pub struct Director {
 }
 
 impl Director {
+    /// The CPI bound to a controller term: a reconcile passes its
+    /// `ctx.fence`, and every mutation made through the handle carries it.
+    pub fn fenced_cpi(&self, fence: &Fence) -> FencedCpi {
+        FencedCpi::new(self.cpi.clone(), fence.clone())
+    }
+
     /// Bootstrap settings for a new VM's agent.
     pub fn agent_settings(
         &self,

@@ -19,19 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::meta::set_condition;
-use bosh_api::objects::{STEMCELL_READY, StemcellReason, StemcellSpec};
+use bosh_api::objects::{ConditionType, Finalizer, Reason, StemcellSpec};
 use bosh_api::store;
 use bosh_api::{Condition, ConditionStatus, Object};
-use chrono::Utc;
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 
 use crate::cpi::CpiError;
 use crate::director::Director;
 use crate::runtime::{Action, Cleanup, Ctx, finalizer};
-
-/// The finalizer this controller owns.
-pub const FINALIZER: &str = "bosh.io/stemcell-cpi";
 
 /// How often an imported stemcell is looked at again.
 const REQUEUE: Duration = Duration::from_secs(300);
@@ -84,8 +80,14 @@ pub async fn reconcile(
     obj: Arc<Object<StemcellSpec>>,
     ctx: Arc<Ctx<Director>>,
 ) -> Result<Action, Error> {
-    finalizer(&ctx, obj, FINALIZER, |obj| import_once(obj, &ctx), |obj| reconcile_delete(obj, &ctx))
-        .await
+    finalizer(
+        &ctx,
+        obj,
+        Finalizer::StemcellCpi,
+        |obj| import_once(obj, &ctx),
+        |obj| reconcile_delete(obj, &ctx),
+    )
+    .await
 }
 
 /// Imports the stemcell into this director's CPI unless it is there.
@@ -97,15 +99,15 @@ async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Res
         return Ok(Action::requeue(REQUEUE));
     }
     let generation = obj.metadata.generation;
-    let imported = import(&obj, d).await;
+    let imported = import(&obj, d, &ctx.fence).await;
     let (status, reason, message) = match &imported {
         Ok(cid) => {
             info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
-            (ConditionStatus::True, StemcellReason::Imported, format!("in CPI {cpi_name} as {cid}"))
+            (ConditionStatus::True, Reason::Imported, format!("in CPI {cpi_name} as {cid}"))
         }
         Err(e) => (
             ConditionStatus::False,
-            StemcellReason::ImportFailed,
+            Reason::ImportFailed,
             format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
         ),
     };
@@ -116,14 +118,13 @@ async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Res
         }
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: STEMCELL_READY.into(),
+            Condition::new(
+                ConditionType::Ready,
                 status,
-                reason: reason.as_str().into(),
-                message: message.clone(),
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+                reason.clone(),
+                message.clone(),
+                generation,
+            ),
         );
     })
     .await?;
@@ -131,8 +132,13 @@ async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Res
     Ok(Action::requeue(REQUEUE))
 }
 
-/// Reads the image from the blobstore and hands it to the CPI; the cid.
-async fn import(obj: &Object<StemcellSpec>, d: &Director) -> Result<String, Error> {
+/// Reads the image from the blobstore and hands it to the CPI (in the
+/// term of `fence`); the cid.
+async fn import(
+    obj: &Object<StemcellSpec>,
+    d: &Director,
+    fence: &store::Fence,
+) -> Result<String, Error> {
     let name = obj.metadata.name.clone();
     let image = obj.spec.image.as_ref().ok_or(Error::NoImage { stemcell: name.clone() })?;
     let io = |source| Error::Io { stemcell: name.clone(), source };
@@ -147,11 +153,10 @@ async fn import(obj: &Object<StemcellSpec>, d: &Director) -> Result<String, Erro
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     file.flush().await.map_err(io)?;
     drop(file);
-    d.cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| Error::Cpi {
-        method: "create_stemcell",
-        stemcell: name.clone(),
-        source,
-    })
+    d.fenced_cpi(fence)
+        .create_stemcell(&path, &obj.spec.cloud_properties)
+        .await
+        .map_err(|source| Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source })
 }
 
 /// An error and its sources, `: `-joined, for a condition's message.
@@ -173,7 +178,7 @@ async fn reconcile_delete(
 ) -> Result<Cleanup, Error> {
     let d = &ctx.data;
     if let Some(cid) = obj.status.cids.get(d.cpi.name()) {
-        match d.cpi.delete_stemcell(cid).await {
+        match d.fenced_cpi(&ctx.fence).delete_stemcell(cid).await {
             Ok(()) => info!(stemcell = %obj.metadata.name, %cid, "stemcell deleted from CPI"),
             Err(e) if e.is_not_found() => {}
             Err(source) => {

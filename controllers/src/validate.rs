@@ -15,15 +15,11 @@ use std::time::Duration;
 
 use bosh_api::manifest::{CloudConfig, Manifest, RuntimeConfig, validate_against_cloud_config};
 use bosh_api::meta::set_condition;
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
+use bosh_api::objects::{ConditionType, ConfigSpec, ConfigType, DeploymentSpec, Reason};
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object};
-use chrono::Utc;
 
 use crate::runtime::{Action, Cache, Ctx};
-
-/// The condition type both validators set.
-pub const INVALID: &str = "Invalid";
 
 /// Errors of the validation controllers.
 #[derive(Debug, thiserror::Error)]
@@ -108,18 +104,11 @@ const REQUEUE: Duration = Duration::from_secs(300);
 /// The `Invalid` condition for a validation outcome.
 fn invalid_condition(errors: &[String], generation: i64) -> Condition {
     let (status, reason, message) = if errors.is_empty() {
-        (ConditionStatus::False, "Valid", String::new())
+        (ConditionStatus::False, Reason::Valid, String::new())
     } else {
-        (ConditionStatus::True, "ValidationFailed", errors.join("\n"))
+        (ConditionStatus::True, Reason::ValidationFailed, errors.join("\n"))
     };
-    Condition {
-        type_: INVALID.into(),
-        status,
-        reason: reason.into(),
-        message,
-        last_transition_time: Utc::now(),
-        observed_revision: generation,
-    }
+    Condition::new(ConditionType::Invalid, status, reason, message, generation)
 }
 
 /// Checks a deployment's manifest, and what it takes from its cloud configs.

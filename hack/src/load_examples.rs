@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bosh_api::meta::find_condition;
+use bosh_api::objects::ConditionType;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::store::{Store, StoreConfig, TlsFiles};
 use bosh_api::{ConditionStatus, Kind, Object, ObjectMeta};
@@ -71,7 +72,7 @@ async fn verdict<S: Kind>(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let o: Object<S> = store.get(None, &obj.metadata.name).await?;
-        if let Some(c) = find_condition(conditions(&o.status), "Invalid")
+        if let Some(c) = find_condition(conditions(&o.status), ConditionType::Invalid)
             && c.observed_revision >= obj.metadata.generation
         {
             let ok = c.status == ConditionStatus::False;

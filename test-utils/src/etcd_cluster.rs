@@ -61,10 +61,29 @@ impl EtcdCluster {
     /// Starts `n` members with `extra_args` added to each member's command
     /// line (e.g. `--quota-backend-bytes`), and waits until the cluster
     /// has a leader and answers a linearizable read.
+    ///
+    /// Ports come from [`free_port`], which another process may take
+    /// before a member binds it; a member that exits at start is found (a
+    /// cluster of 3 with a quorum of 2 would otherwise look ready, and the
+    /// test's first kill would leave it without one), and the whole start
+    /// is tried again on new ports, up to three times.
     pub async fn start(n: usize, extra_args: &[&str]) -> Result<EtcdCluster> {
         if n == 0 {
             bail!("an etcd cluster needs at least one member");
         }
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(n, extra_args).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("etcd cluster start {attempt} lost a port race, trying again: {e:#}");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(n: usize, extra_args: &[&str]) -> Result<EtcdCluster> {
         let dir =
             tempfile::Builder::new().prefix("bosh-rs-etcd-cluster-").tempdir_in(scratch_root())?;
         let pki = EtcdPki::ensure(&dir.path().join("etcd-tls"))?;
@@ -100,7 +119,38 @@ impl EtcdCluster {
             cluster.spawn(i)?;
         }
         cluster.wait_ready(Duration::from_secs(60)).await?;
+        cluster.wait_every_member(Duration::from_secs(60)).await?;
         Ok(cluster)
+    }
+
+    /// Waits until every member runs and knows a leader; fails at once,
+    /// with the end of its log, when a member has exited.
+    async fn wait_every_member(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        for i in 0..self.members.len() {
+            loop {
+                let m = &mut self.members[i];
+                if let Some(child) = m.child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                    bail!(
+                        "etcd member {} exited at start ({status}): {}",
+                        m.name,
+                        tail.join(" | ")
+                    );
+                }
+                if member_status(&self.member_config(i)).await.is_some_and(|(_, l)| l != 0) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("etcd member m{i} did not join within {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
     }
 
     /// How many members the cluster has (running or not).
@@ -269,8 +319,7 @@ impl Drop for EtcdCluster {
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {
-            let path = dir.keep();
-            eprintln!("test failed: etcd cluster data and logs kept in {}", path.display());
+            crate::keep_failed(dir, "etcd cluster");
         }
     }
 }

@@ -76,6 +76,52 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Files a failed test keeps for diagnosis are at most this large; bigger
+/// ones (etcd's preallocated WAL segments, VM images) are listed instead.
+const KEEP_MAX_FILE: u64 = 4 << 20;
+
+/// Keeps what a failed test's servers left in `dir` (logs, configs, the
+/// CPI's records) for diagnosis, and removes `dir`. Scratch dirs live in
+/// `/dev/shm`, which is memory: kept whole, the etcd data of every failed
+/// try (120 MB each) stayed in RAM until the next reboot. So the small
+/// files are copied under the system temp dir and the rest is listed in
+/// `LEFT-OUT`.
+fn keep_failed(dir: tempfile::TempDir, what: &str) {
+    let name = dir.path().file_name().unwrap_or_default().to_owned();
+    let dest = std::env::temp_dir().join("bosh-rs-failed").join(name);
+    let mut left_out = Vec::new();
+    match copy_small(dir.path(), &dest, &mut left_out) {
+        Ok(()) => {
+            let list: String = left_out.iter().map(|p| format!("{}\n", p.display())).collect();
+            let _ = std::fs::write(dest.join("LEFT-OUT"), list);
+            eprintln!(
+                "test failed: {what} logs kept in {} ({} large file(s) left out)",
+                dest.display(),
+                left_out.len()
+            );
+        }
+        Err(e) => eprintln!("test failed: keeping {what} logs in {}: {e}", dest.display()),
+    }
+}
+
+/// Copies the regular files of `from` no larger than [`KEEP_MAX_FILE`] to
+/// `to`, recording the others in `left_out`.
+fn copy_small(from: &Path, to: &Path, left_out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (kind, dest) = (e.file_type()?, to.join(e.file_name()));
+        if kind.is_dir() {
+            copy_small(&e.path(), &dest, left_out)?;
+        } else if kind.is_file() && e.metadata()?.len() <= KEEP_MAX_FILE {
+            std::fs::copy(e.path(), dest)?;
+        } else if kind.is_file() {
+            left_out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after
 /// `timeout` with `what` in the message.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
@@ -361,8 +407,7 @@ impl Drop for TestEnv {
         if std::thread::panicking()
             && let Some(dir) = self.dir.take()
         {
-            let path = dir.keep();
-            eprintln!("test failed: servers' data and logs kept in {}", path.display());
+            keep_failed(dir, "servers'");
         }
     }
 }
@@ -370,6 +415,27 @@ impl Drop for TestEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed test's scratch dir leaves memory: small files are copied
+    /// to disk, large ones listed, the dir removed.
+    #[test]
+    fn a_failed_tests_dir_is_kept_small_and_leaves_dev_shm() {
+        let dir =
+            tempfile::Builder::new().prefix("bosh-rs-keep-").tempdir_in(scratch_root()).unwrap();
+        let src = dir.path().to_path_buf();
+        std::fs::create_dir_all(src.join("etcd/member")).unwrap();
+        std::fs::write(src.join("etcd.log"), "the log").unwrap();
+        let wal = std::fs::File::create(src.join("etcd/member/0.wal")).unwrap();
+        wal.set_len(KEEP_MAX_FILE + 1).unwrap();
+        keep_failed(dir, "test");
+        let dest = std::env::temp_dir().join("bosh-rs-failed").join(src.file_name().unwrap());
+        assert!(!src.exists(), "the scratch dir was removed");
+        assert_eq!(std::fs::read_to_string(dest.join("etcd.log")).unwrap(), "the log");
+        assert!(!dest.join("etcd/member/0.wal").exists());
+        let left_out = std::fs::read_to_string(dest.join("LEFT-OUT")).unwrap();
+        assert!(left_out.contains("0.wal"), "{left_out}");
+        std::fs::remove_dir_all(dest).unwrap();
+    }
     use tokio::io::AsyncBufReadExt;
 
     /// The first line nats-server sends a new client (`INFO {...}`).

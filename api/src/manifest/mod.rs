@@ -40,7 +40,7 @@ pub use runtime::*;
 pub use scalars::{Count, Version, WatchTime};
 pub use shape::Placeholders;
 
-use crate::{schema::schema_of, yaml::YamlError};
+use crate::{schema::generate::schema_of, yaml::YamlError};
 
 /// Free-form properties (job properties, cloud properties, env), in document order.
 pub type Properties = indexmap::IndexMap<String, Value>;

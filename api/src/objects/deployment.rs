@@ -79,7 +79,9 @@ pub struct DeploymentSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentStatus {
-    /// `Ready`, `Invalid`, `RollingOut`, `CanaryFailed`, ...
+    /// `Ready` (the summary), `Invalid` (the validator),
+    /// `PackagesCompiled` (the compiler), `Meltdown` (the resurrector),
+    /// `OrphanedVms` (the orphaned-VM scan); see [`super::ConditionType`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cloud_check::{InstanceCloudCheck, InstanceCloudCheckStatus};
+use super::vocab::vocabulary;
 use super::{BlobRef, Kind};
 use crate::meta::Condition;
 
@@ -22,6 +23,44 @@ pub enum DesiredState {
     Stopped,
     /// VM deleted, persistent disk kept (`stop --hard`).
     Detached,
+}
+
+vocabulary! {
+    /// Where the instance controller is with an instance (`status.phase`).
+    pub enum InstancePhase {
+        /// A VM is being created (its agent and request ids are recorded).
+        Creating = "creating",
+        /// The VM exists; its agent has not been given the spec yet.
+        Created = "created",
+        /// The spec is being applied to the agent.
+        Updating = "updating",
+        /// The jobs run.
+        Running = "running",
+        /// The jobs are stopped: asked for, drained for an update, or
+        /// applied and not started yet.
+        Stopped = "stopped",
+        /// No VM: `stop --hard`, or its VM was deleted and no new one is
+        /// made yet.
+        Detached = "detached",
+        /// The VM is being deleted.
+        Deleting = "deleting",
+    }
+}
+
+vocabulary! {
+    /// What the health monitor last made of an instance's agent
+    /// (`status.health`).
+    pub enum InstanceHealth {
+        /// Heartbeats say the jobs run (or are starting).
+        Running = "running",
+        /// Heartbeats say a job is failing; raises an alert.
+        Failing = "failing",
+        /// Heartbeats say the jobs are stopped.
+        Stopped = "stopped",
+        /// No heartbeat for the agent timeout; raises an alert, and the
+        /// instance controller resurrects the instance.
+        Unresponsive = "unresponsive",
+    }
 }
 
 /// A network an instance is placed on, with its allocated address.
@@ -168,16 +207,17 @@ pub struct InstanceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
-    /// `Ready` (True once the current spec is applied and running, False
-    /// with reason `UpdateFailed` when it could not be), ...
+    /// `Ready`: True (`Converged`, `Resurrected`) once the current spec
+    /// runs; False with `UpdateFailed` when it could not be made to, or
+    /// `Resurrecting`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.
     #[serde(default)]
     pub observed_revision: i64,
-    /// `creating`, `updating`, `running`, `stopped`, `detached`, `failing`, `deleting`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub phase: String,
+    /// Where the instance controller is with it (absent: not yet looked at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<InstancePhase>,
     /// The VM's id in the CPI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_cid: Option<String>,
@@ -203,10 +243,10 @@ pub struct InstanceStatus {
     /// The persistent disk's cid, once attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_cid: Option<String>,
-    /// Health observed from heartbeats by the health monitor: `running`,
-    /// `failing`, `stopped` or `unresponsive` (empty: not yet observed).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub health: String,
+    /// Health observed from heartbeats by the health monitor (absent: not
+    /// yet observed, or no VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<InstanceHealth>,
     /// Process states last reported, by process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub processes: BTreeMap<String, String>,
@@ -223,9 +263,44 @@ pub struct InstanceStatus {
     pub cloud_check: InstanceCloudCheckStatus,
 }
 
+impl InstanceStatus {
+    /// Whether the health monitor found the agent unresponsive.
+    pub fn is_unresponsive(&self) -> bool {
+        self.health == Some(InstanceHealth::Unresponsive)
+    }
+}
+
 impl Kind for InstanceSpec {
     const KIND: &'static str = "Instance";
     const PLURAL: &'static str = "instances";
     const SCOPED: bool = true;
     type Status = InstanceStatus;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::vocab::tests::round_trips;
+
+    /// Phases and health values are written as the strings boshd wrote before they were enums.
+    #[test]
+    fn phases_and_health_keep_their_strings() {
+        round_trips(
+            InstancePhase::KNOWN,
+            &["creating", "created", "updating", "running", "stopped", "detached", "deleting"],
+        );
+        round_trips(InstanceHealth::KNOWN, &["running", "failing", "stopped", "unresponsive"]);
+    }
+
+    /// A status without phase or health writes neither, as before.
+    #[test]
+    fn absent_phase_and_health_are_left_out() {
+        let json = serde_json::to_value(InstanceStatus::default()).unwrap();
+        assert!(json.get("phase").is_none() && json.get("health").is_none(), "{json}");
+        let s: InstanceStatus =
+            serde_json::from_value(serde_json::json!({"phase": "running", "health": "failing"}))
+                .unwrap();
+        assert_eq!(s.phase, Some(InstancePhase::Running));
+        assert_eq!(s.health, Some(InstanceHealth::Failing));
+    }
 }

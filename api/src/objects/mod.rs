@@ -1,6 +1,12 @@
 //! The kinds boshd stores in etcd. Each is an [`Object`] whose spec type
 //! implements [`Kind`], which names the kind, its key segment and its status
 //! type.
+//!
+//! What one controller writes and another reads is a type here, never a
+//! string a controller defines: [`ConditionType`] and [`Reason`]
+//! (`condition.rs`), [`Finalizer`], [`InstancePhase`] and [`InstanceHealth`]
+//! (`instance.rs`), [`DiskPhase`]. The stored vocabularies read values they
+//! do not know (see `vocab.rs`), so objects stay readable across versions.
 
 use std::fmt::Debug;
 
@@ -11,14 +17,17 @@ use crate::meta::{Condition, ObjectMeta};
 
 mod cloud_check;
 mod compiled_package;
+pub(crate) mod condition;
 mod config;
 mod deployment;
 mod disk;
 mod event;
+pub(crate) mod finalizer;
 mod instance;
 mod release;
 mod stemcell;
 mod task;
+mod vocab;
 
 pub use cloud_check::{
     CloudCheckSpec, CloudCheckStatus, InstanceCloudCheck, InstanceCloudCheckStatus, Problem,
@@ -27,18 +36,22 @@ pub use cloud_check::{
 pub use compiled_package::{
     CompileWorker, CompiledPackageSpec, CompiledPackageStatus, compile_key,
 };
+pub use condition::{ConditionType, Reason};
 pub use config::{ConfigSpec, ConfigStatus, ConfigType};
 pub use deployment::{
     DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, OrphanedVm,
 };
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
 pub use event::{EventSpec, EventState, EventStatus};
+pub use finalizer::Finalizer;
 pub use instance::{
-    DesiredState, InstanceJob, InstanceNetwork, InstancePackage, InstanceSpec, InstanceStatus,
+    DesiredState, InstanceHealth, InstanceJob, InstanceNetwork, InstancePackage, InstancePhase,
+    InstanceSpec, InstanceStatus,
 };
 pub use release::{BlobRef, ReleaseJob, ReleasePackage, ReleaseSpec, ReleaseStatus};
-pub use stemcell::{STEMCELL_READY, StemcellReason, StemcellSpec, StemcellStatus};
+pub use stemcell::{StemcellSpec, StemcellStatus};
 pub use task::{TaskChange, TaskSpec, TaskState, TaskStatus};
+pub use vocab::Unrecognized;
 
 /// The `apiVersion` of every object.
 pub const API_VERSION: &str = "bosh.io/v1alpha1";
@@ -145,7 +158,7 @@ pub fn validate_name(name: &str) -> Result<(), InvalidName> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConditionsOnly {
-    /// Observations, with a `Ready` or `Invalid` summary.
+    /// Observations; a Config's validator writes `Invalid`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation these conditions describe.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::condition::{ConditionType, Reason};
 use super::{BlobRef, Kind};
 use crate::meta::Condition;
 
@@ -36,7 +37,9 @@ pub struct StemcellSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StemcellStatus {
-    /// Observations.
+    /// `Ready`, its one condition: True (`Imported`) once this director's
+    /// CPI holds the image, False (`ImportFailed`) with the CPI's error.
+    /// Written by the stemcell controller, read by `boshctl stemcells`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.
@@ -47,37 +50,12 @@ pub struct StemcellStatus {
     pub cids: BTreeMap<String, String>,
 }
 
-/// Type of a Stemcell's one condition, its summary: True once this
-/// director's CPI holds the image, False with the CPI's error when importing
-/// failed. Written by the stemcell controller, read by `boshctl stemcells`.
-pub const STEMCELL_READY: &str = "Ready";
-
-/// Why a Stemcell is or is not [`STEMCELL_READY`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StemcellReason {
-    /// The CPI holds the image (condition True).
-    Imported,
-    /// The CPI (or reading the image for it) failed; the message says why
-    /// (condition False). The controller retries with backoff.
-    ImportFailed,
-}
-
-impl StemcellReason {
-    /// The CamelCase reason written in the condition.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StemcellReason::Imported => "Imported",
-            StemcellReason::ImportFailed => "ImportFailed",
-        }
-    }
-}
-
 impl StemcellStatus {
     /// What the last import attempt said, when it failed and no CPI holds
     /// the stemcell yet.
     pub fn import_error(&self) -> Option<&str> {
-        crate::meta::find_condition(&self.conditions, STEMCELL_READY)
-            .filter(|c| c.reason == StemcellReason::ImportFailed.as_str())
+        crate::meta::find_condition(&self.conditions, ConditionType::Ready)
+            .filter(|c| c.reason == Reason::ImportFailed)
             .map(|c| c.message.as_str())
     }
 }

@@ -151,7 +151,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        i.status.phase = "running".into();
+        i.status.phase = Some(crate::objects::InstancePhase::Running);
         i.status.vm_cid = Some("vm-1".into());
         i
     }

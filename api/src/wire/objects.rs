@@ -168,7 +168,9 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::objects::{ConfigSpec, ConfigType, EventSpec, EventStatus, TaskSpec};
+    use crate::objects::{
+        ConditionType, ConfigSpec, ConfigType, EventSpec, EventStatus, Reason, TaskSpec,
+    };
     use crate::wire::testing::round_trip;
     use crate::{ConditionStatus, Object};
 
@@ -181,9 +183,9 @@ mod tests {
             ConfigSpec { type_: ConfigType::Cloud, content: serde_json::json!({"azs": []}) },
         );
         o.status.conditions.push(Condition {
-            type_: "Invalid".into(),
+            type_: ConditionType::Invalid,
             status: ConditionStatus::False,
-            reason: String::new(),
+            reason: Reason::default(),
             message: String::new(),
             last_transition_time: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
             observed_revision: 7,

@@ -1,4 +1,4 @@
-//! Mutated manifests for fault scenario F1 (shared/FAULT-MATRIX.md, "F. Bad
+//! Mutated manifests for fault scenario F1 (docs/fault-matrix.md, "F. Bad
 //! input"): valid example manifests, each changed in one place by a type
 //! flip, a deleted key, inserted unicode, a 10 MB string or a YAML alias
 //! bomb, and rendered back to YAML.

@@ -246,7 +246,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/v1/deployments/{name}/cloud-check/resolutions",
-            axum::routing::post(deployments::cloud_check::resolve),
+            axum::routing::post(deployments::cloud_check::record_resolutions),
         )
         .route("/v1/deployments/{name}/logs", axum::routing::post(deployments::instances::logs))
         .route(

@@ -342,7 +342,7 @@ async fn users(
 
 /// Whether `version` is the highest of `versions` (BOSH's `latest`).
 fn is_latest(version: &str, versions: &[String]) -> bool {
-    use crate::compile::plan::version_key;
+    use crate::lookup::version_key;
     versions.iter().all(|v| version_key(v) <= version_key(version))
 }
 

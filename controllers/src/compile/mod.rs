@@ -23,7 +23,7 @@
 //!
 //! # Layout
 //!
-//! - this file: reconcile, resolution of releases and stemcells, the walk.
+//! - this file: reconcile, looking up releases and stemcells, the walk.
 //! - [`plan`]: pure planning (keys, readiness, addresses, versions).
 //! - [`vms`]: compile VM lifecycle.
 
@@ -38,24 +38,20 @@ use bosh_api::agent::{self, CompilePackage, PackageRef};
 use bosh_api::manifest::{Manifest, NetworkType};
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
-    BlobRef, CompiledPackageSpec, DeploymentSpec, EventState, ReleaseSpec, StemcellSpec,
+    BlobRef, CompiledPackageSpec, ConditionType, DeploymentSpec, EventState, Reason, ReleaseSpec,
+    StemcellSpec,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use chrono::Utc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::agent_client::AgentError;
-use crate::cpi::CpiError;
+use crate::cpi::{CpiError, FencedCpi};
 use crate::director::Director;
-use crate::resolve;
+use crate::lookup;
 use crate::runtime::{Action, Ctx, Predicate};
-use crate::validate::INVALID;
 use vms::CompileEnv;
-
-/// The Deployment condition this controller owns.
-pub const PACKAGES_COMPILED: &str = "PackagesCompiled";
 
 /// How often a compiled deployment is looked at again.
 const REQUEUE: Duration = Duration::from_secs(300);
@@ -91,7 +87,7 @@ pub enum Error {
         /// The deployment.
         deployment: String,
         /// The condition reason, e.g. `StemcellNotImported`.
-        reason: &'static str,
+        reason: Reason,
         /// What is wrong.
         message: String,
     },
@@ -136,13 +132,13 @@ pub enum Error {
 
 impl Error {
     /// The condition reason for this error.
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> Reason {
         match self {
-            Error::Store(_) => "StoreError",
-            Error::Config { reason, .. } => reason,
-            Error::Cpi { .. } | Error::Bus { .. } => "CompileVmFailed",
-            Error::AgentUnresponsive { .. } => "AgentUnresponsive",
-            Error::Compile { .. } => "PackageCompileFailed",
+            Error::Store(_) => Reason::StoreError,
+            Error::Config { reason, .. } => reason.clone(),
+            Error::Cpi { .. } | Error::Bus { .. } => Reason::CompileVmFailed,
+            Error::AgentUnresponsive { .. } => Reason::AgentUnresponsive,
+            Error::Compile { .. } => Reason::PackageCompileFailed,
         }
     }
 
@@ -163,7 +159,8 @@ impl Error {
 pub fn wakes_on() -> Predicate<DeploymentSpec> {
     Predicate::<DeploymentSpec>::new(|old, new| {
         let verdict = |o: &Object<DeploymentSpec>| {
-            find_condition(&o.status.conditions, INVALID).map(|c| (c.status, c.observed_revision))
+            find_condition(&o.status.conditions, ConditionType::Invalid)
+                .map(|c| (c.status, c.observed_revision))
         };
         old.metadata.resource_version != new.metadata.resource_version
             || verdict(old) != verdict(new)
@@ -176,7 +173,7 @@ async fn set_compiled(
     store: &Store,
     name: &str,
     status: ConditionStatus,
-    reason: &str,
+    reason: Reason,
     message: String,
 ) -> Result<(), Error> {
     let Some(obj) = store.try_get::<DeploymentSpec>(None, name).await? else {
@@ -186,23 +183,22 @@ async fn set_compiled(
     crate::runtime::status::patch(store, &mut obj.clone(), |s| {
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: PACKAGES_COMPILED.into(),
+            Condition::new(
+                ConditionType::PackagesCompiled,
                 status,
-                reason: reason.into(),
-                message: message.clone(),
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+                reason.clone(),
+                message.clone(),
+                generation,
+            ),
         );
     })
     .await?;
     Ok(())
 }
 
-/// What resolution of a deployment found: one plan and compile environment
-/// per stemcell it uses.
-struct Resolved {
+/// What a deployment needs compiled: one plan and compile environment per
+/// stemcell it uses.
+struct CompilePlans {
     plans: Vec<(plan::Plan, CompileEnv)>,
 }
 
@@ -210,43 +206,43 @@ fn props(p: &bosh_api::manifest::Properties) -> serde_json::Map<String, serde_js
     p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// Resolves releases, stemcells and the compilation block, and plans.
-async fn resolve(
+/// Looks up the deployment's releases, stemcells and compilation block,
+/// and plans what to compile.
+async fn plan_compiles(
     store: &Store,
     director: &Director,
     agent_wait: Duration,
     obj: &Object<DeploymentSpec>,
-) -> Result<Resolved, Error> {
+) -> Result<CompilePlans, Error> {
     let name = obj.metadata.name.clone();
-    let blocked = |reason: &'static str, message: String| Error::Config {
+    let blocked = |reason: Reason, message: String| Error::Config {
         deployment: name.clone(),
         reason,
         message,
     };
     let manifest = Manifest::from_value(&obj.spec.manifest, &name)
-        .map_err(|e| blocked("ManifestInvalid", e.to_string()))?;
-    let from = |f: resolve::Failure| match f {
-        resolve::Failure::Store(e) => Error::Store(e),
-        resolve::Failure::Blocked(b) => blocked(b.reason, b.message),
+        .map_err(|e| blocked(Reason::ManifestInvalid, e.to_string()))?;
+    let from = |f: lookup::Failure| match f {
+        lookup::Failure::Store(e) => Error::Store(e),
+        lookup::Failure::Blocked(b) => blocked(b.reason, b.message),
     };
     let mut manifest = manifest;
-    let runtime = resolve::runtime_configs(store).await.map_err(from)?;
+    let runtime = lookup::runtime_configs(store).await.map_err(from)?;
     if !runtime.is_empty() {
         bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
-            .map_err(|e| blocked("AddonsInvalid", e.join("; ")))?;
+            .map_err(|e| blocked(Reason::AddonsInvalid, e.join("; ")))?;
     }
-    let cloud = resolve::cloud_config(store, obj).await.map_err(from)?;
+    let cloud = lookup::cloud_config(store, obj).await.map_err(from)?;
     let comp = cloud.compilation.clone().ok_or_else(|| {
-        blocked("NoCompilation", "the cloud config has no compilation block".into())
+        blocked(Reason::NoCompilation, "the cloud config has no compilation block".into())
     })?;
-    let network = cloud
-        .networks
-        .iter()
-        .find(|n| n.name == comp.network)
-        .ok_or_else(|| blocked("NoCompilation", format!("no network {:?}", comp.network)))?;
+    let network =
+        cloud.networks.iter().find(|n| n.name == comp.network).ok_or_else(|| {
+            blocked(Reason::NoCompilation, format!("no network {:?}", comp.network))
+        })?;
     if network.network_type() != NetworkType::Manual {
         return Err(blocked(
-            "NoCompilation",
+            Reason::NoCompilation,
             format!("compilation network {:?} must be manual", comp.network),
         ));
     }
@@ -260,7 +256,7 @@ async fn resolve(
         })
         .cloned()
         .ok_or_else(|| {
-            blocked("NoCompilation", format!("network {:?} has no subnet", comp.network))
+            blocked(Reason::NoCompilation, format!("network {:?} has no subnet", comp.network))
         })?;
     let mut cloud_properties = props(&comp.cloud_properties);
     if let Some(az) = comp.az.as_deref().and_then(|az| cloud.azs.iter().find(|a| a.name == az)) {
@@ -271,11 +267,11 @@ async fn resolve(
             .vm_types
             .iter()
             .find(|v| v.name == vt)
-            .ok_or_else(|| blocked("NoCompilation", format!("no vm_type {vt:?}")))?;
+            .ok_or_else(|| blocked(Reason::NoCompilation, format!("no vm_type {vt:?}")))?;
         cloud_properties.extend(props(&vt.cloud_properties));
     }
 
-    let releases = resolve::releases(store, &manifest).await.map_err(from)?;
+    let releases = lookup::releases(store, &manifest).await.map_err(from)?;
 
     // Stemcells, and the packages each one's instance groups need.
     let stemcells = store.list::<StemcellSpec>("").await?;
@@ -285,13 +281,13 @@ async fn resolve(
         for job in &ig.jobs {
             let rel = releases.get(&job.release).ok_or_else(|| {
                 blocked(
-                    "ReleaseMissing",
+                    Reason::ReleaseMissing,
                     format!("job {} names release {:?}", job.name, job.release),
                 )
             })?;
             let rj = rel.spec.jobs.iter().find(|j| j.name == job.name).ok_or_else(|| {
                 blocked(
-                    "JobMissing",
+                    Reason::JobMissing,
                     format!("release {} has no job {:?}", rel.metadata.name, job.name),
                 )
             })?;
@@ -303,18 +299,18 @@ async fn resolve(
     }
     let mut plans = Vec::new();
     for (alias, wants) in by_alias {
-        let sc = resolve::stemcell(&manifest, &alias, &stemcells.items)
+        let sc = lookup::stemcell(&manifest, &alias, &stemcells.items)
             .map_err(|b| blocked(b.reason, b.message))?;
         let Some(cid) = crate::stemcell::cid_for(sc, director) else {
             return Err(blocked(
-                "StemcellNotImported",
+                Reason::StemcellNotImported,
                 format!("stemcell {} is not yet in CPI {}", sc.metadata.name, director.cpi.name()),
             ));
         };
         let needed: Vec<(&ReleaseSpec, Vec<(String, String)>)> =
             wants.into_iter().map(|(r, w)| (&releases[&r].spec, w)).collect();
         let p = plan::plan(&needed, &sc.spec.operating_system, &sc.spec.version)
-            .map_err(|e| blocked("PlanFailed", e.to_string()))?;
+            .map_err(|e| blocked(Reason::PlanFailed, e.to_string()))?;
         let env = CompileEnv {
             deployment: name.clone(),
             stemcell_cid: cid.to_string(),
@@ -329,7 +325,7 @@ async fn resolve(
         };
         plans.push((p, env));
     }
-    Ok(Resolved { plans })
+    Ok(CompilePlans { plans })
 }
 
 /// Reconciles one Deployment's compilation.
@@ -341,7 +337,7 @@ pub async fn reconcile(
         // Compiled packages outlive deployments; nothing to undo here.
         return Ok(Action::await_change());
     }
-    let valid = find_condition(&obj.status.conditions, INVALID).is_some_and(|c| {
+    let valid = find_condition(&obj.status.conditions, ConditionType::Invalid).is_some_and(|c| {
         c.status == ConditionStatus::False && c.observed_revision == obj.metadata.generation
     });
     if !valid {
@@ -351,7 +347,7 @@ pub async fn reconcile(
     }
     let name = obj.metadata.name.clone();
     let store = &ctx.store;
-    let resolved = match resolve(store, &ctx.data.director, ctx.data.agent_wait, &obj).await {
+    let planned = match plan_compiles(store, &ctx.data.director, ctx.data.agent_wait, &obj).await {
         Ok(r) => r,
         Err(Error::Config { reason, message, .. }) => {
             set_compiled(store, &name, ConditionStatus::False, reason, message).await?;
@@ -367,7 +363,7 @@ pub async fn reconcile(
         .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
         .collect();
     // Stale compile VM records of this deployment: delete their VMs.
-    let pending: BTreeSet<&str> = resolved
+    let pending: BTreeSet<&str> = planned
         .plans
         .iter()
         .flat_map(|(p, _)| p.packages.iter())
@@ -379,17 +375,17 @@ pub async fn reconcile(
             && w.deployment == name
             && (o.spec.blob.is_some() || !pending.contains(o.metadata.name.as_str()))
         {
-            vms::delete(&ctx.store, &ctx.data, w).await?;
+            vms::delete(&ctx.store, &fenced_cpi(&ctx), &ctx.data, w).await?;
             vms::record(store, &o.metadata.name, None).await?;
         }
     }
-    let total: usize = resolved.plans.iter().map(|(p, _)| p.packages.len()).sum();
+    let total: usize = planned.plans.iter().map(|(p, _)| p.packages.len()).sum();
     if pending.is_empty() {
         set_compiled(
             store,
             &name,
             ConditionStatus::True,
-            "Compiled",
+            Reason::Compiled,
             format!("{total} packages compiled"),
         )
         .await?;
@@ -399,12 +395,12 @@ pub async fn reconcile(
         store,
         &name,
         ConditionStatus::False,
-        "Compiling",
+        Reason::Compiling,
         format!("compiling {} of {total} packages", pending.len()),
     )
     .await?;
     let mut busy = false;
-    for (p, env) in &resolved.plans {
+    for (p, env) in &planned.plans {
         match walk(&ctx, p, env, &mut compiled).await {
             Ok(b) => busy |= b,
             Err(e) => {
@@ -421,7 +417,7 @@ pub async fn reconcile(
         store,
         &name,
         ConditionStatus::True,
-        "Compiled",
+        Reason::Compiled,
         format!("{total} packages compiled"),
     )
     .await?;
@@ -478,12 +474,11 @@ async fn walk(
                 let (ctx, env, pkg2, reuse) = (ctx.clone(), env.clone(), pkg.clone(), pool.pop());
                 let (os, version) = (p.os.clone(), p.version.clone());
                 running.insert(pkg.key.clone());
-                // A spawned task does not inherit the reconcile's fence.
-                let fence = ctx.fence.clone();
-                set.spawn(crate::cpi::FENCE.scope(fence, async move {
+                // The task holds the `Ctx`, and with it the term's fence.
+                set.spawn(async move {
                     let key = pkg2.key.clone();
                     (key, compile_one(&ctx, &env, &os, &version, &pkg2, deps, reuse).await)
-                }));
+                });
             }
         }
         let Some(joined) = set.join_next().await else { break };
@@ -506,7 +501,7 @@ async fn walk(
     }
     // Reused VMs are deleted when the walk is done.
     for w in pool {
-        vms::delete(&ctx.store, &ctx.data, &w.worker).await?;
+        vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &w.worker).await?;
         vms::record(&ctx.store, &w.key, None).await?;
     }
     match failure {
@@ -529,6 +524,7 @@ async fn compile_one(
 ) -> CompileResult {
     let store = &ctx.store;
     let c = &ctx.data;
+    let cpi = fenced_cpi(ctx);
     let obj = match ensure_object(store, os, version, pkg).await {
         Ok(o) => o,
         Err(e) => return Err((e, reuse)),
@@ -547,7 +543,7 @@ async fn compile_one(
             // a stale VM of ours recorded there goes first.
             let moved = async {
                 if let Some(stale) = &obj.status.worker {
-                    vms::delete(store, c, stale).await?;
+                    vms::delete(store, &cpi, c, stale).await?;
                 }
                 vms::record(store, &vm.key, None).await?;
                 vms::record(store, &pkg.key, Some(vm.worker.clone())).await
@@ -571,7 +567,7 @@ async fn compile_one(
             };
             let mut vm = vms::Worker { key: pkg.key.clone(), worker };
             let up = async {
-                vms::ensure_vm(store, c, env, &pkg.key, &mut vm.worker).await?;
+                vms::ensure_vm(store, &cpi, c, env, &pkg.key, &mut vm.worker).await?;
                 vms::wait_for_agent(c, env, &vm.worker).await
             }
             .await;
@@ -603,7 +599,7 @@ async fn compile_one(
                 o.spec.blob = Some(blob.clone());
                 let o = store.update_spec(&o).await?;
                 let mut o2 = o.clone();
-                o2.status.conditions.retain(|c| c.type_ != "Failed");
+                o2.status.conditions.retain(|c| c.type_ != ConditionType::Failed);
                 o2.status.observed_revision = o.metadata.generation;
                 if o2.status != o.status {
                     store.update_status(&o2).await?;
@@ -630,6 +626,11 @@ async fn compile_one(
     }
 }
 
+/// The CPI in this reconcile's term.
+fn fenced_cpi(ctx: &Ctx<Compiler>) -> FencedCpi {
+    ctx.data.director.fenced_cpi(&ctx.fence)
+}
+
 /// Appends a "Compiling packages" event to the deployment's task, if it has
 /// one. Best effort: a lost event must not fail or repeat a compile.
 async fn event(store: &Store, env: &CompileEnv, object: &str, state: EventState, error: &str) {
@@ -650,7 +651,7 @@ async fn finish(
     if env.reuse && healthy {
         return Ok(Some(vm));
     }
-    vms::delete(&ctx.store, &ctx.data, &vm.worker).await?;
+    vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &vm.worker).await?;
     vms::record(&ctx.store, &vm.key, None).await?;
     Ok(None)
 }
@@ -690,14 +691,7 @@ async fn mark_failed(store: &Store, key: &str, e: &Error) -> Result<(), Error> {
     crate::runtime::status::patch(store, &mut o.clone(), |s| {
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: "Failed".into(),
-                status: ConditionStatus::True,
-                reason: e.reason().into(),
-                message: e.chain(),
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+            Condition::new(ConditionType::Failed, true, e.reason(), e.chain(), generation),
         );
     })
     .await?;

@@ -178,20 +178,6 @@ pub fn rounds(plan: &Plan, already: &BTreeSet<String>, workers: usize) -> Vec<Ve
 
 pub use crate::ipam::pick_ip;
 
-/// Orders version strings as BOSH's `latest` does: numeric parts by value.
-pub fn version_key(v: &str) -> Vec<(u64, String)> {
-    v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
-}
-
-/// `wanted` among `versions`: itself if present, the highest for `latest`.
-pub fn resolve_version<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str> {
-    if wanted == "latest" {
-        versions.iter().copied().max_by_key(|v| version_key(v))
-    } else {
-        versions.iter().copied().find(|v| *v == wanted)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,14 +326,5 @@ mod tests {
         assert_eq!(pick_ip(&subnet, &used).unwrap().unwrap().to_string(), "127.77.5.12");
         used.extend((12..=254).map(|i| Ipv4Addr::new(127, 77, 5, i)));
         assert_eq!(pick_ip(&subnet, &used).unwrap(), None, "broadcast is never handed out");
-    }
-
-    /// `latest` is the numerically highest version.
-    #[test]
-    fn latest_is_the_numerically_highest_version() {
-        let vs = ["0+dev.2", "0+dev.10", "0+dev.9"];
-        assert_eq!(resolve_version(&vs, "latest"), Some("0+dev.10"));
-        assert_eq!(resolve_version(&vs, "0+dev.9"), Some("0+dev.9"));
-        assert_eq!(resolve_version(&vs, "1"), None);
     }
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bosh_api::agent::NetworkSettings;
 use bosh_api::manifest::Subnet;
-use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec};
+use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec, Reason};
 use bosh_api::store::Store;
 use tracing::info;
 
 use super::{Compiler, Error, plan};
-use crate::cpi::{CreateVm, VmNetwork};
+use crate::cpi::{CreateVm, FencedCpi, VmNetwork};
 use crate::failpoints as fp;
 
 /// A compile VM at work, and the package whose status records it.
@@ -76,12 +76,12 @@ pub async fn claim(
     let ip = plan::pick_ip(&env.subnet, &in_use)
         .map_err(|message| Error::Config {
             deployment: env.deployment.clone(),
-            reason: "NoCompilation",
+            reason: Reason::NoCompilation,
             message,
         })?
         .ok_or_else(|| Error::Config {
             deployment: env.deployment.clone(),
-            reason: "NoCompileAddress",
+            reason: Reason::NoCompileAddress,
             message: format!("no free address for a compile VM on network {}", env.network),
         })?;
     let id = uuid::Uuid::new_v4();
@@ -114,9 +114,11 @@ pub async fn record(store: &Store, key: &str, worker: Option<CompileWorker>) -> 
 }
 
 /// The VM of `worker`: adopted if the CPI has one for its request id (a
-/// reply lost to a crash), else created. Records the cid.
+/// reply lost to a crash), else created through `cpi` (the reconcile's
+/// term). Records the cid.
 pub async fn ensure_vm(
     store: &Store,
+    cpi: &FencedCpi,
     c: &Compiler,
     env: &CompileEnv,
     key: &str,
@@ -124,7 +126,7 @@ pub async fn ensure_vm(
 ) -> Result<(), Error> {
     let d = &c.director;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
-    let cid = match d.cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)? {
+    let cid = match cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)? {
         Some(cid) => {
             info!(agent = %worker.agent_id, %cid, "adopting compile VM");
             cid
@@ -171,7 +173,7 @@ pub async fn ensure_vm(
                 ..Default::default()
             };
             store.check_fence().await?;
-            let cid = d.cpi.create_vm(&req).await.map_err(cpi_err)?;
+            let cid = cpi.create_vm(&req).await.map_err(cpi_err)?;
             crate::failpoint!(
                 fp::CPI_AFTER_CREATE_COMPILE_VM,
                 Err(cpi_err(fp::lost_reply("create_vm")))
@@ -208,19 +210,24 @@ pub async fn wait_for_agent(
     })
 }
 
-/// Deletes the worker's VM (by cid, or found by request id) and revokes
-/// its bus credentials. Idempotent.
-pub async fn delete(store: &Store, c: &Compiler, worker: &CompileWorker) -> Result<(), Error> {
+/// Deletes the worker's VM (by cid, or found by request id) through `cpi`
+/// and revokes its bus credentials. Idempotent.
+pub async fn delete(
+    store: &Store,
+    cpi: &FencedCpi,
+    c: &Compiler,
+    worker: &CompileWorker,
+) -> Result<(), Error> {
     let d = &c.director;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
     let cid = if worker.vm_cid.is_empty() {
-        d.cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)?
+        cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)?
     } else {
         Some(worker.vm_cid.clone())
     };
     if let Some(cid) = cid {
         store.check_fence().await?;
-        match d.cpi.delete_vm(&cid).await {
+        match cpi.delete_vm(&cid).await {
             Ok(()) => info!(agent = %worker.agent_id, %cid, "compile VM deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi_err(e)),

@@ -14,15 +14,15 @@ use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Manifest, NetworkDefault, NetworkType};
 use bosh_api::objects::{
     BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork,
-    InstanceOverride, InstancePackage, InstanceSpec, ReleaseSpec, StemcellSpec,
+    InstanceOverride, InstancePackage, InstanceSpec, Reason, ReleaseSpec, StemcellSpec,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::plan::Desired;
 use crate::compile;
+use crate::lookup::{self, Blocked};
 use crate::render::{InstanceContext, JobTemplates, RenderJob, RenderRequest};
-use crate::resolve::{self, Blocked};
 
 /// What every instance of a deployment is built from.
 pub struct Context<'a> {
@@ -44,6 +44,10 @@ pub struct Context<'a> {
     pub overrides: &'a BTreeMap<String, InstanceOverride>,
     /// Cloud-check requests (scan token, resolutions by problem id).
     pub cloud_check: &'a CloudCheckSpec,
+    /// By group, the versions of the variables its `env` names
+    /// (`variables::versions`): the spec keeps `env`'s placeholders, so
+    /// these stand for its values in `vm_hash`.
+    pub env_versions: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The owned inputs of a [`Context`], so building the specs of many
@@ -67,6 +71,8 @@ pub struct Inputs {
     pub overrides: BTreeMap<String, InstanceOverride>,
     /// Cloud-check requests.
     pub cloud_check: CloudCheckSpec,
+    /// By group, the versions of the variables its `env` names.
+    pub env_versions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Inputs {
@@ -82,6 +88,7 @@ impl Inputs {
             jobs: &self.jobs,
             overrides: &self.overrides,
             cloud_check: &self.cloud_check,
+            env_versions: &self.env_versions,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct Built {
     pub spec: InstanceSpec,
     /// The templates to render.
     pub render: RenderRequest,
+    /// The versions of the variables the spec's `env` names.
+    pub env_versions: BTreeMap<String, String>,
 }
 
 fn obj(p: &bosh_api::manifest::Properties) -> Map<String, Value> {
@@ -158,7 +167,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         .iter()
         .find(|g| g.name == d.group)
         .expect("planned instances belong to a group of the manifest");
-    let sc = resolve::stemcell(m, &g.stemcell, cx.stemcells)?;
+    let sc = lookup::stemcell(m, &g.stemcell, cx.stemcells)?;
 
     // Cloud properties: AZ, then vm_type (or vm_resources), then extensions.
     let mut cloud_properties = Map::new();
@@ -168,7 +177,10 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     let vm_type = g.vm_type.clone().unwrap_or_default();
     if let Some(name) = &g.vm_type {
         let vt = cx.cloud.vm_types.iter().find(|v| &v.name == name).ok_or_else(|| {
-            Blocked::new("VmTypeMissing", format!("instance group {}: no vm_type {name:?}", g.name))
+            Blocked::new(
+                Reason::VmTypeMissing,
+                format!("instance group {}: no vm_type {name:?}", g.name),
+            )
         })?;
         cloud_properties.extend(obj(&vt.cloud_properties));
     } else if let Some(r) = &g.vm_resources {
@@ -179,7 +191,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for ext in &g.vm_extensions {
         let e = cx.cloud.vm_extensions.iter().find(|v| &v.name == ext).ok_or_else(|| {
             Blocked::new(
-                "VmExtensionMissing",
+                Reason::VmExtensionMissing,
                 format!("instance group {}: no vm_extension {ext:?}", g.name),
             )
         })?;
@@ -191,7 +203,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for (i, nref) in g.networks.iter().enumerate() {
         let net = cx.cloud.networks.iter().find(|n| n.name == nref.name).ok_or_else(|| {
             Blocked::new(
-                "NetworkMissing",
+                Reason::NetworkMissing,
                 format!("instance group {}: no network {:?}", g.name, nref.name),
             )
         })?;
@@ -246,13 +258,13 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     for job in &g.jobs {
         let rel = cx.releases.get(&job.release).ok_or_else(|| {
             Blocked::new(
-                "ReleaseMissing",
+                Reason::ReleaseMissing,
                 format!("job {} names release {:?}", job.name, job.release),
             )
         })?;
         let rj = rel.spec.jobs.iter().find(|j| j.name == job.name).ok_or_else(|| {
             Blocked::new(
-                "JobMissing",
+                Reason::JobMissing,
                 format!("release {} has no job {:?}", rel.metadata.name, job.name),
             )
         })?;
@@ -264,7 +276,10 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         let w = needed.entry(job.release.clone()).or_default();
         w.extend(rj.packages.iter().map(|p| (p.clone(), format!("job {}", job.name))));
         let templates = cx.jobs.get(&(job.release.clone(), job.name.clone())).ok_or_else(|| {
-            Blocked::new("JobMissing", format!("templates of job {} are not loaded", job.name))
+            Blocked::new(
+                Reason::JobMissing,
+                format!("templates of job {} are not loaded", job.name),
+            )
         })?;
         // BOSH: job-level properties, else the group's, else the deployment's.
         let properties = if !job.properties.is_empty() {
@@ -283,12 +298,12 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     let needed: Vec<(&ReleaseSpec, Vec<(String, String)>)> =
         needed.into_iter().map(|(r, w)| (&cx.releases[&r].spec, w)).collect();
     let plan = compile::plan::plan(&needed, &sc.spec.operating_system, &sc.spec.version)
-        .map_err(|e| Blocked::new("PlanFailed", e.to_string()))?;
+        .map_err(|e| Blocked::new(Reason::PlanFailed, e.to_string()))?;
     let mut packages = Vec::new();
     for p in &plan.packages {
         let blob = cx.compiled.get(&p.key).ok_or_else(|| {
             Blocked::new(
-                "PackageNotCompiled",
+                Reason::PackageNotCompiled,
                 format!("package {} ({}) is not compiled", p.name, p.key),
             )
         })?;
@@ -310,7 +325,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     if let Some(t) = &g.persistent_disk_type {
         let dt = cx.cloud.disk_types.iter().find(|d| &d.name == t).ok_or_else(|| {
             Blocked::new(
-                "DiskTypeMissing",
+                Reason::DiskTypeMissing,
                 format!("instance group {}: no disk_type {t:?}", g.name),
             )
         })?;
@@ -356,7 +371,8 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     };
     let render =
         RenderRequest { instance: template_context(cx.deployment, &spec), jobs: render_jobs };
-    Ok(Built { spec, render })
+    let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
+    Ok(Built { spec, render, env_versions })
 }
 
 /// What templates see as `spec`.
@@ -400,15 +416,22 @@ fn digest(v: &Value) -> String {
 }
 
 /// Completes a spec with its rendered templates and both digests.
-pub fn finish(spec: &mut InstanceSpec, rendered: BlobRef) {
+/// `env_versions` are the versions of the variables `env` names: a
+/// regenerated password recreates the VM, as a changed one in the
+/// manifest does, though the spec holds only its placeholder.
+pub fn finish(spec: &mut InstanceSpec, env_versions: &BTreeMap<String, String>, rendered: BlobRef) {
     spec.rendered_templates = Some(rendered);
     let networks = serde_json::to_value(&spec.networks).expect("networks serialize");
-    spec.vm_hash = digest(&json!({
+    let mut vm = json!({
         "stemcell": spec.stemcell,
         "cloud_properties": spec.cloud_properties,
         "env": spec.env,
         "networks": networks,
-    }));
+    });
+    if !env_versions.is_empty() {
+        vm["env_versions"] = json!(env_versions);
+    }
+    spec.vm_hash = digest(&vm);
     spec.config_hash = digest(&json!({
         "jobs": serde_json::to_value(&spec.jobs).expect("jobs serialize"),
         "packages": serde_json::to_value(&spec.packages).expect("packages serialize"),

@@ -25,15 +25,15 @@
 //! costs no etcd write, no CPI call, no agent call, and no listing of
 //! Instances: its pass runs on the caches.
 //!
-//! Cloud check ([`cloud_check`]) rides on the same pass: the scan token and
+//! Cloud check ([`problems`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
 //! once (not through the rollout: they do not change what an instance
 //! runs), and the task is finished only when every instance answered.
 
-pub mod cloud_check;
 pub mod desired;
 pub mod orphan_vms;
 pub mod plan;
+pub mod problems;
 pub mod rollout;
 pub mod view;
 
@@ -45,31 +45,20 @@ use std::time::Duration;
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
-    BlobRef, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
+    BlobRef, ConditionType, DeploymentSpec, EventState, Finalizer, InstanceSpec, Reason,
+    StemcellSpec, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use chrono::Utc;
 use tracing::{debug, info, warn};
 
-use crate::compile::PACKAGES_COMPILED;
 use crate::director::Director;
+use crate::lookup::{self, Blocked, Failure};
 use crate::render::{self, JobTemplates, Limits};
-use crate::resolve::{self, Blocked, Failure};
 use crate::runtime::{Action, Cleanup, Ctx, Predicate, finalizer};
 use crate::tasks::{EventLog, set_task_state};
-use crate::validate::INVALID;
 use rollout::{Member, Progress};
 use view::{Caches, View};
-
-/// The finalizer that keeps a Deployment until its instances are gone.
-pub const FINALIZER: &str = "bosh.io/instances";
-/// The finalizer that keeps an Instance until its VM is gone.
-pub const INSTANCE_FINALIZER: &str = "bosh.io/vm";
-/// The condition both controllers report convergence with.
-pub const READY: &str = "Ready";
-/// The reason of a `Ready` False that halts a rollout.
-pub const UPDATE_FAILED: &str = "UpdateFailed";
 
 /// How soon to look again while waiting for something outside.
 const WAIT: Duration = Duration::from_secs(2);
@@ -138,24 +127,13 @@ pub enum Error {
     Templates(Vec<String>),
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: i64) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
-        reason: reason.into(),
-        message,
-        last_transition_time: Utc::now(),
-        observed_revision: generation,
-    }
-}
-
 /// Sets `Ready` on the deployment (only when it changes) and, with a task,
 /// finishes it.
 async fn report(
     store: &Store,
     obj: &Object<DeploymentSpec>,
     ready: Option<bool>,
-    reason: &str,
+    reason: Reason,
     message: String,
     counts: BTreeMap<String, u32>,
 ) -> Result<(), Error> {
@@ -165,12 +143,10 @@ async fn report(
     // the pass (which cost a backoff per conflict in a busy rollout).
     let mut cur = obj.clone();
     crate::runtime::status::patch(store, &mut cur, |s| {
-        let cond = match ready {
-            Some(ok) => condition(READY, ok, reason, message.clone(), generation),
-            None => condition(READY, false, reason, message.clone(), generation),
-        };
+        let ok = ready.unwrap_or(false);
+        let cond = Condition::ready(ok, reason.clone(), message.clone(), generation);
         // Keep the transition time when only the message moved on.
-        let same = find_condition(&s.conditions, READY).is_some_and(|c| {
+        let same = find_condition(&s.conditions, ConditionType::Ready).is_some_and(|c| {
             c.status == cond.status
                 && c.reason == cond.reason
                 && c.message == cond.message
@@ -255,7 +231,7 @@ async fn event(
 }
 
 /// Where a condition of the deployment stands at its current generation.
-fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condition> {
+fn verdict(obj: &Object<DeploymentSpec>, type_: ConditionType) -> Option<&Condition> {
     find_condition(&obj.status.conditions, type_)
         .filter(|c| c.observed_revision == obj.metadata.generation)
 }
@@ -266,8 +242,9 @@ fn verdict<'a>(obj: &'a Object<DeploymentSpec>, type_: &str) -> Option<&'a Condi
 pub fn wakes_on() -> Predicate<DeploymentSpec> {
     Predicate::<DeploymentSpec>::new(|old, new| {
         old.metadata.resource_version != new.metadata.resource_version
-            || [INVALID, PACKAGES_COMPILED].iter().any(|t| {
-                condition_key(&old.status.conditions, t) != condition_key(&new.status.conditions, t)
+            || [ConditionType::Invalid, ConditionType::PackagesCompiled].into_iter().any(|t| {
+                condition_key(&old.status.conditions, t.clone())
+                    != condition_key(&new.status.conditions, t)
             })
     })
 }
@@ -278,17 +255,17 @@ pub fn wakes_on() -> Predicate<DeploymentSpec> {
 pub fn instance_progress() -> Predicate<InstanceSpec> {
     Predicate::<InstanceSpec>::new(|old, new| {
         old.metadata.resource_version != new.metadata.resource_version
-            || condition_key(&old.status.conditions, READY)
-                != condition_key(&new.status.conditions, READY)
+            || condition_key(&old.status.conditions, ConditionType::Ready)
+                != condition_key(&new.status.conditions, ConditionType::Ready)
             || old.status.cloud_check != new.status.cloud_check
     })
 }
 
 /// A condition without its transition time: what a change of it is.
-fn condition_key<'a>(
-    conditions: &'a [Condition],
-    type_: &str,
-) -> Option<(ConditionStatus, &'a str, &'a str, i64)> {
+fn condition_key(
+    conditions: &[Condition],
+    type_: ConditionType,
+) -> Option<(ConditionStatus, &str, &str, i64)> {
     find_condition(conditions, type_)
         .map(|c| (c.status, c.reason.as_str(), c.message.as_str(), c.observed_revision))
 }
@@ -315,8 +292,14 @@ pub async fn reconcile(
             "the cache lags: deciding on the current spec"
         );
     }
-    finalizer(&ctx, Arc::new(fresh), FINALIZER, |obj| apply(&ctx, obj), |obj| delete(&ctx, obj))
-        .await
+    finalizer(
+        &ctx,
+        Arc::new(fresh),
+        Finalizer::Instances,
+        |obj| apply(&ctx, obj),
+        |obj| delete(&ctx, obj),
+    )
+    .await
 }
 
 /// Rolls the living deployment toward its spec.
@@ -326,10 +309,10 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
     // The validator and the compiler go first. A change of their verdicts
     // wakes this controller ([`wakes_on`]), so waiting for them is
     // `await_change`.
-    match verdict(&obj, INVALID) {
+    match verdict(&obj, ConditionType::Invalid) {
         Some(c) if c.status == ConditionStatus::True => {
             let msg = format!("deployment {name} is invalid: {}", c.message);
-            report(store, &obj, Some(false), "Invalid", msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), Reason::Invalid, msg, BTreeMap::new()).await?;
             return Ok(Action::await_change());
         }
         Some(_) => {}
@@ -342,17 +325,17 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
         && t.status.state == TaskState::Cancelled
     {
         let msg = format!("task {} was cancelled: {}", t.spec.id, t.status.result);
-        report(store, &obj, Some(false), "Cancelled", msg, BTreeMap::new()).await?;
+        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new()).await?;
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
-    match verdict(&obj, PACKAGES_COMPILED) {
+    match verdict(&obj, ConditionType::PackagesCompiled) {
         Some(c) if c.status == ConditionStatus::True => {}
-        Some(c) if !matches!(c.reason.as_str(), "Compiling") => {
+        Some(c) if c.reason != Reason::Compiling => {
             // A blocked or failed compile fails the task; the compiler keeps
             // retrying, and its success wakes this controller.
             let msg = format!("compiling packages: {}", c.message);
-            report(store, &obj, Some(false), &c.reason.clone(), msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), c.reason.clone(), msg, BTreeMap::new()).await?;
             return Ok(Action::await_change());
         }
         _ => return Ok(Action::await_change()),
@@ -374,9 +357,37 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         match e {
             Error::Store(e) => Failure::Store(e),
-            other => Failure::Blocked(Blocked::new("RenderFailed", other.to_string())),
+            other => Failure::Blocked(Blocked::new(Reason::RenderFailed, other.to_string())),
         }
     }
+}
+
+/// `interpolated` with each instance group's `env` as `original` (the
+/// manifest before interpolation) has it: placeholders, not values. `env`
+/// carries the VM's password (`env.bosh.password`) and other credentials,
+/// and the Instance spec it goes into is stored in etcd and shown by watches
+/// and the API; the instance controller substitutes the values right before
+/// `create_vm` (`variables::substitute`), as BOSH does (FAULT-MATRIX G5).
+/// A group is matched by its position and name; an `env` that is not a map
+/// before interpolation (one `((placeholder))` for all of it) is left
+/// interpolated.
+fn env_placeholders(
+    original: &serde_json::Value,
+    mut interpolated: serde_json::Value,
+) -> serde_json::Value {
+    let before = original["instance_groups"].as_array();
+    let after = interpolated.get_mut("instance_groups").and_then(|v| v.as_array_mut());
+    if let (Some(before), Some(after)) = (before, after) {
+        for (b, a) in before.iter().zip(after.iter_mut()) {
+            if let Some(env) = b.get("env").filter(|e| e.is_object())
+                && b.get("name").is_some()
+                && b.get("name") == a.get("name")
+            {
+                a["env"] = env.clone();
+            }
+        }
+    }
+    interpolated
 }
 
 /// What a deployment names, resolved once per pass.
@@ -386,6 +397,8 @@ struct Resolved {
     releases: BTreeMap<String, Object<bosh_api::objects::ReleaseSpec>>,
     stemcells: Vec<Object<StemcellSpec>>,
     jobs: BTreeMap<(String, String), Arc<JobTemplates>>,
+    /// Variable versions each group's `env` placeholders stand for.
+    env_versions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What one pass decided: the instance writes of a rollout step and what
@@ -463,21 +476,31 @@ async fn resolve_all(
     let store = &ctx.store;
     let name = obj.metadata.name.as_str();
     let file = format!("deployment {name}");
-    let raw = crate::variables::resolve(store, name, &obj.spec.manifest)
+    let raw = crate::variables::interpolate(store, name, &obj.spec.manifest)
         .await
-        .map_err(|e| Blocked::new("VariablesFailed", e.to_string()))?;
+        .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+    let raw = env_placeholders(&obj.spec.manifest, raw);
+    let mut env_versions = BTreeMap::new();
+    for g in obj.spec.manifest["instance_groups"].as_array().into_iter().flatten() {
+        if let (Some(group), Some(env)) = (g["name"].as_str(), g.get("env")) {
+            let versions = crate::variables::versions(store, name, env)
+                .await
+                .map_err(|e| Blocked::new(Reason::VariablesFailed, e.to_string()))?;
+            env_versions.insert(group.to_string(), versions);
+        }
+    }
     let mut manifest = Manifest::from_value(&raw, &file)
-        .map_err(|e| Blocked::new("ManifestInvalid", e.to_string()))?;
-    let runtime = resolve::runtime_configs(store).await?;
+        .map_err(|e| Blocked::new(Reason::ManifestInvalid, e.to_string()))?;
+    let runtime = lookup::runtime_configs(store).await?;
     if !runtime.is_empty() {
         bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
-            .map_err(|e| Blocked::new("AddonsInvalid", e.join("; ")))?;
+            .map_err(|e| Blocked::new(Reason::AddonsInvalid, e.join("; ")))?;
     }
-    let cloud = resolve::cloud_config(store, obj).await?;
-    let releases = resolve::releases(store, &manifest).await?;
+    let cloud = lookup::cloud_config(store, obj).await?;
+    let releases = lookup::releases(store, &manifest).await?;
     let stemcells = store.list::<StemcellSpec>("").await?.items;
     let jobs = load_jobs(ctx, &manifest, &releases).await?;
-    Ok(Resolved { manifest, cloud, releases, stemcells, jobs })
+    Ok(Resolved { manifest, cloud, releases, stemcells, jobs, env_versions })
 }
 
 /// Plans the deployment on `view` and decides the rollout step (writing
@@ -497,7 +520,7 @@ async fn assess(
     // told apart from garbage keys and do not hold this one up.)
     let unreadable = quarantined_instances(&view.unreadable, name);
     if !unreadable.is_empty() {
-        return Err(Blocked::new("InstanceUnreadable", unreadable).into());
+        return Err(Blocked::new(Reason::InstanceUnreadable, unreadable).into());
     }
     // Plan under the address book's lock, against every address held
     // elsewhere (other deployments' instances and plans, compile VMs), and
@@ -536,8 +559,8 @@ async fn assess(
             })
         })
         .await
-        .map_err(|e| Blocked::new("PlacementFailed", format!("planning panicked: {e}")))?
-        .map_err(|e| Blocked::new("PlacementFailed", join_bounded(&e, "; ", 10)))?
+        .map_err(|e| Blocked::new(Reason::PlacementFailed, format!("planning panicked: {e}")))?
+        .map_err(|e| Blocked::new(Reason::PlacementFailed, join_bounded(&e, "; ", 10)))?
     };
     book.set(
         name,
@@ -555,6 +578,7 @@ async fn assess(
         jobs: resolved.jobs.clone(),
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
+        env_versions: resolved.env_versions.clone(),
     });
     // Specs and their render keys (canonical JSON and a digest each).
     let (mut built, keys) = {
@@ -567,7 +591,7 @@ async fn assess(
             Ok::<_, Blocked>((built, keys))
         })
         .await
-        .map_err(|e| Blocked::new("BuildFailed", format!("building specs panicked: {e}")))??
+        .map_err(|e| Blocked::new(Reason::BuildFailed, format!("building specs panicked: {e}")))??
     };
     render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
@@ -670,7 +694,7 @@ async fn act(
             }
             None => {
                 let mut meta = ObjectMeta::scoped(name, key.clone());
-                meta.finalizers.push(INSTANCE_FINALIZER.into());
+                meta.add_finalizer(Finalizer::Vm);
                 store.create(&Object::new(meta, spec)).await?;
             }
         }
@@ -678,29 +702,29 @@ async fn act(
     }
     let counts = pass.counts.clone();
     let mut dep = obj.clone();
-    let check = cloud_check::step(ctx, &mut dep, &view.mine).await?;
+    let check = problems::step(ctx, &mut dep, &view.mine).await?;
     let obj = &dep;
     // Every return below waits for a change: what this controller waits
     // for now is its instances (an instance's progress wakes it, see
     // [`instance_progress`]) or a new spec.
     if let Some((inst, msg)) = &pass.decision.failed {
         let message = format!("instance {inst} failed: {msg}");
-        report(store, obj, Some(false), UPDATE_FAILED, message, counts).await?;
+        report(store, obj, Some(false), Reason::UpdateFailed, message, counts).await?;
         return Ok(Action::await_change());
     }
     if pass.decision.done && pass.deleting == 0 {
-        if let cloud_check::Progress::Waiting(message) = check {
-            report(store, obj, None, "CloudCheck", message, counts).await?;
+        if let problems::Progress::Waiting(message) = check {
+            report(store, obj, None, Reason::CloudCheck, message, counts).await?;
             return Ok(Action::await_change());
         }
         let total: u32 = counts.values().sum();
-        report(store, obj, Some(true), "Deployed", format!("{total} instances ready"), counts)
-            .await?;
+        let message = format!("{total} instances ready");
+        report(store, obj, Some(true), Reason::Deployed, message, counts).await?;
         return Ok(Action::await_change());
     }
     let ready: u32 = counts.values().sum();
     let message = format!("{ready} of {} instances ready", pass.total);
-    report(store, obj, None, "RollingOut", message, counts).await?;
+    report(store, obj, None, Reason::RollingOut, message, counts).await?;
     Ok(Action::await_change())
 }
 
@@ -719,10 +743,10 @@ fn instance_id(seed: &str, group: &str, index: u32) -> String {
 
 /// How far an instance is with the spec it holds.
 fn progress_of(i: &Object<InstanceSpec>) -> Progress {
-    match find_condition(&i.status.conditions, READY) {
+    match find_condition(&i.status.conditions, ConditionType::Ready) {
         Some(c) if c.observed_revision == i.metadata.generation => match c.status {
             ConditionStatus::True => Progress::Ready,
-            _ if c.reason == UPDATE_FAILED => Progress::Failed(c.message.clone()),
+            _ if c.reason == Reason::UpdateFailed => Progress::Failed(c.message.clone()),
             _ => Progress::InFlight,
         },
         _ => Progress::InFlight,
@@ -753,7 +777,7 @@ async fn load_jobs(
             let Some(rj) = rel.spec.jobs.iter().find(|x| x.name == j.name) else { continue };
             let blob = rj.blob.clone().ok_or_else(|| {
                 Blocked::new(
-                    "JobMissing",
+                    Reason::JobMissing,
                     format!("job {} of {} has no blob", j.name, rel.metadata.name),
                 )
             })?;
@@ -761,12 +785,13 @@ async fn load_jobs(
             let t = match cached {
                 Some(t) => t,
                 None => {
-                    let bytes = crate::blobs::read(&ctx.data.director.blobs, &blob.sha256)
-                        .await
-                        .map_err(|e| Blocked::new("BlobMissing", format!("job {}: {e}", j.name)))?;
+                    let bytes =
+                        crate::blobs::read(&ctx.data.director.blobs, &blob.sha256).await.map_err(
+                            |e| Blocked::new(Reason::BlobMissing, format!("job {}: {e}", j.name)),
+                        )?;
                     let t = Arc::new(JobTemplates::from_job_tgz(&bytes).map_err(|e| {
                         Blocked::new(
-                            "JobInvalid",
+                            Reason::JobInvalid,
                             format!("job {} of {}: {e}", j.name, rel.metadata.name),
                         )
                     })?);
@@ -865,7 +890,8 @@ async fn render_all(
     for (b, blob) in built.iter_mut().zip(blobs) {
         // Every instance was a cache hit or rendered: a failed render
         // returned above, and `render_batch` answers every request.
-        desired::finish(&mut b.spec, blob.expect("every instance is cached or rendered"));
+        let blob = blob.expect("every instance is cached or rendered");
+        desired::finish(&mut b.spec, &b.env_versions, blob);
     }
     Ok(())
 }
@@ -946,5 +972,24 @@ mod tests {
         assert_ne!(a, super::instance_id("uid/7", "db", 0));
         let u = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(u.get_version_num(), 4);
+    }
+
+    /// Groups' `env` keeps its placeholders; everything else, and an
+    /// `env` that was one placeholder, stays interpolated.
+    #[test]
+    fn env_keeps_its_placeholders() {
+        use serde_json::json;
+        let before = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "((pw))"}}, "properties": {"p": "((pw))"}},
+            {"name": "b", "env": "((whole))"},
+        ]});
+        let after = json!({"instance_groups": [
+            {"name": "a", "env": {"bosh": {"password": "s3cret"}}, "properties": {"p": "s3cret"}},
+            {"name": "b", "env": {"bosh": {"password": "s3cret"}}},
+        ]});
+        let out = super::env_placeholders(&before, after);
+        assert_eq!(out["instance_groups"][0]["env"]["bosh"]["password"], "((pw))");
+        assert_eq!(out["instance_groups"][0]["properties"]["p"], "s3cret");
+        assert_eq!(out["instance_groups"][1]["env"]["bosh"]["password"], "s3cret");
     }
 }

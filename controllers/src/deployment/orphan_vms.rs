@@ -11,7 +11,7 @@
 //! - each scan lists the CPI's VMs, then reads the deployment's instances
 //!   (after the listing: a VM is tagged only once its instance records its
 //!   cid, so a VM being created is never taken for an orphan; see
-//!   [`super::cloud_check::orphans`]);
+//!   [`super::problems::orphans`]);
 //! - an orphan is recorded in `status.orphanedVms` with the time it was
 //!   first found and the time it will be deleted (`since` + grace), and the
 //!   `OrphanedVms` condition names it; a warning is logged;
@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosh_api::meta::{find_condition, set_condition};
-use bosh_api::objects::{DeploymentSpec, InstanceSpec, OrphanedVm};
+use bosh_api::objects::{ConditionType, DeploymentSpec, InstanceSpec, OrphanedVm, Reason};
 use bosh_api::store;
 use bosh_api::{Condition, ConditionStatus, Object};
 use chrono::{DateTime, Utc};
@@ -56,8 +56,6 @@ use crate::runtime::{Action, Ctx};
 
 /// The controller's (and its election's) name.
 pub const NAME: &str = "orphan-vms";
-/// The condition that reports orphaned VMs.
-pub const ORPHANED_VMS: &str = "OrphanedVms";
 
 /// How often to scan and how long an orphan is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +125,7 @@ pub async fn reconcile(
     if dep.metadata.is_deleting() {
         return Ok(Action::await_change());
     }
-    let cpi = &ctx.data.director.cpi;
+    let cpi = ctx.data.director.fenced_cpi(&ctx.fence);
     let listed = match cpi.list_vms().await {
         Ok(l) => l,
         Err(CpiError::NotSupported { .. }) => {
@@ -138,7 +136,7 @@ pub async fn reconcile(
     };
     // Read after the listing (see the module doc).
     let instances = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
-    let found = super::cloud_check::orphans(&name, &listed, &instances);
+    let found = super::problems::orphans(&name, &listed, &instances);
     let now = Utc::now();
     let grace = chrono::Duration::from_std(ctx.data.config.grace).unwrap_or(chrono::Duration::MAX);
     let known: BTreeMap<&str, &OrphanedVm> =
@@ -220,7 +218,7 @@ async fn record(
     });
     crate::runtime::status::patch(store, dep, |s| {
         s.orphaned_vms = orphans.to_vec();
-        let current = find_condition(&s.conditions, ORPHANED_VMS);
+        let current = find_condition(&s.conditions, ConditionType::OrphanedVms);
         let Some((status, reason, message)) = verdict(found.as_deref(), deleted, current) else {
             return;
         };
@@ -230,14 +228,7 @@ async fn record(
         }
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: ORPHANED_VMS.into(),
-                status,
-                reason: reason.into(),
-                message,
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+            Condition::new(ConditionType::OrphanedVms, status, reason, message, generation),
         );
     })
     .await?;
@@ -251,17 +242,17 @@ fn verdict(
     found: Option<&str>,
     deleted: &[String],
     current: Option<&Condition>,
-) -> Option<(ConditionStatus, &'static str, String)> {
+) -> Option<(ConditionStatus, Reason, String)> {
     match (found, current) {
-        (Some(m), _) => Some((ConditionStatus::True, "Found", m.to_string())),
+        (Some(m), _) => Some((ConditionStatus::True, Reason::Found, m.to_string())),
         (None, _) if !deleted.is_empty() => Some((
             ConditionStatus::False,
-            "Deleted",
+            Reason::Deleted,
             format!("deleted after the grace period: {}", deleted.join(", ")),
         )),
         (None, Some(c)) if c.status == ConditionStatus::True => Some((
             ConditionStatus::False,
-            "Gone",
+            Reason::Gone,
             "the VMs reported are owned by an instance again, or gone".to_string(),
         )),
         // Nothing found, nothing to say (or already said).
@@ -273,15 +264,8 @@ fn verdict(
 mod tests {
     use super::*;
 
-    fn cond(status: ConditionStatus, reason: &str) -> Condition {
-        Condition {
-            type_: ORPHANED_VMS.into(),
-            status,
-            reason: reason.into(),
-            message: String::new(),
-            last_transition_time: Utc::now(),
-            observed_revision: 1,
-        }
+    fn cond(status: ConditionStatus, reason: Reason) -> Condition {
+        Condition::new(ConditionType::OrphanedVms, status, reason, "", 1)
     }
 
     /// A deployment that never had an orphan gets no condition; one found
@@ -291,14 +275,14 @@ mod tests {
     fn the_condition_reports_orphans_and_their_end_and_is_quiet_otherwise() {
         assert_eq!(verdict(None, &[], None), None);
         let (s, r, m) = verdict(Some("1 VM(s) ..."), &[], None).unwrap();
-        assert_eq!((s, r, m.as_str()), (ConditionStatus::True, "Found", "1 VM(s) ..."));
-        let found = cond(ConditionStatus::True, "Found");
+        assert_eq!((s, r, m.as_str()), (ConditionStatus::True, Reason::Found, "1 VM(s) ..."));
+        let found = cond(ConditionStatus::True, Reason::Found);
         let (s, r, m) = verdict(None, &["vm-1".into()], Some(&found)).unwrap();
-        assert_eq!((s, r), (ConditionStatus::False, "Deleted"));
+        assert_eq!((s, r), (ConditionStatus::False, Reason::Deleted));
         assert!(m.contains("vm-1"), "{m}");
         let (s, r, _) = verdict(None, &[], Some(&found)).unwrap();
-        assert_eq!((s, r), (ConditionStatus::False, "Gone"));
-        for said in ["Deleted", "Gone"] {
+        assert_eq!((s, r), (ConditionStatus::False, Reason::Gone));
+        for said in [Reason::Deleted, Reason::Gone] {
             assert_eq!(verdict(None, &[], Some(&cond(ConditionStatus::False, said))), None);
         }
     }

@@ -318,7 +318,24 @@ fn assign_ips(
                         format!("subnet {} had {given} free", ranges.join(", "))
                     }
                 } else {
-                    format!("its static_ips had {given} free")
+                    // Name the addresses someone else holds: the usual reason
+                    // (another deployment claims the same static IP).
+                    let taken: Vec<String> = nref
+                        .static_ips
+                        .iter()
+                        .filter_map(|s| parse_ip(s).ok())
+                        .filter(|ip| outside.contains(ip))
+                        .map(|ip| ip.to_string())
+                        .collect();
+                    if taken.is_empty() {
+                        format!("its static_ips had {given} free")
+                    } else {
+                        format!(
+                            "its static_ips had {given} free; in use outside this deployment \
+                             (another deployment or a compile VM): {}",
+                            taken.join(", ")
+                        )
+                    }
                 };
                 errors.push(format!(
                     "instance_groups[{gi}] ({}): instance group {} in az {az_text} needs {} new addresses on network {:?}; {what}",

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::{Alert, Heartbeat, JobState};
-use bosh_api::objects::InstanceSpec;
+use bosh_api::objects::{InstanceHealth, InstanceSpec};
 use bosh_api::store;
 use chrono::Utc;
 use futures::StreamExt;
@@ -100,20 +100,19 @@ impl Heartbeats {
     }
 
     /// The health of `agent_id`: `None` when nothing can be said yet.
-    pub fn health(&self, agent_id: &str, timeout: Duration) -> &'static str {
+    pub fn health(&self, agent_id: &str, timeout: Duration) -> Option<InstanceHealth> {
         let mut agents = self.agents.lock().expect("heartbeats");
         // First sight without a heartbeat starts its grace period.
         let seen = agents
             .entry(agent_id.to_string())
             .or_insert_with(|| Seen { at: Instant::now(), job_state: None });
         if seen.at.elapsed() > timeout {
-            return "unresponsive";
+            return Some(InstanceHealth::Unresponsive);
         }
-        match seen.job_state {
-            Some(JobState::Failing) => "failing",
-            Some(JobState::Stopped) => "stopped",
-            Some(JobState::Running) | Some(JobState::Starting) => "running",
-            None => "",
+        match seen.job_state? {
+            JobState::Failing => Some(InstanceHealth::Failing),
+            JobState::Stopped => Some(InstanceHealth::Stopped),
+            JobState::Running | JobState::Starting => Some(InstanceHealth::Running),
         }
     }
 
@@ -343,7 +342,7 @@ pub async fn reconcile(
         return Ok(Action::requeue(every));
     }
     let health = ctx.data.heartbeats.health(&agent, ctx.data.config.agent_timeout);
-    if health.is_empty() || health == obj.status.health {
+    if health.is_none() || health == obj.status.health {
         return Ok(Action::requeue(every));
     }
     let mut cur = (*obj).clone();
@@ -354,26 +353,27 @@ pub async fn reconcile(
         // instance's new agent starts afresh.
         if let Some(a) = &s.agent_id {
             let h = hb.health(a, timeout);
-            if !h.is_empty() && h != s.health {
-                s.health = h.to_string();
+            if h.is_some() && h != s.health {
+                s.health = h;
                 s.last_health_change = Some(Utc::now());
             }
         }
     })
     .await?;
-    info!(instance = %obj.metadata.name, from = %obj.status.health, to = %cur.status.health, "instance health changed");
-    let unresponsive = crate::instance::UNRESPONSIVE;
-    if obj.status.health == unresponsive
-        && cur.status.health != unresponsive
+    let said =
+        |h: &Option<InstanceHealth>| h.as_ref().map_or("", InstanceHealth::as_str).to_string();
+    info!(instance = %obj.metadata.name, from = %said(&obj.status.health), to = %said(&cur.status.health), "instance health changed");
+    if obj.status.is_unresponsive()
+        && !cur.status.is_unresponsive()
         && let Some(dep) = &obj.metadata.deployment
         && crate::instance::resurrect::clear_meltdown_if_over(&ctx.store, dep, &ctx.data.config)
             .await?
     {
         info!(deployment = %dep, "meltdown over: enough instances answer again");
     }
-    let (severity, title) = match cur.status.health.as_str() {
-        "failing" => (2, "job is failing"),
-        "unresponsive" => (1, "agent is unresponsive"),
+    let (severity, title) = match cur.status.health {
+        Some(InstanceHealth::Failing) => (2, "job is failing"),
+        Some(InstanceHealth::Unresponsive) => (1, "agent is unresponsive"),
         _ => (0, ""),
     };
     if severity > 0 && cur.status.health != obj.status.health {
@@ -381,7 +381,9 @@ pub async fn reconcile(
             format!("{}/{}", obj.metadata.deployment.as_deref().unwrap_or(""), obj.metadata.name);
         let summary = format!(
             "{source} ({}) went from {:?} to {:?}",
-            obj.spec.index, obj.status.health, cur.status.health
+            obj.spec.index,
+            said(&obj.status.health),
+            said(&cur.status.health)
         );
         let created_at = Utc::now().timestamp();
         ctx.data
@@ -464,7 +466,7 @@ mod tests {
         assert_eq!(hb.len(), 2);
         assert_eq!(hb.prune(Duration::from_secs(600)), 1, "a was silent for longer");
         assert_eq!(hb.len(), 1);
-        assert_eq!(hb.health("b", Duration::from_secs(60)), "running");
+        assert_eq!(hb.health("b", Duration::from_secs(60)), Some(InstanceHealth::Running));
     }
 
     /// Issue 12: looked at every check interval, an agent heard last at t0 is judged unresponsive no sooner than t0 + timeout and no later than t0 + timeout + one interval; looking does not restart its clock.
@@ -485,10 +487,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(12_345)).await; // killed here
         loop {
             let h = hb.health("a", timeout);
-            if h == "unresponsive" {
+            if h == Some(InstanceHealth::Unresponsive) {
                 break;
             }
-            assert_eq!(h, "running");
+            assert_eq!(h, Some(InstanceHealth::Running));
             tokio::time::advance(every).await;
         }
         let took = last.elapsed();
@@ -500,10 +502,10 @@ mod tests {
     async fn an_agent_never_heard_gets_one_grace_period() {
         let hb = Heartbeats::default();
         let timeout = Duration::from_secs(60);
-        assert_eq!(hb.health("new", timeout), "", "nothing to say yet");
+        assert_eq!(hb.health("new", timeout), None, "nothing to say yet");
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(hb.health("new", timeout), "");
+        assert_eq!(hb.health("new", timeout), None);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(hb.health("new", timeout), "unresponsive");
+        assert_eq!(hb.health("new", timeout), Some(InstanceHealth::Unresponsive));
     }
 }

@@ -66,7 +66,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             {
                 Some(cid) => cid,
                 None => d
-                    .cpi
+                    .fenced_cpi(&ctx.fence)
                     .create_disk(
                         &request,
                         disk.spec.size_mb,
@@ -94,7 +94,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         || disk.status.phase != DiskPhase::Attached
     {
         ctx.store.check_fence().await?;
-        d.cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
+        d.fenced_cpi(&ctx.fence).attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
         crate::failpoint!(
             fp::CPI_AFTER_ATTACH_DISK,
             Err(cpi("attach_disk")(fp::lost_reply("attach_disk")))
@@ -127,14 +127,12 @@ pub async fn detach(
         return Ok(());
     }
     let d = &ctx.data.director;
-    if let Some(agent) =
-        cur.status.agent_id.as_ref().filter(|_| cur.status.health != super::UNRESPONSIVE)
-    {
+    if let Some(agent) = cur.status.agent_id.as_ref().filter(|_| !cur.status.is_unresponsive()) {
         // The VM goes next: a failed unmount must not keep it.
         let _ = d.agents.for_agent(agent.clone()).unmount_disk(&cid).await;
     }
     ctx.store.check_fence().await?;
-    match d.cpi.detach_disk(vm, &cid).await {
+    match d.fenced_cpi(&ctx.fence).detach_disk(vm, &cid).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(cpi("detach_disk")(e)),

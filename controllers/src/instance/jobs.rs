@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::{ApplySpec, BlobRef, JobRef, JobState, PackageRef};
-use bosh_api::objects::{DesiredState, InstanceSpec};
+use bosh_api::objects::{DesiredState, InstancePhase, InstanceSpec};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -82,7 +82,7 @@ pub async fn quiesce(
 ) -> Result<(), Error> {
     if cur.status.applied_hash.is_empty()
         || cur.status.agent_id.is_none()
-        || cur.status.health == super::UNRESPONSIVE
+        || cur.status.is_unresponsive()
     {
         // Nothing runs, or nothing would answer: the VM goes as it is.
         return Ok(());
@@ -114,7 +114,7 @@ async fn stop_jobs(
         info!(instance = %cur.metadata.name, waited, "drained");
     }
     agent.stop().await.map_err(agent_err("stop"))?;
-    patch(&ctx.store, cur, |s| s.phase = "stopped".into()).await
+    patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Stopped)).await
 }
 
 /// Brings the jobs to the spec's state on a VM whose agent answers.
@@ -127,30 +127,30 @@ pub async fn converge(
     let next = apply_spec(cur);
     let need_apply = cur.status.applied_hash != spec.config_hash;
     let need_restart = cur.status.restart_token != spec.restart_token;
-    let running = cur.status.phase == "running";
+    let running = cur.status.phase == Some(InstancePhase::Running);
     let agent = agent_of(ctx, cur);
     if running && (need_apply || need_restart || spec.desired_state != DesiredState::Started) {
         stop_jobs(ctx, cur, o, need_apply.then_some(&next)).await?;
     }
     if need_apply {
-        patch(&ctx.store, cur, |s| s.phase = "updating".into()).await?;
+        patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Updating)).await?;
         agent.apply(&next).await.map_err(agent_err("apply"))?;
         let h = spec.config_hash.clone();
         patch(&ctx.store, cur, |s| {
             s.applied_hash = h.clone();
-            s.phase = "stopped".into();
+            s.phase = Some(InstancePhase::Stopped);
         })
         .await?;
     }
     if spec.desired_state == DesiredState::Stopped {
         let token = spec.restart_token;
         return patch(&ctx.store, cur, |s| {
-            s.phase = "stopped".into();
+            s.phase = Some(InstancePhase::Stopped);
             s.restart_token = token;
         })
         .await;
     }
-    if cur.status.phase != "running" {
+    if cur.status.phase != Some(InstancePhase::Running) {
         agent.run_script("pre-start", &Default::default()).await.map_err(agent_err("pre-start"))?;
         agent.start().await.map_err(agent_err("start"))?;
         watch(ctx, cur, &agent, spec.watch_min_ms, spec.watch_time_ms).await?;
@@ -165,7 +165,7 @@ pub async fn converge(
     }
     let token = spec.restart_token;
     patch(&ctx.store, cur, |s| {
-        s.phase = "running".into();
+        s.phase = Some(InstancePhase::Running);
         s.restart_token = token;
     })
     .await

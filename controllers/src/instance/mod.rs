@@ -21,12 +21,13 @@
 //! - [`vm`]: creating, adopting and deleting the VM.
 //! - [`disk`]: the persistent disk: create, attach, mount, orphan.
 //! - [`jobs`]: the agent side: apply, drain, stop, scripts, start, watch.
-//! - [`cck`]: cloud check: scans and problem resolutions, when asked.
+//! - [`problems`]: cloud check on this instance: scans for problems and
+//!   carries out the resolutions chosen for them, when asked.
 //! - [`resurrect`]: recreating what the health monitor found unresponsive.
 
-pub mod cck;
 pub mod disk;
 pub mod jobs;
+pub mod problems;
 pub mod resurrect;
 pub mod vm;
 
@@ -34,21 +35,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::meta::{find_condition, set_condition};
-use bosh_api::objects::{DeploymentSpec, DesiredState, EventState, InstanceSpec, InstanceStatus};
+use bosh_api::objects::{
+    ConditionType, DeploymentSpec, DesiredState, EventState, Finalizer, InstancePhase,
+    InstanceSpec, InstanceStatus, Reason,
+};
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object};
-use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::agent_client::AgentError;
 use crate::cpi::CpiError;
-use crate::deployment::{INSTANCE_FINALIZER, READY, UPDATE_FAILED};
 use crate::director::Director;
 use crate::runtime::{Action, Cleanup, Ctx, finalizer};
 use crate::tasks::EventLog;
-
-/// The health the monitor gives an agent it has not heard for too long.
-pub const UNRESPONSIVE: &str = "unresponsive";
 
 /// The annotation `delete-deployment --force` sets: agent failures do not
 /// stop a teardown.
@@ -125,6 +124,10 @@ pub enum Error {
     /// Something the spec names is not there (a stemcell not imported).
     #[error("{0}")]
     Missing(String),
+    /// The variables `env` names could not be substituted (names them,
+    /// never values).
+    #[error("env: {0}")]
+    Variables(#[from] crate::variables::Error),
 }
 
 impl Error {
@@ -200,20 +203,9 @@ async fn event(
     }
 }
 
-pub(crate) fn ready(ok: bool, reason: &str, message: String, generation: i64) -> Condition {
-    Condition {
-        type_: READY.into(),
-        status: if ok { ConditionStatus::True } else { ConditionStatus::False },
-        reason: reason.into(),
-        message,
-        last_transition_time: Utc::now(),
-        observed_revision: generation,
-    }
-}
-
 /// Whether the instance is converged on its current spec.
 pub fn is_converged(obj: &Object<InstanceSpec>) -> bool {
-    find_condition(&obj.status.conditions, READY).is_some_and(|c| {
+    find_condition(&obj.status.conditions, ConditionType::Ready).is_some_and(|c| {
         c.status == ConditionStatus::True && c.observed_revision == obj.metadata.generation
     })
 }
@@ -235,8 +227,8 @@ pub async fn reconcile(
     // read: it is left alone until it wakes us again.
     let at_rest = !cur.metadata.is_deleting()
         && is_converged(&cur)
-        && cur.status.health != UNRESPONSIVE
-        && !cck::pending(&cur);
+        && !cur.status.is_unresponsive()
+        && !problems::pending(&cur);
     if !at_rest {
         let dep = cur.metadata.deployment.clone().unwrap_or_default();
         match store.try_get::<InstanceSpec>(Some(&dep), &cur.metadata.name).await? {
@@ -244,14 +236,8 @@ pub async fn reconcile(
             None => return Ok(Action::await_change()),
         }
     }
-    finalizer(
-        &ctx,
-        Arc::new(cur),
-        INSTANCE_FINALIZER,
-        |o| apply(&ctx, o, at_rest),
-        |o| delete(&ctx, o),
-    )
-    .await
+    finalizer(&ctx, Arc::new(cur), Finalizer::Vm, |o| apply(&ctx, o, at_rest), |o| delete(&ctx, o))
+        .await
 }
 
 /// The deployment-wide settings the instance is driven with, read from its
@@ -284,13 +270,13 @@ async fn apply(
     let dep_name = obj.metadata.deployment.clone().unwrap_or_default();
     let mut cur = (*obj).clone();
     let what = display(&cur);
-    if cck::pending(&cur) {
+    if problems::pending(&cur) {
         // Read above, not from the cache, which may lag this controller's
         // own last writes: a resolution must not be carried out twice.
-        cck::run(ctx, &mut cur, &opts).await?;
+        problems::run(ctx, &mut cur, &opts).await?;
     }
     if is_converged(&cur) {
-        if cur.spec.desired_state != DesiredState::Detached && cur.status.health == UNRESPONSIVE {
+        if cur.spec.desired_state != DesiredState::Detached && cur.status.is_unresponsive() {
             return resurrect::run(ctx, cur, opts).await;
         }
         return Ok(Action::await_change());
@@ -301,12 +287,12 @@ async fn apply(
     match drive(ctx, &mut cur, &opts).await {
         Ok(()) => {
             let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
-            let digest = cck::digest(&cur.spec);
+            let digest = problems::digest(&cur.spec);
             patch(store, &mut cur, |s| {
                 s.converged_digest = digest.clone();
                 set_condition(
                     &mut s.conditions,
-                    ready(true, "Converged", state.clone(), generation),
+                    Condition::ready(true, Reason::Converged, state.clone(), generation),
                 );
                 s.observed_revision = generation;
             })
@@ -321,7 +307,7 @@ async fn apply(
             let _ = patch(store, &mut cur, |s| {
                 set_condition(
                     &mut s.conditions,
-                    ready(false, UPDATE_FAILED, msg.clone(), generation),
+                    Condition::ready(false, Reason::UpdateFailed, msg.clone(), generation),
                 );
                 s.observed_revision = generation;
             })
@@ -366,8 +352,8 @@ async fn drive(
         }
         // No VM, no agent: no health to show (nor a stale one).
         return patch(store, cur, |s| {
-            s.phase = "detached".into();
-            s.health.clear();
+            s.phase = Some(InstancePhase::Detached);
+            s.health = None;
         })
         .await;
     }
@@ -375,7 +361,7 @@ async fn drive(
     // that found it so); with `--fix`, so is one that does not answer now.
     let mut stale = cur.status.vm_hash != spec.vm_hash
         || cur.status.recreate_token != spec.recreate_token
-        || cur.status.health == UNRESPONSIVE;
+        || cur.status.is_unresponsive();
     if o.fix && !stale && cur.status.vm_cid.is_some() {
         let agent = cur.status.agent_id.clone().unwrap_or_default();
         stale = !vm::responsive(ctx, &agent, ctx.data.agent_grace).await;

@@ -9,21 +9,18 @@ use std::time::Duration;
 
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
-    ConfigSpec, DeploymentSpec, EventState, InstanceSpec, ProblemType, TaskState,
+    ConditionType, ConfigSpec, DeploymentSpec, EventState, InstanceSpec, ProblemType, Reason,
+    TaskState,
 };
 use bosh_api::store::Store;
-use bosh_api::{Condition, ConditionStatus, Object};
+use bosh_api::{Condition, Object};
 use chrono::Utc;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{Error, Instances, Options, UNRESPONSIVE, display, drive, event, patch, ready};
-use crate::deployment::UPDATE_FAILED;
+use super::{Error, Instances, Options, display, drive, event, patch};
 use crate::runtime::{Action, Ctx};
 use crate::tasks::{create_task, set_task_state};
-
-/// The Deployment condition raised while resurrection pauses.
-pub const MELTDOWN: &str = "Meltdown";
 
 /// How soon a paused resurrection looks again.
 const PAUSED: Duration = Duration::from_secs(2);
@@ -85,23 +82,17 @@ async fn set_meltdown(
     message: String,
 ) -> Result<bool, bosh_api::store::Error> {
     let Some(mut d) = store.try_get::<DeploymentSpec>(None, dep).await? else { return Ok(false) };
-    let was = find_condition(&d.status.conditions, MELTDOWN)
-        .is_some_and(|c| c.status == ConditionStatus::True);
+    let was =
+        find_condition(&d.status.conditions, ConditionType::Meltdown).is_some_and(|c| c.is_true());
     if was == on {
         return Ok(false);
     }
     let generation = d.metadata.generation;
     crate::runtime::status::patch(store, &mut d, |s| {
+        let reason = if on { Reason::TooManyUnresponsive } else { Reason::Recovered };
         set_condition(
             &mut s.conditions,
-            Condition {
-                type_: MELTDOWN.into(),
-                status: if on { ConditionStatus::True } else { ConditionStatus::False },
-                reason: if on { "TooManyUnresponsive" } else { "Recovered" }.into(),
-                message: message.clone(),
-                last_transition_time: Utc::now(),
-                observed_revision: generation,
-            },
+            Condition::new(ConditionType::Meltdown, on, reason, message.clone(), generation),
         );
     })
     .await?;
@@ -119,7 +110,7 @@ pub async fn clear_meltdown_if_over(
     h: &crate::health::HealthConfig,
 ) -> Result<bool, bosh_api::store::Error> {
     let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
-    let down = all.iter().filter(|i| i.status.health == UNRESPONSIVE).count();
+    let down = all.iter().filter(|i| i.status.is_unresponsive()).count();
     if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
         return Ok(false);
     }
@@ -144,7 +135,7 @@ pub async fn run(
         return Ok(Action::await_change());
     }
     let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
-    let down = all.iter().filter(|i| i.status.health == UNRESPONSIVE).count();
+    let down = all.iter().filter(|i| i.status.is_unresponsive()).count();
     let h = &ctx.data.health;
     if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
         let msg = format!(
@@ -203,7 +194,12 @@ pub async fn run(
     patch(store, &mut cur, |s| {
         set_condition(
             &mut s.conditions,
-            ready(false, "Resurrecting", format!("task {id}: {problem}"), generation),
+            Condition::ready(
+                false,
+                Reason::Resurrecting,
+                format!("task {id}: {problem}"),
+                generation,
+            ),
         );
     })
     .await?;
@@ -212,9 +208,9 @@ pub async fn run(
             patch(store, &mut cur, |s| {
                 set_condition(
                     &mut s.conditions,
-                    ready(true, "Resurrected", format!("task {id}"), generation),
+                    Condition::ready(true, Reason::Resurrected, format!("task {id}"), generation),
                 );
-                s.health.clear();
+                s.health = None;
             })
             .await?;
             event(&o, stage, &object, EventState::Finished, "", store).await;
@@ -226,7 +222,7 @@ pub async fn run(
             let _ = patch(store, &mut cur, |s| {
                 set_condition(
                     &mut s.conditions,
-                    ready(false, UPDATE_FAILED, msg.clone(), generation),
+                    Condition::ready(false, Reason::UpdateFailed, msg.clone(), generation),
                 );
             })
             .await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::NetworkSettings;
-use bosh_api::objects::{InstanceSpec, InstanceStatus, StemcellSpec};
+use bosh_api::objects::{InstancePhase, InstanceSpec, InstanceStatus, StemcellSpec};
 use tracing::info;
 
 use super::{Error, Instances, patch};
@@ -44,7 +44,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         // deleted, but adopts the VM by request id (FAULT-MATRIX D1).
         s.vm_hash = vm_hash.clone();
         s.recreate_token = token;
-        s.phase = "creating".into();
+        s.phase = Some(InstancePhase::Creating);
     })
     .await?;
     let cid =
@@ -80,7 +80,14 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     );
                     settings_nets.insert(n.name.clone(), ns);
                 }
-                let env = if spec.env.is_null() { serde_json::json!({}) } else { spec.env.clone() };
+                // The spec holds `env`'s placeholders; the values go to
+                // the CPI and the agent's settings only (FAULT-MATRIX G5).
+                let env = if spec.env.is_null() {
+                    serde_json::json!({})
+                } else {
+                    let deployment = cur.metadata.deployment.as_deref().unwrap_or_default();
+                    crate::variables::substitute(&ctx.store, deployment, &spec.env).await?
+                };
                 let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
                 let req = CreateVm {
                     request_id: request_id.clone(),
@@ -93,7 +100,8 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                     env,
                 };
                 ctx.store.check_fence().await?;
-                let cid = d.cpi.create_vm(&req).await.map_err(cpi("create_vm"))?;
+                let cid =
+                    d.fenced_cpi(&ctx.fence).create_vm(&req).await.map_err(cpi("create_vm"))?;
                 crate::failpoint!(
                     fp::CPI_AFTER_CREATE_VM,
                     Err(cpi("create_vm")(fp::lost_reply("create_vm")))
@@ -113,7 +121,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     meta.insert("id".to_string(), spec.id.clone());
     meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
     ctx.store.check_fence().await?;
-    match d.cpi.set_vm_metadata(&cid, &meta).await {
+    match d.fenced_cpi(&ctx.fence).set_vm_metadata(&cid, &meta).await {
         Ok(()) | Err(crate::cpi::CpiError::NotSupported { .. }) => {}
         Err(e) => return Err(cpi("set_vm_metadata")(e)),
     }
@@ -128,7 +136,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         s.recreate_token = token;
         s.applied_hash.clear();
         s.processes.clear();
-        s.phase = "created".into();
+        s.phase = Some(InstancePhase::Created);
     })
     .await?;
     Ok(())
@@ -178,9 +186,9 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     };
     if let Some(cid) = &cid {
         super::disk::detach(ctx, cur, cid).await?;
-        patch(&ctx.store, cur, |s| s.phase = "deleting".into()).await?;
+        patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Deleting)).await?;
         ctx.store.check_fence().await?;
-        match d.cpi.delete_vm(cid).await {
+        match d.fenced_cpi(&ctx.fence).delete_vm(cid).await {
             Ok(()) => info!(instance = %cur.metadata.name, %cid, "VM deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),
@@ -204,5 +212,5 @@ pub fn forget(s: &mut InstanceStatus) {
     s.vm_hash.clear();
     s.applied_hash.clear();
     s.processes.clear();
-    s.phase = "detached".into();
+    s.phase = Some(InstancePhase::Detached);
 }

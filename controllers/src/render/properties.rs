@@ -11,7 +11,7 @@ const MIN_REDACTED_LEN: usize = 4;
 
 /// A job's properties as its templates see them.
 #[derive(Debug, PartialEq)]
-pub(super) struct Resolved {
+pub(super) struct JobProperties {
     /// Nested properties (`{"a": {"b": 1}}` for a declared `a.b`).
     pub value: Value,
     /// Every string the manifest (not a default) supplied.
@@ -21,7 +21,7 @@ pub(super) struct Resolved {
 /// Resolves `spec`'s declared properties against the manifest's
 /// `properties` for the job. `Err` is BOSH's message for a scalar where a
 /// dotted property needs a hash.
-pub(super) fn resolve(spec: &JobSpec, manifest: &Value) -> Result<Resolved, String> {
+pub(super) fn of_job(spec: &JobSpec, manifest: &Value) -> Result<JobProperties, String> {
     let mut value = Value::Object(Map::new());
     let mut secrets = Vec::new();
     for (name, def) in &spec.properties {
@@ -35,7 +35,7 @@ pub(super) fn resolve(spec: &JobSpec, manifest: &Value) -> Result<Resolved, Stri
         };
         set(&mut value, name, v);
     }
-    Ok(Resolved { value, secrets })
+    Ok(JobProperties { value, secrets })
 }
 
 /// The manifest's value at a dotted path; `None` when unset or null.
@@ -119,10 +119,10 @@ mod tests {
 
     /// Only declared properties are visible; the manifest wins over defaults.
     #[test]
-    fn resolve_keeps_only_declared_properties_with_defaults() {
+    fn of_job_keeps_only_declared_properties_with_defaults() {
         let s = spec("  port: {default: 8080}\n  tls.cert: ~\n  name: {default: x}\n");
         let r =
-            resolve(&s, &json!({"name": "given", "tls": {"cert": "PEM!", "key": "k"}, "other": 1}))
+            of_job(&s, &json!({"name": "given", "tls": {"cert": "PEM!", "key": "k"}, "other": 1}))
                 .unwrap();
         assert_eq!(r.value, json!({"port": 8080, "tls": {"cert": "PEM!"}, "name": "given"}));
         assert_eq!(r.secrets, vec!["PEM!".to_owned(), "given".to_owned()]);
@@ -130,9 +130,9 @@ mod tests {
 
     /// A manifest scalar where a dotted property needs a hash is BOSH's error.
     #[test]
-    fn resolve_refuses_a_scalar_on_a_dotted_path() {
+    fn of_job_refuses_a_scalar_on_a_dotted_path() {
         let s = spec("  tls.cert: ~\n");
-        let err = resolve(&s, &json!({"tls": "oops"})).unwrap_err();
+        let err = of_job(&s, &json!({"tls": "oops"})).unwrap_err();
         assert_eq!(err, "Property 'tls.cert' expects a hash, but received 'String'");
     }
 }

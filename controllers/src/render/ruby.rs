@@ -79,13 +79,13 @@ impl<'a> Batch<'a> {
                         jobs.len() - 1
                     })
                 });
-                match properties::resolve(&rj.job.spec, &rj.properties) {
-                    Ok(resolved) => {
-                        secrets.extend(resolved.secrets);
+                match properties::of_job(&rj.job.spec, &rj.properties) {
+                    Ok(props) => {
+                        secrets.extend(props.secrets);
                         properties::collect_strings(&rj.links, &mut secrets);
                         job_inputs.push(JobRequestInput {
                             job,
-                            properties: resolved.value,
+                            properties: props.value,
                             links: &rj.links,
                         });
                     }

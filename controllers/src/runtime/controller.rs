@@ -101,7 +101,9 @@ pub struct Ctx<C> {
     pub controller: &'static str,
     /// A store whose every write carries this term's fence.
     pub store: Store,
-    /// This term's fencing token, for side effects outside etcd (CPI calls).
+    /// This term's fencing token, for side effects outside etcd: CPI
+    /// mutations take it from here (`Director::fenced_cpi(&ctx.fence)`),
+    /// and spawned work carries it by holding the `Ctx` or the handle.
     pub fence: Fence,
     /// Controller-specific state (clients, config).
     pub data: Arc<C>,
@@ -448,8 +450,7 @@ where
             object = %key,
             generation = obj.metadata.generation,
         );
-        let fut =
-            crate::cpi::FENCE.scope(ctx.fence.clone(), (self.reconcile)(obj.clone(), ctx.clone()));
+        let fut = (self.reconcile)(obj.clone(), ctx.clone());
         let result =
             watchdog(AssertUnwindSafe(fut).catch_unwind(), &span).instrument(span.clone()).await;
         self.stats.reconciles.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bosh_api::objects::Finalizer;
 use bosh_api::store;
 use bosh_api::{Kind, Object};
 
@@ -29,7 +30,7 @@ pub enum Cleanup {
     Wait(Action),
 }
 
-/// Reconciles `obj` under finalizer `name`: adds the finalizer if missing
+/// Reconciles `obj` under `finalizer`: adds the finalizer if missing
 /// (and returns, the write wakes the controller again), runs `apply` while
 /// the object lives, runs `cleanup` while it is being deleted and removes
 /// the finalizer once it is [`Cleanup::Done`]. A deleting object without
@@ -37,7 +38,7 @@ pub enum Cleanup {
 pub async fn finalizer<S, C, E, A, AF, D, DF>(
     ctx: &Ctx<C>,
     obj: Arc<Object<S>>,
-    name: &str,
+    name: Finalizer,
     apply: A,
     cleanup: D,
 ) -> Result<Action, E>
@@ -49,7 +50,7 @@ where
     D: FnOnce(Arc<Object<S>>) -> DF,
     DF: Future<Output = Result<Cleanup, E>>,
 {
-    let has = |o: &Object<S>| o.metadata.finalizers.iter().any(|f| f == name);
+    let has = |o: &Object<S>| o.metadata.has_finalizer(name);
     let mut obj = obj;
     if !obj.metadata.is_deleting() && !has(&obj) {
         // The view may lag a finalizer added a moment ago: decide on etcd.
@@ -58,7 +59,7 @@ where
             return Ok(Action::await_change());
         };
         if !has(&cur) && !cur.metadata.is_deleting() {
-            cur.metadata.finalizers.push(name.to_string());
+            cur.metadata.add_finalizer(name);
             ctx.store.update_spec(&cur).await?;
             // A spec write: it wakes the controller, which then finds the
             // finalizer in place.
@@ -85,15 +86,19 @@ where
 
 /// Removes finalizer `name` from the object as etcd holds it now (with the
 /// last finalizer of a deleting object, the object goes).
-async fn remove<S: Kind, C>(ctx: &Ctx<C>, obj: &Object<S>, name: &str) -> Result<(), store::Error> {
+async fn remove<S: Kind, C>(
+    ctx: &Ctx<C>,
+    obj: &Object<S>,
+    name: Finalizer,
+) -> Result<(), store::Error> {
     let dep = obj.metadata.deployment.as_deref();
     let Some(mut cur) = ctx.store.try_get::<S>(dep, &obj.metadata.name).await? else {
         return Ok(());
     };
-    if !cur.metadata.finalizers.iter().any(|f| f == name) {
+    if !cur.metadata.has_finalizer(name) {
         return Ok(());
     }
-    cur.metadata.finalizers.retain(|f| f != name);
+    cur.metadata.remove_finalizer(name);
     ctx.store.update_spec(&cur).await?;
     Ok(())
 }

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 
+use bosh_api::store::Fence;
+
 use crate::cpi::{Cpi, CpiError, CpiInfo, CpiResult, CreateVm, ListedVm};
 
 /// What to inject. The default injects nothing.
@@ -139,29 +141,34 @@ impl Cpi for FaultyCpi {
         self.enter("info", "")?;
         self.inner.info().await
     }
-    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+    async fn create_stemcell(
+        &self,
+        fence: Option<&Fence>,
+        p: &Path,
+        cp: &serde_json::Value,
+    ) -> CpiResult<String> {
         self.enter("create_stemcell", "")?;
-        self.inner.create_stemcell(p, cp).await
+        self.inner.create_stemcell(fence, p, cp).await
     }
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_stemcell(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.enter("delete_stemcell", cid)?;
-        self.inner.delete_stemcell(cid).await
+        self.inner.delete_stemcell(fence, cid).await
     }
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+    async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String> {
         self.enter("create_vm", &req.request_id)?;
         let hold = self.state.lock().unwrap().faults.hold_creates.clone();
         if let Some(mut hold) = hold {
             // A dropped sender lets the call go as well.
             let _ = hold.wait_for(|held| !held).await;
         }
-        let cid = self.inner.create_vm(req).await?;
+        let cid = self.inner.create_vm(fence, req).await?;
         let mut st = self.state.lock().unwrap();
         st.born.entry(cid.clone()).or_insert_with(|| (Instant::now(), req.request_id.clone()));
         Ok(cid)
     }
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.enter("delete_vm", cid)?;
-        self.inner.delete_vm(cid).await
+        self.inner.delete_vm(fence, cid).await
     }
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
         self.enter("has_vm", cid)?;
@@ -170,13 +177,18 @@ impl Cpi for FaultyCpi {
         }
         self.inner.has_vm(cid).await
     }
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.enter("reboot_vm", cid)?;
-        self.inner.reboot_vm(cid).await
+        self.inner.reboot_vm(fence, cid).await
     }
-    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+    async fn set_vm_metadata(
+        &self,
+        fence: Option<&Fence>,
+        cid: &str,
+        m: &BTreeMap<String, String>,
+    ) -> CpiResult<()> {
         self.enter("set_vm_metadata", cid)?;
-        self.inner.set_vm_metadata(cid, m).await
+        self.inner.set_vm_metadata(fence, cid, m).await
     }
     async fn calculate_vm_cloud_properties(
         &self,
@@ -191,45 +203,51 @@ impl Cpi for FaultyCpi {
     }
     async fn create_disk(
         &self,
+        fence: Option<&Fence>,
         id: &str,
         size: u64,
         cp: &serde_json::Value,
         vm: Option<&str>,
     ) -> CpiResult<String> {
         self.enter("create_disk", id)?;
-        self.inner.create_disk(id, size, cp, vm).await
+        self.inner.create_disk(fence, id, size, cp, vm).await
     }
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_disk(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.enter("delete_disk", cid)?;
-        self.inner.delete_disk(cid).await
+        self.inner.delete_disk(fence, cid).await
     }
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
         self.enter("has_disk", cid)?;
         self.inner.has_disk(cid).await
     }
-    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+    async fn attach_disk(&self, fence: Option<&Fence>, vm: &str, disk: &str) -> CpiResult<()> {
         self.enter("attach_disk", disk)?;
-        self.inner.attach_disk(vm, disk).await
+        self.inner.attach_disk(fence, vm, disk).await
     }
-    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+    async fn detach_disk(&self, fence: Option<&Fence>, vm: &str, disk: &str) -> CpiResult<()> {
         self.enter("detach_disk", disk)?;
-        self.inner.detach_disk(vm, disk).await
+        self.inner.detach_disk(fence, vm, disk).await
     }
     async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
         self.enter("get_disks", vm)?;
         self.inner.get_disks(vm).await
     }
-    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+    async fn resize_disk(&self, fence: Option<&Fence>, cid: &str, size: u64) -> CpiResult<()> {
         self.enter("resize_disk", cid)?;
-        self.inner.resize_disk(cid, size).await
+        self.inner.resize_disk(fence, cid, size).await
     }
-    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+    async fn snapshot_disk(
+        &self,
+        fence: Option<&Fence>,
+        cid: &str,
+        m: &BTreeMap<String, String>,
+    ) -> CpiResult<String> {
         self.enter("snapshot_disk", cid)?;
-        self.inner.snapshot_disk(cid, m).await
+        self.inner.snapshot_disk(fence, cid, m).await
     }
-    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_snapshot(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.enter("delete_snapshot", cid)?;
-        self.inner.delete_snapshot(cid).await
+        self.inner.delete_snapshot(fence, cid).await
     }
     async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
         self.enter("find_disk_by_request", id)?;
@@ -265,7 +283,7 @@ mod tests {
         let mut permanent = BTreeMap::new();
         permanent.insert("create_disk", "quota exceeded".to_string());
         cpi.set(CpiFaults { permanent, ..Default::default() });
-        let e = cpi.create_disk("r", 1, &serde_json::json!({}), None).await.unwrap_err();
+        let e = cpi.create_disk(None, "r", 1, &serde_json::json!({}), None).await.unwrap_err();
         assert!(!e.is_retryable() && e.to_string().contains("quota"), "{e}");
 
         cpi.set(CpiFaults { hide_new_vms: Duration::from_secs(60), ..Default::default() });

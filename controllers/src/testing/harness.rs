@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, StemcellSpec};
+use bosh_api::objects::{
+    ConditionType, ConfigSpec, ConfigType, DeploymentSpec, Reason, StemcellSpec,
+};
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
@@ -17,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
 use crate::api::{self, ApiState};
-use crate::compile::PACKAGES_COMPILED;
 use crate::daemon::{self, Options};
 use crate::director::Director;
 use crate::runtime::{Config, ElectionConfig, Trigger};
@@ -83,6 +84,10 @@ pub struct HarnessOptions {
     /// call, and tests count CPI calls (A4 expects none from a converged
     /// deployment).
     pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
+    /// The blobstore URL agents (instances' and compile VMs') are given,
+    /// instead of the world's own: tests put a proxy there that forwards
+    /// to [`Harness::blobstore_url`] and tampers with what passes.
+    pub agent_blobstore_url: Option<String>,
 }
 
 impl HarnessOptions {
@@ -100,6 +105,7 @@ impl HarnessOptions {
             render: Default::default(),
             store: None,
             orphan_vms: None,
+            agent_blobstore_url: None,
         }
     }
 }
@@ -117,6 +123,9 @@ pub struct Harness {
     pub faults: Arc<FaultyCpi>,
     /// The in-process API.
     pub api_url: String,
+    /// The world's blobstore (what agents are given, unless
+    /// [`HarnessOptions::agent_blobstore_url`] says otherwise).
+    pub blobstore_url: String,
     /// The servers and the stemcell image.
     pub rest: LocalWorldRest,
     shutdown: CancellationToken,
@@ -132,6 +141,10 @@ impl Harness {
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));
         director.cpi = cpi.clone();
+        let blobstore_url = director.blobstore.url.clone();
+        if let Some(url) = &o.agent_blobstore_url {
+            director.blobstore.url = url.clone();
+        }
         let store = director.store.clone();
         let state = ApiState::new(store.clone(), TOKEN)
             .with_blobstore(director.blobs.clone(), rest.env.dir().join("scratch"))
@@ -199,7 +212,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, faults, api_url, rest, shutdown, tasks })
+        Ok(Harness { store, director, cpi, faults, api_url, blobstore_url, rest, shutdown, tasks })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell
@@ -301,9 +314,12 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         use bosh_api::ConditionStatus;
         eventually(deadline, &format!("{name} to finish compiling"), || async {
             let d: Object<DeploymentSpec> = self.store.get(None, name).await.ok()?;
-            let c = bosh_api::meta::find_condition(&d.status.conditions, PACKAGES_COMPILED)?;
+            let c = bosh_api::meta::find_condition(
+                &d.status.conditions,
+                ConditionType::PackagesCompiled,
+            )?;
             let settled = c.status == ConditionStatus::True
-                || !["Compiling", "StemcellNotImported"].contains(&c.reason.as_str());
+                || ![Reason::Compiling, Reason::StemcellNotImported].contains(&c.reason);
             settled.then(|| c.clone())
         })
         .await

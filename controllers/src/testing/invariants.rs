@@ -392,7 +392,7 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
         // A VM a Deployment records as orphaned: by the periodic scan, or
         // as an open cloud-check problem an operator resolves.
         let orphan_recorded = |vm: &str| {
-            let problem = crate::deployment::cloud_check::orphan_id(vm);
+            let problem = crate::deployment::problems::orphan_id(vm);
             at.deployments.iter().any(|d| {
                 d.status.orphaned_vms.iter().any(|o| o.vm_cid == vm)
                     || d.status.cloud_check.problems.iter().any(|p| p.id == problem)

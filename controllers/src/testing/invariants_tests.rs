@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use bosh_api::objects::{CompileWorker, CompiledPackageSpec, DiskPhase, DiskSpec, InstanceSpec};
-use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
+use bosh_api::objects::{
+    CompileWorker, CompiledPackageSpec, DiskPhase, DiskSpec, InstanceSpec, Reason,
+};
+use bosh_api::{Condition, Object, ObjectMeta};
 
 use super::{Invariant, Records, World, check_world};
 use crate::cpi::local::audit::{AuditEntry, AuditFence, AuditResult};
@@ -276,7 +278,7 @@ fn i4_takes_a_deployments_orphan_record_as_the_intent_of_its_delete() {
     assert_eq!(check_world(&w), [], "recorded by the scan");
 
     let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
-    let id = crate::deployment::cloud_check::orphan_id("vm-7");
+    let id = crate::deployment::problems::orphan_id("vm-7");
     dep.status.cloud_check.problems.push(Problem::new(id, ProblemType::OrphanedVm, "x".into()));
     let mut w = orphan_delete();
     w.past.get_mut(&9).unwrap().deployments.push(dep);
@@ -323,13 +325,6 @@ fn i6_catches_observed_revision_beyond_generation() {
     assert_eq!(broken(&w), [Invariant::I6]);
 
     let mut w = sound();
-    w.now.disks[0].status.conditions.push(Condition {
-        type_: "Ready".into(),
-        status: ConditionStatus::True,
-        reason: "Ok".into(),
-        message: String::new(),
-        last_transition_time: chrono::Utc::now(),
-        observed_revision: GEN + 5,
-    });
+    w.now.disks[0].status.conditions.push(Condition::ready(true, Reason::Converged, "", GEN + 5));
     assert_eq!(broken(&w), [Invariant::I6]);
 }

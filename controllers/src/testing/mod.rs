@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Result;
 use async_trait::async_trait;
 use bosh_api::agent::{BlobstoreSettings, MbusSettings, NetworkSettings, Settings};
-use bosh_api::store::Store;
+use bosh_api::store::{Fence, Store};
 use bosh_test_utils::{Nats, TestEnv};
 
 use crate::agent_client::{AgentClient, Timeouts};
@@ -129,7 +129,7 @@ impl LocalWorld {
         let agent = bosh_test_utils::agent::agent_binary()?;
         let image = dir.join("image.tgz");
         local::build_image(&agent, &image)?;
-        let stemcell = cpi.create_stemcell(&image, &serde_json::json!({})).await?;
+        let stemcell = cpi.create_stemcell(None, &image, &serde_json::json!({})).await?;
         Ok(LocalWorld {
             env,
             store,
@@ -165,7 +165,8 @@ impl LocalWorld {
         (director, LocalWorldRest { env: self.env, nats: self.nats, stemcell: self.stemcell })
     }
 
-    /// Creates a VM whose agent has its own bus credentials and address.
+    /// Creates a VM whose agent has its own bus credentials and address
+    /// (a test's call, outside any controller term: unfenced).
     pub async fn create_vm(&self, agent_id: &str, ip: &str) -> Result<String> {
         let creds = self.bus.issue(&self.store, agent_id).await?;
         let mut networks = BTreeMap::new();
@@ -190,14 +191,17 @@ impl LocalWorld {
             .insert("default".to_string(), VmNetwork { ip: ip.into(), ..Default::default() });
         Ok(self
             .cpi
-            .create_vm(&CreateVm {
-                request_id: format!("req-{agent_id}"),
-                agent_id: agent_id.into(),
-                stemcell_cid: self.stemcell.clone(),
-                networks: vm_networks,
-                settings,
-                ..Default::default()
-            })
+            .create_vm(
+                None,
+                &CreateVm {
+                    request_id: format!("req-{agent_id}"),
+                    agent_id: agent_id.into(),
+                    stemcell_cid: self.stemcell.clone(),
+                    networks: vm_networks,
+                    settings,
+                    ..Default::default()
+                },
+            )
             .await?)
     }
 }
@@ -263,16 +267,21 @@ impl Cpi for CountingCpi {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.info().await
     }
-    async fn create_stemcell(&self, p: &Path, cp: &serde_json::Value) -> CpiResult<String> {
+    async fn create_stemcell(
+        &self,
+        fence: Option<&Fence>,
+        p: &Path,
+        cp: &serde_json::Value,
+    ) -> CpiResult<String> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.create_stemcell(p, cp).await
+        self.inner.create_stemcell(fence, p, cp).await
     }
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_stemcell(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.stemcell_deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_stemcell(cid).await
+        self.inner.delete_stemcell(fence, cid).await
     }
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+    async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.creates.fetch_add(1, Ordering::SeqCst);
         let edit = self.settings_edit.lock().expect("settings edit").clone();
@@ -280,29 +289,34 @@ impl Cpi for CountingCpi {
             Some(edit) => {
                 let mut req = req.clone();
                 edit(&mut req.settings);
-                self.inner.create_vm(&req).await?
+                self.inner.create_vm(fence, &req).await?
             }
-            None => self.inner.create_vm(req).await?,
+            None => self.inner.create_vm(fence, req).await?,
         };
         self.created.lock().unwrap().push(cid.clone());
         Ok(cid)
     }
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.deleted.lock().unwrap().push(cid.to_string());
-        self.inner.delete_vm(cid).await
+        self.inner.delete_vm(fence, cid).await
     }
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.has_vm(cid).await
     }
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.reboot_vm(cid).await
+        self.inner.reboot_vm(fence, cid).await
     }
-    async fn set_vm_metadata(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<()> {
+    async fn set_vm_metadata(
+        &self,
+        fence: Option<&Fence>,
+        cid: &str,
+        m: &BTreeMap<String, String>,
+    ) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.set_vm_metadata(cid, m).await
+        self.inner.set_vm_metadata(fence, cid, m).await
     }
     async fn calculate_vm_cloud_properties(
         &self,
@@ -317,45 +331,51 @@ impl Cpi for CountingCpi {
     }
     async fn create_disk(
         &self,
+        fence: Option<&Fence>,
         id: &str,
         size: u64,
         cp: &serde_json::Value,
         vm: Option<&str>,
     ) -> CpiResult<String> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.create_disk(id, size, cp, vm).await
+        self.inner.create_disk(fence, id, size, cp, vm).await
     }
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_disk(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_disk(cid).await
+        self.inner.delete_disk(fence, cid).await
     }
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.has_disk(cid).await
     }
-    async fn attach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+    async fn attach_disk(&self, fence: Option<&Fence>, vm: &str, disk: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.attach_disk(vm, disk).await
+        self.inner.attach_disk(fence, vm, disk).await
     }
-    async fn detach_disk(&self, vm: &str, disk: &str) -> CpiResult<()> {
+    async fn detach_disk(&self, fence: Option<&Fence>, vm: &str, disk: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.detach_disk(vm, disk).await
+        self.inner.detach_disk(fence, vm, disk).await
     }
     async fn get_disks(&self, vm: &str) -> CpiResult<Vec<String>> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.get_disks(vm).await
     }
-    async fn resize_disk(&self, cid: &str, size: u64) -> CpiResult<()> {
+    async fn resize_disk(&self, fence: Option<&Fence>, cid: &str, size: u64) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.resize_disk(cid, size).await
+        self.inner.resize_disk(fence, cid, size).await
     }
-    async fn snapshot_disk(&self, cid: &str, m: &BTreeMap<String, String>) -> CpiResult<String> {
+    async fn snapshot_disk(
+        &self,
+        fence: Option<&Fence>,
+        cid: &str,
+        m: &BTreeMap<String, String>,
+    ) -> CpiResult<String> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.snapshot_disk(cid, m).await
+        self.inner.snapshot_disk(fence, cid, m).await
     }
-    async fn delete_snapshot(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_snapshot(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_snapshot(cid).await
+        self.inner.delete_snapshot(fence, cid).await
     }
     async fn find_disk_by_request(&self, id: &str) -> CpiResult<Option<String>> {
         self.total.fetch_add(1, Ordering::SeqCst);

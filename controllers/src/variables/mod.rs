@@ -429,7 +429,7 @@ fn paths_of(doc: &Value, name: &str) -> Vec<String> {
 
 /// Generates the deployment's declared variables not yet stored, then
 /// returns `manifest` with every `((name))`/`((name.key))` replaced.
-pub async fn resolve(
+pub async fn interpolate(
     store: &Store,
     deployment: &str,
     manifest: &serde_json::Value,
@@ -518,6 +518,57 @@ pub async fn resolve(
         }),
         Err(source) => Err(Error::Interpolate { deployment: deployment.to_string(), source }),
     }
+}
+
+/// The stored variables `doc`'s placeholders name (deployment-scoped and
+/// absolute), by name; names with nothing stored are left out.
+async fn used(ctx: &Ctx<'_>, doc: &Value) -> Result<BTreeMap<String, Stored>, Error> {
+    let mut out = BTreeMap::new();
+    for name in placeholder_names(doc) {
+        if let Some(stored) = ctx.get(&name).await? {
+            out.insert(name, stored);
+        }
+    }
+    Ok(out)
+}
+
+/// `doc` with its placeholders replaced by stored values; nothing is
+/// generated, and a name with nothing stored is an error naming it.
+///
+/// For values no object may hold: a VM's `env` (`env.bosh.password`)
+/// stays a placeholder in the Instance spec, which etcd, watches and the
+/// API show, and is substituted here right before `create_vm`, as BOSH
+/// interpolates `env` just before it calls the CPI (FAULT-MATRIX G5).
+pub async fn substitute(store: &Store, deployment: &str, doc: &Value) -> Result<Value, Error> {
+    let ctx = Ctx { store, deployment };
+    let layer: Properties =
+        used(&ctx, doc).await?.into_iter().map(|(name, stored)| (name, stored.value.0)).collect();
+    let mut vars = Vars::new();
+    vars.push_layer(layer);
+    let strict = InterpolateOptions { expect_all_keys: true, expect_all_vars_used: false };
+    interpolate::interpolate(doc, &vars, strict).map_err(|e| match e {
+        interpolate::Error::Vars { missing, .. } => Error::Undeclared {
+            deployment: deployment.to_string(),
+            missing: missing
+                .into_iter()
+                .map(|name| MissingVariable { paths: paths_of(doc, &name), name })
+                .collect(),
+        },
+        source => Error::Interpolate { deployment: deployment.to_string(), source },
+    })
+}
+
+/// The versions (stored ids, never values) of the variables `doc`'s
+/// placeholders name: what a digest of `doc` must cover so that a
+/// regenerated value counts as a change ([`substitute`]'s values do not
+/// reach the spec).
+pub async fn versions(
+    store: &Store,
+    deployment: &str,
+    doc: &Value,
+) -> Result<BTreeMap<String, String>, Error> {
+    let ctx = Ctx { store, deployment };
+    Ok(used(&ctx, doc).await?.into_iter().map(|(name, stored)| (name, stored.id)).collect())
 }
 
 /// The deployment's stored variables.

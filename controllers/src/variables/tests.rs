@@ -63,7 +63,7 @@ async fn passwords_are_generated_with_config_server_alphabet_and_length() {
         json!([{"name": "pw", "type": "password"}, {"name": "long", "type": "password", "options": {"length": 40}}]),
         json!({"a": "((pw))", "b": "((long))", "c": "user:((pw))@host"}),
     );
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let pw = props(&out)["a"].as_str().unwrap();
     assert_eq!(pw.len(), 20);
     assert!(pw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "{pw}");
@@ -71,28 +71,28 @@ async fn passwords_are_generated_with_config_server_alphabet_and_length() {
     assert_eq!(props(&out)["c"], json!(format!("user:{pw}@host")));
 }
 
-/// A variable is generated once: later resolves reuse the stored value and id.
+/// A variable is generated once: later interpolations reuse the stored value and id.
 #[tokio::test]
-async fn resolve_must_reuse_stored_values_instead_of_regenerating() {
+async fn interpolate_must_reuse_stored_values_instead_of_regenerating() {
     let (_env, store) = setup().await;
     let m = manifest(
         json!([{"name": "pw", "type": "password"}, {"name": "k", "type": "rsa"}]),
         json!({"a": "((pw))", "k": "((k.private_key))"}),
     );
-    let first = resolve(&store, "d", &m).await.unwrap();
+    let first = interpolate(&store, "d", &m).await.unwrap();
     let ids = list(&store, "d").await.unwrap();
-    let second = resolve(&store, "d", &m).await.unwrap();
+    let second = interpolate(&store, "d", &m).await.unwrap();
     assert_eq!(first, second);
     let again: Vec<String> = list(&store, "d").await.unwrap().into_iter().map(|i| i.id).collect();
     assert_eq!(ids.into_iter().map(|i| i.id).collect::<Vec<_>>(), again);
 }
 
-/// Two resolves racing on a fresh deployment agree on one value.
+/// Two interpolations racing on a fresh deployment agree on one value.
 #[tokio::test]
-async fn racing_resolves_must_agree_on_one_value() {
+async fn racing_interpolations_must_agree_on_one_value() {
     let (_env, store) = setup().await;
     let m = manifest(json!([{"name": "pw", "type": "password"}]), json!({"a": "((pw))"}));
-    let (a, b) = tokio::join!(resolve(&store, "d", &m), resolve(&store, "d", &m));
+    let (a, b) = tokio::join!(interpolate(&store, "d", &m), interpolate(&store, "d", &m));
     assert_eq!(a.unwrap(), b.unwrap());
 }
 
@@ -113,7 +113,7 @@ async fn certificates_must_chain_to_their_ca_with_requested_names() {
         json!({"leaf": "((leaf))", "root_ca": "((root.ca))", "root": "((root.certificate))",
             "inter": "((inter.certificate))", "inter_ca": "((inter.ca))"}),
     );
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let leaf = &props(&out)["leaf"];
     let inter_pem = props(&out)["inter"].as_str().unwrap();
     assert_eq!(leaf["ca"].as_str().unwrap(), inter_pem, "a leaf's ca is its signer");
@@ -172,12 +172,12 @@ async fn certificates_must_chain_to_their_ca_with_requested_names() {
 async fn a_stored_ca_that_is_no_longer_declared_still_signs() {
     let (_env, store) = setup().await;
     let ca = json!([{"name": "ca", "type": "certificate", "options": {"is_ca": true, "common_name": "ca"}}]);
-    resolve(&store, "d", &manifest(ca, json!({}))).await.unwrap();
+    interpolate(&store, "d", &manifest(ca, json!({}))).await.unwrap();
     let m = manifest(
         json!([{"name": "tls", "type": "certificate", "options": {"ca": "ca", "common_name": "x"}}]),
         json!({"tls": "((tls))", "ca": "((ca.certificate))"}),
     );
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     assert_eq!(props(&out)["tls"]["ca"], props(&out)["ca"]);
 }
 
@@ -186,7 +186,7 @@ async fn a_stored_ca_that_is_no_longer_declared_still_signs() {
 async fn rsa_variables_are_matching_pem_key_pairs() {
     let (_env, store) = setup().await;
     let m = manifest(json!([{"name": "k", "type": "rsa"}]), json!({"k": "((k))"}));
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let k = &props(&out)["k"];
     let private = pem::parse(k["private_key"].as_str().unwrap()).unwrap();
     let public = pem::parse(k["public_key"].as_str().unwrap()).unwrap();
@@ -203,7 +203,7 @@ async fn rsa_variables_are_matching_pem_key_pairs() {
 async fn ssh_variables_carry_openssh_public_key_and_fingerprint() {
     let (_env, store) = setup().await;
     let m = manifest(json!([{"name": "s", "type": "ssh"}]), json!({"s": "((s))"}));
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let s = &props(&out)["s"];
     let public = s["public_key"].as_str().unwrap();
     let b64 = public.strip_prefix("ssh-rsa ").and_then(|r| r.strip_suffix('\n')).expect(public);
@@ -229,7 +229,7 @@ async fn list_shows_names_types_and_ids_but_no_values() {
         json!([{"name": "pw", "type": "password"}, {"name": "s", "type": "ssh"}]),
         json!({"a": "((pw))", "s": "((s))"}),
     );
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let infos = list(&store, "d").await.unwrap();
     let summary: Vec<(&str, &str)> =
         infos.iter().map(|i| (i.name.as_str(), i.type_.as_str())).collect();
@@ -249,7 +249,7 @@ async fn list_shows_names_types_and_ids_but_no_values() {
 async fn debug_and_error_text_never_contain_values() {
     let (_env, store) = setup().await;
     let m = manifest(json!([{"name": "pw", "type": "password"}]), json!({"a": "((pw))"}));
-    let out = resolve(&store, "d", &m).await.unwrap();
+    let out = interpolate(&store, "d", &m).await.unwrap();
     let pw = props(&out)["a"].as_str().unwrap().to_string();
     let stored = Ctx { store: &store, deployment: "d" }.get("pw").await.unwrap().unwrap();
     assert!(!format!("{stored:?}").contains(&pw));
@@ -260,7 +260,7 @@ async fn debug_and_error_text_never_contain_values() {
         json!([{"name": "pw", "type": "password"}, {"name": "k", "type": "rsa"}]),
         json!({"a": "((pw.nope))", "b": "x-((k))"}),
     );
-    let err = resolve(&store, "d", &bad).await.unwrap_err();
+    let err = interpolate(&store, "d", &bad).await.unwrap_err();
     let mut text = format!("{err} {err:?}");
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
@@ -281,7 +281,7 @@ async fn undeclared_variables_are_errors_naming_their_paths() {
         json!([{"name": "pw", "type": "password"}]),
         json!({"a": "((pw))", "b": "((nope))", "c": ["x-((nope.key))"], "((other))": 1}),
     );
-    let err = resolve(&store, "d", &m).await.unwrap_err();
+    let err = interpolate(&store, "d", &m).await.unwrap_err();
     let Error::Undeclared { missing, .. } = &err else { panic!("{err}") };
     let p = "instance_groups[0].jobs[0].properties";
     assert_eq!(
@@ -303,8 +303,9 @@ async fn undeclared_variables_are_errors_naming_their_paths() {
 async fn stored_undeclared_variables_and_bang_placeholders_resolve() {
     let (_env, store) = setup().await;
     let pw = json!([{"name": "pw", "type": "password"}]);
-    let first = resolve(&store, "d", &manifest(pw, json!({"a": "((pw))"}))).await.unwrap();
-    let out = resolve(&store, "d", &manifest(json!([]), json!({"a": "((!pw))"}))).await.unwrap();
+    let first = interpolate(&store, "d", &manifest(pw, json!({"a": "((pw))"}))).await.unwrap();
+    let out =
+        interpolate(&store, "d", &manifest(json!([]), json!({"a": "((!pw))"}))).await.unwrap();
     assert_eq!(props(&out)["a"], props(&first)["a"]);
 }
 
@@ -320,7 +321,7 @@ async fn ca_cycles_are_errors() {
         ]),
         json!({}),
     );
-    let err = resolve(&store, "d", &m).await.unwrap_err();
+    let err = interpolate(&store, "d", &m).await.unwrap_err();
     let Error::CaCycle { cycle, .. } = &err else { panic!("{err}") };
     assert_eq!(cycle, &["a", "b", "a"]);
     assert!(list(&store, "d").await.unwrap().is_empty(), "nothing generated");
@@ -337,14 +338,14 @@ async fn missing_ca_is_an_error_before_anything_is_generated() {
         ]),
         json!({}),
     );
-    let err = resolve(&store, "d", &m).await.unwrap_err();
+    let err = interpolate(&store, "d", &m).await.unwrap_err();
     assert!(
         matches!(&err, Error::MissingCa { variable, ca, .. } if variable == "tls" && ca == "nope")
     );
     assert!(list(&store, "d").await.unwrap().is_empty(), "nothing generated");
 
     let leaf = manifest(json!([{"name": "tls", "type": "certificate", "options": {}}]), json!({}));
-    let err = resolve(&store, "d", &leaf).await.unwrap_err();
+    let err = interpolate(&store, "d", &leaf).await.unwrap_err();
     assert!(err.to_string().contains("needs the 'ca' option"), "{err}");
 
     let pw_as_ca = manifest(
@@ -354,7 +355,7 @@ async fn missing_ca_is_an_error_before_anything_is_generated() {
         ]),
         json!({}),
     );
-    let err = resolve(&store, "d", &pw_as_ca).await.unwrap_err();
+    let err = interpolate(&store, "d", &pw_as_ca).await.unwrap_err();
     assert!(matches!(err, Error::CaNotCertificate { .. }), "{err}");
 }
 
@@ -364,18 +365,18 @@ async fn invalid_declarations_are_errors() {
     let (_env, store) = setup().await;
     let unknown =
         manifest(json!([{"name": "pw", "type": "password", "options": {"lenght": 3}}]), json!({}));
-    let err = resolve(&store, "d", &unknown).await.unwrap_err();
+    let err = interpolate(&store, "d", &unknown).await.unwrap_err();
     assert!(matches!(&err, Error::InvalidOptions { variable, .. } if variable == "pw"), "{err}");
     let dup = manifest(
         json!([{"name": "pw", "type": "password"}, {"name": "pw", "type": "rsa"}]),
         json!({}),
     );
-    assert!(matches!(resolve(&store, "d", &dup).await, Err(Error::Duplicate { .. })));
+    assert!(matches!(interpolate(&store, "d", &dup).await, Err(Error::Duplicate { .. })));
     let eku = manifest(
         json!([{"name": "c", "type": "certificate", "options": {"is_ca": true, "extended_key_usage": ["code_signing"]}}]),
         json!({}),
     );
-    assert!(matches!(resolve(&store, "d", &eku).await, Err(Error::InvalidOptions { .. })));
+    assert!(matches!(interpolate(&store, "d", &eku).await, Err(Error::InvalidOptions { .. })));
 }
 
 /// `delete_all` removes one deployment's variables and leaves others'.
@@ -383,12 +384,12 @@ async fn invalid_declarations_are_errors() {
 async fn delete_all_removes_only_that_deployments_variables() {
     let (_env, store) = setup().await;
     let m = manifest(json!([{"name": "pw", "type": "password"}]), json!({"a": "((pw))"}));
-    let before = resolve(&store, "d", &m).await.unwrap();
-    resolve(&store, "d2", &m).await.unwrap();
+    let before = interpolate(&store, "d", &m).await.unwrap();
+    interpolate(&store, "d2", &m).await.unwrap();
     delete_all(&store, "d").await.unwrap();
     assert!(list(&store, "d").await.unwrap().is_empty());
     assert_eq!(list(&store, "d2").await.unwrap().len(), 1);
-    let after = resolve(&store, "d", &m).await.unwrap();
+    let after = interpolate(&store, "d", &m).await.unwrap();
     assert_ne!(props(&before)["a"], props(&after)["a"], "regenerated after delete");
 }
 
@@ -400,10 +401,39 @@ async fn absolute_variables_are_shared_between_deployments() {
         json!([{"name": "/shared_pw", "type": "password"}]),
         json!({"a": "((/shared_pw))"}),
     );
-    let a = resolve(&store, "d", &m).await.unwrap();
+    let a = interpolate(&store, "d", &m).await.unwrap();
     delete_all(&store, "d").await.unwrap();
-    let b = resolve(&store, "other", &manifest(json!([]), json!({"a": "((/shared_pw))"})))
+    let b = interpolate(&store, "other", &manifest(json!([]), json!({"a": "((/shared_pw))"})))
         .await
         .unwrap();
     assert_eq!(props(&a)["a"], props(&b)["a"]);
+}
+
+/// `substitute` puts stored values (absolute ones too) in place without
+/// generating anything, names an unknown variable with its path, never
+/// its value; `versions` gives the ids of the values it would use.
+#[tokio::test]
+async fn substitute_uses_stored_values_only_and_versions_name_them() {
+    let (_env, store) = setup().await;
+    let m = manifest(
+        json!([{"name": "pw", "type": "password"}, {"name": "/shared", "type": "password"}]),
+        json!({}),
+    );
+    interpolate(&store, "d", &m).await.unwrap();
+    let env = json!({"bosh": {"password": "((pw))", "other": "((/shared))"}, "x": 1});
+    let out = substitute(&store, "d", &env).await.unwrap();
+    let pw = out["bosh"]["password"].as_str().unwrap().to_string();
+    assert_eq!(pw.len(), 20);
+    assert_eq!(out["bosh"]["other"].as_str().unwrap().len(), 20);
+    assert_eq!(out["x"], 1);
+    let ids = versions(&store, "d", &env).await.unwrap();
+    let listed = list(&store, "d").await.unwrap();
+    assert_eq!(ids["pw"], listed.iter().find(|v| v.name == "pw").unwrap().id);
+    assert!(ids.contains_key("/shared"));
+
+    let err = substitute(&store, "d", &json!({"bosh": {"password": "((nope))"}})).await;
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("'nope' (at bosh.password)"), "{msg}");
+    assert!(list(&store, "d").await.unwrap().iter().all(|v| v.name != "nope"), "generated");
+    assert!(!msg.contains(&pw));
 }

@@ -513,7 +513,7 @@ async fn variables_are_listed_without_values() {
     apply(&url, "d", &manifest("d", 1, "small"), false).await;
     let declared = json!({"name": "d", "variables": [{"name": "web_password", "type": "password"}],
         "instance_groups": [{"name": "web", "properties": {"password": "((web_password))"}}]});
-    let resolved = bosh_controllers::variables::resolve(&store, "d", &declared).await.unwrap();
+    let resolved = bosh_controllers::variables::interpolate(&store, "d", &declared).await.unwrap();
     let value = resolved["instance_groups"][0]["properties"]["password"].as_str().unwrap();
     assert_ne!(value, "((web_password))");
 

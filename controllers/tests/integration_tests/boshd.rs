@@ -2,6 +2,7 @@
 //! SIGTERM stops it cleanly.
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::ConditionType;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_test_utils::eventually;
@@ -73,7 +74,7 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
         let s = store.clone();
         async move {
             let d: Object<DeploymentSpec> = s.get(None, name).await.ok()?;
-            find_condition(&d.status.conditions, "Invalid").cloned()
+            find_condition(&d.status.conditions, ConditionType::Invalid).cloned()
         }
     };
     let good = eventually(DEADLINE, "good to be validated", || status_of("good")).await.unwrap();

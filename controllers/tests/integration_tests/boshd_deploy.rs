@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::ConditionType;
 use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec,
 };
@@ -285,7 +286,7 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, "hello").await.ok()?;
-            let c = find_condition(&d.status.conditions, "Ready")?;
+            let c = find_condition(&d.status.conditions, ConditionType::Ready)?;
             (c.status == ConditionStatus::True && c.observed_revision == d.metadata.generation)
                 .then_some(d.metadata.generation)
         }

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstancePhase};
 use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
 };
@@ -90,10 +91,10 @@ fn creates(h: &Harness) -> usize {
 
 async fn ready_on_new_vm(h: &Harness, dep: &str, name: &str, old: &str) -> Object<InstanceSpec> {
     let i: Object<InstanceSpec> = h.store.get(Some(dep), name).await.unwrap();
-    let c = find_condition(&i.status.conditions, "Ready").unwrap();
+    let c = find_condition(&i.status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(c.status, ConditionStatus::True, "{c:?}");
     assert_ne!(i.status.vm_cid.as_deref(), Some(old));
-    assert_eq!(i.status.phase, "running");
+    assert_eq!(i.status.phase, Some(InstancePhase::Running));
     i
 }
 
@@ -185,12 +186,12 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
         stemcell_cid: stemcell,
         ..Default::default()
     };
-    let orphan = cpi.create_vm(&req).await.unwrap();
+    let orphan = cpi.create_vm(None, &req).await.unwrap();
     let tags = [("deployment", "cck"), ("name", "web/gone"), ("index", "7")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    cpi.set_vm_metadata(&orphan, &tags).await.unwrap();
+    cpi.set_vm_metadata(None, &orphan, &tags).await.unwrap();
     let report = scan(&h, "cck").await;
     let oid = format!("orphaned_vm/{orphan}");
     assert_eq!(problems(&report), [(oid.clone(), "orphaned_vm".to_string())], "{report}");
@@ -231,7 +232,7 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
     assert_eq!(agent.list_disk().await.unwrap(), std::slice::from_ref(&disk));
 
-    h.director.cpi.detach_disk(&vm, &disk).await.unwrap();
+    h.director.cpi.detach_disk(None, &vm, &disk).await.unwrap();
     let report = scan(&h, "cckd").await;
     let id = format!("{}/inactive_disk", inst.metadata.name);
     assert_eq!(problems(&report), [(id.clone(), "inactive_disk".to_string())], "{report}");
@@ -273,6 +274,6 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     assert_eq!(creates(&h), made, "a reboot creates no VM");
     let i: Object<InstanceSpec> = h.store.get(Some("cckd"), &inst.metadata.name).await.unwrap();
     assert_eq!(i.status.vm_cid.as_deref(), Some(vm.as_str()));
-    assert_eq!(i.status.phase, "running");
+    assert_eq!(i.status.phase, Some(InstancePhase::Running));
     h.stop().await.unwrap();
 }

@@ -13,6 +13,7 @@ use bosh_api::meta::find_condition;
 use bosh_api::objects::{
     CompileWorker, CompiledPackageSpec, DeploymentSpec, EventState, ReleaseSpec, StemcellSpec,
 };
+use bosh_api::objects::{ConditionType, Finalizer, Reason};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest};
@@ -151,7 +152,7 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
 
     let stemcell: Object<StemcellSpec> = h.store.get(None, "bosh-local-agent/1").await.unwrap();
     assert!(stemcell.status.cids.contains_key(h.director.cpi.name()), "{stemcell:?}");
-    assert!(stemcell.metadata.finalizers.contains(&"bosh.io/stemcell-cpi".to_string()));
+    assert!(stemcell.metadata.has_finalizer(Finalizer::StemcellCpi));
 
     let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
     let by_name: BTreeMap<&str, &Object<CompiledPackageSpec>> =
@@ -237,14 +238,14 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     h.deploy_for_task("broken", "broken", "bad", Some(task.spec.id)).await;
     let c = h.compiled_condition("broken").await;
     assert_eq!(c.status, ConditionStatus::False, "{c:?}");
-    assert_eq!(c.reason, "PackageCompileFailed", "{c:?}");
+    assert_eq!(c.reason, Reason::PackageCompileFailed, "{c:?}");
     for want in ["package broken", "exited with code 3", "boom from packaging"] {
         assert!(c.message.contains(want), "{want:?} not in {:?}", c.message);
     }
     let compiled = h.store.list::<CompiledPackageSpec>("").await.unwrap().items;
     assert_eq!(compiled.len(), 1);
     assert!(compiled[0].spec.blob.is_none());
-    let failed = find_condition(&compiled[0].status.conditions, "Failed").unwrap();
+    let failed = find_condition(&compiled[0].status.conditions, ConditionType::Failed).unwrap();
     assert!(failed.message.contains("exited with code 3"), "{failed:?}");
     // The task's event log has the compile's start and its failure with the
     // exit code and output.
@@ -356,17 +357,20 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
     let orphan = h
         .cpi
         .inner
-        .create_vm(&CreateVm {
-            request_id: worker.request_id.clone(),
-            agent_id: worker.agent_id.clone(),
-            stemcell_cid,
-            networks: BTreeMap::from([(
-                "default".to_string(),
-                VmNetwork { ip: worker.ip.clone(), ..Default::default() },
-            )]),
-            settings,
-            ..Default::default()
-        })
+        .create_vm(
+            None,
+            &CreateVm {
+                request_id: worker.request_id.clone(),
+                agent_id: worker.agent_id.clone(),
+                stemcell_cid,
+                networks: BTreeMap::from([(
+                    "default".to_string(),
+                    VmNetwork { ip: worker.ip.clone(), ..Default::default() },
+                )]),
+                settings,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
 
@@ -387,7 +391,6 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
 /// reason (issue 12, item 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stemcell_the_cpi_refuses_shows_the_cpi_error_in_its_status() {
-    use bosh_api::objects::{STEMCELL_READY, StemcellReason};
     let h = world(47, false).await;
     let junk: &'static [u8] = b"not a stemcell image";
     let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(junk))]);
@@ -405,8 +408,8 @@ async fn a_stemcell_the_cpi_refuses_shows_the_cpi_error_in_its_status() {
         let store = store.clone();
         async move {
             let s: Object<StemcellSpec> = store.get(None, "broken/1").await.ok()?;
-            let c = find_condition(&s.status.conditions, STEMCELL_READY)?.clone();
-            (c.reason == StemcellReason::ImportFailed.as_str()).then_some((s.status, c))
+            let c = find_condition(&s.status.conditions, ConditionType::Ready)?.clone();
+            (c.reason == Reason::ImportFailed).then_some((s.status, c))
         }
     })
     .await

@@ -9,7 +9,7 @@ use bosh_api::agent::Settings;
 use bosh_api::store::Fence;
 use bosh_controllers::cpi::external::ExternalCpi;
 use bosh_controllers::cpi::local::LocalCpi;
-use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, FENCE, VmNetwork};
+use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 use serde_json::json;
 
@@ -45,8 +45,8 @@ async fn external_cpi_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let cpi = dummy_cpi(dir.path());
     assert_eq!(cpi.info().await.unwrap().stemcell_formats, ["dummy"]);
-    let sc = cpi.create_stemcell(Path::new("/nonexistent/image"), &json!({})).await.unwrap();
-    let vm = cpi.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    let sc = cpi.create_stemcell(None, Path::new("/nonexistent/image"), &json!({})).await.unwrap();
+    let vm = cpi.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
     assert!(vm.starts_with("vm-"), "API v2's [cid, networks] result must yield the cid: {vm}");
     assert!(cpi.has_vm(&vm).await.unwrap());
     let state: serde_json::Value =
@@ -59,23 +59,24 @@ async fn external_cpi_round_trip() {
 
     let mut md = BTreeMap::new();
     md.insert("deployment".to_string(), "cf".to_string());
-    cpi.set_vm_metadata(&vm, &md).await.unwrap();
-    let disk = cpi.create_disk("req-d", 1024, &json!({}), Some(&vm)).await.unwrap();
+    cpi.set_vm_metadata(None, &vm, &md).await.unwrap();
+    let disk = cpi.create_disk(None, "req-d", 1024, &json!({}), Some(&vm)).await.unwrap();
     assert!(cpi.has_disk(&disk).await.unwrap());
-    cpi.attach_disk(&vm, &disk).await.unwrap();
+    cpi.attach_disk(None, &vm, &disk).await.unwrap();
     assert_eq!(cpi.get_disks(&vm).await.unwrap(), vec![disk.clone()]);
-    cpi.detach_disk(&vm, &disk).await.unwrap();
-    let again = cpi.detach_disk(&vm, &disk).await.unwrap_err();
+    cpi.detach_disk(None, &vm, &disk).await.unwrap();
+    let again = cpi.detach_disk(None, &vm, &disk).await.unwrap_err();
     assert!(again.is_retryable(), "DiskNotAttached is retriable in BOSH: {again}");
-    cpi.delete_disk(&disk).await.unwrap();
-    cpi.delete_vm(&vm).await.unwrap();
+    cpi.delete_disk(None, &disk).await.unwrap();
+    cpi.delete_vm(None, &vm).await.unwrap();
     assert!(!cpi.has_vm(&vm).await.unwrap());
-    let gone = cpi.delete_vm(&vm).await.unwrap_err();
+    let gone = cpi.delete_vm(None, &vm).await.unwrap_err();
     assert!(matches!(gone, CpiError::NotFound { what: "vm", ref cid } if *cid == vm), "{gone}");
 
-    // Made in a controller's term, a call carries its fencing token.
+    // Made in a controller's term, a mutation carries its fencing token.
     let fence = Fence { key: "/bosh/leases/instance".into(), revision: 42 };
-    FENCE.scope(fence, cpi.has_vm(&vm)).await.unwrap();
+    let gone = cpi.delete_vm(Some(&fence), &vm).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
     let calls = state["calls"].as_array().unwrap();
@@ -100,9 +101,9 @@ async fn external_cpi_round_trip() {
 async fn external_cpi_errors_are_typed() {
     let dir = tempfile::tempdir().unwrap();
     let cpi = dummy_cpi(dir.path());
-    let e = cpi.snapshot_disk("disk-1", &BTreeMap::new()).await.unwrap_err();
+    let e = cpi.snapshot_disk(None, "disk-1", &BTreeMap::new()).await.unwrap_err();
     assert!(matches!(e, CpiError::NotSupported { method: "snapshot_disk" }), "{e}");
-    let e = cpi.create_vm(&create_vm_request("no-such-stemcell", "r")).await.unwrap_err();
+    let e = cpi.create_vm(None, &create_vm_request("no-such-stemcell", "r")).await.unwrap_err();
     assert!(e.is_retryable(), "VMCreationFailed is retriable: {e}");
 
     let mut props = serde_json::Map::new();
@@ -154,9 +155,10 @@ async fn local_vm_lifecycle_and_process_tree() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("{}.{}", 90000 + std::process::id() % 9999, rand_suffix());
     let cpi = LocalCpi::open(&dir.path().join("cpi")).unwrap();
-    let sc = cpi.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+    let sc =
+        cpi.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
 
-    let vm = cpi.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    let vm = cpi.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
     assert!(cpi.has_vm(&vm).await.unwrap());
     let started = cpi.vm_dir(&vm).join("agent.started");
     eventually(DEADLINE, "the VM's agent to start", || {
@@ -173,16 +175,16 @@ async fn local_vm_lifecycle_and_process_tree() {
     assert_eq!(settings.root_dir, cpi.vm_dir(&vm).to_string_lossy());
 
     // Persistent disks: attach lists the disk in the VM's settings.
-    let disk = cpi.create_disk("req-d", 100, &json!({}), None).await.unwrap();
+    let disk = cpi.create_disk(None, "req-d", 100, &json!({}), None).await.unwrap();
     std::fs::write(cpi.disk_dir(&disk).join("marker"), "kept").unwrap();
-    cpi.attach_disk(&vm, &disk).await.unwrap();
+    cpi.attach_disk(None, &vm, &disk).await.unwrap();
     let settings: Settings =
         serde_json::from_slice(&std::fs::read(cpi.vm_dir(&vm).join("settings.json")).unwrap())
             .unwrap();
     assert_eq!(settings.disks.persistent[&disk], cpi.disk_dir(&disk).to_string_lossy());
-    assert!(cpi.delete_disk(&disk).await.is_err(), "an attached disk cannot be deleted");
+    assert!(cpi.delete_disk(None, &disk).await.is_err(), "an attached disk cannot be deleted");
 
-    cpi.delete_vm(&vm).await.unwrap();
+    cpi.delete_vm(None, &vm).await.unwrap();
     assert!(!cpi.has_vm(&vm).await.unwrap());
     eventually(DEADLINE, "every process of the VM to be gone", || {
         let m = marker.clone();
@@ -193,7 +195,7 @@ async fn local_vm_lifecycle_and_process_tree() {
     assert!(!cpi.vm_dir(&vm).exists());
     assert_eq!(std::fs::read_to_string(cpi.disk_dir(&disk).join("marker")).unwrap(), "kept");
     assert!(cpi.get_disks(&vm).await.is_err());
-    cpi.delete_disk(&disk).await.unwrap();
+    cpi.delete_disk(None, &disk).await.unwrap();
 }
 
 /// A killed agent makes has_vm false; a lost create reply is adopted by request id; the inventory survives a reopen.
@@ -203,9 +205,10 @@ async fn local_vm_death_adoption_and_restart() {
     let marker = format!("{}.{}", 80000 + std::process::id() % 9999, rand_suffix());
     let root = dir.path().join("cpi");
     let cpi = LocalCpi::open(&root).unwrap();
-    let sc = cpi.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
-    let a = cpi.create_vm(&create_vm_request(&sc, "req-a")).await.unwrap();
-    let b = cpi.create_vm(&create_vm_request(&sc, "req-b")).await.unwrap();
+    let sc =
+        cpi.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+    let a = cpi.create_vm(None, &create_vm_request(&sc, "req-a")).await.unwrap();
+    let b = cpi.create_vm(None, &create_vm_request(&sc, "req-b")).await.unwrap();
 
     // "The reply was lost": the caller only knows its request id.
     assert_eq!(cpi.find_vm_by_request("req-b").await.unwrap(), Some(b.clone()));
@@ -227,9 +230,9 @@ async fn local_vm_death_adoption_and_restart() {
     .await
     .unwrap();
     assert!(cpi.has_vm(&b).await.unwrap(), "other VMs are unaffected");
-    cpi.delete_vm(&a).await.unwrap();
-    cpi.delete_vm(&b).await.unwrap();
-    let e = cpi.delete_vm(&a).await.unwrap_err();
+    cpi.delete_vm(None, &a).await.unwrap();
+    cpi.delete_vm(None, &b).await.unwrap();
+    let e = cpi.delete_vm(None, &a).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
     eventually(DEADLINE, "every process gone", || {
         let m = marker.clone();
@@ -255,23 +258,24 @@ async fn local_cpis_sharing_a_directory_see_one_world() {
     let root = dir.path().join("cpi");
     let a = LocalCpi::open(&root).unwrap();
     let b = LocalCpi::open(&root).unwrap();
-    let sc = a.create_stemcell(&fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
+    let sc =
+        a.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
 
-    let vm = a.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    let vm = a.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
     assert!(b.has_vm(&vm).await.unwrap(), "b sees a's VM");
     assert_eq!(b.find_vm_by_request("req-1").await.unwrap(), Some(vm.clone()));
-    let again = b.create_vm(&create_vm_request(&sc, "req-1")).await.unwrap();
+    let again = b.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
     assert_eq!(again, vm, "the request id is an idempotency key");
-    let disk = b.create_disk("req-d", 10, &json!({}), None).await.unwrap();
-    assert_eq!(a.create_disk("req-d", 10, &json!({}), None).await.unwrap(), disk);
-    a.attach_disk(&vm, &disk).await.unwrap();
+    let disk = b.create_disk(None, "req-d", 10, &json!({}), None).await.unwrap();
+    assert_eq!(a.create_disk(None, "req-d", 10, &json!({}), None).await.unwrap(), disk);
+    a.attach_disk(None, &vm, &disk).await.unwrap();
     assert_eq!(b.get_disks(&vm).await.unwrap(), std::slice::from_ref(&disk));
     let inv = LocalCpi::inventory(&root).unwrap();
     assert_eq!(inv.vms.len(), 1, "one VM, not two");
     assert_eq!(inv.disks.len(), 1, "one disk, not two");
     assert_eq!(inv.disks[&disk].attached_to.as_deref(), Some(vm.as_str()));
 
-    b.delete_vm(&vm).await.unwrap();
+    b.delete_vm(None, &vm).await.unwrap();
     assert!(!a.has_vm(&vm).await.unwrap(), "a sees b's delete");
     assert_eq!(LocalCpi::inventory(&root).unwrap().disks[&disk].attached_to, None);
     eventually(DEADLINE, "every process gone", || {
@@ -311,10 +315,9 @@ async fn local_cpi_refuses_a_deposed_leaders_fence() {
     let fence = |key: &str, revision| Fence { key: format!("/bosh/leases/{key}"), revision };
     let none = json!({});
 
-    let new = FENCE.scope(fence("instance", 20), cpi.create_disk("r-1", 1, &none, None));
-    let disk = new.await.unwrap();
-    let old = FENCE.scope(fence("instance", 10), cpi.create_disk("r-2", 1, &none, None));
-    let e = old.await.unwrap_err();
+    let disk = cpi.create_disk(Some(&fence("instance", 20)), "r-1", 1, &none, None).await.unwrap();
+    let old = cpi.create_disk(Some(&fence("instance", 10)), "r-2", 1, &none, None).await;
+    let e = old.unwrap_err();
     assert!(e.to_string().contains("older than 20"), "{e}");
     assert!(!e.is_retryable());
     assert_eq!(
@@ -322,13 +325,12 @@ async fn local_cpi_refuses_a_deposed_leaders_fence() {
         1,
         "nothing made"
     );
-    let stale_delete = FENCE.scope(fence("instance", 19), cpi.delete_disk(&disk));
-    assert!(stale_delete.await.is_err(), "a deposed leader deletes nothing");
+    let stale_delete = cpi.delete_disk(Some(&fence("instance", 19)), &disk).await;
+    assert!(stale_delete.is_err(), "a deposed leader deletes nothing");
     assert!(cpi.has_disk(&disk).await.unwrap());
 
-    let other = FENCE.scope(fence("compilation", 5), cpi.create_disk("r-3", 1, &none, None));
-    other.await.unwrap();
-    cpi.create_disk("r-4", 1, &none, None).await.unwrap();
-    FENCE.scope(fence("instance", 21), cpi.delete_disk(&disk)).await.unwrap();
+    cpi.create_disk(Some(&fence("compilation", 5)), "r-3", 1, &none, None).await.unwrap();
+    cpi.create_disk(None, "r-4", 1, &none, None).await.unwrap();
+    cpi.delete_disk(Some(&fence("instance", 21)), &disk).await.unwrap();
     assert!(!cpi.has_disk(&disk).await.unwrap());
 }

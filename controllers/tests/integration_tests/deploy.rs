@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bosh_api::agent::Method;
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase, Reason};
 use bosh_api::objects::{
     DeploymentSpec, DesiredState, DiskPhase, DiskSpec, EventSpec, EventState, InstanceOverride,
     InstanceSpec, TaskChange, TaskSpec, TaskState,
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::deployment::READY;
 use bosh_controllers::tasks::{create_change_task, create_task, task_name};
 use bosh_test_utils::eventually;
 
@@ -229,7 +229,7 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
         let store = store.clone();
         async move {
             let all = store.list::<InstanceSpec>("hello/").await.ok()?.items;
-            all.iter().all(|i| i.status.health == "running").then_some(())
+            all.iter().all(|i| i.status.health == Some(InstanceHealth::Running)).then_some(())
         }
     })
     .await
@@ -272,8 +272,8 @@ async fn a_failing_canary_halts_the_rollout() {
     let changed: Vec<&Object<InstanceSpec>> =
         after.iter().filter(|i| before[&i.metadata.name] != i.spec.config_hash).collect();
     assert_eq!(changed.len(), 1, "only the canary took the new spec");
-    let c = find_condition(&changed[0].status.conditions, READY).unwrap();
-    assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, "UpdateFailed"));
+    let c = find_condition(&changed[0].status.conditions, ConditionType::Ready).unwrap();
+    assert_eq!((c.status, &c.reason), (ConditionStatus::False, &Reason::UpdateFailed));
     // Only the canary was applied (once: its retries only start it again).
     assert_eq!(h.applies(), applies + 1);
     for i in after.iter().filter(|i| before[&i.metadata.name] == i.spec.config_hash) {
@@ -353,7 +353,8 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
         let (state, result) = h.task_end(t).await;
         assert_eq!(state, TaskState::Done, "{what}: {result}");
         let inst = h.instances("db").await.remove(0);
-        assert_eq!(inst.status.phase, if what == "stop" { "stopped" } else { "running" }, "{what}");
+        let phase = if what == "stop" { InstancePhase::Stopped } else { InstancePhase::Running };
+        assert_eq!(inst.status.phase, Some(phase), "{what}");
         let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
         let read =
             vec!["sh".into(), "-c".into(), "cat \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
@@ -398,7 +399,7 @@ async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
     assert_eq!(state, TaskState::Error);
     assert!(result.contains("instance_groups[0].vm_type"), "{result}");
     let d: Object<DeploymentSpec> = h.store.get(None, "bad").await.unwrap();
-    let c = find_condition(&d.status.conditions, "Invalid").unwrap();
+    let c = find_condition(&d.status.conditions, ConditionType::Invalid).unwrap();
     assert_eq!(c.status, ConditionStatus::True);
     assert!(h.instances("bad").await.is_empty());
     assert_eq!(

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, DiskSpec, InstanceSpec};
 use bosh_api::store::Store;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
@@ -156,18 +157,19 @@ pub(super) async fn leads_all(store: &Store, replica: &str) {
 /// is `running`.
 async fn converged(store: &Store) -> Option<Vec<Object<InstanceSpec>>> {
     let d: Object<DeploymentSpec> = store.get(None, "hello").await.ok()?;
-    let c = find_condition(&d.status.conditions, "Ready")?;
+    let c = find_condition(&d.status.conditions, ConditionType::Ready)?;
     if c.status != ConditionStatus::True || c.observed_revision != d.metadata.generation {
         return None;
     }
     let items = store.list::<InstanceSpec>("hello/").await.ok()?.items;
     let ready = |i: &Object<InstanceSpec>| {
-        find_condition(&i.status.conditions, "Ready").is_some_and(|c| {
+        find_condition(&i.status.conditions, ConditionType::Ready).is_some_and(|c| {
             c.status == ConditionStatus::True && c.observed_revision == i.metadata.generation
         })
     };
-    (items.len() == 2 && items.iter().all(|i| ready(i) && i.status.health == "running"))
-        .then_some(items)
+    (items.len() == 2
+        && items.iter().all(|i| ready(i) && i.status.health == Some(InstanceHealth::Running)))
+    .then_some(items)
 }
 
 /// Kills instance `name`'s VM (its process tree), returns the VM's cid.
@@ -180,7 +182,7 @@ async fn kill_vm(store: &Store, cpi: &LocalCpi, name: &str) -> String {
 
 /// Waits until instance `name` is being resurrected: its dead VM is gone
 /// from its status and the new one is not running yet.
-async fn mid_resurrection(store: &Store, name: &str, dead: &str) -> String {
+async fn mid_resurrection(store: &Store, name: &str, dead: &str) -> Option<InstancePhase> {
     eventually(RESURRECT_DEADLINE, "the resurrection to be under way", || async move {
         let i: Object<InstanceSpec> = store.get(Some("hello"), name).await.ok()?;
         (i.status.vm_cid.as_deref() != Some(dead)).then_some(i.status.phase)
@@ -258,7 +260,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     let dead = kill_vm(&store, &cpi, &victim).await;
     let phase = mid_resurrection(&store, &victim, &dead).await;
     kill(&mut replicas[killed].take().unwrap().0, libc::SIGKILL);
-    assert_ne!(phase, "running", "killed before the resurrection finished");
+    assert_ne!(phase, Some(InstancePhase::Running), "killed before the resurrection finished");
     converged_without_duplicates(&store, &dir.join("cpi"), &dead).await;
     assert_eq!(holder(&store, "instance").await.as_deref(), Some(&*format!("r{survivor}")));
     assert_eq!(
@@ -280,7 +282,7 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     let paused = replicas[survivor].as_mut().unwrap();
     // SAFETY: signalling a child we spawned and have not reaped.
     unsafe { libc::kill(paused.0.id() as i32, libc::SIGSTOP) };
-    assert_ne!(phase, "running", "paused before the resurrection finished");
+    assert_ne!(phase, Some(InstancePhase::Running), "paused before the resurrection finished");
     let active = format!("r{killed}");
     leads_all(&store, &active).await;
     converged_without_duplicates(&store, &dir.join("cpi"), &dead).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bosh_api::agent::{Heartbeat, JobState};
-use bosh_api::objects::{EventSpec, InstanceSpec};
+use bosh_api::objects::{EventSpec, InstanceHealth, InstanceSpec};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::daemon::{self, Options};
 use bosh_controllers::health::HealthConfig;
@@ -22,9 +22,9 @@ async fn beat(nats: &async_nats::Client, agents: &[String]) {
     nats.flush().await.unwrap();
 }
 
-async fn count(h: &Harness, health: &str) -> usize {
+async fn count(h: &Harness, health: InstanceHealth) -> usize {
     let all = h.store.list::<InstanceSpec>("sim/").await.unwrap().items;
-    all.iter().filter(|i| i.status.health == health).count()
+    all.iter().filter(|i| i.status.health == Some(health.clone())).count()
 }
 
 /// 200 agents heartbeat every second for 6 s: 200 writes (unknown →
@@ -85,21 +85,21 @@ async fn etcd_writes_equal_health_transitions() {
         beat(&nats, &agents).await;
         tokio::time::sleep(Duration::from_secs(1)).await; // the heartbeat interval
     }
-    assert_eq!(count(&h, "running").await, 200);
+    assert_eq!(count(&h, InstanceHealth::Running).await, 200);
     assert_eq!(h.store.revision().await.unwrap() - rev, 200, "one write per transition");
 
     let rev = h.store.revision().await.unwrap();
     let (silent, beating) = agents.split_at(20);
     let h2 = &h;
     let mut waited = 0;
-    while count(h2, "unresponsive").await < 20 && waited < 20 {
+    while count(h2, InstanceHealth::Unresponsive).await < 20 && waited < 20 {
         beat(&nats, beating).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         waited += 1;
     }
     beat(&nats, beating).await;
-    assert_eq!(count(&h, "unresponsive").await, 20, "{silent:?} fell silent");
-    assert_eq!(count(&h, "running").await, 180);
+    assert_eq!(count(&h, InstanceHealth::Unresponsive).await, 20, "{silent:?} fell silent");
+    assert_eq!(count(&h, InstanceHealth::Running).await, 180);
     // Each unresponsive agent also raises an alert: an event in task 0
     // (two writes: its sequence number and the event).
     let alerts = eventually(Duration::from_secs(5), "20 alert events", || async move {
@@ -196,13 +196,13 @@ async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval()
     tokio::select! {
         _ = beating => unreachable!(),
         r = eventually(Duration::from_secs(20), "the agent seen running", || async move {
-            (count(h2, "running").await == 1).then_some(())
+            (count(h2, InstanceHealth::Running).await == 1).then_some(())
         }) => r.unwrap(),
     }
     beat(&nats, &agents).await; // the last heartbeat
     let silent = std::time::Instant::now();
     eventually(timeout * 4, "the agent seen unresponsive", || async move {
-        (count(h2, "unresponsive").await == 1).then_some(())
+        (count(h2, InstanceHealth::Unresponsive).await == 1).then_some(())
     })
     .await
     .unwrap();

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{ConditionStatus, Object};
 use bosh_controllers::health::HealthConfig;
@@ -77,7 +78,7 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
             let (store, old, name) = (store.clone(), old.clone(), name.clone());
             async move {
                 let i: Object<InstanceSpec> = store.get(Some("res"), &name).await.ok()?;
-                let c = find_condition(&i.status.conditions, "Ready")?;
+                let c = find_condition(&i.status.conditions, ConditionType::Ready)?;
                 (c.status == ConditionStatus::True && i.status.vm_cid.as_deref() != Some(&old))
                     .then_some(i)
             }
@@ -115,7 +116,7 @@ async fn a_short_pause_is_not_a_death() {
     assert_eq!(creates(&h), before, "no resurrection");
     let i: Object<InstanceSpec> = h.store.get(Some("pause"), &inst.metadata.name).await.unwrap();
     assert_eq!(i.status.vm_cid.as_deref(), Some(cid.as_str()));
-    assert_ne!(i.status.health, "unresponsive");
+    assert_ne!(i.status.health, Some(InstanceHealth::Unresponsive));
     h.stop().await.unwrap();
 }
 
@@ -137,7 +138,7 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, "melt").await.ok()?;
-            find_condition(&d.status.conditions, "Meltdown")
+            find_condition(&d.status.conditions, ConditionType::Meltdown)
                 .filter(|c| c.status == ConditionStatus::True)
                 .cloned()
         }
@@ -158,7 +159,7 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
     .await
     .unwrap();
     let d: Object<DeploymentSpec> = h.store.get(None, "melt").await.unwrap();
-    let c = find_condition(&d.status.conditions, "Meltdown").unwrap();
+    let c = find_condition(&d.status.conditions, ConditionType::Meltdown).unwrap();
     assert_eq!(c.status, ConditionStatus::False);
     let deleted = h.cpi.deleted.lock().unwrap()[deleted_before..].to_vec();
     for (i, cid) in cids.iter().enumerate() {
@@ -195,7 +196,7 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
         let (store, name) = (store.clone(), name.clone());
         async move {
             let i: Object<InstanceSpec> = store.get(Some("quiet"), &name).await.ok()?;
-            (i.status.health == "unresponsive").then_some(())
+            (i.status.health == Some(InstanceHealth::Unresponsive)).then_some(())
         }
     })
     .await
@@ -232,7 +233,7 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
         }
     };
     eventually(AGENT_TIMEOUT + Duration::from_secs(15), "the new VM seen running", || {
-        seen(|i| i.status.health == "running")
+        seen(|i| i.status.health == Some(InstanceHealth::Running))
     })
     .await
     .unwrap();
@@ -248,7 +249,9 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
     h.store.update_spec(&d).await.unwrap();
     eventually(Duration::from_secs(60), "the instance detached, showing no health", || {
         seen(|i| {
-            i.status.phase == "detached" && i.status.vm_cid.is_none() && i.status.health.is_empty()
+            i.status.phase == Some(InstancePhase::Detached)
+                && i.status.vm_cid.is_none()
+                && i.status.health.is_none()
         })
     })
     .await

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bosh_api::objects::{ConfigSpec, DeploymentSpec, InstanceSpec};
+use bosh_api::objects::{ConfigSpec, DeploymentSpec, Finalizer, InstancePhase, InstanceSpec};
 use bosh_api::store::{Fence, Store};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::runtime::{
@@ -48,9 +48,9 @@ async fn wait_runs(runs: &Runs, key: &str, n: usize) {
 }
 
 /// Writes a new status of instance `dep/web/0`.
-async fn touch_instance(store: &Store, dep: &str, phase: &str) {
+async fn touch_instance(store: &Store, dep: &str, phase: InstancePhase) {
     let mut i: Object<InstanceSpec> = store.get(Some(dep), "web/0").await.unwrap();
-    i.status.phase = phase.into();
+    i.status.phase = Some(phase);
     store.update_status(&i).await.unwrap();
 }
 
@@ -93,8 +93,8 @@ async fn a_secondary_watch_wakes_exactly_the_owner_of_the_changed_child() {
     }
     assert_eq!(instances.cache().len(), 3, "the owned kind is cached while leading");
 
-    touch_instance(&store, "a", "updating").await;
-    touch_instance(&store, "c", "updating").await;
+    touch_instance(&store, "a", InstancePhase::Updating).await;
+    touch_instance(&store, "c", InstancePhase::Updating).await;
     wait_runs(&runs, "c", 2).await;
     assert_eq!((runs.of("a"), runs.of("b"), runs.of("c")), (2, 1, 2));
 
@@ -115,7 +115,9 @@ struct Work {
     cleanups: AtomicUsize,
 }
 
-const NAME: &str = "bosh.io/test";
+/// Any finalizer will do: the test's object is a Config, which none of
+/// boshd's controllers finalizes.
+const NAME: Finalizer = Finalizer::StemcellCpi;
 
 fn ctx_on(store: Store) -> Ctx<()> {
     Ctx {
@@ -139,7 +141,7 @@ async fn pass(
         NAME,
         |o| async move {
             let stored: Object<ConfigSpec> = store.get(None, &o.metadata.name).await?;
-            work.applied.lock().unwrap().push(stored.metadata.finalizers.iter().any(|f| f == NAME));
+            work.applied.lock().unwrap().push(stored.metadata.has_finalizer(NAME));
             Ok(Action::await_change())
         },
         |_| async move {
@@ -166,14 +168,14 @@ async fn the_finalizer_is_added_before_work_and_removed_after_cleanup_across_a_c
     assert_eq!(pass(&ctx, &work, &stale).await.unwrap(), Action::await_change());
     assert!(work.applied.lock().unwrap().is_empty(), "no work before the finalizer");
     let stored: Object<ConfigSpec> = store.get(None, "cloud/fin").await.unwrap();
-    assert_eq!(stored.metadata.finalizers, [NAME]);
+    assert_eq!(stored.metadata.finalizers, [NAME.as_str()]);
     // A stale view (the add's reply lost, a cache behind) adds nothing
     // twice: it works on what etcd holds.
     pass(&ctx, &work, &stale).await.unwrap();
     pass(&ctx, &work, &stored).await.unwrap();
     assert_eq!(*work.applied.lock().unwrap(), [true, true], "work only with the finalizer stored");
     let stored: Object<ConfigSpec> = store.get(None, "cloud/fin").await.unwrap();
-    assert_eq!(stored.metadata.finalizers, [NAME], "added once");
+    assert_eq!(stored.metadata.finalizers, [NAME.as_str()], "added once");
 
     // Deleted: the finalizer keeps the object until the clean-up is done.
     assert!(!store.delete::<ConfigSpec>(None, "cloud/fin", None).await.unwrap());
@@ -185,7 +187,11 @@ async fn the_finalizer_is_added_before_work_and_removed_after_cleanup_across_a_c
     assert!(pass(&deposed, &work, &deleting).await.is_err(), "the removal was refused");
     assert_eq!(work.cleanups.load(Ordering::SeqCst), 1);
     let still: Object<ConfigSpec> = store.get(None, "cloud/fin").await.unwrap();
-    assert_eq!(still.metadata.finalizers, [NAME], "kept: the clean-up may not have finished");
+    assert_eq!(
+        still.metadata.finalizers,
+        [NAME.as_str()],
+        "kept: the clean-up may not have finished"
+    );
     // The next reconcile cleans up again (idempotent) and lets it go.
     assert_eq!(pass(&ctx, &work, &deleting).await.unwrap(), Action::await_change());
     assert_eq!(work.cleanups.load(Ordering::SeqCst), 2);

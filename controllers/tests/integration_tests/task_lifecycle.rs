@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use bosh_api::Object;
+use bosh_api::objects::{ConditionType, Reason};
 use bosh_api::objects::{DeploymentSpec, TaskChange, TaskSpec, TaskState};
 use bosh_controllers::tasks::task_name;
 use bosh_controllers::testing::{Harness, HarnessOptions};
@@ -69,8 +70,8 @@ async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, "web").await.ok()?;
-            let c = bosh_api::meta::find_condition(&d.status.conditions, "Ready")?;
-            (c.reason == "Cancelled").then(|| c.message.clone())
+            let c = bosh_api::meta::find_condition(&d.status.conditions, ConditionType::Ready)?;
+            (c.reason == Reason::Cancelled).then(|| c.message.clone())
         }
     })
     .await

@@ -64,7 +64,7 @@ async fn twenty_local_vms_answer_ping() {
         w.agents.for_agent(id.as_str()).ping().await.unwrap();
     }
     for (id, vm) in &vms {
-        w.cpi.delete_vm(vm).await.unwrap();
+        w.cpi.delete_vm(None, vm).await.unwrap();
         w.bus.revoke(&w.store, id).await.unwrap();
     }
     assert!(w.agents.for_agent(vms[1].0.as_str()).ping().await.is_err(), "a deleted VM answered");
@@ -143,7 +143,7 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "only VMs the director recorded can be reached");
-    director.cpi.delete_vm(&vm).await.unwrap();
+    director.cpi.delete_vm(None, &vm).await.unwrap();
     drop(rest);
 }
 
@@ -169,7 +169,7 @@ async fn a_killed_agent_is_restarted_on_its_vm() {
     assert!(w.cpi.has_vm(&vm).await.unwrap(), "the VM outlives its agent");
     ping_until_up(&w.agents, "agent-crash").await;
     println!("agent {first} killed; {second} answers");
-    w.cpi.delete_vm(&vm).await.unwrap();
+    w.cpi.delete_vm(None, &vm).await.unwrap();
     eventually(DEADLINE, "deleting the VM to end its agent for good", || {
         let s = settings.clone();
         async move { agent_pid(&s).is_none().then_some(()) }

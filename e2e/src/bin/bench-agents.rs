@@ -66,7 +66,7 @@ async fn run(args: Args) -> Result<()> {
     let ping_vm = world.create_vm("bench-ping", "127.77.0.2").await?;
     ping_until_up(&world.agents, "bench-ping").await?;
     round_trips(&world, &director, args.pings).await?;
-    world.cpi.delete_vm(&ping_vm).await?;
+    world.cpi.delete_vm(None, &ping_vm).await?;
     world.bus.revoke(&world.store, "bench-ping").await?;
 
     // 2. Creating VMs.
@@ -82,7 +82,7 @@ async fn run(args: Args) -> Result<()> {
     // Clean up.
     let t = Instant::now();
     for (id, cid) in &vms {
-        world.cpi.delete_vm(cid).await?;
+        world.cpi.delete_vm(None, cid).await?;
         world.bus.revoke(&world.store, id).await?;
     }
     println!(

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bosh_api::ConditionStatus;
+use bosh_api::objects::{ConditionType, Reason};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec};
 use bosh_controllers::render::ruby_runs;
 use bosh_controllers::testing::{
@@ -126,7 +127,7 @@ enum FirstPass {
     /// many Ruby render runs.
     Instance(Duration, u64),
     /// Its `Ready` went False for a reason other than a rollout in progress.
-    Failed { after: Duration, reason: String, message: String },
+    Failed { after: Duration, reason: Reason, message: String },
 }
 
 /// Watches deployment `name` from `start` (polling every 100 ms) and records
@@ -145,10 +146,11 @@ async fn observe(
         tokio::time::sleep(Duration::from_millis(100)).await;
         if first.get().is_none()
             && let Ok(d) = h.store.get::<DeploymentSpec>(None, name).await
-            && let Some(c) = bosh_api::meta::find_condition(&d.status.conditions, "Ready")
+            && let Some(c) =
+                bosh_api::meta::find_condition(&d.status.conditions, ConditionType::Ready)
             && c.observed_revision == d.metadata.generation
             && c.status == ConditionStatus::False
-            && c.reason != "RollingOut"
+            && c.reason != Reason::RollingOut
         {
             let (reason, message) = (c.reason.clone(), c.message.clone());
             let _ = first.set(FirstPass::Failed { after: start.elapsed(), reason, message });
@@ -159,9 +161,12 @@ async fn observe(
             let _ = first.set(FirstPass::Instance(start.elapsed(), ruby_runs() - ruby));
         }
         let ready = list.items.iter().any(|i| {
-            bosh_api::meta::find_condition(&i.status.conditions, "Ready").is_some_and(|c| {
-                c.status == ConditionStatus::True && c.observed_revision == i.metadata.generation
-            })
+            bosh_api::meta::find_condition(&i.status.conditions, ConditionType::Ready).is_some_and(
+                |c| {
+                    c.status == ConditionStatus::True
+                        && c.observed_revision == i.metadata.generation
+                },
+            )
         });
         if ready {
             let _ = canary.set(start.elapsed());

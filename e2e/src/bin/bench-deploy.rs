@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use bosh_api::agent::Method;
 use bosh_api::objects::{
-    CompiledPackageSpec, EventSpec, EventState, InstanceSpec, TaskSpec, TaskState,
+    CompiledPackageSpec, EventSpec, EventState, InstanceHealth, InstanceSpec, TaskSpec, TaskState,
 };
 use bosh_api::store::Store;
 use bosh_api::{Kind, Object};
@@ -149,9 +149,9 @@ async fn task_done(store: &Store, id: u64, deadline: Duration) -> Result<()> {
 /// condition and every instance not ready at its generation.
 async fn diagnose(h: &Harness, name: &str) {
     use bosh_api::meta::find_condition;
-    use bosh_controllers::deployment::READY;
+    use bosh_api::objects::ConditionType;
     if let Ok(d) = h.store.get::<bosh_api::objects::DeploymentSpec>(None, name).await {
-        let ready = find_condition(&d.status.conditions, READY);
+        let ready = find_condition(&d.status.conditions, ConditionType::Ready);
         println!(
             "deployment {name}: generation {}, ready {:?}",
             d.metadata.generation,
@@ -160,7 +160,7 @@ async fn diagnose(h: &Harness, name: &str) {
     }
     let all = h.store.list::<InstanceSpec>(&format!("{name}/")).await.map(|l| l.items);
     for i in all.unwrap_or_default() {
-        let ready = find_condition(&i.status.conditions, READY);
+        let ready = find_condition(&i.status.conditions, ConditionType::Ready);
         let settled = ready.is_some_and(|c| {
             c.status == bosh_api::ConditionStatus::True
                 && c.observed_revision == i.metadata.generation
@@ -257,7 +257,7 @@ async fn run(args: Args) -> Result<()> {
         let store = store.clone();
         async move {
             let all = store.list::<InstanceSpec>("").await.ok()?.items;
-            all.iter().all(|i| i.status.health == "running").then_some(())
+            all.iter().all(|i| i.status.health == Some(InstanceHealth::Running)).then_some(())
         }
     })
     .await?;

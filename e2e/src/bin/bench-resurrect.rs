@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use bosh_api::agent::{Heartbeat, JobState};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
+use bosh_api::objects::{InstanceHealth, InstancePhase};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::health::HealthConfig;
 use bosh_controllers::tasks::{create_task, task_name};
@@ -117,7 +118,9 @@ async fn latency(args: &Args) -> Result<()> {
             let (store, name, old, ip) = (store.clone(), name.clone(), old.clone(), ip.clone());
             async move {
                 let i: Object<InstanceSpec> = store.get(Some("res"), &name).await.ok()?;
-                if i.status.vm_cid.as_deref() == Some(&old) || i.status.phase != "running" {
+                if i.status.vm_cid.as_deref() == Some(&old)
+                    || i.status.phase != Some(InstancePhase::Running)
+                {
                     return None;
                 }
                 let r = reqwest::Client::new()
@@ -225,7 +228,7 @@ async fn load(args: &Args) -> Result<()> {
         .await?
         .items
         .iter()
-        .filter(|i| i.status.health == "running")
+        .filter(|i| i.status.health == Some(InstanceHealth::Running))
         .count();
     println!(
         "CPU: publishing alone {:.2} s; publishing + monitor {:.2} s; monitor {:.2} s over {} s = {:.1} % of a core at {:.0} heartbeats/s",

@@ -1,4 +1,4 @@
-//! Fault scenario F1 (shared/FAULT-MATRIX.md): how long manifest validation
+//! Fault scenario F1 (docs/fault-matrix.md): how long manifest validation
 //! takes, and how much memory it needs, on fuzzed manifests (type flips,
 //! missing keys, unicode, 10 MB strings, YAML alias bombs), against a
 //! baseline of the unmutated examples measured in the same run.

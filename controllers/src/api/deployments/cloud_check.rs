@@ -100,7 +100,7 @@ pub fn record(cc: &mut CloudCheckSpec, chosen: &BTreeMap<String, Resolution>) {
 }
 
 /// `POST /v1/deployments/<name>/cloud-check/resolutions`.
-pub(in crate::api) async fn resolve(
+pub(in crate::api) async fn record_resolutions(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,

@@ -182,6 +182,22 @@ fn static_ips_stay_with_their_instances() {
     );
 }
 
+/// F8: a static IP held outside the deployment is not taken, and the
+/// error names it.
+#[test]
+fn a_static_ip_held_elsewhere_is_refused_by_name() {
+    let net = "  networks: [{name: default, static_ips: [127.77.1.12]}]\n";
+    let outside: BTreeSet<Ipv4Addr> = ["127.77.1.12".parse().unwrap()].into();
+    let err = plan(&manifest(&group("db", 1, "z1", net)), &cloud(), &[], &outside, &mut ids())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "instance_groups[0] (db): instance group db in az z1 needs 1 new addresses on network \"default\"; its static_ips had 0 free; in use outside this deployment (another deployment or a compile VM): 127.77.1.12"
+        ]
+    );
+}
+
 /// No address is handed out twice: not across groups, and not one used outside the deployment.
 #[test]
 fn addresses_are_never_shared() {

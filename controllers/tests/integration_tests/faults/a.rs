@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::Method;
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec,
 };
@@ -138,7 +139,7 @@ async fn faults_a4_a_converged_deployment_reconciled_twice_is_silent() {
         let store = store.clone();
         async move {
             let all = store.list::<InstanceSpec>("a4/").await.ok()?.items;
-            all.iter().all(|i| i.status.health == "running").then_some(())
+            all.iter().all(|i| i.status.health == Some(InstanceHealth::Running)).then_some(())
         }
     })
     .await
@@ -230,7 +231,9 @@ async fn faults_a5_a_cache_100_revisions_behind_decides_no_deletion() {
         async move {
             let all = store.list::<InstanceSpec>("a5/").await.ok()?.items;
             (all.len() == 3
-                && all.iter().all(|i| instance::is_converged(i) && i.status.phase == "running"))
+                && all.iter().all(|i| {
+                    instance::is_converged(i) && i.status.phase == Some(InstancePhase::Running)
+                }))
             .then_some(())
         }
     })
@@ -461,13 +464,16 @@ async fn faults_a7_spec_edits_racing_status_writes_lose_no_update() {
 /// converged and running (of boshd run as a process).
 async fn ready_with(store: &bosh_api::store::Store, name: &str, n: usize) -> Option<()> {
     let d: Object<DeploymentSpec> = store.get(None, name).await.ok()?;
-    let c = bosh_api::meta::find_condition(&d.status.conditions, deployment::READY)?;
+    let c = bosh_api::meta::find_condition(&d.status.conditions, ConditionType::Ready)?;
     if c.status != bosh_api::ConditionStatus::True || c.observed_revision != d.metadata.generation {
         return None;
     }
     let all = store.list::<InstanceSpec>(&format!("{name}/")).await.ok()?.items;
-    (all.len() == n && all.iter().all(|i| instance::is_converged(i) && i.status.phase == "running"))
-        .then_some(())
+    (all.len() == n
+        && all
+            .iter()
+            .all(|i| instance::is_converged(i) && i.status.phase == Some(InstancePhase::Running)))
+    .then_some(())
 }
 
 /// A1: boshd, run as a process, is `kill -9`ed at a seeded random moment
@@ -542,8 +548,10 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, "a1-ref").await.ok()?;
-            let c =
-                bosh_api::meta::find_condition(&d.status.conditions, compile::PACKAGES_COMPILED)?;
+            let c = bosh_api::meta::find_condition(
+                &d.status.conditions,
+                ConditionType::PackagesCompiled,
+            )?;
             (c.status == bosh_api::ConditionStatus::True).then(Instant::now)
         }
     })
@@ -625,7 +633,7 @@ pub(super) async fn no_violations(store: &bosh_api::store::Store, cpi: &std::pat
 /// the new one began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
-    use bosh_controllers::cpi::{Cpi, FENCE};
+    use bosh_controllers::cpi::Cpi;
     let (env, store) = super::super::setup().await;
     let root = env.dir().join("cpi");
     let cpi = LocalCpi::open(&root).unwrap().with_audit_store(store.clone());
@@ -643,9 +651,9 @@ async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
     let new = store.try_acquire(election, "successor", new_lease).await.unwrap().expect("leads");
     assert!(new.revision > old.revision);
     // It resumes and makes the call it had checked for.
-    let late = FENCE.scope(old.clone(), cpi.create_disk("a3-zombie", 1, &none, None)).await;
+    let late = cpi.create_disk(Some(&old), "a3-zombie", 1, &none, None).await;
     // The successor acts.
-    let disk = FENCE.scope(new.clone(), cpi.create_disk("a3-successor", 1, &none, None)).await;
+    let disk = cpi.create_disk(Some(&new), "a3-successor", 1, &none, None).await;
     let disk = disk.unwrap();
 
     let inv = LocalCpi::inventory(&root).unwrap();

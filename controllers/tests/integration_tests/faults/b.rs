@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::ConditionType;
 use bosh_api::objects::{
     CompiledPackageSpec, ConfigSpec, ConfigType, DeploymentSpec, DiskPhase, DiskSpec, InstanceSpec,
     TaskSpec,
@@ -168,7 +169,7 @@ fn cloud(name: &str, n: u64) -> Object<ConfigSpec> {
 
 /// Whether the validator has judged `o` at its current generation.
 fn validated(o: &Object<ConfigSpec>) -> bool {
-    find_condition(&o.status.conditions, validate::INVALID)
+    find_condition(&o.status.conditions, ConditionType::Invalid)
         .is_some_and(|c| c.observed_revision == o.metadata.generation)
 }
 

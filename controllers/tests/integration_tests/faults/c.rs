@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bosh_api::agent::{JobState, NetworkSettings, Request, Settings};
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase, Reason};
 use bosh_api::objects::{
     DeploymentSpec, DesiredState, EventSpec, EventState, InstanceOverride, InstanceSpec, TaskSpec,
 };
@@ -29,7 +30,7 @@ use bosh_controllers::cpi::local::{LocalCpi, audit};
 use bosh_controllers::cpi::{CreateVm, VmNetwork};
 use bosh_controllers::daemon;
 use bosh_controllers::health::HealthConfig;
-use bosh_controllers::instance::{self, resurrect::MELTDOWN};
+use bosh_controllers::instance;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use bosh_test_utils::eventually;
 use bosh_test_utils::proxy::{Mode, Proxy};
@@ -106,7 +107,9 @@ async fn heard_running(h: &Harness, dep: &str, n: usize) -> Vec<Object<InstanceS
     let mut all = eventually(CONVERGE, &format!("{dep}'s {n} instances heard running"), || async {
         let all = h.store.list::<InstanceSpec>(&format!("{dep}/")).await.ok()?.items;
         let ok = all.len() == n
-            && all.iter().all(|i| instance::is_converged(i) && i.status.health == "running");
+            && all.iter().all(|i| {
+                instance::is_converged(i) && i.status.health == Some(InstanceHealth::Running)
+            });
         ok.then_some(all)
     })
     .await
@@ -250,14 +253,17 @@ async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exa
         let new = eventually(CONVERGE, "the instance running on a new VM", || async {
             let i: Object<InstanceSpec> = h.store.get(Some("c1"), &name).await.ok()?;
             let moved = i.status.vm_cid.as_deref().is_some_and(|c| c != old_vm);
-            (moved && instance::is_converged(&i) && i.status.health == "running").then_some(i)
+            (moved
+                && instance::is_converged(&i)
+                && i.status.health == Some(InstanceHealth::Running))
+            .then_some(i)
         })
         .await
         .unwrap();
         // When the resurrection ended: its Ready condition's transition.
-        let ready = find_condition(&new.status.conditions, bosh_controllers::deployment::READY);
+        let ready = find_condition(&new.status.conditions, ConditionType::Ready);
         let ready = ready.expect("a Ready condition");
-        assert_eq!(ready.reason, "Resurrected");
+        assert_eq!(ready.reason, Reason::Resurrected);
         let took = (ready.last_transition_time - began).to_std().unwrap_or_default();
         eprintln!("run {run}: resurrected {took:?} after the partition began");
         let new_vm = new.status.vm_cid.clone().unwrap();
@@ -405,7 +411,7 @@ async fn faults_c2_partitions_of_half_the_agent_timeout_resurrect_nothing() {
     for b in &before {
         let now: Object<InstanceSpec> = h.store.get(Some("c2"), &b.metadata.name).await.unwrap();
         assert_eq!(now.status.vm_cid, b.status.vm_cid);
-        assert_eq!(now.status.health, "running");
+        assert_eq!(now.status.health, Some(InstanceHealth::Running));
         assert_eq!(
             now.status.last_health_change, b.status.last_health_change,
             "{}: a health transition",
@@ -489,7 +495,9 @@ async fn faults_c3_nats_killed_mid_deploy_each_agent_applies_each_spec_once() {
             eventually(CONVERGE, phase, move || async move {
                 let all = store.list::<InstanceSpec>("c3/").await.ok()?.items;
                 let new = |i: &Object<InstanceSpec>| !old.contains(&i.status.vm_cid);
-                all.iter().any(|i| new(i) && i.status.phase == phase).then_some(())
+                all.iter()
+                    .any(|i| new(i) && i.status.phase == Some(InstancePhase::from(phase)))
+                    .then_some(())
             })
         };
         let delay = match at {
@@ -561,12 +569,14 @@ async fn faults_c3_nats_killed_mid_deploy_each_agent_applies_each_spec_once() {
 async fn converged_n(h: &Harness, dep: &str, n: usize, what: &str) {
     eventually(CONVERGE, &format!("{dep} to converge ({what})"), || async {
         let d: Object<DeploymentSpec> = h.store.get(None, dep).await.ok()?;
-        let ready = find_condition(&d.status.conditions, bosh_controllers::deployment::READY)?;
+        let ready = find_condition(&d.status.conditions, ConditionType::Ready)?;
         let dep_ready = ready.status == ConditionStatus::True
             && ready.observed_revision == d.metadata.generation;
         let all = h.store.list::<InstanceSpec>(&format!("{dep}/")).await.ok()?.items;
         let done = all.len() == n
-            && all.iter().all(|i| instance::is_converged(i) && i.status.phase == "running");
+            && all.iter().all(|i| {
+                instance::is_converged(i) && i.status.phase == Some(InstancePhase::Running)
+            });
         (dep_ready && done).then_some(())
     })
     .await
@@ -576,7 +586,7 @@ async fn converged_n(h: &Harness, dep: &str, n: usize, what: &str) {
 /// The Meltdown condition of `dep`, if set.
 async fn meltdown(h: &Harness, dep: &str) -> Option<bosh_api::Condition> {
     let d: Object<DeploymentSpec> = h.store.get(None, dep).await.ok()?;
-    find_condition(&d.status.conditions, MELTDOWN).cloned()
+    find_condition(&d.status.conditions, ConditionType::Meltdown).cloned()
 }
 
 /// C4: 15 of 50 agents partitioned at once (30 % > 20 %, and ≥ 5) resurrect
@@ -632,7 +642,8 @@ async fn faults_c4_a_meltdown_pauses_resurrection_and_four_down_are_all_resurrec
         tokio::time::sleep(RESURRECTION_DELAY + 4 * CHECK_INTERVAL).await;
         assert_eq!((created(&h), deleted(&h)), (made, gone), "a resurrection in a meltdown");
         let unresponsive = h.instances("c4").await;
-        let unresponsive = unresponsive.iter().filter(|i| i.status.health == "unresponsive");
+        let unresponsive =
+            unresponsive.iter().filter(|i| i.status.health == Some(InstanceHealth::Unresponsive));
         assert_eq!(unresponsive.count(), 15);
         for i in &down {
             links.of(i.status.agent_id.as_deref().unwrap()).set(Mode::Pass);
@@ -814,8 +825,8 @@ async fn faults_c5_an_agent_killed_during_install_or_start_converges_with_intact
                 "updating" => ["updating", "stopped", "running"].as_slice(),
                 _ => ["stopped", "running"].as_slice(),
             };
-            (i.status.vm_cid != *old_vm && later.contains(&i.status.phase.as_str()))
-                .then_some(i.status.vm_cid?)
+            let later = later.iter().any(|p| i.status.phase == Some(InstancePhase::from(*p)));
+            (i.status.vm_cid != *old_vm && later).then_some(i.status.vm_cid?)
         })
         .await
         .unwrap();
@@ -1013,7 +1024,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
                     settings,
                     ..Default::default()
                 };
-                let cid = h.director.cpi.create_vm(&req).await.unwrap();
+                let cid = h.director.cpi.create_vm(None, &req).await.unwrap();
                 let mut o = Object::new(
                     ObjectMeta::scoped("c7", format!("web/{id}")),
                     InstanceSpec {
@@ -1060,22 +1071,22 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
     .await
     .unwrap();
     assert!(leader.fence.revision > rev, "the monitor took the lead before counting began");
-    let count = |health: &'static str| {
+    let count = |health: InstanceHealth| {
         let h = &h;
         async move {
             let all = h.store.list::<InstanceSpec>("c7/").await.unwrap().items;
-            all.iter().filter(|i| i.status.health == health).count()
+            all.iter().filter(|i| i.status.health.as_ref() == Some(&health)).count()
         }
     };
 
     // First heard: one write per agent.
     eventually(Duration::from_secs(60), "every agent heard", || async {
         let all = h.store.list::<InstanceSpec>("c7/").await.ok()?.items;
-        all.iter().all(|i| !i.status.health.is_empty()).then_some(())
+        all.iter().all(|i| i.status.health.is_some()).then_some(())
     })
     .await
     .unwrap();
-    let heard = count("running").await + count("stopped").await;
+    let heard = count(InstanceHealth::Running).await + count(InstanceHealth::Stopped).await;
     assert_eq!(heard, n, "every agent heard running (or with its jobs stopped)");
     let first = h.store.revision().await.unwrap() - rev - 1;
     assert_eq!(first, n as i64, "one write per first verdict");
@@ -1104,7 +1115,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
         inv.vms[&vms[*id]].proc.expect("a VM process").kill_tree();
     }
     eventually(AGENT_TIMEOUT * 5, &format!("{k} agents unresponsive"), || async {
-        (count("unresponsive").await == k).then_some(())
+        (count(InstanceHealth::Unresponsive).await == k).then_some(())
     })
     .await
     .unwrap();
@@ -1120,7 +1131,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
     })
     .await
     .unwrap();
-    assert_eq!(count("unresponsive").await, k, "only the dead");
+    assert_eq!(count(InstanceHealth::Unresponsive).await, k, "only the dead");
     let total_beats = beats.total();
     stop.cancel();
     monitor.await.unwrap();

@@ -72,6 +72,13 @@ impl Logs {
     fn len(&self) -> usize {
         self.0.lock().unwrap().len()
     }
+
+    /// The last `n` lines captured (for failure messages).
+    fn tail(&self, n: usize) -> String {
+        let text = self.text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 /// Counts panics anywhere in the process (caught ones included: a panic in

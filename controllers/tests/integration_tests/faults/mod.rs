@@ -1,4 +1,4 @@
-//! The fault matrix as a suite (shared/FAULT-MATRIX.md, issue 12): one
+//! The fault matrix as a suite (docs/fault-matrix.md, issue 12): one
 //! file per group of scenarios (`a.rs` controller crashes and stale views,
 //! `d.rs` CPI faults, ...), each test named `faults_<id>_...`. Compiled only
 //! with the `failpoints` feature; CI runs every scenario once with
@@ -21,9 +21,9 @@ mod fg;
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
+use bosh_api::objects::{ConditionType, InstancePhase};
 use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec};
 use bosh_api::{ConditionStatus, Object};
-use bosh_controllers::deployment::READY;
 use bosh_controllers::failpoints::hits;
 use bosh_controllers::instance;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
@@ -75,12 +75,14 @@ async fn converged(h: &Harness, name: &str, what: &str) {
         let store = store.clone();
         async move {
             let d: Object<DeploymentSpec> = store.get(None, name).await.ok()?;
-            let ready = find_condition(&d.status.conditions, READY)?;
+            let ready = find_condition(&d.status.conditions, ConditionType::Ready)?;
             let dep_ready = ready.status == ConditionStatus::True
                 && ready.observed_revision == d.metadata.generation;
             let all = store.list::<InstanceSpec>(&format!("{name}/")).await.ok()?.items;
             let done = all.len() == INSTANCES
-                && all.iter().all(|i| instance::is_converged(i) && i.status.phase == "running");
+                && all.iter().all(|i| {
+                    instance::is_converged(i) && i.status.phase == Some(InstancePhase::Running)
+                });
             (dep_ready && done).then_some(())
         }
     })

@@ -1,6 +1,8 @@
-//! Cloud check on one instance: a scan when the spec's scan token moves,
-//! and the resolutions chosen for its problems, carried out with the same
-//! VM and disk steps the rest of the controller uses.
+//! One instance's problems (BOSH's cloud check, `cck`): a scan for them
+//! when the spec's scan token moves, and the resolutions chosen for them,
+//! carried out with the same VM and disk steps the rest of the controller
+//! uses. The deployment gathers what its instances found
+//! ([`crate::deployment::problems`]).
 //!
 //! Both are asked for through the spec (`spec.cloudCheck`, from the
 //! Deployment's `spec.cloudCheck`) and answered in the status, so nothing
@@ -12,19 +14,16 @@
 
 use std::time::Duration;
 
-use bosh_api::ConditionStatus;
-use bosh_api::Object;
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
-    DesiredState, DiskSpec, EventState, InstanceSpec, Problem, ProblemType, Resolution,
+    ConditionType, DesiredState, DiskSpec, EventState, InstancePhase, InstanceSpec, Problem,
+    ProblemType, Reason, Resolution,
 };
+use bosh_api::{Condition, Object};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::{
-    Error, Instances, Options, UNRESPONSIVE, disk, display, event, jobs, patch, ready, vm,
-};
-use crate::deployment::{READY, UPDATE_FAILED};
+use super::{Error, Instances, Options, disk, display, event, jobs, patch, vm};
 use crate::runtime::Ctx;
 
 /// How long a scan waits for an agent to answer ping.
@@ -93,7 +92,7 @@ pub async fn run(
             event(o, STAGE, &object, EventState::Started, "", store).await;
             info!(deployment = %dep, instance = %what, problem = %t, resolution = %req.resolution, "resolving");
             acted = true;
-            resolve(ctx, cur, t, req.resolution, o).await
+            apply_resolution(ctx, cur, t, req.resolution, o).await
         };
         match outcome {
             Ok(r) => {
@@ -111,7 +110,7 @@ pub async fn run(
                     s.cloud_check.resolved.extend(resolved.iter().copied());
                     set_condition(
                         &mut s.conditions,
-                        ready(false, UPDATE_FAILED, msg.clone(), generation),
+                        Condition::ready(false, Reason::UpdateFailed, msg.clone(), generation),
                     );
                     s.observed_revision = generation;
                 })
@@ -127,8 +126,8 @@ pub async fn run(
     } else {
         None
     };
-    let was_ready = find_condition(&cur.status.conditions, READY)
-        .is_some_and(|c| c.status == ConditionStatus::True);
+    let was_ready =
+        find_condition(&cur.status.conditions, ConditionType::Ready).is_some_and(|c| c.is_true());
     let restamp = !rebuild && was_ready && cur.status.converged_digest == digest(&cur.spec);
     // One write for all of it: a reconcile that reads it sees either
     // nothing done or everything, never "scanned but not ready".
@@ -140,7 +139,7 @@ pub async fn run(
             s.cloud_check.scanned = token;
         }
         if restamp {
-            if let Some(c) = s.conditions.iter_mut().find(|c| c.type_ == READY) {
+            if let Some(c) = s.conditions.iter_mut().find(|c| c.type_ == ConditionType::Ready) {
                 c.observed_revision = generation;
             }
             s.observed_revision = generation;
@@ -152,7 +151,7 @@ pub async fn run(
 
 /// Carries out `r` for problem `t`; true when the instance must then be
 /// driven again (its VM or disk is gone and is to be made anew).
-async fn resolve(
+async fn apply_resolution(
     ctx: &Ctx<Instances>,
     cur: &mut Object<InstanceSpec>,
     t: ProblemType,
@@ -168,7 +167,7 @@ async fn resolve(
                 jobs::quiesce(ctx, cur, o, None).await?;
             }
             vm::delete(ctx, cur).await?;
-            patch(store, cur, |s| s.health.clear()).await?;
+            patch(store, cur, |s| s.health = None).await?;
             Ok(cur.spec.desired_state != DesiredState::Detached)
         }
         Resolution::DeleteVmReference => {
@@ -178,7 +177,7 @@ async fn resolve(
                 // books; free it, or the new VM could not attach it.
                 if let Some((mut disk, cid)) = disk_of(ctx, cur).await? {
                     ctx.store.check_fence().await?;
-                    if let Err(e) = d.cpi.detach_disk(&vm, &cid).await {
+                    if let Err(e) = d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
                         warn!(instance = %cur.metadata.name, disk = %cid, error = %e, "could not detach the disk from the forgotten VM");
                     }
                     crate::runtime::status::patch(store, &mut disk, |s| {
@@ -194,7 +193,7 @@ async fn resolve(
             patch(store, cur, |s| {
                 vm::forget(s);
                 s.disk_cid = None;
-                s.health.clear();
+                s.health = None;
             })
             .await?;
             Ok(cur.spec.desired_state != DesiredState::Detached)
@@ -227,14 +226,14 @@ async fn resolve(
                 let d = &ctx.data.director;
                 if let Some(vm) = disk.status.attached_to.clone() {
                     ctx.store.check_fence().await?;
-                    match d.cpi.detach_disk(&vm, &cid).await {
+                    match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
                         Ok(()) => {}
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(cpi("detach_disk")(e)),
                     }
                 }
                 ctx.store.check_fence().await?;
-                match d.cpi.delete_disk(&cid).await {
+                match d.fenced_cpi(&ctx.fence).delete_disk(&cid).await {
                     Ok(()) => info!(instance = %cur.metadata.name, disk = %cid, "disk deleted"),
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(cpi("delete_disk")(e)),
@@ -272,7 +271,7 @@ async fn reattach(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Resul
             let _ = d.agents.for_agent(agent).unmount_disk(&cid).await;
         }
         ctx.store.check_fence().await?;
-        match d.cpi.detach_disk(&vm, &cid).await {
+        match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("detach_disk")(e)),
@@ -294,12 +293,12 @@ async fn reboot(
 ) -> Result<(), Error> {
     let vm = vm_of(cur)?;
     ctx.store.check_fence().await?;
-    ctx.data.director.cpi.reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
+    ctx.data.director.fenced_cpi(&ctx.fence).reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
     info!(instance = %cur.metadata.name, %vm, "VM rebooted");
     patch(&ctx.store, cur, |s| {
-        s.phase = "stopped".into();
+        s.phase = Some(InstancePhase::Stopped);
         s.processes.clear();
-        s.health.clear();
+        s.health = None;
     })
     .await?;
     vm::wait_for_agent(ctx, cur, ctx.data.agent_wait).await?;
@@ -328,8 +327,7 @@ pub async fn scan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<Ve
         if d.cpi.has_vm(vm).await.map_err(cpi("has_vm"))? {
             vm_alive = true;
             let agent = cur.status.agent_id.clone().unwrap_or_default();
-            agent_ok =
-                cur.status.health != UNRESPONSIVE && vm::responsive(ctx, &agent, PROBE).await;
+            agent_ok = !cur.status.is_unresponsive() && vm::responsive(ctx, &agent, PROBE).await;
             if !agent_ok {
                 problem(
                     ProblemType::UnresponsiveAgent,

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bosh_api::store::Fence;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,12 +93,14 @@ impl ExternalCpi {
         std::mem::take(&mut self.logs.lock().unwrap())
     }
 
-    /// Makes one call and decodes its result.
+    /// Makes one call (a mutation under `fence`, when it has one) and
+    /// decodes its result.
     async fn call(
         &self,
         method: &'static str,
         arguments: Value,
         request_id: Option<&str>,
+        fence: Option<&Fence>,
     ) -> CpiResult<Value> {
         let mut context = self.properties.clone();
         context.insert("director_uuid".into(), self.director_uuid.clone().into());
@@ -105,7 +108,7 @@ impl ExternalCpi {
             .map(str::to_string)
             .unwrap_or_else(|| format!("cpi-{}", uuid::Uuid::new_v4()));
         context.insert("request_id".into(), rid.into());
-        if let Some(f) = super::current_fence() {
+        if let Some(f) = fence {
             // bosh-rs's addition: lets a CPI refuse a deposed leader's call.
             context.insert("fence".into(), json!({"key": f.key, "revision": f.revision}));
         }
@@ -235,26 +238,32 @@ impl super::Cpi for ExternalCpi {
     }
 
     async fn info(&self) -> CpiResult<CpiInfo> {
-        let v = self.call("info", json!([]), None).await?;
+        let v = self.call("info", json!([]), None, None).await?;
         serde_json::from_value(v).map_err(|e| CpiError::permanent("info", e))
     }
 
     async fn create_stemcell(
         &self,
+        fence: Option<&Fence>,
         image_path: &Path,
         cloud_properties: &Value,
     ) -> CpiResult<String> {
         let v = self
-            .call("create_stemcell", json!([image_path.to_string_lossy(), cloud_properties]), None)
+            .call(
+                "create_stemcell",
+                json!([image_path.to_string_lossy(), cloud_properties]),
+                None,
+                fence,
+            )
             .await?;
         as_string("create_stemcell", v)
     }
 
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
-        self.call("delete_stemcell", json!([cid]), None).await.map(drop)
+    async fn delete_stemcell(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
+        self.call("delete_stemcell", json!([cid]), None, fence).await.map(drop)
     }
 
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+    async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String> {
         // BOSH passes the agent's settings in env["bosh"]; the request id
         // rides in the context so the CPI can tag what it creates.
         let mut env = req.env.clone();
@@ -271,32 +280,33 @@ impl super::Cpi for ExternalCpi {
             req.disk_cids,
             env,
         ]);
-        let v = self.call("create_vm", args, Some(&req.request_id)).await?;
+        let v = self.call("create_vm", args, Some(&req.request_id), fence).await?;
         as_string("create_vm", v)
     }
 
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
-        self.call("delete_vm", json!([cid]), None).await.map(drop)
+    async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
+        self.call("delete_vm", json!([cid]), None, fence).await.map(drop)
     }
 
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
-        as_bool("has_vm", self.call("has_vm", json!([cid]), None).await?)
+        as_bool("has_vm", self.call("has_vm", json!([cid]), None, None).await?)
     }
 
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
-        self.call("reboot_vm", json!([cid]), None).await.map(drop)
+    async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
+        self.call("reboot_vm", json!([cid]), None, fence).await.map(drop)
     }
 
     async fn set_vm_metadata(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()> {
-        self.call("set_vm_metadata", json!([cid, metadata]), None).await.map(drop)
+        self.call("set_vm_metadata", json!([cid, metadata]), None, fence).await.map(drop)
     }
 
     async fn calculate_vm_cloud_properties(&self, resources: &Value) -> CpiResult<Value> {
-        self.call("calculate_vm_cloud_properties", json!([resources]), None).await
+        self.call("calculate_vm_cloud_properties", json!([resources]), None, None).await
     }
 
     async fn find_vm_by_request(&self, _request_id: &str) -> CpiResult<Option<String>> {
@@ -307,53 +317,70 @@ impl super::Cpi for ExternalCpi {
 
     async fn create_disk(
         &self,
+        fence: Option<&Fence>,
         request_id: &str,
         size_mb: u64,
         cloud_properties: &Value,
         vm_hint: Option<&str>,
     ) -> CpiResult<String> {
         let v = self
-            .call("create_disk", json!([size_mb, cloud_properties, vm_hint]), Some(request_id))
+            .call(
+                "create_disk",
+                json!([size_mb, cloud_properties, vm_hint]),
+                Some(request_id),
+                fence,
+            )
             .await?;
         as_string("create_disk", v)
     }
 
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
-        self.call("delete_disk", json!([cid]), None).await.map(drop)
+    async fn delete_disk(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
+        self.call("delete_disk", json!([cid]), None, fence).await.map(drop)
     }
 
     async fn has_disk(&self, cid: &str) -> CpiResult<bool> {
-        as_bool("has_disk", self.call("has_disk", json!([cid]), None).await?)
+        as_bool("has_disk", self.call("has_disk", json!([cid]), None, None).await?)
     }
 
-    async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        self.call("attach_disk", json!([vm_cid, disk_cid]), None).await.map(drop)
+    async fn attach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()> {
+        self.call("attach_disk", json!([vm_cid, disk_cid]), None, fence).await.map(drop)
     }
 
-    async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
-        self.call("detach_disk", json!([vm_cid, disk_cid]), None).await.map(drop)
+    async fn detach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()> {
+        self.call("detach_disk", json!([vm_cid, disk_cid]), None, fence).await.map(drop)
     }
 
     async fn get_disks(&self, vm_cid: &str) -> CpiResult<Vec<String>> {
-        let v = self.call("get_disks", json!([vm_cid]), None).await?;
+        let v = self.call("get_disks", json!([vm_cid]), None, None).await?;
         serde_json::from_value(v).map_err(|e| CpiError::permanent("get_disks", e))
     }
 
-    async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
-        self.call("resize_disk", json!([cid, size_mb]), None).await.map(drop)
+    async fn resize_disk(&self, fence: Option<&Fence>, cid: &str, size_mb: u64) -> CpiResult<()> {
+        self.call("resize_disk", json!([cid, size_mb]), None, fence).await.map(drop)
     }
 
     async fn snapshot_disk(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String> {
-        let v = self.call("snapshot_disk", json!([cid, metadata]), None).await?;
+        let v = self.call("snapshot_disk", json!([cid, metadata]), None, fence).await?;
         as_string("snapshot_disk", v)
     }
 
-    async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
-        self.call("delete_snapshot", json!([snapshot_cid]), None).await.map(drop)
+    async fn delete_snapshot(&self, fence: Option<&Fence>, snapshot_cid: &str) -> CpiResult<()> {
+        self.call("delete_snapshot", json!([snapshot_cid]), None, fence).await.map(drop)
     }
 
     async fn find_disk_by_request(&self, _request_id: &str) -> CpiResult<Option<String>> {

@@ -1,13 +1,16 @@
 //! The JSON Schemas checked in under `crds-schemas/`: one per kind and one
 //! per manifest format. `hack/` writes them; a test fails when they are stale.
+//!
+//! How a type's schema is made lives in [`generate`], which the manifest
+//! checks use too; this module only lists and renders.
 
-use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
+pub(crate) mod generate;
+
+use schemars::Schema;
+
+use generate::schema_of;
 
 use crate::objects::*;
-
-pub(crate) fn schema_of<T: JsonSchema>() -> Schema {
-    SchemaGenerator::new(SchemaSettings::draft2020_12()).into_root_schema_for::<T>()
-}
 
 /// The schema of a kind's object, titled with the kind and with
 /// `apiVersion` and `kind` pinned, so a tool can tell kinds apart.

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bosh_api::agent::Settings;
+use bosh_api::store::Fence;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -88,34 +89,35 @@ impl LocalCpi {
     /// lets a checker see that the intent was written first (FAULT-MATRIX
     /// I4). With it, too, a call made in a controller's term is admitted
     /// only if that term is still current in etcd (see
-    /// [`Self::check_term`]): the same read serves both. Without it the
+    /// `check_term`): the same read serves both. Without it the
     /// lines carry no revision and only the memory of fences guards.
     pub fn with_audit_store(mut self, store: bosh_api::store::Store) -> LocalCpi {
         self.audit_store = Some(store);
         self
     }
 
-    /// Admits, runs and records one mutating call: the fence checks, then
-    /// `body` if admitted, then one audit line with the outcome.
+    /// Admits, runs and records one mutating call made under `fence`: the
+    /// fence checks, then `body` if admitted, then one audit line with the
+    /// outcome.
     async fn audited<T: Outcome>(
         &self,
+        fence: Option<&Fence>,
         mut entry: AuditEntry,
         body: impl std::future::Future<Output = CpiResult<T>>,
     ) -> CpiResult<T> {
-        let fence = super::current_fence();
         let method: &'static str = audit_method(&entry.method);
         let mut held = Ok(());
         if let Some(store) = &self.audit_store {
-            (entry.etcd_revision, held) = match &fence {
+            (entry.etcd_revision, held) = match fence {
                 Some(f) => Self::check_term(store, f, method).await,
                 None => (store.revision().await.ok(), Ok(())),
             };
         }
-        entry.fence = fence.map(|f| AuditFence { key: f.key, revision: f.revision });
+        entry.fence = fence.map(|f| AuditFence { key: f.key.clone(), revision: f.revision });
         entry.pid = std::process::id();
         let admitted = {
             let mut next = self.audit.next.lock().unwrap_or_else(|p| p.into_inner());
-            let admitted = held.and_then(|()| self.admit(method));
+            let admitted = held.and_then(|()| self.admit(fence, method));
             entry.seq = *next;
             entry.at = Some(chrono::Utc::now());
             *next += 1;
@@ -168,7 +170,7 @@ impl LocalCpi {
     /// that cannot be confirmed is not acted in.
     async fn check_term(
         store: &bosh_api::store::Store,
-        fence: &bosh_api::store::Fence,
+        fence: &Fence,
         method: &'static str,
     ) -> (Option<i64>, CpiResult<()>) {
         match store.fence_revision(fence).await {
@@ -247,13 +249,14 @@ impl LocalCpi {
         Inventory::load(&std::path::absolute(root)?)
     }
 
-    /// Admits a mutation: refused when the fencing token it carries (see
-    /// [`super::FENCE`]) is older than one seen for the same election, as
-    /// a storage system refuses a deposed lock holder. A token seen more
-    /// than [`FENCE_MEMORY`] ago is forgotten, so a director whose etcd
-    /// was rebuilt (revisions start again) is not locked out for good.
-    fn admit(&self, method: &'static str) -> CpiResult<()> {
-        let Some(f) = super::current_fence() else { return Ok(()) };
+    /// Admits a mutation: refused when the fencing token it carries is
+    /// older than one seen for the same election, as a storage system
+    /// refuses a deposed lock holder. A token seen more than
+    /// [`FENCE_MEMORY`] ago is forgotten, so a director whose etcd was
+    /// rebuilt (revisions start again) is not locked out for good. A call
+    /// made outside any term (`None`) is admitted.
+    fn admit(&self, fence: Option<&Fence>, method: &'static str) -> CpiResult<()> {
+        let Some(f) = fence else { return Ok(()) };
         let name = f.key.trim_start_matches('/').replace('/', "_");
         let fresh = self
             .records
@@ -313,7 +316,7 @@ impl LocalCpi {
             .collect();
         let path = self.vm_dir(cid).join("settings.json");
         let bytes = serde_json::to_vec_pretty(&settings).expect("settings serialize");
-        crate::secret_file::write(&path, &bytes).map_err(io("write settings"))
+        bosh_api::secret_file::write(&path, &bytes).map_err(io("write settings"))
     }
 
     fn read_settings(&self, cid: &str) -> CpiResult<Settings> {
@@ -376,11 +379,12 @@ impl super::Cpi for LocalCpi {
 
     async fn create_stemcell(
         &self,
+        fence: Option<&Fence>,
         image_path: &Path,
         cloud_properties: &serde_json::Value,
     ) -> CpiResult<String> {
         let call = AuditEntry::call("create_stemcell");
-        self.audited(call, async {
+        self.audited(fence, call, async {
             let cid = new_cid("sc");
             let dir = self.stemcell_dir(&cid);
             std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
@@ -404,9 +408,9 @@ impl super::Cpi for LocalCpi {
         .await
     }
 
-    async fn delete_stemcell(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_stemcell(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         let call = AuditEntry::call("delete_stemcell").stemcell(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             if !self.records.remove(STEMCELLS, cid).map_err(io("delete_stemcell"))? {
                 return Err(CpiError::NotFound { what: "stemcell", cid: cid.into() });
             }
@@ -416,9 +420,9 @@ impl super::Cpi for LocalCpi {
         .await
     }
 
-    async fn create_vm(&self, req: &CreateVm) -> CpiResult<String> {
+    async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String> {
         let call = AuditEntry::call("create_vm").request(&req.request_id).agent(&req.agent_id);
-        self.audited(call, async {
+        self.audited(fence, call, async {
         const M: &str = "create_vm";
         if req.request_id.is_empty() || req.agent_id.is_empty() {
             return Err(CpiError::permanent(M, "request_id and agent_id are required"));
@@ -466,9 +470,9 @@ impl super::Cpi for LocalCpi {
         }).await
     }
 
-    async fn delete_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         let call = AuditEntry::call("delete_vm").vm(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             const M: &str = "delete_vm";
             let vm = self.vm(cid, M)?;
             if let Some(p) = vm.proc {
@@ -510,9 +514,9 @@ impl super::Cpi for LocalCpi {
         Ok(vm.and_then(|v| v.proc).is_some_and(|p| p.is_alive()))
     }
 
-    async fn reboot_vm(&self, cid: &str) -> CpiResult<()> {
+    async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         let call = AuditEntry::call("reboot_vm").vm(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             let _guard = self.lock.lock().await;
             let mut vm = self.vm(cid, "reboot_vm")?;
             if let Some(p) = vm.proc {
@@ -526,11 +530,12 @@ impl super::Cpi for LocalCpi {
 
     async fn set_vm_metadata(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         metadata: &BTreeMap<String, String>,
     ) -> CpiResult<()> {
         let call = AuditEntry::call("set_vm_metadata").vm(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             let _guard = self.lock.lock().await;
             let mut vm = self.vm(cid, "set_vm_metadata")?;
             vm.metadata = metadata.clone();
@@ -558,13 +563,14 @@ impl super::Cpi for LocalCpi {
 
     async fn create_disk(
         &self,
+        fence: Option<&Fence>,
         request_id: &str,
         size_mb: u64,
         _cloud_properties: &serde_json::Value,
         _vm_hint: Option<&str>,
     ) -> CpiResult<String> {
         let call = AuditEntry::call("create_disk").request(request_id);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             if size_mb == 0 {
                 return Err(CpiError::permanent("create_disk", "size must be positive"));
             }
@@ -585,9 +591,9 @@ impl super::Cpi for LocalCpi {
         .await
     }
 
-    async fn delete_disk(&self, cid: &str) -> CpiResult<()> {
+    async fn delete_disk(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
         let call = AuditEntry::call("delete_disk").disk(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             let _guard = self.lock.lock().await;
             let disk = self.disk(cid, "delete_disk")?;
             if let Some(vm) = &disk.attached_to {
@@ -608,9 +614,14 @@ impl super::Cpi for LocalCpi {
         Ok(disk.is_some())
     }
 
-    async fn attach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+    async fn attach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()> {
         let call = AuditEntry::call("attach_disk").vm(vm_cid).disk(disk_cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             const M: &str = "attach_disk";
             let _guard = self.lock.lock().await;
             let mut disk = self.disk(disk_cid, M)?;
@@ -638,9 +649,14 @@ impl super::Cpi for LocalCpi {
         .await
     }
 
-    async fn detach_disk(&self, vm_cid: &str, disk_cid: &str) -> CpiResult<()> {
+    async fn detach_disk(
+        &self,
+        fence: Option<&Fence>,
+        vm_cid: &str,
+        disk_cid: &str,
+    ) -> CpiResult<()> {
         let call = AuditEntry::call("detach_disk").vm(vm_cid).disk(disk_cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             const M: &str = "detach_disk";
             let _guard = self.lock.lock().await;
             let mut disk = self.disk(disk_cid, M)?;
@@ -658,9 +674,9 @@ impl super::Cpi for LocalCpi {
         Ok(self.vm(vm_cid, "get_disks")?.disks)
     }
 
-    async fn resize_disk(&self, cid: &str, size_mb: u64) -> CpiResult<()> {
+    async fn resize_disk(&self, fence: Option<&Fence>, cid: &str, size_mb: u64) -> CpiResult<()> {
         let call = AuditEntry::call("resize_disk").disk(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             let _guard = self.lock.lock().await;
             let mut disk = self.disk(cid, "resize_disk")?;
             if size_mb < disk.size_mb {
@@ -674,11 +690,12 @@ impl super::Cpi for LocalCpi {
 
     async fn snapshot_disk(
         &self,
+        fence: Option<&Fence>,
         cid: &str,
         _metadata: &BTreeMap<String, String>,
     ) -> CpiResult<String> {
         let call = AuditEntry::call("snapshot_disk").disk(cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             self.disk(cid, "snapshot_disk")?;
             let snap = new_cid("snap");
             copy_dir(&self.disk_dir(cid), &self.root.join("snapshots").join(&snap))
@@ -689,9 +706,9 @@ impl super::Cpi for LocalCpi {
         .await
     }
 
-    async fn delete_snapshot(&self, snapshot_cid: &str) -> CpiResult<()> {
+    async fn delete_snapshot(&self, fence: Option<&Fence>, snapshot_cid: &str) -> CpiResult<()> {
         let call = AuditEntry::call("delete_snapshot").snapshot(snapshot_cid);
-        self.audited(call, async {
+        self.audited(fence, call, async {
             if !self.records.remove(SNAPSHOTS, snapshot_cid).map_err(io("delete_snapshot"))? {
                 return Err(CpiError::NotFound { what: "snapshot", cid: snapshot_cid.into() });
             }
@@ -733,7 +750,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpi::Cpi;
+    use crate::Cpi;
 
     /// Every mutating call leaves one audit line with its subject, fence
     /// and outcome, numbered in admission order; a reopened CPI continues
@@ -742,14 +759,15 @@ mod tests {
     async fn mutating_calls_are_audited_with_fence_and_outcome() {
         let dir = tempfile::tempdir().unwrap();
         let cpi = LocalCpi::open(dir.path()).unwrap();
-        let disk = cpi.create_disk("disk-r1", 10, &serde_json::json!({}), None).await.unwrap();
+        let disk =
+            cpi.create_disk(None, "disk-r1", 10, &serde_json::json!({}), None).await.unwrap();
         let fence = bosh_api::store::Fence { key: "/bosh/leader/instance".into(), revision: 7 };
-        let gone = crate::cpi::FENCE.scope(fence, cpi.delete_disk("disk-nope")).await;
+        let gone = cpi.delete_disk(Some(&fence), "disk-nope").await;
         assert!(gone.unwrap_err().is_not_found());
         cpi.has_disk(&disk).await.unwrap();
         drop(cpi);
         let cpi = LocalCpi::open(dir.path()).unwrap();
-        cpi.delete_disk(&disk).await.unwrap();
+        cpi.delete_disk(None, &disk).await.unwrap();
 
         let log = audit::read(dir.path()).unwrap();
         let got: Vec<_> = log
@@ -780,8 +798,8 @@ mod tests {
         let new = bosh_api::store::Fence { key: key.clone(), revision: 9 };
         let old = bosh_api::store::Fence { key, revision: 5 };
         let cp = serde_json::json!({});
-        crate::cpi::FENCE.scope(new, cpi.create_disk("a", 1, &cp, None)).await.unwrap();
-        let refused = crate::cpi::FENCE.scope(old, cpi.create_disk("b", 1, &cp, None)).await;
+        cpi.create_disk(Some(&new), "a", 1, &cp, None).await.unwrap();
+        let refused = cpi.create_disk(Some(&old), "b", 1, &cp, None).await;
         assert!(refused.is_err());
         let log = audit::read(dir.path()).unwrap();
         assert_eq!(log.len(), 2);

@@ -6,23 +6,23 @@ use std::collections::BTreeMap;
 
 use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, Manifest};
-use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, ReleaseSpec, StemcellSpec};
+use bosh_api::objects::{
+    ConfigSpec, ConfigType, DeploymentSpec, Reason, ReleaseSpec, StemcellSpec,
+};
 use bosh_api::store::{self, Store};
-
-use crate::compile::plan::resolve_version;
 
 /// Why a deployment cannot go on yet: a condition reason and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
     /// The condition reason, e.g. `StemcellMissing`.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What is missing or wrong.
     pub message: String,
 }
 
 impl Blocked {
     /// A blocked verdict.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Blocked {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Blocked {
         Blocked { reason, message: message.into() }
     }
 }
@@ -62,10 +62,13 @@ pub async fn cloud_config(
     for name in names {
         let key = format!("{}/{name}", ConfigType::Cloud.as_str());
         let c = store.try_get::<ConfigSpec>(None, &key).await?.ok_or_else(|| {
-            Blocked::new("CloudConfigMissing", format!("cloud config {name:?} does not exist"))
+            Blocked::new(
+                Reason::CloudConfigMissing,
+                format!("cloud config {name:?} does not exist"),
+            )
         })?;
         clouds.push(CloudConfig::from_value(&c.spec.content, &key).map_err(|e| {
-            Blocked::new("CloudConfigInvalid", format!("cloud config {name:?}: {e}"))
+            Blocked::new(Reason::CloudConfigInvalid, format!("cloud config {name:?}: {e}"))
         })?);
     }
     Ok(CloudConfig::merged(clouds))
@@ -81,7 +84,7 @@ pub async fn runtime_configs(
     for c in list.items {
         let rc = bosh_api::manifest::RuntimeConfig::from_value(&c.spec.content, &c.metadata.name)
             .map_err(|e| {
-            Blocked::new("RuntimeConfigInvalid", format!("{}: {e}", c.metadata.name))
+            Blocked::new(Reason::RuntimeConfigInvalid, format!("{}: {e}", c.metadata.name))
         })?;
         out.push((c.metadata.name.clone(), rc));
     }
@@ -97,9 +100,9 @@ pub async fn releases(
     for r in &manifest.releases {
         let list = store.list::<ReleaseSpec>(&format!("{}/", r.name)).await?;
         let versions: Vec<&str> = list.items.iter().map(|o| o.spec.version.as_str()).collect();
-        let v = resolve_version(&versions, &r.version.0).ok_or_else(|| {
+        let v = pick_version(&versions, &r.version.0).ok_or_else(|| {
             Blocked::new(
-                "ReleaseMissing",
+                Reason::ReleaseMissing,
                 format!("release {}/{} is not uploaded", r.name, r.version),
             )
         })?;
@@ -116,7 +119,7 @@ pub fn stemcell<'a>(
     uploaded: &'a [Object<StemcellSpec>],
 ) -> Result<&'a Object<StemcellSpec>, Blocked> {
     let ms = manifest.stemcells.iter().find(|s| s.alias == alias).ok_or_else(|| {
-        Blocked::new("StemcellMissing", format!("no stemcell with alias {alias:?}"))
+        Blocked::new(Reason::StemcellMissing, format!("no stemcell with alias {alias:?}"))
     })?;
     let candidates: Vec<&Object<StemcellSpec>> = uploaded
         .iter()
@@ -124,9 +127,9 @@ pub fn stemcell<'a>(
         .filter(|s| ms.name.as_ref().is_none_or(|n| &s.spec.name == n))
         .collect();
     let versions: Vec<&str> = candidates.iter().map(|s| s.spec.version.as_str()).collect();
-    let v = resolve_version(&versions, &ms.version.0).ok_or_else(|| {
+    let v = pick_version(&versions, &ms.version.0).ok_or_else(|| {
         Blocked::new(
-            "StemcellMissing",
+            Reason::StemcellMissing,
             format!(
                 "stemcell {} {} is not uploaded",
                 ms.os.clone().or_else(|| ms.name.clone()).unwrap_or_default(),
@@ -135,4 +138,32 @@ pub fn stemcell<'a>(
         )
     })?;
     Ok(candidates.into_iter().find(|s| s.spec.version == v).expect("resolved"))
+}
+
+/// Orders version strings as BOSH's `latest` does: numeric parts by value.
+pub fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
+}
+
+/// `wanted` among `versions`: itself if present, the highest for `latest`.
+pub fn pick_version<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str> {
+    if wanted == "latest" {
+        versions.iter().copied().max_by_key(|v| version_key(v))
+    } else {
+        versions.iter().copied().find(|v| *v == wanted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `latest` is the numerically highest version.
+    #[test]
+    fn latest_is_the_numerically_highest_version() {
+        let vs = ["0+dev.2", "0+dev.10", "0+dev.9"];
+        assert_eq!(pick_version(&vs, "latest"), Some("0+dev.10"));
+        assert_eq!(pick_version(&vs, "0+dev.9"), Some("0+dev.9"));
+        assert_eq!(pick_version(&vs, "1"), None);
+    }
 }

@@ -3,7 +3,7 @@
 //! checker, `controllers/src/testing/invariants.rs`, reads it).
 //!
 //! A line says what was called (method, request id, agent id, cids), under
-//! which fencing token ([`crate::cpi::FENCE`]), at which etcd revision when
+//! which fencing token (the call's `fence` argument), at which etcd revision when
 //! the CPI was given a store to read it from ([`super::LocalCpi::with_audit_store`]),
 //! and how it ended. Its sequence number and time are taken when the call
 //! is admitted (after the fence check, before any effect), so sorting by

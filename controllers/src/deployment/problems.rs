@@ -1,7 +1,9 @@
-//! Cloud check at the deployment level: what no single instance can see.
+//! A deployment's problems (BOSH's cloud check, `cck`) at the deployment
+//! level: gathering what its instances found, and what no single instance
+//! can see.
 //!
 //! Each Instance scans itself when its share of `spec.cloudCheck` asks
-//! ([`crate::instance::cck`]); this step gathers their problems into the
+//! ([`crate::instance::problems`]); this step gathers their problems into the
 //! Deployment's status, looks for orphaned VMs (tagged with the
 //! deployment, owned by no instance) once every instance has scanned, and
 //! deletes the orphans an operator chose `delete_vm` for. It writes only
@@ -12,13 +14,13 @@ use std::collections::BTreeSet;
 
 use bosh_api::Object;
 use bosh_api::objects::{
-    DeploymentSpec, EventState, InstanceSpec, Problem, ProblemType, Resolution,
+    DeploymentSpec, EventState, InstanceSpec, Problem, ProblemType, Reason, Resolution,
 };
 use tracing::{info, warn};
 
 use super::{Deployer, event};
 use crate::cpi::CpiError;
-use crate::resolve::{Blocked, Failure};
+use crate::lookup::{Blocked, Failure};
 use crate::runtime::Ctx;
 
 /// Where the deployment's cloud check stands after a step.
@@ -96,13 +98,13 @@ pub async fn step(
             let stage = "Applying problem resolutions";
             event(store, task, stage, &object, EventState::Started, "").await;
             store.check_fence().await?;
-            match ctx.data.director.cpi.delete_vm(cid).await {
+            match ctx.data.director.fenced_cpi(&ctx.fence).delete_vm(cid).await {
                 Ok(()) => info!(deployment = %name, vm = %cid, "orphaned VM deleted"),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     let msg = format!("deleting orphaned VM {cid}: {e}");
                     event(store, task, stage, &object, EventState::Failed, &msg).await;
-                    return Err(Failure::Blocked(Blocked::new("CloudCheckFailed", msg)));
+                    return Err(Failure::Blocked(Blocked::new(Reason::CloudCheckFailed, msg)));
                 }
             }
             event(store, task, stage, &object, EventState::Finished, "").await;
@@ -124,7 +126,7 @@ pub async fn step(
         .iter()
         .filter(|i| {
             i.spec.cloud_check != super::desired::cloud_check_of(&want, &i.metadata.name)
-                || crate::instance::cck::pending(i)
+                || crate::instance::problems::pending(i)
         })
         .count();
     if behind > 0 {

@@ -4,7 +4,7 @@
 //! asked for) and sees every record another replica wrote.
 
 use super::{CpiResult, LocalCpi, io};
-use crate::cpi::ListedVm;
+use crate::ListedVm;
 
 impl LocalCpi {
     /// Every VM recorded, with its tags.
