@@ -247,6 +247,37 @@ pub async fn reconcile_config(
 
 #[cfg(test)]
 mod tests {
+
+    /// A cloud config maps to the deployments naming it, and `default` also
+    /// to those naming none; other config types map to none.
+    #[test]
+    fn a_cloud_config_maps_to_the_deployments_that_use_it() {
+        let cache = Cache::<DeploymentSpec>::default();
+        let dep = |name: &str, clouds: &[&str]| {
+            let spec = DeploymentSpec {
+                cloud_configs: clouds.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            };
+            let mut o = Object::new(ObjectMeta::named(name), spec);
+            o.metadata.resource_version = 1;
+            o
+        };
+        let objects = vec![dep("a", &[]), dep("b", &["x"]), dep("c", &["default", "x"])];
+        let relist = WatchEvent::Relisted { objects, quarantined: Vec::new(), revision: 1 };
+        cache.apply_changes(relist, |_| {});
+        let config = |name: &str, type_| {
+            let spec = ConfigSpec { type_, content: serde_json::json!({}) };
+            Object::new(ObjectMeta::named(name), spec)
+        };
+        let using = |c| deployments_using(&cache, &c);
+        assert_eq!(using(config("cloud/default", ConfigType::Cloud)), ["a", "c"]);
+        assert_eq!(using(config("cloud/x", ConfigType::Cloud)), ["b", "c"]);
+        assert!(using(config("cloud/y", ConfigType::Cloud)).is_empty());
+        assert!(using(config("runtime/default", ConfigType::Runtime)).is_empty());
+    }
+
+    use bosh_api::ObjectMeta;
+    use bosh_api::store::WatchEvent;
     use serde_json::json;
 
     use super::*;

@@ -9,10 +9,12 @@ use std::time::Duration;
 use bosh_api::objects::{ConfigSpec, DeploymentSpec, Finalizer, InstancePhase, InstanceSpec};
 use bosh_api::store::{Fence, Store};
 use bosh_api::{Object, ObjectMeta};
+use bosh_controllers::daemon;
 use bosh_controllers::runtime::{
     Action, Cleanup, Config, Controller, Ctx, ElectionConfig, Predicate, Reflector, Trigger,
     default_error_policy, finalizer,
 };
+use bosh_controllers::testing::WebManifest;
 use bosh_test_utils::eventually;
 use tokio_util::sync::CancellationToken;
 
@@ -197,4 +199,67 @@ async fn the_finalizer_is_added_before_work_and_removed_after_cleanup_across_a_c
     assert_eq!(work.cleanups.load(Ordering::SeqCst), 2);
     assert!(store.try_get::<ConfigSpec>(None, "cloud/fin").await.unwrap().is_none(), "gone");
     assert_eq!(work.applied.lock().unwrap().len(), 2, "no work while deleting");
+}
+
+/// The deployment validator judges a deployment against the cloud config
+/// it uses, and a change of that config (not of the deployment) re-runs it:
+/// a deployment invalid for want of its VM type becomes valid when the
+/// cloud config gains it, with no resync to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_config_change_re_validates_the_deployments_that_use_it() {
+    use bosh_api::meta::find_condition;
+    use bosh_api::objects::{ConditionType, ConfigType};
+    let (_env, store) = setup().await;
+    let cloud = |vm_type: &str| {
+        let content = serde_json::json!({
+            "azs": [{"name": "z1"}],
+            "vm_types": [{"name": vm_type}],
+            "networks": [{"name": "default", "type": "manual", "subnets": [{
+                "range": "127.77.9.0/24", "gateway": "127.77.9.1", "azs": ["z1"]}]}],
+            "compilation": {"workers": 1, "az": "z1", "vm_type": vm_type, "network": "default"},
+        });
+        ConfigSpec { type_: ConfigType::Cloud, content }
+    };
+    let mut config =
+        store.create(&Object::new(ObjectMeta::named("cloud/default"), cloud("big"))).await.unwrap();
+    let spec =
+        DeploymentSpec { manifest: WebManifest::hello("d", 1).value(), ..Default::default() };
+    store.create(&Object::new(ObjectMeta::named("d"), spec)).await.unwrap();
+    let opts = daemon::Options {
+        workers: 1,
+        // No resync within the test: only the config's change can wake it.
+        resync: Duration::from_secs(3600),
+        election: ElectionConfig { ttl: Duration::from_secs(5), holder: "test".into() },
+        health: Default::default(),
+        limits: Default::default(),
+        render: Default::default(),
+        orphan_vms: None,
+        reflectors: Default::default(),
+    };
+    let validator =
+        daemon::deployment_validator(&store, &opts, opts.controller_config(Trigger::Generation));
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(validator.run(shutdown.clone()));
+    let invalid = |want: bool| {
+        let store = store.clone();
+        async move {
+            eventually(DEADLINE, &format!("deployment d invalid: {want}"), || {
+                let store = store.clone();
+                async move {
+                    let d: Object<DeploymentSpec> = store.get(None, "d").await.ok()?;
+                    let c = find_condition(&d.status.conditions, ConditionType::Invalid)?;
+                    (c.status == want.into()).then(|| c.message.clone())
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let why = invalid(true).await;
+    assert!(why.contains("small"), "the missing vm_type is named: {why}");
+    config.spec = cloud("small");
+    store.update_spec(&config).await.unwrap();
+    invalid(false).await;
+    shutdown.cancel();
+    run.await.unwrap();
 }
