@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosh_api::objects::{DeploymentSpec, TaskState};
-use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::server::api::{self, ApiState};
 use bosh_test_utils::{TestEnv, eventually};
 
 const TOKEN: &str = "cli-deploy-token";
@@ -139,9 +139,14 @@ async fn deploy_follows_the_task_and_fails_with_it() {
     })
     .await
     .unwrap();
-    bosh_controllers::tasks::set_task_state(&d.store, task, TaskState::Error, "canary failed")
-        .await
-        .unwrap();
+    bosh_controllers::libs::tasks::set_task_state(
+        &d.store,
+        task,
+        TaskState::Error,
+        "canary failed",
+    )
+    .await
+    .unwrap();
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .expect("deploy returns once its task finished")
@@ -167,7 +172,9 @@ async fn finish_task(
     then(&mut dep);
     d.store.update_status(&dep).await.unwrap();
     let task = dep.spec.task.unwrap();
-    bosh_controllers::tasks::set_task_state(&d.store, task, TaskState::Done, "ok").await.unwrap();
+    bosh_controllers::libs::tasks::set_task_state(&d.store, task, TaskState::Done, "ok")
+        .await
+        .unwrap();
     dep.spec
 }
 

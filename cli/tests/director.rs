@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::server::api::{self, ApiState};
 use bosh_test_utils::TestEnv;
 
 const TOKEN: &str = "cli-test-token";
@@ -18,7 +18,7 @@ async fn director() -> Director {
     director_with(Default::default()).await
 }
 
-async fn director_with(limits: bosh_controllers::api::limits::Limits) -> Director {
+async fn director_with(limits: bosh_controllers::server::api::limits::Limits) -> Director {
     let env = TestEnv::etcd_only().await.unwrap();
     let store = bosh_api::store::Store::connect(&env.store_config(), "/bosh").await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -171,7 +171,7 @@ async fn release_and_stemcell_upload_list_inspect_delete() {
 #[tokio::test]
 async fn tasks_and_events_print_like_bosh() {
     use bosh_api::objects::{EventState, TaskState};
-    use bosh_controllers::tasks::{EventLog, create_task, set_task_state};
+    use bosh_controllers::libs::tasks::{EventLog, create_task, set_task_state};
     let d = director().await;
     let ok = create_task(&d.store, "create deployment", Some("web"), "admin").await.unwrap();
     let log = EventLog::new(d.store.clone(), ok.spec.id);
@@ -365,7 +365,7 @@ async fn keepalives_keep_a_quiet_watch_alive_past_the_idle_timeout() {
 /// A manifest past the director's `--max-request-bytes` is refused: exit 2, naming the limit and the flag (issue 12, "Limits").
 #[tokio::test]
 async fn deploying_a_manifest_over_the_request_limit_exits_2_naming_the_flag() {
-    let limits = bosh_controllers::api::limits::Limits {
+    let limits = bosh_controllers::server::api::limits::Limits {
         max_request_bytes: 256 * 1024,
         ..Default::default()
     };
@@ -392,7 +392,7 @@ async fn deploying_a_manifest_over_the_request_limit_exits_2_naming_the_flag() {
 #[tokio::test]
 async fn task_follow_prints_events_written_while_following_and_ends_with_the_task() {
     use bosh_api::objects::{EventState, TaskState};
-    use bosh_controllers::tasks::{EventLog, create_task, set_task_state};
+    use bosh_controllers::libs::tasks::{EventLog, create_task, set_task_state};
     let d = director().await;
     let t = create_task(&d.store, "create deployment", Some("web"), "admin").await.unwrap();
     let log = EventLog::new(d.store.clone(), t.spec.id);

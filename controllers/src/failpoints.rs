@@ -86,8 +86,11 @@ pub fn hits(name: &str) -> u64 {
 
 /// The error a `return` action makes a site after a CPI call fail with:
 /// the call took effect, its reply was lost (FAULT-MATRIX D1).
-pub fn lost_reply(method: &'static str) -> crate::cpi::CpiError {
-    crate::cpi::CpiError::Transient { method, message: "failpoint: the reply was lost".into() }
+pub fn lost_reply(method: &'static str) -> crate::world::cpi::CpiError {
+    crate::world::cpi::CpiError::Transient {
+        method,
+        message: "failpoint: the reply was lost".into(),
+    }
 }
 
 /// A counted [`fail::fail_point!`]: `failpoint!(NAME)` (a `return` action

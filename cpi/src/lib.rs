@@ -19,7 +19,7 @@
 //! the local CPI confirms terms against), so that whatever needs a CPI
 //! without boshd's controllers (`boshctl up`, the benchmarks, a standalone
 //! local CPI executable) can have one. boshd re-exports it as
-//! `bosh_controllers::cpi`.
+//! `bosh_controllers::world::cpi`.
 //!
 //! # Layout
 //!

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bosh_api::store::{SecretsKey, Store, StoreConfig, TlsFiles};
-use bosh_controllers::daemon::{self, Options};
-use bosh_controllers::director::Director;
-use bosh_controllers::nats_server::ManagedNats;
 use bosh_controllers::runtime::ElectionConfig;
+use bosh_controllers::server::daemon::{self, Options};
+use bosh_controllers::world::director::Director;
+use bosh_controllers::world::nats_server::ManagedNats;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -147,10 +147,10 @@ struct Args {
     listen: String,
     /// Largest JSON or YAML request body the API reads (a manifest, a
     /// config); larger ones are refused with 413.
-    #[arg(long, env = "BOSH_MAX_REQUEST_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(long, env = "BOSH_MAX_REQUEST_BYTES", default_value_t = bosh_controllers::server::api::limits::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: u64,
     /// Largest release or stemcell upload the API accepts (streamed to disk).
-    #[arg(long, env = "BOSH_MAX_UPLOAD_BYTES", default_value_t = bosh_controllers::api::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    #[arg(long, env = "BOSH_MAX_UPLOAD_BYTES", default_value_t = bosh_controllers::server::api::limits::DEFAULT_MAX_UPLOAD_BYTES)]
     max_upload_bytes: u64,
     /// Largest object (e.g. a deployment with its expanded manifest) one
     /// etcd write may carry. Must not exceed etcd's `--max-request-bytes`
@@ -211,7 +211,7 @@ async fn token(store: &Store, name: &str, path: &Path) -> anyhow::Result<String>
         .with_context(|| format!("reading or creating secret {name}"))?;
     let t = String::from_utf8(stored).with_context(|| format!("secret {name} is not text"))?;
     if from_file.as_deref() != Some(t.as_str()) {
-        bosh_controllers::secret_file::write(path, t.as_bytes())
+        bosh_controllers::libs::secret_file::write(path, t.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(t)
@@ -226,7 +226,7 @@ async fn director(
     blobs: Arc<dyn bosh_blobstore::Storage>,
     blobstore: bosh_api::agent::BlobstoreSettings,
 ) -> anyhow::Result<(Director, Option<ManagedNats>)> {
-    use bosh_controllers::bus::{self, Bus, BusConfig};
+    use bosh_controllers::world::bus::{self, Bus, BusConfig};
     let dir = &args.data_dir;
     let mut cfg = BusConfig::generate(
         args.nats_config.clone().unwrap_or_else(|| dir.join("nats.conf")),
@@ -269,8 +269,8 @@ async fn director(
         .await
         .with_context(|| format!("connecting to nats-server at {}", bus.url()))?;
     let cpi_dir = args.cpi_dir.clone().unwrap_or_else(|| dir.join("cpi"));
-    let cpi: Arc<dyn bosh_controllers::cpi::Cpi> = match &args.cpi_exe {
-        Some(exe) => Arc::new(bosh_controllers::cpi::external::ExternalCpi::new(
+    let cpi: Arc<dyn bosh_controllers::world::cpi::Cpi> = match &args.cpi_exe {
+        Some(exe) => Arc::new(bosh_controllers::world::cpi::external::ExternalCpi::new(
             "external",
             exe,
             Default::default(),
@@ -282,7 +282,7 @@ async fn director(
         // from a deposed leader got through after its successor was elected
         // (I5). The local CPI is for development and tests; the read is cheap.
         None => Arc::new(
-            bosh_controllers::cpi::local::LocalCpi::open(&cpi_dir)
+            bosh_controllers::world::cpi::local::LocalCpi::open(&cpi_dir)
                 .with_context(|| format!("opening the local CPI in {}", cpi_dir.display()))?
                 .with_audit_store(store.clone()),
         ),
@@ -293,7 +293,7 @@ async fn director(
         cpi,
         nats_url: bus.url(),
         bus: Arc::new(bus),
-        agents: bosh_controllers::agent_client::AgentClient::new(conn),
+        agents: bosh_controllers::world::agent_client::AgentClient::new(conn),
         blobs,
         blobstore,
         heartbeat_interval_secs: args.heartbeat_interval_secs,
@@ -380,7 +380,7 @@ async fn main() -> anyhow::Result<()> {
         mirrors: args.blobstore_mirrors.clone(),
     };
     let (director, nats) = director(&args, &store, storage.clone(), blobstore).await?;
-    let limits = bosh_controllers::validate::DeploymentLimits {
+    let limits = bosh_controllers::reconcilers::validate::DeploymentLimits {
         max_instances_per_group: args.max_instances_per_group,
         max_instances_per_deployment: args.max_instances_per_deployment,
         max_property_bytes: args.max_property_bytes,
@@ -389,40 +389,40 @@ async fn main() -> anyhow::Result<()> {
         max_alias_events: args.yaml_max_alias_events,
         max_depth: args.yaml_max_depth,
     });
-    let api_state = bosh_controllers::api::ApiState::new(store.clone(), &api_token)
+    let api_state = bosh_controllers::server::api::ApiState::new(store.clone(), &api_token)
         .with_deployment_limits(limits)
         .with_blobstore(storage.clone(), args.data_dir.join("scratch"))
-        .with_upload_limits(bosh_controllers::api::UploadLimits {
+        .with_upload_limits(bosh_controllers::server::api::UploadLimits {
             max_unpacked_bytes: args.max_upload_unpacked_bytes,
             max_entries: args.max_upload_entries,
             max_concurrent: args.max_concurrent_uploads,
         })
         .with_director(director.clone())
-        .with_limits(bosh_controllers::api::limits::Limits {
+        .with_limits(bosh_controllers::server::api::limits::Limits {
             max_request_bytes: args.max_request_bytes,
             max_upload_bytes: args.max_upload_bytes,
         });
-    let router = bosh_controllers::api::router(Arc::new(api_state))
+    let router = bosh_controllers::server::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
     let discovery = bosh_api::wire::DirectorFile {
         url: format!("http://{addr}"),
         token_file: std::fs::canonicalize(args.data_dir.join("api-token"))?,
     };
-    bosh_controllers::secret_file::write(
+    bosh_controllers::libs::secret_file::write(
         &args.data_dir.join("director.json"),
         &serde_json::to_vec(&discovery)?,
     )?;
     info!(%addr, "API listening");
     let api_shutdown = shutdown.clone();
-    let api = tokio::spawn(bosh_controllers::api::serve(listener, router, async move {
+    let api = tokio::spawn(bosh_controllers::server::api::serve(listener, router, async move {
         api_shutdown.cancelled().await
     }));
     let opts = Options {
         workers: args.workers,
         resync: Duration::from_secs(args.resync_secs),
         election,
-        health: bosh_controllers::health::HealthConfig {
+        health: bosh_controllers::reconcilers::health::HealthConfig {
             agent_timeout: Duration::from_secs(args.agent_timeout_secs),
             resurrection_delay: Duration::from_secs(args.resurrection_delay_secs),
             meltdown_min_down: args.meltdown_min_down,
@@ -430,12 +430,12 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
         limits,
-        render: bosh_controllers::render::Limits {
+        render: bosh_controllers::libs::render::Limits {
             timeout: Duration::from_secs(args.render_timeout_secs),
             max_output: args.render_max_output_bytes,
         },
         orphan_vms: (args.orphan_vm_scan_secs > 0).then(|| {
-            bosh_controllers::deployment::orphan_vms::OrphanVmConfig {
+            bosh_controllers::reconcilers::deployment::orphan_vms::OrphanVmConfig {
                 scan: Duration::from_secs(args.orphan_vm_scan_secs),
                 grace: Duration::from_secs(args.orphan_vm_grace_secs),
             }

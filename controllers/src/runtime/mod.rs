@@ -20,6 +20,7 @@
 //! - [`queue`]: de-duplicated, delayed keys.
 //! - [`finalizer`]: add before work, remove after clean-up.
 //! - [`status`]: the one status writer.
+//! - [`wiring`]: a reconciler's name, trigger and worker count.
 
 pub mod controller;
 pub mod finalizer;
@@ -30,6 +31,7 @@ pub mod reflector;
 pub mod secondary;
 pub mod shared;
 pub mod status;
+pub mod wiring;
 
 pub use controller::{Action, Config, Controller, Ctx, Stats, default_error_policy};
 pub use finalizer::{Cleanup, finalizer};
@@ -38,3 +40,4 @@ pub use predicate::Predicate;
 pub use queue::WorkQueue;
 pub use reflector::{Cache, Change, Trigger};
 pub use shared::{Reflector, Reflectors};
+pub use wiring::{Wiring, Workers};

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 
 use bosh_api::store::Fence;
 
-use crate::cpi::{Cpi, CpiError, CpiInfo, CpiResult, CreateVm, ListedVm};
+use crate::world::cpi::{Cpi, CpiError, CpiInfo, CpiResult, CreateVm, ListedVm};
 
 /// What to inject. The default injects nothing.
 #[derive(Debug, Clone, Default)]
@@ -269,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn faults_are_seeded_permanent_and_hiding() {
         let dir = tempfile::tempdir().unwrap();
-        let local = crate::cpi::local::LocalCpi::open(dir.path()).unwrap();
+        let local = crate::world::cpi::local::LocalCpi::open(dir.path()).unwrap();
         let cpi = FaultyCpi::new(Arc::new(local));
         let run = |seed| {
             cpi.set(CpiFaults { transient_rate: 0.3, seed, ..Default::default() });

@@ -18,10 +18,10 @@ use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
-use crate::api::{self, ApiState};
-use crate::daemon::{self, Options};
-use crate::director::Director;
-use crate::runtime::{Config, ElectionConfig, Trigger};
+use crate::runtime::ElectionConfig;
+use crate::server::api::{self, ApiState};
+use crate::server::daemon::{self, Options};
+use crate::world::director::Director;
 
 /// The API token of a harness.
 pub const TOKEN: &str = "t";
@@ -72,9 +72,9 @@ pub struct HarnessOptions {
     /// The controllers' resync period.
     pub resync: Duration,
     /// Limits of one template-rendering Ruby process.
-    pub render: crate::render::Limits,
+    pub render: crate::libs::render::Limits,
     /// Health monitor and resurrection tuning.
-    pub health: crate::health::HealthConfig,
+    pub health: crate::reconcilers::health::HealthConfig,
     /// The etcd to keep the world in instead of the world's own single
     /// member (which then idles): e.g. a [`bosh_test_utils::EtcdCluster`]'s
     /// endpoints, for the etcd fault scenarios. The world's secrets key is
@@ -83,7 +83,7 @@ pub struct HarnessOptions {
     /// The periodic orphaned-VM scan; off by default: its listing is a CPI
     /// call, and tests count CPI calls (A4 expects none from a converged
     /// deployment).
-    pub orphan_vms: Option<crate::deployment::orphan_vms::OrphanVmConfig>,
+    pub orphan_vms: Option<crate::reconcilers::deployment::orphan_vms::OrphanVmConfig>,
     /// The blobstore URL agents (instances' and compile VMs') are given,
     /// instead of the world's own: tests put a proxy there that forwards
     /// to [`Harness::blobstore_url`] and tampers with what passes.
@@ -101,7 +101,7 @@ impl HarnessOptions {
             reuse_compile_vms: false,
             deploy: true,
             resync: Duration::from_secs(2),
-            health: crate::health::HealthConfig::default(),
+            health: crate::reconcilers::health::HealthConfig::default(),
             render: Default::default(),
             store: None,
             orphan_vms: None,
@@ -187,15 +187,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             orphan_vms: o.orphan_vms,
             reflectors: Default::default(),
         };
-        let validator = daemon::deployment_validator(
-            &store,
-            &opts,
-            Config {
-                trigger: Trigger::Generation,
-                election: opts.election.clone(),
-                ..Config::default()
-            },
-        );
+        let validator = daemon::deployment_validator(&store, &opts);
         let deploy = o.deploy;
         let task_controller = daemon::task_controller(&store, &opts);
         let tasks = vec![
@@ -270,7 +262,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
     /// Creates deployment `name` with `manifest` and a new task carrying the
     /// change, as `apply` does; returns the task's number.
     pub async fn create_deployment(&self, name: &str, manifest: serde_json::Value) -> Result<u64> {
-        let task = crate::tasks::create_change_task(
+        let task = crate::libs::tasks::create_change_task(
             &self.store,
             "create deployment",
             name,
@@ -292,7 +284,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             let store = store.clone();
             async move {
                 let t: Object<TaskSpec> =
-                    store.get(None, &crate::tasks::task_name(id)).await.ok()?;
+                    store.get(None, &crate::libs::tasks::task_name(id)).await.ok()?;
                 t.status.state.is_finished().then_some((t.status.state, t.status.result))
             }
         })

@@ -24,7 +24,7 @@
 //!   attached to.
 //! - **I4** every mutating call in the audit log was made after etcd
 //!   recorded its intent: at the etcd revision the call was admitted at
-//!   (`etcd_revision`, see [`crate::cpi::local::audit`]), etcd held
+//!   (`etcd_revision`, see [`crate::world::cpi::local::audit`]), etcd held
 //!   - `create_vm(request R, agent A)`: an Instance whose status has
 //!     `pendingCreate = R`, `agentId = A` and no `vmCid` (the intent, not
 //!     yet the result), or a CompiledPackage whose `worker` has request id
@@ -65,8 +65,8 @@ use bosh_api::objects::{CompiledPackageSpec, DeploymentSpec, DiskPhase, DiskSpec
 use bosh_api::store::Store;
 use bosh_api::{Condition, Kind, Object};
 
-use crate::cpi::local::audit::{self, AuditEntry};
-use crate::cpi::local::{Inventory, LocalCpi};
+use crate::world::cpi::local::audit::{self, AuditEntry};
+use crate::world::cpi::local::{Inventory, LocalCpi};
 
 /// One of the matrix's invariants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -392,7 +392,7 @@ fn i4(w: &World, out: &mut Vec<Violation>) {
         // A VM a Deployment records as orphaned: by the periodic scan, or
         // as an open cloud-check problem an operator resolves.
         let orphan_recorded = |vm: &str| {
-            let problem = crate::deployment::problems::orphan_id(vm);
+            let problem = crate::reconcilers::deployment::problems::orphan_id(vm);
             at.deployments.iter().any(|d| {
                 d.status.orphaned_vms.iter().any(|o| o.vm_cid == vm)
                     || d.status.cloud_check.problems.iter().any(|p| p.id == problem)

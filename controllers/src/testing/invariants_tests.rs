@@ -9,8 +9,8 @@ use bosh_api::objects::{
 use bosh_api::{Condition, Object, ObjectMeta};
 
 use super::{Invariant, Records, World, check_world};
-use crate::cpi::local::audit::{AuditEntry, AuditFence, AuditResult};
-use crate::cpi::local::{DiskRecord, VmRecord};
+use crate::world::cpi::local::audit::{AuditEntry, AuditFence, AuditResult};
+use crate::world::cpi::local::{DiskRecord, VmRecord};
 
 const GEN: i64 = 10;
 
@@ -278,7 +278,7 @@ fn i4_takes_a_deployments_orphan_record_as_the_intent_of_its_delete() {
     assert_eq!(check_world(&w), [], "recorded by the scan");
 
     let mut dep = Object::new(ObjectMeta::named("d"), DeploymentSpec::default());
-    let id = crate::deployment::problems::orphan_id("vm-7");
+    let id = crate::reconcilers::deployment::problems::orphan_id("vm-7");
     dep.status.cloud_check.problems.push(Problem::new(id, ProblemType::OrphanedVm, "x".into()));
     let mut w = orphan_delete();
     w.past.get_mut(&9).unwrap().deployments.push(dep);

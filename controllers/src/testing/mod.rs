@@ -15,10 +15,10 @@ use bosh_api::agent::{BlobstoreSettings, MbusSettings, NetworkSettings, Settings
 use bosh_api::store::{Fence, Store};
 use bosh_test_utils::{Nats, TestEnv};
 
-use crate::agent_client::{AgentClient, Timeouts};
-use crate::bus::{Bus, BusConfig};
-use crate::cpi::local::{self, LocalCpi};
-use crate::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
+use crate::world::agent_client::{AgentClient, Timeouts};
+use crate::world::bus::{Bus, BusConfig};
+use crate::world::cpi::local::{self, LocalCpi};
+use crate::world::cpi::{Cpi, CpiInfo, CpiResult, CreateVm, VmNetwork};
 
 mod faulty;
 mod harness;
@@ -144,10 +144,10 @@ impl LocalWorld {
         })
     }
 
-    /// A [`crate::director::Director`] over this world. The CPI and the bus
+    /// A [`crate::world::director::Director`] over this world. The CPI and the bus
     /// move into it, so this consumes the world's handles on them.
-    pub fn director(self) -> (crate::director::Director, LocalWorldRest) {
-        let director = crate::director::Director {
+    pub fn director(self) -> (crate::world::director::Director, LocalWorldRest) {
+        let director = crate::world::director::Director {
             store: self.store.clone(),
             cpi: Arc::new(self.cpi),
             bus: Arc::new(self.bus),
@@ -381,7 +381,7 @@ impl Cpi for CountingCpi {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.find_disk_by_request(id).await
     }
-    async fn list_vms(&self) -> CpiResult<Vec<crate::cpi::ListedVm>> {
+    async fn list_vms(&self) -> CpiResult<Vec<crate::world::cpi::ListedVm>> {
         self.total.fetch_add(1, Ordering::SeqCst);
         self.inner.list_vms().await
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bosh_api::agent::{ApplySpec, CompilePackage, JobState, Method};
-use bosh_controllers::agent_client::{AgentClient, AgentError, Timeouts};
+use bosh_controllers::world::agent_client::{AgentClient, AgentError, Timeouts};
 use bosh_test_utils::agent::{AgentProcess, agent_binary};
 use bosh_test_utils::{Nats, eventually};
 use futures::StreamExt;
@@ -136,7 +136,7 @@ async fn failures_are_typed_errors() {
     match s.client.for_agent("nobody").ping().await {
         Err(AgentError::Timeout { agent, method: "ping", tries: 3, last, .. }) => {
             assert_eq!(agent, "nobody");
-            assert_eq!(last, bosh_controllers::agent_client::Miss::NoResponders);
+            assert_eq!(last, bosh_controllers::world::agent_client::Miss::NoResponders);
         }
         r => panic!("{r:?}"),
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::server::api::{self, ApiState};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -192,7 +192,7 @@ async fn watch_streams_changes_as_json_lines() {
 /// back (FAULT-MATRIX B4).
 #[tokio::test]
 async fn healthz_reports_degraded_while_etcd_is_down() {
-    use bosh_controllers::api::healthz::Health;
+    use bosh_controllers::server::api::healthz::Health;
     let (mut env, _store, url) = start().await;
     let get = || async {
         let r = http().get(format!("{url}/healthz")).send().await.unwrap();

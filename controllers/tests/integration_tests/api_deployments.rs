@@ -9,8 +9,8 @@ use bosh_api::objects::{
 };
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::api::{self, ApiState};
-use bosh_controllers::tasks::task_name;
+use bosh_controllers::libs::tasks::task_name;
+use bosh_controllers::server::api::{self, ApiState};
 use serde_json::{Value, json};
 
 use super::setup;
@@ -323,9 +323,14 @@ async fn instance_actions_change_spec_instances_and_make_a_task() {
 /// would (these tests run the API alone).
 async fn finish_current(store: &Store, name: &str) {
     let id = deployment(store, name).await.spec.task.unwrap();
-    bosh_controllers::tasks::set_task_state(store, id, bosh_api::objects::TaskState::Done, "")
-        .await
-        .unwrap();
+    bosh_controllers::libs::tasks::set_task_state(
+        store,
+        id,
+        bosh_api::objects::TaskState::Done,
+        "",
+    )
+    .await
+    .unwrap();
 }
 
 /// The instance listing answers the deployment's Instance objects, and nothing of other deployments.
@@ -513,7 +518,8 @@ async fn variables_are_listed_without_values() {
     apply(&url, "d", &manifest("d", 1, "small"), false).await;
     let declared = json!({"name": "d", "variables": [{"name": "web_password", "type": "password"}],
         "instance_groups": [{"name": "web", "properties": {"password": "((web_password))"}}]});
-    let resolved = bosh_controllers::variables::interpolate(&store, "d", &declared).await.unwrap();
+    let resolved =
+        bosh_controllers::libs::variables::interpolate(&store, "d", &declared).await.unwrap();
     let value = resolved["instance_groups"][0]["properties"]["password"].as_str().unwrap();
     assert_ne!(value, "((web_password))");
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, TaskSpec};
 use bosh_api::store::{self, Store};
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::api::limits::Limits;
-use bosh_controllers::api::{self, ApiState};
+use bosh_controllers::server::api::limits::Limits;
+use bosh_controllers::server::api::{self, ApiState};
 use futures::StreamExt;
 use serde_json::{Value, json};
 

@@ -16,8 +16,8 @@ use bosh_api::objects::{
 };
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::cpi::local::LocalCpi;
 use bosh_controllers::testing::WebManifest;
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
 use futures::StreamExt;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bosh_controllers::bus::{Bus, BusConfig, Credentials};
+use bosh_controllers::world::bus::{Bus, BusConfig, Credentials};
 use bosh_test_utils::{Nats, eventually};
 use futures::{FutureExt, StreamExt};
 

@@ -11,9 +11,9 @@ use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, EventState, InstanceSpec, StemcellSpec, TaskState,
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::cpi::CreateVm;
-use bosh_controllers::health::HealthConfig;
+use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
+use bosh_controllers::world::cpi::CreateVm;
 use bosh_test_utils::eventually;
 use serde_json::{Value, json};
 

@@ -15,8 +15,8 @@ use bosh_api::objects::{
 };
 use bosh_api::objects::{ConditionType, Finalizer, Reason};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest};
+use bosh_controllers::world::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 
 /// Compiling on fresh VMs takes seconds; give it room on a loaded machine.
@@ -227,7 +227,7 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&broken_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
-    let task = bosh_controllers::tasks::create_task(
+    let task = bosh_controllers::libs::tasks::create_task(
         &h.store,
         "create deployment",
         Some("broken"),
@@ -249,7 +249,7 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
     assert!(failed.message.contains("exited with code 3"), "{failed:?}");
     // The task's event log has the compile's start and its failure with the
     // exit code and output.
-    let prefix = format!("{}/", bosh_controllers::tasks::task_name(task.spec.id));
+    let prefix = format!("{}/", bosh_controllers::libs::tasks::task_name(task.spec.id));
     let events = h.store.list::<bosh_api::objects::EventSpec>(&prefix).await.unwrap().items;
     let states: Vec<_> = events.iter().map(|e| e.spec.state).collect();
     assert!(states.starts_with(&[EventState::Started, EventState::Failed]), "{events:?}");

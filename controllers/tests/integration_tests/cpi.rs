@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bosh_api::agent::Settings;
 use bosh_api::store::Fence;
-use bosh_controllers::cpi::external::ExternalCpi;
-use bosh_controllers::cpi::local::LocalCpi;
-use bosh_controllers::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
+use bosh_controllers::world::cpi::external::ExternalCpi;
+use bosh_controllers::world::cpi::local::LocalCpi;
+use bosh_controllers::world::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 use serde_json::json;
 

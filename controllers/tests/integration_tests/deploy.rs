@@ -13,7 +13,7 @@ use bosh_api::objects::{
     InstanceSpec, TaskChange, TaskSpec, TaskState,
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::tasks::{create_change_task, create_task, task_name};
+use bosh_controllers::libs::tasks::{create_change_task, create_task, task_name};
 use bosh_test_utils::eventually;
 
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
@@ -278,7 +278,7 @@ async fn a_failing_canary_halts_the_rollout() {
     assert_eq!(h.applies(), applies + 1);
     for i in after.iter().filter(|i| before[&i.metadata.name] == i.spec.config_hash) {
         assert!(
-            bosh_controllers::instance::is_converged(i),
+            bosh_controllers::reconcilers::instance::is_converged(i),
             "{} untouched and ready",
             i.metadata.name
         );

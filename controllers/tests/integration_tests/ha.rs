@@ -16,7 +16,7 @@ use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec, DiskSpec, InstanceSpec};
 use bosh_api::store::Store;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::cpi::local::LocalCpi;
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::{eventually, free_port};
 
 use super::boshd_deploy::{

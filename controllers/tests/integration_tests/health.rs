@@ -6,8 +6,8 @@ use std::time::Duration;
 use bosh_api::agent::{Heartbeat, JobState};
 use bosh_api::objects::{EventSpec, InstanceHealth, InstanceSpec};
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::daemon::{self, Options};
-use bosh_controllers::health::HealthConfig;
+use bosh_controllers::reconcilers::health::HealthConfig;
+use bosh_controllers::server::daemon::{self, Options};
 use bosh_controllers::testing::{Harness, HarnessOptions};
 use bosh_test_utils::eventually;
 use tokio_util::sync::CancellationToken;
@@ -118,8 +118,8 @@ async fn etcd_writes_equal_health_transitions() {
     h.stop().await.unwrap();
 }
 
-fn alert(n: u32) -> bosh_controllers::health::alerts::Alert {
-    bosh_controllers::health::alerts::Alert {
+fn alert(n: u32) -> bosh_controllers::reconcilers::health::alerts::Alert {
+    bosh_controllers::reconcilers::health::alerts::Alert {
         source: format!("agent a{n}"),
         severity: 2,
         title: "process is not running".into(),
@@ -132,7 +132,7 @@ fn alert(n: u32) -> bosh_controllers::health::alerts::Alert {
 /// leader records it, and a leader whose lease is gone records nothing.
 #[tokio::test]
 async fn only_the_leading_replica_records_alerts() {
-    use bosh_controllers::health::alerts::Sinks;
+    use bosh_controllers::reconcilers::health::alerts::Sinks;
     let (_env, store) = super::setup().await;
     let events = || async { store.list::<EventSpec>("0000000000/").await.unwrap().items.len() };
     let follower = Sinks::new(None);

@@ -10,7 +10,7 @@ use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{ConditionStatus, Object};
-use bosh_controllers::health::HealthConfig;
+use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::testing::{Harness, HarnessOptions};
 use bosh_test_utils::eventually;
 

@@ -9,11 +9,11 @@ use std::time::Duration;
 use bosh_api::objects::{ConfigSpec, DeploymentSpec, Finalizer, InstancePhase, InstanceSpec};
 use bosh_api::store::{Fence, Store};
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::daemon;
 use bosh_controllers::runtime::{
     Action, Cleanup, Config, Controller, Ctx, ElectionConfig, Predicate, Reflector, Trigger,
     default_error_policy, finalizer,
 };
+use bosh_controllers::server::daemon;
 use bosh_controllers::testing::WebManifest;
 use bosh_test_utils::eventually;
 use tokio_util::sync::CancellationToken;
@@ -236,8 +236,7 @@ async fn a_cloud_config_change_re_validates_the_deployments_that_use_it() {
         orphan_vms: None,
         reflectors: Default::default(),
     };
-    let validator =
-        daemon::deployment_validator(&store, &opts, opts.controller_config(Trigger::Generation));
+    let validator = daemon::deployment_validator(&store, &opts);
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(validator.run(shutdown.clone()));
     let invalid = |want: bool| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bosh_api::Object;
 use bosh_api::objects::{ConditionType, Reason};
 use bosh_api::objects::{DeploymentSpec, TaskChange, TaskSpec, TaskState};
-use bosh_controllers::tasks::task_name;
+use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::testing::{Harness, HarnessOptions};
 use bosh_test_utils::eventually;
 
@@ -88,7 +88,10 @@ async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
 async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
     let render_timeout = Duration::from_secs(40);
     let h = Harness::start(HarnessOptions {
-        render: bosh_controllers::render::Limits { timeout: render_timeout, ..Default::default() },
+        render: bosh_controllers::libs::render::Limits {
+            timeout: render_timeout,
+            ..Default::default()
+        },
         ..HarnessOptions::new(81)
     })
     .await
@@ -126,7 +129,7 @@ async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
 
     // Later passes over "stuck" (resync every 2 s, backoff) render nothing:
     // while "other" rolls out a change (one render), Ruby runs once.
-    let runs = bosh_controllers::render::ruby_runs();
+    let runs = bosh_controllers::libs::render::ruby_runs();
     let again = h
         .change_with("other", TaskChange::Update, |s| {
             s.manifest = manifest("other", 1, "changed", 0)
@@ -134,7 +137,11 @@ async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
         .await;
     let (state, result) = h.task_end(again).await;
     assert_eq!(state, TaskState::Done, "{result}");
-    assert_eq!(bosh_controllers::render::ruby_runs(), runs + 1, "only the change was rendered");
+    assert_eq!(
+        bosh_controllers::libs::render::ruby_runs(),
+        runs + 1,
+        "only the change was rendered"
+    );
     let t = task(&h, stuck).await;
     assert_eq!(t.status.state, TaskState::Error, "a failed task stays failed");
     h.stop().await.unwrap();

@@ -2,7 +2,7 @@
 
 use bosh_api::Object;
 use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
-use bosh_controllers::tasks::{EventLog, create_task, set_task_state, task_name};
+use bosh_controllers::libs::tasks::{EventLog, create_task, set_task_state, task_name};
 
 use super::setup;
 

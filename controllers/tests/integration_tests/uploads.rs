@@ -9,7 +9,7 @@ use bosh_api::release::stemcell::{StemcellManifest, write_stemcell};
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::{Object, ObjectMeta};
 use bosh_blobstore::Storage;
-use bosh_controllers::api::{self, ApiState, UploadLimits};
+use bosh_controllers::server::api::{self, ApiState, UploadLimits};
 use serde_json::{Value, json};
 
 use super::setup;

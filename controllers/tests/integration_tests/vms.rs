@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bosh_controllers::agent_client::AgentClient;
-use bosh_controllers::cpi::Cpi;
 use bosh_controllers::testing::LocalWorld;
+use bosh_controllers::world::agent_client::AgentClient;
+use bosh_controllers::world::cpi::Cpi;
 use bosh_test_utils::eventually;
 
 use super::DEADLINE;
@@ -100,12 +100,12 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
     inst.status.agent_id = Some("agent-web-0".into());
     store.update_status(&inst).await.unwrap();
 
-    let state =
-        bosh_controllers::api::ApiState::new(store.clone(), "t").with_director(director.clone());
+    let state = bosh_controllers::server::api::ApiState::new(store.clone(), "t")
+        .with_director(director.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = bosh_controllers::api::router(Arc::new(state));
-    tokio::spawn(bosh_controllers::api::serve(listener, router, std::future::pending()));
+    let router = bosh_controllers::server::api::router(Arc::new(state));
+    tokio::spawn(bosh_controllers::server::api::serve(listener, router, std::future::pending()));
     let http = reqwest::Client::new();
 
     let vms: serde_json::Value = http
@@ -151,7 +151,7 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
 /// a stemcell: the VM lives on (has_vm stays true) and the new agent answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_restarted_on_its_vm() {
-    use bosh_controllers::cpi::local::process::agent_pid;
+    use bosh_controllers::world::cpi::local::process::agent_pid;
 
     let w = LocalWorld::start().await.unwrap();
     let vm = w.create_vm("agent-crash", "127.77.0.30").await.unwrap();

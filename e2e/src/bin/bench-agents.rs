@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bosh_api::agent::{Method, Reply, Request};
-use bosh_controllers::agent_client::AgentClient;
-use bosh_controllers::cpi::Cpi;
 use bosh_controllers::testing::LocalWorld;
+use bosh_controllers::world::agent_client::AgentClient;
+use bosh_controllers::world::cpi::Cpi;
 use bosh_test_utils::eventually;
 use clap::Parser;
 use futures::StreamExt;
@@ -319,7 +319,7 @@ struct VmPids {
 async fn agent_pids(world: &LocalWorld, cid: &str) -> Result<VmPids> {
     let settings = world.cpi.vm_dir(cid).join("settings.json");
     let outer = world.cpi.vm_process(cid).await.context("VM has no process")?.pid;
-    let agent = bosh_controllers::cpi::local::process::agent_pid(&settings)
+    let agent = bosh_controllers::world::cpi::local::process::agent_pid(&settings)
         .with_context(|| format!("no agent process found for {cid}"))?;
     let wrapped =
         std::fs::read(format!("/proc/{outer}/cmdline")).is_ok_and(|c| c.starts_with(b"unshare"));

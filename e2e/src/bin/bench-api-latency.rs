@@ -32,7 +32,7 @@ use anyhow::{Result, bail};
 use bosh_api::ConditionStatus;
 use bosh_api::objects::{ConditionType, Reason};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec};
-use bosh_controllers::render::ruby_runs;
+use bosh_controllers::libs::render::ruby_runs;
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, TOKEN, WebManifest, example_release,
 };

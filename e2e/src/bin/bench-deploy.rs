@@ -32,7 +32,7 @@ use bosh_api::objects::{
 };
 use bosh_api::store::Store;
 use bosh_api::{Kind, Object};
-use bosh_controllers::tasks::task_name;
+use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::testing::{
     Harness, HarnessOptions, NetworkSize, WebManifest, example_release,
 };
@@ -58,7 +58,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    // `RUST_LOG` (e.g. `warn,bosh_controllers::deployment=debug`) shows where a
+    // `RUST_LOG` (e.g. `warn,bosh_controllers::reconcilers::deployment=debug`) shows where a
     // rollout spends its time.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -25,9 +25,9 @@ use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_blobstore::Storage;
-use bosh_controllers::api::{self, ApiState};
-use bosh_controllers::cpi::Cpi;
+use bosh_controllers::server::api::{self, ApiState};
 use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest};
+use bosh_controllers::world::cpi::Cpi;
 use bosh_test_utils::eventually;
 use clap::{Parser, ValueEnum};
 

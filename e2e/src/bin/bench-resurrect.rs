@@ -25,8 +25,8 @@ use bosh_api::agent::{Heartbeat, JobState};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::objects::{InstanceHealth, InstancePhase};
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::health::HealthConfig;
-use bosh_controllers::tasks::{create_task, task_name};
+use bosh_controllers::libs::tasks::{create_task, task_name};
+use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest, example_release};
 use bosh_test_utils::eventually;
 use clap::Parser;
@@ -185,7 +185,7 @@ async fn load(args: &Args) -> Result<()> {
     // The monitor alone (no instance controller to act on its verdicts).
     let h = Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(173) }).await?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let opts = bosh_controllers::daemon::Options {
+    let opts = bosh_controllers::server::daemon::Options {
         workers: 2,
         resync: Duration::from_secs(300),
         election: Default::default(),
@@ -197,7 +197,7 @@ async fn load(args: &Args) -> Result<()> {
     };
     let monitor = tokio::spawn({
         let (d, s) = (h.director.clone(), stop.clone());
-        async move { bosh_controllers::daemon::run_health(d, &opts, s).await }
+        async move { bosh_controllers::server::daemon::run_health(d, &opts, s).await }
     });
     for (i, a) in agents.iter().enumerate() {
         let o = Object::new(

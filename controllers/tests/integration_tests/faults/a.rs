@@ -12,11 +12,11 @@ use bosh_api::objects::{
 };
 use bosh_api::store::Fence;
 use bosh_api::{Object, ObjectMeta};
-use bosh_controllers::cpi::local::LocalCpi;
 use bosh_controllers::failpoints::{self as fp, hits};
+use bosh_controllers::reconcilers::{compile, deployment, instance};
 use bosh_controllers::runtime::Ctx;
 use bosh_controllers::testing::{Harness, WebManifest};
-use bosh_controllers::{compile, deployment, instance};
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
 use rand::{Rng, SeedableRng};
 
@@ -272,7 +272,7 @@ async fn faults_a5_a_cache_100_revisions_behind_decides_no_deletion() {
     assert_eq!(names, before);
     let disks = h.store.list::<DiskSpec>("a5/").await.unwrap().items;
     assert!(disks.iter().all(|d| d.status.phase == DiskPhase::Attached), "no disk let go");
-    let audit = bosh_controllers::cpi::local::audit::read(&h.cpi_root()).unwrap();
+    let audit = bosh_controllers::world::cpi::local::audit::read(&h.cpi_root()).unwrap();
     let destructive = audit
         .iter()
         .filter(|e| e.fence.as_ref().is_some_and(|f| f.key.starts_with("/test/")))
@@ -633,7 +633,7 @@ pub(super) async fn no_violations(store: &bosh_api::store::Store, cpi: &std::pat
 /// the new one began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
-    use bosh_controllers::cpi::Cpi;
+    use bosh_controllers::world::cpi::Cpi;
     let (env, store) = super::super::setup().await;
     let root = env.dir().join("cpi");
     let cpi = LocalCpi::open(&root).unwrap().with_audit_store(store.clone());
@@ -673,7 +673,7 @@ async fn faults_a3_b_a_cpi_call_checked_before_the_lease_was_lost_is_refused() {
 
 /// The ok mutating CPI calls process `pid` made since `since`.
 fn calls_since(cpi: &std::path::Path, pid: u32, since: chrono::DateTime<chrono::Utc>) -> usize {
-    let log = bosh_controllers::cpi::local::audit::read(cpi).unwrap_or_default();
+    let log = bosh_controllers::world::cpi::local::audit::read(cpi).unwrap_or_default();
     log.iter().filter(|e| e.pid == pid && e.ok() && e.at.is_some_and(|at| at >= since)).count()
 }
 
@@ -878,7 +878,7 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
             })
             .collect();
         assert!(late_writes.is_empty(), "run {run}: etcd writes from an old term: {late_writes:?}");
-        let audit = bosh_controllers::cpi::local::audit::read(&cpi_dir).unwrap();
+        let audit = bosh_controllers::world::cpi::local::audit::read(&cpi_dir).unwrap();
         let mine: Vec<_> = audit.iter().filter(|e| e.pid == pid).collect();
         let late_calls: Vec<String> = mine
             .iter()

@@ -24,15 +24,15 @@ use bosh_api::objects::{
 use bosh_api::store::failpoints::{self as sfp, for_kind};
 use bosh_api::store::{Store, WatchStats};
 use bosh_api::{Kind, Object, ObjectMeta};
-use bosh_controllers::api::healthz::Health;
-use bosh_controllers::cpi::local::{LocalCpi, audit};
 use bosh_controllers::failpoints::hits;
+use bosh_controllers::reconcilers::validate::{self, DeploymentLimits};
 use bosh_controllers::runtime::{
     Cache, Config, Controller, ElectionConfig, Stats, Trigger, default_error_policy,
 };
+use bosh_controllers::server::api::healthz::Health;
 use bosh_controllers::testing::invariants::{self, Invariant};
 use bosh_controllers::testing::{CpiFaults, Harness, HarnessOptions};
-use bosh_controllers::validate::{self, DeploymentLimits};
+use bosh_controllers::world::cpi::local::{LocalCpi, audit};
 use bosh_test_utils::{EtcdCluster, TestEnv, eventually};
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -515,7 +515,7 @@ async fn faults_b4_with_etcd_down_nothing_is_created_healthz_degrades_and_it_rec
         .instances("b4")
         .await
         .iter()
-        .filter(|i| !bosh_controllers::instance::is_converged(i))
+        .filter(|i| !bosh_controllers::reconcilers::instance::is_converged(i))
         .count();
 
     let stopped_at = chrono::Utc::now();
@@ -780,7 +780,7 @@ async fn faults_b6_a_full_etcd_is_reported_degraded_and_recovers_after_compact_a
         .instances("b6")
         .await
         .iter()
-        .filter(|i| !bosh_controllers::instance::is_converged(i))
+        .filter(|i| !bosh_controllers::reconcilers::instance::is_converged(i))
         .count();
     eprintln!(
         "B6: etcd full after {} filler objects of 900 KiB, {pending} instance(s) pending",

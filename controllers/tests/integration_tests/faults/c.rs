@@ -25,13 +25,13 @@ use bosh_api::objects::{
     DeploymentSpec, DesiredState, EventSpec, EventState, InstanceOverride, InstanceSpec, TaskSpec,
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_controllers::cpi::local::process::agent_pid;
-use bosh_controllers::cpi::local::{LocalCpi, audit};
-use bosh_controllers::cpi::{CreateVm, VmNetwork};
-use bosh_controllers::daemon;
-use bosh_controllers::health::HealthConfig;
-use bosh_controllers::instance;
+use bosh_controllers::reconcilers::health::HealthConfig;
+use bosh_controllers::reconcilers::instance;
+use bosh_controllers::server::daemon;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
+use bosh_controllers::world::cpi::local::process::agent_pid;
+use bosh_controllers::world::cpi::local::{LocalCpi, audit};
+use bosh_controllers::world::cpi::{CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 use bosh_test_utils::proxy::{Mode, Proxy};
 use futures::StreamExt;

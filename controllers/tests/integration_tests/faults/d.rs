@@ -9,12 +9,12 @@ use bosh_api::meta::find_condition;
 use bosh_api::objects::{ConditionType, InstanceHealth};
 use bosh_api::objects::{EventSpec, InstanceSpec};
 use bosh_api::store::Fence;
-use bosh_controllers::cpi::CpiError;
-use bosh_controllers::cpi::local::LocalCpi;
 use bosh_controllers::failpoints::{self as fp, hits};
-use bosh_controllers::instance;
+use bosh_controllers::reconcilers::instance;
 use bosh_controllers::runtime::{Config, Ctx};
 use bosh_controllers::testing::{CpiFaults, Harness, HarnessOptions};
+use bosh_controllers::world::cpi::CpiError;
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
 use rand::{Rng, SeedableRng};
 
@@ -53,7 +53,7 @@ async fn faults_d1_a_lost_create_vm_reply_is_adopted_by_request_id() {
             creates, INSTANCES,
             "iteration {n}: one create_vm per instance (adopted, not redone)"
         );
-        let inv = bosh_controllers::cpi::local::LocalCpi::inventory(&h.cpi_root()).unwrap();
+        let inv = bosh_controllers::world::cpi::local::LocalCpi::inventory(&h.cpi_root()).unwrap();
         assert_eq!(inv.vms.len(), INSTANCES, "iteration {n}: VMs {:?}", inv.vms.keys());
         assert_invariants(&h, &format!("iteration {n}")).await;
     }
@@ -474,8 +474,8 @@ async fn violations_but_planting(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_never_given_a_disk() {
     use bosh_api::objects::{DeploymentSpec, OrphanedVm};
-    use bosh_controllers::cpi::{Cpi, CreateVm};
-    use bosh_controllers::deployment::orphan_vms::OrphanVmConfig;
+    use bosh_controllers::reconcilers::deployment::orphan_vms::OrphanVmConfig;
+    use bosh_controllers::world::cpi::{Cpi, CreateVm};
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (scan, grace) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -576,7 +576,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
         })
         .await
         .unwrap();
-        let audit = bosh_controllers::cpi::local::audit::read(&root).unwrap();
+        let audit = bosh_controllers::world::cpi::local::audit::read(&root).unwrap();
         let deletes: Vec<_> = audit
             .iter()
             .filter(|e| e.method == "delete_vm" && e.vm_cid.as_deref() == Some(&cid) && e.ok())

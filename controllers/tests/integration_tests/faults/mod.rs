@@ -25,7 +25,7 @@ use bosh_api::objects::{ConditionType, InstancePhase};
 use bosh_api::objects::{DeploymentSpec, DesiredState, InstanceOverride, InstanceSpec};
 use bosh_api::{ConditionStatus, Object};
 use bosh_controllers::failpoints::hits;
-use bosh_controllers::instance;
+use bosh_controllers::reconcilers::instance;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use bosh_test_utils::eventually;
 

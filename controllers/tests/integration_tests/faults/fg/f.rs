@@ -244,7 +244,7 @@ async fn probe_round(h: &Harness, round: &str, n: usize) -> Duration {
     let started = chrono::Utc::now();
     let mut ids = Vec::new();
     for _ in 0..n {
-        let t = bosh_controllers::tasks::create_change_task(
+        let t = bosh_controllers::libs::tasks::create_change_task(
             &h.store,
             round,
             "f2-nowhere",
@@ -262,7 +262,7 @@ async fn probe_round(h: &Harness, round: &str, n: usize) -> Duration {
             let mut last = started;
             for id in ids {
                 let t: Object<TaskSpec> =
-                    store.get(None, &bosh_controllers::tasks::task_name(id)).await.ok()?;
+                    store.get(None, &bosh_controllers::libs::tasks::task_name(id)).await.ok()?;
                 last = last.max(t.status.finished_at?);
             }
             Some(last)
@@ -534,7 +534,7 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use bosh_api::agent::{Alert, Heartbeat, JobState};
-    use bosh_controllers::health::ALERTS_PER_MINUTE;
+    use bosh_controllers::reconcilers::health::ALERTS_PER_MINUTE;
 
     use super::{Connected, RawNats};
 
@@ -560,7 +560,8 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     .unwrap();
     let (a, b) = (agents[0].clone(), agents[1].clone());
     let secret = h.store.get_secret(&format!("nats/agents/{a}")).await.unwrap().unwrap();
-    let (user, pass) = (bosh_controllers::bus::user_for(&a), String::from_utf8(secret).unwrap());
+    let (user, pass) =
+        (bosh_controllers::world::bus::user_for(&a), String::from_utf8(secret).unwrap());
     let url = h.director.nats_url.clone();
     let Connected::Yes(mut rogue) = RawNats::connect(&url, Some((&user, &pass))).await else {
         panic!("A's credentials were refused");
@@ -690,7 +691,7 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
         let took = t.elapsed();
         assert!(r.is_err(), "{what}: accepted {r:?}");
         assert!(took < Duration::from_secs(10), "{what}: took {took:?}");
-        replies.push(format!("{what}: {}", bosh_controllers::errors::chain(&r.unwrap_err())));
+        replies.push(format!("{what}: {}", bosh_controllers::libs::errors::chain(&r.unwrap_err())));
     }
     answering.await.unwrap();
 
@@ -745,7 +746,7 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     assert!(capped as u64 <= minutes, "{capped} cap lines in {minutes} minute(s)");
     let events = h
         .store
-        .list::<EventSpec>(&format!("{}/", bosh_controllers::tasks::task_name(0)))
+        .list::<EventSpec>(&format!("{}/", bosh_controllers::libs::tasks::task_name(0)))
         .await
         .unwrap()
         .items;
@@ -906,7 +907,7 @@ fn digest_hex(dir: &std::path::Path, data: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_f4_hostile_release_tarballs_are_refused_and_write_nothing_outside_staging() {
     use super::super::super::uploads::{files_under, post_file, release_dir, start_with};
-    use bosh_controllers::api::UploadLimits;
+    use bosh_controllers::server::api::UploadLimits;
     use tar::EntryType;
 
     let seed = seed();

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use bosh_api::Object;
 use bosh_api::objects::*;
-use bosh_controllers::cpi::external::ExternalCpi;
-use bosh_controllers::cpi::local::audit;
-use bosh_controllers::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
+use bosh_controllers::world::cpi::external::ExternalCpi;
+use bosh_controllers::world::cpi::local::audit;
+use bosh_controllers::world::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
@@ -211,7 +211,7 @@ async fn faults_g2_only_live_vms_credentials_get_on_the_bus() {
         h.task_done(t, CONVERGE).await.unwrap();
         let i = h.instances(&name).await.pop().unwrap();
         let (agent, cid) = (i.status.agent_id.unwrap(), i.status.vm_cid.unwrap());
-        let user = bosh_controllers::bus::user_for(&agent);
+        let user = bosh_controllers::world::bus::user_for(&agent);
         let secret = h.store.get_secret(&format!("nats/agents/{agent}")).await.unwrap().unwrap();
         let pass = String::from_utf8(secret).unwrap();
         let other: String = (0..32).map(|_| rng.random_range(b'a'..=b'z') as char).collect();

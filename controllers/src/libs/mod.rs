@@ -1,0 +1,22 @@
+//! Libraries the reconcilers and the server share: logic over values and
+//! the store, with no handle on the world (no CPI, agent or bus).
+//!
+//! - [`render`]: job templates rendered with Ruby's ERB, a batch per
+//!   process.
+//! - [`variables`]: generated credentials, stored as secrets, interpolated.
+//! - [`ipam`]: IP pools of manual networks, shared by compile VMs and
+//!   instances.
+//! - [`lookup`]: what a deployment names (cloud config, releases,
+//!   stemcells), looked up.
+//! - [`tasks`]: numbered tasks and their event logs.
+//! - [`errors`]: an error and its causes as one line.
+//! - [`secret_file`]: private, atomic writes of files holding credentials
+//!   (`bosh_api::secret_file`, re-exported).
+
+pub mod errors;
+pub mod ipam;
+pub mod lookup;
+pub mod render;
+pub use bosh_api::secret_file;
+pub mod tasks;
+pub mod variables;

@@ -1,0 +1,330 @@
+//! Pure planning for compilation: which packages a deployment needs, their
+//! compile keys, which may start now, and addresses for compile VMs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bosh_api::objects::{BlobRef, ReleaseSpec, compile_key};
+
+/// One package to have compiled for one stemcell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Its compile key (the CompiledPackage's name).
+    pub key: String,
+    /// Package name.
+    pub name: String,
+    /// Source fingerprint.
+    pub fingerprint: String,
+    /// The release it comes from, `name/version`.
+    pub release: String,
+    /// The source blob.
+    pub source: Option<BlobRef>,
+    /// Direct dependencies: package name → compile key.
+    pub dependencies: BTreeMap<String, String>,
+}
+
+/// Every package a deployment needs, dependencies before dependents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Stemcell OS.
+    pub os: String,
+    /// Stemcell version.
+    pub version: String,
+    /// Topologically ordered (ties by release, then name), one per key.
+    pub packages: Vec<Planned>,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A job or package names a package its release lacks.
+    #[error("release {release}: package {package:?} (needed by {by}) is not in the release")]
+    MissingPackage {
+        /// `name/version`.
+        release: String,
+        /// The missing package.
+        package: String,
+        /// The job or package that needs it.
+        by: String,
+    },
+    /// Packages depend on each other in a circle.
+    #[error("release {release}: package dependency cycle through {package:?}")]
+    Cycle {
+        /// `name/version`.
+        release: String,
+        /// A package on the cycle.
+        package: String,
+    },
+}
+
+/// Plans the compilation of `needed` packages (with their dependency
+/// closure) of each release for stemcell `os`/`version`. `needed` maps a
+/// release to `(package, needed-by)` pairs.
+pub fn plan(
+    needed: &[(&ReleaseSpec, Vec<(String, String)>)],
+    os: &str,
+    version: &str,
+) -> Result<Plan, PlanError> {
+    let mut out = Plan { os: os.into(), version: version.into(), packages: Vec::new() };
+    let mut seen_keys = BTreeSet::new();
+    for (release, wants) in needed {
+        let rname = format!("{}/{}", release.name, release.version);
+        let by_name: BTreeMap<&str, _> =
+            release.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let mut keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut wants: Vec<_> = wants.clone();
+        wants.sort();
+        for (pkg, by) in wants {
+            visit(
+                &rname,
+                &by_name,
+                &pkg,
+                &by,
+                os,
+                version,
+                &mut keys,
+                &mut Vec::new(),
+                &mut |p| {
+                    if seen_keys.insert(p.key.clone()) {
+                        out.packages.push(p);
+                    }
+                },
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn visit(
+    release: &str,
+    by_name: &BTreeMap<&str, &bosh_api::objects::ReleasePackage>,
+    name: &str,
+    by: &str,
+    os: &str,
+    version: &str,
+    keys: &mut BTreeMap<String, String>,
+    stack: &mut Vec<String>,
+    emit: &mut dyn FnMut(Planned),
+) -> Result<String, PlanError> {
+    if let Some(k) = keys.get(name) {
+        return Ok(k.clone());
+    }
+    if stack.iter().any(|s| s == name) {
+        return Err(PlanError::Cycle { release: release.into(), package: name.into() });
+    }
+    let p = by_name.get(name).ok_or_else(|| PlanError::MissingPackage {
+        release: release.into(),
+        package: name.into(),
+        by: by.into(),
+    })?;
+    stack.push(name.to_string());
+    let mut deps = BTreeMap::new();
+    let mut dep_names = p.dependencies.clone();
+    dep_names.sort();
+    for d in &dep_names {
+        let by = format!("package {name}");
+        let k = visit(release, by_name, d, &by, os, version, keys, stack, emit)?;
+        deps.insert(d.clone(), k);
+    }
+    stack.pop();
+    let dep_keys: Vec<&str> = deps.values().map(String::as_str).collect();
+    let key = compile_key(&p.fingerprint, os, version, &dep_keys);
+    keys.insert(name.to_string(), key.clone());
+    emit(Planned {
+        key: key.clone(),
+        name: name.into(),
+        fingerprint: p.fingerprint.clone(),
+        release: release.into(),
+        source: p.blob.clone(),
+        dependencies: deps,
+    });
+    Ok(key)
+}
+
+/// The packages that may start now: not compiled, not running, every
+/// dependency compiled; in plan order, at most `workers - running`.
+pub fn ready<'a>(
+    plan: &'a Plan,
+    compiled: &BTreeSet<String>,
+    running: &BTreeSet<String>,
+    workers: usize,
+) -> Vec<&'a Planned> {
+    let free = workers.max(1).saturating_sub(running.len());
+    plan.packages
+        .iter()
+        .filter(|p| !compiled.contains(&p.key) && !running.contains(&p.key))
+        .filter(|p| p.dependencies.values().all(|k| compiled.contains(k)))
+        .take(free)
+        .collect()
+}
+
+/// The DAG walk as rounds, if every compile took the same time: what runs
+/// together. For tests, logs and the fan-out benchmark.
+pub fn rounds(plan: &Plan, already: &BTreeSet<String>, workers: usize) -> Vec<Vec<String>> {
+    let mut compiled = already.clone();
+    let mut out = Vec::new();
+    loop {
+        let batch: Vec<_> = ready(plan, &compiled, &BTreeSet::new(), workers)
+            .into_iter()
+            .map(|p| (p.key.clone(), p.name.clone()))
+            .collect();
+        if batch.is_empty() {
+            return out;
+        }
+        out.push(batch.iter().map(|(_, n)| n.clone()).collect());
+        compiled.extend(batch.into_iter().map(|(k, _)| k));
+    }
+}
+
+pub use crate::libs::ipam::pick_ip;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosh_api::manifest::Subnet;
+    use bosh_api::objects::ReleasePackage;
+    use std::net::Ipv4Addr;
+
+    fn release(name: &str, pkgs: &[(&str, &[&str])]) -> ReleaseSpec {
+        ReleaseSpec {
+            name: name.into(),
+            version: "1".into(),
+            packages: pkgs
+                .iter()
+                .map(|(n, deps)| ReleasePackage {
+                    name: n.to_string(),
+                    fingerprint: format!("fp-{n}"),
+                    dependencies: deps.iter().map(|d| d.to_string()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn wants(names: &[&str]) -> Vec<(String, String)> {
+        names.iter().map(|n| (n.to_string(), "job j".to_string())).collect()
+    }
+
+    /// Renders the walk the way golden files read: one round per line.
+    fn golden(plan: &Plan, workers: usize) -> String {
+        rounds(plan, &BTreeSet::new(), workers)
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("round {}: {}\n", i + 1, r.join(" ")))
+            .collect()
+    }
+
+    /// A ten-package graph: a wide base, two middles and a top.
+    fn ten() -> ReleaseSpec {
+        release(
+            "r",
+            &[
+                ("top", &["mid1", "mid2"]),
+                ("mid1", &["b1", "b2", "b3"]),
+                ("mid2", &["b4", "b5", "b6"]),
+                ("b1", &[]),
+                ("b2", &[]),
+                ("b3", &[]),
+                ("b4", &[]),
+                ("b5", &[]),
+                ("b6", &[]),
+                ("extra", &["b1"]),
+            ],
+        )
+    }
+
+    /// hello depends on hello-lib: the library compiles first, alone.
+    #[test]
+    fn a_dependency_compiles_before_its_dependent() {
+        let r = release("hello", &[("hello", &["hello-lib"]), ("hello-lib", &[])]);
+        let p = plan(&[(&r, wants(&["hello", "hello-lib"]))], "ubuntu", "1").unwrap();
+        assert_eq!(golden(&p, 4), "round 1: hello-lib\nround 2: hello\n");
+        let hello = p.packages.iter().find(|x| x.name == "hello").unwrap();
+        let lib = p.packages.iter().find(|x| x.name == "hello-lib").unwrap();
+        assert_eq!(hello.dependencies["hello-lib"], lib.key);
+    }
+
+    /// "10 packages, workers 1": one at a time, dependencies first.
+    #[test]
+    fn ten_packages_workers_1() {
+        let r = ten();
+        let p = plan(&[(&r, wants(&["top", "extra"]))], "ubuntu", "1").unwrap();
+        assert_eq!(
+            golden(&p, 1),
+            "round 1: b1\nround 2: extra\nround 3: b2\nround 4: b3\nround 5: mid1\n\
+             round 6: b4\nround 7: b5\nround 8: b6\nround 9: mid2\nround 10: top\n"
+        );
+    }
+
+    /// "10 packages, workers 4": the base fans out, four at a time.
+    #[test]
+    fn ten_packages_workers_4() {
+        let r = ten();
+        let p = plan(&[(&r, wants(&["top", "extra"]))], "ubuntu", "1").unwrap();
+        assert_eq!(
+            golden(&p, 4),
+            "round 1: b1 b2 b3 b4\nround 2: extra mid1 b5 b6\nround 3: mid2\nround 4: top\n"
+        );
+    }
+
+    /// Only the closure of what jobs need is planned; a compiled package is skipped.
+    #[test]
+    fn only_needed_packages_are_planned_and_compiled_ones_are_skipped() {
+        let r = ten();
+        let p = plan(&[(&r, wants(&["mid1"]))], "ubuntu", "1").unwrap();
+        let names: Vec<_> = p.packages.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["b1", "b2", "b3", "mid1"]);
+        let done: BTreeSet<_> = p.packages[..3].iter().map(|x| x.key.clone()).collect();
+        assert_eq!(rounds(&p, &done, 2), vec![vec!["mid1".to_string()]]);
+        let running: BTreeSet<_> = [p.packages[0].key.clone()].into();
+        assert_eq!(ready(&p, &BTreeSet::new(), &running, 2).len(), 1);
+        assert!(ready(&p, &BTreeSet::new(), &running, 1).is_empty());
+    }
+
+    /// Keys change with the stemcell and propagate to dependents.
+    #[test]
+    fn a_new_stemcell_or_dependency_changes_the_keys() {
+        let r = release("hello", &[("hello", &["hello-lib"]), ("hello-lib", &[])]);
+        let a = plan(&[(&r, wants(&["hello"]))], "ubuntu", "1").unwrap();
+        let b = plan(&[(&r, wants(&["hello"]))], "ubuntu", "2").unwrap();
+        assert_ne!(a.packages[0].key, b.packages[0].key);
+        let mut r2 = r.clone();
+        r2.packages[1].fingerprint = "changed".into();
+        let c = plan(&[(&r2, wants(&["hello"]))], "ubuntu", "1").unwrap();
+        assert_ne!(a.packages[1].key, c.packages[1].key, "a dependent's key follows its deps");
+    }
+
+    /// Missing packages and cycles are named.
+    #[test]
+    fn missing_packages_and_cycles_are_refused() {
+        let r = release("r", &[("a", &["b"]), ("b", &["a"])]);
+        let e = plan(&[(&r, wants(&["a"]))], "u", "1").unwrap_err();
+        assert!(matches!(e, PlanError::Cycle { .. }), "{e}");
+        let r = release("r", &[("a", &["nope"])]);
+        let e = plan(&[(&r, wants(&["a"]))], "u", "1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "release r/1: package \"nope\" (needed by package a) is not in the release"
+        );
+    }
+
+    /// Compile VMs get distinct addresses outside reserved, static and gateway.
+    #[test]
+    fn pick_ip_skips_taken_reserved_static_and_gateway() {
+        let subnet = Subnet {
+            range: Some("127.77.5.0/24".into()),
+            gateway: Some("127.77.5.1".into()),
+            reserved: vec!["127.77.5.2 - 127.77.5.9".into()],
+            r#static: vec!["127.77.5.10".into()],
+            ..Default::default()
+        };
+        let mut used = BTreeSet::new();
+        let a = pick_ip(&subnet, &used).unwrap().unwrap();
+        assert_eq!(a.to_string(), "127.77.5.11");
+        used.insert(a);
+        assert_eq!(pick_ip(&subnet, &used).unwrap().unwrap().to_string(), "127.77.5.12");
+        used.extend((12..=254).map(|i| Ipv4Addr::new(127, 77, 5, i)));
+        assert_eq!(pick_ip(&subnet, &used).unwrap(), None, "broadcast is never handed out");
+    }
+}
