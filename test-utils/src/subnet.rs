@@ -29,7 +29,12 @@
 //! # The address space
 //!
 //! - /24 leases ([`SubnetSize::Slash24`]) are `127.77.N.0/24` for N in
-//!   1–254, all inside `127.77.0.0/16`.
+//!   10–249, all inside `127.77.0.0/16`. The rest of 127.77 is left to a
+//!   developer's local environment, whose example cloud config
+//!   (`examples/manifests/cloud-config.yml`) uses `127.77.1`–`3` and
+//!   `127.77.250` (a test must not fail because `boshctl up` runs beside
+//!   it), and to in-memory unit tests (IPAM, plans) that bind nothing and
+//!   use `127.77.0.x` freely.
 //! - /16 leases ([`SubnetSize::Slash16`]) are `127.N.0.0/16` for N in 1–254
 //!   but not 77, so none overlaps a /24 lease; N is not 0 because
 //!   `127.0.0.0/16` holds `127.0.0.1`, where every test's etcd, nats-server
@@ -38,8 +43,6 @@
 //!
 //! Every lease's lock address is inside its own subnet and no other lease's,
 //! so two leases of either size are never held on overlapping subnets.
-//! `127.77.0.0/24` is never leased: in-memory unit tests (IPAM, plans) that
-//! bind nothing use it freely.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -67,9 +70,13 @@ pub enum SubnetSize {
 }
 
 impl SubnetSize {
-    /// The N a lease of this size may take, in order.
+    /// The N a lease of this size may take, in order (see the module docs
+    /// for why these).
     fn candidates(self) -> Vec<u8> {
-        (1..=254).filter(|n| self == SubnetSize::Slash24 || *n != SLASH24_OCTET).collect()
+        match self {
+            SubnetSize::Slash24 => (10..=249).collect(),
+            SubnetSize::Slash16 => (1..=254).filter(|n| *n != SLASH24_OCTET).collect(),
+        }
     }
 }
 
@@ -87,7 +94,7 @@ impl SubnetLease {
     ///
     /// # Panics
     ///
-    /// When all 254 are held, or binding fails for another reason than
+    /// When all 240 are held, or binding fails for another reason than
     /// `AddrInUse`: a test cannot run without a subnet.
     pub fn acquire() -> SubnetLease {
         Self::try_acquire(SubnetSize::Slash24).expect("leasing a loopback /24")
@@ -207,7 +214,7 @@ mod tests {
             .into_iter()
             .flat_map(|s| s.candidates().into_iter().map(move |n| (s, n)))
             .collect();
-        assert_eq!(all.len(), 254 + 253);
+        assert_eq!(all.len(), 240 + 253);
         let contains = |(s, n): (SubnetSize, u8), ip: Ipv4Addr| {
             let o = ip.octets();
             match s {
@@ -228,6 +235,11 @@ mod tests {
         assert!(!SubnetSize::Slash16.candidates().contains(&77));
         for size in [SubnetSize::Slash24, SubnetSize::Slash16] {
             assert!(!size.candidates().contains(&0) && !size.candidates().contains(&255));
+        }
+        // The example cloud config's subnets are a developer's, not a test's.
+        let examples = include_str!("../../examples/manifests/cloud-config.yml");
+        for n in SubnetSize::Slash24.candidates() {
+            assert!(!examples.contains(&format!("127.77.{n}.")), "127.77.{n} is the example's");
         }
     }
 
@@ -310,9 +322,9 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(range(SubnetSize::Slash24, 3), "127.77.3.0/24");
-        assert_eq!(ip(SubnetSize::Slash24, 3, 1), Ipv4Addr::new(127, 77, 3, 1));
-        assert_eq!(lock_ip(SubnetSize::Slash24, 3), Ipv4Addr::new(127, 77, 3, 255));
+        assert_eq!(range(SubnetSize::Slash24, 30), "127.77.30.0/24");
+        assert_eq!(ip(SubnetSize::Slash24, 30, 1), Ipv4Addr::new(127, 77, 30, 1));
+        assert_eq!(lock_ip(SubnetSize::Slash24, 30), Ipv4Addr::new(127, 77, 30, 255));
         assert_eq!(range(SubnetSize::Slash16, 170), "127.170.0.0/16");
         assert_eq!(ip(SubnetSize::Slash16, 170, 258), Ipv4Addr::new(127, 170, 1, 2));
         assert_eq!(lock_ip(SubnetSize::Slash16, 170), Ipv4Addr::new(127, 170, 255, 255));
