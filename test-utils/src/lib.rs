@@ -17,14 +17,18 @@
 //! - [`TestEnv`]: both, under one temp dir.
 //! - [`eventually`]: poll a condition with a deadline instead of sleeping.
 //! - [`agent`]: real `bosh-agent` processes.
+//! - [`SubnetLease`]: a loopback subnet for a world's VMs that no other
+//!   live test process holds (`subnet.rs`).
 //! - [`proxy`]: a TCP proxy that drops, blackholes, delays or loses
 //!   responses on command, for fault tests.
 
 pub mod agent;
 mod etcd_cluster;
 pub mod proxy;
+mod subnet;
 
 pub use etcd_cluster::EtcdCluster;
+pub use subnet::{LEASE_PORT, SubnetLease, SubnetSize};
 
 use std::future::Future;
 use std::net::TcpListener;

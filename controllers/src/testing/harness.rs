@@ -13,7 +13,7 @@ use bosh_api::objects::{
 use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -26,42 +26,38 @@ use crate::world::director::Director;
 /// The API token of a harness.
 pub const TOKEN: &str = "t";
 
-/// How many addresses the harness's `default` network has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkSize {
-    /// `127.77.<subnet>.0/24`: about 230 instances, enough for tests.
-    Slash24,
-    /// `127.<subnet>.0.0/16`: about 65,000 addresses, for benchmarks of
-    /// 1,000 instances. The whole of 127.0.0.0/8 is loopback, so local VMs
-    /// bind these as they do 127.77.x.y; `subnet` must not be 0 or 77.
-    Slash16,
-}
-
-impl NetworkSize {
-    /// The cloud config's subnet entry for `subnet`.
-    fn subnet_yaml(self, s: u8) -> String {
-        let (net, first) = match self {
-            NetworkSize::Slash24 => (format!("127.77.{s}.0/24"), format!("127.77.{s}")),
-            NetworkSize::Slash16 => (format!("127.{s}.0.0/16"), format!("127.{s}.0")),
-        };
-        format!(
-            "range: {net}
-    gateway: {first}.1
+/// The cloud config's subnet entry for the leased subnet: gateway `.1`,
+/// reserved `.2`–`.9`, static `.10`–`.20` (of a /16: `127.N.0.x`, the rest
+/// of the /16 dynamic).
+fn subnet_yaml(lease: &SubnetLease) -> String {
+    let ip = |host| lease.ip(host);
+    format!(
+        "range: {}
+    gateway: {}
     azs: [z1]
-    reserved: [{first}.2 - {first}.9]
-    static: [{first}.10 - {first}.20]"
-        )
-    }
+    reserved: [{} - {}]
+    static: [{} - {}]",
+        lease.range(),
+        ip(1),
+        ip(2),
+        ip(9),
+        ip(10),
+        ip(20)
+    )
 }
 
 /// How a harness is set up.
 #[derive(Debug, Clone)]
 pub struct HarnessOptions {
-    /// Its addresses are `127.77.<subnet>.x` (or `127.<subnet>.x.y`, see
-    /// [`NetworkSize`]); distinct per concurrent test.
-    pub subnet: u8,
-    /// The size of the `default` network.
-    pub network: NetworkSize,
+    /// The loopback subnet of the `default` network, whose addresses the
+    /// world's VMs bind: leased, so no other live test process uses it
+    /// (see [`SubnetLease`]). Its size is the network's: a /24 (about 230
+    /// instances) from [`HarnessOptions::new`], a /16 (room for 1,000
+    /// instances, for benchmarks) from [`SubnetLease::acquire_slash16`]
+    /// given to [`HarnessOptions::with_subnet`]. Shared, so a copy of these
+    /// options (to start the world again) keeps the same subnet; the
+    /// [`Harness`] holds it for its life as [`Harness::subnet`].
+    pub subnet: Arc<SubnetLease>,
     /// `compilation.workers`.
     pub compile_workers: usize,
     /// `compilation.reuse_compilation_vms`.
@@ -91,12 +87,21 @@ pub struct HarnessOptions {
 }
 
 impl HarnessOptions {
-    /// Defaults for subnet `subnet`: 2 compile workers, no reuse, every
+    /// Defaults on a newly leased /24: 2 compile workers, no reuse, every
     /// controller but the orphaned-VM scan, a 2 s resync.
-    pub fn new(subnet: u8) -> HarnessOptions {
+    ///
+    /// # Panics
+    ///
+    /// When no /24 is free (see [`SubnetLease::acquire`]).
+    pub fn new() -> HarnessOptions {
+        HarnessOptions::with_subnet(SubnetLease::acquire())
+    }
+
+    /// The defaults of [`HarnessOptions::new`] on `subnet`: a /16, or a
+    /// given /24 for a test that needs a specific layout.
+    pub fn with_subnet(subnet: SubnetLease) -> HarnessOptions {
         HarnessOptions {
-            subnet,
-            network: NetworkSize::Slash24,
+            subnet: Arc::new(subnet),
             compile_workers: 2,
             reuse_compile_vms: false,
             deploy: true,
@@ -107,6 +112,13 @@ impl HarnessOptions {
             orphan_vms: None,
             agent_blobstore_url: None,
         }
+    }
+}
+
+impl Default for HarnessOptions {
+    /// [`HarnessOptions::new`]: leases a /24.
+    fn default() -> HarnessOptions {
+        HarnessOptions::new()
     }
 }
 
@@ -128,6 +140,10 @@ pub struct Harness {
     pub blobstore_url: String,
     /// The servers and the stemcell image.
     pub rest: LocalWorldRest,
+    /// The `default` network's subnet, leased for the harness's life:
+    /// tests that name addresses (static IPs, a VM's IP) take them from
+    /// it ([`SubnetLease::ip`]).
+    pub subnet: Arc<SubnetLease>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -154,7 +170,7 @@ impl Harness {
         tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
 
         let (w, reuse) = (o.compile_workers, o.reuse_compile_vms);
-        let subnet = o.network.subnet_yaml(o.subnet);
+        let subnet = subnet_yaml(&o.subnet);
         let cloud = format!(
             "
 azs: [{{name: z1}}]
@@ -204,7 +220,18 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                 }
             }),
         ];
-        Ok(Harness { store, director, cpi, faults, api_url, blobstore_url, rest, shutdown, tasks })
+        Ok(Harness {
+            store,
+            director,
+            cpi,
+            faults,
+            api_url,
+            blobstore_url,
+            rest,
+            subnet: o.subnet,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stores the agent stemcell image as a blob and writes a Stemcell
@@ -358,24 +385,28 @@ pub fn example_release(root: &Path) -> Result<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::NetworkSize;
+    use super::subnet_yaml;
     use bosh_api::manifest::Subnet;
     use bosh_api::manifest::ip::parse_range;
+    use bosh_test_utils::SubnetLease;
 
-    fn subnet(size: NetworkSize, s: u8) -> Subnet {
-        let yaml = size.subnet_yaml(s).replace("\n    ", "\n");
+    fn subnet(lease: &SubnetLease) -> Subnet {
+        let yaml = subnet_yaml(lease).replace("\n    ", "\n");
         serde_json::from_value(bosh_api::yaml::parse_value(&yaml, "subnet.yml").unwrap()).unwrap()
     }
 
     /// Issue 12: a /16 holds 1,000 instances besides its reserved and static addresses; a /24 does not.
     #[test]
     fn a_slash16_network_has_room_for_1000_instances() {
-        let wide = subnet(NetworkSize::Slash16, 170);
+        let lease = SubnetLease::acquire_slash16();
+        let wide = subnet(&lease);
         let range = parse_range(wide.range.as_deref().unwrap()).unwrap();
         assert!(range.len() - 2 - 1 - 8 - 11 >= 1000, "{}", range.len());
-        assert_eq!(wide.gateway.as_deref(), Some("127.170.0.1"));
-        let narrow = subnet(NetworkSize::Slash24, 51);
-        assert_eq!(narrow.range.as_deref(), Some("127.77.51.0/24"));
+        assert_eq!(wide.gateway, Some(format!("127.{}.0.1", lease.n())));
+        assert_eq!(wide.r#static, vec![format!("127.{0}.0.10 - 127.{0}.0.20", lease.n())]);
+        let lease = SubnetLease::acquire();
+        let narrow = subnet(&lease);
+        assert_eq!(narrow.range, Some(format!("127.77.{}.0/24", lease.n())));
         assert!(parse_range(narrow.range.as_deref().unwrap()).unwrap().len() < 1000);
     }
 }

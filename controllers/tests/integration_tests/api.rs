@@ -119,11 +119,12 @@ async fn put_validates_before_writing_and_uses_compare_and_swap() {
 #[tokio::test]
 async fn deployments_are_checked_against_the_cloud_config() {
     let (_env, store, url) = start().await;
+    let subnet = bosh_test_utils::SubnetLease::acquire();
     store
         .create(&cloud_config(
             "cloud/default",
             json!({"azs": [{"name": "z1"}], "vm_types": [{"name": "small"}],
-                   "networks": [{"name": "n", "type": "manual", "subnets": [{"range": "127.77.0.0/24", "gateway": "127.77.0.1", "azs": ["z1"]}]}]}),
+                   "networks": [{"name": "n", "type": "manual", "subnets": [{"range": subnet.range(), "gateway": subnet.ip(1).to_string(), "azs": ["z1"]}]}]}),
         ))
         .await
         .unwrap();

@@ -11,6 +11,7 @@ use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::server::api::{self, ApiState};
+use bosh_test_utils::SubnetLease;
 use serde_json::{Value, json};
 
 use super::setup;
@@ -18,13 +19,13 @@ use super::setup;
 const TOKEN: &str = "test-token";
 
 /// Writes a valid `default` cloud config: one AZ, one vm_type, one manual
-/// network on `127.<b>.0.0/24`.
-pub(super) async fn write_cloud_config(store: &Store, b: u8) {
+/// network on `subnet`.
+pub(super) async fn write_cloud_config(store: &Store, subnet: &SubnetLease) {
     let cloud = json!({
         "azs": [{"name": "z1"}],
         "vm_types": [{"name": "small"}],
         "networks": [{"name": "default", "type": "manual", "subnets": [
-            {"range": format!("127.{b}.0.0/24"), "gateway": format!("127.{b}.0.1"), "azs": ["z1"]}]}],
+            {"range": subnet.range(), "gateway": subnet.ip(1).to_string(), "azs": ["z1"]}]}],
     });
     store
         .create(&Object::new(
@@ -35,15 +36,17 @@ pub(super) async fn write_cloud_config(store: &Store, b: u8) {
         .unwrap();
 }
 
-/// A private etcd with a valid cloud config, and the API on a free port.
-async fn start() -> (bosh_test_utils::TestEnv, Store, String) {
+/// A private etcd with a valid cloud config, and the API on a free port;
+/// the cloud config's subnet is leased for as long as the lease is kept.
+async fn start() -> (bosh_test_utils::TestEnv, Store, String, SubnetLease) {
     let (env, store) = setup().await;
-    write_cloud_config(&store, 77).await;
+    let subnet = SubnetLease::acquire();
+    write_cloud_config(&store, &subnet).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = api::router(Arc::new(ApiState::new(store.clone(), TOKEN)));
     tokio::spawn(api::serve(listener, router, std::future::pending()));
-    (env, store, url)
+    (env, store, url, subnet)
 }
 
 /// A manifest for deployment `name` with `instances` web instances on `vm_type`.
@@ -103,7 +106,7 @@ async fn instance(store: &Store, d: &str, id: &str, index: u32) {
 /// Apply creates the Deployment with a "create deployment" task in spec.task; a second apply makes an "update deployment" task and keeps operator overrides.
 #[tokio::test]
 async fn apply_creates_the_deployment_with_a_task_and_keeps_overrides() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let (status, body) = apply(&url, "d", &manifest("d", 1, "small"), false).await;
     assert_eq!(status, 201, "{body}");
     let d = deployment(&store, "d").await;
@@ -140,7 +143,7 @@ async fn apply_creates_the_deployment_with_a_task_and_keeps_overrides() {
 /// A manifest that fails validation, names another deployment or is not YAML is refused with 422 and its paths, and neither a task nor a deployment is written.
 #[tokio::test]
 async fn apply_refuses_a_bad_manifest_and_writes_nothing() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let (status, body) = apply(&url, "d", &manifest("d", 1, "huge"), false).await;
     assert_eq!(status, 422, "{body}");
     assert!(body["details"].to_string().contains("instance_groups[0].vm_type"), "{body}");
@@ -164,7 +167,7 @@ async fn apply_refuses_a_bad_manifest_and_writes_nothing() {
 /// in the URL and in the manifest (issue 12, item 7), and nothing is written.
 #[tokio::test]
 async fn apply_refuses_names_that_are_not_names() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let rule = bosh_api::names::NAME_RULE;
     let (status, body) = apply(&url, "x%20y%3Brm", &manifest("x y;rm", 1, "small"), false).await;
     assert_eq!(status, 422, "{body}");
@@ -194,7 +197,7 @@ async fn apply_refuses_names_that_are_not_names() {
 /// A dry run answers the diff against the stored manifest, and writes neither the deployment nor a task.
 #[tokio::test]
 async fn dry_run_shows_the_diff_and_writes_nothing() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let (status, body) = apply(&url, "d", &manifest("d", 1, "small"), true).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"], true);
@@ -224,7 +227,7 @@ async fn dry_run_shows_the_diff_and_writes_nothing() {
 /// them as `bosh interpolate` does (`.inf`, `true:` for `on:`).
 #[tokio::test]
 async fn yaml_1_1_scalars_and_keys_survive_the_store_and_print_as_bosh() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let with = |limit: &str| {
         manifest("d", 1, "small").replace(
             "properties: {password: ((web_password))}",
@@ -250,7 +253,7 @@ async fn yaml_1_1_scalars_and_keys_survive_the_store_and_print_as_bosh() {
 /// Instance actions change the deployment's spec.instances under a new task; an unknown target is a 404 that writes nothing.
 #[tokio::test]
 async fn instance_actions_change_spec_instances_and_make_a_task() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     apply(&url, "d", &manifest("d", 2, "small"), false).await;
     instance(&store, "d", "aaa", 0).await;
     instance(&store, "d", "bbb", 1).await;
@@ -336,7 +339,7 @@ async fn finish_current(store: &Store, name: &str) {
 /// The instance listing answers the deployment's Instance objects, and nothing of other deployments.
 #[tokio::test]
 async fn instances_lists_the_deployments_instance_objects() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     apply(&url, "d", &manifest("d", 2, "small"), false).await;
     apply(&url, "d2", &manifest("d2", 1, "small"), false).await;
     instance(&store, "d", "aaa", 0).await;
@@ -364,7 +367,7 @@ async fn instances_lists_the_deployments_instance_objects() {
 /// Delete makes a "delete deployment" task in spec.task and leaves a deployment with a finalizer finalizing (with --force recorded); without a finalizer it is gone and its task done.
 #[tokio::test]
 async fn delete_makes_a_task_and_sets_the_deletion_timestamp() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     apply(&url, "d", &manifest("d", 1, "small"), false).await;
     let mut d = deployment(&store, "d").await;
     d.metadata.finalizers.push("bosh.io/deployment".into());
@@ -415,7 +418,7 @@ async fn delete_makes_a_task_and_sets_the_deletion_timestamp() {
 /// Every deployment route refuses a request without the token, and writes nothing.
 #[tokio::test]
 async fn deployment_routes_require_the_token() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     let http = reqwest::Client::new();
     let body = json!({"manifest": manifest("d", 1, "small")});
     let requests = [
@@ -440,7 +443,8 @@ async fn ps_asks_agents_and_logs_stream_the_agents_tarball() {
     use bosh_controllers::testing::LocalWorld;
 
     let w = LocalWorld::start().await.unwrap();
-    w.create_vm("agent-web-0", "127.77.0.30").await.unwrap();
+    let subnet = SubnetLease::acquire();
+    w.create_vm("agent-web-0", &subnet.ip(30).to_string()).await.unwrap();
     let a = w.agents.for_agent("agent-web-0");
     bosh_test_utils::eventually(super::DEADLINE, "the agent to answer ping", || {
         let a = a.clone();
@@ -514,7 +518,7 @@ async fn ps_asks_agents_and_logs_stream_the_agents_tarball() {
 /// Variables are listed by name, type and id, and their values never appear.
 #[tokio::test]
 async fn variables_are_listed_without_values() {
-    let (_env, store, url) = start().await;
+    let (_env, store, url, _subnet) = start().await;
     apply(&url, "d", &manifest("d", 1, "small"), false).await;
     let declared = json!({"name": "d", "variables": [{"name": "web_password", "type": "password"}],
         "instance_groups": [{"name": "web", "properties": {"password": "((web_password))"}}]});

@@ -11,6 +11,7 @@ use bosh_api::store::{self, Store};
 use bosh_api::{Object, ObjectMeta};
 use bosh_controllers::server::api::limits::Limits;
 use bosh_controllers::server::api::{self, ApiState};
+use bosh_test_utils::SubnetLease;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -24,13 +25,14 @@ const BLOB_TOKEN: &str = "blob-token";
 async fn start(
     limits: Limits,
     store_max: Option<usize>,
-) -> (bosh_test_utils::TestEnv, Store, String) {
+) -> (bosh_test_utils::TestEnv, Store, String, SubnetLease) {
     let (env, store) = setup().await;
     let store = match store_max {
         Some(n) => store.with_max_write_bytes(n),
         None => store,
     };
-    super::api_deployments::write_cloud_config(&store, 78).await;
+    let subnet = SubnetLease::acquire();
+    super::api_deployments::write_cloud_config(&store, &subnet).await;
     let storage: Arc<dyn bosh_blobstore::Storage> =
         Arc::new(bosh_blobstore::LocalStorage::new(env.dir().join("blobs")));
     let state = ApiState::new(store.clone(), TOKEN)
@@ -42,7 +44,7 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(api::serve(listener, router, std::future::pending()));
-    (env, store, url)
+    (env, store, url, subnet)
 }
 
 /// A valid manifest for deployment `d` whose job properties carry `extra`
@@ -91,7 +93,7 @@ async fn nothing_written(store: &Store) {
 #[tokio::test]
 async fn apply_body_over_the_request_limit_is_refused_with_413_naming_the_flag() {
     let limits = Limits { max_request_bytes: 64 * 1024, ..Limits::default() };
-    let (_env, store, url) = start(limits, None).await;
+    let (_env, store, url, _subnet) = start(limits, None).await;
     let body = apply_json(&manifest(&format!("pad: {}", "x".repeat(100 * 1024))));
     let size = body.len();
 
@@ -119,7 +121,7 @@ async fn apply_body_over_the_request_limit_is_refused_with_413_naming_the_flag()
 #[tokio::test]
 async fn upload_over_the_upload_limit_is_refused_with_413_naming_the_flag() {
     let limits = Limits { max_upload_bytes: 4096, ..Limits::default() };
-    let (_env, _store, url) = start(limits, None).await;
+    let (_env, _store, url, _subnet) = start(limits, None).await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..8).map(|_| Ok(vec![7u8; 1024])).collect();
     let r = reqwest::Client::new()
@@ -138,7 +140,7 @@ async fn upload_over_the_upload_limit_is_refused_with_413_naming_the_flag() {
 /// A manifest whose aliases expand past what one etcd write holds gets 413 naming the limit, not etcd's gRPC error, and no Task (issue 12: "a manifest expanding past etcd's value limit").
 #[tokio::test]
 async fn manifest_expanding_past_the_etcd_limit_is_refused_before_anything_is_written() {
-    let (_env, store, url) = start(Limits::default(), None).await;
+    let (_env, store, url, _subnet) = start(Limits::default(), None).await;
     // ~200 KiB on the wire, ~2 MiB once its aliases are expanded.
     let aliases: Vec<String> = (0..10).map(|i| format!("a{i}: *big")).collect();
     let m = manifest(&format!("big: &big {}, {}", "y".repeat(200 * 1024), aliases.join(", ")));
@@ -185,7 +187,7 @@ async fn store_writes_past_the_limit_are_too_large_and_just_under_it_succeed() {
 /// The bearer scheme is case-insensitive; an unknown route answers 404 to a good token and 401 to a bad one, also with the blobstore's routes merged in (issue 12, item 8).
 #[tokio::test]
 async fn lower_case_bearer_works_and_unknown_routes_are_404_behind_the_token() {
-    let (_env, _store, url) = start(Limits::default(), None).await;
+    let (_env, _store, url, _subnet) = start(Limits::default(), None).await;
     let http = reqwest::Client::new();
     let get = |path: &str, auth: String| {
         http.get(format!("{url}{path}")).header("authorization", auth).send()
@@ -206,7 +208,7 @@ async fn lower_case_bearer_works_and_unknown_routes_are_404_behind_the_token() {
 /// An idle watch carries keep-alive lines, so a client can tell a quiet director from a gone one.
 #[tokio::test]
 async fn idle_watch_stream_sends_keepalive_lines() {
-    let (_env, _store, url) = start(Limits::default(), None).await;
+    let (_env, _store, url, _subnet) = start(Limits::default(), None).await;
     let r = reqwest::Client::new()
         .get(format!("{url}/v1/watch/configs"))
         .bearer_auth(TOKEN)

@@ -5,20 +5,30 @@ use bosh_api::meta::find_condition;
 use bosh_api::objects::ConditionType;
 use bosh_api::objects::{ConfigSpec, ConfigType, DeploymentSpec};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 use std::process::{Command, Stdio};
 
 use super::{DEADLINE, setup};
 
-const CLOUD: &str = "
-azs: [{name: z1}]
-vm_types: [{name: small}]
+/// The cloud config: one AZ, one vm_type, one manual network on `subnet`.
+fn cloud(subnet: &SubnetLease) -> serde_json::Value {
+    let (range, ip) = (subnet.range(), |host| subnet.ip(host));
+    let src = format!(
+        "
+azs: [{{name: z1}}]
+vm_types: [{{name: small}}]
 networks:
 - name: default
   type: manual
-  subnets: [{range: 127.77.0.0/24, gateway: 127.77.0.1, azs: [z1], static: [127.77.0.10 - 127.77.0.20]}]
-compilation: {workers: 1, az: z1, vm_type: small, network: default}
-";
+  subnets: [{{range: {range}, gateway: {}, azs: [z1], static: [{} - {}]}}]
+compilation: {{workers: 1, az: z1, vm_type: small, network: default}}
+",
+        ip(1),
+        ip(10),
+        ip(20)
+    );
+    bosh_api::yaml::parse_value(&src, "cloud.yml").unwrap()
+}
 
 fn manifest(name: &str, vm_type: &str, release: &str) -> serde_json::Value {
     let src = format!(
@@ -44,12 +54,10 @@ instance_groups:
 #[tokio::test]
 async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
     let (env, store) = setup().await;
+    let subnet = SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec {
-            type_: ConfigType::Cloud,
-            content: bosh_api::yaml::parse_value(CLOUD, "cloud.yml").unwrap(),
-        },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud(&subnet) },
     );
     store.create(&cloud).await.unwrap();
     let deploy = |name: &str, m| {

@@ -18,7 +18,7 @@ use bosh_api::release::{CreateOptions, create_release};
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::testing::WebManifest;
 use bosh_controllers::world::cpi::local::LocalCpi;
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 use futures::StreamExt;
 
 use super::compile::example_release;
@@ -26,8 +26,10 @@ use super::setup;
 
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);
 
-/// A cloud config with one AZ and one manual subnet `127.77.<subnet>.0/24`.
-pub(super) fn cloud_config(subnet: u8) -> serde_json::Value {
+/// A cloud config with one AZ and one manual network on `subnet` (which
+/// the test keeps leased while its VMs run).
+pub(super) fn cloud_config(subnet: &SubnetLease) -> serde_json::Value {
+    let (range, ip) = (subnet.range(), |host| subnet.ip(host));
     let text = format!(
         "
 azs: [{{name: z1}}]
@@ -35,9 +37,12 @@ vm_types: [{{name: small}}]
 networks:
 - name: default
   type: manual
-  subnets: [{{range: 127.77.{subnet}.0/24, gateway: 127.77.{subnet}.1, azs: [z1], reserved: [127.77.{subnet}.2 - 127.77.{subnet}.9]}}]
+  subnets: [{{range: {range}, gateway: {}, azs: [z1], reserved: [{} - {}]}}]
 compilation: {{workers: 2, az: z1, vm_type: small, network: default}}
-"
+",
+        ip(1),
+        ip(2),
+        ip(9)
     );
     bosh_api::yaml::parse_value(&text, "cloud.yml").unwrap()
 }
@@ -240,9 +245,10 @@ async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     let (env, store) = setup().await;
     let dir = env.dir().to_path_buf();
     let _reaper = VmReaper(dir.join("boshd/cpi"));
+    let subnet = SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(56) },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(&subnet) },
     );
     store.create(&cloud).await.unwrap();
     let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());

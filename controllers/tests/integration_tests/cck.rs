@@ -20,13 +20,13 @@ use serde_json::{Value, json};
 use super::compile::example_release;
 use super::deploy::{DeployHarness, manifest};
 
-async fn world(subnet: u8) -> Harness {
+async fn world() -> Harness {
     let health = HealthConfig {
         agent_timeout: Duration::from_secs(5),
         check_interval: Duration::from_millis(250),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(subnet) }).await.unwrap();
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -108,7 +108,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
         .with_env_filter("bosh_controllers=info")
         .with_test_writer()
         .try_init();
-    let h = world(63).await;
+    let h = world().await;
     let quiet = ConfigSpec {
         type_: ConfigType::Resurrection,
         content: json!({"rules": [{"enabled": false, "include": {"deployments": ["cck"]}}]}),
@@ -213,7 +213,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
 /// disk's data survives all of it, and no VM is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
-    let h = world(64).await;
+    let h = world().await;
     let inst = deployed(&h, "cckd", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write =

@@ -23,12 +23,12 @@ use bosh_test_utils::eventually;
 const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A world with the stemcell and compilation controllers only.
-async fn world(subnet: u8, reuse: bool) -> Harness {
+async fn world(reuse: bool) -> Harness {
     let o = HarnessOptions {
         reuse_compile_vms: reuse,
         deploy: false,
         resync: Duration::from_secs(60),
-        ..HarnessOptions::new(subnet)
+        ..HarnessOptions::new()
     };
     Harness::start(o).await.unwrap()
 }
@@ -136,7 +136,7 @@ fn broken_release(root: &Path) -> PathBuf {
 /// hello and hello-lib compile on local compile VMs (the dependency first), the VMs are deleted, and a second deployment on the same stemcell creates no VM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache() {
-    let h = world(41, false).await;
+    let h = world(false).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -223,7 +223,7 @@ async fn packages_compile_on_compile_vms_and_a_second_deployment_hits_the_cache(
 /// A packaging script that exits 3 sets PackagesCompiled=False naming the package, the exit code and the output, and its VM is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
-    let h = world(42, false).await;
+    let h = world(false).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&broken_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -287,7 +287,7 @@ async fn a_failing_packaging_script_is_reported_with_its_exit_code() {
 /// With reuse_compilation_vms one compile VM builds both packages and is deleted when compilation is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
-    let h = world(44, true).await;
+    let h = world(true).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -306,7 +306,7 @@ async fn reused_compile_vm_builds_every_package_and_is_deleted_at_the_end() {
 /// A compile VM recorded as intent whose create_vm reply was lost is adopted by request id, not created twice, and deleted afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
-    let h = world(43, false).await;
+    let h = world(false).await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -340,7 +340,7 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
         deployment: "first".into(),
         agent_id: "compile-adopt-me".into(),
         request_id: "compile-adopt-me".into(),
-        ip: "127.77.43.30".into(),
+        ip: h.subnet.ip(30).to_string(),
         vm_cid: String::new(),
     };
     obj.status.worker = Some(worker.clone());
@@ -391,7 +391,7 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
 /// reason (issue 12, item 8).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stemcell_the_cpi_refuses_shows_the_cpi_error_in_its_status() {
-    let h = world(47, false).await;
+    let h = world(false).await;
     let junk: &'static [u8] = b"not a stemcell image";
     let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(junk))]);
     let b = h.director.blobs.put_stream(Box::pin(stream), None).await.unwrap();

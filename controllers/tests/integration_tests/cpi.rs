@@ -10,7 +10,7 @@ use bosh_api::store::Fence;
 use bosh_controllers::world::cpi::external::ExternalCpi;
 use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_controllers::world::cpi::{Cpi, CpiError, CreateVm, VmNetwork};
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 use serde_json::json;
 
 use super::DEADLINE;
@@ -22,11 +22,12 @@ fn dummy_cpi(dir: &Path) -> ExternalCpi {
     ExternalCpi::new("dummy", &exe, props)
 }
 
-fn create_vm_request(stemcell: &str, request_id: &str) -> CreateVm {
+/// A request for a VM at `subnet`'s `.10`.
+fn create_vm_request(subnet: &SubnetLease, stemcell: &str, request_id: &str) -> CreateVm {
     let mut networks = BTreeMap::new();
     networks.insert(
         "default".to_string(),
-        VmNetwork { type_: "manual".into(), ip: "127.77.0.10".into(), ..Default::default() },
+        VmNetwork { type_: "manual".into(), ip: subnet.ip(10).to_string(), ..Default::default() },
     );
     CreateVm {
         request_id: request_id.into(),
@@ -42,11 +43,12 @@ fn create_vm_request(stemcell: &str, request_id: &str) -> CreateVm {
 /// The external CPI protocol round trip: requests on stdin, replies on stdout, stderr kept as the call log.
 #[tokio::test]
 async fn external_cpi_round_trip() {
+    let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
     let cpi = dummy_cpi(dir.path());
     assert_eq!(cpi.info().await.unwrap().stemcell_formats, ["dummy"]);
     let sc = cpi.create_stemcell(None, Path::new("/nonexistent/image"), &json!({})).await.unwrap();
-    let vm = cpi.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
+    let vm = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
     assert!(vm.starts_with("vm-"), "API v2's [cid, networks] result must yield the cid: {vm}");
     assert!(cpi.has_vm(&vm).await.unwrap());
     let state: serde_json::Value =
@@ -54,7 +56,7 @@ async fn external_cpi_round_trip() {
     let rec = &state["vms"][&vm];
     assert_eq!(rec["request_id"], "req-1", "the request id must reach the CPI in the context");
     assert_eq!(rec["env"]["bosh"]["settings"]["agent_id"], "agent-req-1");
-    assert_eq!(rec["networks"]["default"]["ip"], "127.77.0.10");
+    assert_eq!(rec["networks"]["default"]["ip"], subnet.ip(10).to_string());
     assert!(state["calls"].as_array().unwrap().iter().all(|c| c["api_version"] == 2));
 
     let mut md = BTreeMap::new();
@@ -99,11 +101,15 @@ async fn external_cpi_round_trip() {
 /// Unknown methods, garbage output and slow CPIs give typed errors.
 #[tokio::test]
 async fn external_cpi_errors_are_typed() {
+    let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
     let cpi = dummy_cpi(dir.path());
     let e = cpi.snapshot_disk(None, "disk-1", &BTreeMap::new()).await.unwrap_err();
     assert!(matches!(e, CpiError::NotSupported { method: "snapshot_disk" }), "{e}");
-    let e = cpi.create_vm(None, &create_vm_request("no-such-stemcell", "r")).await.unwrap_err();
+    let e = cpi
+        .create_vm(None, &create_vm_request(&subnet, "no-such-stemcell", "r"))
+        .await
+        .unwrap_err();
     assert!(e.is_retryable(), "VMCreationFailed is retriable: {e}");
 
     let mut props = serde_json::Map::new();
@@ -152,13 +158,14 @@ fn marker_running(marker: &str) -> bool {
 /// A local VM is a process tree: deleting it kills everything in it; a dead agent means has_vm is false.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_vm_lifecycle_and_process_tree() {
+    let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("{}.{}", 90000 + std::process::id() % 9999, rand_suffix());
     let cpi = LocalCpi::open(&dir.path().join("cpi")).unwrap();
     let sc =
         cpi.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
 
-    let vm = cpi.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
+    let vm = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
     assert!(cpi.has_vm(&vm).await.unwrap());
     let started = cpi.vm_dir(&vm).join("agent.started");
     eventually(DEADLINE, "the VM's agent to start", || {
@@ -201,14 +208,15 @@ async fn local_vm_lifecycle_and_process_tree() {
 /// A killed agent makes has_vm false; a lost create reply is adopted by request id; the inventory survives a reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_vm_death_adoption_and_restart() {
+    let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("{}.{}", 80000 + std::process::id() % 9999, rand_suffix());
     let root = dir.path().join("cpi");
     let cpi = LocalCpi::open(&root).unwrap();
     let sc =
         cpi.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
-    let a = cpi.create_vm(None, &create_vm_request(&sc, "req-a")).await.unwrap();
-    let b = cpi.create_vm(None, &create_vm_request(&sc, "req-b")).await.unwrap();
+    let a = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-a")).await.unwrap();
+    let b = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-b")).await.unwrap();
 
     // "The reply was lost": the caller only knows its request id.
     assert_eq!(cpi.find_vm_by_request("req-b").await.unwrap(), Some(b.clone()));
@@ -253,6 +261,7 @@ fn rand_suffix() -> u32 {
 /// over as records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cpis_sharing_a_directory_see_one_world() {
+    let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("{}.{}", 70000 + std::process::id() % 9999, rand_suffix());
     let root = dir.path().join("cpi");
@@ -261,10 +270,10 @@ async fn local_cpis_sharing_a_directory_see_one_world() {
     let sc =
         a.create_stemcell(None, &fake_stemcell(dir.path(), &marker), &json!({})).await.unwrap();
 
-    let vm = a.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
+    let vm = a.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
     assert!(b.has_vm(&vm).await.unwrap(), "b sees a's VM");
     assert_eq!(b.find_vm_by_request("req-1").await.unwrap(), Some(vm.clone()));
-    let again = b.create_vm(None, &create_vm_request(&sc, "req-1")).await.unwrap();
+    let again = b.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
     assert_eq!(again, vm, "the request id is an idempotency key");
     let disk = b.create_disk(None, "req-d", 10, &json!({}), None).await.unwrap();
     assert_eq!(a.create_disk(None, "req-d", 10, &json!({}), None).await.unwrap(), disk);

@@ -62,8 +62,8 @@ pub(super) trait DeployHarness {
 }
 
 /// A world with every controller and a short resync.
-pub(super) async fn world(subnet: u8) -> Harness {
-    Harness::start(HarnessOptions::new(subnet)).await.unwrap()
+pub(super) async fn world() -> Harness {
+    Harness::start(HarnessOptions::new()).await.unwrap()
 }
 
 impl DeployHarness for Harness {
@@ -176,7 +176,7 @@ fn updates(events: &[EventSpec]) -> Vec<(String, EventState)> {
 /// no agent apply and no etcd write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent() {
-    let h = world(51).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -248,7 +248,7 @@ async fn deploy_three_roll_a_property_canary_first_then_steady_state_is_silent()
 /// keep their old spec and are not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_halts_the_rollout() {
-    let h = world(52).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -290,7 +290,7 @@ async fn a_failing_canary_halts_the_rollout() {
 /// removes the highest, and their VMs go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_three_five_two() {
-    let h = world(53).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -318,7 +318,7 @@ async fn scale_three_five_two() {
 /// deleting the deployment leaves no VM and orphans the disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete() {
-    let h = world(54).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -389,7 +389,7 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
 /// a missing vm_type gets `Invalid`, its task fails, and nothing is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
-    let h = world(55).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -415,7 +415,7 @@ async fn an_invalid_deployment_written_to_the_store_changes_nothing() {
 /// task's events; a second deploy reuses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_variables_reach_templates_and_stay_out_of_objects() {
-    let h = world(56).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();

@@ -218,9 +218,10 @@ async fn two_directors_a_killed_leader_is_replaced_and_a_paused_one_changes_noth
     let dir = env.dir().to_path_buf();
     let _reaper = VmReaper(dir.join("cpi"));
     let _logs = LogsOnFailure(dir.clone());
+    let subnet = bosh_test_utils::SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(65) },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(&subnet) },
     );
     store.create(&cloud).await.unwrap();
     let shared = Shared {

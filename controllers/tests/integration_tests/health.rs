@@ -34,7 +34,7 @@ async fn count(h: &Harness, health: InstanceHealth) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_writes_equal_health_transitions() {
     let h =
-        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(62) }).await.unwrap();
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await.unwrap();
     let timeout = Duration::from_secs(3);
     let opts = Options {
         workers: 2,
@@ -155,7 +155,7 @@ async fn only_the_leading_replica_records_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval() {
     let h =
-        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(65) }).await.unwrap();
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await.unwrap();
     let (timeout, interval) = (Duration::from_secs(3), Duration::from_millis(500));
     let opts = Options {
         workers: 2,

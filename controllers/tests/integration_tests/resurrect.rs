@@ -19,14 +19,14 @@ use super::deploy::{DeployHarness, manifest};
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn world(subnet: u8) -> Harness {
+async fn world() -> Harness {
     let health = HealthConfig {
         agent_timeout: AGENT_TIMEOUT,
         check_interval: Duration::from_millis(250),
         resurrection_delay: Duration::from_secs(2),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(subnet) }).await.unwrap();
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -59,7 +59,7 @@ fn creates(h: &Harness) -> usize {
 /// dead VM) and one create_vm, under a "scan and fix" task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_vm_is_resurrected_with_its_disk() {
-    let h = world(57).await;
+    let h = world().await;
     let inst = deployed(&h, "res", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write =
@@ -105,7 +105,7 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
 /// An agent paused for half the timeout and resumed is not resurrected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_pause_is_not_a_death() {
-    let h = world(58).await;
+    let h = world().await;
     let inst = deployed(&h, "pause", 1, 0).await.remove(0);
     let cid = inst.status.vm_cid.clone().unwrap();
     let before = creates(&h);
@@ -125,7 +125,7 @@ async fn a_short_pause_is_not_a_death() {
 /// recreates the 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
-    let h = world(59).await;
+    let h = world().await;
     let instances = deployed(&h, "melt", 10, 0).await;
     let cids: Vec<String> = instances.iter().map(|i| i.status.vm_cid.clone().unwrap()).collect();
     let before = creates(&h);
@@ -176,7 +176,7 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
     use bosh_api::ObjectMeta;
     use bosh_api::objects::{ConfigSpec, ConfigType};
 
-    let h = world(60).await;
+    let h = world().await;
     let inst = deployed(&h, "quiet", 1, 0).await.remove(0);
     let rule = |on: bool| ConfigSpec {
         type_: ConfigType::Resurrection,
@@ -292,7 +292,7 @@ async fn a_failing_job_raises_alerts_to_events_and_a_retried_webhook() {
         webhook: Some(url),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(61) }).await.unwrap();
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();

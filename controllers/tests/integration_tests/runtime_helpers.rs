@@ -210,12 +210,13 @@ async fn a_cloud_config_change_re_validates_the_deployments_that_use_it() {
     use bosh_api::meta::find_condition;
     use bosh_api::objects::{ConditionType, ConfigType};
     let (_env, store) = setup().await;
+    let subnet = bosh_test_utils::SubnetLease::acquire();
     let cloud = |vm_type: &str| {
         let content = serde_json::json!({
             "azs": [{"name": "z1"}],
             "vm_types": [{"name": vm_type}],
             "networks": [{"name": "default", "type": "manual", "subnets": [{
-                "range": "127.77.9.0/24", "gateway": "127.77.9.1", "azs": ["z1"]}]}],
+                "range": subnet.range(), "gateway": subnet.ip(1).to_string(), "azs": ["z1"]}]}],
             "compilation": {"workers": 1, "az": "z1", "vm_type": vm_type, "network": "default"},
         });
         ConfigSpec { type_: ConfigType::Cloud, content }

@@ -26,7 +26,7 @@ async fn task(h: &Harness, id: u64) -> Object<TaskSpec> {
 /// change ends cancelled and leaves the deployment halted until the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwritten_deleted_and_cancelled_changes_end_their_tasks() {
-    let h = world(80).await;
+    let h = world().await;
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -92,7 +92,7 @@ async fn a_template_that_loops_fails_once_and_holds_up_no_other_deployment() {
             timeout: render_timeout,
             ..Default::default()
         },
-        ..HarnessOptions::new(81)
+        ..HarnessOptions::new()
     })
     .await
     .unwrap();

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bosh_controllers::testing::LocalWorld;
 use bosh_controllers::world::agent_client::AgentClient;
 use bosh_controllers::world::cpi::Cpi;
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 
 use super::DEADLINE;
 
@@ -34,11 +34,12 @@ fn log_tail(path: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_local_vms_answer_ping() {
     let w = LocalWorld::start().await.unwrap();
+    let subnet = SubnetLease::acquire();
     let start = Instant::now();
     let mut vms = Vec::new();
     for i in 0..20 {
         let id = format!("agent-{i:02}");
-        let vm = w.create_vm(&id, &format!("127.77.0.{}", 10 + i)).await.unwrap();
+        let vm = w.create_vm(&id, &subnet.ip(10 + i).to_string()).await.unwrap();
         vms.push((id, vm));
     }
     let pings = vms.iter().map(|(id, _)| ping_until_up(&w.agents, id));
@@ -78,7 +79,8 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
     use std::sync::Arc;
 
     let w = LocalWorld::start().await.unwrap();
-    let vm = w.create_vm("agent-web-0", "127.77.0.20").await.unwrap();
+    let subnet = SubnetLease::acquire();
+    let vm = w.create_vm("agent-web-0", &subnet.ip(20).to_string()).await.unwrap();
     ping_until_up(&w.agents, "agent-web-0").await;
     let (director, rest) = w.director();
     let store = director.store.clone();
@@ -89,7 +91,7 @@ async fn api_lists_vms_and_runs_commands_through_agents() {
             az: Some("z1".into()),
             networks: vec![InstanceNetwork {
                 name: "default".into(),
-                ip: "127.77.0.20".into(),
+                ip: subnet.ip(20).to_string(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -154,7 +156,8 @@ async fn a_killed_agent_is_restarted_on_its_vm() {
     use bosh_controllers::world::cpi::local::process::agent_pid;
 
     let w = LocalWorld::start().await.unwrap();
-    let vm = w.create_vm("agent-crash", "127.77.0.30").await.unwrap();
+    let subnet = SubnetLease::acquire();
+    let vm = w.create_vm("agent-crash", &subnet.ip(30).to_string()).await.unwrap();
     ping_until_up(&w.agents, "agent-crash").await;
     let settings = w.cpi.vm_dir(&vm).join("settings.json");
     let first = agent_pid(&settings).expect("the agent runs");

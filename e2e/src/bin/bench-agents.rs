@@ -21,7 +21,7 @@ use bosh_api::agent::{Method, Reply, Request};
 use bosh_controllers::testing::LocalWorld;
 use bosh_controllers::world::agent_client::AgentClient;
 use bosh_controllers::world::cpi::Cpi;
-use bosh_test_utils::eventually;
+use bosh_test_utils::{SubnetLease, eventually};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -61,16 +61,18 @@ async fn run(args: Args) -> Result<()> {
     let world = LocalWorld::start().await?;
     println!("world up in {:.2} s", t.elapsed().as_secs_f64());
     let director = director_connection(&world).await?;
+    // A /16: past one /24's addresses for the VMs of step 2.
+    let subnet = SubnetLease::acquire_slash16();
 
     // 1. Round trips.
-    let ping_vm = world.create_vm("bench-ping", "127.77.0.2").await?;
+    let ping_vm = world.create_vm("bench-ping", &subnet.ip(2).to_string()).await?;
     ping_until_up(&world.agents, "bench-ping").await?;
     round_trips(&world, &director, args.pings).await?;
     world.cpi.delete_vm(None, &ping_vm).await?;
     world.bus.revoke(&world.store, "bench-ping").await?;
 
     // 2. Creating VMs.
-    let vms = create_vms(&world, args.vms, args.concurrency).await?;
+    let vms = create_vms(&world, &subnet, args.vms, args.concurrency).await?;
 
     // 3. RSS and idle CPU.
     let mut agents = Vec::new();
@@ -236,6 +238,7 @@ async fn raw_once(director: &async_nats::Client, request: &[u8], reply: &[u8]) -
 /// agent answers ping. Returns `(agent id, vm cid)`s.
 async fn create_vms(
     world: &LocalWorld,
+    subnet: &SubnetLease,
     n: usize,
     concurrency: usize,
 ) -> Result<Vec<(String, String)>> {
@@ -256,7 +259,8 @@ async fn create_vms(
     let results: Vec<Result<(String, String, Duration, Duration)>> = futures::stream::iter(0..n)
         .map(|i| async move {
             let id = format!("bench-{i:03}");
-            let ip = format!("127.77.{}.{}", 1 + i / 200, 10 + i % 200);
+            let host = 256 * (1 + i / 200) + 10 + i % 200;
+            let ip = subnet.ip(u32::try_from(host)?).to_string();
             let t = Instant::now();
             let cid = world.create_vm(&id, &ip).await?;
             let created = t.elapsed();

@@ -33,9 +33,8 @@ use bosh_api::ConditionStatus;
 use bosh_api::objects::{ConditionType, Reason};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec};
 use bosh_controllers::libs::render::ruby_runs;
-use bosh_controllers::testing::{
-    Harness, HarnessOptions, NetworkSize, TOKEN, WebManifest, example_release,
-};
+use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN, WebManifest, example_release};
+use bosh_test_utils::SubnetLease;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -177,7 +176,7 @@ async fn observe(
 
 async fn run(args: Args) -> Result<()> {
     // A /16, so that 10,000 instances have addresses.
-    let net = HarnessOptions { network: NetworkSize::Slash16, ..HarnessOptions::new(171) };
+    let net = HarnessOptions::with_subnet(SubnetLease::acquire_slash16());
     let h = Arc::new(Harness::start(net).await?);
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;

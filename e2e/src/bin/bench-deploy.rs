@@ -33,10 +33,8 @@ use bosh_api::objects::{
 use bosh_api::store::Store;
 use bosh_api::{Kind, Object};
 use bosh_controllers::libs::tasks::task_name;
-use bosh_controllers::testing::{
-    Harness, HarnessOptions, NetworkSize, WebManifest, example_release,
-};
-use bosh_test_utils::eventually;
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest, example_release};
+use bosh_test_utils::{SubnetLease, eventually};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -180,7 +178,7 @@ async fn diagnose(h: &Harness, name: &str) {
 
 async fn run(args: Args) -> Result<()> {
     // A /16: past one /24's ~230 instances, up to 1,000 and more.
-    let net = HarnessOptions { network: NetworkSize::Slash16, ..HarnessOptions::new(170) };
+    let net = HarnessOptions::with_subnet(SubnetLease::acquire_slash16());
     let h = Harness::start(net).await?;
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;

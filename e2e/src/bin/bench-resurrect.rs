@@ -76,7 +76,7 @@ async fn latency(args: &Args) -> Result<()> {
         resurrection_delay: delay,
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(171) }).await?;
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await?;
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;
     h.upload_stemcell().await?;
@@ -174,7 +174,7 @@ async fn load(args: &Args) -> Result<()> {
     let n = args.agents;
     println!("== health monitor: {n} agents, 1 heartbeat/s each, {} s ==", args.secs);
     // Baseline: the same publishing, no monitor.
-    let h = Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(172) }).await?;
+    let h = Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await?;
     let agents: Vec<String> = (0..n).map(|i| format!("sim-{i:05}")).collect();
     let nats = h.director.agents.nats();
     let c0 = cpu();
@@ -183,7 +183,7 @@ async fn load(args: &Args) -> Result<()> {
     h.stop().await?;
 
     // The monitor alone (no instance controller to act on its verdicts).
-    let h = Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(173) }).await?;
+    let h = Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let opts = bosh_controllers::server::daemon::Options {
         workers: 2,

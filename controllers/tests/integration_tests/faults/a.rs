@@ -56,7 +56,7 @@ async fn faults_a2_a_panic_after_every_cpi_call_and_before_status_writes_breaks_
 
 /// One A2 run in a world of its own.
 async fn a2_run(rng: &mut rand::rngs::StdRng) {
-    let (h, _tmp) = world(90).await;
+    let (h, _tmp) = world().await;
 
     // The first deploy compiles (compile VMs are made and deleted) and
     // creates the disks.
@@ -130,7 +130,7 @@ fn ctx<C>(h: &Harness, controller: &'static str, data: C) -> Arc<Ctx<C>> {
 /// request and no etcd write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_a4_a_converged_deployment_reconciled_twice_is_silent() {
-    let (h, _tmp) = world(91).await;
+    let (h, _tmp) = world().await;
     h.apply("a4", manifest("a4")).await;
     converged(&h, "a4", "deploy").await;
     // The health monitor's first verdicts are writes; wait for them.
@@ -197,7 +197,7 @@ async fn pad_revisions(h: &Harness, n: usize) {
 /// object), and the invariants hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_a5_a_cache_100_revisions_behind_decides_no_deletion() {
-    let (h, _tmp) = world(132).await;
+    let (h, _tmp) = world().await;
     h.apply("a5", manifest("a5")).await;
     converged(&h, "a5", "deploy").await;
     let old_vms: BTreeSet<String> =
@@ -301,7 +301,7 @@ async fn faults_a5_a_cache_100_revisions_behind_decides_no_deletion() {
 async fn faults_a6_create_then_delete_within_10ms_leaves_nothing_behind() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (h, _tmp) = world(133).await;
+    let (h, _tmp) = world().await;
     let runs = super::iterations(5, 100);
     let mut gaps = Vec::new();
     let started = Instant::now();
@@ -496,9 +496,10 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
     let dir = env.dir().to_path_buf();
     let cpi_dir = dir.join("boshd/cpi");
     let _reaper = VmReaper(cpi_dir.clone());
+    let subnet = bosh_test_utils::SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(130) },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(&subnet) },
     );
     store.create(&cloud).await.unwrap();
     let (api_port, nats) = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
@@ -722,9 +723,10 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
     let cpi_dir = dir.join("cpi");
     let _reaper = super::super::boshd_deploy::VmReaper(cpi_dir.clone());
     let _logs = LogsOnFailure(dir.clone());
+    let subnet = bosh_test_utils::SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
-        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(140) },
+        ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(&subnet) },
     );
     store.create(&cloud).await.unwrap();
     let shared = Shared {

@@ -495,7 +495,7 @@ async fn faults_b4_with_etcd_down_nothing_is_created_healthz_degrades_and_it_rec
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     count_panics();
-    let (mut h, _tmp) = world(102).await;
+    let (mut h, _tmp) = world().await;
     let outage = Duration::from_secs(iterations(10, 120) as u64);
     h.apply("b4", manifest("b4")).await;
     let store = h.store.clone();
@@ -626,7 +626,7 @@ async fn faults_b5_lost_replies_of_committed_writes_make_no_duplicate() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let scenario = fail::FailScenario::setup();
-    let (h, _tmp) = world(104).await;
+    let (h, _tmp) = world().await;
     let runs = iterations(1, 11);
     let sites = [
         ("instances/status", 4),
@@ -737,7 +737,7 @@ async fn faults_b6_a_full_etcd_is_reported_degraded_and_recovers_after_compact_a
     count_panics();
     let quota = QUOTA_BYTES.to_string();
     let cluster = EtcdCluster::start(1, &["--quota-backend-bytes", &quota]).await.unwrap();
-    let options = HarnessOptions { store: Some(cluster.config()), ..HarnessOptions::new(105) };
+    let options = HarnessOptions { store: Some(cluster.config()), ..HarnessOptions::new() };
     let (h, _tmp) = world_with(options).await;
     let window = Duration::from_secs(iterations(8, 60) as u64);
     h.apply("b6", manifest("b6")).await;
@@ -887,7 +887,7 @@ async fn faults_b1_killing_the_etcd_leader_mid_deploy_stalls_the_director_briefl
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cluster = EtcdCluster::start(3, &[]).await.unwrap();
-    let options = HarnessOptions { store: Some(cluster.config()), ..HarnessOptions::new(100) };
+    let options = HarnessOptions { store: Some(cluster.config()), ..HarnessOptions::new() };
     let (h, _tmp) = world_with(options).await;
     let runs = iterations(1, 20);
     let (mut elections, mut resumes, mut converges) = (Vec::new(), Vec::new(), Vec::new());

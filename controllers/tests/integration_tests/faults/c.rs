@@ -92,8 +92,8 @@ impl Links {
 
 /// A world with the example release and the stemcell, whose agents reach
 /// NATS through proxies.
-async fn world(subnet: u8, health: HealthConfig) -> (Harness, tempfile::TempDir, Links) {
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new(subnet) }).await.unwrap();
+async fn world(health: HealthConfig) -> (Harness, tempfile::TempDir, Links) {
+    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
     let links = Links::install(&h);
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
@@ -218,7 +218,7 @@ impl Beats {
 async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exactly_once() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (h, _tmp, links) = world(110, health(AGENT_TIMEOUT)).await;
+    let (h, _tmp, links) = world(health(AGENT_TIMEOUT)).await;
     h.apply("c1", manifest("c1")).await;
     converged(&h, "c1", "deploy").await;
     let runs = iterations(1, 5);
@@ -367,7 +367,7 @@ async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exa
 async fn faults_c2_partitions_of_half_the_agent_timeout_resurrect_nothing() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (h, _tmp, links) = world(111, health(AGENT_TIMEOUT)).await;
+    let (h, _tmp, links) = world(health(AGENT_TIMEOUT)).await;
     h.apply("c2", manifest("c2")).await;
     converged(&h, "c2", "deploy").await;
     let before = heard_running(&h, "c2", INSTANCES).await;
@@ -462,7 +462,7 @@ fn applied(h: &Harness, vm: &str) -> (Vec<String>, usize) {
 async fn faults_c3_nats_killed_mid_deploy_each_agent_applies_each_spec_once() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut h, _tmp) = super::world(112).await;
+    let (mut h, _tmp) = super::world().await;
     let runs = iterations(1, 5);
     let mut figures = Vec::new();
     for run in 1..=runs {
@@ -603,7 +603,7 @@ async fn faults_c4_a_meltdown_pauses_resurrection_and_four_down_are_all_resurrec
     const N: usize = 50;
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (h, _tmp, links) = world(113, health(AGENT_TIMEOUT)).await;
+    let (h, _tmp, links) = world(health(AGENT_TIMEOUT)).await;
     let mut m = WebManifest { max_in_flight: N as u32, ..WebManifest::hello("c4", N as u32) };
     m.watch_time = serde_json::json!(1000);
     let mut m = m.value();
@@ -794,7 +794,7 @@ fn killed_during(log: &str) -> &'static str {
 async fn faults_c5_an_agent_killed_during_install_or_start_converges_with_intact_packages() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (h, _tmp) = super::world(114).await;
+    let (h, _tmp) = super::world().await;
     // Agents download through a proxy that adds 150 ms each way, so that a
     // package install lasts long enough to be killed in.
     let blobstore = h.director.blobstore.url.trim_start_matches("http://").parse().unwrap();
@@ -879,7 +879,7 @@ async fn faults_c6_a_paused_agent_is_retried_not_resurrected() {
     let timeout = 2 * AGENT_TIMEOUT;
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
-    let (h, _tmp, _links) = world(115, health(timeout)).await;
+    let (h, _tmp, _links) = world(health(timeout)).await;
     h.apply("c6", manifest("c6")).await;
     converged(&h, "c6", "deploy").await;
     let runs = iterations(1, 5);
@@ -995,7 +995,7 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
     let n = iterations(100, 1000);
     let window = Duration::from_secs(if n >= 1000 { 60 } else { 10 });
     let h =
-        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(116) }).await.unwrap();
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await.unwrap();
     let started = Instant::now();
     let agents: Vec<String> = (0..n).map(|i| format!("c7-{i:04}")).collect();
     let made = futures::stream::iter(agents.iter().enumerate())

@@ -33,7 +33,7 @@ async fn faults_d1_a_lost_create_vm_reply_is_adopted_by_request_id() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let scenario = fail::FailScenario::setup();
-    let (h, _tmp) = world(92).await;
+    let (h, _tmp) = world().await;
     h.apply("d1", manifest("d1")).await;
     converged(&h, "d1", "deploy").await;
     let started = std::time::Instant::now();
@@ -86,7 +86,7 @@ async fn faults_d2_an_eventually_consistent_cpi_gets_no_second_vm_while_intent_i
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let scenario = fail::FailScenario::setup();
-    let (h, _tmp) = world(134).await;
+    let (h, _tmp) = world().await;
     h.apply("d2", manifest("d2")).await;
     converged(&h, "d2", "deploy").await;
     let hide = Duration::from_secs(super::iterations(3, 30) as u64);
@@ -148,7 +148,7 @@ async fn faults_d2_an_eventually_consistent_cpi_gets_no_second_vm_while_intent_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the_calls() {
     let seed = seed();
-    let (h, _tmp) = world(135).await;
+    let (h, _tmp) = world().await;
     h.apply("d3", manifest("d3")).await;
     converged(&h, "d3", "deploy").await;
     assert_invariants(&h, "deployed").await;
@@ -243,7 +243,7 @@ async fn faults_d3_thirty_percent_transient_cpi_errors_converge_within_twice_the
 /// makes, not waited out — is under 20 CPI calls an hour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_d4_a_permanent_cpi_failure_is_reported_and_retried_rarely() {
-    let (h, _tmp) = world(136).await;
+    let (h, _tmp) = world().await;
     h.apply("d4", manifest("d4")).await;
     converged(&h, "d4", "deploy").await;
     let mut permanent = BTreeMap::new();
@@ -359,7 +359,7 @@ async fn faults_d4_a_permanent_cpi_failure_is_reported_and_retried_rarely() {
 async fn faults_d5_a_vm_deleted_behind_our_back_is_recreated_with_its_disk() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut o = HarnessOptions::new(137);
+    let mut o = HarnessOptions::new();
     o.health.agent_timeout = Duration::from_secs(3);
     o.health.check_interval = Duration::from_secs(1);
     o.health.resurrection_delay = Duration::from_secs(1);
@@ -481,7 +481,7 @@ async fn faults_d6_an_unknown_vm_with_our_tag_is_reported_deleted_after_grace_ne
     let (scan, grace) = (Duration::from_secs(1), Duration::from_secs(4));
     let o = HarnessOptions {
         orphan_vms: Some(OrphanVmConfig { scan, grace }),
-        ..HarnessOptions::new(141)
+        ..HarnessOptions::new()
     };
     let (h, _tmp) = world_with(o).await;
     h.apply("d6", manifest("d6")).await;

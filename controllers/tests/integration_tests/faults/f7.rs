@@ -23,7 +23,7 @@ async fn faults_f7_a_template_that_loops_floods_or_raises_fails_its_own_task_at_
     let max_output = 16 << 20;
     let h = Harness::start(HarnessOptions {
         render: bosh_controllers::libs::render::Limits { timeout, max_output },
-        ..HarnessOptions::new(93)
+        ..HarnessOptions::new()
     })
     .await
     .unwrap();

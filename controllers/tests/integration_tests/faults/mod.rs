@@ -53,8 +53,8 @@ fn seed() -> u64 {
 }
 
 /// A world with the example release and the agent stemcell uploaded.
-async fn world(subnet: u8) -> (Harness, tempfile::TempDir) {
-    world_with(HarnessOptions::new(subnet)).await
+async fn world() -> (Harness, tempfile::TempDir) {
+    world_with(HarnessOptions::new()).await
 }
 
 /// [`world`] with harness options of the scenario's own.

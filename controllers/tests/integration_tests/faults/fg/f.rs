@@ -298,7 +298,7 @@ async fn faults_f2_malformed_objects_in_etcd_are_quarantined_or_invalid() {
     let panics = Panics::count();
     let n = iterations(100, 1000);
     let probes = iterations(300, 1000);
-    let (h, _tmp) = world(150).await;
+    let (h, _tmp) = world().await;
     let etcd = raw_etcd(&h).await;
     let task = h.apply("f2", WebManifest::hello("f2", 1).value()).await;
     h.task_done(task, CONVERGE).await.unwrap();
@@ -543,7 +543,7 @@ async fn faults_f3_a_hostile_agent_is_dropped_with_a_log_line_and_the_director_s
     let logs = Logs::capture("info");
     let panics = Panics::count();
     let flood = iterations(20_000, 200_000);
-    let (h, _tmp) = world(151).await;
+    let (h, _tmp) = world().await;
     let t = h.apply("f3", WebManifest::hello("f3", 2).value()).await;
     h.task_done(t, CONVERGE).await.unwrap();
     let store = h.store.clone();
@@ -1272,7 +1272,7 @@ async fn faults_f5_a_flipped_byte_is_refused_on_upload_and_download_and_starts_n
     let logs = Logs::capture("info");
     let proxy = TamperingProxy::start().await;
     let o =
-        HarnessOptions { agent_blobstore_url: Some(proxy.url.clone()), ..HarnessOptions::new(153) };
+        HarnessOptions { agent_blobstore_url: Some(proxy.url.clone()), ..HarnessOptions::new() };
     let h = Harness::start(o).await.unwrap();
     proxy.upstream.set(h.blobstore_url.clone()).unwrap();
     proxy.store.set(h.store.clone()).unwrap();
@@ -1463,8 +1463,8 @@ async fn faults_f8_a_second_claim_on_a_static_ip_is_rejected_and_the_first_is_un
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let runs = iterations(1, 10);
-    let (h, _tmp) = world(154).await;
-    let statics: Vec<String> = (10..=20).map(|i| format!("127.77.154.{i}")).collect();
+    let (h, _tmp) = world().await;
+    let statics: Vec<String> = (10..=20).map(|i| h.subnet.ip(i).to_string()).collect();
     let a_ips: Vec<String> = statics[..2].to_vec();
     let t = h.apply("f8-a", on_static_ips("f8-a", 2, &a_ips)).await;
     h.task_done(t, CONVERGE).await.unwrap();

@@ -54,7 +54,7 @@ async fn faults_g1_an_agent_cannot_use_another_agents_subjects() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let runs = iterations(1, 20);
     let h =
-        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new(155) }).await.unwrap();
+        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await.unwrap();
     let url = h.director.nats_url.clone();
     let director = h.director.agents.nats();
     // Everything on the bus, as the director (full permissions) sees it.
@@ -200,7 +200,7 @@ async fn faults_g2_only_live_vms_credentials_get_on_the_bus() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let runs = iterations(1, 5);
-    let (h, _tmp) = world(156).await;
+    let (h, _tmp) = world().await;
     let url = h.director.nats_url.clone();
     let mut worst_refused = Duration::ZERO;
     let mut worst_closed = Duration::ZERO;
@@ -377,7 +377,7 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
     // SAFETY: set before the world starts any process or reads it.
     unsafe { std::env::set_var("RUST_LOG", "debug") };
     let logs = Logs::capture("debug,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info");
-    let (h, _tmp) = world(157).await;
+    let (h, _tmp) = world().await;
     let canaries: Vec<String> = (0..20)
         .map(|i| {
             let tail: String = (0..24).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
@@ -655,7 +655,7 @@ async fn etcd_revision(c: &etcd_client::Client) -> i64 {
 async fn faults_g6_names_are_checked_and_no_string_reaches_a_shell() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (h, _tmp) = world(158).await;
+    let (h, _tmp) = world().await;
     let marks = tempfile::tempdir().unwrap();
     let tag: u32 = rng.random();
     let mark = |k: usize| marks.path().join(format!("PWNED-{tag:08x}-{k}")).display().to_string();
@@ -830,7 +830,7 @@ async fn faults_g6_names_are_checked_and_no_string_reaches_a_shell() {
         "default".to_string(),
         VmNetwork {
             type_: "manual".into(),
-            ip: "127.77.158.250".into(),
+            ip: h.subnet.ip(250).to_string(),
             cloud_properties: serde_json::json!({"g6": all}),
             ..Default::default()
         },
