@@ -230,3 +230,53 @@ fn deliberate_differences_refuse_with_exit_2() {
     let out = boshctl(dir, &["int", "m.yml"]);
     assert_eq!(stdout(&out), "false: d\n1.5: b\n16: c\nnull: a\n\"on\": e\n");
 }
+
+/// Issue 17 in one run: `-v a.b=c` nests (`((a.b))` is `c`), a variable
+/// path indexes a list (`((servers.0))`, `((servers.-1))`) and a nested map
+/// (`((creds.inner.pw))`), `.inf`/`-.inf`/`.nan` read and print as bosh's,
+/// and YAML 1.1 keys resolve (`on` true, `n` false, `~` null, `0x10` 16,
+/// `1.50` 1.5) and sort as bosh sorts them (numbers and booleans by value,
+/// then null, then strings). The expected text is what bosh-cli v7 prints
+/// for these pieces: each line comes from the outputs its own template
+/// code printed in `testdata/bosh-interpolate` (`var-paths.bosh`,
+/// `yaml11.bosh`, `typed-keys.bosh`), put together in go-yaml v2's key order
+/// (`sorter.go`).
+#[test]
+fn issue_17_corners_print_as_bosh_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("m.yml"),
+        "name: ((a.b))\n\
+         first: ((servers.0))\n\
+         last: ((servers.-1))\n\
+         pw: ((creds.inner.pw))\n\
+         limit: .inf\n\
+         floor: -.inf\n\
+         ratio: .nan\n\
+         big: ((big))\n\
+         keys:\n  on: from on\n  n: from n\n  ~: from tilde\n  0x10: from hex\n  1.50: from 1.50\n  \
+         10: ten\n  9: nine\n  \"on\": quoted on\n  name: plain\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vars.yml"),
+        "servers: [10.0.0.1, 10.0.0.2]\ncreds: {inner: {pw: secret}}\n",
+    )
+    .unwrap();
+    let out =
+        boshctl(dir, &["interpolate", "m.yml", "-l", "vars.yml", "-v", "a.b=c", "-v", "big=.inf"]);
+    assert_eq!(
+        stdout(&out),
+        "big: .inf\n\
+         first: 10.0.0.1\n\
+         floor: -.inf\n\
+         keys:\n  false: from n\n  true: from on\n  1.5: from 1.50\n  9: nine\n  10: ten\n  \
+         16: from hex\n  null: from tilde\n  name: plain\n  \"on\": quoted on\n\
+         last: 10.0.0.2\n\
+         limit: .inf\n\
+         name: c\n\
+         pw: secret\n\
+         ratio: .nan\n"
+    );
+}
