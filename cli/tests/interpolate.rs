@@ -185,7 +185,7 @@ fn output_matches_bosh_byte_for_byte() {
         // folding and block styles are read right. The float -0 prints as
         // `-0`, which reads back as the integer 0, in bosh as well. `corners`
         // holds the spellings listed as not matched yet in
-        // docs/bosh-differences.md (`yEs`, `1e999`, and U+2028 inside
+        // docs/differences.md (`yEs`, `1e999`, and U+2028 inside
         // quotes, a line break to YAML 1.1 only): printed as bosh prints
         // them, but not read back the same.
         if name != "corners" {
@@ -199,7 +199,7 @@ fn output_matches_bosh_byte_for_byte() {
     }
 }
 
-/// Where boshctl deliberately differs from bosh (docs/bosh-differences.md)
+/// Where boshctl deliberately differs from bosh (docs/differences.md)
 /// it refuses what bosh would silently guess at, with exit code 2 (bosh
 /// exits 1 on errors) and a message saying what and where; a key of any
 /// scalar type, `~` included, never crashes it.
