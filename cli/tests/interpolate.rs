@@ -185,7 +185,7 @@ fn output_matches_bosh_byte_for_byte() {
         // folding and block styles are read right. The float -0 prints as
         // `-0`, which reads back as the integer 0, in bosh as well. `corners`
         // holds the spellings listed as not matched yet in
-        // docs/bosh-differences.md (`yEs`, `1e999`, and U+2028 inside
+        // docs/differences.md (`yEs`, `1e999`, and U+2028 inside
         // quotes, a line break to YAML 1.1 only): printed as bosh prints
         // them, but not read back the same.
         if name != "corners" {
@@ -199,7 +199,7 @@ fn output_matches_bosh_byte_for_byte() {
     }
 }
 
-/// Where boshctl deliberately differs from bosh (docs/bosh-differences.md)
+/// Where boshctl deliberately differs from bosh (docs/differences.md)
 /// it refuses what bosh would silently guess at, with exit code 2 (bosh
 /// exits 1 on errors) and a message saying what and where; a key of any
 /// scalar type, `~` included, never crashes it.
@@ -229,4 +229,54 @@ fn deliberate_differences_refuse_with_exit_2() {
     std::fs::write(dir.join("m.yml"), "~: a\n1.50: b\n0x10: c\nno: d\n\"on\": e\n").unwrap();
     let out = boshctl(dir, &["int", "m.yml"]);
     assert_eq!(stdout(&out), "false: d\n1.5: b\n16: c\nnull: a\n\"on\": e\n");
+}
+
+/// Issue 17 in one run: `-v a.b=c` nests (`((a.b))` is `c`), a variable
+/// path indexes a list (`((servers.0))`, `((servers.-1))`) and a nested map
+/// (`((creds.inner.pw))`), `.inf`/`-.inf`/`.nan` read and print as bosh's,
+/// and YAML 1.1 keys resolve (`on` true, `n` false, `~` null, `0x10` 16,
+/// `1.50` 1.5) and sort as bosh sorts them (numbers and booleans by value,
+/// then null, then strings). The expected text is what bosh-cli v7 prints
+/// for these pieces: each line comes from the outputs its own template
+/// code printed in `testdata/bosh-interpolate` (`var-paths.bosh`,
+/// `yaml11.bosh`, `typed-keys.bosh`), put together in go-yaml v2's key order
+/// (`sorter.go`).
+#[test]
+fn issue_17_corners_print_as_bosh_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("m.yml"),
+        "name: ((a.b))\n\
+         first: ((servers.0))\n\
+         last: ((servers.-1))\n\
+         pw: ((creds.inner.pw))\n\
+         limit: .inf\n\
+         floor: -.inf\n\
+         ratio: .nan\n\
+         big: ((big))\n\
+         keys:\n  on: from on\n  n: from n\n  ~: from tilde\n  0x10: from hex\n  1.50: from 1.50\n  \
+         10: ten\n  9: nine\n  \"on\": quoted on\n  name: plain\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vars.yml"),
+        "servers: [10.0.0.1, 10.0.0.2]\ncreds: {inner: {pw: secret}}\n",
+    )
+    .unwrap();
+    let out =
+        boshctl(dir, &["interpolate", "m.yml", "-l", "vars.yml", "-v", "a.b=c", "-v", "big=.inf"]);
+    assert_eq!(
+        stdout(&out),
+        "big: .inf\n\
+         first: 10.0.0.1\n\
+         floor: -.inf\n\
+         keys:\n  false: from n\n  true: from on\n  1.5: from 1.50\n  9: nine\n  10: ten\n  \
+         16: from hex\n  null: from tilde\n  name: plain\n  \"on\": quoted on\n\
+         last: 10.0.0.2\n\
+         limit: .inf\n\
+         name: c\n\
+         pw: secret\n\
+         ratio: .nan\n"
+    );
 }

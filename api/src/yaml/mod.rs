@@ -10,7 +10,7 @@
 //! v2 reads them, map keys included (`on:` is the key `true`), and
 //! [`to_bosh_string`] prints a value as `bosh interpolate` does (sorted
 //! keys, go-yaml v2's quoting and layout), so output diffs empty against
-//! bosh's. Deliberate differences are listed in `docs/bosh-differences.md`.
+//! bosh's. Deliberate differences are listed in `docs/differences.md`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -438,7 +438,7 @@ mod tests {
     /// are lists or maps (which go-yaml v2 cannot hold either) or that
     /// repeat once resolved are refused with a position. bosh takes the
     /// last of repeated keys silently; refusing them is deliberate (see
-    /// docs/bosh-differences.md).
+    /// docs/differences.md).
     #[test]
     fn odd_keys_are_read_or_refused_never_crash() {
         let v = parse_value("~: a\n\"on\": b\non: c\n", "t.yml").unwrap();

@@ -21,7 +21,7 @@
 //!
 //! Every other scalar is read by serde-saphyr's YAML 1.1 rules (legacy
 //! octal, `yes`/`no`, merges), which agree with go-yaml v2 except for the
-//! corners listed in `docs/bosh-differences.md`.
+//! corners listed in `docs/differences.md`.
 
 use std::fmt;
 
