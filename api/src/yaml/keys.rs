@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::emit::go_float;
+use super::float::go_float;
 
 /// A map key as go-yaml v2 saw it. Go's `reflect.Kind` numbers order the
 /// kinds: bool 1, int 2, uint64 11, float64 14, nil interface 20, string 24.

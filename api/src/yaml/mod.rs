@@ -18,11 +18,13 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 mod emit;
+mod float;
 mod keys;
 mod resolve;
 mod value;
 
-pub use emit::{go_float, to_bosh_string};
+pub use emit::to_bosh_string;
+pub use float::go_float;
 
 /// A YAML document could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,7 +28,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::emit::go_float;
+use super::float::go_float;
 
 /// A value read with non-finite floats kept, and map keys resolved as
 /// YAML 1.1 scalars, or with `AS_WRITTEN` kept as their text.

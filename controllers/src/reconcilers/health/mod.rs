@@ -14,7 +14,7 @@
 //! deployment if it has one.
 //!
 //! Resurrection is not here: the instance controller hears the status
-//! change and reconciles ([`crate::reconcilers::instance`]). Only the end of a meltdown
+//! change and reconciles (the instance controller's `resurrect`). Only the end of a meltdown
 //! is seen here: when an instance answers again and the deployment's
 //! unresponsive instances no longer make a meltdown, its `Meltdown`
 //! condition is cleared (nothing else would notice).
@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::runtime::{Action, Ctx, Trigger, Wiring, Workers};
 
 pub mod alerts;
+pub mod meltdown;
 
 /// The health monitor's tuning.
 #[derive(Debug, Clone)]
@@ -371,12 +372,7 @@ pub async fn reconcile(
     if obj.status.is_unresponsive()
         && !cur.status.is_unresponsive()
         && let Some(dep) = &obj.metadata.deployment
-        && crate::reconcilers::instance::resurrect::clear_meltdown_if_over(
-            &ctx.store,
-            dep,
-            &ctx.data.config,
-        )
-        .await?
+        && meltdown::clear_meltdown_if_over(&ctx.store, dep, &ctx.data.config).await?
     {
         info!(deployment = %dep, "meltdown over: enough instances answer again");
     }

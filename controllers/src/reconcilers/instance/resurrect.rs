@@ -7,11 +7,8 @@
 
 use std::time::Duration;
 
-use bosh_api::meta::{find_condition, set_condition};
-use bosh_api::objects::{
-    ConditionType, ConfigSpec, DeploymentSpec, EventState, InstanceSpec, ProblemType, Reason,
-    TaskState,
-};
+use bosh_api::meta::set_condition;
+use bosh_api::objects::{ConfigSpec, EventState, InstanceSpec, ProblemType, Reason, TaskState};
 use bosh_api::store::Store;
 use bosh_api::{Condition, Object};
 use chrono::Utc;
@@ -20,6 +17,7 @@ use tracing::{info, warn};
 
 use super::{Error, Instances, Options, display, drive, event, patch};
 use crate::libs::tasks::{create_task, set_task_state};
+use crate::reconcilers::health::meltdown::{is_meltdown, set_meltdown};
 use crate::runtime::{Action, Ctx};
 
 /// How soon a paused resurrection looks again.
@@ -67,54 +65,6 @@ async fn enabled(store: &Store, deployment: &str, group: &str) -> Result<bool, E
     let configs = store.list::<ConfigSpec>("resurrection/").await?.items;
     let contents: Vec<Value> = configs.into_iter().map(|c| c.spec.content).collect();
     Ok(enabled_by(&contents, deployment, group))
-}
-
-/// Whether `down` unresponsive instances of `total` are a meltdown.
-pub fn is_meltdown(down: usize, total: usize, min_down: usize, fraction: f64) -> bool {
-    total > 0 && down >= min_down && down as f64 / total as f64 > fraction
-}
-
-/// Sets or clears `Meltdown` on the deployment, writing only on change.
-async fn set_meltdown(
-    store: &Store,
-    dep: &str,
-    on: bool,
-    message: String,
-) -> Result<bool, bosh_api::store::Error> {
-    let Some(mut d) = store.try_get::<DeploymentSpec>(None, dep).await? else { return Ok(false) };
-    let was =
-        find_condition(&d.status.conditions, ConditionType::Meltdown).is_some_and(|c| c.is_true());
-    if was == on {
-        return Ok(false);
-    }
-    let generation = d.metadata.generation;
-    crate::runtime::status::patch(store, &mut d, |s| {
-        let reason = if on { Reason::TooManyUnresponsive } else { Reason::Recovered };
-        set_condition(
-            &mut s.conditions,
-            Condition::new(ConditionType::Meltdown, on, reason, message.clone(), generation),
-        );
-    })
-    .await?;
-    Ok(true)
-}
-
-/// Clears `Meltdown` on `dep` when its unresponsive instances are no longer
-/// a meltdown; true when it did. The health monitor calls it when an
-/// instance recovers: a meltdown that heals by itself (a partition ends)
-/// leaves no unresponsive instance for [`run`] to clear it on, and the
-/// condition would say "resurrection paused" for good (FAULT-MATRIX C4).
-pub async fn clear_meltdown_if_over(
-    store: &Store,
-    dep: &str,
-    h: &crate::reconcilers::health::HealthConfig,
-) -> Result<bool, bosh_api::store::Error> {
-    let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
-    let down = all.iter().filter(|i| i.status.is_unresponsive()).count();
-    if is_meltdown(down, all.len(), h.meltdown_min_down, h.meltdown_fraction) {
-        return Ok(false);
-    }
-    set_meltdown(store, dep, false, format!("{down} of {} instances unresponsive", all.len())).await
 }
 
 /// Resurrects `cur` (or pauses: off, or meltdown).
@@ -256,15 +206,5 @@ mod tests {
         ];
         assert!(super::enabled_by(&layered, "d", "web"));
         assert!(!super::enabled_by(&layered, "d", "db"));
-    }
-
-    /// BOSH's meltdown: at least 5 down and more than 20 %.
-    #[test]
-    fn meltdown_thresholds() {
-        assert!(!super::is_meltdown(4, 10, 5, 0.2), "under the floor");
-        assert!(super::is_meltdown(6, 10, 5, 0.2));
-        assert!(!super::is_meltdown(5, 100, 5, 0.2), "under the fraction");
-        assert!(super::is_meltdown(21, 100, 5, 0.2));
-        assert!(!super::is_meltdown(0, 0, 5, 0.2));
     }
 }
