@@ -85,8 +85,12 @@ where
 }
 
 /// Removes finalizer `name` from the object as etcd holds it now (with the
-/// last finalizer of a deleting object, the object goes).
-async fn remove<S: Kind, C>(
+/// last finalizer of a deleting object, the object goes). [`finalizer`]
+/// calls it after a clean-up is [`Cleanup::Done`]; a clean-up whose last
+/// step must come after the object is gone calls it itself (the deployment
+/// controller ends a deletion's task `done` only once the deployment is no
+/// longer readable, so that a user who saw the task end never lists it).
+pub async fn remove<S: Kind, C>(
     ctx: &Ctx<C>,
     obj: &Object<S>,
     name: Finalizer,

@@ -944,6 +944,10 @@ async fn delete(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result
         warn!(deployment = name, error = %e, "could not delete the deployment's variables");
         return Ok(Cleanup::Wait(Action::requeue(WAIT)));
     }
+    // The deployment goes before its task says done (a crash in between
+    // leaves the task to the task controller, which ends a deletion's task
+    // done once its deployment is gone).
+    crate::runtime::finalizer::remove(ctx, &obj, Finalizer::Instances).await?;
     if let Some(task) = obj.spec.task {
         finish_task(store, task, TaskState::Done, &format!("/deployments/{name}")).await?;
     }
