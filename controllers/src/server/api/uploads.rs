@@ -342,8 +342,8 @@ async fn users(
 
 /// Whether `version` is the highest of `versions` (BOSH's `latest`).
 fn is_latest(version: &str, versions: &[String]) -> bool {
-    use crate::libs::lookup::version_key;
-    versions.iter().all(|v| version_key(v) <= version_key(version))
+    use bosh_api::release::version::compare;
+    versions.iter().all(|v| compare(v, version).is_le())
 }
 
 /// Refuses (409) while any deployment uses `name`/`version` of a release
