@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosh_api::agent::{self, CompilePackage, PackageRef};
+use bosh_api::agent::{CompilePackage, PackageRef};
 use bosh_api::manifest::{Manifest, NetworkType};
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
@@ -473,7 +473,7 @@ async fn walk(
                             PackageRef {
                                 name: n.clone(),
                                 version: fp.unwrap_or_default(),
-                                blob: agent::BlobRef { sha256: b.sha256.clone(), size: b.size },
+                                blob: b.clone(),
                             },
                         )
                     })
@@ -586,11 +586,10 @@ async fn compile_one(
         }
     };
     vm.key = pkg.key.clone();
-    let source = pkg.source.clone().unwrap_or_default();
     let req = CompilePackage {
         name: pkg.name.clone(),
         version: pkg.fingerprint.clone(),
-        source: agent::BlobRef { sha256: source.sha256, size: source.size },
+        source: pkg.source.clone().unwrap_or_default(),
         dependencies,
     };
     info!(package = %pkg.name, key = %pkg.key, agent = %vm.worker.agent_id, "compiling");
@@ -599,8 +598,7 @@ async fn compile_one(
     let result =
         c.director.agents.for_agent(vm.worker.agent_id.clone()).compile_package(&req).await;
     match result {
-        Ok(b) => {
-            let blob = BlobRef { sha256: b.sha256, size: b.size };
+        Ok(blob) => {
             let saved = async {
                 let mut o = store.get::<CompiledPackageSpec>(None, &pkg.key).await?;
                 o.spec.blob = Some(blob.clone());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bosh_api::Object;
-use bosh_api::agent::{ApplySpec, BlobRef, JobRef, JobState, PackageRef};
+use bosh_api::agent::{ApplySpec, JobRef, JobState, PackageRef};
 use bosh_api::objects::{DesiredState, InstancePhase, InstanceSpec};
 use tokio::time::Instant;
 use tracing::info;
@@ -54,15 +54,12 @@ pub fn apply_spec(obj: &Object<InstanceSpec>) -> ApplySpec {
                     PackageRef {
                         name: p.name.clone(),
                         version: p.version.clone(),
-                        blob: BlobRef { sha256: p.blob.sha256.clone(), size: p.blob.size },
+                        blob: p.blob.clone(),
                     },
                 )
             })
             .collect(),
-        rendered_templates_archive: s
-            .rendered_templates
-            .as_ref()
-            .map(|b| BlobRef { sha256: b.sha256.clone(), size: b.size }),
+        rendered_templates_archive: s.rendered_templates.clone(),
         configuration_hash: s.config_hash.clone(),
         networks: serde_json::Value::Object(networks),
     }

@@ -169,8 +169,7 @@ async fn spool(
 async fn put_file(storage: &Arc<dyn Storage>, path: &Path) -> Result<BlobRef, ApiError> {
     let file = tokio::fs::File::open(path).await.map_err(internal)?;
     let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
-    let r = storage.put_stream(Box::pin(stream), None).await.map_err(internal)?;
-    Ok(BlobRef { sha256: r.sha256, size: r.size })
+    storage.put_stream(Box::pin(stream), None).await.map_err(internal)
 }
 
 fn no_blobstore() -> ApiError {
