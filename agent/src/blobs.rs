@@ -92,10 +92,11 @@ impl Blobs {
 
     /// Uploads the file at `path`; `what` names it in errors.
     pub async fn upload(&self, path: &Path, what: &str) -> Result<BlobRef> {
-        let r = self.each(|c| async move { c.put_file(path).await }).await.map_err(|e| {
-            Error::Blob { sha256: "upload".into(), what: what.into(), source: Box::new(e) }
-        })?;
-        Ok(BlobRef { sha256: r.sha256, size: r.size })
+        self.each(|c| async move { c.put_file(path).await }).await.map_err(|e| Error::Blob {
+            sha256: "upload".into(),
+            what: what.into(),
+            source: Box::new(e),
+        })
     }
 }
 

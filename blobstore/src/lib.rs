@@ -31,20 +31,15 @@ mod wire;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use client::Client;
 pub use storage::{BlobReader, BoxFuture, ByteStream, LocalStorage, Storage};
 
-/// The name and size of a stored blob; what a release or instance spec keeps.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BlobRef {
-    /// Lowercase hex sha256 of the content; also the blob's name.
-    pub sha256: String,
-    /// Content length in bytes.
-    pub size: u64,
-}
+/// The name and size of a stored blob; what a release or instance spec
+/// keeps. It is bosh-api's, so what the store returns goes into objects and
+/// agent messages as it is.
+pub use bosh_api::objects::BlobRef;
 
 /// Everything that can go wrong storing, serving or fetching a blob.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bosh_api::objects::InstanceNetwork;
 use bosh_api::store::Fence;
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +129,22 @@ pub struct VmNetwork {
     /// IaaS-specific properties from the cloud config.
     #[serde(default)]
     pub cloud_properties: serde_json::Value,
+}
+
+impl From<&InstanceNetwork> for VmNetwork {
+    /// The CPI's view of a resolved network: everything but its name (the
+    /// key of `networks`), cloud properties included.
+    fn from(n: &InstanceNetwork) -> VmNetwork {
+        VmNetwork {
+            type_: n.type_.clone(),
+            ip: n.ip.clone(),
+            netmask: n.netmask.clone(),
+            gateway: n.gateway.clone(),
+            dns: n.dns.clone(),
+            default: n.default.clone(),
+            cloud_properties: n.cloud_properties.clone(),
+        }
+    }
 }
 
 /// Everything `create_vm` needs.
@@ -425,6 +442,31 @@ impl FencedCpi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resolved network becomes `create_vm`'s `networks` entry, field for
+    /// field, with its cloud properties (null when the subnet has none).
+    #[test]
+    fn a_resolved_network_becomes_the_cpis_network_json() {
+        let n = InstanceNetwork {
+            name: "default".into(),
+            type_: "manual".into(),
+            ip: "10.0.0.5".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.0.0.1".into(),
+            dns: vec!["8.8.8.8".into()],
+            default: vec!["dns".into(), "gateway".into()],
+            cloud_properties: serde_json::json!({"subnet": "s-1"}),
+        };
+        assert_eq!(
+            serde_json::to_string(&VmNetwork::from(&n)).unwrap(),
+            r#"{"type":"manual","ip":"10.0.0.5","netmask":"255.255.255.0","gateway":"10.0.0.1","dns":["8.8.8.8"],"default":["dns","gateway"],"cloud_properties":{"subnet":"s-1"}}"#
+        );
+        let bare = InstanceNetwork { name: "v".into(), type_: "vip".into(), ..Default::default() };
+        assert_eq!(
+            serde_json::to_string(&VmNetwork::from(&bare)).unwrap(),
+            r#"{"type":"vip","ip":"","netmask":"","gateway":"","dns":[],"default":[],"cloud_properties":null}"#
+        );
+    }
 
     /// Every mutation made through a `FencedCpi` carries its term's fence,
     /// so the handle of a term that has ended is refused once a newer term

@@ -128,8 +128,7 @@ impl Env {
 
     /// Uploads `bytes` and returns its reference.
     pub async fn upload(&self, bytes: Vec<u8>) -> BlobRef {
-        let r = self.blobs.put_bytes(bytes).await.unwrap();
-        BlobRef { sha256: r.sha256, size: r.size }
+        self.blobs.put_bytes(bytes).await.unwrap()
     }
 }
 

@@ -225,15 +225,10 @@ impl std::fmt::Display for Method {
     }
 }
 
-/// A blob in the blobstore: content address and size.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobRef {
-    /// Lower-case hex sha256 of the content; checked on every download.
-    pub sha256: String,
-    /// Size in bytes.
-    #[serde(default)]
-    pub size: u64,
-}
+/// A blob in the blobstore: content address and size. The same type as
+/// the objects' (`{"sha256", "size"}`), so the director hands the agent
+/// what it stored and stores what the agent returns as they are.
+pub use crate::objects::BlobRef;
 
 /// A (compiled) package to install.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -558,5 +553,26 @@ mod tests {
         let h = serde_json::to_value(TaskHandle::running("t1")).unwrap();
         assert_eq!(TaskHandle::from_value(&h).unwrap().agent_task_id, "t1");
         assert!(TaskHandle::from_value(&serde_json::json!("applied")).is_none());
+    }
+
+    /// Blobs travel as `{"sha256", "size"}`, inline in a package reference
+    /// and nested in a compile request, and read back to the same values.
+    #[test]
+    fn blob_refs_keep_their_wire_shape_in_messages() {
+        let blob = BlobRef { sha256: "ab".repeat(32), size: 7 };
+        let pkg = PackageRef { name: "p".into(), version: "1".into(), blob: blob.clone() };
+        let want =
+            serde_json::json!({"name": "p", "version": "1", "sha256": "ab".repeat(32), "size": 7});
+        assert_eq!(serde_json::to_value(&pkg).unwrap(), want);
+        assert_eq!(serde_json::from_value::<PackageRef>(want).unwrap(), pkg);
+        let req = CompilePackage {
+            name: "p".into(),
+            version: "1".into(),
+            source: blob.clone(),
+            dependencies: BTreeMap::from([("q".to_string(), pkg.clone())]),
+        };
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["source"], serde_json::json!({"sha256": "ab".repeat(32), "size": 7}));
+        assert_eq!(serde_json::from_value::<CompilePackage>(v).unwrap(), req);
     }
 }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::objects::InstanceNetwork;
+
 /// The agent's bootstrap settings (BOSH's `settings.json`, trimmed to what
 /// bosh-rs uses).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +100,21 @@ pub struct NetworkSettings {
     pub default: Vec<String>,
 }
 
+impl From<&InstanceNetwork> for NetworkSettings {
+    /// The agent's view of a resolved network: everything but its name
+    /// (the key of `networks`) and its cloud properties (the CPI's only).
+    fn from(n: &InstanceNetwork) -> NetworkSettings {
+        NetworkSettings {
+            type_: n.type_.clone(),
+            ip: n.ip.clone(),
+            netmask: n.netmask.clone(),
+            gateway: n.gateway.clone(),
+            dns: n.dns.clone(),
+            default: n.default.clone(),
+        }
+    }
+}
+
 /// Disks attached to the VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,4 +123,34 @@ pub struct DiskSettings {
     /// (the local CPI: a directory outside the VM directory).
     #[serde(default)]
     pub persistent: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resolved network becomes the agent's settings entry, field for field.
+    #[test]
+    fn a_resolved_network_becomes_the_agents_settings_json() {
+        let n = InstanceNetwork {
+            name: "default".into(),
+            type_: "manual".into(),
+            ip: "10.0.0.5".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.0.0.1".into(),
+            dns: vec!["8.8.8.8".into()],
+            default: vec!["dns".into(), "gateway".into()],
+            cloud_properties: serde_json::json!({"subnet": "s-1"}),
+        };
+        assert_eq!(
+            serde_json::to_string(&NetworkSettings::from(&n)).unwrap(),
+            r#"{"type":"manual","ip":"10.0.0.5","netmask":"255.255.255.0","gateway":"10.0.0.1","dns":["8.8.8.8"],"default":["dns","gateway"]}"#
+        );
+        let dynamic =
+            InstanceNetwork { name: "d".into(), type_: "dynamic".into(), ..Default::default() };
+        assert_eq!(
+            serde_json::to_string(&NetworkSettings::from(&dynamic)).unwrap(),
+            r#"{"type":"dynamic","ip":"","netmask":"","gateway":"","dns":[],"default":[]}"#
+        );
+    }
 }

@@ -5,8 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConditionsOnly, Kind};
 
+// The one blob reference of bosh-rs, `{"sha256", "size"}`: objects store
+// it, agent messages carry it (`bosh_api::agent::BlobRef`), and the
+// blobstore's storage and client return it (`bosh_blobstore::BlobRef`), so a
+// blob passes between them without conversion. (A plain comment: the doc
+// comment below is the schemas' description, which stays as it was.)
 /// A content-addressed blob in boshd's blobstore.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlobRef {
     /// Hex sha256 of the content; also its blobstore id.

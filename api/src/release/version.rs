@@ -4,6 +4,11 @@
 //! dot-separated list of integers and `[0-9A-Za-z_-]` strings. Dev releases
 //! count in the post-release segment: the first dev release after nothing is
 //! `0+dev.1`, after final `3` it is `3+dev.1`, then `3+dev.2`.
+//!
+//! This is the one version order of bosh-rs: release and stemcell versions
+//! are compared with [`compare`], and `latest` is resolved with [`latest`]
+//! or [`pick`], wherever they are (the director's lookups, its upload API,
+//! the release indexes), so the director and the CLI agree on what is newest.
 
 use std::{cmp::Ordering, fmt};
 
@@ -201,6 +206,37 @@ impl fmt::Display for Version {
     }
 }
 
+/// Orders two version strings as BOSH does (semi-semantic).
+///
+/// A string that is not a semi-semantic version (which upload checks do not
+/// rule out) sorts below every version that is, and such strings order
+/// among themselves as text, so the order stays total and `latest` never
+/// picks an unreadable version over a readable one.
+pub fn compare(a: &str, b: &str) -> Ordering {
+    match (Version::parse(a), Version::parse(b)) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => Ordering::Greater,
+        (Err(_), Ok(_)) => Ordering::Less,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
+/// The highest of `versions` in BOSH's order ([`compare`]); `None` when empty.
+///
+/// Among versions that compare equal (`1` and `1.0`) the last one wins.
+pub fn latest<'a>(versions: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    versions.into_iter().max_by(|a, b| compare(a, b))
+}
+
+/// `wanted` among `versions`: itself if present, the highest for `latest`.
+pub fn pick<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str> {
+    if wanted == "latest" {
+        latest(versions.iter().copied())
+    } else {
+        versions.iter().copied().find(|v| *v == wanted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +268,41 @@ mod tests {
         assert_eq!(s, ["0+dev.2", "0+dev.10", "1-rc.1", "1", "1.0", "1+dev.1", "1.0.1"]);
         assert_eq!(v("1").cmp(&v("1.0")), Ordering::Equal);
         assert!(Version::parse("a b").is_err());
+    }
+
+    /// The string order: each row's versions ascend, whatever their form.
+    #[test]
+    fn compare_orders_every_form_of_version_string() {
+        let table: &[(&str, &str, Ordering)] = &[
+            ("0+dev.2", "0+dev.10", Ordering::Less),
+            ("0+dev.9", "1", Ordering::Less),
+            ("1-rc.1", "1", Ordering::Less),
+            ("1", "1+dev.1", Ordering::Less),
+            ("1+dev.1", "1.0.1", Ordering::Less),
+            ("621.74", "621.125", Ordering::Less),
+            ("621.9", "1000", Ordering::Less),
+            ("1.2-alpha", "1.2-beta", Ordering::Less),
+            ("1", "1.0", Ordering::Equal),
+            ("3", "3", Ordering::Equal),
+            // Unreadable strings sort below readable ones, and as text among themselves.
+            ("1.", "0", Ordering::Less),
+            ("a+b+c", "b+c+d", Ordering::Less),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(compare(a, b), *want, "{a} vs {b}");
+            assert_eq!(compare(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    /// `latest` is the highest version, found by [`pick`]; other wants match exactly.
+    #[test]
+    fn pick_resolves_latest_and_exact_versions() {
+        let vs = ["0+dev.2", "0+dev.10", "0+dev.9", "1-rc.1"];
+        assert_eq!(pick(&vs, "latest"), Some("1-rc.1"));
+        assert_eq!(pick(&vs[..3], "latest"), Some("0+dev.10"));
+        assert_eq!(pick(&vs, "0+dev.9"), Some("0+dev.9"));
+        assert_eq!(pick(&vs, "1"), None);
+        assert_eq!(pick(&[], "latest"), None);
+        assert_eq!(latest(["1", "1.", "0"]), Some("1"));
     }
 }

@@ -9,6 +9,7 @@ use bosh_api::manifest::{CloudConfig, Manifest};
 use bosh_api::objects::{
     ConfigSpec, ConfigType, DeploymentSpec, Reason, ReleaseSpec, StemcellSpec,
 };
+use bosh_api::release::version::pick as pick_version;
 use bosh_api::store::{self, Store};
 
 /// Why a deployment cannot go on yet: a condition reason and a message.
@@ -138,32 +139,4 @@ pub fn stemcell<'a>(
         )
     })?;
     Ok(candidates.into_iter().find(|s| s.spec.version == v).expect("resolved"))
-}
-
-/// Orders version strings as BOSH's `latest` does: numeric parts by value.
-pub fn version_key(v: &str) -> Vec<(u64, String)> {
-    v.split(['.', '+', '-']).map(|p| (p.parse::<u64>().unwrap_or(0), p.to_string())).collect()
-}
-
-/// `wanted` among `versions`: itself if present, the highest for `latest`.
-pub fn pick_version<'a>(versions: &[&'a str], wanted: &str) -> Option<&'a str> {
-    if wanted == "latest" {
-        versions.iter().copied().max_by_key(|v| version_key(v))
-    } else {
-        versions.iter().copied().find(|v| *v == wanted)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `latest` is the numerically highest version.
-    #[test]
-    fn latest_is_the_numerically_highest_version() {
-        let vs = ["0+dev.2", "0+dev.10", "0+dev.9"];
-        assert_eq!(pick_version(&vs, "latest"), Some("0+dev.10"));
-        assert_eq!(pick_version(&vs, "0+dev.9"), Some("0+dev.9"));
-        assert_eq!(pick_version(&vs, "1"), None);
-    }
 }

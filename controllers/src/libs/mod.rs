@@ -8,6 +8,9 @@
 //!   instances.
 //! - [`lookup`]: what a deployment names (cloud config, releases,
 //!   stemcells), looked up.
+//! - [`resolve`]: a deployment resolved once (manifest with addons, cloud
+//!   config, releases, stemcells, runtime configs), for the compilation
+//!   and the deployment controllers.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`errors`]: an error and its causes as one line.
 //! - [`secret_file`]: private, atomic writes of files holding credentials
@@ -17,6 +20,7 @@ pub mod errors;
 pub mod ipam;
 pub mod lookup;
 pub mod render;
+pub mod resolve;
 pub use bosh_api::secret_file;
 pub mod tasks;
 pub mod variables;

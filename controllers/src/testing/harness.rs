@@ -247,7 +247,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             version: "1".into(),
             operating_system: "local".into(),
             api_version: 2,
-            image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+            image: Some(b),
             ..Default::default()
         };
         self.store.create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec)).await?;

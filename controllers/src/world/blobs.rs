@@ -28,6 +28,5 @@ pub async fn put(storage: &Arc<dyn Storage>, bytes: Vec<u8>) -> Result<BlobRef, 
     }
     let body: bosh_blobstore::ByteStream =
         Box::pin(futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }));
-    let b = storage.put_stream(body, Some(&sha)).await.map_err(|e| e.to_string())?;
-    Ok(BlobRef { sha256: b.sha256, size: b.size })
+    storage.put_stream(body, Some(&sha)).await.map_err(|e| e.to_string())
 }

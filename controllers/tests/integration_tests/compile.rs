@@ -399,7 +399,7 @@ async fn a_stemcell_the_cpi_refuses_shows_the_cpi_error_in_its_status() {
         name: "broken".into(),
         version: "1".into(),
         operating_system: "local".into(),
-        image: Some(bosh_api::objects::BlobRef { sha256: b.sha256, size: b.size }),
+        image: Some(b),
         ..Default::default()
     };
     h.store.create(&Object::new(ObjectMeta::named("broken/1"), spec)).await.unwrap();

@@ -34,19 +34,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosh_api::agent::{self, CompilePackage, PackageRef};
-use bosh_api::manifest::{Manifest, NetworkType};
+use bosh_api::agent::{CompilePackage, PackageRef};
+use bosh_api::manifest::NetworkType;
 use bosh_api::meta::{find_condition, set_condition};
 use bosh_api::objects::{
     BlobRef, CompiledPackageSpec, ConditionType, DeploymentSpec, EventState, Reason, ReleaseSpec,
-    StemcellSpec,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::libs::lookup;
+use crate::libs::{lookup, resolve};
 use crate::runtime::{Action, Ctx, Predicate, Trigger, Wiring, Workers};
 use crate::world::agent_client::AgentError;
 use crate::world::cpi::{CpiError, FencedCpi};
@@ -227,19 +226,13 @@ async fn plan_compiles(
         reason,
         message,
     };
-    let manifest = Manifest::from_value(&obj.spec.manifest, &name)
-        .map_err(|e| blocked(Reason::ManifestInvalid, e.to_string()))?;
-    let from = |f: lookup::Failure| match f {
-        lookup::Failure::Store(e) => Error::Store(e),
-        lookup::Failure::Blocked(b) => blocked(b.reason, b.message),
-    };
-    let mut manifest = manifest;
-    let runtime = lookup::runtime_configs(store).await.map_err(from)?;
-    if !runtime.is_empty() {
-        bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
-            .map_err(|e| blocked(Reason::AddonsInvalid, e.join("; ")))?;
-    }
-    let cloud = lookup::cloud_config(store, obj).await.map_err(from)?;
+    // The stored manifest: compiling needs no variable's value.
+    let resolved =
+        resolve::resolve(store, obj, &obj.spec.manifest, &name).await.map_err(|f| match f {
+            lookup::Failure::Store(e) => Error::Store(e),
+            lookup::Failure::Blocked(b) => blocked(b.reason, b.message),
+        })?;
+    let resolve::Deployment { manifest, cloud, releases, stemcells, .. } = resolved;
     let comp = cloud.compilation.clone().ok_or_else(|| {
         blocked(Reason::NoCompilation, "the cloud config has no compilation block".into())
     })?;
@@ -278,10 +271,7 @@ async fn plan_compiles(
         cloud_properties.extend(props(&vt.cloud_properties));
     }
 
-    let releases = lookup::releases(store, &manifest).await.map_err(from)?;
-
     // Stemcells, and the packages each one's instance groups need.
-    let stemcells = store.list::<StemcellSpec>("").await?;
     let mut by_alias: BTreeMap<String, BTreeMap<String, Vec<(String, String)>>> = BTreeMap::new();
     for ig in &manifest.instance_groups {
         let wants = by_alias.entry(ig.stemcell.clone()).or_default();
@@ -306,7 +296,7 @@ async fn plan_compiles(
     }
     let mut plans = Vec::new();
     for (alias, wants) in by_alias {
-        let sc = lookup::stemcell(&manifest, &alias, &stemcells.items)
+        let sc = lookup::stemcell(&manifest, &alias, &stemcells)
             .map_err(|b| blocked(b.reason, b.message))?;
         let Some(cid) = crate::reconcilers::stemcell::cid_for(sc, director) else {
             return Err(blocked(
@@ -473,7 +463,7 @@ async fn walk(
                             PackageRef {
                                 name: n.clone(),
                                 version: fp.unwrap_or_default(),
-                                blob: agent::BlobRef { sha256: b.sha256.clone(), size: b.size },
+                                blob: b.clone(),
                             },
                         )
                     })
@@ -586,11 +576,10 @@ async fn compile_one(
         }
     };
     vm.key = pkg.key.clone();
-    let source = pkg.source.clone().unwrap_or_default();
     let req = CompilePackage {
         name: pkg.name.clone(),
         version: pkg.fingerprint.clone(),
-        source: agent::BlobRef { sha256: source.sha256, size: source.size },
+        source: pkg.source.clone().unwrap_or_default(),
         dependencies,
     };
     info!(package = %pkg.name, key = %pkg.key, agent = %vm.worker.agent_id, "compiling");
@@ -599,8 +588,7 @@ async fn compile_one(
     let result =
         c.director.agents.for_agent(vm.worker.agent_id.clone()).compile_package(&req).await;
     match result {
-        Ok(b) => {
-            let blob = BlobRef { sha256: b.sha256, size: b.size };
+        Ok(blob) => {
             let saved = async {
                 let mut o = store.get::<CompiledPackageSpec>(None, &pkg.key).await?;
                 o.spec.blob = Some(blob.clone());

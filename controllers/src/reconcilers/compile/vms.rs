@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bosh_api::agent::NetworkSettings;
 use bosh_api::manifest::Subnet;
-use bosh_api::objects::{CompileWorker, CompiledPackageSpec, InstanceSpec, Reason};
+use bosh_api::objects::{
+    CompileWorker, CompiledPackageSpec, InstanceNetwork, InstanceSpec, Reason,
+};
 use bosh_api::store::Store;
 use tracing::info;
 
@@ -138,30 +140,26 @@ pub async fn ensure_vm(
                 .await
                 .map_err(|source| Error::Bus { agent: worker.agent_id.clone(), source })?;
             let range = env.subnet.range.clone().unwrap_or_default();
-            let net = NetworkSettings {
+            let net = InstanceNetwork {
+                name: env.network.clone(),
                 type_: "manual".into(),
                 ip: worker.ip.clone(),
                 netmask: crate::libs::ipam::netmask(&range),
                 gateway: env.subnet.gateway.clone().unwrap_or_default(),
                 dns: env.subnet.dns.clone(),
                 default: vec!["dns".into(), "gateway".into()],
+                // As the subnet has them: `{}` when it has none, unlike an
+                // instance's network (null), as before.
+                cloud_properties: serde_json::to_value(&env.subnet.cloud_properties)
+                    .unwrap_or_default(),
             };
             let settings = d.agent_settings(
                 &worker.agent_id,
                 creds,
-                BTreeMap::from([(env.network.clone(), net.clone())]),
+                BTreeMap::from([(net.name.clone(), NetworkSettings::from(&net))]),
                 env.env.clone(),
             );
-            let vm_net = VmNetwork {
-                type_: net.type_,
-                ip: net.ip,
-                netmask: net.netmask,
-                gateway: net.gateway,
-                dns: net.dns,
-                default: net.default,
-                cloud_properties: serde_json::to_value(&env.subnet.cloud_properties)
-                    .unwrap_or_default(),
-            };
+            let vm_net = VmNetwork::from(&net);
             let req = CreateVm {
                 request_id: worker.request_id.clone(),
                 agent_id: worker.agent_id.clone(),

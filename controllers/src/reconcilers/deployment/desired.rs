@@ -168,13 +168,55 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         .find(|g| g.name == d.group)
         .expect("planned instances belong to a group of the manifest");
     let sc = lookup::stemcell(m, &g.stemcell, cx.stemcells)?;
+    let cloud_properties = cloud_properties_of(cx, g, d)?;
+    let networks = networks_of(cx, g, d)?;
+    let jobs = jobs_of(cx, g)?;
+    let packages = packages_of(cx, jobs.needed, sc)?;
+    let disk = persistent_disk_of(cx, g)?;
+    let ov = override_of(cx, g, d);
+    let (watch_min, watch_max) = watch_of(m, g);
+    let spec = InstanceSpec {
+        group: g.name.clone(),
+        id: d.id.clone(),
+        index: d.index,
+        az: d.az.clone(),
+        bootstrap: d.bootstrap,
+        desired_state: ov.state.unwrap_or(DesiredState::Started),
+        stemcell: sc.metadata.name.clone(),
+        vm_type: g.vm_type.clone().unwrap_or_default(),
+        cloud_properties: Value::Object(cloud_properties),
+        env: if g.env.is_empty() { Value::Null } else { Value::Object(obj(&g.env)) },
+        networks,
+        jobs: jobs.placed,
+        packages,
+        rendered_templates: None,
+        persistent_disk_mb: disk.size_mb,
+        persistent_disk_type: disk.type_,
+        persistent_disk_cloud_properties: disk.cloud_properties,
+        recreate_token: ov.recreate,
+        restart_token: ov.restart,
+        watch_min_ms: watch_min,
+        watch_time_ms: watch_max,
+        config_hash: String::new(),
+        vm_hash: String::new(),
+        cloud_check: cloud_check_of(cx.cloud_check, &format!("{}/{}", g.name, d.id)),
+    };
+    let render =
+        RenderRequest { instance: template_context(cx.deployment, &spec), jobs: jobs.render };
+    let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
+    Ok(Built { spec, render, env_versions })
+}
 
-    // Cloud properties: AZ, then vm_type (or vm_resources), then extensions.
+/// Cloud properties: AZ, then vm_type (or vm_resources), then extensions.
+fn cloud_properties_of(
+    cx: &Context,
+    g: &InstanceGroup,
+    d: &Desired,
+) -> Result<Map<String, Value>, Blocked> {
     let mut cloud_properties = Map::new();
     if let Some(az) = d.az.as_deref().and_then(|az| cx.cloud.azs.iter().find(|a| a.name == az)) {
         cloud_properties.extend(obj(&az.cloud_properties));
     }
-    let vm_type = g.vm_type.clone().unwrap_or_default();
     if let Some(name) = &g.vm_type {
         let vt = cx.cloud.vm_types.iter().find(|v| &v.name == name).ok_or_else(|| {
             Blocked::new(
@@ -197,8 +239,15 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         })?;
         cloud_properties.extend(obj(&e.cloud_properties));
     }
+    Ok(cloud_properties)
+}
 
-    // Networks, with the subnet each address is in.
+/// Networks, with the subnet each address is in.
+fn networks_of(
+    cx: &Context,
+    g: &InstanceGroup,
+    d: &Desired,
+) -> Result<Vec<InstanceNetwork>, Blocked> {
     let mut networks = Vec::new();
     for (i, nref) in g.networks.iter().enumerate() {
         let net = cx.cloud.networks.iter().find(|n| n.name == nref.name).ok_or_else(|| {
@@ -250,8 +299,22 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
                 .unwrap_or(Value::Null),
         });
     }
+    Ok(networks)
+}
 
-    // Jobs and the compiled packages they need (with their dependencies).
+/// A group's jobs, the packages they need and the templates to render.
+struct Jobs {
+    /// The jobs as the spec lists them.
+    placed: Vec<InstanceJob>,
+    /// By release name, the packages the jobs name, each with the job that wants it.
+    needed: BTreeMap<String, Vec<(String, String)>>,
+    /// The templates to render, with each job's properties.
+    render: Vec<RenderJob>,
+}
+
+/// Jobs and the compiled packages they need (with their dependencies).
+fn jobs_of(cx: &Context, g: &InstanceGroup) -> Result<Jobs, Blocked> {
+    let m = cx.manifest;
     let mut jobs = Vec::new();
     let mut needed: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut render_jobs = Vec::new();
@@ -295,6 +358,16 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
             links: Value::Object(Map::new()),
         });
     }
+    Ok(Jobs { placed: jobs, needed, render: render_jobs })
+}
+
+/// The compiled packages `needed` (by release) comes to on stemcell `sc`,
+/// with their dependencies, each once, by name.
+fn packages_of(
+    cx: &Context,
+    needed: BTreeMap<String, Vec<(String, String)>>,
+    sc: &Object<StemcellSpec>,
+) -> Result<Vec<InstancePackage>, Blocked> {
     let needed: Vec<(&ReleaseSpec, Vec<(String, String)>)> =
         needed.into_iter().map(|(r, w)| (&cx.releases[&r].spec, w)).collect();
     let plan = compile::plan::plan(&needed, &sc.spec.operating_system, &sc.spec.version)
@@ -318,10 +391,26 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         });
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(packages)
+}
 
-    // Persistent disk.
-    let (mut disk_mb, mut disk_type, mut disk_props) =
-        (g.persistent_disk.unwrap_or(0), None, Value::Null);
+/// A group's persistent disk.
+struct PersistentDisk {
+    /// Size in MB (0: none).
+    size_mb: u64,
+    /// The cloud config's disk type, when the group names one.
+    type_: Option<String>,
+    /// That disk type's cloud properties (null without one).
+    cloud_properties: Value,
+}
+
+/// Persistent disk: the group's size, or its disk type's.
+fn persistent_disk_of(cx: &Context, g: &InstanceGroup) -> Result<PersistentDisk, Blocked> {
+    let mut disk = PersistentDisk {
+        size_mb: g.persistent_disk.unwrap_or(0),
+        type_: None,
+        cloud_properties: Value::Null,
+    };
     if let Some(t) = &g.persistent_disk_type {
         let dt = cx.cloud.disk_types.iter().find(|d| &d.name == t).ok_or_else(|| {
             Blocked::new(
@@ -329,50 +418,16 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
                 format!("instance group {}: no disk_type {t:?}", g.name),
             )
         })?;
-        disk_mb = dt.disk_size;
-        disk_type = Some(t.clone());
-        disk_props = Value::Object(obj(&dt.cloud_properties));
+        disk.size_mb = dt.disk_size;
+        disk.type_ = Some(t.clone());
+        disk.cloud_properties = Value::Object(obj(&dt.cloud_properties));
     }
+    Ok(disk)
+}
 
-    // Operator requests: the instance's own, else its group's.
-    let id_key = d.id.clone();
-    let ov = cx
-        .overrides
-        .get(&id_key)
-        .or_else(|| cx.overrides.get(&g.name))
-        .cloned()
-        .unwrap_or_default();
-    let (watch_min, watch_max) = watch_of(m, g);
-    let spec = InstanceSpec {
-        group: g.name.clone(),
-        id: d.id.clone(),
-        index: d.index,
-        az: d.az.clone(),
-        bootstrap: d.bootstrap,
-        desired_state: ov.state.unwrap_or(DesiredState::Started),
-        stemcell: sc.metadata.name.clone(),
-        vm_type,
-        cloud_properties: Value::Object(cloud_properties),
-        env: if g.env.is_empty() { Value::Null } else { Value::Object(obj(&g.env)) },
-        networks,
-        jobs,
-        packages,
-        rendered_templates: None,
-        persistent_disk_mb: disk_mb,
-        persistent_disk_type: disk_type,
-        persistent_disk_cloud_properties: disk_props,
-        recreate_token: ov.recreate,
-        restart_token: ov.restart,
-        watch_min_ms: watch_min,
-        watch_time_ms: watch_max,
-        config_hash: String::new(),
-        vm_hash: String::new(),
-        cloud_check: cloud_check_of(cx.cloud_check, &format!("{}/{}", g.name, d.id)),
-    };
-    let render =
-        RenderRequest { instance: template_context(cx.deployment, &spec), jobs: render_jobs };
-    let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
-    Ok(Built { spec, render, env_versions })
+/// Operator requests: the instance's own, else its group's.
+fn override_of(cx: &Context, g: &InstanceGroup, d: &Desired) -> InstanceOverride {
+    cx.overrides.get(&d.id).or_else(|| cx.overrides.get(&g.name)).cloned().unwrap_or_default()
 }
 
 /// What templates see as `spec`.

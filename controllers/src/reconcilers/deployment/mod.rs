@@ -45,15 +45,15 @@ use std::time::Duration;
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
-    BlobRef, ConditionType, DeploymentSpec, EventState, Finalizer, InstanceSpec, Reason,
-    StemcellSpec, TaskState,
+    BlobRef, ConditionType, DeploymentSpec, EventState, Finalizer, InstanceSpec, Reason, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
 use tracing::{debug, info, warn};
 
-use crate::libs::lookup::{self, Blocked, Failure};
+use crate::libs::lookup::{Blocked, Failure};
 use crate::libs::render::{self, JobTemplates, Limits};
+use crate::libs::resolve;
 use crate::libs::tasks::{EventLog, set_task_state};
 use crate::runtime::{Action, Cleanup, Ctx, Predicate, Trigger, Wiring, Workers, finalizer};
 use crate::world::director::Director;
@@ -401,10 +401,10 @@ fn env_placeholders(
 
 /// What a deployment names, resolved once per pass.
 struct Resolved {
-    manifest: Manifest,
-    cloud: bosh_api::manifest::CloudConfig,
-    releases: BTreeMap<String, Object<bosh_api::objects::ReleaseSpec>>,
-    stemcells: Vec<Object<StemcellSpec>>,
+    /// Manifest (variables interpolated, addons applied), cloud config,
+    /// releases, stemcells.
+    deployment: resolve::Deployment,
+    /// Job templates by (release name, job name).
     jobs: BTreeMap<(String, String), Arc<JobTemplates>>,
     /// Variable versions each group's `env` placeholders stand for.
     env_versions: BTreeMap<String, BTreeMap<String, String>>,
@@ -498,18 +498,9 @@ async fn resolve_all(
             env_versions.insert(group.to_string(), versions);
         }
     }
-    let mut manifest = Manifest::from_value(&raw, &file)
-        .map_err(|e| Blocked::new(Reason::ManifestInvalid, e.to_string()))?;
-    let runtime = lookup::runtime_configs(store).await?;
-    if !runtime.is_empty() {
-        bosh_api::manifest::addons::apply_addons(&mut manifest, &runtime)
-            .map_err(|e| Blocked::new(Reason::AddonsInvalid, e.join("; ")))?;
-    }
-    let cloud = lookup::cloud_config(store, obj).await?;
-    let releases = lookup::releases(store, &manifest).await?;
-    let stemcells = store.list::<StemcellSpec>("").await?.items;
-    let jobs = load_jobs(ctx, &manifest, &releases).await?;
-    Ok(Resolved { manifest, cloud, releases, stemcells, jobs, env_versions })
+    let deployment = resolve::resolve(store, obj, &raw, &file).await?;
+    let jobs = load_jobs(ctx, &deployment.manifest, &deployment.releases).await?;
+    Ok(Resolved { deployment, jobs, env_versions })
 }
 
 /// Plans the deployment on `view` and decides the rollout step (writing
@@ -522,6 +513,7 @@ async fn assess(
     view: &View,
 ) -> Result<Pass, Failure> {
     let name = obj.metadata.name.as_str();
+    let dep = &resolved.deployment;
     // An instance of this deployment whose stored value cannot be read
     // may hold a VM, a disk and addresses nobody can see: planning around
     // it could hand its addresses out again or replace it. Nothing moves
@@ -560,7 +552,7 @@ async fn assess(
     // Planning is CPU work in proportion to the instances: off the async
     // workers that serve the API and talk to agents.
     let planned = {
-        let (manifest, cloud) = (resolved.manifest.clone(), resolved.cloud.clone());
+        let (manifest, cloud) = (dep.manifest.clone(), dep.cloud.clone());
         let seed = format!("{}/{}", obj.metadata.uid, obj.metadata.generation);
         tokio::task::spawn_blocking(move || {
             plan::plan(&manifest, &cloud, &existing, &outside, &mut |group, index| {
@@ -579,10 +571,10 @@ async fn assess(
 
     let inputs = Arc::new(desired::Inputs {
         deployment: name.to_string(),
-        manifest: resolved.manifest.clone(),
-        cloud: resolved.cloud.clone(),
-        releases: resolved.releases.clone(),
-        stemcells: resolved.stemcells.clone(),
+        manifest: dep.manifest.clone(),
+        cloud: dep.cloud.clone(),
+        releases: dep.releases.clone(),
+        stemcells: dep.stemcells.clone(),
         compiled: view.compiled.clone(),
         jobs: resolved.jobs.clone(),
         overrides: obj.spec.instances.clone(),
@@ -650,12 +642,8 @@ async fn assess(
         });
         desired.insert(key, b.spec);
     }
-    let groups: Vec<rollout::GroupUpdate> = resolved
-        .manifest
-        .instance_groups
-        .iter()
-        .map(|g| desired::update_of(&resolved.manifest, g))
-        .collect();
+    let groups: Vec<rollout::GroupUpdate> =
+        dep.manifest.instance_groups.iter().map(|g| desired::update_of(&dep.manifest, g)).collect();
     let decision = rollout::decide(&groups, &members);
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for m in &members {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bosh_api::Object;
-use bosh_api::agent::{ApplySpec, BlobRef, JobRef, JobState, PackageRef};
+use bosh_api::agent::{ApplySpec, JobRef, JobState, NetworkSettings, PackageRef};
 use bosh_api::objects::{DesiredState, InstancePhase, InstanceSpec};
 use tokio::time::Instant;
 use tracing::info;
@@ -25,13 +25,8 @@ pub fn apply_spec(obj: &Object<InstanceSpec>) -> ApplySpec {
         .networks
         .iter()
         .map(|n| {
-            (
-                n.name.clone(),
-                serde_json::json!({
-                    "type": n.type_, "ip": n.ip, "netmask": n.netmask, "gateway": n.gateway,
-                    "dns": n.dns, "default": n.default,
-                }),
-            )
+            let settings = serde_json::to_value(NetworkSettings::from(n));
+            (n.name.clone(), settings.expect("network settings serialize"))
         })
         .collect();
     ApplySpec {
@@ -54,15 +49,12 @@ pub fn apply_spec(obj: &Object<InstanceSpec>) -> ApplySpec {
                     PackageRef {
                         name: p.name.clone(),
                         version: p.version.clone(),
-                        blob: BlobRef { sha256: p.blob.sha256.clone(), size: p.blob.size },
+                        blob: p.blob.clone(),
                     },
                 )
             })
             .collect(),
-        rendered_templates_archive: s
-            .rendered_templates
-            .as_ref()
-            .map(|b| BlobRef { sha256: b.sha256.clone(), size: b.size }),
+        rendered_templates_archive: s.rendered_templates.clone(),
         configuration_hash: s.config_hash.clone(),
         networks: serde_json::Value::Object(networks),
     }
@@ -212,5 +204,35 @@ async fn watch(
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bosh_api::ObjectMeta;
+    use bosh_api::objects::InstanceNetwork;
+
+    use super::*;
+
+    /// The apply spec's `networks` are the agent's settings entries, in the
+    /// shape (and key order) the agent has always been sent.
+    #[test]
+    fn apply_spec_networks_keep_their_wire_shape() {
+        let net = InstanceNetwork {
+            name: "default".into(),
+            type_: "manual".into(),
+            ip: "10.0.0.5".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.0.0.1".into(),
+            dns: vec!["8.8.8.8".into()],
+            default: vec!["dns".into(), "gateway".into()],
+            cloud_properties: serde_json::json!({"subnet": "s-1"}),
+        };
+        let spec = InstanceSpec { networks: vec![net], ..Default::default() };
+        let a = apply_spec(&Object::new(ObjectMeta::named("web/1"), spec));
+        assert_eq!(
+            serde_json::to_string(&a.networks).unwrap(),
+            r#"{"default":{"type":"manual","ip":"10.0.0.5","netmask":"255.255.255.0","gateway":"10.0.0.1","dns":["8.8.8.8"],"default":["dns","gateway"]}}"#
+        );
     }
 }

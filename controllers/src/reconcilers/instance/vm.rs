@@ -55,31 +55,10 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             }
             None => {
                 let creds = d.bus.issue(&ctx.store, &agent_id).await?;
-                let mut settings_nets = BTreeMap::new();
-                let mut vm_nets = BTreeMap::new();
-                for n in &spec.networks {
-                    let ns = NetworkSettings {
-                        type_: n.type_.clone(),
-                        ip: n.ip.clone(),
-                        netmask: n.netmask.clone(),
-                        gateway: n.gateway.clone(),
-                        dns: n.dns.clone(),
-                        default: n.default.clone(),
-                    };
-                    vm_nets.insert(
-                        n.name.clone(),
-                        VmNetwork {
-                            type_: n.type_.clone(),
-                            ip: n.ip.clone(),
-                            netmask: n.netmask.clone(),
-                            gateway: n.gateway.clone(),
-                            dns: n.dns.clone(),
-                            default: n.default.clone(),
-                            cloud_properties: n.cloud_properties.clone(),
-                        },
-                    );
-                    settings_nets.insert(n.name.clone(), ns);
-                }
+                let settings_nets: BTreeMap<String, NetworkSettings> =
+                    spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
+                let vm_nets: BTreeMap<String, VmNetwork> =
+                    spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
                 // The spec holds `env`'s placeholders; the values go to
                 // the CPI and the agent's settings only (FAULT-MATRIX G5).
                 let env = if spec.env.is_null() {

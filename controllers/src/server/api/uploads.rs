@@ -169,8 +169,7 @@ async fn spool(
 async fn put_file(storage: &Arc<dyn Storage>, path: &Path) -> Result<BlobRef, ApiError> {
     let file = tokio::fs::File::open(path).await.map_err(internal)?;
     let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
-    let r = storage.put_stream(Box::pin(stream), None).await.map_err(internal)?;
-    Ok(BlobRef { sha256: r.sha256, size: r.size })
+    storage.put_stream(Box::pin(stream), None).await.map_err(internal)
 }
 
 fn no_blobstore() -> ApiError {
@@ -342,8 +341,8 @@ async fn users(
 
 /// Whether `version` is the highest of `versions` (BOSH's `latest`).
 fn is_latest(version: &str, versions: &[String]) -> bool {
-    use crate::libs::lookup::version_key;
-    versions.iter().all(|v| version_key(v) <= version_key(version))
+    use bosh_api::release::version::compare;
+    versions.iter().all(|v| compare(v, version).is_le())
 }
 
 /// Refuses (409) while any deployment uses `name`/`version` of a release
