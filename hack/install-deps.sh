@@ -9,6 +9,12 @@
 #   ruby + erb               job templates (ruby)
 #   openssl                  hack/servers.sh makes etcd's certificates with it
 #                            (`boshctl up` and the tests make theirs in Rust)
+#   debootstrap + keyring    the local stemcell's Debian root filesystem is
+#                            built with it (issue 14, branch `stemcell`); it
+#                            checks bookworm's Release file against
+#                            debian-archive-keyring, and needs bookworm's
+#                            script in /usr/share/debootstrap/scripts
+#   runc                     runs the local CPI's VMs as containers
 # Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
@@ -22,6 +28,9 @@ wanted=(
   "libprotobuf-dev|protoc_include_ok"
   "ruby|command -v ruby && command -v erb"
   "openssl|command -v openssl"
+  "debootstrap|command -v debootstrap && [ -e /usr/share/debootstrap/scripts/bookworm ]"
+  "debian-archive-keyring|[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]"
+  "runc|command -v runc && runc --version"
 )
 
 # protoc finds the well-known types either next to itself or in
