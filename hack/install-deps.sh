@@ -9,12 +9,16 @@
 #   ruby + erb               job templates (ruby)
 #   openssl                  hack/servers.sh makes etcd's certificates with it
 #                            (`boshctl up` and the tests make theirs in Rust)
-#   debootstrap + keyring    the local stemcell's Debian root filesystem is
-#                            built with it (issue 14, branch `stemcell`); it
+#   debootstrap + keyring    `boshctl build-local-stemcell --rootfs` builds the
+#                            stemcell's Debian root filesystem with it; it
 #                            checks bookworm's Release file against
 #                            debian-archive-keyring, and needs bookworm's
 #                            script in /usr/share/debootstrap/scripts
 #   runc                     runs the local CPI's VMs as containers
+#   openssh-client           `boshctl ssh` and `boshctl scp` run ssh, scp and
+#                            ssh-keygen (for the session's throwaway key)
+#   dig                      the DNS tests ask boshd's BOSH DNS with it, as an
+#                            operator would (dnsutils)
 # Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
@@ -31,6 +35,8 @@ wanted=(
   "debootstrap|command -v debootstrap && [ -e /usr/share/debootstrap/scripts/bookworm ]"
   "debian-archive-keyring|[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]"
   "runc|command -v runc && runc --version"
+  "openssh-client|[ -x /usr/bin/ssh ] && [ -x /usr/bin/scp ] && [ -x /usr/bin/ssh-keygen ]"
+  "dnsutils|command -v dig"
 )
 
 # protoc finds the well-known types either next to itself or in

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs a local bosh-rs environment in .bosh-rs/: installs what is
 # missing, builds, starts etcd and boshd (with its nats-server and the local
-# CPI) through `boshctl up`, uploads the local stemcell and the sample
+# CPI, whose VMs are runc containers) through `boshctl up`, uploads the
+# local Debian stemcell and the sample
 # release, sets the cloud config and deploys examples/manifests/hello.yml.
 # hack/down.sh stops it.
 set -euo pipefail
@@ -11,17 +12,24 @@ dir=${BOSH_RS_DIR:-.bosh-rs}
 hack/install-deps.sh
 cargo build --bins
 boshctl=target/debug/boshctl
-$boshctl up --data-dir "$dir"
+# BOSH DNS on each VM subnet's gateway, the `dns:` of
+# examples/manifests/cloud-config.yml: VMs resolve q-s0.web.default.hello.bosh
+# (and, through the host's resolvers, the rest), and so does the operator:
+#   dig @10.244.1.1 q-s0.web.default.hello.bosh
+$boshctl up --data-dir "$dir" \
+  --dns-listen 10.244.1.1:53 --dns-listen 10.244.2.1:53 --dns-listen 10.244.3.1:53
 # boshctl finds .bosh-rs/ by itself; name the director for another dir.
 director_json="$dir/boshd/director.json"
 BOSH_DIRECTOR=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["url"])' "$director_json")
 BOSH_TOKEN=$(cat "$dir/boshd/api-token")
 export BOSH_DIRECTOR BOSH_TOKEN
 
-# The director's side of release engineering: a local stemcell built from
-# the agent, the sample release (created from a copy of examples/release, so
-# the repository stays clean) and the cloud config, all through boshd's API.
-$boshctl build-local-stemcell --out "$dir/bosh-local-stemcell.tgz"
+# The director's side of release engineering: the local stemcell (a Debian
+# bookworm root filesystem built with debootstrap, cached per machine in
+# ~/.cache/bosh-rs, plus the agent), the sample release (created from a copy
+# of examples/release, so the repository stays clean) and the cloud config,
+# all through boshd's API.
+$boshctl build-local-stemcell --rootfs --out "$dir/bosh-local-stemcell.tgz"
 $boshctl upload-stemcell "$dir/bosh-local-stemcell.tgz"
 rm -rf "$dir/release-src" && cp -r examples/release "$dir/release-src"
 $boshctl upload-release "$dir/release-src"

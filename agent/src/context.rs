@@ -48,7 +48,7 @@ impl Agent {
         settings_path: PathBuf,
         settings: Settings,
     ) -> Result<(Arc<Agent>, mpsc::UnboundedReceiver<Failure>)> {
-        let paths = Paths::new(&settings.root_dir);
+        let paths = Paths::new("/");
         paths.create_layout()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let blobs = Blobs::new(

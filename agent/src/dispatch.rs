@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use bosh_api::agent::{ApplySpec, CompilePackage, Method, Reply, Request, StateReport};
+use bosh_api::agent::{ApplySpec, CompilePackage, Method, Reply, Request, SshParams, StateReport};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::context::Agent;
 use crate::error::{Error, Result};
-use crate::{apply, compile, disks, drain, logs, scripts};
+use crate::{apply, compile, disks, drain, logs, scripts, ssh};
 
 /// Answers one request (long methods answer with a task handle).
 pub async fn handle(agent: &Arc<Agent>, req: Request) -> Reply {
@@ -85,6 +85,11 @@ async fn run(agent: &Arc<Agent>, method: Method, args: Vec<Value>) -> Result<Val
             to_value(scripts::run_errand(agent, opts.name.as_deref()).await?)
         }
         Method::Exec => to_value(scripts::exec(agent, arg(m, &args, 0)?).await?),
+        Method::Ssh => {
+            let command = arg::<String>(m, &args, 0)?;
+            let params = opt_arg::<SshParams>(m, &args, 1)?.unwrap_or_default();
+            to_value(ssh::ssh(&agent.settings, &command, &params).await?)
+        }
         Method::MountDisk => {
             disks::mount(agent, &arg::<String>(m, &args, 0)?).await?;
             "mounted".into()

@@ -103,6 +103,15 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// `ssh` refused or failed (bad parameters, an agent that does not own
+    /// its machine, an account tool or sshd that failed).
+    #[error("ssh {command}: {message}")]
+    Ssh {
+        /// `setup` or `cleanup`.
+        command: String,
+        /// Why.
+        message: String,
+    },
     /// `get_task` / `cancel_task` for a task the agent does not know.
     #[error("task {0} not found")]
     TaskNotFound(String),

@@ -3,17 +3,16 @@
 //! compiles packages, supervises job processes the way monit does, and
 //! reports heartbeats and alerts.
 //!
-//! All `/var/vcap/...` paths are rooted at the settings' `root_dir` (the
-//! local CPI's VM directory). Job processes and scripts see `BOSH_ROOT`
-//! set to that directory (empty on a real VM), so templates write
-//! `$BOSH_ROOT/var/vcap/...`; monit files may use plain `/var/vcap/...`,
-//! which the agent re-roots.
+//! Every path is BOSH's plain `/var/vcap/...`: the local CPI gives each VM
+//! its own `/var/vcap` (a container's root filesystem, or a process VM's
+//! private mount), so jobs and monit files of real releases run unchanged.
 //!
 //! # Layout
 //!
 //! - [`bus`]: NATS connection, request parsing, reply publishing.
 //! - [`dispatch`]: method → handler, long methods as [`tasks`].
 //! - [`apply`], [`compile`], [`scripts`], [`drain`], [`disks`], [`logs`]: the methods.
+//! - [`ssh`]: users for `boshctl ssh` (only on VMs with their own root).
 //! - [`supervise`]: monit-file parsing and process supervision.
 //! - [`heartbeat`], [`vitals`]: what the health monitor hears.
 //! - [`blobs`], [`archive`], [`exec`]: verified downloads, safe unpacking, running scripts.
@@ -34,6 +33,7 @@ pub mod heartbeat;
 pub mod logs;
 pub mod scripts;
 pub mod settings;
+pub mod ssh;
 pub mod supervise;
 pub mod tasks;
 pub mod vitals;
@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 /// processes are left running on shutdown: a restarted agent adopts them.
 pub async fn run(settings_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let settings = settings::load(settings_path)?;
-    tracing::info!(agent_id = %settings.agent_id, root = %settings.root_dir, "agent starting");
+    tracing::info!(agent_id = %settings.agent_id, shares_host = settings.shares_host, "agent starting");
     let (agent, failures) = Agent::new(settings_path.to_path_buf(), settings)?;
     if let Err(e) = agent.resume().await {
         tracing::warn!(error = %e.chain(), "could not resume supervision");

@@ -27,7 +27,8 @@ fn check_agent_id(id: &str) -> std::result::Result<(), String> {
 /// BOSH's `/var/vcap` layout under the VM's root directory.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// The VM's root (`/` on a real VM, the VM directory for the local CPI).
+    /// `/` for the agent (every VM, container or process, has its own
+    /// `/var/vcap`); a temporary directory in unit tests.
     pub root: PathBuf,
 }
 
@@ -108,25 +109,6 @@ impl Paths {
         self.bosh().join("desired-state.json")
     }
 
-    /// Maps a real-VM path (`/var/vcap/...`) into this VM's root; other
-    /// paths are left alone.
-    pub fn rooted(&self, path: &str) -> PathBuf {
-        match path.strip_prefix("/var/vcap/") {
-            Some(rest) if self.root != Path::new("/") => self.vcap().join(rest),
-            _ => PathBuf::from(path),
-        }
-    }
-
-    /// Rewrites `/var/vcap/` inside a shell command to this VM's root, so
-    /// monit files written for a real VM work under the local CPI.
-    pub fn rooted_command(&self, cmd: &str) -> String {
-        if self.root == Path::new("/") {
-            return cmd.to_string();
-        }
-        let vcap = format!("{}/", self.vcap().display());
-        cmd.replace("/var/vcap/", &vcap)
-    }
-
     /// Creates BOSH's directories (`data`, `sys/log`, `sys/run`, `store`,
     /// `jobs`, `packages`, `bosh`).
     pub fn create_layout(&self) -> Result<()> {
@@ -149,17 +131,10 @@ impl Paths {
         Ok(())
     }
 
-    /// The environment every job script and process sees: a PATH with the
-    /// usual system directories and `BOSH_ROOT`, the VM's root, which
-    /// templates prefix to `/var/vcap/...` paths (empty on a real VM).
+    /// The environment every job script and process sees, as on a BOSH
+    /// stemcell: the usual system PATH, HOME and TMPDIR under `/var/vcap/data`.
     pub fn job_env(&self) -> Vec<(String, String)> {
-        let root = if self.root == Path::new("/") {
-            String::new()
-        } else {
-            self.root.display().to_string()
-        };
         vec![
-            ("BOSH_ROOT".into(), root),
             ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ("HOME".into(), self.data().display().to_string()),
             ("TMPDIR".into(), self.tmp().display().to_string()),
@@ -179,23 +154,5 @@ mod tests {
             assert!(check_agent_id(bad).is_err(), "{bad:?}");
         }
         check_agent_id("a1b2-c3_d4").unwrap();
-    }
-
-    /// `/var/vcap` paths and commands are re-rooted under a VM directory but not on a real VM.
-    #[test]
-    fn var_vcap_paths_are_rooted_in_the_vm_directory() {
-        let p = Paths::new("/vms/vm-1");
-        assert_eq!(
-            p.rooted("/var/vcap/sys/run/web.pid"),
-            Path::new("/vms/vm-1/var/vcap/sys/run/web.pid")
-        );
-        assert_eq!(p.rooted("/tmp/x"), Path::new("/tmp/x"));
-        assert_eq!(
-            p.rooted_command("/var/vcap/jobs/web/bin/ctl start"),
-            "/vms/vm-1/var/vcap/jobs/web/bin/ctl start"
-        );
-        let real = Paths::new("/");
-        assert_eq!(real.rooted("/var/vcap/x"), Path::new("/var/vcap/x"));
-        assert_eq!(real.rooted_command("/var/vcap/x"), "/var/vcap/x");
     }
 }

@@ -82,7 +82,7 @@ fn sample_manifest_with_ops_parses_and_fits_the_sample_cloud_config() {
     assert_eq!(m.releases[1].version.0, "22.2.1");
     assert_eq!(m.tags["environment"], json!("local"));
     validate_against_cloud_config(&m, &cloud, "deployment.yml").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cloud.networks[0].subnets[0].range.as_deref(), Some("127.77.1.0/24"));
+    assert_eq!(cloud.networks[0].subnets[0].range.as_deref(), Some("10.244.1.0/24"));
 }
 
 /// The sample runtime config parses.
@@ -738,4 +738,32 @@ fn path_extracts_a_subtree() {
         err.to_string().starts_with("path /instance_groups/name=api: Expected to find exactly one"),
         "{err}"
     );
+}
+
+/// A malformed `consumes`/`provides` entry is refused with the manifest
+/// validation errors, each at its path, before the director sees it.
+#[test]
+fn malformed_links_are_refused_at_their_paths() {
+    let cases = [
+        (
+            "- {type: replace, path: /instance_groups/0/jobs/0/consumes?, value: {db: {from: 3}}}",
+            "instance_groups[0].jobs[0].consumes.db.from",
+            "expected a string",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/jobs/0/consumes?, value: {db: {form: x}}}",
+            "instance_groups[0].jobs[0].consumes.db.form",
+            "unknown key",
+        ),
+        (
+            "- {type: replace, path: /instance_groups/0/jobs/0/provides?, value: {db: {shared: 1}}}",
+            "instance_groups[0].jobs[0].provides.db.shared",
+            "expected a boolean",
+        ),
+    ];
+    for (ops, path, part) in cases {
+        let doc = patched("base-manifest.yml", ops);
+        let errs = Manifest::from_value(&doc, "deployment.yml").expect_err(path);
+        assert_has(&errs, path, part);
+    }
 }

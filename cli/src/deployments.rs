@@ -1,5 +1,5 @@
 //! Deployment verbs: `apply` (`deploy`), `deployments`, `manifest`,
-//! `delete-deployment` and `variables`, with the bosh CLI's flags.
+//! `delete-deployment`, `variables` and `links`, with the bosh CLI's flags.
 //!
 //! Ops files and variables are applied here, as `boshctl interpolate` does;
 //! `((placeholders))` without a value are left for the director, which
@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 use bosh_api::Object;
-use bosh_api::objects::{DeploymentOptions, DeploymentSpec, TaskSpec};
+use bosh_api::objects::{DeploymentOptions, DeploymentSpec, LinkStatus, TaskSpec};
 use bosh_api::wire::{
     Applied, ApplyDiff, ApplyRequest, DeleteDeploymentQuery, DeploymentDeleted, List, Variable,
 };
@@ -303,6 +303,39 @@ pub async fn variables(args: VariablesArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs `links`: each consumed link and the provider it resolved to, as
+/// the deployment's status holds them for its current manifest.
+pub async fn links(args: VariablesArgs) -> Result<()> {
+    let d = Director::resolve(&args.director)?;
+    let name = &args.deployment.deployment;
+    let dep: Object<DeploymentSpec> = d.get(&format!("/v1/deployments/{name}")).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&dep.status.links)?);
+        return Ok(());
+    }
+    println!("{}", links_table(&dep.status.links));
+    Ok(())
+}
+
+/// The `links` table: consumer, link, type, provider (or `manual`),
+/// network and instance count.
+fn links_table(links: &[LinkStatus]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(["CONSUMER", "LINK", "TYPE", "PROVIDER", "NETWORK", "INSTANCES"]);
+    for l in links {
+        t.add_row([
+            format!("{}/{}", l.instance_group, l.job),
+            l.name.clone(),
+            l.type_.clone(),
+            l.provider.clone().unwrap_or_else(|| "manual".into()),
+            l.network.clone().unwrap_or_default(),
+            l.instances.to_string(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use bosh_api::ObjectMeta;
@@ -327,5 +360,33 @@ mod tests {
         assert_eq!(r.instances, 2);
         let r = row(&deployment(json!({"releases": "nonsense"})));
         assert!(r.releases.is_empty() && r.stemcells.is_empty() && r.instances == 0);
+    }
+
+    /// `links` shows each consumer with its provider, and `manual` for a manual link.
+    #[test]
+    fn links_table_names_consumer_and_provider() {
+        let links = [
+            LinkStatus {
+                instance_group: "cli".into(),
+                job: "client".into(),
+                name: "conn".into(),
+                type_: "srv".into(),
+                provider: Some("srv/server/conn".into()),
+                network: Some("default".into()),
+                instances: 2,
+            },
+            LinkStatus {
+                instance_group: "cli".into(),
+                job: "client".into(),
+                name: "cache".into(),
+                type_: "redis".into(),
+                ..Default::default()
+            },
+        ];
+        let out = super::links_table(&links).to_string();
+        let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], ["CONSUMER", "LINK", "TYPE", "PROVIDER", "NETWORK", "INSTANCES"]);
+        assert_eq!(rows[1], ["cli/client", "conn", "srv", "srv/server/conn", "default", "2"]);
+        assert_eq!(rows[2], ["cli/client", "cache", "redis", "manual", "0"]);
     }
 }

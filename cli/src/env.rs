@@ -51,6 +51,11 @@ pub struct UpArgs {
     /// Seconds to wait for etcd and for boshd's API.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Where boshd serves BOSH DNS (repeatable): the addresses the cloud
+    /// config's subnets give VMs as `dns:` (their gateways; bound before
+    /// the bridges exist) and one for the operator. Default: none.
+    #[arg(long = "dns-listen", value_name = "ADDR:PORT")]
+    pub dns_listen: Vec<String>,
 }
 
 /// Flags of `down`.
@@ -62,6 +67,13 @@ pub struct DownArgs {
     /// Seconds to wait after SIGTERM before SIGKILL.
     #[arg(long, default_value_t = 20)]
     pub timeout: u64,
+    /// Leave the local CPI's VMs running (they outlive boshd, as real VMs
+    /// outlive a director). By default a local environment going down
+    /// takes its VMs along: containers, their mounts, network namespaces,
+    /// veths and bridges; `up` later finds their agents silent and
+    /// resurrects them.
+    #[arg(long)]
+    pub keep_vms: bool,
 }
 
 /// The processes `up` starts, in start order (`down` stops them reversed).
@@ -237,10 +249,18 @@ pub async fn up(args: UpArgs) -> Result<()> {
                 Some(b) => b.clone(),
                 None => std::env::current_exe()?.with_file_name("boshd"),
             };
+            let recursors = if args.dns_listen.is_empty() { vec![] } else { host_recursors() };
             let mut cmd = Command::new(&boshd);
             cmd.args(boshd_etcd_args(&etcd, &pki.client()))
                 .args(["--listen", &listen])
-                .args(["--nats-listen", &format!("127.0.0.1:{}", free_port()?)])
+                // Container VMs reach nats-server and the blobstore at
+                // their gateway (their loopback is their own): those two
+                // listen on every address, authenticated; the API and etcd
+                // stay on loopback.
+                .args(["--nats-listen", &format!("0.0.0.0:{}", free_port()?)])
+                .args(["--vm-listen", &format!("0.0.0.0:{}", free_port()?)])
+                .args(args.dns_listen.iter().flat_map(|a| ["--dns-listen", a.as_str()]))
+                .args(recursors.iter().flat_map(|a| ["--dns-recursor", a.as_str()]))
                 .arg("--data-dir")
                 .arg(&boshd_dir);
             let mut child = Some(spawn(cmd, &dir, "boshd")?);
@@ -262,6 +282,18 @@ pub async fn up(args: UpArgs) -> Result<()> {
         pki.etcdctl_args().iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
     Ok(())
+}
+
+/// The host's resolvers (`nameserver` lines of `/etc/resolv.conf`, port
+/// 53), where boshd's DNS forwards names outside `bosh`: a VM whose only
+/// resolver is the director still resolves the rest of the world.
+fn host_recursors() -> Vec<String> {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53).to_string())
+        .collect()
 }
 
 /// boshd's flags to reach etcd at `endpoint` with the client identity
@@ -384,6 +416,12 @@ pub async fn down(args: DownArgs) -> Result<()> {
                 std::fs::remove_file(pid_file(&dir, name)).ok();
             }
         }
+    }
+    let cpi = dir.join("boshd/cpi");
+    if !args.keep_vms && cpi.is_dir() {
+        bosh_cpi::local::LocalCpi::kill_all(&cpi);
+        println!("stopped the local VMs of {}", cpi.display());
+        stopped = true;
     }
     if !stopped {
         println!("nothing running in {}", dir.display());

@@ -12,10 +12,13 @@ mod configs;
 mod deployments;
 mod director;
 mod env;
+mod errands;
 mod instances;
 mod interpolate;
 mod objects;
 mod release;
+mod render;
+mod ssh;
 mod tasks;
 mod uploads;
 mod vms;
@@ -53,6 +56,9 @@ enum Command {
     FinalizeRelease(release::FinalizeArgs),
     /// Verify a release tarball and list its jobs and packages.
     InspectLocalRelease(release::InspectArgs),
+    /// Render a job of a release directory as the director would, with no
+    /// director: `render RELEASE_DIR JOB --properties FILE --out DIR`.
+    Render(render::Args),
     /// Show objects of a kind (table, YAML or JSON).
     Get(objects::GetArgs),
     /// Stream changes to objects of a kind.
@@ -115,6 +121,8 @@ enum Command {
     DeleteDeployment(deployments::DeleteArgs),
     /// List a deployment's variables: names, types, ids (never values).
     Variables(deployments::VariablesArgs),
+    /// List a deployment's links: each consumer and the provider it resolved to.
+    Links(deployments::VariablesArgs),
     /// List a deployment's instances (`--ps`: their processes).
     Instances(instances::InstancesArgs),
     /// Start instances: `start -d NAME [GROUP[/INDEX|/ID]]`.
@@ -127,9 +135,17 @@ enum Command {
     Recreate(instances::ActionArgs),
     /// Download an instance's logs: `logs -d NAME GROUP/INDEX`.
     Logs(instances::LogsArgs),
+    /// Open a shell on an instance, or run a command there with `-c` (exits with its code).
+    Ssh(ssh::SshArgs),
+    /// Copy files to or from instances: `scp -d NAME [-r] SRC DST`, one side `GROUP/ID:PATH`.
+    Scp(ssh::ScpArgs),
     /// Scan a deployment for problems and resolve them (`--report`, `--auto`, `--resolution`).
     #[command(visible_alias = "cck")]
     CloudCheck(cck::CckArgs),
+    /// List a deployment's errands: errand groups and colocated jobs with `bin/run`.
+    Errands(errands::ErrandsArgs),
+    /// Run an errand and print each instance's output; exits with the errand's code.
+    RunErrand(errands::RunErrandArgs),
     /// Start a local environment (etcd, boshd with the local CPI and NATS) in the data dir.
     Up(env::UpArgs),
     /// Stop what `up` started (idempotent).
@@ -170,7 +186,7 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
     let release_input = err
         .chain()
         .any(|e| e.downcast_ref::<bosh_api::release::Error>().is_some_and(|r| r.is_bad_input()));
-    if release_input || interpolate::is_bad_input(err) {
+    if release_input || interpolate::is_bad_input(err) || render::is_bad_input(err) {
         exit_code::BAD_INPUT
     } else {
         exit_code::FAILURE
@@ -191,6 +207,7 @@ fn main() {
         Command::CreateRelease(a) => release::create(a),
         Command::FinalizeRelease(a) => release::finalize(a),
         Command::InspectLocalRelease(a) => release::inspect(a),
+        Command::Render(a) => render::run(a),
         Command::Get(a) => block_on(objects::get(a)),
         Command::Watch(a) => block_on(objects::watch(a)),
         Command::UpdateConfig(a) => block_on(configs::update(a, None)),
@@ -221,6 +238,7 @@ fn main() {
         Command::Manifest(a) => block_on(deployments::manifest(a)),
         Command::DeleteDeployment(a) => block_on(deployments::delete(a)),
         Command::Variables(a) => block_on(deployments::variables(a)),
+        Command::Links(a) => block_on(deployments::links(a)),
         Command::Instances(a) => block_on(instances::instances(a)),
         Command::Start(a) => block_on(instances::act(a, InstanceAction::Start)),
         Command::Stop(a) => {
@@ -230,6 +248,10 @@ fn main() {
         Command::Restart(a) => block_on(instances::act(a, InstanceAction::Restart)),
         Command::Recreate(a) => block_on(instances::act(a, InstanceAction::Recreate)),
         Command::CloudCheck(a) => block_on(cck::run(a)),
+        Command::Errands(a) => block_on(errands::errands(a)),
+        Command::RunErrand(a) => block_on(errands::run_errand(a)),
+        Command::Ssh(a) => block_on(ssh::ssh(a)),
+        Command::Scp(a) => block_on(ssh::scp(a)),
         Command::Logs(a) => block_on(instances::logs(a)),
         Command::Up(a) => block_on(env::up(a)),
         Command::Down(a) => block_on(env::down(a)),
@@ -312,6 +334,54 @@ mod tests {
         assert_eq!((l.target.as_str(), l.dir.to_str()), ("web/1", Some("/tmp")));
     }
 
+    /// `ssh` takes bosh's flags (`-c`, repeated `--opts`, `--gw-*`); `scp` takes `-r` and two sides.
+    #[test]
+    fn ssh_and_scp_parse_bosh_flags() {
+        let Command::Ssh(s) = parse(&[
+            "ssh",
+            "-d",
+            "h",
+            "web/0",
+            "-c",
+            "uptime",
+            "--opts",
+            "-L8080:localhost:8080",
+            "--opts=-v",
+            "--gw-host",
+            "jump",
+            "--gw-user",
+            "me",
+        ]) else {
+            panic!("not ssh")
+        };
+        assert_eq!(s.deployment.deployment, "h");
+        assert_eq!((s.target.as_deref(), s.command.as_deref()), (Some("web/0"), Some("uptime")));
+        assert_eq!(s.opts, ["-L8080:localhost:8080", "-v"]);
+        assert_eq!(
+            (s.gateway.gw_host.as_deref(), s.gateway.gw_user.as_deref()),
+            (Some("jump"), Some("me"))
+        );
+        let Command::Ssh(s) = parse(&["ssh", "-d", "h"]) else { panic!("not ssh") };
+        assert_eq!((s.target, s.command), (None, None));
+        let Command::Scp(c) = parse(&["scp", "-d", "h", "-r", "web/0:/var/vcap/sys/log", "./logs"])
+        else {
+            panic!("not scp")
+        };
+        assert!(c.recursive);
+        assert_eq!(
+            (c.source.as_str(), c.destination.as_str()),
+            ("web/0:/var/vcap/sys/log", "./logs")
+        );
+        let e = Cli::try_parse_from(["boshctl", "scp", "-d", "h", "only-one"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = Cli::try_parse_from(["boshctl", "ssh", "-d", "h", "--gw-user", "me"]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--gw-user needs --gw-host"
+        );
+    }
+
     /// Deployment verbs, listings with `--json`, and `up`/`down` parse.
     #[test]
     fn deployment_listing_and_environment_verbs_parse() {
@@ -322,6 +392,7 @@ mod tests {
         assert!(d.force);
         assert!(matches!(parse(&["manifest", "-d", "h"]), Command::Manifest(_)));
         assert!(matches!(parse(&["variables", "-d", "h", "--json"]), Command::Variables(_)));
+        assert!(matches!(parse(&["links", "-d", "h", "--json"]), Command::Links(_)));
         for listing in ["deployments", "configs", "releases", "stemcells", "tasks", "vms", "events"]
         {
             parse(&[listing, "--json"]);

@@ -7,8 +7,8 @@
 use anyhow::{Result, bail};
 use bosh_api::Kind;
 use bosh_api::objects::{
-    ConfigSpec, DeploymentSpec, DiskSpec, EventSpec, InstanceSpec, ReleaseSpec, StemcellSpec,
-    TaskSpec,
+    ConfigSpec, DeploymentSpec, DiskSpec, ErrandRunSpec, EventSpec, InstanceSpec, ReleaseSpec,
+    StemcellSpec, TaskSpec,
 };
 use bosh_api::wire::{List, ListQuery, ObjectSummary, WatchEvent};
 use comfy_table::{Table, presets::NOTHING};
@@ -61,7 +61,7 @@ pub struct WatchArgs {
 
 /// The API's plural for a kind name as users type it.
 pub fn plural(kind: &str) -> Result<&'static str> {
-    const KINDS: [&str; 8] = [
+    const KINDS: [&str; 9] = [
         ReleaseSpec::PLURAL,
         StemcellSpec::PLURAL,
         ConfigSpec::PLURAL,
@@ -70,6 +70,7 @@ pub fn plural(kind: &str) -> Result<&'static str> {
         DiskSpec::PLURAL,
         TaskSpec::PLURAL,
         EventSpec::PLURAL,
+        ErrandRunSpec::PLURAL,
     ];
     let k = kind.to_ascii_lowercase();
     match KINDS.iter().find(|p| **p == k || p.strip_suffix('s') == Some(&k)) {

@@ -6,6 +6,7 @@
 //! nothing is held whole in memory.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bosh_api::Object;
@@ -42,6 +43,15 @@ pub struct UploadStemcellArgs {
     /// Upload the image again even if the director has the stemcell.
     #[arg(long)]
     pub fix: bool,
+    /// Return once the director stored the stemcell, without waiting for
+    /// its CPI to import it (by default, as bosh's upload-stemcell, the
+    /// command ends when the stemcell can be deployed, or fails with the
+    /// CPI's error).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the CPI's import, in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub import_timeout: u64,
     #[command(flatten)]
     pub director: DirectorArgs,
 }
@@ -88,17 +98,29 @@ pub struct BuildLocalStemcellArgs {
     /// The agent binary (default: `bosh-agent` next to this boshctl).
     #[arg(long)]
     pub agent: Option<PathBuf>,
-    /// Stemcell name.
-    #[arg(long, default_value = "bosh-local-ubuntu-jammy-go_agent")]
-    pub name: String,
+    /// Build an operating system image: a Debian bookworm root filesystem
+    /// (debootstrap, cached per machine) with the agent at
+    /// /var/vcap/bosh/bin/bosh-agent, for the runc-based local CPI. Without
+    /// it the image holds only the agent, as the current local CPI expects.
+    #[arg(long)]
+    pub rootfs: bool,
+    /// Where `--rootfs` caches built root filesystems (default:
+    /// $XDG_CACHE_HOME/bosh-rs/stemcells or ~/.cache/bosh-rs/stemcells).
+    #[arg(long, requires = "rootfs")]
+    pub cache_dir: Option<PathBuf>,
+    /// Stemcell name (default: `bosh-local-debian-bookworm` with `--rootfs`,
+    /// else `bosh-local-ubuntu-jammy-go_agent`).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Stemcell version.
     #[arg(long, default_value = "1")]
     pub version: String,
-    /// Operating system the manifest's `stemcells: [{os: ...}]` matches.
-    #[arg(long, default_value = "ubuntu-jammy")]
-    pub os: String,
+    /// Operating system the manifest's `stemcells: [{os: ...}]` matches
+    /// (default: `debian-bookworm` with `--rootfs`, else `ubuntu-jammy`).
+    #[arg(long)]
+    pub os: Option<String>,
     /// Where to write the tarball.
-    #[arg(long, default_value = "bosh-local-stemcell.tgz")]
+    #[arg(long, visible_alias = "output", default_value = "bosh-local-stemcell.tgz")]
     pub out: PathBuf,
 }
 
@@ -195,11 +217,43 @@ pub async fn upload_stemcell(args: UploadStemcellArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let answer =
         upload(&d, "/v1/uploads/stemcells", args.fix, &args.stemcell, "Uploading stemcell").await?;
-    match answer {
-        StemcellUpload::Existing { stemcell, status } => println!("Stemcell {stemcell}: {status}"),
-        StemcellUpload::Created(s) => println!("Uploaded stemcell {}", s.metadata.name),
+    let name = match answer {
+        StemcellUpload::Existing { stemcell, status } => {
+            println!("Stemcell {stemcell}: {status}");
+            stemcell
+        }
+        StemcellUpload::Created(s) => {
+            println!("Uploaded stemcell {}", s.metadata.name);
+            s.metadata.name
+        }
+    };
+    if !args.no_wait {
+        wait_for_import(&d, &name, Duration::from_secs(args.import_timeout)).await?;
     }
     Ok(())
+}
+
+/// Waits until the director's CPI holds stemcell `name` (its status names
+/// a cid) or refused it (its import error, as the command's error).
+async fn wait_for_import(d: &Director, name: &str, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let s: Object<StemcellSpec> = d.get(&format!("/v1/stemcells/{name}")).await?;
+        if let Some((cpi, cid)) = s.status.cids.iter().next() {
+            println!("Imported stemcell {name} into CPI {cpi} ({cid})");
+            return Ok(());
+        }
+        if let Some(e) = s.status.import_error() {
+            bail!("the CPI refused stemcell {name}: {e}");
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "stemcell {name} was not imported within {} s (see `boshctl stemcells`; --import-timeout)",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn table(header: &[&str]) -> Table {
@@ -317,8 +371,8 @@ pub async fn export_release(args: ExportArgs) -> Result<()> {
 
 /// Runs `build-local-stemcell`.
 pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
-    let agent = match args.agent {
-        Some(a) => a,
+    let agent = match &args.agent {
+        Some(a) => a.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("boshctl has no directory")?
@@ -330,13 +384,16 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
             agent.display()
         );
     }
+    if args.rootfs {
+        return build_rootfs_stemcell(args, &agent);
+    }
     let scratch = tempfile::tempdir()?;
     let image = scratch.path().join("image");
     bosh_api::local_stemcell::build_image(&agent, &image)?;
     let manifest = bosh_api::release::stemcell::StemcellManifest {
-        name: args.name,
+        name: args.name.unwrap_or_else(|| "bosh-local-ubuntu-jammy-go_agent".into()),
         version: args.version,
-        operating_system: args.os,
+        operating_system: args.os.unwrap_or_else(|| "ubuntu-jammy".into()),
         bosh_protocol: "1".into(),
         api_version: Some(3),
         stemcell_formats: vec![bosh_api::local_stemcell::FORMAT.into()],
@@ -344,6 +401,38 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
     };
     let m = bosh_api::release::stemcell::write_stemcell(&args.out, &manifest, &image, None)?;
     println!("Wrote {} ({}/{}, agent {})", args.out.display(), m.name, m.version, agent.display());
+    Ok(())
+}
+
+/// `build-local-stemcell --rootfs`: the cached Debian rootfs, packed as the
+/// stemcell's image.
+fn build_rootfs_stemcell(args: BuildLocalStemcellArgs, agent: &Path) -> Result<()> {
+    use bosh_api::local_stemcell::rootfs;
+    let cache = match args.cache_dir {
+        Some(d) => d,
+        None => rootfs::default_cache().context("HOME is not set; pass --cache-dir")?,
+    };
+    let started = std::time::Instant::now();
+    let d = rootfs::Identity::default();
+    let id = rootfs::Identity {
+        name: args.name.unwrap_or(d.name),
+        version: args.version,
+        os: args.os.unwrap_or(d.os),
+    };
+    let (m, fs) =
+        rootfs::write_stemcell(agent, &cache, &args.out, &id, |line| eprintln!("{line}"))?;
+    if !fs.cached {
+        eprintln!("Built {} in {:.0?}", fs.path.display(), started.elapsed());
+    }
+    println!(
+        "Wrote {} ({}/{}, os {}, rootfs {}{})",
+        args.out.display(),
+        m.name,
+        m.version,
+        m.operating_system,
+        fs.key,
+        if fs.cached { ", cached" } else { "" }
+    );
     Ok(())
 }
 

@@ -83,12 +83,23 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `binary --settings <settings>`, its log in `log`.
+    /// Starts `binary --settings <settings>`, its log in `log`, as a VM
+    /// whose `/var/vcap` is `var/vcap` beside the settings file: in a
+    /// private mount namespace that directory is bound onto `/var/vcap`, so
+    /// the agent and the jobs it runs see BOSH's plain paths and the test
+    /// reads what they wrote under its temporary directory. Needs root.
     pub fn spawn(binary: &Path, settings: &Path, log: &Path) -> Result<AgentProcess> {
         use std::os::unix::process::CommandExt;
+        let vcap = settings.parent().context("settings file has no directory")?.join("var/vcap");
+        std::fs::create_dir_all(&vcap)?;
+        std::fs::create_dir_all("/var/vcap")?;
         let out = std::fs::File::create(log)?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("--settings")
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(r#"mount --bind "$0" /var/vcap || exit 111; exec "$@""#)
+            .arg(&vcap)
+            .arg(binary)
+            .arg("--settings")
             .arg(settings)
             .env("RUST_LOG", std::env::var("AGENT_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

@@ -1,5 +1,7 @@
 //! A TCP proxy for fault tests (FAULT-MATRIX "per-connection TCP proxies we
-//! control"): it listens on a free loopback port, forwards every
+//! control"): it listens on a free loopback port (or on every address, for
+//! clients in container VMs, which reach the host at their gateway and
+//! not on its loopback: [`Proxy::start_on`]), forwards every
 //! connection to a target, and can be switched at run time to drop
 //! connections, blackhole them, add latency, or lose what the server
 //! answers.
@@ -25,7 +27,7 @@
 //!   acted on the request).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,27 +92,48 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy to `target` on a free loopback port, in [`Mode::Pass`].
     pub async fn start(target: SocketAddr) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Proxy::start_on(Ipv4Addr::LOCALHOST.into(), target).await
+    }
+
+    /// [`Proxy::start`] listening on `bind` (e.g. `0.0.0.0`, so that
+    /// container VMs reach it through their gateway) instead of loopback.
+    pub async fn start_on(bind: IpAddr, target: SocketAddr) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind((bind, 0)).await?;
         Ok(Proxy::serve(listener, target))
     }
 
     /// [`Proxy::start`] for callers that cannot await (a hook called from
     /// synchronous code); must run inside a tokio runtime.
     pub fn start_blocking(target: SocketAddr) -> std::io::Result<Proxy> {
-        let std = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Proxy::start_blocking_on(Ipv4Addr::LOCALHOST.into(), target)
+    }
+
+    /// [`Proxy::start_on`] for callers that cannot await.
+    pub fn start_blocking_on(bind: IpAddr, target: SocketAddr) -> std::io::Result<Proxy> {
+        let std = std::net::TcpListener::bind((bind, 0))?;
         std.set_nonblocking(true)?;
         Ok(Proxy::serve(TcpListener::from_std(std)?, target))
     }
 
     fn serve(listener: TcpListener, target: SocketAddr) -> Proxy {
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let mut addr = listener.local_addr().expect("a bound listener has an address");
+        // Bound to every address: clients on this host connect on loopback
+        // (and a URL on loopback is what the local CPI rewrites to a
+        // container VM's gateway).
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
         let (mode, _) = watch::channel(Mode::Pass);
         let counters = Arc::new(Counters::default());
         let accept = tokio::spawn(accept_loop(listener, target, mode.clone(), counters.clone()));
         Proxy { addr, target, mode, counters, accept }
     }
 
-    /// The address clients connect to.
+    /// The address clients on this host connect to (loopback when the
+    /// proxy listens on every address).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -386,6 +409,16 @@ mod tests {
         assert_eq!((s.bytes_up, s.bytes_down, s.bytes_lost), (4, 0, 4));
         p.set(Mode::Pass);
         assert_eq!(round_trip(&mut c, b"ok", LONG).await.unwrap(), b"ok");
+    }
+
+    /// A proxy bound to every address is reached on loopback and on the
+    /// host's other addresses alike.
+    #[tokio::test]
+    async fn start_on_every_address_is_reached_on_loopback() {
+        let p = Proxy::start_on(Ipv4Addr::UNSPECIFIED.into(), echo_server().await).await.unwrap();
+        assert!(p.addr().ip().is_loopback(), "{}", p.addr());
+        let mut c = TcpStream::connect(p.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut c, b"any", LONG).await.unwrap(), b"any");
     }
 
     /// A dropped proxy closes its connections.

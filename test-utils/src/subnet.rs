@@ -57,6 +57,12 @@ pub const LEASE_PORT: u16 = 17_707;
 /// The second octet of every /24 lease.
 const SLASH24_OCTET: u8 = 77;
 
+/// The second octet of the loopback addresses that hold bridged leases.
+const BRIDGED_LOCK_OCTET: u8 = 78;
+
+/// The first two octets of every bridged lease's subnet.
+const BRIDGED_PREFIX: [u8; 2] = [10, 245];
+
 /// How large a leased subnet is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubnetSize {
@@ -67,6 +73,11 @@ pub enum SubnetSize {
     /// instances. The whole of 127.0.0.0/8 is loopback, so local VMs bind
     /// these as they do 127.77.x.y.
     Slash16,
+    /// `10.245.N.0/24`: a private subnet for container VMs, which the
+    /// local CPI puts on a bridge of its own (the host's route to it is
+    /// the bridge's). Its lock is `127.78.N.255`, since the lock must be
+    /// an address the host has before any bridge exists.
+    Bridged24,
 }
 
 impl SubnetSize {
@@ -74,8 +85,10 @@ impl SubnetSize {
     /// for why these).
     fn candidates(self) -> Vec<u8> {
         match self {
-            SubnetSize::Slash24 => (10..=249).collect(),
-            SubnetSize::Slash16 => (1..=254).filter(|n| *n != SLASH24_OCTET).collect(),
+            SubnetSize::Slash24 | SubnetSize::Bridged24 => (10..=249).collect(),
+            SubnetSize::Slash16 => {
+                (1..=254).filter(|n| ![SLASH24_OCTET, BRIDGED_LOCK_OCTET].contains(n)).collect()
+            }
         }
     }
 }
@@ -98,6 +111,20 @@ impl SubnetLease {
     /// `AddrInUse`: a test cannot run without a subnet.
     pub fn acquire() -> SubnetLease {
         Self::try_acquire(SubnetSize::Slash24).expect("leasing a loopback /24")
+    }
+
+    /// Leases a free `10.245.N.0/24` for container VMs, first removing any
+    /// interface left holding an address in it (a bridge of a test that
+    /// died before its world could clean up: no live process holds the
+    /// lease, so nothing uses it).
+    ///
+    /// # Panics
+    ///
+    /// As [`SubnetLease::acquire`].
+    pub fn acquire_bridged() -> SubnetLease {
+        let lease = Self::try_acquire(SubnetSize::Bridged24).expect("leasing a bridged /24");
+        remove_stale_interfaces(&lease);
+        lease
     }
 
     /// Leases a free `127.N.0.0/16`.
@@ -156,6 +183,15 @@ impl SubnetLease {
         range(self.size, self.n)
     }
 
+    /// The subnet's netmask (`255.255.255.0` or `255.255.0.0`), as a
+    /// VM's network settings carry it.
+    pub fn netmask(&self) -> String {
+        match self.size {
+            SubnetSize::Slash24 | SubnetSize::Bridged24 => "255.255.255.0".into(),
+            SubnetSize::Slash16 => "255.255.0.0".into(),
+        }
+    }
+
     /// The subnet's `host`th address: `ip(0)` is the network address,
     /// `ip(1)` the usual gateway. For a /16, `host` counts on across the
     /// third octet (`ip(256)` is `127.N.1.0`).
@@ -172,8 +208,32 @@ impl SubnetLease {
 /// Subnet `n` of `size` in CIDR notation.
 fn range(size: SubnetSize, n: u8) -> String {
     match size {
-        SubnetSize::Slash24 => format!("{}/24", ip(size, n, 0)),
+        SubnetSize::Slash24 | SubnetSize::Bridged24 => format!("{}/24", ip(size, n, 0)),
         SubnetSize::Slash16 => format!("{}/16", ip(size, n, 0)),
+    }
+}
+
+/// Deletes every link holding an address in `lease`'s subnet (see
+/// [`SubnetLease::acquire_bridged`]).
+fn remove_stale_interfaces(lease: &SubnetLease) {
+    let Ok(out) = std::process::Command::new("ip").args(["-j", "-4", "addr", "show"]).output()
+    else {
+        return;
+    };
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let prefix = format!(
+        "{}.",
+        lease.ip(0).octets()[..3].iter().map(u8::to_string).collect::<Vec<_>>().join(".")
+    );
+    for link in links.as_array().into_iter().flatten() {
+        let holds = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["local"].as_str().is_some_and(|ip| ip.starts_with(&prefix)));
+        if let (true, Some(name)) = (holds, link["ifname"].as_str()) {
+            let _ = std::process::Command::new("ip").args(["link", "del", name]).status();
+        }
     }
 }
 
@@ -181,6 +241,7 @@ fn range(size: SubnetSize, n: u8) -> String {
 fn ip(size: SubnetSize, n: u8, host: u32) -> Ipv4Addr {
     let (base, last) = match size {
         SubnetSize::Slash24 => ([127, SLASH24_OCTET, n, 0], 0xff),
+        SubnetSize::Bridged24 => ([BRIDGED_PREFIX[0], BRIDGED_PREFIX[1], n, 0], 0xff),
         SubnetSize::Slash16 => ([127, n, 0, 0], 0xffff),
     };
     assert!(host <= last, "host {host} is outside {size:?} subnet {n}");
@@ -192,6 +253,7 @@ fn ip(size: SubnetSize, n: u8, host: u32) -> Ipv4Addr {
 fn lock_ip(size: SubnetSize, n: u8) -> Ipv4Addr {
     match size {
         SubnetSize::Slash24 => ip(size, n, 0xff),
+        SubnetSize::Bridged24 => Ipv4Addr::new(127, BRIDGED_LOCK_OCTET, n, 0xff),
         SubnetSize::Slash16 => ip(size, n, 0xffff),
     }
 }
@@ -210,16 +272,19 @@ mod tests {
     /// so leases of either size never overlap.
     #[test]
     fn lock_addresses_are_inside_their_own_subnet_only() {
-        let all: Vec<(SubnetSize, u8)> = [SubnetSize::Slash24, SubnetSize::Slash16]
-            .into_iter()
-            .flat_map(|s| s.candidates().into_iter().map(move |n| (s, n)))
-            .collect();
-        assert_eq!(all.len(), 240 + 253);
+        let all: Vec<(SubnetSize, u8)> =
+            [SubnetSize::Slash24, SubnetSize::Slash16, SubnetSize::Bridged24]
+                .into_iter()
+                .flat_map(|s| s.candidates().into_iter().map(move |n| (s, n)))
+                .collect();
+        assert_eq!(all.len(), 240 + 252 + 240);
+        // The loopback addresses a lease's lock may collide with.
         let contains = |(s, n): (SubnetSize, u8), ip: Ipv4Addr| {
             let o = ip.octets();
             match s {
                 SubnetSize::Slash24 => o[..3] == [127, 77, n],
                 SubnetSize::Slash16 => o[..2] == [127, n],
+                SubnetSize::Bridged24 => o[..3] == [127, 78, n],
             }
         };
         for &(size, n) in &all {

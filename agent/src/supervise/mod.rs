@@ -52,7 +52,7 @@ pub struct Failure {
     pub message: String,
 }
 
-/// One process's definition, re-rooted into the VM directory.
+/// One process's definition from a job's monit file.
 #[derive(Debug, Clone)]
 struct Definition {
     job: String,
@@ -105,10 +105,8 @@ impl Supervisor {
             };
             let procs = monit::parse(&text)
                 .map_err(|message| Error::Monit { job: job.clone(), message })?;
-            for mut spec in procs {
-                spec.start = self.paths.rooted_command(&spec.start);
-                spec.stop = spec.stop.map(|s| self.paths.rooted_command(&s));
-                let pidfile = spec.pidfile.as_deref().map(|p| self.paths.rooted(p));
+            for spec in procs {
+                let pidfile = spec.pidfile.as_deref().map(PathBuf::from);
                 defs.push(Definition { job: job.clone(), spec, pidfile });
             }
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub struct MonitProcess {
     /// The process name.
     pub name: String,
-    /// The pidfile (as written; re-rooted by the caller).
+    /// The pidfile, as written.
     pub pidfile: Option<String>,
     /// The start program (a shell command).
     pub start: String,

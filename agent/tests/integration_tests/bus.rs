@@ -59,7 +59,7 @@ async fn duplicate_request_id_runs_once() {
     let a = env.spawn(0).await;
     a.wait_ready().await;
     let count = r#"#!/bin/sh
-echo run >> "$BOSH_ROOT/var/vcap/data/count"
+echo run >> "/var/vcap/data/count"
 "#;
     let spec = job_spec(&env, "counter", &[("bin/bump", count, 0o755)], json!({})).await;
     a.long("apply", json!([spec])).await.unwrap();

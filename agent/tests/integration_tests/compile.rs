@@ -14,7 +14,7 @@ async fn package_with_a_dependency_compiles() {
     a.wait_ready().await;
     let lib = env.upload(tgz(&[("lib.txt", "the library\n", 0o644)])).await;
     let packaging = r#"set -e
-cp "$BOSH_ROOT/var/vcap/packages/lib/lib.txt" "$BOSH_INSTALL_TARGET/"
+cp "/var/vcap/packages/lib/lib.txt" "$BOSH_INSTALL_TARGET/"
 cat src/main.txt > "$BOSH_INSTALL_TARGET/main.txt"
 echo "$BOSH_PACKAGE_NAME $BOSH_PACKAGE_VERSION $(basename $BOSH_COMPILE_TARGET)" > "$BOSH_INSTALL_TARGET/info"
 "#;

@@ -14,7 +14,7 @@ async fn drain_static_and_dynamic() {
     a.wait_ready().await;
     // Prints -1 twice (poll again in 1 s), then 0; logs its arguments.
     let drain = r#"#!/bin/sh
-LOG=$BOSH_ROOT/var/vcap/data/drain.log
+LOG=/var/vcap/data/drain.log
 echo "$@" >> $LOG
 case $1 in
   job_shutdown) echo 1 ;;
@@ -53,7 +53,7 @@ async fn run_script_reports_the_failing_job() {
     let env = Env::start(1).await;
     let a = env.spawn(0).await;
     a.wait_ready().await;
-    let ok = "#!/bin/sh\necho \"$BOSH_VM_NEXT_STATE\" > $BOSH_ROOT/var/vcap/data/next\n";
+    let ok = "#!/bin/sh\necho \"$BOSH_VM_NEXT_STATE\" > /var/vcap/data/next\n";
     let spec = job_spec(
         &env,
         "good",

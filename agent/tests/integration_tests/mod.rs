@@ -113,7 +113,6 @@ impl Env {
             "blobstore": {"url": self.blob_url, "token": "blob-token"},
             "disks": {"persistent": disks},
             "heartbeat_interval_secs": 1,
-            "root_dir": vm,
         });
         let settings_path = vm.join("settings.json");
         std::fs::write(&settings_path, serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
@@ -226,9 +225,24 @@ impl TestAgent {
         .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", self.process.log()));
     }
 
-    /// A path under the VM's `/var/vcap`.
+    /// A path under the VM's `/var/vcap`, as the host sees it. The agent
+    /// links `jobs/<job>` and `packages/<name>` to absolute `/var/vcap/...`
+    /// targets, which mean the VM's own `/var/vcap`: such links are
+    /// followed here into the VM directory, component by component.
     pub fn vcap(&self, rel: &str) -> PathBuf {
-        self.root.join("var/vcap").join(rel)
+        let vcap = self.root.join("var/vcap");
+        let mut path = vcap.clone();
+        for part in Path::new(rel).components() {
+            path.push(part);
+            for _ in 0..16 {
+                let Ok(target) = std::fs::read_link(&path) else { break };
+                path = match target.strip_prefix("/var/vcap") {
+                    Ok(inside) => vcap.join(inside),
+                    Err(_) => path.parent().unwrap().join(target),
+                };
+            }
+        }
+        path
     }
 }
 

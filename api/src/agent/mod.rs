@@ -8,7 +8,8 @@ pub use protocol::{
     Alert, ApplySpec, BlobRef, CompilePackage, CpuVitals, DiskUsage, DiskVitals, ErrandResult,
     Exception, ExecCommand, ExecResult, Heartbeat, JobRef, JobState, MAX_MESSAGE_BYTES, MemVitals,
     Method, PROTOCOL_VERSION, PackageRef, ProcessState, ProcessStatus, Reply, Request,
-    RunScriptResult, StateReport, TaskHandle, Vitals,
+    RunScriptResult, SshParams, SshResult, StateReport, TaskHandle, Vitals, cleanup_prefix,
+    is_ssh_user,
 };
 pub use settings::{BlobstoreSettings, DiskSettings, MbusSettings, NetworkSettings, Settings};
 

@@ -115,6 +115,7 @@ impl TaskHandle {
 /// | `fetch_logs` | — | long → [`BlobRef`] of a tgz of `sys/log` |
 /// | `run_errand` | `{"name": job}` optional | long → [`ErrandResult`] |
 /// | `exec` | [`ExecCommand`] | long → [`ExecResult`] |
+/// | `ssh` | `"setup"` or `"cleanup"`, [`SshParams`] | [`SshResult`] |
 /// | `mount_disk` / `unmount_disk` | disk cid | `"mounted"` / `"unmounted"` |
 /// | `list_disk` | — | `[cid]` mounted |
 /// | `migrate_disk` | old cid, new cid | long → `"migrated"` |
@@ -137,6 +138,7 @@ pub enum Method {
     FetchLogs,
     RunErrand,
     Exec,
+    Ssh,
     MountDisk,
     UnmountDisk,
     ListDisk,
@@ -147,7 +149,7 @@ pub enum Method {
 
 impl Method {
     /// All methods.
-    pub const ALL: [Method; 19] = [
+    pub const ALL: [Method; 20] = [
         Method::Ping,
         Method::Info,
         Method::GetState,
@@ -161,6 +163,7 @@ impl Method {
         Method::FetchLogs,
         Method::RunErrand,
         Method::Exec,
+        Method::Ssh,
         Method::MountDisk,
         Method::UnmountDisk,
         Method::ListDisk,
@@ -185,6 +188,7 @@ impl Method {
             Method::FetchLogs => "fetch_logs",
             Method::RunErrand => "run_errand",
             Method::Exec => "exec",
+            Method::Ssh => "ssh",
             Method::MountDisk => "mount_disk",
             Method::UnmountDisk => "unmount_disk",
             Method::ListDisk => "list_disk",
@@ -344,6 +348,61 @@ pub struct ExecResult {
     pub stdout: String,
     /// The tail of its stderr.
     pub stderr: String,
+}
+
+/// The second argument of `ssh` (BOSH's `SSHParams`): `user` and
+/// `public_key` for `setup`, `user_regex` for `cleanup`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SshParams {
+    /// The user to create, e.g. `bosh_1f3a...` (setup).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// One OpenSSH public key line for the user's `authorized_keys` (setup).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub public_key: String,
+    /// `^<prefix>`: the users to remove (cleanup); the bosh CLI sends
+    /// `^` followed by the user it set up.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_regex: String,
+}
+
+/// Whether `user` is a name the ssh route makes and removes: `bosh_`
+/// followed by 1 to 27 lowercase letters, digits or `_`, so that no
+/// existing account (`root`, `vcap`) can be targeted and the name is a
+/// valid Linux user name (at most 32 characters).
+pub fn is_ssh_user(user: &str) -> bool {
+    user.strip_prefix("bosh_").is_some_and(|rest| {
+        (1..=27).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    })
+}
+
+/// The user-name prefix a cleanup's `user_regex` stands for. Only the
+/// form the bosh CLI sends is understood: `^` and a literal prefix that
+/// starts with `bosh_` (no other regex syntax), so that a cleanup can
+/// never remove an account the ssh route did not make.
+pub fn cleanup_prefix(user_regex: &str) -> Option<&str> {
+    let prefix = user_regex.strip_prefix('^')?;
+    let rest = prefix.strip_prefix("bosh_")?;
+    let ok = prefix.len() <= 32
+        && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    ok.then_some(prefix)
+}
+
+/// The result of `ssh` (BOSH's `SSHResult`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SshResult {
+    /// `setup` or `cleanup`.
+    pub command: String,
+    /// `success`.
+    pub status: String,
+    /// The VM's default address (setup).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// The VM's SSH host key, `<type> <base64>` (setup), for the client's
+    /// `known_hosts`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_public_key: String,
 }
 
 /// How a job (or the whole instance) is doing.

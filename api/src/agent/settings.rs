@@ -35,18 +35,16 @@ pub struct Settings {
     /// Seconds between heartbeats (BOSH: 30).
     #[serde(default = "default_heartbeat")]
     pub heartbeat_interval_secs: u64,
-    /// Directory standing in for `/` on this VM: `/var/vcap/...` paths are
-    /// rooted here (the local CPI's VM directory; `/` on a real VM).
-    #[serde(default = "default_root")]
-    pub root_dir: String,
+    /// The VM shares the host's root filesystem, accounts and network, and
+    /// has only its own `/var/vcap` (the local CPI's process VMs, kept for
+    /// scale tests): the agent refuses what would change the host, such as
+    /// making ssh users. False on every real VM and container VM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shares_host: bool,
 }
 
 fn default_heartbeat() -> u64 {
     30
-}
-
-fn default_root() -> String {
-    "/".to_string()
 }
 
 /// NATS connection settings.

@@ -136,7 +136,8 @@ fn check_group_names(ig: &Value, p: &str, report: &mut Report) {
 }
 
 /// A job's release and link names (the keys of `consumes`/`provides` and
-/// their `from`/`as`) follow the name rule.
+/// their `from`/`as`) follow the name rule, and each `consumes`/`provides`
+/// entry has its shape ([`super::links`]).
 fn check_job_names(job: &Value, jp: &str, report: &mut Report) {
     name_at(job, jp, "release", check_name, report);
     for side in ["consumes", "provides"] {
@@ -147,6 +148,15 @@ fn check_job_names(job: &Value, jp: &str, report: &mut Report) {
             super::validate::check_rule(report, lp.clone(), link, check_name);
             for key in ["from", "as"] {
                 name_at(spec, &lp, key, check_name, report);
+            }
+            let mut errors = Vec::new();
+            if side == "consumes" {
+                super::links::parse_consume(spec, &lp, &mut errors);
+            } else {
+                super::links::parse_provide(spec, &lp, &mut errors);
+            }
+            for (path, message) in errors {
+                report.push(path, message);
             }
         }
     }

@@ -28,6 +28,7 @@ mod cloud;
 mod cross;
 mod deployment;
 pub mod ip;
+pub mod links;
 mod runtime;
 mod scalars;
 mod shape;

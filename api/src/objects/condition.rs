@@ -92,6 +92,9 @@ vocabulary! {
         NetworkMissing = "NetworkMissing",
         /// An instance group names a disk_type the cloud config lacks.
         DiskTypeMissing = "DiskTypeMissing",
+        /// A job's links cannot be resolved (no provider, several, wrong
+        /// type) or the manifest's `consumes`/`provides` are malformed.
+        LinksInvalid = "LinksInvalid",
         /// A package an instance needs is not compiled (yet).
         PackageNotCompiled = "PackageNotCompiled",
         /// The compilation or instance plan could not be made.
@@ -215,6 +218,7 @@ mod tests {
                 "VmExtensionMissing",
                 "NetworkMissing",
                 "DiskTypeMissing",
+                "LinksInvalid",
                 "PackageNotCompiled",
                 "PlanFailed",
                 "PlacementFailed",

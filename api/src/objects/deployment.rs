@@ -98,6 +98,41 @@ pub struct DeploymentStatus {
     /// grace period is over (and dropped from here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphaned_vms: Vec<OrphanedVm>,
+    /// The links the current manifest resolves to, one per consumed link
+    /// (`boshctl links`): what the instances of the current plan render.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkStatus>,
+    /// The generation whose `post-deploy` scripts ran (BOSH runs them once,
+    /// after every instance of the deploy converged).
+    #[serde(default, skip_serializing_if = "is_zero_revision")]
+    pub post_deploy_revision: i64,
+}
+
+fn is_zero_revision(n: &i64) -> bool {
+    *n == 0
+}
+
+/// One consumed link and the provider it resolved to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    /// The consuming instance group.
+    pub instance_group: String,
+    /// The consuming job.
+    pub job: String,
+    /// The link's name in the consumer's spec.
+    pub name: String,
+    /// The link's type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `group/job/link` of the provider; absent for a manual link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The provider's network the addresses are on (absent for a manual link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// How many provider instances the consumer sees.
+    pub instances: u32,
 }
 
 /// A VM carrying a deployment's tag that no instance owns.

@@ -21,6 +21,7 @@ pub(crate) mod condition;
 mod config;
 mod deployment;
 mod disk;
+mod errand;
 mod event;
 pub(crate) mod finalizer;
 mod instance;
@@ -39,9 +40,10 @@ pub use compiled_package::{
 pub use condition::{ConditionType, Reason};
 pub use config::{ConfigSpec, ConfigStatus, ConfigType};
 pub use deployment::{
-    DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, OrphanedVm,
+    DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, LinkStatus, OrphanedVm,
 };
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
+pub use errand::{ErrandInstanceResult, ErrandPhase, ErrandRunSpec, ErrandRunStatus};
 pub use event::{EventSpec, EventState, EventStatus};
 pub use finalizer::Finalizer;
 pub use instance::{

@@ -134,12 +134,18 @@ pub fn sha256_digest(data: &[u8]) -> String {
 
 /// Hex digest of a file's contents, read in 1 MiB chunks.
 pub(crate) fn hash_file<D: sha2::Digest>(path: &Path) -> Result<String> {
+    file_digest_hex::<D>(path).map_err(io(path))
+}
+
+/// Hex digest (`D`: sha1, sha256, ...) of a file's contents, read in 1 MiB
+/// chunks; for callers with error types of their own (stemcell images).
+pub fn file_digest_hex<D: sha2::Digest>(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut f = std::fs::File::open(path)?;
     let mut h = D::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }

@@ -36,6 +36,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("task", kind_schema::<TaskSpec>()),
         ("event", kind_schema::<EventSpec>()),
         ("compiled-package", kind_schema::<CompiledPackageSpec>()),
+        ("errand-run", kind_schema::<ErrandRunSpec>()),
     ];
     out.extend(crate::manifest::schemas());
     out

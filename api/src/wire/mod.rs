@@ -38,7 +38,10 @@
 //! | `GET /v1/deployments/<name>/variables` | — | `Vec<`[`Variable`]`>` |
 //! | `POST /v1/deployments/<name>/cloud-check` | [`EmptyRequest`] | [`TaskRef`] |
 //! | `GET /v1/deployments/<name>/cloud-check` | — | [`CloudCheckReport`] |
+//! | `GET /v1/deployments/<name>/errands` | — | `Vec<`[`ErrandEntry`]`>` |
+//! | `POST /v1/deployments/<name>/errands/<errand>/runs` | [`RunErrandRequest`] | [`ErrandRunRef`] |
 //! | `POST /v1/deployments/<name>/cloud-check/resolutions` | [`ResolveRequest`] | [`ResolutionsRecorded`] |
+//! | `POST /v1/deployments/<name>/ssh` | [`SshRequest`] | `Vec<`[`SshEntry`]`>` |
 //! | any refusal (4xx, 5xx) | — | [`ErrorBody`] |
 //!
 //! boshd also writes [`DirectorFile`] (`director.json`), where `boshctl`
@@ -53,6 +56,7 @@
 //! - [`deployments`]: apply, delete, variables.
 //! - [`instances`]: instances with their agents' state, actions, logs.
 //! - [`vms`]: VMs and `exec`.
+//! - [`ssh`]: users for `ssh` and `scp`.
 //! - [`cloud_check`]: scans, reports and resolutions.
 //! - [`tasks`]: task numbers and cancellation.
 //! - [`releases`], [`stemcells`]: uploads and exports.
@@ -62,11 +66,13 @@
 
 pub mod cloud_check;
 pub mod deployments;
+pub mod errands;
 pub mod errors;
 pub mod info;
 pub mod instances;
 pub mod objects;
 pub mod releases;
+pub mod ssh;
 pub mod stemcells;
 pub mod tasks;
 pub mod vms;
@@ -76,6 +82,7 @@ pub use cloud_check::{CloudCheckReport, ResolutionsRecorded, ResolveRequest};
 pub use deployments::{
     Applied, ApplyDiff, ApplyRequest, DeleteDeploymentQuery, DeploymentDeleted, Variable,
 };
+pub use errands::{ErrandEntry, ErrandRunRef, RunErrandRequest};
 pub use errors::ErrorBody;
 pub use info::{DirectorFile, Info};
 pub use instances::{
@@ -87,6 +94,7 @@ pub use objects::{
     WatchQuery,
 };
 pub use releases::{ExportRequest, ReleaseUpload, UploadQuery, UploadStatus};
+pub use ssh::{SshCommand, SshEntry, SshRequest, SshStatus, SshTarget};
 pub use stemcells::StemcellUpload;
 pub use tasks::{EmptyRequest, TaskCancellation, TaskRef};
 pub use vms::{ExecRequest, VmEntry, VmQuery};

@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, env = "BOSH_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
     /// Key prefix of every object in etcd.
-    #[arg(long, env = "BOSH_ROOT", default_value = "/bosh")]
+    #[arg(long, env = "BOSH_ETCD_PREFIX", default_value = "/bosh")]
     root: String,
     /// Where boshd runs nats-server for the agents' bus (`host:port`).
     /// boshd renders its configuration (per-agent users) and reloads it.
@@ -145,6 +145,14 @@ struct Args {
     /// Address of the HTTP API (and the blobstore, under /blobs).
     #[arg(long, env = "BOSH_LISTEN", default_value = "127.0.0.1:25555")]
     listen: String,
+    /// Address of the agents' side of the director: the blobstore alone
+    /// (token and sha256 checked), where VMs reach it. Container VMs have
+    /// their own loopback, so `boshctl up` binds this (and nats-server) on
+    /// every address and the local CPI points agents at their gateway;
+    /// the API and etcd stay on loopback, out of the VMs' reach. Without
+    /// it, agents use the blobstore under the API's address.
+    #[arg(long, env = "BOSH_VM_LISTEN")]
+    vm_listen: Option<String>,
     /// Largest JSON or YAML request body the API reads (a manifest, a
     /// config); larger ones are refused with 413.
     #[arg(long, env = "BOSH_MAX_REQUEST_BYTES", default_value_t = bosh_controllers::server::api::limits::DEFAULT_MAX_REQUEST_BYTES)]
@@ -171,6 +179,22 @@ struct Args {
     /// Most uploads verified at once; more are answered 503.
     #[arg(long, default_value_t = 2)]
     max_concurrent_uploads: usize,
+    /// Where to serve BOSH DNS (UDP and TCP), repeatable: an address VMs
+    /// reach, on port 53 since resolv.conf names no port (e.g. the
+    /// bridge gateway), and loopback for the operator. None: no DNS.
+    #[arg(long = "dns-listen")]
+    dns_listen: Vec<std::net::SocketAddr>,
+    /// A resolver that names outside the DNS domain are forwarded to,
+    /// repeatable, asked in order. None: such names are REFUSED (no open
+    /// recursion).
+    #[arg(long = "dns-recursor")]
+    dns_recursors: Vec<std::net::SocketAddr>,
+    /// How long each recursor gets to answer.
+    #[arg(long, default_value_t = 2000)]
+    dns_recursor_timeout_ms: u64,
+    /// The DNS root domain BOSH names end in.
+    #[arg(long, default_value = "bosh")]
+    dns_domain: String,
 }
 
 /// Accepts `host:port` only on a loopback address (127.0.0.0/8, `::1`,
@@ -374,8 +398,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let vm_listener = match &args.vm_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the agents' blobstore to {a}"))?,
+        ),
+        None => None,
+    };
+    let blob_addr = match &vm_listener {
+        // A wildcard address is reached on loopback from the host, and
+        // through their gateway from container VMs (the CPI rewrites it).
+        Some(l) => std::net::SocketAddr::from(([127, 0, 0, 1], l.local_addr()?.port())),
+        None => addr,
+    };
     let blobstore = bosh_api::agent::BlobstoreSettings {
-        url: format!("http://{addr}"),
+        url: format!("http://{blob_addr}"),
         token: blob_token.clone(),
         mirrors: args.blobstore_mirrors.clone(),
     };
@@ -402,6 +440,12 @@ async fn main() -> anyhow::Result<()> {
             max_request_bytes: args.max_request_bytes,
             max_upload_bytes: args.max_upload_bytes,
         });
+    let vm_side = vm_listener.map(|l| {
+        let (storage, token, shutdown) = (storage.clone(), blob_token.clone(), shutdown.clone());
+        tokio::spawn(bosh_blobstore::server::serve(l, storage, token, async move {
+            shutdown.cancelled().await
+        }))
+    });
     let router = bosh_controllers::server::api::router(Arc::new(api_state))
         .merge(bosh_blobstore::server::router(storage, blob_token));
     // Where boshctl finds this director by default.
@@ -442,13 +486,37 @@ async fn main() -> anyhow::Result<()> {
         }),
         reflectors: Default::default(),
     };
+    let dns = if args.dns_listen.is_empty() {
+        None
+    } else {
+        let (udp, tcp) = bosh_controllers::server::dns::bind(&args.dns_listen)?;
+        let config = bosh_controllers::server::dns::DnsConfig {
+            domain: args.dns_domain.clone(),
+            recursors: args.dns_recursors.clone(),
+            recursor_timeout: Duration::from_millis(args.dns_recursor_timeout_ms),
+        };
+        Some(tokio::spawn(daemon::run_dns(
+            store.clone(),
+            opts.reflectors.clone(),
+            config,
+            udp,
+            tcp,
+            shutdown.clone(),
+        )))
+    };
     tokio::join!(
         daemon::run(store, opts.clone(), shutdown.clone()),
         daemon::run_world(director, &opts, shutdown)
     );
+    if let Some(d) = dns {
+        d.await?.context("serving DNS")?;
+    }
     // nats-server stops last, after every controller let go of the bus.
     drop(nats);
     api.await?.context("serving the API")?;
+    if let Some(v) = vm_side {
+        v.await?.context("serving the agents' blobstore")?;
+    }
     info!("boshd stopped");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! the store, with no handle on the world (no CPI, agent or bus).
 //!
 //! - [`render`]: job templates rendered with Ruby's ERB, a batch per
-//!   process.
+//!   process (the `bosh-render` crate, which `boshctl render` shares).
 //! - [`variables`]: generated credentials, stored as secrets, interpolated.
 //! - [`ipam`]: IP pools of manual networks, shared by compile VMs and
 //!   instances.
@@ -19,7 +19,7 @@
 pub mod errors;
 pub mod ipam;
 pub mod lookup;
-pub mod render;
+pub use bosh_render as render;
 pub mod resolve;
 pub use bosh_api::secret_file;
 pub mod tasks;

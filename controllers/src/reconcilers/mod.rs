@@ -13,10 +13,12 @@
 //!   start; resurrection is one of its passes.
 //! - [`health`]: the health monitor: heartbeats into each Instance's
 //!   observed health.
+//! - [`errand`]: runs errands (ErrandRuns) on their instances.
 //! - [`supersede`]: ends tasks no other controller will finish.
 
 pub mod compile;
 pub mod deployment;
+pub mod errand;
 pub mod health;
 pub mod instance;
 pub mod stemcell;

@@ -164,17 +164,19 @@ pub async fn run_deploy(
     opts: &Options,
     shutdown: CancellationToken,
 ) {
-    use bosh_api::objects::{CompiledPackageSpec, InstanceSpec};
+    use bosh_api::objects::{CompiledPackageSpec, ErrandRunSpec, InstanceSpec};
 
-    use crate::reconcilers::{deployment, instance};
+    use crate::reconcilers::{deployment, errand, instance};
 
     let store = director.store.clone();
     let reflectors = &opts.reflectors;
     let instance_reflector = reflectors.get::<InstanceSpec>(&store);
     let packages = reflectors.get::<CompiledPackageSpec>(&store);
+    let errand_runs = reflectors.get::<ErrandRunSpec>(&store);
     let caches = deployment::view::Caches {
         instances: instance_reflector.cache(),
         packages: packages.cache(),
+        errands: errand_runs.cache(),
     };
     let deployments = Controller::<DeploymentSpec, _, deployment::Error>::new(
         deployment::WIRING.name,
@@ -194,7 +196,11 @@ pub async fn run_deploy(
     .watches(&reflectors.get::<TaskSpec>(&store), task_state(), |t| {
         t.spec.deployment.clone().into_iter().collect()
     })
+    .watches(&errand_runs, errand::phase_changed(), |r| {
+        r.metadata.deployment.clone().into_iter().collect()
+    })
     .reads(&packages);
+    let errands = errand::controller(&director, opts, &errand_runs, &instance_reflector);
     let mut instances = instance::Instances::new(director.clone());
     instances.health = opts.health.clone();
     let instances = Controller::<InstanceSpec, _, instance::Error>::new(
@@ -209,6 +215,7 @@ pub async fn run_deploy(
     tokio::join!(
         deployments.run(shutdown.clone()),
         instances.run(shutdown.clone()),
+        errands.run(shutdown.clone()),
         run_orphan_scan(director.clone(), opts, shutdown.clone()),
         run_health(director, opts, shutdown.clone()),
     );
@@ -267,6 +274,27 @@ pub async fn run_health(
     .with_reflector(opts.reflectors.get(&director.store));
     monitor.run(shutdown).await;
     listener.abort();
+}
+
+/// Serves BOSH DNS from this replica's view of the Instances until
+/// `shutdown`. Every replica runs it: answers come from the shared
+/// Instance reflector, which it holds (and so watches) whether or not
+/// this replica leads anything.
+pub async fn run_dns(
+    store: Store,
+    reflectors: Reflectors,
+    config: crate::server::dns::DnsConfig,
+    udp: Vec<tokio::net::UdpSocket>,
+    tcp: Vec<tokio::net::TcpListener>,
+    shutdown: CancellationToken,
+) -> Result<(), crate::server::dns::Error> {
+    use bosh_api::objects::InstanceSpec;
+
+    use crate::server::dns;
+
+    let records = dns::Records::default();
+    let _following = dns::follow(&reflectors.get::<InstanceSpec>(&store), records.clone());
+    dns::serve(records, config, udp, tcp, shutdown).await
 }
 
 /// A task's state changed: what the deployment controller hears of its

@@ -17,7 +17,7 @@ use bosh_test_utils::{SubnetLease, eventually};
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest};
+use super::{CountingCpi, FaultyCpi, LocalWorld, LocalWorldRest, VmKind};
 use crate::runtime::ElectionConfig;
 use crate::server::api::{self, ApiState};
 use crate::server::daemon::{self, Options};
@@ -84,6 +84,8 @@ pub struct HarnessOptions {
     /// instead of the world's own: tests put a proxy there that forwards
     /// to [`Harness::blobstore_url`] and tampers with what passes.
     pub agent_blobstore_url: Option<String>,
+    /// What the world's VMs are.
+    pub vms: VmKind,
 }
 
 impl HarnessOptions {
@@ -94,6 +96,22 @@ impl HarnessOptions {
     ///
     /// When no /24 is free (see [`SubnetLease::acquire`]).
     pub fn new() -> HarnessOptions {
+        HarnessOptions::containers()
+    }
+
+    /// Defaults for container VMs: a leased private /24 on a bridge
+    /// ([`SubnetLease::acquire_bridged`]) and the Debian rootfs stemcell.
+    pub fn containers() -> HarnessOptions {
+        HarnessOptions {
+            vms: VmKind::Container,
+            ..HarnessOptions::with_subnet(SubnetLease::acquire_bridged())
+        }
+    }
+
+    /// Defaults for process VMs (the agent-only stemcell, each VM with its
+    /// own `/var/vcap` on a leased loopback /24): for tests of more VMs
+    /// than one bridge holds.
+    pub fn processes() -> HarnessOptions {
         HarnessOptions::with_subnet(SubnetLease::acquire())
     }
 
@@ -111,6 +129,7 @@ impl HarnessOptions {
             store: None,
             orphan_vms: None,
             agent_blobstore_url: None,
+            vms: VmKind::Process,
         }
     }
 }
@@ -152,7 +171,7 @@ impl Harness {
     /// Starts a world with a cloud config of one AZ (`z1`), one vm_type
     /// (`small`) and one manual network (`default`) of `o.network`'s size.
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
-        let world = LocalWorld::start_on(o.store.clone()).await?;
+        let world = LocalWorld::start_with(o.store.clone(), o.vms).await?;
         let (mut director, rest) = world.director();
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));
@@ -238,8 +257,8 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
     /// object for it (`local/1`), as an upload does, and waits for the
     /// stemcell controller to import it.
     pub async fn upload_stemcell(&self) -> Result<()> {
-        let image = self.rest.env.dir().join("image.tgz");
-        let file = tokio::fs::File::open(&image).await?;
+        let image = &self.rest.image;
+        let file = tokio::fs::File::open(image).await?;
         let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
         let b = self.director.blobs.put_stream(Box::pin(stream), None).await?;
         let spec = StemcellSpec {

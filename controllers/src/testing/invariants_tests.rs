@@ -44,6 +44,7 @@ fn vm(agent: &str, request: &str, tagged_for: Option<&str>, disks: &[&str]) -> V
         proc: None,
         disks: disks.iter().map(|d| d.to_string()).collect(),
         metadata,
+        container: None,
     }
 }
 

@@ -27,7 +27,9 @@ pub struct WebManifest {
 }
 
 impl WebManifest {
-    /// `instances` of the example release's `hello` job on port 8080.
+    /// `instances` of the example release's `hello` job on port 8080 of
+    /// the instance's own IP (`listen_on_instance_ip`), so it runs on
+    /// process VMs, which share the host's network, as on containers.
     pub fn hello(name: &str, instances: u32) -> WebManifest {
         WebManifest {
             name: name.into(),
@@ -37,7 +39,7 @@ impl WebManifest {
             max_in_flight: 2,
             watch_time: json!("300-20000"),
             persistent_disk_mb: 0,
-            properties: json!({"port": 8080}),
+            properties: json!({"port": 8080, "listen_on_instance_ip": true}),
         }
     }
 

@@ -51,6 +51,35 @@ pub struct LocalWorld {
     pub blobstore_token: String,
     /// The blobstore's storage, for direct reads and writes.
     pub blobs: Arc<dyn bosh_blobstore::Storage>,
+    /// The stemcell's image file (what an upload stores as a blob).
+    pub image: std::path::PathBuf,
+}
+
+/// What a world's VMs are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VmKind {
+    /// Process trees on the host sharing its filesystem and loopback, each
+    /// with its own `/var/vcap` (the agent-only stemcell): what scale
+    /// tests run a thousand of.
+    #[default]
+    Process,
+    /// runc containers of the Debian rootfs stemcell, each with its own
+    /// root, namespaces and an address on a bridge: nats-server and the
+    /// blobstore then listen on every address, so VMs reach them through
+    /// their gateway (their loopback is their own).
+    Container,
+}
+
+/// The rootfs stemcell image holding `agent`, built once per machine and
+/// agent (see [`bosh_api::local_stemcell::rootfs`]), and the shared cache
+/// CPIs unpack it into.
+pub fn container_image(agent: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    use bosh_api::local_stemcell::rootfs;
+    let cache = rootfs::default_cache().ok_or_else(|| anyhow::anyhow!("HOME is not set"))?;
+    let inputs = rootfs::RootfsInputs::for_agent(agent)?;
+    let fs = rootfs::build(&inputs, &cache, |line| eprintln!("{line}"))?;
+    let image = rootfs::cached_image(&fs, agent)?;
+    Ok((image, cache.join("images")))
 }
 
 /// What stays with the test when the world's handles go to a `Director`:
@@ -62,6 +91,8 @@ pub struct LocalWorldRest {
     pub nats: Nats,
     /// The stemcell holding the real agent, already imported into the CPI.
     pub stemcell: String,
+    /// The stemcell's image file.
+    pub image: std::path::PathBuf,
 }
 
 impl Drop for LocalWorldRest {
@@ -81,6 +112,14 @@ impl LocalWorld {
     /// says (with the world's secrets key unless it has one) instead of the
     /// world's own etcd member, which then idles.
     pub async fn start_on(store: Option<bosh_api::store::StoreConfig>) -> Result<LocalWorld> {
+        LocalWorld::start_with(store, VmKind::Process).await
+    }
+
+    /// Starts everything for VMs of `kind` (see [`LocalWorld::start_on`]).
+    pub async fn start_with(
+        store: Option<bosh_api::store::StoreConfig>,
+        kind: VmKind,
+    ) -> Result<LocalWorld> {
         let env = TestEnv::etcd_only().await?;
         let config = match store {
             Some(c) if c.secrets_key.is_some() => c,
@@ -95,9 +134,14 @@ impl LocalWorld {
         let cfg = BusConfig::generate(conf.clone(), pid.clone(), "127.0.0.1:4222".into());
         let bus = Bus::new(store.clone(), cfg.clone());
         bus.sync().await?;
-        let nats =
-            Nats::start_in(&dir, &["-c", &conf.to_string_lossy(), "-P", &pid.to_string_lossy()])
-                .await?;
+        let mut nats_args = vec!["-c".to_string(), conf.to_string_lossy().into_owned()];
+        nats_args.extend(["-P".to_string(), pid.to_string_lossy().into_owned()]);
+        // Container VMs reach the host at their gateway, not on loopback
+        // (nats-server takes the last `-a`).
+        let listen = if kind == VmKind::Container { "0.0.0.0" } else { "127.0.0.1" };
+        nats_args.extend(["-a".to_string(), listen.to_string()]);
+        let nats_args: Vec<&str> = nats_args.iter().map(String::as_str).collect();
+        let nats = Nats::start_in(&dir, &nats_args).await?;
         let director = async_nats::ConnectOptions::with_user_and_password(
             cfg.director.user.clone(),
             cfg.director.password.clone(),
@@ -113,8 +157,8 @@ impl LocalWorld {
             ..Timeouts::default()
         });
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let blobstore_url = format!("http://{}", listener.local_addr()?);
+        let listener = tokio::net::TcpListener::bind((listen, 0)).await?;
+        let blobstore_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
         let blobstore_token = "blob-token".to_string();
         let storage: Arc<dyn bosh_blobstore::Storage> =
             Arc::new(bosh_blobstore::LocalStorage::new(dir.join("blobs")));
@@ -125,10 +169,21 @@ impl LocalWorld {
             std::future::pending(),
         ));
 
-        let cpi = LocalCpi::open(&dir.join("cpi"))?.with_audit_store(store.clone());
+        let mut cpi = LocalCpi::open(&dir.join("cpi"))?.with_audit_store(store.clone());
         let agent = bosh_test_utils::agent::agent_binary()?;
-        let image = dir.join("image.tgz");
-        local::build_image(&agent, &image)?;
+        let image = match kind {
+            VmKind::Process => {
+                let image = dir.join("image.tgz");
+                local::build_image(&agent, &image)?;
+                image
+            }
+            VmKind::Container => {
+                let (image, cache) =
+                    tokio::task::spawn_blocking(move || container_image(&agent)).await??;
+                cpi = cpi.with_image_cache(&cache);
+                image
+            }
+        };
         let stemcell = cpi.create_stemcell(None, &image, &serde_json::json!({})).await?;
         Ok(LocalWorld {
             env,
@@ -141,6 +196,7 @@ impl LocalWorld {
             blobstore_url,
             blobstore_token,
             blobs: storage,
+            image,
         })
     }
 
@@ -162,17 +218,30 @@ impl LocalWorld {
             heartbeat_interval_secs: 1,
             addresses: Default::default(),
         };
-        (director, LocalWorldRest { env: self.env, nats: self.nats, stemcell: self.stemcell })
+        let rest = LocalWorldRest {
+            env: self.env,
+            nats: self.nats,
+            stemcell: self.stemcell,
+            image: self.image,
+        };
+        (director, rest)
     }
 
     /// Creates a VM whose agent has its own bus credentials and address
     /// (a test's call, outside any controller term: unfenced).
     pub async fn create_vm(&self, agent_id: &str, ip: &str) -> Result<String> {
+        self.create_vm_on(agent_id, VmNetwork { ip: ip.into(), ..Default::default() }).await
+    }
+
+    /// [`LocalWorld::create_vm`] on the `default` network `net` (a
+    /// container VM needs its netmask and gateway too).
+    pub async fn create_vm_on(&self, agent_id: &str, net: VmNetwork) -> Result<String> {
+        let ip = net.ip.clone();
         let creds = self.bus.issue(&self.store, agent_id).await?;
         let mut networks = BTreeMap::new();
         networks.insert(
             "default".to_string(),
-            NetworkSettings { type_: "manual".into(), ip: ip.into(), ..Default::default() },
+            NetworkSettings { type_: "manual".into(), ip: ip.clone(), ..Default::default() },
         );
         let settings = Settings {
             agent_id: agent_id.into(),
@@ -187,8 +256,7 @@ impl LocalWorld {
             ..Default::default()
         };
         let mut vm_networks = BTreeMap::new();
-        vm_networks
-            .insert("default".to_string(), VmNetwork { ip: ip.into(), ..Default::default() });
+        vm_networks.insert("default".to_string(), net);
         Ok(self
             .cpi
             .create_vm(

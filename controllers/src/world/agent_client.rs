@@ -30,7 +30,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bosh_api::agent::{
     ApplySpec, BlobRef, CompilePackage, ErrandResult, ExecCommand, ExecResult, Method, Reply,
-    Request, RunScriptResult, StateReport, TaskHandle, request_subject,
+    Request, RunScriptResult, SshParams, SshResult, StateReport, TaskHandle, request_subject,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -427,6 +427,13 @@ impl Agent {
     pub async fn exec(&self, command: &[String], timeout_secs: Option<u64>) -> Result<ExecResult> {
         let arg = ExecCommand { command: command.to_vec(), timeout_secs };
         self.long(Method::Exec, vec![to_json(&arg)], self.timeouts.scripts).await
+    }
+
+    /// `ssh`: `setup` or `cleanup` of a `boshctl ssh` user (answered at
+    /// once, as BOSH's agent does; not retried, as a setup is not
+    /// de-duplicated by the agent).
+    pub async fn ssh(&self, command: &str, params: &SshParams) -> Result<SshResult> {
+        self.call(Method::Ssh, vec![json!(command), to_json(params)]).await
     }
 
     /// `mount_disk`: make the persistent disk visible at `/var/vcap/store`.

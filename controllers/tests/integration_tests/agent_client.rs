@@ -32,7 +32,6 @@ async fn setup() -> Setup {
         "blobstore": {"url": "http://127.0.0.1:9", "token": "t"},
         "disks": {"persistent": {"d1": dir.path().join("d1")}},
         "heartbeat_interval_secs": 1,
-        "root_dir": vm,
     });
     let settings_path = vm.join("settings.json");
     std::fs::write(&settings_path, settings.to_string()).unwrap();
@@ -78,10 +77,14 @@ async fn typed_methods_round_trip_through_a_real_agent() {
     a1.unmount_disk("d1").await.unwrap();
     assert!(a1.list_disk().await.unwrap().is_empty());
     assert!(s.dir.path().join("vm/var/vcap/store").is_dir());
-    let cmd: Vec<String> = ["/bin/sh", "-c", "echo $BOSH_ROOT; exit 4"].map(String::from).into();
+    // The command sees BOSH's plain /var/vcap, which is this VM's own.
+    let script = "echo hi > /var/vcap/data/from-exec; echo out; exit 4";
+    let cmd: Vec<String> = ["/bin/sh", "-c", script].map(String::from).into();
     let out = a1.exec(&cmd, None).await.unwrap();
     assert_eq!(out.exit_code, 4);
-    assert_eq!(out.stdout.trim(), s.dir.path().join("vm").display().to_string());
+    assert_eq!(out.stdout.trim(), "out");
+    let written = std::fs::read_to_string(s.dir.path().join("vm/var/vcap/data/from-exec"));
+    assert_eq!(written.unwrap().trim(), "hi");
 
     // Latency: agent ping vs a raw NATS echo responder, same connection.
     let mut echo = s.nats.subscribe("echo").await.unwrap();

@@ -1,5 +1,5 @@
-//! boshd as a process, deploying: a Deployment written with `etcdctl put`
-//! is deployed; boshd killed with SIGKILL mid-rollout and started again
+//! boshd as a process, deploying on container VMs: a Deployment written
+//! with `etcdctl put` is deployed; boshd killed with SIGKILL mid-rollout and started again
 //! converges with no duplicate VM and no leaked disk; the watch API
 //! streams the instances' transitions.
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bosh_api::local_stemcell::rootfs;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::ConditionType;
 use bosh_api::objects::{
@@ -48,7 +49,8 @@ compilation: {{workers: 2, az: z1, vm_type: small, network: default}}
 }
 
 /// The `hello` deployment: `instances` of the example job with a
-/// persistent disk, rolled out `max_in_flight` at a time after one canary.
+/// persistent disk, rolled out `max_in_flight` at a time after one canary,
+/// on the agent-only stemcell (os `local`, process VMs).
 pub(super) fn hello_manifest(
     instances: u32,
     max_in_flight: u32,
@@ -57,17 +59,20 @@ pub(super) fn hello_manifest(
     WebManifest {
         max_in_flight,
         persistent_disk_mb: 16,
-        properties: serde_json::json!({"port": 8080, "greeting": greeting}),
+        // Its own IP: the HA test runs it on process VMs, which share one network.
+        properties: serde_json::json!({"port": 8080, "listen_on_instance_ip": true, "greeting": greeting}),
         ..WebManifest::hello("hello", instances)
     }
     .value()
 }
 
 /// Starts boshd on fixed ports: VMs keep the bus and blobstore addresses
-/// they were created with, as real VMs keep a director's address.
-fn spawn_boshd(dir: &Path, etcd: &[OsString], (api_port, nats_port): (u16, u16)) -> Child {
-    let nats = format!("127.0.0.1:{nats_port}");
-    spawn_boshd_with(&dir.join("boshd"), etcd, api_port, &["--nats-listen", &nats])
+/// they were created with, as real VMs keep a director's address. Both
+/// listen on every address, so container VMs reach them through their
+/// bridge's gateway.
+fn spawn_boshd(dir: &Path, etcd: &[OsString], (api, nats, vm): (u16, u16, u16)) -> Child {
+    let (nats, vm) = (format!("0.0.0.0:{nats}"), format!("0.0.0.0:{vm}"));
+    spawn_boshd_with(&dir.join("boshd"), etcd, api, &["--nats-listen", &nats, "--vm-listen", &vm])
 }
 
 /// Starts boshd with data dir `data` (its log is `data.log`), the etcd
@@ -135,7 +140,10 @@ pub(super) async fn api(data: &Path) -> (String, String) {
     .unwrap()
 }
 
-async fn upload(url: &str, token: &str, what: &str, body: Vec<u8>) {
+/// Uploads `file` as a `what` (streamed: a rootfs stemcell is hundreds of MB).
+async fn upload(url: &str, token: &str, what: &str, file: &Path) {
+    let f = tokio::fs::File::open(file).await.unwrap();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f));
     let r = reqwest::Client::new()
         .post(format!("{url}/v1/uploads/{what}"))
         .bearer_auth(token)
@@ -146,7 +154,9 @@ async fn upload(url: &str, token: &str, what: &str, body: Vec<u8>) {
     assert!(r.status().is_success(), "upload {what}: {}", r.text().await.unwrap());
 }
 
-/// Uploads a stemcell carrying the real agent, and the example release.
+/// Uploads the agent-only stemcell (process VMs, os `local`) carrying the
+/// real agent, and the example release: the HA test and the fault
+/// scenarios of `faults::a` still deploy on process VMs.
 pub(super) async fn upload_stemcell_and_release(dir: &Path, url: &str, token: &str) {
     let image = dir.join("image");
     bosh_api::local_stemcell::build_image(&bosh_test_utils::agent::agent_binary().unwrap(), &image)
@@ -162,7 +172,29 @@ pub(super) async fn upload_stemcell_and_release(dir: &Path, url: &str, token: &s
     };
     let sc = dir.join("stemcell.tgz");
     bosh_api::release::stemcell::write_stemcell(&sc, &manifest, &image, None).unwrap();
-    upload(url, token, "stemcells", std::fs::read(&sc).unwrap()).await;
+    upload(url, token, "stemcells", &sc).await;
+    upload_release(dir, url, token).await;
+}
+
+/// Uploads the Debian rootfs stemcell carrying the real agent (its VMs are
+/// runc containers: the manifest's os is [`rootfs::OPERATING_SYSTEM`]), and
+/// the example release.
+pub(super) async fn upload_rootfs_stemcell_and_release(dir: &Path, url: &str, token: &str) {
+    let sc = dir.join("stemcell.tgz");
+    let out = sc.clone();
+    tokio::task::spawn_blocking(move || {
+        let agent = bosh_test_utils::agent::agent_binary().unwrap();
+        let cache = rootfs::default_cache().expect("HOME is set");
+        rootfs::write_stemcell(&agent, &cache, &out, &Default::default(), |_| {}).unwrap();
+    })
+    .await
+    .unwrap();
+    upload(url, token, "stemcells", &sc).await;
+    upload_release(dir, url, token).await;
+}
+
+/// Creates and uploads the example release.
+async fn upload_release(dir: &Path, url: &str, token: &str) {
     let rel = example_release(dir);
     let tarball = dir.join("hello.tgz");
     let opts = CreateOptions {
@@ -172,7 +204,7 @@ pub(super) async fn upload_stemcell_and_release(dir: &Path, url: &str, token: &s
         ..Default::default()
     };
     create_release(&rel, &opts).unwrap();
-    upload(url, token, "releases", std::fs::read(&tarball).unwrap()).await;
+    upload(url, token, "releases", &tarball).await;
 }
 
 /// A boshd that is killed when the test ends, however it ends.
@@ -244,26 +276,30 @@ impl Drop for VmReaper {
 async fn boshd_killed_mid_deploy_converges_without_duplicates() {
     let (env, store) = setup().await;
     let dir = env.dir().to_path_buf();
+    // Dropped in reverse: boshd, then the VMs and bridges, then the subnet.
+    let subnet = SubnetLease::acquire_bridged();
     let _reaper = VmReaper(dir.join("boshd/cpi"));
-    let subnet = SubnetLease::acquire();
     let cloud = Object::new(
         ObjectMeta::named("cloud/default"),
         ConfigSpec { type_: ConfigType::Cloud, content: cloud_config(&subnet) },
     );
     store.create(&cloud).await.unwrap();
-    let ports = (bosh_test_utils::free_port(), bosh_test_utils::free_port());
+    let free = bosh_test_utils::free_port;
+    let ports = (free(), free(), free());
     let mut boshd = Boshd(spawn_boshd(&dir, &env.boshd_args(), ports));
     let (url, token) = api(&dir.join("boshd")).await;
-    upload_stemcell_and_release(&dir, &url, &token).await;
+    upload_rootfs_stemcell_and_release(&dir, &url, &token).await;
 
     let rev0 = store.revision().await.unwrap();
 
     // The deployment, written the way a GitOps tool would: etcdctl put.
+    let mut manifest = hello_manifest(3, 1, "from etcdctl");
+    manifest["stemcells"][0]["os"] = rootfs::OPERATING_SYSTEM.into();
     let spec = serde_json::json!({
         "apiVersion": bosh_api::objects::API_VERSION,
         "kind": "Deployment",
         "metadata": {"name": "hello"},
-        "spec": {"manifest": hello_manifest(3, 1, "from etcdctl")},
+        "spec": {"manifest": manifest},
     });
     let out = env
         .etcd

@@ -2,7 +2,6 @@
 //! status naming exactly what is wrong, and resolutions carried out as
 //! changes of desired state under a task.
 
-use std::process::Command;
 use std::time::Duration;
 
 use bosh_api::meta::find_condition;
@@ -14,6 +13,7 @@ use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
 use bosh_controllers::world::cpi::CreateVm;
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
 use serde_json::{Value, json};
 
@@ -26,7 +26,8 @@ async fn world() -> Harness {
         check_interval: Duration::from_millis(250),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
+    let h =
+        Harness::start(HarnessOptions { health, ..HarnessOptions::containers() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -127,11 +128,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
     let victim = instances.iter().find(|i| i.spec.index == 0).unwrap();
     let bystander = instances.iter().find(|i| i.spec.index == 1).unwrap();
     let old = victim.status.vm_cid.clone().unwrap();
-    let out = Command::new("pkill")
-        .args(["-KILL", "-f", &format!("vms/{old}/settings.json")])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(LocalCpi::signal_vm(&h.cpi_root(), &old, "SIGKILL").unwrap() > 0);
     let h2 = &h;
     let old2 = old.clone();
     eventually(Duration::from_secs(20), "the VM to be gone", || {
@@ -216,10 +213,9 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     let h = world().await;
     let inst = deployed(&h, "cckd", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
-    let write =
-        vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    let write = vec!["sh".into(), "-c".into(), "echo kept > /var/vcap/store/marker".into()];
     assert_eq!(agent.exec(&write, Some(10)).await.unwrap().exit_code, 0);
-    let read = vec!["sh".into(), "-c".into(), "cat \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    let read = vec!["sh".into(), "-c".into(), "cat /var/vcap/store/marker".into()];
     let disk = inst.status.disk_cid.clone().unwrap();
     let vm = inst.status.vm_cid.clone().unwrap();
     let made = creates(&h);
@@ -253,11 +249,8 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
         content: json!({"rules": [{"enabled": false, "include": {"deployments": ["cckd"]}}]}),
     };
     h.store.create(&Object::new(ObjectMeta::named("resurrection/cckd"), quiet)).await.unwrap();
-    let out = Command::new("pkill")
-        .args(["-STOP", "-f", &format!("vms/{vm}/settings.json")])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    // The whole machine hangs: every process of the container stops.
+    assert!(LocalCpi::signal_vm(&h.cpi_root(), &vm, "SIGSTOP").unwrap() > 0);
     let report = scan(&h, "cckd").await;
     let id = format!("{}/unresponsive_agent", inst.metadata.name);
     assert_eq!(problems(&report), [(id.clone(), "unresponsive_agent".to_string())], "{report}");

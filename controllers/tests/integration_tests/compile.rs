@@ -365,7 +365,12 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
                 stemcell_cid,
                 networks: BTreeMap::from([(
                     "default".to_string(),
-                    VmNetwork { ip: worker.ip.clone(), ..Default::default() },
+                    VmNetwork {
+                        ip: worker.ip.clone(),
+                        netmask: h.subnet.netmask(),
+                        gateway: h.subnet.ip(1).to_string(),
+                        ..Default::default()
+                    },
                 )]),
                 settings,
                 ..Default::default()

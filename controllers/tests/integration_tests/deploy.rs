@@ -61,9 +61,10 @@ pub(super) trait DeployHarness {
     fn applies(&self) -> u64;
 }
 
-/// A world with every controller and a short resync.
+/// A world with every controller and a short resync, whose VMs are
+/// containers.
 pub(super) async fn world() -> Harness {
-    Harness::start(HarnessOptions::new()).await.unwrap()
+    Harness::start(HarnessOptions::containers()).await.unwrap()
 }
 
 impl DeployHarness for Harness {
@@ -327,8 +328,7 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
     let first_vms = h.cpi.created.lock().unwrap().len();
     let inst = h.instances("db").await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
-    let write =
-        vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    let write = vec!["sh".into(), "-c".into(), "echo kept > /var/vcap/store/marker".into()];
     let r = agent.exec(&write, Some(10)).await.unwrap();
     assert_eq!(r.exit_code, 0, "{}", r.stderr);
 
@@ -356,8 +356,7 @@ async fn persistent_disk_survives_stop_start_recreate_and_is_orphaned_on_delete(
         let phase = if what == "stop" { InstancePhase::Stopped } else { InstancePhase::Running };
         assert_eq!(inst.status.phase, Some(phase), "{what}");
         let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
-        let read =
-            vec!["sh".into(), "-c".into(), "cat \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+        let read = vec!["sh".into(), "-c".into(), "cat /var/vcap/store/marker".into()];
         let r = agent.exec(&read, Some(10)).await.unwrap();
         assert_eq!(r.stdout.trim(), "kept", "{what}: {}", r.stderr);
     }

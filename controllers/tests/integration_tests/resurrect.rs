@@ -3,7 +3,6 @@
 //! the VM with its disk; a short pause is not a death; a meltdown pauses
 //! resurrection until enough instances are healthy again.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bosh_api::meta::find_condition;
@@ -12,6 +11,7 @@ use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{ConditionStatus, Object};
 use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::testing::{Harness, HarnessOptions};
+use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
 
 use super::compile::example_release;
@@ -26,21 +26,19 @@ async fn world() -> Harness {
         resurrection_delay: Duration::from_secs(2),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
+    let h =
+        Harness::start(HarnessOptions { health, ..HarnessOptions::containers() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
     h
 }
 
-/// Sends `signal` to a VM's process tree (the namespace's `unshare` and
-/// its agent), found by the VM's settings path.
-fn signal_vm(cid: &str, signal: &str) {
-    let out = Command::new("pkill")
-        .args([&format!("-{signal}"), "-f", &format!("vms/{cid}/settings.json")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pkill -{signal} found no process of {cid}");
+/// Sends `SIG<signal>` to every process of VM `cid` (a container: all in
+/// its PID namespace), as a crash or a hang of the machine would.
+fn signal_vm(h: &Harness, cid: &str, signal: &str) {
+    let n = LocalCpi::signal_vm(&h.cpi_root(), cid, &format!("SIG{signal}")).unwrap();
+    assert!(n > 0, "SIG{signal} found no process of {cid}");
 }
 
 async fn deployed(h: &Harness, name: &str, n: u32, disk_mb: u64) -> Vec<Object<InstanceSpec>> {
@@ -62,15 +60,14 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
     let h = world().await;
     let inst = deployed(&h, "res", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
-    let write =
-        vec!["sh".into(), "-c".into(), "echo kept > \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    let write = vec!["sh".into(), "-c".into(), "echo kept > /var/vcap/store/marker".into()];
     assert_eq!(agent.exec(&write, Some(10)).await.unwrap().exit_code, 0);
     let old = inst.status.vm_cid.clone().unwrap();
     let before = creates(&h);
 
     let deleted_before = h.cpi.deleted.lock().unwrap().len();
     let killed = Instant::now();
-    signal_vm(&old, "KILL");
+    signal_vm(&h, &old, "KILL");
     let store = h.store.clone();
     let name = inst.metadata.name.clone();
     let new =
@@ -87,7 +84,7 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
         .unwrap();
     println!("resurrected in {:?} (agent timeout {AGENT_TIMEOUT:?})", killed.elapsed());
     let agent = h.director.agents.for_agent(new.status.agent_id.clone().unwrap());
-    let read = vec!["sh".into(), "-c".into(), "cat \"$BOSH_ROOT/var/vcap/store/marker\"".into()];
+    let read = vec!["sh".into(), "-c".into(), "cat /var/vcap/store/marker".into()];
     assert_eq!(agent.exec(&read, Some(10)).await.unwrap().stdout.trim(), "kept");
     assert_eq!(creates(&h), before + 1, "exactly one create_vm");
     // (Compile VMs' records are cleaned up too; only instance VMs count.)
@@ -109,9 +106,9 @@ async fn a_short_pause_is_not_a_death() {
     let inst = deployed(&h, "pause", 1, 0).await.remove(0);
     let cid = inst.status.vm_cid.clone().unwrap();
     let before = creates(&h);
-    signal_vm(&cid, "STOP");
+    signal_vm(&h, &cid, "STOP");
     tokio::time::sleep(AGENT_TIMEOUT / 2).await; // the pause under test
-    signal_vm(&cid, "CONT");
+    signal_vm(&h, &cid, "CONT");
     tokio::time::sleep(AGENT_TIMEOUT * 2).await; // an observation window
     assert_eq!(creates(&h), before, "no resurrection");
     let i: Object<InstanceSpec> = h.store.get(Some("pause"), &inst.metadata.name).await.unwrap();
@@ -131,7 +128,7 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
     let before = creates(&h);
     let deleted_before = h.cpi.deleted.lock().unwrap().len();
     for cid in &cids[..6] {
-        signal_vm(cid, "STOP");
+        signal_vm(&h, cid, "STOP");
     }
     let store = h.store.clone();
     let cond = eventually(AGENT_TIMEOUT + Duration::from_secs(15), "a Meltdown condition", || {
@@ -150,7 +147,7 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
     assert_eq!(creates(&h), before, "no resurrection during a meltdown");
 
     for cid in &cids[..2] {
-        signal_vm(cid, "CONT");
+        signal_vm(&h, cid, "CONT");
     }
     let h2 = &h;
     eventually(Duration::from_secs(120), "the 4 still down to be recreated", || async move {
@@ -189,7 +186,7 @@ async fn resurrection_off_for_a_group_leaves_it_alone_until_turned_on() {
         .unwrap();
     let before = creates(&h);
     let killed = std::time::Instant::now();
-    signal_vm(inst.status.vm_cid.as_ref().unwrap(), "KILL");
+    signal_vm(&h, inst.status.vm_cid.as_ref().unwrap(), "KILL");
     let store = h.store.clone();
     let name = inst.metadata.name.clone();
     eventually(AGENT_TIMEOUT + Duration::from_secs(15), "the instance seen unresponsive", || {
@@ -292,7 +289,8 @@ async fn a_failing_job_raises_alerts_to_events_and_a_retried_webhook() {
         webhook: Some(url),
         ..HealthConfig::default()
     };
-    let h = Harness::start(HarnessOptions { health, ..HarnessOptions::new() }).await.unwrap();
+    let h =
+        Harness::start(HarnessOptions { health, ..HarnessOptions::containers() }).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -301,7 +299,7 @@ async fn a_failing_job_raises_alerts_to_events_and_a_retried_webhook() {
     let kill = vec![
         "sh".into(),
         "-c".into(),
-        "kill -9 \"$(cat \"$BOSH_ROOT/var/vcap/sys/run/hello/hello.pid\")\"".into(),
+        "kill -9 \"$(cat /var/vcap/sys/run/hello/hello.pid)\"".into(),
     ];
     let r = agent.exec(&kill, Some(10)).await.unwrap();
     assert_eq!(r.exit_code, 0, "{}", r.stderr);

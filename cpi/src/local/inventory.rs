@@ -37,6 +37,9 @@ pub struct VmRecord {
     /// Tags set by set_vm_metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Set for a container VM (booted from an operating system image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::ContainerVm>,
 }
 
 /// One persistent disk.

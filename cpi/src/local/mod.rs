@@ -29,11 +29,16 @@ use tracing::{info, warn};
 use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 
 pub mod audit;
+pub mod container;
+mod container_vm;
+pub mod image;
 mod inventory;
 mod list;
+pub mod network;
 pub mod process;
 
 use audit::{AuditEntry, AuditFence, AuditLog, AuditResult, Outcome};
+pub use container_vm::ContainerVm;
 pub use inventory::Inventory;
 use inventory::{DISKS, FENCES, Records, SNAPSHOTS, STEMCELLS, VMS};
 pub use inventory::{DiskRecord, VmRecord};
@@ -52,6 +57,10 @@ pub struct LocalCpi {
     audit: AuditLog,
     /// Read for the etcd revision each audited call is made at.
     audit_store: Option<bosh_api::store::Store>,
+    /// This CPI's container VMs (runc state, network names).
+    machines: container_vm::Machines,
+    /// Where operating system images are unpacked, one per digest.
+    image_cache: PathBuf,
 }
 
 /// How long a fencing token seen is remembered (far longer than any
@@ -69,7 +78,7 @@ impl LocalCpi {
         // scripts' BOSH_INSTALL_TARGET, which run in another directory: a
         // relative path would point somewhere else there.
         let root = &std::path::absolute(root)?;
-        for d in ["stemcells", "vms", "disks", "snapshots"] {
+        for d in ["stemcells", "vms", "disks", "snapshots", "runc", "images"] {
             std::fs::create_dir_all(root.join(d))?;
         }
         let records = Records::init(root)?;
@@ -80,7 +89,17 @@ impl LocalCpi {
             lock: Mutex::new(()),
             audit,
             audit_store: None,
+            machines: container_vm::Machines::new(root),
+            image_cache: root.join("images"),
         })
+    }
+
+    /// Unpacks operating system images into `dir` instead of the data dir:
+    /// several CPIs on one machine (the tests' worlds) then share one copy
+    /// of each image, as VMs of one IaaS region share its image store.
+    pub fn with_image_cache(mut self, dir: &Path) -> LocalCpi {
+        self.image_cache = dir.to_path_buf();
+        self
     }
 
     /// Records in each audit line the etcd revision current when the call
@@ -190,13 +209,19 @@ impl LocalCpi {
     /// Stops every VM recorded under `root` (the machines of a test world
     /// that is going away; boshd itself never does this: VMs outlive it).
     pub fn kill_all(root: &Path) {
-        if let Ok(inv) = Inventory::load(root) {
-            for vm in inv.vms.values() {
+        let Ok(root) = std::path::absolute(root) else { return };
+        let runc = container::Runc::new(&root.join("runc"));
+        if let Ok(inv) = Inventory::load(&root) {
+            for (cid, vm) in &inv.vms {
                 if let Some(p) = vm.proc {
                     p.kill_tree();
                 }
+                if vm.container.is_some() {
+                    let _ = runc.destroy(&root.join("vms").join(cid), cid);
+                }
             }
         }
+        let _ = network::delete_all(&network::NetEnv::for_root(&root));
     }
 
     /// A VM's directory (its `/`).
@@ -209,13 +234,25 @@ impl LocalCpi {
         self.root.join("disks").join(cid)
     }
 
-    fn stemcell_dir(&self, cid: &str) -> PathBuf {
+    pub(super) fn stemcell_dir(&self, cid: &str) -> PathBuf {
         self.root.join("stemcells").join(cid)
     }
 
-    /// The VM's process, for tests that kill "machines".
+    /// The VM's process (a container VM's init), for tests that kill
+    /// "machines".
     pub async fn vm_process(&self, cid: &str) -> Option<ProcId> {
-        self.records.get::<VmRecord>(VMS, cid).ok()??.proc
+        let vm = self.records.get::<VmRecord>(VMS, cid).ok()??;
+        match vm.container {
+            Some(_) => ProcId::of(self.machines.init(cid)?),
+            None => vm.proc,
+        }
+    }
+
+    /// The host pid of the agent of container VM `cid` (not its init),
+    /// while it runs: for tests that kill or pause an agent alone.
+    pub fn container_agent_pid(&self, cid: &str) -> Option<i32> {
+        let init = self.machines.init(cid)?;
+        process::agent_in_pid_namespace_of(init)
     }
 
     /// Deletes VM `cid` the way an operator in the IaaS console would,
@@ -230,6 +267,13 @@ impl LocalCpi {
         if let Some(p) = vm.proc {
             p.kill_tree();
         }
+        if vm.container.is_some() {
+            container::Runc::new(&root.join("runc"))
+                .destroy(&root.join("vms").join(cid), cid)
+                .map_err(std::io::Error::other)?;
+            network::delete_vm_netns(&network::NetEnv::for_root(&root), cid)
+                .map_err(std::io::Error::other)?;
+        }
         for d in &vm.disks {
             if let Some(mut rec) = records.get::<DiskRecord>(DISKS, d)?
                 && rec.attached_to.as_deref() == Some(cid)
@@ -241,6 +285,34 @@ impl LocalCpi {
         records.remove(VMS, cid)?;
         let _ = std::fs::remove_dir_all(root.join("vms").join(cid));
         Ok(())
+    }
+
+    /// Sends signal `signal` (e.g. `SIGKILL`, `SIGSTOP`, `SIGCONT`) to every
+    /// process of VM `cid`, as a crash or a hang of the whole machine would
+    /// (for tests; nothing is recorded): a container VM's processes are
+    /// those in its PID namespace, a process VM's those in its process
+    /// group. Returns how many were signalled.
+    pub fn signal_vm(root: &Path, cid: &str, signal: &str) -> std::io::Result<usize> {
+        use std::str::FromStr;
+        let sig = nix::sys::signal::Signal::from_str(signal)
+            .map_err(|e| std::io::Error::other(format!("{signal}: {e}")))?;
+        let root = std::path::absolute(root)?;
+        let Some(vm) = Records::new(&root).get::<VmRecord>(VMS, cid)? else { return Ok(0) };
+        let pids: Vec<i32> = match (&vm.container, vm.proc) {
+            (Some(_), _) => match container::Runc::new(&root.join("runc"))
+                .state(cid)
+                .map_err(std::io::Error::other)?
+            {
+                container::State::Running(init) => process::in_pid_namespace_of(init),
+                _ => Vec::new(),
+            },
+            (None, Some(p)) if p.is_alive() => process::in_process_group(p.pid),
+            (None, _) => Vec::new(),
+        };
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), sig);
+        }
+        Ok(pids.len())
     }
 
     /// Everything this CPI holds, read from its records (for tests and
@@ -307,9 +379,25 @@ impl LocalCpi {
     }
 
     /// Writes the VM's settings with its disks as currently attached.
+    fn write_vm_settings(&self, cid: &str, vm: &VmRecord, settings: Settings) -> CpiResult<()> {
+        match &vm.container {
+            Some(c) => self.machines.write_settings(cid, c, settings, &vm.disks),
+            None => self.write_settings(cid, settings, &vm.disks),
+        }
+    }
+
+    /// The VM's settings as last written.
+    fn read_vm_settings(&self, cid: &str, vm: &VmRecord) -> CpiResult<Settings> {
+        match &vm.container {
+            Some(_) => self.machines.read_settings(cid),
+            None => self.read_settings(cid),
+        }
+    }
+
+    /// Writes a process VM's settings with its disks as currently attached.
     fn write_settings(&self, cid: &str, mut settings: Settings, disks: &[String]) -> CpiResult<()> {
         settings.vm_cid = cid.to_string();
-        settings.root_dir = self.vm_dir(cid).to_string_lossy().into_owned();
+        settings.shares_host = true;
         settings.disks.persistent = disks
             .iter()
             .map(|d| (d.clone(), self.disk_dir(d).to_string_lossy().into_owned()))
@@ -329,6 +417,7 @@ impl LocalCpi {
         let dir = self.vm_dir(cid);
         process::spawn_vm(
             &self.stemcell_dir(stemcell_cid).join(AGENT_BINARY),
+            &dir.join("var/vcap"),
             &dir.join("settings.json"),
             &dir.join("agent.log"),
         )
@@ -336,11 +425,47 @@ impl LocalCpi {
     }
 }
 
+/// The agent log filter the operator asked for (`BOSH_AGENT_LOG`, e.g.
+/// `debug` or `bosh_agent=trace`), given to every VM's agent as `RUST_LOG`
+/// whatever the kind of VM: a container does not inherit our environment.
+fn agent_log() -> Option<String> {
+    std::env::var("BOSH_AGENT_LOG").ok().filter(|f| !f.is_empty())
+}
+
 /// Unpacks a stemcell image (a gzipped tar) into `dest`, refusing
 /// anything that would escape it.
 fn unpack_image(image: &Path, dest: &Path) -> Result<(), bosh_api::archive::ArchiveError> {
     let limits = bosh_api::archive::Limits::default();
     bosh_api::archive::unpack_tgz_file(image, dest, &limits, "stemcell image").map(drop)
+}
+
+/// Makes stemcell directory `dir` from `image_path`: a link to the root
+/// filesystem unpacked (once per image) into `cache`, or the agent image
+/// unpacked into `dir` itself. Blocking: hashes and unpacks.
+fn import_image(image_path: &Path, cache: &Path, dir: &Path) -> CpiResult<()> {
+    let refused = |e: image::ImageError| CpiError::permanent("create_stemcell", e);
+    if image::kind(image_path).map_err(refused)? == image::Kind::Rootfs {
+        let rootfs = image::rootfs(image_path, cache).map_err(refused)?;
+        std::fs::create_dir_all(dir).map_err(io("create_stemcell"))?;
+        return std::os::unix::fs::symlink(&rootfs, dir.join("rootfs"))
+            .map_err(io("create_stemcell"));
+    }
+    std::fs::create_dir_all(dir).map_err(io("create_stemcell"))?;
+    if let Err(e) = unpack_image(image_path, dir) {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(CpiError::permanent(
+            "create_stemcell",
+            format!("{}: {e}", image_path.display()),
+        ));
+    }
+    if !dir.join(AGENT_BINARY).is_file() {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(CpiError::permanent(
+            "create_stemcell",
+            format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
+        ));
+    }
+    Ok(())
 }
 
 /// The static name of an audited method (the fence check's errors carry one).
@@ -387,21 +512,14 @@ impl super::Cpi for LocalCpi {
         self.audited(fence, call, async {
             let cid = new_cid("sc");
             let dir = self.stemcell_dir(&cid);
-            std::fs::create_dir_all(&dir).map_err(io("create_stemcell"))?;
-            if let Err(e) = unpack_image(image_path, &dir) {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(CpiError::permanent(
-                    "create_stemcell",
-                    format!("{}: {e}", image_path.display()),
-                ));
-            }
-            if !dir.join(AGENT_BINARY).is_file() {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(CpiError::permanent(
-                    "create_stemcell",
-                    format!("{}: image holds no {AGENT_BINARY}", image_path.display()),
-                ));
-            }
+            // Hashing and unpacking an image of hundreds of MB takes
+            // seconds: on the runtime's threads it would starve everything
+            // else boshd runs there, its leases' keepalives first (a lost
+            // lease then voids the import, which is retried, and lost...).
+            let (image, cache) = (image_path.to_path_buf(), self.image_cache.clone());
+            tokio::task::spawn_blocking(move || import_image(&image, &cache, &dir))
+                .await
+                .map_err(|e| CpiError::permanent("create_stemcell", e))??;
             self.records.put(STEMCELLS, &cid, cloud_properties).map_err(io("create_stemcell"))?;
             Ok(cid)
         })
@@ -447,6 +565,10 @@ impl super::Cpi for LocalCpi {
         for d in &req.disk_cids {
             self.disk(d, M)?;
         }
+        let rootfs = self.machines.stemcell_rootfs(&req.stemcell_cid);
+        if rootfs.is_some() {
+            container_vm::check(req)?;
+        }
         let cid = new_cid("vm");
         std::fs::create_dir_all(self.vm_dir(&cid)).map_err(io(M))?;
         // Record the VM before starting it: a crash in between leaves a
@@ -459,8 +581,24 @@ impl super::Cpi for LocalCpi {
             proc: None,
             disks: Vec::new(),
             metadata: BTreeMap::new(),
+            container: rootfs.as_ref().map(|_| ContainerVm::default()),
         };
         self.put_vm(&cid, &vm, M)?;
+        if let Some(lower) = rootfs {
+            let (m, c, r) = (self.machines.clone(), cid.clone(), req.clone());
+            match container_vm::blocking(M, move || m.create(&c, &r, &lower)).await {
+                Ok(c) => {
+                    vm.container = Some(c);
+                    self.put_vm(&cid, &vm, M)?;
+                    info!(vm = %cid, agent = %req.agent_id, "created container VM");
+                    return Ok(cid);
+                }
+                Err(e) => {
+                    let _ = self.records.remove(VMS, &cid);
+                    return Err(e);
+                }
+            }
+        }
         self.write_settings(&cid, req.settings.clone(), &[])?;
         let proc = self.start_vm(&cid, &req.stemcell_cid)?;
         vm.proc = Some(proc);
@@ -475,6 +613,20 @@ impl super::Cpi for LocalCpi {
         self.audited(fence, call, async {
             const M: &str = "delete_vm";
             let vm = self.vm(cid, M)?;
+            if vm.container.is_some() {
+                let (m, c) = (self.machines.clone(), cid.to_string());
+                let running = container_vm::blocking(M, move || {
+                    m.destroy(&c);
+                    Ok(m.init(&c).is_some())
+                })
+                .await?;
+                if running {
+                    return Err(CpiError::Transient {
+                        method: M,
+                        message: format!("container {cid} did not stop"),
+                    });
+                }
+            }
             if let Some(p) = vm.proc {
                 p.kill_tree();
                 for _ in 0..200 {
@@ -500,7 +652,10 @@ impl super::Cpi for LocalCpi {
                 }
             }
             self.records.remove(VMS, cid).map_err(io(M))?;
-            if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid)) {
+            // A container VM's directory went with its container.
+            if let Err(e) = std::fs::remove_dir_all(self.vm_dir(cid))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
                 warn!(vm = %cid, error = %e, "could not remove VM directory");
             }
             info!(vm = %cid, "deleted VM");
@@ -511,7 +666,14 @@ impl super::Cpi for LocalCpi {
 
     async fn has_vm(&self, cid: &str) -> CpiResult<bool> {
         let vm: Option<VmRecord> = self.records.get(VMS, cid).map_err(io("has_vm"))?;
-        Ok(vm.and_then(|v| v.proc).is_some_and(|p| p.is_alive()))
+        Ok(match vm {
+            Some(v) if v.container.is_some() => {
+                let (m, c) = (self.machines.clone(), cid.to_string());
+                container_vm::blocking("has_vm", move || Ok(m.init(&c).is_some())).await?
+            }
+            Some(v) => v.proc.is_some_and(|p| p.is_alive()),
+            None => false,
+        })
     }
 
     async fn reboot_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
@@ -519,6 +681,13 @@ impl super::Cpi for LocalCpi {
         self.audited(fence, call, async {
             let _guard = self.lock.lock().await;
             let mut vm = self.vm(cid, "reboot_vm")?;
+            if vm.container.is_some() {
+                let lower = self.machines.stemcell_rootfs(&vm.stemcell_cid).ok_or_else(|| {
+                    CpiError::NotFound { what: "stemcell", cid: vm.stemcell_cid.clone() }
+                })?;
+                let (m, c) = (self.machines.clone(), cid.to_string());
+                return container_vm::blocking("reboot_vm", move || m.reboot(&c, &lower)).await;
+            }
             if let Some(p) = vm.proc {
                 p.kill_tree();
             }
@@ -643,7 +812,10 @@ impl super::Cpi for LocalCpi {
             if !vm.disks.iter().any(|d| d == disk_cid) {
                 vm.disks.push(disk_cid.to_string());
             }
-            self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+            if vm.container.is_some() {
+                self.machines.attach(vm_cid, disk_cid)?;
+            }
+            self.write_vm_settings(vm_cid, &vm, self.read_vm_settings(vm_cid, &vm)?)?;
             self.put_vm(vm_cid, &vm, M)
         })
         .await
@@ -662,7 +834,10 @@ impl super::Cpi for LocalCpi {
             let mut disk = self.disk(disk_cid, M)?;
             let mut vm = self.vm(vm_cid, M)?;
             vm.disks.retain(|d| d != disk_cid);
-            self.write_settings(vm_cid, self.read_settings(vm_cid)?, &vm.disks)?;
+            self.write_vm_settings(vm_cid, &vm, self.read_vm_settings(vm_cid, &vm)?)?;
+            if vm.container.is_some() {
+                self.machines.detach(vm_cid, disk_cid)?;
+            }
             self.put_vm(vm_cid, &vm, M)?;
             disk.attached_to = None;
             self.put_disk(disk_cid, &disk, M)

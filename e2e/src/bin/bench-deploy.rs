@@ -55,6 +55,10 @@ struct Args {
     /// holds it.
     #[arg(long, default_value_t = 1800)]
     deadline_secs: u64,
+    /// Deploy onto container VMs (a bridged /24: up to about 230
+    /// instances) instead of process VMs on a loopback /16.
+    #[arg(long)]
+    containers: bool,
 }
 
 fn main() -> Result<()> {
@@ -196,8 +200,13 @@ async fn diagnose(h: &Harness, name: &str) {
 }
 
 async fn run(args: Args) -> Result<()> {
-    // A /16: past one /24's ~230 instances, up to 1,000 and more.
-    let net = HarnessOptions::with_subnet(SubnetLease::acquire_slash16());
+    // Process VMs on a /16: past one /24's ~230 instances, up to 1,000
+    // and more. Container VMs on a bridged /24.
+    let net = if args.containers {
+        HarnessOptions::containers()
+    } else {
+        HarnessOptions::with_subnet(SubnetLease::acquire_slash16())
+    };
     let h = Harness::start(net).await?;
     let tmp = tempfile::tempdir()?;
     h.upload_release(&example_release(tmp.path())?).await?;

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::plan::Desired;
 use crate::libs::lookup::{self, Blocked};
-use crate::libs::render::{InstanceContext, JobTemplates, RenderJob, RenderRequest};
+use crate::libs::render::{
+    InstanceContext, JobTemplates, NetworkContext, ReleaseRef, RenderJob, RenderRequest,
+};
 use crate::reconcilers::compile;
 
 /// What every instance of a deployment is built from.
@@ -48,6 +50,8 @@ pub struct Context<'a> {
     /// (`variables::versions`): the spec keeps `env`'s placeholders, so
     /// these stand for its values in `vm_hash`.
     pub env_versions: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// Consumed links by (group, job) ([`super::links::resolve`]).
+    pub links: &'a super::links::ByJob,
 }
 
 /// The owned inputs of a [`Context`], so building the specs of many
@@ -73,6 +77,8 @@ pub struct Inputs {
     pub cloud_check: CloudCheckSpec,
     /// By group, the versions of the variables its `env` names.
     pub env_versions: BTreeMap<String, BTreeMap<String, String>>,
+    /// Consumed links by (group, job).
+    pub links: super::links::ByJob,
 }
 
 impl Inputs {
@@ -89,6 +95,7 @@ impl Inputs {
             overrides: &self.overrides,
             cloud_check: &self.cloud_check,
             env_versions: &self.env_versions,
+            links: &self.links,
         }
     }
 }
@@ -355,7 +362,11 @@ fn jobs_of(cx: &Context, g: &InstanceGroup) -> Result<Jobs, Blocked> {
         render_jobs.push(RenderJob {
             job: templates.clone(),
             properties: Value::Object(properties),
-            links: Value::Object(Map::new()),
+            links: cx.links.get(&(g.name.clone(), job.name.clone())).cloned().unwrap_or_default(),
+            release: Some(ReleaseRef {
+                name: rel.spec.name.clone(),
+                version: rel.spec.version.clone(),
+            }),
         });
     }
     Ok(Jobs { placed: jobs, needed, render: render_jobs })
@@ -430,25 +441,24 @@ fn override_of(cx: &Context, g: &InstanceGroup, d: &Desired) -> InstanceOverride
     cx.overrides.get(&d.id).or_else(|| cx.overrides.get(&g.name)).cloned().unwrap_or_default()
 }
 
-/// What templates see as `spec`.
+/// The instance its templates' `spec` is derived from; the renderer derives
+/// the address, the DNS record names and dynamic placeholders from it
+/// (`bosh_render::template_spec`), as it does for `boshctl render`.
 fn template_context(deployment: &str, s: &InstanceSpec) -> InstanceContext {
-    let default = s
-        .networks
-        .iter()
-        .find(|n| n.default.iter().any(|d| d == "gateway"))
-        .or_else(|| s.networks.first());
-    let ip = default.map(|n| n.ip.clone()).filter(|ip| !ip.is_empty());
-    let networks: Map<String, Value> = s
+    let networks = s
         .networks
         .iter()
         .map(|n| {
-            (
-                n.name.clone(),
-                json!({
-                    "ip": n.ip, "netmask": n.netmask, "gateway": n.gateway,
-                    "dns": n.dns, "default": n.default, "type": n.type_,
-                }),
-            )
+            let set = |v: &String| Some(v.clone()).filter(|v| !v.is_empty());
+            let network = NetworkContext {
+                ip: set(&n.ip),
+                netmask: set(&n.netmask),
+                gateway: set(&n.gateway),
+                default: n.default.clone(),
+                dns: n.dns.clone(),
+                type_: Some(n.type_.clone()),
+            };
+            (n.name.clone(), network)
         })
         .collect();
     InstanceContext {
@@ -457,10 +467,12 @@ fn template_context(deployment: &str, s: &InstanceSpec) -> InstanceContext {
         index: s.index,
         id: s.id.clone(),
         az: s.az.clone(),
-        address: ip.clone().unwrap_or_default(),
-        ip,
-        networks: Value::Object(networks),
         bootstrap: s.bootstrap,
+        address: None,
+        networks,
+        job: None,
+        dns_domain_name: "bosh".into(),
+        persistent_disk: s.persistent_disk_mb,
     }
 }
 
@@ -508,6 +520,7 @@ pub fn render_key(r: &RenderRequest) -> String {
                 "spec": serde_json::to_value(&j.job.spec).unwrap_or(Value::Null),
                 "properties": j.properties,
                 "links": j.links,
+                "release": j.release,
             })
         })
         .collect();
@@ -515,4 +528,60 @@ pub fn render_key(r: &RenderRequest) -> String {
         "instance": serde_json::to_value(&r.instance).expect("context serializes"),
         "jobs": jobs,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use bosh_api::objects::InstanceNetwork;
+
+    use super::*;
+
+    /// Render = deploy: the instance the director hands the renderer is the
+    /// one `boshctl render --spec` reads from the same description, so both
+    /// derive the same template `spec` (address from the `addressable`
+    /// network, a dynamic network's placeholders, record names).
+    #[test]
+    fn director_instance_context_matches_boshctl_render_spec() {
+        let spec = InstanceSpec {
+            group: "Web_Group".into(),
+            id: "uuid-3".into(),
+            index: 3,
+            az: Some("z2".into()),
+            persistent_disk_mb: 1024,
+            networks: vec![
+                InstanceNetwork {
+                    name: "private".into(),
+                    type_: "manual".into(),
+                    ip: "10.0.0.5".into(),
+                    netmask: "255.255.255.0".into(),
+                    gateway: "10.0.0.1".into(),
+                    dns: vec!["8.8.8.8".into()],
+                    default: vec!["dns".into(), "gateway".into()],
+                    cloud_properties: Value::Null,
+                },
+                InstanceNetwork {
+                    name: "public".into(),
+                    type_: "dynamic".into(),
+                    default: vec!["addressable".into()],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let director = template_context("My_Dep", &spec);
+        let cli: InstanceContext = bosh_api::yaml::from_str(
+            "deployment: My_Dep\nname: Web_Group\nindex: 3\nid: uuid-3\naz: z2\n\
+             persistent_disk: 1024\nnetworks:\n  \
+             private: {type: manual, ip: 10.0.0.5, netmask: 255.255.255.0, gateway: 10.0.0.1, \
+             default: [dns, gateway], dns: [8.8.8.8]}\n  \
+             public: {type: dynamic, default: [addressable]}\n",
+            "spec.yml",
+        )
+        .unwrap();
+        assert_eq!(director, cli);
+        let t = crate::libs::render::template_spec(&director);
+        assert_eq!(t["ip"], "127.0.0.1");
+        assert_eq!(t["networks"]["private"]["dns_record_name"], "3.web-group.private.my-dep.bosh");
+        assert_eq!(t["persistent_disk"], 1024);
+    }
 }

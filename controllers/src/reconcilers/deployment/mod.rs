@@ -3,7 +3,8 @@
 //!
 //! Each reconcile reads the deployment with everything it names (cloud
 //! config, releases, stemcells, compiled packages, variables, runtime
-//! config addons), plans the instances ([`plan`]), builds each one's
+//! config addons), plans the instances ([`plan`]), resolves the links
+//! its jobs consume from that plan ([`links`]), builds each one's
 //! desired spec with its rendered templates ([`desired`]; one Ruby process
 //! renders every instance whose inputs changed), and compares with the
 //! Instance objects in the store. Instances that are gone from the plan are
@@ -25,14 +26,19 @@
 //! costs no etcd write, no CPI call, no agent call, and no listing of
 //! Instances: its pass runs on the caches.
 //!
+//! When every instance converged, the running ones run `post-deploy`
+//! once for the generation ([`post_deploy`]) before the task is done.
+//!
 //! Cloud check ([`problems`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
 //! once (not through the rollout: they do not change what an instance
 //! runs), and the task is finished only when every instance answered.
 
 pub mod desired;
+pub mod links;
 pub mod orphan_vms;
 pub mod plan;
+pub mod post_deploy;
 pub mod problems;
 pub mod rollout;
 pub mod view;
@@ -45,7 +51,8 @@ use std::time::Duration;
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
-    BlobRef, ConditionType, DeploymentSpec, EventState, Finalizer, InstanceSpec, Reason, TaskState,
+    BlobRef, ConditionType, DeploymentSpec, ErrandRunSpec, EventState, Finalizer, InstanceSpec,
+    LinkStatus, Reason, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
@@ -136,6 +143,7 @@ async fn report(
     reason: Reason,
     message: String,
     counts: BTreeMap<String, u32>,
+    links: Option<&[LinkStatus]>,
 ) -> Result<(), Error> {
     let generation = obj.metadata.generation;
     // Compilation and validation write conditions into the same status:
@@ -159,6 +167,9 @@ async fn report(
             s.observed_revision = generation;
         }
         s.ready_instances = counts.clone();
+        if let Some(links) = links {
+            s.links = links.to_vec();
+        }
     })
     .await?;
     if let (Some(task), Some(ok)) = (obj.spec.task, ready) {
@@ -321,7 +332,7 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
     match verdict(&obj, ConditionType::Invalid) {
         Some(c) if c.status == ConditionStatus::True => {
             let msg = format!("deployment {name} is invalid: {}", c.message);
-            report(store, &obj, Some(false), Reason::Invalid, msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), Reason::Invalid, msg, BTreeMap::new(), None).await?;
             return Ok(Action::await_change());
         }
         Some(_) => {}
@@ -334,7 +345,7 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
         && t.status.state == TaskState::Cancelled
     {
         let msg = format!("task {} was cancelled: {}", t.spec.id, t.status.result);
-        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new()).await?;
+        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new(), None).await?;
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
@@ -344,7 +355,7 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
             // A blocked or failed compile fails the task; the compiler keeps
             // retrying, and its success wakes this controller.
             let msg = format!("compiling packages: {}", c.message);
-            report(store, &obj, Some(false), c.reason.clone(), msg, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), c.reason.clone(), msg, BTreeMap::new(), None).await?;
             return Ok(Action::await_change());
         }
         _ => return Ok(Action::await_change()),
@@ -355,7 +366,7 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
             // The task fails now; the deployment is looked at again only
             // with growing delays (and at once when its spec changes), so a
             // failed deploy stays failed instead of being redone forever.
-            report(store, &obj, Some(false), b.reason, b.message, BTreeMap::new()).await?;
+            report(store, &obj, Some(false), b.reason, b.message, BTreeMap::new(), None).await?;
             Ok(Action::backoff())
         }
         Err(Failure::Store(e)) => Err(e.into()),
@@ -408,6 +419,8 @@ struct Resolved {
     jobs: BTreeMap<(String, String), Arc<JobTemplates>>,
     /// Variable versions each group's `env` placeholders stand for.
     env_versions: BTreeMap<String, BTreeMap<String, String>>,
+    /// The other deployments whose shared links consumers name.
+    foreign: BTreeMap<String, links::Foreign>,
 }
 
 /// What one pass decided: the instance writes of a rollout step and what
@@ -427,6 +440,8 @@ struct Pass {
     total: usize,
     /// Ready instances holding their desired spec, by group.
     counts: BTreeMap<String, u32>,
+    /// The links the plan resolved.
+    links: Vec<LinkStatus>,
 }
 
 impl Pass {
@@ -500,7 +515,58 @@ async fn resolve_all(
     }
     let deployment = resolve::resolve(store, obj, &raw, &file).await?;
     let jobs = load_jobs(ctx, &deployment.manifest, &deployment.releases).await?;
-    Ok(Resolved { deployment, jobs, env_versions })
+    let mut foreign = BTreeMap::new();
+    for other in links::foreign_deployments(&deployment.manifest, name) {
+        if let Some(f) = foreign_of(ctx, &other).await? {
+            foreign.insert(other, f);
+        }
+    }
+    Ok(Resolved { deployment, jobs, env_versions, foreign })
+}
+
+/// What a consumer needs of deployment `name` to take its shared links:
+/// its manifest (interpolated, with addons), job specs and instances
+/// (`None` when it does not exist; link resolution then says so). Its
+/// failures block this deployment with `LinksInvalid`, naming it.
+///
+/// A change of the other deployment's instances reaches consumers on
+/// their next pass (a change of their own, or the periodic resync).
+async fn foreign_of(ctx: &Ctx<Deployer>, name: &str) -> Result<Option<links::Foreign>, Failure> {
+    let store = &ctx.store;
+    let Some(obj) = store.try_get::<DeploymentSpec>(None, name).await? else {
+        return Ok(None);
+    };
+    if obj.metadata.is_deleting() {
+        return Ok(None);
+    }
+    let fail = |e: String| Blocked::new(Reason::LinksInvalid, format!("deployment {name}: {e}"));
+    let raw = crate::libs::variables::interpolate(store, name, &obj.spec.manifest)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let file = format!("deployment {name}");
+    let dep = resolve::resolve(store, &obj, &raw, &file).await.map_err(|e| match e {
+        Failure::Blocked(b) => fail(b.message).into(),
+        other => other,
+    })?;
+    let specs = load_jobs(ctx, &dep.manifest, &dep.releases).await.map_err(|e| match e {
+        Failure::Blocked(b) => fail(b.message).into(),
+        other => other,
+    })?;
+    let instances = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
+    let planned = instances
+        .iter()
+        .filter(|i| !i.metadata.is_deleting())
+        .map(|i| plan::Desired {
+            id: i.spec.id.clone(),
+            group: i.spec.group.clone(),
+            index: i.spec.index,
+            az: i.spec.az.clone(),
+            bootstrap: i.spec.bootstrap,
+            ips: i.spec.networks.iter().map(|n| (n.name.clone(), n.ip.parse().ok())).collect(),
+            existing: true,
+        })
+        .collect();
+    Ok(Some(links::Foreign { manifest: dep.manifest, specs, planned }))
 }
 
 /// Plans the deployment on `view` and decides the rollout step (writing
@@ -553,11 +619,17 @@ async fn assess(
     // workers that serve the API and talk to agents.
     let planned = {
         let (manifest, cloud) = (dep.manifest.clone(), dep.cloud.clone());
+        let running = view.running_errands.clone();
         let seed = format!("{}/{}", obj.metadata.uid, obj.metadata.generation);
         tokio::task::spawn_blocking(move || {
-            plan::plan(&manifest, &cloud, &existing, &outside, &mut |group, index| {
-                instance_id(&seed, group, index)
-            })
+            plan::plan_with_errands(
+                &manifest,
+                &cloud,
+                &running,
+                &existing,
+                &outside,
+                &mut |group, index| instance_id(&seed, group, index),
+            )
         })
         .await
         .map_err(|e| Blocked::new(Reason::PlacementFailed, format!("planning panicked: {e}")))?
@@ -569,6 +641,11 @@ async fn assess(
     );
     drop(book);
 
+    // Links come from the plan (the providers' instances and addresses)
+    // and are resolved before anything renders or any VM changes.
+    let links =
+        links::resolve(name, &dep.manifest, &resolved.jobs, &planned.instances, &resolved.foreign)
+            .map_err(|e| Blocked::new(Reason::LinksInvalid, join_bounded(&e, "\n", 20)))?;
     let inputs = Arc::new(desired::Inputs {
         deployment: name.to_string(),
         manifest: dep.manifest.clone(),
@@ -580,7 +657,9 @@ async fn assess(
         overrides: obj.spec.instances.clone(),
         cloud_check: obj.spec.cloud_check.clone(),
         env_versions: resolved.env_versions.clone(),
+        links: links.by_job,
     });
+    let link_summary = links.summary;
     // Specs and their render keys (canonical JSON and a digest each).
     let (mut built, keys) = {
         let (inputs, planned) = (inputs.clone(), planned.instances.clone());
@@ -651,7 +730,16 @@ async fn assess(
             *counts.entry(m.group.clone()).or_default() += 1;
         }
     }
-    Ok(Pass { delete, deleting, checks, desired, decision, total: members.len(), counts })
+    Ok(Pass {
+        delete,
+        deleting,
+        checks,
+        desired,
+        decision,
+        total: members.len(),
+        counts,
+        links: link_summary,
+    })
 }
 
 /// Carries out a pass on the view it was decided on: deletions,
@@ -706,22 +794,38 @@ async fn act(
     // [`instance_progress`]) or a new spec.
     if let Some((inst, msg)) = &pass.decision.failed {
         let message = format!("instance {inst} failed: {msg}");
-        report(store, obj, Some(false), Reason::UpdateFailed, message, counts).await?;
+        report(store, obj, Some(false), Reason::UpdateFailed, message, counts, Some(&pass.links))
+            .await?;
         return Ok(Action::await_change());
     }
     if pass.decision.done && pass.deleting == 0 {
         if let problems::Progress::Waiting(message) = check {
-            report(store, obj, None, Reason::CloudCheck, message, counts).await?;
+            report(store, obj, None, Reason::CloudCheck, message, counts, Some(&pass.links))
+                .await?;
+            return Ok(Action::await_change());
+        }
+        if let Some(message) = post_deploy::run(ctx, obj, &view.mine).await? {
+            report(
+                store,
+                obj,
+                Some(false),
+                Reason::UpdateFailed,
+                message,
+                counts,
+                Some(&pass.links),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         let total: u32 = counts.values().sum();
         let message = format!("{total} instances ready");
-        report(store, obj, Some(true), Reason::Deployed, message, counts).await?;
+        report(store, obj, Some(true), Reason::Deployed, message, counts, Some(&pass.links))
+            .await?;
         return Ok(Action::await_change());
     }
     let ready: u32 = counts.values().sum();
     let message = format!("{ready} of {} instances ready", pass.total);
-    report(store, obj, None, Reason::RollingOut, message, counts).await?;
+    report(store, obj, None, Reason::RollingOut, message, counts, Some(&pass.links)).await?;
     Ok(Action::await_change())
 }
 
@@ -928,6 +1032,15 @@ async fn delete(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result
         return Ok(Cleanup::Wait(Action::await_change()));
     }
     ctx.data.director.addresses.lock().await.remove(name);
+    // Its errand runs go with it: a later deployment of the same name must
+    // not inherit a kept-alive errand group. An unfinished run's task ends
+    // first (nobody would end it after).
+    for r in store.list::<ErrandRunSpec>(&format!("{name}/")).await?.items {
+        if !r.status.phase.is_finished() {
+            finish_task(store, r.spec.task, TaskState::Cancelled, "deployment deleted").await?;
+        }
+        store.delete::<ErrandRunSpec>(Some(name), &r.metadata.name, None).await?;
+    }
     if let Err(e) = crate::libs::variables::delete_all(store, name).await {
         warn!(deployment = name, error = %e, "could not delete the deployment's variables");
         return Ok(Cleanup::Wait(Action::requeue(WAIT)));

@@ -71,6 +71,7 @@ pub struct Plan {
 /// in moments, not planned for half an hour).
 fn place(
     g: &InstanceGroup,
+    running_errands: &BTreeSet<String>,
     existing: &[Existing],
     delete: &mut Vec<String>,
     new_id: &mut dyn FnMut(&str, u32) -> String,
@@ -114,7 +115,13 @@ fn place(
         list.sort_by_key(|k| kept[*k].index);
     }
     let mut counts: Vec<usize> = by_az.iter().map(Vec::len).collect();
-    let want = if g.lifecycle() == Lifecycle::Errand { 0 } else { g.instances as usize };
+    // An errand group has instances only while one of its runs needs them
+    // (running, or finished with `keep_alive`).
+    let want = if g.lifecycle() == Lifecycle::Errand && !running_errands.contains(&g.name) {
+        0
+    } else {
+        g.instances as usize
+    };
     let mut total = kept.len();
     let mut removed = vec![false; kept.len()];
     // Scale down: the highest index of the most-loaded AZ (the last such AZ
@@ -167,9 +174,10 @@ fn place(
     kept
 }
 
-/// Plans every group of `manifest` over `cloud`. `outside` holds addresses
-/// used outside this deployment (other deployments, compile VMs);
-/// `new_id(group, index)` names a new instance.
+/// Plans every group of `manifest` over `cloud`, errand groups without
+/// instances. `outside` holds addresses used outside this deployment
+/// (other deployments, compile VMs); `new_id(group, index)` names a new
+/// instance.
 pub fn plan(
     manifest: &Manifest,
     cloud: &CloudConfig,
@@ -177,10 +185,23 @@ pub fn plan(
     outside: &BTreeSet<Ipv4Addr>,
     new_id: &mut dyn FnMut(&str, u32) -> String,
 ) -> Result<Plan, Vec<String>> {
+    plan_with_errands(manifest, cloud, &BTreeSet::new(), existing, outside, new_id)
+}
+
+/// [`plan`], with the errand groups named in `running_errands` given their
+/// instances (see [`crate::reconcilers::errand::groups_wanting_instances`]).
+pub fn plan_with_errands(
+    manifest: &Manifest,
+    cloud: &CloudConfig,
+    running_errands: &BTreeSet<String>,
+    existing: &[Existing],
+    outside: &BTreeSet<Ipv4Addr>,
+    new_id: &mut dyn FnMut(&str, u32) -> String,
+) -> Result<Plan, Vec<String>> {
     let mut plan = Plan::default();
     let mut groups: Vec<Vec<Desired>> = Vec::new();
     for g in &manifest.instance_groups {
-        groups.push(place(g, existing, &mut plan.delete, new_id));
+        groups.push(place(g, running_errands, existing, &mut plan.delete, new_id));
     }
     // Existing instances of groups no longer in the manifest (and not
     // migrated into one) go.

@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bosh_api::Object;
-use bosh_api::objects::{BlobRef, CompiledPackageSpec, InstanceSpec};
+use bosh_api::objects::{BlobRef, CompiledPackageSpec, ErrandRunSpec, InstanceSpec};
 use bosh_api::store::{self, Quarantined, Store};
 
 use crate::runtime::Cache;
@@ -36,6 +36,8 @@ pub struct Caches {
     pub instances: Arc<Cache<InstanceSpec>>,
     /// Every CompiledPackage.
     pub packages: Arc<Cache<CompiledPackageSpec>>,
+    /// Every ErrandRun (which errand groups want instances).
+    pub errands: Arc<Cache<ErrandRunSpec>>,
 }
 
 /// Instances and compiled packages, as one pass sees them.
@@ -50,6 +52,9 @@ pub struct View {
     pub compiled: BTreeMap<String, BlobRef>,
     /// This deployment's instances that cannot be read, with why.
     pub unreadable: Vec<Quarantined>,
+    /// Errand groups whose runs want instances now
+    /// ([`crate::reconcilers::errand::groups_wanting_instances`]).
+    pub running_errands: BTreeSet<String>,
     /// Read from etcd (else from the caches).
     pub fresh: bool,
     /// What the view was built from: each own instance's and package's
@@ -60,9 +65,20 @@ pub struct View {
 impl View {
     /// The view from the caches, if they have been listed.
     pub fn cached(caches: &Caches, name: &str) -> Option<View> {
-        if !caches.instances.is_synced() || !caches.packages.is_synced() {
+        if !caches.instances.is_synced()
+            || !caches.packages.is_synced()
+            || !caches.errands.is_synced()
+        {
             return None;
         }
+        let runs: Vec<_> = caches
+            .errands
+            .list()
+            .into_iter()
+            .filter(|r| r.metadata.deployment.as_deref() == Some(name))
+            .collect();
+        let running =
+            crate::reconcilers::errand::groups_wanting_instances(runs.iter().map(|r| &**r));
         let (mine, others): (Vec<_>, Vec<_>) = caches
             .instances
             .list()
@@ -71,7 +87,10 @@ impl View {
         let mine = mine.into_iter().map(|i| (*i).clone()).collect();
         let packages: Vec<_> = caches.packages.list().iter().map(|p| (**p).clone()).collect();
         let unreadable = caches.instances.quarantined();
-        Some(View::build(name, mine, others.iter().map(|i| &**i), &packages, unreadable, false))
+        let mut view =
+            View::build(name, mine, others.iter().map(|i| &**i), &packages, unreadable, false);
+        view.running_errands = running;
+        Some(view)
     }
 
     /// The view from etcd: this deployment's instances and every compiled
@@ -84,7 +103,9 @@ impl View {
         name: &str,
     ) -> Result<View, store::Error> {
         let packages = store.list::<CompiledPackageSpec>("").await?.items;
-        match caches.filter(|c| c.instances.is_synced()) {
+        let runs = store.list::<ErrandRunSpec>(&format!("{name}/")).await?.items;
+        let running = crate::reconcilers::errand::groups_wanting_instances(runs.iter());
+        let mut view = match caches.filter(|c| c.instances.is_synced()) {
             Some(c) => {
                 let listing = store.list::<InstanceSpec>(&format!("{name}/")).await?;
                 let others: Vec<_> = c
@@ -94,7 +115,7 @@ impl View {
                     .filter(|i| i.metadata.deployment.as_deref() != Some(name))
                     .collect();
                 let others = others.iter().map(|i| &**i);
-                Ok(View::build(name, listing.items, others, &packages, listing.quarantined, true))
+                View::build(name, listing.items, others, &packages, listing.quarantined, true)
             }
             None => {
                 let listing = store.list::<InstanceSpec>("").await?;
@@ -102,9 +123,11 @@ impl View {
                     .items
                     .into_iter()
                     .partition(|i| i.metadata.deployment.as_deref() == Some(name));
-                Ok(View::build(name, mine, others.iter(), &packages, listing.quarantined, true))
+                View::build(name, mine, others.iter(), &packages, listing.quarantined, true)
             }
-        }
+        };
+        view.running_errands = running;
+        Ok(view)
     }
 
     fn build<'a>(
@@ -133,7 +156,7 @@ impl View {
             .map(|i| revisions(i.key_name(), &i.metadata))
             .chain(packages.iter().map(|p| revisions(p.key_name(), &p.metadata)))
             .collect();
-        View { mine, outside, compiled, unreadable, fresh, seen }
+        View { mine, outside, compiled, unreadable, running_errands: BTreeSet::new(), fresh, seen }
     }
 
     /// Whether `other` saw exactly the objects this view saw, at the same
@@ -141,6 +164,7 @@ impl View {
     pub fn same_as(&self, other: &View) -> bool {
         self.seen == other.seen
             && self.outside == other.outside
+            && self.running_errands == other.running_errands
             && self.unreadable.len() == other.unreadable.len()
     }
 }

@@ -1,6 +1,7 @@
-//! The agent side of an instance: drain and stop the old jobs, apply the
-//! new ones, run pre-start, start, watch them reach `running`, post-start
-//! and post-deploy — BOSH's order.
+//! The agent side of an instance: pre-stop, drain, stop and post-stop the
+//! old jobs, apply the new ones, run pre-start, start, watch them reach
+//! `running`, post-start — BOSH's order. Post-deploy runs once the whole
+//! deployment converged (the deployment controller's `post_deploy`).
 
 use std::time::Duration;
 
@@ -60,23 +61,69 @@ pub fn apply_spec(obj: &Object<InstanceSpec>) -> ApplySpec {
     }
 }
 
+/// Where an instance is headed when its jobs stop, as BOSH tells a job's
+/// `pre-stop` script (`BOSH_VM_NEXT_STATE`, `BOSH_INSTANCE_NEXT_STATE`,
+/// `BOSH_DEPLOYMENT_NEXT_STATE`, each `keep` or `delete`): a script that
+/// hands data over before its node goes for good needs to tell an update
+/// from a scale-in or a deployment's deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextState {
+    /// The VM is deleted after the stop (recreate, resurrection, deletion).
+    pub vm_deleted: bool,
+    /// The instance goes and is not replaced.
+    pub instance_deleted: bool,
+    /// The deployment goes.
+    pub deployment_deleted: bool,
+}
+
+impl NextState {
+    /// Jobs stop and start again on the same VM (an update, a stop).
+    pub const KEEP: NextState =
+        NextState { vm_deleted: false, instance_deleted: false, deployment_deleted: false };
+    /// The VM is replaced; the instance stays.
+    pub const VM_DELETED: NextState =
+        NextState { vm_deleted: true, instance_deleted: false, deployment_deleted: false };
+
+    /// The instance goes (and its VM), with its deployment when `deployment`.
+    pub fn instance_deleted(deployment: bool) -> NextState {
+        NextState { vm_deleted: true, instance_deleted: true, deployment_deleted: deployment }
+    }
+
+    /// The `pre-stop` environment.
+    pub fn env(&self) -> std::collections::BTreeMap<String, String> {
+        let v = |deleted: bool| if deleted { "delete" } else { "keep" }.to_string();
+        [
+            ("BOSH_VM_NEXT_STATE", v(self.vm_deleted)),
+            ("BOSH_INSTANCE_NEXT_STATE", v(self.instance_deleted)),
+            ("BOSH_DEPLOYMENT_NEXT_STATE", v(self.deployment_deleted)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 fn agent_of(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Agent {
     ctx.data.director.agents.for_agent(cur.status.agent_id.clone().unwrap_or_default())
 }
 
-/// Drains (unless skipped) and stops the jobs of a VM that runs some.
+/// Runs pre-stop and drain (unless skipped), stops the jobs and runs
+/// post-stop on a VM that runs some, before the VM goes (`going`).
 /// An unresponsive agent is passed over: the VM is about to go.
 pub async fn quiesce(
     ctx: &Ctx<Instances>,
     cur: &mut Object<InstanceSpec>,
     o: &Options,
-    next: Option<&ApplySpec>,
+    going: NextState,
 ) -> Result<(), Error> {
     if cur.status.applied_hash.is_empty()
         || cur.status.agent_id.is_none()
         || cur.status.is_unresponsive()
+        || cur.status.phase == Some(InstancePhase::Stopped)
     {
-        // Nothing runs, or nothing would answer: the VM goes as it is.
+        // Nothing runs (never applied, or stopped already: its pre-stop,
+        // drain and post-stop ran then), or nothing would answer: the VM
+        // goes as it is.
         return Ok(());
     }
     let agent_id = cur.status.agent_id.clone().unwrap_or_default();
@@ -84,7 +131,7 @@ pub async fn quiesce(
         tracing::warn!(instance = %cur.metadata.name, "agent unresponsive; skipping drain and stop");
         return Ok(());
     }
-    let r = stop_jobs(ctx, cur, o, next).await;
+    let r = stop_jobs(ctx, cur, o, None, going).await;
     match r {
         Err(e) if o.force => {
             tracing::warn!(instance = %cur.metadata.name, error = %e.chain(), "ignored (forced)");
@@ -94,18 +141,23 @@ pub async fn quiesce(
     }
 }
 
+/// BOSH's stop: pre-stop and drain (both skipped by `--skip-drain`), stop,
+/// post-stop.
 async fn stop_jobs(
     ctx: &Ctx<Instances>,
     cur: &mut Object<InstanceSpec>,
     o: &Options,
     next: Option<&ApplySpec>,
+    going: NextState,
 ) -> Result<(), Error> {
     let agent = agent_of(ctx, cur);
     if !o.skip_drain {
+        agent.run_script("pre-stop", &going.env()).await.map_err(agent_err("pre-stop"))?;
         let waited = agent.drain(next).await.map_err(agent_err("drain"))?;
         info!(instance = %cur.metadata.name, waited, "drained");
     }
     agent.stop().await.map_err(agent_err("stop"))?;
+    agent.run_script("post-stop", &Default::default()).await.map_err(agent_err("post-stop"))?;
     patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Stopped)).await
 }
 
@@ -122,7 +174,7 @@ pub async fn converge(
     let running = cur.status.phase == Some(InstancePhase::Running);
     let agent = agent_of(ctx, cur);
     if running && (need_apply || need_restart || spec.desired_state != DesiredState::Started) {
-        stop_jobs(ctx, cur, o, need_apply.then_some(&next)).await?;
+        stop_jobs(ctx, cur, o, need_apply.then_some(&next), NextState::KEEP).await?;
     }
     if need_apply {
         patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Updating)).await?;
@@ -150,10 +202,6 @@ pub async fn converge(
             .run_script("post-start", &Default::default())
             .await
             .map_err(agent_err("post-start"))?;
-        agent
-            .run_script("post-deploy", &Default::default())
-            .await
-            .map_err(agent_err("post-deploy"))?;
     }
     let token = spec.restart_token;
     patch(&ctx.store, cur, |s| {

@@ -171,6 +171,9 @@ pub struct Options {
     pub fix: bool,
     /// The deployment's task, whose event log records each step.
     pub task: Option<u64>,
+    /// The deployment is gone or going (pre-stop's
+    /// `BOSH_DEPLOYMENT_NEXT_STATE`).
+    pub deployment_deleted: bool,
 }
 
 /// Writes `edit` into the instance's status (see [`crate::runtime::status::patch`]).
@@ -259,6 +262,7 @@ async fn options(ctx: &Ctx<Instances>, obj: &Object<InstanceSpec>) -> Result<Opt
             .as_ref()
             .is_some_and(|d| d.metadata.annotations.get(FORCE_DELETE).is_some_and(|v| v == "true")),
         task: dep.as_ref().and_then(|d| d.spec.task),
+        deployment_deleted: dep.as_ref().is_none_or(|d| d.metadata.is_deleting()),
     })
 }
 
@@ -354,7 +358,7 @@ async fn drive(
     let spec = cur.spec.clone();
     if spec.desired_state == DesiredState::Detached {
         if cur.status.vm_cid.is_some() || cur.status.pending_create.is_some() {
-            jobs::quiesce(ctx, cur, o, None).await?;
+            jobs::quiesce(ctx, cur, o, jobs::NextState::VM_DELETED).await?;
             vm::delete(ctx, cur).await?;
         }
         // No VM, no agent: no health to show (nor a stale one).
@@ -375,7 +379,7 @@ async fn drive(
     }
     if stale && (cur.status.vm_cid.is_some() || cur.status.pending_create.is_some()) {
         info!(instance = %cur.metadata.name, "recreating VM");
-        jobs::quiesce(ctx, cur, o, None).await?;
+        jobs::quiesce(ctx, cur, o, jobs::NextState::VM_DELETED).await?;
         vm::delete(ctx, cur).await?;
     }
     if cur.status.vm_cid.is_none() {
@@ -395,7 +399,8 @@ async fn teardown(
     o: &Options,
 ) -> Result<(), Error> {
     if cur.status.vm_cid.is_some() || cur.status.pending_create.is_some() {
-        jobs::quiesce(ctx, cur, o, None).await?;
+        let going = jobs::NextState::instance_deleted(o.deployment_deleted);
+        jobs::quiesce(ctx, cur, o, going).await?;
         vm::delete(ctx, cur).await?;
     }
     Ok(())

@@ -164,7 +164,7 @@ async fn apply_resolution(
         Resolution::RecreateVm | Resolution::RecreateVmWithoutWait | Resolution::DeleteVm => {
             // A missing or silent VM cannot be drained; a live one is.
             if !matches!(t, ProblemType::MissingVm | ProblemType::UnresponsiveAgent) {
-                jobs::quiesce(ctx, cur, o, None).await?;
+                jobs::quiesce(ctx, cur, o, jobs::NextState::VM_DELETED).await?;
             }
             vm::delete(ctx, cur).await?;
             patch(store, cur, |s| s.health = None).await?;

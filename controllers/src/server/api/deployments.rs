@@ -10,7 +10,11 @@
 //! - `GET /v1/deployments/<name>/instances[?ps=true]`, `POST .../logs`,
 //!   `GET .../variables` ([`instances`]);
 //! - `POST|GET /v1/deployments/<name>/cloud-check`, `POST .../cloud-check/resolutions`:
-//!   scan for problems and choose their resolutions ([`cloud_check`]).
+//!   scan for problems and choose their resolutions ([`cloud_check`]);
+//! - `GET /v1/deployments/<name>/errands`, `POST .../errands/<errand>/runs`:
+//!   list errands and request a run ([`errands`]);
+//! - `POST /v1/deployments/<name>/ssh` `{command, target, params}`: users for
+//!   `boshctl ssh` and `scp` on the targeted instances ([`ssh`]).
 //!
 //! Every write is a change of the Deployment's spec (compare-and-swap,
 //! retried on conflict) plus the number of the Task that carries it out
@@ -37,7 +41,9 @@ use crate::libs::tasks;
 use crate::reconcilers::validate;
 
 pub(super) mod cloud_check;
+pub(super) mod errands;
 pub(super) mod instances;
+pub(super) mod ssh;
 
 /// The user tasks are recorded for (the API has one token, hence one user).
 const USER: &str = "admin";

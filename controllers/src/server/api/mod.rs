@@ -18,7 +18,7 @@
 //! - `export`: compiled releases for one stemcell (`export-release`).
 //! - `vms`: the VMs the director made, their agents' state, and `exec`.
 //! - [`deployments`]: `apply` (deploy), delete with a task, instance
-//!   actions, instances with process state, logs, variables.
+//!   actions, instances with process state, logs, variables, ssh users.
 //! - [`healthz`]: `GET /healthz`, etcd's health as boshd sees it (no token).
 
 use std::sync::Arc;
@@ -251,7 +251,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/deployments/{name}/cloud-check/resolutions",
             axum::routing::post(deployments::cloud_check::record_resolutions),
         )
+        .route("/v1/deployments/{name}/errands", axum::routing::get(deployments::errands::list))
+        .route(
+            "/v1/deployments/{name}/errands/{errand}/runs",
+            axum::routing::post(deployments::errands::run),
+        )
         .route("/v1/deployments/{name}/logs", axum::routing::post(deployments::instances::logs))
+        .route("/v1/deployments/{name}/ssh", axum::routing::post(deployments::ssh::ssh))
         .route(
             "/v1/deployments/{name}/variables",
             axum::routing::get(deployments::instances::variables),

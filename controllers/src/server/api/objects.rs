@@ -45,6 +45,7 @@ pub fn routes() -> R {
         .merge(read_routes::<DiskSpec>())
         .merge(read_routes::<TaskSpec>())
         .merge(read_routes::<EventSpec>())
+        .merge(read_routes::<ErrandRunSpec>())
 }
 
 /// The list and watch routes of a kind, with `one` serving `/<plural>/<name>`.

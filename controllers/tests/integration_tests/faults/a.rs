@@ -517,7 +517,7 @@ async fn faults_a1_boshd_killed_at_a_random_point_of_a_deploy_converges_without_
         WebManifest {
             max_in_flight: n as u32,
             persistent_disk_mb: 16,
-            properties: serde_json::json!({"port": 8080, "greeting": "a1"}),
+            properties: serde_json::json!({"port": 8080, "listen_on_instance_ip": true, "greeting": "a1"}),
             ..WebManifest::hello(name, n as u32)
         }
         .value()
@@ -735,6 +735,7 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
         nats: format!("127.0.0.1:{}", bosh_test_utils::free_port()),
         monitor: format!("127.0.0.1:{}", bosh_test_utils::free_port()),
         api_ports: [bosh_test_utils::free_port(), bosh_test_utils::free_port()],
+        vm_ports: None,
         vars: vec![("RUST_LOG".into(), "info,bosh_api::store=debug".into())],
     };
     let mut replicas = [Some(shared.spawn(0)), None];
@@ -750,7 +751,7 @@ async fn faults_a3_a_killed_and_paused_leaders_get_nothing_accepted_after_their_
     let manifest = WebManifest {
         max_in_flight: 1,
         persistent_disk_mb: 16,
-        properties: serde_json::json!({"port": 8080, "greeting": "a3"}),
+        properties: serde_json::json!({"port": 8080, "listen_on_instance_ip": true, "greeting": "a3"}),
         ..WebManifest::hello(name, n as u32)
     }
     .value();

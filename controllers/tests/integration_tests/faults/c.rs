@@ -1,8 +1,12 @@
 //! C. NATS and agent faults.
 //!
+//! The VMs are containers (`HarnessOptions::new`): each its own root, PID
+//! and network namespaces, reaching the host at its bridge's gateway.
 //! Each agent reaches NATS through a TCP proxy of its own
 //! (`bosh_test_utils::proxy`, put in place by the harness CPI's
-//! `edit_settings` hook when the VM is made), so one agent at a time can be
+//! `edit_settings` hook when the VM is made; it listens on every address
+//! and its URL names loopback, which the local CPI rewrites to the VM's
+//! gateway), so one agent at a time can be
 //! partitioned: its proxy blackholes (connections stay open, nothing moves
 //! until the partition heals — TCP retransmitting, not losing) or drops
 //! (connections closed, reconnects turned away). nats-server itself is
@@ -14,6 +18,7 @@
 //! 10 s shrunk with the timeout), except where a scenario says otherwise.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +34,7 @@ use bosh_controllers::reconcilers::health::HealthConfig;
 use bosh_controllers::reconcilers::instance;
 use bosh_controllers::server::daemon;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
-use bosh_controllers::world::cpi::local::process::agent_pid;
+use bosh_controllers::world::cpi::local::process::ProcId;
 use bosh_controllers::world::cpi::local::{LocalCpi, audit};
 use bosh_controllers::world::cpi::{CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
@@ -63,6 +68,10 @@ fn health(agent_timeout: Duration) -> HealthConfig {
     }
 }
 
+/// Where proxies listen: container VMs reach the host at their gateway,
+/// not on its loopback.
+const EVERY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
 /// One proxy per agent between it and NATS, made when its VM is created.
 #[derive(Clone, Default)]
 struct Links(Arc<Mutex<HashMap<String, Arc<Proxy>>>>);
@@ -75,9 +84,9 @@ impl Links {
         h.cpi.edit_settings(move |settings| {
             let mut map = map.lock().unwrap();
             // A repeated create (adopted by request id) keeps its proxy.
-            let p = map
-                .entry(settings.agent_id.clone())
-                .or_insert_with(|| Arc::new(Proxy::start_blocking(nats).expect("a proxy")));
+            let p = map.entry(settings.agent_id.clone()).or_insert_with(|| {
+                Arc::new(Proxy::start_blocking_on(EVERY, nats).expect("a proxy"))
+            });
             settings.mbus.url = format!("nats://{}", p.addr());
         });
         links
@@ -132,9 +141,23 @@ async fn scan_and_fix(h: &Harness) -> usize {
     tasks.iter().filter(|t| t.spec.description == "scan and fix").count()
 }
 
-/// A VM's settings file (its agent's command line names it).
+/// A container VM's settings file, as the host sees it (in the VM's root).
 fn vm_settings(h: &Harness, cid: &str) -> PathBuf {
-    h.cpi_root().join("vms").join(cid).join("settings.json")
+    h.cpi_root().join("vms").join(cid).join("rootfs/var/vcap/bosh/settings.json")
+}
+
+/// What a container VM's agent logged (its console: the agent's stdout and
+/// stderr, through the VM's init).
+fn agent_log(h: &Harness, cid: &str) -> String {
+    std::fs::read_to_string(h.cpi_root().join("vms").join(cid).join("console.log"))
+        .unwrap_or_default()
+}
+
+/// The agent process of container VM `cid` (found by its PID namespace),
+/// while it runs.
+fn agent_of(h: &Harness, cid: &str) -> Option<ProcId> {
+    let cpi = LocalCpi::open(&h.cpi_root()).unwrap();
+    ProcId::of(cpi.container_agent_pid(cid)?)
 }
 
 /// Runs `script` on the agent's VM; returns its stdout.
@@ -237,10 +260,10 @@ async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exa
             .map(|i| (i.metadata.name.clone(), i.status.vm_cid.clone()))
             .collect();
         let marker = format!("c1-{seed}-{run}");
-        exec(&h, &old_agent, &format!("echo {marker} > \"$BOSH_ROOT/var/vcap/store/marker\""))
-            .await;
+        exec(&h, &old_agent, &format!("echo {marker} > \"/var/vcap/store/marker\"")).await;
         let old_settings: Settings =
             serde_json::from_slice(&std::fs::read(vm_settings(&h, &old_vm)).unwrap()).unwrap();
+        let old_agent_proc = agent_of(&h, &old_vm).expect("the agent runs");
         let (made, gone, fixes) = (created(&h), deleted(&h), scan_and_fix(&h).await);
         let last_seq = audit::read(&h.cpi_root()).unwrap().iter().map(|e| e.seq).max();
 
@@ -315,16 +338,13 @@ async fn faults_c1_an_agent_partitioned_for_twice_its_timeout_is_resurrected_exa
         assert_eq!(inv.vms[&new_vm].disks, std::slice::from_ref(&disk));
         assert!(!inv.vms.contains_key(&old_vm), "the old VM is gone from the CPI");
         assert_eq!(new.status.disk_cid.as_deref(), Some(disk.as_str()), "the same disk");
-        let read = exec(
-            &h,
-            new.status.agent_id.as_ref().unwrap(),
-            "cat \"$BOSH_ROOT/var/vcap/store/marker\"",
-        );
+        let read =
+            exec(&h, new.status.agent_id.as_ref().unwrap(), "cat \"/var/vcap/store/marker\"");
         assert_eq!(read.await.trim(), marker, "the disk's data moved with it");
 
         // The partition has healed: the old agent is gone, and NATS refuses
         // its credentials (through its own, healed, link).
-        assert!(agent_pid(&vm_settings(&h, &old_vm)).is_none(), "the old agent still runs");
+        assert!(!old_agent_proc.is_alive(), "the old agent still runs");
         let old = async_nats::ConnectOptions::with_user_and_password(
             old_settings.mbus.user.clone(),
             old_settings.mbus.password.clone(),
@@ -439,8 +459,7 @@ async fn faults_c2_partitions_of_half_the_agent_timeout_resurrect_nothing() {
 /// `applied` lines), and how many repeated requests it answered from the
 /// first one's reply.
 fn applied(h: &Harness, vm: &str) -> (Vec<String>, usize) {
-    let log = std::fs::read_to_string(h.cpi_root().join("vms").join(vm).join("agent.log"))
-        .unwrap_or_default();
+    let log = agent_log(h, vm);
     let configs = log
         .lines()
         .filter(|l| l.contains("bosh_agent::apply: applied "))
@@ -748,7 +767,8 @@ fn tree(root: &Path, skip: &str) -> Vec<String> {
 /// names, unpacked here).
 async fn packages_match(h: &Harness, i: &Object<InstanceSpec>) {
     use tokio::io::AsyncReadExt;
-    let vm = h.cpi_root().join("vms").join(i.status.vm_cid.as_ref().unwrap());
+    // The VM's root as the host sees it.
+    let vm = h.cpi_root().join("vms").join(i.status.vm_cid.as_ref().unwrap()).join("rootfs");
     let scratch = tempfile::tempdir().unwrap();
     for p in &i.spec.packages {
         let (mut r, _) = h.director.blobs.get(&p.blob.sha256).await.unwrap();
@@ -759,7 +779,14 @@ async fn packages_match(h: &Harness, i: &Object<InstanceSpec>) {
         std::fs::write(&tgz, &bytes).unwrap();
         let want = scratch.path().join(&p.name);
         bosh_api::archive::unpack_tgz_file(&tgz, &want, &Default::default(), &p.name).unwrap();
-        let installed = vm.join("var/vcap/packages").join(&p.name).canonicalize().unwrap();
+        // `/var/vcap/packages/<name>` links to its version's directory by
+        // a path inside the VM.
+        let link = vm.join("var/vcap/packages").join(&p.name);
+        let target = std::fs::read_link(&link).unwrap();
+        let installed = match target.strip_prefix("/") {
+            Ok(inside) => vm.join(inside),
+            Err(_) => link.parent().unwrap().join(target),
+        };
         assert_eq!(
             tree(&installed, ".bosh-complete"),
             tree(&want, ""),
@@ -798,7 +825,7 @@ async fn faults_c5_an_agent_killed_during_install_or_start_converges_with_intact
     // Agents download through a proxy that adds 150 ms each way, so that a
     // package install lasts long enough to be killed in.
     let blobstore = h.director.blobstore.url.trim_start_matches("http://").parse().unwrap();
-    let slow = Proxy::start(blobstore).await.unwrap();
+    let slow = Proxy::start_on(EVERY, blobstore).await.unwrap();
     slow.set(Mode::Delay(Duration::from_millis(150)));
     let url = format!("http://{}", slow.addr());
     h.cpi.edit_settings(move |s| s.blobstore.url = url.clone());
@@ -831,10 +858,9 @@ async fn faults_c5_an_agent_killed_during_install_or_start_converges_with_intact
         .await
         .unwrap();
         tokio::time::sleep(delay).await;
-        let settings = vm_settings(&h, &vm);
-        let pid = agent_pid(&settings).expect("the agent runs");
-        signal(pid, libc::SIGKILL);
-        let log = std::fs::read_to_string(settings.with_file_name("agent.log")).unwrap();
+        let pid = agent_of(&h, &vm).expect("the agent runs");
+        signal(pid.pid, libc::SIGKILL);
+        let log = agent_log(&h, &vm);
         let when = killed_during(&log);
         eprintln!(
             "run {run}: killed the agent of {victim} (VM {vm}) {delay:?} into {phase}: {when}"
@@ -848,7 +874,7 @@ async fn faults_c5_an_agent_killed_during_install_or_start_converges_with_intact
             assert_eq!(state.job_state, JobState::Running, "{}: {state:?}", i.metadata.name);
             assert!(!state.processes.is_empty(), "{}: no processes", i.metadata.name);
         }
-        assert!(agent_pid(&settings).is_some_and(|p| p != pid), "a new agent serves {vm}");
+        assert!(agent_of(&h, &vm).is_some_and(|p| p != pid), "a new agent serves {vm}");
         assert_invariants(&h, &format!("run {run}")).await;
     }
     let took = started.elapsed();
@@ -889,7 +915,7 @@ async fn faults_c6_a_paused_agent_is_retried_not_resurrected() {
         let canary = &all[0];
         let agent = canary.status.agent_id.clone().unwrap();
         let vm = canary.status.vm_cid.clone().unwrap();
-        let pid = agent_pid(&vm_settings(&h, &vm)).expect("the agent runs");
+        let pid = agent_of(&h, &vm).expect("the agent runs").pid;
         // Requests sent to the canary's agent, as they go over NATS.
         let nats = h.director.agents.nats();
         let mut sub = nats.subscribe(format!("agent.{agent}")).await.unwrap();
@@ -958,7 +984,7 @@ async fn faults_c6_a_paused_agent_is_retried_not_resurrected() {
         // A restart passes through `stopped`; what must not happen is a
         // verdict of `unresponsive`, which raises an alert event.
         assert_eq!(unresponsive_alerts(&h).await, 0, "an agent was found unresponsive");
-        assert_eq!(agent_pid(&vm_settings(&h, &vm)), Some(pid), "the same agent process");
+        assert_eq!(agent_of(&h, &vm).map(|p| p.pid), Some(pid), "the same agent process");
         assert_invariants(&h, &format!("run {run}")).await;
         figures.push(format!(
             "paused at request {nth} ({at}): {missed} tries timed out, {} sent again with their \
@@ -980,6 +1006,9 @@ async fn faults_c6_a_paused_agent_is_retried_not_resurrected() {
     h.stop().await.unwrap();
 }
 
+/// How many VMs of C7 a bridged /24 holds, past its reserved first ten.
+const BRIDGED_HOSTS: usize = 240;
+
 /// C7: real agents heart-beating every second — CI 100, full 1000 (the
 /// matrix), each a `bosh-agent` process on its own local VM, no simulator
 /// — cost the health monitor one etcd write per health transition and
@@ -988,21 +1017,35 @@ async fn faults_c6_a_paused_agent_is_retried_not_resurrected() {
 /// it, target < 1), and one status write (plus its alert event) per agent
 /// that then dies. The monitor runs alone (no deployment controllers), so
 /// every revision in the windows is its write.
+///
+/// The VMs are containers on the world's bridged /24 in CI; the full run's
+/// 1000 do not fit a /24 (the only bridged lease there is), so it runs them
+/// as process VMs, as before containers came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let n = iterations(100, 1000);
     let window = Duration::from_secs(if n >= 1000 { 60 } else { 10 });
-    let h =
-        Harness::start(HarnessOptions { deploy: false, ..HarnessOptions::new() }).await.unwrap();
+    let vms = if n <= BRIDGED_HOSTS { HarnessOptions::new() } else { HarnessOptions::processes() };
+    let h = Harness::start(HarnessOptions { deploy: false, ..vms }).await.unwrap();
+    // Process VMs bind a loopback address and take no netmask or gateway.
+    let (netmask, gateway) = if n <= BRIDGED_HOSTS {
+        (h.subnet.netmask(), h.subnet.ip(1).to_string())
+    } else {
+        Default::default()
+    };
     let started = Instant::now();
     let agents: Vec<String> = (0..n).map(|i| format!("c7-{i:04}")).collect();
     let made = futures::stream::iter(agents.iter().enumerate())
         .map(|(i, id)| {
-            let h = &h;
+            let (h, netmask, gateway) = (&h, &netmask, &gateway);
             async move {
-                let ip = format!("127.116.{}.{}", 1 + i / 200, 10 + i % 200);
+                let ip = if n <= BRIDGED_HOSTS {
+                    h.subnet.ip(10 + i as u32).to_string()
+                } else {
+                    format!("127.116.{}.{}", 1 + i / 200, 10 + i % 200)
+                };
                 let creds = h.director.bus.issue(&h.store, id).await.unwrap();
                 let mut nets = BTreeMap::new();
                 nets.insert(
@@ -1010,12 +1053,21 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
                     NetworkSettings {
                         type_: "manual".into(),
                         ip: ip.clone(),
+                        netmask: netmask.clone(),
+                        gateway: gateway.clone(),
                         ..Default::default()
                     },
                 );
                 let settings = h.director.agent_settings(id, creds, nets, serde_json::json!({}));
                 let mut vm_nets = BTreeMap::new();
-                vm_nets.insert("default".to_string(), VmNetwork { ip, ..Default::default() });
+                let net = VmNetwork {
+                    type_: "manual".into(),
+                    ip,
+                    netmask: netmask.clone(),
+                    gateway: gateway.clone(),
+                    ..Default::default()
+                };
+                vm_nets.insert("default".to_string(), net);
                 let req = CreateVm {
                     request_id: format!("req-{id}"),
                     agent_id: id.clone(),
@@ -1106,13 +1158,13 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
     // k die: k transitions, each one status write and one alert event (two writes).
     let k = (n / 20).max(1);
     let rev = h.store.revision().await.unwrap();
-    let inv = LocalCpi::inventory(&h.cpi_root()).unwrap();
     let mut dead: Vec<&String> = agents.iter().collect();
     for i in (1..dead.len()).rev() {
         dead.swap(i, rng.random_range(0..=i));
     }
     for id in &dead[..k] {
-        inv.vms[&vms[*id]].proc.expect("a VM process").kill_tree();
+        let killed = LocalCpi::signal_vm(&h.cpi_root(), &vms[*id], "SIGKILL").unwrap();
+        assert!(killed > 0, "no process of {id}'s VM");
     }
     eventually(AGENT_TIMEOUT * 5, &format!("{k} agents unresponsive"), || async {
         (count(InstanceHealth::Unresponsive).await == k).then_some(())

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use bosh_api::manifest::{CloudConfig, Manifest};
 
-use super::{Existing, Plan, plan};
+use super::{Existing, Plan, plan, plan_with_errands};
 
 const CLOUD: &str = "
 azs: [{name: z1}, {name: z2}, {name: z3}]
@@ -258,6 +258,32 @@ fn removed_groups_and_errands_have_no_instances() {
         plan(&manifest(&group("a", 1, "z1", NET)), &c, &existing(&p2), &BTreeSet::new(), &mut next)
             .unwrap();
     assert!(p3.delete.is_empty());
+}
+
+/// An errand group gets its instances while a run wants them, and loses
+/// them once none does.
+#[test]
+fn errand_groups_have_instances_only_while_a_run_wants_them() {
+    let c = cloud();
+    let mut next = ids();
+    let m = manifest(
+        &(group("a", 1, "z1", NET) + &group("e", 2, "z1", &format!("{NET}  lifecycle: errand\n"))),
+    );
+    let running: BTreeSet<String> = ["e".to_string()].into();
+    let p1 = plan_with_errands(&m, &c, &running, &[], &BTreeSet::new(), &mut next).unwrap();
+    assert_eq!(
+        render(&p1),
+        [
+            "a/0 z1 127.77.1.20 id-1 bootstrap",
+            "e/0 z1 127.77.1.21 id-2 bootstrap",
+            "e/1 z1 127.77.1.22 id-3"
+        ]
+    );
+    let p2 = plan(&m, &c, &existing(&p1), &BTreeSet::new(), &mut next).unwrap();
+    assert_eq!(render(&p2), ["a/0 z1 127.77.1.20 id-1 bootstrap"]);
+    let mut gone = p2.delete.clone();
+    gone.sort();
+    assert_eq!(gone, ["id-2", "id-3"]);
 }
 
 /// A full subnet is one error per group, network and AZ naming what is

@@ -65,7 +65,7 @@ struct Selection<'a> {
 }
 
 /// The instance's id: `spec.id`, or the part of its name after the group.
-fn instance_id(i: &Object<InstanceSpec>) -> &str {
+pub(super) fn instance_id(i: &Object<InstanceSpec>) -> &str {
     if i.spec.id.is_empty() {
         i.metadata.name.split_once('/').map(|(_, id)| id).unwrap_or(&i.metadata.name)
     } else {
@@ -113,7 +113,7 @@ fn select<'a>(
     Ok(Selection { keys, instances: matched })
 }
 
-async fn instances_of(
+pub(super) async fn instances_of(
     st: &ApiState,
     deployment: &str,
 ) -> Result<Vec<Object<InstanceSpec>>, ApiError> {

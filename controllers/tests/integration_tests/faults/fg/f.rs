@@ -1172,9 +1172,12 @@ struct TamperingProxy {
 
 impl TamperingProxy {
     async fn start() -> std::sync::Arc<TamperingProxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // On every address: container VMs reach the host at their gateway,
+        // to which the local CPI rewrites this loopback URL.
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
         let p = std::sync::Arc::new(TamperingProxy {
-            url: format!("http://{}", listener.local_addr().unwrap()),
+            url: format!("http://127.0.0.1:{port}"),
             upstream: Default::default(),
             store: Default::default(),
             mode: Default::default(),

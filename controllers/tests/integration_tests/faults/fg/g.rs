@@ -9,7 +9,7 @@ use bosh_api::Object;
 use bosh_api::objects::*;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use bosh_controllers::world::cpi::external::ExternalCpi;
-use bosh_controllers::world::cpi::local::audit;
+use bosh_controllers::world::cpi::local::{LocalCpi, audit};
 use bosh_controllers::world::cpi::{Cpi, CreateVm, VmNetwork};
 use bosh_test_utils::eventually;
 use futures::StreamExt;
@@ -292,12 +292,15 @@ async fn faults_g2_only_live_vms_credentials_get_on_the_bus() {
 }
 
 /// Every regular file under `dir` with its bytes (symlinks not followed).
+/// A container VM's merged root (`vms/<cid>/rootfs`) is left out: it is
+/// the shared stemcell image under what the VM wrote, and what the VM
+/// wrote is its overlay's upper layer (`vms/<cid>/upper`), which is read.
 fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else { return out };
     for e in rd.flatten() {
         let Ok(t) = e.file_type() else { continue };
-        if t.is_dir() {
+        if t.is_dir() && !merged_root(&e.path()) {
             out.extend(files(&e.path()));
         } else if t.is_file()
             && let Ok(bytes) = std::fs::read(e.path())
@@ -306,6 +309,52 @@ fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         }
     }
     out
+}
+
+/// Restarts the agent of `i`'s VM logging at debug level. A container
+/// VM's init starts its agent with an environment of its own, not the
+/// test's `RUST_LOG`: the agent binary in the VM is put behind a wrapper
+/// that sets it, and the running agent is killed, so that the VM's init
+/// starts it again through the wrapper. Returns once the new agent answers.
+async fn agent_at_debug_level(h: &Harness, i: &Object<InstanceSpec>) {
+    use std::os::unix::fs::PermissionsExt;
+    let cid = i.status.vm_cid.as_deref().unwrap();
+    let bin = h.cpi_root().join("vms").join(cid).join("rootfs/var/vcap/bosh/bin");
+    std::fs::create_dir_all(bin.join("debug")).unwrap();
+    std::fs::rename(bin.join("bosh-agent"), bin.join("debug/bosh-agent")).unwrap();
+    let wrapper = "#!/bin/sh\nRUST_LOG=debug exec /var/vcap/bosh/bin/debug/bosh-agent \"$@\"\n";
+    std::fs::write(bin.join("bosh-agent"), wrapper).unwrap();
+    std::fs::set_permissions(bin.join("bosh-agent"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    let cpi = LocalCpi::open(&h.cpi_root()).unwrap();
+    let old = cpi.container_agent_pid(cid).expect("the agent runs");
+    // SAFETY: kill(2) has no memory effects.
+    assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0, "kill -9 {old}");
+    let agent = h.director.agents.for_agent(i.status.agent_id.clone().unwrap());
+    eventually(CONVERGE, "the agent back at debug level", || async {
+        let new = cpi.container_agent_pid(cid)?;
+        (new != old && agent.get_state(false).await.is_ok()).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Whether `dir` is a container VM's merged root, `vms/<cid>/rootfs`.
+fn merged_root(dir: &std::path::Path) -> bool {
+    dir.file_name().is_some_and(|n| n == "rootfs")
+        && dir
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "vms")
+}
+
+/// Where a file of a container VM's directory sits: under the VM's root
+/// (what the VM wrote, its overlay's upper layer, `vms/<cid>/upper`), or
+/// beside it (the CPI's files: the runc spec, the console log).
+fn vm_root_of(vm_dir: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
+    let upper = vm_dir.join("upper");
+    if path.starts_with(&upper) { upper } else { vm_dir.to_path_buf() }
 }
 
 /// `bytes`, and, when they are gzip, what they decompress to (a tarball
@@ -373,7 +422,10 @@ fn private(path: &std::path::Path, root: &std::path::Path) -> bool {
 async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
     let seed = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // The agents inherit the environment: they log at debug level too.
+    // The director logs at debug level; the instance's agent is restarted
+    // at debug level after the first deploy (`agent_at_debug_level`: a
+    // container VM's agent does not inherit this environment), for the
+    // deploys that fail and the last one.
     // SAFETY: set before the world starts any process or reads it.
     unsafe { std::env::set_var("RUST_LOG", "debug") };
     let logs = Logs::capture("debug,h2=info,hyper=info,hyper_util=info,tower=info,rustls=info");
@@ -405,6 +457,8 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
     let t = h.apply("g5", good.clone()).await;
     h.task_done(t, CONVERGE).await.unwrap();
     outcomes.push("deployed".to_string());
+    let first = h.instances("g5").await.pop().unwrap();
+    agent_at_debug_level(&h, &first).await;
     let mut in_director = good.clone();
     in_director["update"]["canary_watch_time"] = "((c3))".into();
     let mut on_vm = good.clone();
@@ -447,8 +501,8 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
     );
     assert_eq!(i.spec.env["bosh"]["password"], "((c19))");
 
-    // Logs: the director's (captured), and every file outside VMs (agents
-    // log to files beside their VM directories).
+    // Logs: the director's (captured), and every file outside VMs' roots
+    // (agents log to their VM's console, `vms/<cid>/console.log`).
     let mut leaks: Vec<String> = Vec::new();
     let text = logs.text();
     for c in found(&canaries, text.as_bytes()) {
@@ -500,7 +554,8 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
     let (mut agent_logs, mut agent_debug) = (0, 0);
     for (path, bytes) in files(h.rest.env.dir()) {
         scanned += 1;
-        if path.ends_with("agent.log") {
+        // A container VM's console: its agent's stdout and stderr.
+        if path.ends_with("console.log") {
             agent_logs += bytes.len();
             agent_debug += bytes.windows(7).filter(|w| *w == b" DEBUG ").count();
         }
@@ -525,7 +580,7 @@ async fn faults_g5_canary_secrets_appear_nowhere_but_private_files_on_vms() {
         let vm = path.strip_prefix(&vms).ok().and_then(|r| r.components().next());
         match vm {
             Some(cid) if !path.to_string_lossy().ends_with(".log") => {
-                let vm_root = vms.join(cid);
+                let vm_root = vm_root_of(&vms.join(cid), &path);
                 let rel = path.strip_prefix(&vm_root).unwrap().display().to_string();
                 if !private(&path, &vm_root) {
                     leaks.push(format!("VM file readable by others: {rel} ({mode:o})"));

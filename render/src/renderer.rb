@@ -3,7 +3,8 @@
 # Input (stdin, one JSON document):
 #   {"max_output": N,
 #    "jobs": [{"name": "hello", "templates": [["monit", "<erb>"], ["ctl.erb", "<erb>"], ...]}],
-#    "requests": [{"spec": {...}, "jobs": [{"job": 0, "properties": {...}, "links": {...}}]}]}
+#    "requests": [{"spec": {...}, "jobs": [{"job": 0, "properties": {...}, "links": {...},
+#                                           "release": {"name": .., "version": ..}}]}]}
 # Output (stdout): one JSON line per request, in order:
 #   {"jobs": [[<file>, ...], ...]}  where <file> is {"text": "..."} or {"bytes": [..]}
 #   {"errors": [{"job": "hello", "template": "ctl.erb", "line": 3, "message": "..."}]}
@@ -21,9 +22,9 @@ module Bosh
     class UnknownProperty < StandardError
       attr_reader :name
 
-      def initialize(names)
+      def initialize(names, link = nil)
         @name = names
-        super("Can't find property '#{names}'")
+        super("Can't find property '#{names}'#{link ? " of link '#{link}'" : ''}")
       end
     end
 
@@ -74,7 +75,7 @@ module Bosh
         ref
       end
 
-      def first_property(collection, args)
+      def first_property(collection, args, link = nil)
         names = Array(args[0])
         names.each do |name|
           value = lookup_property(collection, name)
@@ -82,7 +83,7 @@ module Bosh
         end
         return args[1] if args.length == 2
 
-        raise UnknownProperty, names
+        raise UnknownProperty.new(names, link)
       end
 
       def if_property(collection, names)
@@ -238,10 +239,15 @@ module Bosh
     class EvaluationLink
       include PropertyHelper
 
-      attr_reader :instances, :properties, :instance_group, :default_network, :deployment_name,
-                  :domain
+      # The health filters of a BOSH DNS group query (the director's
+      # DnsEncoder); `default` leaves the choice to bosh-dns.
+      HEALTH = { 'healthy' => 3, 'unhealthy' => 1, 'all' => 4, 'default' => 0 }.freeze
 
-      def initialize(spec)
+      attr_reader :name, :instances, :properties, :instance_group, :default_network,
+                  :deployment_name, :domain
+
+      def initialize(name, spec)
+        @name = name
         @spec = spec
         @instances = (spec['instances'] || []).map { |i| EvaluationLinkInstance.new(i) }
         @properties = spec['properties']
@@ -252,22 +258,44 @@ module Bosh
       end
 
       def p(*args)
-        first_property(@properties, args)
+        first_property(@properties, args, @name)
       end
 
       def if_p(*names, &block)
         if_property(@properties, names, &block)
       end
 
-      # The link's DNS address; only manual links carry one for now.
-      def address(_criteria = {})
+      # A manual link's address as given; otherwise the BOSH DNS group
+      # query the director hands out:
+      # `q-<filters>.<group>.<network>.<deployment>.<domain>`, filters sorted
+      # (`a<az number>` per AZ, `s<health>`).
+      def address(criteria = {})
         return @spec['address'] if @spec['address']
 
-        raise NotImplementedError, 'link addresses (bosh-dns) are not available yet'
+        unless @instance_group && @default_network && @deployment_name
+          raise ArgumentError,
+                "link '#{@name}' has neither an address nor instance_group, default_network " \
+                'and deployment_name'
+        end
+
+        criteria = criteria.transform_keys(&:to_sym)
+        filters = (criteria[:azs] || []).map do |az|
+          # No director here numbers the AZs (its az_hash is empty).
+          raise "Unknown AZ: '#{az}'"
+        end
+        filters << "s#{HEALTH.fetch(criteria[:status].to_s, 0)}"
+        ["q-#{filters.sort.join}", canonical(@instance_group), canonical(@default_network),
+         canonical(@deployment_name), @domain || 'bosh'].join('.')
       end
 
       def inspect
         '#<link>'
+      end
+
+      private
+
+      def canonical(name)
+        name.to_s.downcase.tr('_', '-').gsub(/[^a-z0-9-]/, '')
       end
     end
 
@@ -310,14 +338,14 @@ module Bosh
         spec = @links[name]
         raise UnknownLink, name unless spec.is_a?(Hash) && spec.key?('instances')
 
-        EvaluationLink.new(spec)
+        EvaluationLink.new(name, spec)
       end
 
       def if_link(name)
         spec = @links[name]
         return ActiveElseBlock.new(self) unless spec.is_a?(Hash) && spec.key?('instances')
 
-        yield EvaluationLink.new(spec)
+        yield EvaluationLink.new(name, spec)
         InactiveElseBlock.new
       end
 
@@ -435,6 +463,7 @@ module Bosh
             'properties' => NonFinite.decode(job_req['properties'] || {}),
             'links' => NonFinite.decode(job_req['links'] || {})
           )
+          spec['release'] = job_req['release'] if job_req['release']
           job[:erbs].map do |template, erb|
             # A fresh context per template, so one template's changes to
             # spec or properties do not leak into the next (as BOSH).

@@ -3,6 +3,8 @@
 //! Both `boshctl build-local-stemcell` and the local CPI use these
 //! definitions, so the format is written down once.
 
+pub mod rootfs;
+
 use std::path::Path;
 
 use crate::archive::{ArchiveError, TgzWriter};

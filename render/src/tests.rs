@@ -49,16 +49,21 @@ fn one_template(erb: &str, props: &str) -> Arc<JobTemplates> {
 
 fn instance(name: &str, index: u32) -> InstanceContext {
     let ip = format!("10.0.0.{}", 10 + index);
+    let network = NetworkContext {
+        ip: Some(ip),
+        netmask: Some("255.255.255.0".into()),
+        default: vec!["dns".into(), "gateway".into()],
+        ..Default::default()
+    };
     InstanceContext {
         deployment: "dep".into(),
         name: name.into(),
         index,
         id: format!("uuid-{index}"),
         az: Some("z1".into()),
-        address: ip.clone(),
-        ip: Some(ip.clone()),
-        networks: json!({"default": {"ip": ip, "netmask": "255.255.255.0", "default": ["dns", "gateway"]}}),
+        networks: [("default".to_owned(), network)].into_iter().collect(),
         bootstrap: index == 0,
+        ..Default::default()
     }
 }
 
@@ -67,7 +72,12 @@ fn request(index: u32, jobs: &[(&Arc<JobTemplates>, Value)]) -> RenderRequest {
         instance: instance("web", index),
         jobs: jobs
             .iter()
-            .map(|(j, p)| RenderJob { job: Arc::clone(j), properties: p.clone(), links: json!({}) })
+            .map(|(j, p)| RenderJob {
+                job: Arc::clone(j),
+                properties: p.clone(),
+                links: BTreeMap::new(),
+                release: None,
+            })
             .collect(),
     }
 }
@@ -100,8 +110,8 @@ async fn render_one(job: &Arc<JobTemplates>, props: Value) -> Result<String, Str
 }
 
 /// The example `hello` job renders for three instances in one batch: the
-/// spec's default port, the manifest's greeting, each instance's name and IP,
-/// and `bin/` scripts executable.
+/// spec's default port and bind address (every address), the manifest's
+/// greeting, each instance's name, and `bin/` scripts executable.
 #[tokio::test]
 async fn hello_job_renders_each_instance_in_one_batch() {
     let hello = Arc::new(JobTemplates::from_job_tgz(&job_tgz_from_dir(Path::new(HELLO))).unwrap());
@@ -117,7 +127,7 @@ async fn hello_job_renders_each_instance_in_one_batch() {
         assert_eq!(
             config,
             json!({
-                "bind": format!("10.0.0.{}", 10 + i),
+                "bind": "0.0.0.0",
                 "port": 8080,
                 "greeting": "Hi there",
                 "instance": format!("web/{i}"),

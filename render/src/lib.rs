@@ -29,6 +29,22 @@
 //! Properties are resolved as the director does before rendering
 //! (`properties.rs`): a job sees only the properties its spec declares, each
 //! the manifest's value or else the spec's default.
+//!
+//! Why a crate of its own: the director (`bosh-controllers`, as
+//! `libs::render`) and `boshctl render` must render the same bytes from the
+//! same inputs, so both call this one implementation; `boshctl` must not
+//! link the director (nor its etcd client) to get it.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: the request and result types, errors, [`render_batch`].
+//! - `job.rs`: a job's templates, from a tarball or a release directory.
+//! - `properties.rs`: a job's properties bound as the director binds them.
+//! - `spec.rs`: the `spec` templates see, derived from the instance.
+//! - `links.rs`: the consumed links a job's templates receive.
+//! - `ruby.rs` and `renderer.rb`: the Ruby process and its driver.
+//! - `archive.rs`: the rendered-templates archive the agent installs.
+//! - `redact.rs`: property values kept out of error messages.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,9 +54,14 @@ use bosh_api::archive::ArchiveError;
 
 mod archive;
 mod job;
+mod links;
 mod properties;
 mod redact;
 mod ruby;
+mod spec;
+
+pub use links::{Link, LinkInstance};
+pub use spec::{InstanceContext, NetworkContext, ReleaseRef, canonical, template_spec};
 
 #[cfg(test)]
 mod tests;
@@ -62,29 +83,6 @@ pub struct JobTemplates {
     pub templates: BTreeMap<String, String>,
 }
 
-/// What templates see as `spec`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct InstanceContext {
-    /// Deployment name.
-    pub deployment: String,
-    /// Instance group name.
-    pub name: String,
-    /// Index.
-    pub index: u32,
-    /// UUID.
-    pub id: String,
-    /// AZ.
-    pub az: Option<String>,
-    /// Default network's IP (or DNS address).
-    pub address: String,
-    /// Default network's IP.
-    pub ip: Option<String>,
-    /// `{name: {ip, netmask, gateway, default, dns}}`.
-    pub networks: serde_json::Value,
-    /// Whether this is the bootstrap instance.
-    pub bootstrap: bool,
-}
-
 /// One job to render on one instance.
 #[derive(Debug, Clone)]
 pub struct RenderJob {
@@ -93,9 +91,11 @@ pub struct RenderJob {
     /// The properties the manifest gives this job (job level, else
     /// instance group level, else deployment level), before defaults.
     pub properties: serde_json::Value,
-    /// Links by name, each BOSH's link spec (`{instances: [{name, index,
-    /// id, az, address, bootstrap}], properties, ...}`); empty for now.
-    pub links: serde_json::Value,
+    /// Consumed links by name (the director resolves them each pass;
+    /// `boshctl render` reads them from `--links`).
+    pub links: BTreeMap<String, Link>,
+    /// `spec.release`: the job's release, when known.
+    pub release: Option<ReleaseRef>,
 }
 
 /// One instance's jobs.
@@ -115,6 +115,17 @@ pub struct Rendered {
     pub archive: Vec<u8>,
     /// sha256 hex of `archive`.
     pub sha256: String,
+}
+
+/// One job's rendered files, as the agent installs them under
+/// `/var/vcap/jobs/<job>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedJob {
+    /// The job.
+    pub name: String,
+    /// `(destination, content)`: `monit` first, then each template's
+    /// destination (normalised, `./` dropped) in the spec's order.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Limits on one Ruby process (memory is capped at [`MAX_MEMORY`]).
@@ -175,8 +186,9 @@ pub enum Error {
         #[source]
         source: ArchiveError,
     },
-    /// A job tarball's `job.MF` is not a valid job spec.
-    #[error("job tarball has an invalid job.MF")]
+    /// A job's spec (`job.MF` in a tarball, `spec` in a release
+    /// directory) is not a valid job spec.
+    #[error("invalid job spec")]
     JobSpec {
         /// What parsing reported.
         #[source]
@@ -305,7 +317,8 @@ fn templates_message(instance: &str, failures: &[TemplateFailure]) -> String {
     out
 }
 
-/// Renders every request in one Ruby process; each result in request order.
+/// Renders every request in one Ruby process; each result in request order,
+/// as the archive the agent installs.
 ///
 /// The outer `Err` is the process failing (no `ruby`, a limit hit, a
 /// crash): no request has a result then. An inner `Err` is that request's
@@ -314,6 +327,28 @@ pub async fn render_batch(
     reqs: &[RenderRequest],
     limits: &Limits,
 ) -> Result<Vec<Result<Rendered, Error>>, Error> {
+    let rendered = render_batch_files(reqs, limits).await?;
+    let names: Vec<String> = reqs.iter().map(|r| instance_name(&r.instance)).collect();
+    // Gzip is CPU work: keep it off the async workers.
+    let built = tokio::task::spawn_blocking(move || {
+        rendered
+            .into_iter()
+            .zip(names)
+            .map(|(r, instance)| r.and_then(|jobs| archive::build(instance, jobs)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("archiving does not panic");
+    Ok(built)
+}
+
+/// Renders every request in one Ruby process, as [`render_batch`] does,
+/// and returns each request's files rather than their archive: what
+/// `boshctl render` writes out, and what the director archives.
+pub async fn render_batch_files(
+    reqs: &[RenderRequest],
+    limits: &Limits,
+) -> Result<Vec<Result<Vec<RenderedJob>, Error>>, Error> {
     let batch = ruby::Batch::build(reqs, limits.max_output);
     let outputs = if batch.is_empty() {
         Vec::new()
@@ -343,30 +378,16 @@ pub async fn render_batch(
     };
     let mut outputs = outputs.into_iter();
     let mut results = Vec::with_capacity(reqs.len());
-    let mut pending = Vec::new();
-    for (i, (req, prepared)) in reqs.iter().zip(batch.prepared).enumerate() {
-        match prepared {
-            Err(e) => results.push(Some(Err(e))),
+    for (req, prepared) in reqs.iter().zip(batch.prepared) {
+        results.push(match prepared {
+            Err(e) => Err(e),
             Ok(secrets) => {
                 let out = outputs.next().expect("one output per request sent, checked");
-                pending.push((i, req.clone(), out, secrets));
-                results.push(None);
+                archive::files(req, out, &secrets)
             }
-        }
+        });
     }
-    // Gzip is CPU work: keep it off the async workers.
-    let built = tokio::task::spawn_blocking(move || {
-        pending
-            .into_iter()
-            .map(|(i, req, out, secrets)| (i, archive::build(&req, out, &secrets)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .expect("archiving does not panic");
-    for (i, r) in built {
-        results[i] = Some(r);
-    }
-    Ok(results.into_iter().map(|r| r.expect("every request has a result")).collect())
+    Ok(results)
 }
 
 /// `<instance group>/<index>`, as errors name an instance.

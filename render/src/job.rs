@@ -1,4 +1,6 @@
-//! Reading a release's job tarball (`job.MF`, `monit`, `templates/...`).
+//! Reading a job's templates: from a release's job tarball (`job.MF`,
+//! `monit`, `templates/...`) or from a release directory's `jobs/<job>/`
+//! (`spec` in place of `job.MF`), through the same checks.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path};
@@ -21,14 +23,27 @@ impl JobTemplates {
         let root = scratch.path().join("job");
         unpack_tgz(bytes, &root, &JOB_LIMITS, "job tarball")
             .map_err(|source| Error::JobArchive { source })?;
-        let manifest = read_text(&root, "job tarball", "job.MF")?;
-        let spec =
-            JobSpec::parse(&manifest, "job.MF").map_err(|source| Error::JobSpec { source })?;
-        let monit = read_text(&root, &spec.name, "monit")?;
+        Self::read(&root, "job.MF", "job tarball")
+    }
+
+    /// Reads a release directory's job folder (`spec`, `monit`,
+    /// `templates/...`), as `boshctl render` does: the same checks as a
+    /// tarball's, so what renders here renders from the built release.
+    pub fn from_dir(dir: &Path) -> Result<JobTemplates, Error> {
+        let job = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        Self::read(dir, "spec", job.as_deref().unwrap_or("job directory"))
+    }
+
+    /// Reads a job from `root`, whose spec is the file `manifest`; `origin`
+    /// names the job in errors until its spec is read.
+    fn read(root: &Path, manifest: &str, origin: &str) -> Result<JobTemplates, Error> {
+        let text = read_text(root, origin, manifest)?;
+        let spec = JobSpec::parse(&text, manifest).map_err(|source| Error::JobSpec { source })?;
+        let monit = read_text(root, &spec.name, "monit")?;
         let mut templates = BTreeMap::new();
         let mut destinations = HashSet::from(["monit".to_owned()]);
         for (src, dst) in &spec.templates {
-            let text = read_text(&root, &spec.name, &format!("templates/{src}"))?;
+            let text = read_text(root, &spec.name, &format!("templates/{src}"))?;
             templates.insert(src.clone(), text);
             if !destinations.insert(normalize(dst)) {
                 return Err(Error::DuplicateDestination {

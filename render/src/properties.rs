@@ -1,6 +1,10 @@
 //! Property resolution as the director does it before rendering
 //! (bosh-template's `copy_property`): a job sees only what its spec
-//! declares, each the manifest's value at the dotted path, else the default.
+//! declares, each the manifest's value at the dotted path (unless absent or
+//! null), else the default, else nil. A manifest hash replaces a default
+//! hash whole; every hash is sorted by key at every depth, except hashes
+//! inside arrays, which keep the manifest's order (as the director's
+//! properties reach templates).
 
 use bosh_api::release::JobSpec;
 use serde_json::{Map, Value};
@@ -35,6 +39,7 @@ pub(super) fn of_job(spec: &JobSpec, manifest: &Value) -> Result<JobProperties, 
         };
         set(&mut value, name, v);
     }
+    sort_hashes(&mut value);
     Ok(JobProperties { value, secrets })
 }
 
@@ -54,6 +59,18 @@ fn lookup<'a>(manifest: &'a Value, name: &str) -> Result<Option<&'a Value>, Stri
         }
     }
     Ok((!at.is_null()).then_some(at))
+}
+
+/// Sorts every hash by key, recursively, but not inside arrays.
+fn sort_hashes(v: &mut Value) {
+    if let Value::Object(m) = v {
+        let mut entries: Vec<(String, Value)> = std::mem::take(m).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, mut child) in entries {
+            sort_hashes(&mut child);
+            m.insert(k, child);
+        }
+    }
 }
 
 /// Sets `value` at a dotted path, making hashes on the way.
@@ -124,8 +141,33 @@ mod tests {
         let r =
             of_job(&s, &json!({"name": "given", "tls": {"cert": "PEM!", "key": "k"}, "other": 1}))
                 .unwrap();
-        assert_eq!(r.value, json!({"port": 8080, "tls": {"cert": "PEM!"}, "name": "given"}));
+        assert_eq!(r.value, json!({"name": "given", "port": 8080, "tls": {"cert": "PEM!"}}));
         assert_eq!(r.secrets, vec!["PEM!".to_owned(), "given".to_owned()]);
+    }
+
+    /// Hashes come sorted by key at every depth, except inside arrays; a
+    /// manifest hash replaces a default hash whole; null takes the default
+    /// and `false`, `0` and `""` do not.
+    #[test]
+    fn of_job_sorts_hashes_except_in_arrays_and_replaces_default_hashes() {
+        let s = spec(
+            "  z: ~\n  a: {default: {k: 1, j: 2}}\n  n: {default: 5}\n  f: {default: true}\n  \
+             zero: {default: 1}\n  empty: {default: x}\n",
+        );
+        let m = json!({
+            "z": {"b": 1, "a": {"y": 1, "x": 2}, "list": [{"q": 1, "p": 2}]},
+            "a": {"m": 3},
+            "n": null,
+            "f": false,
+            "zero": 0,
+            "empty": "",
+        });
+        let r = of_job(&s, &m).unwrap();
+        let text = serde_json::to_string(&r.value).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":{"m":3},"empty":"","f":false,"n":5,"z":{"a":{"x":2,"y":1},"b":1,"list":[{"q":1,"p":2}]},"zero":0}"#
+        );
     }
 
     /// A manifest scalar where a dotted property needs a hash is BOSH's error.

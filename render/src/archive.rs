@@ -8,15 +8,17 @@ use bosh_api::archive::TgzWriter;
 use sha2::{Digest, Sha256};
 
 use super::ruby::Output;
-use super::{Error, RenderRequest, Rendered, TemplateFailure, instance_name, job, redact};
+use super::{
+    Error, RenderRequest, Rendered, RenderedJob, TemplateFailure, instance_name, job, redact,
+};
 
-/// Turns one request's answer into its archive, or its failures into an
+/// Turns one request's answer into its files, or its failures into an
 /// error without values.
-pub(super) fn build(
+pub(super) fn files(
     req: &RenderRequest,
     out: Output,
     secrets: &[String],
-) -> Result<Rendered, Error> {
+) -> Result<Vec<RenderedJob>, Error> {
     let instance = instance_name(&req.instance);
     let jobs = match out {
         Ok(jobs) => jobs,
@@ -37,22 +39,35 @@ pub(super) fn build(
     if jobs.len() != req.jobs.len() {
         return Err(mismatch(format!("{instance}: {} jobs for {}", jobs.len(), req.jobs.len())));
     }
-    let mut w = TgzWriter::new();
-    let mut dirs = BTreeSet::new();
-    for (rj, files) in req.jobs.iter().zip(jobs) {
+    let mut rendered = Vec::with_capacity(jobs.len());
+    for (rj, contents) in req.jobs.iter().zip(jobs) {
         let name = &rj.job.name;
         let destinations = std::iter::once("monit".to_owned())
             .chain(rj.job.spec.templates.values().map(|d| job::normalize(d)));
         let destinations: Vec<String> = destinations.collect();
-        if files.len() != destinations.len() {
+        if contents.len() != destinations.len() {
             return Err(mismatch(format!(
                 "{instance}: {} files for job {name}, which has {}",
-                files.len(),
+                contents.len(),
                 destinations.len()
             )));
         }
+        rendered.push(RenderedJob {
+            name: name.clone(),
+            files: destinations.into_iter().zip(contents).collect(),
+        });
+    }
+    Ok(rendered)
+}
+
+/// Packs one instance's rendered jobs into the archive the agent installs.
+pub(super) fn build(instance: String, jobs: Vec<RenderedJob>) -> Result<Rendered, Error> {
+    let mut w = TgzWriter::new();
+    let mut dirs = BTreeSet::new();
+    for job in jobs {
+        let name = job.name;
         dirs.insert(name.clone());
-        for (dst, content) in destinations.into_iter().zip(files) {
+        for (dst, content) in job.files {
             let mut parent = std::path::Path::new(&dst).parent();
             while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
                 dirs.insert(format!("{name}/{}", p.display()));

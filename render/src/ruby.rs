@@ -1,6 +1,6 @@
 //! The Ruby process: what it is sent, how it is run and bounded, what it answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Error, JobTemplates, Limits, MAX_MEMORY, RenderRequest, properties};
+use super::{
+    Error, JobTemplates, Limits, Link, MAX_MEMORY, ReleaseRef, RenderRequest, properties, spec,
+};
 
 /// The driver, run with `ruby -e`.
 const RENDERER: &str = include_str!("renderer.rb");
@@ -46,7 +48,9 @@ struct JobRequestInput<'a> {
     /// Index into [`Input::jobs`].
     job: usize,
     properties: Value,
-    links: &'a Value,
+    links: &'a BTreeMap<String, Link>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<&'a ReleaseRef>,
 }
 
 /// A batch ready to send.
@@ -82,11 +86,13 @@ impl<'a> Batch<'a> {
                 match properties::of_job(&rj.job.spec, &rj.properties) {
                     Ok(props) => {
                         secrets.extend(props.secrets);
-                        properties::collect_strings(&rj.links, &mut secrets);
+                        let links = serde_json::to_value(&rj.links).expect("links serialize");
+                        properties::collect_strings(&links, &mut secrets);
                         job_inputs.push(JobRequestInput {
                             job,
                             properties: props.value,
                             links: &rj.links,
+                            release: rj.release.as_ref(),
                         });
                     }
                     Err(message) => {
@@ -98,7 +104,10 @@ impl<'a> Batch<'a> {
             match failed {
                 Some(e) => prepared.push(Err(e)),
                 None => {
-                    requests.push(RequestInput { spec: template_spec(req), jobs: job_inputs });
+                    requests.push(RequestInput {
+                        spec: spec::template_spec(&req.instance),
+                        jobs: job_inputs,
+                    });
                     prepared.push(Ok(properties::redaction_list(secrets)));
                 }
             }
@@ -129,19 +138,6 @@ impl<'a> Batch<'a> {
 
 fn same_job(a: &JobTemplates, b: &JobTemplates) -> bool {
     a.name == b.name && a.monit == b.monit && a.templates == b.templates && a.spec == b.spec
-}
-
-/// BOSH's template `spec` (the director's `TemplateSpec`), less
-/// `properties` and `links`, which are per job.
-fn template_spec(req: &RenderRequest) -> Value {
-    let mut spec = serde_json::to_value(&req.instance).expect("instance context serializes");
-    let m = spec.as_object_mut().expect("instance context is an object");
-    if m.get("networks").is_none_or(Value::is_null) {
-        m.insert("networks".into(), Value::Object(Default::default()));
-    }
-    m.insert("job".into(), serde_json::json!({ "name": req.instance.name }));
-    m.insert("dns_domain_name".into(), Value::String("bosh".into()));
-    spec
 }
 
 /// One request's answer: files per job (`monit` first, then the spec's

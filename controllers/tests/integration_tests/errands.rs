@@ -1,0 +1,214 @@
+//! Errands end to end on container VMs: an errand group gets VMs only for
+//! its run (or after it, with `keepAlive`), a colocated errand runs on the
+//! service instances that have it, results and exit codes are recorded,
+//! and `whenChanged` skips an unchanged run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bosh_api::objects::{
+    DeploymentSpec, ErrandInstanceResult, ErrandPhase, ErrandRunSpec, TaskState,
+};
+use bosh_api::wire::{ErrandEntry, ErrandRunRef, RunErrandRequest};
+use bosh_api::{Object, ObjectMeta};
+use bosh_controllers::libs::tasks::{create_task, task_name};
+use bosh_controllers::testing::{Harness, TOKEN};
+use bosh_test_utils::eventually;
+use serde_json::json;
+
+use super::compile::write;
+use super::deploy::{DeployHarness, world};
+
+/// Creating, starting and deleting container VMs on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// A release with one job, `smoke`: no process, a `bin/run` that prints
+/// `message` to stdout and `to-stderr` to stderr and exits with `exit_code`.
+fn errand_release(root: &Path) -> PathBuf {
+    let dir = root.join("errands-release");
+    write(&dir, "config/final.yml", "name: errands\n");
+    write(
+        &dir,
+        "jobs/smoke/spec",
+        "---\nname: smoke\ntemplates: {run.erb: bin/run}\npackages: []\nproperties:\n  message: {default: hi}\n  exit_code: {default: 0}\n",
+    );
+    write(&dir, "jobs/smoke/monit", "");
+    write(
+        &dir,
+        "jobs/smoke/templates/run.erb",
+        "#!/bin/bash\necho <%= p('message') %>\necho to-stderr >&2\nexit <%= p('exit_code') %>\n",
+    );
+    dir
+}
+
+/// `svc` (a service group with `smoke` colocated) and `tests` (an errand
+/// group running `smoke` with exit code `code`).
+fn manifest(code: u32) -> serde_json::Value {
+    let group = |name: &str, props: serde_json::Value| {
+        json!({"name": name, "instances": 1, "azs": ["z1"], "vm_type": "small",
+               "stemcell": "default", "networks": [{"name": "default"}],
+               "jobs": [{"name": "smoke", "release": "errands", "properties": props}]})
+    };
+    let mut tests = group("tests", json!({"message": "from-errand-group", "exit_code": code}));
+    tests["lifecycle"] = json!("errand");
+    json!({
+        "name": "e",
+        "releases": [{"name": "errands", "version": "latest"}],
+        "stemcells": [{"alias": "default", "os": "local", "version": "latest"}],
+        "update": {"canaries": 1, "max_in_flight": 2,
+                   "canary_watch_time": "300-20000", "update_watch_time": "300-20000"},
+        "instance_groups": [group("svc", json!({"message": "colocated"})), tests],
+    })
+}
+
+/// Asks for a run through the API, as `boshctl run-errand` does.
+async fn run(h: &Harness, errand: &str, req: RunErrandRequest) -> ErrandRunRef {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/deployments/e/errands/{errand}/runs", h.api_url))
+        .bearer_auth(TOKEN)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+/// The run after its task ended.
+async fn finished(h: &Harness, r: &ErrandRunRef) -> (TaskState, Object<ErrandRunSpec>) {
+    let (state, _) = h.task_end(r.task).await;
+    (state, h.store.get(Some("e"), &r.run).await.unwrap())
+}
+
+/// VMs the CPI holds for group `group` of deployment `e`.
+async fn vms_of(h: &Harness, group: &str) -> usize {
+    let vms = h.director.cpi.list_vms().await.unwrap();
+    vms.iter()
+        .filter(|v| v.metadata.get("deployment").map(String::as_str) == Some("e"))
+        .filter(|v| v.metadata.get("instance_group").map(String::as_str) == Some(group))
+        .count()
+}
+
+/// An errand group's VM exists only for its run (or, kept alive, after
+/// it); results, exit codes and task states follow the errand; a
+/// colocated errand runs on its service instance; `whenChanged` skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errands_run_on_their_own_vms_or_colocated_and_report_exit_codes() {
+    let h = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_stemcell().await.unwrap();
+    h.upload_release(&errand_release(tmp.path())).await.unwrap();
+    let deployed = h.apply("e", manifest(3)).await;
+    assert_eq!(h.task_end(deployed).await.0, TaskState::Done);
+    assert_eq!(vms_of(&h, "tests").await, 0, "an errand group has no VM between runs");
+    assert_eq!(vms_of(&h, "svc").await, 1);
+
+    let listed: Vec<ErrandEntry> = reqwest::Client::new()
+        .get(format!("{}/v1/deployments/e/errands", h.api_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<(&str, bool)> = listed.iter().map(|e| (e.name.as_str(), e.colocated)).collect();
+    assert_eq!(names, [("smoke", true), ("tests", false)]);
+
+    // The errand group: a VM is made, the errand fails with its code, the VM goes.
+    let started = std::time::Instant::now();
+    let r = run(&h, "tests", RunErrandRequest::default()).await;
+    let (state, done) = finished(&h, &r).await;
+    println!("errand group run (VM created, applied, run): {:?}", started.elapsed());
+    assert_eq!(state, TaskState::Error, "{done:?}");
+    assert_eq!(done.status.phase, ErrandPhase::Failed);
+    let [res] = &done.status.results[..] else { panic!("{:?}", done.status) };
+    assert_eq!((res.exit_code, res.job.as_str()), (Some(3), "smoke"));
+    assert_eq!(res.stdout.trim(), "from-errand-group");
+    assert_eq!(res.stderr.trim(), "to-stderr");
+    assert!(res.instance.starts_with("tests/"), "{res:?}");
+    eventually(DEADLINE, "the errand VM to be deleted", || async {
+        (vms_of(&h, "tests").await == 0 && h.instances("e").await.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A colocated errand runs on the service instance; its VM stays.
+    let started = std::time::Instant::now();
+    let r = run(&h, "smoke", RunErrandRequest::default()).await;
+    let (state, done) = finished(&h, &r).await;
+    println!("colocated errand run: {:?}", started.elapsed());
+    assert_eq!(state, TaskState::Done, "{done:?}");
+    let [res] = &done.status.results[..] else { panic!("{:?}", done.status) };
+    assert_eq!((res.exit_code, res.stdout.trim()), (Some(0), "colocated"));
+    assert!(res.instance.starts_with("svc/"), "{res:?}");
+    assert_eq!(vms_of(&h, "svc").await, 1);
+
+    // Nothing changed since that success: skipped, nothing run.
+    let when_changed = RunErrandRequest { when_changed: true, ..Default::default() };
+    let r2 = run(&h, "smoke", when_changed.clone()).await;
+    let (state, skipped) = finished(&h, &r2).await;
+    assert_eq!((state, skipped.status.phase), (TaskState::Done, ErrandPhase::Skipped));
+    assert!(skipped.status.results.is_empty());
+    assert!(skipped.status.message.contains(&format!("task {}", r.task)), "{skipped:?}");
+
+    // Kept alive: the VM outlives the run, and a later run reuses it.
+    let keep = RunErrandRequest { keep_alive: true, ..Default::default() };
+    let r = run(&h, "tests", keep).await;
+    let (_, done) = finished(&h, &r).await;
+    assert_eq!(done.status.results[0].exit_code, Some(3));
+    let kept = &done.status.results[0].instance;
+    assert_eq!(vms_of(&h, "tests").await, 1, "keepAlive keeps the VM");
+    let r = run(&h, "tests", RunErrandRequest::default()).await;
+    let (_, done) = finished(&h, &r).await;
+    assert_eq!(&done.status.results[0].instance, kept, "the kept instance ran it again");
+    eventually(DEADLINE, "the errand VM to be deleted after a run without keepAlive", || async {
+        (vms_of(&h, "tests").await == 0).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A run written straight to the store (a GitOps tool) and found
+    // half done (as a director restarted mid-run finds it): the recorded
+    // result stands and is not run again; the run and its task finish.
+    let svc = h.instances("e").await.into_iter().find(|i| i.spec.group == "svc").unwrap();
+    let task = create_task(&h.store, "run errand smoke", Some("e"), "gitops").await.unwrap();
+    let spec = ErrandRunSpec { errand: "smoke".into(), task: task.spec.id, ..Default::default() };
+    let mut half = Object::new(ObjectMeta::scoped("e", task_name(task.spec.id)), spec);
+    half.status.phase = ErrandPhase::Running;
+    half.status.results = vec![ErrandInstanceResult {
+        instance: svc.metadata.name.clone(),
+        job: "smoke".into(),
+        exit_code: Some(0),
+        stdout: "recorded before the crash".into(),
+        ..Default::default()
+    }];
+    h.store.create(&half).await.unwrap();
+    let r = ErrandRunRef { task: task.spec.id, run: task_name(task.spec.id) };
+    let (state, done) = finished(&h, &r).await;
+    assert_eq!((state, done.status.phase), (TaskState::Done, ErrandPhase::Succeeded));
+    assert_eq!(done.status.results, half.status.results, "nothing was run again");
+
+    // An unknown errand is refused and writes nothing.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/deployments/e/errands/nope/runs", h.api_url))
+        .bearer_auth(TOKEN)
+        .json(&RunErrandRequest::default())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("errand groups are [tests]"));
+
+    // The deployment's deletion takes its runs (and so any kept-alive
+    // errand group) with it.
+    assert!(!h.store.list::<ErrandRunSpec>("e/").await.unwrap().items.is_empty());
+    let task = create_task(&h.store, "delete deployment", Some("e"), "test").await.unwrap();
+    let mut d: Object<DeploymentSpec> = h.store.get(None, "e").await.unwrap();
+    d.spec.task = Some(task.spec.id);
+    h.store.update_spec(&d).await.unwrap();
+    h.store.delete::<DeploymentSpec>(None, "e", None).await.unwrap();
+    assert_eq!(h.task_end(task.spec.id).await.0, TaskState::Done);
+    assert!(h.store.list::<ErrandRunSpec>("e/").await.unwrap().items.is_empty());
+    h.stop().await.unwrap();
+}

@@ -1,0 +1,158 @@
+//! Links end to end: a consumer job's template reads the provider's
+//! instances and a property through `link(..)`, on container VMs; scaling
+//! the provider re-renders and rolls the consumer and nothing else; an
+//! unresolvable link fails the deploy before any VM is made.
+
+use std::path::{Path, PathBuf};
+
+use bosh_api::Object;
+use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskState};
+use bosh_controllers::testing::{Harness, WebManifest};
+use serde_json::{Value, json};
+
+use super::compile::write;
+use super::deploy::{DeployHarness, world};
+
+/// A release of two process-less jobs: `server` provides `conn` (type
+/// `srv`) exposing its `port`; `client` consumes it and writes the
+/// provider's addresses and port into `config/peers`.
+fn linked_release(root: &Path) -> PathBuf {
+    let dir = root.join("linked-release");
+    write(&dir, "config/final.yml", "name: linked\n");
+    write(
+        &dir,
+        "jobs/server/spec",
+        "---\nname: server\ntemplates: {conf.erb: config/conf}\n\
+         provides: [{name: conn, type: srv, properties: [port]}]\n\
+         properties: {port: {default: 1}}\n",
+    );
+    write(&dir, "jobs/server/monit", "");
+    write(&dir, "jobs/server/templates/conf.erb", "port <%= p('port') %>\n");
+    write(
+        &dir,
+        "jobs/client/spec",
+        "---\nname: client\ntemplates: {peers.erb: config/peers}\n\
+         consumes: [{name: conn, type: srv}]\n",
+    );
+    write(&dir, "jobs/client/monit", "");
+    write(
+        &dir,
+        "jobs/client/templates/peers.erb",
+        "<%= link('conn').instances.map(&:address).join(',') %> port=<%= link('conn').p('port') %>",
+    );
+    dir
+}
+
+/// Groups `srv` (`servers` instances of `server`, port 7000) and `cli`
+/// (one `client`, consuming `conn` as `consumes` says).
+fn manifest(servers: u32, consumes: Value) -> Value {
+    let mut m = WebManifest::job("linked", "linked", "server").value();
+    let mut srv = m["instance_groups"][0].clone();
+    srv["name"] = "srv".into();
+    srv["instances"] = servers.into();
+    srv["jobs"][0]["properties"] = json!({"port": 7000});
+    let mut cli = m["instance_groups"][0].clone();
+    cli["name"] = "cli".into();
+    cli["jobs"] = json!([{"name": "client", "release": "linked", "consumes": consumes}]);
+    m["instance_groups"] = json!([srv, cli]);
+    m
+}
+
+/// The consumer's rendered `config/peers`, read in its VM through its agent.
+async fn peers(h: &Harness, i: &Object<InstanceSpec>) -> String {
+    let agent = h.director.agents.for_agent(i.status.agent_id.clone().unwrap());
+    let cmd = vec!["cat".to_string(), "/var/vcap/jobs/client/config/peers".to_string()];
+    let r = agent.exec(&cmd, Some(20)).await.unwrap();
+    assert_eq!(r.exit_code, 0, "{}", r.stderr);
+    r.stdout
+}
+
+/// The deployment's instances of `group`, by index.
+async fn of(h: &Harness, group: &str) -> Vec<Object<InstanceSpec>> {
+    let mut v: Vec<_> =
+        h.instances("linked").await.into_iter().filter(|i| i.spec.group == group).collect();
+    v.sort_by_key(|i| i.spec.index);
+    v
+}
+
+/// The servers' IPs, comma-separated by index, as the consumer should see them.
+fn ips(servers: &[Object<InstanceSpec>]) -> String {
+    servers.iter().map(|i| i.spec.networks[0].ip.clone()).collect::<Vec<_>>().join(",")
+}
+
+/// A consumer renders its provider's IPs and bound property; scaling the
+/// provider re-renders and rolls the consumer (same VM) and leaves the
+/// existing provider instance alone; the Deployment's status lists the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_renders_provider_link_and_scaling_the_provider_rolls_it() {
+    let h = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&linked_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+
+    let (state, result) = h.task_end(h.apply("linked", manifest(1, json!({}))).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let (servers, client) = (of(&h, "srv").await, of(&h, "cli").await.remove(0));
+    assert_eq!(servers.len(), 1);
+    assert_eq!(peers(&h, &client).await, format!("{} port=7000", ips(&servers)));
+
+    let explicit = json!({"conn": {"from": "conn"}});
+    let (state, result) = h.task_end(h.apply("linked", manifest(2, explicit)).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let (grown, rolled) = (of(&h, "srv").await, of(&h, "cli").await.remove(0));
+    assert_eq!(grown.len(), 2);
+    assert_eq!(peers(&h, &rolled).await, format!("{} port=7000", ips(&grown)));
+    assert_ne!(rolled.spec.config_hash, client.spec.config_hash, "the consumer rolled");
+    assert_eq!(rolled.status.vm_cid, client.status.vm_cid, "on its VM");
+    assert_eq!(grown[0].spec, servers[0].spec, "the first provider is untouched");
+    let dep: Object<DeploymentSpec> = h.store.get(None, "linked").await.unwrap();
+    let shown: Vec<_> = dep
+        .status
+        .links
+        .iter()
+        .map(|l| (l.instance_group.as_str(), l.job.as_str(), l.provider.as_deref(), l.instances))
+        .collect();
+    assert_eq!(shown, [("cli", "client", Some("srv/server/conn"), 2)], "boshctl links shows it");
+}
+
+/// A consumer takes another deployment's shared link (`deployment:`),
+/// seeing that deployment's instances and property.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_takes_a_shared_link_from_another_deployment() {
+    let h = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&linked_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let mut data = manifest(2, json!({}));
+    data["name"] = "data".into();
+    data["instance_groups"][0]["jobs"][0]["provides"] =
+        json!({"conn": {"as": "main", "shared": true}});
+    data["instance_groups"].as_array_mut().unwrap().truncate(1);
+    let (state, result) = h.task_end(h.apply("data", data).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let mut app = manifest(0, json!({"conn": {"from": "main", "deployment": "data"}}));
+    app["instance_groups"].as_array_mut().unwrap().remove(0);
+    let (state, result) = h.task_end(h.apply("linked", app).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let mut servers: Vec<_> = h.instances("data").await;
+    servers.sort_by_key(|i| i.spec.index);
+    let client = of(&h, "cli").await.remove(0);
+    assert_eq!(peers(&h, &client).await, format!("{} port=7000", ips(&servers)));
+}
+
+/// A link that names no provider fails the deploy with `LinksInvalid`,
+/// naming the group, job, link and type, before any VM is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_link_fails_the_deploy_before_any_vm() {
+    let h = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&linked_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let t = h.apply("linked", manifest(1, json!({"conn": {"from": "nope"}}))).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Error, "{result}");
+    let want = "instance group cli, job client: link conn (type srv): no provider named \"nope\"";
+    assert!(result.contains(want), "{result}");
+    assert!(h.instances("linked").await.is_empty(), "no instance was made");
+    assert!(h.cpi.created.lock().unwrap().is_empty(), "no VM was made");
+}
