@@ -15,6 +15,7 @@ mod containers;
 mod cpi;
 mod deploy;
 mod dns;
+mod dns_health;
 mod errands;
 #[cfg(feature = "failpoints")]
 mod faults;
