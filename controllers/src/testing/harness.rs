@@ -28,10 +28,11 @@ pub const TOKEN: &str = "t";
 
 /// The cloud config's subnet entry for the leased subnet: gateway `.1`,
 /// reserved `.2`–`.9`, static `.10`–`.20` (of a /16: `127.N.0.x`, the rest
-/// of the /16 dynamic).
-fn subnet_yaml(lease: &SubnetLease) -> String {
+/// of the /16 dynamic). With `dns` the gateway is also the subnet's DNS
+/// server (see [`HarnessOptions::dns`]).
+fn subnet_yaml(lease: &SubnetLease, dns: bool) -> String {
     let ip = |host| lease.ip(host);
-    format!(
+    let mut yaml = format!(
         "range: {}
     gateway: {}
     azs: [z1]
@@ -43,7 +44,18 @@ fn subnet_yaml(lease: &SubnetLease) -> String {
         ip(9),
         ip(10),
         ip(20)
-    )
+    );
+    if dns {
+        yaml.push_str(&format!("\n    dns: [{}]", ip(1)));
+    }
+    yaml
+}
+
+/// The address the harness's BOSH DNS listens on when
+/// [`HarnessOptions::dns`] is set: port 53 of the subnet's gateway, where
+/// a VM's resolver asks.
+fn dns_address(lease: &SubnetLease) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(lease.ip(1).into(), 53)
 }
 
 /// How a harness is set up.
@@ -86,6 +98,14 @@ pub struct HarnessOptions {
     pub agent_blobstore_url: Option<String>,
     /// What the world's VMs are.
     pub vms: VmKind,
+    /// Serve BOSH DNS as boshd does ([`daemon::run_dns`]) on port 53 of
+    /// the subnet's gateway and give the subnet `dns:
+    /// [<gateway>]`, which the local CPI writes into a container VM's
+    /// `/etc/resolv.conf`: jobs then resolve link addresses
+    /// (`q-s0.<group>.<network>.<deployment>.bosh`) through the director.
+    /// Off by default: port 53 needs root, and only container VMs have a
+    /// resolver of their own (process VMs share the host's).
+    pub dns: bool,
 }
 
 impl HarnessOptions {
@@ -130,6 +150,7 @@ impl HarnessOptions {
             orphan_vms: None,
             agent_blobstore_url: None,
             vms: VmKind::Process,
+            dns: false,
         }
     }
 }
@@ -189,7 +210,7 @@ impl Harness {
         tokio::spawn(api::serve(listener, api::router(Arc::new(state)), std::future::pending()));
 
         let (w, reuse) = (o.compile_workers, o.reuse_compile_vms);
-        let subnet = subnet_yaml(&o.subnet);
+        let subnet = subnet_yaml(&o.subnet, o.dns);
         let cloud = format!(
             "
 azs: [{{name: z1}}]
@@ -225,7 +246,21 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         let validator = daemon::deployment_validator(&store, &opts);
         let deploy = o.deploy;
         let task_controller = daemon::task_controller(&store, &opts);
-        let tasks = vec![
+        let mut tasks = Vec::new();
+        if o.dns {
+            // Bound before the bridge holds the gateway (IP_FREEBIND), as boshd does.
+            let (udp, tcp) = crate::server::dns::bind(&[dns_address(&o.subnet)])?;
+            let (store, stop) = (store.clone(), shutdown.clone());
+            // The controllers' watches, as boshd shares them.
+            let reflectors = opts.reflectors.clone();
+            tasks.push(tokio::spawn(async move {
+                let config = crate::server::dns::DnsConfig::default();
+                if let Err(e) = daemon::run_dns(store, reflectors, config, udp, tcp, stop).await {
+                    tracing::error!(error = %e, "the harness's BOSH DNS stopped");
+                }
+            }));
+        }
+        tasks.extend([
             tokio::spawn(validator.run(shutdown.clone())),
             tokio::spawn(task_controller.run(shutdown.clone())),
             tokio::spawn({
@@ -238,7 +273,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
                     }
                 }
             }),
-        ];
+        ]);
         Ok(Harness {
             store,
             director,
@@ -410,7 +445,7 @@ mod tests {
     use bosh_test_utils::SubnetLease;
 
     fn subnet(lease: &SubnetLease) -> Subnet {
-        let yaml = subnet_yaml(lease).replace("\n    ", "\n");
+        let yaml = subnet_yaml(lease, false).replace("\n    ", "\n");
         serde_json::from_value(bosh_api::yaml::parse_value(&yaml, "subnet.yml").unwrap()).unwrap()
     }
 
