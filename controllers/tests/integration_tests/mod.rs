@@ -21,6 +21,7 @@ mod errands;
 mod faults;
 mod ha;
 mod health;
+mod kv_example;
 mod leader;
 mod lifecycle;
 mod links;
