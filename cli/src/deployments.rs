@@ -317,7 +317,8 @@ pub async fn links(args: VariablesArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `links` table: consumer, link, type, provider (or `manual`),
+/// The `links` table: consumer, link, type, provider (or `manual`;
+/// `deployment:group/job/link` for another deployment's shared link),
 /// network and instance count.
 fn links_table(links: &[LinkStatus]) -> Table {
     let mut t = Table::new();
@@ -328,7 +329,11 @@ fn links_table(links: &[LinkStatus]) -> Table {
             format!("{}/{}", l.instance_group, l.job),
             l.name.clone(),
             l.type_.clone(),
-            l.provider.clone().unwrap_or_else(|| "manual".into()),
+            match (&l.deployment, &l.provider) {
+                (Some(d), Some(p)) => format!("{d}:{p}"),
+                (None, Some(p)) => p.clone(),
+                (_, None) => "manual".into(),
+            },
             l.network.clone().unwrap_or_default(),
             l.instances.to_string(),
         ]);
@@ -362,7 +367,8 @@ mod tests {
         assert!(r.releases.is_empty() && r.stemcells.is_empty() && r.instances == 0);
     }
 
-    /// `links` shows each consumer with its provider, and `manual` for a manual link.
+    /// `links` shows each consumer with its provider (another deployment's
+    /// prefixed with its name), and `manual` for a manual link.
     #[test]
     fn links_table_names_consumer_and_provider() {
         let links = [
@@ -373,7 +379,18 @@ mod tests {
                 type_: "srv".into(),
                 provider: Some("srv/server/conn".into()),
                 network: Some("default".into()),
+                deployment: None,
                 instances: 2,
+            },
+            LinkStatus {
+                instance_group: "cli".into(),
+                job: "client".into(),
+                name: "db".into(),
+                type_: "pg".into(),
+                provider: Some("pg/postgres/db".into()),
+                network: Some("default".into()),
+                deployment: Some("data".into()),
+                instances: 1,
             },
             LinkStatus {
                 instance_group: "cli".into(),
@@ -387,6 +404,7 @@ mod tests {
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(rows[0], ["CONSUMER", "LINK", "TYPE", "PROVIDER", "NETWORK", "INSTANCES"]);
         assert_eq!(rows[1], ["cli/client", "conn", "srv", "srv/server/conn", "default", "2"]);
-        assert_eq!(rows[2], ["cli/client", "cache", "redis", "manual", "0"]);
+        assert_eq!(rows[2], ["cli/client", "db", "pg", "data:pg/postgres/db", "default", "1"]);
+        assert_eq!(rows[3], ["cli/client", "cache", "redis", "manual", "0"]);
     }
 }

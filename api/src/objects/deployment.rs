@@ -131,6 +131,10 @@ pub struct LinkStatus {
     /// The provider's network the addresses are on (absent for a manual link).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The provider's deployment when it is another one (a shared link):
+    /// what wakes this deployment when that one's instances change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// How many provider instances the consumer sees.
     pub instances: u32,
 }

@@ -178,6 +178,8 @@ pub async fn run_deploy(
         packages: packages.cache(),
         errands: errand_runs.cache(),
     };
+    let deployment_reflector = reflectors.get::<DeploymentSpec>(&store);
+    let consumers = deployment::consumers_of(deployment_reflector.cache());
     let deployments = Controller::<DeploymentSpec, _, deployment::Error>::new(
         deployment::WIRING.name,
         store.clone(),
@@ -190,9 +192,10 @@ pub async fn run_deploy(
         deployment::reconcile,
         default_error_policy,
     )
-    .with_reflector(reflectors.get(&store))
+    .with_reflector(deployment_reflector)
     .wake_when(deployment::wakes_on())
     .owns(&instance_reflector, deployment::instance_progress(), |i| i.metadata.deployment.clone())
+    .watches(&instance_reflector, deployment::instance_spec_changed(), consumers)
     .watches(&reflectors.get::<TaskSpec>(&store), task_state(), |t| {
         t.spec.deployment.clone().into_iter().collect()
     })

@@ -7,32 +7,43 @@ use std::path::{Path, PathBuf};
 
 use bosh_api::Object;
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskState};
-use bosh_controllers::testing::{Harness, WebManifest};
+use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
 use serde_json::{Value, json};
 
 use super::compile::write;
+
+/// Deploying and rolling container VMs on a loaded machine.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(180);
 use super::deploy::{DeployHarness, world};
 
 /// A release of two process-less jobs: `server` provides `conn` (type
 /// `srv`) exposing its `port`; `client` consumes it and writes the
-/// provider's addresses and port into `config/peers`.
+/// provider's addresses and port into `config/peers`, and provides `back`
+/// (type `cli`), which `server` optionally consumes into `config/back`.
 fn linked_release(root: &Path) -> PathBuf {
     let dir = root.join("linked-release");
     write(&dir, "config/final.yml", "name: linked\n");
     write(
         &dir,
         "jobs/server/spec",
-        "---\nname: server\ntemplates: {conf.erb: config/conf}\n\
+        "---\nname: server\ntemplates: {conf.erb: config/conf, back.erb: config/back}\n\
          provides: [{name: conn, type: srv, properties: [port]}]\n\
+         consumes: [{name: back, type: cli, optional: true}]\n\
          properties: {port: {default: 1}}\n",
     );
     write(&dir, "jobs/server/monit", "");
     write(&dir, "jobs/server/templates/conf.erb", "port <%= p('port') %>\n");
     write(
         &dir,
+        "jobs/server/templates/back.erb",
+        "<% if_link('back') do |b| %><%= b.instances.map(&:address).join(',') %><% end %>\n",
+    );
+    write(
+        &dir,
         "jobs/client/spec",
         "---\nname: client\ntemplates: {peers.erb: config/peers}\n\
-         consumes: [{name: conn, type: srv}]\n",
+         consumes: [{name: conn, type: srv}]\n\
+         provides: [{name: back, type: cli}]\n",
     );
     write(&dir, "jobs/client/monit", "");
     write(
@@ -51,6 +62,8 @@ fn manifest(servers: u32, consumes: Value) -> Value {
     srv["name"] = "srv".into();
     srv["instances"] = servers.into();
     srv["jobs"][0]["properties"] = json!({"port": 7000});
+    // The server's optional `back` is wired only where a test says so.
+    srv["jobs"][0]["consumes"] = json!({"back": null});
     let mut cli = m["instance_groups"][0].clone();
     cli["name"] = "cli".into();
     cli["jobs"] = json!([{"name": "client", "release": "linked", "consumes": consumes}]);
@@ -138,6 +151,93 @@ async fn consumer_takes_a_shared_link_from_another_deployment() {
     servers.sort_by_key(|i| i.spec.index);
     let client = of(&h, "cli").await.remove(0);
     assert_eq!(peers(&h, &client).await, format!("{} port=7000", ips(&servers)));
+}
+
+/// With resyncs an hour apart (so only watches wake anyone), scaling a
+/// deployment whose shared link another deployment consumes re-renders
+/// the consumer at once; and two deployments consuming each other's
+/// shared links (a cycle) both converge and then stay still: a consumer's
+/// re-render changes nothing its own provided link carries, so nothing
+/// bounces back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_link_consumers_follow_their_provider_and_cycles_settle() {
+    let h = Harness::start(HarnessOptions {
+        resync: std::time::Duration::from_secs(3600),
+        ..HarnessOptions::containers()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    h.upload_release(&linked_release(tmp.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    // `data` (servers, sharing `conn` as `main`) consumes `app`'s shared
+    // `back` once `app` exists; `app` (one client) consumes `data`'s `main`.
+    let data = |servers: u32, back: bool| {
+        let mut m = manifest(servers, json!({}));
+        m["name"] = "data".into();
+        m["instance_groups"].as_array_mut().unwrap().truncate(1);
+        let job = &mut m["instance_groups"][0]["jobs"][0];
+        job["provides"] = json!({"conn": {"as": "main", "shared": true}});
+        if back {
+            job["consumes"] = json!({"back": {"from": "app-back", "deployment": "linked"}});
+        }
+        m
+    };
+    let mut app = manifest(0, json!({"conn": {"from": "main", "deployment": "data"}}));
+    app["instance_groups"].as_array_mut().unwrap().remove(0);
+    app["instance_groups"][0]["jobs"][0]["provides"] =
+        json!({"back": {"as": "app-back", "shared": true}});
+    for (name, m) in [("data", data(1, false)), ("linked", app), ("data", data(1, true))] {
+        let (state, result) = h.task_end(h.apply(name, m).await).await;
+        assert_eq!(state, TaskState::Done, "{name}: {result}");
+    }
+    let client = of(&h, "cli").await.remove(0);
+    let servers = h.instances("data").await;
+    assert_eq!(peers(&h, &client).await, format!("{} port=7000", ips(&servers)));
+    let back = servers[0].clone();
+    let agent = h.director.agents.for_agent(back.status.agent_id.clone().unwrap());
+    let cmd = vec!["cat".to_string(), "/var/vcap/jobs/server/config/back".to_string()];
+    let r = agent.exec(&cmd, Some(20)).await.unwrap();
+    assert_eq!(r.stdout.trim(), client.spec.networks[0].ip, "{}", r.stderr);
+    let app: Object<DeploymentSpec> = h.store.get(None, "linked").await.unwrap();
+    assert_eq!(app.status.links[0].deployment.as_deref(), Some("data"), "{:?}", app.status);
+
+    // The provider grows: the consumer in the other deployment follows
+    // (its own task is long done; only the watch can wake it).
+    let (state, result) = h.task_end(h.apply("data", data(2, true)).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let mut grown = h.instances("data").await;
+    grown.sort_by_key(|i| i.spec.index);
+    let want = format!("{} port=7000", ips(&grown));
+    let rolled = bosh_test_utils::eventually(DEADLINE, "the consumer to re-render", || async {
+        let c = of(&h, "cli").await.pop()?;
+        let ready = c.status.applied_hash == c.spec.config_hash;
+        (c.spec.config_hash != client.spec.config_hash && ready).then_some(c)
+    })
+    .await
+    .unwrap();
+    assert_eq!(peers(&h, &rolled).await, want);
+    assert_eq!(rolled.status.vm_cid, client.status.vm_cid, "on its VM");
+
+    // The cycle settles: the consumer's roll changed nothing `data`
+    // renders, so `data` keeps its specs (its first server the spec it
+    // got when the cycle closed).
+    let now = h.instances("data").await;
+    let first = now.iter().find(|i| i.spec.id == back.spec.id).unwrap();
+    assert_eq!(first.spec, grown.iter().find(|i| i.spec.id == back.spec.id).unwrap().spec);
+    let versions = |v: &[Object<InstanceSpec>]| {
+        let mut r: Vec<(String, i64)> =
+            v.iter().map(|i| (i.metadata.name.clone(), i.metadata.resource_version)).collect();
+        r.sort();
+        r
+    };
+    let before = (versions(&h.instances("data").await), versions(&h.instances("linked").await));
+    // A cycle that bounced would rewrite specs within a pass or two (each
+    // pass takes well under a second here); none is written in 5 s.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let after = (versions(&h.instances("data").await), versions(&h.instances("linked").await));
+    assert_eq!(before, after, "no spec rewritten after the cycle settled");
+    h.stop().await.unwrap();
 }
 
 /// A link that names no provider fails the deploy with `LinksInvalid`,

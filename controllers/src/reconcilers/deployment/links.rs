@@ -214,6 +214,7 @@ pub fn resolve(
     planned: &[Desired],
     foreign: &BTreeMap<String, Foreign>,
 ) -> Result<Resolved, Vec<String>> {
+    let own = deployment;
     let mut errors = Vec::new();
     let spec_of = |j: &Job| specs.get(&(j.release.clone(), j.name.clone())).map(|t| &t.spec);
     let providers = providers_of(manifest, specs, &mut errors);
@@ -269,6 +270,7 @@ pub fn resolve(
                         type_: c.link_type.clone(),
                         provider,
                         network,
+                        deployment: None,
                         instances: l.instances.len() as u32,
                     };
                 if let Some(m) = said.manual {
@@ -365,7 +367,9 @@ pub fn resolve(
                 let dns = use_dns && said.ip_addresses != Some(true);
                 let l = link_of(deployment, manifest, chosen, &network, dns, planned);
                 let provider = format!("{}/{}/{}", chosen.group.name, chosen.job.name, chosen.link);
-                out.summary.push(status(Some(provider), Some(network), &l));
+                let mut shown = status(Some(provider), Some(network), &l);
+                shown.deployment = (deployment != own).then(|| deployment.to_string());
+                out.summary.push(shown);
                 links.insert(c.name.clone(), l);
             }
             out.by_job.insert((g.name.clone(), j.name.clone()), links);

@@ -281,6 +281,32 @@ pub fn instance_progress() -> Predicate<InstanceSpec> {
     })
 }
 
+/// An Instance's spec changed (or it came or went): what another
+/// deployment consuming its deployment's shared links renders from.
+pub fn instance_spec_changed() -> Predicate<InstanceSpec> {
+    Predicate::<InstanceSpec>::new(|old, new| {
+        old.metadata.resource_version != new.metadata.resource_version
+    })
+}
+
+/// The deployments (from the deployment cache) that consume a shared link
+/// of an instance's deployment, as their status's links record: a
+/// provider's scale, address or property change wakes its consumers in
+/// other deployments at once, not at their next resync.
+pub fn consumers_of(
+    deployments: Arc<crate::runtime::Cache<DeploymentSpec>>,
+) -> impl Fn(&Object<InstanceSpec>) -> Vec<String> + Send + Sync + 'static {
+    move |i| {
+        let Some(provider) = i.metadata.deployment.as_deref() else { return vec![] };
+        deployments
+            .list()
+            .iter()
+            .filter(|d| d.status.links.iter().any(|l| l.deployment.as_deref() == Some(provider)))
+            .map(|d| d.metadata.name.clone())
+            .collect()
+    }
+}
+
 /// A condition without its transition time: what a change of it is.
 fn condition_key(
     conditions: &[Condition],
