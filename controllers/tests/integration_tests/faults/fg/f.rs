@@ -1459,8 +1459,10 @@ async fn footprint(h: &Harness, name: &str) -> serde_json::Value {
 /// `PlacementFailed` condition naming the address, its task fails, it
 /// gets no VM (no `create_vm` call at all), and A is untouched: the same
 /// generation, verdict, VMs, agents, addresses, applied configuration and
-/// phases, its agents still answering. (The link-cycle half of F8 needs
-/// links, which bosh-rs does not have yet.) CI tries one B, the full run 10.
+/// phases, its agents still answering. (The link-cycle half of F8 is
+/// `links::shared_link_consumers_follow_their_provider_and_cycles_settle`:
+/// two deployments consuming each other's shared links converge and then
+/// rewrite nothing.) CI tries one B, the full run 10.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_f8_a_second_claim_on_a_static_ip_is_rejected_and_the_first_is_untouched() {
     let seed = seed();
@@ -1535,7 +1537,8 @@ async fn faults_f8_a_second_claim_on_a_static_ip_is_rejected_and_the_first_is_un
         &format!(
             "{runs} second claims rejected (Ready False PlacementFailed naming the address, task \
              failed, 0 VMs, 0 create_vm); the first deployment's generation, verdict, VMs, agents, \
-             addresses and phases unchanged; link cycles not built (no links yet)"
+             addresses and phases unchanged; link cycles: see \
+             links::shared_link_consumers_follow_their_provider_and_cycles_settle"
         ),
     );
     h.stop().await.unwrap();
