@@ -13,6 +13,7 @@ mod deployments;
 mod director;
 mod env;
 mod errands;
+mod fetch;
 mod instances;
 mod interpolate;
 mod objects;
@@ -195,6 +196,9 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
 
 fn main() {
     let cli = Cli::parse();
+    // Every reqwest client (the director's, downloads') uses rustls with
+    // ring, as the rest of the tree does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Interpolate(args) => interpolate::run(args),
         Command::InitRelease(a) => release::init(a),

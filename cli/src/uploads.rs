@@ -31,6 +31,10 @@ pub struct UploadReleaseArgs {
     /// Expected digest of a downloaded tarball (`sha256:<hex>` or sha1 hex).
     #[arg(long)]
     pub sha1: Option<String>,
+    /// A PEM file of CA certificates trusted for https URLs, besides the
+    /// system's.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
     #[command(flatten)]
     pub director: DirectorArgs,
 }
@@ -38,8 +42,15 @@ pub struct UploadReleaseArgs {
 /// Flags of `upload-stemcell`.
 #[derive(Debug, clap::Args)]
 pub struct UploadStemcellArgs {
-    /// A stemcell tarball.
-    pub stemcell: PathBuf,
+    /// A stemcell tarball, or an http(s) URL of one.
+    pub stemcell: String,
+    /// Expected digest of a downloaded tarball (`sha256:<hex>` or sha1 hex).
+    #[arg(long)]
+    pub sha1: Option<String>,
+    /// A PEM file of CA certificates trusted for https URLs, besides the
+    /// system's.
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
     /// Upload the image again even if the director has the stemcell.
     #[arg(long)]
     pub fix: bool,
@@ -158,20 +169,29 @@ async fn upload<T: DeserializeOwned>(
     result
 }
 
-/// Downloads a URL to `dest` with a progress bar.
-async fn download(url: &str, dest: &Path) -> Result<()> {
-    let mut resp = reqwest::get(url).await.with_context(|| format!("downloading {url}"))?;
-    if !resp.status().is_success() {
-        bail!("downloading {url}: HTTP {}", resp.status());
-    }
-    let pb = progress(resp.content_length().unwrap_or(0), "Downloading");
-    let mut out = tokio::fs::File::create(dest).await?;
-    while let Some(chunk) = resp.chunk().await? {
-        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
-        pb.inc(chunk.len() as u64);
-    }
+/// Downloads `url` into `dir` with a progress bar, checking `sha1`
+/// (`--sha1`, parsed before any byte is fetched).
+async fn download(
+    url: &str,
+    dir: &Path,
+    sha1: Option<&str>,
+    ca_cert: Option<&Path>,
+) -> Result<PathBuf> {
+    let want = sha1.map(crate::fetch::Expected::parse).transpose()?;
+    let client = crate::fetch::client(ca_cert)?;
+    let dest = dir.join("download.tgz");
+    let pb = progress(0, "Downloading");
+    let bar = pb.clone();
+    let r = crate::fetch::download(&client, url, &dest, want.as_ref(), move |total, n| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.inc(n);
+    })
+    .await;
     pb.finish_and_clear();
-    Ok(())
+    r?;
+    Ok(dest)
 }
 
 /// Runs `upload-release`.
@@ -179,17 +199,8 @@ pub async fn upload_release(args: UploadReleaseArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let arg = args.release.clone().unwrap_or_else(|| ".".into());
     let scratch = tempfile::tempdir()?;
-    let tarball = if arg.starts_with("http://") || arg.starts_with("https://") {
-        let dest = scratch.path().join("release.tgz");
-        download(&arg, &dest).await?;
-        if let Some(want) = &args.sha1 {
-            let got = bosh_api::release::file_digest(&dest)?;
-            let bare = |s: &str| s.trim_start_matches("sha256:").to_string();
-            if bare(&got) != bare(want) {
-                bail!("{arg}: digest {got} does not match --sha1 {want}");
-            }
-        }
-        dest
+    let tarball = if crate::fetch::is_url(&arg) {
+        download(&arg, scratch.path(), args.sha1.as_deref(), args.ca_cert.as_deref()).await?
     } else if Path::new(&arg).is_dir() {
         let opts = bosh_api::release::CreateOptions {
             tarball: Some(scratch.path().join("release.tgz")),
@@ -215,8 +226,14 @@ pub async fn upload_release(args: UploadReleaseArgs) -> Result<()> {
 /// Runs `upload-stemcell`.
 pub async fn upload_stemcell(args: UploadStemcellArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
-    let answer =
-        upload(&d, "/v1/uploads/stemcells", args.fix, &args.stemcell, "Uploading stemcell").await?;
+    let scratch = tempfile::tempdir()?;
+    let file = if crate::fetch::is_url(&args.stemcell) {
+        let (sha1, ca) = (args.sha1.as_deref(), args.ca_cert.as_deref());
+        download(&args.stemcell, scratch.path(), sha1, ca).await?
+    } else {
+        PathBuf::from(&args.stemcell)
+    };
+    let answer = upload(&d, "/v1/uploads/stemcells", args.fix, &file, "Uploading stemcell").await?;
     let name = match answer {
         StemcellUpload::Existing { stemcell, status } => {
             println!("Stemcell {stemcell}: {status}");

@@ -356,6 +356,30 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         Ok(task.spec.id)
     }
 
+    /// Gives deployment `name` a new manifest under a new task, as
+    /// `apply` does (a write that loses a race with a controller's is
+    /// made again on the fresh object).
+    pub async fn update_deployment(&self, name: &str, manifest: serde_json::Value) -> Result<u64> {
+        let task = crate::libs::tasks::create_change_task(
+            &self.store,
+            "update deployment",
+            name,
+            "harness",
+            bosh_api::objects::TaskChange::Update,
+        )
+        .await?;
+        loop {
+            let mut d = self.store.get::<DeploymentSpec>(None, name).await?;
+            d.spec.manifest = manifest.clone();
+            d.spec.task = Some(task.spec.id);
+            match self.store.update_spec(&d).await {
+                Ok(_) => return Ok(task.spec.id),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Waits (up to `deadline`) for task `id` to end; an error unless it
     /// ended done (failed and cancelled tasks say why).
     pub async fn task_done(&self, id: u64, deadline: Duration) -> Result<()> {
