@@ -53,6 +53,14 @@ pub struct ApplyArgs {
     /// Print the task number and return without waiting for it.
     #[arg(long)]
     pub no_follow: bool,
+    /// Do not upload the releases the manifest names by `url` that the
+    /// director lacks (by default they are uploaded first).
+    #[arg(long)]
+    pub skip_upload_releases: bool,
+    /// A PEM file of CA certificates trusted for release URLs, besides the
+    /// system's.
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub director: DirectorArgs,
 }
@@ -114,6 +122,11 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         (None, None) => anyhow::bail!("the manifest has no name; pass -d NAME"),
     };
     let d = Director::resolve(&args.director)?;
+    // Checked before anything is fetched or written.
+    let urls = crate::manifest_releases::wanted(&manifest, &args.manifest)?;
+    if !args.dry_run && !args.skip_upload_releases {
+        crate::manifest_releases::upload_missing(&d, &urls, args.ca_cert.as_deref()).await?;
+    }
     let body = ApplyRequest {
         manifest: bosh_api::yaml::to_bosh_string(&manifest),
         cloud_configs: None,

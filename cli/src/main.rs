@@ -16,6 +16,7 @@ mod errands;
 mod fetch;
 mod instances;
 mod interpolate;
+mod manifest_releases;
 mod objects;
 mod release;
 mod render;

@@ -149,7 +149,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Streams `path` to the director's `endpoint` with a progress bar.
-async fn upload<T: DeserializeOwned>(
+pub(crate) async fn upload<T: DeserializeOwned>(
     d: &Director,
     endpoint: &str,
     fix: bool,
@@ -171,7 +171,7 @@ async fn upload<T: DeserializeOwned>(
 
 /// Downloads `url` into `dir` with a progress bar, checking `sha1`
 /// (`--sha1`, parsed before any byte is fetched).
-async fn download(
+pub(crate) async fn download(
     url: &str,
     dir: &Path,
     sha1: Option<&str>,

@@ -105,8 +105,9 @@ async fn boshctl(url: &str, args: &[&str]) -> Out {
     }
 }
 
-/// The example release as a tarball, and an agent-only stemcell.
-fn artifacts(tmp: &Path) -> (PathBuf, PathBuf) {
+/// The example release as a tarball (and its version), and an
+/// agent-only stemcell.
+fn artifacts(tmp: &Path) -> (PathBuf, String, PathBuf) {
     let rel = tmp.join("release");
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/release");
     bosh_test_utils::copy_dir(&examples, &rel).unwrap();
@@ -132,7 +133,7 @@ fn artifacts(tmp: &Path) -> (PathBuf, PathBuf) {
     };
     let sc = tmp.join("stemcell.tgz");
     bosh_api::release::stemcell::write_stemcell(&sc, &manifest, &image, None).unwrap();
-    (created.tarball.unwrap(), sc)
+    (created.tarball.unwrap(), created.manifest.version, sc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +143,7 @@ async fn https_uploads_check_the_digest_and_refuse_what_is_not_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = tmp.path().join("pki");
     let ca = bosh_api::pki::EtcdPki::ensure(&pki).unwrap().ca();
-    let (release, stemcell) = artifacts(tmp.path());
+    let (release, version, stemcell) = artifacts(tmp.path());
     let (rel_bytes, sc_bytes) =
         (std::fs::read(&release).unwrap(), std::fs::read(&stemcell).unwrap());
     let sha256 = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&rel_bytes)));
@@ -194,11 +195,42 @@ async fn https_uploads_check_the_digest_and_refuse_what_is_not_trusted() {
     );
     assert_eq!(stored().await, (0, 0), "nothing stored after the refusals");
 
-    // Trusted, and the digest matches: stored.
+    // `deploy` of a manifest naming the release by URL uploads it first
+    // (once trusted and matching), then writes the deployment.
+    let cc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/manifests");
+    let o =
+        boshctl(&director, &["update-cloud-config", cc.join("cloud-config.yml").to_str().unwrap()])
+            .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let hello = std::fs::read_to_string(cc.join("hello.yml")).unwrap();
+    let entry = format!(
+        "- name: hello\n  version: \"{version}\"\n  url: {rel_url}\n  sha1: \"{sha256}\"\n"
+    );
+    let manifest = tmp.path().join("hello.yml");
+    std::fs::write(&manifest, hello.replace("- name: hello\n  version: latest\n", &entry)).unwrap();
+    let m = manifest.to_str().unwrap();
+    let o = boshctl(&director, &["deploy", "-d", "hello", m, "--no-follow"]).await;
+    assert_ne!(o.code, 0, "untrusted: {}", o.stdout);
+    assert!(o.stderr.contains("certificate"), "{}", o.stderr);
+    assert_eq!(stored().await, (0, 0), "nothing uploaded");
+    assert!(store.list::<bosh_api::objects::DeploymentSpec>("").await.unwrap().items.is_empty());
+    let o = boshctl(&director, &["deploy", "-d", "hello", m, "--ca-cert", ca, "--no-follow"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains(&format!("Uploaded release hello/{version}")), "{}", o.stdout);
+    assert_eq!(store.list::<bosh_api::objects::DeploymentSpec>("").await.unwrap().items.len(), 1);
+    // The director has it now: another deploy fetches nothing (no CA
+    // needed), and upload-release finds it stored.
+    let second = tmp.path().join("hello-2.yml");
+    let text =
+        std::fs::read_to_string(&manifest).unwrap().replace("\nname: hello\n", "\nname: hello-2\n");
+    std::fs::write(&second, text).unwrap();
+    let o = boshctl(&director, &["deploy", second.to_str().unwrap(), "--no-follow"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains("Uploaded release"), "{}", o.stdout);
     let o =
         boshctl(&director, &["upload-release", &rel_url, "--ca-cert", ca, "--sha1", &sha256]).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("Uploaded release hello/"), "{}", o.stdout);
+    assert!(o.stdout.contains(&format!("hello/{version}")), "{}", o.stdout);
     let sc_url = format!("{server}/stemcell.tgz");
     let args = ["upload-stemcell", &sc_url, "--ca-cert", ca, "--sha1", &sc_sha1, "--no-wait"];
     let o = boshctl(&director, &args).await;
