@@ -51,6 +51,7 @@ async fn run_errand_prints_results_and_exits_with_the_errand_code() {
             stdout: "ran the tests\n".into(),
             stderr: "one failed\n".into(),
             error: None,
+            ..Default::default()
         }];
         store.update_status(&run).await.unwrap();
         bosh_controllers::libs::tasks::set_task_state(&store, run.spec.task, TaskState::Error, "")
