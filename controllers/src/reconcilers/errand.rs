@@ -750,6 +750,27 @@ mod tests {
             [run("t", 1, ErrandPhase::Succeeded, true), run("t", 2, ErrandPhase::Pending, false)];
         assert_eq!(want(&later_pending), ["t".to_string()].into());
         assert!(want(&[run("t", 1, ErrandPhase::Skipped, true)]).is_empty());
+        // A cancelled run lets its VMs go, unless kept alive.
+        assert!(want(&[run("t", 1, ErrandPhase::Cancelled, false)]).is_empty());
+        assert_eq!(want(&[run("t", 1, ErrandPhase::Cancelled, true)]), ["t".to_string()].into());
+    }
+
+    /// A run's own bound wins over the default; what is left counts from
+    /// its start and never goes below zero.
+    #[test]
+    fn a_runs_bound_counts_from_its_start() {
+        let default = Duration::from_secs(3600);
+        let spec = ErrandRunSpec { timeout_seconds: Some(30), ..Default::default() };
+        assert_eq!(timeout_of(&spec, default), Duration::from_secs(30));
+        assert_eq!(timeout_of(&ErrandRunSpec::default(), default), default);
+        let t0 = chrono::Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let bound = Duration::from_secs(30);
+        assert_eq!(time_left(t0, bound, at(10)), Duration::from_secs(20));
+        assert_eq!(time_left(t0, bound, at(30)), Duration::ZERO);
+        assert_eq!(time_left(t0, bound, at(99)), Duration::ZERO);
+        // A clock that went back leaves the whole bound.
+        assert_eq!(time_left(t0, bound, at(-5)), bound);
     }
 
     /// Selectors pick by group, id or index; colocated errands go to every
