@@ -371,5 +371,15 @@ async fn errand_runs_fetch_logs_and_stop_at_cancel_or_timeout() {
     })
     .await
     .unwrap();
+
+    // The deployment's deletion takes the runs' log tarballs with them.
+    assert!(h.director.blobs.exists(&blob.sha256).await.unwrap());
+    let task = create_task(&h.store, "delete deployment", Some("e"), "test").await.unwrap();
+    let mut d: Object<DeploymentSpec> = h.store.get(None, "e").await.unwrap();
+    d.spec.task = Some(task.spec.id);
+    h.store.update_spec(&d).await.unwrap();
+    h.store.delete::<DeploymentSpec>(None, "e", None).await.unwrap();
+    assert_eq!(h.task_end(task.spec.id).await.0, TaskState::Done);
+    assert!(!h.director.blobs.exists(&blob.sha256).await.unwrap(), "the logs stayed");
     h.stop().await.unwrap();
 }
