@@ -246,8 +246,10 @@ async fn cancel(h: &Harness, task: u64) {
 /// `downloadLogs` records each instance's log tarball (a blob, by digest)
 /// and the API serves it; a run stops at its timeout, both while its VM is
 /// being prepared and while `bin/run` hangs, naming what it waited for;
-/// a cancelled run's hanging `bin/run` is not waited for, the run and its
-/// task end cancelled and the errand VM goes.
+/// a run cancelled before its VM is ready runs nothing; a cancelled run's
+/// hanging `bin/run` is not waited for; either way the run and its task
+/// end cancelled and the errand VM goes; deleting the deployment removes
+/// the log tarballs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errand_runs_fetch_logs_and_stop_at_cancel_or_timeout() {
     let h = world().await;
@@ -274,7 +276,20 @@ async fn errand_runs_fetch_logs_and_stop_at_cancel_or_timeout() {
     .await
     .unwrap();
 
-    // A hanging colocated bin/run: stopped at the bound, named, with logs.
+    // Cancelled before its VM is ready: nothing runs, the task and the
+    // run end cancelled, the VM goes.
+    let r = run(&h, "tests", RunErrandRequest::default()).await;
+    cancel(&h, r.task).await;
+    let (state, done) = finished(&h, &r).await;
+    assert_eq!((state, done.status.phase), (TaskState::Cancelled, ErrandPhase::Cancelled));
+    assert!(done.status.results.is_empty(), "{done:?}");
+    eventually(DEADLINE, "the errand VM of the run cancelled early to go", || async {
+        (vms_of(&h, "tests").await == 0 && h.instances("e").await.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A hanging colocated bin/run: stopped at the bound, named, no logs.
     let started = std::time::Instant::now();
     let hang =
         RunErrandRequest { timeout_seconds: Some(8), download_logs: true, ..Default::default() };
