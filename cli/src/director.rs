@@ -385,6 +385,24 @@ impl Director {
         Ok(n)
     }
 
+    /// GETs `path` into `dest`; returns its size and its hex sha256,
+    /// hashed as it is written.
+    pub async fn get_to_file(&self, path: &str, dest: &Path) -> Result<(u64, String)> {
+        use sha2::Digest;
+        let mut resp = self.open_stream(self.stream_req(reqwest::Method::GET, path)).await?;
+        let mut out = tokio::fs::File::create(dest)
+            .await
+            .with_context(|| format!("creating {}", dest.display()))?;
+        let (mut n, mut digest) = (0u64, sha2::Sha256::new());
+        while let Some(chunk) = self.next_chunk(&mut resp).await? {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+            digest.update(&chunk);
+            n += chunk.len() as u64;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        Ok((n, hex::encode(digest.finalize())))
+    }
+
     /// DELETEs (with `query`) and decodes the reply.
     pub async fn delete<Q: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

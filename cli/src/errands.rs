@@ -1,8 +1,13 @@
 //! `errands` and `run-errand`: list a deployment's errands, and run one as
 //! `bosh run-errand` does — a task to follow, then each instance's exit
 //! code, stdout and stderr; the command exits with the errand's code.
+//! With `--download-logs`, each instance's job logs (fetched by the
+//! director right after its `bin/run`) are downloaded into `--logs-dir`
+//! and checked against the sha256 the run recorded.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use bosh_api::objects::{ErrandPhase, ErrandRunSpec};
 use bosh_api::wire::{ErrandEntry, ErrandRunRef, RunErrandRequest};
 use bosh_api::{Kind, Object};
@@ -36,6 +41,15 @@ pub struct RunErrandArgs {
     /// Run only on these instances (`GROUP`, `GROUP/ID` or `GROUP/INDEX`); repeatable.
     #[arg(long = "instance", value_name = "GROUP[/ID]")]
     pub instances: Vec<String>,
+    /// Download each instance's job logs after the run.
+    #[arg(long)]
+    pub download_logs: bool,
+    /// Where `--download-logs` writes the tarballs.
+    #[arg(long, default_value = ".", requires = "download_logs")]
+    pub logs_dir: PathBuf,
+    /// Fail the run after this many seconds (default: the director's).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     #[command(flatten)]
     pub director: DirectorArgs,
 }
@@ -63,7 +77,8 @@ pub fn exit_code_of(run: &Object<ErrandRunSpec>) -> i32 {
         return code;
     }
     let broken = run.status.results.iter().any(|r| r.error.is_some());
-    if broken || run.status.phase == ErrandPhase::Failed { 1 } else { 0 }
+    let ended_badly = matches!(run.status.phase, ErrandPhase::Failed | ErrandPhase::Cancelled);
+    if broken || ended_badly { 1 } else { 0 }
 }
 
 /// What `run-errand` prints for a finished run, as `bosh run-errand` does.
@@ -96,6 +111,8 @@ pub async fn run_errand(args: RunErrandArgs) -> Result<()> {
         keep_alive: args.keep_alive,
         when_changed: args.when_changed,
         instances: args.instances.clone(),
+        download_logs: args.download_logs,
+        timeout_seconds: args.timeout,
     };
     let path = format!("/v1/deployments/{dep}/errands/{}/runs", args.name);
     let started: ErrandRunRef = d.post(&path, &body).await?;
@@ -112,9 +129,56 @@ pub async fn run_errand(args: RunErrandArgs) -> Result<()> {
     if run.status.results.is_empty() && run.status.phase == ErrandPhase::Failed {
         bail!("errand {} failed: {}", args.name, run.status.message);
     }
+    if run.status.phase == ErrandPhase::Cancelled {
+        bail!("errand {} was cancelled: {}", args.name, run.status.message);
+    }
+    if args.download_logs {
+        download_logs(&d, &run, &args.logs_dir).await?;
+    }
     let code = exit_code_of(&run);
     if code != 0 {
         std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// The file an instance's errand logs go to, as bosh names them:
+/// `<deployment>.<errand>.<instance-id>.<YYYYmmdd-HHMMSS>.tgz`.
+pub fn logs_file_name(deployment: &str, errand: &str, instance: &str, stamp: &str) -> String {
+    let id = instance.rsplit('/').next().unwrap_or(instance);
+    format!("{deployment}.{errand}.{id}.{stamp}.tgz")
+}
+
+/// Downloads every instance's recorded logs into `dir`, each checked
+/// against its recorded sha256 (a mismatched file is removed). Instances
+/// whose logs could not be fetched are reported; any of them fails it.
+async fn download_logs(d: &Director, run: &Object<ErrandRunSpec>, dir: &Path) -> Result<()> {
+    let dep = run.metadata.deployment.clone().unwrap_or_default();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let mut missing = Vec::new();
+    for r in &run.status.results {
+        let Some(blob) = &r.logs else {
+            let why = r.logs_error.as_deref().unwrap_or("the director fetched none");
+            missing.push(format!("{}: {why}", r.instance));
+            continue;
+        };
+        let dest = dir.join(logs_file_name(&dep, &run.spec.errand, &r.instance, &stamp));
+        let path =
+            format!("/v1/deployments/{dep}/errand-runs/{}/logs/{}", run.metadata.name, blob.sha256);
+        let (size, sha256) = d.get_to_file(&path, &dest).await?;
+        if sha256 != blob.sha256 {
+            let _ = std::fs::remove_file(&dest);
+            bail!(
+                "logs of {} do not match their digest: got sha256 {sha256}, the run recorded {}",
+                r.instance,
+                blob.sha256
+            );
+        }
+        println!("Downloaded logs of {} ({size} bytes) to {}", r.instance, dest.display());
+    }
+    if !missing.is_empty() {
+        bail!("no logs for {}", missing.join("; "));
     }
     Ok(())
 }
@@ -141,6 +205,7 @@ mod tests {
             stdout: "out\n".into(),
             stderr: String::new(),
             error: error.map(str::to_string),
+            ..Default::default()
         }
     }
 
@@ -163,5 +228,15 @@ mod tests {
         assert_eq!(exit_code_of(&broken), 1);
         assert!(summary(&broken).contains("Error      no bin/run"), "{}", summary(&broken));
         assert!(summary(&bad).contains("Exit Code  3"), "{}", summary(&bad));
+        let cancelled = run(vec![result("a", Some(0), None)], ErrandPhase::Cancelled);
+        assert_eq!(exit_code_of(&cancelled), 1);
+    }
+
+    /// Log tarballs are named after the deployment, the errand and the
+    /// instance's id (not its group), as bosh names them.
+    #[test]
+    fn logs_files_are_named_like_bosh() {
+        let name = logs_file_name("d", "smoke", "web/5f2c", "20260101-120000");
+        assert_eq!(name, "d.smoke.5f2c.20260101-120000.tgz");
     }
 }

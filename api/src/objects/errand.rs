@@ -8,10 +8,11 @@
 //! GitOps write can request one and a director restarted mid-run finishes
 //! or reports it.
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Kind;
+use super::{BlobRef, Kind};
 
 /// Spec of an ErrandRun; `metadata.name` is its task's object name
 /// (the zero-padded task number), scoped to its deployment.
@@ -35,7 +36,25 @@ pub struct ErrandRunSpec {
     /// every instance that has the errand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<String>,
+    /// Fetch each instance's job logs (`/var/vcap/sys/log`) once its
+    /// `bin/run` has run, before an errand group's VM goes; each result
+    /// then names the tarball's blob (`boshctl run-errand --download-logs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub download_logs: bool,
+    /// How long the run may take, in seconds, from when it starts running
+    /// (preparing its instances included) to its last `bin/run`'s end;
+    /// past it the run fails, naming what it waited for, and running
+    /// `bin/run`s are cancelled. Unset: boshd's `--errand-timeout-secs`
+    /// (default [`DEFAULT_ERRAND_TIMEOUT_SECS`]). A bound, so that a VM
+    /// whose agent never comes or a `bin/run` that never exits cannot
+    /// hold a run (and its task) forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
+
+/// A run's bound when neither it nor boshd sets one: an hour, what the
+/// director already gives one agent's `run_errand` call.
+pub const DEFAULT_ERRAND_TIMEOUT_SECS: u64 = 3600;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -53,12 +72,21 @@ pub enum ErrandPhase {
     Failed,
     /// `whenChanged` and nothing changed since the last successful run.
     Skipped,
+    /// Its task was cancelled (`boshctl cancel-task`): running `bin/run`s
+    /// were cancelled and nothing more was run.
+    Cancelled,
 }
 
 impl ErrandPhase {
     /// Whether the run has ended.
     pub fn is_finished(self) -> bool {
-        matches!(self, ErrandPhase::Succeeded | ErrandPhase::Failed | ErrandPhase::Skipped)
+        matches!(
+            self,
+            ErrandPhase::Succeeded
+                | ErrandPhase::Failed
+                | ErrandPhase::Skipped
+                | ErrandPhase::Cancelled
+        )
     }
 }
 
@@ -82,6 +110,14 @@ pub struct ErrandInstanceResult {
     /// Why it could not be run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `downloadLogs`: the tarball of its job logs in the blobstore
+    /// (its sha256 is its blob id), never the content itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<BlobRef>,
+    /// With `downloadLogs`: why its logs could not be fetched (the errand's
+    /// own outcome stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_error: Option<String>,
 }
 
 impl ErrandInstanceResult {
@@ -107,6 +143,9 @@ pub struct ErrandRunStatus {
     /// Why it failed or was skipped, or what it waits for.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// When it started running: its timeout counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl Kind for ErrandRunSpec {

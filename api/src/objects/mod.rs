@@ -43,7 +43,9 @@ pub use deployment::{
     DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, LinkStatus, OrphanedVm,
 };
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
-pub use errand::{ErrandInstanceResult, ErrandPhase, ErrandRunSpec, ErrandRunStatus};
+pub use errand::{
+    DEFAULT_ERRAND_TIMEOUT_SECS, ErrandInstanceResult, ErrandPhase, ErrandRunSpec, ErrandRunStatus,
+};
 pub use event::{EventSpec, EventState, EventStatus};
 pub use finalizer::Finalizer;
 pub use instance::{

@@ -17,6 +17,13 @@ pub struct RunErrandRequest {
     /// Instance selectors (`group`, `group/id`, `group/index`).
     #[serde(default)]
     pub instances: Vec<String>,
+    /// Fetch each instance's job logs after its `bin/run`
+    /// (`GET /v1/deployments/<name>/errand-runs/<run>/logs/<sha256>`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub download_logs: bool,
+    /// The run's bound in seconds (default: boshd's `--errand-timeout-secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Answer to `POST /v1/deployments/<name>/errands/<errand>/runs`: the task

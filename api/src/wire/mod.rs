@@ -40,6 +40,7 @@
 //! | `GET /v1/deployments/<name>/cloud-check` | — | [`CloudCheckReport`] |
 //! | `GET /v1/deployments/<name>/errands` | — | `Vec<`[`ErrandEntry`]`>` |
 //! | `POST /v1/deployments/<name>/errands/<errand>/runs` | [`RunErrandRequest`] | [`ErrandRunRef`] |
+//! | `GET /v1/deployments/<name>/errand-runs/<run>/logs/<sha256>` | — | a `.tgz` of an instance's job logs |
 //! | `POST /v1/deployments/<name>/cloud-check/resolutions` | [`ResolveRequest`] | [`ResolutionsRecorded`] |
 //! | `POST /v1/deployments/<name>/ssh` | [`SshRequest`] | `Vec<`[`SshEntry`]`>` |
 //! | any refusal (4xx, 5xx) | — | [`ErrorBody`] |

@@ -139,6 +139,10 @@ struct Args {
     /// A template render (one Ruby process per batch) is killed after this.
     #[arg(long, default_value_t = 60)]
     render_timeout_secs: u64,
+    /// An errand run that sets no `timeoutSeconds` fails after this many
+    /// seconds (preparing its VMs and its `bin/run`s included).
+    #[arg(long, default_value_t = bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS)]
+    errand_timeout_secs: u64,
     /// A template render whose output passes this is killed.
     #[arg(long, default_value_t = 64 << 20)]
     render_max_output_bytes: usize,
@@ -484,6 +488,7 @@ async fn main() -> anyhow::Result<()> {
                 grace: Duration::from_secs(args.orphan_vm_grace_secs),
             }
         }),
+        errand_timeout: Duration::from_secs(args.errand_timeout_secs),
         reflectors: Default::default(),
     };
     let dns = if args.dns_listen.is_empty() {

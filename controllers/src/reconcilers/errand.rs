@@ -10,11 +10,23 @@
 //!   ([`groups_wanting_instances`]) and gives an errand group its
 //!   instances; this controller waits until every targeted instance is
 //!   ready at its current spec, then calls the agent's `run_errand` on
-//!   each at once, recording each result as it comes;
-//! - `succeeded` / `failed` / `skipped`: the task is finished with the
-//!   results; an errand group's instances go again, unless the run asked
-//!   to keep them (`keepAlive`) — they stay until a later run of the same
-//!   errand without it.
+//!   each at once, recording each result as it comes; with
+//!   `downloadLogs`, each instance's job logs are fetched right after its
+//!   `bin/run` (while its VM still exists) and the result names the
+//!   tarball's blob;
+//! - `succeeded` / `failed` / `skipped` / `cancelled`: the task is
+//!   finished with the results; an errand group's instances go again,
+//!   unless the run asked to keep them (`keepAlive`) — they stay until a
+//!   later run of the same errand without it.
+//!
+//! A run ends early in two ways, both checked while it waits for its
+//! instances and while its `bin/run`s run: its task is cancelled
+//! (`boshctl cancel-task`; the run ends `cancelled`, its task
+//! `cancelled`), or its timeout (`timeoutSeconds`, else boshd's
+//! `--errand-timeout-secs`, counted from when it started running) passes
+//! (the run ends `failed`, naming the instances it waited for). Either
+//! way running `bin/run`s are cancelled on their agents (which kills
+//! them) and not waited for.
 //!
 //! A director that dies mid-run finds the run `running` when it comes
 //! back: instances whose result was recorded are not run again; the others
@@ -34,7 +46,7 @@ use std::time::Duration;
 use bosh_api::meta::find_condition;
 use bosh_api::objects::{
     ConditionType, DeploymentSpec, ErrandInstanceResult, ErrandPhase, ErrandRunSpec, EventState,
-    InstanceSpec, Reason, TaskState,
+    InstanceSpec, Reason, TaskSpec, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{ConditionStatus, Object};
@@ -42,10 +54,11 @@ use futures::StreamExt;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::libs::tasks::{EventLog, set_task_state};
+use crate::libs::tasks::{EventLog, set_task_state, task_name};
 use crate::runtime::{
     Action, Controller, Ctx, Predicate, Reflector, Trigger, Wiring, Workers, default_error_policy,
 };
+use crate::world::agent_client::AgentError;
 use crate::world::director::Director;
 
 /// The errand controller: woken by new runs and by its deployments'
@@ -57,10 +70,17 @@ pub const WIRING: Wiring =
 /// it first (the safety net; an instance's progress wakes it at once).
 const WAIT: Duration = Duration::from_secs(5);
 
+/// How often a run whose `bin/run`s are running rereads its task for a
+/// cancel (one store read; a pass that waits on agents sees no wake-ups).
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
 /// The errand controller's context.
 pub struct Errands {
     /// The world's handles (agents).
     pub director: Director,
+    /// A run's bound when its spec sets none (boshd's
+    /// `--errand-timeout-secs`).
+    pub default_timeout: Duration,
 }
 
 /// Errors of the errand controller.
@@ -156,7 +176,9 @@ pub fn groups_wanting_instances<'a>(
         .into_iter()
         .filter(|(_, r)| match r.status.phase {
             ErrandPhase::Running => true,
-            ErrandPhase::Succeeded | ErrandPhase::Failed => r.spec.keep_alive,
+            ErrandPhase::Succeeded | ErrandPhase::Failed | ErrandPhase::Cancelled => {
+                r.spec.keep_alive
+            }
             ErrandPhase::Pending | ErrandPhase::Skipped => false,
         })
         .map(|(e, _)| e.to_string())
@@ -241,7 +263,13 @@ pub fn last_success<'a>(
 pub fn task_result(results: &[ErrandInstanceResult]) -> String {
     let brief: Vec<ErrandInstanceResult> = results
         .iter()
-        .map(|r| ErrandInstanceResult { stdout: String::new(), stderr: String::new(), ..r.clone() })
+        .map(|r| ErrandInstanceResult {
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: None,
+            logs_error: None,
+            ..r.clone()
+        })
         .collect();
     serde_json::to_string(&brief).unwrap_or_default()
 }
@@ -266,6 +294,11 @@ pub async fn reconcile(
         finish(store, run, ErrandPhase::Failed, format!("deployment {dep} does not exist")).await?;
         return Ok(Action::await_change());
     };
+    if cancel_asked(store, run.spec.task).await? {
+        let msg = cancelled_message(&run);
+        finish(store, run, ErrandPhase::Cancelled, msg).await?;
+        return Ok(Action::await_change());
+    }
     let target = match target(&d.spec.manifest, &run.spec.errand) {
         Ok(t) => t,
         Err(msg) => {
@@ -276,6 +309,58 @@ pub async fn reconcile(
     match run.status.phase {
         ErrandPhase::Pending => start(store, run, &d).await,
         _ => carry_out(&ctx, run, &target).await,
+    }
+}
+
+/// Whether a user asked to cancel the run's task (a missing task: no).
+async fn cancel_asked(store: &Store, task: u64) -> Result<bool, Error> {
+    Ok(store.try_get::<TaskSpec>(None, &task_name(task)).await?.is_some_and(|t| t.spec.cancel))
+}
+
+/// What a cancelled run reports.
+fn cancelled_message(run: &Object<ErrandRunSpec>) -> String {
+    let ran = run.status.results.iter().filter(|r| r.exit_code.is_some()).count();
+    format!("cancelled by user ({ran} instances had run bin/run)")
+}
+
+/// The run's bound: its own `timeoutSeconds`, else the default.
+pub fn timeout_of(spec: &ErrandRunSpec, default: Duration) -> Duration {
+    spec.timeout_seconds.map(Duration::from_secs).unwrap_or(default)
+}
+
+/// How much of its bound a run started at `started_at` has left at `now`
+/// (zero: it is over).
+pub fn time_left(
+    started_at: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Duration {
+    let spent = (now - started_at).to_std().unwrap_or_default();
+    timeout.saturating_sub(spent)
+}
+
+/// Why a run's `bin/run`s were stopped before they ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stop {
+    /// Its task was cancelled.
+    Cancelled,
+    /// Its timeout passed.
+    TimedOut,
+}
+
+/// Yields once the run's task is cancelled or `left` has passed, whichever
+/// comes first.
+async fn stop_signal(store: Store, task: u64, left: Duration) -> Stop {
+    let deadline = tokio::time::Instant::now() + left;
+    loop {
+        if let Ok(true) = cancel_asked(&store, task).await {
+            return Stop::Cancelled;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Stop::TimedOut;
+        }
+        tokio::time::sleep((deadline - now).min(CANCEL_POLL)).await;
     }
 }
 
@@ -301,13 +386,15 @@ async fn start(
     set_task_state(store, run.spec.task, TaskState::Processing, "").await?;
     run.status.phase = ErrandPhase::Running;
     run.status.message = "preparing instances".into();
+    run.status.started_at = Some(chrono::Utc::now());
     store.update_status(&run).await?;
     info!(deployment = %dep, errand = %run.spec.errand, task = run.spec.task, "errand run starts");
     // Its own status write does not wake it (it reconciles on spec changes).
     Ok(Action::requeue(Duration::ZERO))
 }
 
-/// A running run: wait for its instances, then run what has no result.
+/// A running run: wait for its instances, then run what has no result;
+/// stop at its timeout or its task's cancel.
 async fn carry_out(
     ctx: &Ctx<Errands>,
     mut run: Object<ErrandRunSpec>,
@@ -315,15 +402,28 @@ async fn carry_out(
 ) -> Result<Action, Error> {
     let store = &ctx.store;
     let dep = run.metadata.deployment.clone().unwrap_or_default();
+    // A run written `running` by hand (or by an older director) has no
+    // start: its bound counts from now.
+    let started_at = match run.status.started_at {
+        Some(t) => t,
+        None => {
+            let now = chrono::Utc::now();
+            run.status.started_at = Some(now);
+            run = store.update_status(&run).await?;
+            now
+        }
+    };
+    let timeout = timeout_of(&run.spec, ctx.data.default_timeout);
+    let left = time_left(started_at, timeout, chrono::Utc::now());
     let all = store.list::<InstanceSpec>(&format!("{dep}/")).await?.items;
     let chosen = targets(target, &run.spec.instances, &all);
-    let waiting = match target {
+    let missing = match target {
         Target::Group { instances, .. } if run.spec.instances.is_empty() => {
-            chosen.len() < *instances as usize
+            (*instances as usize).saturating_sub(chosen.len())
         }
-        _ => false,
+        _ => 0,
     };
-    if chosen.is_empty() && !waiting {
+    if chosen.is_empty() && missing == 0 {
         let msg = match target {
             Target::Colocated { job } => format!("no instance has job {job}"),
             Target::Group { name, .. } => format!("no instance of {name} matches the selectors"),
@@ -343,13 +443,29 @@ async fn carry_out(
             }
         }
     }
-    if waiting || !pending.is_empty() {
+    if missing > 0 || !pending.is_empty() {
+        let mut waited = pending.clone();
+        if missing > 0 {
+            waited.push(format!("{missing} instances still to be created"));
+        }
+        if left.is_zero() {
+            let msg = format!(
+                "timed out after {} s waiting for instances to be ready: {} ({} of {} ready)",
+                timeout.as_secs(),
+                waited.join(", "),
+                chosen.len() - pending.len(),
+                chosen.len() + missing,
+            );
+            finish(store, run, ErrandPhase::Failed, msg).await?;
+            return Ok(Action::await_change());
+        }
         let msg = format!("waiting for instances ({} of them ready)", chosen.len() - pending.len());
         if run.status.message != msg {
             run.status.message = msg;
             store.update_status(&run).await?;
         }
-        return Ok(Action::requeue(WAIT));
+        // Instances' progress and a cancel wake it; the bound must too.
+        return Ok(Action::requeue(WAIT.min(left)));
     }
     let job = match target {
         Target::Group { .. } => None,
@@ -358,22 +474,36 @@ async fn carry_out(
     let done: BTreeSet<String> = run.status.results.iter().map(|r| r.instance.clone()).collect();
     let log = EventLog::new(store.clone(), run.spec.task);
     let stage = format!("Running errand {}", run.spec.errand);
+    // One signal for every call: once it fires, each call cancels its
+    // agent's task and returns at once.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let why = Arc::new(std::sync::Mutex::new(String::new()));
+    let stopped = |stop: &tokio_util::sync::CancellationToken| {
+        let (stop, why) = (stop.clone(), why.clone());
+        async move {
+            stop.cancelled().await;
+            why.lock().expect("lock").clone()
+        }
+    };
+    let download_logs = run.spec.download_logs;
     let mut calls = futures::stream::FuturesUnordered::new();
     for i in chosen.iter().filter(|i| !done.contains(&i.metadata.name)) {
         let agent =
             ctx.data.director.agents.for_agent(i.status.agent_id.clone().unwrap_or_default());
         let (name, job, log, stage) = (i.metadata.name.clone(), job.clone(), &log, &stage);
+        let (until_run, until_logs) = (stopped(&stop), stopped(&stop));
         calls.push(async move {
             record(log, stage, &name, EventState::Started, "").await;
-            let r = agent.run_errand(job.as_deref()).await;
-            let result = match r {
+            let r = agent.run_errand_until(job.as_deref(), until_run).await;
+            let was_stopped = matches!(r, Err(AgentError::Stopped { .. }));
+            let mut result = match r {
                 Ok(r) => ErrandInstanceResult {
                     instance: name.clone(),
                     job: r.job,
                     exit_code: Some(r.exit_code),
                     stdout: r.stdout,
                     stderr: r.stderr,
-                    error: None,
+                    ..Default::default()
                 },
                 Err(e) => ErrandInstanceResult {
                     instance: name.clone(),
@@ -382,6 +512,14 @@ async fn carry_out(
                     ..Default::default()
                 },
             };
+            // Logs of a bin/run that ran (or failed to), fetched before
+            // anything deletes the VM; a stopped run fetches nothing.
+            if download_logs && !was_stopped {
+                match agent.fetch_logs_until(until_logs).await {
+                    Ok(blob) => result.logs = Some(blob),
+                    Err(e) => result.logs_error = Some(e.to_string()),
+                }
+            }
             let (state, err) = match (&result.error, result.exit_code) {
                 (Some(e), _) => (EventState::Failed, e.clone()),
                 (None, Some(0)) => (EventState::Finished, String::new()),
@@ -391,22 +529,63 @@ async fn carry_out(
             result
         });
     }
+    let total = chosen.len();
+    let signal = stop_signal(store.clone(), run.spec.task, left);
+    let mut signal = std::pin::pin!(signal);
+    let mut reason: Option<Stop> = None;
     // Each result is recorded as it comes, so a director that dies now
     // runs only the instances whose results it never saw.
-    while let Some(result) = calls.next().await {
-        run.status.results.push(result);
-        run.status.results.sort_by(|a, b| a.instance.cmp(&b.instance));
-        run.status.message =
-            format!("{} of {} instances ran", run.status.results.len(), chosen.len());
-        run = store.update_status(&run).await?;
+    loop {
+        tokio::select! {
+            next = calls.next() => {
+                let Some(result) = next else { break };
+                run.status.results.push(result);
+                run.status.results.sort_by(|a, b| a.instance.cmp(&b.instance));
+                run.status.message =
+                    format!("{} of {total} instances ran", run.status.results.len());
+                run = store.update_status(&run).await?;
+            }
+            r = &mut signal, if reason.is_none() => {
+                *why.lock().expect("lock") = match r {
+                    Stop::Cancelled => "its task was cancelled".to_string(),
+                    Stop::TimedOut => format!("the run's timeout of {} s passed", timeout.as_secs()),
+                };
+                reason = Some(r);
+                stop.cancel();
+            }
+        }
     }
-    let failed = run.status.results.iter().filter(|r| !r.succeeded()).count();
-    let (phase, msg) = if failed == 0 {
-        (ErrandPhase::Succeeded, format!("{} instances ran the errand", run.status.results.len()))
-    } else {
-        (ErrandPhase::Failed, format!("{failed} of {} instances failed", run.status.results.len()))
-    };
-    finish(store, run, phase, msg).await?;
+    match reason {
+        Some(Stop::Cancelled) => {
+            let msg = cancelled_message(&run);
+            finish(store, run, ErrandPhase::Cancelled, msg).await?;
+        }
+        Some(Stop::TimedOut) => {
+            let unfinished: Vec<&str> = run
+                .status
+                .results
+                .iter()
+                .filter(|r| r.exit_code.is_none())
+                .map(|r| r.instance.as_str())
+                .collect();
+            let msg = format!(
+                "timed out after {} s waiting for bin/run on {}",
+                timeout.as_secs(),
+                unfinished.join(", ")
+            );
+            finish(store, run, ErrandPhase::Failed, msg).await?;
+        }
+        None => {
+            let failed = run.status.results.iter().filter(|r| !r.succeeded()).count();
+            let n = run.status.results.len();
+            let (phase, msg) = if failed == 0 {
+                (ErrandPhase::Succeeded, format!("{n} instances ran the errand"))
+            } else {
+                (ErrandPhase::Failed, format!("{failed} of {n} instances failed"))
+            };
+            finish(store, run, phase, msg).await?;
+        }
+    }
     Ok(Action::await_change())
 }
 
@@ -435,6 +614,7 @@ async fn finish(
     store.update_status(&run).await?;
     let state = match phase {
         ErrandPhase::Succeeded | ErrandPhase::Skipped => TaskState::Done,
+        ErrandPhase::Cancelled => TaskState::Cancelled,
         _ => TaskState::Error,
     };
     match set_task_state(store, task, state, &result).await {
@@ -457,19 +637,27 @@ fn instance_progress() -> Predicate<InstanceSpec> {
     crate::reconcilers::deployment::instance_progress()
 }
 
-/// The errand controller, woken by its runs and by the Instances of
-/// deployments with an unfinished run (mapped through the runs' cache).
+/// What of a Task a run acts on at once: a cancel being asked.
+fn cancel_asked_changed() -> Predicate<TaskSpec> {
+    Predicate::<TaskSpec>::new(|old, new| old.spec.cancel != new.spec.cancel)
+}
+
+/// The errand controller, woken by its runs, by the Instances of
+/// deployments with an unfinished run (mapped through the runs' cache),
+/// and by a cancel of a run's task (a run is named after its task).
 pub fn controller(
     director: &Director,
     opts: &crate::server::daemon::Options,
     runs: &Reflector<ErrandRunSpec>,
     instances: &Reflector<InstanceSpec>,
+    tasks: &Reflector<TaskSpec>,
 ) -> Controller<ErrandRunSpec, Errands, Error> {
     let cache = runs.cache();
+    let errands = Errands { director: director.clone(), default_timeout: opts.errand_timeout };
     Controller::new(
         WIRING.name,
         director.store.clone(),
-        Arc::new(Errands { director: director.clone() }),
+        Arc::new(errands),
         opts.controller_config(&WIRING),
         reconcile,
         default_error_policy,
@@ -482,6 +670,14 @@ pub fn controller(
             .iter()
             .filter(|r| r.metadata.deployment.as_deref() == dep && !r.status.phase.is_finished())
             .map(|r| r.key_name())
+            .collect()
+    })
+    .watches(tasks, cancel_asked_changed(), |t| {
+        let run = t.metadata.name.clone();
+        t.spec
+            .deployment
+            .iter()
+            .map(|d| bosh_api::objects::key_name::<ErrandRunSpec>(Some(d), &run))
             .collect()
     })
 }
@@ -554,6 +750,27 @@ mod tests {
             [run("t", 1, ErrandPhase::Succeeded, true), run("t", 2, ErrandPhase::Pending, false)];
         assert_eq!(want(&later_pending), ["t".to_string()].into());
         assert!(want(&[run("t", 1, ErrandPhase::Skipped, true)]).is_empty());
+        // A cancelled run lets its VMs go, unless kept alive.
+        assert!(want(&[run("t", 1, ErrandPhase::Cancelled, false)]).is_empty());
+        assert_eq!(want(&[run("t", 1, ErrandPhase::Cancelled, true)]), ["t".to_string()].into());
+    }
+
+    /// A run's own bound wins over the default; what is left counts from
+    /// its start and never goes below zero.
+    #[test]
+    fn a_runs_bound_counts_from_its_start() {
+        let default = Duration::from_secs(3600);
+        let spec = ErrandRunSpec { timeout_seconds: Some(30), ..Default::default() };
+        assert_eq!(timeout_of(&spec, default), Duration::from_secs(30));
+        assert_eq!(timeout_of(&ErrandRunSpec::default(), default), default);
+        let t0 = chrono::Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let bound = Duration::from_secs(30);
+        assert_eq!(time_left(t0, bound, at(10)), Duration::from_secs(20));
+        assert_eq!(time_left(t0, bound, at(30)), Duration::ZERO);
+        assert_eq!(time_left(t0, bound, at(99)), Duration::ZERO);
+        // A clock that went back leaves the whole bound.
+        assert_eq!(time_left(t0, bound, at(-5)), bound);
     }
 
     /// Selectors pick by group, id or index; colocated errands go to every

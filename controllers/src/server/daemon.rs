@@ -34,6 +34,9 @@ pub struct Options {
     pub render: crate::libs::render::Limits,
     /// The periodic orphaned-VM scan (`None`: not run).
     pub orphan_vms: Option<crate::reconcilers::deployment::orphan_vms::OrphanVmConfig>,
+    /// How long an errand run may take when it sets no `timeoutSeconds`
+    /// (boshd's `--errand-timeout-secs`).
+    pub errand_timeout: Duration,
     /// One reflector per kind, shared by every controller these options
     /// run (clones share them).
     pub reflectors: Reflectors,
@@ -203,7 +206,13 @@ pub async fn run_deploy(
         r.metadata.deployment.clone().into_iter().collect()
     })
     .reads(&packages);
-    let errands = errand::controller(&director, opts, &errand_runs, &instance_reflector);
+    let errands = errand::controller(
+        &director,
+        opts,
+        &errand_runs,
+        &instance_reflector,
+        &reflectors.get::<TaskSpec>(&store),
+    );
     let mut instances = instance::Instances::new(director.clone());
     instances.health = opts.health.clone();
     let instances = Controller::<InstanceSpec, _, instance::Error>::new(

@@ -241,6 +241,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             limits: Default::default(),
             render: o.render.clone(),
             orphan_vms: o.orphan_vms,
+            errand_timeout: Duration::from_secs(bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS),
             reflectors: Default::default(),
         };
         let validator = daemon::deployment_validator(&store, &opts);

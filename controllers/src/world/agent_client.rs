@@ -98,6 +98,17 @@ pub enum AgentError {
         /// The method's deadline.
         waited: Duration,
     },
+    /// The caller stopped a long method before it finished (a cancelled
+    /// task, a run's timeout); the agent's task was cancelled.
+    #[error("agent {agent}: {method} stopped: {why}")]
+    Stopped {
+        /// The agent id.
+        agent: String,
+        /// The method.
+        method: &'static str,
+        /// Why the caller stopped it.
+        why: String,
+    },
     /// The agent answered with an exception.
     #[error("agent {agent} failed {method}: {message}")]
     Exception {
@@ -413,13 +424,30 @@ impl Agent {
         self.long(Method::FetchLogs, vec![], self.timeouts.lifecycle).await
     }
 
+    /// `fetch_logs`, given up (and its agent task cancelled) when `stop`
+    /// yields first, with the reason it yields.
+    pub async fn fetch_logs_until(&self, stop: impl Future<Output = String>) -> Result<BlobRef> {
+        self.long_until(Method::FetchLogs, vec![], self.timeouts.lifecycle, stop).await
+    }
+
     /// `run_errand`: run `bin/run` of `job` (or of the first job with one).
     pub async fn run_errand(&self, job: Option<&str>) -> Result<ErrandResult> {
+        self.run_errand_until(job, std::future::pending()).await
+    }
+
+    /// `run_errand`, stopped when `stop` yields first (with the reason it
+    /// yields): the agent's task is cancelled, which kills `bin/run`, and
+    /// the call fails with [`AgentError::Stopped`] without waiting for it.
+    pub async fn run_errand_until(
+        &self,
+        job: Option<&str>,
+        stop: impl Future<Output = String>,
+    ) -> Result<ErrandResult> {
         let args = match job {
             Some(j) => vec![json!({ "name": j })],
             None => vec![],
         };
-        self.long(Method::RunErrand, args, self.timeouts.scripts).await
+        self.long_until(Method::RunErrand, args, self.timeouts.scripts, stop).await
     }
 
     /// `exec`: run `command` on the VM (for `boshctl exec`), killed after
@@ -517,6 +545,20 @@ impl Agent {
         args: Vec<Value>,
         deadline: Duration,
     ) -> Result<T> {
+        self.long_until(method, args, deadline, std::future::pending()).await
+    }
+
+    /// [`AgentClient::long`], given up when `stop` yields (with the reason)
+    /// before the task finishes: the agent's task is cancelled (best
+    /// effort, one try) and the call fails with [`AgentError::Stopped`].
+    pub async fn long_until<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        args: Vec<Value>,
+        deadline: Duration,
+        stop: impl Future<Output = String>,
+    ) -> Result<T> {
+        let mut stop = std::pin::pin!(stop);
         let until = Instant::now() + deadline;
         let first = self.send(method, args, None).await?;
         let Some(handle) = TaskHandle::from_value(&first) else {
@@ -532,7 +574,17 @@ impl Agent {
                     waited: deadline,
                 });
             }
-            tokio::time::sleep(self.timeouts.poll_interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.timeouts.poll_interval) => {}
+                why = &mut stop => {
+                    let _ = self.cancel_task(&handle.agent_task_id).await;
+                    return Err(AgentError::Stopped {
+                        agent: self.agent_id.clone(),
+                        method: method.as_str(),
+                        why,
+                    });
+                }
+            }
             let poll_id = uuid::Uuid::new_v4().to_string();
             let args = vec![json!(handle.agent_task_id)];
             let polled = self.request(Method::GetTask, args, &poll_id, self.timeouts.request).await;

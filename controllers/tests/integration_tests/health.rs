@@ -48,6 +48,7 @@ async fn etcd_writes_equal_health_transitions() {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: Duration::from_secs(bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS),
         reflectors: Default::default(),
     };
     let agents: Vec<String> = (0..200).map(|i| format!("sim-{i:03}")).collect();
@@ -169,6 +170,7 @@ async fn a_silent_agent_is_unresponsive_within_timeout_plus_one_check_interval()
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: Duration::from_secs(bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS),
         reflectors: Default::default(),
     };
     let agents = vec!["quiet-0".to_string()];

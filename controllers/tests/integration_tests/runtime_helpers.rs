@@ -235,6 +235,9 @@ async fn a_cloud_config_change_re_validates_the_deployments_that_use_it() {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: std::time::Duration::from_secs(
+            bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS,
+        ),
         reflectors: Default::default(),
     };
     let validator = daemon::deployment_validator(&store, &opts);

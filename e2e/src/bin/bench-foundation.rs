@@ -254,6 +254,9 @@ async fn main() -> Result<()> {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: std::time::Duration::from_secs(
+            bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS,
+        ),
         reflectors: Default::default(),
     };
     let t = Instant::now();

@@ -193,6 +193,9 @@ async fn load(args: &Args) -> Result<()> {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: std::time::Duration::from_secs(
+            bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS,
+        ),
         reflectors: Default::default(),
     };
     let monitor = tokio::spawn({

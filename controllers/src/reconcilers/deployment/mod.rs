@@ -1060,10 +1060,17 @@ async fn delete(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result
     ctx.data.director.addresses.lock().await.remove(name);
     // Its errand runs go with it: a later deployment of the same name must
     // not inherit a kept-alive errand group. An unfinished run's task ends
-    // first (nobody would end it after).
+    // first (nobody would end it after); the log tarballs runs recorded
+    // (`downloadLogs`) go first too, as nothing names them after (best
+    // effort: a blob left behind is only space).
     for r in store.list::<ErrandRunSpec>(&format!("{name}/")).await?.items {
         if !r.status.phase.is_finished() {
             finish_task(store, r.spec.task, TaskState::Cancelled, "deployment deleted").await?;
+        }
+        for blob in r.status.results.iter().filter_map(|x| x.logs.as_ref()) {
+            if let Err(e) = ctx.data.director.blobs.delete(&blob.sha256).await {
+                warn!(deployment = name, blob = %blob.sha256, error = %e, "could not delete an errand's logs");
+            }
         }
         store.delete::<ErrandRunSpec>(Some(name), &r.metadata.name, None).await?;
     }

@@ -256,6 +256,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/deployments/{name}/errands/{errand}/runs",
             axum::routing::post(deployments::errands::run),
         )
+        .route(
+            "/v1/deployments/{name}/errand-runs/{run}/logs/{sha256}",
+            axum::routing::get(deployments::errands::logs),
+        )
         .route("/v1/deployments/{name}/logs", axum::routing::post(deployments::instances::logs))
         .route("/v1/deployments/{name}/ssh", axum::routing::post(deployments::ssh::ssh))
         .route(

@@ -1,14 +1,16 @@
 //! `POST /v1/task-cancellations/<id>`: asks for a task's cancellation by setting
 //! its `spec.cancel` (desired state, as `boshctl cancel-task` or a GitOps
 //! write would); the task controller ends it and the deployment controller
-//! starts nothing further for it.
+//! starts nothing further for it. An errand run's task can be cancelled
+//! too: the errand controller stops the run and ends the task.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bosh_api::objects::{TaskChange, TaskSpec};
+use bosh_api::Object;
+use bosh_api::objects::{ErrandRunSpec, TaskChange, TaskSpec};
 use bosh_api::wire::TaskCancellation;
 
 use super::{ApiError, ApiState};
@@ -16,6 +18,13 @@ use crate::libs::tasks::task_name;
 
 /// How often the compare-and-swap is retried after losing a race.
 const CAS_ATTEMPTS: usize = 10;
+
+/// Whether `t` reports an errand run (the run is named after its task).
+async fn errand_run_of(st: &ApiState, t: &Object<TaskSpec>) -> Result<bool, ApiError> {
+    let Some(dep) = t.spec.deployment.as_deref() else { return Ok(false) };
+    let run = st.store.try_get::<ErrandRunSpec>(Some(dep), &t.metadata.name).await?;
+    Ok(run.is_some())
+}
 
 /// `POST /v1/task-cancellations/<id>`.
 pub(super) async fn cancel(
@@ -31,6 +40,8 @@ pub(super) async fn cancel(
             ));
         }
         match t.spec.change {
+            // An errand run's task: the errand controller stops the run.
+            None if errand_run_of(&st, &t).await? => {}
             None => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

@@ -1108,6 +1108,9 @@ async fn faults_c7_health_writes_follow_transitions_not_heartbeats() {
         limits: Default::default(),
         render: Default::default(),
         orphan_vms: None,
+        errand_timeout: std::time::Duration::from_secs(
+            bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS,
+        ),
         reflectors: Default::default(),
     };
     let rev = h.store.revision().await.unwrap();

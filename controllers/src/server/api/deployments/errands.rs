@@ -4,7 +4,10 @@
 //!   and the service groups' jobs that have a `bin/run` template;
 //! - `POST /v1/deployments/<name>/errands/<errand>/runs`
 //!   [`RunErrandRequest`]: a Task `run errand <errand>` and an ErrandRun
-//!   named after it; the errand controller runs it and finishes the task.
+//!   named after it; the errand controller runs it and finishes the task;
+//! - `GET /v1/deployments/<name>/errand-runs/<run>/logs/<sha256>`: the
+//!   job logs an instance of a `downloadLogs` run left in the blobstore,
+//!   as a `.tgz` (only blobs the run's results name are served).
 //!
 //! The API runs nothing itself, so an ErrandRun written by a GitOps tool
 //! runs the same way.
@@ -12,8 +15,10 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use bosh_api::objects::{DeploymentSpec, ErrandRunSpec};
 use bosh_api::wire::{ErrandEntry, ErrandRunRef, RunErrandRequest};
 use bosh_api::{Object, ObjectMeta};
@@ -58,9 +63,42 @@ pub(in crate::server::api) async fn run(
         keep_alive: req.keep_alive,
         when_changed: req.when_changed,
         instances: req.instances,
+        download_logs: req.download_logs,
+        timeout_seconds: req.timeout_seconds,
     };
     st.store.create(&Object::new(ObjectMeta::scoped(&name, run.clone()), spec)).await?;
     Ok(Json(ErrandRunRef { task: id, run }))
+}
+
+/// `GET /v1/deployments/<name>/errand-runs/<run>/logs/<sha256>`: a log
+/// tarball the run recorded. The blob stays (a second download works);
+/// the run's results are what make it reachable.
+pub(in crate::server::api) async fn logs(
+    State(st): State<Arc<ApiState>>,
+    Path((name, run, sha256)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let run = st.store.get::<ErrandRunSpec>(Some(&name), &run).await?;
+    let named =
+        run.status.results.iter().any(|r| r.logs.as_ref().is_some_and(|l| l.sha256 == sha256));
+    if !named {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("errand run {name}/{} recorded no logs {sha256}", run.metadata.name),
+        ));
+    }
+    let Some(blobs) = &st.blobstore else {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "this API has no blobstore"));
+    };
+    let (reader, size) = blobs
+        .get(&sha256)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("logs {sha256}: {e}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    Ok((
+        [("content-type", "application/gzip".to_string()), ("content-length", size.to_string())],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /v1/deployments/<name>/errands`.
