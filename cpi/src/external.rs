@@ -309,10 +309,12 @@ impl super::Cpi for ExternalCpi {
         self.call("calculate_vm_cloud_properties", json!([resources]), None, None).await
     }
 
-    async fn find_vm_by_request(&self, _request_id: &str) -> CpiResult<Option<String>> {
-        // BOSH's protocol has no lookup by tag; callers fall back to
-        // finding the VM by its agent (which knows its own id) over NATS.
-        Err(CpiError::NotSupported { method: "find_vm_by_request" })
+    async fn find_vm_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        // bosh-rs's extension of the protocol (`bosh-local-cpi` answers
+        // it); a stock BOSH CPI answers "Method is not known", which is
+        // NotSupported, and callers fall back.
+        let v = self.call("find_vm_by_request", json!([request_id]), None, None).await?;
+        as_optional_string("find_vm_by_request", v)
     }
 
     async fn create_disk(
@@ -383,8 +385,21 @@ impl super::Cpi for ExternalCpi {
         self.call("delete_snapshot", json!([snapshot_cid]), None, fence).await.map(drop)
     }
 
-    async fn find_disk_by_request(&self, _request_id: &str) -> CpiResult<Option<String>> {
-        Err(CpiError::NotSupported { method: "find_disk_by_request" })
+    async fn find_disk_by_request(&self, request_id: &str) -> CpiResult<Option<String>> {
+        let v = self.call("find_disk_by_request", json!([request_id]), None, None).await?;
+        as_optional_string("find_disk_by_request", v)
+    }
+
+    async fn list_vms(&self) -> CpiResult<Vec<super::ListedVm>> {
+        let v = self.call("list_vms", json!([]), None, None).await?;
+        serde_json::from_value(v).map_err(|e| CpiError::permanent("list_vms", e))
+    }
+}
+
+fn as_optional_string(method: &'static str, v: Value) -> CpiResult<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        v => as_string(method, v).map(Some),
     }
 }
 

@@ -27,6 +27,8 @@
 //! - [`local`]: the embedded default; a VM is a directory and an agent
 //!   process tree with its own loopback address.
 //! - [`external`]: any executable speaking BOSH's external CPI protocol.
+//! - [`protocol`]: the CPI side of that protocol, serving any [`Cpi`]
+//!   (the `bosh-local-cpi` executable is the local CPI behind it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod external;
 pub mod local;
+pub mod protocol;
 
 /// Why a CPI call failed, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]

@@ -14,8 +14,31 @@ use anyhow::{Context, Result, bail};
 /// used as it is (rebuilding it with `-p` would flip bosh-api's features
 /// against the workspace build). `BOSH_AGENT_BIN` overrides it.
 pub fn agent_binary() -> Result<PathBuf> {
-    static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
-    if let Some(p) = std::env::var_os("BOSH_AGENT_BIN") {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let sources = ["agent", "api/src", "api/Cargo.toml", "blobstore/src", "Cargo.lock"];
+    workspace_binary("bosh-agent", "bosh-agent", "BOSH_AGENT_BIN", &sources, &BUILT)
+}
+
+/// The `bosh-local-cpi` executable (the local CPI behind BOSH's external
+/// CPI protocol), found or built as [`agent_binary`] is.
+/// `BOSH_LOCAL_CPI_BIN` overrides it.
+pub fn local_cpi_binary() -> Result<PathBuf> {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let sources = ["cpi", "api/src", "api/Cargo.toml", "Cargo.lock"];
+    workspace_binary("bosh-cpi", "bosh-local-cpi", "BOSH_LOCAL_CPI_BIN", &sources, &BUILT)
+}
+
+/// Binary `bin` of package `package` in the running executable's target
+/// profile dir, built with `cargo build -p` unless newer than `sources`
+/// (paths under the workspace root); `env` names an override.
+fn workspace_binary(
+    package: &str,
+    bin: &str,
+    env: &str,
+    sources: &[&str],
+    built: &Mutex<Option<PathBuf>>,
+) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
@@ -27,40 +50,37 @@ pub fn agent_binary() -> Result<PathBuf> {
     } else {
         parent.to_path_buf()
     };
-    let bin = profile_dir.join("bosh-agent");
-    let mut built = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let path = profile_dir.join(bin);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = built.as_ref() {
         return Ok(b.clone());
     }
-    if is_fresh(&bin) {
-        *built = Some(bin.clone());
-        return Ok(bin);
+    if is_fresh(&path, sources) {
+        *built = Some(path.clone());
+        return Ok(path);
     }
     let target_dir = profile_dir.parent().context("no target dir")?;
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "bosh-agent", "--bin", "bosh-agent"])
-        .env("CARGO_TARGET_DIR", target_dir);
+    cmd.args(["build", "-p", package, "--bin", bin]).env("CARGO_TARGET_DIR", target_dir);
     if profile != "debug" {
         cmd.args(["--profile", profile]);
     }
-    let status = cmd.status().context("running cargo build -p bosh-agent")?;
-    if !status.success() || !bin.is_file() {
-        bail!("cargo build -p bosh-agent failed ({status}); {} missing", bin.display());
+    let status = cmd.status().with_context(|| format!("running cargo build -p {package}"))?;
+    if !status.success() || !path.is_file() {
+        bail!("cargo build -p {package} failed ({status}); {} missing", path.display());
     }
-    *built = Some(bin.clone());
-    Ok(bin)
+    *built = Some(path.clone());
+    Ok(path)
 }
 
-/// Whether `bin` is newer than every source file of the agent and the
-/// crates it is built from.
-fn is_fresh(bin: &Path) -> bool {
+/// Whether `bin` is newer than every file under `sources`.
+fn is_fresh(bin: &Path, sources: &[&str]) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return false;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let sources = ["agent", "api/src", "api/Cargo.toml", "blobstore/src", "Cargo.lock"];
     sources.iter().all(|s| newest(&root.join(s)).is_some_and(|t| t <= built))
 }
 

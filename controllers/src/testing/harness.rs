@@ -106,6 +106,10 @@ pub struct HarnessOptions {
     /// Off by default: port 53 needs root, and only container VMs have a
     /// resolver of their own (process VMs share the host's).
     pub dns: bool,
+    /// Drive the world's VMs through the external CPI path: the director
+    /// runs `bosh-local-cpi` (one process per call, BOSH's protocol) over
+    /// the same data dir instead of calling the local CPI in process.
+    pub external_cpi: bool,
 }
 
 impl HarnessOptions {
@@ -150,6 +154,7 @@ impl HarnessOptions {
             orphan_vms: None,
             agent_blobstore_url: None,
             vms: VmKind::Process,
+            external_cpi: false,
             dns: false,
         }
     }
@@ -193,7 +198,18 @@ impl Harness {
     /// (`small`) and one manual network (`default`) of `o.network`'s size.
     pub async fn start(o: HarnessOptions) -> Result<Harness> {
         let world = LocalWorld::start_with(o.store.clone(), o.vms).await?;
+        let images = world.cpi.image_cache().to_path_buf();
         let (mut director, rest) = world.director();
+        if o.external_cpi {
+            let exe = bosh_test_utils::agent::local_cpi_binary()?;
+            let mut props = serde_json::Map::new();
+            let data_dir = rest.env.dir().join("cpi");
+            props.insert("data_dir".into(), data_dir.to_string_lossy().into_owned().into());
+            props.insert("image_cache".into(), images.to_string_lossy().into_owned().into());
+            let name = director.cpi.name().to_string();
+            director.cpi =
+                Arc::new(crate::world::cpi::external::ExternalCpi::new(&name, &exe, props));
+        }
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));
         director.cpi = cpi.clone();

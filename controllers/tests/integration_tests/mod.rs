@@ -17,6 +17,7 @@ mod deploy;
 mod dns;
 mod dns_health;
 mod errands;
+mod external_cpi;
 #[cfg(feature = "failpoints")]
 mod faults;
 mod ha;

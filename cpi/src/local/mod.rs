@@ -102,6 +102,12 @@ impl LocalCpi {
         self
     }
 
+    /// Where operating system images are unpacked (a `bosh-local-cpi`
+    /// over the same data dir is told it).
+    pub fn image_cache(&self) -> &Path {
+        &self.image_cache
+    }
+
     /// Records in each audit line the etcd revision current when the call
     /// was admitted, read from `store` (one read per mutating call): every
     /// write committed before the call is at or below it, which is what

@@ -1,0 +1,161 @@
+//! The CPI side of BOSH's external CPI protocol: one JSON request
+//! (`method`, `arguments`, `context`) in, one JSON response (`result`,
+//! `error: {type, message, ok_to_retry}`, `log`) out, served by any
+//! [`Cpi`]. `bosh-local-cpi` is the local CPI behind it, so the director's
+//! external path ([`crate::external::ExternalCpi`]) runs end to end.
+//!
+//! Besides BOSH's methods it answers bosh-rs's lookups by request id
+//! (`find_vm_by_request`, `find_disk_by_request`) and `list_vms`; a CPI
+//! that does not (any stock BOSH CPI) answers "Method is not known", which
+//! the director reads as not supported and falls back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bosh_api::store::Fence;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{Cpi, CpiError, CreateVm, VmNetwork};
+
+/// One request as the director writes it.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    /// The method.
+    pub method: String,
+    /// Its positional arguments.
+    #[serde(default)]
+    pub arguments: Vec<Value>,
+    /// `director_uuid`, `request_id`, the CPI config's properties, and
+    /// bosh-rs's `fence`.
+    #[serde(default)]
+    pub context: serde_json::Map<String, Value>,
+}
+
+/// A malformed argument: BOSH's `InvalidCall`.
+fn invalid(message: impl std::fmt::Display) -> Value {
+    json!({"type": "InvalidCall", "message": message.to_string(), "ok_to_retry": false})
+}
+
+fn arg<T: serde::de::DeserializeOwned>(req: &Request, i: usize, what: &str) -> Result<T, Value> {
+    let v = req.arguments.get(i).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(v).map_err(|e| invalid(format!("argument {i} ({what}): {e}")))
+}
+
+/// A CPI error as BOSH's `Bosh::Clouds` types.
+fn cloud_error(e: CpiError) -> Value {
+    let (type_, retry) = match &e {
+        CpiError::NotFound { what: "vm", .. } => ("Bosh::Clouds::VMNotFound", false),
+        CpiError::NotFound { what: "disk", .. } => ("Bosh::Clouds::DiskNotFound", false),
+        CpiError::NotFound { .. } => ("Bosh::Clouds::CloudError", false),
+        CpiError::NotSupported { .. } => ("Bosh::Clouds::NotImplemented", false),
+        CpiError::Transient { .. } => ("Bosh::Clouds::CloudError", true),
+        CpiError::Permanent { .. } => ("Bosh::Clouds::CloudError", false),
+    };
+    json!({"type": type_, "message": e.to_string(), "ok_to_retry": retry})
+}
+
+/// The fence the director passed, if any.
+fn fence(req: &Request) -> Option<Fence> {
+    let f = req.context.get("fence")?;
+    Some(Fence { key: f.get("key")?.as_str()?.to_string(), revision: f.get("revision")?.as_i64()? })
+}
+
+/// Serves one request with `cpi`; the response to print.
+pub async fn serve(cpi: &dyn Cpi, req: &Request) -> Value {
+    let result = dispatch(cpi, req).await;
+    match result {
+        Ok(v) => json!({"result": v, "error": null, "log": ""}),
+        Err(e) => json!({"result": null, "error": e, "log": ""}),
+    }
+}
+
+async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
+    let f = fence(req);
+    let f = f.as_ref();
+    let rid = req.context.get("request_id").and_then(Value::as_str).unwrap_or_default();
+    let s = |i: usize, what: &str| arg::<String>(req, i, what);
+    let done = |r: Result<(), CpiError>| r.map(|()| Value::Null).map_err(cloud_error);
+    let value = |r: Result<Value, CpiError>| r.map_err(cloud_error);
+    match req.method.as_str() {
+        "info" => {
+            let info = cpi.info().await.map_err(cloud_error)?;
+            Ok(json!({"stemcell_formats": info.stemcell_formats, "api_version": 2}))
+        }
+        "create_stemcell" => {
+            let path: PathBuf = arg(req, 0, "image_path")?;
+            let props: Value = arg(req, 1, "cloud_properties")?;
+            value(cpi.create_stemcell(f, &path, &props).await.map(Value::from))
+        }
+        "delete_stemcell" => done(cpi.delete_stemcell(f, &s(0, "stemcell_cid")?).await),
+        "create_vm" => {
+            let env: Value = arg(req, 5, "env")?;
+            let settings = env.pointer("/bosh/settings").cloned().unwrap_or(Value::Null);
+            let settings = serde_json::from_value(settings)
+                .map_err(|e| invalid(format!("env.bosh.settings: {e}")))?;
+            let request_id =
+                env.pointer("/bosh/request_id").and_then(Value::as_str).unwrap_or(rid).to_string();
+            let mut group_env = env.clone();
+            if let Some(o) = group_env.as_object_mut() {
+                o.remove("bosh");
+            }
+            let req = CreateVm {
+                request_id,
+                agent_id: s(0, "agent_id")?,
+                stemcell_cid: s(1, "stemcell_cid")?,
+                cloud_properties: arg(req, 2, "cloud_properties")?,
+                networks: arg::<BTreeMap<String, VmNetwork>>(req, 3, "networks")?,
+                disk_cids: arg::<Option<Vec<String>>>(req, 4, "disk_cids")?.unwrap_or_default(),
+                settings,
+                env: group_env,
+            };
+            // API v2: [vm_cid, networks].
+            let cid = cpi.create_vm(f, &req).await.map_err(cloud_error)?;
+            Ok(json!([cid, req.networks]))
+        }
+        "delete_vm" => done(cpi.delete_vm(f, &s(0, "vm_cid")?).await),
+        "has_vm" => value(cpi.has_vm(&s(0, "vm_cid")?).await.map(Value::from)),
+        "reboot_vm" => done(cpi.reboot_vm(f, &s(0, "vm_cid")?).await),
+        "set_vm_metadata" => {
+            let m: BTreeMap<String, String> = arg(req, 1, "metadata")?;
+            done(cpi.set_vm_metadata(f, &s(0, "vm_cid")?, &m).await)
+        }
+        "calculate_vm_cloud_properties" => {
+            value(cpi.calculate_vm_cloud_properties(&arg(req, 0, "vm_resources")?).await)
+        }
+        "create_disk" => {
+            let size: u64 = arg(req, 0, "size")?;
+            let props: Value = arg(req, 1, "cloud_properties")?;
+            let vm: Option<String> = arg(req, 2, "vm_locality")?;
+            let cid = cpi.create_disk(f, rid, size, &props, vm.as_deref()).await;
+            value(cid.map(Value::from))
+        }
+        "delete_disk" => done(cpi.delete_disk(f, &s(0, "disk_cid")?).await),
+        "has_disk" => value(cpi.has_disk(&s(0, "disk_cid")?).await.map(Value::from)),
+        "attach_disk" => {
+            let (vm, disk) = (s(0, "vm_cid")?, s(1, "disk_cid")?);
+            cpi.attach_disk(f, &vm, &disk).await.map_err(cloud_error)?;
+            // API v2: the disk hint (the local CPI mounts by cid).
+            Ok(Value::from(disk))
+        }
+        "detach_disk" => done(cpi.detach_disk(f, &s(0, "vm_cid")?, &s(1, "disk_cid")?).await),
+        "get_disks" => value(cpi.get_disks(&s(0, "vm_cid")?).await.map(|d| json!(d))),
+        "resize_disk" => {
+            let size: u64 = arg(req, 1, "new_size")?;
+            done(cpi.resize_disk(f, &s(0, "disk_cid")?, size).await)
+        }
+        "snapshot_disk" => {
+            let m: BTreeMap<String, String> = arg(req, 1, "metadata")?;
+            value(cpi.snapshot_disk(f, &s(0, "disk_cid")?, &m).await.map(Value::from))
+        }
+        "delete_snapshot" => done(cpi.delete_snapshot(f, &s(0, "snapshot_cid")?).await),
+        "find_vm_by_request" => {
+            value(cpi.find_vm_by_request(&s(0, "request_id")?).await.map(|c| json!(c)))
+        }
+        "find_disk_by_request" => {
+            value(cpi.find_disk_by_request(&s(0, "request_id")?).await.map(|c| json!(c)))
+        }
+        "list_vms" => value(cpi.list_vms().await.map(|v| json!(v))),
+        other => Err(invalid(format!("Method is not known, got '{other}'"))),
+    }
+}
