@@ -282,6 +282,16 @@ pub trait Cpi: Send + Sync {
     }
 }
 
+/// A lookup by request id answered as "nothing found" when the CPI does
+/// not have it (BOSH's protocol has no such lookup, so no stock CPI
+/// does): the caller goes on to create, as BOSH's director would.
+pub fn unsupported_as_none<T>(r: CpiResult<Option<T>>) -> CpiResult<Option<T>> {
+    match r {
+        Err(CpiError::NotSupported { .. }) => Ok(None),
+        r => r,
+    }
+}
+
 /// A CPI bound to one controller term: every mutation made through it
 /// carries that term's fencing token.
 ///

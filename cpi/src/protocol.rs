@@ -71,6 +71,17 @@ pub async fn serve(cpi: &dyn Cpi, req: &Request) -> Value {
 }
 
 async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
+    // `disabled_methods` (a property): answer as a CPI without them does,
+    // so the director's fallbacks for stock BOSH CPIs are exercised.
+    let disabled = req.context.get("disabled_methods").and_then(Value::as_array);
+    let is_disabled = |m: &str| disabled.is_some_and(|d| d.iter().any(|x| x.as_str() == Some(m)));
+    if is_disabled(&req.method) {
+        return Err(invalid(format!("Method is not known, got '{}'", req.method)));
+    }
+    // Without the lookups it is a stock CPI, which knows nothing of
+    // request ids: every create is a new VM or disk, even a retried one.
+    let stock = is_disabled("find_vm_by_request");
+    let fresh = || format!("stock-{}", uuid::Uuid::new_v4());
     let f = fence(req);
     let f = f.as_ref();
     let rid = req.context.get("request_id").and_then(Value::as_str).unwrap_or_default();
@@ -93,8 +104,11 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
             let settings = env.pointer("/bosh/settings").cloned().unwrap_or(Value::Null);
             let settings = serde_json::from_value(settings)
                 .map_err(|e| invalid(format!("env.bosh.settings: {e}")))?;
-            let request_id =
-                env.pointer("/bosh/request_id").and_then(Value::as_str).unwrap_or(rid).to_string();
+            let request_id = match env.pointer("/bosh/request_id").and_then(Value::as_str) {
+                _ if stock => fresh(),
+                Some(r) => r.to_string(),
+                None => rid.to_string(),
+            };
             let mut group_env = env.clone();
             if let Some(o) = group_env.as_object_mut() {
                 o.remove("bosh");
@@ -127,7 +141,8 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
             let size: u64 = arg(req, 0, "size")?;
             let props: Value = arg(req, 1, "cloud_properties")?;
             let vm: Option<String> = arg(req, 2, "vm_locality")?;
-            let cid = cpi.create_disk(f, rid, size, &props, vm.as_deref()).await;
+            let request = if stock { fresh() } else { rid.to_string() };
+            let cid = cpi.create_disk(f, &request, size, &props, vm.as_deref()).await;
             value(cid.map(Value::from))
         }
         "delete_disk" => done(cpi.delete_disk(f, &s(0, "disk_cid")?).await),

@@ -40,6 +40,10 @@ pub struct CpiFaults {
     /// While this reads `true`, `create_vm` calls wait (after being
     /// recorded, before reaching the IaaS).
     pub hold_creates: Option<tokio::sync::watch::Receiver<bool>>,
+    /// How many `create_vm` calls make their VM and then lose the reply
+    /// (a transient error, as when the CPI process is killed after the
+    /// IaaS acted): the caller must adopt the VM, not make a second one.
+    pub lose_create_replies: usize,
 }
 
 /// One call as the faulty CPI saw it.
@@ -164,6 +168,18 @@ impl Cpi for FaultyCpi {
         let cid = self.inner.create_vm(fence, req).await?;
         let mut st = self.state.lock().unwrap();
         st.born.entry(cid.clone()).or_insert_with(|| (Instant::now(), req.request_id.clone()));
+        if st.faults.lose_create_replies > 0 {
+            st.faults.lose_create_replies -= 1;
+            drop(st);
+            self.calls.lock().unwrap().push(CallRecord {
+                at: Instant::now(),
+                method: "create_vm",
+                subject: req.request_id.clone(),
+                injected: true,
+            });
+            let message = format!("the reply for {cid} was lost");
+            return Err(CpiError::Transient { method: "create_vm", message });
+        }
         Ok(cid)
     }
     async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {

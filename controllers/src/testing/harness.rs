@@ -106,10 +106,23 @@ pub struct HarnessOptions {
     /// Off by default: port 53 needs root, and only container VMs have a
     /// resolver of their own (process VMs share the host's).
     pub dns: bool,
-    /// Drive the world's VMs through the external CPI path: the director
-    /// runs `bosh-local-cpi` (one process per call, BOSH's protocol) over
-    /// the same data dir instead of calling the local CPI in process.
-    pub external_cpi: bool,
+    /// How the director reaches the world's CPI.
+    pub cpi_path: CpiPath,
+}
+
+/// How the director reaches the world's local CPI.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CpiPath {
+    /// In process (the default).
+    #[default]
+    InProcess,
+    /// Through BOSH's external CPI protocol: `bosh-local-cpi`, one process
+    /// per call, over the same data dir; `disabled` methods are answered
+    /// as a stock BOSH CPI answers methods it lacks.
+    External {
+        /// Methods answered "Method is not known".
+        disabled: Vec<String>,
+    },
 }
 
 impl HarnessOptions {
@@ -154,7 +167,7 @@ impl HarnessOptions {
             orphan_vms: None,
             agent_blobstore_url: None,
             vms: VmKind::Process,
-            external_cpi: false,
+            cpi_path: CpiPath::InProcess,
             dns: false,
         }
     }
@@ -200,9 +213,10 @@ impl Harness {
         let world = LocalWorld::start_with(o.store.clone(), o.vms).await?;
         let images = world.cpi.image_cache().to_path_buf();
         let (mut director, rest) = world.director();
-        if o.external_cpi {
+        if let CpiPath::External { disabled } = &o.cpi_path {
             let exe = bosh_test_utils::agent::local_cpi_binary()?;
             let mut props = serde_json::Map::new();
+            props.insert("disabled_methods".into(), serde_json::json!(disabled));
             let data_dir = rest.env.dir().join("cpi");
             props.insert("data_dir".into(), data_dir.to_string_lossy().into_owned().into());
             props.insert("image_cache".into(), images.to_string_lossy().into_owned().into());

@@ -25,7 +25,7 @@ mod harness;
 pub mod invariants;
 mod manifest;
 pub use faulty::{CallRecord, CpiFaults, FaultyCpi};
-pub use harness::{Harness, HarnessOptions, TOKEN, example_release};
+pub use harness::{CpiPath, Harness, HarnessOptions, TOKEN, example_release};
 pub use manifest::WebManifest;
 
 /// Everything a director needs to run local VMs, private to one test.

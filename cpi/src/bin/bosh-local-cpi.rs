@@ -5,7 +5,9 @@
 //! `exec_path`), which is how that path is tested end to end.
 //!
 //! Where its data lives comes from the CPI's properties (the request's
-//! `context`): `data_dir` (required) and `image_cache` (optional).
+//! `context`): `data_dir` (required) and `image_cache` (optional);
+//! `disabled_methods` (a list) makes it answer those as a stock BOSH CPI
+//! does ("Method is not known"), for tests of the director's fallbacks.
 
 use std::io::Read;
 

@@ -128,7 +128,8 @@ pub async fn ensure_vm(
 ) -> Result<(), Error> {
     let d = &c.director;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
-    let cid = match cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)? {
+    let found = cpi.find_vm_by_request(&worker.request_id).await;
+    let cid = match crate::world::cpi::unsupported_as_none(found).map_err(cpi_err)? {
         Some(cid) => {
             info!(agent = %worker.agent_id, %cid, "adopting compile VM");
             cid
@@ -219,7 +220,8 @@ pub async fn delete(
     let d = &c.director;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
     let cid = if worker.vm_cid.is_empty() {
-        cpi.find_vm_by_request(&worker.request_id).await.map_err(cpi_err)?
+        let found = cpi.find_vm_by_request(&worker.request_id).await;
+        crate::world::cpi::unsupported_as_none(found).map_err(cpi_err)?
     } else {
         Some(worker.vm_cid.clone())
     };

@@ -58,10 +58,8 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             // The Disk object's uid tags the create, so a retry adopts.
             let request = format!("disk-{}", disk.metadata.uid);
             ctx.store.check_fence().await?;
-            let cid = match d
-                .cpi
-                .find_disk_by_request(&request)
-                .await
+            let found = d.cpi.find_disk_by_request(&request).await;
+            let cid = match crate::world::cpi::unsupported_as_none(found)
                 .map_err(cpi("find_disk_by_request"))?
             {
                 Some(cid) => cid,
@@ -161,7 +159,8 @@ pub async fn orphan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<
         // otherwise the disk never existed and its record goes.
         let request = format!("disk-{}", disk.metadata.uid);
         let d = &ctx.data.director;
-        match d.cpi.find_disk_by_request(&request).await.map_err(cpi("find_disk_by_request"))? {
+        let found = d.cpi.find_disk_by_request(&request).await;
+        match crate::world::cpi::unsupported_as_none(found).map_err(cpi("find_disk_by_request"))? {
             Some(cid) => set_status(&ctx.store, &mut disk, |s| s.cid = Some(cid.clone())).await?,
             None => {
                 ctx.store.delete::<DiskSpec>(Some(&dep), &disk.metadata.name, None).await?;

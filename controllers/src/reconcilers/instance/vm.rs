@@ -30,6 +30,9 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
             Error::Missing(format!("stemcell {} is not imported into the CPI", spec.stemcell))
         })?
         .to_string();
+    // A retry of a create whose reply was lost (or whose director died)
+    // looks for the VM first; a first attempt has nothing to find.
+    let retry = cur.status.pending_create.is_some();
     // Intent first: the agent id and the request id the VM will carry.
     let agent_id = cur.status.agent_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request_id =
@@ -47,48 +50,50 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         s.phase = Some(InstancePhase::Creating);
     })
     .await?;
-    let cid =
-        match d.cpi.find_vm_by_request(&request_id).await.map_err(cpi("find_vm_by_request"))? {
-            Some(cid) => {
-                info!(instance = %cur.metadata.name, %cid, "adopting VM");
-                cid
-            }
-            None => {
-                let creds = d.bus.issue(&ctx.store, &agent_id).await?;
-                let settings_nets: BTreeMap<String, NetworkSettings> =
-                    spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
-                let vm_nets: BTreeMap<String, VmNetwork> =
-                    spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
-                // The spec holds `env`'s placeholders; the values go to
-                // the CPI and the agent's settings only (FAULT-MATRIX G5).
-                let env = if spec.env.is_null() {
-                    serde_json::json!({})
-                } else {
-                    let deployment = cur.metadata.deployment.as_deref().unwrap_or_default();
-                    crate::libs::variables::substitute(&ctx.store, deployment, &spec.env).await?
-                };
-                let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
-                let req = CreateVm {
-                    request_id: request_id.clone(),
-                    agent_id: agent_id.clone(),
-                    stemcell_cid,
-                    cloud_properties: spec.cloud_properties.clone(),
-                    networks: vm_nets,
-                    disk_cids: cur.status.disk_cid.iter().cloned().collect(),
-                    settings,
-                    env,
-                };
-                ctx.store.check_fence().await?;
-                let cid =
-                    d.fenced_cpi(&ctx.fence).create_vm(&req).await.map_err(cpi("create_vm"))?;
-                crate::failpoint!(
-                    fp::CPI_AFTER_CREATE_VM,
-                    Err(cpi("create_vm")(fp::lost_reply("create_vm")))
-                );
-                info!(instance = %cur.metadata.name, %cid, "VM created");
-                cid
-            }
-        };
+    // How long a retry gives the agent of a VM a stock CPI may have made:
+    // long enough for a VM that booted while the reply was lost, short
+    // enough that retries after a failed create do not stall.
+    let wait = if retry { ctx.data.agent_wait.min(ADOPT_WAIT) } else { Duration::ZERO };
+    let cid = match find_vm(ctx, &request_id, &agent_id, wait).await? {
+        Some(cid) => {
+            info!(instance = %cur.metadata.name, %cid, "adopting VM");
+            cid
+        }
+        None => {
+            let creds = d.bus.issue(&ctx.store, &agent_id).await?;
+            let settings_nets: BTreeMap<String, NetworkSettings> =
+                spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
+            let vm_nets: BTreeMap<String, VmNetwork> =
+                spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
+            // The spec holds `env`'s placeholders; the values go to
+            // the CPI and the agent's settings only (FAULT-MATRIX G5).
+            let env = if spec.env.is_null() {
+                serde_json::json!({})
+            } else {
+                let deployment = cur.metadata.deployment.as_deref().unwrap_or_default();
+                crate::libs::variables::substitute(&ctx.store, deployment, &spec.env).await?
+            };
+            let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
+            let req = CreateVm {
+                request_id: request_id.clone(),
+                agent_id: agent_id.clone(),
+                stemcell_cid,
+                cloud_properties: spec.cloud_properties.clone(),
+                networks: vm_nets,
+                disk_cids: cur.status.disk_cid.iter().cloned().collect(),
+                settings,
+                env,
+            };
+            ctx.store.check_fence().await?;
+            let cid = d.fenced_cpi(&ctx.fence).create_vm(&req).await.map_err(cpi("create_vm"))?;
+            crate::failpoint!(
+                fp::CPI_AFTER_CREATE_VM,
+                Err(cpi("create_vm")(fp::lost_reply("create_vm")))
+            );
+            info!(instance = %cur.metadata.name, %cid, "VM created");
+            cid
+        }
+    };
     // Tagged before the cid is recorded: once the status names the VM no
     // later reconcile comes this way, so a lost reply of that write
     // (FAULT-MATRIX B5) would leave the VM untagged for good; a retry
@@ -152,6 +157,41 @@ pub async fn responsive(ctx: &Ctx<Instances>, agent_id: &str, wait: Duration) ->
     .is_ok()
 }
 
+/// See [`create`]: a retry's wait for the agent of a VM to adopt, with a
+/// CPI that cannot look VMs up by request id.
+const ADOPT_WAIT: Duration = Duration::from_secs(30);
+
+/// The VM created for `request_id`. The CPI is asked first; one without
+/// the lookup (BOSH's protocol has none: every stock CPI) is answered by
+/// the VM's agent, `agent_id`, recorded before `create_vm`: the CPI gave
+/// the VM its cid in the agent's settings, and the agent reports it in
+/// `get_state`. The agent gets `wait` to answer (zero: a first attempt,
+/// nothing to find); silence means no VM to adopt.
+async fn find_vm(
+    ctx: &Ctx<Instances>,
+    request_id: &str,
+    agent_id: &str,
+    wait: Duration,
+) -> Result<Option<String>, Error> {
+    let d = &ctx.data.director;
+    match d.cpi.find_vm_by_request(request_id).await {
+        Ok(found) => Ok(found),
+        Err(e @ crate::world::cpi::CpiError::NotSupported { .. }) => {
+            if wait.is_zero() || agent_id.is_empty() {
+                return Ok(None);
+            }
+            tracing::debug!(%request_id, error = %e, "asking the agent for its VM instead");
+            let agent = d.agents.for_agent(agent_id.to_string());
+            let deadline = tokio::time::Instant::now() + wait;
+            match agent.get_state_by(false, deadline).await {
+                Ok(state) if !state.vm_cid.is_empty() => Ok(Some(state.vm_cid)),
+                _ => Ok(None),
+            }
+        }
+        Err(e) => Err(cpi("find_vm_by_request")(e)),
+    }
+}
+
 /// Deletes the VM (by cid, or found by request id), detaching the disk
 /// first, and revokes the agent's credentials. Idempotent.
 pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Result<(), Error> {
@@ -159,7 +199,8 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     let cid = match (&cur.status.vm_cid, &cur.status.pending_create) {
         (Some(cid), _) => Some(cid.clone()),
         (None, Some(req)) => {
-            d.cpi.find_vm_by_request(req).await.map_err(cpi("find_vm_by_request"))?
+            let agent = cur.status.agent_id.clone().unwrap_or_default();
+            find_vm(ctx, req, &agent, ctx.data.agent_grace).await?
         }
         (None, None) => None,
     };
