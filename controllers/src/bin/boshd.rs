@@ -70,6 +70,13 @@ struct Args {
     /// Use an external CPI executable (BOSH's protocol) instead of the local CPI.
     #[arg(long)]
     cpi_exe: Option<PathBuf>,
+    /// A property of the external CPI (`KEY=VALUE`, repeatable; the value
+    /// read as JSON when it parses, else as a string), passed in every
+    /// request's context as a CPI config's `properties` are: e.g.
+    /// `--cpi-property data_dir=/var/lib/bosh-local-cpi` for
+    /// `bosh-local-cpi`.
+    #[arg(long = "cpi-property", value_name = "KEY=VALUE", value_parser = cpi_property)]
+    cpi_properties: Vec<(String, serde_json::Value)>,
     /// The local CPI's directory (default: in the data dir). Replicas
     /// share it, as they share an IaaS.
     #[arg(long)]
@@ -201,6 +208,16 @@ struct Args {
     dns_domain: String,
 }
 
+/// Parses `--cpi-property KEY=VALUE`.
+fn cpi_property(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+    if k.is_empty() {
+        return Err("expected KEY=VALUE with a non-empty KEY".into());
+    }
+    let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+    Ok((k.to_string(), value))
+}
+
 /// Accepts `host:port` only on a loopback address (127.0.0.0/8, `::1`,
 /// `localhost`).
 fn loopback_addr(s: &str) -> Result<String, String> {
@@ -301,7 +318,7 @@ async fn director(
         Some(exe) => Arc::new(bosh_controllers::world::cpi::external::ExternalCpi::new(
             "external",
             exe,
-            Default::default(),
+            args.cpi_properties.iter().cloned().collect(),
         )),
         // The local CPI's audit log records the etcd revision each mutating
         // call was admitted at (one revision read per call): what lets the
@@ -528,6 +545,19 @@ async fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// `--cpi-property` values are JSON when they parse (numbers, lists),
+    /// else strings; a property needs a key.
+    #[test]
+    fn cpi_properties_read_json_or_strings() {
+        use serde_json::json;
+        let p = super::cpi_property;
+        assert_eq!(p("data_dir=/var/lib/x").unwrap(), ("data_dir".into(), json!("/var/lib/x")));
+        assert_eq!(p("n=3").unwrap(), ("n".into(), json!(3)));
+        assert_eq!(p(r#"m=["a"]"#).unwrap(), ("m".into(), json!(["a"])));
+        assert_eq!(p("e=").unwrap(), ("e".into(), json!("")));
+        assert!(p("novalue").is_err() && p("=v").is_err());
+    }
+
     /// Issue 12 item 6: nats-server's monitoring port has no authentication,
     /// so `--nats-monitor` takes loopback addresses only.
     #[test]
