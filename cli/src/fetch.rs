@@ -3,6 +3,11 @@
 //! system's CA bundle plus `--ca-cert`; a redirect may not leave HTTPS;
 //! the digest is checked as the bytes arrive, and a file whose digest
 //! differs is deleted before anything is uploaded.
+//!
+//! Why hyper and tokio-rustls rather than reqwest's TLS: reqwest's rustls
+//! features are unified across the workspace, and would make every other
+//! reqwest client (the agent's, boshd's) demand a process-wide crypto
+//! provider; this module keeps TLS to itself, with ring like the rest.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,29 +125,6 @@ fn tls(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, FetchError> {
         .with_no_client_auth())
 }
 
-/// A client for downloads: rustls, timeouts, and no redirect from HTTPS
-/// to another scheme (at most 10 hops).
-pub fn client(ca_cert: Option<&Path>) -> Result<reqwest::Client, FetchError> {
-    let policy = reqwest::redirect::Policy::custom(|a| {
-        let from_https = a.previous().iter().any(|u| u.scheme() == "https");
-        if from_https && a.url().scheme() != "https" {
-            let to = a.url().to_string();
-            a.error(format!("a redirect from https to {to} is refused"))
-        } else if a.previous().len() > 10 {
-            a.error("more than 10 redirects")
-        } else {
-            a.follow()
-        }
-    });
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls(ca_cert)?)
-        .redirect(policy)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .build()
-        .map_err(|e| FetchError::Request { url: String::new(), message: chain(&e) })
-}
-
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -154,26 +136,110 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What a connection is: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One GET of `u` on a connection of its own.
+async fn get(
+    tls: &tokio_rustls::TlsConnector,
+    u: &reqwest::Url,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let host = u.host_str().ok_or("no host")?.to_string();
+    let port = u.port_or_known_default().ok_or("no port")?;
+    let connect = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port));
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("no connection within {} s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| chain(&e))?;
+    let io: Box<dyn Io> = match u.scheme() {
+        "https" => {
+            let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']))
+                .map_err(|e| chain(&e))?
+                .to_owned();
+            Box::new(tls.connect(name, tcp).await.map_err(|e| chain(&e))?)
+        }
+        "http" => Box::new(tcp),
+        other => return Err(format!("unsupported scheme {other}")),
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| chain(&e))?;
+    // Ends when the body is read and `sender` dropped.
+    tokio::spawn(conn);
+    let target = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    let authority = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    };
+    let request = hyper::Request::get(target)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "boshctl")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| chain(&e))?;
+    tokio::time::timeout(READ_TIMEOUT, sender.send_request(request))
+        .await
+        .map_err(|_| format!("no answer within {} s", READ_TIMEOUT.as_secs()))?
+        .map_err(|e| chain(&e))
+}
+
 /// Downloads `url` to `dest` with `progress` told of each chunk, checking
-/// `want` (if any) as the bytes arrive; a mismatch deletes `dest`.
+/// `want` (if any) as the bytes arrive; a mismatch deletes `dest`. Follows
+/// up to 10 redirects, never from https to another scheme.
 pub async fn download(
-    client: &reqwest::Client,
     url: &str,
     dest: &Path,
     want: Option<&Expected>,
+    ca_cert: Option<&Path>,
     progress: impl Fn(Option<u64>, u64),
 ) -> Result<(), FetchError> {
-    let request =
-        |e: reqwest::Error| FetchError::Request { url: url.to_string(), message: chain(&e) };
+    use http_body_util::BodyExt;
+    let request = |message: String| FetchError::Request { url: url.to_string(), message };
     let io = |source| FetchError::Io { path: dest.to_path_buf(), source };
-    let mut resp = client.get(url).send().await.map_err(request)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls(ca_cert)?));
+    let mut at = reqwest::Url::parse(url).map_err(|e| request(e.to_string()))?;
+    let mut hops = 0;
+    let resp = loop {
+        let resp = get(&tls, &at).await.map_err(request)?;
+        if !resp.status().is_redirection() {
+            break resp;
+        }
+        let location = resp
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| request(format!("HTTP {} without a location", resp.status())))?;
+        let next = at.join(location).map_err(|e| request(format!("redirect: {e}")))?;
+        if at.scheme() == "https" && next.scheme() != "https" {
+            return Err(request(format!("a redirect from https to {next} is refused")));
+        }
+        hops += 1;
+        if hops > 10 {
+            return Err(request("more than 10 redirects".into()));
+        }
+        at = next;
+    };
     if !resp.status().is_success() {
         return Err(FetchError::Status { url: url.to_string(), status: resp.status() });
     }
-    let total = resp.content_length();
+    let total = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let mut body = resp.into_body();
     let mut out = tokio::fs::File::create(dest).await.map_err(io)?;
     let (mut sha1, mut sha256) = (sha1::Sha1::new(), sha2::Sha256::new());
-    while let Some(chunk) = resp.chunk().await.map_err(request)? {
+    loop {
+        let frame = tokio::time::timeout(READ_TIMEOUT, body.frame()).await.map_err(|_| {
+            request(format!("the server sent nothing for {} s", READ_TIMEOUT.as_secs()))
+        })?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| request(chain(&e)))?;
+        let Ok(chunk) = frame.into_data() else { continue };
         tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await.map_err(io)?;
         sha1.update(&chunk);
         sha2::Digest::update(&mut sha256, &chunk);

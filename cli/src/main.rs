@@ -197,9 +197,6 @@ fn exit_code_for(err: &anyhow::Error) -> i32 {
 
 fn main() {
     let cli = Cli::parse();
-    // Every reqwest client (the director's, downloads') uses rustls with
-    // ring, as the rest of the tree does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Interpolate(args) => interpolate::run(args),
         Command::InitRelease(a) => release::init(a),

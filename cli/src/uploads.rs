@@ -178,11 +178,10 @@ pub(crate) async fn download(
     ca_cert: Option<&Path>,
 ) -> Result<PathBuf> {
     let want = sha1.map(crate::fetch::Expected::parse).transpose()?;
-    let client = crate::fetch::client(ca_cert)?;
     let dest = dir.join("download.tgz");
     let pb = progress(0, "Downloading");
     let bar = pb.clone();
-    let r = crate::fetch::download(&client, url, &dest, want.as_ref(), move |total, n| {
+    let r = crate::fetch::download(url, &dest, want.as_ref(), ca_cert, move |total, n| {
         if let Some(t) = total {
             bar.set_length(t);
         }
