@@ -300,12 +300,15 @@ pub async fn run_dns(
     tcp: Vec<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), crate::server::dns::Error> {
-    use bosh_api::objects::InstanceSpec;
-
     use crate::server::dns;
 
     let records = dns::Records::default();
-    let _following = dns::follow(&reflectors.get::<InstanceSpec>(&store), records.clone());
+    let sources = dns::Sources {
+        instances: reflectors.get(&store),
+        numbers: reflectors.get(&store),
+        configs: reflectors.get(&store),
+    };
+    let _following = dns::follow(&sources, records.clone());
     dns::serve(records, config, udp, tcp, shutdown).await
 }
 
