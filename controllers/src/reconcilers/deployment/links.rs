@@ -25,8 +25,11 @@ use bosh_api::objects::LinkStatus;
 use bosh_api::release::JobSpec;
 use serde_json::{Map, Value};
 
+use bosh_api::objects::{DnsNumbersSpec, GroupType};
+
+use super::numbers::{Addressing, dns_address};
 use super::plan::Desired;
-use crate::libs::render::{JobTemplates, Link, LinkInstance, canonical};
+use crate::libs::render::{JobTemplates, Link, LinkInstance};
 
 /// Consumed links by (instance group, job), then by link name.
 pub type ByJob = BTreeMap<(String, String), BTreeMap<String, Link>>;
@@ -214,6 +217,21 @@ pub fn resolve(
     planned: &[Desired],
     foreign: &BTreeMap<String, Foreign>,
 ) -> Result<Resolved, Vec<String>> {
+    resolve_with(deployment, manifest, specs, planned, foreign, &DnsNumbersSpec::default())
+}
+
+/// [`resolve`], with the director's DNS numbers: links carry its AZ
+/// numbers (for `address(azs: …)`), and with
+/// `features.use_short_dns_addresses` their addresses are short names.
+pub fn resolve_with(
+    deployment: &str,
+    manifest: &Manifest,
+    specs: &Specs,
+    planned: &[Desired],
+    foreign: &BTreeMap<String, Foreign>,
+    numbers: &DnsNumbersSpec,
+) -> Result<Resolved, Vec<String>> {
+    let addressing = Addressing::of(manifest);
     let own = deployment;
     let mut errors = Vec::new();
     let spec_of = |j: &Job| specs.get(&(j.release.clone(), j.name.clone())).map(|t| &t.spec);
@@ -365,7 +383,8 @@ pub fn resolve(
                     None => default_network(chosen.group),
                 };
                 let dns = use_dns && said.ip_addresses != Some(true);
-                let l = link_of(deployment, manifest, chosen, &network, dns, planned);
+                let how = Encoding { numbers, short: addressing.short };
+                let l = link_of(deployment, manifest, chosen, &network, dns, planned, how);
                 let provider = format!("{}/{}/{}", chosen.group.name, chosen.job.name, chosen.link);
                 let mut shown = status(Some(provider), Some(network), &l);
                 shown.deployment = (deployment != own).then(|| deployment.to_string());
@@ -395,6 +414,14 @@ fn default_network(g: &InstanceGroup) -> String {
         .unwrap_or_default()
 }
 
+/// How a link's DNS names are written: the director's numbers, and
+/// whether the consumer's deployment uses short names.
+#[derive(Clone, Copy)]
+struct Encoding<'a> {
+    numbers: &'a DnsNumbersSpec,
+    short: bool,
+}
+
 /// The link a consumer of `p` sees.
 fn link_of(
     deployment: &str,
@@ -403,18 +430,18 @@ fn link_of(
     network: &str,
     dns: bool,
     planned: &[Desired],
+    how: Encoding,
 ) -> Link {
     let mut instances: Vec<&Desired> = planned.iter().filter(|d| d.group == p.group.name).collect();
     instances.sort_by_key(|d| d.index);
+    let addressing = Addressing { dns: true, short: how.short };
     let dns_name = |d: &Desired| {
-        format!(
-            "{}.{}.{}.{}.{DOMAIN}",
-            d.id,
-            canonical(&p.group.name),
-            canonical(network),
-            canonical(deployment)
-        )
+        dns_address(addressing, how.numbers, &d.id, &p.group.name, network, deployment, DOMAIN)
     };
+    let group_number = how
+        .numbers
+        .group(deployment, &p.group.name, GroupType::InstanceGroup)
+        .filter(|_| how.short);
     let instances = instances
         .into_iter()
         .map(|d| {
@@ -443,6 +470,10 @@ fn link_of(
         default_network: Some(network.to_string()),
         deployment_name: Some(deployment.to_string()),
         domain: Some(DOMAIN.to_string()),
+        az_numbers: how.numbers.azs.clone(),
+        use_short_dns_addresses: group_number.is_some(),
+        group_number,
+        network_number: group_number.and_then(|_| how.numbers.networks.get(network).copied()),
     }
 }
 
