@@ -61,6 +61,10 @@ pub struct GroupNumber {
     pub type_: GroupType,
     /// Its number (`g` criterion, `q-g<n>` label).
     pub number: u32,
+    /// For a link group: the instance group that provides the link now
+    /// (its instances answer the link group's names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_group: Option<String>,
 }
 
 /// The highest number ever given, per table.
@@ -113,6 +117,9 @@ pub struct Wanted {
     pub groups: Vec<(String, String, GroupType)>,
     /// Instance UUIDs.
     pub instances: Vec<String>,
+    /// (deployment, `<link name>-<link type>`, providing instance group)
+    /// of link providers (`use_link_dns_names`).
+    pub links: Vec<(String, String, String)>,
 }
 
 impl DnsNumbersSpec {
@@ -130,10 +137,20 @@ impl DnsNumbersSpec {
             && w.networks.iter().all(|n| self.networks.contains_key(n))
             && w.groups.iter().all(|(d, n, t)| self.group(d, n, *t).is_some())
             && w.instances.iter().all(|i| self.instances.contains_key(i))
+            && w.links.iter().all(|(d, n, ig)| self.link_provider(d, n) == Some(ig))
+    }
+
+    /// The instance group providing link group `name` of `deployment`.
+    pub fn link_provider(&self, deployment: &str, name: &str) -> Option<&String> {
+        self.groups
+            .iter()
+            .find(|g| g.deployment == deployment && g.name == name && g.type_ == GroupType::Link)
+            .and_then(|g| g.instance_group.as_ref())
     }
 
     /// Numbers what `w` names and lacks a number, each from one above its
-    /// table's high-water mark. Returns whether anything was added.
+    /// table's high-water mark, and records which instance group provides
+    /// each link group. Returns whether anything changed.
     pub fn assign(&mut self, w: &Wanted) -> bool {
         fn add(map: &mut BTreeMap<String, u32>, last: &mut u32, key: &str) -> bool {
             if map.contains_key(key) {
@@ -161,8 +178,34 @@ impl DnsNumbersSpec {
                     name: n.clone(),
                     type_: *t,
                     number: self.last.group,
+                    instance_group: None,
                 });
                 added = true;
+            }
+        }
+        for (d, n, ig) in &w.links {
+            let found = self
+                .groups
+                .iter_mut()
+                .find(|g| &g.deployment == d && &g.name == n && g.type_ == GroupType::Link);
+            match found {
+                // The number stays; the provider may move to another group.
+                Some(g) if g.instance_group.as_ref() == Some(ig) => {}
+                Some(g) => {
+                    g.instance_group = Some(ig.clone());
+                    added = true;
+                }
+                None => {
+                    self.last.group += 1;
+                    self.groups.push(GroupNumber {
+                        deployment: d.clone(),
+                        name: n.clone(),
+                        type_: GroupType::Link,
+                        number: self.last.group,
+                        instance_group: Some(ig.clone()),
+                    });
+                    added = true;
+                }
             }
         }
         added
@@ -188,6 +231,7 @@ mod tests {
             networks: vec!["default".into()],
             groups: vec![("d".into(), "web".into(), GroupType::InstanceGroup)],
             instances: instances.iter().map(|s| s.to_string()).collect(),
+            links: vec![("d".into(), "conn-db".into(), "web".into())],
         }
     }
 
@@ -200,6 +244,8 @@ mod tests {
         assert_eq!((n.azs["z1"], n.azs["z2"]), (1, 2));
         assert_eq!((n.instances["u1"], n.instances["u2"]), (1, 2));
         assert_eq!(n.group("d", "web", GroupType::InstanceGroup), Some(1));
+        assert_eq!(n.group("d", "conn-db", GroupType::Link), Some(2));
+        assert_eq!(n.link_provider("d", "conn-db").map(String::as_str), Some("web"));
         assert_eq!(n.networks["default"], 1);
         assert!(n.covers(&wanted(&["z2"], &["u1"])));
         assert!(!n.assign(&wanted(&["z2", "z1"], &["u2"])), "nothing new: no write");
@@ -210,5 +256,11 @@ mod tests {
         assert_eq!(n.instances["u3"], 3, "u2's number is not reused");
         assert_eq!(n.azs["z1"], 1);
         assert!(!n.covers(&wanted(&["z9"], &[])));
+        let mut moved = wanted(&[], &[]);
+        moved.links[0].2 = "api".into();
+        assert!(!n.covers(&moved));
+        assert!(n.assign(&moved), "the link's provider moved");
+        assert_eq!(n.group("d", "conn-db", GroupType::Link), Some(2), "its number stays");
+        assert_eq!(n.link_provider("d", "conn-db").map(String::as_str), Some("api"));
     }
 }

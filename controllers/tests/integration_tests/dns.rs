@@ -395,6 +395,7 @@ fn wanted(ids: &[String]) -> Wanted {
         networks: vec!["default".into()],
         groups: vec![("hello".into(), "web".into(), GroupType::InstanceGroup)],
         instances: ids.to_vec(),
+        links: vec![],
     }
 }
 

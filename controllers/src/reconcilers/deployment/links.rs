@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use bosh_api::objects::{DnsNumbersSpec, GroupType};
 
-use super::numbers::{Addressing, dns_address};
+use super::numbers::{Addressing, dns_address, long_address, short_in_group};
 use super::plan::Desired;
 use crate::libs::render::{JobTemplates, Link, LinkInstance};
 
@@ -220,6 +220,21 @@ pub fn resolve(
     resolve_with(deployment, manifest, specs, planned, foreign, &DnsNumbersSpec::default())
 }
 
+/// The link groups of a deployment's providers, as the director names
+/// them (`<as or link name>-<type>`), each with its instance group; the
+/// first provider of a name wins (a second is an error link resolution
+/// reports).
+pub fn link_groups(manifest: &Manifest, specs: &Specs) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for p in providers_of(manifest, specs, &mut Vec::new()) {
+        let name = format!("{}-{}", p.alias, p.type_);
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, p.group.name.clone()));
+        }
+    }
+    out
+}
+
 /// [`resolve`], with the director's DNS numbers: links carry its AZ
 /// numbers (for `address(azs: …)`), and with
 /// `features.use_short_dns_addresses` their addresses are short names.
@@ -249,7 +264,7 @@ pub fn resolve_with(
         })
         .collect();
 
-    let use_dns = manifest.features.as_ref().and_then(|f| f.use_dns_addresses).unwrap_or(false);
+    let use_dns = addressing.dns;
     let mut out = Resolved::default();
     for (gi, g) in manifest.instance_groups.iter().enumerate() {
         for (ji, j) in g.jobs.iter().enumerate() {
@@ -383,7 +398,11 @@ pub fn resolve_with(
                     None => default_network(chosen.group),
                 };
                 let dns = use_dns && said.ip_addresses != Some(true);
-                let how = Encoding { numbers, short: addressing.short };
+                let how = Encoding {
+                    numbers,
+                    short: addressing.short,
+                    link_names: addressing.link_names,
+                };
                 let l = link_of(deployment, manifest, chosen, &network, dns, planned, how);
                 let provider = format!("{}/{}/{}", chosen.group.name, chosen.job.name, chosen.link);
                 let mut shown = status(Some(provider), Some(network), &l);
@@ -420,6 +439,8 @@ fn default_network(g: &InstanceGroup) -> String {
 struct Encoding<'a> {
     numbers: &'a DnsNumbersSpec,
     short: bool,
+    /// `use_link_dns_names`: names use the link group (always short).
+    link_names: bool,
 }
 
 /// The link a consumer of `p` sees.
@@ -434,14 +455,25 @@ fn link_of(
 ) -> Link {
     let mut instances: Vec<&Desired> = planned.iter().filter(|d| d.group == p.group.name).collect();
     instances.sort_by_key(|d| d.index);
-    let addressing = Addressing { dns: true, short: how.short };
-    let dns_name = |d: &Desired| {
-        dns_address(addressing, how.numbers, &d.id, &p.group.name, network, deployment, DOMAIN)
+    let addressing = Addressing { dns: true, short: how.short, link_names: how.link_names };
+    // With link DNS names the link group's number, as BOSH's
+    // `encode_link` (forcing short names); else the instance group's.
+    let link_group = how
+        .link_names
+        .then(|| {
+            how.numbers.group(deployment, &format!("{}-{}", p.alias, p.type_), GroupType::Link)
+        })
+        .flatten();
+    let dns_name = |d: &Desired| match link_group {
+        Some(g) => short_in_group(how.numbers, &d.id, network, g, DOMAIN)
+            .unwrap_or_else(|| long_address(&d.id, &p.group.name, network, deployment, DOMAIN)),
+        None => {
+            dns_address(addressing, how.numbers, &d.id, &p.group.name, network, deployment, DOMAIN)
+        }
     };
-    let group_number = how
-        .numbers
-        .group(deployment, &p.group.name, GroupType::InstanceGroup)
-        .filter(|_| how.short);
+    let group_number = link_group.or_else(|| {
+        how.numbers.group(deployment, &p.group.name, GroupType::InstanceGroup).filter(|_| how.short)
+    });
     let instances = instances
         .into_iter()
         .map(|d| {

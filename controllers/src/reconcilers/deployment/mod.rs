@@ -671,11 +671,16 @@ async fn assess(
     // DNS numbers (AZs, networks, groups, instances) before rendering:
     // addresses carry them. Other deployments' providers are numbered too,
     // so a link to them can be written short.
-    let mut wanted = numbers::wanted(name, &dep.manifest, &dep.cloud, &planned.instances);
+    let link_groups = links::link_groups(&dep.manifest, &resolved.jobs);
+    let mut wanted =
+        numbers::wanted(name, &dep.manifest, &dep.cloud, &planned.instances, &link_groups);
     for (other, f) in &resolved.foreign {
-        let more = numbers::wanted(other, &f.manifest, &Default::default(), &f.planned);
+        let link_groups = links::link_groups(&f.manifest, &f.specs);
+        let more =
+            numbers::wanted(other, &f.manifest, &Default::default(), &f.planned, &link_groups);
         wanted.groups.extend(more.groups);
         wanted.instances.extend(more.instances);
+        wanted.links.extend(more.links);
     }
     let dns = numbers::ensure(&ctx.store, caches_of(ctx).map(|c| &*c.numbers), &wanted).await?;
 

@@ -24,8 +24,16 @@ const ATTEMPTS: usize = 16;
 
 /// What deployment `name`'s plan needs numbered: every AZ and network of
 /// the cloud config (as the director persists the plan's), its instance
-/// groups, and its planned instances.
-pub fn wanted(name: &str, manifest: &Manifest, cloud: &CloudConfig, planned: &[Desired]) -> Wanted {
+/// groups, its link providers (`(<name>-<type>, instance group)`, whether
+/// or not it uses link DNS names, as the director) and its planned
+/// instances.
+pub fn wanted(
+    name: &str,
+    manifest: &Manifest,
+    cloud: &CloudConfig,
+    planned: &[Desired],
+    link_groups: &[(String, String)],
+) -> Wanted {
     Wanted {
         azs: cloud.azs.iter().map(|a| a.name.clone()).collect(),
         networks: cloud.networks.iter().map(|n| n.name.clone()).collect(),
@@ -35,6 +43,10 @@ pub fn wanted(name: &str, manifest: &Manifest, cloud: &CloudConfig, planned: &[D
             .map(|g| (name.to_string(), g.name.clone(), GroupType::InstanceGroup))
             .collect(),
         instances: planned.iter().map(|d| d.id.clone()).collect(),
+        links: link_groups
+            .iter()
+            .map(|(link, group)| (name.to_string(), link.clone(), group.clone()))
+            .collect(),
     }
 }
 
@@ -86,6 +98,8 @@ pub struct Addressing {
     pub dns: bool,
     /// `use_short_dns_addresses`: `q-….q-g<n>` names.
     pub short: bool,
+    /// `use_link_dns_names`: links' names use the link group's number.
+    pub link_names: bool,
 }
 
 impl Addressing {
@@ -96,6 +110,7 @@ impl Addressing {
         Addressing {
             dns: f.and_then(|f| f.use_dns_addresses).unwrap_or(link),
             short: f.and_then(|f| f.use_short_dns_addresses).unwrap_or(link),
+            link_names: link,
         }
     }
 }
@@ -123,9 +138,21 @@ pub fn short_address(
     deployment: &str,
     domain: &str,
 ) -> Option<String> {
+    let g = n.group(deployment, group, GroupType::InstanceGroup)?;
+    short_in_group(n, id, network, g, domain)
+}
+
+/// An instance's short DNS name under group number `g` (an instance
+/// group's, or a link group's with `use_link_dns_names`).
+pub fn short_in_group(
+    n: &DnsNumbersSpec,
+    id: &str,
+    network: &str,
+    g: u32,
+    domain: &str,
+) -> Option<String> {
     let m = n.instances.get(id)?;
     let net = n.networks.get(network)?;
-    let g = n.group(deployment, group, GroupType::InstanceGroup)?;
     let mut filters = [format!("m{m}"), format!("n{net}"), "s0".to_string()];
     filters.sort();
     Some(format!("q-{}.q-g{g}.{domain}", filters.concat()))
@@ -164,8 +191,8 @@ mod tests {
             instances: vec!["u0".into(), "u1".into()],
             ..Default::default()
         });
-        let short = Addressing { dns: true, short: true };
-        let long = Addressing { dns: true, short: false };
+        let short = Addressing { dns: true, short: true, link_names: false };
+        let long = Addressing { dns: true, short: false, link_names: false };
         assert_eq!(
             dns_address(short, &n, "u1", "web_1", "priv_net", "Dep", "bosh"),
             "q-m2n2s0.q-g1.bosh"

@@ -42,8 +42,9 @@ pub struct Entry {
     pub az: Option<u32>,
     /// The network's number (`n` criterion).
     pub network: Option<u32>,
-    /// Its group's number (`g` criterion).
-    pub group: Option<u32>,
+    /// The numbers of its group and of the link groups it provides
+    /// (`g` criterion).
+    pub groups: Vec<u32>,
     /// Its address.
     pub ip: Ipv4Addr,
     /// Its health.
@@ -107,15 +108,28 @@ impl Table {
     ) -> Table {
         let mut groups: HashMap<GroupKey, Vec<Entry>> = HashMap::new();
         let mut numbered: HashMap<u32, Vec<GroupKey>> = HashMap::new();
+        // Link groups (`use_link_dns_names`) by their providing group.
+        let mut links: HashMap<(&str, &str), Vec<u32>> = HashMap::new();
+        for g in numbers.groups.iter().filter(|g| g.type_ == GroupType::Link) {
+            if let Some(ig) = &g.instance_group {
+                links.entry((g.deployment.as_str(), ig.as_str())).or_default().push(g.number);
+            }
+        }
         for i in instances {
             let Some(deployment) = i.metadata.deployment.as_deref() else { continue };
             let state = state_of(i);
-            let group = numbers.group(deployment, &i.spec.group, GroupType::InstanceGroup);
+            let own = numbers.group(deployment, &i.spec.group, GroupType::InstanceGroup);
+            let in_groups: Vec<u32> = own
+                .into_iter()
+                .chain(
+                    links.get(&(deployment, i.spec.group.as_str())).into_iter().flatten().copied(),
+                )
+                .collect();
             for n in &i.spec.networks {
                 let Ok(ip) = n.ip.parse::<Ipv4Addr>() else { continue };
                 let key = (canonical(deployment), canonical(&i.spec.group), canonical(&n.name));
-                if let Some(g) = group {
-                    let keys = numbered.entry(g).or_default();
+                for g in &in_groups {
+                    let keys = numbered.entry(*g).or_default();
                     if !keys.contains(&key) {
                         keys.push(key.clone());
                     }
@@ -126,7 +140,7 @@ impl Table {
                     index: i.spec.index,
                     az: i.spec.az.as_ref().and_then(|az| numbers.azs.get(az)).copied(),
                     network: numbers.networks.get(&n.name).copied(),
-                    group,
+                    groups: in_groups.clone(),
                     ip,
                     state,
                 });
@@ -150,11 +164,14 @@ impl Table {
             }
             Scope::Numbered => {
                 let Selector::Query(c) = &q.selector else { return vec![] };
-                c.groups
+                // Several numbers may name one group (its own and a link
+                // group's): each group once.
+                let keys: std::collections::BTreeSet<&GroupKey> = c
+                    .groups
                     .iter()
                     .flat_map(|g| self.numbered.get(g).into_iter().flatten())
-                    .flat_map(|k| self.groups.get(k).into_iter().flatten())
-                    .collect()
+                    .collect();
+                keys.into_iter().flat_map(|k| self.groups.get(k).into_iter().flatten()).collect()
             }
         };
         match &q.selector {
@@ -219,7 +236,7 @@ fn select(entries: &[&Entry], c: &Criteria) -> Vec<Ipv4Addr> {
         .filter(|e| passes(&c.azs, e.az))
         .filter(|e| passes(&c.instances, e.number))
         .filter(|e| passes(&c.networks, e.network))
-        .filter(|e| passes(&c.groups, e.group))
+        .filter(|e| c.groups.is_empty() || e.groups.iter().any(|g| c.groups.contains(g)))
         .filter(|e| c.indexes.is_empty() || c.indexes.contains(&e.index))
         .collect();
     let keep = |want: &dyn Fn(State) -> bool| -> Vec<Ipv4Addr> {
@@ -320,6 +337,14 @@ mod tests {
             name: "web_1".into(),
             type_: GroupType::InstanceGroup,
             number: 7,
+            instance_group: None,
+        });
+        n.groups.push(GroupNumber {
+            deployment: "Hello".into(),
+            name: "conn-db".into(),
+            type_: GroupType::Link,
+            number: 9,
+            instance_group: Some("web_1".into()),
         });
         for i in 0..3 {
             n.instances.insert(format!("id-{i}"), 10 + i);
@@ -374,6 +399,10 @@ mod tests {
             ("q-a2s1.q-g7", &["10.0.0.11"]),
             ("q-n2s0.q-g7", &[]),
             ("q-s0.q-g8", &[]),
+            // A link group (`use_link_dns_names`) answers its provider's instances.
+            ("q-m12n1s0.q-g9", &["10.0.0.12"]),
+            ("q-n1s0.q-g9", &["10.0.0.10", "10.0.0.12"]),
+            ("q-s4.q-g7g9", &all),
             ("q-m10n1s0.q-g8", &[]),
         ];
         for (name, want) in cases {

@@ -175,6 +175,7 @@ fn short_dns_addresses_carry_the_directors_numbers() {
             ("Dep".into(), "pg_Main".into(), GroupType::InstanceGroup),
         ],
         instances: vec!["pg_Main-id-1".into(), "pg_Main-id-0".into()],
+        links: vec![],
     });
     let features = json!({"use_dns_addresses": true, "use_short_dns_addresses": true});
     let m = manifest(groups.clone(), features);
@@ -194,6 +195,39 @@ fn short_dns_addresses_carry_the_directors_numbers() {
     assert_eq!(l.instances[0].address.as_deref(), Some("pg_Main-id-0.pg-main.n1.dep.bosh"));
     assert_eq!((l.use_short_dns_addresses, l.group_number), (false, None));
     assert_eq!(l.az_numbers.get("z1"), Some(&1));
+}
+
+/// With `use_link_dns_names` (which turns on DNS and short addresses)
+/// names use the link group's number (`<as>-<type>`), as BOSH's
+/// `encode_link`; the link groups are what `link_groups` lists.
+#[test]
+fn link_dns_names_use_the_link_groups_number() {
+    use bosh_api::objects::Wanted;
+
+    let groups = json!([
+        {"name": "pg", "instances": 1,
+         "jobs": [job("db", json!({"provides": {"conn": {"as": "main"}}}))]},
+        {"name": "web", "instances": 1, "jobs": [job("web", json!({}))]},
+    ]);
+    let m = manifest(groups, json!({"use_link_dns_names": true}));
+    let link_groups = link_groups(&m, &specs());
+    assert_eq!(link_groups, [("main-postgres".to_string(), "pg".to_string())]);
+    let p = planned("pg", 1, 10);
+    let mut numbers = DnsNumbersSpec::default();
+    numbers.assign(&Wanted {
+        networks: vec!["n1".into()],
+        groups: vec![("dep".into(), "pg".into(), GroupType::InstanceGroup)],
+        instances: vec!["pg-id-0".into()],
+        links: vec![("dep".into(), "main-postgres".into(), "pg".into())],
+        ..Default::default()
+    });
+    let r = resolve_with("dep", &m, &specs(), &p, &BTreeMap::new(), &numbers).unwrap();
+    let l = &web_links(&r)["db"];
+    assert_eq!(l.instances[0].address.as_deref(), Some("q-m1n1s0.q-g2.bosh"));
+    assert_eq!(
+        (l.use_short_dns_addresses, l.group_number, l.network_number),
+        (true, Some(2), Some(1))
+    );
 }
 
 /// `from` picks a provider by its `as` among several of the same type;
