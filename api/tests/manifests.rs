@@ -767,3 +767,43 @@ fn malformed_links_are_refused_at_their_paths() {
         assert_has(&errs, path, part);
     }
 }
+
+/// A runtime config's `aliases:` reads as bosh-dns's alias format, and a
+/// bad one is refused with the file, the path and what was expected.
+#[test]
+fn runtime_config_aliases_are_read_and_checked() {
+    let ok = json!({"aliases": {"db.internal": {"targets": [
+        {"query": "*", "instance_group": "db", "deployment": "d", "network": "n"},
+        {"query": "_", "instance_group": "db", "deployment": "d", "network": "n", "domain": "bosh"},
+    ]}}});
+    let rc = RuntimeConfig::from_value(&ok, "rc.yml").unwrap_or_else(|e| panic!("{e}"));
+    let t = &rc.aliases["db.internal"].targets;
+    assert_eq!((t[0].query.as_str(), t[0].domain.as_str()), ("*", "bosh"));
+    assert_eq!(t[1].query, "_");
+    let cases = [
+        (
+            json!({"aliases": {"db.internal": {"targets": [{"query": "q-s3", "instance_group": "db",
+                "deployment": "d", "network": "n"}]}}}),
+            "rc.yml: aliases.db.internal.targets[0].query: expected \"*\" (the group) or \"_\" \
+             (each instance), found \"q-s3\"",
+        ),
+        (
+            json!({"aliases": {"db..x": {"targets": [{"query": "*", "instance_group": "db",
+                "deployment": "d", "network": "n"}]}}}),
+            "rc.yml: aliases.db..x: alias domain \"db..x\" is not a DNS name",
+        ),
+        (
+            json!({"aliases": {"a": {"targets": []}}}),
+            "rc.yml: aliases.a.targets: expected at least one target",
+        ),
+        (
+            json!({"aliases": {"a": {"targets": [{"query": "*", "deployment": "d", "network": "n"}]}}}),
+            "rc.yml: aliases.a.targets[0]: required key \"instance_group\" is missing",
+        ),
+        (json!({"aliases": {"a": {"target": []}}}), "rc.yml: aliases.a: unknown key \"target\""),
+    ];
+    for (doc, want) in cases {
+        let err = RuntimeConfig::from_value(&doc, "rc.yml").unwrap_err().to_string();
+        assert!(err.contains(want), "{doc}:\n got {err}\nwant {want}");
+    }
+}

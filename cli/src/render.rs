@@ -42,7 +42,9 @@ pub struct Args {
     pub spec: Option<PathBuf>,
     /// The links the job consumes, by name: `{instances: [...], properties:
     /// {...}}` plus either `address` or `instance_group`, `default_network`,
-    /// `deployment_name` (and `domain`).
+    /// `deployment_name` (and `domain`); optionally `az_numbers` (AZ name
+    /// to number, for `address(azs: [...])`) and, for short DNS addresses,
+    /// `use_short_dns_addresses`, `group_number`, `network_number`.
     #[arg(long, value_name = "FILE")]
     pub links: Option<PathBuf>,
     /// Where to write `monit` and each template's destination (created if

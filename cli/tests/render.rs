@@ -64,6 +64,7 @@ db:
   instance_group: My_DB
   default_network: priv_net
   deployment_name: Dep1
+  az_numbers: {z1: 1, z2: 4}
 cache:
   instances: []
   address: cache.example.com
@@ -143,6 +144,11 @@ const TABLE: &[(&str, &str, &str)] = &[
         "link_address_is_the_bosh_dns_group_query",
         "<%= link('db').address %> <%= link('db').address(status: 'healthy') %>",
         "q-s0.my-db.priv-net.dep1.bosh q-s3.my-db.priv-net.dep1.bosh",
+    ),
+    (
+        "link_address_encodes_azs_with_the_given_numbers",
+        "<%= link('db').address(azs: ['z2']) %> <%= link('db').address(azs: [:z1, 'z2'], status: 'all') %>",
+        "q-a4s0.my-db.priv-net.dep1.bosh q-a1a4s4.my-db.priv-net.dep1.bosh",
     ),
     (
         "if_link_else_if_link_manual_address",

@@ -5,6 +5,8 @@
 //! hand the renderer this one shape, and a misspelt key is refused where it
 //! is read rather than being a silent `nil` in a template.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -36,6 +38,25 @@ pub struct Link {
     /// The DNS root domain (`bosh` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// The director's AZ numbers (its `az_hash`), by which
+    /// `link(..).address(azs: [...])` filters (`a<number>`); an AZ not in
+    /// it is an error, as in BOSH.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub az_numbers: BTreeMap<String, u32>,
+    /// `features.use_short_dns_addresses`: `link(..).address` is the short
+    /// form `q-<filters>.q-g<group_number>.<domain>`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub use_short_dns_addresses: bool,
+    /// The providing group's number (short addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_number: Option<u32>,
+    /// The default network's number (short addresses: `n<number>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_number: Option<u32>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One instance of a link's provider.

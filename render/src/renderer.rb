@@ -266,26 +266,45 @@ module Bosh
       end
 
       # A manual link's address as given; otherwise the BOSH DNS group
-      # query the director hands out:
-      # `q-<filters>.<group>.<network>.<deployment>.<domain>`, filters sorted
-      # (`a<az number>` per AZ, `s<health>`).
+      # query the director hands out (its DnsEncoder#encode_query):
+      # `q-<filters>.<group>.<network>.<deployment>.<domain>`, or with
+      # short DNS addresses `q-<filters>.q-g<group number>.<domain>`;
+      # filters sorted as strings (`a<az number>` per AZ from the
+      # director's AZ numbers, `n<network number>` when short, `y0`/`y1`
+      # for the initial health check, `s<health>`).
       def address(criteria = {})
         return @spec['address'] if @spec['address']
 
-        unless @instance_group && @default_network && @deployment_name
+        short = @spec['use_short_dns_addresses'] == true
+        if short && @spec['group_number'].nil?
+          raise ArgumentError, "link '#{@name}' has short DNS addresses but no group_number"
+        end
+        unless short || (@instance_group && @default_network && @deployment_name)
           raise ArgumentError,
                 "link '#{@name}' has neither an address nor instance_group, default_network " \
                 'and deployment_name'
         end
 
         criteria = criteria.transform_keys(&:to_sym)
+        numbers = @spec['az_numbers'] || {}
         filters = (criteria[:azs] || []).map do |az|
-          # No director here numbers the AZs (its az_hash is empty).
-          raise "Unknown AZ: '#{az}'"
+          number = numbers[az.to_s]
+          raise "Unknown AZ: '#{az}'" if number.nil?
+
+          "a#{number}"
+        end
+        filters << "n#{@spec['network_number']}" if short && @spec['network_number']
+        case criteria[:initial_health_check].to_s
+        when 'synchronous' then filters << 'y1'
+        when 'asynchronous' then filters << 'y0'
         end
         filters << "s#{HEALTH.fetch(criteria[:status].to_s, 0)}"
-        ["q-#{filters.sort.join}", canonical(@instance_group), canonical(@default_network),
-         canonical(@deployment_name), @domain || 'bosh'].join('.')
+        query = "q-#{filters.sort.join}"
+        domain = @domain || 'bosh'
+        return [query, "q-g#{@spec['group_number']}", domain].join('.') if short
+
+        [query, canonical(@instance_group), canonical(@default_network),
+         canonical(@deployment_name), domain].join('.')
       end
 
       def inspect

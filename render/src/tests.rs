@@ -431,3 +431,49 @@ on=<%= p('flags')['true'] %> <%= p('flags')['on'] %> <%= p('flags.16') %>
          flags=16,null,on,true\non=enabled quoted sixteen\n"
     );
 }
+
+/// `link(..).address(azs: [...])` encodes AZs with the director's numbers
+/// (sorted as BOSH's encoder sorts its filters); an AZ it has not numbered
+/// is BOSH's "Unknown AZ" error; with short DNS addresses the address is
+/// `q-<filters>.q-g<group>.<domain>` with the network's number.
+#[tokio::test]
+async fn link_address_encodes_azs_with_the_directors_numbers() {
+    let erb = "<%= link('db').address(azs: ['z1']) %> <%= link('db').address(azs: ['z2', 'z1'], \
+               status: 'healthy') %> <%= link('db').address(initial_health_check: 'synchronous') %>";
+    let job = one_template(erb, "  {}\n");
+    let long = Link {
+        instance_group: Some("my_db".into()),
+        default_network: Some("priv".into()),
+        deployment_name: Some("dep1".into()),
+        az_numbers: [("z1".to_string(), 1), ("z2".to_string(), 12)].into_iter().collect(),
+        ..Default::default()
+    };
+    let short = Link {
+        use_short_dns_addresses: true,
+        group_number: Some(7),
+        network_number: Some(3),
+        ..long.clone()
+    };
+    let render = |link: Link| {
+        let job = Arc::clone(&job);
+        async move {
+            let mut req = request(0, &[(&job, json!({}))]);
+            req.jobs[0].links.insert("db".into(), link);
+            let mut res = render_batch(&[req], &limits()).await.unwrap();
+            match res.remove(0) {
+                Ok(r) => Ok(files(&r.archive)["t/out"].1.clone()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    assert_eq!(
+        render(long.clone()).await.unwrap(),
+        "q-a1s0.my-db.priv.dep1.bosh q-a1a12s3.my-db.priv.dep1.bosh q-s0y1.my-db.priv.dep1.bosh"
+    );
+    assert_eq!(
+        render(short).await.unwrap(),
+        "q-a1n3s0.q-g7.bosh q-a1a12n3s3.q-g7.bosh q-n3s0y1.q-g7.bosh"
+    );
+    let err = render(Link { az_numbers: BTreeMap::new(), ..long }).await.unwrap_err();
+    assert!(err.contains("Unknown AZ: 'z1'"), "{err}");
+}

@@ -101,6 +101,50 @@ pub(crate) fn check_runtime(rc: &Value, report: &mut Report) {
     named_list(rc, "", "addons", "addon", report);
     check_variables(rc, report);
     check_addons(rc, "", &names(rc, "releases"), report);
+    check_aliases(rc, report);
+}
+
+/// Alias domains are DNS names and targets use a query bosh-rs answers
+/// (the shape check has already required every target key).
+fn check_aliases(rc: &Value, report: &mut Report) {
+    let Some(aliases) = rc.get("aliases").and_then(Value::as_object) else { return };
+    for (domain, alias) in aliases {
+        let path = key_path("aliases", domain);
+        if !is_dns_name(domain) {
+            report.push(
+                &path,
+                format!(
+                    "alias domain {domain:?} is not a DNS name (dot-separated labels of letters, \
+                     digits, '-' and '_', at most 63 characters each)"
+                ),
+            );
+        }
+        let targets = alias.get("targets").and_then(Value::as_array);
+        if targets.is_some_and(Vec::is_empty) {
+            report.push(key_path(&path, "targets"), "expected at least one target");
+        }
+        for (p, t) in list(alias, &path, "targets") {
+            if let Some(q) = str_of(t, "query")
+                && !super::runtime::ALIAS_QUERIES.contains(&q)
+            {
+                report.push(
+                    key_path(&p, "query"),
+                    format!("expected \"*\" (the group) or \"_\" (each instance), found {q:?}"),
+                );
+            }
+        }
+    }
+}
+
+/// Whether `s` is a DNS name bosh-dns could answer.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Release names and versions follow the name rule and names do not repeat.

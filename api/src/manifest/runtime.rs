@@ -25,4 +25,41 @@ pub struct RuntimeConfig {
     /// Tags added to every VM of matching deployments.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, serde_json::Value>,
+    /// BOSH DNS aliases by alias domain (bosh-dns's alias format): each
+    /// name answers what its targets' groups answer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, DnsAlias>,
 }
+
+/// One alias domain and the groups it stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsAlias {
+    /// The groups the alias answers, together.
+    pub targets: Vec<AliasTarget>,
+}
+
+/// One group an alias answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    /// `*`: the alias itself answers the group's healthy instances (as
+    /// `q-s0`); `_`: `<instance uuid>.<alias>` answers that instance.
+    pub query: String,
+    /// The instance group.
+    pub instance_group: String,
+    /// Its deployment.
+    pub deployment: String,
+    /// The network whose addresses are answered.
+    pub network: String,
+    /// The BOSH DNS root domain the group is under (`bosh`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+}
+
+fn default_domain() -> String {
+    "bosh".into()
+}
+
+/// The alias queries bosh-rs answers.
+pub const ALIAS_QUERIES: [&str; 2] = ["*", "_"];

@@ -21,6 +21,7 @@ pub(crate) mod condition;
 mod config;
 mod deployment;
 mod disk;
+mod dns_numbers;
 mod errand;
 mod event;
 pub(crate) mod finalizer;
@@ -43,6 +44,9 @@ pub use deployment::{
     DeploymentOptions, DeploymentSpec, DeploymentStatus, InstanceOverride, LinkStatus, OrphanedVm,
 };
 pub use disk::{DiskPhase, DiskSpec, DiskStatus};
+pub use dns_numbers::{
+    DNS_NUMBERS_NAME, DnsNumbersSpec, DnsNumbersStatus, GroupNumber, GroupType, LastNumbers, Wanted,
+};
 pub use errand::{
     DEFAULT_ERRAND_TIMEOUT_SECS, ErrandInstanceResult, ErrandPhase, ErrandRunSpec, ErrandRunStatus,
 };

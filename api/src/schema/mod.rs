@@ -37,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("event", kind_schema::<EventSpec>()),
         ("compiled-package", kind_schema::<CompiledPackageSpec>()),
         ("errand-run", kind_schema::<ErrandRunSpec>()),
+        ("dns-numbers", kind_schema::<DnsNumbersSpec>()),
     ];
     out.extend(crate::manifest::schemas());
     out

@@ -176,10 +176,12 @@ pub async fn run_deploy(
     let instance_reflector = reflectors.get::<InstanceSpec>(&store);
     let packages = reflectors.get::<CompiledPackageSpec>(&store);
     let errand_runs = reflectors.get::<ErrandRunSpec>(&store);
+    let dns_numbers = reflectors.get::<bosh_api::objects::DnsNumbersSpec>(&store);
     let caches = deployment::view::Caches {
         instances: instance_reflector.cache(),
         packages: packages.cache(),
         errands: errand_runs.cache(),
+        numbers: dns_numbers.cache(),
     };
     let deployment_reflector = reflectors.get::<DeploymentSpec>(&store);
     let consumers = deployment::consumers_of(deployment_reflector.cache());
@@ -205,7 +207,8 @@ pub async fn run_deploy(
     .watches(&errand_runs, errand::phase_changed(), |r| {
         r.metadata.deployment.clone().into_iter().collect()
     })
-    .reads(&packages);
+    .reads(&packages)
+    .reads(&dns_numbers);
     let errands = errand::controller(
         &director,
         opts,
@@ -300,12 +303,15 @@ pub async fn run_dns(
     tcp: Vec<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), crate::server::dns::Error> {
-    use bosh_api::objects::InstanceSpec;
-
     use crate::server::dns;
 
     let records = dns::Records::default();
-    let _following = dns::follow(&reflectors.get::<InstanceSpec>(&store), records.clone());
+    let sources = dns::Sources {
+        instances: reflectors.get(&store),
+        numbers: reflectors.get(&store),
+        configs: reflectors.get(&store),
+    };
+    let _following = dns::follow(&sources, records.clone());
     dns::serve(records, config, udp, tcp, shutdown).await
 }
 

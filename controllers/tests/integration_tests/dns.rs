@@ -8,9 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bosh_api::objects::{InstanceHealth, InstanceNetwork, InstanceSpec};
+use bosh_api::objects::{
+    ConfigSpec, ConfigType, DNS_NUMBERS_NAME, DnsNumbersSpec, GroupType, InstanceHealth,
+    InstanceNetwork, InstanceSpec, Wanted,
+};
 use bosh_api::store::Store;
 use bosh_api::{Object, ObjectMeta};
+use bosh_controllers::reconcilers::deployment::numbers;
 use bosh_controllers::runtime::Reflectors;
 use bosh_controllers::server::daemon;
 use bosh_controllers::server::dns::{self, DnsConfig, Records, Table};
@@ -371,5 +375,148 @@ async fn every_boshd_replica_answers_bosh_dns() {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
         assert!(exit.success(), "boshd exited with {exit}");
+    }
+}
+
+/// `hello/web` instance `index` in `az` at `ip`, healthy, written to etcd.
+async fn healthy(store: &Store, index: u32, az: &str, ip: &str) -> String {
+    let mut i = instance("hello", index, ip);
+    i.spec.az = Some(az.into());
+    let mut o = store.create(&i).await.unwrap();
+    o.status.health = Some(InstanceHealth::Running);
+    store.update_status(&o).await.unwrap();
+    o.spec.id
+}
+
+/// What `ids` of `hello/web` on `default` in AZs z1, z2 need numbered.
+fn wanted(ids: &[String]) -> Wanted {
+    Wanted {
+        azs: vec!["z1".into(), "z2".into()],
+        networks: vec!["default".into()],
+        groups: vec![("hello".into(), "web".into(), GroupType::InstanceGroup)],
+        instances: ids.to_vec(),
+        links: vec![],
+    }
+}
+
+fn runtime_config(aliases: serde_json::Value) -> Object<ConfigSpec> {
+    Object::new(
+        ObjectMeta::named("runtime/dns"),
+        ConfigSpec {
+            type_: ConfigType::Runtime,
+            content: serde_json::json!({ "aliases": aliases }),
+        },
+    )
+}
+
+/// Short names (`q-m<n>n<n>s0.q-g<n>`, `q-s0.q-g<n>`) and AZ filters answer
+/// by the numbers the deployment controller's `ensure` wrote to etcd, and
+/// a runtime config's aliases answer their group (`*`) and each instance
+/// (`_`); a new instance numbered later, and an alias removed, are
+/// followed from the watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_names_az_filters_and_aliases_answer_from_etcd() {
+    let (_env, store) = setup().await;
+    let mut ids = vec![
+        healthy(&store, 0, "z1", "10.244.1.50").await,
+        healthy(&store, 1, "z2", "10.244.1.51").await,
+        healthy(&store, 2, "z2", "10.244.1.52").await,
+    ];
+    let n = numbers::ensure(&store, None, &wanted(&ids)).await.unwrap();
+    let g = n.group("hello", "web", GroupType::InstanceGroup).unwrap();
+    let (net, z2) = (n.networks["default"], n.azs["z2"]);
+    let target = |q: &str| {
+        serde_json::json!({"targets": [{"query": q, "instance_group": "web", "deployment": "hello",
+                                         "network": "default", "domain": "bosh"}]})
+    };
+    let rc = runtime_config(serde_json::json!({
+        "web.internal": target("*"),
+        "each.web.internal": target("_"),
+    }));
+    store.create(&rc).await.unwrap();
+    let server = start(&store, DnsConfig::default()).await;
+    let s = server.addr;
+    let all = ["10.244.1.50", "10.244.1.51", "10.244.1.52"];
+    let m1 = n.instances[&ids[1]];
+    answers(s, &format!("q-m{m1}n{net}s0.q-g{g}.bosh."), &["10.244.1.51"]).await;
+    answers(s, &format!("q-s0.q-g{g}.bosh."), &all).await;
+    answers(s, &format!("q-n{net}s0.q-g{g}.bosh."), &all).await;
+    answers(s, &format!("q-a{z2}s0.q-g{g}.bosh."), &["10.244.1.51", "10.244.1.52"]).await;
+    answers(s, &format!("q-a{z2}s0.web.default.hello.bosh."), &["10.244.1.51", "10.244.1.52"])
+        .await;
+    answers(s, "web.internal.", &all).await;
+    answers(s, &format!("{}.each.web.internal.", ids[2]), &["10.244.1.52"]).await;
+    let r = ask(s, &format!("q-s0.q-g{}.bosh.", g + 100), true).await.unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    let r = ask(s, "00000000-0000-4000-8000-00000000000f.each.web.internal.", true).await.unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "an alias, no such instance");
+    assert!(r.metadata.authoritative);
+
+    // A new instance answers its short name once the director numbered it.
+    ids.push(healthy(&store, 3, "z1", "10.244.1.53").await);
+    let n = numbers::ensure(&store, None, &wanted(&ids)).await.unwrap();
+    let m3 = n.instances[&ids[3]];
+    assert_eq!(n.instances[&ids[1]], m1, "numbers given stay");
+    answers(s, &format!("q-m{m3}n{net}s0.q-g{g}.bosh."), &["10.244.1.53"]).await;
+
+    // An alias removed from the runtime config is no name of ours any more.
+    let mut rc = store.get::<ConfigSpec>(None, "runtime/dns").await.unwrap();
+    rc.spec.content = serde_json::json!({"aliases": {"each.web.internal": target("_")}});
+    store.update_spec(&rc).await.unwrap();
+    eventually(WAIT, "web.internal to be refused", || async {
+        ask(s, "web.internal.", true)
+            .await
+            .filter(|m| m.metadata.response_code == ResponseCode::Refused)
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+}
+
+/// Eight writers numbering overlapping plans at once (as two replicas'
+/// or two deployments' passes may) through etcd's compare-and-swap: every
+/// number is given once, each writer gets numbers covering its plan, and
+/// what one saw is what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_numbers_are_assigned_once_by_concurrent_writers() {
+    let (_env, store) = setup().await;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let ids: Vec<String> =
+                (0..20).map(|i| format!("inst-{}", (w * 10 + i) % 100)).collect();
+            let mut want = wanted(&ids);
+            want.azs.push(format!("az-{w}"));
+            want.groups.push((format!("dep-{w}"), "web".into(), GroupType::InstanceGroup));
+            let got = numbers::ensure(&store, None, &want).await.unwrap();
+            assert!(got.covers(&want));
+            (want, got)
+        }));
+    }
+    let mut results = Vec::new();
+    for w in writers {
+        results.push(w.await.unwrap());
+    }
+    let stored = store.get::<DnsNumbersSpec>(None, DNS_NUMBERS_NAME).await.unwrap().spec;
+    let unique = |v: Vec<u32>| {
+        let n = v.len();
+        let set: std::collections::BTreeSet<u32> = v.into_iter().collect();
+        set.len() == n
+    };
+    assert_eq!(stored.instances.len(), 90, "inst-0..inst-89");
+    assert!(unique(stored.instances.values().copied().collect()), "{:?}", stored.instances);
+    assert!(unique(stored.azs.values().copied().collect()), "{:?}", stored.azs);
+    assert!(unique(stored.groups.iter().map(|g| g.number).collect()), "{:?}", stored.groups);
+    assert_eq!(stored.azs.len(), 10);
+    assert_eq!(stored.groups.len(), 9);
+    assert_eq!(stored.last.instance as usize, stored.instances.len(), "no number lost or reused");
+    for (want, got) in results {
+        for id in &want.instances {
+            assert_eq!(got.instances[id], stored.instances[id], "{id}");
+        }
+        for az in &want.azs {
+            assert_eq!(got.azs[az], stored.azs[az], "{az}");
+        }
     }
 }

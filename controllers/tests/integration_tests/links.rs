@@ -128,6 +128,53 @@ async fn consumer_renders_provider_link_and_scaling_the_provider_rolls_it() {
     assert_eq!(shown, [("cli", "client", Some("srv/server/conn"), 2)], "boshctl links shows it");
 }
 
+/// With `use_short_dns_addresses` a consumer's templates get the short
+/// names BOSH hands out, written with the numbers the deploy assigned in
+/// etcd: each provider instance `q-m<n>n<n>s0.q-g<n>.bosh`, the link's
+/// group query `q-n<n>s0.q-g<n>.bosh` (and with `azs: ['z1']` the AZ's
+/// number), and its own `spec.address`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_dns_addresses_reach_templates_with_the_assigned_numbers() {
+    use bosh_api::objects::{DNS_NUMBERS_NAME, DnsNumbersSpec, GroupType};
+
+    let h = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = linked_release(tmp.path());
+    write(
+        &dir,
+        "jobs/client/templates/peers.erb",
+        "<%= link('conn').instances.map(&:address).join(',') %> <%= link('conn').address %> \
+         <%= link('conn').address(azs: ['z1']) %> <%= spec.address %>",
+    );
+    h.upload_release(&dir).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let mut m = manifest(2, json!({}));
+    m["features"] = json!({"use_dns_addresses": true, "use_short_dns_addresses": true});
+    let (state, result) = h.task_end(h.apply("linked", m).await).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let n: DnsNumbersSpec = h.store.get(None, DNS_NUMBERS_NAME).await.unwrap().spec;
+    let (servers, client) = (of(&h, "srv").await, of(&h, "cli").await.remove(0));
+    let net = n.networks["default"];
+    let srv = n.group("linked", "srv", GroupType::InstanceGroup).unwrap();
+    let cli = n.group("linked", "cli", GroupType::InstanceGroup).unwrap();
+    assert_ne!(srv, cli);
+    let short = |i: &Object<InstanceSpec>, g: u32| {
+        let mut f = [format!("m{}", n.instances[&i.spec.id]), format!("n{net}"), "s0".into()];
+        f.sort();
+        format!("q-{}.q-g{g}.bosh", f.concat())
+    };
+    let instances: Vec<String> = servers.iter().map(|i| short(i, srv)).collect();
+    let mut az = [format!("a{}", n.azs["z1"]), format!("n{net}"), "s0".into()];
+    az.sort();
+    let want = format!(
+        "{} q-n{net}s0.q-g{srv}.bosh q-{}.q-g{srv}.bosh {}",
+        instances.join(","),
+        az.concat(),
+        short(&client, cli)
+    );
+    assert_eq!(peers(&h, &client).await, want);
+}
+
 /// A consumer takes another deployment's shared link (`deployment:`),
 /// seeing that deployment's instances and property.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

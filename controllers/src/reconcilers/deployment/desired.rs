@@ -13,12 +13,14 @@ use std::sync::Arc;
 use bosh_api::Object;
 use bosh_api::manifest::{CloudConfig, InstanceGroup, Manifest, NetworkDefault, NetworkType};
 use bosh_api::objects::{
-    BlobRef, CloudCheckSpec, DesiredState, InstanceCloudCheck, InstanceJob, InstanceNetwork,
-    InstanceOverride, InstancePackage, InstanceSpec, Reason, ReleaseSpec, StemcellSpec,
+    BlobRef, CloudCheckSpec, DesiredState, DnsNumbersSpec, InstanceCloudCheck, InstanceJob,
+    InstanceNetwork, InstanceOverride, InstancePackage, InstanceSpec, Reason, ReleaseSpec,
+    StemcellSpec,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::numbers::{Addressing, dns_address};
 use super::plan::Desired;
 use crate::libs::lookup::{self, Blocked};
 use crate::libs::render::{
@@ -52,6 +54,8 @@ pub struct Context<'a> {
     pub env_versions: &'a BTreeMap<String, BTreeMap<String, String>>,
     /// Consumed links by (group, job) ([`super::links::resolve`]).
     pub links: &'a super::links::ByJob,
+    /// The director's DNS numbers (short addresses).
+    pub dns: &'a DnsNumbersSpec,
 }
 
 /// The owned inputs of a [`Context`], so building the specs of many
@@ -79,6 +83,8 @@ pub struct Inputs {
     pub env_versions: BTreeMap<String, BTreeMap<String, String>>,
     /// Consumed links by (group, job).
     pub links: super::links::ByJob,
+    /// The director's DNS numbers.
+    pub dns: DnsNumbersSpec,
 }
 
 impl Inputs {
@@ -96,6 +102,7 @@ impl Inputs {
             cloud_check: &self.cloud_check,
             env_versions: &self.env_versions,
             links: &self.links,
+            dns: &self.dns,
         }
     }
 }
@@ -208,8 +215,9 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         vm_hash: String::new(),
         cloud_check: cloud_check_of(cx.cloud_check, &format!("{}/{}", g.name, d.id)),
     };
-    let render =
-        RenderRequest { instance: template_context(cx.deployment, &spec), jobs: jobs.render };
+    let mut instance = template_context(cx.deployment, &spec);
+    instance.address = dns_address_of(cx, &spec);
+    let render = RenderRequest { instance, jobs: jobs.render };
     let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
     Ok(Built { spec, render, env_versions })
 }
@@ -439,6 +447,19 @@ fn persistent_disk_of(cx: &Context, g: &InstanceGroup) -> Result<PersistentDisk,
 /// Operator requests: the instance's own, else its group's.
 fn override_of(cx: &Context, g: &InstanceGroup, d: &Desired) -> InstanceOverride {
     cx.overrides.get(&d.id).or_else(|| cx.overrides.get(&g.name)).cloned().unwrap_or_default()
+}
+
+/// `spec.address` when the deployment uses DNS addresses: the instance's
+/// DNS name on its addressable network (the director's `network_address`),
+/// short with `use_short_dns_addresses`; `None` (its IP) otherwise.
+fn dns_address_of(cx: &Context, s: &InstanceSpec) -> Option<String> {
+    let how = Addressing::of(cx.manifest);
+    if !how.dns {
+        return None;
+    }
+    let with = |d: &str| s.networks.iter().find(|n| n.default.iter().any(|x| x == d));
+    let net = with("addressable").or_else(|| with("gateway")).or(s.networks.first())?;
+    Some(dns_address(how, cx.dns, &s.id, &s.group, &net.name, cx.deployment, "bosh"))
 }
 
 /// The instance its templates' `spec` is derived from; the renderer derives

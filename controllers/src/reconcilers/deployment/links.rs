@@ -25,8 +25,11 @@ use bosh_api::objects::LinkStatus;
 use bosh_api::release::JobSpec;
 use serde_json::{Map, Value};
 
+use bosh_api::objects::{DnsNumbersSpec, GroupType};
+
+use super::numbers::{Addressing, dns_address, long_address, short_in_group};
 use super::plan::Desired;
-use crate::libs::render::{JobTemplates, Link, LinkInstance, canonical};
+use crate::libs::render::{JobTemplates, Link, LinkInstance};
 
 /// Consumed links by (instance group, job), then by link name.
 pub type ByJob = BTreeMap<(String, String), BTreeMap<String, Link>>;
@@ -214,6 +217,36 @@ pub fn resolve(
     planned: &[Desired],
     foreign: &BTreeMap<String, Foreign>,
 ) -> Result<Resolved, Vec<String>> {
+    resolve_with(deployment, manifest, specs, planned, foreign, &DnsNumbersSpec::default())
+}
+
+/// The link groups of a deployment's providers, as the director names
+/// them (`<as or link name>-<type>`), each with its instance group; the
+/// first provider of a name wins (a second is an error link resolution
+/// reports).
+pub fn link_groups(manifest: &Manifest, specs: &Specs) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for p in providers_of(manifest, specs, &mut Vec::new()) {
+        let name = format!("{}-{}", p.alias, p.type_);
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, p.group.name.clone()));
+        }
+    }
+    out
+}
+
+/// [`resolve`], with the director's DNS numbers: links carry its AZ
+/// numbers (for `address(azs: …)`), and with
+/// `features.use_short_dns_addresses` their addresses are short names.
+pub fn resolve_with(
+    deployment: &str,
+    manifest: &Manifest,
+    specs: &Specs,
+    planned: &[Desired],
+    foreign: &BTreeMap<String, Foreign>,
+    numbers: &DnsNumbersSpec,
+) -> Result<Resolved, Vec<String>> {
+    let addressing = Addressing::of(manifest);
     let own = deployment;
     let mut errors = Vec::new();
     let spec_of = |j: &Job| specs.get(&(j.release.clone(), j.name.clone())).map(|t| &t.spec);
@@ -231,7 +264,7 @@ pub fn resolve(
         })
         .collect();
 
-    let use_dns = manifest.features.as_ref().and_then(|f| f.use_dns_addresses).unwrap_or(false);
+    let use_dns = addressing.dns;
     let mut out = Resolved::default();
     for (gi, g) in manifest.instance_groups.iter().enumerate() {
         for (ji, j) in g.jobs.iter().enumerate() {
@@ -365,7 +398,12 @@ pub fn resolve(
                     None => default_network(chosen.group),
                 };
                 let dns = use_dns && said.ip_addresses != Some(true);
-                let l = link_of(deployment, manifest, chosen, &network, dns, planned);
+                let how = Encoding {
+                    numbers,
+                    short: addressing.short,
+                    link_names: addressing.link_names,
+                };
+                let l = link_of(deployment, manifest, chosen, &network, dns, planned, how);
                 let provider = format!("{}/{}/{}", chosen.group.name, chosen.job.name, chosen.link);
                 let mut shown = status(Some(provider), Some(network), &l);
                 shown.deployment = (deployment != own).then(|| deployment.to_string());
@@ -395,6 +433,16 @@ fn default_network(g: &InstanceGroup) -> String {
         .unwrap_or_default()
 }
 
+/// How a link's DNS names are written: the director's numbers, and
+/// whether the consumer's deployment uses short names.
+#[derive(Clone, Copy)]
+struct Encoding<'a> {
+    numbers: &'a DnsNumbersSpec,
+    short: bool,
+    /// `use_link_dns_names`: names use the link group (always short).
+    link_names: bool,
+}
+
 /// The link a consumer of `p` sees.
 fn link_of(
     deployment: &str,
@@ -403,18 +451,29 @@ fn link_of(
     network: &str,
     dns: bool,
     planned: &[Desired],
+    how: Encoding,
 ) -> Link {
     let mut instances: Vec<&Desired> = planned.iter().filter(|d| d.group == p.group.name).collect();
     instances.sort_by_key(|d| d.index);
-    let dns_name = |d: &Desired| {
-        format!(
-            "{}.{}.{}.{}.{DOMAIN}",
-            d.id,
-            canonical(&p.group.name),
-            canonical(network),
-            canonical(deployment)
-        )
+    let addressing = Addressing { dns: true, short: how.short, link_names: how.link_names };
+    // With link DNS names the link group's number, as BOSH's
+    // `encode_link` (forcing short names); else the instance group's.
+    let link_group = how
+        .link_names
+        .then(|| {
+            how.numbers.group(deployment, &format!("{}-{}", p.alias, p.type_), GroupType::Link)
+        })
+        .flatten();
+    let dns_name = |d: &Desired| match link_group {
+        Some(g) => short_in_group(how.numbers, &d.id, network, g, DOMAIN)
+            .unwrap_or_else(|| long_address(&d.id, &p.group.name, network, deployment, DOMAIN)),
+        None => {
+            dns_address(addressing, how.numbers, &d.id, &p.group.name, network, deployment, DOMAIN)
+        }
     };
+    let group_number = link_group.or_else(|| {
+        how.numbers.group(deployment, &p.group.name, GroupType::InstanceGroup).filter(|_| how.short)
+    });
     let instances = instances
         .into_iter()
         .map(|d| {
@@ -443,6 +502,10 @@ fn link_of(
         default_network: Some(network.to_string()),
         deployment_name: Some(deployment.to_string()),
         domain: Some(DOMAIN.to_string()),
+        az_numbers: how.numbers.azs.clone(),
+        use_short_dns_addresses: group_number.is_some(),
+        group_number,
+        network_number: group_number.and_then(|_| how.numbers.networks.get(network).copied()),
     }
 }
 

@@ -36,6 +36,7 @@
 
 pub mod desired;
 pub mod links;
+pub mod numbers;
 pub mod orphan_vms;
 pub mod plan;
 pub mod post_deploy;
@@ -667,11 +668,33 @@ async fn assess(
     );
     drop(book);
 
+    // DNS numbers (AZs, networks, groups, instances) before rendering:
+    // addresses carry them. Other deployments' providers are numbered too,
+    // so a link to them can be written short.
+    let link_groups = links::link_groups(&dep.manifest, &resolved.jobs);
+    let mut wanted =
+        numbers::wanted(name, &dep.manifest, &dep.cloud, &planned.instances, &link_groups);
+    for (other, f) in &resolved.foreign {
+        let link_groups = links::link_groups(&f.manifest, &f.specs);
+        let more =
+            numbers::wanted(other, &f.manifest, &Default::default(), &f.planned, &link_groups);
+        wanted.groups.extend(more.groups);
+        wanted.instances.extend(more.instances);
+        wanted.links.extend(more.links);
+    }
+    let dns = numbers::ensure(&ctx.store, caches_of(ctx).map(|c| &*c.numbers), &wanted).await?;
+
     // Links come from the plan (the providers' instances and addresses)
     // and are resolved before anything renders or any VM changes.
-    let links =
-        links::resolve(name, &dep.manifest, &resolved.jobs, &planned.instances, &resolved.foreign)
-            .map_err(|e| Blocked::new(Reason::LinksInvalid, join_bounded(&e, "\n", 20)))?;
+    let links = links::resolve_with(
+        name,
+        &dep.manifest,
+        &resolved.jobs,
+        &planned.instances,
+        &resolved.foreign,
+        &dns,
+    )
+    .map_err(|e| Blocked::new(Reason::LinksInvalid, join_bounded(&e, "\n", 20)))?;
     let inputs = Arc::new(desired::Inputs {
         deployment: name.to_string(),
         manifest: dep.manifest.clone(),
@@ -684,6 +707,7 @@ async fn assess(
         cloud_check: obj.spec.cloud_check.clone(),
         env_versions: resolved.env_versions.clone(),
         links: links.by_job,
+        dns,
     });
     let link_summary = links.summary;
     // Specs and their render keys (canonical JSON and a digest each).
@@ -853,6 +877,11 @@ async fn act(
     let message = format!("{ready} of {} instances ready", pass.total);
     report(store, obj, None, Reason::RollingOut, message, counts, Some(&pass.links)).await?;
     Ok(Action::await_change())
+}
+
+/// The shared caches, when this deployer reads them.
+fn caches_of(ctx: &Ctx<Deployer>) -> Option<&Caches> {
+    ctx.data.caches.as_ref()
 }
 
 /// The id of a new instance: random-looking like BOSH's, but the same for

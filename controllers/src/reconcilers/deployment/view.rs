@@ -24,7 +24,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use bosh_api::Object;
-use bosh_api::objects::{BlobRef, CompiledPackageSpec, ErrandRunSpec, InstanceSpec};
+use bosh_api::objects::{
+    BlobRef, CompiledPackageSpec, DnsNumbersSpec, ErrandRunSpec, InstanceSpec,
+};
 use bosh_api::store::{self, Quarantined, Store};
 
 use crate::runtime::Cache;
@@ -38,6 +40,8 @@ pub struct Caches {
     pub packages: Arc<Cache<CompiledPackageSpec>>,
     /// Every ErrandRun (which errand groups want instances).
     pub errands: Arc<Cache<ErrandRunSpec>>,
+    /// The DNS numbers (a pass whose plan they cover writes none).
+    pub numbers: Arc<Cache<DnsNumbersSpec>>,
 }
 
 /// Instances and compiled packages, as one pass sees them.

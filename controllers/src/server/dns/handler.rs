@@ -1,5 +1,5 @@
-//! The hickory request handler: BOSH names from the in-memory table,
-//! other names to the recursors or REFUSED.
+//! The hickory request handler: BOSH names and the runtime configs'
+//! aliases from the in-memory table, other names to the recursors or REFUSED.
 
 use std::net::Ipv4Addr;
 
@@ -39,6 +39,14 @@ impl Handler {
         Handler { records, domain, forwarder }
     }
 
+    /// What an alias name answers (`None`: no alias; `Some(None)`: an
+    /// alias that answers nothing now).
+    fn alias(&self, name: &Name) -> Option<Option<Vec<Ipv4Addr>>> {
+        let text = name.to_ascii();
+        let ips = self.records.current().alias(text.trim_end_matches('.'))?;
+        Some((!ips.is_empty()).then_some(ips))
+    }
+
     /// The addresses a name under the domain has (`None`: no such name).
     fn lookup(&self, name: &Name) -> Option<Vec<Ipv4Addr>> {
         let keep = name.num_labels().checked_sub(self.domain.num_labels())? as usize;
@@ -72,9 +80,10 @@ impl RequestHandler for Handler {
         } else if let Ok(info) = request.request_info() {
             let original = info.query.original();
             let name = original.name().to_lowercase();
-            if self.domain.zone_of(&name) {
+            let alias = self.alias(&name);
+            if alias.is_some() || self.domain.zone_of(&name) {
                 meta.authoritative = true;
-                match self.lookup(&name) {
+                match alias.unwrap_or_else(|| self.lookup(&name)) {
                     None => {
                         meta.response_code = ResponseCode::NXDomain;
                         response.send_response(builder.build_no_records(meta)).await

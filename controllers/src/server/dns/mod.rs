@@ -3,8 +3,10 @@
 //! Why here and not on every VM as bosh-dns does: every Instance with its
 //! addresses and its health (written by the health monitor) is already in
 //! etcd, and every boshd replica already watches Instances. So each replica
-//! answers `<id|index|q-…>.<group>.<network>.<deployment>.bosh` from a
-//! table in memory, rebuilt whole when an Instance changes ([`follow`]),
+//! answers `<id|index|q-…>.<group>.<network>.<deployment>.bosh`, the short
+//! `q-….q-g<n>.bosh` and the runtime configs' aliases from a table in
+//! memory, rebuilt whole when an Instance, the director's DNS numbers
+//! (`DnsNumbers`) or a config changes ([`follow`]),
 //! with no etcd read or write per query and no leader: replicas answer
 //! alike because they read the same objects.
 //!
@@ -29,7 +31,7 @@ pub mod records;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosh_api::objects::InstanceSpec;
+use bosh_api::objects::{ConfigSpec, DNS_NUMBERS_NAME, DnsNumbersSpec, InstanceSpec};
 use hickory_server::Server;
 use hickory_server::proto::rr::Name;
 use tokio::net::{TcpListener, UdpSocket};
@@ -38,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 pub use bind::{BindError, bind};
 pub use forward::{ForwardError, Forwarder};
 pub use handler::Handler;
-pub use records::{Records, Table};
+pub use records::{Aliases, Records, Table, aliases_of};
 
 use crate::runtime::Reflector;
 
@@ -85,8 +87,8 @@ impl Default for DnsConfig {
 
 /// Keeps the table following the Instance reflector until dropped.
 pub struct Following {
-    _hold: crate::runtime::shared::Hold,
-    _subscription: crate::runtime::shared::Subscription,
+    _holds: Vec<crate::runtime::shared::Hold>,
+    _subscriptions: Vec<crate::runtime::shared::Subscription>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,28 +98,62 @@ impl Drop for Following {
     }
 }
 
-/// Watches Instances through `reflector` (holding it: this replica
-/// watches whether or not it leads anything) and rebuilds `records` after
-/// every change. Changes that come while a rebuild runs are folded into
-/// the next one.
-pub fn follow(reflector: &Reflector<InstanceSpec>, records: Records) -> Following {
+/// What the table is built from: Instances, the director's numbers and
+/// the configs (runtime configs' aliases).
+pub struct Sources {
+    /// Every Instance.
+    pub instances: Reflector<InstanceSpec>,
+    /// The DnsNumbers object.
+    pub numbers: Reflector<DnsNumbersSpec>,
+    /// Every Config.
+    pub configs: Reflector<ConfigSpec>,
+}
+
+/// Watches the sources (holding their reflectors: this replica watches
+/// whether or not it leads anything) and rebuilds `records` after every
+/// change. Changes that come while a rebuild runs are folded into the next
+/// one.
+pub fn follow(sources: &Sources, records: Records) -> Following {
     let changed = Arc::new(tokio::sync::Notify::new());
-    let subscription = {
-        let changed = changed.clone();
-        reflector.subscribe(move |_| changed.notify_one())
+    let notify = |c: &Arc<tokio::sync::Notify>| {
+        let c = c.clone();
+        move || c.notify_one()
     };
-    let hold = reflector.hold();
-    let cache = reflector.cache();
+    let subscriptions = vec![
+        sources.instances.subscribe({
+            let n = notify(&changed);
+            move |_| n()
+        }),
+        sources.numbers.subscribe({
+            let n = notify(&changed);
+            move |_| n()
+        }),
+        sources.configs.subscribe({
+            let n = notify(&changed);
+            move |_| n()
+        }),
+    ];
+    let holds = vec![sources.instances.hold(), sources.numbers.hold(), sources.configs.hold()];
+    let (instances, numbers, configs) =
+        (sources.instances.cache(), sources.numbers.cache(), sources.configs.cache());
     let task = tokio::spawn(async move {
         loop {
-            let instances = cache.list();
-            let table = Table::build(instances.iter().map(|i| i.as_ref()));
+            let list = instances.list();
+            let numbers = numbers
+                .list()
+                .into_iter()
+                .find(|n| n.metadata.name == DNS_NUMBERS_NAME)
+                .map(|n| n.spec.clone())
+                .unwrap_or_default();
+            let configs = configs.list();
+            let aliases = records::aliases_of(configs.iter().map(|c| c.as_ref()));
+            let table = Table::build_with(list.iter().map(|i| i.as_ref()), &numbers, aliases);
             tracing::debug!(groups = table.len(), "DNS records rebuilt");
             records.set(table);
             changed.notified().await;
         }
     });
-    Following { _hold: hold, _subscription: subscription, task }
+    Following { _holds: holds, _subscriptions: subscriptions, task }
 }
 
 /// Serves DNS on the bound sockets until `shutdown`.

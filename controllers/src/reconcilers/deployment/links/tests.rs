@@ -154,6 +154,82 @@ fn dns_addresses_unless_the_consumer_wants_ips() {
     assert_eq!(web_links(&r)["db"].instances[0].address.as_deref(), Some("10.0.0.10"));
 }
 
+/// With `use_short_dns_addresses` instances are addressed by their short
+/// names and the link carries the group and network numbers and the
+/// director's AZ numbers; without, the AZ numbers only.
+#[test]
+fn short_dns_addresses_carry_the_directors_numbers() {
+    use bosh_api::objects::Wanted;
+
+    let groups = json!([
+        {"name": "pg_Main", "instances": 2, "jobs": [job("db", json!({}))]},
+        {"name": "web", "instances": 1, "jobs": [job("web", json!({}))]},
+    ]);
+    let p = planned("pg_Main", 2, 10);
+    let mut numbers = DnsNumbersSpec::default();
+    numbers.assign(&Wanted {
+        azs: vec!["z1".into()],
+        networks: vec!["n0".into(), "n1".into()],
+        groups: vec![
+            ("Dep".into(), "web".into(), GroupType::InstanceGroup),
+            ("Dep".into(), "pg_Main".into(), GroupType::InstanceGroup),
+        ],
+        instances: vec!["pg_Main-id-1".into(), "pg_Main-id-0".into()],
+        links: vec![],
+    });
+    let features = json!({"use_dns_addresses": true, "use_short_dns_addresses": true});
+    let m = manifest(groups.clone(), features);
+    let r = resolve_with("Dep", &m, &specs(), &p, &BTreeMap::new(), &numbers).unwrap();
+    let l = &web_links(&r)["db"];
+    let addresses: Vec<_> = l.instances.iter().map(|i| i.address.clone().unwrap()).collect();
+    assert_eq!(addresses, ["q-m2n2s0.q-g2.bosh", "q-m1n2s0.q-g2.bosh"]);
+    assert_eq!(
+        (l.use_short_dns_addresses, l.group_number, l.network_number),
+        (true, Some(2), Some(2))
+    );
+    assert_eq!(l.az_numbers.get("z1"), Some(&1));
+
+    let m = manifest(groups, json!({"use_dns_addresses": true}));
+    let r = resolve_with("Dep", &m, &specs(), &p, &BTreeMap::new(), &numbers).unwrap();
+    let l = &web_links(&r)["db"];
+    assert_eq!(l.instances[0].address.as_deref(), Some("pg_Main-id-0.pg-main.n1.dep.bosh"));
+    assert_eq!((l.use_short_dns_addresses, l.group_number), (false, None));
+    assert_eq!(l.az_numbers.get("z1"), Some(&1));
+}
+
+/// With `use_link_dns_names` (which turns on DNS and short addresses)
+/// names use the link group's number (`<as>-<type>`), as BOSH's
+/// `encode_link`; the link groups are what `link_groups` lists.
+#[test]
+fn link_dns_names_use_the_link_groups_number() {
+    use bosh_api::objects::Wanted;
+
+    let groups = json!([
+        {"name": "pg", "instances": 1,
+         "jobs": [job("db", json!({"provides": {"conn": {"as": "main"}}}))]},
+        {"name": "web", "instances": 1, "jobs": [job("web", json!({}))]},
+    ]);
+    let m = manifest(groups, json!({"use_link_dns_names": true}));
+    let link_groups = link_groups(&m, &specs());
+    assert_eq!(link_groups, [("main-postgres".to_string(), "pg".to_string())]);
+    let p = planned("pg", 1, 10);
+    let mut numbers = DnsNumbersSpec::default();
+    numbers.assign(&Wanted {
+        networks: vec!["n1".into()],
+        groups: vec![("dep".into(), "pg".into(), GroupType::InstanceGroup)],
+        instances: vec!["pg-id-0".into()],
+        links: vec![("dep".into(), "main-postgres".into(), "pg".into())],
+        ..Default::default()
+    });
+    let r = resolve_with("dep", &m, &specs(), &p, &BTreeMap::new(), &numbers).unwrap();
+    let l = &web_links(&r)["db"];
+    assert_eq!(l.instances[0].address.as_deref(), Some("q-m1n1s0.q-g2.bosh"));
+    assert_eq!(
+        (l.use_short_dns_addresses, l.group_number, l.network_number),
+        (true, Some(2), Some(1))
+    );
+}
+
 /// `from` picks a provider by its `as` among several of the same type;
 /// `network` picks the provider's network.
 #[test]
