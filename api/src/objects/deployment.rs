@@ -102,14 +102,12 @@ pub struct DeploymentStatus {
     /// (`boshctl links`): what the instances of the current plan render.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkStatus>,
-    /// The generation whose `post-deploy` scripts ran (BOSH runs them once,
-    /// after every instance of the deploy converged).
-    #[serde(default, skip_serializing_if = "is_zero_revision")]
-    pub post_deploy_revision: i64,
-}
-
-fn is_zero_revision(n: &i64) -> bool {
-    *n == 0
+    /// The digest of the deploy (manifest and instance requests) whose
+    /// `post-deploy` scripts ran: BOSH runs them once per deploy, after
+    /// every instance converged, and not for a cloud-check scan or a
+    /// resurrection, which change neither.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub post_deploy_inputs: String,
 }
 
 /// One consumed link and the provider it resolved to.

@@ -497,7 +497,7 @@ fn template_context(deployment: &str, s: &InstanceSpec) -> InstanceContext {
     }
 }
 
-fn digest(v: &Value) -> String {
+pub(crate) fn digest(v: &Value) -> String {
     let bytes = serde_json::to_vec(v).expect("json values serialize");
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()

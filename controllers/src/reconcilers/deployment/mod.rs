@@ -27,7 +27,7 @@
 //! Instances: its pass runs on the caches.
 //!
 //! When every instance converged, the running ones run `post-deploy`
-//! once for the generation ([`post_deploy`]) before the task is done.
+//! once per deploy ([`post_deploy`]) before the task is done.
 //!
 //! Cloud check ([`problems`]) rides on the same pass: the scan token and
 //! chosen resolutions in `spec.cloudCheck` go into each Instance's spec at
@@ -854,18 +854,19 @@ async fn act(
                 .await?;
             return Ok(Action::await_change());
         }
-        if let Some(message) = post_deploy::run(ctx, obj, &view.mine).await? {
-            report(
-                store,
-                obj,
-                Some(false),
-                Reason::UpdateFailed,
-                message,
-                counts,
-                Some(&pass.links),
-            )
-            .await?;
-            return Ok(Action::await_change());
+        match post_deploy::run(ctx, obj, &view.mine).await? {
+            post_deploy::Outcome::Done => {}
+            post_deploy::Outcome::Failed(message) => {
+                let links = Some(&pass.links[..]);
+                report(store, obj, Some(false), Reason::UpdateFailed, message, counts, links)
+                    .await?;
+                return Ok(Action::await_change());
+            }
+            post_deploy::Outcome::Retry(message) => {
+                let links = Some(&pass.links[..]);
+                report(store, obj, None, Reason::RollingOut, message, counts, links).await?;
+                return Ok(Action::requeue(WAIT));
+            }
         }
         let total: u32 = counts.values().sum();
         let message = format!("{total} instances ready");
