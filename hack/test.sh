@@ -8,6 +8,10 @@ hack/install-deps.sh
 # in /dev/shm (memory): remove those older than two hours (no test runs
 # that long; a running test's dir is younger).
 find /dev/shm -maxdepth 1 -name 'bosh-rs-*' -mmin +120 -exec rm -rf {} + 2>/dev/null || true
+# The big integration tests' futures (the fault scenarios' most of all) are
+# held on the test thread's stack in debug builds: give test threads 16 MiB
+# rather than 2 (F2 overflowed the default once the harness grew).
+export RUST_MIN_STACK=${RUST_MIN_STACK:-16777216}
 cargo nextest run --workspace --profile ci
 # The fault-matrix scenarios need failpoints compiled in (feature
 # `failpoints`, off in every other build); each logs its seed.

@@ -135,6 +135,21 @@ pub enum Error {
     Templates(Vec<String>),
 }
 
+/// What a report writes besides `Ready`: the links the plan resolved,
+/// and the deploy whose post-deploy ran (in the same write, so a lost
+/// reply costs one retry, not two).
+#[derive(Debug, Default, Clone, Copy)]
+struct Extra<'a> {
+    links: Option<&'a [LinkStatus]>,
+    post_deploy: Option<&'a str>,
+}
+
+impl<'a> Extra<'a> {
+    fn links(links: &'a [LinkStatus]) -> Extra<'a> {
+        Extra { links: Some(links), post_deploy: None }
+    }
+}
+
 /// Sets `Ready` on the deployment (only when it changes) and, with a task,
 /// finishes it.
 async fn report(
@@ -144,7 +159,7 @@ async fn report(
     reason: Reason,
     message: String,
     counts: BTreeMap<String, u32>,
-    links: Option<&[LinkStatus]>,
+    extra: Extra<'_>,
 ) -> Result<(), Error> {
     let generation = obj.metadata.generation;
     // Compilation and validation write conditions into the same status:
@@ -168,8 +183,11 @@ async fn report(
             s.observed_revision = generation;
         }
         s.ready_instances = counts.clone();
-        if let Some(links) = links {
+        if let Some(links) = extra.links {
             s.links = links.to_vec();
+        }
+        if let Some(inputs) = extra.post_deploy {
+            s.post_deploy_inputs = inputs.to_string();
         }
     })
     .await?;
@@ -359,7 +377,16 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
     match verdict(&obj, ConditionType::Invalid) {
         Some(c) if c.status == ConditionStatus::True => {
             let msg = format!("deployment {name} is invalid: {}", c.message);
-            report(store, &obj, Some(false), Reason::Invalid, msg, BTreeMap::new(), None).await?;
+            report(
+                store,
+                &obj,
+                Some(false),
+                Reason::Invalid,
+                msg,
+                BTreeMap::new(),
+                Extra::default(),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         Some(_) => {}
@@ -372,7 +399,8 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
         && t.status.state == TaskState::Cancelled
     {
         let msg = format!("task {} was cancelled: {}", t.spec.id, t.status.result);
-        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new(), None).await?;
+        report(store, &obj, Some(false), Reason::Cancelled, msg, BTreeMap::new(), Extra::default())
+            .await?;
         return Ok(Action::await_change());
     }
     start_task(store, obj.spec.task).await?;
@@ -382,7 +410,16 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
             // A blocked or failed compile fails the task; the compiler keeps
             // retrying, and its success wakes this controller.
             let msg = format!("compiling packages: {}", c.message);
-            report(store, &obj, Some(false), c.reason.clone(), msg, BTreeMap::new(), None).await?;
+            report(
+                store,
+                &obj,
+                Some(false),
+                c.reason.clone(),
+                msg,
+                BTreeMap::new(),
+                Extra::default(),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         _ => return Ok(Action::await_change()),
@@ -393,7 +430,16 @@ async fn apply(ctx: &Ctx<Deployer>, obj: Arc<Object<DeploymentSpec>>) -> Result<
             // The task fails now; the deployment is looked at again only
             // with growing delays (and at once when its spec changes), so a
             // failed deploy stays failed instead of being redone forever.
-            report(store, &obj, Some(false), b.reason, b.message, BTreeMap::new(), None).await?;
+            report(
+                store,
+                &obj,
+                Some(false),
+                b.reason,
+                b.message,
+                BTreeMap::new(),
+                Extra::default(),
+            )
+            .await?;
             Ok(Action::backoff())
         }
         Err(Failure::Store(e)) => Err(e.into()),
@@ -844,39 +890,57 @@ async fn act(
     // [`instance_progress`]) or a new spec.
     if let Some((inst, msg)) = &pass.decision.failed {
         let message = format!("instance {inst} failed: {msg}");
-        report(store, obj, Some(false), Reason::UpdateFailed, message, counts, Some(&pass.links))
-            .await?;
+        report(
+            store,
+            obj,
+            Some(false),
+            Reason::UpdateFailed,
+            message,
+            counts,
+            Extra::links(&pass.links),
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     if pass.decision.done && pass.deleting == 0 {
         if let problems::Progress::Waiting(message) = check {
-            report(store, obj, None, Reason::CloudCheck, message, counts, Some(&pass.links))
-                .await?;
+            report(
+                store,
+                obj,
+                None,
+                Reason::CloudCheck,
+                message,
+                counts,
+                Extra::links(&pass.links),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
-        match post_deploy::run(ctx, obj, &view.mine).await? {
-            post_deploy::Outcome::Done => {}
+        let ran = match post_deploy::run(ctx, obj, &view.mine).await? {
+            post_deploy::Outcome::Done => None,
+            post_deploy::Outcome::Ran(inputs) => Some(inputs),
             post_deploy::Outcome::Failed(message) => {
-                let links = Some(&pass.links[..]);
+                let links = Extra::links(&pass.links);
                 report(store, obj, Some(false), Reason::UpdateFailed, message, counts, links)
                     .await?;
                 return Ok(Action::await_change());
             }
             post_deploy::Outcome::Retry(message) => {
-                let links = Some(&pass.links[..]);
+                let links = Extra::links(&pass.links);
                 report(store, obj, None, Reason::RollingOut, message, counts, links).await?;
                 return Ok(Action::requeue(WAIT));
             }
-        }
+        };
         let total: u32 = counts.values().sum();
         let message = format!("{total} instances ready");
-        report(store, obj, Some(true), Reason::Deployed, message, counts, Some(&pass.links))
-            .await?;
+        let extra = Extra { post_deploy: ran.as_deref(), ..Extra::links(&pass.links) };
+        report(store, obj, Some(true), Reason::Deployed, message, counts, extra).await?;
         return Ok(Action::await_change());
     }
     let ready: u32 = counts.values().sum();
     let message = format!("{ready} of {} instances ready", pass.total);
-    report(store, obj, None, Reason::RollingOut, message, counts, Some(&pass.links)).await?;
+    report(store, obj, None, Reason::RollingOut, message, counts, Extra::links(&pass.links))
+        .await?;
     Ok(Action::await_change())
 }
 

@@ -34,8 +34,10 @@ fn runs_jobs(i: &Object<InstanceSpec>) -> bool {
 /// What running post-deploy came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Ran everywhere (or had already, for these inputs).
+    /// Had run already, for these inputs.
     Done,
+    /// Ran everywhere: the caller records these inputs (with `Ready`).
+    Ran(String),
     /// Some agent did not answer (a reconnecting agent, say, while
     /// nats-server reloads its users): try again shortly; an agent that
     /// stays silent turns unresponsive and is passed over then.
@@ -103,11 +105,8 @@ pub async fn run(
     if !silent.is_empty() {
         return Ok(Outcome::Retry(format!("post-deploy: waiting for {}", silent.join("; "))));
     }
-    let mut cur = obj.clone();
-    crate::runtime::status::patch(store, &mut cur, |s| s.post_deploy_inputs = inputs.clone())
-        .await?;
     info!(deployment = name, instances = results.len(), "post-deploy ran");
-    Ok(Outcome::Done)
+    Ok(Outcome::Ran(inputs))
 }
 
 /// The digest of what a deploy asks for: the manifest and the instance
