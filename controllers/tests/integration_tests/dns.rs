@@ -101,7 +101,7 @@ async fn set_health(store: &Store, name: &str, health: InstanceHealth) {
 }
 
 /// One UDP exchange; `None` when no answer comes within 2 s.
-async fn ask(server: SocketAddr, name: &str, rd: bool) -> Option<Message> {
+pub(super) async fn ask(server: SocketAddr, name: &str, rd: bool) -> Option<Message> {
     let mut m = Message::query();
     m.metadata.id = rand::rng().random();
     m.metadata.recursion_desired = rd;
@@ -116,7 +116,7 @@ async fn ask(server: SocketAddr, name: &str, rd: bool) -> Option<Message> {
     Some(reply)
 }
 
-fn ips(m: &Message) -> Vec<String> {
+pub(super) fn ips(m: &Message) -> Vec<String> {
     let mut v: Vec<String> = m
         .answers
         .iter()

@@ -14,9 +14,6 @@ use bosh_controllers::server::daemon;
 use bosh_controllers::server::dns::{self, DnsConfig};
 use bosh_controllers::testing::{Harness, WebManifest};
 use bosh_test_utils::eventually;
-use hickory_server::proto::op::{Message, Query};
-use hickory_server::proto::rr::{Name, RData, RecordType};
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::compile::example_release;
@@ -29,24 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The A records `name` answers (sorted), or `None` without an answer.
 async fn a_records(server: SocketAddr, name: &str) -> Option<Vec<String>> {
-    let mut m = Message::query();
-    m.metadata.id = rand::random();
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let socket = UdpSocket::bind("127.0.0.1:0").await.ok()?;
-    socket.send_to(&m.to_vec().ok()?, server).await.ok()?;
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await.ok()?.ok()?;
-    let reply = Message::from_vec(&buf[..n]).ok()?;
-    let mut ips: Vec<String> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    Some(ips)
+    super::dns::ask(server, name, true).await.map(|m| super::dns::ips(&m))
 }
 
 async fn until_answers(server: SocketAddr, name: &str, want: &[String]) {
