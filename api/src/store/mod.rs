@@ -213,6 +213,25 @@ impl Error {
         matches!(self, Error::Decode { .. } | Error::Malformed { .. })
     }
 
+    /// Whether a write that failed this way may have committed all the
+    /// same: the request may have reached etcd and only its reply was lost
+    /// (a reset connection, a timeout, an unavailable member).
+    pub fn is_ambiguous(&self) -> bool {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        match self {
+            Error::Etcd { source, .. } => match source {
+                E::IoError(_) | E::TransportError(_) => true,
+                E::GRpcStatus(s) => matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
         move |source| Error::Etcd { op, source }
     }
@@ -598,6 +617,7 @@ impl Store {
         let spec_key = self.key::<S>(Side::Spec, &name);
         let status_key = self.key::<S>(Side::Status, &name);
         let spec = encode_spec(&obj);
+        let spec_bytes = spec.clone();
         let with_status = obj.status != S::Status::default();
         let status = if with_status { encode_status::<S>(&obj.status) } else { Vec::new() };
         self.check_size::<S>(&name, &[(&spec_key, &spec), (&status_key, &status)])?;
@@ -606,11 +626,12 @@ impl Store {
         if with_status {
             ops.push(etcd_client::TxnOp::put(status_key, status, put_opts));
         }
-        let cmp = vec![Compare::create_revision(spec_key, CompareOp::Equal, 0)];
-        let rev = self
+        let cmp = vec![Compare::create_revision(spec_key.clone(), CompareOp::Equal, 0)];
+        let written = self
             .write(cmp, ops, || Error::AlreadyExists { kind: S::KIND, name: name.clone() })
-            .await?;
-        failpoints::reply_lost(S::PLURAL, "create")?;
+            .await
+            .and_then(|rev| failpoints::reply_lost(S::PLURAL, "create").map(|()| rev));
+        let rev = self.settle(written, &spec_key, Some(&spec_bytes), 0).await?;
         set_revisions(&mut obj.metadata, rev, if with_status { rev } else { 0 });
         Ok(obj)
     }
@@ -631,11 +652,12 @@ impl Store {
         let spec = encode_spec(&obj);
         self.check_size::<S>(&name, &[(&spec_key, &spec)])?;
         let cmp = vec![Compare::mod_revision(spec_key.clone(), CompareOp::Equal, expected)];
-        let ops = vec![etcd_client::TxnOp::put(spec_key, spec, None)];
-        let rev = self
+        let ops = vec![etcd_client::TxnOp::put(spec_key.clone(), spec.clone(), None)];
+        let written = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
-            .await?;
-        failpoints::reply_lost(S::PLURAL, "spec")?;
+            .await
+            .and_then(|rev| failpoints::reply_lost(S::PLURAL, "spec").map(|()| rev));
+        let rev = self.settle(written, &spec_key, Some(&spec), expected).await?;
         let status_rev = obj.metadata.status_revision;
         set_revisions(&mut obj.metadata, rev, status_rev);
         Ok(obj)
@@ -656,11 +678,12 @@ impl Store {
             Compare::create_revision(spec_key, CompareOp::Greater, 0),
             Compare::mod_revision(status_key.clone(), CompareOp::Equal, expected),
         ];
-        let ops = vec![etcd_client::TxnOp::put(status_key, status, None)];
-        let rev = self
+        let ops = vec![etcd_client::TxnOp::put(status_key.clone(), status.clone(), None)];
+        let written = self
             .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.clone(), expected })
-            .await?;
-        failpoints::reply_lost(S::PLURAL, "status")?;
+            .await
+            .and_then(|rev| failpoints::reply_lost(S::PLURAL, "status").map(|()| rev));
+        let rev = self.settle(written, &status_key, Some(&status), expected).await?;
         let spec_rev = obj.metadata.resource_version;
         set_revisions(&mut obj.metadata, spec_rev, rev);
         Ok(obj)
@@ -697,16 +720,51 @@ impl Store {
         let spec_key = self.key::<S>(Side::Spec, name);
         let cmp = vec![Compare::mod_revision(spec_key.clone(), CompareOp::Equal, expected)];
         let ops = vec![
-            etcd_client::TxnOp::delete(spec_key, None),
+            etcd_client::TxnOp::delete(spec_key.clone(), None),
             etcd_client::TxnOp::delete(self.key::<S>(Side::Status, name), None),
         ];
-        self.write(cmp, ops, || Error::Conflict {
-            kind: S::KIND,
-            name: name.to_string(),
-            expected,
-        })
-        .await?;
-        failpoints::reply_lost(S::PLURAL, "delete")
+        let written = self
+            .write(cmp, ops, || Error::Conflict { kind: S::KIND, name: name.to_string(), expected })
+            .await
+            .and_then(|rev| failpoints::reply_lost(S::PLURAL, "delete").map(|()| rev));
+        self.settle(written, &spec_key, None, expected).await.map(drop)
+    }
+
+    /// The outcome of a write whose reply may have been lost: an ambiguous
+    /// error ([`Error::is_ambiguous`]) is settled by reading `key` back, so
+    /// that a caller does not take a committed write for a failed one and
+    /// act twice (FAULT-MATRIX B5: re-read before deciding). The write
+    /// counts as done when `key` now holds exactly `value`, written after
+    /// revision `before` (`None`: when `key` is gone). Returns the revision
+    /// it committed at (0 for a deletion), else the original error.
+    async fn settle(
+        &self,
+        written: Result<i64>,
+        key: &str,
+        value: Option<&[u8]>,
+        before: i64,
+    ) -> Result<i64> {
+        let e = match written {
+            Ok(rev) => return Ok(rev),
+            Err(e) if e.is_ambiguous() => e,
+            Err(e) => return Err(e),
+        };
+        let Ok(resp) = self.client.clone().get(key, None).await else { return Err(e) };
+        let kv = resp.kvs().first();
+        let landed = match (kv, value) {
+            (None, None) => Some(0),
+            (Some(kv), Some(v)) if kv.value() == v && kv.mod_revision() > before => {
+                Some(kv.mod_revision())
+            }
+            _ => None,
+        };
+        match landed {
+            Some(rev) => {
+                tracing::debug!(key, revision = rev, error = %e, "a write's reply was lost; read back, it committed");
+                Ok(rev)
+            }
+            None => Err(e),
+        }
     }
 
     /// Checks, writing nothing, that this store's fence (if any) still

@@ -707,6 +707,66 @@ async fn faults_b5_lost_replies_of_committed_writes_make_no_duplicate() {
     h.stop().await.unwrap();
 }
 
+/// B5, the store's half: a write whose transaction committed but whose
+/// reply was lost is read back before anyone decides on it, so the caller
+/// sees the write succeed at the revision it committed at (not an error it
+/// would retry or undo) — creates, spec and status updates and deletes
+/// alike. A write that really conflicted still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_b5_a_committed_write_whose_reply_is_lost_reads_back_as_done() {
+    let scenario = fail::FailScenario::setup();
+    let env = TestEnv::etcd_only().await.unwrap();
+    let store = Store::connect(&env.store_config(), "/bosh").await.unwrap();
+    let lose = |op: &str| {
+        let name = format!("{}/{}/{op}", sfp::REPLY_LOST, ConfigSpec::PLURAL);
+        fail::cfg(&name, "1*return").unwrap();
+        name
+    };
+    // Each site is armed to fire at its first pass ("1*return"), so one
+    // pass means the reply was lost.
+    let lost_once = |name: &str| assert_eq!(hits(name), 1, "{name}: the fault did not happen");
+
+    let name = lose("create");
+    let created = store.create(&cloud("b5-read-back", 1)).await.unwrap();
+    lost_once(&name);
+    let stored: Object<ConfigSpec> = store.get(None, "cloud/b5-read-back").await.unwrap();
+    assert_eq!(created.metadata.resource_version, stored.metadata.resource_version);
+    assert_eq!(created.metadata.uid, stored.metadata.uid);
+
+    let name = lose("spec");
+    let mut edited = stored.clone();
+    edited.spec.content = cloud("x", 2).spec.content;
+    let updated = store.update_spec(&edited).await.unwrap();
+    lost_once(&name);
+    let stored: Object<ConfigSpec> = store.get(None, "cloud/b5-read-back").await.unwrap();
+    assert_eq!(updated.metadata.resource_version, stored.metadata.resource_version);
+    assert_eq!(stored.spec.content, edited.spec.content);
+    // A stale write that really conflicts is still refused.
+    let err = store.update_spec(&edited).await.unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+
+    let name = lose("status");
+    let mut judged = stored.clone();
+    judged.status.conditions.push(bosh_api::meta::Condition::ready(
+        true,
+        bosh_api::objects::Reason::Converged,
+        "read back",
+        stored.metadata.generation,
+    ));
+    let written = store.update_status(&judged).await.unwrap();
+    lost_once(&name);
+    let stored: Object<ConfigSpec> = store.get(None, "cloud/b5-read-back").await.unwrap();
+    assert_eq!(written.metadata.status_revision, stored.metadata.status_revision);
+    assert_eq!(stored.status, judged.status);
+
+    let name = lose("delete");
+    let gone = store.delete::<ConfigSpec>(None, "cloud/b5-read-back", None).await.unwrap();
+    lost_once(&name);
+    assert!(gone);
+    assert!(store.list::<ConfigSpec>("").await.unwrap().items.is_empty());
+    scenario.teardown();
+}
+
 /// etcd's quota in B6: room for the deploy, quickly filled.
 const QUOTA_BYTES: u64 = 64 * 1024 * 1024;
 
