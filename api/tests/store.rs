@@ -510,3 +510,39 @@ async fn unusable_and_large_values_are_quarantined_not_fatal() {
         }
     }
 }
+
+/// A watch whose connection goes silent (a blackholed network: the TCP
+/// connection stays open, nothing moves) is given up on and reopened —
+/// by the connection's HTTP/2 keep-alive here, or by the watch's own
+/// progress check when only the stream is stuck — instead of being waited
+/// on for good; once the network is back it delivers what was written
+/// meanwhile, nothing missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_watch_is_given_up_and_resumed_without_missing_a_write() {
+    use bosh_test_utils::proxy::{Mode, Proxy};
+    let (env, direct) = env_and_store().await;
+    let mut cfg = env.store_config();
+    let target: std::net::SocketAddr = cfg.endpoints[0].parse().expect("host:port endpoint");
+    let proxy = Proxy::start(target).await.unwrap();
+    cfg.endpoints = vec![proxy.addr().to_string()];
+    let through = Store::connect(&cfg, "/bosh").await.unwrap();
+    let mut w = through.watch::<ConfigSpec>(None);
+    assert!(matches!(next(&mut w).await, WatchEvent::Relisted { .. }));
+    let stats = w.stats();
+
+    proxy.set(Mode::Blackhole);
+    // Written beside the proxy: the watch cannot see it while blackholed.
+    direct.create(&config("cloud/unseen", 1)).await.unwrap();
+    // The session is given up (not waited on for good).
+    bosh_test_utils::eventually(Duration::from_secs(60), "the silent watch to be given up", || {
+        let stats = stats.clone();
+        async move { (stats.broken() > 0).then_some(()) }
+    })
+    .await
+    .unwrap();
+    proxy.set(Mode::Pass);
+    match tokio::time::timeout(Duration::from_secs(60), w.next()).await {
+        Ok(Some(WatchEvent::Applied(o))) => assert_eq!(o.metadata.name, "cloud/unseen"),
+        other => panic!("expected the resumed watch to deliver cloud/unseen, got {other:?}"),
+    }
+}

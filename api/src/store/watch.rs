@@ -2,15 +2,23 @@
 //!
 //! A [`Watcher`] keeps the raw spec and status values of every object of
 //! its kind, so it can hand out whole objects when only one half changed.
-//! It resumes a broken watch from the revision after the last one it saw
-//! (progress notifications keep that revision fresh while nothing changes),
-//! and when that revision has been compacted away it relists and says so
+//! It resumes a broken watch from the revision after the last event it
+//! saw, and when that revision has been compacted away it relists and says so
 //! with [`WatchEvent::Relisted`]: consumers replace their cache rather than
 //! trusting a history that no longer exists. A consumer may also ask for a
 //! relist at any time ([`RelistHandle`]): a controller's periodic resync
 //! does, so that events lost on the way (FAULT-MATRIX B3) cannot leave its
 //! cache wrong for longer than one resync period. [`WatchStats`] counts
 //! what happened (relists, compactions, broken sessions).
+//!
+//! A watch that goes quiet is asked for a progress report, and one that
+//! does not answer (or does not open) in time is taken as broken and
+//! resumed: a stream that hangs silently would otherwise freeze its
+//! controllers' caches until the next resync, or for good where there is
+//! none. A progress report's revision is not taken as the resume point:
+//! etcd before 3.4.25 (Debian bookworm ships 3.4.23) answers a progress
+//! request with its current revision even while the watcher still has
+//! events to deliver (etcd issue 15220), so resuming from it could skip them.
 //!
 //! A value that cannot be used as an object (see [`Quarantined`]) never
 //! stops the watch: it is logged, reported with [`WatchEvent::Quarantined`]
@@ -203,6 +211,13 @@ struct WatchState<S: Kind> {
     stats: Arc<WatchStats>,
 }
 
+/// How long opening a watch may take before the attempt counts as broken.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a watch may be silent before it is asked for a progress
+/// report; with no answer within as long again it is taken as broken.
+const QUIET: Duration = Duration::from_secs(15);
+
 fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
@@ -319,15 +334,36 @@ impl<S: Kind> WatchState<S> {
         let start = self.next_revision.unwrap_or(1);
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(start).with_progress_notify();
-        let mut stream = match self.store.watch_client().watch(self.root.clone(), Some(opts)).await
-        {
-            Ok(s) => s,
-            Err(e) => return SessionEnd::Broken(e.to_string()),
+        let mut client = self.store.watch_client();
+        let open = client.watch(self.root.clone(), Some(opts));
+        let mut stream = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return SessionEnd::Broken(e.to_string()),
+            Err(_) => return SessionEnd::Broken(format!("no watch opened in {OPEN_TIMEOUT:?}")),
         };
+        let mut asked = false;
         loop {
             let message = tokio::select! {
-                m = stream.message() => m,
+                m = tokio::time::timeout(QUIET, stream.message()) => m,
                 _ = self.relist.0.notified() => return SessionEnd::Relist,
+            };
+            let message = match message {
+                Ok(m) => {
+                    asked = false;
+                    m
+                }
+                Err(_) if !asked => {
+                    if let Err(e) = stream.request_progress().await {
+                        return SessionEnd::Broken(e.to_string());
+                    }
+                    asked = true;
+                    continue;
+                }
+                Err(_) => {
+                    return SessionEnd::Broken(format!(
+                        "no answer to a progress request in {QUIET:?}"
+                    ));
+                }
             };
             let resp = match message {
                 Ok(Some(r)) => r,
@@ -341,13 +377,8 @@ impl<S: Kind> WatchState<S> {
                 return SessionEnd::Broken(format!("watch cancelled: {}", resp.cancel_reason()));
             }
             if resp.events().is_empty() {
-                // Created or progress notification: everything up to the
-                // header revision has been delivered.
-                if let Some(h) = resp.header()
-                    && !resp.created()
-                {
-                    self.next_revision = Some(h.revision() + 1);
-                }
+                // Created, or a progress report: the stream is alive. Its
+                // revision is not a safe resume point (see the module doc).
                 continue;
             }
             if failpoints::fires(|| failpoints::for_kind(failpoints::WATCH_BREAK, S::PLURAL)) {
