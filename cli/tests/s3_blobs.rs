@@ -16,16 +16,19 @@ const BLOB: &str = "app/blob.bin";
 const BUCKET: &str = "bosh-blobs";
 
 fn boshctl(home: &Path, dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_boshctl"))
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .output()
-        .unwrap()
+    boshctl_env(home, dir, args, None)
+}
+
+/// `boshctl` with `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` set to `keys`
+/// (and unset without).
+fn boshctl_env(home: &Path, dir: &Path, args: &[&str], keys: Option<(&str, &str)>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boshctl"));
+    cmd.args(args).arg("--dir").arg(dir).current_dir(dir).env("HOME", home);
+    match keys {
+        Some((k, s)) => cmd.env("AWS_ACCESS_KEY_ID", k).env("AWS_SECRET_ACCESS_KEY", s),
+        None => cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"),
+    };
+    cmd.env_remove("AWS_SESSION_TOKEN").output().unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -143,6 +146,19 @@ async fn blobs_round_trip_through_s3_and_altered_objects_are_refused() {
     assert!(out.contains("Synced 1 blob(s)"), "{out}");
     assert!(std::fs::read(dir.join("blobs").join(BLOB)).unwrap() == content);
     assert!(leftovers(&dir).iter().all(|p| p.ends_with(BLOB)), "{:?}", leftovers(&dir));
+
+    // credentials_source: env_or_profile signs with the environment's keys.
+    std::fs::write(
+        dir.join("config/private.yml"),
+        "---\nblobstore:\n  options:\n    credentials_source: env_or_profile\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.join("blobs")).unwrap();
+    let err = failed(&boshctl(home.path(), &dir, &["sync-blobs"]));
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    ok(&boshctl_env(home.path(), &dir, &["sync-blobs"], Some((&key, &secret))));
+    assert!(std::fs::read(dir.join("blobs").join(BLOB)).unwrap() == content);
+    private_yml(&dir, &key, &secret);
 
     std::fs::remove_dir_all(dir.join("blobs")).unwrap();
     let out = ok(&boshctl(home.path(), &dir, &["create-release", "--force"]));

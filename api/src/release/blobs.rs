@@ -215,7 +215,7 @@ pub fn sync_blobs_with(release_dir: &Path, open: OpenBlobstore) -> Result<BlobsI
         let tmp = scratch.as_ref().expect("set above").path().join("blob");
         let fetched = s
             .download(id, &tmp)
-            .map_err(|source| Error::Blobstore { blob: format!("blobs/{path}"), source })?;
+            .map_err(|error| Error::Blobstore { blob: format!("blobs/{path}"), error })?;
         if !fetched {
             return Err(Error::entry(
                 "config/blobs.yml",
@@ -283,7 +283,7 @@ pub fn upload_blobs_with(release_dir: &Path, open: OpenBlobstore) -> Result<usiz
         }
         let id = store
             .upload(&file)
-            .map_err(|source| Error::Blobstore { blob: format!("blobs/{path}"), source })?;
+            .map_err(|error| Error::Blobstore { blob: format!("blobs/{path}"), error })?;
         entry.object_id = Some(id);
         write_blobs(release_dir, &index)?;
     }

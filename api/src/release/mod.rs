@@ -89,14 +89,14 @@ pub enum Error {
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     /// The blobstore failed to store or fetch a blob (the source names the
-    /// bucket or directory and the object id).
-    #[error("{blob}: {source}")]
+    /// bucket or directory and the object id). Shown in the message, not
+    /// as a source, so an error chain does not print it twice.
+    #[error("{blob}: {error}")]
     Blobstore {
         /// The blob (`blobs/<path>`).
         blob: String,
         /// The provider's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A command run while building (`pre_packaging`, `git`) failed.
     #[error("{command} failed ({status}): {output}")]

@@ -33,7 +33,7 @@ pub(crate) fn open_blobstore(dir: &Path) -> rel::Result<Box<dyn Blobstore>> {
             Err(s3::S3Error::Option { file, key, message }) => {
                 Err(rel::Error::entry(file, format!("blobstore.options.{key}"), message))
             }
-            Err(e) => Err(rel::Error::Blobstore { blob: "blobstore".into(), source: e.into() }),
+            Err(e) => Err(rel::Error::Blobstore { blob: "blobstore".into(), error: e.into() }),
         },
         other => Err(rel::Error::entry(
             "config/final.yml",

@@ -504,12 +504,15 @@ fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
     }
 }
 
-/// The text of the first `<tag>...</tag>` in an S3 error document.
+/// The text of the first `<tag>...</tag>` in an S3 error document (some
+/// servers wrap it in CDATA).
 fn xml_text<'a>(doc: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
     let start = doc.find(&open)? + open.len();
     let end = doc[start..].find(&format!("</{tag}>"))? + start;
-    Some(doc[start..end].trim()).filter(|s| !s.is_empty())
+    let text = doc[start..end].trim();
+    let text = text.strip_prefix("<![CDATA[").and_then(|t| t.strip_suffix("]]>")).unwrap_or(text);
+    Some(text.trim()).filter(|s| !s.is_empty())
 }
 
 /// `ssl_verify_peer: false`: TLS that accepts any certificate (bosh-cli's
@@ -646,5 +649,7 @@ mod tests {
         assert_eq!(xml_text(doc, "Code"), Some("NoSuchBucket"));
         assert_eq!(xml_text(doc, "Message"), Some("The specified bucket does not exist"));
         assert_eq!(xml_text("", "Code"), None);
+        let cdata = "<Error><Code><![CDATA[AccessDenied]]></Code></Error>";
+        assert_eq!(xml_text(cdata, "Code"), Some("AccessDenied"));
     }
 }
