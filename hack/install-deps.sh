@@ -19,6 +19,10 @@
 #                            ssh-keygen (for the session's throwaway key)
 #   dig                      the DNS tests ask boshd's BOSH DNS with it, as an
 #                            operator would (dnsutils)
+#   moto_server              the s3 release blobstore tests run moto's
+#                            S3-compatible server; it comes from PyPI into a
+#                            venv of its own (python3-venv), never into the
+#                            system's Python: $MOTO_VENV/bin/moto_server
 # Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
@@ -37,7 +41,18 @@ wanted=(
   "runc|command -v runc && runc --version"
   "openssh-client|[ -x /usr/bin/ssh ] && [ -x /usr/bin/scp ] && [ -x /usr/bin/ssh-keygen ]"
   "dnsutils|command -v dig"
+  "python3-venv|python3 -c 'import venv, ensurepip'"
 )
+
+# moto's server for the s3 blobstore tests (test-utils' `moto` finds it here,
+# or at $BOSH_RS_MOTO). Pinned, so every machine tests against the same server.
+MOTO_VERSION=5.1.20
+MOTO_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/bosh-rs/moto
+moto_ok() {
+  [ -x "$MOTO_VENV/bin/moto_server" ] \
+    && "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" \
+    && "$MOTO_VENV/bin/moto_server" --help >/dev/null
+}
 
 # protoc finds the well-known types either next to itself or in
 # /usr/include; etcd-client's protos import google/protobuf/descriptor.proto.
@@ -64,6 +79,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+if ! moto_ok >/dev/null 2>&1; then
+  echo "installing moto[server]==$MOTO_VERSION into $MOTO_VENV"
+  [ -x "$MOTO_VENV/bin/pip" ] || python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION"
+fi
+
 missing=()
 for entry in "${wanted[@]}"; do
   pkg=${entry%%|*}
@@ -78,6 +99,7 @@ if protoc_include_ok; then
     || missing+=("protoc cannot compile an import of descriptor.proto: $(cat "$probe/err")")
   rm -rf "$probe"
 fi
+moto_ok >/dev/null 2>&1 || missing+=("moto_server $MOTO_VERSION ($MOTO_VENV/bin/moto_server --help)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'install-deps: still missing after install:\n' >&2
   printf '  %s\n' "${missing[@]}" >&2

@@ -17,7 +17,7 @@ use sha1::Digest as _;
 
 /// How long connecting may take, and how long the server may stay silent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,7 @@ pub fn is_url(arg: &str) -> bool {
 }
 
 /// The TLS configuration: ring, the system's roots, and `ca_cert`'s.
-fn tls(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, FetchError> {
+pub(crate) fn tls(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     // A machine without a CA bundle still reaches a server of `--ca-cert`.
     let system = rustls_native_certs::load_native_certs();
@@ -125,7 +125,8 @@ fn tls(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, FetchError> {
         .with_no_client_auth())
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-separated.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -140,10 +141,34 @@ fn chain(e: &dyn std::error::Error) -> String {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// A request body: empty, or a file streamed from disk.
+pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+/// An empty [`Body`].
+pub(crate) fn empty() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
 /// One GET of `u` on a connection of its own.
 async fn get(
     tls: &tokio_rustls::TlsConnector,
     u: &reqwest::Url,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    send(tls, u, hyper::Request::get(u.as_str()), empty(), READ_TIMEOUT).await
+}
+
+/// Sends `request` (its method and headers; the target and `Host` are set
+/// from `u`) with `body` to `u` on a connection of its own, over TLS for
+/// `https`; the answer's head must come within `answer_within` of the
+/// request starting (for an upload: the whole body sent, and answered).
+/// Shared by downloads and the `s3` blobstore.
+pub(crate) async fn send(
+    tls: &tokio_rustls::TlsConnector,
+    u: &reqwest::Url,
+    request: hyper::http::request::Builder,
+    body: Body,
+    answer_within: Duration,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let host = u.host_str().ok_or("no host")?.to_string();
     let port = u.port_or_known_default().ok_or("no port")?;
@@ -176,14 +201,15 @@ async fn get(
         Some(p) => format!("{host}:{p}"),
         None => host,
     };
-    let request = hyper::Request::get(target)
+    let request = request
+        .uri(target)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::USER_AGENT, "boshctl")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(body)
         .map_err(|e| chain(&e))?;
-    tokio::time::timeout(READ_TIMEOUT, sender.send_request(request))
+    tokio::time::timeout(answer_within, sender.send_request(request))
         .await
-        .map_err(|_| format!("no answer within {} s", READ_TIMEOUT.as_secs()))?
+        .map_err(|_| format!("no answer within {} s", answer_within.as_secs()))?
         .map_err(|e| chain(&e))
 }
 

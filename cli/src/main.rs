@@ -48,9 +48,9 @@ enum Command {
     AddBlob(release::AddBlobArgs),
     /// List the release's blobs.
     Blobs(release::DirArg),
-    /// Fetch missing blobs from the release blobstore (local provider).
+    /// Fetch missing blobs from the release blobstore (local or s3 provider).
     SyncBlobs(release::DirArg),
-    /// Store new blobs in the release blobstore (local provider).
+    /// Store new blobs in the release blobstore (local or s3 provider).
     UploadBlobs(release::DirArg),
     /// Build a dev (or --final) release from a release directory.
     CreateRelease(release::CreateArgs),

@@ -1,18 +1,47 @@
-//! Release blobs (`blobs/` tracked by `config/blobs.yml`) and the `local`
-//! blobstore provider (`blobstore: {provider: local, options: {blobstore_path}}`).
+//! Release blobs (`blobs/` tracked by `config/blobs.yml`), the
+//! [`Blobstore`] a provider implements, and the `local` provider
+//! (`blobstore: {provider: local, options: {blobstore_path}}`).
 //!
-//! Only the local provider is implemented: it is what examples and tests
-//! use, and it needs no credentials. Other providers are refused with a
-//! clear error rather than silently skipped, because a create-release that
-//! cannot fetch a blob would otherwise build a release missing files.
+//! Network providers (`s3`) live in the CLI, which owns an async HTTP
+//! client with TLS; this crate keeps what every provider must do the same
+//! way: which blobs to fetch, checking each download against
+//! `config/blobs.yml`'s digest before it enters `blobs/`, and recording an
+//! object id only once its upload succeeded. A provider the caller cannot
+//! open is refused with a clear error rather than skipped, because a
+//! create-release that cannot fetch a blob would otherwise build a release
+//! missing files.
 
 use std::path::{Path, PathBuf};
 
 use super::{
     Error, Result,
-    config::{BlobEntry, BlobsIndex, FinalConfig, read_blobs, write_blobs},
+    config::{BlobEntry, BlobsIndex, BlobstoreConfig, FinalConfig, read_blobs, write_blobs},
     io,
 };
+
+/// What a provider's failure carries (it names its bucket and object id;
+/// the caller adds the blob path).
+pub type BlobstoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A release blobstore: objects under ids it chooses.
+pub trait Blobstore: Send + Sync {
+    /// Writes object `id` to `dest` (a scratch file outside `blobs/`);
+    /// `Ok(false)` if the store has no such object. The caller checks the
+    /// digest, so a provider need not.
+    fn download(&self, id: &str, dest: &Path) -> Result<bool, BlobstoreError>;
+    /// Stores `src` under a fresh id and returns it, only once stored.
+    fn upload(&self, src: &Path) -> Result<String, BlobstoreError>;
+}
+
+/// Opens the release's blobstore (from `config/final.yml` + `private.yml`),
+/// called only when a blob has to be fetched or uploaded, so a release
+/// whose blobs are all present needs no blobstore configuration or network.
+pub type OpenBlobstore<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Blobstore>>;
+
+/// The opener of this crate alone: the local provider.
+pub fn open_local(release_dir: &Path) -> Result<Box<dyn Blobstore>> {
+    Ok(Box::new(LocalBlobstore::from_release(release_dir)?))
+}
 
 /// A blobstore in a local directory: object id → file.
 #[derive(Debug, Clone)]
@@ -25,6 +54,11 @@ impl LocalBlobstore {
     /// The release's blobstore from `config/final.yml` (+ `private.yml`); only `local` is supported.
     pub fn from_release(release_dir: &Path) -> Result<Self> {
         let bs = FinalConfig::read(release_dir)?.blobstore(release_dir)?;
+        Self::from_config(release_dir, &bs)
+    }
+
+    /// The local provider of an already read blobstore configuration.
+    pub fn from_config(release_dir: &Path, bs: &BlobstoreConfig) -> Result<Self> {
         if bs.provider != "local" {
             return Err(Error::entry(
                 "config/final.yml",
@@ -74,6 +108,24 @@ impl LocalBlobstore {
     }
 }
 
+impl Blobstore for LocalBlobstore {
+    fn download(&self, id: &str, dest: &Path) -> Result<bool, BlobstoreError> {
+        if !super::tgz::is_safe_relative(id) || id.contains('/') {
+            return Err(format!("object id '{id}' is not a plain name").into());
+        }
+        let src = self.path.join(id);
+        if !src.exists() {
+            return Ok(false);
+        }
+        std::fs::copy(&src, dest).map_err(io(&src))?;
+        Ok(true)
+    }
+
+    fn upload(&self, src: &Path) -> Result<String, BlobstoreError> {
+        Ok(self.put(src)?)
+    }
+}
+
 /// `add-blob`: copies `src` to `blobs/<blob_path>` and records it in `config/blobs.yml`.
 pub fn add_blob(release_dir: &Path, src: &Path, blob_path: &str) -> Result<BlobEntry> {
     if !super::tgz::is_safe_relative(blob_path) {
@@ -107,15 +159,25 @@ pub fn blob_file(release_dir: &Path, blob_path: &str) -> PathBuf {
     release_dir.join("blobs").join(blob_path)
 }
 
-/// Makes `blobs/` match `config/blobs.yml` before a build: every entry
-/// present with its digest (fetched from the local blobstore if it has an
-/// object id), and files not in the index removed (bosh-cli does the same,
-/// so a stray file cannot slip into a package's `files` glob).
-///
-/// A missing blob with no way to fetch it is an error naming the entry.
+/// Makes `blobs/` match `config/blobs.yml` before a build with the local
+/// provider; see [`sync_blobs_with`].
 pub fn sync_blobs(release_dir: &Path) -> Result<BlobsIndex> {
+    sync_blobs_with(release_dir, &open_local)
+}
+
+/// Makes `blobs/` match `config/blobs.yml` before a build: every entry
+/// present with its digest (fetched from the blobstore `open` gives if it
+/// has an object id), and files not in the index removed (bosh-cli does
+/// the same, so a stray file cannot slip into a package's `files` glob).
+///
+/// A download lands in a scratch dir beside `blobs/` and is moved in only
+/// once its digest matches; a mismatch is refused naming both digests and
+/// leaves nothing in `blobs/`. A missing blob with no way to fetch it is an
+/// error naming the entry.
+pub fn sync_blobs_with(release_dir: &Path, open: OpenBlobstore) -> Result<BlobsIndex> {
     let index = read_blobs(release_dir)?;
     let mut store = None;
+    let mut scratch = None;
     for (path, entry) in &index {
         let file = blob_file(release_dir, path);
         if file.exists() {
@@ -139,19 +201,40 @@ pub fn sync_blobs(release_dir: &Path) -> Result<BlobsIndex> {
             ));
         };
         if store.is_none() {
-            store = Some(LocalBlobstore::from_release(release_dir)?);
+            store = Some(open(release_dir)?);
         }
         let s = store.as_ref().expect("set above");
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if scratch.is_none() {
+            // In the release dir, so the final rename stays on one file system.
+            let dir = tempfile::Builder::new()
+                .prefix(".sync-blobs-")
+                .tempdir_in(release_dir)
+                .map_err(io(release_dir))?;
+            scratch = Some(dir);
         }
-        if !s.get(id, &entry.sha, &file)? {
+        let tmp = scratch.as_ref().expect("set above").path().join("blob");
+        let fetched = s
+            .download(id, &tmp)
+            .map_err(|error| Error::Blobstore { blob: format!("blobs/{path}"), error })?;
+        if !fetched {
             return Err(Error::entry(
                 "config/blobs.yml",
                 path,
                 format!("blobs/{path} is missing and object '{id}' is not in the blobstore"),
             ));
         }
+        if let Err(m) = super::verify_digest(&tmp, &entry.sha)? {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::entry(
+                "config/blobs.yml",
+                path,
+                format!("blobs/{path}: object '{id}' was refused and not saved: {m}"),
+            ));
+        }
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&tmp, &file).map_err(io(&file))?;
     }
     remove_unknown(release_dir, &index)?;
     Ok(index)
@@ -175,23 +258,34 @@ fn remove_unknown(release_dir: &Path, index: &BlobsIndex) -> Result<()> {
     Ok(())
 }
 
-/// `upload-blobs`: puts every blob without an object id into the local
-/// blobstore and records the id. Returns how many were uploaded.
+/// `upload-blobs` with the local provider; see [`upload_blobs_with`].
 pub fn upload_blobs(release_dir: &Path) -> Result<usize> {
+    upload_blobs_with(release_dir, &open_local)
+}
+
+/// `upload-blobs`: puts every blob without an object id into the blobstore
+/// and records its id. `config/blobs.yml` is written after each upload, so
+/// an id is recorded only for a stored object and a failure later on loses
+/// none. Returns how many were uploaded.
+pub fn upload_blobs_with(release_dir: &Path, open: OpenBlobstore) -> Result<usize> {
     let mut index = read_blobs(release_dir)?;
-    let store = LocalBlobstore::from_release(release_dir)?;
-    let mut n = 0;
-    for (path, entry) in index.iter_mut() {
-        if entry.object_id.is_some() {
-            continue;
-        }
+    let pending: Vec<String> =
+        index.iter().filter(|(_, e)| e.object_id.is_none()).map(|(p, _)| p.clone()).collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let store = open(release_dir)?;
+    for path in &pending {
         let file = blob_file(release_dir, path);
+        let entry = index.get_mut(path).expect("listed above");
         if let Err(m) = super::verify_digest(&file, &entry.sha)? {
             return Err(Error::entry("config/blobs.yml", path.as_str(), m));
         }
-        entry.object_id = Some(store.put(&file)?);
-        n += 1;
+        let id = store
+            .upload(&file)
+            .map_err(|error| Error::Blobstore { blob: format!("blobs/{path}"), error })?;
+        entry.object_id = Some(id);
+        write_blobs(release_dir, &index)?;
     }
-    write_blobs(release_dir, &index)?;
-    Ok(n)
+    Ok(pending.len())
 }

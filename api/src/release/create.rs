@@ -16,7 +16,7 @@ use std::{
 use super::{
     Error, Result,
     archive::{ReleaseArchive, read_release_tarball, write_release_tarball},
-    blobs::{LocalBlobstore, sync_blobs},
+    blobs::{LocalBlobstore, OpenBlobstore, open_local, sync_blobs_with},
     build::{BuildContext, Built, Kind, Resource, read_dir_release},
     config::FinalConfig,
     index::{BuildEntry, BuildIndex, ReleaseIndex, build_index_path, releases_dir},
@@ -248,15 +248,26 @@ fn check_version(v: &str) -> Result<()> {
     Version::parse(v).map(|_| ()).map_err(|m| Error::entry("--version", v, m))
 }
 
-/// `create-release` on the release directory `dir`.
+/// `create-release` on the release directory `dir`, fetching missing blobs
+/// from the local provider.
 pub fn create_release(dir: &Path, opts: &CreateOptions) -> Result<CreatedRelease> {
+    create_release_with(dir, opts, &open_local)
+}
+
+/// `create-release` on the release directory `dir`, fetching missing blobs
+/// from the blobstore `open` gives (a caller's network providers).
+pub fn create_release_with(
+    dir: &Path,
+    opts: &CreateOptions,
+    open: OpenBlobstore,
+) -> Result<CreatedRelease> {
     let dir = &std::path::absolute(dir).map_err(io(dir))?;
     if let Some(v) = &opts.version {
         check_version(v)?;
     }
     let dirty = check_dirty(dir, opts.force)?;
     let commit = commit_hash(dir);
-    sync_blobs(dir)?;
+    sync_blobs_with(dir, open)?;
     let rel = read_dir_release(dir)?;
     let name = match &opts.name {
         Some(n) => n.clone(),

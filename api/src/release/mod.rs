@@ -25,7 +25,8 @@
 //! - [`build`]: building job, package and license tarballs from a directory.
 //! - [`create`]: `create-release` and `finalize-release` on a release directory.
 //! - [`archive`]: writing and reading (verifying) release tarballs.
-//! - [`blobs`]: `add-blob`, `sync-blobs` and the local blobstore provider.
+//! - [`blobs`]: `add-blob`, `sync-blobs`, `upload-blobs`, the provider
+//!   interface and the local blobstore provider.
 //! - [`generate`]: `init-release`, `generate-job`, `generate-package`.
 //! - [`stemcell`]: `stemcell.MF` and stemcell tarballs.
 
@@ -46,7 +47,9 @@ mod tgz;
 pub mod version;
 
 pub use archive::{ReleaseArchive, read_release_tarball, write_release_tarball};
-pub use create::{CreateOptions, CreatedRelease, create_release, finalize_release};
+pub use create::{
+    CreateOptions, CreatedRelease, create_release, create_release_with, finalize_release,
+};
 pub use manifest::ReleaseManifest;
 pub use spec::{JobSpec, PackageSpec};
 pub use tgz::Limits;
@@ -85,6 +88,16 @@ pub enum Error {
     /// A tarball could not be unpacked (hostile or broken entry, caps) or written.
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    /// The blobstore failed to store or fetch a blob (the source names the
+    /// bucket or directory and the object id). Shown in the message, not
+    /// as a source, so an error chain does not print it twice.
+    #[error("{blob}: {error}")]
+    Blobstore {
+        /// The blob (`blobs/<path>`).
+        blob: String,
+        /// The provider's error.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A command run while building (`pre_packaging`, `git`) failed.
     #[error("{command} failed ({status}): {output}")]
     Command {
@@ -107,7 +120,7 @@ impl Error {
         match self {
             Error::Yaml(_) | Error::Invalid(_) | Error::Entry { .. } => true,
             Error::Archive(e) => e.refusal().is_some(),
-            Error::Io { .. } | Error::Command { .. } => false,
+            Error::Io { .. } | Error::Command { .. } | Error::Blobstore { .. } => false,
         }
     }
 

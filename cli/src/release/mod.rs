@@ -3,18 +3,45 @@
 //! `generate-job`, `generate-package`, `add-blob`, `blobs`, `sync-blobs`,
 //! `upload-blobs`, `create-release`, `finalize-release` and
 //! `inspect-local-release`. Uploads to boshd come with its API.
+//!
+//! The blob verbs and `create-release` reach the release's blobstore
+//! through [`open_blobstore`]: `local` is bosh-api's, `s3` is [`s3`]'s
+//! (network and TLS live in this crate, the digest checks and
+//! `config/blobs.yml` bookkeeping in bosh-api's `release::blobs`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bosh_api::release::{
     self as rel, CreateOptions,
-    blobs::{add_blob, sync_blobs, upload_blobs},
-    config::read_blobs,
+    blobs::{Blobstore, LocalBlobstore, add_blob, sync_blobs_with, upload_blobs_with},
+    config::{FinalConfig, read_blobs},
     generate,
 };
 
+mod s3;
 mod show;
+
+/// The release's blobstore from `config/final.yml` (+ `config/private.yml`):
+/// `local` or `s3`; any other provider is refused naming the option.
+pub(crate) fn open_blobstore(dir: &Path) -> rel::Result<Box<dyn Blobstore>> {
+    let bs = FinalConfig::read(dir)?.blobstore(dir)?;
+    match bs.provider.as_str() {
+        "local" => Ok(Box::new(LocalBlobstore::from_config(dir, &bs)?)),
+        "s3" => match s3::S3Blobstore::new(&bs.options) {
+            Ok(s) => Ok(Box::new(s)),
+            Err(s3::S3Error::Option { file, key, message }) => {
+                Err(rel::Error::entry(file, format!("blobstore.options.{key}"), message))
+            }
+            Err(e) => Err(rel::Error::Blobstore { blob: "blobstore".into(), error: e.into() }),
+        },
+        other => Err(rel::Error::entry(
+            "config/final.yml",
+            "blobstore.provider",
+            format!("provider '{other}' is not supported by boshctl (supported: local, s3)"),
+        )),
+    }
+}
 
 /// `--dir`: the release directory (default: the current one).
 #[derive(Debug, Clone, clap::Args)]
@@ -155,16 +182,16 @@ pub fn blobs(a: DirArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sync-blobs`: fetches missing blobs from the (local) blobstore.
+/// `sync-blobs`: fetches missing blobs from the release's blobstore.
 pub fn sync(a: DirArg) -> anyhow::Result<()> {
-    let index = sync_blobs(&a.dir).with_context(|| ctx(&a.dir))?;
+    let index = sync_blobs_with(&a.dir, &open_blobstore).with_context(|| ctx(&a.dir))?;
     println!("Synced {} blob(s)", index.len());
     Ok(())
 }
 
-/// `upload-blobs`: stores blobs without an object id in the (local) blobstore.
+/// `upload-blobs`: stores blobs without an object id in the release's blobstore.
 pub fn upload(a: DirArg) -> anyhow::Result<()> {
-    let n = upload_blobs(&a.dir).with_context(|| ctx(&a.dir))?;
+    let n = upload_blobs_with(&a.dir, &open_blobstore).with_context(|| ctx(&a.dir))?;
     println!("Uploaded {n} blob(s)");
     Ok(())
 }
@@ -192,7 +219,8 @@ pub fn create(a: CreateArgs) -> anyhow::Result<()> {
         timestamp_version: a.timestamp_version,
         cache_dir: cache_dir(),
     };
-    let created = rel::create_release(&a.dir.dir, &opts).with_context(|| ctx(&a.dir.dir))?;
+    let created = rel::create_release_with(&a.dir.dir, &opts, &open_blobstore)
+        .with_context(|| ctx(&a.dir.dir))?;
     show::release(&created.manifest, created.tarball.as_deref());
     Ok(())
 }
