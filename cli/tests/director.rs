@@ -193,7 +193,7 @@ async fn releases_and_inspect_release_show_what_a_release_is_compiled_for() {
             packages: vec![pkg("lib", source), pkg("app", source)],
             ..Default::default()
         };
-        let obj = Object::new(ObjectMeta::named(&format!("{name}/1")), spec);
+        let obj = Object::new(ObjectMeta::named(format!("{name}/1")), spec);
         d.store.create(&obj).await.unwrap();
     }
     let o = boshctl(&d, TOKEN, &["releases"]).await;
