@@ -57,14 +57,20 @@ fn compiled_from(
         let name = format!("jobs/{}.tgz", j.name);
         w.file(&name, &unpacked.join(&name)).unwrap();
     }
-    for p in std::mem::take(&mut m.packages) {
+    for (i, p) in std::mem::take(&mut m.packages).into_iter().enumerate() {
         let tgz = unpacked.join(format!("packages/{}.tgz", p.name));
         w.file(&format!("compiled_packages/{}.tgz", p.name), &tgz).unwrap();
+        // Both digest forms BOSH accepts: bare sha1 hex (older CLIs), then
+        // `sha256:<hex>`.
+        let sha1 = match i {
+            0 => bosh_api::release::file_digest_hex::<sha1::Sha1>(&tgz).unwrap(),
+            _ => file_digest(&tgz).unwrap(),
+        };
         m.compiled_packages.push(CompiledPackageRef {
             name: p.name,
             version: p.version,
             fingerprint: p.fingerprint,
-            sha1: file_digest(&tgz).unwrap(),
+            sha1,
             stemcell: stemcell.into(),
             dependencies: p.dependencies,
         });
@@ -127,7 +133,9 @@ async fn a_compiled_release_uploads_to_the_compile_cache_and_merges_per_stemcell
         assert_eq!(c.release, name, "traces to the release version");
         assert_eq!((c.stemcell_os.as_str(), c.stemcell_version.as_str()), ("ubuntu-jammy", "1.5"));
         let blob = c.blob.as_ref().expect("the uploaded blob");
-        assert_eq!(format!("sha256:{}", blob.sha256), cp.sha1, "the tarball's bytes, by digest");
+        let tgz = t1.with_extension("unpacked").join(format!("packages/{}.tgz", cp.name));
+        let digest = format!("sha256:{}", blob.sha256);
+        assert_eq!(digest, file_digest(&tgz).unwrap(), "the tarball's bytes ({})", cp.sha1);
         assert!(storage.exists(&blob.sha256).await.unwrap());
     }
     assert_eq!(
