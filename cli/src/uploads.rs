@@ -287,15 +287,19 @@ pub async fn releases(args: ListArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&list.items)?);
         return Ok(());
     }
-    let mut t = table(&["NAME", "VERSION", "COMMIT HASH", "JOBS", "PACKAGES"]);
+    // COMPILED FOR: the stemcells a compiled release (no package sources)
+    // deploys on; empty for a source release, which deploys anywhere.
+    let mut t = table(&["NAME", "VERSION", "COMMIT HASH", "JOBS", "PACKAGES", "COMPILED FOR"]);
     for r in list.items {
         let dirty = if r.spec.uncommitted_changes { "+" } else { "" };
+        let compiled = r.spec.compiled_only_for().join(",");
         t.add_row([
             r.spec.name,
             r.spec.version,
             format!("{}{dirty}", r.spec.commit_hash),
             r.spec.jobs.len().to_string(),
             r.spec.packages.len().to_string(),
+            compiled,
         ]);
     }
     println!("{t}");
@@ -339,7 +343,8 @@ fn stemcell_state(s: &StemcellStatus) -> String {
 }
 
 /// Runs `inspect-release NAME/VERSION`: every job and package with its
-/// fingerprint, digest and blob.
+/// fingerprint, digest and blob, and the stemcells a package was uploaded
+/// compiled for.
 pub async fn inspect_release(args: NameVersionArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let r: Object<ReleaseSpec> = d.get(&format!("/v1/releases/{}", args.name_version)).await?;
@@ -354,9 +359,19 @@ pub async fn inspect_release(args: NameVersionArgs) -> Result<()> {
     for j in &r.spec.jobs {
         jobs.add_row([&j.name, &j.fingerprint, &j.sha1, &blob(&j.blob), &j.packages.join(",")]);
     }
-    let mut pkgs = table(&["PACKAGE", "FINGERPRINT", "SHA1", "BLOB (sha256)", "DEPENDENCIES"]);
+    // A package without a source blob came in a compiled release: it
+    // deploys only on the stemcells it was compiled for.
+    let mut pkgs =
+        table(&["PACKAGE", "FINGERPRINT", "SHA1", "BLOB (sha256)", "DEPENDENCIES", "COMPILED FOR"]);
     for p in &r.spec.packages {
-        pkgs.add_row([&p.name, &p.fingerprint, &p.sha1, &blob(&p.blob), &p.dependencies.join(",")]);
+        let source = match &p.blob {
+            Some(b) => b.sha256.clone(),
+            None => "(no source)".to_string(),
+        };
+        let row = [&p.name, &p.fingerprint, &p.sha1, &source, &p.dependencies.join(",")];
+        let mut row: Vec<String> = row.into_iter().cloned().collect();
+        row.push(p.compiled_for.join(","));
+        pkgs.add_row(row);
     }
     println!("{jobs}\n\n{pkgs}");
     Ok(())

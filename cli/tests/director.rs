@@ -169,6 +169,45 @@ async fn release_and_stemcell_upload_list_inspect_delete() {
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
 
+/// A compiled release (packages without sources, compiled for a
+/// stemcell) says so in `releases` and `inspect-release`; a source
+/// release's column stays empty.
+#[tokio::test]
+async fn releases_and_inspect_release_show_what_a_release_is_compiled_for() {
+    use bosh_api::objects::{BlobRef, ReleasePackage, ReleaseSpec};
+    use bosh_api::{Object, ObjectMeta};
+    let d = director().await;
+    let pkg = |name: &str, source: bool| ReleasePackage {
+        name: name.into(),
+        version: format!("fp-{name}"),
+        fingerprint: format!("fp-{name}"),
+        sha1: "sha256:aa".into(),
+        blob: source.then(|| BlobRef { sha256: "b".repeat(64), size: 1 }),
+        compiled_for: if source { vec![] } else { vec!["ubuntu-jammy/1.5".into()] },
+        ..Default::default()
+    };
+    for (name, source) in [("compiled", false), ("sourced", true)] {
+        let spec = ReleaseSpec {
+            name: name.into(),
+            version: "1".into(),
+            packages: vec![pkg("lib", source), pkg("app", source)],
+            ..Default::default()
+        };
+        let obj = Object::new(ObjectMeta::named(format!("{name}/1")), spec);
+        d.store.create(&obj).await.unwrap();
+    }
+    let o = boshctl(&d, TOKEN, &["releases"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("COMPILED FOR"), "{}", o.stdout);
+    let line = |name: &str| o.stdout.lines().find(|l| l.contains(name)).unwrap().to_string();
+    assert!(line("compiled").contains("ubuntu-jammy/1.5"), "{}", o.stdout);
+    assert!(!line("sourced").contains("ubuntu-jammy"), "{}", o.stdout);
+    let o = boshctl(&d, TOKEN, &["inspect-release", "compiled/1"]).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lib = o.stdout.lines().find(|l| l.contains("fp-lib")).unwrap();
+    assert!(lib.contains("(no source)") && lib.contains("ubuntu-jammy/1.5"), "{}", o.stdout);
+}
+
 /// Tasks list, a task prints its events like the bosh CLI, and a failed task exits non-zero.
 #[tokio::test]
 async fn tasks_and_events_print_like_bosh() {

@@ -40,7 +40,9 @@ pub struct ReleaseJob {
     pub blob: Option<BlobRef>,
 }
 
-/// A source package as listed in `release.MF`.
+/// A package as listed in `release.MF`: a source package, or a compiled
+/// one of a compiled release (no `blob`, and the stemcells it was uploaded
+/// compiled for in `compiledFor`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleasePackage {
@@ -55,9 +57,15 @@ pub struct ReleasePackage {
     /// Names of packages it depends on.
     #[serde(default)]
     pub dependencies: Vec<String>,
-    /// Where the package tarball is stored.
+    /// Where the source package tarball is stored; none for a package that
+    /// came only compiled (a compiled release), which then deploys only on
+    /// the stemcells of `compiled_for`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<BlobRef>,
+    /// Stemcells (`os/version`) a compiled release brought this package
+    /// compiled for; its CompiledPackage objects hold the blobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compiled_for: Vec<String>,
 }
 
 /// Spec of a Release; `metadata.name` is `<name>/<version>`.
@@ -87,6 +95,26 @@ pub struct ReleaseSpec {
 
 /// Status of a Release.
 pub type ReleaseStatus = ConditionsOnly;
+
+impl ReleaseSpec {
+    /// The stemcells (`os/version`) every package of the release was
+    /// uploaded compiled for, when some package has no source: the only
+    /// stemcells a compiled release deploys on. Empty for a source release.
+    pub fn compiled_only_for(&self) -> Vec<String> {
+        if self.packages.iter().all(|p| p.blob.is_some()) {
+            return Vec::new();
+        }
+        let mut all: Option<std::collections::BTreeSet<&String>> = None;
+        for p in self.packages.iter().filter(|p| p.blob.is_none()) {
+            let these: std::collections::BTreeSet<&String> = p.compiled_for.iter().collect();
+            all = Some(match all {
+                Some(a) => a.intersection(&these).copied().collect(),
+                None => these,
+            });
+        }
+        all.unwrap_or_default().into_iter().cloned().collect()
+    }
+}
 
 impl Kind for ReleaseSpec {
     const KIND: &'static str = "Release";

@@ -135,21 +135,26 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
     let src = std::fs::read_to_string(&mf_path).map_err(io(&mf_path))?;
     let manifest = ReleaseManifest::parse(&src, &mf_file)?;
     manifest.check_consistency(&mf_file)?;
-    let mut check = |member: &str, sha: &str| -> Result<PathBuf> {
+    // `field` is the digest's path inside release.MF (`jobs[0].sha1`).
+    let mut check = |member: &str, field: String, sha: &str| -> Result<PathBuf> {
         let path = dir.join(member);
         if !path.is_file() {
             return Err(Error::entry(file, member, "listed in release.MF but missing"));
         }
         if let Err(m) = super::verify_digest(&path, sha)? {
-            return Err(Error::entry(file, member, format!("digest mismatch: {m}")));
+            return Err(Error::entry(
+                file,
+                member,
+                format!("digest mismatch against release.MF: {field}: {m}"),
+            ));
         }
         budget.scan(&path, &format!("{file}:{member}"))?;
         Ok(path)
     };
     let mut jobs = Vec::new();
-    for j in &manifest.jobs {
+    for (i, j) in manifest.jobs.iter().enumerate() {
         let member = format!("jobs/{}.tgz", j.name);
-        let tgz = check(&member, &j.sha1)?;
+        let tgz = check(&member, format!("jobs[{i}].sha1"), &j.sha1)?;
         let Some(mf) = read_member(&tgz, "job.MF", 4 << 20, &format!("{file}:{member}"))? else {
             return Err(Error::entry(file, &member, "job.MF is missing"));
         };
@@ -165,12 +170,14 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
         jobs.push(ArchiveJob { entry: j.clone(), spec, tgz });
     }
     let mut packages = Vec::new();
-    for p in &manifest.packages {
-        let tgz = check(&format!("packages/{}.tgz", p.name), &p.sha1)?;
+    for (i, p) in manifest.packages.iter().enumerate() {
+        let tgz =
+            check(&format!("packages/{}.tgz", p.name), format!("packages[{i}].sha1"), &p.sha1)?;
         packages.push(ArchivePackage { entry: p.clone(), stemcell: None, tgz });
     }
-    for p in &manifest.compiled_packages {
-        let tgz = check(&format!("compiled_packages/{}.tgz", p.name), &p.sha1)?;
+    for (i, p) in manifest.compiled_packages.iter().enumerate() {
+        let member = format!("compiled_packages/{}.tgz", p.name);
+        let tgz = check(&member, format!("compiled_packages[{i}].sha1"), &p.sha1)?;
         let entry = PackageRef {
             name: p.name.clone(),
             version: p.version.clone(),
@@ -181,7 +188,7 @@ fn verify(tarball: &Path, dir: &Path, file: &str, limits: &Limits) -> Result<Rel
         packages.push(ArchivePackage { entry, stemcell: Some(p.stemcell.clone()), tgz });
     }
     let license = match &manifest.license {
-        Some(l) => Some(check("license.tgz", &l.sha1)?),
+        Some(l) => Some(check("license.tgz", "license.sha1".into(), &l.sha1)?),
         None => None,
     };
     Ok(ReleaseArchive { manifest, dir: dir.to_path_buf(), jobs, packages, license })

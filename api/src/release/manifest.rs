@@ -131,7 +131,13 @@ impl ReleaseManifest {
             }
         }
         for (i, p) in self.compiled_packages.iter().enumerate() {
-            let (os, version) = p.stemcell.split_once('/').unwrap_or((&p.stemcell, ""));
+            let Some((os, version)) = p.stemcell.split_once('/') else {
+                return Err(Error::entry(
+                    file,
+                    format!("compiled_packages[{i}].stemcell"),
+                    format!("expected OS/VERSION, found {:?}", p.stemcell),
+                ));
+            };
             bad(format!("compiled_packages[{i}].stemcell"), check_name(os))?;
             bad(format!("compiled_packages[{i}].stemcell"), check_version(version))?;
         }
@@ -196,6 +202,36 @@ impl ReleaseManifest {
                 }
             }
         }
+        // A compiled package's dependencies were compiled with it, on the
+        // same stemcell: they must be in the release, compiled for it too
+        // (its compile key is made of theirs).
+        let stemcells: std::collections::BTreeMap<&str, &str> =
+            self.compiled_packages.iter().map(|p| (p.name.as_str(), p.stemcell.as_str())).collect();
+        for (i, p) in self.compiled_packages.iter().enumerate() {
+            for (k, d) in p.dependencies.iter().enumerate() {
+                let entry = || format!("compiled_packages[{i}].dependencies[{k}]");
+                match stemcells.get(d.as_str()) {
+                    None if !deps.contains_key(d.as_str()) => {
+                        return Err(Error::entry(
+                            file,
+                            entry(),
+                            format!("package '{d}' is not in the release"),
+                        ));
+                    }
+                    Some(s) if *s == p.stemcell => {}
+                    _ => {
+                        return Err(Error::entry(
+                            file,
+                            entry(),
+                            format!(
+                                "package '{d}' is not compiled for {} in the release",
+                                p.stemcell
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         for (name, ds) in &deps {
             for d in ds.iter() {
                 if !deps.contains_key(d.as_str()) {
@@ -255,4 +291,70 @@ pub fn find_cycle(deps: &std::collections::BTreeMap<&str, &[String]>) -> Option<
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compiled release of `hello` (depending on `lib`) for `stemcell`.
+    fn compiled(stemcell: &str, lib_stemcell: &str) -> ReleaseManifest {
+        let cp = |name: &str, stemcell: &str, deps: &[&str]| CompiledPackageRef {
+            name: name.into(),
+            version: format!("fp-{name}"),
+            fingerprint: format!("fp-{name}"),
+            sha1: "sha256:00".into(),
+            stemcell: stemcell.into(),
+            dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        };
+        ReleaseManifest {
+            name: "hello".into(),
+            version: "1".into(),
+            compiled_packages: vec![cp("lib", lib_stemcell, &[]), cp("hello", stemcell, &["lib"])],
+            ..Default::default()
+        }
+    }
+
+    fn parse(m: &ReleaseManifest) -> Result<ReleaseManifest> {
+        let m = ReleaseManifest::parse(&m.to_yaml()?, "release.MF")?;
+        m.check_consistency("release.MF")?;
+        Ok(m)
+    }
+
+    /// A compiled release round-trips through YAML and passes its checks.
+    #[test]
+    fn a_compiled_release_manifest_is_accepted() {
+        let m = compiled("ubuntu-jammy/1.5", "ubuntu-jammy/1.5");
+        assert_eq!(parse(&m).unwrap(), m);
+    }
+
+    /// A stemcell that is not `os/version` is refused, naming the field.
+    #[test]
+    fn a_stemcell_without_a_version_is_refused_naming_the_field() {
+        let e = parse(&compiled("ubuntu-jammy", "ubuntu-jammy")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "release.MF: compiled_packages[0].stemcell: expected OS/VERSION, found \"ubuntu-jammy\""
+        );
+        let e = parse(&compiled("a/b/c", "a/b/c")).unwrap_err().to_string();
+        assert!(e.starts_with("release.MF: compiled_packages[0].stemcell: "), "{e}");
+    }
+
+    /// A compiled dependency missing, or compiled for another stemcell, is
+    /// refused naming the dependency's path.
+    #[test]
+    fn a_compiled_dependency_missing_or_for_another_stemcell_is_refused() {
+        let mut m = compiled("u/1", "u/1");
+        m.compiled_packages[1].dependencies = vec!["lib".into(), "ghost".into()];
+        let e = parse(&m).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "release.MF: compiled_packages[1].dependencies[1]: package 'ghost' is not in the release"
+        );
+        let e = parse(&compiled("u/1", "u/2")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "release.MF: compiled_packages[1].dependencies[0]: package 'lib' is not compiled for u/1 in the release"
+        );
+    }
 }

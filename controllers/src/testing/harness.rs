@@ -323,25 +323,33 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
     /// object for it (`local/1`), as an upload does, and waits for the
     /// stemcell controller to import it.
     pub async fn upload_stemcell(&self) -> Result<()> {
+        self.upload_stemcell_version("1").await
+    }
+
+    /// [`Harness::upload_stemcell`] as version `version`
+    /// (`bosh-local-agent/<version>`, OS `local`): the same image under
+    /// another stemcell, which packages compile for separately.
+    pub async fn upload_stemcell_version(&self, version: &str) -> Result<()> {
+        let name = format!("bosh-local-agent/{version}");
         let image = &self.rest.image;
         let file = tokio::fs::File::open(image).await?;
         let stream = tokio_util::io::ReaderStream::new(file).map_err(std::io::Error::other);
         let b = self.director.blobs.put_stream(Box::pin(stream), None).await?;
         let spec = StemcellSpec {
             name: "bosh-local-agent".into(),
-            version: "1".into(),
+            version: version.into(),
             operating_system: "local".into(),
             api_version: 2,
             image: Some(b),
             ..Default::default()
         };
-        self.store.create(&Object::new(ObjectMeta::named("bosh-local-agent/1"), spec)).await?;
+        self.store.create(&Object::new(ObjectMeta::named(&name), spec)).await?;
         let store = self.store.clone();
         let cpi = self.director.cpi.name().to_string();
         eventually(Duration::from_secs(120), "stemcell import", || {
-            let (store, cpi) = (store.clone(), cpi.clone());
+            let (store, cpi, name) = (store.clone(), cpi.clone(), name.clone());
             async move {
-                let s: Object<StemcellSpec> = store.get(None, "bosh-local-agent/1").await.ok()?;
+                let s: Object<StemcellSpec> = store.get(None, &name).await.ok()?;
                 s.status.cids.contains_key(&cpi).then_some(())
             }
         })
@@ -359,14 +367,56 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
         };
         let d = dir.to_path_buf();
         tokio::task::spawn_blocking(move || create_release(&d, &opts)).await??;
+        self.upload_release_tarball(&tarball).await?;
+        Ok(())
+    }
+
+    /// Uploads a release tarball (source or compiled) through the API, as
+    /// `upload-release` does; returns the API's answer.
+    pub async fn upload_release_tarball(
+        &self,
+        tarball: &Path,
+    ) -> Result<bosh_api::wire::ReleaseUpload> {
         let r = reqwest::Client::new()
             .post(format!("{}/v1/uploads/releases", self.api_url))
             .bearer_auth(TOKEN)
-            .body(std::fs::read(&tarball)?)
+            .body(tokio::fs::read(tarball).await?)
             .send()
             .await?;
         if !r.status().is_success() {
             bail!("release upload: {}", r.text().await?);
+        }
+        Ok(r.json().await?)
+    }
+
+    /// Exports release `release` (`name/version`) compiled for `stemcell`
+    /// (`os/version`) through the API, as `export-release` does, into
+    /// `dest`.
+    pub async fn export_release(&self, release: &str, stemcell: &str, dest: &Path) -> Result<()> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/exports/releases", self.api_url))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"release": release, "stemcell": stemcell}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("export-release: {}", r.text().await?);
+        }
+        tokio::fs::write(dest, r.bytes().await?).await?;
+        Ok(())
+    }
+
+    /// Deletes release `release` (`name/version`) through the API, as
+    /// `delete-release` does (only the Release object goes: its blobs and
+    /// the compiled packages it was compiled to stay).
+    pub async fn delete_release(&self, release: &str) -> Result<()> {
+        let r = reqwest::Client::new()
+            .delete(format!("{}/v1/releases/{release}", self.api_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("delete-release: {}", r.text().await?);
         }
         Ok(())
     }

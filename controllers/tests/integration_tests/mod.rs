@@ -11,6 +11,7 @@ mod boshd_deploy;
 mod bus;
 mod cck;
 mod compile;
+mod compiled_release;
 mod containers;
 mod cpi;
 mod deploy;

@@ -325,6 +325,40 @@ async fn plan_compiles(
     Ok(CompilePlans { plans })
 }
 
+/// Why the plans cannot be compiled: a package that has no source (it came
+/// in a compiled release) and is not compiled for the plan's stemcell, as
+/// BOSH's "can't use release ... no source". Names the release, the
+/// stemcell, and each such package with the stemcells it was compiled for.
+fn no_source(planned: &CompilePlans, compiled: &BTreeMap<String, BlobRef>) -> Option<String> {
+    for (p, _) in &planned.plans {
+        let mut by_release: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for pkg in
+            p.packages.iter().filter(|x| x.source.is_none() && !compiled.contains_key(&x.key))
+        {
+            let was = match pkg.compiled_for.as_slice() {
+                [] => "no stemcell".to_string(),
+                list => list.join(", "),
+            };
+            by_release
+                .entry(&pkg.release)
+                .or_default()
+                .push(format!("{} (compiled for {was} only)", pkg.name));
+        }
+        if let Some((release, packages)) = by_release.into_iter().next() {
+            return Some(format!(
+                "can't use release {release} on stemcell {}/{}: no source for package {}; \
+                 upload its source release or a release compiled for {}/{}",
+                p.os,
+                p.version,
+                packages.join(", "),
+                p.os,
+                p.version,
+            ));
+        }
+    }
+    None
+}
+
 /// Reconciles one Deployment's compilation.
 pub async fn reconcile(
     obj: Arc<Object<DeploymentSpec>>,
@@ -359,6 +393,13 @@ pub async fn reconcile(
         .iter()
         .filter_map(|o| o.spec.blob.clone().map(|b| (o.metadata.name.clone(), b)))
         .collect();
+    // A compiled release deploys only where it was compiled: refuse now,
+    // before any VM, rather than compile a package that has no source.
+    if let Some(message) = no_source(&planned, &compiled) {
+        set_compiled(store, &name, ConditionStatus::False, Reason::PackageNotCompiled, message)
+            .await?;
+        return Ok(Action::requeue(WAIT));
+    }
     // Stale compile VM records of this deployment: delete their VMs.
     let pending: BTreeSet<&str> = planned
         .plans

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bosh_api::objects::{BlobRef, ReleaseSpec, compile_key};
+use bosh_api::objects::{BlobRef, ReleasePackage, ReleaseSpec, compile_key};
 
 /// One package to have compiled for one stemcell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Planned {
     pub source: Option<BlobRef>,
     /// Direct dependencies: package name → compile key.
     pub dependencies: BTreeMap<String, String>,
+    /// The stemcells (`os/version`) a compiled release brought it compiled
+    /// for: where a package without `source` can be had.
+    pub compiled_for: Vec<String>,
 }
 
 /// Every package a deployment needs, dependencies before dependents.
@@ -137,8 +140,42 @@ fn visit(
         release: release.into(),
         source: p.blob.clone(),
         dependencies: deps,
+        compiled_for: p.compiled_for.clone(),
     });
     Ok(key)
+}
+
+/// Compile keys of every package of a release for one stemcell, by package
+/// name, computed bottom-up exactly as [`plan`] names them. The release
+/// must be consistent (every dependency present, no cycle), as uploads
+/// ensure.
+pub fn keys(packages: &[ReleasePackage], os: &str, version: &str) -> BTreeMap<String, String> {
+    let by_name: BTreeMap<&str, &ReleasePackage> =
+        packages.iter().map(|p| (p.name.as_str(), p)).collect();
+    fn key(
+        name: &str,
+        by_name: &BTreeMap<&str, &ReleasePackage>,
+        os: &str,
+        version: &str,
+        memo: &mut BTreeMap<String, String>,
+    ) -> String {
+        if let Some(k) = memo.get(name) {
+            return k.clone();
+        }
+        let p = by_name[name];
+        // Cycles were refused at upload, so this recursion ends.
+        let deps: Vec<String> =
+            p.dependencies.iter().map(|d| key(d, by_name, os, version, memo)).collect();
+        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+        let k = compile_key(&p.fingerprint, os, version, &deps);
+        memo.insert(name.to_string(), k.clone());
+        k
+    }
+    let mut memo = BTreeMap::new();
+    for p in packages {
+        key(&p.name, &by_name, os, version, &mut memo);
+    }
+    memo
 }
 
 /// The packages that may start now: not compiled, not running, every
@@ -182,7 +219,6 @@ pub use crate::libs::ipam::pick_ip;
 mod tests {
     use super::*;
     use bosh_api::manifest::Subnet;
-    use bosh_api::objects::ReleasePackage;
     use std::net::Ipv4Addr;
 
     fn release(name: &str, pkgs: &[(&str, &[&str])]) -> ReleaseSpec {
@@ -293,6 +329,18 @@ mod tests {
         r2.packages[1].fingerprint = "changed".into();
         let c = plan(&[(&r2, wants(&["hello"]))], "ubuntu", "1").unwrap();
         assert_ne!(a.packages[1].key, c.packages[1].key, "a dependent's key follows its deps");
+    }
+
+    /// [`keys`] names every package as the plan does.
+    #[test]
+    fn keys_agree_with_the_plan() {
+        let r = ten();
+        let p = plan(&[(&r, wants(&["top", "extra"]))], "ubuntu", "1").unwrap();
+        let k = keys(&r.packages, "ubuntu", "1");
+        assert_eq!(k.len(), 10);
+        for x in &p.packages {
+            assert_eq!(k[&x.name], x.key, "{}", x.name);
+        }
     }
 
     /// Missing packages and cycles are named.

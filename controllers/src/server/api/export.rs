@@ -6,7 +6,6 @@
 //! answers the tarball. Packages not yet compiled for that stemcell are
 //! named in a 409: a deployment using the release compiles them.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bosh_api::Object;
-use bosh_api::objects::{CompiledPackageSpec, ReleasePackage, ReleaseSpec, compile_key};
+use bosh_api::objects::{CompiledPackageSpec, ReleaseSpec};
 use bosh_api::release::ReleaseManifest;
 use bosh_api::release::manifest::{CompiledPackageRef, JobRef};
 use bosh_api::wire::ExportRequest;
@@ -27,37 +26,6 @@ use super::{ApiError, ApiState};
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-/// Compile keys of every package of a release for one stemcell, computed
-/// bottom-up exactly as the compilation controller names them.
-fn keys(packages: &[ReleasePackage], os: &str, version: &str) -> BTreeMap<String, String> {
-    let by_name: BTreeMap<&str, &ReleasePackage> =
-        packages.iter().map(|p| (p.name.as_str(), p)).collect();
-    fn key(
-        name: &str,
-        by_name: &BTreeMap<&str, &ReleasePackage>,
-        os: &str,
-        version: &str,
-        memo: &mut BTreeMap<String, String>,
-    ) -> String {
-        if let Some(k) = memo.get(name) {
-            return k.clone();
-        }
-        let p = by_name[name];
-        // Cycles were refused at upload, so this recursion ends.
-        let deps: Vec<String> =
-            p.dependencies.iter().map(|d| key(d, by_name, os, version, memo)).collect();
-        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
-        let k = compile_key(&p.fingerprint, os, version, &deps);
-        memo.insert(name.to_string(), k.clone());
-        k
-    }
-    let mut memo = BTreeMap::new();
-    for p in packages {
-        key(&p.name, &by_name, os, version, &mut memo);
-    }
-    memo
 }
 
 /// Copies a blob to a file.
@@ -88,7 +56,7 @@ pub(super) async fn export_release(
         ));
     };
     let rel: Object<ReleaseSpec> = st.store.get(None, &req.release).await?;
-    let keys = keys(&rel.spec.packages, os, sc_version);
+    let keys = crate::reconcilers::compile::plan::keys(&rel.spec.packages, os, sc_version);
     let mut compiled = Vec::new();
     let mut missing = Vec::new();
     for p in &rel.spec.packages {

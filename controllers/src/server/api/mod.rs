@@ -38,6 +38,7 @@ mod export;
 pub mod healthz;
 pub mod limits;
 pub mod objects;
+mod release_merge;
 mod tasks;
 mod uploads;
 pub use uploads::UploadLimits;

@@ -6,7 +6,9 @@
 //! the blobstore and writes the Release or Stemcell object that points to
 //! them. A tarball that fails any check leaves no object behind.
 //!
-//! - `POST /v1/uploads/releases[?fix=true]`
+//! - `POST /v1/uploads/releases[?fix=true]`: a source or compiled release;
+//!   tarballs of one version merge ([`super::release_merge`]), and a
+//!   compiled one's packages go to the compile cache.
 //! - `POST /v1/uploads/stemcells[?fix=true]`
 //! - `DELETE /v1/releases/<name>/<version>`, `DELETE /v1/stemcells/<name>/<version>`:
 //!   refused (409) while a deployment uses them, naming the deployments.
@@ -28,9 +30,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bosh_api::archive::{Limits, Refusal};
-use bosh_api::objects::{
-    BlobRef, DeploymentSpec, ReleaseJob, ReleasePackage, ReleaseSpec, StemcellSpec,
-};
+use bosh_api::objects::{BlobRef, CompiledPackageSpec, DeploymentSpec, ReleaseSpec, StemcellSpec};
 use bosh_api::release::read_release_tarball;
 use bosh_api::release::stemcell::read_stemcell_with;
 use bosh_api::wire::{ReleaseUpload, Removed, StemcellUpload, UploadQuery, UploadStatus};
@@ -39,6 +39,7 @@ use bosh_blobstore::Storage;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::info;
 
 use super::{ApiError, ApiState};
 
@@ -216,58 +217,76 @@ pub(super) async fn upload_release(
     let mf = &archive.manifest;
     let name = format!("{}/{}", mf.name, mf.version);
     let existing = st.store.try_get::<ReleaseSpec>(None, &name).await?;
-    if let Some(e) = &existing {
-        let same =
-            e.spec.jobs.iter().map(|j| &j.fingerprint).eq(mf.jobs.iter().map(|j| &j.fingerprint))
-                && e.spec
-                    .packages
-                    .iter()
-                    .map(|p| &p.fingerprint)
-                    .eq(mf.packages.iter().map(|p| &p.fingerprint));
-        if !same {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "release {name} exists with different jobs or packages; upload it under another version"
-                ),
-            ));
-        }
-        if !q.fix {
-            let existing =
-                ReleaseUpload::Existing { release: name, status: UploadStatus::AlreadyUploaded };
-            return Ok((StatusCode::OK, Json(existing)).into_response());
+    let merged = super::release_merge::merge(existing.as_ref().map(|e| &e.spec), &archive, q.fix)
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
+    // Cache entries already holding a blob stay as they are: their key
+    // says their result is interchangeable with this one, and instances
+    // may be running it.
+    let mut missing = Vec::new();
+    for c in &merged.compiled {
+        let cached = st.store.try_get::<CompiledPackageSpec>(None, &c.key).await?;
+        if cached.is_none_or(|o| o.spec.blob.is_none()) {
+            missing.push(c);
         }
     }
-    let mut spec = ReleaseSpec {
-        name: mf.name.clone(),
-        version: mf.version.clone(),
-        commit_hash: mf.commit_hash.clone(),
-        uncommitted_changes: mf.uncommitted_changes,
-        tarball: Some(put_file(blobs, &tarball).await?),
-        ..Default::default()
+    if existing.is_some() && !merged.changed && missing.is_empty() && !q.fix {
+        let existing =
+            ReleaseUpload::Existing { release: name, status: UploadStatus::AlreadyUploaded };
+        return Ok((StatusCode::OK, Json(existing)).into_response());
+    }
+    let mut spec = merged.spec;
+    if spec.tarball.is_none() || q.fix {
+        spec.tarball = Some(put_file(blobs, &tarball).await?);
+    }
+    for &(si, ai) in &merged.jobs {
+        spec.jobs[si].blob = Some(put_file(blobs, &archive.jobs[ai].tgz).await?);
+    }
+    for &(si, ai) in &merged.sources {
+        spec.packages[si].blob = Some(put_file(blobs, &archive.packages[ai].tgz).await?);
+    }
+    for c in missing {
+        let blob = put_file(blobs, &archive.packages[c.archive_index].tgz).await?;
+        record_compiled(&st, &c.key, CompiledPackageSpec { blob: Some(blob), ..c.spec.clone() })
+            .await?;
+        info!(package = %c.spec.package, key = %c.key, release = %name, "compiled package uploaded");
+    }
+    let saved = match existing {
+        Some(e) if !merged.changed && !q.fix => e,
+        existing => save(&st, existing, &name, spec).await?,
     };
-    for j in &archive.jobs {
-        spec.jobs.push(ReleaseJob {
-            name: j.entry.name.clone(),
-            version: j.entry.version.clone(),
-            fingerprint: j.entry.fingerprint.clone(),
-            sha1: j.entry.sha1.clone(),
-            packages: j.entry.packages.clone(),
-            blob: Some(put_file(blobs, &j.tgz).await?),
-        });
-    }
-    for p in archive.packages.iter().filter(|p| p.stemcell.is_none()) {
-        spec.packages.push(ReleasePackage {
-            name: p.entry.name.clone(),
-            version: p.entry.version.clone(),
-            fingerprint: p.entry.fingerprint.clone(),
-            sha1: p.entry.sha1.clone(),
-            dependencies: p.entry.dependencies.clone(),
-            blob: Some(put_file(blobs, &p.tgz).await?),
-        });
-    }
-    let saved = save(&st, existing, &name, spec).await?;
     Ok((StatusCode::CREATED, Json(ReleaseUpload::Created(Box::new(saved)))).into_response())
+}
+
+/// Records an uploaded compiled package in the compile cache: creates its
+/// CompiledPackage object, or gives its blob to one that has none yet (a
+/// compile that failed or is under way; the compiler then deletes its VM,
+/// as for any package compiled meanwhile). One that has a blob is kept.
+async fn record_compiled(
+    st: &ApiState,
+    key: &str,
+    spec: CompiledPackageSpec,
+) -> Result<(), ApiError> {
+    loop {
+        let written = match st.store.try_get::<CompiledPackageSpec>(None, key).await? {
+            Some(o) if o.spec.blob.is_some() => return Ok(()),
+            Some(mut o) => {
+                o.spec.blob = spec.blob.clone();
+                st.store.update_spec(&o).await.map(drop)
+            }
+            None => {
+                st.store.create(&Object::new(ObjectMeta::named(key), spec.clone())).await.map(drop)
+            }
+        };
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.is_conflict() || matches!(e, bosh_api::store::Error::AlreadyExists { .. }) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// `POST /v1/uploads/stemcells`.
