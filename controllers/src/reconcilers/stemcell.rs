@@ -177,9 +177,11 @@ async fn import(
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     file.flush().await.map_err(io)?;
     drop(file);
-    cpi.create_stemcell(&path, &obj.spec.cloud_properties)
-        .await
-        .map_err(|source| Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source })
+    cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| Error::Cpi {
+        method: "create_stemcell",
+        stemcell: name.clone(),
+        source,
+    })
 }
 
 /// An error and its sources, `: `-joined, for a condition's message.

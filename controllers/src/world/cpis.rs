@@ -101,8 +101,9 @@ impl CpiRegistry {
     /// The configured CPIs, rebuilt first if the stored configs changed.
     async fn refresh(&self, store: &Store) -> Result<BTreeMap<String, Arc<dyn Cpi>>, CpiError> {
         let prefix = format!("{}/", ConfigType::Cpi.as_str());
-        let configs = store.list::<ConfigSpec>(&prefix).await.map_err(|e| {
-            CpiError::Transient { method: "cpi_config", message: format!("reading: {e}") }
+        let configs = store.list::<ConfigSpec>(&prefix).await.map_err(|e| CpiError::Transient {
+            method: "cpi_config",
+            message: format!("reading: {e}"),
         })?;
         let mut configs: Vec<_> =
             configs.items.into_iter().filter(|c| c.spec.type_ == ConfigType::Cpi).collect();
@@ -143,7 +144,8 @@ impl CpiRegistry {
     /// The CPI of one config entry.
     fn make(&self, e: &CpiEntry) -> std::io::Result<Arc<dyn Cpi>> {
         if e.type_ == cpi_config::LOCAL {
-            let path = |key: &str| e.properties.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
+            let path =
+                |key: &str| e.properties.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
             let dir = path("data_dir").unwrap_or_else(|| self.local.data_dir.clone());
             let mut cpi = LocalCpi::open(&dir)?.with_name(&e.name);
             if let Some(cache) = path("image_cache").or_else(|| self.local.image_cache.clone()) {

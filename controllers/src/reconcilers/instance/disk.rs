@@ -16,9 +16,10 @@ fn cpi(method: &'static str) -> impl FnOnce(crate::world::cpi::CpiError) -> Erro
     move |source| Error::Cpi { method, source }
 }
 
-/// A CPI's name as recorded (`None`: the default CPI), for messages.
-pub fn cpi_label(name: Option<&str>) -> &str {
-    name.unwrap_or("(default)")
+/// A CPI's name as recorded, for messages: `None` is the default CPI,
+/// called `default` (its own name).
+pub fn cpi_label<'a>(name: Option<&'a str>, default: &'a str) -> &'a str {
+    name.unwrap_or(default)
 }
 
 async fn set_status(
@@ -64,8 +65,8 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         return Err(Error::Missing(format!(
             "disk {} is in CPI {} and the VM in CPI {}: a disk cannot move across CPIs",
             disk.metadata.name,
-            cpi_label(disk.status.cpi.as_deref()),
-            cpi_label(cur.status.cpi.as_deref())
+            cpi_label(disk.status.cpi.as_deref(), d.cpi.name()),
+            cpi_label(cur.status.cpi.as_deref(), d.cpi.name())
         )));
     }
     let vm_cpi = d
