@@ -180,44 +180,6 @@ pub async fn step(
     Ok(Progress::Settled)
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use bosh_api::objects::InstanceStatus;
-    use bosh_api::{Object, ObjectMeta};
-
-    use super::*;
-    use crate::world::cpi::ListedVm;
-
-    fn listed(cid: &str, dep: &str) -> ListedVm {
-        let mut metadata = BTreeMap::new();
-        metadata.insert("deployment".to_string(), dep.to_string());
-        metadata.insert("name".to_string(), format!("web/{cid}"));
-        ListedVm { cid: cid.into(), metadata }
-    }
-
-    /// Only VMs tagged with this deployment and owned by no instance are orphans.
-    #[test]
-    fn orphans_are_this_deployments_vms_no_instance_owns() {
-        let mut owner = Object::new(ObjectMeta::scoped("d", "web/a"), InstanceSpec::default());
-        owner.status = InstanceStatus { vm_cid: Some("vm-1".into()), ..Default::default() };
-        let vms = [
-            listed("vm-1", "d"),
-            listed("vm-2", "d"),
-            listed("vm-3", "other"),
-            ListedVm { cid: "vm-4".into(), metadata: BTreeMap::new() },
-        ];
-        let found = orphans("d", &vms, &[owner]);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert_eq!(found[0].id, "orphaned_vm/vm-2");
-        assert_eq!(found[0].type_, ProblemType::OrphanedVm);
-        assert_eq!(found[0].vm_cid.as_deref(), Some("vm-2"));
-        assert_eq!(found[0].resolutions, [Resolution::Ignore, Resolution::DeleteVm]);
-        assert!(found[0].description.contains("vm-2"), "{}", found[0].description);
-    }
-}
-
 /// Every VM of every CPI the director has (the default and the CPI
 /// config's): orphans may be in any. Not supported only when no CPI can
 /// list; a CPI that cannot is left out of the listing.
@@ -260,4 +222,42 @@ async fn delete_orphan(ctx: &Ctx<Deployer>, cid: &str) -> Result<(), CpiError> {
 
 async fn list_all_of(ctx: &Ctx<Deployer>) -> Result<Vec<crate::world::cpi::ListedVm>, CpiError> {
     list_all(&ctx.data.director).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bosh_api::objects::InstanceStatus;
+    use bosh_api::{Object, ObjectMeta};
+
+    use super::*;
+    use crate::world::cpi::ListedVm;
+
+    fn listed(cid: &str, dep: &str) -> ListedVm {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("deployment".to_string(), dep.to_string());
+        metadata.insert("name".to_string(), format!("web/{cid}"));
+        ListedVm { cid: cid.into(), metadata }
+    }
+
+    /// Only VMs tagged with this deployment and owned by no instance are orphans.
+    #[test]
+    fn orphans_are_this_deployments_vms_no_instance_owns() {
+        let mut owner = Object::new(ObjectMeta::scoped("d", "web/a"), InstanceSpec::default());
+        owner.status = InstanceStatus { vm_cid: Some("vm-1".into()), ..Default::default() };
+        let vms = [
+            listed("vm-1", "d"),
+            listed("vm-2", "d"),
+            listed("vm-3", "other"),
+            ListedVm { cid: "vm-4".into(), metadata: BTreeMap::new() },
+        ];
+        let found = orphans("d", &vms, &[owner]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].id, "orphaned_vm/vm-2");
+        assert_eq!(found[0].type_, ProblemType::OrphanedVm);
+        assert_eq!(found[0].vm_cid.as_deref(), Some("vm-2"));
+        assert_eq!(found[0].resolutions, [Resolution::Ignore, Resolution::DeleteVm]);
+        assert!(found[0].description.contains("vm-2"), "{}", found[0].description);
+    }
 }
