@@ -72,7 +72,7 @@ impl CpiRegistry {
         name: Option<&str>,
     ) -> Result<Arc<dyn Cpi>, CpiError> {
         let Some(name) = name else { return Ok(default.clone()) };
-        let built = self.refresh(store).await?;
+        let built = self.refresh(store, default.name()).await?;
         if let Some(cpi) = built.get(name) {
             return Ok(cpi.clone());
         }
@@ -92,14 +92,21 @@ impl CpiRegistry {
         store: &Store,
         default: &Arc<dyn Cpi>,
     ) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
-        let built = self.refresh(store).await?;
+        let built = self.refresh(store, default.name()).await?;
         let mut all = vec![(None, default.clone())];
         all.extend(built.into_iter().map(|(n, c)| (Some(n), c)));
         Ok(all)
     }
 
     /// The configured CPIs, rebuilt first if the stored configs changed.
-    async fn refresh(&self, store: &Store) -> Result<BTreeMap<String, Arc<dyn Cpi>>, CpiError> {
+    /// An entry named as the default CPI (`default_name`) is left out:
+    /// stemcell cids are keyed by CPI name, and two CPIs under one key
+    /// would share cids that only one of them has.
+    async fn refresh(
+        &self,
+        store: &Store,
+        default_name: &str,
+    ) -> Result<BTreeMap<String, Arc<dyn Cpi>>, CpiError> {
         let prefix = format!("{}/", ConfigType::Cpi.as_str());
         let configs = store.list::<ConfigSpec>(&prefix).await.map_err(|e| CpiError::Transient {
             method: "cpi_config",
@@ -123,6 +130,10 @@ impl CpiRegistry {
                     continue;
                 };
                 for e in entries {
+                    if e.name == default_name {
+                        warn!(config = %c.metadata.name, cpi = %e.name, "CPI named as the default CPI left out");
+                        continue;
+                    }
                     if cpis.contains_key(&e.name) {
                         warn!(config = %c.metadata.name, cpi = %e.name, "CPI named twice; the first kept");
                         continue;
