@@ -227,11 +227,6 @@ async fn reconcile_delete(
     Ok(Cleanup::Done)
 }
 
-/// The cid of `stemcell` in the director's default CPI, if imported.
-pub fn cid_for<'a>(stemcell: &'a Object<StemcellSpec>, director: &Director) -> Option<&'a str> {
-    cid_in(stemcell, director.cpi.name())
-}
-
 /// The cid of `stemcell` in the CPI named `cpi` (its [`Cpi::name`]), if
 /// imported.
 ///
