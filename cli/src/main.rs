@@ -79,6 +79,11 @@ enum Command {
     UpdateRuntimeConfig(configs::UpdateArgs),
     /// Print the runtime config.
     RuntimeConfig(configs::ShowArgs),
+    /// Create or replace the CPI config (`cpis: [{name, type, properties,
+    /// exec_path}]`): the CPIs a cloud config's `azs[].cpi` can name.
+    UpdateCpiConfig(configs::UpdateArgs),
+    /// Print the CPI config.
+    CpiConfig(configs::ShowArgs),
     /// Turn resurrection on or off, everywhere or for a deployment or instance group.
     UpdateResurrection(configs::ResurrectionArgs),
     /// Upload a release tarball, directory or URL to the director.
@@ -218,6 +223,8 @@ fn main() {
         Command::UpdateCloudConfig(a) => block_on(configs::update(a, Some(ConfigType::Cloud))),
         Command::CloudConfig(a) => block_on(configs::show(a, Some(ConfigType::Cloud))),
         Command::UpdateRuntimeConfig(a) => block_on(configs::update(a, Some(ConfigType::Runtime))),
+        Command::UpdateCpiConfig(a) => block_on(configs::update(a, Some(ConfigType::Cpi))),
+        Command::CpiConfig(a) => block_on(configs::show(a, Some(ConfigType::Cpi))),
         Command::UpdateResurrection(a) => block_on(configs::update_resurrection(a)),
         Command::RuntimeConfig(a) => block_on(configs::show(a, Some(ConfigType::Runtime))),
         Command::UploadRelease(a) => block_on(uploads::upload_release(a)),

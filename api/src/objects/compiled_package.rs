@@ -54,6 +54,10 @@ pub struct CompileWorker {
     /// The VM's cid, once `create_vm` answered.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vm_cid: String,
+    /// The CPI that makes the VM (the compilation AZ's), by its CPI config
+    /// name; absent: boshd's default CPI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpi: Option<String>,
 }
 
 /// Status of a CompiledPackage.

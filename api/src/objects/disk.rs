@@ -51,6 +51,11 @@ pub struct DiskStatus {
     /// The disk's id in the CPI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
+    /// The CPI the disk was created in, by its CPI config name; absent:
+    /// boshd's default CPI. A disk is attached, detached and deleted only
+    /// through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpi: Option<String>,
     /// Where the disk is in its life.
     #[serde(default)]
     pub phase: DiskPhase,

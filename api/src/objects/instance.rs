@@ -136,6 +136,10 @@ pub struct InstanceSpec {
     /// Availability zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub az: Option<String>,
+    /// The CPI that serves the AZ (the cloud config's `azs[].cpi`, a CPI
+    /// of the CPI config); absent: boshd's default CPI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpi: Option<String>,
     /// Whether this is the group's bootstrap instance.
     #[serde(default)]
     pub bootstrap: bool,
@@ -221,6 +225,11 @@ pub struct InstanceStatus {
     /// The VM's id in the CPI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_cid: Option<String>,
+    /// The CPI that made the VM (or is making it: written with the
+    /// intent), by its CPI config name; absent: boshd's default CPI. Later
+    /// calls on the VM go to it, whatever the cloud config says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpi: Option<String>,
     /// The agent id given to the VM; recorded before create_vm so a lost
     /// reply is adopted rather than repeated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -333,9 +333,17 @@ async fn director(
         ),
     };
     info!(nats = %bus.url(), cpi = cpi.name(), "director ready");
+    let cpis = bosh_controllers::world::cpis::CpiRegistry::new(
+        bosh_controllers::world::cpis::LocalDefaults {
+            data_dir: cpi_dir,
+            image_cache: None,
+            audit_store: Some(store.clone()),
+        },
+    );
     let director = Director {
         store: store.clone(),
         cpi,
+        cpis: Arc::new(cpis),
         nats_url: bus.url(),
         bus: Arc::new(bus),
         agents: bosh_controllers::world::agent_client::AgentClient::new(conn),

@@ -11,11 +11,13 @@
 //! - [`resolve`]: a deployment resolved once (manifest with addons, cloud
 //!   config, releases, stemcells, runtime configs), for the compilation
 //!   and the deployment controllers.
+//! - [`cpi_config`]: the CPI config's format, checked with paths.
 //! - [`tasks`]: numbered tasks and their event logs.
 //! - [`errors`]: an error and its causes as one line.
 //! - [`secret_file`]: private, atomic writes of files holding credentials
 //!   (`bosh_api::secret_file`, re-exported).
 
+pub mod cpi_config;
 pub mod errors;
 pub mod ipam;
 pub mod lookup;

@@ -95,46 +95,65 @@ pub async fn reconcile(
     .await
 }
 
-/// Imports the stemcell into this director's CPI unless it is there.
+/// Imports the stemcell into every CPI of the director (the default and
+/// the CPI config's) that does not have it yet: an AZ of any of them may
+/// place a VM of it. Each import is recorded as it succeeds, so a failure
+/// in one CPI repeats no other's.
 async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Result<Action, Error> {
     let d = &ctx.data;
-    let cpi_name = d.cpi.name().to_string();
     let name = obj.metadata.name.clone();
-    if obj.status.cids.contains_key(&cpi_name) {
-        return Ok(Action::requeue(REQUEUE));
-    }
-    let generation = obj.metadata.generation;
-    let imported = import(&obj, d, &ctx.fence).await;
-    let (status, reason, message) = match &imported {
-        Ok(cid) => {
-            info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
-            (ConditionStatus::True, Reason::Imported, format!("in CPI {cpi_name} as {cid}"))
+    let cpis = d.all_cpis().await.map_err(|source| Error::Cpi {
+        method: "cpi_config",
+        stemcell: name.clone(),
+        source,
+    })?;
+    let mut obj = (*obj).clone();
+    let mut failed = None;
+    for (_, cpi) in cpis {
+        let cpi_name = cpi.name().to_string();
+        if obj.status.cids.contains_key(&cpi_name) {
+            continue;
         }
-        Err(e) => (
-            ConditionStatus::False,
-            Reason::ImportFailed,
-            format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
-        ),
-    };
-    crate::runtime::status::patch(&ctx.store, &mut (*obj).clone(), |s| {
-        if let Ok(cid) = &imported {
-            s.cids.insert(cpi_name.clone(), cid.clone());
-            s.observed_revision = generation;
-        }
-        set_condition(
-            &mut s.conditions,
-            Condition::new(
-                ConditionType::Ready,
-                status,
-                reason.clone(),
-                message.clone(),
-                generation,
+        let generation = obj.metadata.generation;
+        let fenced = crate::world::cpi::FencedCpi::new(cpi, ctx.fence.clone());
+        let imported = import(&obj, d, &fenced).await;
+        let (status, reason, message) = match &imported {
+            Ok(cid) => {
+                info!(stemcell = %name, cpi = %cpi_name, %cid, "stemcell imported");
+                (ConditionStatus::True, Reason::Imported, format!("in CPI {cpi_name} as {cid}"))
+            }
+            Err(e) => (
+                ConditionStatus::False,
+                Reason::ImportFailed,
+                format!("import into CPI {cpi_name} failed: {}", error_chain(e)),
             ),
-        );
-    })
-    .await?;
-    imported?;
-    Ok(Action::requeue(REQUEUE))
+        };
+        crate::runtime::status::patch(&ctx.store, &mut obj, |s| {
+            if let Ok(cid) = &imported {
+                s.cids.insert(cpi_name.clone(), cid.clone());
+                s.observed_revision = generation;
+            }
+            set_condition(
+                &mut s.conditions,
+                Condition::new(
+                    ConditionType::Ready,
+                    status,
+                    reason.clone(),
+                    message.clone(),
+                    generation,
+                ),
+            );
+        })
+        .await?;
+        if let Err(e) = imported {
+            failed = Some(e);
+            break;
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(REQUEUE)),
+    }
 }
 
 /// Reads the image from the blobstore and hands it to the CPI (in the
@@ -142,7 +161,7 @@ async fn import_once(obj: Arc<Object<StemcellSpec>>, ctx: &Ctx<Director>) -> Res
 async fn import(
     obj: &Object<StemcellSpec>,
     d: &Director,
-    fence: &store::Fence,
+    cpi: &crate::world::cpi::FencedCpi,
 ) -> Result<String, Error> {
     let name = obj.metadata.name.clone();
     let image = obj.spec.image.as_ref().ok_or(Error::NoImage { stemcell: name.clone() })?;
@@ -158,10 +177,11 @@ async fn import(
     tokio::io::copy(&mut reader, &mut file).await.map_err(io)?;
     file.flush().await.map_err(io)?;
     drop(file);
-    d.fenced_cpi(fence)
-        .create_stemcell(&path, &obj.spec.cloud_properties)
-        .await
-        .map_err(|source| Error::Cpi { method: "create_stemcell", stemcell: name.clone(), source })
+    cpi.create_stemcell(&path, &obj.spec.cloud_properties).await.map_err(|source| Error::Cpi {
+        method: "create_stemcell",
+        stemcell: name.clone(),
+        source,
+    })
 }
 
 /// An error and its sources, `: `-joined, for a condition's message.
@@ -176,29 +196,41 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Deletes the CPI's copy; the finalizer then lets the object go.
+/// Deletes the copy in each CPI that has one; the finalizer then lets the
+/// object go. A copy in a CPI the director no longer has (its CPI config
+/// entry removed) cannot be reached and is left, with a warning.
 async fn reconcile_delete(
     obj: Arc<Object<StemcellSpec>>,
     ctx: &Ctx<Director>,
 ) -> Result<Cleanup, Error> {
     let d = &ctx.data;
-    if let Some(cid) = obj.status.cids.get(d.cpi.name()) {
-        match d.fenced_cpi(&ctx.fence).delete_stemcell(cid).await {
-            Ok(()) => info!(stemcell = %obj.metadata.name, %cid, "stemcell deleted from CPI"),
+    let stemcell = obj.metadata.name.clone();
+    let cpis = d.all_cpis().await.map_err(|source| Error::Cpi {
+        method: "cpi_config",
+        stemcell: stemcell.clone(),
+        source,
+    })?;
+    for (cpi_name, cid) in &obj.status.cids {
+        let Some((_, cpi)) = cpis.iter().find(|(_, c)| c.name() == cpi_name) else {
+            tracing::warn!(%stemcell, cpi = %cpi_name, %cid, "stemcell left in a CPI the director no longer has");
+            continue;
+        };
+        let fenced = crate::world::cpi::FencedCpi::new(cpi.clone(), ctx.fence.clone());
+        match fenced.delete_stemcell(cid).await {
+            Ok(()) => info!(%stemcell, cpi = %cpi_name, %cid, "stemcell deleted from CPI"),
             Err(e) if e.is_not_found() => {}
             Err(source) => {
-                return Err(Error::Cpi {
-                    method: "delete_stemcell",
-                    stemcell: obj.metadata.name.clone(),
-                    source,
-                });
+                return Err(Error::Cpi { method: "delete_stemcell", stemcell, source });
             }
         }
     }
     Ok(Cleanup::Done)
 }
 
-/// The cid of `stemcell` in this director's CPI, if imported.
-pub fn cid_for<'a>(stemcell: &'a Object<StemcellSpec>, director: &Director) -> Option<&'a str> {
-    stemcell.status.cids.get(director.cpi.name()).map(String::as_str)
+/// The cid of `stemcell` in the CPI named `cpi` (its [`Cpi::name`]), if
+/// imported.
+///
+/// [`Cpi::name`]: crate::world::cpi::Cpi::name
+pub fn cid_in<'a>(stemcell: &'a Object<StemcellSpec>, cpi: &str) -> Option<&'a str> {
+    stemcell.status.cids.get(cpi).map(String::as_str)
 }

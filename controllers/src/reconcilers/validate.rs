@@ -219,14 +219,20 @@ pub fn check_config(obj: &Object<ConfigSpec>) -> Vec<String> {
     let result = match obj.spec.type_ {
         ConfigType::Cloud => CloudConfig::from_value(&obj.spec.content, &file).map(|_| ()),
         ConfigType::Runtime => RuntimeConfig::from_value(&obj.spec.content, &file).map(|_| ()),
-        // Formats of their own arrive with the CPI and resurrection issues;
-        // until then any mapping is accepted.
-        ConfigType::Cpi | ConfigType::Resurrection => Ok(()),
+        // A format of its own arrives with the resurrection issue; until
+        // then any mapping is accepted.
+        ConfigType::Resurrection => Ok(()),
+        ConfigType::Cpi => Ok(()),
     };
     let mut errors: Vec<String> = match result {
         Ok(()) => Vec::new(),
         Err(errs) => errs.to_string().lines().map(str::to_string).collect(),
     };
+    if obj.spec.type_ == ConfigType::Cpi
+        && let Err(errs) = crate::libs::cpi_config::parse(&obj.spec.content, &file)
+    {
+        errors.extend(errs);
+    }
     let prefix = format!("{}/", obj.spec.type_.as_str());
     if !obj.metadata.name.starts_with(&prefix) {
         errors.push(format!(

@@ -157,6 +157,7 @@ fn i1_catches_an_untagged_vm_but_not_a_recorded_compile_vm() {
         request_id: "compile-1".into(),
         ip: "127.0.0.1".into(),
         vm_cid: "vm-c".into(),
+        cpi: None,
     });
     w.now.compiled.push(pkg);
     assert_eq!(check_world(&w), []);

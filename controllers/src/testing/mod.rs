@@ -203,9 +203,15 @@ impl LocalWorld {
     /// A [`crate::world::director::Director`] over this world. The CPI and the bus
     /// move into it, so this consumes the world's handles on them.
     pub fn director(self) -> (crate::world::director::Director, LocalWorldRest) {
+        let cpis = crate::world::cpis::CpiRegistry::new(crate::world::cpis::LocalDefaults {
+            data_dir: self.env.dir().join("cpi"),
+            image_cache: Some(self.cpi.image_cache().to_path_buf()),
+            audit_store: Some(self.store.clone()),
+        });
         let director = crate::world::director::Director {
             store: self.store.clone(),
             cpi: Arc::new(self.cpi),
+            cpis: Arc::new(cpis),
             bus: Arc::new(self.bus),
             nats_url: self.nats.url(),
             agents: self.agents.clone(),

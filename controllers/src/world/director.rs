@@ -11,16 +11,21 @@ use bosh_blobstore::Storage;
 
 use crate::world::agent_client::AgentClient;
 use crate::world::bus::{Bus, Credentials};
-use crate::world::cpi::{Cpi, FencedCpi};
+use crate::world::cpi::{Cpi, CpiError, FencedCpi};
+use crate::world::cpis::CpiRegistry;
 
 /// The director's handles on the world.
 #[derive(Clone)]
 pub struct Director {
     /// The store (controllers use their fenced copy from `Ctx`).
     pub store: Store,
-    /// The CPI VMs and disks are made with. Controllers mutate through
-    /// [`Director::fenced_cpi`]; its mutations need a fence.
+    /// The default CPI: the one boshd was started with, which serves every
+    /// AZ that names no CPI of the CPI config. Controllers mutate through
+    /// [`Director::fenced_cpi`] / [`Director::fenced_cpi_named`]; their
+    /// mutations need a fence.
     pub cpi: Arc<dyn Cpi>,
+    /// The CPI config's CPIs, by name (see [`crate::world::cpis`]).
+    pub cpis: Arc<CpiRegistry>,
     /// Agents' NATS credentials.
     pub bus: Arc<Bus>,
     /// The URL agents reach NATS at.
@@ -43,6 +48,26 @@ impl Director {
     /// `ctx.fence`, and every mutation made through the handle carries it.
     pub fn fenced_cpi(&self, fence: &Fence) -> FencedCpi {
         FencedCpi::new(self.cpi.clone(), fence.clone())
+    }
+
+    /// The CPI recorded as `name` (`None`: the default CPI), for reads.
+    pub async fn cpi_named(&self, name: Option<&str>) -> Result<Arc<dyn Cpi>, CpiError> {
+        self.cpis.get(&self.store, &self.cpi, name).await
+    }
+
+    /// The CPI recorded as `name`, bound to a controller term (see
+    /// [`Director::fenced_cpi`]).
+    pub async fn fenced_cpi_named(
+        &self,
+        name: Option<&str>,
+        fence: &Fence,
+    ) -> Result<FencedCpi, CpiError> {
+        Ok(FencedCpi::new(self.cpi_named(name).await?, fence.clone()))
+    }
+
+    /// Every CPI: the default (`None`) and the CPI config's, by name.
+    pub async fn all_cpis(&self) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
+        self.cpis.all(&self.store, &self.cpi).await
     }
 
     /// Bootstrap settings for a new VM's agent.

@@ -6,6 +6,7 @@
 //!   agents, blobstore, bus), and the fence its CPI mutations carry.
 //! - [`cpi`]: the Cloud Provider Interface and its `local` and `external`
 //!   implementations (the `bosh-cpi` crate, re-exported).
+//! - [`cpis`]: the CPI config's CPIs beside the default one, by name.
 //! - [`agent_client`]: typed client for the agent protocol over NATS.
 //! - [`bus`]: per-agent NATS credentials and permissions.
 //! - [`nats_server`]: the nats-server boshd runs for a local environment.
@@ -15,5 +16,6 @@ pub mod agent_client;
 pub mod blobs;
 pub mod bus;
 pub use bosh_cpi as cpi;
+pub mod cpis;
 pub mod director;
 pub mod nats_server;

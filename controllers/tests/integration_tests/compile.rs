@@ -342,6 +342,7 @@ async fn a_compile_vm_whose_reply_was_lost_is_adopted_by_request_id() {
         request_id: "compile-adopt-me".into(),
         ip: h.subnet.ip(30).to_string(),
         vm_cid: String::new(),
+        cpi: None,
     };
     obj.status.worker = Some(worker.clone());
     h.store.update_status(&obj).await.unwrap();

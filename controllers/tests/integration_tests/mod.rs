@@ -27,6 +27,7 @@ mod kv_example;
 mod leader;
 mod lifecycle;
 mod links;
+mod multi_cpi;
 mod resurrect;
 mod runtime;
 mod runtime_helpers;

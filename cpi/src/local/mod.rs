@@ -48,6 +48,8 @@ pub use bosh_api::local_stemcell::{AGENT_BINARY, FORMAT as STEMCELL_FORMAT, buil
 
 /// The local CPI, rooted at a data directory.
 pub struct LocalCpi {
+    /// Its name in logs and stemcell cids (`local` unless renamed).
+    name: String,
     root: PathBuf,
     records: Records,
     /// Serializes this process's read-modify-write of records (never held
@@ -84,6 +86,7 @@ impl LocalCpi {
         let records = Records::init(root)?;
         let audit = AuditLog::open(root)?;
         Ok(LocalCpi {
+            name: "local".to_string(),
             root: root.to_path_buf(),
             records,
             lock: Mutex::new(()),
@@ -92,6 +95,13 @@ impl LocalCpi {
             machines: container_vm::Machines::new(root),
             image_cache: root.join("images"),
         })
+    }
+
+    /// Renames the CPI: a CPI config's `local` CPI goes by its config
+    /// name, which keys stemcell cids and is recorded with VMs and disks.
+    pub fn with_name(mut self, name: &str) -> LocalCpi {
+        self.name = name.to_string();
+        self
     }
 
     /// Unpacks operating system images into `dir` instead of the data dir:
@@ -501,7 +511,7 @@ fn new_cid(prefix: &str) -> String {
 #[async_trait]
 impl super::Cpi for LocalCpi {
     fn name(&self) -> &str {
-        "local"
+        &self.name
     }
 
     async fn info(&self) -> CpiResult<CpiInfo> {

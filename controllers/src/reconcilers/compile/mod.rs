@@ -48,7 +48,7 @@ use tracing::{info, warn};
 use crate::libs::{lookup, resolve};
 use crate::runtime::{Action, Ctx, Predicate, Trigger, Wiring, Workers};
 use crate::world::agent_client::AgentError;
-use crate::world::cpi::{CpiError, FencedCpi};
+use crate::world::cpi::CpiError;
 use crate::world::director::Director;
 use vms::CompileEnv;
 
@@ -259,9 +259,15 @@ async fn plan_compiles(
             blocked(Reason::NoCompilation, format!("network {:?} has no subnet", comp.network))
         })?;
     let mut cloud_properties = props(&comp.cloud_properties);
-    if let Some(az) = comp.az.as_deref().and_then(|az| cloud.azs.iter().find(|a| a.name == az)) {
+    let az = comp.az.as_deref().and_then(|az| cloud.azs.iter().find(|a| a.name == az));
+    if let Some(az) = az {
         cloud_properties.extend(props(&az.cloud_properties));
     }
+    // Compile VMs are made by the compilation AZ's CPI.
+    let cpi_name = az.and_then(|az| az.cpi.clone());
+    let cpi = director.cpi_named(cpi_name.as_deref()).await.map_err(|e| {
+        blocked(Reason::NoCompilation, format!("compilation az {:?}: {e}", comp.az))
+    })?;
     if let Some(vt) = comp.vm_type.as_deref() {
         let vt = cloud
             .vm_types
@@ -298,10 +304,10 @@ async fn plan_compiles(
     for (alias, wants) in by_alias {
         let sc = lookup::stemcell(&manifest, &alias, &stemcells)
             .map_err(|b| blocked(b.reason, b.message))?;
-        let Some(cid) = crate::reconcilers::stemcell::cid_for(sc, director) else {
+        let Some(cid) = crate::reconcilers::stemcell::cid_in(sc, cpi.name()) else {
             return Err(blocked(
                 Reason::StemcellNotImported,
-                format!("stemcell {} is not yet in CPI {}", sc.metadata.name, director.cpi.name()),
+                format!("stemcell {} is not yet in CPI {}", sc.metadata.name, cpi.name()),
             ));
         };
         let needed: Vec<(&ReleaseSpec, Vec<(String, String)>)> =
@@ -310,6 +316,7 @@ async fn plan_compiles(
             .map_err(|e| blocked(Reason::PlanFailed, e.to_string()))?;
         let env = CompileEnv {
             deployment: name.clone(),
+            cpi: cpi_name.clone(),
             stemcell_cid: cid.to_string(),
             cloud_properties: serde_json::Value::Object(cloud_properties.clone()),
             network: comp.network.clone(),
@@ -413,7 +420,7 @@ pub async fn reconcile(
             && w.deployment == name
             && (o.spec.blob.is_some() || !pending.contains(o.metadata.name.as_str()))
         {
-            vms::delete(&ctx.store, &fenced_cpi(&ctx), &ctx.data, w).await?;
+            vms::delete(&ctx.store, &ctx.fence, &ctx.data, w).await?;
             vms::record(store, &o.metadata.name, None).await?;
         }
     }
@@ -539,7 +546,7 @@ async fn walk(
     }
     // Reused VMs are deleted when the walk is done.
     for w in pool {
-        vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &w.worker).await?;
+        vms::delete(&ctx.store, &ctx.fence, &ctx.data, &w.worker).await?;
         vms::record(&ctx.store, &w.key, None).await?;
     }
     match failure {
@@ -562,7 +569,7 @@ async fn compile_one(
 ) -> CompileResult {
     let store = &ctx.store;
     let c = &ctx.data;
-    let cpi = fenced_cpi(ctx);
+    let fence = &ctx.fence;
     let obj = match ensure_object(store, os, version, pkg).await {
         Ok(o) => o,
         Err(e) => return Err((e, reuse)),
@@ -581,7 +588,7 @@ async fn compile_one(
             // a stale VM of ours recorded there goes first.
             let moved = async {
                 if let Some(stale) = &obj.status.worker {
-                    vms::delete(store, &cpi, c, stale).await?;
+                    vms::delete(store, fence, c, stale).await?;
                 }
                 vms::record(store, &vm.key, None).await?;
                 vms::record(store, &pkg.key, Some(vm.worker.clone())).await
@@ -605,7 +612,7 @@ async fn compile_one(
             };
             let mut vm = vms::Worker { key: pkg.key.clone(), worker };
             let up = async {
-                vms::ensure_vm(store, &cpi, c, env, &pkg.key, &mut vm.worker).await?;
+                vms::ensure_vm(store, fence, c, env, &pkg.key, &mut vm.worker).await?;
                 vms::wait_for_agent(c, env, &vm.worker).await
             }
             .await;
@@ -662,11 +669,6 @@ async fn compile_one(
     }
 }
 
-/// The CPI in this reconcile's term.
-fn fenced_cpi(ctx: &Ctx<Compiler>) -> FencedCpi {
-    ctx.data.director.fenced_cpi(&ctx.fence)
-}
-
 /// Appends a "Compiling packages" event to the deployment's task, if it has
 /// one. Best effort: a lost event must not fail or repeat a compile.
 async fn event(store: &Store, env: &CompileEnv, object: &str, state: EventState, error: &str) {
@@ -687,7 +689,7 @@ async fn finish(
     if env.reuse && healthy {
         return Ok(Some(vm));
     }
-    vms::delete(&ctx.store, &fenced_cpi(ctx), &ctx.data, &vm.worker).await?;
+    vms::delete(&ctx.store, &ctx.fence, &ctx.data, &vm.worker).await?;
     vms::record(&ctx.store, &vm.key, None).await?;
     Ok(None)
 }

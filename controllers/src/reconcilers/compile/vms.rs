@@ -10,7 +10,7 @@ use bosh_api::manifest::Subnet;
 use bosh_api::objects::{
     CompileWorker, CompiledPackageSpec, InstanceNetwork, InstanceSpec, Reason,
 };
-use bosh_api::store::Store;
+use bosh_api::store::{Fence, Store};
 use tracing::info;
 
 use super::{Compiler, Error, plan};
@@ -31,7 +31,10 @@ pub struct Worker {
 pub struct CompileEnv {
     /// The deployment compiling.
     pub deployment: String,
-    /// The stemcell's cid in this CPI.
+    /// The CPI compile VMs are made in: the compilation AZ's (`None`: the
+    /// default CPI).
+    pub cpi: Option<String>,
+    /// The stemcell's cid in that CPI.
     pub stemcell_cid: String,
     /// vm_type (and az, and legacy compilation) cloud properties, merged.
     pub cloud_properties: serde_json::Value,
@@ -93,6 +96,7 @@ pub async fn claim(
         request_id: format!("compile-{id}"),
         ip: ip.to_string(),
         vm_cid: String::new(),
+        cpi: env.cpi.clone(),
     };
     // The status write is a compare-and-swap: a claim racing this one
     // fails here rather than overwriting it.
@@ -115,18 +119,27 @@ pub async fn record(store: &Store, key: &str, worker: Option<CompileWorker>) -> 
     Ok(())
 }
 
-/// The VM of `worker`: adopted if the CPI has one for its request id (a
-/// reply lost to a crash), else created through `cpi` (the reconcile's
-/// term). Records the cid.
+/// The CPI that makes (made) `worker`'s VM, in the term of `fence`.
+async fn cpi_of(c: &Compiler, fence: &Fence, worker: &CompileWorker) -> Result<FencedCpi, Error> {
+    c.director
+        .fenced_cpi_named(worker.cpi.as_deref(), fence)
+        .await
+        .map_err(|source| Error::Cpi { agent: worker.agent_id.clone(), source })
+}
+
+/// The VM of `worker`: adopted if its CPI has one for its request id (a
+/// reply lost to a crash), else created there in the term of `fence`.
+/// Records the cid.
 pub async fn ensure_vm(
     store: &Store,
-    cpi: &FencedCpi,
+    fence: &Fence,
     c: &Compiler,
     env: &CompileEnv,
     key: &str,
     worker: &mut CompileWorker,
 ) -> Result<(), Error> {
     let d = &c.director;
+    let cpi = cpi_of(c, fence, worker).await?;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
     let found = cpi.find_vm_by_request(&worker.request_id).await;
     let cid = match crate::world::cpi::unsupported_as_none(found).map_err(cpi_err)? {
@@ -209,15 +222,17 @@ pub async fn wait_for_agent(
     })
 }
 
-/// Deletes the worker's VM (by cid, or found by request id) through `cpi`
-/// and revokes its bus credentials. Idempotent.
+/// Deletes the worker's VM (by cid, or found by request id) through the
+/// CPI that made it, in the term of `fence`, and revokes its bus
+/// credentials. Idempotent.
 pub async fn delete(
     store: &Store,
-    cpi: &FencedCpi,
+    fence: &Fence,
     c: &Compiler,
     worker: &CompileWorker,
 ) -> Result<(), Error> {
     let d = &c.director;
+    let cpi = cpi_of(c, fence, worker).await?;
     let cpi_err = |source| Error::Cpi { agent: worker.agent_id.clone(), source };
     let cid = if worker.vm_cid.is_empty() {
         let found = cpi.find_vm_by_request(&worker.request_id).await;

@@ -194,6 +194,7 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
         id: d.id.clone(),
         index: d.index,
         az: d.az.clone(),
+        cpi: cpi_of(cx, d),
         bootstrap: d.bootstrap,
         desired_state: ov.state.unwrap_or(DesiredState::Started),
         stemcell: sc.metadata.name.clone(),
@@ -220,6 +221,12 @@ pub fn build(cx: &Context, d: &Desired) -> Result<Built, Blocked> {
     let render = RenderRequest { instance, jobs: jobs.render };
     let env_versions = cx.env_versions.get(&g.name).cloned().unwrap_or_default();
     Ok(Built { spec, render, env_versions })
+}
+
+/// The CPI of the instance's AZ (`None`: the default CPI).
+pub fn cpi_of(cx: &Context, d: &Desired) -> Option<String> {
+    let az = d.az.as_deref()?;
+    cx.cloud.azs.iter().find(|a| a.name == az)?.cpi.clone()
 }
 
 /// Cloud properties: AZ, then vm_type (or vm_resources), then extensions.
@@ -518,6 +525,11 @@ pub fn finish(spec: &mut InstanceSpec, env_versions: &BTreeMap<String, String>, 
     });
     if !env_versions.is_empty() {
         vm["env_versions"] = json!(env_versions);
+    }
+    // Another CPI is another VM (only named when not the default, so the
+    // digests of a single-CPI director stay as they were).
+    if let Some(cpi) = &spec.cpi {
+        vm["cpi"] = json!(cpi);
     }
     spec.vm_hash = digest(&vm);
     spec.config_hash = digest(&json!({

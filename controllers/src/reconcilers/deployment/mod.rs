@@ -52,8 +52,8 @@ use std::time::Duration;
 use bosh_api::manifest::Manifest;
 use bosh_api::meta::{find_condition, join_bounded, set_condition};
 use bosh_api::objects::{
-    BlobRef, ConditionType, DeploymentSpec, ErrandRunSpec, EventState, Finalizer, InstanceSpec,
-    LinkStatus, Reason, TaskState,
+    BlobRef, ConditionType, DeploymentSpec, DiskSpec, ErrandRunSpec, EventState, Finalizer,
+    InstanceSpec, LinkStatus, Reason, TaskState,
 };
 use bosh_api::store::{self, Store};
 use bosh_api::{Condition, ConditionStatus, Object, ObjectMeta};
@@ -642,6 +642,57 @@ async fn foreign_of(ctx: &Ctx<Deployer>, name: &str) -> Result<Option<links::For
     Ok(Some(links::Foreign { manifest: dep.manifest, specs, planned }))
 }
 
+/// Refuses, before anything changes, a plan that would move an instance
+/// with a persistent disk into an AZ of another CPI: a disk is attached
+/// only to VMs of the CPI it lives in (BOSH migrates disks within a CPI,
+/// never across). Only instances whose AZ's CPI changes are looked at,
+/// so a deploy that moves nothing across CPIs reads no Disk.
+async fn refuse_disk_moves_across_cpis(
+    ctx: &Ctx<Deployer>,
+    deployment: &str,
+    view: &View,
+    built: &[desired::Built],
+) -> Result<(), Failure> {
+    let default = ctx.data.director.cpi.name();
+    let label =
+        |n: Option<&'_ str>| crate::reconcilers::instance::disk::cpi_label(n, default).to_string();
+    let mut refused = Vec::new();
+    for b in built {
+        let Some(cur) = view.mine.iter().find(|i| i.spec.id == b.spec.id) else { continue };
+        if cur.spec.cpi == b.spec.cpi {
+            continue;
+        }
+        let key = &cur.metadata.name;
+        let Some(disk) = ctx.store.try_get::<DiskSpec>(Some(deployment), key).await? else {
+            continue;
+        };
+        if disk.status.cid.is_none() || disk.status.cpi == b.spec.cpi {
+            continue;
+        }
+        let az = |az: &Option<String>| az.clone().unwrap_or_else(|| "(none)".into());
+        refused.push(format!(
+            "instance {}/{} (index {}) cannot move from az {} (CPI {}) to az {} (CPI {}): its persistent disk {} is in CPI {}, and a disk cannot move across CPIs",
+            b.spec.group,
+            b.spec.id,
+            b.spec.index,
+            az(&cur.spec.az),
+            label(cur.spec.cpi.as_deref()),
+            az(&b.spec.az),
+            label(b.spec.cpi.as_deref()),
+            disk.status.cid.as_deref().unwrap_or_default(),
+            label(disk.status.cpi.as_deref()),
+        ));
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Blocked::new(
+        Reason::PlacementFailed,
+        format!("deployment {deployment}: {}", join_bounded(&refused, "; ", 10)),
+    )
+    .into())
+}
+
 /// Plans the deployment on `view` and decides the rollout step (writing
 /// nothing but the plan's addresses into the address book, and rendered
 /// templates into the blobstore).
@@ -769,6 +820,7 @@ async fn assess(
         .await
         .map_err(|e| Blocked::new(Reason::BuildFailed, format!("building specs panicked: {e}")))??
     };
+    refuse_disk_moves_across_cpis(ctx, name, view, &built).await?;
     render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
     // Deletions first, all at once: BOSH deletes unneeded instances before

@@ -131,8 +131,8 @@ pub async fn reconcile(
     if dep.metadata.is_deleting() {
         return Ok(Action::await_change());
     }
-    let cpi = ctx.data.director.fenced_cpi(&ctx.fence);
-    let listed = match cpi.list_vms().await {
+    let director = &ctx.data.director;
+    let listed = match super::problems::list_all(director).await {
         Ok(l) => l,
         Err(CpiError::NotSupported { .. }) => {
             debug!(deployment = %name, "this CPI cannot list VMs: no orphaned-VM scan");
@@ -169,7 +169,7 @@ pub async fn reconcile(
     let mut deleted = Vec::new();
     for cid in &expired {
         store.check_fence().await?;
-        match cpi.delete_vm(cid).await {
+        match super::problems::delete_orphan_in(director, &ctx.fence, cid).await {
             Ok(()) => {
                 info!(deployment = %name, vm = %cid, "orphaned VM deleted after its grace period")
             }

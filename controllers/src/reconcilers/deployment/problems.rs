@@ -98,7 +98,7 @@ pub async fn step(
             let stage = "Applying problem resolutions";
             event(store, task, stage, &object, EventState::Started, "").await;
             store.check_fence().await?;
-            match ctx.data.director.fenced_cpi(&ctx.fence).delete_vm(cid).await {
+            match delete_orphan(ctx, cid).await {
                 Ok(()) => info!(deployment = %name, vm = %cid, "orphaned VM deleted"),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
@@ -147,7 +147,7 @@ pub async fn step(
     let mut notes = dep.status.cloud_check.notes.clone();
     if dep.status.cloud_check.scanned != want.scan {
         notes.clear();
-        match ctx.data.director.cpi.list_vms().await {
+        match list_all_of(ctx).await {
             Ok(listed) => {
                 // Read the instances again, after the listing (see `orphans`).
                 let fresh = store.list::<InstanceSpec>(&format!("{name}/")).await?.items;
@@ -178,6 +178,50 @@ pub async fn step(
     })
     .await?;
     Ok(Progress::Settled)
+}
+
+/// Every VM of every CPI the director has (the default and the CPI
+/// config's): orphans may be in any. Not supported only when no CPI can
+/// list; a CPI that cannot is left out of the listing.
+pub async fn list_all(
+    director: &crate::world::director::Director,
+) -> Result<Vec<crate::world::cpi::ListedVm>, CpiError> {
+    let mut all = Vec::new();
+    let mut listed_any = false;
+    for (_, cpi) in director.all_cpis().await? {
+        match cpi.list_vms().await {
+            Ok(vms) => {
+                listed_any = true;
+                all.extend(vms);
+            }
+            Err(CpiError::NotSupported { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if listed_any { Ok(all) } else { Err(CpiError::NotSupported { method: "list_vms" }) }
+}
+
+/// Deletes orphaned VM `cid` (no record says which CPI made it) through
+/// the first CPI that has it; not found when none does.
+pub async fn delete_orphan_in(
+    director: &crate::world::director::Director,
+    fence: &bosh_api::store::Fence,
+    cid: &str,
+) -> Result<(), CpiError> {
+    for (_, cpi) in director.all_cpis().await? {
+        if matches!(cpi.has_vm(cid).await, Ok(true)) {
+            return crate::world::cpi::FencedCpi::new(cpi, fence.clone()).delete_vm(cid).await;
+        }
+    }
+    Err(CpiError::NotFound { what: "vm", cid: cid.to_string() })
+}
+
+async fn delete_orphan(ctx: &Ctx<Deployer>, cid: &str) -> Result<(), CpiError> {
+    delete_orphan_in(&ctx.data.director, &ctx.fence, cid).await
+}
+
+async fn list_all_of(ctx: &Ctx<Deployer>) -> Result<Vec<crate::world::cpi::ListedVm>, CpiError> {
+    list_all(&ctx.data.director).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,12 @@ fn cpi(method: &'static str) -> impl FnOnce(crate::world::cpi::CpiError) -> Erro
     move |source| Error::Cpi { method, source }
 }
 
+/// A CPI's name as recorded, for messages: `None` is the default CPI,
+/// called `default` (its own name).
+pub fn cpi_label<'a>(name: Option<&'a str>, default: &'a str) -> &'a str {
+    name.unwrap_or(default)
+}
+
 async fn set_status(
     store: &Store,
     disk: &mut Object<DiskSpec>,
@@ -52,19 +58,33 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     let d = &ctx.data.director;
     let vm = cur.status.vm_cid.clone().expect("ensure runs with a VM");
     let mut disk = object(&ctx.store, cur).await?;
+    // A disk lives in the CPI of the VM it is made beside, and can be
+    // attached only to VMs of that CPI (the deployment refuses an AZ move
+    // across CPIs before it gets here).
+    if disk.status.cid.is_some() && disk.status.cpi != cur.status.cpi {
+        return Err(Error::Missing(format!(
+            "disk {} is in CPI {} and the VM in CPI {}: a disk cannot move across CPIs",
+            disk.metadata.name,
+            cpi_label(disk.status.cpi.as_deref(), d.cpi.name()),
+            cpi_label(cur.status.cpi.as_deref(), d.cpi.name())
+        )));
+    }
+    let vm_cpi = d
+        .fenced_cpi_named(cur.status.cpi.as_deref(), &ctx.fence)
+        .await
+        .map_err(cpi("cpi_config"))?;
     let cid = match disk.status.cid.clone() {
         Some(cid) => cid,
         None => {
             // The Disk object's uid tags the create, so a retry adopts.
             let request = format!("disk-{}", disk.metadata.uid);
             ctx.store.check_fence().await?;
-            let found = d.cpi.find_disk_by_request(&request).await;
+            let found = vm_cpi.find_disk_by_request(&request).await;
             let cid = match crate::world::cpi::unsupported_as_none(found)
                 .map_err(cpi("find_disk_by_request"))?
             {
                 Some(cid) => cid,
-                None => d
-                    .fenced_cpi(&ctx.fence)
+                None => vm_cpi
                     .create_disk(
                         &request,
                         disk.spec.size_mb,
@@ -79,9 +99,10 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 Err(cpi("create_disk")(fp::lost_reply("create_disk")))
             );
             info!(instance = %cur.metadata.name, disk = %cid, size_mb = disk.spec.size_mb, "disk created");
-            let c = cid.clone();
+            let (c, n) = (cid.clone(), cur.status.cpi.clone());
             set_status(&ctx.store, &mut disk, |s| {
                 s.cid = Some(c.clone());
+                s.cpi = n.clone();
                 s.phase = DiskPhase::Detached;
             })
             .await?;
@@ -92,7 +113,7 @@ pub async fn ensure(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
         || disk.status.phase != DiskPhase::Attached
     {
         ctx.store.check_fence().await?;
-        d.fenced_cpi(&ctx.fence).attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
+        vm_cpi.attach_disk(&vm, &cid).await.map_err(cpi("attach_disk"))?;
         crate::failpoint!(
             fp::CPI_AFTER_ATTACH_DISK,
             Err(cpi("attach_disk")(fp::lost_reply("attach_disk")))
@@ -129,8 +150,13 @@ pub async fn detach(
         // The VM goes next: a failed unmount must not keep it.
         let _ = d.agents.for_agent(agent.clone()).unmount_disk(&cid).await;
     }
+    // The disk's CPI: the one that made it (and the VM it is attached to).
+    let disk_cpi = d
+        .fenced_cpi_named(disk.status.cpi.as_deref(), &ctx.fence)
+        .await
+        .map_err(cpi("cpi_config"))?;
     ctx.store.check_fence().await?;
-    match d.fenced_cpi(&ctx.fence).detach_disk(vm, &cid).await {
+    match disk_cpi.detach_disk(vm, &cid).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(cpi("detach_disk")(e)),
@@ -159,9 +185,22 @@ pub async fn orphan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<
         // otherwise the disk never existed and its record goes.
         let request = format!("disk-{}", disk.metadata.uid);
         let d = &ctx.data.director;
-        let found = d.cpi.find_disk_by_request(&request).await;
+        // Made (if at all) beside the instance's VM, in its CPI.
+        let name = cur.status.cpi.clone().or_else(|| cur.spec.cpi.clone());
+        let found = d
+            .cpi_named(name.as_deref())
+            .await
+            .map_err(cpi("cpi_config"))?
+            .find_disk_by_request(&request)
+            .await;
         match crate::world::cpi::unsupported_as_none(found).map_err(cpi("find_disk_by_request"))? {
-            Some(cid) => set_status(&ctx.store, &mut disk, |s| s.cid = Some(cid.clone())).await?,
+            Some(cid) => {
+                set_status(&ctx.store, &mut disk, |s| {
+                    s.cid = Some(cid.clone());
+                    s.cpi = name.clone();
+                })
+                .await?
+            }
             None => {
                 ctx.store.delete::<DiskSpec>(Some(&dep), &disk.metadata.name, None).await?;
                 return Ok(());

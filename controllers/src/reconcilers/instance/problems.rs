@@ -177,7 +177,7 @@ async fn apply_resolution(
                 // books; free it, or the new VM could not attach it.
                 if let Some((mut disk, cid)) = disk_of(ctx, cur).await? {
                     ctx.store.check_fence().await?;
-                    if let Err(e) = d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
+                    if let Err(e) = disk_cpi(ctx, &disk).await?.detach_disk(&vm, &cid).await {
                         warn!(instance = %cur.metadata.name, disk = %cid, error = %e, "could not detach the disk from the forgotten VM");
                     }
                     crate::runtime::status::patch(store, &mut disk, |s| {
@@ -223,17 +223,16 @@ async fn apply_resolution(
         }
         Resolution::DeleteDisk => {
             if let Some((disk, cid)) = disk_of(ctx, cur).await? {
-                let d = &ctx.data.director;
                 if let Some(vm) = disk.status.attached_to.clone() {
                     ctx.store.check_fence().await?;
-                    match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
+                    match disk_cpi(ctx, &disk).await?.detach_disk(&vm, &cid).await {
                         Ok(()) => {}
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(cpi("detach_disk")(e)),
                     }
                 }
                 ctx.store.check_fence().await?;
-                match d.fenced_cpi(&ctx.fence).delete_disk(&cid).await {
+                match disk_cpi(ctx, &disk).await?.delete_disk(&cid).await {
                     Ok(()) => info!(instance = %cur.metadata.name, disk = %cid, "disk deleted"),
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(cpi("delete_disk")(e)),
@@ -245,6 +244,24 @@ async fn apply_resolution(
             Ok(true)
         }
     }
+}
+
+/// The CPI that made the instance's VM.
+async fn vm_cpi(
+    ctx: &Ctx<Instances>,
+    cur: &Object<InstanceSpec>,
+) -> Result<crate::world::cpi::FencedCpi, Error> {
+    let d = &ctx.data.director;
+    d.fenced_cpi_named(cur.status.cpi.as_deref(), &ctx.fence).await.map_err(cpi("cpi_config"))
+}
+
+/// The CPI that made `disk`.
+async fn disk_cpi(
+    ctx: &Ctx<Instances>,
+    disk: &Object<DiskSpec>,
+) -> Result<crate::world::cpi::FencedCpi, Error> {
+    let d = &ctx.data.director;
+    d.fenced_cpi_named(disk.status.cpi.as_deref(), &ctx.fence).await.map_err(cpi("cpi_config"))
 }
 
 /// The instance's Disk object and its cid, when it has one.
@@ -271,7 +288,7 @@ async fn reattach(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Resul
             let _ = d.agents.for_agent(agent).unmount_disk(&cid).await;
         }
         ctx.store.check_fence().await?;
-        match d.fenced_cpi(&ctx.fence).detach_disk(&vm, &cid).await {
+        match disk_cpi(ctx, &disk).await?.detach_disk(&vm, &cid).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("detach_disk")(e)),
@@ -293,7 +310,7 @@ async fn reboot(
 ) -> Result<(), Error> {
     let vm = vm_of(cur)?;
     ctx.store.check_fence().await?;
-    ctx.data.director.fenced_cpi(&ctx.fence).reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
+    vm_cpi(ctx, cur).await?.reboot_vm(&vm).await.map_err(cpi("reboot_vm"))?;
     info!(instance = %cur.metadata.name, %vm, "VM rebooted");
     patch(&ctx.store, cur, |s| {
         s.phase = Some(InstancePhase::Stopped);
@@ -324,7 +341,7 @@ pub async fn scan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<Ve
     let vm = cur.status.vm_cid.clone();
     let (mut vm_alive, mut agent_ok) = (false, false);
     if let Some(vm) = &vm {
-        if d.cpi.has_vm(vm).await.map_err(cpi("has_vm"))? {
+        if vm_cpi(ctx, cur).await?.has_vm(vm).await.map_err(cpi("has_vm"))? {
             vm_alive = true;
             let agent = cur.status.agent_id.clone().unwrap_or_default();
             agent_ok = !cur.status.is_unresponsive() && vm::responsive(ctx, &agent, PROBE).await;
@@ -346,7 +363,7 @@ pub async fn scan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<Ve
         }
     }
     if let Some((disk, cid)) = disk_of(ctx, cur).await? {
-        if !d.cpi.has_disk(&cid).await.map_err(cpi("has_disk"))? {
+        if !disk_cpi(ctx, &disk).await?.has_disk(&cid).await.map_err(cpi("has_disk"))? {
             problem(
                 ProblemType::MissingDisk,
                 vm.as_deref(),
@@ -354,7 +371,7 @@ pub async fn scan(ctx: &Ctx<Instances>, cur: &Object<InstanceSpec>) -> Result<Ve
                 format!("Disk {cid} of {what} is missing"),
             );
         } else if let Some(vm) = vm.as_deref().filter(|_| vm_alive) {
-            let attached = match d.cpi.get_disks(vm).await {
+            let attached = match vm_cpi(ctx, cur).await?.get_disks(vm).await {
                 Ok(disks) => disks.contains(&cid),
                 Err(crate::world::cpi::CpiError::NotSupported { .. }) => {
                     disk.status.attached_to.as_deref() == Some(vm)

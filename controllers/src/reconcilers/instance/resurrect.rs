@@ -131,8 +131,11 @@ pub async fn run(
     // with the instance's disk; the event and the condition say which
     // (FAULT-MATRIX D5).
     let problem = match &cur.status.vm_cid {
-        Some(cid) => match ctx.data.director.cpi.has_vm(cid).await {
-            Ok(false) => ProblemType::MissingVm,
+        Some(cid) => match ctx.data.director.cpi_named(cur.status.cpi.as_deref()).await {
+            Ok(cpi) => match cpi.has_vm(cid).await {
+                Ok(false) => ProblemType::MissingVm,
+                _ => ProblemType::UnresponsiveAgent,
+            },
             _ => ProblemType::UnresponsiveAgent,
         },
         None => ProblemType::MissingVm,

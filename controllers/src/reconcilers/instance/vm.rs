@@ -22,17 +22,24 @@ fn cpi(method: &'static str) -> impl FnOnce(crate::world::cpi::CpiError) -> Erro
 pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Result<(), Error> {
     let d = &ctx.data.director;
     let spec = cur.spec.clone();
-    let sc = ctx.store.try_get::<StemcellSpec>(None, &spec.stemcell).await?;
-    let stemcell_cid = sc
-        .as_ref()
-        .and_then(|sc| crate::reconcilers::stemcell::cid_for(sc, d))
-        .ok_or_else(|| {
-            Error::Missing(format!("stemcell {} is not imported into the CPI", spec.stemcell))
-        })?
-        .to_string();
     // A retry of a create whose reply was lost (or whose director died)
     // looks for the VM first; a first attempt has nothing to find.
     let retry = cur.status.pending_create.is_some();
+    // The AZ's CPI, or (a retry) the one the intent names.
+    let cpi_name = if retry { cur.status.cpi.clone() } else { spec.cpi.clone() };
+    let vm_cpi = d.cpi_named(cpi_name.as_deref()).await.map_err(cpi("cpi_config"))?;
+    let sc = ctx.store.try_get::<StemcellSpec>(None, &spec.stemcell).await?;
+    let stemcell_cid = sc
+        .as_ref()
+        .and_then(|sc| crate::reconcilers::stemcell::cid_in(sc, vm_cpi.name()))
+        .ok_or_else(|| {
+            Error::Missing(format!(
+                "stemcell {} is not imported into CPI {}",
+                spec.stemcell,
+                vm_cpi.name()
+            ))
+        })?
+        .to_string();
     // Intent first: the agent id and the request id the VM will carry.
     let agent_id = cur.status.agent_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request_id =
@@ -42,6 +49,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     patch(&ctx.store, cur, |s| {
         s.agent_id = Some(a.clone());
         s.pending_create = Some(r.clone());
+        s.cpi = cpi_name.clone();
         // The intent names the spec it is for, so a retry on the same spec
         // (after a crash or a lost reply) is not taken for a stale VM and
         // deleted, but adopts the VM by request id (FAULT-MATRIX D1).
@@ -54,7 +62,8 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     // long enough for a VM that booted while the reply was lost, short
     // enough that retries after a failed create do not stall.
     let wait = if retry { ctx.data.agent_wait.min(ADOPT_WAIT) } else { Duration::ZERO };
-    let cid = match find_vm(ctx, &request_id, &agent_id, wait).await? {
+    let fenced = crate::world::cpi::FencedCpi::new(vm_cpi, ctx.fence.clone());
+    let cid = match find_vm(ctx, &fenced, &request_id, &agent_id, wait).await? {
         Some(cid) => {
             info!(instance = %cur.metadata.name, %cid, "adopting VM");
             cid
@@ -85,7 +94,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 env,
             };
             ctx.store.check_fence().await?;
-            let cid = d.fenced_cpi(&ctx.fence).create_vm(&req).await.map_err(cpi("create_vm"))?;
+            let cid = fenced.create_vm(&req).await.map_err(cpi("create_vm"))?;
             crate::failpoint!(
                 fp::CPI_AFTER_CREATE_VM,
                 Err(cpi("create_vm")(fp::lost_reply("create_vm")))
@@ -105,7 +114,7 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
     meta.insert("id".to_string(), spec.id.clone());
     meta.insert("name".to_string(), format!("{}/{}", spec.group, spec.id));
     ctx.store.check_fence().await?;
-    match d.fenced_cpi(&ctx.fence).set_vm_metadata(&cid, &meta).await {
+    match fenced.set_vm_metadata(&cid, &meta).await {
         Ok(()) | Err(crate::world::cpi::CpiError::NotSupported { .. }) => {}
         Err(e) => return Err(cpi("set_vm_metadata")(e)),
     }
@@ -169,12 +178,13 @@ const ADOPT_WAIT: Duration = Duration::from_secs(30);
 /// nothing to find); silence means no VM to adopt.
 async fn find_vm(
     ctx: &Ctx<Instances>,
+    vm_cpi: &crate::world::cpi::FencedCpi,
     request_id: &str,
     agent_id: &str,
     wait: Duration,
 ) -> Result<Option<String>, Error> {
     let d = &ctx.data.director;
-    match d.cpi.find_vm_by_request(request_id).await {
+    match vm_cpi.find_vm_by_request(request_id).await {
         Ok(found) => Ok(found),
         Err(e @ crate::world::cpi::CpiError::NotSupported { .. }) => {
             if wait.is_zero() || agent_id.is_empty() {
@@ -196,19 +206,28 @@ async fn find_vm(
 /// first, and revokes the agent's credentials. Idempotent.
 pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Result<(), Error> {
     let d = &ctx.data.director;
-    let cid = match (&cur.status.vm_cid, &cur.status.pending_create) {
-        (Some(cid), _) => Some(cid.clone()),
-        (None, Some(req)) => {
-            let agent = cur.status.agent_id.clone().unwrap_or_default();
-            find_vm(ctx, req, &agent, ctx.data.agent_grace).await?
-        }
+    // The CPI that made the VM, whatever the AZ's is now.
+    let vm_cpi = match (&cur.status.vm_cid, &cur.status.pending_create) {
         (None, None) => None,
+        _ => Some(
+            d.fenced_cpi_named(cur.status.cpi.as_deref(), &ctx.fence)
+                .await
+                .map_err(cpi("cpi_config"))?,
+        ),
     };
-    if let Some(cid) = &cid {
+    let cid = match (&cur.status.vm_cid, &cur.status.pending_create, &vm_cpi) {
+        (Some(cid), _, _) => Some(cid.clone()),
+        (None, Some(req), Some(vm_cpi)) => {
+            let agent = cur.status.agent_id.clone().unwrap_or_default();
+            find_vm(ctx, vm_cpi, req, &agent, ctx.data.agent_grace).await?
+        }
+        _ => None,
+    };
+    if let (Some(cid), Some(vm_cpi)) = (&cid, &vm_cpi) {
         super::disk::detach(ctx, cur, cid).await?;
         patch(&ctx.store, cur, |s| s.phase = Some(InstancePhase::Deleting)).await?;
         ctx.store.check_fence().await?;
-        match d.fenced_cpi(&ctx.fence).delete_vm(cid).await {
+        match vm_cpi.delete_vm(cid).await {
             Ok(()) => info!(instance = %cur.metadata.name, %cid, "VM deleted"),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(cpi("delete_vm")(e)),
@@ -228,6 +247,7 @@ pub async fn delete(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
 pub fn forget(s: &mut InstanceStatus) {
     s.vm_cid = None;
     s.pending_create = None;
+    s.cpi = None;
     s.agent_id = None;
     s.vm_hash.clear();
     s.applied_hash.clear();
