@@ -1,6 +1,7 @@
-//! Release blobs in an `s3` blobstore, against a real S3-compatible
-//! server (moto, started per test), driven through `boshctl` as a
-//! release author would: add-blob, upload-blobs, sync-blobs, create-release.
+//! Release blobs and final builds in an `s3` blobstore, against a real
+//! S3-compatible server (moto, started per test), driven through `boshctl`
+//! as a release author would: add-blob, upload-blobs, sync-blobs,
+//! create-release (`--final` too) and finalize-release.
 //!
 //! moto checks SigV4 signatures and IAM policies while its authentication
 //! is on; the tests turn it off only to set a bucket up or to alter an
@@ -9,7 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bosh_api::release::config::{BlobsIndex, read_blobs};
+use bosh_api::release::{
+    ReleaseManifest,
+    config::{BlobsIndex, read_blobs},
+    index::{BuildEntry, BuildIndex},
+    read_release_tarball, sha256_digest,
+};
 use bosh_test_utils::moto::Moto;
 
 const BLOB: &str = "app/blob.bin";
@@ -296,4 +302,230 @@ fn gcs_is_refused_naming_the_option() {
     .unwrap();
     let err = failed(&boshctl(home.path(), &dir, &["sync-blobs"]));
     assert!(err.contains("config/final.yml: blobstore.provider: provider 'gcs'"), "{err}");
+}
+
+/// Copies a release directory as a fresh checkout has it: sources, config
+/// and indexes (`.final_builds`, `releases`), none of the build output,
+/// dev releases or fetched blobs. With a new `HOME` nothing is cached.
+fn fresh_copy(from: &Path, to: &Path) {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        std::fs::create_dir_all(to.join(&rel)).unwrap();
+        for e in std::fs::read_dir(from.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if rel.as_os_str().is_empty()
+                && matches!(name.as_str(), ".dev_builds" | "dev_releases" | "blobs")
+            {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(rel.join(&name));
+            } else {
+                std::fs::copy(e.path(), to.join(&rel).join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+/// The only build of a `.final_builds` index.
+fn final_build(dir: &Path, index: &str) -> BuildEntry {
+    let path = dir.join(".final_builds").join(index).join("index.yml");
+    let builds = BuildIndex::read(dir, &path).unwrap().builds;
+    assert_eq!(builds.len(), 1, "{index}: {builds:?}");
+    builds.into_values().next().unwrap()
+}
+
+/// Job and package digests of a release tarball, by name.
+fn digests(tarball: &Path) -> Vec<(String, String)> {
+    let scratch = tempfile::tempdir().unwrap();
+    let ar = read_release_tarball(tarball, &scratch.path().join("r"), &Default::default()).unwrap();
+    digests_of(&ar.manifest)
+}
+
+fn digests_of(m: &ReleaseManifest) -> Vec<(String, String)> {
+    let jobs = m.jobs.iter().map(|j| (format!("jobs/{}", j.name), j.sha1.clone()));
+    jobs.chain(m.packages.iter().map(|p| (format!("packages/{}", p.name), p.sha1.clone())))
+        .collect()
+}
+
+/// Files in a `HOME`'s build cache.
+fn cached(home: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(home.join(".bosh/cache")) else { return Vec::new() };
+    rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// A release with a job using the blob's package, its blob uploaded.
+fn release_with_job(home: &Path, port: u16, key: &str, secret: &str) -> PathBuf {
+    let dir = release(home, port, BUCKET);
+    private_yml(&dir, key, secret);
+    ok(&boshctl(home, &dir, &["generate-job", "web"]));
+    std::fs::write(
+        dir.join("jobs/web/spec"),
+        "---\nname: web\ntemplates: {ctl.erb: bin/ctl}\npackages: [app]\nproperties: {}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("jobs/web/templates/ctl.erb"), "#!/bin/bash\nexec app\n").unwrap();
+    let src = home.join("blob.bin");
+    std::fs::write(&src, b"the app's bytes").unwrap();
+    ok(&boshctl(home, &dir, &["add-blob", src.to_str().unwrap(), BLOB]));
+    ok(&boshctl(home, &dir, &["upload-blobs"]));
+    dir
+}
+
+/// `create-release --final` with s3 stores each job and package build in
+/// the bucket under a fresh object id recorded in `.final_builds`; a fresh
+/// checkout with an empty cache then writes the tarball of that final
+/// version, and builds a dev release reusing the final builds, from the
+/// bucket with the same digests. An object altered in the bucket is
+/// refused naming the build and both digests, and nothing of it is cached.
+#[tokio::test]
+async fn final_builds_go_through_s3_and_come_back_on_a_fresh_checkout() {
+    let moto = Moto::start().await.unwrap();
+    moto.create_bucket(BUCKET).await.unwrap();
+    let (key, secret) = moto.s3_user("releaser").await.unwrap();
+    moto.require_auth(true).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let dir = release_with_job(home.path(), moto.port(), &key, &secret);
+
+    let first = home.path().join("first.tgz");
+    let out = ok(&boshctl(
+        home.path(),
+        &dir,
+        &["create-release", "--final", "--force", "--tarball", first.to_str().unwrap()],
+    ));
+    assert!(out.contains("s3rel"), "{out}");
+    let first_digests = digests(&first);
+    assert_eq!(first_digests.len(), 2, "{first_digests:?}");
+    moto.require_auth(false).await.unwrap();
+    for (build, sha) in &first_digests {
+        let entry = final_build(&dir, build);
+        assert_eq!(&entry.sha1, sha, "{build}: the index records the tarball's digest");
+        let id = entry.blobstore_id.unwrap_or_else(|| panic!("{build}: no blobstore_id"));
+        assert_eq!(id.len(), 36, "{build}: a uuid: {id}");
+        let (status, stored) = moto.s3("GET", &format!("/{BUCKET}/{id}"), b"").await.unwrap();
+        assert_eq!(status, 200, "{build}: object {id} in the bucket");
+        assert_eq!(&sha256_digest(&stored), sha, "{build}: the bucket holds the build");
+    }
+    moto.require_auth(true).await.unwrap();
+    let manifest = dir.join("releases/s3rel/s3rel-1.yml");
+    assert!(manifest.is_file());
+
+    // A fresh checkout: the final version's tarball comes from the bucket.
+    let home2 = tempfile::tempdir().unwrap();
+    let clone = home2.path().join("release");
+    fresh_copy(&dir, &clone);
+    assert!(!clone.join("blobs").exists() && !clone.join(".dev_builds").exists());
+    assert_eq!(cached(home2.path()), Vec::<String>::new());
+    let again = home2.path().join("again.tgz");
+    let recorded = clone.join("releases/s3rel/s3rel-1.yml");
+    ok(&boshctl(
+        home2.path(),
+        &clone,
+        &["create-release", recorded.to_str().unwrap(), "--tarball", again.to_str().unwrap()],
+    ));
+    assert_eq!(digests(&again), first_digests, "the same builds, byte for byte");
+    for (build, sha) in &first_digests {
+        assert!(cached(home2.path()).contains(sha), "{build} cached after the fetch");
+    }
+
+    // Another fresh checkout: a dev release reuses the final builds.
+    let home3 = tempfile::tempdir().unwrap();
+    let clone3 = home3.path().join("release");
+    fresh_copy(&dir, &clone3);
+    let dev = home3.path().join("dev.tgz");
+    let out = ok(&boshctl(
+        home3.path(),
+        &clone3,
+        &["create-release", "--force", "--tarball", dev.to_str().unwrap()],
+    ));
+    assert!(out.contains("1+dev.1"), "{out}");
+    assert_eq!(digests(&dev), first_digests, "final builds reused, not rebuilt");
+    assert!(!clone3.join(".dev_builds").exists(), "nothing was built");
+
+    // Someone replaces the package's object in the bucket.
+    let pkg = final_build(&dir, "packages/app");
+    let pkg_id = pkg.blobstore_id.clone().unwrap();
+    moto.require_auth(false).await.unwrap();
+    let (status, _) =
+        moto.s3("PUT", &format!("/{BUCKET}/{pkg_id}"), b"not the package").await.unwrap();
+    assert_eq!(status, 200);
+    moto.require_auth(true).await.unwrap();
+    let home4 = tempfile::tempdir().unwrap();
+    let clone4 = home4.path().join("release");
+    fresh_copy(&dir, &clone4);
+    let err = failed(&boshctl(home4.path(), &clone4, &["create-release", "--force"]));
+    assert!(err.contains(".final_builds/packages/app"), "names the build: {err}");
+    assert!(err.contains(&pkg_id), "names the object: {err}");
+    assert!(err.contains(&pkg.sha1), "names the expected digest: {err}");
+    assert!(
+        err.contains(&format!("found {}", sha256_digest(b"not the package"))),
+        "names the digest found: {err}"
+    );
+    assert!(!err.contains(&secret), "no secret in errors: {err}");
+    let left = cached(home4.path());
+    assert!(!left.contains(&pkg.sha1), "the altered object is not cached: {left:?}");
+    assert!(left.iter().all(|f| !f.starts_with('.')), "no scratch files left: {left:?}");
+    assert!(!clone4.join(".dev_builds/packages").exists(), "the package was not rebuilt");
+}
+
+/// `finalize-release` of a dev tarball with s3 uploads only the builds not
+/// yet final (the changed package), records each id after its PUT, and a
+/// refused upload records nothing.
+#[tokio::test]
+async fn finalize_release_uploads_new_builds_to_s3_only() {
+    let moto = Moto::start().await.unwrap();
+    moto.create_bucket(BUCKET).await.unwrap();
+    let (key, secret) = moto.s3_user("releaser").await.unwrap();
+    moto.require_auth(true).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let dir = release_with_job(home.path(), moto.port(), &key, &secret);
+    ok(&boshctl(home.path(), &dir, &["create-release", "--final", "--force"]));
+    let job = final_build(&dir, "jobs/web");
+    let old_pkg = final_build(&dir, "packages/app");
+
+    // A changed package: a dev tarball, then finalized.
+    std::fs::write(
+        dir.join("packages/app/packaging"),
+        "set -e\ncp -a app/* ${BOSH_INSTALL_TARGET}\n",
+    )
+    .unwrap();
+    let dev = home.path().join("dev.tgz");
+    ok(&boshctl(
+        home.path(),
+        &dir,
+        &["create-release", "--force", "--tarball", dev.to_str().unwrap()],
+    ));
+    let dev_digests = digests(&dev);
+
+    // With a wrong secret the PUT is refused and nothing is recorded.
+    private_yml(&dir, &key, "wrongSecretWrongSecretWrongSecret0123456");
+    let err = failed(&boshctl(
+        home.path(),
+        &dir,
+        &["finalize-release", dev.to_str().unwrap(), "--force"],
+    ));
+    assert!(err.contains("final build .final_builds/packages/app"), "{err}");
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+    let index = BuildIndex::read(&dir, &dir.join(".final_builds/packages/app/index.yml")).unwrap();
+    assert_eq!(index.builds.len(), 1, "no id recorded for a refused upload");
+    assert!(!dir.join("releases/s3rel/s3rel-2.yml").exists());
+
+    private_yml(&dir, &key, &secret);
+    let out =
+        ok(&boshctl(home.path(), &dir, &["finalize-release", dev.to_str().unwrap(), "--force"]));
+    assert!(out.contains("s3rel"), "{out}");
+    assert!(dir.join("releases/s3rel/s3rel-2.yml").is_file());
+    assert_eq!(final_build(&dir, "jobs/web"), job, "the unchanged job is not uploaded again");
+    let index = BuildIndex::read(&dir, &dir.join(".final_builds/packages/app/index.yml")).unwrap();
+    assert_eq!(index.builds.len(), 2);
+    let new_pkg = index.builds.values().find(|e| e.sha1 != old_pkg.sha1).unwrap().clone();
+    let sha = &dev_digests.iter().find(|(b, _)| b == "packages/app").unwrap().1;
+    assert_eq!(&new_pkg.sha1, sha);
+    let id = new_pkg.blobstore_id.unwrap();
+    assert_ne!(Some(&id), old_pkg.blobstore_id.as_ref());
+    moto.require_auth(false).await.unwrap();
+    let (status, stored) = moto.s3("GET", &format!("/{BUCKET}/{id}"), b"").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&sha256_digest(&stored), sha, "the bucket holds the new package build");
 }

@@ -6,12 +6,17 @@
 //! client with TLS; this crate keeps what every provider must do the same
 //! way: which blobs to fetch, checking each download against
 //! `config/blobs.yml`'s digest before it enters `blobs/`, and recording an
-//! object id only once its upload succeeded. A provider the caller cannot
+//! object id only once its upload succeeded. Final builds (`.final_builds`)
+//! go through the same [`Blobstore`] with the same rules (see
+//! `build::BuildContext` and `create`). A provider the caller cannot
 //! open is refused with a clear error rather than skipped, because a
 //! create-release that cannot fetch a blob would otherwise build a release
 //! missing files.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use super::{
     Error, Result,
@@ -34,9 +39,44 @@ pub trait Blobstore: Send + Sync {
 }
 
 /// Opens the release's blobstore (from `config/final.yml` + `private.yml`),
-/// called only when a blob has to be fetched or uploaded, so a release
-/// whose blobs are all present needs no blobstore configuration or network.
-pub type OpenBlobstore<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Blobstore>>;
+/// called only when a blob or final build has to be fetched or uploaded,
+/// so a release whose blobs and builds are all present needs no blobstore
+/// configuration or network. `Sync` because builds run on several threads
+/// that may each need the store.
+pub type OpenBlobstore<'a> = &'a (dyn Fn(&Path) -> Result<Box<dyn Blobstore>> + Sync);
+
+/// A release's blobstore opened on first use (see [`OpenBlobstore`]) and
+/// then shared, so the threads of one build open it at most once.
+pub struct LazyBlobstore<'a> {
+    release_dir: PathBuf,
+    open: OpenBlobstore<'a>,
+    store: Mutex<Option<Arc<dyn Blobstore>>>,
+}
+
+impl std::fmt::Debug for LazyBlobstore<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyBlobstore").field("release_dir", &self.release_dir).finish()
+    }
+}
+
+impl<'a> LazyBlobstore<'a> {
+    /// The blobstore of `release_dir`, not opened yet.
+    pub fn new(release_dir: &Path, open: OpenBlobstore<'a>) -> Self {
+        LazyBlobstore { release_dir: release_dir.to_path_buf(), open, store: Mutex::new(None) }
+    }
+
+    /// The store, opening it on the first call. A failed open is not
+    /// remembered: the next call tries again (and fails the same way).
+    pub fn get(&self) -> Result<Arc<dyn Blobstore>> {
+        let mut slot = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slot.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        let s: Arc<dyn Blobstore> = Arc::from((self.open)(&self.release_dir)?);
+        *slot = Some(Arc::clone(&s));
+        Ok(s)
+    }
+}
 
 /// The opener of this crate alone: the local provider.
 pub fn open_local(release_dir: &Path) -> Result<Box<dyn Blobstore>> {

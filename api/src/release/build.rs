@@ -14,6 +14,7 @@ use std::{
 
 use super::{
     Error, Result,
+    blobs::{LazyBlobstore, OpenBlobstore},
     fingerprint::{self, FpFile},
     index::{BuildEntry, BuildIndex, build_index_path},
     io,
@@ -268,23 +269,35 @@ fn write_license(release_dir: &Path, dest: &Path) -> Result<()> {
     Ok(w.write_to_path(dest)?)
 }
 
-/// Where built tarballs and indexes are kept while building.
-#[derive(Debug, Clone)]
-pub struct BuildContext {
+/// Where built tarballs and indexes are kept while building, and the
+/// release blobstore final builds are fetched from.
+#[derive(Debug)]
+pub struct BuildContext<'a> {
     /// The release directory.
     pub release_dir: PathBuf,
     /// The cache of built tarballs, named by digest.
     pub cache_dir: PathBuf,
+    /// The release blobstore, opened only if a final build must be fetched.
+    store: LazyBlobstore<'a>,
 }
 
-impl BuildContext {
+impl<'a> BuildContext<'a> {
+    /// A context fetching final builds from the blobstore `open` gives.
+    pub fn new(release_dir: &Path, cache_dir: &Path, open: OpenBlobstore<'a>) -> Self {
+        BuildContext {
+            release_dir: release_dir.to_path_buf(),
+            cache_dir: cache_dir.to_path_buf(),
+            store: LazyBlobstore::new(release_dir, open),
+        }
+    }
+
     fn cached(&self, sha: &str) -> PathBuf {
         self.cache_dir.join(sha)
     }
 
     /// Finds an existing build of the resource: recorded in the dev index,
     /// then the final index, and present in the cache (or, for a final
-    /// build, fetched from the local blobstore into it).
+    /// build, fetched from the release blobstore into it).
     pub fn find(&self, res: &Resource) -> Result<Option<Built>> {
         let dir = &self.release_dir;
         for final_builds in [false, true] {
@@ -367,17 +380,52 @@ impl BuildContext {
             .collect()
     }
 
-    /// Fetches a final build from the release's local blobstore into the cache.
+    /// Fetches a final build from the release blobstore into the cache.
+    ///
+    /// The object lands in a scratch file in the cache dir and is named by
+    /// its digest only once it matches the index's, so an altered object
+    /// is refused (naming the build and both digests) and nothing of it is
+    /// cached. A final build whose object cannot be fetched is an error, as
+    /// in bosh-cli: rebuilding it from source would give a tarball whose
+    /// digest differs from the one the final release recorded.
     fn fetch_final(&self, res: &Resource, e: &BuildEntry) -> Result<Option<Built>> {
         let Some(id) = &e.blobstore_id else { return Ok(None) };
-        let Ok(store) = super::blobs::LocalBlobstore::from_release(&self.release_dir) else {
-            return Ok(None);
-        };
+        let index = format!(".final_builds/{}", build_label(res));
+        let build = format!("final build {index} ({})", res.fingerprint);
+        let store = self.store.get()?;
         std::fs::create_dir_all(&self.cache_dir).map_err(io(&self.cache_dir))?;
-        let cached = self.cached(&e.sha1);
-        if !store.get(id, &e.sha1, &cached)? {
-            return Ok(None);
+        let tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempfile_in(&self.cache_dir)
+            .map_err(io(&self.cache_dir))?;
+        let found = store
+            .download(id, tmp.path())
+            .map_err(|error| Error::Blobstore { blob: build.clone(), error })?;
+        if !found {
+            return Err(Error::entry(
+                format!("{index}/index.yml"),
+                &res.fingerprint,
+                format!("{build}: object '{id}' is not in the blobstore"),
+            ));
         }
+        if let Err(m) = super::verify_digest(tmp.path(), &e.sha1)? {
+            return Err(Error::entry(
+                format!("{index}/index.yml"),
+                &res.fingerprint,
+                format!("{build}: object '{id}' was refused and not cached: {m}"),
+            ));
+        }
+        let cached = self.cached(&e.sha1);
+        tmp.persist(&cached).map_err(|e| Error::Io { path: cached.clone(), source: e.error })?;
         Ok(Some(Built { resource: res.clone(), path: cached, sha1: e.sha1.clone() }))
+    }
+}
+
+/// `jobs/<name>`, `packages/<name>` or `license`: where a resource's build
+/// index lives under `.dev_builds`/`.final_builds`, naming it in errors.
+pub(crate) fn build_label(res: &Resource) -> String {
+    match res.kind {
+        Kind::License => "license".to_string(),
+        k => format!("{}/{}", k.dir(), res.name),
     }
 }

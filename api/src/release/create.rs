@@ -16,8 +16,8 @@ use std::{
 use super::{
     Error, Result,
     archive::{ReleaseArchive, read_release_tarball, write_release_tarball},
-    blobs::{LocalBlobstore, OpenBlobstore, open_local, sync_blobs_with},
-    build::{BuildContext, Built, Kind, Resource, read_dir_release},
+    blobs::{LazyBlobstore, OpenBlobstore, open_local, sync_blobs_with},
+    build::{BuildContext, Built, Kind, Resource, build_label, read_dir_release},
     config::FinalConfig,
     index::{BuildEntry, BuildIndex, ReleaseIndex, build_index_path, releases_dir},
     io,
@@ -191,19 +191,26 @@ fn save_release(dir: &Path, final_release: bool, m: &ReleaseManifest) -> Result<
     Ok(path)
 }
 
-/// Stores each resource not yet in `.final_builds` in the release blobstore and records it.
-fn finalize_builds(dir: &Path, built: &[&Built]) -> Result<()> {
-    let mut store = None;
+/// Stores each resource not yet in `.final_builds` in the release blobstore
+/// (opened only if one is new) under a fresh object id, and records it.
+/// Each index is written right after its upload succeeded, so an id is
+/// recorded only for a stored object and a failure later on loses none.
+fn finalize_builds(dir: &Path, built: &[&Built], open: OpenBlobstore) -> Result<()> {
+    let store = LazyBlobstore::new(dir, open);
     for b in built {
         let path = build_index_path(dir, true, b.resource.kind.dir(), &b.resource.name);
         let mut index = BuildIndex::read(dir, &path)?;
         if index.find(&b.resource.fingerprint).is_some() {
             continue;
         }
-        if store.is_none() {
-            store = Some(LocalBlobstore::from_release(dir)?);
-        }
-        let id = store.as_ref().expect("set above").put(&b.path)?;
+        let id = store.get()?.upload(&b.path).map_err(|error| Error::Blobstore {
+            blob: format!(
+                "final build .final_builds/{} ({})",
+                build_label(&b.resource),
+                b.resource.fingerprint
+            ),
+            error,
+        })?;
         index.builds.insert(
             b.resource.fingerprint.clone(),
             BuildEntry {
@@ -222,13 +229,14 @@ fn finalize(
     m: &mut ReleaseManifest,
     version: Option<&str>,
     built: &[&Built],
+    open: OpenBlobstore,
 ) -> Result<PathBuf> {
     m.version = match version {
         Some(v) => v.to_string(),
         None => next_final_version(dir, &m.name)?.to_string(),
     };
     refuse_existing_final(dir, &m.name, &m.version)?;
-    finalize_builds(dir, built)?;
+    finalize_builds(dir, built, open)?;
     save_release(dir, true, m)
 }
 
@@ -249,13 +257,14 @@ fn check_version(v: &str) -> Result<()> {
 }
 
 /// `create-release` on the release directory `dir`, fetching missing blobs
-/// from the local provider.
+/// and final builds from (and storing final builds in) the local provider.
 pub fn create_release(dir: &Path, opts: &CreateOptions) -> Result<CreatedRelease> {
     create_release_with(dir, opts, &open_local)
 }
 
 /// `create-release` on the release directory `dir`, fetching missing blobs
-/// from the blobstore `open` gives (a caller's network providers).
+/// and final builds from the blobstore `open` gives (a caller's network
+/// providers), and with `--final` storing new final builds in it.
 pub fn create_release_with(
     dir: &Path,
     opts: &CreateOptions,
@@ -288,7 +297,7 @@ pub fn create_release_with(
             next_dev_version(dir, &name, ts)?.to_string()
         }
     };
-    let ctx = BuildContext { release_dir: dir.to_path_buf(), cache_dir: opts.cache_dir.clone() };
+    let ctx = BuildContext::new(dir, &opts.cache_dir, open);
     let jobs = ctx.build_all(&rel.jobs)?;
     let pkgs = ctx.build_all(&rel.packages)?;
     let lic = rel.license.as_ref().map(|r| ctx.build(r)).transpose()?;
@@ -298,7 +307,7 @@ pub fn create_release_with(
     let mut manifest_path = save_release(dir, false, &m)?;
     if opts.final_release {
         let all: Vec<&Built> = jobs.iter().chain(&pkgs).chain(lic.as_ref()).collect();
-        manifest_path = finalize(dir, &mut m, opts.version.as_deref(), &all)?;
+        manifest_path = finalize(dir, &mut m, opts.version.as_deref(), &all, open)?;
     }
     let tarball = match &opts.tarball {
         Some(t) => {
@@ -313,15 +322,27 @@ pub fn create_release_with(
     Ok(CreatedRelease { manifest: m, manifest_path, tarball })
 }
 
-/// `finalize-release TARBALL` into the release directory `dir`: verifies the
-/// tarball, stores its jobs, packages and license as final builds, and
-/// records the release under `releases/`.
+/// `finalize-release TARBALL` with the local provider; see [`finalize_release_with`].
 pub fn finalize_release(
     dir: &Path,
     tarball: &Path,
     name: Option<&str>,
     version: Option<&str>,
     force: bool,
+) -> Result<CreatedRelease> {
+    finalize_release_with(dir, tarball, name, version, force, &open_local)
+}
+
+/// `finalize-release TARBALL` into the release directory `dir`: verifies the
+/// tarball, stores its new jobs, packages and license as final builds in
+/// the blobstore `open` gives, and records the release under `releases/`.
+pub fn finalize_release_with(
+    dir: &Path,
+    tarball: &Path,
+    name: Option<&str>,
+    version: Option<&str>,
+    force: bool,
+    open: OpenBlobstore,
 ) -> Result<CreatedRelease> {
     let dir = &std::path::absolute(dir).map_err(io(dir))?;
     if let Some(v) = version {
@@ -358,26 +379,39 @@ pub fn finalize_release(
         built.push(res(Kind::License, "license", &l.fingerprint, path, &l.sha1));
     }
     let all: Vec<&Built> = built.iter().collect();
-    let manifest_path = finalize(dir, &mut m, version, &all)?;
+    let manifest_path = finalize(dir, &mut m, version, &all, open)?;
     Ok(CreatedRelease { manifest: m, manifest_path, tarball: None })
 }
 
-/// `create-release MANIFEST --tarball PATH`: writes the tarball of a release
-/// recorded earlier (`dev_releases/<n>/<n>-<v>.yml` or `releases/...`) from
-/// the builds its manifest names, as bosh-cli does. Every build must still be
-/// in the cache or the local blobstore; nothing is rebuilt.
+/// `create-release MANIFEST --tarball PATH` with the local provider; see
+/// [`write_recorded_release_with`].
 pub fn write_recorded_release(
     dir: &Path,
     manifest: &Path,
     cache_dir: &Path,
     tarball: &Path,
 ) -> Result<ReleaseManifest> {
+    write_recorded_release_with(dir, manifest, cache_dir, tarball, &open_local)
+}
+
+/// `create-release MANIFEST --tarball PATH`: writes the tarball of a release
+/// recorded earlier (`dev_releases/<n>/<n>-<v>.yml` or `releases/...`) from
+/// the builds its manifest names, as bosh-cli does. Every build must still be
+/// in the cache or, for a final build, in the blobstore `open` gives;
+/// nothing is rebuilt.
+pub fn write_recorded_release_with(
+    dir: &Path,
+    manifest: &Path,
+    cache_dir: &Path,
+    tarball: &Path,
+    open: OpenBlobstore,
+) -> Result<ReleaseManifest> {
     let dir = &std::path::absolute(dir).map_err(io(dir))?;
     let file = manifest.display().to_string();
     let src = std::fs::read_to_string(manifest).map_err(io(manifest))?;
     let m = ReleaseManifest::parse(&src, &file)?;
     m.check_consistency(&file)?;
-    let ctx = BuildContext { release_dir: dir.clone(), cache_dir: cache_dir.to_path_buf() };
+    let ctx = BuildContext::new(dir, cache_dir, open);
     let find = |kind: Kind, name: &str, fp: &str, sha1: &str, entry: String| -> Result<Built> {
         let res = Resource {
             kind,

@@ -49,6 +49,7 @@ pub mod version;
 pub use archive::{ReleaseArchive, read_release_tarball, write_release_tarball};
 pub use create::{
     CreateOptions, CreatedRelease, create_release, create_release_with, finalize_release,
+    finalize_release_with,
 };
 pub use manifest::ReleaseManifest;
 pub use spec::{JobSpec, PackageSpec};

@@ -4,10 +4,11 @@
 //! `upload-blobs`, `create-release`, `finalize-release` and
 //! `inspect-local-release`. Uploads to boshd come with its API.
 //!
-//! The blob verbs and `create-release` reach the release's blobstore
-//! through [`open_blobstore`]: `local` is bosh-api's, `s3` is [`s3`]'s
-//! (network and TLS live in this crate, the digest checks and
-//! `config/blobs.yml` bookkeeping in bosh-api's `release::blobs`).
+//! The blob verbs, `create-release` and `finalize-release` reach the
+//! release's blobstore (blobs and final builds alike) through
+//! [`open_blobstore`]: `local` is bosh-api's, `s3` is [`s3`]'s (network and
+//! TLS live in this crate, the digest checks and `config/blobs.yml` /
+//! `.final_builds` bookkeeping in bosh-api's `release`).
 
 use std::path::{Path, PathBuf};
 
@@ -201,7 +202,13 @@ pub fn create(a: CreateArgs) -> anyhow::Result<()> {
     if let Some(manifest) = &a.manifest {
         let file = manifest.display().to_string();
         let m = match &a.tarball {
-            Some(t) => rel::create::write_recorded_release(&a.dir.dir, manifest, &cache_dir(), t),
+            Some(t) => rel::create::write_recorded_release_with(
+                &a.dir.dir,
+                manifest,
+                &cache_dir(),
+                t,
+                &open_blobstore,
+            ),
             None => std::fs::read_to_string(manifest)
                 .map_err(|source| rel::Error::Io { path: manifest.clone(), source })
                 .and_then(|src| rel::ReleaseManifest::parse(&src, &file)),
@@ -227,12 +234,13 @@ pub fn create(a: CreateArgs) -> anyhow::Result<()> {
 
 /// `finalize-release`.
 pub fn finalize(a: FinalizeArgs) -> anyhow::Result<()> {
-    let created = rel::finalize_release(
+    let created = rel::finalize_release_with(
         &a.dir.dir,
         &a.tarball,
         a.name.as_deref(),
         a.version.as_deref(),
         a.force,
+        &open_blobstore,
     )
     .with_context(|| format!("failed to finalize {}", a.tarball.display()))?;
     show::release(&created.manifest, None);
