@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use bosh_api::objects::{EventSpec, EventState, TaskChange, TaskSpec, TaskState};
+use bosh_api::objects::{CPI_LOG_STAGE, EventSpec, EventState, TaskChange, TaskSpec, TaskState};
 use bosh_api::store::{self, LeaseId, Store};
 use bosh_api::{Object, ObjectMeta};
 use chrono::Utc;
@@ -139,5 +139,31 @@ impl EventLog {
         };
         let name = format!("{}/{seq:06}", task_name(self.task));
         self.store.create_with_lease(&Object::new(ObjectMeta::named(name), spec), lease).await
+    }
+}
+
+/// Stores what external CPI calls log with the task they were made for,
+/// as events of stage [`CPI_LOG_STAGE`] (`boshctl task N --cpi` shows
+/// them): BOSH's per-task `cpi` log. The CPI has redacted and bounded the
+/// text already.
+pub struct CpiTaskLog {
+    store: Store,
+}
+
+impl CpiTaskLog {
+    /// Logs into `store`'s tasks.
+    pub fn new(store: Store) -> CpiTaskLog {
+        CpiTaskLog { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::world::cpi::call_log::CallLogSink for CpiTaskLog {
+    async fn write(&self, task: u64, log: crate::world::cpi::call_log::CallLog) {
+        let object = format!("{} ({})", log.method, log.request_id);
+        let log_ = EventLog::new(self.store.clone(), task);
+        if let Err(e) = log_.record(CPI_LOG_STAGE, &object, EventState::Info, &log.text).await {
+            tracing::warn!(task, object, error = %e, "could not store a CPI log");
+        }
     }
 }
