@@ -148,12 +148,27 @@ impl EventLog {
 /// text already.
 pub struct CpiTaskLog {
     store: Store,
+    /// The logs of recent tasks, so a task's CPI logs share one lease.
+    logs: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<EventLog>>>,
 }
+
+/// Tasks whose event logs [`CpiTaskLog`] keeps (then it starts afresh).
+const CPI_LOG_TASKS: usize = 64;
 
 impl CpiTaskLog {
     /// Logs into `store`'s tasks.
     pub fn new(store: Store) -> CpiTaskLog {
-        CpiTaskLog { store }
+        CpiTaskLog { store, logs: Default::default() }
+    }
+
+    fn log_of(&self, task: u64) -> std::sync::Arc<EventLog> {
+        let mut logs = self.logs.lock().unwrap();
+        if logs.len() >= CPI_LOG_TASKS && !logs.contains_key(&task) {
+            logs.clear();
+        }
+        let log =
+            logs.entry(task).or_insert_with(|| EventLog::new(self.store.clone(), task).into());
+        log.clone()
     }
 }
 
@@ -161,8 +176,8 @@ impl CpiTaskLog {
 impl crate::world::cpi::call_log::CallLogSink for CpiTaskLog {
     async fn write(&self, task: u64, log: crate::world::cpi::call_log::CallLog) {
         let object = format!("{} ({})", log.method, log.request_id);
-        let log_ = EventLog::new(self.store.clone(), task);
-        if let Err(e) = log_.record(CPI_LOG_STAGE, &object, EventState::Info, &log.text).await {
+        let events = self.log_of(task);
+        if let Err(e) = events.record(CPI_LOG_STAGE, &object, EventState::Info, &log.text).await {
             tracing::warn!(task, object, error = %e, "could not store a CPI log");
         }
     }
