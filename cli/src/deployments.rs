@@ -109,8 +109,14 @@ pub async fn follow(director: &DirectorArgs, id: u64, no_follow: bool) -> Result
         return Ok(());
     }
     println!("Task {id}\n");
-    tasks::task(tasks::TaskArgs { id, follow: true, debug: false, director: director.clone() })
-        .await
+    tasks::task(tasks::TaskArgs {
+        id,
+        follow: true,
+        debug: false,
+        cpi: false,
+        director: director.clone(),
+    })
+    .await
 }
 
 /// Runs `apply`.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use bosh_api::objects::{EventSpec, EventState, TaskSpec, TaskState};
+use bosh_api::objects::{CPI_LOG_STAGE, EventSpec, EventState, TaskSpec, TaskState};
 use bosh_api::wire::{EmptyRequest, List, ListQuery, TaskCancellation, WatchEvent};
 use bosh_api::{Kind, Object};
 use comfy_table::{Table, presets::NOTHING};
@@ -34,9 +34,13 @@ pub struct TaskArgs {
     /// Keep printing events until the task finishes.
     #[arg(long)]
     pub follow: bool,
-    /// Print each event as JSON.
-    #[arg(long)]
+    /// Print each event as JSON (CPI logs included).
+    #[arg(long, conflicts_with = "cpi")]
     pub debug: bool,
+    /// Print what the external CPI logged during the task (its stderr and
+    /// its responses' `log`, secrets redacted), as `bosh task N --cpi`.
+    #[arg(long)]
+    pub cpi: bool,
     #[command(flatten)]
     pub director: DirectorArgs,
 }
@@ -112,11 +116,22 @@ pub async fn tasks(args: TasksArgs) -> Result<()> {
     Ok(())
 }
 
+/// Which of a task's events are printed, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Show {
+    /// The event log (no CPI logs), one line per event.
+    Events,
+    /// Every event as JSON.
+    Debug,
+    /// Only the CPI logs, as text.
+    Cpi,
+}
+
 /// Formats events as the bosh CLI does, pairing finished steps with their
 /// start to show a duration.
 struct Printer {
     started: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
-    debug: bool,
+    show: Show,
     /// The highest event `seq` printed: events arrive from a listing and a
     /// watch that may overlap, and each is printed once.
     seen: u64,
@@ -136,11 +151,21 @@ impl Printer {
     }
 
     fn print(&mut self, e: &Object<EventSpec>) -> Result<()> {
-        if self.debug {
-            println!("{}", serde_json::to_string(&e.spec)?);
-            return Ok(());
-        }
         let s = &e.spec;
+        let cpi_log = s.stage == CPI_LOG_STAGE;
+        match self.show {
+            Show::Debug => {
+                println!("{}", serde_json::to_string(&e.spec)?);
+                return Ok(());
+            }
+            Show::Cpi if cpi_log => {
+                print!("{}", cpi_text(s));
+                return Ok(());
+            }
+            Show::Cpi => return Ok(()),
+            Show::Events if cpi_log => return Ok(()),
+            Show::Events => {}
+        }
         let key = (s.stage.clone(), s.object.clone());
         let time = s.time.format("%T");
         let what = if s.object.is_empty() {
@@ -173,6 +198,17 @@ impl Printer {
         }
         Ok(())
     }
+}
+
+/// One CPI call's log as `task N --cpi` prints it: a header naming the
+/// call, then the text as the CPI wrote it.
+fn cpi_text(s: &EventSpec) -> String {
+    let mut out = format!("Task {} | {} | CPI {}\n", s.task, s.time.format("%T"), s.object);
+    out.push_str(&s.error);
+    if !s.error.ends_with('\n') {
+        out.push('\n');
+    }
+    out
 }
 
 fn is_finished(t: &Object<TaskSpec>) -> bool {
@@ -210,7 +246,12 @@ enum Change {
 pub async fn task(args: TaskArgs) -> Result<()> {
     let d = Director::resolve(&args.director)?;
     let name = task_name(args.id);
-    let mut printer = Printer { started: HashMap::new(), debug: args.debug, seen: 0 };
+    let show = match (args.debug, args.cpi) {
+        (true, _) => Show::Debug,
+        (_, true) => Show::Cpi,
+        _ => Show::Events,
+    };
+    let mut printer = Printer { started: HashMap::new(), show, seen: 0 };
     let mut t: Object<TaskSpec> = d.get(&format!("/v1/tasks/{name}")).await?;
     let events_prefix = format!("{name}/");
     let listed = list::<EventSpec>(&d, &events_prefix).await?;
@@ -281,9 +322,30 @@ pub async fn events(args: EventsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(());
     }
-    let mut printer = Printer { started: HashMap::new(), debug: false, seen: 0 };
+    let mut printer = Printer { started: HashMap::new(), show: Show::Events, seen: 0 };
     for e in &events {
         printer.print(e)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--cpi` prints a CPI log event as a header and the CPI's own text.
+    #[test]
+    fn cpi_logs_print_as_text_under_a_header() {
+        let e = EventSpec {
+            task: 7,
+            stage: CPI_LOG_STAGE.into(),
+            object: "create_vm (req-1)".into(),
+            state: EventState::Info,
+            error: "INFO -- creating\nDEBUG -- done".into(),
+            ..Default::default()
+        };
+        let t = cpi_text(&e);
+        assert!(t.starts_with("Task 7 | ") && t.contains("| CPI create_vm (req-1)\n"), "{t}");
+        assert!(t.ends_with("INFO -- creating\nDEBUG -- done\n"), "{t}");
+    }
 }

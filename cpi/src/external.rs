@@ -5,15 +5,28 @@
 //! (PATH, TMPDIR, HOME), one JSON request on stdin, one JSON response on
 //! stdout; stderr is the CPI's log. Calls have a timeout after which the
 //! process is killed. Error types map onto [`CpiError`] the way BOSH's
-//! `external_cpi.rb` does: the types BOSH marks retriable (and any error
-//! with `ok_to_retry`) are transient, `VMNotFound`/`DiskNotFound` are
-//! not-found, `NotSupported`/`NotImplemented`/"Method is not known" are
-//! not-supported, and everything else is permanent.
+//! `external_cpi.rb` does: the types BOSH marks retriable (`NoDiskSpace`,
+//! `DiskNotAttached`, `VMCreationFailed`) are transient when the CPI says
+//! `ok_to_retry`, `VMNotFound`/`DiskNotFound` are not-found,
+//! `NotSupported`/`NotImplemented`/"Method is not known" are not-supported,
+//! a type BOSH does not know is permanent ("Unknown CPI error"), and so is
+//! everything else.
+//!
+//! [`ExternalCpi::connect`] asks the CPI's `info` first, as BOSH's cloud
+//! factory does, and speaks the lesser of the CPI's API version and the
+//! director's ([`DIRECTOR_API_VERSION`]) from then on: `api_version` in
+//! every request, `create_vm` answering `[vm_cid, ...]` under v2 and a plain
+//! cid under v1, `attach_disk` answering a disk hint under v2. A CPI whose
+//! `info` fails or answers nonsense is spoken to as v1, which is what
+//! BOSH does too; one that cannot be run at all is an error.
+//!
+//! What a call logs (stderr and the response's `log`) is redacted and goes
+//! to the task the call was made for (see [`crate::call_log`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,20 +34,46 @@ use bosh_api::store::Fence;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, info, warn};
+
+pub use crate::call_log::CallLog;
+use crate::call_log::{CallLogSink, MAX_LOG_BYTES, Redactor, current_task, truncate};
 
 use super::{CpiError, CpiInfo, CpiResult, CreateVm};
 
 /// Largest CPI stdout accepted, so a runaway CPI cannot exhaust memory.
 const MAX_OUTPUT: u64 = 16 << 20;
 
-/// What one CPI call left in its log (stderr and the response's `log`).
+/// Call logs kept for [`ExternalCpi::take_logs`] when no sink takes them
+/// (the oldest go first).
+const MAX_KEPT_LOGS: usize = 1000;
+
+/// The highest CPI API version this director speaks (BOSH's director
+/// prefers 2).
+pub const DIRECTOR_API_VERSION: u32 = 2;
+
+/// Why an external CPI cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The executable is missing or not executable.
+    #[error("the CPI executable {path} cannot be run: {reason}")]
+    NotExecutable {
+        /// The executable.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What `info` told the director, and the API version spoken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallLog {
-    /// The method called.
-    pub method: String,
-    /// stderr, then the response's `log` field.
-    pub text: String,
+pub struct Negotiated {
+    /// `info`'s answer (`api_version` 1 when it had none, or failed).
+    pub info: CpiInfo,
+    /// min(the CPI's, [`DIRECTOR_API_VERSION`]): sent in every request.
+    pub api_version: u32,
+    /// Why `info` was not used, when it was not.
+    pub info_error: Option<String>,
 }
 
 /// An external CPI executable.
@@ -45,6 +84,14 @@ pub struct ExternalCpi {
     properties: serde_json::Map<String, Value>,
     director_uuid: String,
     timeout: Duration,
+    /// Set by [`ExternalCpi::connect`]; until then no `api_version` is
+    /// sent and either shape of `create_vm`'s answer is taken.
+    negotiated: OnceLock<Negotiated>,
+    /// The stemcell API version to pass in `context.vm.stemcell`.
+    stemcell_api_version: Option<u32>,
+    /// The cpi properties' secrets.
+    redactor: Redactor,
+    sink: Option<Arc<dyn CallLogSink>>,
     logs: Mutex<Vec<CallLog>>,
 }
 
@@ -55,7 +102,7 @@ struct Response {
     #[serde(default)]
     error: Option<ResponseError>,
     #[serde(default)]
-    log: String,
+    log: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -68,15 +115,36 @@ struct ResponseError {
     ok_to_retry: bool,
 }
 
+/// The error types BOSH's director knows (`KNOWN_RPC_ERRORS`); any other
+/// is an "Unknown CPI error".
+const KNOWN_ERRORS: &[&str] = &[
+    "Bosh::Clouds::CpiError",
+    "Bosh::Clouds::NotSupported",
+    "Bosh::Clouds::NotImplemented",
+    "Bosh::Clouds::CloudError",
+    "Bosh::Clouds::VMNotFound",
+    "Bosh::Clouds::NetworkNotFound",
+    "Bosh::Clouds::NoDiskSpace",
+    "Bosh::Clouds::DiskNotAttached",
+    "Bosh::Clouds::DiskNotFound",
+    "Bosh::Clouds::VMCreationFailed",
+];
+
 impl ExternalCpi {
     /// A CPI named `name` run from `exe`.
     pub fn new(name: &str, exe: &Path, properties: serde_json::Map<String, Value>) -> ExternalCpi {
+        let mut redactor = Redactor::default();
+        redactor.add_secrets_of(&Value::Object(properties.clone()));
         ExternalCpi {
             name: name.to_string(),
             exe: exe.to_path_buf(),
             properties,
             director_uuid: uuid::Uuid::new_v4().to_string(),
             timeout: Duration::from_secs(600),
+            negotiated: OnceLock::new(),
+            stemcell_api_version: None,
+            redactor,
+            sink: None,
             logs: Mutex::new(Vec::new()),
         }
     }
@@ -87,8 +155,54 @@ impl ExternalCpi {
         self
     }
 
-    /// Takes the logs of the calls made since the last take (a task's
-    /// events carry them).
+    /// Sends call logs made during a task to `sink` (instead of keeping
+    /// them for [`ExternalCpi::take_logs`]).
+    pub fn with_log_sink(mut self, sink: Arc<dyn CallLogSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Passes `context.vm.stemcell.api_version` (BOSH passes the stemcell's
+    /// API version when it knows it).
+    pub fn with_stemcell_api_version(mut self, version: Option<u32>) -> Self {
+        self.stemcell_api_version = version;
+        self
+    }
+
+    /// Checks the executable can be run and asks its `info`, as BOSH's
+    /// director does when it sets a CPI up, then speaks the negotiated API
+    /// version. A failing or nonsensical `info` is not fatal (BOSH falls
+    /// back to API v1 too); it is reported in [`Negotiated::info_error`].
+    pub async fn connect(self) -> Result<(ExternalCpi, Negotiated), ConnectError> {
+        check_executable(&self.exe)?;
+        let (info, info_error) = match self.call("info", json!([]), None, None).await {
+            Ok(v) => match parse_info(&v) {
+                Ok(i) => (i, None),
+                Err(e) => (CpiInfo { api_version: 1, ..Default::default() }, Some(e)),
+            },
+            Err(e) => (CpiInfo { api_version: 1, ..Default::default() }, Some(e.to_string())),
+        };
+        let api_version = info.api_version.clamp(1, DIRECTOR_API_VERSION);
+        let n = Negotiated { info, api_version, info_error };
+        match &n.info_error {
+            None => {
+                info!(cpi = %self.name, exe = %self.exe.display(), cpi_api_version = n.info.api_version,
+                api_version = n.api_version, stemcell_formats = ?n.info.stemcell_formats, "external CPI ready")
+            }
+            Some(e) => warn!(cpi = %self.name, exe = %self.exe.display(), error = %e,
+                "the CPI's info failed; speaking CPI API v1 to it, as BOSH does"),
+        }
+        let _ = self.negotiated.set(n.clone());
+        Ok((self, n))
+    }
+
+    /// The API version spoken, once [`ExternalCpi::connect`] settled it.
+    pub fn api_version(&self) -> Option<u32> {
+        self.negotiated.get().map(|n| n.api_version)
+    }
+
+    /// Takes the logs of the calls made outside any task (or all, without
+    /// a sink) since the last take.
     pub fn take_logs(&self) -> Vec<CallLog> {
         std::mem::take(&mut self.logs.lock().unwrap())
     }
@@ -107,17 +221,27 @@ impl ExternalCpi {
         let rid = request_id
             .map(str::to_string)
             .unwrap_or_else(|| format!("cpi-{}", uuid::Uuid::new_v4()));
-        context.insert("request_id".into(), rid.into());
+        context.insert("request_id".into(), rid.clone().into());
+        if let Some(v) = self.stemcell_api_version {
+            context.insert("vm".into(), json!({"stemcell": {"api_version": v}}));
+        }
         if let Some(f) = fence {
             // bosh-rs's addition: lets a CPI refuse a deposed leader's call.
             context.insert("fence".into(), json!({"key": f.key, "revision": f.revision}));
         }
-        let request = json!({
+        let mut request = json!({
             "method": method,
             "arguments": arguments,
             "context": context,
-            "api_version": 2,
         });
+        // As BOSH: no `api_version` until `info` settled it.
+        if let Some(v) = self.api_version() {
+            request["api_version"] = v.into();
+        }
+        // The call's own secrets (the agent's NATS password in create_vm's
+        // env, secret-named cloud properties) are redacted with the CPI's.
+        let mut redactor = self.redactor.clone();
+        redactor.add_secrets_of(&arguments);
         let mut child = tokio::process::Command::new(&self.exe)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
@@ -137,7 +261,12 @@ impl ExternalCpi {
         let body = serde_json::to_vec(&request).expect("request serializes");
         let run = async {
             let write = async {
-                stdin.write_all(&body).await?;
+                // A CPI that exits without reading its request is not a
+                // failure to talk to it: its answer (or lack of one) is.
+                match stdin.write_all(&body).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
+                    _ => {}
+                }
                 drop(stdin);
                 Ok::<_, std::io::Error>(())
             };
@@ -159,13 +288,21 @@ impl ExternalCpi {
             Ok(Err(e)) => {
                 return Err(CpiError::Transient {
                     method,
-                    message: format!("talking to the CPI: {e}"),
+                    message: format!("talking to the CPI {}: {e}", self.exe.display()),
                 });
             }
             Err(_) => {
+                let note = format!(
+                    "[director] {method} timed out after {:?}; the CPI process was killed\n",
+                    self.timeout
+                );
+                self.record(method, &rid, &redactor, note, "").await;
                 return Err(CpiError::Transient {
                     method,
-                    message: format!("timed out after {:?}", self.timeout),
+                    message: format!(
+                        "timed out after {:?} (CPI request ID: '{rid}')",
+                        self.timeout
+                    ),
                 });
             }
         };
@@ -173,56 +310,177 @@ impl ExternalCpi {
         let response: Response = match serde_json::from_slice(&out) {
             Ok(r) => r,
             Err(e) => {
-                self.record(method, stderr_text, "");
-                return Err(CpiError::permanent(
-                    method,
-                    format!("invalid CPI response (exit {status}): {e}"),
-                ));
+                let said = last_lines(&redactor.redact(&stderr_text), 512);
+                let printed = last_lines(&redactor.redact(&String::from_utf8_lossy(&out)), 256);
+                self.record(method, &rid, &redactor, stderr_text, "").await;
+                let mut message = format!("Invalid CPI response - {e} (exit {status}");
+                if !printed.is_empty() {
+                    message.push_str(&format!("; stdout: {printed:?}"));
+                }
+                if !said.is_empty() {
+                    message.push_str(&format!("; stderr: {said:?}"));
+                }
+                message.push_str(&format!(") (CPI request ID: '{rid}')"));
+                return Err(CpiError::permanent(method, message));
             }
         };
-        self.record(method, stderr_text, &response.log);
-        debug!(cpi = %self.name, method, "CPI call finished");
+        let log = match &response.log {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        self.record(method, &rid, &redactor, stderr_text, &log).await;
+        debug!(cpi = %self.name, method, request_id = %rid, "CPI call finished");
         match response.error {
             None => Ok(response.result),
-            Some(e) => Err(map_error(method, e, &arguments)),
+            Some(e) => {
+                let e = ResponseError { message: redactor.redact(&e.message), ..e };
+                Err(map_error(method, e, &arguments, &rid))
+            }
         }
     }
 
-    fn record(&self, method: &str, stderr: String, log: &str) {
+    /// Keeps what a call logged: with its task's log through the sink, or
+    /// (outside a task, or without a sink) for [`ExternalCpi::take_logs`].
+    async fn record(
+        &self,
+        method: &str,
+        request_id: &str,
+        redactor: &Redactor,
+        stderr: String,
+        log: &str,
+    ) {
         let mut text = stderr;
         text.push_str(log);
-        if !text.is_empty() {
-            self.logs.lock().unwrap().push(CallLog { method: method.to_string(), text });
+        if text.is_empty() {
+            return;
         }
+        let text = truncate(redactor.redact(&text), MAX_LOG_BYTES);
+        let entry =
+            CallLog { method: method.to_string(), request_id: request_id.to_string(), text };
+        if let (Some(sink), Some(task)) = (&self.sink, current_task()) {
+            sink.write(task, entry).await;
+            return;
+        }
+        let mut logs = self.logs.lock().unwrap();
+        if logs.len() >= MAX_KEPT_LOGS {
+            logs.remove(0);
+        }
+        logs.push(entry);
     }
 }
 
-/// Maps a CPI error the way BOSH's director does.
-fn map_error(method: &'static str, e: ResponseError, args: &Value) -> CpiError {
-    let short = e.type_.rsplit("::").next().unwrap_or(&e.type_).to_string();
+/// The tail of `text`, at most `max` bytes of its last lines, trimmed.
+fn last_lines(text: &str, max: usize) -> String {
+    let t = text.trim();
+    if t.len() <= max {
+        return t.to_string();
+    }
+    let mut start = t.len() - max;
+    while !t.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &t[start..])
+}
+
+/// Refuses an executable that cannot be run (BOSH: `NonExecutable`).
+fn check_executable(exe: &Path) -> Result<(), ConnectError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |reason: String| ConnectError::NotExecutable { path: exe.to_path_buf(), reason };
+    let meta = std::fs::metadata(exe).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a file".into()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(fail("not executable".into()));
+    }
+    Ok(())
+}
+
+/// `info`'s result: an object with `stemcell_formats` (a list of strings)
+/// and `api_version` (a positive integer; none means 1).
+fn parse_info(v: &Value) -> Result<CpiInfo, String> {
+    let Some(o) = v.as_object() else {
+        return Err(format!("info answered {v}, not an object"));
+    };
+    let api_version = match o.get("api_version") {
+        None | Some(Value::Null) => 1,
+        Some(n) => match n.as_u64() {
+            Some(n @ 1..=1000) => n as u32,
+            _ => return Err(format!("info's api_version is {n}, not a positive integer")),
+        },
+    };
+    let stemcell_formats = match o.get("stemcell_formats") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(f) => serde_json::from_value(f.clone())
+            .map_err(|e| format!("info's stemcell_formats {f}: {e}"))?,
+    };
+    Ok(CpiInfo { stemcell_formats, api_version })
+}
+
+/// Maps a CPI error the way BOSH's director does; the message is BOSH's
+/// (`CPI error 'T' with message 'M' ... (CPI request ID: 'R')`), the
+/// method named by [`CpiError`]'s own text.
+fn map_error(method: &'static str, e: ResponseError, args: &Value, rid: &str) -> CpiError {
     let first_arg = args.get(0).and_then(Value::as_str).unwrap_or_default().to_string();
-    match short.as_str() {
+    let said =
+        format!("CPI error '{}' with message '{}' (CPI request ID: '{rid}')", e.type_, e.message);
+    let not_known = (e.type_ == "InvalidCall" && e.message.starts_with("Method is not known"))
+        || (e.type_ == "Bosh::Clouds::CloudError" && e.message.starts_with("Invalid Method:"));
+    if not_known {
+        return CpiError::NotSupported { method };
+    }
+    if !KNOWN_ERRORS.contains(&e.type_.as_str()) {
+        let message = format!(
+            "Unknown CPI error '{}' with message '{}' (CPI request ID: '{rid}')",
+            e.type_, e.message
+        );
+        return CpiError::Permanent { method, message };
+    }
+    let short = e.type_.rsplit("::").next().unwrap_or(&e.type_);
+    match short {
         "VMNotFound" => CpiError::NotFound { what: "vm", cid: first_arg },
         "DiskNotFound" => CpiError::NotFound { what: "disk", cid: first_arg },
         "NotSupported" | "NotImplemented" => CpiError::NotSupported { method },
-        "InvalidCall" if e.message.contains("Method is not known") => {
-            CpiError::NotSupported { method }
+        // BOSH's retriable errors carry whether a retry may help.
+        "NoDiskSpace" | "DiskNotAttached" | "VMCreationFailed" if e.ok_to_retry => {
+            CpiError::Transient { method, message: said }
         }
-        "NoDiskSpace" | "DiskNotAttached" | "VMCreationFailed" | "NetworkNotFound" => {
-            CpiError::Transient { method, message: format!("{}: {}", e.type_, e.message) }
+        // So may the others (BOSH ignores it there; retrying is ours).
+        _ if e.ok_to_retry => CpiError::Transient { method, message: said },
+        _ => CpiError::Permanent { method, message: said },
+    }
+}
+
+/// `create_vm`'s cid: a plain cid under API v1, `[vm_cid, networks, ...]`
+/// under v2; either before `info` settled the version.
+fn vm_cid(api_version: Option<u32>, v: Value) -> CpiResult<String> {
+    let m = "create_vm";
+    match (api_version, v) {
+        (Some(1) | None, Value::String(s)) => Ok(s),
+        (Some(2..) | None, Value::Array(a)) => match a.into_iter().next() {
+            Some(Value::String(s)) => Ok(s),
+            first => Err(CpiError::permanent(
+                m,
+                format!("CPI API v2 create_vm answered [{first:?}, ...]: no vm cid first"),
+            )),
+        },
+        (Some(v), other) => Err(CpiError::permanent(
+            m,
+            format!(
+                "create_vm answered {other}, expected {} under CPI API v{v}",
+                if v >= 2 { "[vm_cid, networks]" } else { "a vm cid string" }
+            ),
+        )),
+        (None, other) => {
+            Err(CpiError::permanent(m, format!("expected a vm cid string, got {other}")))
         }
-        _ if e.ok_to_retry => {
-            CpiError::Transient { method, message: format!("{}: {}", e.type_, e.message) }
-        }
-        _ => CpiError::Permanent { method, message: format!("{}: {}", e.type_, e.message) },
     }
 }
 
 fn as_string(method: &'static str, v: Value) -> CpiResult<String> {
     match v {
         Value::String(s) => Ok(s),
-        // API v2 create_vm returns [vm_cid, networks].
-        Value::Array(mut a) if !a.is_empty() => as_string(method, a.swap_remove(0)),
         other => Err(CpiError::permanent(method, format!("expected a cid string, got {other}"))),
     }
 }
@@ -239,7 +497,7 @@ impl super::Cpi for ExternalCpi {
 
     async fn info(&self) -> CpiResult<CpiInfo> {
         let v = self.call("info", json!([]), None, None).await?;
-        serde_json::from_value(v).map_err(|e| CpiError::permanent("info", e))
+        parse_info(&v).map_err(|e| CpiError::permanent("info", e))
     }
 
     async fn create_stemcell(
@@ -281,7 +539,7 @@ impl super::Cpi for ExternalCpi {
             env,
         ]);
         let v = self.call("create_vm", args, Some(&req.request_id), fence).await?;
-        as_string("create_vm", v)
+        vm_cid(self.api_version(), v)
     }
 
     async fn delete_vm(&self, fence: Option<&Fence>, cid: &str) -> CpiResult<()> {
@@ -350,7 +608,23 @@ impl super::Cpi for ExternalCpi {
         vm_cid: &str,
         disk_cid: &str,
     ) -> CpiResult<()> {
-        self.call("attach_disk", json!([vm_cid, disk_cid]), None, fence).await.map(drop)
+        let hint = self.call("attach_disk", json!([vm_cid, disk_cid]), None, fence).await?;
+        // API v2 answers the disk hint (BOSH: "No disk_hint" without one);
+        // v1's answer means nothing.
+        if self.api_version().is_some_and(|v| v >= 2) {
+            let empty = match &hint {
+                Value::Null => true,
+                Value::String(s) => s.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                return Err(CpiError::permanent("attach_disk", "No disk_hint (CPI API v2)"));
+            }
+            debug!(cpi = %self.name, vm_cid, disk_cid, %hint, "disk attached");
+        }
+        Ok(())
     }
 
     async fn detach_disk(
@@ -411,25 +685,55 @@ mod tests {
         ResponseError { type_: t.into(), message: msg.into(), ok_to_retry: retry }
     }
 
+    fn map(t: &str, msg: &str, retry: bool) -> CpiError {
+        map_error("create_vm", err(t, msg, retry), &json!(["vm-1"]), "cpi-1")
+    }
+
     /// BOSH's error types map to the caller's choices as the director maps them.
     #[test]
     fn error_types_map_like_the_director() {
-        let args = json!(["vm-1"]);
         assert!(
-            matches!(map_error("has_vm", err("Bosh::Clouds::VMNotFound", "", false), &args), CpiError::NotFound { what: "vm", ref cid } if cid == "vm-1")
+            matches!(map("Bosh::Clouds::VMNotFound", "", false), CpiError::NotFound { what: "vm", ref cid } if cid == "vm-1")
         );
-        assert!(
-            map_error("m", err("Bosh::Clouds::VMCreationFailed", "x", false), &args).is_retryable()
-        );
-        assert!(map_error("m", err("Bosh::Clouds::CloudError", "x", true), &args).is_retryable());
-        assert!(!map_error("m", err("Bosh::Clouds::CloudError", "x", false), &args).is_retryable());
+        assert!(map("Bosh::Clouds::VMCreationFailed", "x", true).is_retryable());
+        assert!(!map("Bosh::Clouds::VMCreationFailed", "x", false).is_retryable());
+        assert!(map("Bosh::Clouds::CloudError", "x", true).is_retryable());
+        assert!(!map("Bosh::Clouds::CloudError", "x", false).is_retryable());
         assert!(matches!(
-            map_error("m", err("Bosh::Clouds::NotImplemented", "", false), &args),
+            map("Bosh::Clouds::NotImplemented", "", false),
             CpiError::NotSupported { .. }
         ));
         assert!(matches!(
-            map_error("m", err("InvalidCall", "Method is not known, got 'x'", false), &args),
+            map("InvalidCall", "Method is not known, got 'x'", false),
             CpiError::NotSupported { .. }
         ));
+        let unknown = map("Acme::Exploded", "boom", true);
+        assert!(!unknown.is_retryable());
+        let text = unknown.to_string();
+        assert!(text.contains("create_vm") && text.contains("Unknown CPI error 'Acme::Exploded'"));
+        assert!(text.contains("'boom'") && text.contains("cpi-1"), "{text}");
+    }
+
+    /// `info`: a missing api_version is v1; nonsense is refused.
+    #[test]
+    fn info_is_parsed_like_the_director() {
+        let i = parse_info(&json!({"stemcell_formats": ["x-raw"]})).unwrap();
+        assert_eq!(i, CpiInfo { stemcell_formats: vec!["x-raw".into()], api_version: 1 });
+        assert_eq!(parse_info(&json!({"api_version": 2})).unwrap().api_version, 2);
+        assert!(parse_info(&json!("v2")).is_err());
+        assert!(parse_info(&json!({"api_version": "two"})).is_err());
+        assert!(parse_info(&json!({"stemcell_formats": "x"})).is_err());
+    }
+
+    /// create_vm's answer shape follows the API version spoken.
+    #[test]
+    fn create_vm_answers_follow_the_api_version() {
+        assert_eq!(vm_cid(Some(1), json!("vm-1")).unwrap(), "vm-1");
+        assert_eq!(vm_cid(Some(2), json!(["vm-2", {"net": {}}])).unwrap(), "vm-2");
+        assert!(vm_cid(Some(1), json!(["vm-2", {}])).is_err());
+        assert!(vm_cid(Some(2), json!("vm-1")).is_err());
+        assert!(vm_cid(Some(2), json!([])).is_err());
+        assert_eq!(vm_cid(None, json!("vm-1")).unwrap(), "vm-1");
+        assert_eq!(vm_cid(None, json!(["vm-2"])).unwrap(), "vm-2");
     }
 }

@@ -27,6 +27,8 @@
 //! - [`local`]: the embedded default; a VM is a directory and an agent
 //!   process tree with its own loopback address.
 //! - [`external`]: any executable speaking BOSH's external CPI protocol.
+//! - [`call_log`]: what external CPI calls log, redacted, and the task
+//!   they are logged to.
 //! - [`protocol`]: the CPI side of that protocol, serving any [`Cpi`]
 //!   (the `bosh-local-cpi` executable is the local CPI behind it).
 
@@ -39,6 +41,7 @@ use bosh_api::objects::InstanceNetwork;
 use bosh_api::store::Fence;
 use serde::{Deserialize, Serialize};
 
+pub mod call_log;
 pub mod external;
 pub mod local;
 pub mod protocol;

@@ -30,6 +30,10 @@ pub struct Request {
     /// bosh-rs's `fence`.
     #[serde(default)]
     pub context: serde_json::Map<String, Value>,
+    /// The CPI API version the director speaks (none: v1, as a director
+    /// that has not asked `info` sends none).
+    #[serde(default)]
+    pub api_version: Option<u32>,
 }
 
 /// A malformed argument: BOSH's `InvalidCall`.
@@ -84,6 +88,7 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
     let fresh = || format!("stock-{}", uuid::Uuid::new_v4());
     let f = fence(req);
     let f = f.as_ref();
+    let v2 = req.api_version.is_some_and(|v| v >= 2);
     let rid = req.context.get("request_id").and_then(Value::as_str).unwrap_or_default();
     let s = |i: usize, what: &str| arg::<String>(req, i, what);
     let done = |r: Result<(), CpiError>| r.map(|()| Value::Null).map_err(cloud_error);
@@ -123,9 +128,9 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
                 settings,
                 env: group_env,
             };
-            // API v2: [vm_cid, networks].
+            // API v2: [vm_cid, networks]; v1: the cid.
             let cid = cpi.create_vm(f, &req).await.map_err(cloud_error)?;
-            Ok(json!([cid, req.networks]))
+            Ok(if v2 { json!([cid, req.networks]) } else { Value::from(cid) })
         }
         "delete_vm" => done(cpi.delete_vm(f, &s(0, "vm_cid")?).await),
         "has_vm" => value(cpi.has_vm(&s(0, "vm_cid")?).await.map(Value::from)),
@@ -151,7 +156,7 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
             let (vm, disk) = (s(0, "vm_cid")?, s(1, "disk_cid")?);
             cpi.attach_disk(f, &vm, &disk).await.map_err(cloud_error)?;
             // API v2: the disk hint (the local CPI mounts by cid).
-            Ok(Value::from(disk))
+            Ok(if v2 { Value::from(disk) } else { Value::Null })
         }
         "detach_disk" => done(cpi.detach_disk(f, &s(0, "vm_cid")?, &s(1, "disk_cid")?).await),
         "get_disks" => value(cpi.get_disks(&s(0, "vm_cid")?).await.map(|d| json!(d))),

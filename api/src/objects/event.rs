@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::Kind;
 
+/// The stage of the events that carry what an external CPI logged during
+/// a task (its stderr and its responses' `log`, redacted): BOSH's per-task
+/// `cpi` log, which `bosh task N --cpi` shows. State `info`, object
+/// `<method> (<CPI request id>)`, the text in `error`.
+pub const CPI_LOG_STAGE: &str = "CPI log";
+
 /// The state an event reports, as in BOSH's event log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -50,7 +50,7 @@ pub use dns_numbers::{
 pub use errand::{
     DEFAULT_ERRAND_TIMEOUT_SECS, ErrandInstanceResult, ErrandPhase, ErrandRunSpec, ErrandRunStatus,
 };
-pub use event::{EventSpec, EventState, EventStatus};
+pub use event::{CPI_LOG_STAGE, EventSpec, EventState, EventStatus};
 pub use finalizer::Finalizer;
 pub use instance::{
     DesiredState, InstanceHealth, InstanceJob, InstanceNetwork, InstancePackage, InstancePhase,

@@ -77,6 +77,10 @@ struct Args {
     /// `bosh-local-cpi`.
     #[arg(long = "cpi-property", value_name = "KEY=VALUE", value_parser = cpi_property)]
     cpi_properties: Vec<(String, serde_json::Value)>,
+    /// Seconds an external CPI call may take before its process is killed
+    /// and the call fails as retryable (default: 10 minutes).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    cpi_timeout_secs: u64,
     /// The local CPI's directory (default: in the data dir). Replicas
     /// share it, as they share an IaaS.
     #[arg(long)]
@@ -315,11 +319,22 @@ async fn director(
         .with_context(|| format!("connecting to nats-server at {}", bus.url()))?;
     let cpi_dir = args.cpi_dir.clone().unwrap_or_else(|| dir.join("cpi"));
     let cpi: Arc<dyn bosh_controllers::world::cpi::Cpi> = match &args.cpi_exe {
-        Some(exe) => Arc::new(bosh_controllers::world::cpi::external::ExternalCpi::new(
-            "external",
-            exe,
-            args.cpi_properties.iter().cloned().collect(),
-        )),
+        Some(exe) => {
+            // As BOSH's director sets a CPI up: its `info` decides the API
+            // version spoken. Its calls log to the task they are made for.
+            // (`connect` logs what was negotiated.)
+            let (ext, _) = bosh_controllers::world::cpi::external::ExternalCpi::new(
+                "external",
+                exe,
+                args.cpi_properties.iter().cloned().collect(),
+            )
+            .with_timeout(std::time::Duration::from_secs(args.cpi_timeout_secs))
+            .with_log_sink(Arc::new(bosh_controllers::libs::tasks::CpiTaskLog::new(store.clone())))
+            .connect()
+            .await
+            .context("setting up the external CPI")?;
+            Arc::new(ext)
+        }
         // The local CPI's audit log records the etcd revision each mutating
         // call was admitted at (one revision read per call): what lets the
         // fault matrix's invariant checker see, for a real boshd process,

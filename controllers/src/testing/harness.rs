@@ -108,6 +108,11 @@ pub struct HarnessOptions {
     pub dns: bool,
     /// How the director reaches the world's CPI.
     pub cpi_path: CpiPath,
+    /// With [`CpiPath::External`]: the executable run instead of
+    /// `bosh-local-cpi` (a test's stand-in, which may hand calls on to it).
+    pub cpi_exe: Option<std::path::PathBuf>,
+    /// The external CPI's per-call timeout (boshd's `--cpi-timeout-secs`).
+    pub cpi_timeout: Option<Duration>,
 }
 
 /// How the director reaches the world's local CPI.
@@ -168,6 +173,8 @@ impl HarnessOptions {
             agent_blobstore_url: None,
             vms: VmKind::Process,
             cpi_path: CpiPath::InProcess,
+            cpi_exe: None,
+            cpi_timeout: None,
             dns: false,
         }
     }
@@ -214,15 +221,25 @@ impl Harness {
         let images = world.cpi.image_cache().to_path_buf();
         let (mut director, rest) = world.director();
         if let CpiPath::External { disabled } = &o.cpi_path {
-            let exe = bosh_test_utils::agent::local_cpi_binary()?;
+            let exe = match &o.cpi_exe {
+                Some(exe) => exe.clone(),
+                None => bosh_test_utils::agent::local_cpi_binary()?,
+            };
             let mut props = serde_json::Map::new();
             props.insert("disabled_methods".into(), serde_json::json!(disabled));
             let data_dir = rest.env.dir().join("cpi");
             props.insert("data_dir".into(), data_dir.to_string_lossy().into_owned().into());
             props.insert("image_cache".into(), images.to_string_lossy().into_owned().into());
             let name = director.cpi.name().to_string();
-            director.cpi =
-                Arc::new(crate::world::cpi::external::ExternalCpi::new(&name, &exe, props));
+            // Set up as boshd sets it up (`info` first, logs to tasks).
+            let timeout = o.cpi_timeout.unwrap_or(Duration::from_secs(600));
+            let sink = Arc::new(crate::libs::tasks::CpiTaskLog::new(director.store.clone()));
+            let (ext, _) = crate::world::cpi::external::ExternalCpi::new(&name, &exe, props)
+                .with_timeout(timeout)
+                .with_log_sink(sink)
+                .connect()
+                .await?;
+            director.cpi = Arc::new(ext);
         }
         let faults = Arc::new(FaultyCpi::new(director.cpi.clone()));
         let cpi = Arc::new(CountingCpi::new(faults.clone()));

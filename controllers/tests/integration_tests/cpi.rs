@@ -45,7 +45,10 @@ fn create_vm_request(subnet: &SubnetLease, stemcell: &str, request_id: &str) -> 
 async fn external_cpi_round_trip() {
     let subnet = SubnetLease::acquire();
     let dir = tempfile::tempdir().unwrap();
-    let cpi = dummy_cpi(dir.path());
+    // Set up as the director sets a CPI up: `info` first.
+    let (cpi, negotiated) = dummy_cpi(dir.path()).connect().await.unwrap();
+    assert_eq!(negotiated.api_version, 2);
+    assert_eq!(negotiated.info.stemcell_formats, ["dummy"]);
     assert_eq!(cpi.info().await.unwrap().stemcell_formats, ["dummy"]);
     let sc = cpi.create_stemcell(None, Path::new("/nonexistent/image"), &json!({})).await.unwrap();
     let vm = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
@@ -57,7 +60,11 @@ async fn external_cpi_round_trip() {
     assert_eq!(rec["request_id"], "req-1", "the request id must reach the CPI in the context");
     assert_eq!(rec["env"]["bosh"]["settings"]["agent_id"], "agent-req-1");
     assert_eq!(rec["networks"]["default"]["ip"], subnet.ip(10).to_string());
-    assert!(state["calls"].as_array().unwrap().iter().all(|c| c["api_version"] == 2));
+    // As BOSH: `info` at set-up carries no version; every call after it
+    // carries the one negotiated.
+    let calls = state["calls"].as_array().unwrap();
+    assert!(calls[0]["method"] == "info" && calls[0]["api_version"].is_null(), "{calls:?}");
+    assert!(calls[1..].iter().all(|c| c["api_version"] == 2), "{calls:?}");
 
     let mut md = BTreeMap::new();
     md.insert("deployment".to_string(), "cf".to_string());
@@ -342,4 +349,61 @@ async fn local_cpi_refuses_a_deposed_leaders_fence() {
     cpi.create_disk(None, "r-4", 1, &none, None).await.unwrap();
     cpi.delete_disk(Some(&fence("instance", 21)), &disk).await.unwrap();
     assert!(!cpi.has_disk(&disk).await.unwrap());
+}
+
+/// A CPI script answering `info` with `info` and `create_vm` with
+/// `create_vm` (raw stdout text), keeping the last request in `dir/req`.
+fn scripted_cpi(dir: &Path, info: &str, create_vm: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir.display();
+    let script = format!(
+        "#!/bin/sh\nreq=$(cat)\nprintf '%s' \"$req\" > '{d}/req'\ncase \"$req\" in\n  *'\"method\":\"info\"'*) printf '%s\\n' '{info}' ;;\n  *) printf '%s\\n' '{create_vm}' ;;\nesac\n"
+    );
+    let path = dir.join("cpi");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Setting a CPI up follows its `info` as BOSH's director does: v2 when
+/// it says so, v1 when it says nothing or its `info` is nonsense (BOSH
+/// tolerates that too), and `create_vm`'s answer is read by the version
+/// spoken. A CPI that cannot be run is refused, naming the executable.
+#[tokio::test]
+async fn external_cpi_setup_follows_info() {
+    let subnet = SubnetLease::acquire();
+    let req = create_vm_request(&subnet, "sc-1", "req-1");
+    let ok = |r: &str| format!(r#"{{"result":{r},"error":null,"log":""}}"#);
+    let setup = |info: String, create: String| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = scripted_cpi(dir.path(), &info, &create);
+        let (cpi, n) = ExternalCpi::new("s", &exe, Default::default()).connect().await.unwrap();
+        (dir, cpi, n)
+    };
+    let sent = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("req")).unwrap()).unwrap()
+    };
+
+    let v2 = ok(r#"{"stemcell_formats":["raw"],"api_version":2}"#);
+    let (dir, cpi, n) = setup(v2.clone(), ok(r#"["vm-2",{"default":{}}]"#)).await;
+    assert_eq!((n.api_version, n.info.stemcell_formats.clone()), (2, vec!["raw".to_string()]));
+    assert_eq!(cpi.create_vm(None, &req).await.unwrap(), "vm-2");
+    assert_eq!(sent(dir.path())["api_version"], 2);
+    let (_dir, cpi, _) = setup(v2, ok(r#""vm-1""#)).await;
+    let e = cpi.create_vm(None, &req).await.unwrap_err();
+    assert!(e.to_string().contains("under CPI API v2"), "{e}");
+
+    let (dir, cpi, n) = setup(ok(r#"{"stemcell_formats":["raw"]}"#), ok(r#""vm-1""#)).await;
+    assert_eq!((n.api_version, n.info_error.clone()), (1, None), "no api_version is v1");
+    assert_eq!(cpi.create_vm(None, &req).await.unwrap(), "vm-1");
+    assert_eq!(sent(dir.path())["api_version"], 1);
+
+    let (_dir, _cpi, n) = setup("not json".into(), ok(r#""vm-1""#)).await;
+    assert_eq!(n.api_version, 1);
+    let why = n.info_error.unwrap();
+    assert!(why.contains("Invalid CPI response") && why.contains("not json"), "{why}");
+
+    let missing = PathBuf::from("/nonexistent/bin/cpi");
+    let e = ExternalCpi::new("m", &missing, Default::default()).connect().await.err().unwrap();
+    assert!(e.to_string().contains("/nonexistent/bin/cpi"), "{e}");
 }

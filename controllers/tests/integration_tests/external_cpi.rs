@@ -152,3 +152,169 @@ async fn a_lost_create_reply_from_a_stock_cpi_is_adopted_through_the_agent() {
     }
     h.stop().await.unwrap();
 }
+
+/// A CPI executable that stands in for `bosh-local-cpi` in `create_vm`
+/// (as `mode` says) and hands every other call, and `create_vm` in mode
+/// `pass`, on to it. Writes the script into `dir`; the mode is the
+/// content of `dir/mode`.
+fn misbehaving_cpi(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = bosh_test_utils::agent::local_cpi_binary().unwrap();
+    let (real, d) = (real.display(), dir.display());
+    let script = format!(
+        r#"#!/bin/sh
+req=$(cat)
+case "$req" in
+  *'"method":"create_vm"'*) ;;
+  *) printf '%s' "$req" | '{real}'; exit $? ;;
+esac
+case "$(cat '{d}/mode')" in
+  garbage)
+    echo 'about to answer garbage' >&2
+    echo 'this is not json'
+    exit 0 ;;
+  exit)
+    echo 'create_vm: cannot reach the IaaS endpoint' >&2
+    exit 3 ;;
+  hang)
+    exec sleep 60 ;;
+  unknown)
+    printf '%s\n' '{{"result":null,"error":{{"type":"Acme::QuotaExploded","message":"acme VM quota exceeded","ok_to_retry":false}},"log":"acme: quota check\n"}}'
+    exit 0 ;;
+  retry)
+    if [ ! -e '{d}/retried' ]; then
+      : > '{d}/retried'
+      printf '%s\n' '{{"result":null,"error":{{"type":"Bosh::Clouds::VMCreationFailed","message":"no capacity in z1, try again","ok_to_retry":true}},"log":""}}'
+      exit 0
+    fi ;;
+esac
+# Behaving: log the request (the director must redact its secrets), then
+# let the real CPI answer.
+printf 'create_vm request: %s\n' "$req" >&2
+printf '%s' "$req" | '{real}'
+"#
+    );
+    let path = dir.join("cpi");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The local CPI's VMs of deployment `name` (read beside the director).
+async fn inventory(h: &Harness, name: &str) -> Vec<String> {
+    let local = LocalCpi::open(&h.cpi_root()).unwrap();
+    let all = local.list_vms().await.unwrap();
+    let of =
+        all.into_iter().filter(|v| v.metadata.get("deployment").map(String::as_str) == Some(name));
+    of.map(|v| v.cid).collect()
+}
+
+/// The CPI logs stored with task `task` (what `boshctl task N --cpi` shows).
+async fn cpi_logs(h: &Harness, task: u64) -> Vec<bosh_api::objects::EventSpec> {
+    let all = h.events(task).await;
+    all.into_iter().filter(|e| e.stage == bosh_api::objects::CPI_LOG_STAGE).collect()
+}
+
+/// Bad CPI executables through a deploy, one deployment of one instance
+/// each (the packages compiled once, first): a `create_vm` that prints
+/// garbage, exits non-zero without JSON, hangs past the call timeout,
+/// answers an error type BOSH does not know, or answers
+/// `VMCreationFailed` with `ok_to_retry` once. Each fails the deploy with
+/// the CPI's message and the method named, keeps the VM intent recorded,
+/// and logs what the CPI said to the task; once the CPI behaves (and, for
+/// the permanent failures, the operator asks for a recreate, which wakes
+/// the instance as BOSH's re-deploy would) the instance runs on exactly
+/// one VM. The behaving CPI logs its whole request, and the task's CPI log
+/// carries no password of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_cpi_executables_fail_the_deploy_naming_the_call_then_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = misbehaving_cpi(tmp.path());
+    let mode = |m: &str| std::fs::write(tmp.path().join("mode"), m).unwrap();
+    mode("pass");
+    let h = Harness::start(HarnessOptions {
+        cpi_path: CpiPath::External { disabled: vec![] },
+        cpi_exe: Some(exe),
+        cpi_timeout: Some(Duration::from_secs(3)),
+        ..HarnessOptions::containers()
+    })
+    .await
+    .unwrap();
+    let releases = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(releases.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let started = std::time::Instant::now();
+    let t = h.apply("good", manifest("good", 1, "behaving", 0)).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    println!("compiled and deployed through the stand-in in {:?}", started.elapsed());
+    // The behaving create_vm logged its request: the task's CPI log has
+    // it, with every password redacted (the agent's NATS password is one).
+    let logs = cpi_logs(&h, t).await;
+    let request = logs
+        .iter()
+        .find(|e| e.object.starts_with("create_vm") && e.error.contains("create_vm request"))
+        .unwrap_or_else(|| panic!("the create_vm request is in the task's CPI log: {logs:?}"));
+    assert!(request.error.contains("\"mbus\""), "{}", request.error);
+    let pairs = request.error.matches("\"password\":").count();
+    assert!(pairs > 0, "{}", request.error);
+    assert_eq!(
+        pairs,
+        request.error.matches("\"password\":\"<redacted>\"").count(),
+        "every password redacted: {}",
+        request.error
+    );
+
+    // (mode, what the task's result says, what the task's CPI log says,
+    //  whether the instance retries by itself)
+    let cases = [
+        ("garbage", "Invalid CPI response", "about to answer garbage", false),
+        ("exit", "cannot reach the IaaS endpoint", "cannot reach the IaaS endpoint", false),
+        ("hang", "timed out after 3s", "timed out after 3s", true),
+        ("unknown", "Unknown CPI error 'Acme::QuotaExploded'", "acme: quota check", false),
+        ("retry", "no capacity in z1", "", true),
+    ];
+    for (m, said, logged, retries) in cases {
+        let name = format!("bad-{m}");
+        mode(m);
+        let case_started = std::time::Instant::now();
+        let t = h.apply(&name, manifest(&name, 1, m, 0)).await;
+        let (state, result) = h.task_end(t).await;
+        assert_eq!(state, TaskState::Error, "{m}: {result}");
+        assert!(result.contains("create_vm") && result.contains(said), "{m}: {result}");
+        let i = &h.instances(&name).await[0];
+        assert!(i.status.pending_create.is_some() && i.status.vm_cid.is_none(), "{m}: {i:?}");
+        assert!(i.status.agent_id.is_some(), "{m}: the intent names the agent");
+        if !logged.is_empty() {
+            let logs = cpi_logs(&h, t).await;
+            assert!(
+                logs.iter().any(|e| e.object.starts_with("create_vm") && e.error.contains(logged)),
+                "{m}: {logs:?}"
+            );
+        }
+        mode("pass");
+        if !retries {
+            let recreate = InstanceOverride { recreate: 1, ..Default::default() };
+            let t = h
+                .apply_with(&name, |s| {
+                    s.instances.insert("web".into(), recreate.clone());
+                })
+                .await;
+            let (state, result) = h.task_end(t).await;
+            assert_eq!(state, TaskState::Done, "{m}: {result}");
+        }
+        bosh_test_utils::eventually(Duration::from_secs(60), "the instance running", || async {
+            let all = h.instances(&name).await;
+            (all.len() == 1 && all[0].status.phase == Some(InstancePhase::Running)).then_some(())
+        })
+        .await
+        .unwrap();
+        let vms = inventory(&h, &name).await;
+        let i = &h.instances(&name).await[0];
+        assert_eq!(vms.len(), 1, "{m}: one VM: {vms:?}");
+        assert_eq!(Some(&vms[0]), i.status.vm_cid.as_ref(), "{m}");
+        println!("{m}: failed and recovered in {:?}", case_started.elapsed());
+    }
+    assert!(tmp.path().join("retried").exists());
+    h.stop().await.unwrap();
+}

@@ -24,7 +24,6 @@ use bosh_api::objects::{InstanceSpec, TaskSpec, TaskState};
 use bosh_api::store::Store;
 use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::testing::{CpiPath, Harness, HarnessOptions, WebManifest};
-use bosh_controllers::world::cpi::Cpi;
 use bosh_controllers::world::cpi::local::audit;
 use bosh_test_utils::{SubnetLease, eventually};
 use clap::Parser;

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use bosh_api::objects::{EventSpec, EventState, TaskChange, TaskSpec, TaskState};
+use bosh_api::objects::{CPI_LOG_STAGE, EventSpec, EventState, TaskChange, TaskSpec, TaskState};
 use bosh_api::store::{self, LeaseId, Store};
 use bosh_api::{Object, ObjectMeta};
 use chrono::Utc;
@@ -139,5 +139,46 @@ impl EventLog {
         };
         let name = format!("{}/{seq:06}", task_name(self.task));
         self.store.create_with_lease(&Object::new(ObjectMeta::named(name), spec), lease).await
+    }
+}
+
+/// Stores what external CPI calls log with the task they were made for,
+/// as events of stage [`CPI_LOG_STAGE`] (`boshctl task N --cpi` shows
+/// them): BOSH's per-task `cpi` log. The CPI has redacted and bounded the
+/// text already.
+pub struct CpiTaskLog {
+    store: Store,
+    /// The logs of recent tasks, so a task's CPI logs share one lease.
+    logs: std::sync::Mutex<std::collections::HashMap<u64, std::sync::Arc<EventLog>>>,
+}
+
+/// Tasks whose event logs [`CpiTaskLog`] keeps (then it starts afresh).
+const CPI_LOG_TASKS: usize = 64;
+
+impl CpiTaskLog {
+    /// Logs into `store`'s tasks.
+    pub fn new(store: Store) -> CpiTaskLog {
+        CpiTaskLog { store, logs: Default::default() }
+    }
+
+    fn log_of(&self, task: u64) -> std::sync::Arc<EventLog> {
+        let mut logs = self.logs.lock().unwrap();
+        if logs.len() >= CPI_LOG_TASKS && !logs.contains_key(&task) {
+            logs.clear();
+        }
+        let log =
+            logs.entry(task).or_insert_with(|| EventLog::new(self.store.clone(), task).into());
+        log.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::world::cpi::call_log::CallLogSink for CpiTaskLog {
+    async fn write(&self, task: u64, log: crate::world::cpi::call_log::CallLog) {
+        let object = format!("{} ({})", log.method, log.request_id);
+        let events = self.log_of(task);
+        if let Err(e) = events.record(CPI_LOG_STAGE, &object, EventState::Info, &log.text).await {
+            tracing::warn!(task, object, error = %e, "could not store a CPI log");
+        }
     }
 }

@@ -522,7 +522,10 @@ async fn walk(
                 // The task holds the `Ctx`, and with it the term's fence.
                 set.spawn(async move {
                     let key = pkg2.key.clone();
-                    (key, compile_one(&ctx, &env, &os, &version, &pkg2, deps, reuse).await)
+                    let task = env.task;
+                    let one = compile_one(&ctx, &env, &os, &version, &pkg2, deps, reuse);
+                    // Its CPI calls log to the deployment's task.
+                    (key, crate::world::cpi::call_log::in_task(task, one).await)
                 });
             }
         }

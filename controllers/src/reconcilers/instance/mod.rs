@@ -44,9 +44,11 @@ use bosh_api::{Condition, ConditionStatus, Object};
 use tracing::{info, warn};
 
 use crate::libs::tasks::EventLog;
+// CPI calls made for a task log to it (`boshctl task N --cpi`).
 use crate::runtime::{Action, Cleanup, Ctx, Trigger, Wiring, Workers, finalizer};
 use crate::world::agent_client::AgentError;
 use crate::world::cpi::CpiError;
+use crate::world::cpi::call_log::in_task;
 use crate::world::director::Director;
 
 /// The annotation `delete-deployment --force` sets: agent failures do not
@@ -284,7 +286,7 @@ async fn apply(
     if problems::pending(&cur) {
         // Read above, not from the cache, which may lag this controller's
         // own last writes: a resolution must not be carried out twice.
-        problems::run(ctx, &mut cur, &opts).await?;
+        in_task(opts.task, problems::run(ctx, &mut cur, &opts)).await?;
     }
     if is_converged(&cur) {
         if cur.spec.desired_state != DesiredState::Detached && cur.status.is_unresponsive() {
@@ -295,7 +297,7 @@ async fn apply(
     let generation = cur.metadata.generation;
     event(&opts, "Updating instance", &what, EventState::Started, "", store).await;
     let started = std::time::Instant::now();
-    match drive(ctx, &mut cur, &opts).await {
+    match in_task(opts.task, drive(ctx, &mut cur, &opts)).await {
         Ok(()) => {
             let state = format!("{:?}", cur.spec.desired_state).to_lowercase();
             let digest = problems::digest(&cur.spec);
@@ -337,7 +339,7 @@ async fn delete(ctx: &Ctx<Instances>, obj: Arc<Object<InstanceSpec>>) -> Result<
     let mut cur = (*obj).clone();
     let what = display(&cur);
     event(&opts, "Deleting instance", &what, EventState::Started, "", store).await;
-    if let Err(e) = teardown(ctx, &mut cur, &opts).await {
+    if let Err(e) = in_task(opts.task, teardown(ctx, &mut cur, &opts)).await {
         event(&opts, "Deleting instance", &what, EventState::Failed, &e.chain(), store).await;
         return Err(e);
     }

@@ -156,7 +156,7 @@ pub async fn run(
         );
     })
     .await?;
-    match drive(ctx, &mut cur, &o).await {
+    match crate::world::cpi::call_log::in_task(o.task, drive(ctx, &mut cur, &o)).await {
         Ok(()) => {
             patch(store, &mut cur, |s| {
                 set_condition(
