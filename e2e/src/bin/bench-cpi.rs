@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use bosh_api::objects::{InstanceSpec, TaskSpec, TaskState};
+use bosh_api::objects::InstanceSpec;
 use bosh_api::store::Store;
-use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::testing::{CpiPath, Harness, HarnessOptions, WebManifest};
 use bosh_controllers::world::cpi::local::audit;
-use bosh_test_utils::{SubnetLease, eventually};
+use bosh_e2e::task_done;
+use bosh_test_utils::SubnetLease;
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -44,9 +44,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    bosh_e2e::init_tracing();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }
 
@@ -77,18 +75,6 @@ fn manifest(instances: u32) -> Value {
     m["instance_groups"][0]["instances"] = instances.into();
     m["instance_groups"][0]["persistent_disk"] = json!(0);
     m
-}
-
-async fn task_done(store: &Store, id: u64, deadline: Duration) -> Result<()> {
-    let (state, result) = eventually(deadline, &format!("task {id} to end"), || async move {
-        let t: bosh_api::Object<TaskSpec> = store.get(None, &task_name(id)).await.ok()?;
-        t.status.state.is_finished().then_some((t.status.state, t.status.result))
-    })
-    .await?;
-    if state != TaskState::Done {
-        bail!("task {id} ended {state:?}: {result}");
-    }
-    Ok(())
 }
 
 /// What one path measured.

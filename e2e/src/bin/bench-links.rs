@@ -19,12 +19,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
-use bosh_api::objects::{InstanceSpec, TaskSpec, TaskState};
+use anyhow::Result;
+use bosh_api::objects::InstanceSpec;
 use bosh_api::store::Store;
 use bosh_controllers::libs::render::ruby_runs;
-use bosh_controllers::libs::tasks::task_name;
 use bosh_controllers::testing::{Harness, HarnessOptions, WebManifest};
+use bosh_e2e::task_done;
 use bosh_test_utils::{SubnetLease, eventually};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -41,9 +41,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    bosh_e2e::init_tracing();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
 }
 
@@ -108,18 +106,6 @@ fn manifest(consumers: u32, servers: u32, port: u32, note: &str) -> Value {
 async fn consumer_hashes(store: &Store) -> Result<Vec<String>> {
     let all = store.list::<InstanceSpec>("links/").await?.items;
     Ok(all.into_iter().filter(|i| i.spec.group == "cli").map(|i| i.spec.config_hash).collect())
-}
-
-async fn task_done(store: &Store, id: u64, deadline: Duration) -> Result<()> {
-    let (state, result) = eventually(deadline, &format!("task {id} to end"), || async move {
-        let t: bosh_api::Object<TaskSpec> = store.get(None, &task_name(id)).await.ok()?;
-        t.status.state.is_finished().then_some((t.status.state, t.status.result))
-    })
-    .await?;
-    if state != TaskState::Done {
-        bail!("task {id} ended {state:?}: {result}");
-    }
-    Ok(())
 }
 
 /// One step: write `m`, wait for every consumer to hold a new spec, then
