@@ -93,10 +93,19 @@ async fn boshd_validates_gitops_writes_and_stops_on_sigterm() {
     let d: Object<DeploymentSpec> = store.get(None, "bad").await.unwrap();
     assert_eq!(d.status.observed_revision, 0, "an invalid generation is not observed");
 
-    // A fix written straight into etcd is picked up.
-    let mut fixed: Object<DeploymentSpec> = store.get(None, "bad").await.unwrap();
-    fixed.spec.manifest = manifest("bad", "small", "app");
-    let fixed = store.update_spec(&fixed).await.unwrap();
+    // A fix written straight into etcd is picked up. Written as a GitOps
+    // tool writes: read, edit, compare-and-swap, again on a conflict (boshd
+    // may write the spec in between, e.g. its finalizer).
+    let fixed = eventually(DEADLINE, "the fix to be written", || {
+        let s = store.clone();
+        async move {
+            let mut d: Object<DeploymentSpec> = s.get(None, "bad").await.ok()?;
+            d.spec.manifest = manifest("bad", "small", "app");
+            s.update_spec(&d).await.ok()
+        }
+    })
+    .await
+    .unwrap();
     eventually(DEADLINE, "the fix to be observed", || {
         let s = store.clone();
         async move {
