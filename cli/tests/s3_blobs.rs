@@ -37,6 +37,16 @@ fn boshctl_env(home: &Path, dir: &Path, args: &[&str], keys: Option<(&str, &str)
     cmd.env_remove("AWS_SESSION_TOKEN").output().unwrap()
 }
 
+/// A moto server with the test bucket and a user allowed `s3:*`, checking
+/// every request's signature from then on: returns it with the user's keys.
+async fn signed_moto() -> (Moto, String, String) {
+    let moto = Moto::start().await.unwrap();
+    moto.create_bucket(BUCKET).await.unwrap();
+    let (key, secret) = moto.s3_user("releaser").await.unwrap();
+    moto.require_auth(true).await.unwrap();
+    (moto, key, secret)
+}
+
 fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -123,10 +133,7 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 /// moto's signature check.
 #[tokio::test]
 async fn blobs_round_trip_through_s3_and_altered_objects_are_refused() {
-    let moto = Moto::start().await.unwrap();
-    moto.create_bucket(BUCKET).await.unwrap();
-    let (key, secret) = moto.s3_user("releaser").await.unwrap();
-    moto.require_auth(true).await.unwrap();
+    let (moto, key, secret) = signed_moto().await;
     let home = tempfile::tempdir().unwrap();
     let dir = release(home.path(), moto.port(), BUCKET);
     private_yml(&dir, &key, &secret);
@@ -194,10 +201,7 @@ async fn blobs_round_trip_through_s3_and_altered_objects_are_refused() {
 /// printed. An unreachable server and a missing bucket name themselves too.
 #[tokio::test]
 async fn wrong_credentials_and_missing_buckets_are_clear_and_record_nothing() {
-    let moto = Moto::start().await.unwrap();
-    moto.create_bucket(BUCKET).await.unwrap();
-    let (key, secret) = moto.s3_user("releaser").await.unwrap();
-    moto.require_auth(true).await.unwrap();
+    let (moto, key, secret) = signed_moto().await;
     let home = tempfile::tempdir().unwrap();
     let dir = release(home.path(), moto.port(), BUCKET);
     let src = home.path().join("blob.bin");
@@ -381,10 +385,7 @@ fn release_with_job(home: &Path, port: u16, key: &str, secret: &str) -> PathBuf 
 /// refused naming the build and both digests, and nothing of it is cached.
 #[tokio::test]
 async fn final_builds_go_through_s3_and_come_back_on_a_fresh_checkout() {
-    let moto = Moto::start().await.unwrap();
-    moto.create_bucket(BUCKET).await.unwrap();
-    let (key, secret) = moto.s3_user("releaser").await.unwrap();
-    moto.require_auth(true).await.unwrap();
+    let (moto, key, secret) = signed_moto().await;
     let home = tempfile::tempdir().unwrap();
     let dir = release_with_job(home.path(), moto.port(), &key, &secret);
 
@@ -474,10 +475,7 @@ async fn final_builds_go_through_s3_and_come_back_on_a_fresh_checkout() {
 /// refused upload records nothing.
 #[tokio::test]
 async fn finalize_release_uploads_new_builds_to_s3_only() {
-    let moto = Moto::start().await.unwrap();
-    moto.create_bucket(BUCKET).await.unwrap();
-    let (key, secret) = moto.s3_user("releaser").await.unwrap();
-    moto.require_auth(true).await.unwrap();
+    let (moto, key, secret) = signed_moto().await;
     let home = tempfile::tempdir().unwrap();
     let dir = release_with_job(home.path(), moto.port(), &key, &secret);
     ok(&boshctl(home.path(), &dir, &["create-release", "--final", "--force"]));
