@@ -220,13 +220,15 @@ impl Supervisor {
                     if restarts {
                         self.set(i, |s| s.restarts += 1);
                     }
-                    self.set(i, |s| {
-                        s.state = ProcessState::Running;
-                        s.pid = tracked.pid;
-                    });
-                    tracing::info!(job = %def.job, process = %def.spec.name, pid = ?tracked.pid, "process running");
+                    // Still `starting` until a check finds it alive, as
+                    // monit reports `initializing` until its next cycle: a
+                    // process that dies at once (a port in use) never shows
+                    // `running`, so a director polling for `running` cannot
+                    // catch one of its brief lives and call the job up.
+                    self.set(i, |s| s.pid = tracked.pid);
                     let since = Instant::now();
-                    let mut tick = tokio::time::interval(CHECK_INTERVAL);
+                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_INTERVAL, CHECK_INTERVAL);
+                    let mut confirmed = false;
                     loop {
                         tokio::select! {
                             _ = stop.changed() => {
@@ -235,6 +237,11 @@ impl Supervisor {
                             }
                             _ = tick.tick() => {
                                 if !tracked.alive() { break; }
+                                if !confirmed {
+                                    confirmed = true;
+                                    self.set(i, |s| s.state = ProcessState::Running);
+                                    tracing::info!(job = %def.job, process = %def.spec.name, pid = ?tracked.pid, "process running");
+                                }
                             }
                         }
                     }
@@ -523,6 +530,43 @@ mod tests {
         sup.stop().await.unwrap();
         assert_eq!(sup.status().0, JobState::Stopped);
         assert!(!pid_alive(pid2));
+    }
+
+    /// A process that dies moments after it starts (its port in use) is
+    /// never reported `running`: a director polling for `running` would
+    /// otherwise catch one of its brief lives and call the job up.
+    #[tokio::test]
+    async fn a_process_that_dies_at_once_never_shows_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        paths.create_layout().unwrap();
+        std::fs::create_dir_all(paths.job("j")).unwrap();
+        std::fs::write(
+            paths.job("j").join("monit"),
+            "check process brief\n with pidfile /var/vcap/sys/run/j/b.pid\n \
+             start program \"/bin/sh -c 'sleep 0.05 & echo $! > /var/vcap/sys/run/j/b.pid'\"\n",
+        )
+        .unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sup = Supervisor::new(paths.clone(), tx);
+        sup.load(&["j".into()]).await.unwrap();
+        sup.start().await.unwrap();
+        // Two lives: the first, and the restart a second after it died.
+        let mut failures = 0;
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        while failures < 2 && Instant::now() < until {
+            seen.push(sup.status().0);
+            if let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(5), rx.recv()).await {
+                assert_eq!(f.process, "brief");
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, 2, "the process died and was restarted");
+        assert!(seen.len() > 100, "sampled {} times", seen.len());
+        assert!(!seen.contains(&JobState::Running), "a brief life showed running: {seen:?}");
+        assert!(seen.contains(&JobState::Failing));
+        sup.stop().await.unwrap();
     }
 
     async fn wait_running(sup: &Supervisor) -> u32 {

@@ -106,6 +106,8 @@ async fn one_deployment_over_two_cpis() {
     // Two instances, one per AZ, each with a disk.
     let mut m = manifest("multi", 2, "two clouds", 64);
     m["instance_groups"][0]["azs"] = json!(["z1", "z2"]);
+    // Process VMs share the host's network: each binds its own IP.
+    m["instance_groups"][0]["jobs"][0]["properties"]["listen_on_instance_ip"] = json!(true);
     let t = h.apply("multi", m.clone()).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
