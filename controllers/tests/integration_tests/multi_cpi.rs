@@ -4,7 +4,8 @@
 //! (`bosh-local-cpi`, an external executable, over another data dir).
 //! Each instance's VM and disk exist in its AZ's CPI only, compile VMs in
 //! the compilation AZ's; the stemcell is imported into both; a move of an
-//! instance with a disk across CPIs is refused before anything changes;
+//! instance with a disk across CPIs, or into an AZ naming a CPI nobody
+//! defines, is refused before anything changes;
 //! deleting the deployment and the stemcell leaves no VM and no stemcell
 //! in either CPI.
 
@@ -158,6 +159,16 @@ async fn one_deployment_over_two_cpis() {
         let now = after.iter().find(|a| a.metadata.name == i.metadata.name).unwrap();
         assert_eq!(now.spec, i.spec, "{} unchanged", i.metadata.name);
         assert_eq!(now.status.vm_cid, i.status.vm_cid);
+    }
+    assert_eq!((creates(&first), creates(&second)), (made_first, made_second));
+
+    // z1 naming a CPI no CPI config defines: refused, naming it.
+    put_config(&h, "cloud/default", ConfigType::Cloud, cloud(&h, Some("nope"))).await;
+    let t = h.apply("multi", m.clone()).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Error, "{result}");
+    for part in ["cloud config az z1 names CPI \"nope\"", "no CPI config defines", "second"] {
+        assert!(result.contains(part), "{part:?} not in {result}");
     }
     assert_eq!((creates(&first), creates(&second)), (made_first, made_second));
 

@@ -642,6 +642,48 @@ async fn foreign_of(ctx: &Ctx<Deployer>, name: &str) -> Result<Option<links::For
     Ok(Some(links::Foreign { manifest: dep.manifest, specs, planned }))
 }
 
+/// Refuses, before anything changes, a plan that places an instance in an
+/// AZ whose `cpi` names a CPI the director does not have (not in any valid
+/// CPI config, nor the default's name): every VM call for it would fail,
+/// and BOSH fails such a deploy naming the CPI. A plan whose AZs name no
+/// CPI reads nothing.
+async fn refuse_unknown_cpis(
+    ctx: &Ctx<Deployer>,
+    deployment: &str,
+    built: &[desired::Built],
+) -> Result<(), Failure> {
+    let named: BTreeSet<(&str, &str)> = built
+        .iter()
+        .filter_map(|b| Some((b.spec.az.as_deref().unwrap_or("(none)"), b.spec.cpi.as_deref()?)))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let all = ctx.data.director.all_cpis().await.map_err(|e| {
+        Blocked::new(Reason::PlacementFailed, format!("deployment {deployment}: {e}"))
+    })?;
+    let default = ctx.data.director.cpi.name();
+    let known: BTreeSet<&str> = all.iter().map(|(n, _)| n.as_deref().unwrap_or(default)).collect();
+    let unknown: Vec<String> = named
+        .iter()
+        .filter(|(_, cpi)| !known.contains(cpi))
+        .map(|(az, cpi)| format!("cloud config az {az} names CPI {cpi:?}"))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<&str> = known.into_iter().collect();
+    Err(Blocked::new(
+        Reason::PlacementFailed,
+        format!(
+            "deployment {deployment}: {}, which no CPI config defines (CPIs: {})",
+            unknown.join("; "),
+            known.join(", ")
+        ),
+    )
+    .into())
+}
+
 /// Refuses, before anything changes, a plan that would move an instance
 /// with a persistent disk into an AZ of another CPI: a disk is attached
 /// only to VMs of the CPI it lives in (BOSH migrates disks within a CPI,
@@ -820,6 +862,7 @@ async fn assess(
         .await
         .map_err(|e| Blocked::new(Reason::BuildFailed, format!("building specs panicked: {e}")))??
     };
+    refuse_unknown_cpis(ctx, name, &built).await?;
     refuse_disk_moves_across_cpis(ctx, name, view, &built).await?;
     render_all(ctx, &mut built, &keys).await.map_err(Failure::from)?;
 
