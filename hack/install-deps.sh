@@ -9,7 +9,7 @@
 #   ruby + erb               job templates (ruby)
 #   openssl                  hack/servers.sh makes etcd's certificates with it
 #                            (`boshctl up` and the tests make theirs in Rust)
-#   debootstrap + keyring    `boshctl build-local-stemcell --rootfs` builds the
+#   debootstrap + keyring    `boshctl build-local-stemcell` builds the
 #                            stemcell's Debian root filesystem with it; it
 #                            checks bookworm's Release file against
 #                            debian-archive-keyring, and needs bookworm's

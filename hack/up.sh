@@ -29,7 +29,7 @@ export BOSH_DIRECTOR BOSH_TOKEN
 # ~/.cache/bosh-rs, plus the agent), the sample release (created from a copy
 # of examples/release, so the repository stays clean) and the cloud config,
 # all through boshd's API.
-$boshctl build-local-stemcell --rootfs --out "$dir/bosh-local-stemcell.tgz"
+$boshctl build-local-stemcell --out "$dir/bosh-local-stemcell.tgz"
 $boshctl upload-stemcell "$dir/bosh-local-stemcell.tgz"
 rm -rf "$dir/release-src" && cp -r examples/release "$dir/release-src"
 $boshctl upload-release "$dir/release-src"

@@ -109,25 +109,30 @@ pub struct BuildLocalStemcellArgs {
     /// The agent binary (default: `bosh-agent` next to this boshctl).
     #[arg(long)]
     pub agent: Option<PathBuf>,
-    /// Build an operating system image: a Debian bookworm root filesystem
-    /// (debootstrap, cached per machine) with the agent at
-    /// /var/vcap/bosh/bin/bosh-agent, for the runc-based local CPI. Without
-    /// it the image holds only the agent, as the current local CPI expects.
+    /// Build an image holding only the agent: the local CPI runs its VMs as
+    /// process trees sharing the host's network and root (for tests of
+    /// more VMs than a bridge holds). Without it the image is an operating
+    /// system: a Debian bookworm root filesystem (debootstrap, cached per
+    /// machine) with the agent at /var/vcap/bosh/bin/bosh-agent, whose VMs
+    /// are runc containers.
     #[arg(long)]
+    pub agent_only: bool,
+    /// The default, kept so scripts written for it still run.
+    #[arg(long, hide = true, conflicts_with = "agent_only")]
     pub rootfs: bool,
-    /// Where `--rootfs` caches built root filesystems (default:
+    /// Where root filesystems are cached (default:
     /// $XDG_CACHE_HOME/bosh-rs/stemcells or ~/.cache/bosh-rs/stemcells).
-    #[arg(long, requires = "rootfs")]
+    #[arg(long, conflicts_with = "agent_only")]
     pub cache_dir: Option<PathBuf>,
-    /// Stemcell name (default: `bosh-local-debian-bookworm` with `--rootfs`,
-    /// else `bosh-local-ubuntu-jammy-go_agent`).
+    /// Stemcell name (default: `bosh-local-debian-bookworm`, or
+    /// `bosh-local-ubuntu-jammy-go_agent` with `--agent-only`).
     #[arg(long)]
     pub name: Option<String>,
     /// Stemcell version.
     #[arg(long, default_value = "1")]
     pub version: String,
     /// Operating system the manifest's `stemcells: [{os: ...}]` matches
-    /// (default: `debian-bookworm` with `--rootfs`, else `ubuntu-jammy`).
+    /// (default: `debian-bookworm`, or `ubuntu-jammy` with `--agent-only`).
     #[arg(long)]
     pub os: Option<String>,
     /// Where to write the tarball.
@@ -415,7 +420,7 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
             agent.display()
         );
     }
-    if args.rootfs {
+    if !args.agent_only {
         return build_rootfs_stemcell(args, &agent);
     }
     let scratch = tempfile::tempdir()?;
@@ -435,7 +440,7 @@ pub fn build_local_stemcell(args: BuildLocalStemcellArgs) -> Result<()> {
     Ok(())
 }
 
-/// `build-local-stemcell --rootfs`: the cached Debian rootfs, packed as the
+/// `build-local-stemcell`: the cached Debian rootfs, packed as the
 /// stemcell's image.
 fn build_rootfs_stemcell(args: BuildLocalStemcellArgs, agent: &Path) -> Result<()> {
     use bosh_api::local_stemcell::rootfs;

@@ -144,6 +144,7 @@ async fn release_and_stemcell_upload_list_inspect_delete() {
         TOKEN,
         &[
             "build-local-stemcell",
+            "--agent-only",
             "--agent",
             fake_agent.to_str().unwrap(),
             "--out",

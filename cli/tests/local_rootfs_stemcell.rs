@@ -1,4 +1,4 @@
-//! `boshctl build-local-stemcell --rootfs` builds a real Debian rootfs with
+//! `boshctl build-local-stemcell` builds a real Debian rootfs with
 //! debootstrap. It runs wherever debootstrap is installed and we are root
 //! (hack/install-deps.sh installs it); elsewhere it says why it did nothing.
 
@@ -20,11 +20,11 @@ fn can_debootstrap() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `build-local-stemcell --rootfs` and returns how long it took and its stderr.
+/// Runs `build-local-stemcell` (the default: a rootfs image) and returns how long it took and its stderr.
 fn build(agent: &Path, cache: &Path, out: &Path) -> (Duration, String) {
     let started = Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_boshctl"))
-        .args(["build-local-stemcell", "--rootfs", "--agent"])
+        .args(["build-local-stemcell", "--agent"])
         .arg(agent)
         .arg("--cache-dir")
         .arg(cache)

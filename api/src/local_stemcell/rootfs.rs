@@ -455,7 +455,40 @@ pub fn cached_image(rootfs: &Rootfs, agent: &Path) -> Result<PathBuf, RootfsErro
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
         .map_err(io("packing the image", tmp.path()))?;
     tmp.persist(&dest).map_err(|e| io("packing the image", &dest)(e.error))?;
+    prune_images(entry, KEEP_IMAGES, PRUNE_AFTER);
     Ok(dest)
+}
+
+/// Packed images kept per rootfs: one is made per agent build, so a
+/// developer's cache would otherwise grow by the image's size (about
+/// 120 MB) with every rebuilt agent.
+const KEEP_IMAGES: usize = 4;
+/// A packed image younger than this is never pruned: another process may
+/// just have been handed its path.
+const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the packed images in `entry` beyond the `keep` newest that are
+/// older than `after` (with their lock files). Best effort: a failure
+/// leaves a file for the next time.
+fn prune_images(entry: &Path, keep: usize, after: std::time::Duration) {
+    let Ok(rd) = fs::read_dir(entry) else { return };
+    let mut images: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("image-") && name.ends_with(".tgz")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    images.sort_by(|a, b| b.0.cmp(&a.0));
+    let now = std::time::SystemTime::now();
+    for (modified, path) in images.into_iter().skip(keep) {
+        if now.duration_since(modified).is_ok_and(|age| age >= after) {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(path.with_extension("lock"));
+        }
+    }
 }
 
 /// Packs `rootfs` plus `agent` (at [`AGENT_PATH`], root-owned, 0755) as a
@@ -560,6 +593,41 @@ pub fn default_cache() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only packed images beyond the newest `keep` and older than `after`
+    /// go; the rootfs and other files stay.
+    #[test]
+    fn old_packed_images_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for i in 0..6 {
+            let p = dir.path().join(format!("image-{i}.tgz"));
+            fs::write(&p, b"x").unwrap();
+            fs::write(p.with_extension("lock"), b"").unwrap();
+            // image-0 is the oldest, image-5 the newest; image-5 is fresh.
+            if i < 5 {
+                let f = fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(old + std::time::Duration::from_secs(i)).unwrap();
+            }
+        }
+        fs::create_dir(dir.path().join("rootfs")).unwrap();
+        fs::write(dir.path().join("inputs.txt"), b"").unwrap();
+        prune_images(dir.path(), 2, PRUNE_AFTER);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["image-4.lock", "image-4.tgz", "image-5.lock", "image-5.tgz", "inputs.txt", "rootfs"]
+        );
+        // A young image beyond `keep` stays.
+        prune_images(dir.path(), 0, std::time::Duration::from_secs(7200));
+        assert!(
+            dir.path().join("image-5.tgz").is_file() && dir.path().join("image-4.tgz").is_file()
+        );
+    }
 
     /// The key changes with every input but not with package order.
     #[test]

@@ -124,20 +124,50 @@ async fn sh(h: &Harness, i: &Object<InstanceSpec>, script: &str) -> (i32, String
     (r.exit_code, format!("{}{}", r.stdout, r.stderr))
 }
 
+/// The memory limit (bytes) of the cgroup instance `i`'s VM runs in, read
+/// on the host (cgroup v1: the path is the one the VM's init is in).
+async fn memory_limit(h: &Harness, i: &Object<InstanceSpec>) -> u64 {
+    let (code, cgroups) = sh(h, i, "cat /proc/1/cgroup").await;
+    assert_eq!(code, 0, "{cgroups}");
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "memory").then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no memory cgroup in {cgroups}"));
+    let file = format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.trim().parse().unwrap()
+}
+
 /// Two instances of a job binding `0.0.0.0:8080` each answer at their own
 /// IP; the package was compiled for `/var/vcap/packages/served`; the
 /// pre-start's `/etc/issue` and new user changed each VM and not the
 /// host; a VM sees only its own processes and cannot reach the host's
-/// etcd.
+/// etcd; `vm_resources.ram` is the container's memory limit. A second
+/// deployment of the same job, on the same port, runs beside the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_bosh_release_runs_unchanged_on_isolated_container_vms() {
     let h = world(HealthConfig::default()).await;
-    let t = h.apply("plain", manifest("plain", 2, 0)).await;
+    let mut m = manifest("plain", 2, 0);
+    let group = m["instance_groups"][0].as_object_mut().unwrap();
+    group.remove("vm_type");
+    group.insert(
+        "vm_resources".into(),
+        serde_json::json!({"cpu": 1, "ram": 384, "ephemeral_disk_size": 1024}),
+    );
+    let t = h.apply("plain", m).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    let t = h.apply("beside", manifest("beside", 1, 0)).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
     let instances = h.instances("plain").await;
     assert_eq!(instances.len(), 2);
     for i in &instances {
+        assert_eq!(memory_limit(&h, i).await, 384 << 20, "the VM's memory cgroup limit");
         let id = get(&ip(i), "id").await;
         assert_eq!(id.as_deref(), Some(i.spec.id.as_str()), "{} answers as itself", ip(i));
         let target = get(&ip(i), "install_target").await;
@@ -159,6 +189,13 @@ async fn a_plain_bosh_release_runs_unchanged_on_isolated_container_vms() {
         )
         .await;
         assert_ne!(code, 0, "the host's etcd is out of the VM's reach: {out}");
+    }
+    // The other deployment's VM binds the same 0.0.0.0:8080, at its own IP;
+    // the first deployment's still answer.
+    let beside = h.instances("beside").await.remove(0);
+    assert_eq!(get(&ip(&beside), "id").await.as_deref(), Some(beside.spec.id.as_str()));
+    for i in &instances {
+        assert_eq!(get(&ip(i), "id").await.as_deref(), Some(i.spec.id.as_str()));
     }
     let host_issue = std::fs::read_to_string("/etc/issue").unwrap_or_default();
     assert!(!host_issue.contains("Authorized use only."), "the host's /etc/issue is untouched");

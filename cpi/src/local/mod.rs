@@ -222,8 +222,11 @@ impl LocalCpi {
         }
     }
 
-    /// Stops every VM recorded under `root` (the machines of a test world
-    /// that is going away; boshd itself never does this: VMs outlive it).
+    /// Stops every VM under `root` (the machines of a test world or of a
+    /// local environment that is going away; boshd itself never does this:
+    /// VMs outlive it). Beside the recorded VMs, every container runc knows
+    /// in this CPI's state dir goes too: one made by a `create_vm` that
+    /// died before recording it would otherwise outlive the environment.
     pub fn kill_all(root: &Path) {
         let Ok(root) = std::path::absolute(root) else { return };
         let runc = container::Runc::new(&root.join("runc"));
@@ -236,6 +239,9 @@ impl LocalCpi {
                     let _ = runc.destroy(&root.join("vms").join(cid), cid);
                 }
             }
+        }
+        for id in runc.list().unwrap_or_default() {
+            let _ = runc.destroy(&root.join("vms").join(&id), &id);
         }
         let _ = network::delete_all(&network::NetEnv::for_root(&root));
     }

@@ -131,7 +131,7 @@ fn visit(
     }
     stack.pop();
     let dep_keys: Vec<&str> = deps.values().map(String::as_str).collect();
-    let key = compile_key(&p.fingerprint, os, version, &dep_keys);
+    let key = compile_key(&p.fingerprint, os, key_version(p, os, version), &dep_keys);
     keys.insert(name.to_string(), key.clone());
     emit(Planned {
         key: key.clone(),
@@ -143,6 +143,36 @@ fn visit(
         compiled_for: p.compiled_for.clone(),
     });
     Ok(key)
+}
+
+/// The stemcell version a package's compile key is for on stemcell
+/// `os`/`version`: that version, unless the package has no source (it came
+/// in a compiled release) and was not compiled for it; then, as BOSH
+/// matches compiled packages, the version it was compiled for on the same
+/// OS with the same major version and the highest minor (stemcells of one
+/// major line are built to run each other's compiled packages). With no
+/// such version, the stemcell's own: the package is then reported as
+/// lacking a source.
+pub fn key_version<'a>(p: &'a ReleasePackage, os: &str, version: &'a str) -> &'a str {
+    if p.blob.is_some() {
+        return version;
+    }
+    let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
+    let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
+    let mut best: Option<&str> = None;
+    for sc in &p.compiled_for {
+        let Some((o, v)) = sc.split_once('/') else { continue };
+        if o != os {
+            continue;
+        }
+        if v == version {
+            return version;
+        }
+        if major(v) == major(version) && best.is_none_or(|b| minor(v) > minor(b)) {
+            best = Some(v);
+        }
+    }
+    best.unwrap_or(version)
 }
 
 /// Compile keys of every package of a release for one stemcell, by package
@@ -167,7 +197,7 @@ pub fn keys(packages: &[ReleasePackage], os: &str, version: &str) -> BTreeMap<St
         let deps: Vec<String> =
             p.dependencies.iter().map(|d| key(d, by_name, os, version, memo)).collect();
         let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
-        let k = compile_key(&p.fingerprint, os, version, &deps);
+        let k = compile_key(&p.fingerprint, os, key_version(p, os, version), &deps);
         memo.insert(name.to_string(), k.clone());
         k
     }
@@ -268,6 +298,40 @@ mod tests {
                 ("extra", &["b1"]),
             ],
         )
+    }
+
+    /// A package of a compiled release is found for a stemcell of the
+    /// same OS and major version it was compiled for, as BOSH finds it:
+    /// the exact version first, else the highest minor; never across an
+    /// OS or a major version; a package with source always compiles for
+    /// the stemcell itself. `plan` and `keys` name the same keys.
+    #[test]
+    fn compiled_packages_match_the_same_os_and_major_version() {
+        let mut r = release("rel", &[("app", &["lib"]), ("lib", &[])]);
+        for p in &mut r.packages {
+            p.compiled_for =
+                ["ubuntu/1.5", "ubuntu/1.12", "ubuntu/1.9", "ubuntu/2.1", "centos/1.40"]
+                    .map(String::from)
+                    .to_vec();
+        }
+        let lib = &r.packages[1];
+        assert_eq!(key_version(lib, "ubuntu", "1.30"), "1.12", "highest minor of major 1");
+        assert_eq!(key_version(lib, "ubuntu", "1.9"), "1.9", "the exact version first");
+        assert_eq!(key_version(lib, "ubuntu", "2.7"), "2.1");
+        assert_eq!(key_version(lib, "ubuntu", "3.0"), "3.0", "no other major");
+        assert_eq!(key_version(lib, "noble", "1.30"), "1.30", "no other OS");
+        let mut sourced = lib.clone();
+        sourced.blob = Some(BlobRef { sha256: "ab".repeat(32), size: 1 });
+        assert_eq!(key_version(&sourced, "ubuntu", "1.30"), "1.30");
+
+        let p = plan(&[(&r, wants(&["app"]))], "ubuntu", "1.30").unwrap();
+        let lib_key = compile_key("fp-lib", "ubuntu", "1.12", &[]);
+        let app_key = compile_key("fp-app", "ubuntu", "1.12", &[&lib_key]);
+        let got: BTreeMap<&str, &str> =
+            p.packages.iter().map(|x| (x.name.as_str(), x.key.as_str())).collect();
+        assert_eq!(got, BTreeMap::from([("app", app_key.as_str()), ("lib", lib_key.as_str())]));
+        let k = keys(&r.packages, "ubuntu", "1.30");
+        assert_eq!((k["app"].as_str(), k["lib"].as_str()), (app_key.as_str(), lib_key.as_str()));
     }
 
     /// hello depends on hello-lib: the library compiles first, alone.
