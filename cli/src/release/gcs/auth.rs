@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::fetch;
 
@@ -215,8 +216,6 @@ pub(crate) async fn fetch_token(
     };
     let err = |message: String| TokenError { who: creds.who(), uri: uri.clone(), message };
     let url = reqwest::Url::parse(uri).map_err(|e| err(format!("not a URL: {e}")))?;
-    let span = tracing::info_span!("gcs_token", who = %creds.who(), uri = %uri);
-    let _e = span.enter();
     let req = hyper::Request::builder()
         .method(hyper::Method::POST)
         .header(hyper::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -227,9 +226,13 @@ pub(crate) async fn fetch_token(
             .map_err(|never| match never {})
             .boxed_unsync()
     };
-    let resp = fetch::send(tls, &url, req, body, fetch::READ_TIMEOUT).await.map_err(err)?;
+    let span = tracing::info_span!("gcs_token", who = %creds.who(), uri = %uri);
+    let resp = fetch::send(tls, &url, req, body, fetch::READ_TIMEOUT)
+        .instrument(span)
+        .await
+        .map_err(err)?;
     let status = resp.status().as_u16();
-    let text = super::super::remote::error_body(resp).await;
+    let text = crate::release::remote::error_body(resp).await;
     let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {
         let code = json.get("error").and_then(Value::as_str);

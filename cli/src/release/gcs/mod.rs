@@ -88,6 +88,9 @@ pub enum GcsError {
         /// What to check, for statuses that usually mean the configuration.
         hint: String,
     },
+    /// `STORAGE_EMULATOR_HOST` is not an address.
+    #[error("{EMULATOR_ENV}='{0}': expected host:port or an http(s) URL")]
+    Emulator(String),
     /// A local file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -236,7 +239,7 @@ impl GcsBlobstore {
     }
 
     /// An error answer, with the JSON API's reason and message if it sent them.
-    async fn status_error(&self, op: &'static str, id: &str, status: u16, body: &str) -> GcsError {
+    fn status_error(&self, op: &'static str, id: &str, status: u16, body: &str) -> GcsError {
         let detail = json_error(body).map(|d| format!(" ({d})")).unwrap_or_default();
         let hint = match (status, &self.credentials) {
             (401 | 403, Credentials::Anonymous) => {
@@ -267,8 +270,6 @@ impl GcsBlobstore {
     /// GET the object into `dest`; `false` if the bucket has no such object.
     async fn get(&self, id: &str, dest: &Path) -> Result<bool, GcsError> {
         let url = self.download_url(id);
-        let span = tracing::info_span!("gcs_get", bucket = %self.bucket, id);
-        let _e = span.enter();
         let req = self.request(hyper::Method::GET).await?;
         let resp = fetch::send(&self.tls, &url, req, fetch::empty(), fetch::READ_TIMEOUT)
             .await
@@ -276,13 +277,10 @@ impl GcsBlobstore {
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             let body = remote::error_body(resp).await;
-            // A missing bucket is a configuration mistake, not a missing object.
-            let about_bucket =
-                json_error(&body).is_some_and(|m| m.to_lowercase().contains("bucket"));
-            if status == 404 && !about_bucket {
+            if status == 404 && !names_a_missing_bucket(&body) {
                 return Ok(false);
             }
-            return Err(self.status_error("GET", id, status, &body).await);
+            return Err(self.status_error("GET", id, status, &body));
         }
         let bytes = remote::save_body(resp, dest).await.map_err(|e| match e {
             remote::BodyError::Network(m) => self.request_error("GET", id, m),
@@ -308,8 +306,7 @@ impl GcsBlobstore {
             .into());
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let span = tracing::info_span!("gcs_put", bucket = %self.bucket, id);
-        let _e = span.enter();
+        tracing::Span::current().record("id", id.as_str());
         let io = |source| GcsError::Io { path: src.display().to_string(), source };
         let file_len = std::fs::metadata(src).map_err(io)?.len();
         let mut req = self.request(hyper::Method::POST).await?;
@@ -336,7 +333,7 @@ impl GcsBlobstore {
         let status = resp.status().as_u16();
         let text = remote::error_body(resp).await;
         if !(200..300).contains(&status) {
-            return Err(self.status_error("POST", &id, status, &text).await);
+            return Err(self.status_error("POST", &id, status, &text));
         }
         // The object resource it answers with: the stored size must be ours.
         let stored: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -358,11 +355,16 @@ impl GcsBlobstore {
 
 impl Blobstore for GcsBlobstore {
     fn download(&self, id: &str, dest: &Path) -> Result<bool, BlobstoreError> {
-        Ok(self.rt.block_on(self.get(id, dest))?)
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("gcs_get", bucket = %self.bucket, id);
+        Ok(self.rt.block_on(self.get(id, dest).instrument(span))?)
     }
 
     fn upload(&self, src: &Path) -> Result<String, BlobstoreError> {
-        Ok(self.rt.block_on(self.put(src))?)
+        use tracing::Instrument as _;
+        let span =
+            tracing::info_span!("gcs_put", bucket = %self.bucket, id = tracing::field::Empty);
+        Ok(self.rt.block_on(self.put(src).instrument(span))?)
     }
 }
 
@@ -374,6 +376,12 @@ fn multipart_frame(boundary: &str, metadata: &Value) -> (Vec<u8>, Vec<u8>) {
          --{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n"
     );
     (head.into_bytes(), format!("\r\n--{boundary}--\r\n").into_bytes())
+}
+
+/// A 404 about the bucket (a configuration mistake, reported as such)
+/// rather than the object (which the caller reports as not in the store).
+fn names_a_missing_bucket(body: &str) -> bool {
+    json_error(body).is_some_and(|m| m.contains("bucket does not exist"))
 }
 
 /// `reason: message` of a JSON API error document.
@@ -416,16 +424,12 @@ fn check_bucket_name(b: &str) -> Result<(), BadOption> {
 }
 
 /// `STORAGE_EMULATOR_HOST`: `host:port`, or a URL (`http://host:port`).
-fn emulator_url(host: &str) -> Result<reqwest::Url, BadOption> {
+fn emulator_url(host: &str) -> Result<reqwest::Url, GcsError> {
     let with_scheme =
         if host.contains("://") { host.to_string() } else { format!("http://{host}") };
     match reqwest::Url::parse(&with_scheme) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
-        _ => Err(BadOption::new(
-            FINAL_YML,
-            "provider",
-            format!("{EMULATOR_ENV}='{host}': expected host:port or an http(s) URL"),
-        )),
+        _ => Err(GcsError::Emulator(host.to_string())),
     }
 }
 
@@ -569,7 +573,6 @@ mod tests {
         let none = ("credentials_source", Value::from("none"));
         let gcs =
             GcsBlobstore::new(&opts(&[("bucket_name", "my-blobs".into()), none.clone()])).unwrap();
-        assert!(!gcs.emulator || std::env::var_os(EMULATOR_ENV).is_some());
         let mut g = gcs;
         g.base = reqwest::Url::parse(GOOGLE_STORAGE).unwrap();
         assert_eq!(
@@ -650,6 +653,11 @@ mod tests {
     /// The JSON API's error documents give their reason and message.
     #[test]
     fn error_documents_are_read() {
+        let missing_bucket = r#"{"error":{"code":404,"message":"The specified bucket does not exist.","errors":[{"reason":"notFound"}]}}"#;
+        let missing_object = r#"{"error":{"code":404,"message":"No such object: bucket-x/id","errors":[{"reason":"notFound"}]}}"#;
+        assert!(names_a_missing_bucket(missing_bucket));
+        assert!(!names_a_missing_bucket(missing_object));
+        assert!(!names_a_missing_bucket(""));
         let doc = r#"{"error":{"code":403,"message":"a@b does not have storage.objects.create access","errors":[{"reason":"forbidden"}]}}"#;
         assert_eq!(
             json_error(doc).as_deref(),
