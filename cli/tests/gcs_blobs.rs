@@ -26,9 +26,24 @@ const EMAIL: &str = "releaser@bosh-rs.iam.gserviceaccount.com";
 /// `boshctl` with `STORAGE_EMULATOR_HOST` set to `emulator` (unset
 /// without), and no Application Default Credentials in reach.
 fn boshctl(home: &Path, dir: &Path, args: &[&str], emulator: Option<&str>) -> Output {
+    boshctl_adc(home, dir, args, emulator, None)
+}
+
+/// [`boshctl`] with `GOOGLE_APPLICATION_CREDENTIALS` set to `adc`.
+fn boshctl_adc(
+    home: &Path,
+    dir: &Path,
+    args: &[&str],
+    emulator: Option<&str>,
+    adc: Option<&Path>,
+) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_boshctl"));
     cmd.args(args).arg("--dir").arg(dir).current_dir(dir).env("HOME", home);
-    cmd.env_remove("GOOGLE_APPLICATION_CREDENTIALS").env_remove("CLOUDSDK_CONFIG");
+    cmd.env_remove("CLOUDSDK_CONFIG");
+    match adc {
+        Some(p) => cmd.env("GOOGLE_APPLICATION_CREDENTIALS", p),
+        None => cmd.env_remove("GOOGLE_APPLICATION_CREDENTIALS"),
+    };
     match emulator {
         Some(h) => cmd.env("STORAGE_EMULATOR_HOST", h),
         None => cmd.env_remove("STORAGE_EMULATOR_HOST"),
@@ -430,4 +445,29 @@ async fn bad_options_missing_objects_and_refused_tokens_are_named() {
     );
     let pem_line = pem.lines().nth(1).unwrap();
     assert!(!err.contains(pem_line) && !err.contains("PRIVATE KEY"), "no key in errors: {err}");
+
+    // application_default reads GOOGLE_APPLICATION_CREDENTIALS's key file
+    // and asks that key's token endpoint.
+    let adc = home.path().join("adc.json");
+    std::fs::write(&adc, &key).unwrap();
+    std::fs::write(
+        dir.join("config/private.yml"),
+        "---\nblobstore:\n  options:\n    credentials_source: application_default\n",
+    )
+    .unwrap();
+    let err = failed(&boshctl_adc(home.path(), &dir, &["sync-blobs"], None, Some(&adc)));
+    assert!(
+        err.contains(&format!("service account {EMAIL} from http://{host}/token: HTTP ")),
+        "{err}"
+    );
+    std::fs::write(&adc, "{\"type\": \"external_account\"}").unwrap();
+    let err = failed(&boshctl_adc(home.path(), &dir, &["sync-blobs"], None, Some(&adc)));
+    assert!(
+        err.contains(&format!(
+            "config/final.yml: blobstore.options.credentials_source: application_default: \
+             GOOGLE_APPLICATION_CREDENTIALS file {}: type 'external_account' is not supported",
+            adc.display()
+        )),
+        "{err}"
+    );
 }

@@ -650,6 +650,29 @@ mod tests {
         assert_eq!(ok.storage_class.as_deref(), Some("NEARLINE"));
     }
 
+    /// A customer-supplied key goes with every request as Google's CSEK
+    /// headers (the key and its sha256, base64); anonymous requests carry
+    /// no `Authorization`.
+    #[test]
+    fn encryption_keys_are_sent_as_csek_headers() {
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="; // 32 bytes of 7
+        let g = GcsBlobstore::new(&opts(&[
+            ("bucket_name", "blobs".into()),
+            ("credentials_source", "none".into()),
+            ("encryption_key", key.into()),
+        ]))
+        .unwrap();
+        let req = g.rt.block_on(g.request(hyper::Method::GET)).unwrap().body(()).unwrap();
+        let h = |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(h("x-goog-encryption-algorithm").as_deref(), Some("AES256"));
+        assert_eq!(h("x-goog-encryption-key").as_deref(), Some(key));
+        assert_eq!(
+            h("x-goog-encryption-key-sha256").as_deref(),
+            Some("S7Bvjk46dxXSAdVz0KpCN2LlXavWGiwCJ4+lbMbSlOA=")
+        );
+        assert_eq!(h("authorization"), None);
+    }
+
     /// The JSON API's error documents give their reason and message.
     #[test]
     fn error_documents_are_read() {
