@@ -23,6 +23,11 @@
 #                            S3-compatible server; it comes from PyPI into a
 #                            venv of its own (python3-venv), never into the
 #                            system's Python: $MOTO_VENV/bin/moto_server
+#   gcp-storage-emulator     the gcs release blobstore tests run this
+#                            GCS-compatible server (JSON API uploads and
+#                            downloads; pure Python, from PyPI) in a venv of
+#                            its own beside moto's:
+#                            $GCS_EMULATOR_VENV/bin/gcp-storage-emulator
 # Idempotent: installs only what is missing, then verifies everything.
 set -euo pipefail
 
@@ -52,6 +57,18 @@ moto_ok() {
   [ -x "$MOTO_VENV/bin/moto_server" ] \
     && "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" \
     && "$MOTO_VENV/bin/moto_server" --help >/dev/null
+}
+
+# The GCS emulator for the gcs blobstore tests (test-utils' `gcs` finds it
+# here, or at $BOSH_RS_GCS_EMULATOR). Pinned, like moto; a venv of its own so
+# neither server's dependencies move the other's.
+GCS_EMULATOR_VERSION=2026.7.19
+GCS_EMULATOR_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/bosh-rs/gcs-emulator
+gcs_emulator_ok() {
+  [ -x "$GCS_EMULATOR_VENV/bin/gcp-storage-emulator" ] \
+    && "$GCS_EMULATOR_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('gcp-storage-emulator') != '$GCS_EMULATOR_VERSION')" \
+    && "$GCS_EMULATOR_VENV/bin/python" -c "import gcp_storage_emulator.server" \
+    && "$GCS_EMULATOR_VENV/bin/gcp-storage-emulator" start --help >/dev/null
 }
 
 # protoc finds the well-known types either next to itself or in
@@ -85,6 +102,12 @@ if ! moto_ok >/dev/null 2>&1; then
   "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION"
 fi
 
+if ! gcs_emulator_ok >/dev/null 2>&1; then
+  echo "installing gcp-storage-emulator==$GCS_EMULATOR_VERSION into $GCS_EMULATOR_VENV"
+  [ -x "$GCS_EMULATOR_VENV/bin/pip" ] || python3 -m venv "$GCS_EMULATOR_VENV"
+  "$GCS_EMULATOR_VENV/bin/pip" install -q "gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+fi
+
 missing=()
 for entry in "${wanted[@]}"; do
   pkg=${entry%%|*}
@@ -100,6 +123,8 @@ if protoc_include_ok; then
   rm -rf "$probe"
 fi
 moto_ok >/dev/null 2>&1 || missing+=("moto_server $MOTO_VERSION ($MOTO_VENV/bin/moto_server --help)")
+gcs_emulator_ok >/dev/null 2>&1 \
+  || missing+=("gcp-storage-emulator $GCS_EMULATOR_VERSION ($GCS_EMULATOR_VENV/bin/gcp-storage-emulator start --help)")
 if [ ${#missing[@]} -gt 0 ]; then
   printf 'install-deps: still missing after install:\n' >&2
   printf '  %s\n' "${missing[@]}" >&2

@@ -290,13 +290,13 @@ async fn anonymous_sync_reads_a_public_bucket() {
 
 /// A provider boshctl does not speak is refused naming the file and option.
 #[test]
-fn gcs_is_refused_naming_the_option() {
+fn unknown_providers_are_refused_naming_the_option() {
     let home = tempfile::tempdir().unwrap();
     let dir = release(home.path(), 1, BUCKET);
     let final_yml = std::fs::read_to_string(dir.join("config/final.yml")).unwrap();
     std::fs::write(
         dir.join("config/final.yml"),
-        final_yml.replace("provider: s3", "provider: gcs"),
+        final_yml.replace("provider: s3", "provider: swift"),
     )
     .unwrap();
     std::fs::write(
@@ -305,7 +305,8 @@ fn gcs_is_refused_naming_the_option() {
     )
     .unwrap();
     let err = failed(&boshctl(home.path(), &dir, &["sync-blobs"]));
-    assert!(err.contains("config/final.yml: blobstore.provider: provider 'gcs'"), "{err}");
+    assert!(err.contains("config/final.yml: blobstore.provider: provider 'swift'"), "{err}");
+    assert!(err.contains("supported: local, s3, gcs"), "{err}");
 }
 
 /// Copies a release directory as a fresh checkout has it: sources, config

@@ -20,11 +20,13 @@
 //! - [`SubnetLease`]: a loopback subnet for a world's VMs that no other
 //!   live test process holds (`subnet.rs`).
 //! - [`moto`]: moto's S3-compatible server, for release blobstore tests.
+//! - [`gcs`]: gcp-storage-emulator, a GCS-compatible server, for the same.
 //! - [`proxy`]: a TCP proxy that drops, blackholes, delays or loses
 //!   responses on command, for fault tests.
 
 pub mod agent;
 mod etcd_cluster;
+pub mod gcs;
 pub mod moto;
 pub mod proxy;
 mod subnet;

@@ -200,8 +200,9 @@ fn xml_text(doc: &str, tag: &str) -> Option<String> {
 }
 
 /// A minimal HTTP/1.1 exchange: one request, `Connection: close`, the
-/// answer read to its end (chunked or not).
-async fn http(
+/// answer read to its end (chunked or not). The GCS emulator's helpers use
+/// it too.
+pub(crate) async fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -223,7 +224,7 @@ async fn http(
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw))
         .await
-        .context("moto did not answer within 30 s")??;
+        .context("the server did not answer within 30 s")??;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut rest = raw[split + 4..].to_vec();

@@ -6,8 +6,9 @@
 //!
 //! The blob verbs, `create-release` and `finalize-release` reach the
 //! release's blobstore (blobs and final builds alike) through
-//! [`open_blobstore`]: `local` is bosh-api's, `s3` is [`s3`]'s (network and
-//! TLS live in this crate, the digest checks and `config/blobs.yml` /
+//! [`open_blobstore`]: `local` is bosh-api's, `s3` is [`s3`]'s, `gcs` is
+//! [`gcs`]'s, with what those two share in [`remote`] (network and TLS
+//! live in this crate, the digest checks and `config/blobs.yml` /
 //! `.final_builds` bookkeeping in bosh-api's `release`).
 
 use std::path::{Path, PathBuf};
@@ -20,28 +21,44 @@ use bosh_api::release::{
     generate,
 };
 
+mod gcs;
+mod remote;
 mod s3;
 mod show;
 
 /// The release's blobstore from `config/final.yml` (+ `config/private.yml`):
-/// `local` or `s3`; any other provider is refused naming the option.
+/// `local`, `s3` or `gcs`; any other provider is refused naming the option.
 pub(crate) fn open_blobstore(dir: &Path) -> rel::Result<Box<dyn Blobstore>> {
     let bs = FinalConfig::read(dir)?.blobstore(dir)?;
-    match bs.provider.as_str() {
-        "local" => Ok(Box::new(LocalBlobstore::from_config(dir, &bs)?)),
-        "s3" => match s3::S3Blobstore::new(&bs.options) {
-            Ok(s) => Ok(Box::new(s)),
-            Err(s3::S3Error::Option { file, key, message }) => {
-                Err(rel::Error::entry(file, format!("blobstore.options.{key}"), message))
+    let store: Result<Box<dyn Blobstore>, Box<dyn std::error::Error + Send + Sync>> =
+        match bs.provider.as_str() {
+            "local" => return Ok(Box::new(LocalBlobstore::from_config(dir, &bs)?)),
+            "s3" => match s3::S3Blobstore::new(&bs.options) {
+                Ok(s) => Ok(Box::new(s)),
+                Err(s3::S3Error::Option(o)) => return Err(option_error(o)),
+                Err(e) => Err(e.into()),
+            },
+            "gcs" => match gcs::GcsBlobstore::new(&bs.options) {
+                Ok(s) => Ok(Box::new(s)),
+                Err(gcs::GcsError::Option(o)) => return Err(option_error(o)),
+                Err(e) => Err(e.into()),
+            },
+            other => {
+                return Err(rel::Error::entry(
+                    remote::FINAL_YML,
+                    "blobstore.provider",
+                    format!(
+                        "provider '{other}' is not supported by boshctl (supported: local, s3, gcs)"
+                    ),
+                ));
             }
-            Err(e) => Err(rel::Error::Blobstore { blob: "blobstore".into(), error: e.into() }),
-        },
-        other => Err(rel::Error::entry(
-            "config/final.yml",
-            "blobstore.provider",
-            format!("provider '{other}' is not supported by boshctl (supported: local, s3)"),
-        )),
-    }
+        };
+    store.map_err(|error| rel::Error::Blobstore { blob: "blobstore".into(), error })
+}
+
+/// A provider's option mistake as bosh-api names entries of a file.
+fn option_error(o: remote::BadOption) -> rel::Error {
+    rel::Error::entry(o.file, format!("blobstore.options.{}", o.key), o.message)
 }
 
 /// `--dir`: the release directory (default: the current one).

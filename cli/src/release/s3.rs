@@ -15,37 +15,24 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bosh_api::release::blobs::{Blobstore, BlobstoreError};
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::remote::{self, BadOption, FINAL_YML, PRIVATE_YML, opt_bool, opt_str};
 use crate::fetch;
-
-/// Where public options live, and where secrets live.
-const FINAL_YML: &str = "config/final.yml";
-const PRIVATE_YML: &str = "config/private.yml";
 
 /// The sha256 of an empty payload (every GET's).
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// How much of an error answer is read for its `<Code>` and `<Message>`.
-const ERROR_BODY_MAX: usize = 64 << 10;
 
 /// Why the s3 blobstore could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
     /// An option is missing or wrong.
-    #[error("{file}: blobstore.options.{key}: {message}")]
-    Option {
-        /// `config/final.yml` or `config/private.yml`.
-        file: &'static str,
-        /// The option.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Option(#[from] BadOption),
     /// The server could not be reached or stopped answering.
     #[error("s3 bucket '{bucket}': {op} object '{id}' at {endpoint}: {message}")]
     Request {
@@ -114,49 +101,21 @@ pub struct S3Blobstore {
     rt: tokio::runtime::Runtime,
 }
 
-fn opt_str(o: &IndexMap<String, Value>, key: &str) -> Option<String> {
-    match o.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn opt_bool(
-    o: &IndexMap<String, Value>,
-    key: &'static str,
-    default: bool,
-) -> Result<bool, S3Error> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
-        Some(other) => Err(S3Error::Option {
-            file: FINAL_YML,
-            key,
-            message: format!("expected true or false, got {other}"),
-        }),
-    }
-}
-
 impl S3Blobstore {
     /// The provider from the blobstore options (`private.yml`'s merged over
     /// `final.yml`'s). Credentials from the environment are read here.
     pub fn new(options: &IndexMap<String, Value>) -> Result<S3Blobstore, S3Error> {
-        let bucket = opt_str(options, "bucket_name").ok_or(S3Error::Option {
-            file: FINAL_YML,
-            key: "bucket_name",
-            message: "is required for provider s3".into(),
-        })?;
+        let bucket = opt_str(options, "bucket_name").ok_or(S3Error::Option(BadOption::new(
+            FINAL_YML,
+            "bucket_name",
+            "is required for provider s3",
+        )))?;
         let region = opt_str(options, "region").unwrap_or_else(|| "us-east-1".into());
         let endpoint = endpoint(options, &bucket, &region)?;
         let credentials = credentials(options)?;
         let tls = if opt_bool(options, "ssl_verify_peer", true)? {
-            fetch::tls(None).map_err(|e| S3Error::Option {
-                file: FINAL_YML,
-                key: "ssl_verify_peer",
-                message: e.to_string(),
+            fetch::tls(None).map_err(|e| {
+                S3Error::Option(BadOption::new(FINAL_YML, "ssl_verify_peer", e.to_string()))
             })?
         } else {
             tracing::warn!(
@@ -165,9 +124,7 @@ impl S3Blobstore {
             );
             no_verify::config()
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        let rt = remote::runtime()
             .map_err(|source| S3Error::Io { path: "tokio runtime".into(), source })?;
         Ok(S3Blobstore {
             bucket,
@@ -284,13 +241,8 @@ impl S3Blobstore {
         id: &str,
         resp: hyper::Response<hyper::body::Incoming>,
     ) -> S3Error {
-        use http_body_util::BodyExt;
         let status = resp.status().as_u16();
-        let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_MAX);
-        let body = match tokio::time::timeout(fetch::READ_TIMEOUT, limited.collect()).await {
-            Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-            _ => String::new(),
-        };
+        let body = remote::error_body(resp).await;
         let code = xml_text(&body, "Code");
         let message = xml_text(&body, "Message");
         let detail = match (code, message) {
@@ -321,7 +273,6 @@ impl S3Blobstore {
 
     /// GET the object into `dest`.
     async fn get(&self, id: &str, dest: &Path) -> Result<(), S3Error> {
-        use http_body_util::BodyExt;
         let url = self.url(id);
         let span = tracing::info_span!("s3_get", bucket = %self.bucket, id);
         let _e = span.enter();
@@ -334,58 +285,39 @@ impl S3Blobstore {
         if !resp.status().is_success() {
             return Err(self.status_error("GET", id, resp).await);
         }
-        let io = |source| S3Error::Io { path: dest.display().to_string(), source };
-        let mut out = tokio::fs::File::create(dest).await.map_err(io)?;
-        let mut body = resp.into_body();
-        let mut bytes = 0u64;
-        loop {
-            let frame =
-                tokio::time::timeout(fetch::READ_TIMEOUT, body.frame()).await.map_err(|_| {
-                    let secs = fetch::READ_TIMEOUT.as_secs();
-                    self.request_error("GET", id, format!("the server sent nothing for {secs} s"))
-                })?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| self.request_error("GET", id, fetch::chain(&e)))?;
-            let Ok(chunk) = frame.into_data() else { continue };
-            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await.map_err(io)?;
-            bytes += chunk.len() as u64;
-        }
-        tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(io)?;
+        let bytes = remote::save_body(resp, dest).await.map_err(|e| match e {
+            remote::BodyError::Network(m) => self.request_error("GET", id, m),
+            remote::BodyError::Io(source) => {
+                S3Error::Io { path: dest.display().to_string(), source }
+            }
+        })?;
         tracing::debug!(bytes, "downloaded");
         Ok(())
     }
 
     /// PUT `src` under a fresh object id; returns the id once stored.
     async fn put(&self, src: &Path) -> Result<String, S3Error> {
-        use futures::TryStreamExt;
-        use http_body_util::BodyExt;
         if matches!(self.credentials, Credentials::Anonymous) {
-            return Err(S3Error::Option {
-                file: PRIVATE_YML,
-                key: "access_key_id",
-                message: "uploading to s3 needs credentials: put blobstore.options.access_key_id \
+            return Err(S3Error::Option(BadOption::new(
+                PRIVATE_YML,
+                "access_key_id",
+                "uploading to s3 needs credentials: put blobstore.options.access_key_id \
                           and secret_access_key in config/private.yml (or use \
-                          credentials_source: env_or_profile)"
-                    .into(),
-            });
+                          credentials_source: env_or_profile)",
+            )));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let span = tracing::info_span!("s3_put", bucket = %self.bucket, id);
         let _e = span.enter();
         let io = |source| S3Error::Io { path: src.display().to_string(), source };
         let sha256 = bosh_api::release::file_digest_hex::<sha2::Sha256>(src).map_err(io)?;
-        let len = std::fs::metadata(src).map_err(io)?.len();
+        let (body, len) = remote::file_body(src, Vec::new(), Vec::new()).await.map_err(io)?;
         let url = self.url(&id);
         let req = self
             .request(hyper::Method::PUT, &url, &sha256)
             .map_err(|m| self.request_error("PUT", &id, format!("signing the request: {m}")))?
             .header(hyper::header::CONTENT_LENGTH, len);
-        let file = tokio::fs::File::open(src).await.map_err(io)?;
-        let stream = tokio_util::io::ReaderStream::new(file).map_ok(hyper::body::Frame::data);
-        let body = http_body_util::StreamBody::new(stream).boxed_unsync();
-        // The answer comes after the whole body: allow 1 MiB/s on top.
-        let within = fetch::READ_TIMEOUT + Duration::from_secs(len >> 20);
-        let resp = fetch::send(&self.tls, &url, req, body, within)
+        let resp = fetch::send(&self.tls, &url, req, body, remote::upload_within(len))
             .await
             .map_err(|m| self.request_error("PUT", &id, m))?;
         if !resp.status().is_success() {
@@ -412,7 +344,7 @@ impl Blobstore for S3Blobstore {
 /// servers rarely serve bucket subdomains), as does a bucket with dots
 /// (its subdomain would not match AWS's wildcard certificate).
 fn endpoint(o: &IndexMap<String, Value>, bucket: &str, region: &str) -> Result<Endpoint, S3Error> {
-    let bad = |key, message: String| S3Error::Option { file: FINAL_YML, key, message };
+    let bad = |key, message: String| S3Error::Option(BadOption::new(FINAL_YML, key, message));
     let use_ssl = opt_bool(o, "use_ssl", true)?;
     let force_path = opt_bool(o, "s3_force_path_style", false)?;
     let port: Option<u16> = match opt_str(o, "port") {
@@ -467,16 +399,16 @@ fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
                 secret_access_key,
                 session_token: opt_str(o, "session_token"),
             }),
-            (None, _) => Err(S3Error::Option {
-                file: PRIVATE_YML,
-                key: "access_key_id",
-                message: "is required with credentials_source: static".into(),
-            }),
-            (Some(_), None) => Err(S3Error::Option {
-                file: PRIVATE_YML,
-                key: "secret_access_key",
-                message: "is required with access_key_id".into(),
-            }),
+            (None, _) => Err(S3Error::Option(BadOption::new(
+                PRIVATE_YML,
+                "access_key_id",
+                "is required with credentials_source: static",
+            ))),
+            (Some(_), None) => Err(S3Error::Option(BadOption::new(
+                PRIVATE_YML,
+                "secret_access_key",
+                "is required with access_key_id",
+            ))),
         },
         "env_or_profile" => {
             let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
@@ -486,21 +418,20 @@ fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
                     secret_access_key,
                     session_token: env("AWS_SESSION_TOKEN"),
                 }),
-                _ => Err(S3Error::Option {
-                    file: FINAL_YML,
-                    key: "credentials_source",
-                    message: "env_or_profile: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                              are not both set (profiles and instance roles are not read)"
-                        .into(),
-                }),
+                _ => Err(S3Error::Option(BadOption::new(
+                    FINAL_YML,
+                    "credentials_source",
+                    "env_or_profile: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                              are not both set (profiles and instance roles are not read)",
+                ))),
             }
         }
         "none" => Ok(Credentials::Anonymous),
-        other => Err(S3Error::Option {
-            file: FINAL_YML,
-            key: "credentials_source",
-            message: format!("'{other}' is not one of static, env_or_profile, none"),
-        }),
+        other => Err(S3Error::Option(BadOption::new(
+            FINAL_YML,
+            "credentials_source",
+            format!("'{other}' is not one of static, env_or_profile, none"),
+        ))),
     }
 }
 
