@@ -531,6 +531,7 @@ async fn main() -> anyhow::Result<()> {
         errand_timeout: Duration::from_secs(args.errand_timeout_secs),
         reflectors: Default::default(),
     };
+    director.cpis.watch_configs(opts.reflectors.get::<bosh_api::objects::ConfigSpec>(&store));
     let dns = if args.dns_listen.is_empty() {
         None
     } else {

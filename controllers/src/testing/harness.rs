@@ -291,6 +291,7 @@ compilation: {{workers: {w}, az: z1, vm_type: small, network: default, reuse_com
             errand_timeout: Duration::from_secs(bosh_api::objects::DEFAULT_ERRAND_TIMEOUT_SECS),
             reflectors: Default::default(),
         };
+        director.cpis.watch_configs(opts.reflectors.get::<ConfigSpec>(&store));
         let validator = daemon::deployment_validator(&store, &opts);
         let deploy = o.deploy;
         let task_controller = daemon::task_controller(&store, &opts);

@@ -9,10 +9,14 @@
 //! made it whatever the cloud config says by then.
 //!
 //! The configured CPIs are built from the stored `cpi/*` configs and
-//! rebuilt when their content changes: each lookup of a named CPI reads
-//! the configs (one range read) and rebuilds when they differ from what
-//! the registry was built from. Lookups of the default CPI read nothing,
-//! so a director with no CPI config pays nothing for the registry.
+//! rebuilt when their content changes: each lookup of a named CPI looks at
+//! the configs and rebuilds when they differ from what the registry was
+//! built from. boshd hands the registry its watched Config cache
+//! ([`CpiRegistry::watch_configs`]), so a lookup reads memory; until that
+//! cache has listed (and where there is none, as in some tests) a lookup
+//! reads the configs from etcd (one range read). Lookups of the default
+//! CPI read nothing, so a director with no CPI config pays nothing for the
+//! registry.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +28,8 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::libs::cpi_config::{self, CpiEntry};
+use crate::runtime::Reflector;
+use crate::runtime::shared::Hold;
 use crate::world::cpi::external::ExternalCpi;
 use crate::world::cpi::local::LocalCpi;
 use crate::world::cpi::{Cpi, CpiError};
@@ -53,13 +59,27 @@ struct Built {
 pub struct CpiRegistry {
     local: LocalDefaults,
     built: Mutex<Built>,
+    /// The watched Configs, kept watching by the hold.
+    configs: std::sync::OnceLock<(Reflector<ConfigSpec>, Hold)>,
 }
 
 impl CpiRegistry {
     /// An empty registry; `local` is where a `local` CPI of the config
     /// without `data_dir` keeps its data.
     pub fn new(local: LocalDefaults) -> CpiRegistry {
-        CpiRegistry { local, built: Mutex::new(Built::default()) }
+        CpiRegistry {
+            local,
+            built: Mutex::new(Built::default()),
+            configs: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reads the CPI configs from `configs`' cache from now on (holding its
+    /// watch for the registry's life) instead of from etcd on every lookup
+    /// of a named CPI. A second call is ignored.
+    pub fn watch_configs(&self, configs: Reflector<ConfigSpec>) {
+        let hold = configs.hold();
+        let _ = self.configs.set((configs, hold));
     }
 
     /// The CPI called `name`: `None` is `default`; a name the CPI config
@@ -72,7 +92,7 @@ impl CpiRegistry {
         name: Option<&str>,
     ) -> Result<Arc<dyn Cpi>, CpiError> {
         let Some(name) = name else { return Ok(default.clone()) };
-        let built = self.refresh(store, default.name()).await?;
+        let built = self.refresh(store, default.name(), false).await?;
         if let Some(cpi) = built.get(name) {
             return Ok(cpi.clone());
         }
@@ -92,7 +112,27 @@ impl CpiRegistry {
         store: &Store,
         default: &Arc<dyn Cpi>,
     ) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
-        let built = self.refresh(store, default.name()).await?;
+        self.all_read(store, default, false).await
+    }
+
+    /// [`CpiRegistry::all`] from the configs as etcd holds them now, not
+    /// as the watched cache last saw them: for a verdict that fails a
+    /// deploy, which a CPI config written a moment earlier must not lose.
+    pub async fn all_fresh(
+        &self,
+        store: &Store,
+        default: &Arc<dyn Cpi>,
+    ) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
+        self.all_read(store, default, true).await
+    }
+
+    async fn all_read(
+        &self,
+        store: &Store,
+        default: &Arc<dyn Cpi>,
+        fresh: bool,
+    ) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
+        let built = self.refresh(store, default.name(), fresh).await?;
         let mut all = vec![(None, default.clone())];
         all.extend(built.into_iter().map(|(n, c)| (Some(n), c)));
         Ok(all)
@@ -106,14 +146,28 @@ impl CpiRegistry {
         &self,
         store: &Store,
         default_name: &str,
+        fresh: bool,
     ) -> Result<BTreeMap<String, Arc<dyn Cpi>>, CpiError> {
         let prefix = format!("{}/", ConfigType::Cpi.as_str());
-        let configs = store.list::<ConfigSpec>(&prefix).await.map_err(|e| CpiError::Transient {
-            method: "cpi_config",
-            message: format!("reading: {e}"),
-        })?;
+        let cached = self.configs.get().map(|(r, _)| r.cache()).filter(|c| !fresh && c.is_synced());
+        let configs: Vec<bosh_api::Object<ConfigSpec>> = match cached {
+            Some(cache) => cache
+                .list()
+                .into_iter()
+                .filter(|c| c.metadata.name.starts_with(&prefix))
+                .map(|c| (*c).clone())
+                .collect(),
+            None => {
+                let read = store.list::<ConfigSpec>(&prefix).await;
+                read.map_err(|e| CpiError::Transient {
+                    method: "cpi_config",
+                    message: format!("reading: {e}"),
+                })?
+                .items
+            }
+        };
         let mut configs: Vec<_> =
-            configs.items.into_iter().filter(|c| c.spec.type_ == ConfigType::Cpi).collect();
+            configs.into_iter().filter(|c| c.spec.type_ == ConfigType::Cpi).collect();
         configs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let source = serde_json::Value::Array(
             configs.iter().map(|c| serde_json::json!([c.metadata.name, c.spec.content])).collect(),

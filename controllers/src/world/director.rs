@@ -70,6 +70,11 @@ impl Director {
         self.cpis.all(&self.store, &self.cpi).await
     }
 
+    /// [`Director::all_cpis`] as etcd holds the CPI configs now.
+    pub async fn all_cpis_fresh(&self) -> Result<Vec<(Option<String>, Arc<dyn Cpi>)>, CpiError> {
+        self.cpis.all_fresh(&self.store, &self.cpi).await
+    }
+
     /// Bootstrap settings for a new VM's agent.
     pub fn agent_settings(
         &self,

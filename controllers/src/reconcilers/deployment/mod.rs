@@ -659,7 +659,7 @@ async fn refuse_unknown_cpis(
     if named.is_empty() {
         return Ok(());
     }
-    let all = ctx.data.director.all_cpis().await.map_err(|e| {
+    let all = ctx.data.director.all_cpis_fresh().await.map_err(|e| {
         Blocked::new(Reason::PlacementFailed, format!("deployment {deployment}: {e}"))
     })?;
     let default = ctx.data.director.cpi.name();
