@@ -6,7 +6,8 @@
 //! per instance and one disk per disk intent throughout. And a CPI without
 //! bosh-rs's lookups (as every stock BOSH CPI): a `create_vm` whose reply
 //! is lost is retried and adopts the VM through its agent, never making a
-//! second one.
+//! second one; the same when `bosh-local-cpi` is killed in the middle of
+//! `create_vm`, after the VM exists and before it answers.
 
 use std::time::Duration;
 
