@@ -10,7 +10,9 @@
 //! `ok_to_retry`, `VMNotFound`/`DiskNotFound` are not-found,
 //! `NotSupported`/`NotImplemented`/"Method is not known" are not-supported,
 //! a type BOSH does not know is permanent ("Unknown CPI error"), and so is
-//! everything else.
+//! everything else. A call that times out, or whose process is killed by a
+//! signal before it answers, is transient: it may have taken effect, and
+//! the caller's retry looks up what it made before making anything again.
 //!
 //! [`ExternalCpi::connect`] asks the CPI's `info` first, as BOSH's cloud
 //! factory does, and speaks the lesser of the CPI's API version and the
@@ -24,6 +26,7 @@
 //! to the task the call was made for (see [`crate::call_log`]).
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -309,6 +312,23 @@ impl ExternalCpi {
         let stderr_text = String::from_utf8_lossy(&err).into_owned();
         let response: Response = match serde_json::from_slice(&out) {
             Ok(r) => r,
+            Err(_) if out.is_empty() && status.signal().is_some() => {
+                // Killed before it answered (the OOM killer, an operator, a
+                // node going down): nothing says the call was wrong, and it
+                // may have taken effect. Like a timeout, a retry is the
+                // answer; the retry looks up what the call made (by request
+                // id, or through the agent) before making anything again.
+                let signal = status.signal().unwrap_or_default();
+                let said = last_lines(&redactor.redact(&stderr_text), 512);
+                self.record(method, &rid, &redactor, stderr_text, "").await;
+                let mut message =
+                    format!("the CPI process was killed by signal {signal} before it answered");
+                if !said.is_empty() {
+                    message.push_str(&format!(" (stderr: {said:?})"));
+                }
+                message.push_str(&format!(" (CPI request ID: '{rid}')"));
+                return Err(CpiError::Transient { method, message });
+            }
             Err(e) => {
                 let said = last_lines(&redactor.redact(&stderr_text), 512);
                 let printed = last_lines(&redactor.redact(&String::from_utf8_lossy(&out)), 256);

@@ -11,7 +11,7 @@ use bosh_api::objects::{
 };
 use bosh_api::{ConditionStatus, Object, ObjectMeta};
 use bosh_controllers::reconcilers::health::HealthConfig;
-use bosh_controllers::testing::{Harness, HarnessOptions, TOKEN};
+use bosh_controllers::testing::{CpiPath, Harness, HarnessOptions, TOKEN};
 use bosh_controllers::world::cpi::CreateVm;
 use bosh_controllers::world::cpi::local::LocalCpi;
 use bosh_test_utils::eventually;
@@ -19,15 +19,19 @@ use serde_json::{Value, json};
 
 use super::compile::example_release;
 use super::deploy::{DeployHarness, manifest};
+use super::external_cpi::assert_one_vm_and_one_disk_each;
+use super::resurrect::stock_cpi;
 
-async fn world() -> Harness {
+/// A world whose director reaches the CPI by `cpi_path`.
+async fn world(cpi_path: CpiPath) -> Harness {
     let health = HealthConfig {
         agent_timeout: Duration::from_secs(5),
         check_interval: Duration::from_millis(250),
         ..HealthConfig::default()
     };
-    let h =
-        Harness::start(HarnessOptions { health, ..HarnessOptions::containers() }).await.unwrap();
+    let h = Harness::start(HarnessOptions { health, cpi_path, ..HarnessOptions::containers() })
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
@@ -105,11 +109,22 @@ async fn ready_on_new_vm(h: &Harness, dep: &str, name: &str, old: &str) -> Objec
 /// VM; an orphaned VM is listed and `delete_vm` deletes exactly it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
+    dead_vm_and_orphan(CpiPath::InProcess).await;
+}
+
+/// [`cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them`] through
+/// `bosh-local-cpi` as a stock CPI that can list VMs (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them_through_bosh_local_cpi() {
+    dead_vm_and_orphan(stock_cpi()).await;
+}
+
+async fn dead_vm_and_orphan(cpi_path: CpiPath) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("bosh_controllers=info")
         .with_test_writer()
         .try_init();
-    let h = world().await;
+    let h = world(cpi_path).await;
     let quiet = ConfigSpec {
         type_: ConfigType::Resurrection,
         content: json!({"rules": [{"enabled": false, "include": {"deployments": ["cck"]}}]}),
@@ -200,6 +215,7 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
     assert_eq!(creates(&h), made, "no VM created");
     let (_, report) = api(&h, "GET", "/v1/deployments/cck/cloud-check", None).await;
     assert_eq!(problems(&report), [], "{report}");
+    assert_one_vm_and_one_disk_each(&h, "cck").await;
     h.stop().await.unwrap();
 }
 
@@ -210,7 +226,18 @@ async fn cck_finds_a_dead_vm_and_an_orphan_and_fixes_exactly_them() {
 /// disk's data survives all of it, and no VM is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
-    let h = world().await;
+    unmounted_or_detached_disk(CpiPath::InProcess).await;
+}
+
+/// [`cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data`]
+/// through `bosh-local-cpi` as a stock CPI (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data_through_bosh_local_cpi() {
+    unmounted_or_detached_disk(stock_cpi()).await;
+}
+
+async fn unmounted_or_detached_disk(cpi_path: CpiPath) {
+    let h = world(cpi_path).await;
     let inst = deployed(&h, "cckd", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write = vec!["sh".into(), "-c".into(), "echo kept > /var/vcap/store/marker".into()];
@@ -268,5 +295,6 @@ async fn cck_reattaches_an_unmounted_or_detached_disk_keeping_its_data() {
     let i: Object<InstanceSpec> = h.store.get(Some("cckd"), &inst.metadata.name).await.unwrap();
     assert_eq!(i.status.vm_cid.as_deref(), Some(vm.as_str()));
     assert_eq!(i.status.phase, Some(InstancePhase::Running));
+    assert_one_vm_and_one_disk_each(&h, "cckd").await;
     h.stop().await.unwrap();
 }

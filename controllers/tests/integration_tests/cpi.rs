@@ -135,6 +135,24 @@ async fn external_cpi_errors_are_typed() {
         start.elapsed() < Duration::from_secs(4),
         "the CPI process must be killed at the timeout"
     );
+
+    // A CPI killed before it answers may have done its work: retriable,
+    // as a timeout is; one that exits with an error and no answer is not.
+    let script = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\ncat > /dev/null\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ExternalCpi::new(name, &path, serde_json::Map::new())
+    };
+    let killed = script("killed", "echo 'made vm-1' >&2\nkill -9 $$");
+    let e = killed.info().await.unwrap_err();
+    let text = e.to_string();
+    assert!(e.is_retryable() && text.contains("killed by signal 9"), "{text}");
+    assert!(text.contains("made vm-1") && text.contains("CPI request ID"), "{text}");
+    let failed = script("failed", "echo 'no IaaS' >&2\nexit 3");
+    let e = failed.info().await.unwrap_err();
+    assert!(!e.is_retryable() && e.to_string().contains("no IaaS"), "{e}");
 }
 
 /// Writes a local stemcell image whose "agent" is a shell script: it starts

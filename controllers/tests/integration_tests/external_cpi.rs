@@ -6,7 +6,8 @@
 //! per instance and one disk per disk intent throughout. And a CPI without
 //! bosh-rs's lookups (as every stock BOSH CPI): a `create_vm` whose reply
 //! is lost is retried and adopts the VM through its agent, never making a
-//! second one.
+//! second one; the same when `bosh-local-cpi` is killed in the middle of
+//! `create_vm`, after the VM exists and before it answers.
 
 use std::time::Duration;
 
@@ -209,6 +210,55 @@ async fn inventory(h: &Harness, name: &str) -> Vec<String> {
     of.map(|v| v.cid).collect()
 }
 
+/// Exactly one VM per instance and one disk per disk intent in
+/// deployment `name`, as the CPI holds them (its records, read beside the
+/// director, whichever path drove it): the invariant checker's I1–I3 (no
+/// untagged VM, at most one per instance, every CPI disk named by one Disk
+/// object and attached once), each instance on the VM it records, and
+/// each live Disk object's disk the only one on its instance's VM. Run it
+/// when the world is quiet.
+pub(super) async fn assert_one_vm_and_one_disk_each(h: &Harness, name: &str) {
+    use bosh_controllers::testing::invariants::Invariant;
+    let broken: Vec<String> = h
+        .violations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| matches!(v.invariant, Invariant::I1 | Invariant::I2 | Invariant::I3))
+        .map(|v| v.to_string())
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
+    let held = LocalCpi::inventory(&h.cpi_root()).unwrap();
+    let tagged = |v: &bosh_controllers::world::cpi::local::VmRecord| {
+        v.metadata.get("deployment").map(String::as_str) == Some(name)
+    };
+    let vms: Vec<&String> = held.vms.iter().filter(|(_, v)| tagged(v)).map(|(c, _)| c).collect();
+    let instances = h.instances(name).await;
+    assert_eq!(vms.len(), instances.len(), "one VM per instance: {vms:?}");
+    for i in &instances {
+        let cid = i.status.vm_cid.as_ref().unwrap_or_else(|| panic!("{i:?} has no VM"));
+        assert!(vms.contains(&cid), "{cid} of {} not in {vms:?}", i.metadata.name);
+    }
+    let intents: Vec<String> = h
+        .store
+        .list::<DiskSpec>(&format!("{name}/"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| d.status.phase != DiskPhase::Orphaned)
+        .map(|d| d.status.cid.unwrap_or_else(|| panic!("disk {} has no cid", d.metadata.name)))
+        .collect();
+    let on_vms: Vec<&String> = held
+        .disks
+        .iter()
+        .filter(|(_, d)| d.attached_to.as_ref().is_some_and(|vm| vms.contains(&vm)))
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(on_vms.len(), intents.len(), "one disk per disk intent: {on_vms:?} {intents:?}");
+    assert!(intents.iter().all(|c| on_vms.contains(&c)), "{on_vms:?} {intents:?}");
+}
+
 /// The CPI logs stored with task `task` (what `boshctl task N --cpi` shows).
 async fn cpi_logs(h: &Harness, task: u64) -> Vec<bosh_api::objects::EventSpec> {
     let all = h.events(task).await;
@@ -316,5 +366,121 @@ async fn misbehaving_cpi_executables_fail_the_deploy_naming_the_call_then_recove
         println!("{m}: failed and recovered in {:?}", case_started.elapsed());
     }
     assert!(tmp.path().join("retried").exists());
+    h.stop().await.unwrap();
+}
+
+/// A CPI executable that hands every call to `bosh-local-cpi`, and kills
+/// it in the first `create_vm` of an instance's VM: after the VM
+/// exists (its record is complete: the container runs, its network is
+/// made) and before the reply gets out. The real CPI's stdout is a FIFO
+/// kept full by a filler nobody reads, so its reply blocks in `write`
+/// until the kill: the kill always lands between "made" and "answered".
+/// Then the stand-in kills itself, so the director sees what it sees of a
+/// CPI killed under it: no output and death by SIGKILL. Writes the script
+/// into `dir`; `dir/killed` records the kill.
+fn killing_cpi(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = bosh_test_utils::agent::local_cpi_binary().unwrap();
+    let (real, d) = (real.display(), dir.display());
+    let script = format!(
+        r#"#!/bin/sh
+req=$(cat)
+case "$req" in
+  *'"method":"create_vm"'*) ;;
+  *) printf '%s' "$req" | '{real}'; exit $? ;;
+esac
+# An instance's VM (a compile VM's request id is `compile-...`), once.
+case "$req" in
+  *'"request_id":"vm-'*) ;;
+  *) printf '%s' "$req" | '{real}'; exit $? ;;
+esac
+if [ -e '{d}/killed' ]; then
+  printf '%s' "$req" | '{real}'; exit $?
+fi
+: > '{d}/killed'
+agent=$(printf '%s' "$req" | sed -n 's/.*"arguments":\["\([^"]*\)".*/\1/p')
+data=$(printf '%s' "$req" | sed -n 's/.*"data_dir":"\([^"]*\)".*/\1/p')
+rm -f '{d}/reply' && mkfifo '{d}/reply'
+exec 3<>'{d}/reply'
+head -c 4194304 /dev/zero >&3 2>/dev/null &
+filler=$!
+printf '%s' "$req" | '{real}' >&3 2>/dev/null &
+cpi=$!
+# Bounded: 30 s for the VM to be made.
+i=0
+until grep -ls "\"agent_id\": \"$agent\"" "$data"/records/vms/*.json | xargs -r grep -ls '"netns": "' | grep -q .; do
+  i=$((i + 1))
+  if [ "$i" -gt 600 ] || ! kill -0 "$cpi" 2>/dev/null; then
+    kill -9 "$cpi" "$filler" 2>/dev/null
+    echo "the VM of agent $agent was not made while bosh-local-cpi ran" >&2
+    exit 4
+  fi
+  sleep 0.05
+done
+kill -9 "$cpi" "$filler"
+echo "killed bosh-local-cpi (pid $cpi) after it made the VM of agent $agent" >&2
+kill -9 $$
+"#
+    );
+    let path = dir.join("cpi");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Issue 16: a stock CPI (no lookups by request id, no listing) killed in
+/// the middle of `create_vm`, after the VM exists and before it answers.
+/// The call is transient (it may have taken effect): the deploy fails
+/// naming it, the instance retries by itself and adopts the VM through
+/// its agent; the audit log has one `create_vm` for the instance, the CPI
+/// one VM for it, and the next deploy of the same manifest succeeds
+/// without another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpi_killed_mid_create_vm_leaves_one_vm_once_retried() {
+    use bosh_controllers::world::cpi::local::audit;
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = killing_cpi(tmp.path());
+    let disabled = ["find_vm_by_request", "find_disk_by_request", "list_vms"];
+    let h = Harness::start(HarnessOptions {
+        cpi_path: CpiPath::External { disabled: disabled.iter().map(|m| m.to_string()).collect() },
+        cpi_exe: Some(exe),
+        ..HarnessOptions::containers()
+    })
+    .await
+    .unwrap();
+    let releases = tempfile::tempdir().unwrap();
+    h.upload_release(&example_release(releases.path())).await.unwrap();
+    h.upload_stemcell().await.unwrap();
+    let started = std::time::Instant::now();
+    let t = h.apply("killed", manifest("killed", 1, "survived", 16)).await;
+    let (state, result) = h.task_end(t).await;
+    assert!(tmp.path().join("killed").exists(), "the stand-in killed bosh-local-cpi");
+    assert_eq!(state, TaskState::Error, "{result}");
+    assert!(result.contains("create_vm") && result.contains("killed by signal 9"), "{result}");
+    bosh_test_utils::eventually(Duration::from_secs(90), "the instance running", || async {
+        let all = h.instances("killed").await;
+        (all.len() == 1 && all[0].status.phase == Some(InstancePhase::Running)).then_some(())
+    })
+    .await
+    .unwrap();
+    println!("killed mid-create_vm, retried and running in {:?}", started.elapsed());
+    let i = &h.instances("killed").await[0];
+    let greeting = super::deploy::greeting(&i.spec.networks[0].ip).await;
+    assert!(greeting.is_some_and(|g| g.contains("survived")));
+    let agent = i.status.agent_id.clone().unwrap();
+    let creates = || {
+        let log = audit::read(&h.cpi_root()).unwrap();
+        log.iter()
+            .filter(|e| e.method == "create_vm" && e.agent_id.as_ref() == Some(&agent))
+            .count()
+    };
+    assert_eq!(creates(), 1, "one create_vm for the instance: the killed one");
+    assert_one_vm_and_one_disk_each(&h, "killed").await;
+
+    let t = h.apply("killed", manifest("killed", 1, "survived", 16)).await;
+    let (state, result) = h.task_end(t).await;
+    assert_eq!(state, TaskState::Done, "{result}");
+    assert_eq!(creates(), 1, "the deploy that succeeds makes no VM");
+    assert_one_vm_and_one_disk_each(&h, "killed").await;
     h.stop().await.unwrap();
 }

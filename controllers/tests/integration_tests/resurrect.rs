@@ -10,8 +10,8 @@ use bosh_api::objects::{ConditionType, InstanceHealth, InstancePhase};
 use bosh_api::objects::{DeploymentSpec, InstanceSpec, TaskSpec, TaskState};
 use bosh_api::{ConditionStatus, Object};
 use bosh_controllers::reconcilers::health::HealthConfig;
-use bosh_controllers::testing::{Harness, HarnessOptions};
-use bosh_controllers::world::cpi::local::LocalCpi;
+use bosh_controllers::testing::{CpiPath, Harness, HarnessOptions};
+use bosh_controllers::world::cpi::local::{LocalCpi, audit};
 use bosh_test_utils::eventually;
 
 use super::compile::example_release;
@@ -20,18 +20,31 @@ use super::deploy::{DeployHarness, manifest};
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn world() -> Harness {
+    world_through(CpiPath::InProcess).await
+}
+
+/// A world whose director reaches the CPI by `cpi_path`.
+async fn world_through(cpi_path: CpiPath) -> Harness {
     let health = HealthConfig {
         agent_timeout: AGENT_TIMEOUT,
         check_interval: Duration::from_millis(250),
         resurrection_delay: Duration::from_secs(2),
         ..HealthConfig::default()
     };
-    let h =
-        Harness::start(HarnessOptions { health, ..HarnessOptions::containers() }).await.unwrap();
+    let h = Harness::start(HarnessOptions { health, cpi_path, ..HarnessOptions::containers() })
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     h.upload_release(&example_release(tmp.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
     h
+}
+
+/// A stock BOSH CPI through `bosh-local-cpi`: no lookup by request id.
+/// (It can still list VMs, which cloud check's orphan scan needs.)
+pub(super) fn stock_cpi() -> CpiPath {
+    let disabled = ["find_vm_by_request", "find_disk_by_request"];
+    CpiPath::External { disabled: disabled.iter().map(|m| m.to_string()).collect() }
 }
 
 /// Sends `SIG<signal>` to every process of VM `cid` (a container: all in
@@ -54,10 +67,22 @@ fn creates(h: &Harness) -> usize {
 
 /// SIGKILL of a VM: it is running again on a new VM within agent_timeout +
 /// 15 s, its disk's marker survives, with exactly one delete_vm (of the
-/// dead VM) and one create_vm, under a "scan and fix" task.
+/// dead VM) and one create_vm, under a "scan and fix" task; the CPI then
+/// holds one VM for the instance and one disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_vm_is_resurrected_with_its_disk() {
-    let h = world().await;
+    killed_vm_resurrected(CpiPath::InProcess).await;
+}
+
+/// [`a_killed_vm_is_resurrected_with_its_disk`] through `bosh-local-cpi`
+/// as a stock CPI (issue 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_vm_is_resurrected_with_its_disk_through_bosh_local_cpi() {
+    killed_vm_resurrected(stock_cpi()).await;
+}
+
+async fn killed_vm_resurrected(cpi_path: CpiPath) {
+    let h = world_through(cpi_path).await;
     let inst = deployed(&h, "res", 1, 16).await.remove(0);
     let agent = h.director.agents.for_agent(inst.status.agent_id.clone().unwrap());
     let write = vec!["sh".into(), "-c".into(), "echo kept > /var/vcap/store/marker".into()];
@@ -96,6 +121,14 @@ async fn a_killed_vm_is_resurrected_with_its_disk() {
     let fix: Vec<_> = tasks.iter().filter(|t| t.spec.description == "scan and fix").collect();
     assert_eq!(fix.len(), 1);
     assert_eq!(fix[0].status.state, TaskState::Done);
+    // What the CPI holds: the dead VM gone, one VM and one disk; its
+    // audit log has two create_vm calls for the instance (the first VM's
+    // and the resurrection's).
+    super::external_cpi::assert_one_vm_and_one_disk_each(&h, "res").await;
+    let agents = [&inst, &new].map(|i| i.status.agent_id.clone());
+    let log = audit::read(&h.cpi_root()).unwrap();
+    let made = log.iter().filter(|e| e.method == "create_vm" && agents.contains(&e.agent_id));
+    assert_eq!(made.count(), 2, "two create_vm for the instance in all");
     h.stop().await.unwrap();
 }
 
