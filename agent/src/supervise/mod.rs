@@ -227,7 +227,10 @@ impl Supervisor {
                     // catch one of its brief lives and call the job up.
                     self.set(i, |s| s.pid = tracked.pid);
                     let since = Instant::now();
-                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_INTERVAL, CHECK_INTERVAL);
+                    let mut tick = tokio::time::interval_at(
+                        tokio::time::Instant::now() + CHECK_INTERVAL,
+                        CHECK_INTERVAL,
+                    );
                     let mut confirmed = false;
                     loop {
                         tokio::select! {

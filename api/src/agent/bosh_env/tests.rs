@@ -16,7 +16,11 @@ fn settings() -> Settings {
         },
         networks: BTreeMap::from([(
             "default".into(),
-            NetworkSettings { type_: "manual".into(), ip: "10.0.0.10".into(), ..Default::default() },
+            NetworkSettings {
+                type_: "manual".into(),
+                ip: "10.0.0.10".into(),
+                ..Default::default()
+            },
         )]),
         heartbeat_interval_secs: 7,
         ..Default::default()
@@ -116,7 +120,10 @@ fn malformed_fields_name_their_path() {
         (json!({"bosh": {"mbus": {"urls": []}}}), "env.bosh.mbus.urls"),
         (json!({"bosh": {"mbus": {"urls": [4222]}}}), "env.bosh.mbus.urls[0]"),
         (json!({"bosh": {"mbus": {"urls": ["not a url"]}}}), "env.bosh.mbus.urls[0]"),
-        (json!({"bosh": {"mbus": {"urls": ["https://u:sekrit1@h:25250"]}}}), "env.bosh.mbus.urls[0]"),
+        (
+            json!({"bosh": {"mbus": {"urls": ["https://u:sekrit1@h:25250"]}}}),
+            "env.bosh.mbus.urls[0]",
+        ),
         (json!({"bosh": {"mbus": {"urls": ["nats://h:4222"]}}}), "env.bosh.mbus.urls[0]"),
         (json!({"bosh": {"mbus": {"urls": ["nats://u@h:4222"]}}}), "env.bosh.mbus.urls[0]"),
         (json!({"bosh": {"blobstores": {}}}), "env.bosh.blobstores"),
