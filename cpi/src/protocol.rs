@@ -186,3 +186,55 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
         other => Err(invalid(format!("Method is not known, got '{other}'"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_vm(env: Value) -> Request {
+        serde_json::from_value(json!({
+            "method": "create_vm",
+            "arguments": ["agent-1", "sc-1", {}, {"default": {"type": "manual", "ip": "10.0.0.9"}},
+                          [], env],
+            "context": {"request_id": "req-1", "director_uuid": "d-1"},
+            "api_version": 2,
+        }))
+        .unwrap()
+    }
+
+    /// A BOSH-shaped `create_vm` whose env the agent's settings cannot be
+    /// built from is BOSH's `InvalidCall`, naming the field and not its
+    /// value; nothing reaches the CPI (no stemcell `sc-1` exists, which
+    /// would be a `CloudError`).
+    #[tokio::test]
+    async fn a_malformed_env_is_an_invalid_call_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpi = crate::local::LocalCpi::open(dir.path()).unwrap();
+        let cases = [
+            (
+                json!({"bosh": {"mbus": {"urls": ["nats://agent-1@h:4222"]}}}),
+                "env.bosh.mbus.urls[0]",
+            ),
+            (
+                json!({"bosh": {"mbus": {"urls": ["https://u:pw-secret@h"]}}}),
+                "env.bosh.mbus.urls[0]",
+            ),
+            (
+                json!({"bosh": {"blobstores": [{"provider": "s3", "options": {"secret": "pw-secret"}}]}}),
+                "env.bosh.blobstores[0].provider",
+            ),
+        ];
+        for (env, path) in cases {
+            let response = serve(&cpi, &create_vm(env.clone())).await;
+            let e = &response["error"];
+            assert_eq!(e["type"], "InvalidCall", "{env}: {response}");
+            let message = e["message"].as_str().unwrap();
+            assert!(message.starts_with(&format!("{path}: ")), "{env}: {message}");
+            assert!(!message.contains("pw-secret"), "{message}");
+        }
+        // Well formed, it reaches the CPI, which has no such stemcell.
+        let env = json!({"bosh": {"mbus": {"urls": ["nats://agent-1:pw@h:4222"]}}});
+        let response = serve(&cpi, &create_vm(env)).await;
+        assert_eq!(response["error"]["type"], "Bosh::Clouds::CloudError", "{response}");
+    }
+}
