@@ -10,7 +10,9 @@
 //! | `GET /blobs` | `[{"sha256","size"}, ...]` |
 //!
 //! Every route needs `Authorization: Bearer <token>` (the scheme in any
-//! case), compared in constant time. Errors carry a JSON body (`{"code","error",...}`) that the
+//! case), or HTTP Basic with the token as the password (any user name), as
+//! a BOSH `dav` blobstore client sends its `user` and `password` options;
+//! the token is compared in constant time. Errors carry a JSON body (`{"code","error",...}`) that the
 //! [`crate::Client`] maps back to [`crate::Error`].
 //!
 //! # Reading is checked
@@ -85,16 +87,28 @@ pub async fn serve(
     axum::serve(listener, router(storage, token)).with_graceful_shutdown(shutdown).await
 }
 
-/// The token of an `Authorization: Bearer <token>` header. The scheme is
-/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The token an `Authorization` header presents: `Bearer <token>`, or
+/// `Basic base64(<user>:<token>)` (what a BOSH `dav` blobstore client
+/// sends; the user name is not checked). Schemes are case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BASIC` are accepted.
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    decoded.split_once(':').map(|(_, password)| password.to_string())
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = bearer_token(req.headers());
+    let presented = presented_token(req.headers());
     let ok = match (presented, state.token_digest) {
         (Some(presented), Some(want)) => {
             let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

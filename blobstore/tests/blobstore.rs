@@ -141,6 +141,31 @@ async fn wrong_token_is_unauthorized_and_stores_nothing() {
     assert_eq!(env.staged(), 0);
 }
 
+/// HTTP Basic with the token as the password (a BOSH `dav` client's
+/// `user`/`password` options, any user) is let in like the bearer token;
+/// a wrong password, or a Basic header that is not base64 of
+/// `user:password`, is not.
+#[tokio::test]
+async fn basic_auth_with_the_token_as_password_is_accepted() {
+    let env = Env::start().await;
+    let good = env.client().put_bytes(b"for a dav client".to_vec()).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/blobs/{}", env.url, good.sha256);
+    let get = |user: &str, password: Option<&str>| {
+        http.get(&url).basic_auth(user, password.map(str::to_owned)).send()
+    };
+    let resp = get("agent", Some(TOKEN)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"for a dav client");
+    assert_eq!(get("someone-else", Some(TOKEN)).await.unwrap().status(), 200);
+    assert_eq!(get("agent", Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(get("agent", None).await.unwrap().status(), 401);
+    // The token as the user name is not the password.
+    assert_eq!(get(TOKEN, None).await.unwrap().status(), 401);
+    let raw = http.get(&url).header("authorization", format!("Basic {TOKEN}")).send();
+    assert_eq!(raw.await.unwrap().status(), 401);
+}
+
 /// An upload that does not hash to the name it was sent under is refused whole.
 #[tokio::test]
 async fn put_with_mismatching_expected_sha_is_refused_and_stores_nothing() {

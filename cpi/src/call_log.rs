@@ -10,8 +10,10 @@
 //! into the external CPI to store the logs with the task.
 //!
 //! Logs are redacted before they leave the CPI ([`Redactor`]): a CPI that
-//! echoes its request would otherwise put the agent's NATS password and
-//! the cpi config's secrets into a task log anyone with read access sees.
+//! echoes its request would otherwise put the agent's NATS password (in
+//! `env.bosh.mbus.urls`, as `nats://user:password@host`), the blobstore
+//! password and the cpi config's secrets into a task log anyone with read
+//! access sees.
 
 use std::future::Future;
 
@@ -112,8 +114,9 @@ impl Redactor {
         }
     }
 
-    /// `text` with every known secret value, and the value of every
-    /// `"<secret-named key>": "..."` pair, replaced by `<redacted>`.
+    /// `text` with every known secret value, the value of every
+    /// `"<secret-named key>": "..."` pair, and the password of every
+    /// `scheme://user:password@host` replaced by `<redacted>`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for v in &self.values {
@@ -121,13 +124,64 @@ impl Redactor {
                 out = out.replace(v.as_str(), "<redacted>");
             }
         }
-        redact_pairs(&out)
+        redact_url_passwords(&redact_pairs(&out))
     }
+}
+
+/// The password of a `scheme://user:password@host...` URL at the start of
+/// `s` (as written, percent-encoded), as a byte range of `s`.
+fn url_password(s: &str) -> Option<std::ops::Range<usize>> {
+    let start = s.find("://")? + 3;
+    let rest = &s[start..];
+    // The authority ends where a path, query or fragment starts, or where
+    // the URL does in free text (a quote, a space, a bracket).
+    let end = rest
+        .find(|c: char| "/?#\"' <>[]{},\\".contains(c) || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some(start + colon + 1..start + at)
+}
+
+/// Replaces the password of every URL with userinfo in `text`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // `url_password` looks at the first `://` of what it is given: the
+    // one found here.
+    while let Some(scheme_end) = rest.find("://") {
+        match url_password(rest) {
+            Some(r) => {
+                out.push_str(&rest[..r.start]);
+                out.push_str("<redacted>");
+                rest = &rest[r.end..];
+            }
+            None => {
+                out.push_str(&rest[..scheme_end + 3]);
+                rest = &rest[scheme_end + 3..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn collect(v: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s) if secret && s.len() >= MIN_SECRET_LEN => out.push(s.clone()),
+        // A URL's password, under any key (`env.bosh.mbus.urls`), as
+        // written and as a CPI that parsed the URL would log it.
+        serde_json::Value::String(s) if s.contains("://") => {
+            if let Some(r) = url_password(s) {
+                let written = &s[r];
+                let decoded = percent_encoding::percent_decode_str(written).decode_utf8_lossy();
+                for p in [written, decoded.as_ref()] {
+                    if p.len() >= MIN_SECRET_LEN {
+                        out.push(p.to_string());
+                    }
+                }
+            }
+        }
         serde_json::Value::Object(m) => {
             for (k, v) in m {
                 collect(v, secret || is_secret_key(k), out);
@@ -208,6 +262,28 @@ mod tests {
         assert!(!out.contains("nats-pass-1") && !out.contains("x\\\"y"), "{out}");
         assert!(out.contains("eu-west-1") && out.contains(r#""name": "web""#), "{out}");
         assert!(out.contains(r#""db_password" : "<redacted>""#), "{out}");
+    }
+
+    /// A URL's password goes, from the text and by value (as written and
+    /// percent-decoded, as a CPI that parsed the URL logs it), wherever
+    /// the URL sits in the request; the rest of the URL stays.
+    #[test]
+    fn redacts_passwords_in_url_userinfo() {
+        let mut r = Redactor::default();
+        r.add_secrets_of(&json!({"env": {"bosh": {"mbus": {"urls":
+            ["nats://agent.a-1:s3cr%40t-pw@10.0.0.6:4222"]}}}}));
+        let text = "create_vm request: {\"urls\":[\"nats://agent.a-1:s3cr%40t-pw@10.0.0.6:4222\"]}\n\
+            connecting as agent.a-1 with s3cr@t-pw\n\
+            other nats://u:unknown-pw@h:4222/x and https://host/path?a=b@c and tcp://h:1";
+        let out = r.redact(text);
+        assert!(!out.contains("s3cr"), "{out}");
+        assert!(!out.contains("unknown-pw"), "{out}");
+        assert!(out.contains("nats://agent.a-1:<redacted>@10.0.0.6:4222"), "{out}");
+        assert!(out.contains("with <redacted>"), "{out}");
+        assert!(out.contains("nats://u:<redacted>@h:4222/x"), "{out}");
+        assert!(out.contains("https://host/path?a=b@c and tcp://h:1"), "{out}");
+        // A user without a password, and a URL cut short, stay as they are.
+        assert_eq!(r.redact("nats://user@h:1 and nats://"), "nats://user@h:1 and nats://");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bosh_api::agent::bosh_env;
 use bosh_api::store::Fence;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -219,13 +220,26 @@ impl ExternalCpi {
         request_id: Option<&str>,
         fence: Option<&Fence>,
     ) -> CpiResult<Value> {
+        self.call_for_stemcell(method, arguments, request_id, fence, None).await
+    }
+
+    /// [`ExternalCpi::call`], naming the stemcell API version of the VM
+    /// the call is for (`create_vm`), over the one set for every call.
+    async fn call_for_stemcell(
+        &self,
+        method: &'static str,
+        arguments: Value,
+        request_id: Option<&str>,
+        fence: Option<&Fence>,
+        stemcell_api_version: Option<u32>,
+    ) -> CpiResult<Value> {
         let mut context = self.properties.clone();
         context.insert("director_uuid".into(), self.director_uuid.clone().into());
         let rid = request_id
             .map(str::to_string)
             .unwrap_or_else(|| format!("cpi-{}", uuid::Uuid::new_v4()));
         context.insert("request_id".into(), rid.clone().into());
-        if let Some(v) = self.stemcell_api_version {
+        if let Some(v) = stemcell_api_version.or(self.stemcell_api_version) {
             context.insert("vm".into(), json!({"stemcell": {"api_version": v}}));
         }
         if let Some(f) = fence {
@@ -242,7 +256,8 @@ impl ExternalCpi {
             request["api_version"] = v.into();
         }
         // The call's own secrets (the agent's NATS password in create_vm's
-        // env, secret-named cloud properties) are redacted with the CPI's.
+        // mbus URL, the blobstore password, secret-named cloud properties)
+        // are redacted with the CPI's.
         let mut redactor = self.redactor.clone();
         redactor.add_secrets_of(&arguments);
         let mut child = tokio::process::Command::new(&self.exe)
@@ -542,14 +557,12 @@ impl super::Cpi for ExternalCpi {
     }
 
     async fn create_vm(&self, fence: Option<&Fence>, req: &CreateVm) -> CpiResult<String> {
-        // BOSH passes the agent's settings in env["bosh"]; the request id
-        // rides in the context so the CPI can tag what it creates.
-        let mut env = req.env.clone();
-        if !env.is_object() {
-            env = json!({});
-        }
-        env["bosh"]["settings"] = serde_json::to_value(&req.settings).expect("settings serialize");
-        env["bosh"]["request_id"] = req.request_id.clone().into();
+        // As BOSH's director: what the agent needs from the director goes
+        // in env.bosh (mbus URL with its credentials, blobstores, groups),
+        // and the CPI builds the agent's settings; the request id rides in
+        // the context so the CPI can tag what it creates.
+        let env = bosh_env::director_env(&req.settings, &req.env, req.group.as_ref())
+            .map_err(|e| CpiError::permanent("create_vm", e))?;
         let args = json!([
             req.agent_id,
             req.stemcell_cid,
@@ -558,7 +571,9 @@ impl super::Cpi for ExternalCpi {
             req.disk_cids,
             env,
         ]);
-        let v = self.call("create_vm", args, Some(&req.request_id), fence).await?;
+        let rid = Some(req.request_id.as_str());
+        let v =
+            self.call_for_stemcell("create_vm", args, rid, fence, req.stemcell_api_version).await?;
         vm_cid(self.api_version(), v)
     }
 

@@ -137,6 +137,21 @@ pub struct VmNetwork {
     pub cloud_properties: serde_json::Value,
 }
 
+impl VmNetwork {
+    /// The agent's view of the network: everything but its cloud
+    /// properties (the CPI's only).
+    pub fn agent_settings(&self) -> bosh_api::agent::NetworkSettings {
+        bosh_api::agent::NetworkSettings {
+            type_: self.type_.clone(),
+            ip: self.ip.clone(),
+            netmask: self.netmask.clone(),
+            gateway: self.gateway.clone(),
+            dns: self.dns.clone(),
+            default: self.default.clone(),
+        }
+    }
+}
+
 impl From<&InstanceNetwork> for VmNetwork {
     /// The CPI's view of a resolved network: everything but its name (the
     /// key of `networks`), cloud properties included.
@@ -168,10 +183,18 @@ pub struct CreateVm {
     pub networks: BTreeMap<String, VmNetwork>,
     /// Persistent disks the VM should be placed near.
     pub disk_cids: Vec<String>,
-    /// The agent's bootstrap settings (BOSH passes them in `env`).
+    /// The agent's bootstrap settings. The local CPI writes them as they
+    /// are; the external CPI sends them in BOSH's shape, in `env.bosh`
+    /// (see [`bosh_api::agent::bosh_env`]), and the CPI builds them back.
     pub settings: bosh_api::agent::Settings,
     /// The instance group's `env`.
     pub env: serde_json::Value,
+    /// Where the VM belongs (BOSH's `env.bosh.group`, `groups`, `tags`);
+    /// none: not sent.
+    pub group: Option<bosh_api::agent::bosh_env::VmGroup>,
+    /// The stemcell's API version (BOSH's `context.vm.stemcell`), when
+    /// known.
+    pub stemcell_api_version: Option<u32>,
 }
 
 /// A VM as a CPI lists it: its cid and the tags `set_vm_metadata` gave it.

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use bosh_api::agent::bosh_env;
 use bosh_api::store::Fence;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -65,6 +66,12 @@ fn fence(req: &Request) -> Option<Fence> {
     Some(Fence { key: f.get("key")?.as_str()?.to_string(), revision: f.get("revision")?.as_i64()? })
 }
 
+/// `context.vm.stemcell.api_version`, when the director sent it.
+fn stemcell_api_version(req: &Request) -> Option<u32> {
+    let v = req.context.get("vm")?.pointer("/stemcell/api_version")?.as_u64()?;
+    u32::try_from(v).ok()
+}
+
 /// Serves one request with `cpi`; the response to print.
 pub async fn serve(cpi: &dyn Cpi, req: &Request) -> Value {
     let result = dispatch(cpi, req).await;
@@ -105,28 +112,28 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
         }
         "delete_stemcell" => done(cpi.delete_stemcell(f, &s(0, "stemcell_cid")?).await),
         "create_vm" => {
+            // As a BOSH CPI: the agent's settings are built from the
+            // request (agent id, networks, env.bosh's mbus URL and
+            // blobstores); the request id comes in the context.
+            let agent_id = s(0, "agent_id")?;
+            let networks = arg::<BTreeMap<String, VmNetwork>>(req, 3, "networks")?;
             let env: Value = arg(req, 5, "env")?;
-            let settings = env.pointer("/bosh/settings").cloned().unwrap_or(Value::Null);
-            let settings = serde_json::from_value(settings)
-                .map_err(|e| invalid(format!("env.bosh.settings: {e}")))?;
-            let request_id = match env.pointer("/bosh/request_id").and_then(Value::as_str) {
-                _ if stock => fresh(),
-                Some(r) => r.to_string(),
-                None => rid.to_string(),
-            };
-            let mut group_env = env.clone();
-            if let Some(o) = group_env.as_object_mut() {
-                o.remove("bosh");
-            }
+            let agent_networks = networks.iter().map(|(n, v)| (n.clone(), v.agent_settings()));
+            let settings =
+                bosh_env::settings_from_create_vm(&agent_id, agent_networks.collect(), &env)
+                    .map_err(invalid)?;
+            let request_id = if stock { fresh() } else { rid.to_string() };
             let req = CreateVm {
                 request_id,
-                agent_id: s(0, "agent_id")?,
+                agent_id,
                 stemcell_cid: s(1, "stemcell_cid")?,
                 cloud_properties: arg(req, 2, "cloud_properties")?,
-                networks: arg::<BTreeMap<String, VmNetwork>>(req, 3, "networks")?,
+                networks,
                 disk_cids: arg::<Option<Vec<String>>>(req, 4, "disk_cids")?.unwrap_or_default(),
                 settings,
-                env: group_env,
+                env,
+                group: None,
+                stemcell_api_version: stemcell_api_version(req),
             };
             // API v2: [vm_cid, networks]; v1: the cid.
             let cid = cpi.create_vm(f, &req).await.map_err(cloud_error)?;
@@ -177,5 +184,57 @@ async fn dispatch(cpi: &dyn Cpi, req: &Request) -> Result<Value, Value> {
         }
         "list_vms" => value(cpi.list_vms().await.map(|v| json!(v))),
         other => Err(invalid(format!("Method is not known, got '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_vm(env: Value) -> Request {
+        serde_json::from_value(json!({
+            "method": "create_vm",
+            "arguments": ["agent-1", "sc-1", {}, {"default": {"type": "manual", "ip": "10.0.0.9"}},
+                          [], env],
+            "context": {"request_id": "req-1", "director_uuid": "d-1"},
+            "api_version": 2,
+        }))
+        .unwrap()
+    }
+
+    /// A BOSH-shaped `create_vm` whose env the agent's settings cannot be
+    /// built from is BOSH's `InvalidCall`, naming the field and not its
+    /// value; nothing reaches the CPI (no stemcell `sc-1` exists, which
+    /// would be a `CloudError`).
+    #[tokio::test]
+    async fn a_malformed_env_is_an_invalid_call_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpi = crate::local::LocalCpi::open(dir.path()).unwrap();
+        let cases = [
+            (
+                json!({"bosh": {"mbus": {"urls": ["nats://agent-1@h:4222"]}}}),
+                "env.bosh.mbus.urls[0]",
+            ),
+            (
+                json!({"bosh": {"mbus": {"urls": ["https://u:pw-secret@h"]}}}),
+                "env.bosh.mbus.urls[0]",
+            ),
+            (
+                json!({"bosh": {"blobstores": [{"provider": "s3", "options": {"secret": "pw-secret"}}]}}),
+                "env.bosh.blobstores[0].provider",
+            ),
+        ];
+        for (env, path) in cases {
+            let response = serve(&cpi, &create_vm(env.clone())).await;
+            let e = &response["error"];
+            assert_eq!(e["type"], "InvalidCall", "{env}: {response}");
+            let message = e["message"].as_str().unwrap();
+            assert!(message.starts_with(&format!("{path}: ")), "{env}: {message}");
+            assert!(!message.contains("pw-secret"), "{message}");
+        }
+        // Well formed, it reaches the CPI, which has no such stemcell.
+        let env = json!({"bosh": {"mbus": {"urls": ["nats://agent-1:pw@h:4222"]}}});
+        let response = serve(&cpi, &create_vm(env)).await;
+        assert_eq!(response["error"]["type"], "Bosh::Clouds::CloudError", "{response}");
     }
 }

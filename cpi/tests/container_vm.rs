@@ -67,6 +67,7 @@ async fn a_container_vm_is_isolated_and_leaves_nothing_behind() {
         disk_cids: vec![],
         settings: Default::default(),
         env: serde_json::json!({}),
+        ..Default::default()
     };
     let vm = cpi.create_vm(None, &req).await.unwrap();
     assert!(cpi.has_vm(&vm).await.unwrap());

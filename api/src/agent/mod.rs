@@ -1,6 +1,7 @@
 //! What boshd and the agent say to each other: the bootstrap settings a new
 //! VM reads (the registry's role) and the NATS message protocol.
 
+pub mod bosh_env;
 mod protocol;
 mod settings;
 

@@ -1,7 +1,8 @@
 //! Bootstrap settings: everything a new VM's agent needs before it can
 //! reach boshd. The local CPI writes them as `settings.json` into the VM
-//! directory; external CPIs receive them in `create_vm`'s env; boshd also
-//! serves them at `/registry/<vm-cid>`.
+//! directory; an external CPI builds them from `create_vm`'s BOSH-shaped
+//! `env` (see [`super::bosh_env`]); boshd also serves them at
+//! `/registry/<vm-cid>`.
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,8 @@ pub struct Settings {
     pub shares_host: bool,
 }
 
-fn default_heartbeat() -> u64 {
+/// BOSH's heartbeat interval, seconds.
+pub(super) fn default_heartbeat() -> u64 {
     30
 }
 

@@ -14,6 +14,10 @@ use crate::world::bus::{Bus, Credentials};
 use crate::world::cpi::{Cpi, CpiError, FencedCpi};
 use crate::world::cpis::CpiRegistry;
 
+/// The director's name, as its `/info` gives it: the first part of the
+/// groups (`<director>-<deployment>-<instance group>`) a VM is created in.
+pub const DIRECTOR_NAME: &str = "boshd";
+
 /// The director's handles on the world.
 #[derive(Clone)]
 pub struct Director {

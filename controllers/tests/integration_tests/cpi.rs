@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bosh_api::agent::Settings;
+use bosh_api::agent::bosh_env::VmGroup;
+use bosh_api::agent::{BlobstoreSettings, MbusSettings, Settings};
 use bosh_api::store::Fence;
 use bosh_controllers::world::cpi::external::ExternalCpi;
 use bosh_controllers::world::cpi::local::LocalCpi;
@@ -51,20 +52,58 @@ async fn external_cpi_round_trip() {
     assert_eq!(negotiated.info.stemcell_formats, ["dummy"]);
     assert_eq!(cpi.info().await.unwrap().stemcell_formats, ["dummy"]);
     let sc = cpi.create_stemcell(None, Path::new("/nonexistent/image"), &json!({})).await.unwrap();
-    let vm = cpi.create_vm(None, &create_vm_request(&subnet, &sc, "req-1")).await.unwrap();
+    // The agent's settings as the director has them, which go to the CPI
+    // in BOSH's shape.
+    let mut req = create_vm_request(&subnet, &sc, "req-1");
+    req.settings.mbus = MbusSettings {
+        url: "nats://10.0.0.6:4222".into(),
+        user: "agent-agent-req-1".into(),
+        password: "nats-pw-1".into(),
+    };
+    req.settings.blobstore = BlobstoreSettings {
+        url: "http://10.0.0.6:25250".into(),
+        token: "blob-token-1".into(),
+        mirrors: vec![],
+    };
+    req.env = json!({"bosh": {"password": "crypted"}});
+    req.group = Some(VmGroup {
+        director: "boshd".into(),
+        deployment: "cf".into(),
+        instance_group: "web".into(),
+        tags: json!({"team": "rc"}).as_object().unwrap().clone(),
+    });
+    req.stemcell_api_version = Some(3);
+    let vm = cpi.create_vm(None, &req).await.unwrap();
     assert!(vm.starts_with("vm-"), "API v2's [cid, networks] result must yield the cid: {vm}");
     assert!(cpi.has_vm(&vm).await.unwrap());
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
     let rec = &state["vms"][&vm];
     assert_eq!(rec["request_id"], "req-1", "the request id must reach the CPI in the context");
-    assert_eq!(rec["env"]["bosh"]["settings"]["agent_id"], "agent-req-1");
+    assert_eq!(rec["agent_id"], "agent-req-1");
+    // BOSH's env.bosh, exactly: nothing of ours but the heartbeat interval.
+    assert_eq!(
+        rec["env"],
+        json!({"bosh": {
+            "blobstores": [{"provider": "dav", "options": {"endpoint": "http://10.0.0.6:25250",
+                "user": "agent", "password": "blob-token-1"}}],
+            "heartbeat_interval_secs": 0,
+            "password": "crypted",
+            "mbus": {"urls": ["nats://agent-agent-req-1:nats-pw-1@10.0.0.6:4222"]},
+            "group": "boshd-cf-web",
+            "groups": ["boshd", "cf", "web", "boshd-cf", "cf-web", "boshd-cf-web"],
+            "tags": {"team": "rc"},
+        }})
+    );
     assert_eq!(rec["networks"]["default"]["ip"], subnet.ip(10).to_string());
     // As BOSH: `info` at set-up carries no version; every call after it
     // carries the one negotiated.
     let calls = state["calls"].as_array().unwrap();
     assert!(calls[0]["method"] == "info" && calls[0]["api_version"].is_null(), "{calls:?}");
     assert!(calls[1..].iter().all(|c| c["api_version"] == 2), "{calls:?}");
+    let create = calls.iter().find(|c| c["method"] == "create_vm").unwrap();
+    assert_eq!(create["vm"], json!({"stemcell": {"api_version": 3}}), "{create}");
+    assert!(create["director_uuid"].as_str().is_some_and(|u| !u.is_empty()), "{create}");
 
     let mut md = BTreeMap::new();
     md.insert("deployment".to_string(), "cf".to_string());
@@ -99,6 +138,14 @@ async fn external_cpi_round_trip() {
     assert!(
         logs.iter().any(|l| l.method == "create_vm" && l.text.contains("dummy-cpi: create_vm"))
     );
+    // The dummy logs its whole env: the URL's password and the blobstore's
+    // are redacted.
+    let env_log = logs.iter().find(|l| l.text.contains("dummy-cpi: create_vm env")).unwrap();
+    assert!(
+        env_log.text.contains("nats://agent-agent-req-1:<redacted>@10.0.0.6:4222"),
+        "{env_log:?}"
+    );
+    assert!(!env_log.text.contains("nats-pw-1") && !env_log.text.contains("blob-token-1"));
     assert!(
         logs.iter().any(|l| l.text.contains("handled create_vm")),
         "the response's log is kept"

@@ -294,7 +294,9 @@ async fn misbehaving_cpi_executables_fail_the_deploy_naming_the_call_then_recove
     h.upload_release(&example_release(releases.path())).await.unwrap();
     h.upload_stemcell().await.unwrap();
     let started = std::time::Instant::now();
-    let t = h.apply("good", manifest("good", 1, "behaving", 0)).await;
+    let mut good = manifest("good", 1, "behaving", 0);
+    good["tags"] = serde_json::json!({"team": "rc"});
+    let t = h.apply("good", good).await;
     let (state, result) = h.task_end(t).await;
     assert_eq!(state, TaskState::Done, "{result}");
     println!("compiled and deployed through the stand-in in {:?}", started.elapsed());
@@ -314,6 +316,31 @@ async fn misbehaving_cpi_executables_fail_the_deploy_naming_the_call_then_recove
         "every password redacted: {}",
         request.error
     );
+    // BOSH's create_vm env (issue 16 item 4): the agent's NATS credentials
+    // in the mbus URL (redacted in the log, present for the agent), a dav
+    // blobstore, the groups and the manifest's tags.
+    let web = logs
+        .iter()
+        .map(|e| &e.error)
+        .find(|t| t.contains("create_vm request") && t.contains(r#""group":"boshd-good-web""#))
+        .unwrap_or_else(|| panic!("the web VM's create_vm request is logged: {logs:?}"));
+    for want in [
+        r#""mbus":{"urls":["nats://"#,
+        r#":<redacted>@"#,
+        r#""blobstores":[{"provider":"dav","options":{"endpoint":"http://"#,
+        r#""groups":["boshd","good","web","boshd-good","good-web","boshd-good-web"]"#,
+        r#""tags":{"team":"rc"}"#,
+    ] {
+        assert!(web.contains(want), "{want} in {web}");
+    }
+    let i = &h.instances("good").await[0];
+    let settings = sh(&h, i, "cat /var/vcap/bosh/settings.json").await;
+    let settings: bosh_api::agent::Settings = serde_json::from_str(&settings).unwrap();
+    let (mbus, blobstore) = (&settings.mbus, &settings.blobstore);
+    assert!(mbus.url.starts_with("nats://") && !mbus.url.contains('@'), "{mbus:?}");
+    assert!(mbus.user.starts_with("agent") && !mbus.password.is_empty(), "{mbus:?}");
+    assert!(!blobstore.token.is_empty() && blobstore.url.starts_with("http://"));
+    assert!(!web.contains(&mbus.password) && !web.contains(&blobstore.token), "{web}");
 
     // (mode, what the task's result says, what the task's CPI log says,
     //  whether the instance retries by itself)

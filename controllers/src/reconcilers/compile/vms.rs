@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bosh_api::agent::NetworkSettings;
+use bosh_api::agent::bosh_env::VmGroup;
 use bosh_api::manifest::Subnet;
 use bosh_api::objects::{
     CompileWorker, CompiledPackageSpec, InstanceNetwork, InstanceSpec, Reason,
@@ -16,6 +17,7 @@ use tracing::info;
 use super::{Compiler, Error, plan};
 use crate::failpoints as fp;
 use crate::world::cpi::{CreateVm, FencedCpi, VmNetwork};
+use crate::world::director::DIRECTOR_NAME;
 
 /// A compile VM at work, and the package whose status records it.
 #[derive(Debug, Clone)]
@@ -182,6 +184,13 @@ pub async fn ensure_vm(
                 networks: BTreeMap::from([(env.network.clone(), vm_net)]),
                 settings,
                 env: env.env.clone(),
+                // As BOSH names a compilation VM's instance group.
+                group: Some(VmGroup {
+                    director: DIRECTOR_NAME.to_string(),
+                    deployment: env.deployment.clone(),
+                    instance_group: format!("compilation-{}", worker.agent_id),
+                    tags: Default::default(),
+                }),
                 ..Default::default()
             };
             store.check_fence().await?;

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use bosh_api::Object;
 use bosh_api::agent::NetworkSettings;
-use bosh_api::objects::{InstancePhase, InstanceSpec, InstanceStatus, StemcellSpec};
+use bosh_api::agent::bosh_env::VmGroup;
+use bosh_api::objects::{
+    DeploymentSpec, InstancePhase, InstanceSpec, InstanceStatus, StemcellSpec,
+};
 use tracing::info;
 
 use super::{Error, Instances, patch};
 use crate::failpoints as fp;
 use crate::runtime::Ctx;
 use crate::world::cpi::{CreateVm, VmNetwork};
+use crate::world::director::DIRECTOR_NAME;
 
 fn cpi(method: &'static str) -> impl FnOnce(crate::world::cpi::CpiError) -> Error {
     move |source| Error::Cpi { method, source }
@@ -74,14 +78,32 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
             let vm_nets: BTreeMap<String, VmNetwork> =
                 spec.networks.iter().map(|n| (n.name.clone(), n.into())).collect();
-            // The spec holds `env`'s placeholders; the values go to
-            // the CPI and the agent's settings only (FAULT-MATRIX G5).
-            let env = if spec.env.is_null() {
-                serde_json::json!({})
-            } else {
-                let deployment = cur.metadata.deployment.as_deref().unwrap_or_default();
-                crate::libs::variables::substitute(&ctx.store, deployment, &spec.env).await?
+            let deployment = cur.metadata.deployment.clone().unwrap_or_default();
+            // The manifest's top-level tags, for BOSH's `env.bosh.tags`.
+            let tags = match ctx.store.try_get::<DeploymentSpec>(None, &deployment).await? {
+                Some(dep) => dep.spec.manifest.get("tags").cloned().unwrap_or_default(),
+                None => serde_json::Value::Null,
             };
+            // The spec holds `env`'s placeholders (and the manifest its
+            // tags'); the values go to the CPI and the agent's settings
+            // only (FAULT-MATRIX G5).
+            let raw = serde_json::json!({"env": spec.env, "tags": tags});
+            let resolved = if spec.env.is_null() && tags.is_null() {
+                raw
+            } else {
+                crate::libs::variables::substitute(&ctx.store, &deployment, &raw).await?
+            };
+            let env = match &resolved["env"] {
+                serde_json::Value::Null => serde_json::json!({}),
+                e => e.clone(),
+            };
+            let group = VmGroup {
+                director: DIRECTOR_NAME.to_string(),
+                deployment,
+                instance_group: spec.group.clone(),
+                tags: resolved["tags"].as_object().cloned().unwrap_or_default(),
+            };
+            let stemcell_api_version = sc.as_ref().map(|sc| sc.spec.api_version).filter(|v| *v > 0);
             let settings = d.agent_settings(&agent_id, creds, settings_nets, env.clone());
             let req = CreateVm {
                 request_id: request_id.clone(),
@@ -92,6 +114,8 @@ pub async fn create(ctx: &Ctx<Instances>, cur: &mut Object<InstanceSpec>) -> Res
                 disk_cids: cur.status.disk_cid.iter().cloned().collect(),
                 settings,
                 env,
+                group: Some(group),
+                stemcell_api_version,
             };
             ctx.store.check_fence().await?;
             let cid = fenced.create_vm(&req).await.map_err(cpi("create_vm"))?;
