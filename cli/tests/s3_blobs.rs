@@ -34,7 +34,11 @@ fn boshctl_env(home: &Path, dir: &Path, args: &[&str], keys: Option<(&str, &str)
         Some((k, s)) => cmd.env("AWS_ACCESS_KEY_ID", k).env("AWS_SECRET_ACCESS_KEY", s),
         None => cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY"),
     };
-    cmd.env_remove("AWS_SESSION_TOKEN").output().unwrap()
+    cmd.env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .output()
+        .unwrap()
 }
 
 /// A moto server with the test bucket and a user allowed `s3:*`, checking
@@ -171,9 +175,43 @@ async fn blobs_round_trip_through_s3_and_altered_objects_are_refused() {
     assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     ok(&boshctl_env(home.path(), &dir, &["sync-blobs"], Some((&key, &secret))));
     assert!(std::fs::read(dir.join("blobs").join(BLOB)).unwrap() == content);
+    // ... else with a profile of AWS's shared credentials file: `default`
+    // in ~/.aws/credentials, or the one AWS_PROFILE names.
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    std::fs::write(
+        home.path().join(".aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = AKIAEXAMPLEDEFAULT01\naws_secret_access_key = default-profile-secret\n\n\
+             [releaser]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+        ),
+    )
+    .unwrap();
+    let with_profile = |profile: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_boshctl"));
+        cmd.args(["sync-blobs", "--dir"]).arg(&dir).current_dir(&dir).env("HOME", home.path());
+        for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            cmd.env_remove(k);
+        }
+        cmd.env_remove("AWS_SHARED_CREDENTIALS_FILE");
+        match profile {
+            Some(p) => cmd.env("AWS_PROFILE", p),
+            None => cmd.env_remove("AWS_PROFILE"),
+        };
+        cmd.output().unwrap()
+    };
+    std::fs::remove_dir_all(dir.join("blobs")).unwrap();
+    // `default`'s keys are read and signed with; moto does not know them.
+    let err = failed(&with_profile(None));
+    assert!(err.contains("InvalidAccessKeyId"), "the profile's keys were sent: {err}");
+    assert!(!err.contains("default-profile-secret"), "no secret in errors: {err}");
+    ok(&with_profile(Some("releaser")));
+    assert!(std::fs::read(dir.join("blobs").join(BLOB)).unwrap() == content);
+    std::fs::remove_dir_all(dir.join("blobs")).unwrap();
+    let err = failed(&with_profile(Some("nobody")));
+    assert!(err.contains("profile [nobody]") && err.contains(".aws/credentials"), "{err}");
+    assert!(!dir.join("blobs").join(BLOB).exists());
     private_yml(&dir, &key, &secret);
 
-    std::fs::remove_dir_all(dir.join("blobs")).unwrap();
     let out = ok(&boshctl(home.path(), &dir, &["create-release", "--force"]));
     assert!(out.contains("s3rel"), "{out}");
     assert!(std::fs::read(dir.join("blobs").join(BLOB)).unwrap() == content);

@@ -481,7 +481,7 @@ fn prune_images(entry: &Path, keep: usize, after: std::time::Duration) {
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    images.sort_by(|a, b| b.0.cmp(&a.0));
+    images.sort_by_key(|b| std::cmp::Reverse(b.0));
     let now = std::time::SystemTime::now();
     for (modified, path) in images.into_iter().skip(keep) {
         if now.duration_since(modified).is_ok_and(|age| age >= after) {

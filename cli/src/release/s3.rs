@@ -257,7 +257,8 @@ impl S3Blobstore {
             }
             (401 | 403, Credentials::Keys { .. }) => {
                 "; check the credentials (config/private.yml's blobstore.options, or \
-                 AWS_ACCESS_KEY_ID with credentials_source: env_or_profile) and the bucket's policy"
+                 AWS_ACCESS_KEY_ID or the AWS profile with credentials_source: env_or_profile) \
+                 and the bucket's policy"
             }
             _ => "",
         };
@@ -386,6 +387,7 @@ fn endpoint(o: &IndexMap<String, Value>, bucket: &str, region: &str) -> Result<E
 /// The credentials `credentials_source` names: `static` (the default when
 /// `access_key_id` is set) takes the keys from the options, `env_or_profile`
 /// from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (`AWS_SESSION_TOKEN`),
+/// else from the shared credentials file's profile ([`profile_keys`]),
 /// `none` (the default without keys) signs nothing.
 fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
     let key = opt_str(o, "access_key_id");
@@ -418,12 +420,18 @@ fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
                     secret_access_key,
                     session_token: env("AWS_SESSION_TOKEN"),
                 }),
-                _ => Err(S3Error::Option(BadOption::new(
-                    FINAL_YML,
-                    "credentials_source",
-                    "env_or_profile: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                              are not both set (profiles and instance roles are not read)",
-                ))),
+                _ => profile_keys(env("AWS_SHARED_CREDENTIALS_FILE"), env("AWS_PROFILE")).map_err(
+                    |why| {
+                        S3Error::Option(BadOption::new(
+                            FINAL_YML,
+                            "credentials_source",
+                            format!(
+                                "env_or_profile: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                                 are not both set, and {why} (instance roles are not read)"
+                            ),
+                        ))
+                    },
+                ),
             }
         }
         "none" => Ok(Credentials::Anonymous),
@@ -432,6 +440,38 @@ fn credentials(o: &IndexMap<String, Value>) -> Result<Credentials, S3Error> {
             "credentials_source",
             format!("'{other}' is not one of static, env_or_profile, none"),
         ))),
+    }
+}
+
+/// The keys of profile `profile` (`AWS_PROFILE`, else `default`) in AWS's
+/// shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
+/// `~/.aws/credentials`), as the AWS SDKs bosh's s3 client uses read them:
+/// `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`. The
+/// error says which file and profile lacked what; it never quotes a value.
+fn profile_keys(file: Option<String>, profile: Option<String>) -> Result<Credentials, String> {
+    let file = match file {
+        Some(f) => std::path::PathBuf::from(f),
+        None => std::path::PathBuf::from(
+            std::env::var_os("HOME").ok_or("HOME is not set to find ~/.aws/credentials")?,
+        )
+        .join(".aws/credentials"),
+    };
+    let profile = profile.unwrap_or_else(|| "default".into());
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("the credentials file {} cannot be read: {e}", file.display()))?;
+    let mut ini = configparser::ini::Ini::new_cs();
+    ini.read(text).map_err(|e| format!("{} does not parse: {e}", file.display()))?;
+    let get = |k: &str| ini.get(&profile, k).filter(|v| !v.is_empty());
+    match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials::Keys {
+            access_key_id,
+            secret_access_key,
+            session_token: get("aws_session_token"),
+        }),
+        _ => Err(format!(
+            "profile [{profile}] of {} has no aws_access_key_id and aws_secret_access_key",
+            file.display()
+        )),
     }
 }
 
