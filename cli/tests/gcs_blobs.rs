@@ -12,12 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bosh_api::release::{
-    config::read_blobs,
-    index::{BuildEntry, BuildIndex},
-    read_release_tarball, sha256_digest,
-};
+use bosh_api::release::{config::read_blobs, read_release_tarball, sha256_digest};
 use bosh_test_utils::gcs::GcsEmulator;
+use common::{failed, final_build, fresh_copy, leftovers, ok};
+
+mod common;
 
 const BLOB: &str = "app/blob.bin";
 const BUCKET: &str = "bosh-blobs";
@@ -49,21 +48,6 @@ fn boshctl_adc(
         None => cmd.env_remove("STORAGE_EMULATOR_HOST"),
     };
     cmd.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A service account's JSON key with a fresh RSA key, its token endpoint
@@ -118,49 +102,6 @@ fn release(home: &Path, bucket: &str, extra: &str) -> PathBuf {
 
 fn object_id(dir: &Path, blob: &str) -> Option<String> {
     read_blobs(dir).unwrap()[blob].object_id.clone()
-}
-
-/// Files under `blobs/`, and scratch dirs a sync may have left in the release.
-fn leftovers(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("blobs")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with(".sync-blobs-") {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Copies a release directory as a fresh checkout has it: sources, config
-/// and indexes, none of the build output, dev releases or fetched blobs.
-fn fresh_copy(from: &Path, to: &Path) {
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        std::fs::create_dir_all(to.join(&rel)).unwrap();
-        for e in std::fs::read_dir(from.join(&rel)).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if rel.as_os_str().is_empty()
-                && matches!(name.as_str(), ".dev_builds" | "dev_releases" | "blobs")
-            {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(rel.join(&name));
-            } else {
-                std::fs::copy(e.path(), to.join(&rel).join(&name)).unwrap();
-            }
-        }
-    }
 }
 
 /// Bytes no text mangling leaves alone: every byte value, CRLFs and a
@@ -249,14 +190,6 @@ async fn blobs_round_trip_through_gcs_and_altered_objects_are_refused() {
     assert_eq!(leftovers(&clone), Vec::<PathBuf>::new(), "nothing is left behind");
     let pem_line = pem.lines().nth(1).unwrap();
     assert!(!err.contains(pem_line), "no key in errors: {err}");
-}
-
-/// The only build of a `.final_builds` index.
-fn final_build(dir: &Path, index: &str) -> BuildEntry {
-    let path = dir.join(".final_builds").join(index).join("index.yml");
-    let builds = BuildIndex::read(dir, &path).unwrap().builds;
-    assert_eq!(builds.len(), 1, "{index}: {builds:?}");
-    builds.into_values().next().unwrap()
 }
 
 /// Job and package digests of a release tarball, by name.

@@ -13,10 +13,13 @@ use std::process::{Command, Output};
 use bosh_api::release::{
     ReleaseManifest,
     config::{BlobsIndex, read_blobs},
-    index::{BuildEntry, BuildIndex},
+    index::BuildIndex,
     read_release_tarball, sha256_digest,
 };
 use bosh_test_utils::moto::Moto;
+use common::{failed, final_build, fresh_copy, leftovers, ok};
+
+mod common;
 
 const BLOB: &str = "app/blob.bin";
 const BUCKET: &str = "bosh-blobs";
@@ -49,21 +52,6 @@ async fn signed_moto() -> (Moto, String, String) {
     let (key, secret) = moto.s3_user("releaser").await.unwrap();
     moto.require_auth(true).await.unwrap();
     (moto, key, secret)
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A release with one package whose only file is the blob, and an s3
@@ -108,26 +96,6 @@ fn blobs_yml(dir: &Path) -> BlobsIndex {
 
 fn object_id(dir: &Path, blob: &str) -> Option<String> {
     blobs_yml(dir)[blob].object_id.clone()
-}
-
-/// Files under `blobs/`, and scratch dirs a sync may have left in the release.
-fn leftovers(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("blobs")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with(".sync-blobs-") {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// add-blob → upload-blobs (object id recorded, object in the bucket) →
@@ -345,38 +313,6 @@ fn unknown_providers_are_refused_naming_the_option() {
     let err = failed(&boshctl(home.path(), &dir, &["sync-blobs"]));
     assert!(err.contains("config/final.yml: blobstore.provider: provider 'swift'"), "{err}");
     assert!(err.contains("supported: local, s3, gcs"), "{err}");
-}
-
-/// Copies a release directory as a fresh checkout has it: sources, config
-/// and indexes (`.final_builds`, `releases`), none of the build output,
-/// dev releases or fetched blobs. With a new `HOME` nothing is cached.
-fn fresh_copy(from: &Path, to: &Path) {
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        std::fs::create_dir_all(to.join(&rel)).unwrap();
-        for e in std::fs::read_dir(from.join(&rel)).unwrap() {
-            let e = e.unwrap();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if rel.as_os_str().is_empty()
-                && matches!(name.as_str(), ".dev_builds" | "dev_releases" | "blobs")
-            {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                stack.push(rel.join(&name));
-            } else {
-                std::fs::copy(e.path(), to.join(&rel).join(&name)).unwrap();
-            }
-        }
-    }
-}
-
-/// The only build of a `.final_builds` index.
-fn final_build(dir: &Path, index: &str) -> BuildEntry {
-    let path = dir.join(".final_builds").join(index).join("index.yml");
-    let builds = BuildIndex::read(dir, &path).unwrap().builds;
-    assert_eq!(builds.len(), 1, "{index}: {builds:?}");
-    builds.into_values().next().unwrap()
 }
 
 /// Job and package digests of a release tarball, by name.
