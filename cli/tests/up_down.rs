@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bosh_cpi::local::container::Runc;
 use bosh_cpi::local::network::{NetEnv, leftovers};
+use bosh_cpi::local::process::ProcId;
 use bosh_test_utils::SubnetLease;
 
 struct Out {
@@ -68,17 +69,6 @@ fn cloud_config(subnet: &SubnetLease) -> serde_json::Value {
     }]);
     cloud["compilation"]["network"] = "default".into();
     cloud
-}
-
-/// Every mount point under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(dir.as_ref()))
-        .map(str::to_string)
-        .collect()
 }
 
 async fn get(url: &str) -> Option<String> {
@@ -159,14 +149,11 @@ async fn up_deploys_the_sample_and_down_leaves_nothing_behind() {
     let o = boshctl(work, &["down", "--data-dir", &data.to_string_lossy()]);
     assert_eq!(o.code, 0, "down: {}\n{}", o.stdout, o.stderr);
     for pid in pids {
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'))
-            });
+        let alive = ProcId::of(pid).is_some_and(|p| p.is_alive());
         assert!(!alive, "process {pid} is gone");
     }
     assert_eq!(runc.list().unwrap(), Vec::<String>::new(), "no container left");
-    assert_eq!(mounts_under(&data), Vec::<String>::new(), "no mount left");
+    assert_eq!(bosh_test_utils::mounts_under(&data), Vec::<String>::new(), "no mount left");
     assert_eq!(leftovers(&NetEnv::for_root(&cpi)).unwrap(), Vec::<String>::new());
     for ip in &ips {
         assert_eq!(get(&format!("http://{ip}:8080/")).await, None, "{ip} no longer answers");

@@ -21,6 +21,7 @@
 //!   live test process holds (`subnet.rs`).
 //! - [`moto`]: moto's S3-compatible server, for release blobstore tests.
 //! - [`gcs`]: gcp-storage-emulator, a GCS-compatible server, for the same.
+//! - [`mounts_under`]: what is mounted under a directory.
 //! - [`proxy`]: a TCP proxy that drops, blackholes, delays or loses
 //!   responses on command, for fault tests.
 
@@ -42,6 +43,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bosh_api::store::{EtcdPki, SecretsKey, StoreConfig};
+
+/// Mount points at or under `dir` (from `/proc/self/mountinfo`): what a
+/// test of VMs that mount things checks is empty once they are gone.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir.as_ref()))
+        .map(str::to_string)
+        .collect()
+}
 
 /// Picks a free loopback port (the OS chooses; the listener is dropped).
 pub fn free_port() -> u16 {

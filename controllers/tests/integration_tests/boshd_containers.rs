@@ -175,17 +175,6 @@ fn containers(cpi: &Path) -> BTreeSet<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
-/// Mount points at or under `dir`.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let dir = dir.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(dir.as_ref()))
-        .map(str::to_string)
-        .collect()
-}
-
 /// The plain release's tarball and the rootfs stemcell's, built under `dir`.
 fn tarballs(dir: &Path) -> (PathBuf, PathBuf) {
     let release = dir.join("plain.tgz");
@@ -363,7 +352,7 @@ async fn boshd_containers_keep_the_disk_and_outlive_boshd() {
     .await
     .unwrap();
     assert_eq!(containers(&w.cpi()), BTreeSet::new(), "no container left");
-    assert_eq!(mounts_under(&data), Vec::<String>::new(), "no mount left");
+    assert_eq!(bosh_test_utils::mounts_under(&data), Vec::<String>::new(), "no mount left");
     // The subnet's bridge is the environment's, as an IaaS network outlives
     // its VMs (`down` and the reaper remove it); nothing of the VM is left.
     let net = NetEnv::for_root(&std::path::absolute(w.cpi()).unwrap());

@@ -157,7 +157,7 @@ pub fn key_version<'a>(p: &'a ReleasePackage, os: &str, version: &'a str) -> &'a
     if p.blob.is_some() {
         return version;
     }
-    let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
+    let major = |v: &'a str| v.split('.').next();
     let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
     let mut best: Option<&str> = None;
     for sc in &p.compiled_for {

@@ -646,7 +646,9 @@ async fn foreign_of(ctx: &Ctx<Deployer>, name: &str) -> Result<Option<links::For
 /// AZ whose `cpi` names a CPI the director does not have (not in any valid
 /// CPI config, nor the default's name): every VM call for it would fail,
 /// and BOSH fails such a deploy naming the CPI. A plan whose AZs name no
-/// CPI reads nothing.
+/// CPI reads nothing; one whose CPIs are all known reads the registry's
+/// watched configs only; an unknown name is confirmed against etcd before
+/// it fails the deploy, so a CPI config written a moment earlier counts.
 async fn refuse_unknown_cpis(
     ctx: &Ctx<Deployer>,
     deployment: &str,
@@ -659,20 +661,26 @@ async fn refuse_unknown_cpis(
     if named.is_empty() {
         return Ok(());
     }
-    let all = ctx.data.director.all_cpis_fresh().await.map_err(|e| {
+    let director = &ctx.data.director;
+    let failed = |e: crate::world::cpi::CpiError| {
         Blocked::new(Reason::PlacementFailed, format!("deployment {deployment}: {e}"))
-    })?;
-    let default = ctx.data.director.cpi.name();
-    let known: BTreeSet<&str> = all.iter().map(|(n, _)| n.as_deref().unwrap_or(default)).collect();
+    };
+    let names = |all: Vec<(Option<String>, _)>| -> BTreeSet<String> {
+        all.into_iter().map(|(n, _)| n.unwrap_or_else(|| director.cpi.name().into())).collect()
+    };
+    let mut known = names(director.all_cpis().await.map_err(failed)?);
+    if named.iter().any(|(_, cpi)| !known.contains(*cpi)) {
+        known = names(director.all_cpis_fresh().await.map_err(failed)?);
+    }
     let unknown: Vec<String> = named
         .iter()
-        .filter(|(_, cpi)| !known.contains(cpi))
+        .filter(|(_, cpi)| !known.contains(*cpi))
         .map(|(az, cpi)| format!("cloud config az {az} names CPI {cpi:?}"))
         .collect();
     if unknown.is_empty() {
         return Ok(());
     }
-    let known: Vec<&str> = known.into_iter().collect();
+    let known: Vec<String> = known.into_iter().collect();
     Err(Blocked::new(
         Reason::PlacementFailed,
         format!(
