@@ -183,11 +183,32 @@ async fn a_meltdown_pauses_resurrection_until_enough_are_healthy() {
         signal_vm(&h, cid, "CONT");
     }
     let h2 = &h;
-    eventually(Duration::from_secs(120), "the 4 still down to be recreated", || async move {
-        (creates(h2) == before + 4).then_some(())
-    })
-    .await
-    .unwrap();
+    let recreated =
+        eventually(Duration::from_secs(120), "the 4 still down to be recreated", || async move {
+            (creates(h2) == before + 4).then_some(())
+        })
+        .await;
+    if let Err(e) = recreated {
+        // What each instance looked like when the wait gave up: which one
+        // was left, and what the director thought of it.
+        let states: Vec<String> = h
+            .instances("melt")
+            .await
+            .iter()
+            .map(|i| {
+                let ready = find_condition(&i.status.conditions, ConditionType::Ready);
+                format!(
+                    "{} vm={:?} health={:?} phase={:?} ready={:?}",
+                    i.spec.id,
+                    i.status.vm_cid,
+                    i.status.health,
+                    i.status.phase,
+                    ready.map(|c| (c.status, c.reason.clone(), c.message.clone()))
+                )
+            })
+            .collect();
+        panic!("{e}: {} of 4 recreated; instances:\n{}", creates(&h) - before, states.join("\n"));
+    }
     let d: Object<DeploymentSpec> = h.store.get(None, "melt").await.unwrap();
     let c = find_condition(&d.status.conditions, ConditionType::Meltdown).unwrap();
     assert_eq!(c.status, ConditionStatus::False);
