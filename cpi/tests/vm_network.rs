@@ -222,8 +222,14 @@ async fn deleting_vms_and_the_environment_leaves_nothing() {
     let master = ip_json(&["link", "show", "dev", &veth_a]);
     assert_eq!(master[0]["master"], bridge.as_str());
 
+    // The bridge keeps its own address as ports come and go (an unset one
+    // follows the lowest port's, leaving other VMs' ARP entries stale).
+    let mac = |dev: &str| ip_json(&["link", "show", "dev", dev])[0]["address"].clone();
+    assert_eq!(mac(&bridge), network::bridge_mac(a.gateway).as_str());
+
     network::delete_vm_netns(&env.net, "vm-a").unwrap();
     network::delete_vm_netns(&env.net, "vm-a").unwrap(); // absent is fine
+    assert_eq!(mac(&bridge), network::bridge_mac(a.gateway).as_str(), "unchanged by a VM's going");
     let left = network::leftovers(&env.net).unwrap();
     assert!(!left.iter().any(|l| *l == veth_a || l.ends_with(&ns_a)), "{left:?}");
     assert!(left.contains(&veth_b) && left.contains(&bridge), "{left:?}");

@@ -385,6 +385,13 @@ fn check_overlap(env: &NetEnv, nic: &Nic, bridge: &str) -> Result<(), NetError> 
     Ok(())
 }
 
+/// The fixed address of the bridge whose gateway is `gateway`: locally
+/// administered (`02:`), unique per gateway as bridges are per subnet.
+pub fn bridge_mac(gateway: Ipv4Addr) -> String {
+    let [a, b, c, d] = gateway.octets();
+    format!("02:62:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
 /// Creates (idempotently) the bridge of `nic`'s subnet with the gateway
 /// address on it, up. First checks that the subnet overlaps no host route
 /// or address but this environment's bridge of the same subnet (the
@@ -428,6 +435,12 @@ pub fn ensure_bridge(env: &NetEnv, nic: &Nic) -> Result<String, NetError> {
                 ),
             });
         }
+        // A bridge whose address was never set takes the lowest address of
+        // its ports, so it changes as VMs come and go; every other VM's ARP
+        // entry for the gateway (where NATS and the blobstore are) then
+        // points nowhere until it expires, and their agents fall silent
+        // for seconds. A set address stays.
+        ip(&["link", "set", "dev", &bridge, "address", &bridge_mac(nic.gateway)])?;
         ip(&["link", "set", "dev", &bridge, "up"])?;
         Ok(())
     };
